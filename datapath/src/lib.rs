@@ -1,0 +1,1 @@
+//! Sans-IO packet pipeline (being written).
