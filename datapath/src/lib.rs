@@ -1,1 +1,20 @@
-//! Sans-IO packet pipeline (being written).
+//! The packet pipeline of an instance, as a pure state machine (sans-IO).
+//!
+//! Input: an Ethernet frame from the local port, or a Geneve UDP payload
+//! from the underlay, plus `now`. Output: a [`Verdict`] and finished packets
+//! in the caller's [`Output`] queues. The pipeline is a list of layers
+//! (port security, responders, switch, router, encapsulation on the way out;
+//! decapsulation and delivery on the way in), each with its own counters;
+//! forwarding state is an immutable [`Tables`] snapshot swapped whole.
+
+pub mod counters;
+pub mod layer;
+pub mod pipeline;
+pub mod queue;
+pub mod tables;
+
+pub use counters::{Counters, DropReason, LayerCounters, PacketBytes, TunnelCounters};
+pub use layer::{LayerId, Verdict};
+pub use pipeline::Pipeline;
+pub use queue::{Output, TxQueue};
+pub use tables::{LocalHost, Location, Tables, TablesError};

@@ -1,0 +1,190 @@
+//! The agent's static config file: host-local settings (`[host]`) plus the
+//! desired state ([`control::InstanceConfig`]) that the gateway will push
+//! later. Loading parses and validates everything before anything on the host
+//! is touched; every problem is reported with its path.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use control::{InstanceConfig, Problems};
+use serde::{Deserialize, Serialize};
+
+/// Host-local settings: names and paths, configurable so several agents can
+/// share one kernel (each in its own instance namespace) in tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSettings {
+    /// The instance NIC the agent takes over.
+    pub nic: String,
+    /// Network namespace holding the overlay interface.
+    pub netns: String,
+    /// Overlay interface inside `netns` (the instance's view of the switch port).
+    pub overlay_if: String,
+    /// The agent's end of the overlay veth, left in the instance's namespace.
+    pub overlay_peer: String,
+    /// Device that takes over the NIC's underlay address and routes.
+    pub vtep_if: String,
+    /// Where the agent keeps its state (saved NIC config for restore).
+    pub state_dir: PathBuf,
+    /// Unix socket of the local API (nsxcli).
+    pub api_socket: PathBuf,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            nic: "eth0".into(),
+            netns: "nsx-root".into(),
+            overlay_if: "nsx-eth0".into(),
+            overlay_peer: "nsx-eth0-peer".into(),
+            vtep_if: "nsx-vtep0.0".into(),
+            state_dir: PathBuf::from("/var/lib/nsx-agent"),
+            api_socket: PathBuf::from("/var/run/nsx-agent/nsxagent.sock"),
+        }
+    }
+}
+
+/// A parsed, validated config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub host: HostSettings,
+    pub instance: InstanceConfig,
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config {path}: {problems}")]
+    Invalid { path: PathBuf, problems: Problems },
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            ParseError::Invalid(problems) => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            },
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<AgentConfig, ParseError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
+        let host = match table.remove("host") {
+            None => HostSettings::default(),
+            Some(v) => HostSettings::deserialize(v)
+                .map_err(|e| ParseError::Syntax(format!("[host]: {e}")))?,
+        };
+        let instance = InstanceConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| ParseError::Syntax(e.to_string()))?;
+        let mut problems = match control::validate(&instance) {
+            Ok(()) => Vec::new(),
+            Err(p) => p.0,
+        };
+        problems.extend(check_host(&host));
+        if problems.is_empty() {
+            Ok(AgentConfig { host, instance })
+        } else {
+            Err(ParseError::Invalid(Problems(problems)))
+        }
+    }
+
+    /// The overlay address plan of the local port: (ip, prefix length, gateway).
+    pub fn port_plan(&self) -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
+        let port = self.instance.port.as_ref()?;
+        let sw = self
+            .instance
+            .switches
+            .iter()
+            .find(|s| s.name == port.switch)?;
+        Some((port.ip, sw.subnet.prefix_len(), sw.gateway_ip))
+    }
+}
+
+/// Parse failure without a file name (see [`ConfigError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+fn check_host(h: &HostSettings) -> Vec<control::Problem> {
+    let mut out = Vec::new();
+    let ifnames = [
+        ("host.nic", &h.nic),
+        ("host.overlay_if", &h.overlay_if),
+        ("host.overlay_peer", &h.overlay_peer),
+        ("host.vtep_if", &h.vtep_if),
+    ];
+    for (path, name) in ifnames {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) || name == "." || name == ".." {
+            out.push(control::Problem {
+                path: path.into(),
+                message: format!("{name:?} is not a valid interface name (1-15 chars, no '/' or spaces)"),
+            });
+        }
+    }
+    if h.netns.is_empty() || h.netns.contains(['/', '\0']) || h.netns == "." || h.netns == ".." {
+        out.push(control::Problem {
+            path: "host.netns".into(),
+            message: format!("{:?} is not a valid namespace name", h.netns),
+        });
+    }
+    let mut names: Vec<&str> = ifnames.iter().map(|(_, n)| n.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        out.push(control::Problem {
+            path: "host".into(),
+            message: "nic, overlay_if, overlay_peer and vtep_if must all differ".into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../../docs/agent.sample.toml");
+
+    #[test]
+    fn sample_config_is_valid() {
+        let cfg = AgentConfig::parse(SAMPLE).unwrap();
+        assert_eq!(cfg.instance.switches.len(), 2);
+        assert_eq!(cfg.host.nic, "eth0");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = format!("{SAMPLE}\nbogus = 1\n");
+        let err = AgentConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn problems_carry_paths() {
+        let text = SAMPLE.replace("vni = 0x2388", "vni = 0x1000000");
+        let err = AgentConfig::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("switches[1].vni: 0x1000000 exceeds 24 bits"), "{err}");
+    }
+}

@@ -1,0 +1,213 @@
+//! The host-state file: the NIC's original configuration plus the names of
+//! everything `setup` builds, saved in `state_dir/host-state.json` before the
+//! host is changed, so that `teardown` can restore the host from the file
+//! alone (e.g. in a fresh process after the agent was SIGKILLed).
+//!
+//! Writes are crash-safe: temp file, fsync, rename, fsync of the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{HostError, NicInfo};
+
+/// File name of the saved state inside `state_dir`.
+pub const STATE_FILE: &str = "host-state.json";
+
+/// Format version written to the file; unknown versions are refused.
+const VERSION: u32 = 1;
+
+/// What `setup` changed, and how to undo it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    pub version: u32,
+    /// The NIC exactly as found before setup.
+    pub nic: NicInfo,
+    /// Bridge that took the NIC's addresses and routes.
+    pub vtep_if: String,
+    /// Overlay netns (None in micro-segmentation mode: no netns, no veth).
+    pub netns: Option<String>,
+    /// Overlay interface inside `netns`.
+    pub overlay_if: String,
+    /// Agent-side end of the overlay veth (main netns).
+    pub overlay_peer: String,
+    /// Seconds since the Unix epoch when the NIC was recorded; used to age
+    /// finite address lifetimes on restore.
+    pub recorded_unix: u64,
+}
+
+impl HostState {
+    pub fn new(
+        nic: NicInfo,
+        vtep_if: &str,
+        netns: Option<&str>,
+        overlay_if: &str,
+        overlay_peer: &str,
+    ) -> Self {
+        HostState {
+            version: VERSION,
+            nic,
+            vtep_if: vtep_if.to_string(),
+            netns: netns.map(str::to_string),
+            overlay_if: overlay_if.to_string(),
+            overlay_peer: overlay_peer.to_string(),
+            recorded_unix: now_unix(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Path of the state file for `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATE_FILE)
+}
+
+fn io_err(step: &'static str, path: &Path, source: std::io::Error) -> HostError {
+    HostError::Io {
+        step,
+        target: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads the state file; `Ok(None)` if there is none.
+pub fn load(state_dir: &Path) -> Result<Option<HostState>, HostError> {
+    let p = path(state_dir);
+    let text = match fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read host state", &p, e)),
+    };
+    let st: HostState = serde_json::from_str(&text).map_err(|e| HostError::State {
+        path: p.clone(),
+        reason: format!("not valid JSON host state: {e}"),
+    })?;
+    if st.version != VERSION {
+        return Err(HostError::State {
+            path: p,
+            reason: format!(
+                "format version {} is not supported (expected {VERSION})",
+                st.version
+            ),
+        });
+    }
+    Ok(Some(st))
+}
+
+/// Writes the state file atomically (temp + fsync + rename + dir fsync).
+pub fn save(state_dir: &Path, st: &HostState) -> Result<(), HostError> {
+    fs::create_dir_all(state_dir).map_err(|e| io_err("create state dir", state_dir, e))?;
+    let p = path(state_dir);
+    let tmp = state_dir.join(format!("{STATE_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(st).map_err(|e| HostError::State {
+        path: p.clone(),
+        reason: format!("cannot serialize: {e}"),
+    })?;
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err("create temp state file", &tmp, e))?;
+        f.write_all(&json)
+            .and_then(|()| f.write_all(b"\n"))
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_err("write temp state file", &tmp, e))?;
+    }
+    fs::rename(&tmp, &p).map_err(|e| io_err("rename state file into place", &p, e))?;
+    sync_dir(state_dir)
+}
+
+/// Removes the state file (missing is fine).
+pub fn remove(state_dir: &Path) -> Result<(), HostError> {
+    let p = path(state_dir);
+    match fs::remove_file(&p) {
+        Ok(()) => sync_dir(state_dir),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove host state", &p, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), HostError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync state dir", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{AddrRec, RouteRec};
+    use std::net::Ipv4Addr;
+
+    fn sample() -> HostState {
+        let nic = NicInfo {
+            name: "eth0".into(),
+            ifindex: 2,
+            mac: [6, 0, 0, 0, 0, 1],
+            mtu: 9001,
+            was_up: true,
+            addrs: vec![AddrRec {
+                ip: Ipv4Addr::new(10, 0, 0, 5),
+                prefix_len: 24,
+                peer: None,
+                broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
+                label: Some("eth0".into()),
+                scope: 0,
+                flags: 0,
+                valid_lft: Some(3600),
+                preferred_lft: Some(3600),
+            }],
+            routes: vec![RouteRec {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix_len: 0,
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                prefsrc: Some(Ipv4Addr::new(10, 0, 0, 5)),
+                metric: Some(100),
+                table: 254,
+                scope: 0,
+                protocol: 16,
+                tos: 0,
+                kind: 1,
+                onlink: false,
+            }],
+        };
+        HostState::new(nic, "nsx-vtep0.0", Some("nsx-root"), "nsx-eth0", "nsx-eth0-peer")
+    }
+
+    #[test]
+    fn save_load_remove_roundtrip() {
+        let dir = std::env::temp_dir().join(format!("host-state-test-{}", std::process::id()));
+        let st = sample();
+        save(&dir, &st).expect("save");
+        assert_eq!(load(&dir).expect("load"), Some(st));
+        assert!(!dir.join(format!("{STATE_FILE}.tmp")).exists());
+        remove(&dir).expect("remove");
+        assert_eq!(load(&dir).expect("load after remove"), None);
+        remove(&dir).expect("second remove is fine");
+        let _ = fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn garbage_is_a_state_error() {
+        let dir = std::env::temp_dir().join(format!("host-state-bad-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(path(&dir), "{not json").expect("write");
+        let err = load(&dir).expect_err("must fail");
+        assert!(matches!(err, HostError::State { .. }), "{err}");
+        let _ = fs::remove_file(path(&dir));
+        let _ = fs::remove_dir(&dir);
+    }
+}

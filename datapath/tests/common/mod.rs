@@ -1,0 +1,178 @@
+//! Shared fixtures for the in-process pipeline tests: the seed's topology
+//! (two switches joined by a distributed router, three instances), frame
+//! builders, and a way to carry an encapsulated packet from one pipeline's
+//! underlay queue into another's input.
+
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use control::{InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort};
+use datapath::{LocalHost, Output, Pipeline, Tables};
+use geneve::{checksum, ethernet, icmpv4, ipv4};
+
+pub const ROUTER_MAC: MacAddr = MacAddr([0x02, 0x50, 0x56, 0x56, 0x44, 0x52]);
+pub const VNI_WEB: u32 = 0x238c;
+pub const VNI_APP: u32 = 0x2388;
+
+/// One instance of the seed's picture.
+#[derive(Debug, Clone, Copy)]
+pub struct Vm {
+    pub name: &'static str,
+    pub underlay: Ipv4Addr,
+    pub tep_id: u32,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub switch: &'static str,
+}
+
+pub const VM1: Vm = Vm {
+    name: "vm1",
+    underlay: Ipv4Addr::new(10, 99, 3, 248),
+    tep_id: 248,
+    mac: MacAddr([0x06, 0x17, 0x1e, 0x54, 0x96, 0x3a]),
+    ip: Ipv4Addr::new(192, 168, 100, 3),
+    switch: "ls-web",
+};
+pub const VM2: Vm = Vm {
+    name: "vm2",
+    underlay: Ipv4Addr::new(10, 99, 3, 251),
+    tep_id: 251,
+    mac: MacAddr([0x06, 0x17, 0x1e, 0x54, 0x96, 0x09]),
+    ip: Ipv4Addr::new(192, 168, 99, 9),
+    switch: "ls-app",
+};
+pub const VM3: Vm = Vm {
+    name: "vm3",
+    underlay: Ipv4Addr::new(10, 99, 3, 44),
+    tep_id: 44,
+    mac: MacAddr([0x06, 0x17, 0x1e, 0x54, 0x96, 0x44]),
+    ip: Ipv4Addr::new(192, 168, 100, 4),
+    switch: "ls-web",
+};
+pub const ALL: [Vm; 3] = [VM1, VM2, VM3];
+
+pub fn gw_web() -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 100, 1)
+}
+
+pub fn config_for(me: Vm, underlay_mtu: u16) -> (InstanceConfig, LocalHost) {
+    let cfg = InstanceConfig {
+        version: 7,
+        tep_id: me.tep_id,
+        switches: vec![
+            LogicalSwitch {
+                name: "ls-web".into(),
+                vni: VNI_WEB,
+                subnet: "192.168.100.0/24".parse().unwrap(),
+                gateway_ip: gw_web(),
+            },
+            LogicalSwitch {
+                name: "ls-app".into(),
+                vni: VNI_APP,
+                subnet: "192.168.99.0/24".parse().unwrap(),
+                gateway_ip: "192.168.99.1".parse().unwrap(),
+            },
+        ],
+        routers: vec![LogicalRouter {
+            name: "t1".into(),
+            mac: ROUTER_MAC,
+            switches: vec!["ls-web".into(), "ls-app".into()],
+            routes: vec![],
+        }],
+        port: Some(LocalPort {
+            switch: me.switch.into(),
+            ip: me.ip,
+            mac: None,
+        }),
+        remote_ports: ALL
+            .iter()
+            .filter(|v| v.name != me.name)
+            .map(|v| RemotePort {
+                switch: v.switch.into(),
+                ip: v.ip,
+                mac: v.mac,
+                tep_ip: v.underlay,
+                tep_id: v.tep_id,
+            })
+            .collect(),
+    };
+    let host = LocalHost {
+        underlay_ip: me.underlay,
+        port_mac: me.mac,
+        overlay_mtu: underlay_mtu - 58,
+    };
+    (cfg, host)
+}
+
+pub fn pipeline_for(me: Vm) -> Pipeline {
+    let (cfg, host) = config_for(me, 1500);
+    Pipeline::new(Arc::new(Tables::build(&cfg, host).unwrap()))
+}
+
+pub fn output() -> Output {
+    Output::new(256, 9216)
+}
+
+/// An Ethernet + IPv4 + ICMP echo request frame with `payload` data bytes.
+pub fn icmp_echo(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    payload: usize,
+    df: bool,
+) -> Vec<u8> {
+    let icmp_len = 8 + payload;
+    let mut f = vec![0u8; 14 + 20 + icmp_len];
+    ethernet::emit_header(&mut f, dst_mac.0, src_mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(&mut f[14..], src, dst, ipv4::PROTO_ICMP, icmp_len, ttl, df, 0x1234).unwrap();
+    let icmp = &mut f[34..];
+    icmp[0] = icmpv4::TYPE_ECHO_REQUEST;
+    icmp[4..6].copy_from_slice(&7079u16.to_be_bytes());
+    icmp[6..8].copy_from_slice(&938u16.to_be_bytes());
+    for (i, b) in icmp[8..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let csum = checksum::fold(checksum::sum(icmp, 0));
+    icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+    f
+}
+
+/// An ARP request frame.
+pub fn arp_request(src_mac: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 42];
+    ethernet::emit_header(&mut f, [0xff; 6], src_mac.0, ethernet::ETHERTYPE_ARP).unwrap();
+    let a = &mut f[14..];
+    a[0..2].copy_from_slice(&1u16.to_be_bytes());
+    a[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
+    a[4] = 6;
+    a[5] = 4;
+    a[6..8].copy_from_slice(&1u16.to_be_bytes());
+    a[8..14].copy_from_slice(&src_mac.0);
+    a[14..18].copy_from_slice(&sender_ip.octets());
+    a[24..28].copy_from_slice(&target_ip.octets());
+    f
+}
+
+/// Splits an outer IPv4/UDP packet from an underlay queue into (source, UDP payload).
+pub fn strip_outer(pkt: &[u8]) -> (Ipv4Addr, &[u8]) {
+    let ip = ipv4::Packet::new_checked(pkt).unwrap();
+    (ip.src(), &pkt[28..])
+}
+
+/// Moves everything `from` queued for the underlay into `to`, as if over the wire.
+pub fn carry(from: &mut Output, to: &mut Pipeline, to_out: &mut Output, dst: Ipv4Addr) -> usize {
+    let mut n = 0;
+    for (pkt, d) in from.underlay.iter() {
+        if d == dst {
+            let (src, payload) = strip_outer(pkt);
+            to.from_underlay(src, payload, 1, to_out);
+            n += 1;
+        }
+    }
+    from.underlay.clear();
+    n
+}

@@ -1,0 +1,112 @@
+//! Internet checksum (RFC 1071) helpers: partial sums, folding, the IPv4
+//! pseudo header and RFC 1624 incremental updates.
+
+use core::net::Ipv4Addr;
+
+/// Ones-complement partial sum of `data` (big-endian 16-bit words) added to
+/// `initial`.
+///
+/// An odd trailing byte is treated as if padded with a zero byte. The result
+/// is a carry-folded, *not* complemented, 16-bit sum held in a `u32`, so it
+/// can be fed back as `initial` for the next chunk or handed to [`fold`].
+/// Chaining only works when every chunk except the last has even length.
+#[must_use]
+pub fn sum(data: &[u8], initial: u32) -> u32 {
+    let mut acc = u64::from(initial);
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = words.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    fold_carries(acc)
+}
+
+/// Folds the carries of a 64-bit accumulator into 16 bits (end-around carry).
+fn fold_carries(mut acc: u64) -> u32 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    // `acc` is now <= 0xffff.
+    acc as u32
+}
+
+/// Folds a partial sum and complements it: the value to store in a checksum
+/// field (or, when summing over data that includes a correct checksum, `0`).
+#[must_use]
+pub fn fold(sum: u32) -> u16 {
+    !(fold_carries(u64::from(sum)) as u16)
+}
+
+/// Partial sum of the IPv4 pseudo header used by UDP and TCP checksums.
+#[must_use]
+pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u32 {
+    let s = src.octets();
+    let d = dst.octets();
+    let words = [
+        u16::from_be_bytes([s[0], s[1]]),
+        u16::from_be_bytes([s[2], s[3]]),
+        u16::from_be_bytes([d[0], d[1]]),
+        u16::from_be_bytes([d[2], d[3]]),
+        u16::from(proto),
+        len,
+    ];
+    let acc = words.iter().map(|&w| u64::from(w)).sum();
+    fold_carries(acc)
+}
+
+/// Incrementally updates checksum `old_csum` after the 16-bit word `old` of
+/// the covered data changed to `new` (RFC 1624, equation 3:
+/// `HC' = ~(~HC + ~m + m')`).
+///
+/// The result equals a full recompute except in the degenerate case where
+/// the updated data is entirely zero (then this yields `0x0000` where a
+/// recompute yields `0xffff`; both are the same value in ones-complement).
+#[must_use]
+pub fn update16(old_csum: u16, old: u16, new: u16) -> u16 {
+    let acc = u64::from(!old_csum) + u64::from(!old) + u64::from(new);
+    !(fold_carries(acc) as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3 example bytes.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(sum(&data, 0), 0xddf2);
+        assert_eq!(fold(sum(&data, 0)), !0xddf2);
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(sum(&[0x12, 0x34, 0x56], 0), 0x1234 + 0x5600);
+    }
+
+    #[test]
+    fn chaining_matches_single_pass() {
+        let data: [u8; 7] = [1, 2, 3, 4, 5, 6, 7];
+        assert_eq!(sum(&data[4..], sum(&data[..4], 0)), sum(&data, 0));
+    }
+
+    #[test]
+    fn large_initial_does_not_overflow() {
+        let _ = fold(sum(&[0xff; 64], u32::MAX));
+    }
+
+    #[test]
+    fn incremental_update_matches_recompute() {
+        let mut hdr = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        let c = fold(sum(&hdr, 0));
+        assert_eq!(c, 0xb861);
+        hdr[8] = 0x3f;
+        let c2 = update16(c, 0x4011, 0x3f11);
+        assert_eq!(c2, fold(sum(&hdr[..10], sum(&[0, 0], sum(&hdr[12..], 0)))));
+    }
+}
