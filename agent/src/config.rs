@@ -137,10 +137,17 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
         ("host.vtep_if", &h.vtep_if),
     ];
     for (path, name) in ifnames {
-        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) || name == "." || name == ".." {
+        if name.is_empty()
+            || name.len() > 15
+            || name.contains(['/', ' ', '\0'])
+            || name == "."
+            || name == ".."
+        {
             out.push(control::Problem {
                 path: path.into(),
-                message: format!("{name:?} is not a valid interface name (1-15 chars, no '/' or spaces)"),
+                message: format!(
+                    "{name:?} is not a valid interface name (1-15 chars, no '/' or spaces)"
+                ),
             });
         }
     }
@@ -185,6 +192,9 @@ mod tests {
     fn problems_carry_paths() {
         let text = SAMPLE.replace("vni = 0x2388", "vni = 0x1000000");
         let err = AgentConfig::parse(&text).unwrap_err().to_string();
-        assert!(err.contains("switches[1].vni: 0x1000000 exceeds 24 bits"), "{err}");
+        assert!(
+            err.contains("switches[1].vni: 0x1000000 exceeds 24 bits"),
+            "{err}"
+        );
     }
 }

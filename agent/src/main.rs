@@ -1,1 +1,125 @@
-fn main() {}
+//! `nsx-agent`: the per-instance overlay agent.
+//!
+//! `nsx-agent run --config FILE` takes the instance's NIC, builds the
+//! overlay interface and runs the datapath until SIGTERM (SIGHUP reloads the
+//! config); `check` validates a config without touching the host; `ctl`
+//! queries a running agent's local API.
+
+mod api;
+mod config;
+mod dataloop;
+mod host;
+mod io;
+mod run;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nsx-agent",
+    version,
+    about = "Overlay agent: Geneve datapath for one instance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Take the NIC and run the datapath until SIGTERM (SIGHUP reloads the config).
+    Run {
+        #[arg(long, short, default_value = "/etc/nsx-agent/agent.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every problem; changes nothing.
+    Check {
+        #[arg(long, short, default_value = "/etc/nsx-agent/agent.toml")]
+        config: PathBuf,
+    },
+    /// Restore the host from a saved state after a crash, without starting.
+    Cleanup {
+        #[arg(long, short, default_value = "/etc/nsx-agent/agent.toml")]
+        config: PathBuf,
+    },
+    /// Ask a running agent (status, counters, config, mac-table); prints JSON.
+    Ctl {
+        #[arg(long, short, default_value = "/var/run/nsx-agent/nsxagent.sock")]
+        socket: PathBuf,
+        command: String,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NSX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config } => run::run(&config),
+        Cmd::Cleanup { config } => run::cleanup(&config),
+        Cmd::Check { config } => match config::AgentConfig::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok (version {}, {} switches, {} routers, {} remote ports)",
+                    config.display(),
+                    cfg.instance.version,
+                    cfg.instance.switches.len(),
+                    cfg.instance.routers.len(),
+                    cfg.instance.remote_ports.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Ctl { socket, command } => ctl(&socket, &command),
+    }
+}
+
+fn ctl(socket: &std::path::Path, command: &str) -> ExitCode {
+    let result = (|| -> std::io::Result<String> {
+        let mut s = UnixStream::connect(socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let req = serde_json::json!({ "api_version": api::API_VERSION, "cmd": command });
+        s.write_all(format!("{req}\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line)
+    })();
+    match result {
+        Ok(line) => match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) => {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or(line));
+                if v.get("error").is_some() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("nsx-agent ctl: bad reply from {}: {e}", socket.display());
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "nsx-agent ctl: cannot reach the agent at {}: {e} (is nsx-agent running?)",
+                socket.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -11,6 +11,6 @@ pub mod model;
 pub mod validate;
 
 pub use model::{
-    InstanceConfig, LogicalRouter, LogicalSwitch, MacAddr, LocalPort, RemotePort, StaticRoute,
+    InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort, StaticRoute,
 };
 pub use validate::{Problem, Problems, validate};

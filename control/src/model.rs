@@ -176,7 +176,13 @@ mod tests {
 
     #[test]
     fn mac_rejects_garbage() {
-        for bad in ["", "06:17:1e:54:96", "06:17:1e:54:96:3a:00", "0g:17:1e:54:96:3a", "6:17:1e:54:96:3a0"] {
+        for bad in [
+            "",
+            "06:17:1e:54:96",
+            "06:17:1e:54:96:3a:00",
+            "0g:17:1e:54:96:3a",
+            "6:17:1e:54:96:3a0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

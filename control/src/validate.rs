@@ -77,7 +77,10 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
             .insert(&s.name, (i, s.subnet, s.gateway_ip))
             .is_some()
         {
-            c.add(format!("{p}.name"), format!("duplicate switch name {:?}", s.name));
+            c.add(
+                format!("{p}.name"),
+                format!("duplicate switch name {:?}", s.name),
+            );
         }
         if s.vni > MAX_VNI {
             c.add(format!("{p}.vni"), format!("{:#x} exceeds 24 bits", s.vni));
@@ -90,13 +93,20 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
         if s.subnet.prefix_len() > 30 {
             c.add(
                 format!("{p}.subnet"),
-                format!("{} leaves no room for hosts (prefix longer than /30)", s.subnet),
+                format!(
+                    "{} leaves no room for hosts (prefix longer than /30)",
+                    s.subnet
+                ),
             );
         }
         if s.subnet.network() != s.subnet.addr() {
             c.add(
                 format!("{p}.subnet"),
-                format!("{} has host bits set (did you mean {}?)", s.subnet, s.subnet.trunc()),
+                format!(
+                    "{} has host bits set (did you mean {}?)",
+                    s.subnet,
+                    s.subnet.trunc()
+                ),
             );
         }
         check_host_ip(&mut c, &format!("{p}.gateway_ip"), s.gateway_ip, &s.subnet);
@@ -110,7 +120,10 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
         if r.name.trim().is_empty() {
             c.add(format!("{p}.name"), "must not be empty");
         } else if !router_names.insert(r.name.as_str()) {
-            c.add(format!("{p}.name"), format!("duplicate router name {:?}", r.name));
+            c.add(
+                format!("{p}.name"),
+                format!("duplicate router name {:?}", r.name),
+            );
         }
         check_unicast_mac(&mut c, &format!("{p}.mac"), r.mac);
         let mut attached: Vec<(usize, Ipv4Net)> = Vec::new();
@@ -131,7 +144,8 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
                         continue;
                     }
                     for &(sj, other_net) in &attached {
-                        if net.contains(&other_net.network()) || other_net.contains(&net.network()) {
+                        if net.contains(&other_net.network()) || other_net.contains(&net.network())
+                        {
                             c.add(
                                 sp.clone(),
                                 format!(
@@ -152,10 +166,16 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
                     format!("{} has host bits set", route.prefix),
                 );
             }
-            if !attached.iter().any(|(_, net)| net.contains(&route.next_hop)) {
+            if !attached
+                .iter()
+                .any(|(_, net)| net.contains(&route.next_hop))
+            {
                 c.add(
                     format!("{rp}.next_hop"),
-                    format!("{} is not on any switch attached to this router", route.next_hop),
+                    format!(
+                        "{} is not on any switch attached to this router",
+                        route.next_hop
+                    ),
                 );
             }
         }
@@ -187,22 +207,34 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
     for (i, rp) in cfg.remote_ports.iter().enumerate() {
         let p = format!("remote_ports[{i}]");
         match switch_by_name.get(rp.switch.as_str()) {
-            None => c.add(format!("{p}.switch"), format!("unknown switch {:?}", rp.switch)),
+            None => c.add(
+                format!("{p}.switch"),
+                format!("unknown switch {:?}", rp.switch),
+            ),
             Some(&(_, net, gw)) => {
                 check_host_ip(&mut c, &format!("{p}.ip"), rp.ip, &net);
                 if rp.ip == gw {
-                    c.add(format!("{p}.ip"), format!("{} is the switch's gateway_ip", rp.ip));
+                    c.add(
+                        format!("{p}.ip"),
+                        format!("{} is the switch's gateway_ip", rp.ip),
+                    );
                 }
                 if let Some(prev) = ips.insert((rp.switch.as_str(), rp.ip), p.clone()) {
                     c.add(
                         format!("{p}.ip"),
-                        format!("{} on switch {:?} is already used by {prev}", rp.ip, rp.switch),
+                        format!(
+                            "{} on switch {:?} is already used by {prev}",
+                            rp.ip, rp.switch
+                        ),
                     );
                 }
                 if let Some(prev) = macs.insert((rp.switch.as_str(), rp.mac), p.clone()) {
                     c.add(
                         format!("{p}.mac"),
-                        format!("{} on switch {:?} is already used by {prev}", rp.mac, rp.switch),
+                        format!(
+                            "{} on switch {:?} is already used by {prev}",
+                            rp.mac, rp.switch
+                        ),
                     );
                 }
             }
@@ -315,7 +347,10 @@ mod tests {
     fn vni_too_large_reports_path() {
         let mut cfg = good();
         cfg.switches[1].vni = 0x100_0000;
-        assert_eq!(paths(&cfg), vec!["switches[1].vni: 0x1000000 exceeds 24 bits"]);
+        assert_eq!(
+            paths(&cfg),
+            vec!["switches[1].vni: 0x1000000 exceeds 24 bits"]
+        );
     }
 
     #[test]
@@ -341,7 +376,10 @@ mod tests {
             "remote_ports[0].tep_id:",
         ];
         for w in want_prefixes {
-            assert!(got.iter().any(|g| g.starts_with(w)), "missing {w} in {got:#?}");
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w} in {got:#?}"
+            );
         }
         assert_eq!(got.len(), want_prefixes.len(), "{got:#?}");
     }
@@ -353,8 +391,14 @@ mod tests {
         dup.tep_id = 3;
         cfg.remote_ports.push(dup);
         let got = paths(&cfg);
-        assert!(got.iter().any(|g| g.starts_with("remote_ports[1].ip:")), "{got:?}");
-        assert!(got.iter().any(|g| g.starts_with("remote_ports[1].mac:")), "{got:?}");
+        assert!(
+            got.iter().any(|g| g.starts_with("remote_ports[1].ip:")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|g| g.starts_with("remote_ports[1].mac:")),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::counters::{Counters, TunnelCounters};
 use crate::layer::{
-    Ctx, EGRESS, INGRESS, LayerId, Step, Verdict, decap, deliver, encap, port_security,
-    responder, router, switch,
+    Ctx, EGRESS, INGRESS, LayerId, Step, Verdict, decap, deliver, encap, port_security, responder,
+    router, switch,
 };
 use crate::queue::Output;
 use crate::tables::Tables;
@@ -41,7 +41,10 @@ impl Pipeline {
             .map(|tep| {
                 old.iter()
                     .find(|c| c.tep_ip == tep.ip)
-                    .map(|c| TunnelCounters { tep_id: tep.id, ..*c })
+                    .map(|c| TunnelCounters {
+                        tep_id: tep.id,
+                        ..*c
+                    })
                     .unwrap_or(TunnelCounters {
                         tep_ip: tep.ip,
                         tep_id: tep.id,
@@ -83,7 +86,13 @@ impl Pipeline {
         self.run(&INGRESS, &mut ctx, now_ns, out)
     }
 
-    fn run(&mut self, layers: &[LayerId], ctx: &mut Ctx<'_>, now_ns: u64, out: &mut Output) -> Verdict {
+    fn run(
+        &mut self,
+        layers: &[LayerId],
+        ctx: &mut Ctx<'_>,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
         let t = &*self.tables;
         let c = &mut self.counters;
         for &id in layers {

@@ -44,7 +44,11 @@ fn same_switch_ping_has_exact_outer_headers() {
     // Option: class VMware (0x104) type 0x80(C) len 8, data = our tep id.
     assert_eq!(&u.payload()[8..12], &[0x01, 0x04, 0x80, 0x01]);
     assert_eq!(&u.payload()[12..16], &VM1.tep_id.to_be_bytes());
-    assert_eq!(&u.payload()[16..], &frame[..], "inner frame untouched on a switch");
+    assert_eq!(
+        &u.payload()[16..],
+        &frame[..],
+        "inner frame untouched on a switch"
+    );
 
     let n = carry(&mut out_a, &mut c, &mut out_c, VM3.underlay);
     assert_eq!(n, 1);
@@ -64,8 +68,12 @@ fn source_port_is_stable_per_flow() {
     let f = icmp_echo(VM1.mac, VM3.mac, VM1.ip, VM3.ip, 64, 56, true);
     a.from_port(&f, 1, &mut out);
     a.from_port(&f, 2, &mut out);
-    let p0 = udp::Packet::new_checked(&out.underlay.get(0).unwrap().0[20..]).unwrap().src_port();
-    let p1 = udp::Packet::new_checked(&out.underlay.get(1).unwrap().0[20..]).unwrap().src_port();
+    let p0 = udp::Packet::new_checked(&out.underlay.get(0).unwrap().0[20..])
+        .unwrap()
+        .src_port();
+    let p1 = udp::Packet::new_checked(&out.underlay.get(1).unwrap().0[20..])
+        .unwrap()
+        .src_port();
     assert_eq!(p0, p1);
 }
 
@@ -75,11 +83,17 @@ fn routed_ping_crosses_in_destination_vni_with_ttl_63() {
     let mut b = pipeline_for(VM2);
     let (mut out_a, mut out_b) = (output(), output());
     let req = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, VM2.ip, 64, 56, true);
-    assert_eq!(a.from_port(&req, 1, &mut out_a), Verdict::Encapsulated { copies: 1 });
+    assert_eq!(
+        a.from_port(&req, 1, &mut out_a),
+        Verdict::Encapsulated { copies: 1 }
+    );
     let (pkt, dst) = out_a.underlay.get(0).unwrap();
     assert_eq!(dst, VM2.underlay);
     let g = gnv::parse(&pkt[28..]).unwrap();
-    assert_eq!(g.vni, VNI_APP, "request travels in the destination switch's VNI");
+    assert_eq!(
+        g.vni, VNI_APP,
+        "request travels in the destination switch's VNI"
+    );
     let inner = ethernet::Frame::new_checked(g.payload).unwrap();
     assert_eq!(inner.dst(), VM2.mac.0);
     assert_eq!(inner.src(), ROUTER_MAC.0);
@@ -92,7 +106,10 @@ fn routed_ping_crosses_in_destination_vni_with_ttl_63() {
 
     // The reply goes back through vm2's own router instance, in the other VNI.
     let rep = icmp_echo(VM2.mac, ROUTER_MAC, VM2.ip, VM1.ip, 64, 56, false);
-    assert_eq!(b.from_port(&rep, 2, &mut out_b), Verdict::Encapsulated { copies: 1 });
+    assert_eq!(
+        b.from_port(&rep, 2, &mut out_b),
+        Verdict::Encapsulated { copies: 1 }
+    );
     let g = gnv::parse(&out_b.underlay.get(0).unwrap().0[28..]).unwrap();
     assert_eq!(g.vni, VNI_WEB);
     let iip = ipv4::Packet::new_checked(&g.payload[14..]).unwrap();
@@ -120,11 +137,17 @@ fn arp_is_answered_locally_and_never_flooded() {
     // A remote port on the same switch -> its MAC.
     out.clear();
     a.from_port(&arp_request(VM1.mac, VM1.ip, VM3.ip), 1, &mut out);
-    let r = arp::Packet::new_checked(&out.port.get(0).unwrap().0[14..]).unwrap().sender_mac();
+    let r = arp::Packet::new_checked(&out.port.get(0).unwrap().0[14..])
+        .unwrap()
+        .sender_mac();
     assert_eq!(r, VM3.mac.0);
     // Unknown address -> dropped and counted, nothing sent anywhere.
     out.clear();
-    let v = a.from_port(&arp_request(VM1.mac, VM1.ip, "192.168.100.77".parse().unwrap()), 1, &mut out);
+    let v = a.from_port(
+        &arp_request(VM1.mac, VM1.ip, "192.168.100.77".parse().unwrap()),
+        1,
+        &mut out,
+    );
     assert_eq!(v, Verdict::Drop(DropReason::ArpUnknownTarget));
     assert!(out.port.is_empty() && out.underlay.is_empty());
     assert_eq!(a.counters().dropped(DropReason::ArpUnknownTarget), 1);
@@ -148,7 +171,15 @@ fn echo_to_gateway_is_answered() {
     assert_eq!((icmp.echo_ident(), icmp.echo_seq()), (7079, 938));
     // The other switch's gateway address belongs to the same router.
     out.clear();
-    let req = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, "192.168.99.1".parse().unwrap(), 64, 8, true);
+    let req = icmp_echo(
+        VM1.mac,
+        ROUTER_MAC,
+        VM1.ip,
+        "192.168.99.1".parse().unwrap(),
+        64,
+        8,
+        true,
+    );
     assert_eq!(a.from_port(&req, 1, &mut out), Verdict::Replied);
 }
 
@@ -157,13 +188,19 @@ fn ttl_one_gets_time_exceeded_from_the_router() {
     let mut a = pipeline_for(VM1);
     let mut out = output();
     let req = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, VM2.ip, 1, 56, true);
-    assert_eq!(a.from_port(&req, 1, &mut out), Verdict::Drop(DropReason::TtlExceeded));
+    assert_eq!(
+        a.from_port(&req, 1, &mut out),
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
     assert!(out.underlay.is_empty());
     let (err, _) = out.port.get(0).unwrap();
     let ip = ipv4::Packet::new_checked(&err[14..]).unwrap();
     assert_eq!((ip.src(), ip.dst()), (gw_web(), VM1.ip));
     let icmp = icmpv4::Packet::new_checked(ip.payload()).unwrap();
-    assert_eq!((icmp.msg_type(), icmp.code()), (icmpv4::TYPE_TIME_EXCEEDED, 0));
+    assert_eq!(
+        (icmp.msg_type(), icmp.code()),
+        (icmpv4::TYPE_TIME_EXCEEDED, 0)
+    );
     assert!(icmp.verify_checksum());
     assert_eq!(a.counters().dropped(DropReason::TtlExceeded), 1);
 }
@@ -174,7 +211,10 @@ fn oversize_df_gets_frag_needed_with_overlay_mtu() {
     let mut out = output();
     // 1500-byte IPv4 packet, larger than the 1442-byte overlay MTU.
     let req = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, VM2.ip, 64, 1500 - 28, true);
-    assert_eq!(a.from_port(&req, 1, &mut out), Verdict::Drop(DropReason::FragNeeded));
+    assert_eq!(
+        a.from_port(&req, 1, &mut out),
+        Verdict::Drop(DropReason::FragNeeded)
+    );
     let (err, _) = out.port.get(0).unwrap();
     let icmp = icmpv4::Packet::new_checked(&err[34..]).unwrap();
     assert_eq!((icmp.msg_type(), icmp.code()), (3, 4));
@@ -182,11 +222,17 @@ fn oversize_df_gets_frag_needed_with_overlay_mtu() {
     // Without DF: dropped (no fragmentation), no ICMP.
     out.clear();
     let req = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, VM2.ip, 64, 1500 - 28, false);
-    assert_eq!(a.from_port(&req, 1, &mut out), Verdict::Drop(DropReason::TooBig));
+    assert_eq!(
+        a.from_port(&req, 1, &mut out),
+        Verdict::Drop(DropReason::TooBig)
+    );
     assert!(out.port.is_empty());
     // The largest that fits goes through.
     let req = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, VM2.ip, 64, 1442 - 28, true);
-    assert_eq!(a.from_port(&req, 1, &mut out), Verdict::Encapsulated { copies: 1 });
+    assert_eq!(
+        a.from_port(&req, 1, &mut out),
+        Verdict::Encapsulated { copies: 1 }
+    );
     assert_eq!(out.underlay.get(0).unwrap().0.len(), 1500);
 }
 
@@ -196,16 +242,36 @@ fn spoofed_frames_are_dropped_and_counted() {
     let mut out = output();
     let evil_mac = control::MacAddr([0x06, 0, 0, 0, 0, 0x66]);
     let f = icmp_echo(evil_mac, VM3.mac, VM1.ip, VM3.ip, 64, 8, true);
-    assert_eq!(a.from_port(&f, 1, &mut out), Verdict::Drop(DropReason::SpoofedSrcMac));
-    let f = icmp_echo(VM1.mac, VM3.mac, "192.168.100.66".parse().unwrap(), VM3.ip, 64, 8, true);
-    assert_eq!(a.from_port(&f, 1, &mut out), Verdict::Drop(DropReason::SpoofedSrcIp));
+    assert_eq!(
+        a.from_port(&f, 1, &mut out),
+        Verdict::Drop(DropReason::SpoofedSrcMac)
+    );
+    let f = icmp_echo(
+        VM1.mac,
+        VM3.mac,
+        "192.168.100.66".parse().unwrap(),
+        VM3.ip,
+        64,
+        8,
+        true,
+    );
+    assert_eq!(
+        a.from_port(&f, 1, &mut out),
+        Verdict::Drop(DropReason::SpoofedSrcIp)
+    );
     let f = arp_request(VM1.mac, "192.168.100.66".parse().unwrap(), gw_web());
-    assert_eq!(a.from_port(&f, 1, &mut out), Verdict::Drop(DropReason::SpoofedArp));
+    assert_eq!(
+        a.from_port(&f, 1, &mut out),
+        Verdict::Drop(DropReason::SpoofedArp)
+    );
     let c = a.counters();
     assert_eq!(c.dropped(DropReason::SpoofedSrcMac), 1);
     assert_eq!(c.dropped(DropReason::SpoofedSrcIp), 1);
     assert_eq!(c.dropped(DropReason::SpoofedArp), 1);
-    assert_eq!(c.layers[datapath::LayerId::PortSecurity as usize].dropped, 3);
+    assert_eq!(
+        c.layers[datapath::LayerId::PortSecurity as usize].dropped,
+        3
+    );
     assert!(out.underlay.is_empty() && out.port.is_empty());
 }
 
@@ -213,8 +279,19 @@ fn spoofed_frames_are_dropped_and_counted() {
 fn broadcast_is_replicated_to_the_switch_endpoints_only() {
     let mut a = pipeline_for(VM1);
     let mut out = output();
-    let f = icmp_echo(VM1.mac, control::MacAddr::BROADCAST, VM1.ip, "192.168.100.255".parse().unwrap(), 64, 8, false);
-    assert_eq!(a.from_port(&f, 1, &mut out), Verdict::Encapsulated { copies: 1 });
+    let f = icmp_echo(
+        VM1.mac,
+        control::MacAddr::BROADCAST,
+        VM1.ip,
+        "192.168.100.255".parse().unwrap(),
+        64,
+        8,
+        false,
+    );
+    assert_eq!(
+        a.from_port(&f, 1, &mut out),
+        Verdict::Encapsulated { copies: 1 }
+    );
     // ls-web has one remote endpoint (vm3); vm2 is on ls-app.
     assert_eq!(out.underlay.get(0).unwrap().1, VM3.underlay);
 }
@@ -222,7 +299,13 @@ fn broadcast_is_replicated_to_the_switch_endpoints_only() {
 fn geneve_from(src: &Vm, vni: u32, tep_id: u32, inner: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; geneve::outer::OVERHEAD + inner.len()];
     buf[geneve::outer::OVERHEAD..].copy_from_slice(inner);
-    let e = geneve::outer::Encap { src: src.underlay, dst: VM1.underlay, src_port: 50000, vni, tep_id };
+    let e = geneve::outer::Encap {
+        src: src.underlay,
+        dst: VM1.underlay,
+        src_port: 50000,
+        vni,
+        tep_id,
+    };
     geneve::outer::emit(&mut buf, &e, inner.len()).unwrap();
     buf[28..].to_vec()
 }
@@ -233,7 +316,10 @@ fn malformed_geneve_is_dropped_each_under_its_reason() {
     let mut out = output();
     let inner = icmp_echo(VM3.mac, VM1.mac, VM3.ip, VM1.ip, 64, 8, true);
     let good = geneve_from(&VM3, VNI_WEB, VM3.tep_id, &inner);
-    assert_eq!(a.from_underlay(VM3.underlay, &good, 1, &mut out), Verdict::Delivered);
+    assert_eq!(
+        a.from_underlay(VM3.underlay, &good, 1, &mut out),
+        Verdict::Delivered
+    );
 
     let mut bad_version = good.clone();
     bad_version[0] |= 0x40;
@@ -246,33 +332,70 @@ fn malformed_geneve_is_dropped_each_under_its_reason() {
     let wrong_id = geneve_from(&VM3, VNI_WEB, 4242, &inner);
     let cases: [(&[u8], std::net::Ipv4Addr, DropReason); 7] = [
         (&bad_version, VM3.underlay, DropReason::GeneveBadVersion),
-        (&unknown_critical, VM3.underlay, DropReason::GeneveUnknownCriticalOption),
-        (&bad_opt_len, VM3.underlay, DropReason::GeneveBadOptionLength),
+        (
+            &unknown_critical,
+            VM3.underlay,
+            DropReason::GeneveUnknownCriticalOption,
+        ),
+        (
+            &bad_opt_len,
+            VM3.underlay,
+            DropReason::GeneveBadOptionLength,
+        ),
         (&truncated, VM3.underlay, DropReason::GeneveTruncated),
         (&unknown_vni, VM3.underlay, DropReason::UnknownVni),
         (&wrong_id, VM3.underlay, DropReason::TepIdMismatch),
-        (&good, "10.99.3.99".parse().unwrap(), DropReason::UnknownTunnel),
+        (
+            &good,
+            "10.99.3.99".parse().unwrap(),
+            DropReason::UnknownTunnel,
+        ),
     ];
     for (pkt, src, reason) in cases {
         let before = a.counters().dropped(reason);
-        assert_eq!(a.from_underlay(src, pkt, 1, &mut out), Verdict::Drop(reason));
+        assert_eq!(
+            a.from_underlay(src, pkt, 1, &mut out),
+            Verdict::Drop(reason)
+        );
         assert_eq!(a.counters().dropped(reason), before + 1, "{reason:?}");
     }
     assert_eq!(a.counters().total_drops(), 7);
     // Traffic keeps flowing.
-    assert_eq!(a.from_underlay(VM3.underlay, &good, 2, &mut out), Verdict::Delivered);
+    assert_eq!(
+        a.from_underlay(VM3.underlay, &good, 2, &mut out),
+        Verdict::Delivered
+    );
 }
 
 #[test]
 fn frames_for_other_macs_are_not_delivered() {
     let mut a = pipeline_for(VM1);
     let mut out = output();
-    let inner = icmp_echo(VM3.mac, control::MacAddr([6, 1, 2, 3, 4, 5]), VM3.ip, VM1.ip, 64, 8, true);
+    let inner = icmp_echo(
+        VM3.mac,
+        control::MacAddr([6, 1, 2, 3, 4, 5]),
+        VM3.ip,
+        VM1.ip,
+        64,
+        8,
+        true,
+    );
     let pkt = geneve_from(&VM3, VNI_WEB, VM3.tep_id, &inner);
-    assert_eq!(a.from_underlay(VM3.underlay, &pkt, 1, &mut out), Verdict::Drop(DropReason::NotForPort));
+    assert_eq!(
+        a.from_underlay(VM3.underlay, &pkt, 1, &mut out),
+        Verdict::Drop(DropReason::NotForPort)
+    );
     // A known VNI that is not the port's switch.
-    let pkt = geneve_from(&VM3, VNI_APP, VM3.tep_id, &icmp_echo(VM3.mac, VM1.mac, VM3.ip, VM1.ip, 64, 8, true));
-    assert_eq!(a.from_underlay(VM3.underlay, &pkt, 1, &mut out), Verdict::Drop(DropReason::NotForPort));
+    let pkt = geneve_from(
+        &VM3,
+        VNI_APP,
+        VM3.tep_id,
+        &icmp_echo(VM3.mac, VM1.mac, VM3.ip, VM1.ip, 64, 8, true),
+    );
+    assert_eq!(
+        a.from_underlay(VM3.underlay, &pkt, 1, &mut out),
+        Verdict::Drop(DropReason::NotForPort)
+    );
     assert!(out.port.is_empty());
 }
 
@@ -285,9 +408,16 @@ fn config_swap_keeps_tunnel_counters() {
     let (mut cfg, host) = config_for(VM1, 1500);
     cfg.version = 8;
     cfg.remote_ports.reverse();
-    a.set_tables(std::sync::Arc::new(datapath::Tables::build(&cfg, host).unwrap()));
+    a.set_tables(std::sync::Arc::new(
+        datapath::Tables::build(&cfg, host).unwrap(),
+    ));
     assert_eq!(a.tables().version, 8);
-    let t = a.counters().tunnels.iter().find(|t| t.tep_ip == VM3.underlay).unwrap();
+    let t = a
+        .counters()
+        .tunnels
+        .iter()
+        .find(|t| t.tep_ip == VM3.underlay)
+        .unwrap();
     assert_eq!(t.tx.packets, 1);
 }
 
@@ -295,8 +425,13 @@ fn config_swap_keeps_tunnel_counters() {
 fn micro_segmentation_mode_has_no_port() {
     let (mut cfg, host) = config_for(VM1, 1500);
     cfg.port = None;
-    let mut a = datapath::Pipeline::new(std::sync::Arc::new(datapath::Tables::build(&cfg, host).unwrap()));
+    let mut a = datapath::Pipeline::new(std::sync::Arc::new(
+        datapath::Tables::build(&cfg, host).unwrap(),
+    ));
     let mut out = output();
     let f = icmp_echo(VM1.mac, VM3.mac, VM1.ip, VM3.ip, 64, 8, true);
-    assert_eq!(a.from_port(&f, 1, &mut out), Verdict::Drop(DropReason::NoPort));
+    assert_eq!(
+        a.from_port(&f, 1, &mut out),
+        Verdict::Drop(DropReason::NoPort)
+    );
 }

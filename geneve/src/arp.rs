@@ -90,7 +90,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         let b = p.buffer.as_ref();
         if b[field::HLEN] != 6 || b[field::PLEN] != 4 {
-            return Err(Error::BadAddressLength { hlen: b[field::HLEN], plen: b[field::PLEN] });
+            return Err(Error::BadAddressLength {
+                hlen: b[field::HLEN],
+                plen: b[field::PLEN],
+            });
         }
         Ok(p)
     }
@@ -201,7 +204,10 @@ pub fn emit_reply_frame(
     to_ip: Ipv4Addr,
 ) -> Result<usize, Error> {
     let Some(frame) = buf.get_mut(..FRAME_LEN) else {
-        return Err(Error::BufferTooShort { need: FRAME_LEN, have: buf.len() });
+        return Err(Error::BufferTooShort {
+            need: FRAME_LEN,
+            have: buf.len(),
+        });
     };
     let (eth, arp) = frame.split_at_mut(ethernet::HEADER_LEN);
     let mut eth = ethernet::Frame::new_unchecked(eth);
@@ -230,12 +236,21 @@ mod tests {
         b[1] = 1;
         assert_eq!(Packet::new_checked(&b[..]), Err(Error::BadProtocolType(0)));
         b[2] = 8;
-        assert_eq!(Packet::new_checked(&b[..]), Err(Error::BadAddressLength { hlen: 0, plen: 0 }));
+        assert_eq!(
+            Packet::new_checked(&b[..]),
+            Err(Error::BadAddressLength { hlen: 0, plen: 0 })
+        );
         b[4] = 6;
         b[5] = 4;
         assert!(Packet::new_checked(&b[..]).is_ok());
         assert_eq!(
-            emit_reply_frame(&mut [0u8; 41], [0; 6], Ipv4Addr::UNSPECIFIED, [0; 6], Ipv4Addr::UNSPECIFIED),
+            emit_reply_frame(
+                &mut [0u8; 41],
+                [0; 6],
+                Ipv4Addr::UNSPECIFIED,
+                [0; 6],
+                Ipv4Addr::UNSPECIFIED
+            ),
             Err(Error::BufferTooShort { need: 42, have: 41 })
         );
     }

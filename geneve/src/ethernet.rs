@@ -40,7 +40,12 @@ pub fn is_multicast(mac: &MacAddr) -> bool {
 ///
 /// The caller is expected to pass a buffer of at least [`HEADER_LEN`] bytes;
 /// a shorter one is reported as [`Error::Truncated`] and left untouched.
-pub fn emit_header(buf: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) -> Result<(), Error> {
+pub fn emit_header(
+    buf: &mut [u8],
+    dst: MacAddr,
+    src: MacAddr,
+    ethertype: u16,
+) -> Result<(), Error> {
     let mut frame = Frame::new_checked(buf)?;
     frame.set_dst(dst);
     frame.set_src(src);
@@ -104,6 +109,13 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 }
 
+impl<'a> Frame<&'a [u8]> {
+    /// The payload with the lifetime of the underlying buffer.
+    pub fn into_payload(self) -> &'a [u8] {
+        &self.buffer[HEADER_LEN..]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Sets the destination MAC address.
     pub fn set_dst(&mut self, mac: MacAddr) {
@@ -144,7 +156,10 @@ mod tests {
     #[test]
     fn short() {
         assert_eq!(Frame::new_checked(&[0u8; 13][..]), Err(Error::Truncated));
-        assert_eq!(emit_header(&mut [0u8; 13], BROADCAST, BROADCAST, 0), Err(Error::Truncated));
+        assert_eq!(
+            emit_header(&mut [0u8; 13], BROADCAST, BROADCAST, 0),
+            Err(Error::Truncated)
+        );
     }
 
     #[test]

@@ -22,12 +22,23 @@ pub fn fuzz_all(data: &[u8]) {
         frame(p.payload);
     }
     if let Ok(h) = geneve::Header::new_checked(data) {
-        black_box((h.version(), h.opt_len_bytes(), h.oam(), h.critical(), h.protocol(), h.vni()));
+        black_box((
+            h.version(),
+            h.opt_len_bytes(),
+            h.oam(),
+            h.critical(),
+            h.protocol(),
+            h.vni(),
+        ));
         black_box((h.reserved_flags(), h.reserved(), h.payload().len()));
-        for opt in h.options() {
-            if let Ok(o) = opt {
-                black_box((o.class, o.typ, o.critical, o.data.len(), o.vmware_tep_id().ok()));
-            }
+        for o in h.options().flatten() {
+            black_box((
+                o.class,
+                o.typ,
+                o.critical,
+                o.data.len(),
+                o.vmware_tep_id().ok(),
+            ));
         }
     }
     // As a full Ethernet frame, and as each inner layer directly.
@@ -56,20 +67,40 @@ pub fn fuzz_all(data: &[u8]) {
     let mut out = [0u8; SCRATCH_LEN];
     black_box(icmpv4::emit_echo_reply_frame(&mut out, data, MAC).ok());
     black_box(icmpv4::emit_echo_reply_frame(&mut out[..64], data, MAC).ok());
-    let rest = data.get(..4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let rest = data
+        .get(..4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     black_box(
-        icmpv4::emit_error_frame(&mut out, data, MAC, IP, icmpv4::TYPE_DEST_UNREACH, icmpv4::CODE_FRAG_NEEDED, rest)
-            .ok(),
+        icmpv4::emit_error_frame(
+            &mut out,
+            data,
+            MAC,
+            IP,
+            icmpv4::TYPE_DEST_UNREACH,
+            icmpv4::CODE_FRAG_NEEDED,
+            rest,
+        )
+        .ok(),
     );
     black_box(icmpv4::emit_error_frame(&mut out[..60], data, MAC, IP, 11, 0, 0).ok());
     if let Ok(a) = arp::Packet::new_checked(data) {
         black_box(arp::emit_reply_frame(&mut out, MAC, IP, a.sender_mac(), a.sender_ip()).ok());
     }
     black_box(outer::flow_src_port(data));
-    let vni = data.get(4..8).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let tep_id = data.get(8..12).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let vni = data
+        .get(4..8)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let tep_id = data
+        .get(8..12)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
     black_box(geneve::emit_vmware(&mut out[..data.len().min(32)], vni, tep_id).ok());
-    let encap = outer::Encap { src: IP, dst: IP, src_port: outer::flow_src_port(data), vni, tep_id };
+    let encap = outer::Encap {
+        src: IP,
+        dst: IP,
+        src_port: outer::flow_src_port(data),
+        vni,
+        tep_id,
+    };
     let inner_len = n.saturating_sub(outer::OVERHEAD);
     if let Ok(len) = outer::emit(&mut scratch[..n], &encap, inner_len) {
         // Whatever was emitted must parse back.
@@ -106,8 +137,20 @@ fn ip(data: &[u8]) {
     let Ok(p) = ipv4::Packet::new_checked(data) else {
         return;
     };
-    black_box((p.version(), p.header_len(), p.tos(), p.total_len(), p.ident()));
-    black_box((p.dont_frag(), p.more_frags(), p.frag_offset(), p.ttl(), p.checksum()));
+    black_box((
+        p.version(),
+        p.header_len(),
+        p.tos(),
+        p.total_len(),
+        p.ident(),
+    ));
+    black_box((
+        p.dont_frag(),
+        p.more_frags(),
+        p.frag_offset(),
+        p.ttl(),
+        p.checksum(),
+    ));
     black_box(p.verify_checksum());
     match p.protocol() {
         ipv4::PROTO_UDP => udp_view(p.payload(), p.src(), p.dst()),
@@ -132,5 +175,10 @@ fn icmp_view(data: &[u8]) {
         return;
     };
     black_box((i.msg_type(), i.code(), i.checksum(), i.verify_checksum()));
-    black_box((i.echo_ident(), i.echo_seq(), i.rest_of_header(), i.data().len()));
+    black_box((
+        i.echo_ident(),
+        i.echo_seq(),
+        i.rest_of_header(),
+        i.data().len(),
+    ));
 }

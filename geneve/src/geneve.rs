@@ -243,7 +243,10 @@ impl<T: AsRef<[u8]>> Header<T> {
         }
         let opt_len = h.opt_len_bytes();
         if opt_len > len - HEADER_LEN {
-            return Err(Error::OptionsOverrun { opt_len, available: len - HEADER_LEN });
+            return Err(Error::OptionsOverrun {
+                opt_len,
+                available: len - HEADER_LEN,
+            });
         }
         Ok(h)
     }
@@ -308,6 +311,20 @@ impl<T: AsRef<[u8]>> Header<T> {
     /// The encapsulated payload (after the options).
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN + self.opt_len_bytes()..]
+    }
+}
+
+impl<'a> Header<&'a [u8]> {
+    /// The payload with the lifetime of the underlying buffer.
+    pub fn into_payload(self) -> &'a [u8] {
+        let start = HEADER_LEN + self.opt_len_bytes();
+        &self.buffer[start..]
+    }
+
+    /// The option iterator with the lifetime of the underlying buffer.
+    pub fn into_options(self) -> Options<'a> {
+        let end = HEADER_LEN + self.opt_len_bytes();
+        Options::new(&self.buffer[HEADER_LEN..end])
     }
 }
 
@@ -428,17 +445,25 @@ pub fn parse(udp_payload: &[u8]) -> Result<Parsed<'_>, Error> {
             }
             tep_id = Some(opt.vmware_tep_id()?);
         } else if opt.critical {
-            return Err(Error::UnknownCriticalOption { class: opt.class, typ: opt.typ });
+            return Err(Error::UnknownCriticalOption {
+                class: opt.class,
+                typ: opt.typ,
+            });
         }
     }
     if hdr.protocol() != PROTO_ETHERNET {
         return Err(Error::BadProtocol(hdr.protocol()));
     }
-    let payload = &udp_payload[HEADER_LEN + hdr.opt_len_bytes()..];
+    let payload = hdr.into_payload();
     if payload.len() < ethernet::HEADER_LEN {
         return Err(Error::Truncated);
     }
-    Ok(Parsed { vni: hdr.vni(), oam: hdr.oam(), tep_id, payload })
+    Ok(Parsed {
+        vni: hdr.vni(),
+        oam: hdr.oam(),
+        tep_id,
+        payload,
+    })
 }
 
 /// High-level representation of the Geneve header we send: Ethernet
@@ -458,7 +483,11 @@ impl Repr {
     /// (see [`parse`]).
     pub fn parse(udp_payload: &[u8]) -> Result<Self, Error> {
         let p = parse(udp_payload)?;
-        Ok(Self { vni: p.vni, oam: p.oam, tep_id: p.tep_id })
+        Ok(Self {
+            vni: p.vni,
+            oam: p.oam,
+            tep_id: p.tep_id,
+        })
     }
 
     /// Length of the header this emits: 8, or 16 with the VMware option.
@@ -510,7 +539,12 @@ impl Repr {
 /// Errors: `VniTooLarge` if `vni > 0xffffff`, `BadVmwareOption` if
 /// `tep_id > 0x7fffffff`, `Truncated` if `buf` is shorter than 16 bytes.
 pub fn emit_vmware(buf: &mut [u8], vni: u32, tep_id: u32) -> Result<usize, Error> {
-    Repr { vni, oam: false, tep_id: Some(tep_id) }.emit(buf)
+    Repr {
+        vni,
+        oam: false,
+        tep_id: Some(tep_id),
+    }
+    .emit(buf)
 }
 
 #[cfg(test)]
@@ -522,9 +556,15 @@ mod tests {
         let all = [
             Error::Truncated,
             Error::BadVersion(1),
-            Error::OptionsOverrun { opt_len: 4, available: 0 },
+            Error::OptionsOverrun {
+                opt_len: 4,
+                available: 0,
+            },
             Error::BadOptionLength,
-            Error::UnknownCriticalOption { class: 1, typ: 0x80 },
+            Error::UnknownCriticalOption {
+                class: 1,
+                typ: 0x80,
+            },
             Error::BadProtocol(0x0800),
             Error::MissingCriticalFlag,
             Error::BadVmwareOption,
@@ -541,16 +581,31 @@ mod tests {
     fn emit_vmware_bytes() {
         let mut b = [0u8; 16];
         assert_eq!(emit_vmware(&mut b, 0x238c, 0x0102_0304), Ok(16));
-        assert_eq!(b, [0x02, 0x40, 0x65, 0x58, 0x00, 0x23, 0x8c, 0x00, 0x01, 0x04, 0x80, 0x01, 1, 2, 3, 4]);
-        assert_eq!(emit_vmware(&mut b, 1 << 24, 0), Err(Error::VniTooLarge(1 << 24)));
-        assert_eq!(emit_vmware(&mut b, 0, 0x8000_0000), Err(Error::BadVmwareOption));
+        assert_eq!(
+            b,
+            [
+                0x02, 0x40, 0x65, 0x58, 0x00, 0x23, 0x8c, 0x00, 0x01, 0x04, 0x80, 0x01, 1, 2, 3, 4
+            ]
+        );
+        assert_eq!(
+            emit_vmware(&mut b, 1 << 24, 0),
+            Err(Error::VniTooLarge(1 << 24))
+        );
+        assert_eq!(
+            emit_vmware(&mut b, 0, 0x8000_0000),
+            Err(Error::BadVmwareOption)
+        );
         assert_eq!(emit_vmware(&mut b[..15], 0, 0), Err(Error::Truncated));
     }
 
     #[test]
     fn repr_without_option() {
         let mut b = [0u8; 22];
-        let r = Repr { vni: 7, oam: true, tep_id: None };
+        let r = Repr {
+            vni: 7,
+            oam: true,
+            tep_id: None,
+        };
         assert_eq!(r.emit(&mut b), Ok(8));
         assert_eq!(Repr::parse(&b), Ok(r));
     }

@@ -3,10 +3,10 @@
 
 use core::net::Ipv4Addr;
 
+use crate::MacAddr;
 use crate::checksum;
 use crate::ethernet;
 use crate::ipv4;
-use crate::MacAddr;
 
 /// Echo reply.
 pub const TYPE_ECHO_REPLY: u8 = 0;
@@ -56,7 +56,11 @@ mod field {
 pub fn is_error_type(msg_type: u8) -> bool {
     matches!(
         msg_type,
-        TYPE_DEST_UNREACH | TYPE_SOURCE_QUENCH | TYPE_REDIRECT | TYPE_TIME_EXCEEDED | TYPE_PARAM_PROBLEM
+        TYPE_DEST_UNREACH
+            | TYPE_SOURCE_QUENCH
+            | TYPE_REDIRECT
+            | TYPE_TIME_EXCEEDED
+            | TYPE_PARAM_PROBLEM
     )
 }
 
@@ -187,6 +191,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+impl<'a> Packet<&'a [u8]> {
+    /// The data after the header with the lifetime of the underlying buffer.
+    pub fn into_data(self) -> &'a [u8] {
+        &self.buffer[HEADER_LEN..]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the message type.
     pub fn set_msg_type(&mut self, t: u8) {
@@ -253,7 +264,16 @@ fn emit_l2_l3(
     let (eth, rest) = frame.split_at_mut(ethernet::HEADER_LEN.min(frame.len()));
     ethernet::emit_header(eth, eth_dst, eth_src, ethernet::ETHERTYPE_IPV4)?;
     let icmp_len = rest.len().saturating_sub(ipv4::MIN_HEADER_LEN);
-    ipv4::emit_header(rest, ip_src, ip_dst, ipv4::PROTO_ICMP, icmp_len, REPLY_TTL, dont_frag, ident)?;
+    ipv4::emit_header(
+        rest,
+        ip_src,
+        ip_dst,
+        ipv4::PROTO_ICMP,
+        icmp_len,
+        REPLY_TTL,
+        dont_frag,
+        ident,
+    )?;
     Ok(())
 }
 
@@ -269,7 +289,11 @@ fn emit_l2_l3(
 /// The request is fully re-validated (IPv4 header and ICMP checksums
 /// included); fragments and requests sent to a broadcast/multicast IPv4
 /// address are refused.
-pub fn emit_echo_reply_frame(buf: &mut [u8], request_frame: &[u8], our_mac: MacAddr) -> Result<usize, Error> {
+pub fn emit_echo_reply_frame(
+    buf: &mut [u8],
+    request_frame: &[u8],
+    our_mac: MacAddr,
+) -> Result<usize, Error> {
     let eth = ethernet::Frame::new_checked(request_frame)?;
     if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
         return Err(Error::NotIpv4(eth.ethertype()));
@@ -304,7 +328,15 @@ pub fn emit_echo_reply_frame(buf: &mut [u8], request_frame: &[u8], our_mac: MacA
     let Some(frame) = buf.get_mut(..need) else {
         return Err(Error::BufferTooShort { need, have });
     };
-    emit_l2_l3(frame, eth.src(), our_mac, ip.dst(), ip.src(), ip.dont_frag(), ip.ident())?;
+    emit_l2_l3(
+        frame,
+        eth.src(),
+        our_mac,
+        ip.dst(),
+        ip.src(),
+        ip.dont_frag(),
+        ip.ident(),
+    )?;
     let icmp_out = &mut frame[l3_start..];
     icmp_out.copy_from_slice(icmp_in);
     let mut out = Packet::new_unchecked(icmp_out);
@@ -365,9 +397,15 @@ pub fn emit_error_frame(
     let datagram = &eth.payload()[..usize::from(ip.total_len())];
     let min_quote = datagram.len().min(ip.header_len() + 8);
     let have = buf.len();
-    let quote_len = datagram.len().min(MAX_QUOTE_LEN).min(have.saturating_sub(FRAME_OVERHEAD));
+    let quote_len = datagram
+        .len()
+        .min(MAX_QUOTE_LEN)
+        .min(have.saturating_sub(FRAME_OVERHEAD));
     if quote_len < min_quote {
-        return Err(Error::BufferTooShort { need: FRAME_OVERHEAD + min_quote, have });
+        return Err(Error::BufferTooShort {
+            need: FRAME_OVERHEAD + min_quote,
+            have,
+        });
     }
     let need = FRAME_OVERHEAD + quote_len;
     let Some(frame) = buf.get_mut(..need) else {

@@ -120,7 +120,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         let total_len = usize::from(p.total_len());
         if total_len < header_len {
-            return Err(Error::BadTotalLength { total_len, header_len });
+            return Err(Error::BadTotalLength {
+                total_len,
+                header_len,
+            });
         }
         if total_len > len {
             return Err(Error::TotalLengthOverrun { total_len, len });
@@ -222,6 +225,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The payload: bytes from the header length up to the total length.
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..usize::from(self.total_len())]
+    }
+}
+
+impl<'a> Packet<&'a [u8]> {
+    /// The payload (header length to total length) with the lifetime of the
+    /// underlying buffer.
+    pub fn into_payload(self) -> &'a [u8] {
+        let range = self.header_len()..usize::from(self.total_len());
+        &self.buffer[range]
     }
 }
 
@@ -328,7 +340,10 @@ pub fn emit_header(
 ) -> Result<usize, Error> {
     let have = buf.len();
     let Some(hdr) = buf.get_mut(..MIN_HEADER_LEN) else {
-        return Err(Error::BufferTooShort { need: MIN_HEADER_LEN, have });
+        return Err(Error::BufferTooShort {
+            need: MIN_HEADER_LEN,
+            have,
+        });
     };
     let total = payload_len.saturating_add(MIN_HEADER_LEN);
     let Ok(total16) = u16::try_from(total) else {
@@ -354,8 +369,17 @@ mod tests {
 
     fn sample() -> [u8; 24] {
         let mut b = [0u8; 24];
-        emit_header(&mut b, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), PROTO_UDP, 4, 64, true, 7)
-            .expect("fits");
+        emit_header(
+            &mut b,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            PROTO_UDP,
+            4,
+            64,
+            true,
+            7,
+        )
+        .expect("fits");
         b
     }
 
@@ -388,18 +412,54 @@ mod tests {
         b[0] = 0x44;
         assert_eq!(Packet::new_checked(&b[..]), Err(Error::BadHeaderLength(16)));
         b[0] = 0x47;
-        assert_eq!(Packet::new_checked(&b[..]), Err(Error::HeaderOverrun { header_len: 28, len: 24 }));
+        assert_eq!(
+            Packet::new_checked(&b[..]),
+            Err(Error::HeaderOverrun {
+                header_len: 28,
+                len: 24
+            })
+        );
         let mut b = good;
         b[3] = 19;
-        assert_eq!(Packet::new_checked(&b[..]), Err(Error::BadTotalLength { total_len: 19, header_len: 20 }));
-        b[3] = 25;
-        assert_eq!(Packet::new_checked(&b[..]), Err(Error::TotalLengthOverrun { total_len: 25, len: 24 }));
         assert_eq!(
-            emit_header(&mut [0u8; 19], Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0, false, 0),
+            Packet::new_checked(&b[..]),
+            Err(Error::BadTotalLength {
+                total_len: 19,
+                header_len: 20
+            })
+        );
+        b[3] = 25;
+        assert_eq!(
+            Packet::new_checked(&b[..]),
+            Err(Error::TotalLengthOverrun {
+                total_len: 25,
+                len: 24
+            })
+        );
+        assert_eq!(
+            emit_header(
+                &mut [0u8; 19],
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                0,
+                0,
+                0,
+                false,
+                0
+            ),
             Err(Error::BufferTooShort { need: 20, have: 19 })
         );
         assert_eq!(
-            emit_header(&mut [0u8; 20], Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 65516, 0, false, 0),
+            emit_header(
+                &mut [0u8; 20],
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::UNSPECIFIED,
+                0,
+                65516,
+                0,
+                false,
+                0
+            ),
             Err(Error::TooLong(65536))
         );
     }

@@ -27,7 +27,9 @@ mod fuzz;
 
 #[doc(hidden)]
 pub use fuzz::fuzz_all;
-pub use geneve::{Error as GeneveError, GENEVE_PORT, Parsed as GeneveParsed, VMWARE_OPT_CLASS, VMWARE_OPT_TYPE};
+pub use geneve::{
+    Error as GeneveError, GENEVE_PORT, Parsed as GeneveParsed, VMWARE_OPT_CLASS, VMWARE_OPT_TYPE,
+};
 
 /// A 48-bit Ethernet MAC address.
 pub type MacAddr = [u8; 6];

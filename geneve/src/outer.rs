@@ -59,7 +59,9 @@ pub struct Encap {
 /// checksum filled. UDP: `encap.src_port` to 6081, checksum computed over
 /// the pseudo header and the whole datagram (0 stored as 0xffff).
 pub fn emit(buf: &mut [u8], encap: &Encap, inner_len: usize) -> Result<usize, Error> {
-    let total = inner_len.checked_add(OVERHEAD).ok_or(Error::TooLong(usize::MAX))?;
+    let total = inner_len
+        .checked_add(OVERHEAD)
+        .ok_or(Error::TooLong(usize::MAX))?;
     if total > ipv4::MAX_TOTAL_LEN {
         return Err(Error::TooLong(total));
     }
@@ -70,11 +72,25 @@ pub fn emit(buf: &mut [u8], encap: &Encap, inner_len: usize) -> Result<usize, Er
     geneve::emit_vmware(&mut pkt[GENEVE_START..], encap.vni, encap.tep_id)?;
     let udp_len = total - UDP_START;
     // Lengths were checked above, so these cannot fail; map defensively.
-    udp::emit_header(&mut pkt[UDP_START..], encap.src_port, GENEVE_PORT, udp_len - udp::HEADER_LEN)
-        .map_err(|_| Error::TooLong(total))?;
+    udp::emit_header(
+        &mut pkt[UDP_START..],
+        encap.src_port,
+        GENEVE_PORT,
+        udp_len - udp::HEADER_LEN,
+    )
+    .map_err(|_| Error::TooLong(total))?;
     udp::Packet::new_unchecked(&mut pkt[UDP_START..]).fill_checksum_v4(encap.src, encap.dst);
-    ipv4::emit_header(pkt, encap.src, encap.dst, ipv4::PROTO_UDP, udp_len, OUTER_TTL, true, 0)
-        .map_err(|_| Error::TooLong(total))?;
+    ipv4::emit_header(
+        pkt,
+        encap.src,
+        encap.dst,
+        ipv4::PROTO_UDP,
+        udp_len,
+        OUTER_TTL,
+        true,
+        0,
+    )
+    .map_err(|_| Error::TooLong(total))?;
     debug_assert_eq!(GENEVE_START + ENCAP_HEADER_LEN, OVERHEAD);
     Ok(total)
 }
@@ -100,8 +116,14 @@ fn fnv1a(mut h: u32, bytes: &[u8]) -> u32 {
 /// Never panics.
 #[must_use]
 pub fn flow_src_port(inner_frame: &[u8]) -> u16 {
-    let h = ipv4_flow_hash(inner_frame)
-        .unwrap_or_else(|| fnv1a(FNV_OFFSET, inner_frame.get(..ethernet::HEADER_LEN).unwrap_or(inner_frame)));
+    let h = ipv4_flow_hash(inner_frame).unwrap_or_else(|| {
+        fnv1a(
+            FNV_OFFSET,
+            inner_frame
+                .get(..ethernet::HEADER_LEN)
+                .unwrap_or(inner_frame),
+        )
+    });
     let folded = (h ^ (h >> 16)) & 0x3fff;
     SRC_PORT_MIN | folded as u16
 }
@@ -121,10 +143,12 @@ fn ipv4_flow_hash(frame: &[u8]) -> Option<u32> {
     let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
     let mut h = fnv1a(FNV_OFFSET, &hdr[12..20]);
     h = fnv1a(h, &[proto]);
-    if (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP) && frag_offset == 0 && ihl >= ipv4::MIN_HEADER_LEN {
-        if let Some(ports) = ip.get(ihl..ihl + 4) {
-            h = fnv1a(h, ports);
-        }
+    let has_ports = (proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP) && frag_offset == 0;
+    if has_ports
+        && ihl >= ipv4::MIN_HEADER_LEN
+        && let Some(ports) = ip.get(ihl..ihl + 4)
+    {
+        h = fnv1a(h, ports);
     }
     Some(h)
 }

@@ -128,6 +128,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+impl<'a> Packet<&'a [u8]> {
+    /// The payload with the lifetime of the underlying buffer.
+    pub fn into_payload(self) -> &'a [u8] {
+        let end = usize::from(self.len());
+        &self.buffer[HEADER_LEN..end]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source port.
     pub fn set_src_port(&mut self, port: u16) {
@@ -155,7 +163,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(0);
         let len = self.len();
         let data = &self.buffer.as_ref()[..usize::from(len)];
-        let c = checksum::fold(checksum::sum(data, checksum::pseudo_header_v4(src, dst, PROTO_UDP, len)));
+        let c = checksum::fold(checksum::sum(
+            data,
+            checksum::pseudo_header_v4(src, dst, PROTO_UDP, len),
+        ));
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
 
@@ -168,10 +179,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
 /// Writes an 8-byte UDP header for `payload_len` bytes of payload with a
 /// zero checksum. Returns 8.
-pub fn emit_header(buf: &mut [u8], src_port: u16, dst_port: u16, payload_len: usize) -> Result<usize, Error> {
+pub fn emit_header(
+    buf: &mut [u8],
+    src_port: u16,
+    dst_port: u16,
+    payload_len: usize,
+) -> Result<usize, Error> {
     let have = buf.len();
     let Some(hdr) = buf.get_mut(..HEADER_LEN) else {
-        return Err(Error::BufferTooShort { need: HEADER_LEN, have });
+        return Err(Error::BufferTooShort {
+            need: HEADER_LEN,
+            have,
+        });
     };
     let total = payload_len.saturating_add(HEADER_LEN);
     let Ok(total16) = u16::try_from(total) else {
@@ -214,8 +233,17 @@ mod tests {
         b[5] = 7;
         assert_eq!(Packet::new_checked(&b[..]), Err(Error::BadLength(7)));
         b[5] = 11;
-        assert_eq!(Packet::new_checked(&b[..]), Err(Error::LengthOverrun { length: 11, len: 10 }));
+        assert_eq!(
+            Packet::new_checked(&b[..]),
+            Err(Error::LengthOverrun {
+                length: 11,
+                len: 10
+            })
+        );
         assert_eq!(emit_header(&mut b, 1, 2, 65528), Err(Error::TooLong(65536)));
-        assert_eq!(emit_header(&mut b[..7], 1, 2, 0), Err(Error::BufferTooShort { need: 8, have: 7 }));
+        assert_eq!(
+            emit_header(&mut b[..7], 1, 2, 0),
+            Err(Error::BufferTooShort { need: 8, have: 7 })
+        );
     }
 }

@@ -40,21 +40,32 @@ fn arp_request_view() {
     p.set_operation(arp::OP_REQUEST);
     p.set_target_mac([0; 6]);
     let p = arp::Packet::new_checked(&buf[14..]).expect("arp");
-    assert_eq!((p.operation(), p.sender_ip(), p.target_ip()), (arp::OP_REQUEST, GUEST_IP, GW_IP));
+    assert_eq!(
+        (p.operation(), p.sender_ip(), p.target_ip()),
+        (arp::OP_REQUEST, GUEST_IP, GW_IP)
+    );
 }
 
 #[test]
 fn icmp_echo_reply_frame() {
     let data: Vec<u8> = (0..56).collect();
-    let req = echo_request_frame(GUEST_MAC, GW_MAC, GUEST_IP, GW_IP, 63, 56060, 7079, 938, &data);
+    let req = echo_request_frame(
+        GUEST_MAC, GW_MAC, GUEST_IP, GW_IP, 63, 56060, 7079, 938, &data,
+    );
     let mut buf = [0u8; 200];
     let n = icmpv4::emit_echo_reply_frame(&mut buf, &req, GW_MAC).expect("reply");
     assert_eq!(n, req.len());
     let eth = ethernet::Frame::new_checked(&buf[..n]).expect("eth");
-    assert_eq!((eth.dst(), eth.src(), eth.ethertype()), (GUEST_MAC, GW_MAC, ethernet::ETHERTYPE_IPV4));
+    assert_eq!(
+        (eth.dst(), eth.src(), eth.ethertype()),
+        (GUEST_MAC, GW_MAC, ethernet::ETHERTYPE_IPV4)
+    );
     let ip = ipv4::Packet::new_checked(eth.payload()).expect("ip");
     assert_eq!((ip.src(), ip.dst()), (GW_IP, GUEST_IP));
-    assert_eq!((ip.ttl(), ip.protocol(), ip.ident()), (64, ipv4::PROTO_ICMP, 56060));
+    assert_eq!(
+        (ip.ttl(), ip.protocol(), ip.ident()),
+        (64, ipv4::PROTO_ICMP, 56060)
+    );
     assert!(ip.dont_frag());
     assert_eq!(ip.total_len(), 84);
     assert!(ip.verify_checksum());
@@ -71,11 +82,20 @@ fn icmp_echo_reply_refusals() {
     let mut buf = [0u8; 200];
     let r = |buf: &mut [u8], f: &[u8]| icmpv4::emit_echo_reply_frame(buf, f, GW_MAC);
 
-    assert_eq!(r(&mut buf, &req[..10]), Err(icmpv4::Error::Ethernet(ethernet::Error::Truncated)));
-    assert_eq!(r(&mut buf, &req[..30]), Err(icmpv4::Error::Ipv4(ipv4::Error::Truncated)));
+    assert_eq!(
+        r(&mut buf, &req[..10]),
+        Err(icmpv4::Error::Ethernet(ethernet::Error::Truncated))
+    );
+    assert_eq!(
+        r(&mut buf, &req[..30]),
+        Err(icmpv4::Error::Ipv4(ipv4::Error::Truncated))
+    );
     assert_eq!(
         r(&mut buf[..req.len() - 1], &req),
-        Err(icmpv4::Error::BufferTooShort { need: req.len(), have: req.len() - 1 })
+        Err(icmpv4::Error::BufferTooShort {
+            need: req.len(),
+            have: req.len() - 1
+        })
     );
 
     let mut bad = req.clone();
@@ -92,7 +112,10 @@ fn icmp_echo_reply_refusals() {
     assert_eq!(r(&mut buf, &bad), Err(icmpv4::Error::BadChecksum));
 
     let udp = udp_frame(GUEST_IP, GW_IP, 1000, 2000, 64, b"x");
-    assert_eq!(r(&mut buf, &udp), Err(icmpv4::Error::NotIcmp(ipv4::PROTO_UDP)));
+    assert_eq!(
+        r(&mut buf, &udp),
+        Err(icmpv4::Error::NotIcmp(ipv4::PROTO_UDP))
+    );
 
     let mut reply = [0u8; 200];
     let n = r(&mut reply, &req).expect("reply");
@@ -100,20 +123,37 @@ fn icmp_echo_reply_refusals() {
     let mut back = [0u8; 200];
     assert_eq!(r(&mut back, &reply), Err(icmpv4::Error::NotEchoRequest(0)));
 
-    let bcast = echo_request_frame(GUEST_MAC, ethernet::BROADCAST, GUEST_IP, Ipv4Addr::BROADCAST, 64, 1, 1, 1, b"");
-    assert_eq!(r(&mut buf, &bcast), Err(icmpv4::Error::MulticastDestination));
+    let bcast = echo_request_frame(
+        GUEST_MAC,
+        ethernet::BROADCAST,
+        GUEST_IP,
+        Ipv4Addr::BROADCAST,
+        64,
+        1,
+        1,
+        1,
+        b"",
+    );
+    assert_eq!(
+        r(&mut buf, &bcast),
+        Err(icmpv4::Error::MulticastDestination)
+    );
 
-    let zero_src = echo_request_frame(GUEST_MAC, GW_MAC, Ipv4Addr::UNSPECIFIED, GW_IP, 64, 1, 1, 1, b"");
+    let zero_src = echo_request_frame(
+        GUEST_MAC,
+        GW_MAC,
+        Ipv4Addr::UNSPECIFIED,
+        GW_IP,
+        64,
+        1,
+        1,
+        1,
+        b"",
+    );
     assert_eq!(r(&mut buf, &zero_src), Err(icmpv4::Error::BadSource));
 
     let mut frag = req.clone();
-    {
-        let mut ip = ipv4::Packet::new_unchecked(&mut frag[14..]);
-        ip.set_dont_frag_unfragmented(false);
-        // Set MF by hand.
-        ip.fill_checksum();
-    }
-    frag[14 + 6] |= 0x20;
+    frag[14 + 6] |= 0x20; // MF
     ipv4::Packet::new_unchecked(&mut frag[14..]).fill_checksum();
     assert_eq!(r(&mut buf, &frag), Err(icmpv4::Error::Fragmented));
 
@@ -125,16 +165,32 @@ fn icmp_echo_reply_refusals() {
     assert_eq!(r(&mut buf, &short_icmp), Err(icmpv4::Error::Truncated));
 }
 
-fn check_error_frame(out: &[u8], offending: &[u8], icmp_type: u8, code: u8, rest: u32, quote_len: usize) {
+fn check_error_frame(
+    out: &[u8],
+    offending: &[u8],
+    icmp_type: u8,
+    code: u8,
+    rest: u32,
+    quote_len: usize,
+) {
     let eth = ethernet::Frame::new_checked(out).expect("eth");
-    assert_eq!((eth.dst(), eth.src(), eth.ethertype()), (GUEST_MAC, GW_MAC, ethernet::ETHERTYPE_IPV4));
+    assert_eq!(
+        (eth.dst(), eth.src(), eth.ethertype()),
+        (GUEST_MAC, GW_MAC, ethernet::ETHERTYPE_IPV4)
+    );
     let ip = ipv4::Packet::new_checked(eth.payload()).expect("ip");
-    assert_eq!((ip.src(), ip.dst(), ip.ttl(), ip.protocol()), (GW_IP, GUEST_IP, 64, ipv4::PROTO_ICMP));
+    assert_eq!(
+        (ip.src(), ip.dst(), ip.ttl(), ip.protocol()),
+        (GW_IP, GUEST_IP, 64, ipv4::PROTO_ICMP)
+    );
     assert!(ip.verify_checksum());
     assert_eq!(usize::from(ip.total_len()), 20 + 8 + quote_len);
     assert!(usize::from(ip.total_len()) <= 576);
     let icmp = icmpv4::Packet::new_checked(ip.payload()).expect("icmp");
-    assert_eq!((icmp.msg_type(), icmp.code(), icmp.rest_of_header()), (icmp_type, code, rest));
+    assert_eq!(
+        (icmp.msg_type(), icmp.code(), icmp.rest_of_header()),
+        (icmp_type, code, rest)
+    );
     assert!(icmp.verify_checksum());
     assert!(csum_ok(ip.payload()));
     assert_eq!(icmp.data(), &offending[14..14 + quote_len]);
@@ -197,7 +253,17 @@ fn icmp_error_refusals() {
     let e = |buf: &mut [u8], f: &[u8]| icmpv4::emit_error_frame(buf, f, GW_MAC, GW_IP, 11, 0, 0);
 
     // Never about an ICMP error.
-    let req = echo_request_frame(GUEST_MAC, GW_MAC, GUEST_IP, REMOTE_IP, 1, 1, 1, 1, b"abcdabcd");
+    let req = echo_request_frame(
+        GUEST_MAC,
+        GW_MAC,
+        GUEST_IP,
+        REMOTE_IP,
+        1,
+        1,
+        1,
+        1,
+        b"abcdabcd",
+    );
     let n = e(&mut buf, &req).expect("echo request may be answered with an error");
     let err_frame = buf[..n].to_vec();
     let mut again = [0u8; 1600];
@@ -206,7 +272,10 @@ fn icmp_error_refusals() {
     let mut as_guest = err_frame.clone();
     as_guest[..6].copy_from_slice(&GW_MAC);
     as_guest[6..12].copy_from_slice(&GUEST_MAC);
-    assert_eq!(e(&mut again, &as_guest), Err(icmpv4::Error::OffendingIcmpError(11)));
+    assert_eq!(
+        e(&mut again, &as_guest),
+        Err(icmpv4::Error::OffendingIcmpError(11))
+    );
     for t in [3u8, 4, 5, 11, 12] {
         let mut f = req.clone();
         f[34] = t;
@@ -225,7 +294,14 @@ fn icmp_error_refusals() {
     // Broadcast / multicast destinations (L3 and L2).
     let b = udp_frame(GUEST_IP, Ipv4Addr::BROADCAST, 68, 67, 1, &[0; 8]);
     assert_eq!(e(&mut buf, &b), Err(icmpv4::Error::MulticastDestination));
-    let m = udp_frame(GUEST_IP, Ipv4Addr::new(224, 0, 0, 251), 5353, 5353, 1, &[0; 8]);
+    let m = udp_frame(
+        GUEST_IP,
+        Ipv4Addr::new(224, 0, 0, 251),
+        5353,
+        5353,
+        1,
+        &[0; 8],
+    );
     assert_eq!(e(&mut buf, &m), Err(icmpv4::Error::MulticastDestination));
     let mut l2 = udp_frame(GUEST_IP, REMOTE_IP, 1, 2, 1, &[0; 8]);
     l2[..6].copy_from_slice(&ethernet::BROADCAST);
@@ -236,8 +312,14 @@ fn icmp_error_refusals() {
     assert_eq!(e(&mut buf, &z), Err(icmpv4::Error::BadSource));
 
     // Malformed input.
-    assert_eq!(e(&mut buf, &[0u8; 5]), Err(icmpv4::Error::Ethernet(ethernet::Error::Truncated)));
+    assert_eq!(
+        e(&mut buf, &[0u8; 5]),
+        Err(icmpv4::Error::Ethernet(ethernet::Error::Truncated))
+    );
     let mut arp_frame = [0u8; 42];
     arp::emit_reply_frame(&mut arp_frame, GUEST_MAC, GUEST_IP, GW_MAC, GW_IP).expect("arp");
-    assert_eq!(e(&mut buf, &arp_frame), Err(icmpv4::Error::NotIpv4(ethernet::ETHERTYPE_ARP)));
+    assert_eq!(
+        e(&mut buf, &arp_frame),
+        Err(icmpv4::Error::NotIpv4(ethernet::ETHERTYPE_ARP))
+    );
 }

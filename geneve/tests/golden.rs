@@ -11,9 +11,12 @@ use geneve::outer::{self, Encap, OVERHEAD};
 use geneve::{geneve as gnv, ipv4, udp};
 
 const TEP_ID: u32 = 0x0000_1f2e;
+const PINNED_PORT: u16 = 59768;
 
 fn golden() -> (Vec<u8>, Vec<u8>) {
-    let data: Vec<u8> = (0..56u8).map(|i| if i < 8 { 0xa0 + i } else { i + 8 }).collect();
+    let data: Vec<u8> = (0..56u8)
+        .map(|i| if i < 8 { 0xa0 + i } else { i + 8 })
+        .collect();
     let inner = common::echo_request_frame(
         common::GUEST_MAC,
         common::GW_MAC,
@@ -100,7 +103,10 @@ fn golden_parse_round_trip() {
     let opts: Vec<_> = h.options().collect();
     assert_eq!(opts.len(), 1);
     let o = opts[0].expect("option");
-    assert_eq!((o.class, o.typ, o.critical), (geneve::VMWARE_OPT_CLASS, geneve::VMWARE_OPT_TYPE, true));
+    assert_eq!(
+        (o.class, o.typ, o.critical),
+        (geneve::VMWARE_OPT_CLASS, geneve::VMWARE_OPT_TYPE, true)
+    );
     assert_eq!(o.data, &TEP_ID.to_be_bytes());
 
     // The inner packet is untouched and still the capture's echo request.
@@ -113,35 +119,87 @@ fn golden_parse_round_trip() {
 
 #[test]
 fn emit_errors() {
-    let encap =
-        Encap { src: Ipv4Addr::new(10, 0, 0, 1), dst: Ipv4Addr::new(10, 0, 0, 2), src_port: 50000, vni: 1, tep_id: 1 };
+    let encap = Encap {
+        src: Ipv4Addr::new(10, 0, 0, 1),
+        dst: Ipv4Addr::new(10, 0, 0, 2),
+        src_port: 50000,
+        vni: 1,
+        tep_id: 1,
+    };
     let mut buf = vec![0u8; 100];
-    assert_eq!(outer::emit(&mut buf, &encap, 57), Err(outer::Error::BufferTooShort { need: 101, have: 100 }));
-    assert_eq!(outer::emit(&mut buf, &encap, usize::MAX), Err(outer::Error::TooLong(usize::MAX)));
+    assert_eq!(
+        outer::emit(&mut buf, &encap, 57),
+        Err(outer::Error::BufferTooShort {
+            need: 101,
+            have: 100
+        })
+    );
+    assert_eq!(
+        outer::emit(&mut buf, &encap, usize::MAX),
+        Err(outer::Error::TooLong(usize::MAX))
+    );
     let mut big = vec![0u8; 70000];
-    assert_eq!(outer::emit(&mut big, &encap, 65535 - OVERHEAD + 1), Err(outer::Error::TooLong(65536)));
+    assert_eq!(
+        outer::emit(&mut big, &encap, 65535 - OVERHEAD + 1),
+        Err(outer::Error::TooLong(65536))
+    );
     assert_eq!(outer::emit(&mut big, &encap, 65535 - OVERHEAD), Ok(65535));
-    let bad_vni = Encap { vni: 1 << 24, ..encap };
+    let bad_vni = Encap {
+        vni: 1 << 24,
+        ..encap
+    };
     assert_eq!(
         outer::emit(&mut buf, &bad_vni, 14),
         Err(outer::Error::Geneve(gnv::Error::VniTooLarge(1 << 24)))
     );
-    let bad_tep = Encap { tep_id: 0x8000_0000, ..encap };
-    assert_eq!(outer::emit(&mut buf, &bad_tep, 14), Err(outer::Error::Geneve(gnv::Error::BadVmwareOption)));
+    let bad_tep = Encap {
+        tep_id: 0x8000_0000,
+        ..encap
+    };
+    assert_eq!(
+        outer::emit(&mut buf, &bad_tep, 14),
+        Err(outer::Error::Geneve(gnv::Error::BadVmwareOption))
+    );
 }
 
 #[test]
 fn flow_src_port_properties() {
-    let a = common::udp_frame(Ipv4Addr::new(192, 168, 1, 2), Ipv4Addr::new(10, 1, 1, 1), 40000, 53, 64, b"q");
-    let b = common::udp_frame(Ipv4Addr::new(192, 168, 1, 2), Ipv4Addr::new(10, 1, 1, 1), 40001, 53, 64, b"q");
-    let a2 = common::udp_frame(Ipv4Addr::new(192, 168, 1, 2), Ipv4Addr::new(10, 1, 1, 1), 40000, 53, 7, b"other");
+    let a = common::udp_frame(
+        Ipv4Addr::new(192, 168, 1, 2),
+        Ipv4Addr::new(10, 1, 1, 1),
+        40000,
+        53,
+        64,
+        b"q",
+    );
+    let b = common::udp_frame(
+        Ipv4Addr::new(192, 168, 1, 2),
+        Ipv4Addr::new(10, 1, 1, 1),
+        40001,
+        53,
+        64,
+        b"q",
+    );
+    let a2 = common::udp_frame(
+        Ipv4Addr::new(192, 168, 1, 2),
+        Ipv4Addr::new(10, 1, 1, 1),
+        40000,
+        53,
+        7,
+        b"other",
+    );
     let pa = outer::flow_src_port(&a);
     assert!(pa >= 49152);
     // Stable: same flow, different TTL/payload -> same port.
     assert_eq!(pa, outer::flow_src_port(&a2));
-    // Fixed value so it cannot silently change across versions/processes.
-    assert_eq!(pa, outer::flow_src_port(&a.clone()));
-    assert_ne!(pa, outer::flow_src_port(&b), "ports should participate in the hash");
+    // Pinned value: FNV-1a over (src, dst, proto, ports), deterministic
+    // across processes and builds; a change here changes underlay hashing.
+    assert_eq!(pa, PINNED_PORT);
+    assert_ne!(
+        pa,
+        outer::flow_src_port(&b),
+        "ports should participate in the hash"
+    );
     for n in 0..a.len() {
         assert!(outer::flow_src_port(&a[..n]) >= 49152);
     }

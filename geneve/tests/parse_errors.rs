@@ -62,7 +62,14 @@ fn options_overrun() {
     // Opt Len says 8 words (32 bytes), but only 20 bytes follow the header.
     let mut pkt = geneve_packet(0, C, PROTO_ETHERNET, 1, &[], &[0u8; 20]);
     pkt[0] = 8;
-    check(&pkt, Error::OptionsOverrun { opt_len: 32, available: 20 }, "options_overrun");
+    check(
+        &pkt,
+        Error::OptionsOverrun {
+            opt_len: 32,
+            available: 20,
+        },
+        "options_overrun",
+    );
 }
 
 #[test]
@@ -102,11 +109,25 @@ fn bad_option_length_partial_option_header() {
 fn unknown_critical_option() {
     let o = opt(0x0999, 0x85, &[0, 0, 0, 0]);
     let pkt = geneve_packet(0, C, PROTO_ETHERNET, 1, &o, &inner_frame());
-    check(&pkt, Error::UnknownCriticalOption { class: 0x0999, typ: 0x85 }, "unknown_critical_option");
+    check(
+        &pkt,
+        Error::UnknownCriticalOption {
+            class: 0x0999,
+            typ: 0x85,
+        },
+        "unknown_critical_option",
+    );
     // VMware class but another critical type is unknown too.
     let o = opt(VMWARE_OPT_CLASS, 0x81, &[0, 0, 0, 0]);
     let pkt = geneve_packet(0, C, PROTO_ETHERNET, 1, &o, &inner_frame());
-    check(&pkt, Error::UnknownCriticalOption { class: VMWARE_OPT_CLASS, typ: 0x81 }, "unknown_critical_option");
+    check(
+        &pkt,
+        Error::UnknownCriticalOption {
+            class: VMWARE_OPT_CLASS,
+            typ: 0x81,
+        },
+        "unknown_critical_option",
+    );
 }
 
 #[test]
@@ -133,9 +154,23 @@ fn bad_vmware_option_length() {
 
 #[test]
 fn bad_vmware_option_top_bit() {
-    let pkt = geneve_packet(0, C, PROTO_ETHERNET, 1, &vmware(0x8000_0000), &inner_frame());
+    let pkt = geneve_packet(
+        0,
+        C,
+        PROTO_ETHERNET,
+        1,
+        &vmware(0x8000_0000),
+        &inner_frame(),
+    );
     check(&pkt, Error::BadVmwareOption, "bad_vmware_option");
-    let pkt = geneve_packet(0, C, PROTO_ETHERNET, 1, &vmware(0x7fff_ffff), &inner_frame());
+    let pkt = geneve_packet(
+        0,
+        C,
+        PROTO_ETHERNET,
+        1,
+        &vmware(0x7fff_ffff),
+        &inner_frame(),
+    );
     assert_eq!(parse(&pkt).expect("max tep id").tep_id, Some(0x7fff_ffff));
 }
 
@@ -225,7 +260,10 @@ fn header_setters_round_trip() {
     h.options_area_mut().copy_from_slice(&vmware(5));
     h.payload_mut().fill(0xee);
     let h = gnv::Header::new_checked(&b[..]).expect("header");
-    assert_eq!((h.version(), h.opt_len_bytes(), h.oam(), h.critical()), (0, 8, false, true));
+    assert_eq!(
+        (h.version(), h.opt_len_bytes(), h.oam(), h.critical()),
+        (0, 8, false, true)
+    );
     assert_eq!((h.protocol(), h.vni()), (PROTO_ETHERNET, 0xabcdef));
     let p = parse(&b).expect("valid");
     assert_eq!(p.tep_id, Some(5));

@@ -47,8 +47,21 @@ pub fn disable_tx_offloads(ifname: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-/// Reads whether TX checksum offload is on (used by checks/tests).
-pub fn tx_csum_enabled(ifname: &str) -> Result<bool, HostError> {
+/// Logs a warning if TX checksum offload is still on after
+/// [`disable_tx_offloads`] (some drivers ignore the request).
+pub fn check_tx_csum_off(ifname: &str) {
+    match tx_csum_enabled(ifname) {
+        Ok(false) => {}
+        Ok(true) => tracing::warn!(
+            ifname,
+            "tx checksum offload is still on; frames read with AF_PACKET may carry unfinished checksums"
+        ),
+        Err(error) => tracing::warn!(ifname, %error, "cannot read tx checksum offload state"),
+    }
+}
+
+/// Reads whether TX checksum offload is on.
+fn tx_csum_enabled(ifname: &str) -> Result<bool, HostError> {
     let sock = dgram_socket(ifname)?;
     let mut val = EthtoolValue {
         cmd: ETHTOOL_GTXCSUM,

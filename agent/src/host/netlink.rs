@@ -13,8 +13,8 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -73,7 +73,10 @@ impl Nl {
             source,
         })?;
         tokio::spawn(conn);
-        Ok(Nl { h, ns: ns.to_string() })
+        Ok(Nl {
+            h,
+            ns: ns.to_string(),
+        })
     }
 
     fn err(&self, step: &'static str, ifname: &str, source: rtnetlink::Error) -> HostError {
@@ -204,8 +207,7 @@ impl Nl {
             });
             if oif != Some(index) {
                 if oif.is_none()
-                    && m
-                        .attributes
+                    && m.attributes
                         .iter()
                         .any(|a| matches!(a, RouteAttribute::MultiPath(_)))
                 {
@@ -253,7 +255,9 @@ impl Nl {
         let flags = a.flags & !TRANSIENT_ADDR_FLAGS;
         if flags != 0 {
             msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(flags)));
+                .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(
+                    flags,
+                )));
         }
         if let Some((valid, preferred)) = lifetimes {
             let mut ci = CacheInfo::default();
@@ -279,8 +283,9 @@ impl Nl {
         msg.header.prefix_len = a.prefix_len;
         msg.attributes
             .push(AddressAttribute::Local(IpAddr::V4(a.ip)));
-        msg.attributes
-            .push(AddressAttribute::Address(IpAddr::V4(a.peer.unwrap_or(a.ip))));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(
+            a.peer.unwrap_or(a.ip),
+        )));
         match self.h.address().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => Ok(()),

@@ -36,18 +36,6 @@ fn sys_err(step: &'static str, target: impl Into<String>, e: Errno) -> HostError
     }
 }
 
-/// Whether netns `name` exists (its handle is a mounted nsfs file).
-pub fn exists(name: &str) -> bool {
-    // A bare file without the bind mount is a leftover, not a namespace.
-    File::open(path(name))
-        .ok()
-        .and_then(|f| {
-            let st = nix::sys::statfs::fstatfs(f.as_fd()).ok()?;
-            Some(st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
-        })
-        .unwrap_or(false)
-}
-
 /// Whether a handle file (mounted or stale) exists for `name`.
 pub fn handle_exists(name: &str) -> bool {
     path(name).symlink_metadata().is_ok()

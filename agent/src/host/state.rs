@@ -184,7 +184,13 @@ mod tests {
                 onlink: false,
             }],
         };
-        HostState::new(nic, "nsx-vtep0.0", Some("nsx-root"), "nsx-eth0", "nsx-eth0-peer")
+        HostState::new(
+            nic,
+            "nsx-vtep0.0",
+            Some("nsx-root"),
+            "nsx-eth0",
+            "nsx-eth0-peer",
+        )
     }
 
     #[test]

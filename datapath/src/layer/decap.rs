@@ -20,7 +20,10 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, c: &mut Counters, now_ns: u
         Ok(p) => p,
         Err(e) => return drop(DropReason::from_geneve(&e)),
     };
-    if parsed.tep_id.is_some_and(|id| id != t.teps[usize::from(tep)].id) {
+    if parsed
+        .tep_id
+        .is_some_and(|id| id != t.teps[usize::from(tep)].id)
+    {
         return drop(DropReason::TepIdMismatch);
     }
     let Some(switch) = t.switch_by_vni(parsed.vni) else {

@@ -30,7 +30,14 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut C
     Step::Done(Verdict::Encapsulated { copies })
 }
 
-fn emit(t: &Tables, ctx: &Ctx<'_>, out: &mut Output, c: &mut Counters, tep: TepIdx, vni: u32) -> bool {
+fn emit(
+    t: &Tables,
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+    tep: TepIdx,
+    vni: u32,
+) -> bool {
     let Some(remote) = t.teps.get(usize::from(tep)) else {
         return false;
     };
@@ -70,4 +77,3 @@ fn rewrite(inner: &mut [u8], dst: [u8; 6], src: [u8; 6]) -> Option<()> {
     ip.decrement_ttl();
     Some(())
 }
-

@@ -10,8 +10,8 @@ use control::MacAddr;
 use crate::counters::DropReason;
 use crate::tables::{SwitchIdx, TepIdx};
 
-pub(crate) mod deliver;
 pub(crate) mod decap;
+pub(crate) mod deliver;
 pub(crate) mod encap;
 pub(crate) mod port_security;
 pub(crate) mod responder;
@@ -92,7 +92,9 @@ pub enum Verdict {
     /// Consumed without output (e.g. a gratuitous ARP for the port's own address).
     Absorbed,
     /// Encapsulated toward `copies` endpoints (more than one for a flood).
-    Encapsulated { copies: u16 },
+    Encapsulated {
+        copies: u16,
+    },
     /// Delivered to the local port.
     Delivered,
 }
@@ -161,7 +163,8 @@ impl<'a> Ctx<'a> {
 
     /// Reads the Ethernet header (and IPv4 header if present) into the context.
     pub fn parse_l2_l3(&mut self) -> Result<(), DropReason> {
-        let eth = geneve::ethernet::Frame::new_checked(self.frame).map_err(|_| DropReason::Malformed)?;
+        let eth =
+            geneve::ethernet::Frame::new_checked(self.frame).map_err(|_| DropReason::Malformed)?;
         self.dst = MacAddr(eth.dst());
         self.src = MacAddr(eth.src());
         self.ethertype = eth.ethertype();

@@ -30,7 +30,16 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut C
     if ip.total_len > mtu {
         if ip.dont_frag {
             let code = icmpv4::CODE_FRAG_NEEDED;
-            icmp_error(t, router, ctx, out, c, icmpv4::TYPE_DEST_UNREACH, code, u32::from(mtu));
+            icmp_error(
+                t,
+                router,
+                ctx,
+                out,
+                c,
+                icmpv4::TYPE_DEST_UNREACH,
+                code,
+                u32::from(mtu),
+            );
             return drop(DropReason::FragNeeded);
         }
         return drop(DropReason::TooBig);

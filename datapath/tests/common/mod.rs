@@ -128,7 +128,17 @@ pub fn icmp_echo(
     let icmp_len = 8 + payload;
     let mut f = vec![0u8; 14 + 20 + icmp_len];
     ethernet::emit_header(&mut f, dst_mac.0, src_mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
-    ipv4::emit_header(&mut f[14..], src, dst, ipv4::PROTO_ICMP, icmp_len, ttl, df, 0x1234).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        src,
+        dst,
+        ipv4::PROTO_ICMP,
+        icmp_len,
+        ttl,
+        df,
+        0x1234,
+    )
+    .unwrap();
     let icmp = &mut f[34..];
     icmp[0] = icmpv4::TYPE_ECHO_REQUEST;
     icmp[4..6].copy_from_slice(&7079u16.to_be_bytes());

@@ -24,7 +24,17 @@ pub fn echo_request_frame(
     let icmp_len = 8 + data.len();
     let mut f = vec![0u8; 14 + 20 + icmp_len];
     ethernet::emit_header(&mut f, dst_mac, src_mac, ethernet::ETHERTYPE_IPV4).expect("eth");
-    ipv4::emit_header(&mut f[14..], src, dst, ipv4::PROTO_ICMP, icmp_len, ttl, true, ident).expect("ip");
+    ipv4::emit_header(
+        &mut f[14..],
+        src,
+        dst,
+        ipv4::PROTO_ICMP,
+        icmp_len,
+        ttl,
+        true,
+        ident,
+    )
+    .expect("ip");
     let mut icmp = icmpv4::Packet::new_unchecked(&mut f[34..]);
     icmp.set_msg_type(icmpv4::TYPE_ECHO_REQUEST);
     icmp.set_code(0);
@@ -36,11 +46,28 @@ pub fn echo_request_frame(
 }
 
 /// Ethernet + IPv4 + UDP frame with a valid UDP checksum.
-pub fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, ttl: u8, payload: &[u8]) -> Vec<u8> {
+pub fn udp_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let udp_len = 8 + payload.len();
     let mut f = vec![0u8; 14 + 20 + udp_len];
     ethernet::emit_header(&mut f, GW_MAC, GUEST_MAC, ethernet::ETHERTYPE_IPV4).expect("eth");
-    ipv4::emit_header(&mut f[14..], src, dst, ipv4::PROTO_UDP, udp_len, ttl, true, 0x1234).expect("ip");
+    ipv4::emit_header(
+        &mut f[14..],
+        src,
+        dst,
+        ipv4::PROTO_UDP,
+        udp_len,
+        ttl,
+        true,
+        0x1234,
+    )
+    .expect("ip");
     geneve::udp::emit_header(&mut f[34..], sport, dport, payload.len()).expect("udp");
     f[42..].copy_from_slice(payload);
     let mut u = geneve::udp::Packet::new_unchecked(&mut f[34..]);
@@ -55,7 +82,14 @@ pub fn csum_ok(data: &[u8]) -> bool {
 
 /// A Geneve header (8 bytes) with the given first two bytes, protocol and
 /// VNI, followed by `options` and then `payload`.
-pub fn geneve_packet(ver: u8, flags: u8, protocol: u16, vni: u32, options: &[u8], payload: &[u8]) -> Vec<u8> {
+pub fn geneve_packet(
+    ver: u8,
+    flags: u8,
+    protocol: u16,
+    vni: u32,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0);
     let mut v = vec![(ver << 6) | (options.len() / 4) as u8, flags];
     v.extend_from_slice(&protocol.to_be_bytes());

@@ -1,0 +1,816 @@
+//! Host plumbing: takes the instance NIC over and builds the overlay side.
+//!
+//! Underlay: the NIC is enslaved to a Linux bridge `vtep_if` that takes the
+//! NIC's MAC, MTU, IPv4 addresses and IPv4 routes, so ordinary underlay
+//! traffic keeps working in the kernel (the agent's Geneve sockets bind to
+//! the underlay IP, which now lives on the bridge).
+//!
+//! Overlay (only with a port; `None` = micro-segmentation mode): a netns
+//! `netns` holds `overlay_if`, one end of a veth pair whose other end
+//! `overlay_peer` stays in the agent's netns for AF_PACKET I/O. `overlay_if`
+//! gets the port MAC/IP, MTU = NIC MTU - [`OVERLAY_OVERHEAD`], a default
+//! route via the switch gateway, no IPv6 and no TX checksum/TSO/GSO offload.
+//!
+//! Safety net: the NIC's original configuration is saved to
+//! `state_dir/host-state.json` before anything changes; [`teardown`] restores
+//! the host from that file alone, and [`setup`] first recovers from a file a
+//! killed run left behind. Any failing setup step rolls back.
+//!
+//! This file owns the public API, the records and the orchestration; see
+//! `netlink` (rtnetlink helpers), `netns` (namespaces), `ethtool` (offload
+//! ioctl) and `state` (the state file).
+
+mod ethtool;
+mod netlink;
+mod netns;
+mod state;
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use netlink_packet_route::link::{BridgeStpState, InfoKind};
+use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use serde::{Deserialize, Serialize};
+
+use crate::config::HostSettings;
+use netlink::{Link, Nl};
+use state::HostState;
+
+/// Outer bytes a Geneve frame adds on the underlay: outer Ethernet 14 +
+/// IPv4 20 + UDP 8 + Geneve 8 + 8 bytes of options room.
+pub const OVERLAY_OVERHEAD: u32 = 58;
+
+/// Smallest MTU IPv4 allows; the overlay MTU must not go below it.
+const MIN_IPV4_MTU: u32 = 68;
+/// `RTPROT_BOOT`, what `ip route add` uses.
+const RTPROT_BOOT: u8 = 3;
+/// `RT_TABLE_MAIN`.
+const RT_TABLE_MAIN: u32 = 254;
+/// `RTN_UNICAST`.
+const RTN_UNICAST: u8 = 1;
+/// Lifetime floor (seconds) for restored DHCP-style addresses whose recorded
+/// lifetime ran out while the agent held them: gives the DHCP client time
+/// to renew instead of the address vanishing at once.
+const MIN_RESTORED_LIFETIME: u32 = 30;
+
+/// The NIC as found before the agent touched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicInfo {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    pub was_up: bool,
+    /// IPv4 addresses in kernel order (primary first).
+    pub addrs: Vec<AddrRec>,
+    /// IPv4 routes through the NIC, all tables but `local`.
+    pub routes: Vec<RouteRec>,
+}
+
+/// One IPv4 address, with what is needed to re-add it exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRec {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Point-to-point peer (`IFA_ADDRESS` when it differs from the local one).
+    #[serde(default)]
+    pub peer: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub broadcast: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// `ifa_scope` (0 = global).
+    #[serde(default)]
+    pub scope: u8,
+    /// Settable `IFA_F_*` flags (e.g. noprefixroute); kernel-computed ones
+    /// (secondary, permanent, tentative, ...) are dropped.
+    #[serde(default)]
+    pub flags: u32,
+    /// Seconds; `None` = forever.
+    #[serde(default)]
+    pub valid_lft: Option<u32>,
+    #[serde(default)]
+    pub preferred_lft: Option<u32>,
+}
+
+/// One IPv4 route through the NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRec {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub prefsrc: Option<Ipv4Addr>,
+    pub metric: Option<u32>,
+    pub table: u32,
+    pub scope: u8,
+    pub protocol: u8,
+    #[serde(default)]
+    pub tos: u8,
+    /// `rtm_type` (1 = unicast).
+    #[serde(default = "unicast")]
+    pub kind: u8,
+    #[serde(default)]
+    pub onlink: bool,
+}
+
+fn unicast() -> u8 {
+    RTN_UNICAST
+}
+
+/// The overlay address plan of the local port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortPlan {
+    /// Port MAC; `None` = the NIC's MAC.
+    pub mac: Option<[u8; 6]>,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// What [`setup`] built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plumbed {
+    /// The NIC as it was before setup.
+    pub nic: NicInfo,
+    /// Primary IPv4 address of the NIC, now on `vtep_if`.
+    pub underlay_ip: Ipv4Addr,
+    pub overlay_mtu: u32,
+    pub port_mac: [u8; 6],
+    /// Ifindex of `overlay_peer` (0 in micro-segmentation mode).
+    pub peer_ifindex: u32,
+}
+
+/// Why a host plumbing step failed. Every variant names the step and the
+/// interface/namespace/path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("NIC {nic:?} not found")]
+    NicNotFound { nic: String },
+    #[error("{step}: {target}: {reason}")]
+    Unusable {
+        step: &'static str,
+        target: String,
+        reason: String,
+    },
+    #[error("{step}: {target} does not exist")]
+    Missing { step: &'static str, target: String },
+    #[error("{step}: {target}: {source}")]
+    Netlink {
+        step: &'static str,
+        target: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{step}: {target}: {source}")]
+    Io {
+        step: &'static str,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("host state file {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("{error}; rolling back also failed: {rollback}")]
+    RollbackFailed {
+        error: Box<HostError>,
+        rollback: Box<HostError>,
+    },
+}
+
+/// Reads the NIC without changing anything (used for validation and to fill
+/// the port MAC).
+pub async fn inspect_nic(settings: &HostSettings) -> Result<NicInfo, HostError> {
+    let nl = Nl::connect("main")?;
+    read_nic(&nl, &settings.nic).await
+}
+
+/// Takes the NIC. Recovers first from a state file a killed run left
+/// behind, saves the NIC's original config before changing anything, then
+/// builds bridge (and netns/veth with a port). A failing step rolls back.
+pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<Plumbed, HostError> {
+    let nl = Nl::connect("main")?;
+    // Leftovers of a previous run (state file, or our objects without one).
+    teardown_with(&nl, settings).await?;
+
+    let link = nl
+        .link(&settings.nic)
+        .await?
+        .ok_or_else(|| HostError::NicNotFound {
+            nic: settings.nic.clone(),
+        })?;
+    if let Some(m) = link.master {
+        return Err(unusable(
+            "check NIC",
+            &settings.nic,
+            format!("already enslaved to ifindex {m}"),
+        ));
+    }
+    let nic = read_nic(&nl, &settings.nic).await?;
+    let underlay_ip = nic
+        .addrs
+        .iter()
+        .find(|a| a.scope == 0)
+        .map(|a| a.ip)
+        .ok_or_else(|| unusable("check NIC", &nic.name, "has no global IPv4 address".into()))?;
+    let overlay_mtu = overlay_mtu(nic.mtu).ok_or_else(|| {
+        unusable(
+            "check NIC",
+            &nic.name,
+            format!("MTU {} is too small for the overlay", nic.mtu),
+        )
+    })?;
+    let port_mac = port.and_then(|p| p.mac).unwrap_or(nic.mac);
+    for name in [&settings.vtep_if, &settings.overlay_peer]
+        .into_iter()
+        .chain(port.map(|_| &settings.overlay_if))
+    {
+        if nl.link(name).await?.is_some() {
+            return Err(unusable(
+                "check names",
+                name,
+                "interface already exists and is not ours".into(),
+            ));
+        }
+    }
+    if port.is_some() && netns::handle_exists(&settings.netns) {
+        return Err(unusable(
+            "check names",
+            &format!("netns {}", settings.netns),
+            "namespace already exists and is not ours".into(),
+        ));
+    }
+
+    let st = HostState::new(
+        nic.clone(),
+        &settings.vtep_if,
+        port.map(|_| settings.netns.as_str()),
+        &settings.overlay_if,
+        &settings.overlay_peer,
+    );
+    state::save(&settings.state_dir, &st)?;
+    tracing::info!(nic = %nic.name, state = %state::path(&settings.state_dir).display(), "saved NIC config");
+
+    match build(&nl, &st, port, port_mac, overlay_mtu).await {
+        Ok(peer_ifindex) => {
+            tracing::info!(
+                nic = %nic.name, bridge = %st.vtep_if, %underlay_ip, overlay_mtu,
+                netns = ?st.netns, "host plumbing ready"
+            );
+            Ok(Plumbed {
+                nic,
+                underlay_ip,
+                overlay_mtu,
+                port_mac,
+                peer_ifindex,
+            })
+        }
+        Err(error) => {
+            tracing::error!(%error, "host setup failed, rolling back");
+            let rb = async {
+                restore(&nl, &st).await?;
+                state::remove(&settings.state_dir)
+            };
+            match rb.await {
+                Ok(()) => Err(error),
+                Err(rollback) => Err(HostError::RollbackFailed {
+                    error: Box::new(error),
+                    rollback: Box::new(rollback),
+                }),
+            }
+        }
+    }
+}
+
+/// Changes the overlay address/default route (and MAC) on `overlay_if`
+/// (SIGHUP reload with a new port IP/gateway); no-op if equal. Switching
+/// between micro-segmentation and overlay mode needs teardown + setup.
+pub async fn update_port(
+    settings: &HostSettings,
+    old: Option<&PortPlan>,
+    new: Option<&PortPlan>,
+) -> Result<(), HostError> {
+    let (old, new) = match (old, new) {
+        (o, n) if o == n => return Ok(()),
+        (Some(o), Some(n)) => (o.clone(), n.clone()),
+        _ => {
+            return Err(unusable(
+                "update port",
+                &format!("netns {}", settings.netns),
+                "adding or removing the port needs a restart (teardown + setup)".into(),
+            ));
+        }
+    };
+    let nic_mac = match state::load(&settings.state_dir)? {
+        Some(st) => st.nic.mac,
+        None => inspect_nic(settings).await?.mac,
+    };
+    let ifname = settings.overlay_if.clone();
+    netns::run_in(&settings.netns, move |nl| async move {
+        let ov = nl.must_link("update port", &ifname).await?;
+        let mac = new.mac.unwrap_or(nic_mac);
+        if ov.mac != mac {
+            let msg = LinkUnspec::new_with_index(ov.index).address(mac.to_vec()).build();
+            nl.set_link("set overlay MAC", &ifname, msg).await?;
+        }
+        let addr_changed = (old.ip, old.prefix_len) != (new.ip, new.prefix_len);
+        if addr_changed {
+            nl.add_addr(&ifname, ov.index, &port_addr(&new), None, None).await?;
+            nl.del_addr(&ifname, ov.index, &port_addr(&old)).await?;
+        }
+        if addr_changed || old.gateway != new.gateway {
+            nl.add_route(&ifname, ov.index, &default_route(new.gateway)).await?;
+        }
+        tracing::info!(ifname, ip = %new.ip, prefix_len = new.prefix_len, gateway = %new.gateway, "overlay port updated");
+        Ok(())
+    })
+    .await
+}
+
+/// Restores the NIC exactly as recorded (addresses, routes, MTU, up state,
+/// no master), deletes the netns (and so the veth) and the bridge, removes
+/// the state file. Idempotent; works from the state file alone. Without a
+/// state file it still cleans leftovers with the configured names (adopting
+/// the bridge's addresses and routes back onto the NIC if it is enslaved).
+pub async fn teardown(settings: &HostSettings) -> Result<(), HostError> {
+    let nl = Nl::connect("main")?;
+    teardown_with(&nl, settings).await
+}
+
+async fn teardown_with(nl: &Nl, settings: &HostSettings) -> Result<(), HostError> {
+    match state::load(&settings.state_dir)? {
+        Some(st) => {
+            tracing::info!(nic = %st.nic.name, "restoring host from saved state");
+            restore(nl, &st).await?;
+            state::remove(&settings.state_dir)
+        }
+        None => match adopt_leftovers(nl, settings).await? {
+            Some(st) => restore(nl, &st).await,
+            None => Ok(()),
+        },
+    }
+}
+
+/// Without a state file: if our bridge/veth/netns exist, build a record to
+/// restore from (the NIC's config taken from the bridge it is enslaved to).
+async fn adopt_leftovers(nl: &Nl, s: &HostSettings) -> Result<Option<HostState>, HostError> {
+    let bridge = nl.link(&s.vtep_if).await?;
+    let peer = nl.link(&s.overlay_peer).await?;
+    let ns = netns::handle_exists(&s.netns);
+    if bridge.is_none() && peer.is_none() && !ns {
+        return Ok(None);
+    }
+    let Some(nic) = nl.link(&s.nic).await? else {
+        return Err(HostError::NicNotFound { nic: s.nic.clone() });
+    };
+    let mut rec = NicInfo {
+        name: nic.name.clone(),
+        ifindex: nic.index,
+        mac: mac6(&nic, "adopt leftovers")?,
+        mtu: nic.mtu,
+        was_up: nic.up,
+        addrs: Vec::new(),
+        routes: Vec::new(),
+    };
+    let mut vtep_if = s.vtep_if.clone();
+    if let Some(br) = &bridge {
+        if br.kind != Some(InfoKind::Bridge) {
+            return Err(unusable(
+                "adopt leftovers",
+                &br.name,
+                "exists but is not a bridge; not touching it".into(),
+            ));
+        }
+        if nic.master == Some(br.index) {
+            // The bridge holds what used to be the NIC's config.
+            rec.was_up = true;
+            rec.addrs = nl.addrs_v4(&br.name, br.index).await?;
+            rec.routes = nl.routes_v4(&br.name, br.index).await?;
+            for a in &mut rec.addrs {
+                a.label = None;
+            }
+        } else if !nl.addrs_v4(&br.name, br.index).await?.is_empty() {
+            return Err(unusable(
+                "adopt leftovers",
+                &br.name,
+                format!(
+                    "bridge has addresses but {} is not its port; not touching it",
+                    nic.name
+                ),
+            ));
+        }
+    } else {
+        vtep_if.clear();
+    }
+    if let Some(p) = peer.as_ref().filter(|p| p.kind != Some(InfoKind::Veth)) {
+        return Err(unusable(
+            "adopt leftovers",
+            &p.name,
+            "exists but is not a veth; not touching it".into(),
+        ));
+    }
+    tracing::warn!(
+        bridge = ?bridge.as_ref().map(|b| &b.name), peer = ?peer.as_ref().map(|p| &p.name),
+        netns = ns.then_some(&s.netns), "no host state file, but leftovers of a previous run exist; cleaning them up"
+    );
+    let mut st = HostState::new(
+        rec,
+        &vtep_if,
+        Some(&s.netns),
+        &s.overlay_if,
+        &s.overlay_peer,
+    );
+    if !ns {
+        st.netns = None;
+    }
+    Ok(Some(st))
+}
+
+/// Builds bridge + (optionally) netns/veth. Returns the peer ifindex.
+async fn build(
+    nl: &Nl,
+    st: &HostState,
+    port: Option<&PortPlan>,
+    port_mac: [u8; 6],
+    overlay_mtu: u32,
+) -> Result<u32, HostError> {
+    let nic = &st.nic;
+    let vtep = st.vtep_if.as_str();
+
+    // Bridge: created down, with the NIC's MAC set explicitly (else it takes
+    // the lowest port MAC), STP off and no forward delay.
+    let msg = LinkMessageBuilder::<LinkBridge>::new(vtep)
+        .address(nic.mac.to_vec())
+        .stp_state(BridgeStpState::Disabled)
+        .forward_delay(0)
+        .build();
+    nl.add_link("create bridge", vtep, msg).await?;
+    let br = nl.must_link("create bridge", vtep).await?;
+    tracing::debug!(bridge = vtep, ifindex = br.index, "bridge created");
+
+    let msg = LinkUnspec::new_with_index(nic.ifindex)
+        .controller(br.index)
+        .up()
+        .build();
+    nl.set_link("enslave NIC to bridge", &nic.name, msg).await?;
+    let msg = LinkUnspec::new_with_index(br.index)
+        .mtu(nic.mtu)
+        .up()
+        .build();
+    nl.set_link("bring bridge up", vtep, msg).await?;
+
+    // Move addresses: bridge first, then off the NIC (which also drops the
+    // NIC's routes), then the recorded routes via the bridge.
+    for a in &nic.addrs {
+        let label = bridge_label(&nic.name, vtep, a.label.as_deref());
+        nl.add_addr(vtep, br.index, a, label, None).await?;
+    }
+    for a in nic.addrs.iter().rev() {
+        nl.del_addr(&nic.name, nic.ifindex, a).await?;
+    }
+    for r in &nic.routes {
+        nl.del_route(&nic.name, nic.ifindex, r).await?;
+    }
+    nl.add_routes(vtep, br.index, &nic.routes).await?;
+    tracing::info!(nic = %nic.name, bridge = vtep, addrs = nic.addrs.len(), routes = nic.routes.len(), "underlay moved to bridge");
+
+    let (Some(port), Some(ns)) = (port, st.netns.as_deref()) else {
+        return Ok(0);
+    };
+    build_overlay(nl, st, ns, port, port_mac, overlay_mtu).await
+}
+
+async fn build_overlay(
+    nl: &Nl,
+    st: &HostState,
+    ns: &str,
+    port: &PortPlan,
+    port_mac: [u8; 6],
+    mtu: u32,
+) -> Result<u32, HostError> {
+    let (ovif, peer) = (st.overlay_if.clone(), st.overlay_peer.as_str());
+    netns::create(ns).await?;
+    tracing::debug!(netns = ns, "netns created");
+
+    nl.add_link("create veth", &ovif, LinkVeth::new(&ovif, peer).build())
+        .await?;
+    let peer_link = nl.must_link("create veth", peer).await?;
+    let ov = nl.must_link("create veth", &ovif).await?;
+
+    // Agent end: no IPv6 (no addresses, no RS/DAD noise), no TX offloads.
+    netns::disable_ipv6(peer)?;
+    ethtool::disable_tx_offloads(peer)?;
+    ethtool::check_tx_csum_off(peer);
+    let msg = LinkUnspec::new_with_index(peer_link.index)
+        .mtu(mtu)
+        .up()
+        .build();
+    nl.set_link("bring veth peer up", peer, msg).await?;
+
+    let ns_file = netns::open(ns)?;
+    let msg = LinkUnspec::new_with_index(ov.index)
+        .setns_by_fd(ns_file.as_raw_fd())
+        .build();
+    nl.set_link("move overlay interface into netns", &ovif, msg)
+        .await?;
+    drop(ns_file);
+
+    let plan = port.clone();
+    netns::run_in(ns, move |nl| async move {
+        let ov = nl.must_link("configure overlay interface", &ovif).await?;
+        let msg = LinkUnspec::new_with_index(ov.index)
+            .address(port_mac.to_vec())
+            .mtu(mtu)
+            .build();
+        nl.set_link("set overlay MAC and MTU", &ovif, msg).await?;
+        netns::disable_ipv6(&ovif)?;
+        ethtool::disable_tx_offloads(&ovif)?;
+        ethtool::check_tx_csum_off(&ovif);
+        let lo = nl.must_link("bring lo up", "lo").await?;
+        nl.set_link(
+            "bring lo up",
+            "lo",
+            LinkUnspec::new_with_index(lo.index).up().build(),
+        )
+        .await?;
+        nl.set_link(
+            "bring overlay interface up",
+            &ovif,
+            LinkUnspec::new_with_index(ov.index).up().build(),
+        )
+        .await?;
+        nl.add_addr(&ovif, ov.index, &port_addr(&plan), None, None)
+            .await?;
+        nl.add_route(&ovif, ov.index, &default_route(plan.gateway))
+            .await?;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(
+        netns = ns, overlay_if = %st.overlay_if, peer, ip = %port.ip, prefix_len = port.prefix_len,
+        gateway = %port.gateway, mtu, "overlay port ready"
+    );
+    Ok(peer_link.index)
+}
+
+/// Undoes `build` from a record. Idempotent: missing objects are skipped.
+async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
+    let rec = &st.nic;
+    if let Some(ns) = &st.netns {
+        // Deleting the veth first is synchronous; the netns itself is
+        // destroyed asynchronously by the kernel, which would leave the peer
+        // name busy for a moment.
+        if let Some(p) = nl.link(&st.overlay_peer).await? {
+            if p.kind == Some(InfoKind::Veth) {
+                nl.del_link(&p.name, p.index).await?;
+            } else {
+                tracing::warn!(ifname = %p.name, "not a veth, leaving it alone");
+            }
+        }
+        netns::delete(ns)?;
+    }
+
+    // The NIC: by name, or by recorded index if it was renamed meanwhile.
+    let nic = match nl.link(&rec.name).await? {
+        Some(l) => l,
+        None => match nl.link_by_index(rec.ifindex).await? {
+            Some(l) if l.mac == rec.mac => l,
+            _ => {
+                return Err(HostError::NicNotFound {
+                    nic: rec.name.clone(),
+                });
+            }
+        },
+    };
+    if !st.vtep_if.is_empty()
+        && let Some(br) = nl.link(&st.vtep_if).await?
+    {
+        if br.kind != Some(InfoKind::Bridge) {
+            return Err(unusable(
+                "restore",
+                &br.name,
+                "exists but is not a bridge; not deleting it".into(),
+            ));
+        }
+        if nic.master == Some(br.index) {
+            let msg = LinkUnspec::new_with_index(nic.index).nocontroller().build();
+            nl.set_link("release NIC from bridge", &nic.name, msg)
+                .await?;
+        }
+        nl.del_link(&br.name, br.index).await?;
+    }
+
+    if nic.mac != rec.mac {
+        let msg = LinkUnspec::new_with_index(nic.index)
+            .address(rec.mac.to_vec())
+            .build();
+        nl.set_link("restore NIC MAC", &nic.name, msg).await?;
+    }
+    if nic.mtu != rec.mtu || !nic.up {
+        // Up for now even if it was down: routes need it; downed at the end.
+        let msg = LinkUnspec::new_with_index(nic.index)
+            .mtu(rec.mtu)
+            .up()
+            .build();
+        nl.set_link("restore NIC MTU / bring NIC up", &nic.name, msg)
+            .await?;
+    }
+    let age = u32::try_from(state::now_unix().saturating_sub(st.recorded_unix)).unwrap_or(u32::MAX);
+    for a in &rec.addrs {
+        nl.add_addr(
+            &nic.name,
+            nic.index,
+            a,
+            a.label.clone(),
+            aged_lifetimes(a, age),
+        )
+        .await?;
+    }
+    nl.add_routes(&nic.name, nic.index, &rec.routes).await?;
+    if !rec.was_up {
+        let msg = LinkUnspec::new_with_index(nic.index).down().build();
+        nl.set_link("restore NIC down state", &nic.name, msg)
+            .await?;
+    }
+    verify(nl, &nic.name, nic.index, rec).await;
+    tracing::info!(nic = %nic.name, addrs = rec.addrs.len(), routes = rec.routes.len(), "NIC restored");
+    Ok(())
+}
+
+/// Logs (does not fail on) differences between the NIC now and the record.
+async fn verify(nl: &Nl, ifname: &str, index: u32, rec: &NicInfo) {
+    let key = |r: &RouteRec| (r.dst, r.prefix_len, r.table, r.metric, r.gateway, r.tos);
+    match (
+        nl.addrs_v4(ifname, index).await,
+        nl.routes_v4(ifname, index).await,
+    ) {
+        (Ok(addrs), Ok(routes)) => {
+            for a in &rec.addrs {
+                if !addrs
+                    .iter()
+                    .any(|x| (x.ip, x.prefix_len) == (a.ip, a.prefix_len))
+                {
+                    tracing::warn!(ifname, ip = %a.ip, "address missing after restore");
+                }
+            }
+            for r in &rec.routes {
+                if !routes.iter().any(|x| key(x) == key(r)) {
+                    tracing::warn!(ifname, dst = %r.dst, prefix_len = r.prefix_len, "route missing after restore");
+                }
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::warn!(ifname, error = %e, "cannot verify restore"),
+    }
+}
+
+async fn read_nic(nl: &Nl, name: &str) -> Result<NicInfo, HostError> {
+    let link = nl.link(name).await?.ok_or_else(|| HostError::NicNotFound {
+        nic: name.to_string(),
+    })?;
+    Ok(NicInfo {
+        name: link.name.clone(),
+        ifindex: link.index,
+        mac: mac6(&link, "inspect NIC")?,
+        mtu: link.mtu,
+        was_up: link.up,
+        addrs: nl.addrs_v4(name, link.index).await?,
+        routes: nl.routes_v4(name, link.index).await?,
+    })
+}
+
+fn mac6(link: &Link, step: &'static str) -> Result<[u8; 6], HostError> {
+    <[u8; 6]>::try_from(link.mac.as_slice()).map_err(|_| {
+        unusable(
+            step,
+            &link.name,
+            format!("hardware address {:02x?} is not a 6-byte MAC", link.mac),
+        )
+    })
+}
+
+fn unusable(step: &'static str, target: &str, reason: String) -> HostError {
+    HostError::Unusable {
+        step,
+        target: target.to_string(),
+        reason,
+    }
+}
+
+/// Overlay MTU for a NIC MTU, if it leaves room for IPv4.
+pub fn overlay_mtu(nic_mtu: u32) -> Option<u32> {
+    nic_mtu
+        .checked_sub(OVERLAY_OVERHEAD)
+        .filter(|m| *m >= MIN_IPV4_MTU)
+}
+
+/// Label for an address moved to the bridge: the NIC's default label
+/// becomes the bridge's; `eth0:1` becomes `<bridge>:1` when it fits.
+fn bridge_label(nic: &str, bridge: &str, label: Option<&str>) -> Option<String> {
+    let suffix = label?.strip_prefix(nic)?;
+    if suffix.is_empty() {
+        return None;
+    }
+    let l = format!("{bridge}{suffix}");
+    (l.len() < libc::IFNAMSIZ).then_some(l)
+}
+
+/// Lifetimes to restore an address with: forever stays forever; finite
+/// ones are aged by `age` seconds, floored at [`MIN_RESTORED_LIFETIME`].
+fn aged_lifetimes(a: &AddrRec, age: u32) -> Option<(u32, u32)> {
+    let valid = a.valid_lft?;
+    let valid = valid.saturating_sub(age).max(MIN_RESTORED_LIFETIME);
+    let preferred = match a.preferred_lft {
+        Some(0) => 0,
+        Some(p) => p.saturating_sub(age).max(MIN_RESTORED_LIFETIME),
+        None => u32::MAX,
+    };
+    Some((valid, preferred.min(valid)))
+}
+
+fn port_addr(p: &PortPlan) -> AddrRec {
+    let broadcast = (p.prefix_len < 31).then(|| {
+        let host_mask = u32::MAX.checked_shr(u32::from(p.prefix_len)).unwrap_or(0);
+        Ipv4Addr::from(u32::from(p.ip) | host_mask)
+    });
+    AddrRec {
+        ip: p.ip,
+        prefix_len: p.prefix_len,
+        peer: None,
+        broadcast,
+        label: None,
+        scope: 0,
+        flags: 0,
+        valid_lft: None,
+        preferred_lft: None,
+    }
+}
+
+fn default_route(gateway: Ipv4Addr) -> RouteRec {
+    RouteRec {
+        dst: Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
+        gateway: Some(gateway),
+        prefsrc: None,
+        metric: None,
+        table: RT_TABLE_MAIN,
+        scope: 0,
+        protocol: RTPROT_BOOT,
+        tos: 0,
+        kind: RTN_UNICAST,
+        onlink: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_mtu_leaves_room_for_geneve() {
+        assert_eq!(overlay_mtu(1500), Some(1442));
+        assert_eq!(overlay_mtu(9001), Some(8943));
+        assert_eq!(overlay_mtu(100), None);
+        assert_eq!(overlay_mtu(10), None);
+    }
+
+    #[test]
+    fn labels_follow_the_bridge() {
+        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("eth0")), None);
+        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", None), None);
+        assert_eq!(
+            bridge_label("eth0", "nsx-vtep0.0", Some("eth0:1")),
+            Some("nsx-vtep0.0:1".into())
+        );
+        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("eth0:long")), None);
+        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("other")), None);
+    }
+
+    #[test]
+    fn lifetimes_age_with_a_floor() {
+        let mut a = port_addr(&PortPlan {
+            mac: None,
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+        });
+        assert_eq!(a.broadcast, Some(Ipv4Addr::new(10, 0, 0, 255)));
+        assert_eq!(aged_lifetimes(&a, 100), None);
+        a.valid_lft = Some(3600);
+        a.preferred_lft = Some(1800);
+        assert_eq!(aged_lifetimes(&a, 100), Some((3500, 1700)));
+        assert_eq!(aged_lifetimes(&a, 5000), Some((30, 30)));
+        a.preferred_lft = None;
+        assert_eq!(aged_lifetimes(&a, 0), Some((3600, 3600)));
+    }
+
+    #[test]
+    fn point_to_point_prefixes_have_no_broadcast() {
+        let a = port_addr(&PortPlan {
+            mac: None,
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            prefix_len: 32,
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+        });
+        assert_eq!(a.broadcast, None);
+    }
+}

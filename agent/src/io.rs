@@ -1,0 +1,362 @@
+//! Batched packet I/O for the datapath thread, straight on `libc`:
+//! an AF_PACKET socket on the agent's end of the overlay veth (frames to and
+//! from the instance), a UDP socket on the underlay address port 6081
+//! (Geneve in; the kernel validates the outer IPv4/UDP), and an
+//! `IPPROTO_RAW` socket (Geneve out; we write the outer IPv4/UDP so the
+//! source port can follow the inner flow, and the kernel picks the route and
+//! the next hop's MAC from the underlay tables). Every call moves a whole
+//! batch: `recvmmsg`/`sendmmsg`, never a syscall per packet.
+
+use std::io;
+use std::mem;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use datapath::TxQueue;
+
+/// Frames per batch.
+pub const BATCH: usize = 64;
+/// Receive buffer per frame: the largest overlay frame (jumbo underlay) fits.
+pub const RX_BUF: usize = 9216 + 64;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and its size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Large socket buffers absorb bursts; FORCE needs CAP_NET_ADMIN, so fall
+/// back to the capped variant.
+fn set_buffers(fd: RawFd, bytes: libc::c_int) {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, bytes).is_err() {
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, bytes);
+        }
+    }
+}
+
+fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the returned fd is owned from here on.
+    let fd =
+        cvt(unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) })?;
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// AF_PACKET socket bound to one interface, not seeing its own transmissions.
+pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    // Protocol 0 until bound, so no frame of another interface slips in.
+    let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+    let raw = fd.as_raw_fd();
+    setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+    let _ = setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    set_buffers(raw, 8 << 20);
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
+    cvt(unsafe {
+        libc::bind(
+            raw,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut sa: libc::sockaddr_in = unsafe { mem::zeroed() };
+    sa.sin_family = libc::AF_INET as u16;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from(ip).to_be();
+    sa
+}
+
+/// UDP socket on `ip:port` for incoming Geneve.
+pub fn udp_socket(ip: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
+    let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    let raw = fd.as_raw_fd();
+    set_buffers(raw, 8 << 20);
+    let sa = sockaddr(ip, port);
+    // SAFETY: `sa` is a valid sockaddr_in and its size is passed.
+    cvt(unsafe {
+        libc::bind(
+            raw,
+            (&sa as *const libc::sockaddr_in).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Send-only raw IPv4 socket: we supply the whole IPv4 header.
+pub fn raw_send_socket() -> io::Result<OwnedFd> {
+    let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
+    set_buffers(fd.as_raw_fd(), 8 << 20);
+    Ok(fd)
+}
+
+/// Preallocated receive batch for `recvmmsg`.
+pub struct RecvBatch {
+    bufs: Vec<Box<[u8]>>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_in>,
+    hdrs: Vec<libc::mmsghdr>,
+    /// Frames received by the last `recv`.
+    pub len: usize,
+}
+
+// The raw pointers in `iovs`/`hdrs` point into heap memory owned by the
+// same struct, which moves with it.
+// SAFETY: nothing is shared; the batch is used by one thread at a time.
+unsafe impl Send for RecvBatch {}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").field("len", &self.len).finish()
+    }
+}
+
+impl RecvBatch {
+    pub fn new() -> RecvBatch {
+        let mut bufs: Vec<Box<[u8]>> = (0..BATCH)
+            .map(|_| vec![0u8; RX_BUF].into_boxed_slice())
+            .collect();
+        let iovs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: all-zero is a valid sockaddr_in / mmsghdr.
+        let addrs = vec![unsafe { mem::zeroed::<libc::sockaddr_in>() }; BATCH];
+        let hdrs = (0..BATCH)
+            .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+            .collect();
+        let mut b = RecvBatch {
+            bufs,
+            iovs,
+            addrs,
+            hdrs,
+            len: 0,
+        };
+        for i in 0..BATCH {
+            let h = &mut b.hdrs[i].msg_hdr;
+            h.msg_iov = &mut b.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_in).cast();
+        }
+        b
+    }
+
+    /// Receives up to [`BATCH`] datagrams/frames; 0 when nothing is waiting.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        for (h, a) in self.hdrs.iter_mut().zip(self.addrs.iter_mut()) {
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers owned by `self`.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            self.len = 0;
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        self.len = n as usize;
+        Ok(self.len)
+    }
+
+    /// Frame `i` of the last receive, and whether the kernel truncated it.
+    pub fn frame(&self, i: usize) -> (&[u8], bool) {
+        let h = &self.hdrs[i];
+        let len = (h.msg_len as usize).min(self.bufs[i].len());
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        (&self.bufs[i][..len], truncated)
+    }
+
+    /// Source IPv4 address of datagram `i` (UDP sockets).
+    pub fn source(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from_be(self.addrs[i].sin_addr.s_addr))
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reusable header arrays for `sendmmsg` of a [`TxQueue`].
+pub struct SendBatch {
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_in>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the pointers are rebuilt before every use; nothing is shared.
+unsafe impl Send for SendBatch {}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").finish()
+    }
+}
+
+/// Outcome of sending one queue.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendResult {
+    pub sent: usize,
+    /// Packets given up on (socket full after retries, or a hard error).
+    pub failed: usize,
+}
+
+impl SendBatch {
+    pub fn new(capacity: usize) -> SendBatch {
+        SendBatch {
+            iovs: Vec::with_capacity(capacity),
+            // SAFETY: all-zero is a valid sockaddr_in / mmsghdr.
+            addrs: Vec::with_capacity(capacity),
+            hdrs: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Sends every packet of `q` (with its underlay destination when
+    /// `addressed`), retrying briefly when the socket buffer is full, then
+    /// clears the queue.
+    pub fn send(&mut self, fd: RawFd, q: &mut TxQueue, addressed: bool) -> SendResult {
+        let mut res = SendResult::default();
+        let mut retries = 0;
+        while !q.is_empty() {
+            self.iovs.clear();
+            self.addrs.clear();
+            self.hdrs.clear();
+            for (pkt, dst) in q.iter() {
+                self.iovs.push(libc::iovec {
+                    iov_base: pkt.as_ptr() as *mut libc::c_void,
+                    iov_len: pkt.len(),
+                });
+                self.addrs.push(sockaddr(dst, 0));
+            }
+            for i in 0..self.iovs.len() {
+                // SAFETY: all-zero is a valid mmsghdr.
+                let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                if addressed {
+                    h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
+                    h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                }
+                self.hdrs.push(h);
+            }
+            // SAFETY: headers point at packets in `q` and at `self`'s arrays, all live.
+            let n =
+                unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, 0) };
+            if n > 0 {
+                res.sent += n as usize;
+                q.consume(n as usize);
+                retries = 0;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock if retries < 3 => {
+                    retries += 1;
+                    wait_writable(fd, 2);
+                }
+                io::ErrorKind::Interrupted => {}
+                _ if n == 0 || e.kind() == io::ErrorKind::WouldBlock => {
+                    res.failed += q.len();
+                    q.clear();
+                }
+                _ => {
+                    // A hard error on the first packet (e.g. EMSGSIZE, no
+                    // route): give that one up and carry on with the rest.
+                    res.failed += 1;
+                    q.consume(1);
+                }
+            }
+        }
+        res
+    }
+}
+
+fn wait_writable(fd: RawFd, timeout_ms: i32) {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, timeout_ms) };
+}
+
+/// An eventfd used to wake the datapath thread.
+#[derive(Debug)]
+pub struct Waker(OwnedFd);
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: plain syscall.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: fresh descriptor.
+        Ok(Waker(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# tests/lib/e2e.sh -- common preamble of the end-to-end tests.
+#
+# `e2e_init NN "$@"` sources the sandbox, topology and TAP helpers, enters the
+# sandbox (re-executing the test if needed) and checks the agent binary.
+# `seed_topology ID MTU [N]` declares the seed's picture: switches ls-web
+# (VNI 0x238c, 192.168.100.0/24) and ls-app (VNI 0x2388, 192.168.99.0/24)
+# joined by router t1-router; vm1 192.168.100.3 (ls-web), vm2 192.168.99.9
+# (ls-app), vm3 192.168.100.4 (ls-web) -- the first N of them (default 3).
+# Also: raw Geneve packet builders for injection (hex strings) and udp_send.
+# shellcheck shell=bash
+
+E2E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/lib/sandbox.sh
+source "$E2E_LIB_DIR/sandbox.sh"
+# shellcheck source=tests/lib/topo.sh
+source "$E2E_LIB_DIR/topo.sh"
+# shellcheck source=tests/lib/tap.sh
+source "$E2E_LIB_DIR/tap.sh"
+
+ROUTER_MAC=02:50:56:56:44:52
+
+e2e_init() {
+    TAP_PREFIX=$1
+    shift
+    enter_sandbox "$@"
+    NSX_AGENT=$(topo_find_agent) || bail "nsx-agent binary"
+    export NSX_AGENT
+    local t
+    for t in jq tshark dumpcap ping ethtool socat nsenter; do
+        command -v "$t" >/dev/null || bail "required tool $t is missing (scripts/test.sh installs it)"
+    done
+    diag "agent: $NSX_AGENT"
+}
+
+seed_topology() {
+    local id=$1 mtu=$2 n=${3:-3}
+    topo_new "$id" "$mtu"
+    topo_switch ls-web 0x238c 192.168.100.0/24 192.168.100.1
+    topo_switch ls-app 0x2388 192.168.99.0/24 192.168.99.1
+    topo_router t1-router "$ROUTER_MAC" ls-web ls-app
+    topo_instance vm1 ls-web 192.168.100.3
+    [[ $n -ge 2 ]] && topo_instance vm2 ls-app 192.168.99.9
+    [[ $n -ge 3 ]] && topo_instance vm3 ls-web 192.168.100.4
+    return 0
+}
+
+# start_agents vmN...: start each agent (bounded); bail on failure.
+start_agents() {
+    local vm err
+    for vm in "$@"; do
+        if ! err=$(agent_start "$vm" 2>&1); then
+            bail "agent $vm starts and answers status" "$err"
+        fi
+    done
+    for vm in "$@"; do
+        agent_wait_overlay "$vm" || bail "agent $vm: nsx-eth0 up in $(topo_root "$vm")"
+    done
+}
+
+# --- raw packet building (hex strings, no spaces) ---
+
+hex_u16() { printf '%04x' "$1"; }
+hex_ip() { local IFS=.; read -r a b c d <<<"$1"; printf '%02x%02x%02x%02x' "$a" "$b" "$c" "$d"; }
+hex_mac() { printf '%s' "${1//:/}"; }
+
+# ones-complement checksum of a hex string (even length)
+hex_csum() {
+    local h=$1 sum=0 i
+    [[ $(( ${#h} % 4 )) -eq 2 ]] && h="${h}00"
+    for ((i = 0; i < ${#h}; i += 4)); do
+        sum=$((sum + 16#${h:i:4}))
+    done
+    while ((sum >> 16)); do sum=$(((sum & 0xffff) + (sum >> 16))); done
+    printf '%04x' $((~sum & 0xffff))
+}
+
+# inner_icmp_frame DST_MAC SRC_MAC SRC_IP DST_IP: Ethernet + IPv4 + ICMP echo request.
+inner_icmp_frame() {
+    local icmp ip ipc
+    icmp="0800""0000""4e53""0001""6e73782d6532652d696e6a656374"  # "nsx-e2e-inject"
+    icmp="0800$(hex_csum "$icmp")${icmp:8}"
+    ip="4500$(hex_u16 $((20 + ${#icmp} / 2)))""0000""4000""4001""0000$(hex_ip "$3")$(hex_ip "$4")"
+    ipc=$(hex_csum "$ip")
+    ip="${ip:0:20}${ipc}${ip:24}"
+    printf '%s%s0800%s%s' "$(hex_mac "$1")" "$(hex_mac "$2")" "$ip" "$icmp"
+}
+
+# geneve_hdr VER_OPTLEN_BYTE FLAGS_BYTE PROTO VNI: 8-byte base header (hex).
+geneve_hdr() { printf '%s%s%s%06x00' "$1" "$2" "$3" "$(($4))"; }
+# vmware_opt TEP_ID: the VMware option (class 0x0104, type 0x80, len 1 word).
+vmware_opt() { printf '0104''80''01''%08x' "$1"; }
+
+# udp_send NS DST_IP PORT HEX: one UDP datagram with payload HEX, sent from netns NS.
+udp_send() {
+    local ns=$1 dst=$2 port=$3 hex=$4 esc="" i
+    for ((i = 0; i < ${#hex}; i += 2)); do esc+="\\x${hex:i:2}"; done
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    timeout 5 ip netns exec "$ns" bash -c 'printf "%b" "$1" >"/dev/udp/$2/$3"' _ "$esc" "$dst" "$port"
+}
