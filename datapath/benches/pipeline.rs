@@ -1,1 +1,184 @@
-fn main() {}
+//! Per-packet cost of the pipeline: encapsulation of a 1400-byte frame from
+
+#![allow(clippy::unwrap_used)] // benchmark fixtures are constants
+//! the port, a routed frame, and decapsulation + delivery, in ns per packet.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use control::{InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datapath::{LocalHost, Output, Pipeline, Tables};
+use geneve::{checksum, ethernet, ipv4};
+
+const ROUTER: MacAddr = MacAddr([2, 0x50, 0x56, 0, 0, 1]);
+const MAC_A: MacAddr = MacAddr([6, 0, 0, 0, 0, 1]);
+const MAC_B: MacAddr = MacAddr([6, 0, 0, 0, 0, 2]);
+const MAC_C: MacAddr = MacAddr([6, 0, 0, 0, 0, 3]);
+
+fn pipeline(me: u8) -> Pipeline {
+    let ports = [
+        (
+            "web",
+            MAC_A,
+            Ipv4Addr::new(192, 168, 100, 3),
+            Ipv4Addr::new(10, 99, 3, 1),
+            1,
+        ),
+        (
+            "web",
+            MAC_B,
+            Ipv4Addr::new(192, 168, 100, 4),
+            Ipv4Addr::new(10, 99, 3, 2),
+            2,
+        ),
+        (
+            "app",
+            MAC_C,
+            Ipv4Addr::new(192, 168, 99, 9),
+            Ipv4Addr::new(10, 99, 3, 3),
+            3,
+        ),
+    ];
+    let (sw, mac, ip, ul, id) = ports[usize::from(me)];
+    let cfg = InstanceConfig {
+        version: 1,
+        tep_id: id,
+        switches: vec![
+            LogicalSwitch {
+                name: "web".into(),
+                vni: 0x238c,
+                subnet: "192.168.100.0/24".parse().unwrap(),
+                gateway_ip: "192.168.100.1".parse().unwrap(),
+            },
+            LogicalSwitch {
+                name: "app".into(),
+                vni: 0x2388,
+                subnet: "192.168.99.0/24".parse().unwrap(),
+                gateway_ip: "192.168.99.1".parse().unwrap(),
+            },
+        ],
+        routers: vec![LogicalRouter {
+            name: "t1".into(),
+            mac: ROUTER,
+            switches: vec!["web".into(), "app".into()],
+            routes: vec![],
+        }],
+        port: Some(LocalPort {
+            switch: sw.into(),
+            ip,
+            mac: None,
+        }),
+        remote_ports: ports
+            .iter()
+            .filter(|p| p.4 != id)
+            .map(|p| RemotePort {
+                switch: p.0.into(),
+                ip: p.2,
+                mac: p.1,
+                tep_ip: p.3,
+                tep_id: p.4,
+            })
+            .collect(),
+    };
+    let host = LocalHost {
+        underlay_ip: ul,
+        port_mac: mac,
+        overlay_mtu: 1442,
+    };
+    Pipeline::new(Arc::new(Tables::build(&cfg, host).unwrap()))
+}
+
+fn udp_frame(
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: usize,
+) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + payload];
+    ethernet::emit_header(&mut f, dst_mac.0, src_mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        src,
+        dst,
+        ipv4::PROTO_UDP,
+        8 + payload,
+        64,
+        true,
+        1,
+    )
+    .unwrap();
+    let l4 = &mut f[34..];
+    l4[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    l4[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    l4[4..6].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+    let c = checksum::fold(checksum::sum(
+        l4,
+        checksum::pseudo_header_v4(src, dst, 17, (8 + payload) as u16),
+    ));
+    l4[6..8].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn benches(c: &mut Criterion) {
+    let a_ip = Ipv4Addr::new(192, 168, 100, 3);
+    let mut g = c.benchmark_group("pipeline_1400B");
+    g.throughput(Throughput::Elements(1));
+
+    let mut a = pipeline(0);
+    let mut out = Output::new(256, 9216);
+    let switched = udp_frame(
+        MAC_A,
+        MAC_B,
+        a_ip,
+        Ipv4Addr::new(192, 168, 100, 4),
+        1400 - 42,
+    );
+    g.bench_function("encap_switched", |b| {
+        b.iter(|| {
+            let v = a.from_port(black_box(&switched), 1, &mut out);
+            out.clear();
+            v
+        })
+    });
+    let routed = udp_frame(
+        MAC_A,
+        ROUTER,
+        a_ip,
+        Ipv4Addr::new(192, 168, 99, 9),
+        1400 - 42,
+    );
+    g.bench_function("encap_routed", |b| {
+        b.iter(|| {
+            let v = a.from_port(black_box(&routed), 1, &mut out);
+            out.clear();
+            v
+        })
+    });
+    a.from_port(&switched, 1, &mut out);
+    let wire = out.underlay.get(0).unwrap().0[28..].to_vec();
+    out.clear();
+    let mut b_pipe = pipeline(1);
+    g.bench_function("decap_deliver", |b| {
+        b.iter(|| {
+            let v =
+                b_pipe.from_underlay(Ipv4Addr::new(10, 99, 3, 1), black_box(&wire), 1, &mut out);
+            out.clear();
+            v
+        })
+    });
+    g.bench_function("decap_pipeline_encap_roundtrip", |b| {
+        b.iter(|| {
+            b_pipe.from_underlay(Ipv4Addr::new(10, 99, 3, 1), black_box(&wire), 1, &mut out);
+            let v = a.from_port(black_box(&switched), 1, &mut out);
+            out.clear();
+            v
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(pipeline_benches, benches);
+criterion_main!(pipeline_benches);

@@ -186,7 +186,7 @@ impl Tables {
                 }
             }
             // Longest prefix first; connected before static on a tie (stable sort).
-            routes.sort_by(|a, b| b.prefix.prefix_len().cmp(&a.prefix.prefix_len()));
+            routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.prefix_len()));
             for &si in &attached {
                 switches[usize::from(si)].router = Some(ri as RouterIdx);
             }

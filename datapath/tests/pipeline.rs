@@ -2,6 +2,8 @@
 //! by in-memory queues, asserting exact outer headers, VNIs, inner TTLs and
 //! counter changes.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

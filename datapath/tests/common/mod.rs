@@ -3,7 +3,7 @@
 //! builders, and a way to carry an encapsulated packet from one pipeline's
 //! underlay queue into another's input.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# Sandboxed test of the agent's host plumbing (agent/src/host, driven by the
+# example agent/examples/host_plumb.rs).
+#
+# Everything runs inside a private user+net+mount namespace (re-exec under
+# `unshare`), with a tmpfs on /run/netns: the host's network is never touched.
+#
+# Topology (all namespaces private to the sandbox):
+#   hp-ul   bridge br0 (10.99.3.1/24, the "underlay gateway")
+#   hp-vm1  eth0 06:00:00:00:00:01 10.99.3.11/24, default via 10.99.3.1
+#           metric 100, 10.200.0.0/16 via 10.99.3.254   <- the agent runs here
+#   hp-vm2  eth0 06:00:00:00:00:02 10.99.3.12/24
+# The agent runs with `nsenter --net` (not `ip netns exec`: that gives the
+# process a slave mount namespace, so the /run/netns/NAME bind mount it
+# creates would die with it).
+#
+# Usage: tests/host_plumbing.sh        (as root; builds the example first)
+#        HP_BIN=/path/to/host_plumb tests/host_plumbing.sh   (skip the build)
+# Prints PASS/FAIL per check; exits non-zero if any check failed.
+
+set -u
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+if [ -z "${HP_IN_SANDBOX:-}" ]; then
+    for tool in unshare nsenter ip jq ethtool ping timeout; do
+        command -v "$tool" >/dev/null || { echo "FAIL: required tool '$tool' not found"; exit 1; }
+    done
+    if [ -z "${HP_BIN:-}" ]; then
+        echo "building agent example host_plumb..."
+        (cd "$ROOT" && timeout 900 cargo build -q -p agent --example host_plumb) || {
+            echo "FAIL: cargo build of the host_plumb example"; exit 1; }
+        HP_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/host_plumb"
+    fi
+    [ -x "$HP_BIN" ] || { echo "FAIL: $HP_BIN is not executable"; exit 1; }
+    export HP_BIN HP_IN_SANDBOX=1
+    exec timeout 600 unshare --user --map-root-user --net --mount --propagation private \
+        bash "${BASH_SOURCE[0]}" "$@"
+fi
+
+# ---------------------------------------------------------------- sandbox --
+T=5   # seconds allowed for each ip/ethtool command
+FAILS=0
+PASSES=0
+WORK="$(mktemp -d /tmp/host_plumbing.XXXXXX)"
+SD="$WORK/state"
+trap 'rm -rf "$WORK"' EXIT
+
+pass() { PASSES=$((PASSES + 1)); echo "PASS: $*"; }
+fail() { FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
+check() { # check DESCRIPTION COMMAND...
+    local what="$1"; shift
+    if "$@" >/dev/null 2>&1; then pass "$what"; else fail "$what"; fi
+}
+die() { echo "FAIL: $*"; exit 1; }
+
+vm1() { timeout "$T" ip netns exec hp-vm1 "$@"; }
+r1() { timeout "$T" ip netns exec hp-root1 "$@"; }
+agent() { # agent SUBCOMMAND ARGS... (runs in hp-vm1, output in $WORK/out, $WORK/err)
+    timeout 30 nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" "$@" --state-dir "$SD" \
+        --netns hp-root1 >"$WORK/out" 2>"$WORK/err"
+}
+show_err() { sed 's/^/    | /' "$WORK/err"; }
+
+mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns || die "mount tmpfs on /run/netns"
+timeout "$T" ip link set lo up || die "lo up"
+
+# --------------------------------------------------------------- topology --
+build_topology() {
+    set -e
+    ip netns add hp-ul
+    ip netns add hp-vm1
+    ip netns add hp-vm2
+    ip -n hp-ul link set lo up
+    ip -n hp-ul link add br0 type bridge stp_state 0 forward_delay 0
+    ip -n hp-ul addr add 10.99.3.1/24 dev br0
+    ip -n hp-ul link set br0 up
+    local i
+    for i in 1 2; do
+        ip link add eth0 netns "hp-vm$i" type veth peer name "vm$i" netns hp-ul
+        ip -n hp-ul link set "vm$i" master br0 up
+        ip -n "hp-vm$i" link set lo up
+        ip -n "hp-vm$i" link set eth0 address "06:00:00:00:00:0$i" up
+        ip -n "hp-vm$i" addr add "10.99.3.1$i/24" brd + dev eth0
+        ip -n "hp-vm$i" route add default via 10.99.3.1 metric 100
+    done
+    ip -n hp-vm1 route add 10.200.0.0/16 via 10.99.3.254
+    set +e
+}
+( build_topology ) || die "building the sandbox topology"
+
+# Snapshot of everything setup/teardown may touch in hp-vm1, normalized.
+snapshot() {
+    {
+        vm1 ip -j -d link show dev eth0 | jq -S 'map(del(.ifindex_peer?))'
+        vm1 ip -j addr show dev eth0 | jq -S .
+        vm1 ip -j -d addr show dev eth0 | jq -S .
+        vm1 ip -4 -j route show | jq -S .
+        vm1 ip -4 -j -d route show table all | jq -S .
+        vm1 ip -6 -j route show table all | jq -S .
+        vm1 ip -j link show | jq -S 'map({ifname, mtu, flags, address})'
+        ls /run/netns
+    } 2>&1
+}
+check_same() { # check_same DESCRIPTION FILE: current snapshot equals FILE
+    snapshot >"$WORK/now"
+    if diff -u "$2" "$WORK/now" >"$WORK/diff"; then
+        pass "$1"
+    else
+        fail "$1"
+        sed 's/^/    | /' "$WORK/diff" | head -60
+    fi
+}
+
+eth0_mac() { vm1 ip -j link show dev eth0 | jq -r '.[0].address'; }
+link_json() { vm1 ip -j -d link show dev "$1"; }
+has_route() { # has_route JQ-FILTER (over `ip -4 -j route show` in hp-vm1)
+    vm1 ip -4 -j route show | jq -e "any(.[]; $1)"
+}
+
+# Checks after a setup with a port. $1 = expected overlay MTU, $2 = NIC MTU.
+check_plumbed() {
+    local omtu="$1" nmtu="$2" mac
+    mac="$(eth0_mac)"
+    check "bridge nsx-vtep0.0 exists in hp-vm1" vm1 ip link show dev nsx-vtep0.0
+    check "bridge has eth0's MAC ($mac)" \
+        bash -c "ip netns exec hp-vm1 ip -j link show dev nsx-vtep0.0 | jq -e '.[0].address == \"$mac\"'"
+    check "bridge MTU $nmtu, up" \
+        bash -c "ip netns exec hp-vm1 ip -j link show dev nsx-vtep0.0 | jq -e '.[0].mtu == $nmtu and (.[0].flags | index(\"UP\"))'"
+    check "bridge stp off, forward_delay 0" \
+        bash -c "ip netns exec hp-vm1 ip -j -d link show dev nsx-vtep0.0 | jq -e '.[0].linkinfo.info_data | .stp_state == 0 and .forward_delay == 0'"
+    check "bridge has 10.99.3.11/24" \
+        bash -c "ip netns exec hp-vm1 ip -j addr show dev nsx-vtep0.0 | jq -e 'any(.[0].addr_info[]; .local == \"10.99.3.11\" and .prefixlen == 24)'"
+    check "default via 10.99.3.1 metric 100 on the bridge" \
+        has_route '.dst == "default" and .gateway == "10.99.3.1" and .metric == 100 and .dev == "nsx-vtep0.0"'
+    check "10.200.0.0/16 via 10.99.3.254 on the bridge" \
+        has_route '.dst == "10.200.0.0/16" and .gateway == "10.99.3.254" and .dev == "nsx-vtep0.0"'
+    check "connected 10.99.3.0/24 on the bridge" \
+        has_route '.dst == "10.99.3.0/24" and .dev == "nsx-vtep0.0" and .protocol == "kernel"'
+    check "no route left on eth0" \
+        bash -c "! ip netns exec hp-vm1 ip -4 -j route show | jq -e 'any(.[]; .dev == \"eth0\")'"
+    check "eth0 is a port of nsx-vtep0.0" \
+        bash -c "ip netns exec hp-vm1 ip -j link show dev eth0 | jq -e '.[0].master == \"nsx-vtep0.0\"'"
+    check "eth0 has no IPv4 address" \
+        bash -c "ip netns exec hp-vm1 ip -4 -j addr show dev eth0 | jq -e 'all(.[]; (.addr_info | length) == 0)'"
+    check "netns hp-root1 exists" r1 true
+    check "nsx-eth0 in hp-root1 has 192.168.50.10/24" \
+        bash -c "ip netns exec hp-root1 ip -j addr show dev nsx-eth0 | jq -e 'any(.[0].addr_info[]; .local == \"192.168.50.10\" and .prefixlen == 24)'"
+    check "nsx-eth0 MTU $omtu" \
+        bash -c "ip netns exec hp-root1 ip -j link show dev nsx-eth0 | jq -e '.[0].mtu == $omtu'"
+    check "nsx-eth0 MAC = eth0 MAC" \
+        bash -c "ip netns exec hp-root1 ip -j link show dev nsx-eth0 | jq -e '.[0].address == \"$mac\"'"
+    check "nsx-eth0 up" \
+        bash -c "ip netns exec hp-root1 ip -j link show dev nsx-eth0 | jq -e '.[0].flags | index(\"UP\")'"
+    check "lo up in hp-root1" \
+        bash -c "ip netns exec hp-root1 ip -j link show dev lo | jq -e '.[0].flags | index(\"UP\")'"
+    check "default via 192.168.50.1 in hp-root1" \
+        bash -c "ip netns exec hp-root1 ip -4 -j route show | jq -e 'any(.[]; .dst == \"default\" and .gateway == \"192.168.50.1\" and .dev == \"nsx-eth0\")'"
+    check "IPv6 disabled on nsx-eth0" \
+        bash -c "[ \"\$(ip netns exec hp-root1 cat /proc/sys/net/ipv6/conf/nsx-eth0/disable_ipv6)\" = 1 ]"
+    check "nsx-eth0 has no IPv6 address" \
+        bash -c "ip netns exec hp-root1 ip -6 -j addr show dev nsx-eth0 | jq -e 'all(.[]; (.addr_info | length) == 0)'"
+    for feat in tx-checksumming tcp-segmentation-offload generic-segmentation-offload; do
+        check "ethtool -k nsx-eth0: $feat off" \
+            bash -c "ip netns exec hp-root1 ethtool -k nsx-eth0 | grep -qx '$feat: off'"
+        check "ethtool -k nsx-eth0-peer: $feat off" \
+            bash -c "ip netns exec hp-vm1 ethtool -k nsx-eth0-peer | grep -qx '$feat: off'"
+    done
+    check "peer nsx-eth0-peer up, MTU $omtu, no addresses" \
+        bash -c "ip netns exec hp-vm1 ip -j addr show dev nsx-eth0-peer | jq -e '.[0].mtu == $omtu and (.[0].flags | index(\"UP\")) and (.[0].addr_info | length) == 0'"
+    check "IPv6 disabled on nsx-eth0-peer" \
+        bash -c "[ \"\$(ip netns exec hp-vm1 cat /proc/sys/net/ipv6/conf/nsx-eth0-peer/disable_ipv6)\" = 1 ]"
+    check "state file saved" test -s "$SD/host-state.json"
+    check "ping 10.99.3.12 from hp-vm1 while set up" vm1 timeout 10 ping -c 3 -W 1 10.99.3.12
+    check "ping gateway 10.99.3.1 from hp-vm1 while set up" vm1 timeout 10 ping -c 2 -W 1 10.99.3.1
+}
+
+check_restored() { # check_restored BEFORE-SNAPSHOT LABEL
+    check_same "$2: hp-vm1 eth0 addresses/routes/link equal the pre-setup state" "$1"
+    check "$2: no nsx-vtep0.0 left" bash -c "! ip netns exec hp-vm1 ip link show dev nsx-vtep0.0"
+    check "$2: no nsx-eth0-peer left" bash -c "! ip netns exec hp-vm1 ip link show dev nsx-eth0-peer"
+    check "$2: netns hp-root1 gone" test ! -e /run/netns/hp-root1
+    check "$2: state file removed" test ! -e "$SD/host-state.json"
+    check "$2: ping 10.99.3.12 after teardown" vm1 timeout 10 ping -c 2 -W 1 10.99.3.12
+}
+
+PORT=192.168.50.10/24,192.168.50.1
+agent setup --port "$PORT"; vm1 ethtool -k nsx-eth0-peer; agent teardown
+
+# ---------------------------------------------------- 1. MTU 1500 round trip
+echo "== setup/teardown, NIC MTU 1500"
+snapshot >"$WORK/before"
+check "ping 10.99.3.12 before setup" vm1 timeout 10 ping -c 2 -W 1 10.99.3.12
+check "inspect eth0 reads MAC, MTU, addrs, routes" \
+    bash -c "timeout 30 nsenter --net=/run/netns/hp-vm1 -- '$HP_BIN' inspect --nic eth0 | jq -e '.mac == [6,0,0,0,0,1] and .mtu == 1500 and .was_up and (.addrs | length) == 1 and (.routes | length) == 3'"
+if agent setup --port "$PORT"; then
+    pass "setup (MTU 1500)"
+    check "setup reports overlay_mtu=1442 underlay_ip=10.99.3.11" grep -q 'underlay_ip=10.99.3.11 overlay_mtu=1442' "$WORK/out"
+    check_plumbed 1442 1500
+else
+    fail "setup (MTU 1500)"; show_err
+fi
+if agent teardown; then pass "teardown (MTU 1500)"; else fail "teardown (MTU 1500)"; show_err; fi
+check_restored "$WORK/before" "MTU 1500"
+
+# ---------------------------------------------------- 2. MTU 9001 round trip
+echo "== setup/teardown, NIC MTU 9001"
+timeout "$T" ip -n hp-ul link set vm1 mtu 9001
+vm1 ip link set eth0 mtu 9001
+snapshot >"$WORK/before9001"
+if agent setup --port "$PORT"; then
+    pass "setup (MTU 9001)"
+    check_plumbed 8943 9001
+else
+    fail "setup (MTU 9001)"; show_err
+fi
+if agent teardown; then pass "teardown (MTU 9001)"; else fail "teardown (MTU 9001)"; show_err; fi
+check_restored "$WORK/before9001" "MTU 9001"
+vm1 ip link set eth0 mtu 1500
+timeout "$T" ip -n hp-ul link set vm1 mtu 1500
+check_same "MTU back to 1500 equals the first snapshot" "$WORK/before"
+
+# ------------------------------------------ 3. crash (kill -9) and recovery
+echo "== setup, no teardown (as after kill -9), setup again"
+if agent setup --port "$PORT"; then pass "first setup"; else fail "first setup"; show_err; fi
+if agent setup --port "$PORT"; then
+    pass "second setup recovers from the saved state"
+    check "recovery was logged" grep -q 'restoring host from saved state' "$WORK/err"
+    check_plumbed 1442 1500
+else
+    fail "second setup recovers from the saved state"; show_err
+fi
+if agent teardown; then pass "teardown after recovery"; else fail "teardown after recovery"; show_err; fi
+check_restored "$WORK/before" "after recovery"
+
+echo "== leftovers without a state file are adopted"
+if agent setup --port "$PORT"; then pass "setup"; else fail "setup"; show_err; fi
+rm -f "$SD/host-state.json"
+if agent setup --port "$PORT"; then
+    pass "setup adopts leftovers without a state file"
+    check "adoption was logged" grep -q 'leftovers of a previous run' "$WORK/err"
+    check_plumbed 1442 1500
+else
+    fail "setup adopts leftovers without a state file"; show_err
+fi
+if agent teardown; then pass "teardown after adoption"; else fail "teardown after adoption"; show_err; fi
+check_restored "$WORK/before" "after adoption"
+
+echo "== teardown is idempotent"
+if agent teardown; then pass "teardown on a clean host"; else fail "teardown on a clean host"; show_err; fi
+check_same "clean-host teardown changed nothing" "$WORK/before"
+
+# --------------------------------------------------- 4. micro-segmentation
+echo "== micro-segmentation mode (no port)"
+if agent setup; then
+    pass "setup without port"
+    check "bridge exists" vm1 ip link show dev nsx-vtep0.0
+    check "no netns in micro-segmentation mode" test ! -e /run/netns/hp-root1
+    check "no veth peer in micro-segmentation mode" bash -c "! ip netns exec hp-vm1 ip link show dev nsx-eth0-peer"
+    check "ping 10.99.3.12 via the bridge" vm1 timeout 10 ping -c 2 -W 1 10.99.3.12
+else
+    fail "setup without port"; show_err
+fi
+if agent teardown; then pass "teardown (micro-seg)"; else fail "teardown (micro-seg)"; show_err; fi
+check_restored "$WORK/before" "micro-seg"
+
+# ------------------------------------------------------------ 5. update_port
+echo "== update_port"
+if agent setup --port "$PORT"; then
+    pass "setup for update"
+    if agent update --old-port "$PORT" --port 192.168.60.20/25,192.168.60.1; then
+        pass "update_port"
+        check "new overlay address 192.168.60.20/25" \
+            bash -c "ip netns exec hp-root1 ip -j addr show dev nsx-eth0 | jq -e '[.[0].addr_info[] | select(.family == \"inet\")] | length == 1 and .[0].local == \"192.168.60.20\" and .[0].prefixlen == 25'"
+        check "new default via 192.168.60.1" \
+            bash -c "ip netns exec hp-root1 ip -4 -j route show | jq -e '[.[] | select(.dst == \"default\")] | length == 1 and .[0].gateway == \"192.168.60.1\"'"
+    else
+        fail "update_port"; show_err
+    fi
+    if agent update --old-port 192.168.60.20/25,192.168.60.1 --port 192.168.60.20/25,192.168.60.1; then
+        pass "update_port with equal plans is a no-op"
+    else
+        fail "update_port with equal plans is a no-op"; show_err
+    fi
+else
+    fail "setup for update"; show_err
+fi
+if agent teardown; then pass "teardown after update"; else fail "teardown after update"; show_err; fi
+check_restored "$WORK/before" "after update"
+
+# ------------------------------------------------------------ 6. failures
+echo "== failures change nothing"
+if agent setup --nic nope0 --port "$PORT"; then
+    fail "setup with a nonexistent NIC must fail"
+else
+    pass "setup with a nonexistent NIC fails"
+    check "error names the NIC" grep -q 'NIC "nope0" not found' "$WORK/err"
+fi
+sed 's/^/    | /' "$WORK/err" | tail -1
+check_same "nonexistent NIC: nothing changed" "$WORK/before"
+check "nonexistent NIC: no state file" test ! -e "$SD/host-state.json"
+
+# A gateway outside the port subnet makes the very last step (default
+# route in the netns) fail: everything before it must be rolled back.
+if agent setup --port 192.168.50.10/24,172.31.0.1; then
+    fail "setup with an unreachable port gateway must fail"
+else
+    pass "setup with an unreachable port gateway fails"
+    check "error names the step" grep -q 'add route' "$WORK/err"
+    check "rollback was logged" grep -q 'rolling back' "$WORK/err"
+fi
+sed 's/^/    | /' "$WORK/err" | grep -i error | tail -1
+check_restored "$WORK/before" "after rollback"
+
+vm1 ip link add nsx-eth0-peer type dummy 2>/dev/null || vm1 ip link add nsx-eth0-peer type bridge
+if agent setup --port "$PORT"; then
+    fail "setup with a foreign interface named like the peer must fail"
+else
+    pass "setup refuses a foreign interface named like the peer"
+    check "error says it is not ours" grep -q 'not ours' "$WORK/err"
+    sed 's/^/    | /' "$WORK/err" | grep -i error | tail -1
+fi
+vm1 ip link del nsx-eth0-peer
+check_same "foreign name clash: nothing changed" "$WORK/before"
+
+echo
+echo "host_plumbing: $PASSES passed, $FAILS failed"
+[ "$FAILS" -eq 0 ]
