@@ -21,51 +21,12 @@ run() {
     printf -- '---- %s: ok (%ds)\n' "$what" $((SECONDS - t0))
 }
 
-# --- tools -------------------------------------------------------------------
-# command -> Debian package
-declare -A PKG=(
-    [ip]=iproute2 [ping]=iputils-ping [tshark]=tshark [dumpcap]=wireshark-common
-    [iperf3]=iperf3 [jq]=jq [ethtool]=ethtool [socat]=socat [shellcheck]=shellcheck
-    [unshare]=util-linux [nsenter]=util-linux [timeout]=coreutils [cc]=gcc
-)
-install_tools() {
-    local missing=() cmd
-    for cmd in "${!PKG[@]}"; do
-        command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG[$cmd]}")
-    done
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "all tools present"
-        return 0
-    fi
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    command -v apt-get >/dev/null || fail "missing tools (${missing[*]}) and no apt-get to install them"
-    [[ $(id -u) -eq 0 ]] || fail "missing tools (${missing[*]}): run as root so apt-get can install them"
-    echo "installing: ${missing[*]}"
-    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends ca-certificates "${missing[@]}" >/dev/null
-}
-install_rust() {
-    if ! command -v cargo >/dev/null 2>&1; then
-        [[ -x "$HOME/.cargo/bin/cargo" ]] || {
-            command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null; }
-            curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
-        }
-        # shellcheck disable=SC1091
-        source "$HOME/.cargo/env"
-    fi
-    if command -v rustup >/dev/null 2>&1; then
-        local comp
-        for comp in rustfmt clippy; do
-            rustup component list --installed 2>/dev/null | grep -q "^$comp" || rustup component add "$comp"
-        done
-    fi
-    cargo --version
-}
-
-run "install test tools" install_tools
-run "rust toolchain" install_rust
+# --- tools ---------------------------------------------------------------------
+# shellcheck source=tests/lib/deps.sh
+source tests/lib/deps.sh
+run "install test tools" nsx_install_tools
+step "rust toolchain"
+nsx_ensure_rust || fail "rust toolchain"
 
 # --- static checks -----------------------------------------------------------
 run "cargo fmt --check" cargo fmt --all -- --check

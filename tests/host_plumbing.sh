@@ -62,7 +62,7 @@ agent() { # agent SUBCOMMAND ARGS... (runs in hp-vm1, output in $WORK/out, $WORK
 }
 show_err() { sed 's/^/    | /' "$WORK/err"; }
 
-mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns || die "mount tmpfs on /run/netns"
+{ mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns; } || die "mount tmpfs on /run/netns"
 timeout "$T" ip link set lo up || die "lo up"
 
 # --------------------------------------------------------------- topology --
@@ -88,6 +88,11 @@ build_topology() {
     set +e
 }
 ( build_topology ) || die "building the sandbox topology"
+# Let IPv6 DAD finish so the "before" snapshot is stable.
+for _ in $(seq 50); do
+    [ -z "$(ip -n hp-vm1 -6 addr show tentative)" ] && break
+    sleep 0.1
+done
 
 # Snapshot of everything setup/teardown may touch in hp-vm1, normalized.
 snapshot() {
@@ -185,7 +190,6 @@ check_restored() { # check_restored BEFORE-SNAPSHOT LABEL
 }
 
 PORT=192.168.50.10/24,192.168.50.1
-agent setup --port "$PORT"; vm1 ethtool -k nsx-eth0-peer; agent teardown
 
 # ---------------------------------------------------- 1. MTU 1500 round trip
 echo "== setup/teardown, NIC MTU 1500"
@@ -233,6 +237,27 @@ fi
 if agent teardown; then pass "teardown after recovery"; else fail "teardown after recovery"; show_err; fi
 check_restored "$WORK/before" "after recovery"
 
+echo "== real kill -9 at various points of setup, then setup + teardown"
+# setup takes ~10-20 ms here; the delays aim at different steps of it.
+for delay in 0.002 0.004 0.006 0.008 0.010 0.012 0.015 0.2; do
+    nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" setup --state-dir "$SD" --netns hp-root1 \
+        --port "$PORT" >/dev/null 2>&1 &
+    victim=$!
+    sleep "$delay"
+    kill -9 "$victim" 2>/dev/null
+    wait "$victim" 2>/dev/null
+    if agent setup --port "$PORT"; then
+        pass "kill -9 after ${delay}s: next setup succeeds"
+        check "kill -9 after ${delay}s: overlay address in place" \
+            bash -c "ip netns exec hp-root1 ip -j addr show dev nsx-eth0 | jq -e 'any(.[0].addr_info[]; .local == \"192.168.50.10\")'"
+        check "kill -9 after ${delay}s: underlay works" vm1 timeout 10 ping -c 1 -W 1 10.99.3.12
+    else
+        fail "kill -9 after ${delay}s: next setup succeeds"; show_err
+    fi
+    if agent teardown; then pass "kill -9 after ${delay}s: teardown"; else fail "kill -9 after ${delay}s: teardown"; show_err; fi
+    check_same "kill -9 after ${delay}s: host restored" "$WORK/before"
+done
+
 echo "== leftovers without a state file are adopted"
 if agent setup --port "$PORT"; then pass "setup"; else fail "setup"; show_err; fi
 rm -f "$SD/host-state.json"
@@ -263,6 +288,20 @@ else
 fi
 if agent teardown; then pass "teardown (micro-seg)"; else fail "teardown (micro-seg)"; show_err; fi
 check_restored "$WORK/before" "micro-seg"
+
+# ------------------------------------------------- 4b. offloads kept on
+echo "== tx offload kept on (HostSettings::tx_offload = true)"
+if agent setup --port "$PORT" --tx-offload on; then
+    pass "setup with tx offload on"
+    check "ethtool -k nsx-eth0: tx-checksumming stays on" \
+        bash -c "ip netns exec hp-root1 ethtool -k nsx-eth0 | grep -qx 'tx-checksumming: on'"
+    check "nsx-eth0 still has its address and MTU 1442" \
+        bash -c "ip netns exec hp-root1 ip -j addr show dev nsx-eth0 | jq -e '.[0].mtu == 1442 and any(.[0].addr_info[]; .local == \"192.168.50.10\")'"
+else
+    fail "setup with tx offload on"; show_err
+fi
+if agent teardown; then pass "teardown (tx offload on)"; else fail "teardown (tx offload on)"; show_err; fi
+check_restored "$WORK/before" "tx offload on"
 
 # ------------------------------------------------------------ 5. update_port
 echo "== update_port"
@@ -317,11 +356,28 @@ if agent setup --port "$PORT"; then
     fail "setup with a foreign interface named like the peer must fail"
 else
     pass "setup refuses a foreign interface named like the peer"
-    check "error says it is not ours" grep -q 'not ours' "$WORK/err"
+    check "error says it is not ours" grep -Eq 'not ours|not a veth' "$WORK/err"
     sed 's/^/    | /' "$WORK/err" | grep -i error | tail -1
 fi
 vm1 ip link del nsx-eth0-peer
 check_same "foreign name clash: nothing changed" "$WORK/before"
+
+# Another live agent (simulated by holding its lock) must not be torn down.
+if command -v flock >/dev/null; then
+    mkdir -p "$SD"
+    timeout 20 flock -n "$SD/host.lock" sleep 10 &
+    HOLDER=$!
+    sleep 0.3
+    if agent setup --port "$PORT"; then
+        fail "setup while another agent holds the lock must fail"
+        agent teardown
+    else
+        pass "setup refuses while another agent holds the lock"
+        check "error says it is locked" grep -q 'locked by another running agent' "$WORK/err"
+    fi
+    kill "$HOLDER" 2>/dev/null; wait "$HOLDER" 2>/dev/null
+    check_same "locked: nothing changed" "$WORK/before"
+fi
 
 echo
 echo "host_plumbing: $PASSES passed, $FAILS failed"

@@ -6,6 +6,7 @@
 //! ```text
 //! host_plumb inspect  --nic eth0
 //! host_plumb setup    --state-dir DIR [--nic eth0] [--netns NS] [--port IP/LEN,GW[,MAC]]
+//!                     [--tx-offload on|off]   (default off)
 //! host_plumb update   --state-dir DIR [--netns NS] --old-port IP/LEN,GW --port IP/LEN,GW
 //! host_plumb teardown --state-dir DIR [--nic eth0]
 //! ```
@@ -28,7 +29,8 @@ use host::PortPlan;
 fn usage() -> ExitCode {
     eprintln!(
         "usage: host_plumb inspect|setup|update|teardown [--state-dir DIR] [--nic IF] [--netns NS] \
-         [--vtep IF] [--overlay-if IF] [--peer IF] [--port IP/LEN,GW[,MAC]] [--old-port IP/LEN,GW[,MAC]]"
+         [--vtep IF] [--overlay-if IF] [--peer IF] [--port IP/LEN,GW[,MAC]] [--old-port IP/LEN,GW[,MAC]] \
+         [--tx-offload on|off]"
     );
     ExitCode::from(2)
 }
@@ -41,7 +43,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     <[u8; 6]>::try_from(parts.as_slice()).ok()
 }
 
-fn parse_port(s: &str) -> Option<PortPlan> {
+fn parse_port(s: &str, tx_offload: bool) -> Option<PortPlan> {
     let mut it = s.split(',');
     let (ip, len) = it.next()?.split_once('/')?;
     let gateway: Ipv4Addr = it.next()?.parse().ok()?;
@@ -54,6 +56,7 @@ fn parse_port(s: &str) -> Option<PortPlan> {
         ip: ip.parse().ok()?,
         prefix_len: len.parse().ok().filter(|l| *l <= 32)?,
         gateway,
+        tx_offload,
     })
 }
 
@@ -78,8 +81,9 @@ fn main() -> ExitCode {
         return usage();
     };
     let mut s = HostSettings::default();
-    let mut port = None;
-    let mut old_port = None;
+    let mut port_arg = None;
+    let mut old_port_arg = None;
+    let mut tx_offload = false;
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
         let Some(val) = it.next() else {
@@ -92,20 +96,28 @@ fn main() -> ExitCode {
             "--vtep" => s.vtep_if = val.clone(),
             "--overlay-if" => s.overlay_if = val.clone(),
             "--peer" => s.overlay_peer = val.clone(),
-            "--port" | "--old-port" => {
-                let Some(p) = parse_port(val) else {
-                    eprintln!("bad port plan {val:?} (want IP/LEN,GW[,MAC])");
-                    return usage();
-                };
-                if flag == "--port" {
-                    port = Some(p);
-                } else {
-                    old_port = Some(p);
-                }
-            }
+            "--port" => port_arg = Some(val.clone()),
+            "--old-port" => old_port_arg = Some(val.clone()),
+            "--tx-offload" => match val.as_str() {
+                "on" => tx_offload = true,
+                "off" => tx_offload = false,
+                _ => return usage(),
+            },
             _ => return usage(),
         }
     }
+    s.tx_offload = tx_offload;
+    let mut plans = [None, None];
+    for (slot, arg) in plans.iter_mut().zip([port_arg, old_port_arg]) {
+        if let Some(val) = arg {
+            let Some(p) = parse_port(&val, tx_offload) else {
+                eprintln!("bad port plan {val:?} (want IP/LEN,GW[,MAC])");
+                return usage();
+            };
+            *slot = Some(p);
+        }
+    }
+    let [port, old_port] = plans;
 
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -28,6 +28,11 @@ pub struct HostSettings {
     pub state_dir: PathBuf,
     /// Unix socket of the local API (nsxcli).
     pub api_socket: PathBuf,
+    /// Keep TX checksum offload and TSO on the overlay interface: the agent
+    /// then receives partial checksums and 64 KiB TCP super-frames and
+    /// finishes/segments them itself (much faster). `false` turns them off,
+    /// so only complete MTU-sized frames reach the agent.
+    pub tx_offload: bool,
 }
 
 impl Default for HostSettings {
@@ -40,6 +45,7 @@ impl Default for HostSettings {
             vtep_if: "nsx-vtep0.0".into(),
             state_dir: PathBuf::from("/var/lib/nsx-agent"),
             api_socket: PathBuf::from("/var/run/nsx-agent/nsxagent.sock"),
+            tx_offload: true,
         }
     }
 }

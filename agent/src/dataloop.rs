@@ -52,6 +52,8 @@ pub struct Sockets {
     pub underlay_tx: OwnedFd,
 }
 
+/// Slots per output queue: a full receive batch plus a worst-case frame.
+const OUTPUT_SLOTS: usize = 512;
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// Batches per socket per wake-up, so one busy direction cannot starve the other.
 const BATCHES_PER_ROUND: usize = 8;
@@ -66,9 +68,10 @@ pub fn run(
     epoch: Instant,
 ) {
     let mut pipeline = Pipeline::new(tables);
-    let mut out = Output::new(256, crate::io::RX_BUF);
-    let mut rx = RecvBatch::new();
-    let mut tx = SendBatch::new(256);
+    let mut out = Output::new(OUTPUT_SLOTS, crate::io::RX_BUF);
+    let mut port_rx = RecvBatch::new(crate::io::PORT_RX_BUF);
+    let mut rx = RecvBatch::new(crate::io::RX_BUF);
+    let mut tx = SendBatch::new(OUTPUT_SLOTS);
     let mut io = IoCounters::default();
     let mut last_publish = Instant::now() - PUBLISH_EVERY;
 
@@ -121,7 +124,7 @@ pub fn run(
                     port_fd,
                     raw_fd,
                     &mut pipeline,
-                    &mut rx,
+                    &mut port_rx,
                     &mut tx,
                     &mut out,
                     &mut io,
@@ -188,7 +191,7 @@ fn drain_port(
             io.port_rx_truncated += 1;
             continue;
         }
-        p.from_port(frame, now, out);
+        p.from_port_vnet(frame, now, out);
     }
     flush(port_fd, raw_fd, tx, out, io);
     true
@@ -233,11 +236,12 @@ fn drain_geneve(
 
 fn flush(port_fd: RawFd, raw_fd: RawFd, tx: &mut SendBatch, out: &mut Output, io: &mut IoCounters) {
     if !out.underlay.is_empty() {
-        io.underlay_tx_failed += tx.send(raw_fd, &mut out.underlay, true).failed as u64;
+        io.underlay_tx_failed += tx.send(raw_fd, &mut out.underlay, true, None).failed as u64;
     }
     if !out.port.is_empty() {
         if port_fd >= 0 {
-            io.port_tx_failed += tx.send(port_fd, &mut out.port, false).failed as u64;
+            let hdr: &'static [u8] = &crate::io::VNET_HDR_NONE;
+            io.port_tx_failed += tx.send(port_fd, &mut out.port, false, Some(hdr)).failed as u64;
         } else {
             io.port_tx_failed += out.port.len() as u64;
             out.port.clear();

@@ -16,8 +16,13 @@ use datapath::TxQueue;
 
 /// Frames per batch.
 pub const BATCH: usize = 64;
-/// Receive buffer per frame: the largest overlay frame (jumbo underlay) fits.
+/// Receive buffer per Geneve datagram: the largest jumbo underlay packet fits.
 pub const RX_BUF: usize = 9216 + 64;
+/// Receive buffer per port frame: a 64 KiB TSO super-frame plus its
+/// virtio-net header.
+pub const PORT_RX_BUF: usize = 65536 + 256;
+/// A virtio-net header asking for nothing (frames we write to the port are complete).
+pub const VNET_HDR_NONE: [u8; 10] = [0; 10];
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -73,6 +78,9 @@ pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
     let raw = fd.as_raw_fd();
     setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+    // Offload metadata in front of every frame, both ways: partial checksums
+    // and TSO super-frames come in described instead of being refused.
+    setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
     let _ = setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
     set_buffers(raw, 8 << 20);
     // SAFETY: all-zero is a valid sockaddr_ll.
@@ -146,9 +154,10 @@ impl std::fmt::Debug for RecvBatch {
 }
 
 impl RecvBatch {
-    pub fn new() -> RecvBatch {
+    /// A batch of [`BATCH`] buffers of `buf_size` bytes each.
+    pub fn new(buf_size: usize) -> RecvBatch {
         let mut bufs: Vec<Box<[u8]>> = (0..BATCH)
-            .map(|_| vec![0u8; RX_BUF].into_boxed_slice())
+            .map(|_| vec![0u8; buf_size].into_boxed_slice())
             .collect();
         let iovs: Vec<libc::iovec> = bufs
             .iter_mut()
@@ -222,12 +231,6 @@ impl RecvBatch {
     }
 }
 
-impl Default for RecvBatch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Reusable header arrays for `sendmmsg` of a [`TxQueue`].
 pub struct SendBatch {
     iovs: Vec<libc::iovec>,
@@ -255,7 +258,7 @@ pub struct SendResult {
 impl SendBatch {
     pub fn new(capacity: usize) -> SendBatch {
         SendBatch {
-            iovs: Vec::with_capacity(capacity),
+            iovs: Vec::with_capacity(2 * capacity),
             // SAFETY: all-zero is a valid sockaddr_in / mmsghdr.
             addrs: Vec::with_capacity(capacity),
             hdrs: Vec::with_capacity(capacity),
@@ -263,9 +266,16 @@ impl SendBatch {
     }
 
     /// Sends every packet of `q` (with its underlay destination when
-    /// `addressed`), retrying briefly when the socket buffer is full, then
-    /// clears the queue.
-    pub fn send(&mut self, fd: RawFd, q: &mut TxQueue, addressed: bool) -> SendResult {
+    /// `addressed`, behind `prefix` when given), retrying briefly when the
+    /// socket buffer is full, then clears the queue.
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        q: &mut TxQueue,
+        addressed: bool,
+        prefix: Option<&'static [u8]>,
+    ) -> SendResult {
+        let per_msg = if prefix.is_some() { 2 } else { 1 };
         let mut res = SendResult::default();
         let mut retries = 0;
         while !q.is_empty() {
@@ -273,17 +283,23 @@ impl SendBatch {
             self.addrs.clear();
             self.hdrs.clear();
             for (pkt, dst) in q.iter() {
+                if let Some(p) = prefix {
+                    self.iovs.push(libc::iovec {
+                        iov_base: p.as_ptr() as *mut libc::c_void,
+                        iov_len: p.len(),
+                    });
+                }
                 self.iovs.push(libc::iovec {
                     iov_base: pkt.as_ptr() as *mut libc::c_void,
                     iov_len: pkt.len(),
                 });
                 self.addrs.push(sockaddr(dst, 0));
             }
-            for i in 0..self.iovs.len() {
+            for i in 0..self.addrs.len() {
                 // SAFETY: all-zero is a valid mmsghdr.
                 let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
-                h.msg_hdr.msg_iov = &mut self.iovs[i];
-                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_iov = &mut self.iovs[i * per_msg];
+                h.msg_hdr.msg_iovlen = per_msg;
                 if addressed {
                     h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
                     h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;

@@ -102,7 +102,9 @@ fn ctl(socket: &std::path::Path, command: &str) -> ExitCode {
     match result {
         Ok(line) => match serde_json::from_str::<serde_json::Value>(&line) {
             Ok(v) => {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or(line));
+                let text = serde_json::to_string_pretty(&v).unwrap_or(line);
+                // A closed pipe (`| head`) is not an error worth a panic.
+                let _ = writeln!(std::io::stdout(), "{text}");
                 if v.get("error").is_some() {
                     ExitCode::FAILURE
                 } else {

@@ -113,6 +113,7 @@ fn port_plan(cfg: &AgentConfig) -> Option<PortPlan> {
         ip,
         prefix_len,
         gateway,
+        tx_offload: cfg.host.tx_offload,
     })
 }
 

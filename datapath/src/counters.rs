@@ -58,11 +58,13 @@ pub enum DropReason {
     FloodNoEndpoints,
     /// Output batch full.
     TxFull,
+    /// Offload metadata (partial checksum, segmentation) that cannot be honoured.
+    BadOffload,
 }
 
 impl DropReason {
     /// Every reason, in counter-table order.
-    pub const ALL: [DropReason; 28] = [
+    pub const ALL: [DropReason; 29] = [
         DropReason::GeneveTruncated,
         DropReason::GeneveBadVersion,
         DropReason::GeneveOptionsOverrun,
@@ -91,6 +93,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::FloodNoEndpoints,
         DropReason::TxFull,
+        DropReason::BadOffload,
     ];
 
     /// Stable name for APIs and metrics.
@@ -124,6 +127,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::FloodNoEndpoints => "flood_no_endpoints",
             DropReason::TxFull => "tx_full",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 

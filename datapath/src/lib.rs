@@ -9,12 +9,14 @@
 
 pub mod counters;
 pub mod layer;
+pub mod offload;
 pub mod pipeline;
 pub mod queue;
 pub mod tables;
 
 pub use counters::{Counters, DropReason, LayerCounters, PacketBytes, TunnelCounters};
 pub use layer::{LayerId, Verdict};
+pub use offload::Offload;
 pub use pipeline::Pipeline;
 pub use queue::{Output, TxQueue};
 pub use tables::{LocalHost, Location, Tables, TablesError};

@@ -6,11 +6,13 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use crate::counters::DropReason;
 use crate::counters::{Counters, TunnelCounters};
 use crate::layer::{
     Ctx, EGRESS, INGRESS, LayerId, Step, Verdict, decap, deliver, encap, port_security, responder,
     router, switch,
 };
+use crate::offload::{Offload, VIRTIO_NET_HDR_LEN};
 use crate::queue::Output;
 use crate::tables::Tables;
 
@@ -67,9 +69,36 @@ impl Pipeline {
 
     /// A frame the instance sent on its port (nsx-eth0), toward the network.
     pub fn from_port(&mut self, frame: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        self.from_port_offload(frame, Offload::NONE, now_ns, out)
+    }
+
+    /// Like [`Pipeline::from_port`] for a frame with offload work pending
+    /// (a partial checksum, or a super-frame to segment).
+    pub fn from_port_offload(
+        &mut self,
+        frame: &[u8],
+        offload: Offload,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
         self.counters.port_rx.add(frame.len());
         let mut ctx = Ctx::new(frame);
+        ctx.offload = offload;
         self.run(&EGRESS, &mut ctx, now_ns, out)
+    }
+
+    /// A frame from an AF_PACKET socket with `PACKET_VNET_HDR`: a
+    /// `struct virtio_net_hdr` followed by the frame.
+    pub fn from_port_vnet(&mut self, buf: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        let frame = buf.get(VIRTIO_NET_HDR_LEN..).unwrap_or_default();
+        match Offload::from_virtio_net_hdr(buf) {
+            Ok(offload) => self.from_port_offload(frame, offload, now_ns, out),
+            Err(_) => {
+                self.counters.port_rx.add(frame.len());
+                self.counters.drop(DropReason::BadOffload);
+                Verdict::Drop(DropReason::BadOffload)
+            }
+        }
     }
 
     /// A UDP payload received on port 6081 from underlay address `src`.
@@ -123,7 +152,7 @@ impl Pipeline {
         }
         // Every list ends in a layer that always decides; reaching here is a
         // wiring bug, surfaced as a counted drop rather than a panic.
-        c.drop(crate::counters::DropReason::NoRoute);
-        Verdict::Drop(crate::counters::DropReason::NoRoute)
+        c.drop(DropReason::NoRoute);
+        Verdict::Drop(DropReason::NoRoute)
     }
 }

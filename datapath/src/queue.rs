@@ -115,9 +115,11 @@ impl Output {
     }
 
     /// True when either queue may not take the outputs of one more frame
-    /// (a broadcast can need [`crate::tables::MAX_FLOOD`] slots).
+    /// (a broadcast can need [`crate::tables::MAX_FLOOD`] slots, a
+    /// super-frame [`crate::offload::MAX_SEGMENTS`]).
     pub fn needs_flush(&self) -> bool {
-        self.underlay.free() <= crate::tables::MAX_FLOOD || self.port.free() < 2
+        let worst = crate::tables::MAX_FLOOD.max(crate::offload::MAX_SEGMENTS);
+        self.underlay.free() < worst || self.port.free() < 2
     }
 
     pub fn clear(&mut self) {

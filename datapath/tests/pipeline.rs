@@ -437,3 +437,120 @@ fn micro_segmentation_mode_has_no_port() {
         Verdict::Drop(DropReason::NoPort)
     );
 }
+
+/// A TCP super-frame as TSO hands it over: one header, `payload` bytes, the
+/// TCP checksum left partial (pseudo-header sum only).
+fn tcp_super_frame(payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + payload];
+    ethernet::emit_header(&mut f, ROUTER_MAC.0, VM1.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        VM1.ip,
+        VM2.ip,
+        ipv4::PROTO_TCP,
+        20 + payload,
+        64,
+        true,
+        9,
+    )
+    .unwrap();
+    let tcp = &mut f[34..];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&77u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18;
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let pseudo = geneve::checksum::pseudo_header_v4(VM1.ip, VM2.ip, 6, (20 + payload) as u16);
+    let partial = !geneve::checksum::fold(pseudo);
+    tcp[16..18].copy_from_slice(&partial.to_be_bytes());
+    f
+}
+
+fn vnet_hdr(gso_size: u16) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[0] = 1; // needs csum
+    h[1] = 1; // TCPv4
+    h[4..6].copy_from_slice(&gso_size.to_ne_bytes());
+    h[6..8].copy_from_slice(&34u16.to_ne_bytes());
+    h[8..10].copy_from_slice(&16u16.to_ne_bytes());
+    h
+}
+
+#[test]
+fn tso_super_frame_is_routed_as_valid_segments() {
+    let mut a = pipeline_for(VM1);
+    let mut b = pipeline_for(VM2);
+    let (mut out_a, mut out_b) = (output(), output());
+    let payload = 10_000;
+    let mss = 1402; // 20 + 20 + 1402 = the 1442-byte overlay MTU
+    let mut buf = vnet_hdr(mss).to_vec();
+    buf.extend_from_slice(&tcp_super_frame(payload));
+    let v = a.from_port_vnet(&buf, 1, &mut out_a);
+    let segments = payload.div_ceil(usize::from(mss));
+    assert_eq!(
+        v,
+        Verdict::Encapsulated {
+            copies: segments as u16
+        }
+    );
+    let mut seqs = Vec::new();
+    for (pkt, _) in out_a.underlay.iter() {
+        assert!(pkt.len() <= 1500, "outer packet {} bytes", pkt.len());
+        let g = gnv::parse(&pkt[28..]).unwrap();
+        assert_eq!(g.vni, VNI_APP);
+        let ip = ipv4::Packet::new_checked(&g.payload[14..]).unwrap();
+        assert_eq!(ip.ttl(), 63);
+        assert!(ip.verify_checksum());
+        let tcp = ip.payload();
+        let pseudo = geneve::checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, tcp.len() as u16);
+        assert_eq!(
+            geneve::checksum::fold(geneve::checksum::sum(tcp, pseudo)),
+            0
+        );
+        seqs.push(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]));
+    }
+    let want: Vec<u32> = (0..segments as u32)
+        .map(|i| 77 + i * u32::from(mss))
+        .collect();
+    assert_eq!(seqs, want);
+    carry(&mut out_a, &mut b, &mut out_b, VM2.underlay);
+    assert_eq!(out_b.port.len(), segments);
+
+    // A partial checksum without segmentation is finished too.
+    let mut small = vnet_hdr(mss);
+    small[1] = 0;
+    let mut buf = small.to_vec();
+    buf.extend_from_slice(&tcp_super_frame(100));
+    assert_eq!(
+        a.from_port_vnet(&buf, 1, &mut out_a),
+        Verdict::Encapsulated { copies: 1 }
+    );
+    let g = gnv::parse(&out_a.underlay.get(0).unwrap().0[28..]).unwrap();
+    let ip = ipv4::Packet::new_checked(&g.payload[14..]).unwrap();
+    let pseudo = geneve::checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, 120);
+    assert_eq!(
+        geneve::checksum::fold(geneve::checksum::sum(ip.payload(), pseudo)),
+        0
+    );
+
+    // Segments larger than the overlay MTU get frag-needed, not a silent drop.
+    out_a.clear();
+    let mut buf = vnet_hdr(1460).to_vec();
+    buf.extend_from_slice(&tcp_super_frame(5000));
+    assert_eq!(
+        a.from_port_vnet(&buf, 1, &mut out_a),
+        Verdict::Drop(DropReason::FragNeeded)
+    );
+    // Garbage offload metadata is a counted drop.
+    let mut bad = vnet_hdr(1400);
+    bad[1] = 3; // UFO, not supported
+    let mut buf = bad.to_vec();
+    buf.extend_from_slice(&tcp_super_frame(100));
+    assert_eq!(
+        a.from_port_vnet(&buf, 1, &mut out_a),
+        Verdict::Drop(DropReason::BadOffload)
+    );
+}

@@ -97,5 +97,6 @@ check_eq "no ARP for overlay addresses on the underlay" 0 \
     "$(cap_count "$pcap" "arp && arp.dst.proto_ipv4 == 192.168.0.0/16")"
 check_eq "no unencapsulated overlay IPv4 on the underlay" 0 \
     "$(cap_count "$pcap" "!geneve && ip.addr#1==192.168.0.0/16")"
-diag "one decoded packet:" "$(tshark -n -r "$pcap" -Y 'geneve && icmp' -c 1 -O geneve 2>/dev/null | sed -n '/Generic Network/,/Unknown Option Data/p')"
+diag "one decoded packet:" "$(tshark -n -r "$pcap" -Y "$TUN && icmp" -O geneve 2>/dev/null |
+    awk '/^Frame /{n++} n==1' | sed -n '/Generic Network/,/Unknown Option Data/p')"
 tap_done

@@ -53,7 +53,7 @@ done
 # 0. A valid control packet (echo request vm2 -> vm1): delivered, not dropped;
 #    vm1 answers through its tunnel to vm2.
 inject 1 "$(geneve_hdr 02 40 6558 0x238c)$OPT$INNER"
-sleep 0.5
+counters_settle
 c1=$(counters) || bail "vm1 counters readable"
 delta() { jq -n --argjson a "$1" --argjson b "$2" --arg r "$3" '($b.drops[$r] // 0) - ($a.drops[$r] // 0)'; }
 sum=0
@@ -83,7 +83,7 @@ inject 2 "$(geneve_hdr 02 00 6558 0x238c)$OPT$INNER"
 inject 3 "$(geneve_hdr 03 40 6558 0x238c)010480020000000200000000$INNER"
 # valid packets, but from the underlay router's address (no tunnel endpoint)
 inject 2 "$(geneve_hdr 02 40 6558 0x238c)$OPT$INNER" "$TOPO_UL"
-sleep 0.5
+counters_settle
 c2=$(counters) || bail "vm1 counters readable"
 for r in "${REASONS[@]}"; do
     check_eq "drops.$r counted exactly ${WANT[$r]}" "${WANT[$r]}" "$(delta "$c1" "$c2" "$r")"

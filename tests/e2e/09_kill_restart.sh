@@ -23,25 +23,30 @@ overlay_wait_ping vm1 192.168.100.4 || bail "overlay ping vm1 -> vm2"
 overlay_wait_ping vm2 192.168.100.3 || bail "overlay ping vm2 -> vm1"
 
 sandbox_bg "$TOPO_DIR/ping1.log" ip netns exec "$(topo_root vm1)" \
-    ping -n -i "$INTERVAL" -c "$COUNT" -w 40 -W 1 192.168.100.4
+    ping -n -i "$INTERVAL" -c "$COUNT" -w 25 -W 1 192.168.100.4
 p1=$SANDBOX_LAST_PID
 sandbox_bg "$TOPO_DIR/ping2.log" ip netns exec "$(topo_root vm2)" \
-    ping -n -i "$INTERVAL" -c "$COUNT" -w 40 -W 1 192.168.100.3
+    ping -n -i "$INTERVAL" -c "$COUNT" -w 25 -W 1 192.168.100.3
 p2=$SANDBOX_LAST_PID
 sleep 3
+ns_before=$(stat -L -c %i "/run/netns/$(topo_root vm1)")
 old=$(agent_pid vm1)
 agent_kill vm1
 check "vm1 agent ($old) is gone after SIGKILL" bash -c "! kill -0 $old 2>/dev/null"
 t0=$(date +%s.%N)
-if err=$(agent_start vm1 2>&1); then
+if agent_start vm1 2>"$TOPO_DIR/restart.err"; then
     ok "agent vm1 restarts after SIGKILL and answers status"
 else
-    not_ok "agent vm1 restarts after SIGKILL and answers status" "$err"
+    not_ok "agent vm1 restarts after SIGKILL and answers status" "$(cat "$TOPO_DIR/restart.err")"
 fi
 t1=$(date +%s.%N)
 diag "restart took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s until the API answered"
-sandbox_wait_exit "$p1" 45 || true
-sandbox_wait_exit "$p2" 45 || true
+ns_after=$(stat -L -c %i "/run/netns/$(topo_root vm1)" 2>/dev/null || echo none)
+ns_ping=$(stat -L -c %i "/proc/$p1/ns/net" 2>/dev/null || echo none)
+check_eq "the restarted agent keeps vm1's overlay netns (the running ping's netns is still $(topo_root vm1))" \
+    "$ns_before $ns_before" "$ns_after $ns_ping"
+sandbox_wait_exit "$p1" 30 || true
+sandbox_wait_exit "$p2" 30 || true
 
 # report LOG NAME: parse a ping log.
 report() {

@@ -47,10 +47,11 @@ seed_topology() {
 
 # start_agents vmN...: start each agent (bounded); bail on failure.
 start_agents() {
-    local vm err
+    local vm
     for vm in "$@"; do
-        if ! err=$(agent_start "$vm" 2>&1); then
-            bail "agent $vm starts and answers status" "$err"
+        # Not in $(...): agent_start records the PID in this shell.
+        if ! agent_start "$vm" 2>"$TOPO_DIR/$vm/start.err"; then
+            bail "agent $vm starts and answers status" "$(cat "$TOPO_DIR/$vm/start.err")"
         fi
     done
     for vm in "$@"; do

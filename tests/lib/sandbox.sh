@@ -44,6 +44,10 @@ enter_sandbox() {
         local script
         script=$(readlink -f "$0")
         export NSX_IN_SANDBOX=1
+        # The unshare process keeps this PID; it lives in the sandbox's user,
+        # mount and network namespaces (not its PID namespace): a handle for
+        # `nsenter --target $NSX_SANDBOX_HOST_PID ...` from the host.
+        export NSX_SANDBOX_HOST_PID=$$
         # NSX_SANDBOX_OWNER=1: tells the re-executed script it sets the sandbox up.
         exec unshare --user --map-root-user --net --mount --propagation private \
             --pid --fork --mount-proc --kill-child \

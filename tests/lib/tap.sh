@@ -22,9 +22,9 @@ tap_desc() {
 diag() {
     local line
     for line in "$@"; do
-        while IFS= read -r l; do
-            printf '#   %s\n' "$l"
-        done <<<"$line"
+        # ANSI colour codes stripped: agent logs may carry them.
+        # shellcheck disable=SC2001 # a regex, not a plain substitution
+        sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/#   /' <<<"$line"
     done
 }
 

@@ -222,6 +222,11 @@ agent_ctl() {
     timeout 5 "$bin" ctl --socket "$(topo_socket "$vm")" "$@"
 }
 
+# counters_settle: the agent publishes its counters every 200 ms (the
+# datapath thread never locks per packet), so wait that out before reading
+# the effect of traffic that just happened.
+counters_settle() { sleep 0.5; }
+
 # agent_counter vmN JQ: one value from `ctl counters`.
 agent_counter() {
     agent_ctl "$1" counters | jq -er "$2"
@@ -229,7 +234,8 @@ agent_counter() {
 
 # agent_start vmN [CONFIG]: start the agent of vmN in the background, wait
 # (bounded, 30 s) until its API answers `status`. Returns non-zero (and
-# prints the log tail) if the agent exits or never answers.
+# prints the log tail on stderr) if the agent exits or never answers. Call it
+# in this shell, not in $(...): it records the agent's PID here.
 agent_start() {
     local vm=$1 cfg=${2:-} bin pid i
     [[ -n "$cfg" ]] || cfg=$(topo_config_path "$vm")
@@ -265,12 +271,13 @@ agent_start() {
 
 agent_pid() { printf '%s\n' "${TOPO_AGENT_PID[$1]:-}"; }
 
-# agent_stop vmN [SECS]: SIGTERM, bounded wait; prints nothing, returns the
-# agent's exit status (124 if it had to be SIGKILLed after SECS).
+# agent_stop vmN [SECS]: SIGTERM, bounded wait; returns the agent's exit
+# status (124 if it had to be SIGKILLed after SECS, 126 if none was running).
+# Call it in this shell, not in $(...), like agent_start.
 agent_stop() {
     local vm=$1 secs=${2:-15} pid rc
     pid=${TOPO_AGENT_PID[$vm]:-}
-    [[ -n "$pid" ]] || return 0
+    [[ -n "$pid" ]] || return 126
     kill -TERM "$pid" 2>/dev/null || true
     if sandbox_wait_exit "$pid" "$secs"; then
         rc=0
@@ -376,7 +383,7 @@ topo_destroy() {
     local vm name
     [[ "${TOPO_BUILT:-0}" == 1 ]] || return 0
     for vm in "${!TOPO_AGENT_PID[@]}"; do
-        agent_stop "$vm" 10 || true
+        [[ -n "${TOPO_AGENT_PID[$vm]}" ]] && { agent_stop "$vm" 10 || true; }
     done
     for name in "${!TOPO_CAP_PID[@]}"; do
         [[ -n "${TOPO_CAP_PID[$name]}" ]] && sandbox_kill "${TOPO_CAP_PID[$name]}" 2

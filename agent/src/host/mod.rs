@@ -126,6 +126,8 @@ pub struct PortPlan {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// Keep TX checksum/TSO offload on the overlay interface (see `HostSettings::tx_offload`).
+    pub tx_offload: bool,
 }
 
 /// What [`setup`] built.
@@ -179,8 +181,15 @@ pub enum HostError {
 }
 
 /// Reads the NIC without changing anything (used for validation and to fill
-/// the port MAC).
+/// the port MAC). If a killed run left a state file for this NIC, the NIC
+/// is still ours (its address sits on the bridge), so the saved original is
+/// what describes it.
 pub async fn inspect_nic(settings: &HostSettings) -> Result<NicInfo, HostError> {
+    if let Some(st) = state::load(&settings.state_dir)?
+        && st.nic.name == settings.nic
+    {
+        return Ok(st.nic);
+    }
     let nl = Nl::connect("main")?;
     read_nic(&nl, &settings.nic).await
 }
@@ -189,6 +198,7 @@ pub async fn inspect_nic(settings: &HostSettings) -> Result<NicInfo, HostError> 
 /// behind, saves the NIC's original config before changing anything, then
 /// builds bridge (and netns/veth with a port). A failing step rolls back.
 pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<Plumbed, HostError> {
+    state::lock(&settings.state_dir)?;
     let nl = Nl::connect("main")?;
     // Leftovers of a previous run (state file, or our objects without one).
     teardown_with(&nl, settings).await?;
@@ -332,7 +342,9 @@ pub async fn update_port(
 /// the state file. Idempotent; works from the state file alone. Without a
 /// state file it still cleans leftovers with the configured names (adopting
 /// the bridge's addresses and routes back onto the NIC if it is enslaved).
+/// Refuses while another live agent holds `state_dir/host.lock`.
 pub async fn teardown(settings: &HostSettings) -> Result<(), HostError> {
+    state::lock(&settings.state_dir)?;
     let nl = Nl::connect("main")?;
     teardown_with(&nl, settings).await
 }
@@ -516,6 +528,7 @@ async fn build_overlay(
     drop(ns_file);
 
     let plan = port.clone();
+    let keep_offloads = port.tx_offload;
     netns::run_in(ns, move |nl| async move {
         let ov = nl.must_link("configure overlay interface", &ovif).await?;
         let msg = LinkUnspec::new_with_index(ov.index)
@@ -524,8 +537,13 @@ async fn build_overlay(
             .build();
         nl.set_link("set overlay MAC and MTU", &ovif, msg).await?;
         netns::disable_ipv6(&ovif)?;
-        ethtool::disable_tx_offloads(&ovif)?;
-        ethtool::check_tx_csum_off(&ovif);
+        // With offloads kept, the agent finishes checksums and segments
+        // super-frames itself (PACKET_VNET_HDR); without, the kernel must
+        // hand over complete MTU-sized frames.
+        if !keep_offloads {
+            ethtool::disable_tx_offloads(&ovif)?;
+            ethtool::check_tx_csum_off(&ovif);
+        }
         let lo = nl.must_link("bring lo up", "lo").await?;
         nl.set_link(
             "bring lo up",
@@ -792,6 +810,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 5),
             prefix_len: 24,
             gateway: Ipv4Addr::new(10, 0, 0, 1),
+            tx_offload: true,
         });
         assert_eq!(a.broadcast, Some(Ipv4Addr::new(10, 0, 0, 255)));
         assert_eq!(aged_lifetimes(&a, 100), None);
@@ -810,6 +829,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 5),
             prefix_len: 32,
             gateway: Ipv4Addr::new(10, 0, 0, 1),
+            tx_offload: true,
         });
         assert_eq!(a.broadcast, None);
     }

@@ -224,8 +224,10 @@ impl Nl {
         Ok(out)
     }
 
-    /// Adds an IPv4 address. `permanent` drops recorded finite lifetimes;
-    /// otherwise `age_secs` is subtracted from them. EEXIST is fine.
+    /// Adds an IPv4 address exactly as recorded (peer, broadcast, scope,
+    /// settable flags), with `label` (None = the device name) and
+    /// `lifetimes` as (valid, preferred) seconds (None = forever).
+    /// EEXIST is fine.
     pub async fn add_addr(
         &self,
         ifname: &str,

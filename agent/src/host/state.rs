@@ -4,11 +4,19 @@
 //! alone (e.g. in a fresh process after the agent was SIGKILLed).
 //!
 //! Writes are crash-safe: temp file, fsync, rename, fsync of the directory.
+//!
+//! `state_dir/host.lock` (an exclusive `flock`, held by the process for as
+//! long as it runs) keeps a second agent from "recovering" — i.e. tearing
+//! down — the plumbing of one that is still alive.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +24,12 @@ use super::{HostError, NicInfo};
 
 /// File name of the saved state inside `state_dir`.
 pub const STATE_FILE: &str = "host-state.json";
+
+/// Lock file name inside `state_dir`.
+const LOCK_FILE: &str = "host.lock";
+
+/// The lock this process holds, with the directory it was taken in.
+static LOCK: Mutex<Option<(PathBuf, Flock<File>)>> = Mutex::new(None);
 
 /// Format version written to the file; unknown versions are refused.
 const VERSION: u32 = 1;
@@ -77,6 +91,36 @@ fn io_err(step: &'static str, path: &Path, source: std::io::Error) -> HostError 
         step,
         target: path.display().to_string(),
         source,
+    }
+}
+
+/// Takes `state_dir/host.lock` for the rest of this process's life
+/// (re-entrant within the process). Fails if another live process holds it.
+pub fn lock(state_dir: &Path) -> Result<(), HostError> {
+    let mut held = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if held.as_ref().is_some_and(|(dir, _)| dir == state_dir) {
+        return Ok(());
+    }
+    fs::create_dir_all(state_dir).map_err(|e| io_err("create state dir", state_dir, e))?;
+    let p = state_dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|e| io_err("open host lock", &p, e))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => {
+            *held = Some((state_dir.to_path_buf(), l));
+            Ok(())
+        }
+        Err((_, Errno::EWOULDBLOCK)) => Err(HostError::State {
+            path: p,
+            reason: "locked by another running agent; stop it first".into(),
+        }),
+        Err((_, e)) => Err(io_err("lock host state", &p, std::io::Error::from(e))),
     }
 }
 
@@ -204,6 +248,14 @@ mod tests {
         assert_eq!(load(&dir).expect("load after remove"), None);
         remove(&dir).expect("second remove is fine");
         let _ = fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn lock_is_reentrant_in_process() {
+        let dir = std::env::temp_dir().join(format!("host-state-lock-{}", std::process::id()));
+        lock(&dir).expect("first lock");
+        lock(&dir).expect("same process may lock again");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

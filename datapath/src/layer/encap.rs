@@ -2,24 +2,26 @@
 //! underlay queue slot, applies the router's rewrite (MACs, TTL - 1), and
 //! writes outer IPv4 (DF, TTL 64) + UDP (source port from the inner flow,
 //! checksum computed) + Geneve with the VMware option carrying our
-//! tunnel-endpoint id. Floods are replicated head-end, one copy per endpoint.
+//! tunnel-endpoint id. Floods are replicated head-end, one copy per endpoint;
+//! super-frames are cut into segments and partial checksums finished here.
 
 use geneve::outer::{self, Encap, OVERHEAD};
 use geneve::{ethernet, ipv4};
 
 use super::{Ctx, Step, Target, Verdict};
 use crate::counters::{Counters, DropReason};
+use crate::offload::{Plan, finish_csum};
 use crate::queue::Output;
 use crate::tables::{Tables, TepIdx};
 
 pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut Counters) -> Step {
     let copies = match ctx.target {
-        Some(Target::Unicast { tep, vni }) => u16::from(emit(t, ctx, out, c, tep, vni)),
+        Some(Target::Unicast { tep, vni }) => emit_all(t, ctx, out, c, tep, vni),
         Some(Target::Flood { switch }) => {
             let sw = &t.switches[usize::from(switch)];
             sw.flood
                 .iter()
-                .map(|&tep| u16::from(emit(t, ctx, out, c, tep, sw.vni)))
+                .map(|&tep| emit_all(t, ctx, out, c, tep, sw.vni))
                 .sum()
         }
         None => return Step::Done(Verdict::Drop(DropReason::NoRoute)),
@@ -30,6 +32,23 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut C
     Step::Done(Verdict::Encapsulated { copies })
 }
 
+/// One packet per segment of a super-frame, or the frame itself.
+fn emit_all(
+    t: &Tables,
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+    tep: TepIdx,
+    vni: u32,
+) -> u16 {
+    match ctx.segments {
+        Some(plan) => (0..plan.count)
+            .map(|i| u16::from(emit(t, ctx, out, c, tep, vni, Some((&plan, i)))))
+            .sum(),
+        None => u16::from(emit(t, ctx, out, c, tep, vni, None)),
+    }
+}
+
 fn emit(
     t: &Tables,
     ctx: &Ctx<'_>,
@@ -37,6 +56,7 @@ fn emit(
     c: &mut Counters,
     tep: TepIdx,
     vni: u32,
+    segment: Option<(&Plan, usize)>,
 ) -> bool {
     let Some(remote) = t.teps.get(usize::from(tep)) else {
         return false;
@@ -44,8 +64,19 @@ fn emit(
     let frame = ctx.frame;
     let mut total = 0;
     let pushed = out.underlay.push_with(remote.ip, |buf| {
-        let inner = buf.get_mut(OVERHEAD..OVERHEAD + frame.len())?;
-        inner.copy_from_slice(frame);
+        let room = buf.get_mut(OVERHEAD..)?;
+        let len = match segment {
+            Some((plan, i)) => plan.emit(frame, i, room)?,
+            None => {
+                let inner = room.get_mut(..frame.len())?;
+                inner.copy_from_slice(frame);
+                if let Some(partial) = ctx.offload.csum {
+                    finish_csum(inner, partial)?;
+                }
+                frame.len()
+            }
+        };
+        let inner = &mut room[..len];
         if let Some((dst, src)) = ctx.rewrite {
             rewrite(inner, dst.0, src.0)?;
         }
@@ -56,7 +87,7 @@ fn emit(
             vni,
             tep_id: t.tep_id,
         };
-        total = outer::emit(buf, &encap, frame.len()).ok()?;
+        total = outer::emit(buf, &encap, len).ok()?;
         Some(total)
     });
     if pushed {

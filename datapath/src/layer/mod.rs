@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use control::MacAddr;
 
 use crate::counters::DropReason;
+use crate::offload::{Offload, Plan};
 use crate::tables::{SwitchIdx, TepIdx};
 
 pub(crate) mod decap;
@@ -143,6 +144,10 @@ pub(crate) struct Ctx<'a> {
     pub target: Option<Target>,
     /// Underlay source of an ingress packet.
     pub outer_src: Ipv4Addr,
+    /// Checksum/segmentation work the frame still needs (egress only).
+    pub offload: Offload,
+    /// How a super-frame splits (set by port security when `offload.gso` is).
+    pub segments: Option<Plan>,
 }
 
 impl<'a> Ctx<'a> {
@@ -158,6 +163,20 @@ impl<'a> Ctx<'a> {
             rewrite: None,
             target: None,
             outer_src: Ipv4Addr::UNSPECIFIED,
+            offload: Offload::NONE,
+            segments: None,
+        }
+    }
+
+    /// IPv4 length of the largest packet this frame becomes on the overlay
+    /// (a super-frame's largest segment).
+    pub fn wire_l3_len(&self) -> usize {
+        match &self.segments {
+            Some(plan) => plan.max_ip_len(),
+            None => self
+                .frame
+                .len()
+                .saturating_sub(geneve::ethernet::HEADER_LEN),
         }
     }
 

@@ -7,6 +7,7 @@ use geneve::{arp, ethernet};
 
 use super::{Ctx, Step, Verdict};
 use crate::counters::DropReason;
+use crate::offload::{MAX_SEGMENTS, Plan};
 use crate::tables::Tables;
 
 pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>) -> Step {
@@ -18,6 +19,12 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>) -> Step {
         return drop(r);
     }
     ctx.switch = port.switch;
+    if let Some(gso) = ctx.offload.gso {
+        match Plan::new(ctx.frame, gso) {
+            Some(plan) if plan.count <= MAX_SEGMENTS => ctx.segments = Some(plan),
+            _ => return drop(DropReason::BadOffload),
+        }
+    }
     if ctx.src != port.mac {
         return drop(DropReason::SpoofedSrcMac);
     }

@@ -27,7 +27,7 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut C
         return drop(DropReason::TtlExceeded);
     }
     let mtu = t.host.overlay_mtu;
-    if ip.total_len > mtu {
+    if ctx.wire_l3_len() > usize::from(mtu) {
         if ip.dont_frag {
             let code = icmpv4::CODE_FRAG_NEEDED;
             icmp_error(

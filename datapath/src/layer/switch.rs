@@ -3,8 +3,6 @@
 //! endpoint; broadcast, multicast and unknown unicast -> head-end
 //! replication to the switch's endpoints. Default action: flood.
 
-use geneve::ethernet;
-
 use super::{Ctx, Step, Target, Verdict};
 use crate::counters::DropReason;
 use crate::tables::{Location, Tables};
@@ -16,7 +14,7 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>) -> Step {
         return Step::Next;
     }
     let sw = &t.switches[usize::from(ctx.switch)];
-    if ctx.frame.len() - ethernet::HEADER_LEN > usize::from(t.host.overlay_mtu) {
+    if ctx.wire_l3_len() > usize::from(t.host.overlay_mtu) {
         return drop(DropReason::TooBig);
     }
     let location = if ctx.dst.is_multicast() {

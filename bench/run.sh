@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Adapted from ../shared/bench/baseline.sh (the team's shared bench kit): same
+# per-path loop (fresh topology -> path up -> wire check -> measure_pair ->
+# tear down), plus the nsx-agent path (bench/agent_path.sh) and a summary that
+# compares the agent with OVS userspace Geneve and kernel VXLAN.
+#
+# bench/run.sh - runs INSIDE the sandbox that scripts/bench.sh sets up (root in
+# a private user+net+mount namespace, tmpfs on /run/netns made shared, lo up).
+# Use scripts/bench.sh; this file is not meant to be called directly.
+#
+# Env: NSX_AGENT (binary), OUT_DIR (results), MTUS ("1500 9001"), PATHS
+# ("raw vxlan_nested ovs_geneve agent"), VXLAN_REF (the VXLAN path the agent is
+# compared with: vxlan_nested if measured, else vxlan), WIRE_CHECK (1),
+# PROFILE (0; 1 = sample per-thread CPU of the agent path during a run, see
+# bench/profile.sh), and measure.sh's DURATION OMIT PARALLEL REPS PINGS
+# PING_INTERVAL QUIET_WAIT QUIET_CORES IPERF_ARGS.
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/topo.sh"
+. "$HERE/measure.sh"
+. "$HERE/paths.sh"
+. "$HERE/agent_path.sh"
+
+MTUS=${MTUS:-1500 9001}
+PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent}
+WIRE_CHECK=${WIRE_CHECK:-1}
+OUT_DIR=${OUT_DIR:?OUT_DIR must be set}
+PROFILE=${PROFILE:-0}
+
+[ "$(id -u)" = 0 ] || { echo "bench: needs (namespace) root: run scripts/bench.sh" >&2; exit 1; }
+for b in ip ethtool iperf3 ping jq awk timeout nsenter unshare; do
+    command -v "$b" >/dev/null || { echo "bench: missing $b" >&2; exit 1; }
+done
+
+mkdir -p "$OUT_DIR"
+GVB_STATE=$(mktemp -d "${TMPDIR:-/tmp}/gvb-state.XXXXXX")
+RESULTS=$OUT_DIR/results.jsonl
+: >"$RESULTS"
+
+cleanup() {
+    trap - EXIT INT TERM
+    iperf_server_stop
+    path_ovs_geneve_down >/dev/null 2>&1
+    path_agent_down >/dev/null 2>&1
+    topo_down
+    wait 2>/dev/null
+    rm -rf "$GVB_STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -n "$(topo_list_ns)" ]; then
+    echo "bench: leftover ${GVB_PREFIX}* namespaces found, removing them" >&2
+    topo_down
+fi
+
+# wire_check NS IP PORT [DECODE] -> JSON describing the first encapsulated
+# packet seen on the underlay bridge while pinging IP from NS. (baseline.sh's.)
+wire_check() {
+    local ns=$1 ip=$2 port=$3 decode=${4:-} pcap=$GVB_STATE/wire.pcap pid
+    local -a dec=()
+    [ -n "$decode" ] && dec=(-d "$decode")
+    command -v dumpcap >/dev/null && command -v tshark >/dev/null || { echo '{"error":"dumpcap/tshark missing"}'; return; }
+    rm -f "$pcap"
+    # dumpcap, not tcpdump: inside a user-namespace sandbox tcpdump cannot drop privileges and exits.
+    ip netns exec "$(ul_ns)" timeout 8 dumpcap -q -P -i br0 -c 4 -w "$pcap" -f "udp dst port $port" >/dev/null 2>&1 &
+    pid=$!
+    sleep 1
+    timeout 10 ip netns exec "$ns" ping -n -c 3 -i 0.2 -W 1 -q "$ip" >/dev/null 2>&1
+    wait "$pid" 2>/dev/null
+    [ -s "$pcap" ] || { echo '{"error":"no packets captured"}'; return; }
+    tshark -r "$pcap" "${dec[@]}" -Y icmp -T fields -E separator=/t \
+        -e frame.len -e udp.dstport -e udp.checksum -e vxlan.vni -e geneve.vni \
+        -e geneve.option.class -e geneve.option.type -e geneve.option.length \
+        -e geneve.option.unknown.data -e geneve.flags.critical 2>/dev/null | head -n 1 |
+    awk -F'\t' -v n="$(tshark -r "$pcap" 2>/dev/null | wc -l)" '{
+        printf "{\"packets\":%d,\"frame_len\":\"%s\",\"udp_dport\":\"%s\",\"udp_csum\":\"%s\",\"vxlan_vni\":\"%s\",\"geneve_vni\":\"%s\",\"geneve_opt_class\":\"%s\",\"geneve_opt_type\":\"%s\",\"geneve_opt_len_bytes\":\"%s\",\"geneve_opt_data\":\"%s\",\"geneve_critical_flag\":\"%s\"}", n,$1,$2,$3,$4,$5,$6,$7,$8,$9,$10 }
+        END { if (NR == 0) printf "{\"packets\":%d,\"error\":\"no ICMP echo found inside the captured packets\"}", n }'
+}
+
+run_one() {
+    local mtu=$1 spec=$2 base=${2%+nooff} nooff=0 wire="null" offl m pstats rc=0
+    [ "$spec" != "$base" ] && nooff=1
+    declare -F "path_${base}_up" >/dev/null || { echo "bench: unknown path $base" >&2; return 1; }
+    echo "== mtu=$mtu path=$spec" >&2
+    CLI_NS='' SRV_NS='' SRV_IP='' PATH_INNER_MTU='' PATH_DESC='' WIRE_PORT='' WIRE_DECODE=''
+    topo_up 2 "$mtu" || return 1
+    if "path_${base}_up" "$mtu"; then
+        [ "$nooff" = 1 ] && offloads_off
+        topo_wait_ping "$CLI_NS" "$SRV_IP" 40 || rc=1
+        offl=$(offload_summary "$CLI_NS" "$SRV_IP")
+        if [ "$WIRE_CHECK" = 1 ] && [ -n "$WIRE_PORT" ]; then
+            wire=$(wire_check "$CLI_NS" "$SRV_IP" "$WIRE_PORT" "$WIRE_DECODE")
+        fi
+        m=$(measure_pair "$spec" "$CLI_NS" "$SRV_NS" "$SRV_IP")
+        pstats=null
+        declare -F "path_${base}_stats" >/dev/null && pstats=$("path_${base}_stats")
+        jq -c --argjson pstats "${pstats:-null}" --argjson mtu "$mtu" --argjson inner "${PATH_INNER_MTU:-null}" --arg desc "$PATH_DESC" \
+            --arg offl "$offl" --argjson wire "${wire:-null}" --argjson nooff "$nooff" \
+            '. + {mtu:$mtu, inner_mtu:$inner, desc:$desc, offloads_client:$offl, offloads_off:($nooff==1), wire:$wire, path_stats:$pstats}' \
+            <<<"$m" | tee -a "$RESULTS" >&2 || rc=1
+        if [ "$PROFILE" = 1 ] && [ "$base" = agent ]; then
+            . "$HERE/profile.sh"
+            profile_agent_path "$mtu" >"$OUT_DIR/profile-mtu$mtu.txt" 2>&1
+            cat "$OUT_DIR/profile-mtu$mtu.txt" >&2
+        fi
+    else
+        echo "bench: path $spec failed to come up at mtu $mtu" >&2
+        jq -nc --argjson mtu "$mtu" --arg l "$spec" '{label:$l, mtu:$mtu, error:"setup failed"}' >>"$RESULTS"
+        rc=1
+    fi
+    declare -F "path_${base}_down" >/dev/null && "path_${base}_down"
+    topo_down
+    return $rc
+}
+
+# ---- environment record -----------------------------------------------------
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "kernel: $(uname -r)"
+    echo "cpu: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo) x $(nproc)" \
+         "($(lscpu 2>/dev/null | awk -F':[ \t]+' '/^CPU family/{f=$2} /^Model:/{m=$2} /^Hypervisor vendor/{h=$2} END{printf "family %s model %s, hypervisor %s", f, m, (h==""?"none":h)}'))"
+    echo "ovs: $(ovs-vswitchd --version 2>/dev/null | awk 'NR==1{print $NF}')  iperf3: $(iperf3 --version | awk 'NR==1{print $2}')"
+    echo "agent: $NSX_AGENT ($("$NSX_AGENT" --version 2>/dev/null)), git $(git -C "$HERE/.." describe --always --dirty 2>/dev/null || echo '?')"
+    echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\""
+} | tee "$OUT_DIR/env.txt" >&2
+
+fail=0
+for mtu in $MTUS; do
+    for p in $PATHS; do
+        run_one "$mtu" "$p" || fail=1
+    done
+done
+echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/env.txt" >&2
+
+# ---- summary ------------------------------------------------------------------
+# Ratios per MTU: each path / raw, and the agent / each path (so the agent row
+# against ovs_geneve and the VXLAN reference gives the two target ratios).
+VXLAN_REF=${VXLAN_REF:-$(jq -rs 'if any(.[]; .label=="vxlan_nested" and .error==null) then "vxlan_nested" else "vxlan" end' "$RESULTS")}
+jq -s --arg vref "$VXLAN_REF" '
+  def r3: if . == null then null else (. * 1000 | round / 1000) end;
+  def ratio($a; $b): if $a != null and $b != null and $b > 0 then ($a / $b | r3) else null end;
+  def by_label($l): map(select(.label==$l and .error==null)) | map({key:(.mtu|tostring), value:.}) | from_entries;
+  by_label("raw") as $raw | by_label("agent") as $ag | by_label("ovs_geneve") as $ovs | by_label($vref) as $vx
+  | { vxlan_ref: $vref,
+      rows: (map(. as $x | ($raw[$x.mtu|tostring]) as $r | ($ag[$x.mtu|tostring]) as $a | {
+        mtu, path:.label, inner_mtu, error,
+        gbps_1: .tcp_1.gbps, range_1: "\(.tcp_1.gbps_min)-\(.tcp_1.gbps_max)",
+        gbps_P: .tcp_P.gbps, streams_P: .tcp_P.streams,
+        ratio_raw_1: ratio(.tcp_1.gbps; $r.tcp_1.gbps),
+        agent_over_this_1: ratio($a.tcp_1.gbps; .tcp_1.gbps),
+        retrans_1: .tcp_1.retrans, busy_cores_1: .tcp_1.busy_cores,
+        rtt_p50_ms: .ping.p50_ms, rtt_p99_ms: .ping.p99_ms, ping_loss: (if .ping then (.ping.sent - .ping.recv) else null end),
+        rtt_ratio_p50: ratio(.ping.p50_ms; $r.ping.p50_ms),
+        bg: "\(.bg_busy_cores_before)/\(.bg_busy_cores_after)" })),
+      targets: ([.[] | .mtu] | unique | map(tostring) | map(. as $m | {
+        mtu: ($m|tonumber),
+        agent_gbps_1: $ag[$m].tcp_1.gbps, ovs_gbps_1: $ovs[$m].tcp_1.gbps, vxlan_gbps_1: $vx[$m].tcp_1.gbps,
+        agent_over_ovs: ratio($ag[$m].tcp_1.gbps; $ovs[$m].tcp_1.gbps),
+        agent_over_vxlan: ratio($ag[$m].tcp_1.gbps; $vx[$m].tcp_1.gbps),
+        agent_over_raw: ratio($ag[$m].tcp_1.gbps; $raw[$m].tcp_1.gbps),
+        agent_p50_over_ovs: ratio($ag[$m].ping.p50_ms; $ovs[$m].ping.p50_ms) })) }
+' "$RESULTS" >"$OUT_DIR/summary.json"
+
+{
+    echo "TCP Gb/s = iperf3 single stream, median over REPS=${REPS:-1} runs of ${DURATION:-5} s [min-max]; xP = -P ${PARALLEL:-2} (0 = not run). p50 = ping RTT median (${PINGS:-200} pings, ${PING_INTERVAL:-0.01} s apart). agent / this = agent's single-stream Gb/s divided by this row's. busy = cores busy machine-wide during the single-stream run (of $(nproc)); bg = busy cores just before/after the path (> ~0.3: something else competed)."
+    echo
+    echo "| MTU | path | inner MTU | TCP x1 Gb/s | x1 / raw | agent / this | TCP xP Gb/s | ping p50 ms | p50 / raw | retrans x1 | busy x1 | bg |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    jq -r '.rows[] | if .error != null then "| \(.mtu) | \(.path) | - | \(.error) | | | | | | | | |" else
+        "| \(.mtu) | \(.path) | \(.inner_mtu) | \(.gbps_1) [\(.range_1)] | \(.ratio_raw_1) | \(.agent_over_this_1) | \(.gbps_P) | \(.rtt_p50_ms) | \(.rtt_ratio_p50) | \(.retrans_1) | \(.busy_cores_1) | \(.bg) |" end' "$OUT_DIR/summary.json"
+    echo
+    echo "Targets (issue 3: agent single stream >= 2x OVS userspace Geneve at both MTUs):"
+    jq -r '.vxlan_ref as $v | .targets[] | "- MTU \(.mtu): agent \(.agent_gbps_1) Gb/s; agent / ovs_geneve = \(.agent_over_ovs) (target >= 2: \(if .agent_over_ovs == null then "n/a" elif .agent_over_ovs >= 2 then "MET" else "NOT MET" end)); agent / \($v) = \(.agent_over_vxlan); agent / raw = \(.agent_over_raw); ping p50 agent / ovs_geneve = \(.agent_p50_over_ovs)"' "$OUT_DIR/summary.json"
+    echo
+    echo "Wire checks (first encapsulated packet on the underlay bridge):"
+    jq -r 'select(.wire != null) | "- mtu \(.mtu) \(.label): \(.wire | with_entries(select(.value != "")) | tostring)"' "$RESULTS"
+    echo
+    echo "Path stats (cumulative over the path's lifetime):"
+    jq -r 'select(.path_stats != null) | "- mtu \(.mtu) \(.label): \(.path_stats | tostring)"' "$RESULTS"
+} | tee "$OUT_DIR/summary.md"
+
+exit $fail

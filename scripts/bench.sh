@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# scripts/bench.sh - end-to-end benchmark of the overlay data paths (issue 3,
+# "Performance"). Not part of CI (it takes minutes): a tool.
+#
+# In ONE run, for each underlay MTU (1500 and 9001), between two "instances"
+# (network namespaces on a Linux bridge, bench/topo.sh), it measures iperf3
+# single-stream TCP (and -P 2) and ping RTT (p50) over:
+#   raw           veth -> bridge -> veth, no encapsulation (the physical limit)
+#   vxlan_nested  kernel VXLAN behind a veth + bridge: the same hop count as an
+#                 agent sitting between an instance's NIC and the underlay
+#                 (PATHS=... vxlan adds the overlay-IP-on-vxlan0 variant)
+#   ovs_geneve    Open vSwitch userspace (netdev) Geneve with the VMware option
+#                 (class 0x0104, type 0x80) mapped through tun_metadata0
+#   agent         our nsx-agent, one per instance (bench/agent_path.sh)
+# and prints one markdown table with the ratios (each / raw, agent / each),
+# plus the target check (agent >= 2x ovs_geneve). The table, the raw JSON lines
+# and the environment are saved under bench/results/<date>-*.
+#
+# Usage: scripts/bench.sh            (as root or not: it runs in a private sandbox)
+# Env knobs:
+#   MTUS="1500 9001"  PATHS="raw vxlan_nested ovs_geneve agent"
+#   DURATION=5 (s per iperf3 run)  OMIT=1  REPS=1 (median reported; 3-5 on a noisy box)
+#   PARALLEL=2 (second iperf3 run with -P N; 0 = skip)  PINGS=200  PING_INTERVAL=0.01
+#   QUIET_WAIT=20 (wait up to N s for an idle machine before each measurement)
+#   IPERF_ARGS="" (e.g. "-A 0,1" to pin iperf3)   WIRE_CHECK=1 (tshark decode of
+#   one tunnel packet per path)   PROFILE=0 (1 = per-thread CPU breakdown of the
+#   agent path, bench/profile.sh)   BUILD=1 (0 = use NSX_AGENT as is)
+#   NSX_AGENT=target/release/nsx-agent   SAVE=1 (0 = do not write bench/results)
+#   INSTALL=1 (apt-get install missing iperf3 / openvswitch-switch / jq when root)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+case "${1:-}" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "bench: unknown argument $1 (configure with env knobs; see --help)" >&2; exit 2 ;;
+esac
+
+export MTUS=${MTUS:-1500 9001}
+export PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent}
+export DURATION=${DURATION:-5} OMIT=${OMIT:-1} REPS=${REPS:-1} PARALLEL=${PARALLEL:-2}
+export PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-20}
+export IPERF_ARGS=${IPERF_ARGS:-} WIRE_CHECK=${WIRE_CHECK:-1} PROFILE=${PROFILE:-0}
+BUILD=${BUILD:-1}
+SAVE=${SAVE:-1}
+INSTALL=${INSTALL:-1}
+
+# ---- tools ---------------------------------------------------------------------
+need_pkgs=()
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v jq >/dev/null || need_pkgs+=(jq)
+case " $PATHS " in *" ovs_geneve"*) command -v ovs-vswitchd >/dev/null || need_pkgs+=(openvswitch-switch) ;; esac
+command -v ethtool >/dev/null || need_pkgs+=(ethtool)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    if [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "bench: installing ${need_pkgs[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    else
+        echo "bench: missing ${need_pkgs[*]} (apt-get install them, or run as root)" >&2
+        exit 1
+    fi
+fi
+command -v tshark >/dev/null && command -v dumpcap >/dev/null ||
+    echo "bench: tshark/dumpcap not found: wire checks skipped (apt-get install tshark)" >&2
+
+# ---- build (outside the sandbox) ---------------------------------------------
+export NSX_AGENT=${NSX_AGENT:-$ROOT/target/release/nsx-agent}
+if [ "$BUILD" = 1 ]; then
+    echo "bench: cargo build --release -p agent" >&2
+    cargo build --release -p agent >&2
+fi
+[ -x "$NSX_AGENT" ] || { echo "bench: $NSX_AGENT not found (BUILD=1 builds it)" >&2; exit 1; }
+
+# ---- run inside a private sandbox ---------------------------------------------
+# User + network + mount (+ PID) namespaces: nothing touches the host's network,
+# no sudo needed, and when the run ends the kernel kills whatever is left.
+# /run/netns is a tmpfs made *shared*, so the overlay namespaces the agents
+# register there are visible to iperf3/ping (see bench/agent_path.sh).
+export OUT_DIR
+OUT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nsx-bench.XXXXXX")
+unshare --user --map-root-user --net --mount true 2>/dev/null || {
+    echo "bench: unprivileged user namespaces are refused by this kernel (see tests/lib/sandbox.sh)" >&2
+    exit 1
+}
+rc=0
+unshare --user --map-root-user --net --mount --propagation private \
+    --pid --fork --mount-proc --kill-child \
+    bash -c '
+        set -e
+        if ! mkdir -p /run/netns 2>/dev/null; then
+            mount -t tmpfs -o mode=0755 nsx-bench-run /run; mkdir -p /run/netns
+        fi
+        mount -t tmpfs -o mode=0755 nsx-bench-netns /run/netns
+        mount --make-shared /run/netns
+        ip link set lo up
+        exec bash "$1"
+    ' bench "$ROOT/bench/run.sh" || rc=$?
+
+# ---- save ----------------------------------------------------------------------
+if [ "$SAVE" = 1 ] && [ -s "$OUT_DIR/summary.md" ]; then
+    mkdir -p "$ROOT/bench/results"
+    stem=$ROOT/bench/results/$(date +%Y-%m-%d)
+    n=1
+    while [ -e "$stem-run$n-summary.md" ]; do n=$((n + 1)); done
+    stem=$stem-run$n
+    cp "$OUT_DIR/summary.md" "$stem-summary.md"
+    cp "$OUT_DIR/results.jsonl" "$stem-results.jsonl"
+    cp "$OUT_DIR/env.txt" "$stem-env.txt"
+    for f in "$OUT_DIR"/profile-*.txt; do [ -e "$f" ] && cp "$f" "$stem-${f##*/}"; done
+    echo "bench: saved ${stem#"$ROOT"/}-{summary.md,results.jsonl,env.txt}" >&2
+fi
+echo "bench: raw output in $OUT_DIR" >&2
+exit "$rc"
