@@ -20,6 +20,7 @@ NSX_AGENT=${NSX_AGENT:-}
 AGENT_VNI=${AGENT_VNI:-0x238c}
 AGENT_OV_NET=${AGENT_OV_NET:-192.168.100}
 AGENT_OVERHEAD=58   # outer IPv4 20 + UDP 8 + Geneve 8 + VMware option 8 + inner Ethernet 14
+AGENT_TX_OFFLOAD=${AGENT_TX_OFFLOAD:-true}   # [host] tx_offload: TSO/csum offload kept on nsx-eth0
 AGENT_PIDS=()
 
 agent_root_ns() { echo "${GVB_PREFIX}root$1"; }
@@ -43,6 +44,7 @@ nic = "eth0"
 netns = "$(agent_root_ns "$i")"
 state_dir = "$d/state"
 api_socket = "$(agent_sock "$i")"
+tx_offload = $AGENT_TX_OFFLOAD
 
 [[switches]]
 name = "ls-web"
@@ -74,7 +76,7 @@ path_agent_up() {
         j=$(_peer "$i")
         # nsx-eth0 takes the NIC's MAC: the remote port's MAC is the peer's eth0 MAC.
         mac=$(ip -n "$(vm_ns "$j")" -j link show eth0 | jq -r '.[0].address')
-        [ -n "$mac" ] && [ "$mac" != null ] || { echo "agent path: no MAC for vm$j eth0" >&2; return 1; }
+        if [ -z "$mac" ] || [ "$mac" = null ]; then echo "agent path: no MAC for vm$j eth0" >&2; return 1; fi
         agent_write_config "$i" "$mac"
         "$NSX_AGENT" check --config "$(agent_cfg "$i")" >/dev/null || {
             echo "agent path: config for vm$i rejected:" >&2
@@ -110,7 +112,7 @@ path_agent_up() {
         [ "$k" -lt 150 ] || { echo "agent path: agent vm$i not ready in 30 s; log:" >&2; tail -n 20 "$(agent_log "$i")" >&2; return 1; }
     done
     CLI_NS=$(agent_root_ns 1); SRV_NS=$(agent_root_ns 2); SRV_IP=$AGENT_OV_NET.12
-    PATH_DESC="nsx-agent $("$NSX_AGENT" --version 2>/dev/null | awk '{print $NF}') (userspace, AF_PACKET recvmmsg on the overlay veth, raw IPv4 sendmmsg, UDP recvmmsg), geneve VNI $AGENT_VNI + VMware option; inner MTU $PATH_INNER_MTU"
+    PATH_DESC="nsx-agent $("$NSX_AGENT" --version 2>/dev/null | awk '{print $NF}') (userspace: AF_PACKET recvmmsg/sendmmsg on the overlay veth, raw IPv4 sendmmsg, UDP recvmmsg), geneve VNI $AGENT_VNI + VMware option, tx_offload=$AGENT_TX_OFFLOAD; inner MTU $PATH_INNER_MTU"
     WIRE_PORT=6081
 }
 
@@ -145,3 +147,10 @@ path_agent_down() {
     done
     AGENT_PIDS=()
 }
+
+# The same agent with `[host] tx_offload = false`: TX checksum/TSO/GSO off on
+# nsx-eth0, so every MTU-sized segment is built by the instance's TCP stack and
+# crosses userspace on its own (the plain path, before the offload work).
+path_agent_nooff_up()    { AGENT_TX_OFFLOAD=false path_agent_up "$@"; }
+path_agent_nooff_down()  { path_agent_down; }
+path_agent_nooff_stats() { path_agent_stats; }

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2086  # $pids and $IPERF_ARGS are word lists
 # profile.sh - where the CPU goes on the agent path during a single-stream
 # iperf3 run (PROFILE=1 scripts/bench.sh). Sourced by bench/run.sh while the
 # agent path is up (CLI_NS, SRV_NS, SRV_IP, AGENT_PIDS set).
@@ -15,7 +15,7 @@ _prof_threads() {   # pids... -> "pid/tid comm utime stime" per thread
         for t in /proc/"$p"/task/*; do
             [ -r "$t/stat" ] || continue
             # comm may contain spaces: take the fields after the last ')'.
-            awk -v id="$p/${t##*/}" -v comm="$(cat "$t/comm" 2>/dev/null | tr ' ' _)" \
+            awk -v id="$p/${t##*/}" -v comm="$(tr ' ' _ <"$t/comm" 2>/dev/null)" \
                 '{ s=$0; sub(/^.*\) /, "", s); split(s, f, " "); print id, comm, f[12], f[13] }' "$t/stat"
         done
     done
@@ -24,7 +24,7 @@ _prof_threads() {   # pids... -> "pid/tid comm utime stime" per thread
 _prof_cpu() { awk '/^cpu /{print $2+$3, $4, $7+$8, $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
 profile_agent_path() {
-    local mtu=$1 secs=${PROFILE_SECS:-4} hz pids srv cli t0 t1 c0 c1 perf_ok=0 perf_pid= port=${IPERF_PORT:-5201}
+    local mtu=$1 secs=${PROFILE_SECS:-4} hz pids srv cli t0 t1 c0 c1 perf_ok=0 perf_pid="" port=${IPERF_PORT:-5201}
     hz=$(getconf CLK_TCK)
     echo "## profile: agent path, MTU $mtu, iperf3 single stream, ${secs} s sample"
     iperf_server_start "$SRV_NS" "$SRV_IP" || return 1

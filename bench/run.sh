@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR disable=SC2317  # cleanup runs from a trap
 # Adapted from ../shared/bench/baseline.sh (the team's shared bench kit): same
 # per-path loop (fresh topology -> path up -> wire check -> measure_pair ->
 # tear down), plus the nsx-agent path (bench/agent_path.sh) and a summary that
@@ -9,7 +10,8 @@
 # Use scripts/bench.sh; this file is not meant to be called directly.
 #
 # Env: NSX_AGENT (binary), OUT_DIR (results), MTUS ("1500 9001"), PATHS
-# ("raw vxlan_nested ovs_geneve agent"), VXLAN_REF (the VXLAN path the agent is
+# ("raw vxlan_nested ovs_geneve agent"; also: vxlan, agent_nooff, raw+nooff,
+# ovs_geneve_int, ovs_geneve_afxdp), VXLAN_REF (the VXLAN path the agent is
 # compared with: vxlan_nested if measured, else vxlan), WIRE_CHECK (1),
 # PROFILE (0; 1 = sample per-thread CPU of the agent path during a run, see
 # bench/profile.sh), and measure.sh's DURATION OMIT PARALLEL REPS PINGS
@@ -61,7 +63,7 @@ wire_check() {
     local ns=$1 ip=$2 port=$3 decode=${4:-} pcap=$GVB_STATE/wire.pcap pid
     local -a dec=()
     [ -n "$decode" ] && dec=(-d "$decode")
-    command -v dumpcap >/dev/null && command -v tshark >/dev/null || { echo '{"error":"dumpcap/tshark missing"}'; return; }
+    { command -v dumpcap && command -v tshark; } >/dev/null || { echo '{"error":"dumpcap/tshark missing"}'; return; }
     rm -f "$pcap"
     # dumpcap, not tcpdump: inside a user-namespace sandbox tcpdump cannot drop privileges and exits.
     ip netns exec "$(ul_ns)" timeout 8 dumpcap -q -P -i br0 -c 4 -w "$pcap" -f "udp dst port $port" >/dev/null 2>&1 &
@@ -100,10 +102,10 @@ run_one() {
             --arg offl "$offl" --argjson wire "${wire:-null}" --argjson nooff "$nooff" \
             '. + {mtu:$mtu, inner_mtu:$inner, desc:$desc, offloads_client:$offl, offloads_off:($nooff==1), wire:$wire, path_stats:$pstats}' \
             <<<"$m" | tee -a "$RESULTS" >&2 || rc=1
-        if [ "$PROFILE" = 1 ] && [ "$base" = agent ]; then
+        if [ "$PROFILE" = 1 ] && [[ "$base" == agent* ]]; then
             . "$HERE/profile.sh"
-            profile_agent_path "$mtu" >"$OUT_DIR/profile-mtu$mtu.txt" 2>&1
-            cat "$OUT_DIR/profile-mtu$mtu.txt" >&2
+            profile_agent_path "$mtu" >"$OUT_DIR/profile-$base-mtu$mtu.txt" 2>&1
+            cat "$OUT_DIR/profile-$base-mtu$mtu.txt" >&2
         fi
     else
         echo "bench: path $spec failed to come up at mtu $mtu" >&2
@@ -122,7 +124,7 @@ run_one() {
     echo "cpu: $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo) x $(nproc)" \
          "($(lscpu 2>/dev/null | awk -F':[ \t]+' '/^CPU family/{f=$2} /^Model:/{m=$2} /^Hypervisor vendor/{h=$2} END{printf "family %s model %s, hypervisor %s", f, m, (h==""?"none":h)}'))"
     echo "ovs: $(ovs-vswitchd --version 2>/dev/null | awk 'NR==1{print $NF}')  iperf3: $(iperf3 --version | awk 'NR==1{print $2}')"
-    echo "agent: $NSX_AGENT ($("$NSX_AGENT" --version 2>/dev/null)), git $(git -C "$HERE/.." describe --always --dirty 2>/dev/null || echo '?')"
+    echo "agent: $("$NSX_AGENT" --version 2>/dev/null), built from git ${BENCH_GIT:-?} (copy: $NSX_AGENT)"
     echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\""
 } | tee "$OUT_DIR/env.txt" >&2

@@ -12,13 +12,15 @@
 #   ovs_geneve    Open vSwitch userspace (netdev) Geneve with the VMware option
 #                 (class 0x0104, type 0x80) mapped through tun_metadata0
 #   agent         our nsx-agent, one per instance (bench/agent_path.sh)
+#   agent_nooff   the same with [host] tx_offload = false (offloads off on
+#                 nsx-eth0: every MTU-sized segment crosses userspace)
 # and prints one markdown table with the ratios (each / raw, agent / each),
 # plus the target check (agent >= 2x ovs_geneve). The table, the raw JSON lines
 # and the environment are saved under bench/results/<date>-*.
 #
 # Usage: scripts/bench.sh            (as root or not: it runs in a private sandbox)
 # Env knobs:
-#   MTUS="1500 9001"  PATHS="raw vxlan_nested ovs_geneve agent"
+#   MTUS="1500 9001"  PATHS="raw vxlan_nested ovs_geneve agent agent_nooff"
 #   DURATION=5 (s per iperf3 run)  OMIT=1  REPS=1 (median reported; 3-5 on a noisy box)
 #   PARALLEL=2 (second iperf3 run with -P N; 0 = skip)  PINGS=200  PING_INTERVAL=0.01
 #   QUIET_WAIT=20 (wait up to N s for an idle machine before each measurement)
@@ -39,7 +41,7 @@ case "${1:-}" in
 esac
 
 export MTUS=${MTUS:-1500 9001}
-export PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent}
+export PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent agent_nooff}
 export DURATION=${DURATION:-5} OMIT=${OMIT:-1} REPS=${REPS:-1} PARALLEL=${PARALLEL:-2}
 export PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-20}
 export IPERF_ARGS=${IPERF_ARGS:-} WIRE_CHECK=${WIRE_CHECK:-1} PROFILE=${PROFILE:-0}
@@ -74,6 +76,11 @@ if [ "$BUILD" = 1 ]; then
     cargo build --release -p agent >&2
 fi
 [ -x "$NSX_AGENT" ] || { echo "bench: $NSX_AGENT not found (BUILD=1 builds it)" >&2; exit 1; }
+export BENCH_GIT
+BENCH_GIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+# Uncommitted changes to the code the binary is built from (provenance).
+BENCH_GIT="$BENCH_GIT; uncommitted code: $(git -C "$ROOT" status --porcelain -- agent datapath geneve control Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' | sed 's/ $//')"
+BENCH_GIT=${BENCH_GIT%; uncommitted code: }
 
 # ---- run inside a private sandbox ---------------------------------------------
 # User + network + mount (+ PID) namespaces: nothing touches the host's network,
@@ -82,11 +89,15 @@ fi
 # register there are visible to iperf3/ping (see bench/agent_path.sh).
 export OUT_DIR
 OUT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nsx-bench.XXXXXX")
+# Run a private copy: a concurrent `cargo build` must not swap the binary mid-run.
+cp "$NSX_AGENT" "$OUT_DIR/nsx-agent"
+NSX_AGENT=$OUT_DIR/nsx-agent
 unshare --user --map-root-user --net --mount true 2>/dev/null || {
     echo "bench: unprivileged user namespaces are refused by this kernel (see tests/lib/sandbox.sh)" >&2
     exit 1
 }
 rc=0
+# shellcheck disable=SC2016  # $1 is expanded by the inner bash
 unshare --user --map-root-user --net --mount --propagation private \
     --pid --fork --mount-proc --kill-child \
     bash -c '
@@ -113,5 +124,6 @@ if [ "$SAVE" = 1 ] && [ -s "$OUT_DIR/summary.md" ]; then
     for f in "$OUT_DIR"/profile-*.txt; do [ -e "$f" ] && cp "$f" "$stem-${f##*/}"; done
     echo "bench: saved ${stem#"$ROOT"/}-{summary.md,results.jsonl,env.txt}" >&2
 fi
+rm -f "$OUT_DIR/nsx-agent"
 echo "bench: raw output in $OUT_DIR" >&2
 exit "$rc"

@@ -65,15 +65,16 @@ enter_sandbox "${args[@]}"
 
 # --- inside the sandbox ----------------------------------------------------------
 FAILS=0
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [[ -t 1 ]]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B="" G="" R="" N=""; fi
+say() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
 show() {
     printf '$ %s\n' "$*"
     "$@" 2>&1 | sed 's/^/  /'
 }
 indent() { sed 's/^/  /'; }
-good() { printf '  \033[32mOK\033[0m %s\n' "$*"; }
+good() { printf '  %sOK%s %s\n' "$G" "$N" "$*"; }
 bad() {
-    printf '  \033[31mFAILED\033[0m %s\n' "$*"
+    printf '  %sFAILED%s %s\n' "$R" "$N" "$*"
     FAILS=$((FAILS + 1))
 }
 
@@ -164,7 +165,13 @@ kill -INT "$CAP_PID" 2>/dev/null || true
 sandbox_wait_exit "$CAP_PID" 5 || true
 routed='ip.proto#1==17 && geneve && icmp && ip.addr#2==192.168.99.9 && ip.addr#2==192.168.100.3'
 decoded=$(tshark -n -r "$PCAP" -Y "$routed && icmp.type==8" -O geneve 2>/dev/null | awk '/^Frame /{n++} n==1')
-if [[ -n "$decoded" ]]; then
+# Every routed request vm2 -> vm1 in 0x238c, every reply in 0x2388, inner TTL 63.
+wrong=$(tshark -n -r "$PCAP" -o udp.check_checksum:TRUE 2>/dev/null -Y "$routed && !(
+    (icmp.type==8 && ip.src#2==192.168.99.9 && geneve.vni==0x238c && ip.ttl#2==63) ||
+    (icmp.type==0 && ip.src#2==192.168.100.3 && geneve.vni==0x2388 && ip.ttl#2==63))
+    || ($routed && !(geneve.flags.critical==1 && geneve.option.class==0x0104 && geneve.option.type==0x80
+        && ip.flags.df#1==1 && udp.checksum.status#1==1))" | wc -l)
+if [[ -n "$decoded" && $wrong -eq 0 ]]; then
     grep -v '^[[:space:]]*$' <<<"$decoded" | sed 's/^/  /'
     printf '  ...\n  summary of a request and its reply:\n'
     tshark -n -r "$PCAP" -Y "$routed" -T fields -E separator=' ' \
@@ -174,7 +181,7 @@ if [[ -n "$decoded" ]]; then
                       s[1], d[1], $3, s[2], d[2], t[2], ($5 ~ /8/ ? "echo request" : "echo reply") }'
     good "Geneve with the C flag and the VMware option (class 0x0104, type 0x80): the request travels in ls-web's VNI 0x238c, the reply in ls-app's 0x2388, inner TTL 63"
 else
-    bad "no routed Geneve packet in the capture"
+    bad "routed Geneve packets in the capture: ${decoded:+$wrong with wrong VNI, TTL, option, DF or checksum}${decoded:-none}"
 fi
 if [[ -n "${NSX_DEMO_PCAP:-}" ]]; then
     n=$(tshark -n -r "$PCAP" -Y geneve 2>/dev/null | wc -l)
@@ -211,4 +218,9 @@ cat <<EOF
     nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net $NSX_AGENT ctl --socket $(topo_socket vm1) counters
   Agent logs (inside the sandbox's mount namespace): $TOPO_DIR/vmN/agent.log
 EOF
-while true; do sleep 3600; done
+# In the background so that INT/TERM are handled at once (bash runs traps
+# only between commands; `wait` is interruptible).
+while true; do
+    sleep 3600 &
+    wait $! || true
+done

@@ -43,7 +43,9 @@ for t in "${tests[@]}"; do
     echo "# --- $name"
     t0=$SECONDS
     rc=0
-    timeout --kill-after=10 "$LIMIT" bash "$t" || rc=$?
+    # In the background + wait: a TERM/INT to this script is handled at once.
+    timeout --kill-after=10 "$LIMIT" bash "$t" &
+    wait $! || rc=$?
     dt=$((SECONDS - t0))
     if [[ $rc -eq 0 ]]; then
         summary+=("$(printf 'PASS  %-28s %4ds' "$name" "$dt")")

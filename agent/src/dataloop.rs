@@ -5,7 +5,6 @@
 //! between batches; counters are copied out for the local API a few times
 //! a second. Nothing here allocates, locks or logs per packet.
 
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use datapath::{Counters, Output, Pipeline, Tables};
 
-use crate::io::{RecvBatch, SendBatch, Waker};
+use crate::io::{self, RecvBatch, SendBatch, Waker};
+use crate::underlay::{GsoSender, UdpPool};
 
 /// Messages from the control side.
 #[derive(Debug)]
@@ -28,6 +28,9 @@ pub struct IoCounters {
     pub port_rx_truncated: u64,
     pub port_tx_failed: u64,
     pub underlay_tx_failed: u64,
+    pub underlay_rx_truncated: u64,
+    /// Datagrams that arrived coalesced by UDP GRO (counted per datagram).
+    pub underlay_rx_gro_segments: u64,
     pub rx_errors: u64,
     pub batches: u64,
 }
@@ -46,10 +49,10 @@ pub struct Snapshot {
 pub struct Sockets {
     /// AF_PACKET on the overlay veth peer (absent in micro-segmentation mode).
     pub port: Option<OwnedFd>,
-    /// UDP 6081 on the underlay address.
+    /// UDP 6081 on the underlay address, with GRO.
     pub geneve_rx: OwnedFd,
-    /// Raw IPv4 for sending Geneve.
-    pub underlay_tx: OwnedFd,
+    /// UDP sockets that send Geneve (one per source-port slice), with GSO.
+    pub underlay_tx: UdpPool,
 }
 
 /// Slots per output queue: a full receive batch plus a worst-case frame.
@@ -57,6 +60,19 @@ const OUTPUT_SLOTS: usize = 512;
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// Batches per socket per wake-up, so one busy direction cannot starve the other.
 const BATCHES_PER_ROUND: usize = 8;
+
+/// The loop's state: sockets, preallocated batches, the pipeline.
+struct Shell {
+    sockets: Sockets,
+    pipeline: Pipeline,
+    out: Output,
+    port_rx: RecvBatch,
+    underlay_rx: RecvBatch,
+    port_tx: SendBatch,
+    underlay_send: GsoSender,
+    io: IoCounters,
+    epoch: Instant,
+}
 
 /// Runs until [`Ctl::Stop`].
 pub fn run(
@@ -67,17 +83,20 @@ pub fn run(
     snapshot: Arc<Mutex<Snapshot>>,
     epoch: Instant,
 ) {
-    let mut pipeline = Pipeline::new(tables);
-    let mut out = Output::new(OUTPUT_SLOTS, crate::io::RX_BUF);
-    let mut port_rx = RecvBatch::new(crate::io::PORT_RX_BUF);
-    let mut rx = RecvBatch::new(crate::io::RX_BUF);
-    let mut tx = SendBatch::new(OUTPUT_SLOTS);
-    let mut io = IoCounters::default();
-    let mut last_publish = Instant::now() - PUBLISH_EVERY;
-
     let port_fd: RawFd = sockets.port.as_ref().map_or(-1, |s| s.as_raw_fd());
     let geneve_fd = sockets.geneve_rx.as_raw_fd();
-    let raw_fd = sockets.underlay_tx.as_raw_fd();
+    let mut shell = Shell {
+        sockets,
+        pipeline: Pipeline::new(tables),
+        out: Output::new(OUTPUT_SLOTS, io::RX_BUF),
+        port_rx: RecvBatch::new(io::PORT_RX_BUF),
+        underlay_rx: RecvBatch::new(io::PORT_RX_BUF),
+        port_tx: SendBatch::new(OUTPUT_SLOTS),
+        underlay_send: GsoSender::new(OUTPUT_SLOTS),
+        io: IoCounters::default(),
+        epoch,
+    };
+    let mut last_publish = Instant::now() - PUBLISH_EVERY;
     let mut fds = [
         libc::pollfd {
             fd: waker.fd(),
@@ -107,9 +126,9 @@ pub fn run(
             waker.drain();
             loop {
                 match ctl.try_recv() {
-                    Ok(Ctl::Tables(t)) => pipeline.set_tables(t),
+                    Ok(Ctl::Tables(t)) => shell.pipeline.set_tables(t),
                     Ok(Ctl::Stop) | Err(TryRecvError::Disconnected) => {
-                        publish(&snapshot, &pipeline, io);
+                        shell.publish(&snapshot);
                         return;
                     }
                     Err(TryRecvError::Empty) => break,
@@ -118,143 +137,151 @@ pub fn run(
         }
 
         for _ in 0..BATCHES_PER_ROUND {
-            let mut busy = false;
-            if port_fd >= 0 {
-                busy |= drain_port(
-                    port_fd,
-                    raw_fd,
-                    &mut pipeline,
-                    &mut port_rx,
-                    &mut tx,
-                    &mut out,
-                    &mut io,
-                    epoch,
-                );
-            }
-            busy |= drain_geneve(
-                geneve_fd,
-                port_fd,
-                raw_fd,
-                &mut pipeline,
-                &mut rx,
-                &mut tx,
-                &mut out,
-                &mut io,
-                epoch,
-            );
+            let busy = shell.drain_port() | shell.drain_underlay();
             if !busy {
                 break;
             }
         }
 
         if last_publish.elapsed() >= PUBLISH_EVERY {
-            publish(&snapshot, &pipeline, io);
+            shell.publish(&snapshot);
             last_publish = Instant::now();
         }
     }
 }
 
-fn now_ns(epoch: Instant) -> u64 {
-    epoch.elapsed().as_nanos() as u64
-}
+impl Shell {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
 
-/// One batch from the instance's port. Returns true if anything was read.
-#[allow(clippy::too_many_arguments)]
-fn drain_port(
-    port_fd: RawFd,
-    raw_fd: RawFd,
-    p: &mut Pipeline,
-    rx: &mut RecvBatch,
-    tx: &mut SendBatch,
-    out: &mut Output,
-    io: &mut IoCounters,
-    epoch: Instant,
-) -> bool {
-    let n = match rx.recv(port_fd) {
-        Ok(n) => n,
-        Err(_) => {
-            io.rx_errors += 1;
+    fn port_fd(&self) -> Option<RawFd> {
+        self.sockets.port.as_ref().map(|s| s.as_raw_fd())
+    }
+
+    /// One batch from the instance's port. Returns true if anything was read.
+    fn drain_port(&mut self) -> bool {
+        let Some(fd) = self.port_fd() else {
+            return false;
+        };
+        let n = match self.port_rx.recv(fd) {
+            Ok(n) => n,
+            Err(_) => {
+                self.io.rx_errors += 1;
+                return false;
+            }
+        };
+        if n == 0 {
             return false;
         }
-    };
-    if n == 0 {
-        return false;
-    }
-    io.batches += 1;
-    let now = now_ns(epoch);
-    for i in 0..n {
-        if out.needs_flush() {
-            flush(port_fd, raw_fd, tx, out, io);
+        self.io.batches += 1;
+        let now = self.now_ns();
+        for i in 0..n {
+            if self.out.needs_flush() {
+                self.flush();
+            }
+            let (frame, truncated) = self.port_rx.frame(i);
+            if truncated {
+                self.io.port_rx_truncated += 1;
+                continue;
+            }
+            self.pipeline.from_port_vnet(frame, now, &mut self.out);
         }
-        let (frame, truncated) = rx.frame(i);
-        if truncated {
-            io.port_rx_truncated += 1;
-            continue;
-        }
-        p.from_port_vnet(frame, now, out);
+        self.flush();
+        true
     }
-    flush(port_fd, raw_fd, tx, out, io);
-    true
-}
 
-/// One batch of Geneve datagrams. Returns true if anything was read.
-#[allow(clippy::too_many_arguments)]
-fn drain_geneve(
-    geneve_fd: RawFd,
-    port_fd: RawFd,
-    raw_fd: RawFd,
-    p: &mut Pipeline,
-    rx: &mut RecvBatch,
-    tx: &mut SendBatch,
-    out: &mut Output,
-    io: &mut IoCounters,
-    epoch: Instant,
-) -> bool {
-    let n = match rx.recv(geneve_fd) {
-        Ok(n) => n,
-        Err(_) => {
-            io.rx_errors += 1;
+    /// One batch of Geneve datagrams (GRO trains split back into datagrams).
+    fn drain_underlay(&mut self) -> bool {
+        let fd = self.sockets.geneve_rx.as_raw_fd();
+        let n = match self.underlay_rx.recv(fd) {
+            Ok(n) => n,
+            Err(_) => {
+                self.io.rx_errors += 1;
+                return false;
+            }
+        };
+        if n == 0 {
             return false;
         }
-    };
-    if n == 0 {
-        return false;
-    }
-    io.batches += 1;
-    let now = now_ns(epoch);
-    for i in 0..n {
-        if out.needs_flush() {
-            flush(port_fd, raw_fd, tx, out, io);
+        self.io.batches += 1;
+        let now = self.now_ns();
+        for i in 0..n {
+            let src = self.underlay_rx.source(i);
+            let (payload, truncated) = self.underlay_rx.frame(i);
+            if truncated {
+                self.io.underlay_rx_truncated += 1;
+                continue;
+            }
+            let seg = self.underlay_rx.gro_size(i).unwrap_or(payload.len()).max(1);
+            if seg < payload.len() {
+                self.io.underlay_rx_gro_segments += payload.len().div_ceil(seg) as u64;
+            }
+            for datagram in payload.chunks(seg) {
+                if self.out.needs_flush() {
+                    flush(
+                        &mut self.sockets,
+                        &mut self.out,
+                        &mut self.port_tx,
+                        &mut self.underlay_send,
+                        &mut self.io,
+                    );
+                }
+                self.pipeline
+                    .from_underlay(src, datagram, now, &mut self.out);
+            }
         }
-        let src: Ipv4Addr = rx.source(i);
-        let (payload, _) = rx.frame(i);
-        p.from_underlay(src, payload, now, out);
+        self.flush();
+        true
     }
-    flush(port_fd, raw_fd, tx, out, io);
-    true
+
+    fn flush(&mut self) {
+        flush(
+            &mut self.sockets,
+            &mut self.out,
+            &mut self.port_tx,
+            &mut self.underlay_send,
+            &mut self.io,
+        );
+    }
+
+    fn publish(&self, snapshot: &Mutex<Snapshot>) {
+        // Once per PUBLISH_EVERY, never per packet.
+        if let Ok(mut s) = snapshot.lock() {
+            s.counters.clone_from(self.pipeline.counters());
+            s.io = self.io;
+            s.config_version = self.pipeline.tables().version;
+            s.taken = Some(Instant::now());
+        }
+    }
 }
 
-fn flush(port_fd: RawFd, raw_fd: RawFd, tx: &mut SendBatch, out: &mut Output, io: &mut IoCounters) {
+/// Sends both output queues (a free function so the receive loops can call
+/// it while borrowing their receive batch).
+fn flush(
+    sockets: &mut Sockets,
+    out: &mut Output,
+    port_tx: &mut SendBatch,
+    underlay_send: &mut GsoSender,
+    io: &mut IoCounters,
+) {
     if !out.underlay.is_empty() {
-        io.underlay_tx_failed += tx.send(raw_fd, &mut out.underlay, true, None).failed as u64;
+        io.underlay_tx_failed += underlay_send
+            .send(&sockets.underlay_tx, &mut out.underlay)
+            .failed as u64;
     }
     if !out.port.is_empty() {
-        if port_fd >= 0 {
-            let hdr: &'static [u8] = &crate::io::VNET_HDR_NONE;
-            io.port_tx_failed += tx.send(port_fd, &mut out.port, false, Some(hdr)).failed as u64;
-        } else {
-            io.port_tx_failed += out.port.len() as u64;
-            out.port.clear();
+        match &sockets.port {
+            Some(fd) => {
+                let hdr: &'static [u8] = &io::VNET_HDR_NONE;
+                io.port_tx_failed += port_tx
+                    .send(fd.as_raw_fd(), &mut out.port, false, Some(hdr))
+                    .failed as u64;
+            }
+            None => {
+                io.port_tx_failed += out.port.len() as u64;
+                out.port.clear();
+            }
         }
-    }
-}
-
-fn publish(snapshot: &Mutex<Snapshot>, p: &Pipeline, io: IoCounters) {
-    // Once per PUBLISH_EVERY, never per packet.
-    if let Ok(mut s) = snapshot.lock() {
-        s.counters.clone_from(p.counters());
-        s.io = io;
-        s.config_version = p.tables().version;
-        s.taken = Some(Instant::now());
     }
 }

@@ -1,11 +1,10 @@
 //! Batched packet I/O for the datapath thread, straight on `libc`:
 //! an AF_PACKET socket on the agent's end of the overlay veth (frames to and
-//! from the instance), a UDP socket on the underlay address port 6081
-//! (Geneve in; the kernel validates the outer IPv4/UDP), and an
-//! `IPPROTO_RAW` socket (Geneve out; we write the outer IPv4/UDP so the
-//! source port can follow the inner flow, and the kernel picks the route and
-//! the next hop's MAC from the underlay tables). Every call moves a whole
-//! batch: `recvmmsg`/`sendmmsg`, never a syscall per packet.
+//! from the instance, with virtio-net offload headers), the UDP socket on
+//! the underlay address port 6081 (Geneve in; the kernel validates the outer
+//! IPv4/UDP), receive/send batches, and the waker. Geneve out lives in
+//! [`crate::underlay`]. Every call moves a whole batch:
+//! `recvmmsg`/`sendmmsg`, never a syscall per packet.
 
 use std::io;
 use std::mem;
@@ -32,7 +31,7 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(
+pub(crate) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -53,7 +52,7 @@ fn setsockopt_int(
 
 /// Large socket buffers absorb bursts; FORCE needs CAP_NET_ADMIN, so fall
 /// back to the capped variant.
-fn set_buffers(fd: RawFd, bytes: libc::c_int) {
+pub(crate) fn set_buffers(fd: RawFd, bytes: libc::c_int) {
     for (force, plain) in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
@@ -64,7 +63,11 @@ fn set_buffers(fd: RawFd, bytes: libc::c_int) {
     }
 }
 
-fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn socket(
+    domain: libc::c_int,
+    ty: libc::c_int,
+    proto: libc::c_int,
+) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the returned fd is owned from here on.
     let fd =
         cvt(unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) })?;
@@ -99,7 +102,7 @@ pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+pub(crate) fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid sockaddr_in.
     let mut sa: libc::sockaddr_in = unsafe { mem::zeroed() };
     sa.sin_family = libc::AF_INET as u16;
@@ -125,18 +128,13 @@ pub fn udp_socket(ip: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Send-only raw IPv4 socket: we supply the whole IPv4 header.
-pub fn raw_send_socket() -> io::Result<OwnedFd> {
-    let fd = socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW)?;
-    set_buffers(fd.as_raw_fd(), 8 << 20);
-    Ok(fd)
-}
-
 /// Preallocated receive batch for `recvmmsg`.
 pub struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_in>,
+    /// Control-message space per message (for `UDP_GRO` segment sizes).
+    cmsgs: Vec<[u64; 8]>,
     hdrs: Vec<libc::mmsghdr>,
     /// Frames received by the last `recv`.
     pub len: usize,
@@ -175,6 +173,7 @@ impl RecvBatch {
             bufs,
             iovs,
             addrs,
+            cmsgs: vec![[0; 8]; BATCH],
             hdrs,
             len: 0,
         };
@@ -189,9 +188,16 @@ impl RecvBatch {
 
     /// Receives up to [`BATCH`] datagrams/frames; 0 when nothing is waiting.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        for (h, a) in self.hdrs.iter_mut().zip(self.addrs.iter_mut()) {
+        let slots = self
+            .hdrs
+            .iter_mut()
+            .zip(self.addrs.iter_mut())
+            .zip(self.cmsgs.iter_mut());
+        for ((h, a), c) in slots {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_control = c.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = mem::size_of_val(c);
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
@@ -223,6 +229,27 @@ impl RecvBatch {
         let len = (h.msg_len as usize).min(self.bufs[i].len());
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         (&self.bufs[i][..len], truncated)
+    }
+
+    /// Segment size of message `i` when the kernel coalesced several
+    /// datagrams into it (`UDP_GRO`); `None` for a single datagram.
+    pub fn gro_size(&self, i: usize) -> Option<usize> {
+        let h = &self.hdrs[i].msg_hdr;
+        // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG
+        // macros only walk within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == crate::underlay::UDP_GRO {
+                    let mut v = [0u8; 4];
+                    std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c), v.as_mut_ptr(), 4);
+                    let size = i32::from_ne_bytes(v);
+                    return usize::try_from(size).ok().filter(|&s| s > 0);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
     }
 
     /// Source IPv4 address of datagram `i` (UDP sockets).
@@ -338,7 +365,7 @@ impl SendBatch {
     }
 }
 
-fn wait_writable(fd: RawFd, timeout_ms: i32) {
+pub(crate) fn wait_writable(fd: RawFd, timeout_ms: i32) {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLOUT,

@@ -11,6 +11,7 @@ mod dataloop;
 mod host;
 mod io;
 mod run;
+mod underlay;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

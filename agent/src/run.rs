@@ -19,6 +19,7 @@ use crate::config::AgentConfig;
 use crate::dataloop::{self, Ctl, Snapshot, Sockets};
 use crate::host::{self, NicInfo, PortPlan};
 use crate::io::{self, Waker};
+use crate::underlay::{self, UdpPool};
 
 /// Everything that can stop `run` before the datapath starts.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,7 @@ fn local_host(cfg: &AgentConfig, nic: &NicInfo) -> Result<LocalHost, StartError>
         underlay_ip,
         port_mac,
         overlay_mtu: mtu as u16,
+        kernel_udp: true,
     })
 }
 
@@ -168,6 +170,14 @@ async fn serve(
         move |source| StartError::Io { what, source }
     };
     let underlay_ip: Ipv4Addr = plumbed.underlay_ip;
+    let geneve_rx = io::udp_socket(underlay_ip, geneve::GENEVE_PORT).map_err(io_err(&format!(
+        "UDP socket {underlay_ip}:{}",
+        geneve::GENEVE_PORT
+    )))?;
+    underlay::enable_gro(&geneve_rx).map_err(io_err("UDP_GRO on the Geneve socket"))?;
+    let pool = UdpPool::bind(underlay_ip)
+        .map_err(io_err(&format!("UDP source-port pool on {underlay_ip}")))?;
+    tracing::debug!(ports = ?pool.ports(), "Geneve source ports bound");
     let sockets = Sockets {
         port: match plan {
             Some(_) => Some(
@@ -176,11 +186,8 @@ async fn serve(
             ),
             None => None,
         },
-        geneve_rx: io::udp_socket(underlay_ip, geneve::GENEVE_PORT).map_err(io_err(&format!(
-            "UDP socket {underlay_ip}:{}",
-            geneve::GENEVE_PORT
-        )))?,
-        underlay_tx: io::raw_send_socket().map_err(io_err("raw IPv4 socket"))?,
+        geneve_rx,
+        underlay_tx: pool,
     };
     let listener = api::bind(&cfg.host.api_socket).map_err(io_err(&format!(
         "API socket {}",

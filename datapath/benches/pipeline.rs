@@ -86,6 +86,7 @@ fn pipeline(me: u8) -> Pipeline {
         underlay_ip: ul,
         port_mac: mac,
         overlay_mtu: 1442,
+        kernel_udp: false,
     };
     Pipeline::new(Arc::new(Tables::build(&cfg, host).unwrap()))
 }

@@ -28,6 +28,9 @@ pub struct LocalHost {
     pub port_mac: MacAddr,
     /// Largest IPv4 packet the overlay carries (underlay MTU - 58).
     pub overlay_mtu: u16,
+    /// The I/O shell sends through a kernel UDP socket, which writes the
+    /// outer IPv4/UDP headers and the UDP checksum itself: skip computing it.
+    pub kernel_udp: bool,
 }
 
 /// Where a MAC on a switch lives.

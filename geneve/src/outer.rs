@@ -59,6 +59,27 @@ pub struct Encap {
 /// checksum filled. UDP: `encap.src_port` to 6081, checksum computed over
 /// the pseudo header and the whole datagram (0 stored as 0xffff).
 pub fn emit(buf: &mut [u8], encap: &Encap, inner_len: usize) -> Result<usize, Error> {
+    emit_with(buf, encap, inner_len, true)
+}
+
+/// Like [`emit`] but leaves the UDP checksum 0: for a sender that hands
+/// `buf[UDP payload..]` to a kernel UDP socket, which builds the outer
+/// IPv4/UDP headers itself and checksums (or offloads) the datagram.
+/// The headers are still written, so the packet stays inspectable.
+pub fn emit_for_udp_socket(
+    buf: &mut [u8],
+    encap: &Encap,
+    inner_len: usize,
+) -> Result<usize, Error> {
+    emit_with(buf, encap, inner_len, false)
+}
+
+fn emit_with(
+    buf: &mut [u8],
+    encap: &Encap,
+    inner_len: usize,
+    udp_csum: bool,
+) -> Result<usize, Error> {
     let total = inner_len
         .checked_add(OVERHEAD)
         .ok_or(Error::TooLong(usize::MAX))?;
@@ -79,7 +100,9 @@ pub fn emit(buf: &mut [u8], encap: &Encap, inner_len: usize) -> Result<usize, Er
         udp_len - udp::HEADER_LEN,
     )
     .map_err(|_| Error::TooLong(total))?;
-    udp::Packet::new_unchecked(&mut pkt[UDP_START..]).fill_checksum_v4(encap.src, encap.dst);
+    if udp_csum {
+        udp::Packet::new_unchecked(&mut pkt[UDP_START..]).fill_checksum_v4(encap.src, encap.dst);
+    }
     ipv4::emit_header(
         pkt,
         encap.src,

@@ -168,9 +168,11 @@ sandbox_on_exit() {
 sandbox_cleanup() {
     local rc=$? hook pid ns i p
     set +e
-    # A second Ctrl-C must not cut the cleanup short.
+    # A second Ctrl-C must not cut the cleanup short; bash's "Killed" notes
+    # about the processes swept below are noise.
     trap '' INT TERM HUP
     trap - EXIT
+    exec 2>/dev/null
     for ((i = ${#SANDBOX_CLEANUP_HOOKS[@]} - 1; i >= 0; i--)); do
         hook=${SANDBOX_CLEANUP_HOOKS[i]}
         "$hook" >/dev/null 2>&1

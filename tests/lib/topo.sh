@@ -369,13 +369,30 @@ cap_fields() {
     shift 2
     local args=()
     for f in "$@"; do args+=(-e "$f"); done
-    tshark -n -r "$pcap" -o udp.check_checksum:TRUE -Y "$filter" \
-        -T fields -E separator=/t -E occurrence=a -E aggregator=, "${args[@]}" 2>/dev/null
+    cap_tshark "$pcap" "$filter" -T fields -E separator=/t -E occurrence=a -E aggregator=, "${args[@]}"
 }
 
 # cap_count PCAP DISPLAY_FILTER: number of matching packets.
 cap_count() {
-    tshark -n -r "$1" -o udp.check_checksum:TRUE -Y "$2" -T fields -e frame.number 2>/dev/null | wc -l
+    local out
+    out=$(cap_tshark "$1" "$2" -T fields -e frame.number) || return 1
+    grep -c . <<<"$out" || true
+}
+
+# cap_tshark PCAP DISPLAY_FILTER ARGS...: tshark -r with UDP checksums
+# verified; fails loudly (never an empty success) if tshark rejects the
+# filter or the file.
+cap_tshark() {
+    local pcap=$1 filter=$2 err
+    shift 2
+    err=$(mktemp)
+    if ! tshark -n -r "$pcap" -o udp.check_checksum:TRUE -Y "$filter" "$@" 2>"$err"; then
+        echo "tshark failed (filter: $filter):" >&2
+        grep -v 'Running as user' "$err" >&2
+        rm -f "$err"
+        return 1
+    fi
+    rm -f "$err"
 }
 
 # topo_destroy: stop agents (SIGTERM, bounded), captures, delete namespaces.

@@ -87,7 +87,11 @@ fn emit(
             vni,
             tep_id: t.tep_id,
         };
-        total = outer::emit(buf, &encap, len).ok()?;
+        total = if t.host.kernel_udp {
+            outer::emit_for_udp_socket(buf, &encap, len).ok()?
+        } else {
+            outer::emit(buf, &encap, len).ok()?
+        };
         Some(total)
     });
     if pushed {

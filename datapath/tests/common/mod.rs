@@ -102,6 +102,7 @@ pub fn config_for(me: Vm, underlay_mtu: u16) -> (InstanceConfig, LocalHost) {
         underlay_ip: me.underlay,
         port_mac: me.mac,
         overlay_mtu: underlay_mtu - 58,
+        kernel_udp: false,
     };
     (cfg, host)
 }
