@@ -41,6 +41,8 @@ use state::HostState;
 /// IPv4 20 + UDP 8 + Geneve 8 + 8 bytes of options room.
 pub const OVERLAY_OVERHEAD: u32 = 58;
 
+/// MTU of the agent's end of the overlay veth (see `build_overlay`).
+const PEER_MTU: u32 = 65535;
 /// Smallest MTU IPv4 allows; the overlay MTU must not go below it.
 const MIN_IPV4_MTU: u32 = 68;
 /// `RTPROT_BOOT`, what `ip route add` uses.
@@ -200,6 +202,21 @@ pub async fn inspect_nic(settings: &HostSettings) -> Result<NicInfo, HostError> 
 pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<Plumbed, HostError> {
     state::lock(&settings.state_dir)?;
     let nl = Nl::connect("main")?;
+    // A killed run's plumbing that is still intact is adopted as it is, so
+    // the instance's sessions (and a process inside the overlay netns)
+    // survive an agent crash or upgrade.
+    if let Some(st) = state::load(&settings.state_dir)? {
+        match adopt(&nl, settings, &st, port).await {
+            Ok(Some(plumbed)) => {
+                tracing::info!(nic = %st.nic.name, netns = ?st.netns, "adopted the previous run's plumbing");
+                return Ok(plumbed);
+            }
+            Ok(None) => tracing::info!("previous run's plumbing is not intact; rebuilding"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot adopt the previous run's plumbing; rebuilding")
+            }
+        }
+    }
     // Leftovers of a previous run (state file, or our objects without one).
     teardown_with(&nl, settings).await?;
 
@@ -290,6 +307,93 @@ pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<P
             }
         }
     }
+}
+
+/// Takes over a previous run's plumbing if it matches `settings` and is
+/// intact (bridge holding the NIC and its address; with a port: the netns,
+/// both veth ends). The port is then brought to `port` (MAC, MTU, address,
+/// default route). `None`: not intact, rebuild.
+async fn adopt(
+    nl: &Nl,
+    s: &HostSettings,
+    st: &HostState,
+    port: Option<&PortPlan>,
+) -> Result<Option<Plumbed>, HostError> {
+    let names_match = st.nic.name == s.nic
+        && st.vtep_if == s.vtep_if
+        && st.overlay_if == s.overlay_if
+        && st.overlay_peer == s.overlay_peer
+        && st.netns.as_deref() == port.map(|_| s.netns.as_str());
+    if !names_match {
+        return Ok(None);
+    }
+    let (Some(bridge), Some(nic)) = (nl.link(&s.vtep_if).await?, nl.link(&s.nic).await?) else {
+        return Ok(None);
+    };
+    if bridge.kind != Some(InfoKind::Bridge)
+        || nic.master != Some(bridge.index)
+        || bridge.mac != st.nic.mac
+    {
+        return Ok(None);
+    }
+    let Some(underlay_ip) = st.nic.addrs.iter().find(|a| a.scope == 0).map(|a| a.ip) else {
+        return Ok(None);
+    };
+    if !nl
+        .addrs_v4(&bridge.name, bridge.index)
+        .await?
+        .iter()
+        .any(|a| a.ip == underlay_ip)
+    {
+        return Ok(None);
+    }
+    let Some(overlay_mtu) = overlay_mtu(st.nic.mtu) else {
+        return Ok(None);
+    };
+    let port_mac = port.and_then(|p| p.mac).unwrap_or(st.nic.mac);
+    let mut peer_ifindex = 0;
+    if let Some(plan) = port {
+        let Some(peer) = nl.link(&s.overlay_peer).await? else {
+            return Ok(None);
+        };
+        if !netns::handle_exists(&s.netns) {
+            return Ok(None);
+        }
+        peer_ifindex = peer.index;
+        let (ifname, plan) = (s.overlay_if.clone(), plan.clone());
+        let intact = netns::run_in(&s.netns, move |nl| async move {
+            let Some(ov) = nl.link(&ifname).await? else {
+                return Ok(false);
+            };
+            let msg = LinkUnspec::new_with_index(ov.index)
+                .address(port_mac.to_vec())
+                .mtu(overlay_mtu)
+                .up()
+                .build();
+            nl.set_link("adopt overlay interface", &ifname, msg).await?;
+            let want = port_addr(&plan);
+            for a in nl.addrs_v4(&ifname, ov.index).await? {
+                if (a.ip, a.prefix_len) != (want.ip, want.prefix_len) {
+                    nl.del_addr(&ifname, ov.index, &a).await?;
+                }
+            }
+            nl.add_addr(&ifname, ov.index, &want, None, None).await?;
+            nl.add_route(&ifname, ov.index, &default_route(plan.gateway))
+                .await?;
+            Ok(true)
+        })
+        .await?;
+        if !intact {
+            return Ok(None);
+        }
+    }
+    Ok(Some(Plumbed {
+        nic: st.nic.clone(),
+        underlay_ip,
+        overlay_mtu,
+        port_mac,
+        peer_ifindex,
+    }))
 }
 
 /// Changes the overlay address/default route (and MAC) on `overlay_if`
@@ -513,11 +617,21 @@ async fn build_overlay(
     netns::disable_ipv6(peer)?;
     ethtool::disable_tx_offloads(peer)?;
     ethtool::check_tx_csum_off(peer);
+    // The agent's end takes any size: if the instance raises nsx-eth0's MTU,
+    // its oversize frames still reach the router, which answers with ICMP
+    // fragmentation-needed instead of the veth dropping them silently.
     let msg = LinkUnspec::new_with_index(peer_link.index)
-        .mtu(mtu)
+        .mtu(PEER_MTU)
         .up()
         .build();
-    nl.set_link("bring veth peer up", peer, msg).await?;
+    if let Err(e) = nl.set_link("bring veth peer up", peer, msg).await {
+        tracing::debug!(error = %e, "peer MTU {PEER_MTU} refused, using the overlay MTU");
+        let msg = LinkUnspec::new_with_index(peer_link.index)
+            .mtu(mtu)
+            .up()
+            .build();
+        nl.set_link("bring veth peer up", peer, msg).await?;
+    }
 
     let ns_file = netns::open(ns)?;
     let msg = LinkUnspec::new_with_index(ov.index)
