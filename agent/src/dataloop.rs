@@ -25,6 +25,9 @@ pub enum Ctl {
 /// Counters of the I/O shell itself (syscall failures, truncation).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct IoCounters {
+    /// Frames from the instance the kernel dropped because the agent's
+    /// socket buffer was full (`PACKET_STATISTICS`).
+    pub port_rx_dropped: u64,
     pub port_rx_truncated: u64,
     pub port_tx_failed: u64,
     pub underlay_tx_failed: u64,
@@ -57,6 +60,8 @@ pub struct Sockets {
 
 /// Slots per output queue: a full receive batch plus a worst-case frame.
 const OUTPUT_SLOTS: usize = 512;
+/// 64 KiB slots for the port queue, where TCP segments are merged.
+const PORT_SLOTS: usize = 128;
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// Batches per socket per wake-up, so one busy direction cannot starve the other.
 const BATCHES_PER_ROUND: usize = 8;
@@ -82,13 +87,18 @@ pub fn run(
     waker: Arc<Waker>,
     snapshot: Arc<Mutex<Snapshot>>,
     epoch: Instant,
+    coalesce: bool,
 ) {
     let port_fd: RawFd = sockets.port.as_ref().map_or(-1, |s| s.as_raw_fd());
     let geneve_fd = sockets.geneve_rx.as_raw_fd();
     let mut shell = Shell {
         sockets,
         pipeline: Pipeline::new(tables),
-        out: Output::new(OUTPUT_SLOTS, io::RX_BUF),
+        out: if coalesce {
+            Output::with_coalescing(OUTPUT_SLOTS, io::RX_BUF, PORT_SLOTS)
+        } else {
+            Output::new(OUTPUT_SLOTS, io::RX_BUF)
+        },
         port_rx: RecvBatch::new(io::PORT_RX_BUF),
         underlay_rx: RecvBatch::new(io::PORT_RX_BUF),
         port_tx: SendBatch::new(OUTPUT_SLOTS),
@@ -245,7 +255,13 @@ impl Shell {
         );
     }
 
-    fn publish(&self, snapshot: &Mutex<Snapshot>) {
+    fn publish(&mut self, snapshot: &Mutex<Snapshot>) {
+        if let Some(fd) = self.port_fd() {
+            // One syscall per publish period, not per packet.
+            if let Ok(d) = io::packet_drops(fd) {
+                self.io.port_rx_dropped += d;
+            }
+        }
         // Once per PUBLISH_EVERY, never per packet.
         if let Ok(mut s) = snapshot.lock() {
             s.counters.clone_from(self.pipeline.counters());
@@ -273,10 +289,7 @@ fn flush(
     if !out.port.is_empty() {
         match &sockets.port {
             Some(fd) => {
-                let hdr: &'static [u8] = &io::VNET_HDR_NONE;
-                io.port_tx_failed += port_tx
-                    .send(fd.as_raw_fd(), &mut out.port, false, Some(hdr))
-                    .failed as u64;
+                io.port_tx_failed += port_tx.send(fd.as_raw_fd(), &mut out.port).failed as u64
             }
             None => {
                 io.port_tx_failed += out.port.len() as u64;

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use datapath::TxQueue;
+use datapath::offload::VIRTIO_NET_HDR_LEN;
 
 /// Frames per batch.
 pub const BATCH: usize = 64;
@@ -20,8 +21,6 @@ pub const RX_BUF: usize = 9216 + 64;
 /// Receive buffer per port frame: a 64 KiB TSO super-frame plus its
 /// virtio-net header.
 pub const PORT_RX_BUF: usize = 65536 + 256;
-/// A virtio-net header asking for nothing (frames we write to the port are complete).
-pub const VNET_HDR_NONE: [u8; 10] = [0; 10];
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -126,6 +125,27 @@ pub fn udp_socket(ip: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
         )
     })?;
     Ok(fd)
+}
+
+/// Frames the kernel dropped on an AF_PACKET socket since the last call
+/// (`PACKET_STATISTICS` reads and resets the count).
+pub fn packet_drops(fd: RawFd) -> io::Result<u64> {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` and `len` are live and describe each other.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(u64::from(st.tp_drops))
 }
 
 /// Preallocated receive batch for `recvmmsg`.
@@ -258,10 +278,12 @@ impl RecvBatch {
     }
 }
 
-/// Reusable header arrays for `sendmmsg` of a [`TxQueue`].
+/// Reusable arrays for writing the port queue with `sendmmsg`: each frame
+/// goes out behind its virtio-net header (all-zero for a complete frame,
+/// TSO metadata for a merged TCP super-frame).
 pub struct SendBatch {
+    vnet: Vec<[u8; VIRTIO_NET_HDR_LEN]>,
     iovs: Vec<libc::iovec>,
-    addrs: Vec<libc::sockaddr_in>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
@@ -285,55 +307,46 @@ pub struct SendResult {
 impl SendBatch {
     pub fn new(capacity: usize) -> SendBatch {
         SendBatch {
+            vnet: Vec::with_capacity(capacity),
             iovs: Vec::with_capacity(2 * capacity),
-            // SAFETY: all-zero is a valid sockaddr_in / mmsghdr.
-            addrs: Vec::with_capacity(capacity),
             hdrs: Vec::with_capacity(capacity),
         }
     }
 
-    /// Sends every packet of `q` (with its underlay destination when
-    /// `addressed`, behind `prefix` when given), retrying briefly when the
-    /// socket buffer is full, then clears the queue.
-    pub fn send(
-        &mut self,
-        fd: RawFd,
-        q: &mut TxQueue,
-        addressed: bool,
-        prefix: Option<&'static [u8]>,
-    ) -> SendResult {
-        let per_msg = if prefix.is_some() { 2 } else { 1 };
+    /// Writes every frame of `q` to the AF_PACKET socket `fd` (bound, with
+    /// `PACKET_VNET_HDR`), retrying briefly when the socket buffer is full,
+    /// then clears the queue.
+    pub fn send(&mut self, fd: RawFd, q: &mut TxQueue) -> SendResult {
         let mut res = SendResult::default();
         let mut retries = 0;
         while !q.is_empty() {
+            self.vnet.clear();
             self.iovs.clear();
-            self.addrs.clear();
             self.hdrs.clear();
-            for (pkt, dst) in q.iter() {
-                if let Some(p) = prefix {
-                    self.iovs.push(libc::iovec {
-                        iov_base: p.as_ptr() as *mut libc::c_void,
-                        iov_len: p.len(),
-                    });
-                }
+            for (_, item) in q.items() {
+                self.vnet.push(
+                    item.gso
+                        .map_or([0; VIRTIO_NET_HDR_LEN], |g| g.virtio_net_hdr()),
+                );
+            }
+            for ((pkt, _), vnet) in q.items().zip(self.vnet.iter()) {
+                self.iovs.push(libc::iovec {
+                    iov_base: vnet.as_ptr() as *mut libc::c_void,
+                    iov_len: vnet.len(),
+                });
                 self.iovs.push(libc::iovec {
                     iov_base: pkt.as_ptr() as *mut libc::c_void,
                     iov_len: pkt.len(),
                 });
-                self.addrs.push(sockaddr(dst, 0));
             }
-            for i in 0..self.addrs.len() {
+            for i in 0..self.vnet.len() {
                 // SAFETY: all-zero is a valid mmsghdr.
                 let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
-                h.msg_hdr.msg_iov = &mut self.iovs[i * per_msg];
-                h.msg_hdr.msg_iovlen = per_msg;
-                if addressed {
-                    h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
-                    h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                }
+                h.msg_hdr.msg_iov = &mut self.iovs[2 * i];
+                h.msg_hdr.msg_iovlen = 2;
                 self.hdrs.push(h);
             }
-            // SAFETY: headers point at packets in `q` and at `self`'s arrays, all live.
+            // SAFETY: headers point at frames in `q` and at `self`'s arrays, all live.
             let n =
                 unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, 0) };
             if n > 0 {
@@ -354,8 +367,8 @@ impl SendBatch {
                     q.clear();
                 }
                 _ => {
-                    // A hard error on the first packet (e.g. EMSGSIZE, no
-                    // route): give that one up and carry on with the rest.
+                    // A hard error on the first frame: give that one up and
+                    // carry on with the rest.
                     res.failed += 1;
                     q.consume(1);
                 }

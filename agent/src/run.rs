@@ -215,6 +215,8 @@ async fn serve(
         }),
     });
 
+    // Merging received TCP segments needs TSO on the overlay veth.
+    let coalesce = cfg.host.tx_offload;
     let waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
     let (ctl_tx, ctl_rx) = channel();
     let dp = {
@@ -225,7 +227,9 @@ async fn serve(
         );
         std::thread::Builder::new()
             .name("nsx-datapath".into())
-            .spawn(move || dataloop::run(tables, sockets, ctl_rx, waker, snapshot, started))
+            .spawn(move || {
+                dataloop::run(tables, sockets, ctl_rx, waker, snapshot, started, coalesce)
+            })
             .map_err(io_err("datapath thread"))?
     };
     let api_task = tokio::spawn(api::serve(listener, Arc::clone(&shared)));

@@ -7,6 +7,7 @@
 //! decapsulation and delivery on the way in), each with its own counters;
 //! forwarding state is an immutable [`Tables`] snapshot swapped whole.
 
+pub mod coalesce;
 pub mod counters;
 pub mod layer;
 pub mod offload;
@@ -18,5 +19,5 @@ pub use counters::{Counters, DropReason, LayerCounters, PacketBytes, TunnelCount
 pub use layer::{LayerId, Verdict};
 pub use offload::Offload;
 pub use pipeline::Pipeline;
-pub use queue::{Output, TxQueue};
+pub use queue::{Output, TcpGso, TxItem, TxQueue};
 pub use tables::{LocalHost, Location, Tables, TablesError};

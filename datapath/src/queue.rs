@@ -11,6 +11,40 @@ pub struct TxItem {
     pub len: usize,
     /// Underlay destination (unused for the port queue).
     pub dst: Ipv4Addr,
+    /// Set when several TCP segments were merged into this packet
+    /// (port queue only; see [`crate::coalesce`]).
+    pub gso: Option<TcpGso>,
+}
+
+/// A merged TCP super-frame: how the kernel should treat it (it becomes the
+/// virtio-net header of the frame written to the port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpGso {
+    /// Payload bytes per original segment.
+    pub mss: u16,
+    /// Segments merged so far.
+    pub segments: u16,
+    /// Offset of the TCP header (checksum start).
+    pub l4_off: u16,
+    /// Length of all headers (Ethernet + IPv4 + TCP).
+    pub hdr_len: u16,
+    /// No more segments may join (a short or PSH segment ended the run).
+    pub closed: bool,
+}
+
+impl TcpGso {
+    /// The `struct virtio_net_hdr` for this frame (host byte order):
+    /// NEEDS_CSUM from the TCP header on, GSO TCPv4 with `mss`.
+    pub fn virtio_net_hdr(&self) -> [u8; crate::offload::VIRTIO_NET_HDR_LEN] {
+        let mut h = [0u8; crate::offload::VIRTIO_NET_HDR_LEN];
+        h[0] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+        h[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
+        h[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        h[4..6].copy_from_slice(&self.mss.to_ne_bytes());
+        h[6..8].copy_from_slice(&self.l4_off.to_ne_bytes());
+        h[8..10].copy_from_slice(&16u16.to_ne_bytes()); // TCP checksum field
+        h
+    }
 }
 
 /// A fixed-capacity batch of outgoing packets.
@@ -58,6 +92,20 @@ impl TxQueue {
         Some((&self.bufs[i][..item.len], item.dst))
     }
 
+    /// Packets with their metadata.
+    pub fn items(&self) -> impl Iterator<Item = (&[u8], &TxItem)> + '_ {
+        self.items
+            .iter()
+            .zip(self.bufs.iter())
+            .map(|(item, buf)| (&buf[..item.len], item))
+    }
+
+    /// The last packet, its whole slot, for merging into it.
+    pub(crate) fn last_mut(&mut self) -> Option<(&mut TxItem, &mut [u8])> {
+        let i = self.items.len().checked_sub(1)?;
+        Some((&mut self.items[i], &mut self.bufs[i][..]))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Ipv4Addr)> + '_ {
         self.items
             .iter()
@@ -86,7 +134,11 @@ impl TxQueue {
         };
         match fill(buf) {
             Some(len) if len <= buf.len() => {
-                self.items.push(TxItem { len, dst });
+                self.items.push(TxItem {
+                    len,
+                    dst,
+                    gso: None,
+                });
                 true
             }
             _ => false,
@@ -101,6 +153,8 @@ pub struct Output {
     pub underlay: TxQueue,
     /// Complete Ethernet frames for the local port.
     pub port: TxQueue,
+    /// Merge TCP segments for the port (needs 64 KiB port slots).
+    pub(crate) coalesce: bool,
 }
 
 impl Output {
@@ -111,6 +165,19 @@ impl Output {
         Output {
             underlay: TxQueue::new(slots, slot),
             port: TxQueue::new(slots, slot),
+            coalesce: false,
+        }
+    }
+
+    /// Like [`Output::new`], with `port_slots` 64 KiB port slots into which
+    /// consecutive TCP segments of one stream are merged (receive-side
+    /// coalescing, see [`crate::coalesce`]).
+    pub fn with_coalescing(slots: usize, max_frame: usize, port_slots: usize) -> Output {
+        let slot = max_frame + geneve::outer::OVERHEAD;
+        Output {
+            underlay: TxQueue::new(slots, slot),
+            port: TxQueue::new(port_slots, crate::coalesce::MAX_MERGED + 64),
+            coalesce: true,
         }
     }
 

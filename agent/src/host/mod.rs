@@ -613,10 +613,15 @@ async fn build_overlay(
     let peer_link = nl.must_link("create veth", peer).await?;
     let ov = nl.must_link("create veth", &ovif).await?;
 
-    // Agent end: no IPv6 (no addresses, no RS/DAD noise), no TX offloads.
+    // Agent end: no IPv6 (no addresses, no RS/DAD noise). With offloads
+    // kept, its TSO lets the merged TCP super-frames the agent writes reach
+    // the instance whole (with TSO off, the kernel would have to segment
+    // them again in software); without, no TX offloads at all.
     netns::disable_ipv6(peer)?;
-    ethtool::disable_tx_offloads(peer)?;
-    ethtool::check_tx_csum_off(peer);
+    if !port.tx_offload {
+        ethtool::disable_tx_offloads(peer)?;
+        ethtool::check_tx_csum_off(peer);
+    }
     // The agent's end takes any size: if the instance raises nsx-eth0's MTU,
     // its oversize frames still reach the router, which answers with ICMP
     // fragmentation-needed instead of the veth dropping them silently.

@@ -1,0 +1,134 @@
+//! Receive-side coalescing for the local port (GRO in userspace): a TCP
+//! segment that continues the stream of the last frame queued for the port
+//! is appended to it instead of taking its own slot. The merged frame goes
+//! to the instance as one TSO super-frame (virtio-net header from
+//! [`crate::queue::TcpGso`]), so the instance's stack and the veth handle
+//! one packet per run instead of one per segment. The rules are Linux's
+//! `tcp_gro_receive`: same addresses, ports, TTL/TOS/DF, ACK number, window,
+//! flags (ACK, with PSH only ending a run) and TCP options; consecutive
+//! sequence numbers; every segment but the last exactly `mss` long.
+
+use geneve::{checksum, ethernet, ipv4};
+
+use crate::queue::{TcpGso, TxQueue};
+
+/// Largest merged frame (IPv4 total length limit plus the Ethernet header).
+pub const MAX_MERGED: usize = 65535 + ethernet::HEADER_LEN;
+/// Most segments in one merged frame.
+const MAX_SEGMENTS: u16 = 64;
+const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
+
+/// Header facts of a plain IPv4/TCP frame (no IP options, not a fragment).
+#[derive(Debug, Clone, Copy)]
+struct Tcp {
+    /// TCP header offset.
+    l4: usize,
+    /// Payload offset (all headers).
+    data: usize,
+    /// Payload length.
+    len: usize,
+    seq: u32,
+    flags: u8,
+}
+
+fn parse(f: &[u8]) -> Option<Tcp> {
+    let eth = ethernet::Frame::new_checked(f).ok()?;
+    if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = ipv4::Packet::new_checked(eth.payload()).ok()?;
+    if ip.header_len() != ipv4::MIN_HEADER_LEN
+        || ip.protocol() != ipv4::PROTO_TCP
+        || ip.more_frags()
+        || ip.frag_offset() != 0
+    {
+        return None;
+    }
+    let l4 = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
+    let end = ethernet::HEADER_LEN + usize::from(ip.total_len());
+    let tcp = f.get(l4..end)?;
+    let doff = usize::from(*tcp.get(12)? >> 4) * 4;
+    if doff < 20 || tcp.len() < doff {
+        return None;
+    }
+    Some(Tcp {
+        l4,
+        data: l4 + doff,
+        len: tcp.len() - doff,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        flags: tcp[13],
+    })
+}
+
+/// Appends `frame` to the last frame of `q` if it continues its TCP stream.
+/// Returns false (and changes nothing) when it does not.
+pub(crate) fn try_append(q: &mut TxQueue, frame: &[u8]) -> bool {
+    let Some(new) = parse(frame) else {
+        return false;
+    };
+    if new.len == 0 || new.flags & !PSH != ACK {
+        return false;
+    }
+    let Some((item, slot)) = q.last_mut() else {
+        return false;
+    };
+    let head = &slot[..item.len];
+    let Some(old) = parse(head) else {
+        return false;
+    };
+    let (mss, segments) = match item.gso {
+        Some(g) if g.closed => return false,
+        Some(g) => (usize::from(g.mss), g.segments),
+        None => (old.len, 1),
+    };
+    let total = item.len + new.len;
+    let compatible = old.flags == ACK
+        && old.data == new.data
+        && new.len <= mss
+        && segments < MAX_SEGMENTS
+        && total <= MAX_MERGED
+        && total <= slot.len()
+        // Ethernet header; IPv4 TOS; DF/TTL/protocol; addresses.
+        && head[..14] == frame[..14]
+        && head[15] == frame[15]
+        && head[20..24] == frame[20..24]
+        && head[26..34] == frame[26..34]
+        // TCP ports; ACK number; data offset, flags (but PSH), window; options.
+        && head[old.l4..old.l4 + 4] == frame[new.l4..new.l4 + 4]
+        && head[old.l4 + 8..old.l4 + 12] == frame[new.l4 + 8..new.l4 + 12]
+        && head[old.l4 + 12] == frame[new.l4 + 12]
+        && head[old.l4 + 14..old.l4 + 16] == frame[new.l4 + 14..new.l4 + 16]
+        && head[old.l4 + 20..old.data] == frame[new.l4 + 20..new.data]
+        && new.seq == old.seq.wrapping_add(old.len as u32);
+    if !compatible {
+        return false;
+    }
+    slot[item.len..total].copy_from_slice(&frame[new.data..new.data + new.len]);
+    let tcp_len = total - old.l4;
+    {
+        let mut ip = ipv4::Packet::new_unchecked(&mut slot[ethernet::HEADER_LEN..total]);
+        ip.set_total_len((total - ethernet::HEADER_LEN) as u16);
+        ip.fill_checksum();
+    }
+    let closed = new.len < mss || new.flags & PSH != 0;
+    if new.flags & PSH != 0 {
+        slot[old.l4 + 13] |= PSH;
+    }
+    // CHECKSUM_PARTIAL convention: the field holds the pseudo-header sum;
+    // the kernel treats the merged frame as verified (each segment was).
+    let src = std::net::Ipv4Addr::new(slot[26], slot[27], slot[28], slot[29]);
+    let dst = std::net::Ipv4Addr::new(slot[30], slot[31], slot[32], slot[33]);
+    let pseudo = checksum::pseudo_header_v4(src, dst, ipv4::PROTO_TCP, tcp_len as u16);
+    let partial = !checksum::fold(pseudo);
+    slot[old.l4 + 16..old.l4 + 18].copy_from_slice(&partial.to_be_bytes());
+    item.len = total;
+    item.gso = Some(TcpGso {
+        mss: mss as u16,
+        segments: segments + 1,
+        l4_off: old.l4 as u16,
+        hdr_len: old.data as u16,
+        closed,
+    });
+    true
+}
