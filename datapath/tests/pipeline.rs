@@ -554,3 +554,82 @@ fn tso_super_frame_is_routed_as_valid_segments() {
         Verdict::Drop(DropReason::BadOffload)
     );
 }
+
+/// A TCP segment from vm3 to vm1 with `len` payload bytes at `seq`.
+fn tcp_segment(seq: u32, len: usize, flags: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + len];
+    ethernet::emit_header(&mut f, VM1.mac.0, VM3.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        VM3.ip,
+        VM1.ip,
+        ipv4::PROTO_TCP,
+        20 + len,
+        64,
+        true,
+        1,
+    )
+    .unwrap();
+    let tcp = &mut f[34..];
+    tcp[0..2].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&99u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = (seq as usize + i) as u8;
+    }
+    let pseudo = geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, (20 + len) as u16);
+    let c = geneve::checksum::fold(geneve::checksum::sum(tcp, pseudo));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn consecutive_tcp_segments_are_merged_for_the_port() {
+    let mut a = pipeline_for(VM1);
+    let mut out = datapath::Output::with_coalescing(64, 9216, 8);
+    let mss = 1000;
+    let segs = [
+        tcp_segment(1000, mss, 0x10),
+        tcp_segment(2000, mss, 0x10),
+        tcp_segment(3000, 500, 0x18), // short + PSH: ends the run
+        tcp_segment(3500, mss, 0x10), // starts a new frame
+        tcp_segment(9999, mss, 0x10), // not consecutive: its own frame
+    ];
+    for s in &segs {
+        let pkt = geneve_from(&VM3, VNI_WEB, VM3.tep_id, s);
+        assert_eq!(
+            a.from_underlay(VM3.underlay, &pkt, 1, &mut out),
+            Verdict::Delivered
+        );
+    }
+    let items: Vec<_> = out.port.items().map(|(b, i)| (b.to_vec(), *i)).collect();
+    assert_eq!(items.len(), 3);
+    let (merged, item) = &items[0];
+    let gso = item.gso.expect("merged");
+    assert_eq!(
+        (gso.mss, gso.segments, gso.l4_off, gso.hdr_len),
+        (1000, 3, 34, 54)
+    );
+    assert!(gso.closed);
+    let ip = ipv4::Packet::new_checked(&merged[14..]).unwrap();
+    assert_eq!(usize::from(ip.total_len()), 40 + 2500);
+    assert!(ip.verify_checksum());
+    let tcp = ip.payload();
+    assert_eq!(tcp[13], 0x18, "PSH carried to the merged frame");
+    let mut want = segs[0][54..].to_vec();
+    want.extend_from_slice(&segs[1][54..]);
+    want.extend_from_slice(&segs[2][54..]);
+    assert_eq!(&tcp[20..], &want[..]);
+    // The checksum field holds the pseudo-header sum (CHECKSUM_PARTIAL).
+    let pseudo = geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, tcp.len() as u16);
+    let partial = !geneve::checksum::fold(pseudo);
+    assert_eq!(u16::from_be_bytes([tcp[16], tcp[17]]), partial);
+    let hdr = gso.virtio_net_hdr();
+    assert_eq!((hdr[0], hdr[1]), (1, 1));
+    assert!(items[1].1.gso.is_none() && items[2].1.gso.is_none());
+    assert_eq!(a.counters().port_tx.packets, 5);
+}
