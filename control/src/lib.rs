@@ -1,16 +1,37 @@
 //! The agent <-> gateway contract.
 //!
-//! Today this crate holds the desired-state model ([`model`]): the data an
-//! agent needs to forward (its tunnel-endpoint id, the logical switches and
-//! routers it takes part in, its own port and the remote ports it can reach).
-//! The static config file of `nsx-agent` is exactly this model plus a few
-//! host-local settings, so the gateway will later push the same types.
-//! [`validate`] checks a model and reports every problem with its path.
+//! * [`model`]: the desired-state model — the data an agent needs to forward
+//!   (its tunnel-endpoint id, the logical switches and routers it takes part
+//!   in, its own port and the remote ports it can reach). The static config
+//!   file of `nsx-agent` is this model plus host-local settings, and the
+//!   gateway pushes the same types.
+//! * [`validate`]: checks a model and reports every problem with its path.
+//! * [`proto`]: the control-channel messages (JSON, tagged by `"type"`),
+//!   protocol versions and limits.
+//! * [`framing`]: length-delimited framing (4-byte big-endian length + JSON)
+//!   as a pure codec with a maximum frame size.
+//! * [`session`]: the agent and gateway protocol state machines (sans-IO:
+//!   time is passed in, outputs are returned) and the reconnect backoff.
+//!
+//! Sockets, TLS, timers, persistence and the datapath swap belong to the
+//! shells (`nsx-agent`, `nsx-gateway`). See `control/PROTOCOL.md`.
 
+pub mod framing;
 pub mod model;
+pub mod proto;
+pub mod session;
 pub mod validate;
 
+pub use framing::{Decoder, FrameError, encode};
 pub use model::{
     InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort, StaticRoute,
+};
+pub use proto::{
+    AgentMsg, GatewayMsg, InstanceMeta, MAX_FRAME, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+    StatusReport,
+};
+pub use session::{
+    AgentConfig, AgentOut, AgentSession, AgentState, Backoff, CloseReason, ConnectionStatus,
+    GatewayConfig, GatewayOut, GatewaySession, GatewayState, Jitter,
 };
 pub use validate::{Problem, Problems, validate};

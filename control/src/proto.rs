@@ -1,0 +1,256 @@
+//! Wire messages of the agent <-> gateway control channel (TCP 5555 inside
+//! TLS 1.3). This file owns the message vocabulary and the protocol-version
+//! constants; framing lives in [`crate::framing`] and the rules about which
+//! message may follow which in [`crate::session`].
+//!
+//! Every message is a JSON object whose `"type"` field names the variant
+//! (`{"type":"Heartbeat","seq":7}`). There is one enum per direction:
+//! [`AgentMsg`] (agent -> gateway) and [`GatewayMsg`] (gateway -> agent), so
+//! a peer that sends a message of the other direction gets an "unknown
+//! message type" error rather than a silent misinterpretation.
+//!
+//! Config is always sent whole: both [`GatewayMsg::Snapshot`] and
+//! [`GatewayMsg::Update`] carry the complete [`InstanceConfig`] of the
+//! instance. `Update` adds `from_version` so the agent can detect that it
+//! missed something (and ask for a resync) instead of silently diverging.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{InstanceConfig, MacAddr};
+
+/// The protocol version this build speaks best.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Every protocol version this build speaks (ascending). Sent in `Hello` by
+/// the agent; intersected with the gateway's list to pick the highest
+/// common version.
+pub const SUPPORTED_VERSIONS: &[u32] = &[PROTOCOL_VERSION];
+
+/// Largest JSON payload of one frame, in bytes (the 4-byte length prefix
+/// excluded). Checked on encode and, on decode, from the length prefix
+/// before anything is buffered.
+pub const MAX_FRAME: usize = 4 << 20;
+
+/// Default heartbeat interval the gateway proposes in `Welcome`.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
+/// Smallest heartbeat interval an agent accepts in `Welcome`.
+pub const MIN_HEARTBEAT_MS: u64 = 50;
+/// Largest heartbeat interval an agent accepts in `Welcome`.
+pub const MAX_HEARTBEAT_MS: u64 = 300_000;
+
+/// What an instance says about itself in `Hello`. The gateway identifies the
+/// instance from its client certificate; `instance_id` must match it, the
+/// rest is inventory (tags drive placement).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceMeta {
+    pub instance_id: String,
+    pub hostname: String,
+    pub os: String,
+    pub image_id: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub underlay_ip: Ipv4Addr,
+    pub nic_mac: MacAddr,
+}
+
+/// Periodic status flowing up: what is applied and a named-counter summary
+/// (e.g. `"rx_packets"`, `"dropped_spoofguard"`). Counter names are free-form
+/// so the datapath can add counters without a protocol bump.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    pub applied_version: Option<u64>,
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// The agent's last local error (failed apply, datapath trouble), if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Agent -> gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum AgentMsg {
+    /// First message on a connection.
+    Hello {
+        /// Protocol versions the agent speaks.
+        versions: Vec<u32>,
+        /// The agent's software version (informational).
+        agent_version: String,
+        instance: InstanceMeta,
+        /// Version of the config the agent is running (persisted across
+        /// restarts), `None` if it runs none.
+        applied_version: Option<u64>,
+    },
+    /// `version` was validated and applied.
+    Ack {
+        version: u64,
+    },
+    /// `version` was not applied; the agent keeps its previous config.
+    /// `resync: true` means the agent could not use the message at all
+    /// (an `Update` whose `from_version` is not what it runs) and asks for
+    /// a full `Snapshot`.
+    Nack {
+        version: u64,
+        reason: String,
+        #[serde(default)]
+        resync: bool,
+    },
+    Heartbeat {
+        seq: u64,
+    },
+    Status(StatusReport),
+}
+
+/// Gateway -> agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum GatewayMsg {
+    /// Answer to `Hello`: the session is up.
+    Welcome {
+        /// The chosen protocol version (highest common one).
+        version: u32,
+        /// The instance as the gateway identified it (from its certificate).
+        instance_id: String,
+        /// The instance's tunnel-endpoint id.
+        tep_id: u32,
+        /// Heartbeat interval both sides use; 3 missed intervals = dead.
+        heartbeat_ms: u64,
+    },
+    /// The instance's whole desired state at `version`. `config: None`
+    /// means micro-segmentation mode: no overlay port.
+    Snapshot {
+        version: u64,
+        config: Option<InstanceConfig>,
+    },
+    /// The whole desired state at `version`, valid only on top of
+    /// `from_version` (the version the gateway believes the agent runs).
+    Update {
+        from_version: u64,
+        version: u64,
+        config: Option<InstanceConfig>,
+    },
+    Heartbeat {
+        seq: u64,
+    },
+    /// The gateway refuses or ends the session; it closes the connection
+    /// right after.
+    Reject {
+        reason: String,
+    },
+}
+
+/// A message type that can cross the wire: serde plus the list of its
+/// `"type"` tags, which lets the decoder tell "unknown type" from
+/// "known type, bad fields".
+pub trait Message: Serialize + DeserializeOwned {
+    /// Every `"type"` tag of this enum.
+    const TYPES: &'static [&'static str];
+    /// The `"type"` tag of this value.
+    fn type_name(&self) -> &'static str;
+}
+
+impl Message for AgentMsg {
+    const TYPES: &'static [&'static str] = &["Hello", "Ack", "Nack", "Heartbeat", "Status"];
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            AgentMsg::Hello { .. } => "Hello",
+            AgentMsg::Ack { .. } => "Ack",
+            AgentMsg::Nack { .. } => "Nack",
+            AgentMsg::Heartbeat { .. } => "Heartbeat",
+            AgentMsg::Status(_) => "Status",
+        }
+    }
+}
+
+impl Message for GatewayMsg {
+    const TYPES: &'static [&'static str] =
+        &["Welcome", "Snapshot", "Update", "Heartbeat", "Reject"];
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            GatewayMsg::Welcome { .. } => "Welcome",
+            GatewayMsg::Snapshot { .. } => "Snapshot",
+            GatewayMsg::Update { .. } => "Update",
+            GatewayMsg::Heartbeat { .. } => "Heartbeat",
+            GatewayMsg::Reject { .. } => "Reject",
+        }
+    }
+}
+
+/// Highest version present in both lists, if any.
+pub fn negotiate(ours: &[u32], theirs: &[u32]) -> Option<u32> {
+    ours.iter().copied().filter(|v| theirs.contains(v)).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiate_picks_highest_common() {
+        assert_eq!(negotiate(&[1, 2, 3], &[2, 3, 4]), Some(3));
+        assert_eq!(negotiate(&[1], &[2]), None);
+        assert_eq!(negotiate(&[], &[1]), None);
+    }
+
+    #[test]
+    fn json_shape_is_tagged() {
+        let m = AgentMsg::Heartbeat { seq: 7 };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"Heartbeat","seq":7}"#
+        );
+        let s = AgentMsg::Status(StatusReport {
+            applied_version: Some(3),
+            ..Default::default()
+        });
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(
+            j.starts_with(r#"{"type":"Status","applied_version":3"#),
+            "{j}"
+        );
+        let g: GatewayMsg =
+            serde_json::from_str(r#"{"type":"Snapshot","version":4,"config":null}"#).unwrap();
+        assert_eq!(
+            g,
+            GatewayMsg::Snapshot {
+                version: 4,
+                config: None
+            }
+        );
+    }
+
+    #[test]
+    fn nack_resync_defaults_to_false() {
+        let m: AgentMsg =
+            serde_json::from_str(r#"{"type":"Nack","version":2,"reason":"x"}"#).unwrap();
+        assert_eq!(
+            m,
+            AgentMsg::Nack {
+                version: 2,
+                reason: "x".into(),
+                resync: false
+            }
+        );
+    }
+
+    #[test]
+    fn type_names_are_listed() {
+        for m in [
+            AgentMsg::Ack { version: 1 },
+            AgentMsg::Heartbeat { seq: 1 },
+            AgentMsg::Status(StatusReport::default()),
+        ] {
+            assert!(AgentMsg::TYPES.contains(&m.type_name()));
+        }
+        let r = GatewayMsg::Reject { reason: "x".into() };
+        assert!(GatewayMsg::TYPES.contains(&r.type_name()));
+    }
+}
