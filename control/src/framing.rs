@@ -340,7 +340,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod prop {
+pub(crate) mod prop {
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
@@ -372,7 +372,7 @@ mod prop {
         )
     }
 
-    fn agent_msg() -> impl Strategy<Value = AgentMsg> {
+    pub(crate) fn agent_msg() -> impl Strategy<Value = AgentMsg> {
         prop_oneof![
             (
                 proptest::collection::vec(any::<u32>(), 0..4),
@@ -421,7 +421,7 @@ mod prop {
         ]
     }
 
-    fn gateway_msg() -> impl Strategy<Value = GatewayMsg> {
+    pub(crate) fn gateway_msg() -> impl Strategy<Value = GatewayMsg> {
         prop_oneof![
             (any::<u32>(), ".{0,12}", any::<u32>(), any::<u64>()).prop_map(
                 |(version, instance_id, tep_id, heartbeat_ms)| GatewayMsg::Welcome {

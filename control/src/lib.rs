@@ -5,7 +5,7 @@
 //!   in, its own port and the remote ports it can reach). The static config
 //!   file of `nsx-agent` is this model plus host-local settings, and the
 //!   gateway pushes the same types.
-//! * [`validate`]: checks a model and reports every problem with its path.
+//! * [`mod@validate`]: checks a model and reports every problem with its path.
 //! * [`proto`]: the control-channel messages (JSON, tagged by `"type"`),
 //!   protocol versions and limits.
 //! * [`framing`]: length-delimited framing (4-byte big-endian length + JSON)

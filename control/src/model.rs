@@ -1,6 +1,6 @@
 //! Desired-state types shared by the agent's config file and (later) the
 //! gateway's config push. Plain data with serde; no behaviour beyond parsing
-//! MAC addresses. Validation lives in [`crate::validate`].
+//! MAC addresses. Validation lives in [`mod@crate::validate`].
 
 use std::fmt;
 use std::net::Ipv4Addr;

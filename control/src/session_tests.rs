@@ -1306,3 +1306,123 @@ fn end_to_end_version_mismatch() {
         Some("rejected by gateway: no common protocol version (ours [1], peer offers [2, 3])")
     );
 }
+
+// ------------------------- property tests ------------------------------
+
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::framing::prop::{agent_msg, gateway_msg};
+
+    #[derive(Debug, Clone)]
+    enum AgentEv {
+        Connected,
+        Msg(GatewayMsg),
+        Applied(bool),
+        Tick(u64),
+        Disconnected,
+    }
+
+    fn agent_ev() -> impl Strategy<Value = AgentEv> {
+        prop_oneof![
+            1 => Just(AgentEv::Connected),
+            6 => gateway_msg().prop_map(AgentEv::Msg),
+            2 => Just(GatewayMsg::Welcome { version: 1, instance_id: ID.into(), tep_id: 7, heartbeat_ms: 1000 }).prop_map(AgentEv::Msg),
+            2 => any::<bool>().prop_map(AgentEv::Applied),
+            3 => (0u64..5000).prop_map(AgentEv::Tick),
+            1 => Just(AgentEv::Disconnected),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum GwEv {
+        Msg(AgentMsg),
+        Accept(u64),
+        Push(u64),
+        Tick(u64),
+    }
+
+    fn gw_ev() -> impl Strategy<Value = GwEv> {
+        prop_oneof![
+            4 => agent_msg().prop_map(GwEv::Msg),
+            2 => (0u64..4).prop_map(|v| GwEv::Msg(AgentMsg::Ack { version: v })),
+            1 => Just(GwEv::Msg(AgentMsg::Hello {
+                versions: vec![1],
+                agent_version: "x".into(),
+                instance: meta(),
+                applied_version: None,
+            })),
+            1 => (0u64..4).prop_map(GwEv::Accept),
+            2 => (0u64..6).prop_map(GwEv::Push),
+            2 => (0u64..5000).prop_map(GwEv::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Any event sequence: no panic, at most one Close per connection,
+        /// nothing sent after it, at most one Apply outstanding.
+        #[test]
+        fn agent_survives_any_sequence(evs in proptest::collection::vec(agent_ev(), 0..40)) {
+            let t = clock();
+            let mut a = agent(&t, None);
+            let mut now = 0u64;
+            let mut closed = true; // not connected yet
+            let mut pending: Option<u64> = None;
+            for ev in evs {
+                let out = match ev {
+                    AgentEv::Connected => { closed = false; a.on_connected(t.at(now)) }
+                    AgentEv::Msg(m) => a.on_message(m, t.at(now)),
+                    AgentEv::Applied(ok) => match pending.take() {
+                        Some(v) => a.applied(v, if ok { Ok(()) } else { Err("e".into()) }),
+                        None => a.applied(0, Ok(())),
+                    },
+                    AgentEv::Tick(d) => { now += d; a.on_tick(t.at(now)) }
+                    AgentEv::Disconnected => a.on_disconnected("eof", t.at(now)),
+                };
+                for o in out {
+                    match o {
+                        AgentOut::Close { .. } => { prop_assert!(!closed, "second Close"); closed = true; }
+                        AgentOut::Send(_) | AgentOut::Established { .. } => prop_assert!(!closed, "output after Close"),
+                        AgentOut::Apply { version, .. } => {
+                            prop_assert!(pending.is_none(), "two Applies outstanding");
+                            pending = Some(version);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Any event sequence: no panic, at most one config message in flight,
+        /// nothing after Close.
+        #[test]
+        fn gateway_survives_any_sequence(evs in proptest::collection::vec(gw_ev(), 0..40)) {
+            let t = clock();
+            let mut g = gateway(&t);
+            let mut now = 0u64;
+            let mut closed = false;
+            let mut in_flight = 0i32;
+            for ev in evs {
+                let out = match ev {
+                    GwEv::Msg(m) => g.on_message(m, t.at(now)),
+                    GwEv::Accept(v) => g.accept(7, v, None, t.at(now)),
+                    GwEv::Push(v) => g.push(v, None),
+                    GwEv::Tick(d) => { now += d; g.on_tick(t.at(now)) }
+                };
+                for o in out {
+                    prop_assert!(!closed, "output after Close: {:?}", o);
+                    match o {
+                        GatewayOut::Close { .. } => closed = true,
+                        GatewayOut::Send(GatewayMsg::Snapshot { .. } | GatewayMsg::Update { .. }) => {
+                            in_flight += 1;
+                            prop_assert!(in_flight <= 1, "two configs in flight");
+                        }
+                        GatewayOut::Acked { .. } | GatewayOut::Nacked { .. } => in_flight -= 1,
+                        _ => {}
+                    }
+                }
+                prop_assert_eq!(g.in_flight().is_some(), in_flight == 1 && !closed);
+            }
+        }
+    }
+}
