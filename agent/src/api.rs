@@ -19,6 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::AgentConfig;
 use crate::dataloop::Snapshot;
+use crate::gwclient::GatewayStatus;
 
 pub const API_VERSION: u32 = 1;
 /// Longest request line accepted.
@@ -30,6 +31,8 @@ pub struct Shared {
     pub started: Instant,
     pub snapshot: Arc<Mutex<Snapshot>>,
     pub status: Mutex<Status>,
+    /// The gateway connection, when the agent has one.
+    pub gateway: Option<Arc<Mutex<Option<GatewayStatus>>>>,
 }
 
 /// Slow-changing facts about the agent.
@@ -44,6 +47,9 @@ pub struct Status {
     pub last_reload: Option<ReloadStatus>,
     #[serde(skip)]
     pub config: AgentConfig,
+    /// The desired state the datapath runs.
+    #[serde(skip)]
+    pub desired: control::InstanceConfig,
     #[serde(skip)]
     pub tables: Arc<Tables>,
 }
@@ -187,6 +193,11 @@ fn status(shared: &Shared) -> Value {
         m.insert("uptime_s".into(), json!(shared.started.elapsed().as_secs()));
         m.insert("config_version".into(), json!(st.tables.version));
         m.insert("tep_id".into(), json!(st.tables.tep_id));
+        let gw = shared
+            .gateway
+            .as_ref()
+            .and_then(|g| g.lock().ok().and_then(|g| g.clone()));
+        m.insert("gateway".into(), json!(gw));
     }
     v
 }
@@ -238,7 +249,7 @@ fn config(shared: &Shared) -> Value {
     let Ok(st) = shared.status.lock() else {
         return error("config unavailable");
     };
-    json!({ "host": st.config.host, "desired": st.config.instance })
+    json!({ "host": st.config.host, "gateway": st.config.gateway, "desired": st.desired })
 }
 
 fn mac_table(shared: &Shared) -> Value {

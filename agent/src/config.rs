@@ -3,7 +3,7 @@
 //! later. Loading parses and validates everything before anything on the host
 //! is touched; every problem is reported with its path.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use control::{InstanceConfig, Problems};
@@ -50,11 +50,43 @@ impl Default for HostSettings {
     }
 }
 
+/// How to reach the gateway (`[gateway]`): with it, the desired state comes
+/// from the gateway and the file's own desired-state keys are optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Control channel, `host:5555`.
+    pub control: String,
+    /// Enrollment endpoint, `host:8443`.
+    pub enroll: String,
+    /// Name in the gateway's certificate.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// Root CA certificate the installer put on the instance (PEM).
+    pub ca: PathBuf,
+    /// Bootstrap private key (PEM), used once to enroll.
+    pub bootstrap_key: PathBuf,
+    /// Inventory sent to the gateway; the instance id defaults to the hostname.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub image_id: Option<String>,
+    /// Instance tags, e.g. `{ "nsx:network" = "web" }`.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn default_server_name() -> String {
+    "nsx-gw.vmware.local".into()
+}
+
 /// A parsed, validated config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     pub host: HostSettings,
-    pub instance: InstanceConfig,
+    pub gateway: Option<GatewaySettings>,
+    /// The file's desired state (required without `[gateway]`).
+    pub instance: Option<InstanceConfig>,
 }
 
 /// Why a config file could not be used.
@@ -99,29 +131,35 @@ impl AgentConfig {
             Some(v) => HostSettings::deserialize(v)
                 .map_err(|e| ParseError::Syntax(format!("[host]: {e}")))?,
         };
-        let instance = InstanceConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| ParseError::Syntax(e.to_string()))?;
-        let mut problems = match control::validate(&instance) {
-            Ok(()) => Vec::new(),
-            Err(p) => p.0,
+        let gateway = match table.remove("gateway") {
+            None => None,
+            Some(v) => Some(
+                GatewaySettings::deserialize(v)
+                    .map_err(|e| ParseError::Syntax(format!("[gateway]: {e}")))?,
+            ),
+        };
+        let instance = if table.is_empty() && gateway.is_some() {
+            None
+        } else {
+            Some(
+                InstanceConfig::deserialize(toml::Value::Table(table))
+                    .map_err(|e| ParseError::Syntax(e.to_string()))?,
+            )
+        };
+        let mut problems = match instance.as_ref().map(control::validate) {
+            None | Some(Ok(())) => Vec::new(),
+            Some(Err(p)) => p.0,
         };
         problems.extend(check_host(&host));
         if problems.is_empty() {
-            Ok(AgentConfig { host, instance })
+            Ok(AgentConfig {
+                host,
+                gateway,
+                instance,
+            })
         } else {
             Err(ParseError::Invalid(Problems(problems)))
         }
-    }
-
-    /// The overlay address plan of the local port: (ip, prefix length, gateway).
-    pub fn port_plan(&self) -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
-        let port = self.instance.port.as_ref()?;
-        let sw = self
-            .instance
-            .switches
-            .iter()
-            .find(|s| s.name == port.switch)?;
-        Some((port.ip, sw.subnet.prefix_len(), sw.gateway_ip))
     }
 }
 
@@ -183,7 +221,7 @@ mod tests {
     #[test]
     fn sample_config_is_valid() {
         let cfg = AgentConfig::parse(SAMPLE).unwrap();
-        assert_eq!(cfg.instance.switches.len(), 2);
+        assert_eq!(cfg.instance.unwrap().switches.len(), 2);
         assert_eq!(cfg.host.nic, "eth0");
     }
 
@@ -202,5 +240,26 @@ mod tests {
             err.contains("switches[1].vni: 0x1000000 exceeds 24 bits"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn gateway_mode_needs_no_desired_state() {
+        let text = r#"
+[host]
+nic = "eth0"
+[gateway]
+control = "10.99.3.2:5555"
+enroll = "10.99.3.2:8443"
+ca = "/etc/nsx-agent/ca.pem"
+bootstrap_key = "/etc/nsx-agent/bootstrap.key"
+tags = { "nsx:network" = "web" }
+"#;
+        let cfg = AgentConfig::parse(text).unwrap();
+        assert!(cfg.instance.is_none());
+        let gw = cfg.gateway.unwrap();
+        assert_eq!(gw.server_name, "nsx-gw.vmware.local");
+        assert_eq!(gw.tags["nsx:network"], "web");
+        // Without [gateway], the desired state is required.
+        assert!(AgentConfig::parse("[host]\nnic = \"eth0\"\n").is_err());
     }
 }

@@ -8,8 +8,11 @@
 mod api;
 mod config;
 mod dataloop;
+mod enroll;
+mod gwclient;
 mod host;
 mod io;
+mod persist;
 mod run;
 mod underlay;
 
@@ -71,14 +74,22 @@ fn main() -> ExitCode {
         Cmd::Cleanup { config } => run::cleanup(&config),
         Cmd::Check { config } => match config::AgentConfig::load(&config) {
             Ok(cfg) => {
-                println!(
-                    "{}: ok (version {}, {} switches, {} routers, {} remote ports)",
-                    config.display(),
-                    cfg.instance.version,
-                    cfg.instance.switches.len(),
-                    cfg.instance.routers.len(),
-                    cfg.instance.remote_ports.len()
-                );
+                match (&cfg.instance, &cfg.gateway) {
+                    (Some(i), _) => println!(
+                        "{}: ok (version {}, {} switches, {} routers, {} remote ports)",
+                        config.display(),
+                        i.version,
+                        i.switches.len(),
+                        i.routers.len(),
+                        i.remote_ports.len()
+                    ),
+                    (None, Some(g)) => println!(
+                        "{}: ok (desired state from the gateway at {})",
+                        config.display(),
+                        g.control
+                    ),
+                    (None, None) => println!("{}: ok", config.display()),
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -1,8 +1,12 @@
 //! `nsx-agent run`: the life of an agent. Validate everything first (an
 //! invalid config or a missing NIC exits non-zero with the host untouched),
-//! take the NIC, start the datapath thread and the local API, then wait for
-//! signals: SIGHUP reloads (an invalid file keeps the running config and the
-//! reason is logged and reported), SIGTERM/SIGINT restore the host and exit.
+//! find the desired state (the config file's own; or, with `[gateway]`, the
+//! last applied one persisted on disk, else the gateway's first snapshot
+//! after enrolling), take the NIC, start the datapath thread and the local
+//! API, then serve: configs from the gateway and SIGHUP reloads are checked
+//! first and applied with one table swap (or refused, keeping the running
+//! config); a change between overlay and micro-segmentation rebuilds the
+//! plumbing; SIGTERM/SIGINT restore the host and exit.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -11,14 +15,19 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use control::{InstanceConfig, InstanceMeta};
 use datapath::{LocalHost, Tables};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, OverlayStatus, ReloadStatus, Shared, Status};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, GatewaySettings, HostSettings};
 use crate::dataloop::{self, Ctl, Snapshot, Sockets};
+use crate::enroll;
+use crate::gwclient::{self, ApplyRequest, GatewayStatus};
 use crate::host::{self, NicInfo, PortPlan};
 use crate::io::{self, Waker};
+use crate::persist::{self, Applied};
 use crate::underlay::{self, UdpPool};
 
 /// Everything that can stop `run` before the datapath starts.
@@ -32,6 +41,10 @@ enum StartError {
     NoUnderlayAddress { nic: String },
     #[error("cannot compile config: {0}")]
     Tables(#[from] datapath::TablesError),
+    #[error(transparent)]
+    Enroll(#[from] enroll::EnrollError),
+    #[error("gateway TLS: {0}")]
+    Tls(#[from] gwclient::TlsSetupError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -85,7 +98,7 @@ pub fn cleanup(path: &Path) -> ExitCode {
     }
 }
 
-fn local_host(cfg: &AgentConfig, nic: &NicInfo) -> Result<LocalHost, StartError> {
+fn local_host(nic: &NicInfo) -> Result<LocalHost, StartError> {
     let underlay_ip =
         nic.addrs
             .first()
@@ -97,33 +110,32 @@ fn local_host(cfg: &AgentConfig, nic: &NicInfo) -> Result<LocalHost, StartError>
         .mtu
         .saturating_sub(host::OVERLAY_OVERHEAD)
         .min(u32::from(u16::MAX));
-    let port_mac = control::MacAddr(nic.mac);
-    let _ = cfg;
     Ok(LocalHost {
         underlay_ip,
-        port_mac,
+        port_mac: control::MacAddr(nic.mac),
         overlay_mtu: mtu as u16,
         kernel_udp: true,
     })
 }
 
-fn port_plan(cfg: &AgentConfig) -> Option<PortPlan> {
-    let (ip, prefix_len, gateway) = cfg.port_plan()?;
-    let mac = cfg.instance.port.as_ref().and_then(|p| p.mac).map(|m| m.0);
+/// The overlay address plan of the local port in `desired`.
+fn port_plan(host: &HostSettings, desired: &InstanceConfig) -> Option<PortPlan> {
+    let port = desired.port.as_ref()?;
+    let sw = desired.switches.iter().find(|s| s.name == port.switch)?;
     Some(PortPlan {
-        mac,
-        ip,
-        prefix_len,
-        gateway,
-        tx_offload: cfg.host.tx_offload,
+        mac: port.mac.map(|m| m.0),
+        ip: port.ip,
+        prefix_len: sw.subnet.prefix_len(),
+        gateway: sw.gateway_ip,
+        tx_offload: host.tx_offload,
     })
 }
 
-fn overlay_status(cfg: &AgentConfig, tables: &Tables, overlay_mtu: u32) -> Option<OverlayStatus> {
+fn overlay_status(host: &HostSettings, tables: &Tables, overlay_mtu: u32) -> Option<OverlayStatus> {
     let port = tables.port?;
     Some(OverlayStatus {
-        netns: cfg.host.netns.clone(),
-        interface: cfg.host.overlay_if.clone(),
+        netns: host.netns.clone(),
+        interface: host.overlay_if.clone(),
         mtu: overlay_mtu,
         ip: port.ip,
         mac: port.mac.to_string(),
@@ -131,24 +143,219 @@ fn overlay_status(cfg: &AgentConfig, tables: &Tables, overlay_mtu: u32) -> Optio
     })
 }
 
+/// The desired state an applied gateway config stands for (`None` =
+/// micro-segmentation: no switches, no port).
+fn desired_from(a: &Applied) -> InstanceConfig {
+    match &a.config {
+        Some(c) => {
+            let mut c = c.clone();
+            c.version = a.version;
+            c
+        }
+        None => InstanceConfig {
+            version: a.version,
+            tep_id: a.tep_id,
+            switches: Vec::new(),
+            routers: Vec::new(),
+            port: None,
+            remote_ports: Vec::new(),
+        },
+    }
+}
+
+/// Inventory for the gateway: the instance id defaults to the hostname.
+fn instance_meta(gw: &GatewaySettings, nic: &NicInfo, underlay_ip: Ipv4Addr) -> InstanceMeta {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    InstanceMeta {
+        instance_id: gw.instance_id.clone().unwrap_or_else(|| hostname.clone()),
+        hostname,
+        os: std::env::consts::OS.into(),
+        image_id: gw.image_id.clone().unwrap_or_default(),
+        tags: gw.tags.clone(),
+        underlay_ip,
+        nic_mac: control::MacAddr(nic.mac),
+    }
+}
+
+/// The gateway side of a running agent.
+struct Gateway {
+    applies: mpsc::Receiver<ApplyRequest>,
+    status: Arc<Mutex<Option<GatewayStatus>>>,
+}
+
+/// A gateway config waiting for its outcome (answered once applied).
+type Pending = (Applied, oneshot::Sender<Result<(), String>>);
+
+/// Enrolls if needed and starts the control client; returns the persisted
+/// config too (applied before the gateway answers).
+async fn start_gateway(
+    cfg: &AgentConfig,
+    gw: &GatewaySettings,
+    nic: &NicInfo,
+    underlay_ip: Ipv4Addr,
+) -> Result<(Gateway, Option<Applied>), StartError> {
+    let meta = instance_meta(gw, nic, underlay_ip);
+    let identity = match enroll::load_identity(&cfg.host.state_dir)? {
+        Some(id) => id,
+        None => enroll::enroll(gw, &cfg.host.state_dir, &meta).await?,
+    };
+    let ca = std::fs::read(&gw.ca).map_err(|source| StartError::Io {
+        what: format!("root CA {}", gw.ca.display()),
+        source,
+    })?;
+    let tls = gwclient::client_tls(&ca, &identity.cert_pem, &identity.key_pem)?;
+    let persisted = match persist::load(&cfg.host.state_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    };
+    let (tx, applies) = mpsc::channel(4);
+    let status = Arc::new(Mutex::new(None));
+    tokio::spawn(gwclient::run(
+        gw.clone(),
+        Arc::new(tls),
+        meta,
+        persisted.as_ref().map(|p| p.version),
+        tx,
+        Arc::clone(&status),
+    ));
+    Ok((Gateway { applies, status }, persisted))
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, StartError> {
+        let h = |k, what: &str| {
+            signal(k).map_err(|source| StartError::Io {
+                what: what.to_string(),
+                source,
+            })
+        };
+        Ok(Signals {
+            term: h(SignalKind::terminate(), "SIGTERM handler")?,
+            int: h(SignalKind::interrupt(), "SIGINT handler")?,
+            hup: h(SignalKind::hangup(), "SIGHUP handler")?,
+        })
+    }
+}
+
+async fn next_apply(gw: &mut Option<Gateway>) -> Option<ApplyRequest> {
+    match gw {
+        Some(g) => g.applies.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How `serve` ended.
+enum Exit {
+    Stop,
+    /// The port appeared or went away: rebuild the plumbing for this config.
+    Rebuild(Box<(InstanceConfig, Option<Pending>)>),
+}
+
 async fn run_async(path: &Path) -> Result<(), StartError> {
     let started = Instant::now();
+    let mut signals = Signals::new()?;
     // 1. Everything that can be checked without changing the host.
     let cfg = AgentConfig::load(path)?;
     let nic = host::inspect_nic(&cfg.host).await?;
-    let lh = local_host(&cfg, &nic)?;
-    let tables = Arc::new(Tables::build(&cfg.instance, lh)?);
-    let plan = port_plan(&cfg);
+    let lh = local_host(&nic)?;
+    let (mut gw, persisted) = match &cfg.gateway {
+        Some(g) => {
+            let (gw, p) = start_gateway(&cfg, g, &nic, lh.underlay_ip).await?;
+            (Some(gw), p)
+        }
+        None => (None, None),
+    };
 
-    // 2. Take the NIC.
-    let plumbed = host::setup(&cfg.host, plan.as_ref()).await?;
-    tracing::info!(
-        nic = %cfg.host.nic, underlay = %plumbed.underlay_ip, overlay_mtu = plumbed.overlay_mtu,
-        mode = if plan.is_some() { "overlay" } else { "micro-segmentation" },
-        "host plumbing ready"
-    );
-    let result = serve(path, cfg.clone(), plumbed, tables, plan, started).await;
-    // 3. Give the host back, whatever happened.
+    // 2. The desired state to start with.
+    let mut pending: Option<Pending> = None;
+    let mut desired = match (&cfg.instance, persisted) {
+        (Some(i), _) => i.clone(),
+        (None, Some(p)) => {
+            tracing::info!(
+                version = p.version,
+                "applying the persisted config before the gateway answers"
+            );
+            desired_from(&p)
+        }
+        (None, None) => loop {
+            tracing::info!("waiting for the gateway's first config");
+            tokio::select! {
+                _ = signals.term.recv() => return Ok(()),
+                _ = signals.int.recv() => return Ok(()),
+                req = next_apply(&mut gw) => {
+                    let Some(req) = req else { return Ok(()) };
+                    let a = Applied { version: req.version, tep_id: req.tep_id, config: req.config };
+                    let d = desired_from(&a);
+                    match Tables::build(&d, lh) {
+                        Ok(_) => {
+                            pending = Some((a, req.reply));
+                            break d;
+                        }
+                        Err(e) => { let _ = req.reply.send(Err(e.to_string())); }
+                    }
+                }
+            }
+        },
+    };
+
+    // 3. Take the NIC and serve; rebuild when the mode changes.
+    let mut result = Ok(());
+    loop {
+        let tables = Arc::new(Tables::build(&desired, lh)?);
+        let plan = port_plan(&cfg.host, &desired);
+        let plumbed = host::setup(&cfg.host, plan.as_ref()).await?;
+        tracing::info!(
+            nic = %cfg.host.nic, underlay = %plumbed.underlay_ip, overlay_mtu = plumbed.overlay_mtu,
+            mode = if plan.is_some() { "overlay" } else { "micro-segmentation" },
+            "host plumbing ready"
+        );
+        let ctx = ServeCtx {
+            path,
+            cfg: &cfg,
+            started,
+            lh,
+        };
+        match serve(
+            &ctx,
+            plumbed,
+            tables,
+            plan,
+            &mut gw,
+            &mut signals,
+            pending.take(),
+        )
+        .await
+        {
+            Ok(Exit::Stop) => break,
+            Ok(Exit::Rebuild(next)) => {
+                let (d, p) = *next;
+                tracing::info!(
+                    version = d.version,
+                    "overlay mode changes: rebuilding the plumbing"
+                );
+                desired = d;
+                pending = p;
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    // 4. Give the host back, whatever happened.
     if let Err(e) = host::teardown(&cfg.host).await {
         tracing::error!(error = %e, "restoring the host failed; run `nsx-agent cleanup` to retry");
         return Err(e.into());
@@ -157,14 +364,82 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     result
 }
 
+struct ServeCtx<'a> {
+    path: &'a Path,
+    cfg: &'a AgentConfig,
+    started: Instant,
+    lh: LocalHost,
+}
+
+/// What applying a config needs; shared by SIGHUP and the gateway.
+struct Applier<'a> {
+    host: &'a HostSettings,
+    plumbed: &'a host::Plumbed,
+    lh: LocalHost,
+    plan: Option<PortPlan>,
+    ctl: Sender<Ctl>,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+}
+
+enum ApplyOutcome {
+    Swapped(String),
+    NeedsRebuild,
+}
+
+impl Applier<'_> {
+    /// Checks `desired` completely, then swaps it in (or says the plumbing
+    /// must be rebuilt). On error nothing changed.
+    async fn apply(&mut self, desired: &InstanceConfig) -> Result<ApplyOutcome, String> {
+        let tables = Arc::new(Tables::build(desired, self.lh).map_err(|e| e.to_string())?);
+        let new_plan = port_plan(self.host, desired);
+        if new_plan.is_some() != self.plan.is_some() {
+            return Ok(ApplyOutcome::NeedsRebuild);
+        }
+        if new_plan != self.plan {
+            host::update_port(self.host, self.plan.as_ref(), new_plan.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.plan = new_plan;
+        }
+        self.ctl
+            .send(Ctl::Tables(Arc::clone(&tables)))
+            .map_err(|_| "datapath thread is gone".to_string())?;
+        self.waker.wake();
+        let version = tables.version;
+        if let Ok(mut st) = self.shared.status.lock() {
+            st.overlay = overlay_status(self.host, &tables, self.plumbed.overlay_mtu);
+            st.mode = if tables.port.is_some() {
+                "overlay"
+            } else {
+                "micro-segmentation"
+            };
+            st.desired = desired.clone();
+            st.tables = tables;
+        }
+        Ok(ApplyOutcome::Swapped(format!(
+            "config version {version} applied"
+        )))
+    }
+}
+
+fn answer(state_dir: &Path, applied: Applied, reply: oneshot::Sender<Result<(), String>>) {
+    if let Err(e) = persist::save(state_dir, &applied) {
+        tracing::warn!("cannot persist config version {}: {e}", applied.version);
+    }
+    let _ = reply.send(Ok(()));
+}
+
 async fn serve(
-    path: &Path,
-    cfg: AgentConfig,
+    ctx: &ServeCtx<'_>,
     plumbed: host::Plumbed,
     tables: Arc<Tables>,
-    mut plan: Option<PortPlan>,
-    started: Instant,
-) -> Result<(), StartError> {
+    plan: Option<PortPlan>,
+    gw: &mut Option<Gateway>,
+    signals: &mut Signals,
+    first: Option<Pending>,
+) -> Result<Exit, StartError> {
+    let cfg = ctx.cfg;
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| StartError::Io { what, source }
@@ -196,10 +471,11 @@ async fn serve(
 
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let shared = Arc::new(Shared {
-        started,
+        started: ctx.started,
         snapshot: Arc::clone(&snapshot),
+        gateway: gw.as_ref().map(|g| Arc::clone(&g.status)),
         status: Mutex::new(Status {
-            config_path: path.display().to_string(),
+            config_path: ctx.path.display().to_string(),
             mode: if plan.is_some() {
                 "overlay"
             } else {
@@ -208,9 +484,10 @@ async fn serve(
             nic: cfg.host.nic.clone(),
             underlay_ip,
             underlay_mtu: plumbed.nic.mtu,
-            overlay: overlay_status(&cfg, &tables, plumbed.overlay_mtu),
+            overlay: overlay_status(&cfg.host, &tables, plumbed.overlay_mtu),
             last_reload: None,
             config: cfg.clone(),
+            desired: InstanceConfig::clone(&desired_of(&tables, &cfg.instance)),
             tables: Arc::clone(&tables),
         }),
     });
@@ -220,10 +497,11 @@ async fn serve(
     let waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
     let (ctl_tx, ctl_rx) = channel();
     let dp = {
-        let (waker, snapshot, tables) = (
+        let (waker, snapshot, tables, started) = (
             Arc::clone(&waker),
             Arc::clone(&snapshot),
             Arc::clone(&tables),
+            ctx.started,
         );
         std::thread::Builder::new()
             .name("nsx-datapath".into())
@@ -234,16 +512,28 @@ async fn serve(
     };
     let api_task = tokio::spawn(api::serve(listener, Arc::clone(&shared)));
     tracing::info!(socket = %cfg.host.api_socket.display(), version = tables.version, "datapath running");
+    if let Some((applied, reply)) = first {
+        if let Ok(mut st) = shared.status.lock() {
+            st.desired = desired_from(&applied);
+        }
+        answer(&cfg.host.state_dir, applied, reply);
+    }
 
-    let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(io_err("SIGHUP handler"))?;
-    loop {
+    let mut applier = Applier {
+        host: &cfg.host,
+        plumbed: &plumbed,
+        lh: ctx.lh,
+        plan,
+        ctl: ctl_tx.clone(),
+        waker: Arc::clone(&waker),
+        shared: Arc::clone(&shared),
+    };
+    let exit = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                let status = reload(path, &cfg, &plumbed, &mut plan, &ctl_tx, &waker, &shared).await;
+            _ = signals.term.recv() => break Exit::Stop,
+            _ = signals.int.recv() => break Exit::Stop,
+            _ = signals.hup.recv() => {
+                let status = reload(ctx, &mut applier).await;
                 match &status {
                     Ok(msg) => tracing::info!("{msg}"),
                     Err(msg) => tracing::warn!("reload refused, keeping the running config: {msg}"),
@@ -255,52 +545,64 @@ async fn serve(
                     });
                 }
             }
+            req = next_apply(gw) => {
+                let Some(req) = req else { continue };
+                let applied = Applied { version: req.version, tep_id: req.tep_id, config: req.config };
+                let desired = desired_from(&applied);
+                match applier.apply(&desired).await {
+                    Ok(ApplyOutcome::Swapped(msg)) => {
+                        tracing::info!("{msg} (from the gateway)");
+                        answer(&cfg.host.state_dir, applied, req.reply);
+                    }
+                    Ok(ApplyOutcome::NeedsRebuild) => {
+                        break Exit::Rebuild(Box::new((desired, Some((applied, req.reply)))));
+                    }
+                    Err(e) => {
+                        tracing::warn!(version = req.version, "gateway config refused: {e}");
+                        let _ = req.reply.send(Err(e));
+                    }
+                }
+            }
         }
-    }
-    tracing::info!("stopping");
+    };
+    tracing::info!("stopping the datapath");
     api_task.abort();
     let _ = ctl_tx.send(Ctl::Stop);
     waker.wake();
     let _ = tokio::task::spawn_blocking(move || dp.join()).await;
     let _ = std::fs::remove_file(&cfg.host.api_socket);
-    Ok(())
+    Ok(exit)
 }
 
-/// Re-reads the config file. Everything is checked before anything changes;
-/// on error the running config stays and the reason is returned.
-async fn reload(
-    path: &Path,
-    running: &AgentConfig,
-    plumbed: &host::Plumbed,
-    plan: &mut Option<PortPlan>,
-    ctl: &Sender<Ctl>,
-    waker: &Waker,
-    shared: &Shared,
-) -> Result<String, String> {
-    let new = AgentConfig::load(path).map_err(|e| e.to_string())?;
-    if new.host != running.host {
-        return Err("[host] settings cannot change on reload; restart the agent".into());
+/// The desired state a running table set stands for (the file's, or a
+/// stand-in until the gateway's arrives).
+fn desired_of(tables: &Tables, file: &Option<InstanceConfig>) -> InstanceConfig {
+    file.clone().unwrap_or_else(|| InstanceConfig {
+        version: tables.version,
+        tep_id: tables.tep_id,
+        switches: Vec::new(),
+        routers: Vec::new(),
+        port: None,
+        remote_ports: Vec::new(),
+    })
+}
+
+/// Re-reads the config file (SIGHUP). Everything is checked before anything
+/// changes; on error the running config stays and the reason is returned.
+async fn reload(ctx: &ServeCtx<'_>, applier: &mut Applier<'_>) -> Result<String, String> {
+    let new = AgentConfig::load(ctx.path).map_err(|e| e.to_string())?;
+    if new.host != ctx.cfg.host || new.gateway != ctx.cfg.gateway {
+        return Err(
+            "[host] and [gateway] settings cannot change on reload; restart the agent".into(),
+        );
     }
-    let new_plan = port_plan(&new);
-    if new_plan.is_some() != plan.is_some() {
-        return Err("switching between overlay and micro-segmentation mode needs a restart".into());
+    let Some(desired) = new.instance else {
+        return Err("the desired state comes from the gateway; nothing to reload".into());
+    };
+    match applier.apply(&desired).await? {
+        ApplyOutcome::Swapped(msg) => Ok(msg),
+        ApplyOutcome::NeedsRebuild => {
+            Err("switching between overlay and micro-segmentation mode needs a restart".into())
+        }
     }
-    let lh = local_host(&new, &plumbed.nic).map_err(|e| e.to_string())?;
-    let tables = Arc::new(Tables::build(&new.instance, lh).map_err(|e| e.to_string())?);
-    if new_plan != *plan {
-        host::update_port(&new.host, plan.as_ref(), new_plan.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        *plan = new_plan;
-    }
-    ctl.send(Ctl::Tables(Arc::clone(&tables)))
-        .map_err(|_| "datapath thread is gone".to_string())?;
-    waker.wake();
-    let version = tables.version;
-    if let Ok(mut st) = shared.status.lock() {
-        st.overlay = overlay_status(&new, &tables, plumbed.overlay_mtu);
-        st.config = new;
-        st.tables = tables;
-    }
-    Ok(format!("config version {version} applied"))
 }

@@ -1,0 +1,287 @@
+//! The agent's end of the control channel: dials the gateway on TCP 5555
+//! with mutual TLS 1.3 (the gateway must chain to the root CA the agent was
+//! installed with; the agent presents the certificate it got at
+//! enrollment), and drives [`control::AgentSession`]. Configs the session
+//! accepts are handed to the agent's main loop, which validates, applies
+//! (one table swap) and persists them, and answers with the outcome (ack or
+//! nack). The gateway never dials the agent; on any failure the client
+//! backs off (capped, jittered, 30 s at most) and dials again, while the
+//! datapath keeps forwarding with the last applied config.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use control::framing::{self, Decoder};
+use control::proto::GatewayMsg;
+use control::session::{AgentOut, AgentSession, Backoff, Jitter, SplitMix64};
+use control::{InstanceConfig, InstanceMeta};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::GatewaySettings;
+
+/// A config for the main loop to apply; `reply` carries the outcome.
+#[derive(Debug)]
+pub struct ApplyRequest {
+    pub version: u64,
+    pub tep_id: u32,
+    pub config: Option<InstanceConfig>,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// What `status` / nsxcli show about the gateway connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayStatus {
+    /// `CONNECTING`, `HELLO_SENT`, `ESTABLISHED` or `CLOSED`.
+    pub state: String,
+    /// The gateway as dialled (`host:5555`).
+    pub peer: String,
+    /// Wall-clock time (Unix seconds) of the last state change; for
+    /// ESTABLISHED, the connection time.
+    pub since_unix: u64,
+    pub last_error: Option<String>,
+    pub applied_version: Option<u64>,
+    pub protocol_version: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{what}: {reason}")]
+    Bad { what: String, reason: String },
+}
+
+fn bad(what: impl Into<String>, reason: impl ToString) -> TlsSetupError {
+    TlsSetupError::Bad {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// TLS 1.3 client config: trusts only `ca_pem`, presents `cert_pem`/`key_pem`.
+pub fn client_tls(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| bad("root CA", e))?;
+        roots.add(cert).map_err(|e| bad("root CA", e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("root CA", "no certificate in the file"));
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("agent certificate", e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| bad("agent key", e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| bad("TLS", e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| bad("agent certificate/key", e))
+}
+
+/// Runs the control client until the process ends.
+pub async fn run(
+    settings: GatewaySettings,
+    tls: Arc<rustls::ClientConfig>,
+    meta: InstanceMeta,
+    applied: Option<u64>,
+    apply_tx: mpsc::Sender<ApplyRequest>,
+    status: Arc<Mutex<Option<GatewayStatus>>>,
+) {
+    let cfg = control::session::AgentConfig::new(
+        settings.control.clone(),
+        env!("CARGO_PKG_VERSION"),
+        meta,
+    );
+    let mut session = AgentSession::new(cfg, applied, Instant::now());
+    let mut backoff = Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        Jitter::Equal,
+    );
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let mut rng = SplitMix64::new(seed);
+    let mut tep_id = 0u32;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    loop {
+        session.on_connecting(Instant::now());
+        publish(&session, &status);
+        let established = match connect(&settings, &connector).await {
+            Ok(stream) => drive(stream, &mut session, &apply_tx, &status, &mut tep_id).await,
+            Err(e) => {
+                tracing::warn!(gateway = %settings.control, error = %e, "cannot reach the gateway");
+                session.on_disconnected(e, Instant::now());
+                false
+            }
+        };
+        publish(&session, &status);
+        if established {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay(rng.next_u64());
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting to the gateway"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+async fn connect(
+    settings: &GatewaySettings,
+    connector: &tokio_rustls::TlsConnector,
+) -> Result<Tls, String> {
+    let name = ServerName::try_from(settings.server_name.clone())
+        .map_err(|e| format!("server name {:?}: {e}", settings.server_name))?;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(5),
+        TcpStream::connect(&settings.control),
+    )
+    .await
+    .map_err(|_| format!("connect {}: timed out", settings.control))?
+    .map_err(|e| format!("connect {}: {e}", settings.control))?;
+    let _ = tcp.set_nodelay(true);
+    let peer: Option<SocketAddr> = tcp.peer_addr().ok();
+    let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+        .await
+        .map_err(|_| format!("TLS handshake with {}: timed out", settings.control))?
+        .map_err(|e| format!("TLS handshake with {}: {e}", settings.control))?;
+    tracing::info!(gateway = %settings.control, ?peer, "TLS session up");
+    Ok(tls)
+}
+
+/// One connection. Returns true if the session got established.
+async fn drive(
+    stream: Tls,
+    session: &mut AgentSession,
+    apply_tx: &mpsc::Sender<ApplyRequest>,
+    status: &Mutex<Option<GatewayStatus>>,
+    tep_id: &mut u32,
+) -> bool {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut decoder: Decoder<GatewayMsg> = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut outs: VecDeque<AgentOut> = session.on_connected(Instant::now()).into();
+    let mut established = false;
+    loop {
+        while let Some(out) = outs.pop_front() {
+            match out {
+                AgentOut::Send(msg) => {
+                    let bytes = match framing::encode(&msg) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            outs.extend(session.close(format!("encode: {e}"), Instant::now()));
+                            continue;
+                        }
+                    };
+                    if let Err(e) = wr.write_all(&bytes).await {
+                        session.on_disconnected(format!("write: {e}"), Instant::now());
+                        return established;
+                    }
+                }
+                AgentOut::Apply { version, config } => {
+                    let (reply, rx) = oneshot::channel();
+                    let req = ApplyRequest {
+                        version,
+                        tep_id: *tep_id,
+                        config,
+                        reply,
+                    };
+                    let result = match apply_tx.send(req).await {
+                        Ok(()) => rx.await.unwrap_or_else(|_| Err("agent is stopping".into())),
+                        Err(_) => Err("agent is stopping".into()),
+                    };
+                    if let Err(e) = &result {
+                        tracing::warn!(version, error = %e, "config refused (nack)");
+                    }
+                    outs.extend(session.applied(version, result));
+                    publish(session, status);
+                }
+                AgentOut::Established {
+                    protocol_version,
+                    tep_id: id,
+                    heartbeat_ms,
+                } => {
+                    *tep_id = id;
+                    established = true;
+                    tracing::info!(
+                        protocol_version,
+                        tep_id = id,
+                        heartbeat_ms,
+                        "gateway session established"
+                    );
+                    publish(session, status);
+                }
+                AgentOut::Close { reason } => {
+                    tracing::warn!(%reason, "gateway session closed");
+                    let _ = wr.shutdown().await;
+                    return established;
+                }
+            }
+        }
+        let wait = session.next_timeout().map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        tokio::select! {
+            read = rd.read(&mut buf) => match read {
+                Ok(0) => {
+                    outs.extend(session.on_disconnected("closed by the gateway", Instant::now()));
+                    if outs.is_empty() { return established; }
+                }
+                Ok(n) => {
+                    decoder.push(&buf[..n]);
+                    loop {
+                        match decoder.next() {
+                            Ok(Some(msg)) => outs.extend(session.on_message(msg, Instant::now())),
+                            Ok(None) => break,
+                            Err(e) => {
+                                outs.extend(session.on_frame_error(e, Instant::now()));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    outs.extend(session.on_disconnected(format!("read: {e}"), Instant::now()));
+                    if outs.is_empty() { return established; }
+                }
+            },
+            _ = tokio::time::sleep(wait) => outs.extend(session.on_tick(Instant::now())),
+        }
+    }
+}
+
+fn publish(session: &AgentSession, status: &Mutex<Option<GatewayStatus>>) {
+    let s = session.status();
+    let ago = Instant::now().saturating_duration_since(s.since);
+    let since_unix = SystemTime::now()
+        .checked_sub(ago)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    if let Ok(mut st) = status.lock() {
+        *st = Some(GatewayStatus {
+            state: s.state.as_str().to_string(),
+            peer: s.peer,
+            since_unix,
+            last_error: s.last_error,
+            applied_version: s.applied_version,
+            protocol_version: s.protocol_version,
+        });
+    }
+}

@@ -1,0 +1,325 @@
+//! A minimal, bounded HTTP/1.1 server side: one request per connection
+//! (`Connection: close`), `Content-Length` bodies only, a header-size cap,
+//! a body-size cap checked before reading the body, and a caller-imposed
+//! deadline. Enough for a JSON REST API without pulling in a framework.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest request head (request line + headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Errors reading a request; each maps to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("connection closed before a full request")]
+    Closed,
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("request headers exceed {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("request body of {size} bytes exceeds the limit of {limit} bytes")]
+    BodyTooLarge { size: u64, limit: usize },
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("a Content-Length is required (chunked transfer encoding is not supported)")]
+    LengthRequired,
+    #[error("request timed out")]
+    Timeout,
+}
+
+impl HttpError {
+    /// The status code to answer with (`None`: just close).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Closed | HttpError::Io(_) => None,
+            HttpError::HeadTooLarge => Some(431),
+            HttpError::BodyTooLarge { .. } => Some(413),
+            HttpError::Malformed(_) => Some(400),
+            HttpError::LengthRequired => Some(411),
+            HttpError::Timeout => Some(408),
+        }
+    }
+}
+
+/// A parsed request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON response.
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+        body.push(b'\n');
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    /// `{"error": message}` with `status`.
+    pub fn error(status: u16, message: impl Into<String>) -> Response {
+        Response::json(status, &serde_json::json!({ "error": message.into() }))
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// Reads one request with a body of at most `max_body` bytes, answering
+/// `Expect: 100-continue`. The caller bounds the time (see [`serve_one`]).
+pub async fn read_request<S>(s: &mut S, max_body: usize) -> Result<Request, HttpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = find_head_end(&buf) {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(HttpError::HeadTooLarge);
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(HttpError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    if head_end > MAX_HEAD {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| HttpError::Malformed("request head is not UTF-8".into()))?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HttpError::Malformed(format!(
+            "bad request line {request_line:?}"
+        )));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(HttpError::Malformed(format!(
+            "unsupported protocol {version:?}"
+        )));
+    }
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(HttpError::Malformed(format!("bad method {method:?}")));
+    }
+    let mut headers = Vec::new();
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else {
+            return Err(HttpError::Malformed(format!("bad header line {line:?}")));
+        };
+        if k.is_empty() || k.contains(' ') {
+            return Err(HttpError::Malformed(format!("bad header name {k:?}")));
+        }
+        headers.push((k.to_string(), v.trim().to_string()));
+    }
+    let mut req = Request {
+        method: method.to_string(),
+        path: target.split('?').next().unwrap_or_default().to_string(),
+        headers,
+        body: Vec::new(),
+    };
+    if req.header("transfer-encoding").is_some() {
+        return Err(HttpError::LengthRequired);
+    }
+    let mut length: Option<u64> = None;
+    for (k, v) in &req.headers {
+        if k.eq_ignore_ascii_case("content-length") {
+            let n: u64 = v
+                .parse()
+                .map_err(|_| HttpError::Malformed(format!("bad Content-Length {v:?}")))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HttpError::Malformed(
+                    "conflicting Content-Length headers".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    let length = length.unwrap_or(0);
+    if length > max_body as u64 {
+        return Err(HttpError::BodyTooLarge {
+            size: length,
+            limit: max_body,
+        });
+    }
+    let length = usize::try_from(length).map_err(|_| HttpError::BodyTooLarge {
+        size: length,
+        limit: max_body,
+    })?;
+    if req
+        .header("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        s.flush().await?;
+    }
+    let mut body: Vec<u8> = buf[head_end + 4..].to_vec();
+    if body.len() > length {
+        return Err(HttpError::Malformed(
+            "more data than Content-Length (pipelining is not supported)".into(),
+        ));
+    }
+    let already = body.len();
+    body.resize(length, 0);
+    s.read_exact(&mut body[already..]).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            HttpError::Closed
+        } else {
+            HttpError::Io(e)
+        }
+    })?;
+    req.body = body;
+    Ok(req)
+}
+
+/// Writes `resp` with `Connection: close`.
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    resp: &Response,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(&resp.body).await?;
+    s.flush().await
+}
+
+/// Serves one request on `s`: reads it within `timeout` (body at most
+/// `max_body`), answers with `handler`'s response (or the error's status),
+/// then closes gracefully, draining what the client still sends for a
+/// moment so the response is not lost to a TCP reset.
+pub async fn serve_one<S, F, Fut>(mut s: S, max_body: usize, timeout: Duration, handler: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let resp = match tokio::time::timeout(timeout, read_request(&mut s, max_body)).await {
+        Err(_) => Some(Response::error(408, HttpError::Timeout.to_string())),
+        Ok(Err(e)) => {
+            tracing::debug!("bad request: {e}");
+            e.status().map(|st| Response::error(st, e.to_string()))
+        }
+        Ok(Ok(req)) => Some(handler(req).await),
+    };
+    if let Some(resp) = resp {
+        let _ = tokio::time::timeout(timeout, write_response(&mut s, &resp)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), s.shutdown()).await;
+    // Drain up to 1 MiB for up to 1 s.
+    let mut sink = [0u8; 8192];
+    let mut left: usize = 1 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while left > 0 {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(raw: &[u8], max: usize) -> Result<Request, HttpError> {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(raw).await.expect("write");
+        a.shutdown().await.expect("shutdown");
+        read_request(&mut b, max).await
+    }
+
+    #[tokio::test]
+    async fn parses_and_limits() {
+        let r = parse(
+            b"POST /x?y=1 HTTP/1.1\r\nContent-Length: 3\r\nA: b\r\n\r\nabc",
+            10,
+        )
+        .await
+        .expect("ok");
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/x"));
+        assert_eq!(r.body, b"abc");
+        assert_eq!(r.header("a"), Some("b"));
+        let e = parse(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n", 10)
+            .await
+            .expect_err("too big");
+        assert_eq!(e.status(), Some(413));
+        let e = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 10)
+            .await
+            .expect_err("chunked");
+        assert_eq!(e.status(), Some(411));
+        let e = parse(b"garbage\r\n\r\n", 10).await.expect_err("garbage");
+        assert_eq!(e.status(), Some(400));
+        let big = vec![b'a'; MAX_HEAD + 10];
+        let e = parse(&big, 10).await.expect_err("head");
+        assert_eq!(e.status(), Some(431));
+        let e = parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab", 10)
+            .await
+            .expect_err("short");
+        assert!(e.status().is_none());
+    }
+}

@@ -1,0 +1,29 @@
+//! `nsx-gateway`: the control plane of the overlay (the seed's Public Cloud
+//! Gateway, with the trust model of the Avi controller/engine seeds).
+//!
+//! * [`pki`]: root CA, gateway server certificate, client certificates
+//!   issued at enrollment, the bootstrap credential.
+//! * [`store`]: SQLite store with migrations; inventory, IPAM, desired state,
+//!   versions; [`store::Store::desired_config_for`] is what the control
+//!   channel pushes.
+//! * [`state`]: the declarative desired-state file and its validation.
+//! * [`ops`]: the CLI operations (`init`, `apply`, `get`, `bootstrap rotate`,
+//!   `instance revoke`).
+//! * [`gateway`]: the shared runtime handle (store + CA + change
+//!   notification) that the servers use.
+//! * [`enroll`]: the server side of enrollment (`POST /api/v1/enroll`).
+//! * [`enroll_client`]: the agent side: build and post an enrollment request.
+//! * [`http`]: a minimal, bounded HTTP/1.1 request reader and response writer.
+//! * [`server`]: the HTTPS enrollment listener and the loopback admin API.
+
+pub mod control_server;
+pub mod enroll;
+pub mod enroll_client;
+pub mod gateway;
+pub mod http;
+pub mod ops;
+pub mod pki;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod util;

@@ -1,0 +1,181 @@
+//! `nsx-gateway`: command-line entry point. Parses arguments, calls
+//! [`gateway::ops`] or starts [`gateway::server`], prints results; exits 1
+//! with the error on failure.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gateway::ops::{self, Kind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nsx-gateway",
+    version,
+    about = "NSX overlay gateway: PKI, enrollment, inventory, IPAM, desired state"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the root CA, the gateway certificate, the bootstrap key, the admin token and the store.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name (or IP) agents dial; goes into the server certificate's SAN.
+        #[arg(long)]
+        name: String,
+        /// Extra IP addresses for the server certificate's SAN (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// Replace an existing CA (every enrolled instance must be re-installed).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Apply a desired-state file (the full set of switches and routers).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// List instances, switches or routers.
+    Get {
+        what: What,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Bootstrap credential management.
+    Bootstrap {
+        #[command(subcommand)]
+        cmd: BootstrapCmd,
+    },
+    /// Instance management.
+    Instance {
+        #[command(subcommand)]
+        cmd: InstanceCmd,
+    },
+    /// Run the enrollment server (HTTPS) and the admin REST API (loopback).
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen_enroll: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen_api: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum What {
+    Instances,
+    Switches,
+    Routers,
+}
+
+#[derive(Debug, Subcommand)]
+enum BootstrapCmd {
+    /// Generate a new active bootstrap key (bootstrap.key); older keys are refused from now on.
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InstanceCmd {
+    /// Revoke an instance: its certificate is refused and its address released.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nsx-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.cmd {
+        Cmd::Init {
+            dir,
+            name,
+            ips,
+            force,
+        } => {
+            let r = ops::init(&dir, &name, &ips, force)?;
+            println!("initialised {}", r.dir.display());
+            for f in &r.files {
+                println!("  wrote {} (0600)", f.display());
+            }
+            println!("bootstrap key id: {}", r.bootstrap_key_id);
+            println!("CA SHA-256 fingerprint: {}", r.ca_fingerprint);
+        }
+        Cmd::Apply { file, dir } => {
+            let out = ops::apply_file(&dir, &file)?;
+            if out.changed {
+                println!(
+                    "applied: desired_version {} (version {})",
+                    out.desired_version, out.version
+                );
+            } else {
+                println!("unchanged: desired_version {}", out.desired_version);
+            }
+        }
+        Cmd::Get { what, json, dir } => {
+            let kind = match what {
+                What::Instances => Kind::Instances,
+                What::Switches => Kind::Switches,
+                What::Routers => Kind::Routers,
+            };
+            print!("{}", ops::get(&dir, kind, json)?);
+        }
+        Cmd::Bootstrap {
+            cmd: BootstrapCmd::Rotate { dir },
+        } => {
+            let id = ops::rotate_bootstrap(&dir)?;
+            println!("new active bootstrap key {id}; older keys are retired");
+        }
+        Cmd::Instance {
+            cmd: InstanceCmd::Revoke { id, dir },
+        } => {
+            if ops::revoke(&dir, &id)? {
+                println!("revoked {id}");
+            } else {
+                println!("{id} was already revoked");
+            }
+        }
+        Cmd::Serve {
+            dir,
+            listen_enroll,
+            listen_api,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(gateway::server::run(&dir, listen_enroll, listen_api))?;
+        }
+    }
+    Ok(())
+}

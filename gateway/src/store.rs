@@ -1,0 +1,811 @@
+//! The gateway's persistent store: embedded SQLite (rusqlite, bundled).
+//!
+//! * Schema migrations: a `schema_version` table; missing migrations are
+//!   applied in one transaction when the store is opened (idempotent).
+//! * Every change is one transaction, and every committed change that can
+//!   affect any instance's config bumps one global monotonic `version`
+//!   (desired state applied, instance enrolled, retagged or revoked). The
+//!   desired state also has its own `desired_version`.
+//! * Placement and IPAM ([`Store::desired_config_for`]): the instance tag
+//!   `nsx:network` names a switch tag -> overlay port on that switch with the
+//!   lowest free address (never network, broadcast or the gateway IP);
+//!   `default`, absent or unknown -> micro-segmentation (no port).
+//!   Allocations are keyed by instance and survive restarts; they are
+//!   re-evaluated inside every transaction that changes instances or the
+//!   desired state, and a moved or revoked instance releases its address.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use control::model::{InstanceConfig, LocalPort, MacAddr, RemotePort};
+use control::proto::InstanceMeta;
+use control::validate::MAX_TEP_ID;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde::Serialize;
+
+use crate::state::{self, DEFAULT_NETWORK, DesiredState, NETWORK_TAG, RouterSpec, SwitchSpec};
+
+/// Schema migrations, in order; `schema_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO meta (key, value) VALUES ('version', 0), ('desired_version', 0);
+
+CREATE TABLE bootstrap_keys (
+    id         TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+
+CREATE TABLE instances (
+    id               TEXT PRIMARY KEY,
+    hostname         TEXT NOT NULL,
+    os               TEXT NOT NULL,
+    image_id         TEXT NOT NULL,
+    tags             TEXT NOT NULL,
+    underlay_ip      TEXT NOT NULL,
+    nic_mac          TEXT NOT NULL,
+    cert_serial      TEXT NOT NULL,
+    cert_fingerprint TEXT NOT NULL UNIQUE,
+    tep_id           INTEGER NOT NULL UNIQUE CHECK (tep_id BETWEEN 1 AND 2147483647),
+    enrolled_at      INTEGER NOT NULL,
+    revoked_at       INTEGER
+);
+
+CREATE TABLE enroll_nonces (
+    nonce      TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE switches (
+    pos        INTEGER NOT NULL,
+    name       TEXT PRIMARY KEY,
+    tag        TEXT NOT NULL UNIQUE,
+    vni        INTEGER NOT NULL UNIQUE,
+    subnet     TEXT NOT NULL,
+    gateway_ip TEXT NOT NULL
+);
+
+CREATE TABLE routers (
+    pos      INTEGER NOT NULL,
+    name     TEXT PRIMARY KEY,
+    mac      TEXT NOT NULL,
+    switches TEXT NOT NULL,
+    routes   TEXT NOT NULL
+);
+
+CREATE TABLE ip_allocations (
+    instance_id  TEXT PRIMARY KEY REFERENCES instances(id),
+    switch       TEXT NOT NULL,
+    ip           TEXT NOT NULL,
+    allocated_at INTEGER NOT NULL,
+    UNIQUE (switch, ip)
+);
+"#];
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the database schema is version {found}, newer than this gateway ({known})")]
+    SchemaTooNew { found: usize, known: usize },
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("replayed enrollment request")]
+    Replayed,
+    #[error("instance already enrolled; the bootstrap key is not accepted again")]
+    AlreadyEnrolled,
+    #[error("unknown instance {0:?}")]
+    UnknownInstance(String),
+    #[error("no tunnel-endpoint id left")]
+    TepIdsExhausted,
+    #[error("{0}")]
+    Invalid(#[from] control::validate::Problems),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+/// A bootstrap public key as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootstrapKeyRow {
+    pub id: String,
+    #[serde(skip)]
+    pub public_key: Vec<u8>,
+    pub created_at: u64,
+    pub retired_at: Option<u64>,
+}
+
+impl BootstrapKeyRow {
+    pub fn is_active(&self) -> bool {
+        self.retired_at.is_none()
+    }
+}
+
+/// An enrolled instance with its current placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceRecord {
+    pub id: String,
+    pub hostname: String,
+    pub os: String,
+    pub image_id: String,
+    pub tags: BTreeMap<String, String>,
+    pub underlay_ip: Ipv4Addr,
+    pub nic_mac: MacAddr,
+    pub cert_serial: String,
+    pub cert_fingerprint: String,
+    pub tep_id: u32,
+    pub enrolled_at: u64,
+    pub revoked_at: Option<u64>,
+    /// The switch the instance has a port on (overlay mode), if any.
+    pub switch: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+}
+
+impl InstanceRecord {
+    /// `overlay`, `micro-segmentation`, `pending` (tagged for an unknown
+    /// switch or its subnet is full) or `revoked`.
+    pub fn mode(&self) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.switch.is_some() {
+            "overlay"
+        } else if wanted_tag(&self.tags).is_some() {
+            "pending"
+        } else {
+            "micro-segmentation"
+        }
+    }
+}
+
+/// The switch tag an instance asks for, `None` for micro-segmentation.
+fn wanted_tag(tags: &BTreeMap<String, String>) -> Option<&str> {
+    match tags.get(NETWORK_TAG).map(|s| s.trim()) {
+        None | Some("") | Some(DEFAULT_NETWORK) => None,
+        Some(t) => Some(t),
+    }
+}
+
+/// What the gateway records when an instance enrolls.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub meta: InstanceMeta,
+    pub cert_serial: String,
+    pub cert_fingerprint: String,
+}
+
+/// The outcome of applying a desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ApplyOutcome {
+    pub changed: bool,
+    pub desired_version: u64,
+    pub version: u64,
+}
+
+/// The store: one SQLite connection.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store (tests).
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // WAL lets the CLI read while `serve` writes; in-memory ignores it.
+        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<usize> {
+        let v: i64 = self.conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )?;
+        usize::try_from(v).map_err(|_| corrupt("schema_version", &v.to_string()))
+    }
+
+    /// The global version: bumped by every committed change that can affect
+    /// any instance's config.
+    pub fn version(&self) -> Result<u64> {
+        meta_get(&self.conn, "version")
+    }
+
+    /// The version of the desired state alone.
+    pub fn desired_version(&self) -> Result<u64> {
+        meta_get(&self.conn, "desired_version")
+    }
+
+    // ----- bootstrap keys -------------------------------------------------
+
+    /// Adds `id` as the active bootstrap key and retires every other one.
+    pub fn add_bootstrap_key(&mut self, id: &str, public_key: &[u8], now: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE bootstrap_keys SET retired_at = ?1 WHERE retired_at IS NULL AND id != ?2",
+            params![to_i64(now), id],
+        )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO bootstrap_keys (id, public_key, created_at) VALUES (?1, ?2, ?3)",
+            params![id, public_key, to_i64(now)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The bootstrap key `id`, active or retired.
+    pub fn bootstrap_key(&self, id: &str) -> Result<Option<BootstrapKeyRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, public_key, created_at, retired_at FROM bootstrap_keys WHERE id = ?1",
+                [id],
+                bootstrap_row,
+            )
+            .optional()?)
+    }
+
+    /// Every bootstrap key, oldest first.
+    pub fn bootstrap_keys(&self) -> Result<Vec<BootstrapKeyRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, public_key, created_at, retired_at FROM bootstrap_keys ORDER BY created_at, id",
+        )?;
+        let rows = st.query_map([], bootstrap_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    // ----- desired state --------------------------------------------------
+
+    /// The current desired state.
+    pub fn desired_state(&self) -> Result<DesiredState> {
+        load_state(&self.conn)
+    }
+
+    /// Validates `new` and replaces the desired state with it in one
+    /// transaction. Nothing is written if it is invalid or identical.
+    pub fn apply_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
+        state::validate(new)?;
+        let tx = self.conn.transaction()?;
+        let old = load_state(&tx)?;
+        if old == *new {
+            let out = ApplyOutcome {
+                changed: false,
+                desired_version: meta_get(&tx, "desired_version")?,
+                version: meta_get(&tx, "version")?,
+            };
+            return Ok(out);
+        }
+        tx.execute("DELETE FROM switches", [])?;
+        tx.execute("DELETE FROM routers", [])?;
+        for (pos, s) in new.switches.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO switches (pos, name, tag, vni, subnet, gateway_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    to_i64(pos as u64),
+                    s.name,
+                    s.tag,
+                    i64::from(s.vni),
+                    s.subnet.to_string(),
+                    s.gateway_ip.to_string()
+                ],
+            )?;
+        }
+        for (pos, r) in new.routers.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO routers (pos, name, mac, switches, routes) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    to_i64(pos as u64),
+                    r.name,
+                    r.mac.to_string(),
+                    to_json(&r.switches)?,
+                    to_json(&r.routes)?
+                ],
+            )?;
+        }
+        reconcile_placement(&tx, now)?;
+        meta_bump(&tx, "desired_version")?;
+        meta_bump(&tx, "version")?;
+        let out = ApplyOutcome {
+            changed: true,
+            desired_version: meta_get(&tx, "desired_version")?,
+            version: meta_get(&tx, "version")?,
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    // ----- instances ------------------------------------------------------
+
+    /// True if `nonce` was seen by an enrollment and has not expired.
+    pub fn nonce_seen(&self, nonce: &str, now: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM enroll_nonces WHERE nonce = ?1 AND expires_at >= ?2",
+                params![nonce, to_i64(now)],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// True if an instance with this id was ever enrolled (revoked included).
+    pub fn instance_exists(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM instances WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Records an enrollment in one transaction: consumes `nonce` (kept
+    /// until `nonce_expires_at`), refuses a replay or an already enrolled
+    /// instance, assigns the next tunnel-endpoint id and places the instance.
+    /// Returns the tep_id.
+    pub fn enroll(
+        &mut self,
+        new: &NewInstance,
+        nonce: &str,
+        nonce_expires_at: u64,
+        now: u64,
+    ) -> Result<u32> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM enroll_nonces WHERE expires_at < ?1",
+            [to_i64(now)],
+        )?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO enroll_nonces (nonce, expires_at) VALUES (?1, ?2)",
+            params![nonce, to_i64(nonce_expires_at)],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::Replayed);
+        }
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM instances WHERE id = ?1",
+                [&new.meta.instance_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if exists {
+            return Err(StoreError::AlreadyEnrolled);
+        }
+        let max: i64 = tx.query_row("SELECT COALESCE(MAX(tep_id), 0) FROM instances", [], |r| {
+            r.get(0)
+        })?;
+        let tep_id = u32::try_from(max + 1)
+            .ok()
+            .filter(|t| *t <= MAX_TEP_ID)
+            .ok_or(StoreError::TepIdsExhausted)?;
+        let m = &new.meta;
+        tx.execute(
+            "INSERT INTO instances (id, hostname, os, image_id, tags, underlay_ip, nic_mac,
+                 cert_serial, cert_fingerprint, tep_id, enrolled_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                m.instance_id,
+                m.hostname,
+                m.os,
+                m.image_id,
+                to_json(&m.tags)?,
+                m.underlay_ip.to_string(),
+                m.nic_mac.to_string(),
+                new.cert_serial,
+                new.cert_fingerprint,
+                i64::from(tep_id),
+                to_i64(now)
+            ],
+        )?;
+        reconcile_placement(&tx, now)?;
+        meta_bump(&tx, "version")?;
+        tx.commit()?;
+        Ok(tep_id)
+    }
+
+    /// Every instance, in enrollment order, with its placement.
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        load_instances(&self.conn, None)
+    }
+
+    /// One instance.
+    pub fn instance(&self, id: &str) -> Result<Option<InstanceRecord>> {
+        Ok(load_instances(&self.conn, Some(id))?.into_iter().next())
+    }
+
+    /// The instance holding the certificate with this SHA-256 fingerprint.
+    pub fn instance_for_cert(&self, fingerprint: &str) -> Result<Option<InstanceRecord>> {
+        let id: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT id FROM instances WHERE cert_fingerprint = ?1",
+                [fingerprint],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match id {
+            Some(id) => self.instance(&id),
+            None => Ok(None),
+        }
+    }
+
+    /// True unless the certificate belongs to an enrolled, non-revoked
+    /// instance: a revoked certificate and one the store does not know are
+    /// both refused by the control channel.
+    pub fn is_revoked(&self, cert_fingerprint: &str) -> Result<bool> {
+        Ok(!matches!(
+            self.instance_for_cert(cert_fingerprint)?,
+            Some(InstanceRecord {
+                revoked_at: None,
+                ..
+            })
+        ))
+    }
+
+    /// Merges `patch` into the instance's tags (`None` removes a tag) and
+    /// re-places it. Returns the updated record; bumps the version if
+    /// anything changed.
+    pub fn patch_tags(
+        &mut self,
+        id: &str,
+        patch: &BTreeMap<String, Option<String>>,
+        now: u64,
+    ) -> Result<InstanceRecord> {
+        let tx = self.conn.transaction()?;
+        let tags_json: Option<String> = tx
+            .query_row("SELECT tags FROM instances WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let tags_json = tags_json.ok_or_else(|| StoreError::UnknownInstance(id.into()))?;
+        let mut tags: BTreeMap<String, String> =
+            serde_json::from_str(&tags_json).map_err(|_| corrupt("tags", &tags_json))?;
+        let before = tags.clone();
+        for (k, v) in patch {
+            match v {
+                Some(v) => tags.insert(k.clone(), v.clone()),
+                None => tags.remove(k),
+            };
+        }
+        if tags != before {
+            tx.execute(
+                "UPDATE instances SET tags = ?1 WHERE id = ?2",
+                params![to_json(&tags)?, id],
+            )?;
+            reconcile_placement(&tx, now)?;
+            meta_bump(&tx, "version")?;
+        }
+        tx.commit()?;
+        self.instance(id)?
+            .ok_or_else(|| StoreError::UnknownInstance(id.into()))
+    }
+
+    /// Marks the instance revoked (its certificate is refused from now on)
+    /// and releases its address. Returns false if it already was revoked.
+    pub fn revoke(&mut self, id: &str, now: u64) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let revoked: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT revoked_at FROM instances WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match revoked {
+            None => Err(StoreError::UnknownInstance(id.into())),
+            Some(Some(_)) => Ok(false),
+            Some(None) => {
+                tx.execute(
+                    "UPDATE instances SET revoked_at = ?1 WHERE id = ?2",
+                    params![to_i64(now), id],
+                )?;
+                reconcile_placement(&tx, now)?;
+                meta_bump(&tx, "version")?;
+                tx.commit()?;
+                Ok(true)
+            }
+        }
+    }
+
+    // ----- the seam for the control channel -------------------------------
+
+    /// The desired config of one instance and the global version it
+    /// reflects. `None` for an unknown or revoked instance. The config holds
+    /// the instance's tep_id, its port (overlay mode) or none
+    /// (micro-segmentation), the switches it must know (its own and every
+    /// switch attached to a router on it), those routers, and every other
+    /// non-revoked overlay instance's port on those switches.
+    pub fn desired_config_for(
+        &mut self,
+        instance_id: &str,
+    ) -> Result<(u64, Option<InstanceConfig>)> {
+        // A read transaction gives one consistent snapshot.
+        let tx = self.conn.transaction()?;
+        let version = meta_get(&tx, "version")?;
+        let Some(me) = load_instances(&tx, Some(instance_id))?.into_iter().next() else {
+            return Ok((version, None));
+        };
+        if me.revoked_at.is_some() {
+            return Ok((version, None));
+        }
+        let mut cfg = InstanceConfig {
+            version,
+            tep_id: me.tep_id,
+            switches: Vec::new(),
+            routers: Vec::new(),
+            port: None,
+            remote_ports: Vec::new(),
+        };
+        let (Some(my_switch), Some(my_ip)) = (me.switch.clone(), me.ip) else {
+            return Ok((version, Some(cfg)));
+        };
+        let st = load_state(&tx)?;
+        let routers: Vec<&RouterSpec> = st
+            .routers
+            .iter()
+            .filter(|r| r.switches.contains(&my_switch))
+            .collect();
+        let mut names: HashSet<&str> = HashSet::from([my_switch.as_str()]);
+        for r in &routers {
+            names.extend(r.switches.iter().map(String::as_str));
+        }
+        cfg.switches = st
+            .switches
+            .iter()
+            .filter(|s| names.contains(s.name.as_str()))
+            .map(SwitchSpec::to_model)
+            .collect();
+        cfg.routers = routers.iter().map(|r| r.to_model()).collect();
+        cfg.port = Some(LocalPort {
+            switch: my_switch.clone(),
+            ip: my_ip,
+            mac: Some(me.nic_mac),
+        });
+        for other in load_instances(&tx, None)? {
+            if other.id == me.id || other.revoked_at.is_some() {
+                continue;
+            }
+            if let (Some(sw), Some(ip)) = (other.switch, other.ip)
+                && names.contains(sw.as_str())
+            {
+                cfg.remote_ports.push(RemotePort {
+                    switch: sw,
+                    ip,
+                    mac: other.nic_mac,
+                    tep_ip: other.underlay_ip,
+                    tep_id: other.tep_id,
+                });
+            }
+        }
+        cfg.remote_ports
+            .sort_by(|a, b| (&a.switch, a.ip).cmp(&(&b.switch, b.ip)));
+        Ok((version, Some(cfg)))
+    }
+}
+
+// ----- helpers -------------------------------------------------------------
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        [],
+    )?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    let current =
+        usize::try_from(current).map_err(|_| corrupt("schema_version", &current.to_string()))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            params![to_i64((i + 1) as u64), to_i64(crate::util::now_unix())],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<u64> {
+    let v: i64 = conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?;
+    Ok(to_u64(v))
+}
+
+fn meta_bump(tx: &Transaction<'_>, key: &str) -> Result<()> {
+    tx.execute("UPDATE meta SET value = value + 1 WHERE key = ?1", [key])?;
+    Ok(())
+}
+
+fn bootstrap_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BootstrapKeyRow> {
+    Ok(BootstrapKeyRow {
+        id: r.get(0)?,
+        public_key: r.get(1)?,
+        created_at: to_u64(r.get(2)?),
+        retired_at: r.get::<_, Option<i64>>(3)?.map(to_u64),
+    })
+}
+
+fn load_state(conn: &Connection) -> Result<DesiredState> {
+    let mut switches = Vec::new();
+    {
+        let mut st =
+            conn.prepare("SELECT name, tag, vni, subnet, gateway_ip FROM switches ORDER BY pos")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let vni: i64 = r.get(2)?;
+            let subnet: String = r.get(3)?;
+            let gw: String = r.get(4)?;
+            switches.push(SwitchSpec {
+                name: r.get(0)?,
+                tag: r.get(1)?,
+                vni: u32::try_from(vni).map_err(|_| corrupt("vni", &vni.to_string()))?,
+                subnet: subnet.parse().map_err(|_| corrupt("subnet", &subnet))?,
+                gateway_ip: gw.parse().map_err(|_| corrupt("gateway_ip", &gw))?,
+            });
+        }
+    }
+    let mut routers = Vec::new();
+    {
+        let mut st =
+            conn.prepare("SELECT name, mac, switches, routes FROM routers ORDER BY pos")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let mac: String = r.get(1)?;
+            let sw: String = r.get(2)?;
+            let routes: String = r.get(3)?;
+            routers.push(RouterSpec {
+                name: r.get(0)?,
+                mac: mac.parse().map_err(|_| corrupt("router mac", &mac))?,
+                switches: serde_json::from_str(&sw).map_err(|_| corrupt("router switches", &sw))?,
+                routes: serde_json::from_str(&routes)
+                    .map_err(|_| corrupt("router routes", &routes))?,
+            });
+        }
+    }
+    Ok(DesiredState { switches, routers })
+}
+
+fn load_instances(conn: &Connection, only: Option<&str>) -> Result<Vec<InstanceRecord>> {
+    let sql = "SELECT i.id, i.hostname, i.os, i.image_id, i.tags, i.underlay_ip, i.nic_mac,
+                      i.cert_serial, i.cert_fingerprint, i.tep_id, i.enrolled_at, i.revoked_at,
+                      a.switch, a.ip
+               FROM instances i LEFT JOIN ip_allocations a ON a.instance_id = i.id
+               WHERE (?1 IS NULL OR i.id = ?1)
+               ORDER BY i.tep_id";
+    let mut st = conn.prepare(sql)?;
+    let mut rows = st.query([only])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let tags: String = r.get(4)?;
+        let underlay: String = r.get(5)?;
+        let mac: String = r.get(6)?;
+        let tep: i64 = r.get(9)?;
+        let ip: Option<String> = r.get(13)?;
+        out.push(InstanceRecord {
+            id: r.get(0)?,
+            hostname: r.get(1)?,
+            os: r.get(2)?,
+            image_id: r.get(3)?,
+            tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags", &tags))?,
+            underlay_ip: underlay
+                .parse()
+                .map_err(|_| corrupt("underlay_ip", &underlay))?,
+            nic_mac: mac.parse().map_err(|_| corrupt("nic_mac", &mac))?,
+            cert_serial: r.get(7)?,
+            cert_fingerprint: r.get(8)?,
+            tep_id: u32::try_from(tep).map_err(|_| corrupt("tep_id", &tep.to_string()))?,
+            enrolled_at: to_u64(r.get(10)?),
+            revoked_at: r.get::<_, Option<i64>>(11)?.map(to_u64),
+            switch: r.get(12)?,
+            ip: match ip {
+                Some(s) => Some(s.parse().map_err(|_| corrupt("allocated ip", &s))?),
+                None => None,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Re-evaluates every instance's placement inside `tx`: keeps each valid
+/// allocation, releases those of revoked, moved or micro-segmented
+/// instances (or whose switch changed under them), and gives every
+/// unplaced overlay instance the lowest free address of its switch.
+/// Instances are served in enrollment order, so results are deterministic.
+fn reconcile_placement(tx: &Transaction<'_>, now: u64) -> Result<()> {
+    let st = load_state(tx)?;
+    let by_tag: HashMap<&str, &SwitchSpec> =
+        st.switches.iter().map(|s| (s.tag.as_str(), s)).collect();
+    let instances = load_instances(tx, None)?;
+
+    let mut used: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut to_place: Vec<(&InstanceRecord, &SwitchSpec)> = Vec::new();
+    for inst in &instances {
+        let target = if inst.revoked_at.is_some() {
+            None
+        } else {
+            wanted_tag(&inst.tags).and_then(|t| by_tag.get(t).copied())
+        };
+        let keep = match (&inst.switch, inst.ip, target) {
+            (Some(sw), Some(ip), Some(t)) => {
+                *sw == t.name
+                    && t.is_assignable(ip)
+                    && used.entry(sw.clone()).or_default().insert(ip)
+            }
+            _ => false,
+        };
+        if !keep && inst.switch.is_some() {
+            tx.execute(
+                "DELETE FROM ip_allocations WHERE instance_id = ?1",
+                [&inst.id],
+            )?;
+        }
+        if let (false, Some(t)) = (keep, target) {
+            to_place.push((inst, t));
+        }
+    }
+    for (inst, sw) in to_place {
+        let used = used.entry(sw.name.clone()).or_default();
+        let Some(ip) = lowest_free(sw, used) else {
+            tracing::warn!(instance = %inst.id, switch = %sw.name, "switch subnet is full; instance left unplaced");
+            continue;
+        };
+        used.insert(ip);
+        tx.execute(
+            "INSERT INTO ip_allocations (instance_id, switch, ip, allocated_at) VALUES (?1, ?2, ?3, ?4)",
+            params![inst.id, sw.name, ip.to_string(), to_i64(now)],
+        )?;
+    }
+    Ok(())
+}
+
+fn lowest_free(sw: &SwitchSpec, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let first = u32::from(sw.subnet.network()).checked_add(1)?;
+    let last = u32::from(sw.subnet.broadcast()).checked_sub(1)?;
+    (first..=last)
+        .map(Ipv4Addr::from)
+        .find(|ip| sw.is_assignable(*ip) && !used.contains(ip))
+}

@@ -1,0 +1,381 @@
+//! Enrollment end to end over real TLS on 127.0.0.1, and the admin REST API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use control::model::MacAddr;
+use control::proto::InstanceMeta;
+use gateway::enroll_client::{self, EnrollClientError};
+use gateway::gateway::Gateway;
+use gateway::pki::{self, BootstrapKey};
+use gateway::{ops, server, util};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NAME: &str = "nsx-gw.test.local";
+
+struct Fixture {
+    dir: PathBuf,
+    gw: Arc<Gateway>,
+    srv: server::Server,
+    ca_pem: String,
+    bootstrap_pem: String,
+    token: String,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(tag: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("nsx-gw-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ops::init(&dir, NAME, &["127.0.0.1".parse().expect("ip")], false).expect("init");
+    let gw = Gateway::open(&dir).expect("open");
+    let tls = pki::enroll_server_config(&dir).expect("tls");
+    let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let srv = server::start(gw.clone(), tls, lo, lo).await.expect("start");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("read");
+    Fixture {
+        ca_pem: read("ca.pem"),
+        bootstrap_pem: read("bootstrap.key"),
+        token: read("admin.token").trim().to_string(),
+        dir,
+        gw,
+        srv,
+    }
+}
+
+fn meta(id: &str, net: &str, n: u8) -> InstanceMeta {
+    InstanceMeta {
+        instance_id: id.into(),
+        hostname: format!("{id}.example"),
+        os: "debian-12".into(),
+        image_id: "ami-0abc".into(),
+        tags: BTreeMap::from([("nsx:network".to_string(), net.to_string())]),
+        underlay_ip: format!("10.0.0.{n}").parse().expect("ip"),
+        nic_mac: MacAddr([6, 0x17, 0x1e, 0x54, 0x96, n]),
+    }
+}
+
+fn body(key_pem: &str, m: &InstanceMeta, now: u64) -> String {
+    let (_key, csr) = enroll_client::generate_key_and_csr().expect("csr");
+    enroll_client::build_request(
+        key_pem,
+        &csr,
+        m,
+        now,
+        &enroll_client::new_nonce().expect("nonce"),
+    )
+    .expect("build")
+}
+
+async fn post(f: &Fixture, body: &str) -> (u16, String) {
+    enroll_client::post(f.srv.enroll_addr, NAME, &f.ca_pem, body)
+        .await
+        .expect("https round trip")
+}
+
+/// Posts and returns (status, error message).
+async fn refused(f: &Fixture, body: &str) -> (u16, String) {
+    let (status, text) = post(f, body).await;
+    match enroll_client::parse_response(status, &text) {
+        Err(EnrollClientError::Refused { status, error }) => (status, error),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn enrollment_end_to_end() {
+    let f = fixture("enroll").await;
+    let now = util::now_unix();
+    let mut versions = f.gw.subscribe();
+    let v0 = *versions.borrow();
+
+    // Success.
+    let m1 = meta("i-0001", "web", 11);
+    let ok_body = body(&f.bootstrap_pem, &m1, now);
+    let (status, text) = post(&f, &ok_body).await;
+    let resp = enroll_client::parse_response(status, &text).expect("enrolled");
+    assert_eq!(resp.instance_id, "i-0001");
+    assert_eq!(resp.tep_id, 1);
+    assert_eq!(resp.ca_pem, f.ca_pem);
+    let der = pki::first_cert_der(&resp.certificate_pem).expect("cert");
+    let (_, x) = x509_parser::parse_x509_certificate(&der).expect("x509");
+    let cn: Vec<&str> = x
+        .subject()
+        .iter_common_name()
+        .filter_map(|c| c.as_str().ok())
+        .collect();
+    assert_eq!(cn, ["i-0001"]);
+    assert!(!x.is_ca());
+    let eku = x.extended_key_usage().expect("eku").expect("present");
+    assert!(eku.value.client_auth);
+    let ca_der = pki::first_cert_der(&f.ca_pem).expect("ca");
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).expect("ca");
+    x.verify_signature(Some(ca.public_key()))
+        .expect("signed by the root CA");
+    let fp = pki::cert_fingerprint(&der);
+    assert!(!f.gw.is_revoked(&fp).expect("q"));
+    assert!(
+        *versions.borrow_and_update() > v0,
+        "enrollment bumps the watched version"
+    );
+
+    // Replay of the very same request.
+    let (st, err) = refused(&f, &ok_body).await;
+    assert_eq!((st, err.as_str()), (409, "replayed enrollment request"));
+
+    // A fresh request for the enrolled instance.
+    let (st, err) = refused(&f, &body(&f.bootstrap_pem, &m1, now)).await;
+    assert_eq!(
+        (st, err.as_str()),
+        (
+            409,
+            "instance already enrolled; the bootstrap key is not accepted again"
+        )
+    );
+
+    // A wrong bootstrap key.
+    let wrong = BootstrapKey::generate().expect("key");
+    let (st, err) = refused(
+        &f,
+        &body(&wrong.private_pem, &meta("i-0002", "web", 12), now),
+    )
+    .await;
+    assert_eq!(st, 403);
+    assert!(err.starts_with("unknown bootstrap key"), "{err}");
+
+    // Stale and future timestamps.
+    let (st, err) = refused(
+        &f,
+        &body(&f.bootstrap_pem, &meta("i-0002", "web", 12), now - 400),
+    )
+    .await;
+    assert_eq!(st, 403);
+    assert!(err.starts_with("stale enrollment request"), "{err}");
+    let (st, _) = refused(
+        &f,
+        &body(&f.bootstrap_pem, &meta("i-0002", "web", 12), now + 400),
+    )
+    .await;
+    assert_eq!(st, 403);
+
+    // Bad signature: the payload altered after signing, or signed by
+    // another key under the real key id.
+    let good = body(&f.bootstrap_pem, &meta("i-0002", "web", 12), now);
+    let mut req: serde_json::Value = serde_json::from_str(&good).expect("json");
+    let payload = req["payload"]
+        .as_str()
+        .expect("payload")
+        .replace("i-0002", "i-0666");
+    req["payload"] = payload.into();
+    let (st, err) = refused(&f, &req.to_string()).await;
+    assert_eq!(st, 403);
+    assert!(err.starts_with("bad signature"), "{err}");
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&body(&wrong.private_pem, &meta("i-0002", "web", 12), now))
+            .expect("json");
+    forged["key_id"] = BootstrapKey::from_pem(&f.bootstrap_pem)
+        .expect("k")
+        .key_id
+        .into();
+    let (st, err) = refused(&f, &forged.to_string()).await;
+    assert_eq!(st, 403);
+    assert!(err.starts_with("bad signature"), "{err}");
+
+    // Oversized body.
+    let big = format!("{{\"payload\": \"{}\"}}", "a".repeat(70 * 1024));
+    let (st, err) = refused(&f, &big).await;
+    assert_eq!(st, 413);
+    assert!(err.contains("exceeds the limit of 65536 bytes"), "{err}");
+
+    // Bad JSON, bad CSR, bad metadata.
+    let (st, err) = refused(&f, "{not json").await;
+    assert_eq!(st, 400);
+    assert!(err.starts_with("malformed enrollment request"), "{err}");
+    let bad_csr = enroll_client::build_request(
+        &f.bootstrap_pem,
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        &meta("i-0003", "web", 13),
+        now,
+        &enroll_client::new_nonce().expect("nonce"),
+    )
+    .expect("build");
+    let (st, err) = refused(&f, &bad_csr).await;
+    assert_eq!(st, 400);
+    assert!(err.starts_with("bad CSR"), "{err}");
+    let mut bad_meta = meta("i-0003", "web", 13);
+    bad_meta.underlay_ip = "127.0.0.1".parse().expect("ip");
+    let (st, err) = refused(&f, &body(&f.bootstrap_pem, &bad_meta, now)).await;
+    assert_eq!(st, 400);
+    assert!(err.contains("underlay_ip"), "{err}");
+
+    // Rotation: the old key is refused as retired, the new one works.
+    let new_id = ops::rotate_bootstrap(&f.dir).expect("rotate");
+    let (st, err) = refused(&f, &body(&f.bootstrap_pem, &meta("i-0002", "web", 12), now)).await;
+    assert_eq!((st, err.as_str()), (403, "bootstrap key retired"));
+    let new_pem = std::fs::read_to_string(f.dir.join("bootstrap.key")).expect("read");
+    assert_eq!(BootstrapKey::from_pem(&new_pem).expect("k").key_id, new_id);
+    let (status, text) = post(&f, &body(&new_pem, &meta("i-0002", "web", 12), now)).await;
+    let r2 = enroll_client::parse_response(status, &text).expect("enrolled with the new key");
+    assert_eq!(r2.tep_id, 2);
+
+    // Wrong path / method.
+    let (st, _) = enroll_client::request(
+        f.srv.enroll_addr,
+        NAME,
+        &f.ca_pem,
+        "GET",
+        "/api/v1/enroll",
+        b"",
+    )
+    .await
+    .expect("rt");
+    assert_eq!(st, 405);
+
+    // A client that trusts another CA refuses this gateway (rogue gateway).
+    let other = pki::generate_ca("other").expect("ca");
+    let e = enroll_client::post(f.srv.enroll_addr, NAME, &other.cert_pem, &ok_body)
+        .await
+        .expect_err("must not trust");
+    assert!(matches!(e, EnrollClientError::Io(_)), "{e}");
+
+    // The gateway keeps serving after all of the above.
+    let (status, _) = post(&f, &body(&new_pem, &meta("i-0004", "app", 14), now)).await;
+    assert_eq!(status, 200);
+}
+
+async fn admin(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(f.srv.api_addr)
+        .await
+        .expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .expect("status");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn admin_api() {
+    let f = fixture("admin").await;
+    let tok = Some(f.token.as_str());
+    let (st, v) = admin(&f, "GET", "/api/v1/instances", None, "").await;
+    assert_eq!(st, 401, "{v}");
+    let (st, _) = admin(&f, "GET", "/api/v1/instances", Some("wrong"), "").await;
+    assert_eq!(st, 401);
+
+    // Invalid state: every problem listed, nothing stored.
+    let bad = r#"{"switches": [{"name": "a", "tag": "web", "vni": 0, "subnet": "10.1.0.0/24", "gateway_ip": "10.2.0.1"},
+                              {"name": "b", "tag": "web", "vni": 5, "subnet": "10.3.0.0/24", "gateway_ip": "10.3.0.1"}]}"#;
+    let (st, v) = admin(&f, "PUT", "/api/v1/state", tok, bad).await;
+    assert_eq!(st, 422, "{v}");
+    let paths: Vec<&str> = v["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["path"].as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "switches[0].gateway_ip",
+            "switches[0].vni",
+            "switches[1].tag"
+        ]
+    );
+    let (_, v) = admin(&f, "GET", "/api/v1/state", tok, "").await;
+    assert_eq!(v["desired_version"], 0);
+
+    // Valid state (YAML body), then enroll an instance and retag it.
+    let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/state.sample.yaml"))
+        .expect("sample");
+    let (st, v) = admin(&f, "PUT", "/api/v1/state", tok, &sample).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["changed"], true);
+    let (_, v) = admin(&f, "GET", "/api/v1/switches", tok, "").await;
+    assert_eq!(v.as_array().map(Vec::len), Some(2));
+
+    let mut versions = f.gw.subscribe();
+    let (status, text) = enroll_client::post(
+        f.srv.enroll_addr,
+        NAME,
+        &f.ca_pem,
+        &body(
+            &f.bootstrap_pem,
+            &meta("i-9", "default", 9),
+            util::now_unix(),
+        ),
+    )
+    .await
+    .expect("rt");
+    let resp = enroll_client::parse_response(status, &text).expect("enrolled");
+    let (_, v) = admin(&f, "GET", "/api/v1/instances", tok, "").await;
+    assert_eq!(v[0]["mode"], "micro-segmentation");
+    versions.borrow_and_update();
+
+    let (st, v) = admin(
+        &f,
+        "PATCH",
+        "/api/v1/instances/i-9",
+        tok,
+        r#"{"tags": {"nsx:network": "app"}}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["switch"].as_str(), v["ip"].as_str()),
+        (Some("app-ls"), Some("192.168.99.2"))
+    );
+    assert!(
+        versions.has_changed().expect("open"),
+        "retag notifies the control channel"
+    );
+    let (_, v) = admin(&f, "GET", "/api/v1/instances/i-9/config", tok, "").await;
+    assert_eq!(v["config"]["port"]["ip"], "192.168.99.2");
+    assert_eq!(v["config"]["tep_id"], resp.tep_id);
+    let (st, _) = admin(
+        &f,
+        "PATCH",
+        "/api/v1/instances/ghost",
+        tok,
+        r#"{"tags": {}}"#,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // Revoke.
+    let fp = pki::cert_fingerprint(&pki::first_cert_der(&resp.certificate_pem).expect("der"));
+    let (st, v) = admin(&f, "POST", "/api/v1/instances/i-9/revoke", tok, "").await;
+    assert_eq!((st, &v["revoked"]), (200, &serde_json::Value::Bool(true)));
+    assert!(f.gw.is_revoked(&fp).expect("q"));
+    let (_, v) = admin(&f, "GET", "/api/v1/instances/i-9/config", tok, "").await;
+    assert!(v["config"].is_null());
+    let (st, _) = admin(&f, "GET", "/api/v1/nothing", tok, "").await;
+    assert_eq!(st, 404);
+}
