@@ -190,7 +190,12 @@ async fn drive(
                             continue;
                         }
                     };
-                    if let Err(e) = wr.write_all(&bytes).await {
+                    // tokio-rustls may buffer: flush so the frame leaves now.
+                    let sent = match wr.write_all(&bytes).await {
+                        Ok(()) => wr.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = sent {
                         session.on_disconnected(format!("write: {e}"), Instant::now());
                         return established;
                     }

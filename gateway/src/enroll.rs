@@ -182,11 +182,12 @@ pub fn handle(gw: &Gateway, body: &[u8], now: u64) -> Result<EnrollResponse, Enr
     let req: EnrollRequest =
         serde_json::from_slice(body).map_err(|e| EnrollError::BadRequest(e.to_string()))?;
 
-    // 1. The bootstrap key.
+    // 1. The bootstrap key (ids are lower-case hex).
+    let key_id = req.key_id.trim().to_ascii_lowercase();
     let key = gw
         .store()
-        .bootstrap_key(&req.key_id)?
-        .ok_or_else(|| EnrollError::UnknownKey(req.key_id.clone()))?;
+        .bootstrap_key(&key_id)?
+        .ok_or_else(|| EnrollError::UnknownKey(key_id.chars().take(64).collect()))?;
     if !key.is_active() {
         return Err(EnrollError::KeyRetired);
     }

@@ -267,16 +267,15 @@ pub struct BootstrapKey {
     pub private_pem: String,
     /// Uncompressed SEC1 public point (65 bytes), stored by the gateway.
     pub public_raw: Vec<u8>,
-    /// Key id: first 16 bytes of SHA-256(public point), hex.
+    /// Key id: SHA-256 of the public point, 64 hex ([`bootstrap_key_id`]).
     pub key_id: String,
 }
 
-/// The key id of a bootstrap public key: the first 32 hex characters of the
-/// SHA-256 of its uncompressed point.
+/// The key id of a bootstrap public key: its fingerprint, the SHA-256 of its
+/// uncompressed SEC1 point (what ring's `EcdsaKeyPair::public_key()` gives),
+/// as 64 lower-case hex characters.
 pub fn bootstrap_key_id(public_raw: &[u8]) -> String {
-    let mut id = util::sha256_hex(public_raw);
-    id.truncate(32);
-    id
+    util::sha256_hex(public_raw)
 }
 
 impl BootstrapKey {
@@ -390,7 +389,7 @@ mod tests {
         assert!(!verify_bootstrap_signature(&k.public_raw, b"hellp", &sig));
         let again = BootstrapKey::from_pem(&k.private_pem).expect("parse");
         assert_eq!(again.key_id, k.key_id);
-        assert_eq!(k.key_id.len(), 32);
+        assert_eq!(k.key_id.len(), 64);
     }
 
     #[test]

@@ -27,7 +27,8 @@ use serde::Serialize;
 use crate::state::{self, DEFAULT_NETWORK, DesiredState, NETWORK_TAG, RouterSpec, SwitchSpec};
 
 /// Schema migrations, in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -85,7 +86,20 @@ CREATE TABLE ip_allocations (
     allocated_at INTEGER NOT NULL,
     UNIQUE (switch, ip)
 );
-"#];
+"#,
+    // v2: per-instance config versions, so an instance's version only moves
+    // when its own config does (see `desired_config_for`).
+    r#"
+CREATE TABLE config_versions (
+    instance_id TEXT PRIMARY KEY REFERENCES instances(id),
+    config_hash TEXT NOT NULL,
+    version     INTEGER NOT NULL
+);
+"#,
+];
+
+/// The schema version this gateway writes (number of migrations).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -532,8 +546,14 @@ impl Store {
 
     // ----- the seam for the control channel -------------------------------
 
-    /// The desired config of one instance and the global version it
-    /// reflects. `None` for an unknown or revoked instance. The config holds
+    /// The desired config of one instance and its version. `None` for an
+    /// unknown or revoked instance.
+    ///
+    /// The version is per instance and only moves when this instance's
+    /// config changes: it is the global version at which the config last
+    /// changed (recorded with a hash of the config in `config_versions`), so
+    /// it is monotonic, survives restarts, and a change elsewhere does not
+    /// re-send every agent its unchanged config. The config holds
     /// the instance's tep_id, its port (overlay mode) or none
     /// (micro-segmentation), the switches it must know (its own and every
     /// switch attached to a router on it), those routers, and every other
@@ -542,68 +562,96 @@ impl Store {
         &mut self,
         instance_id: &str,
     ) -> Result<(u64, Option<InstanceConfig>)> {
-        // A read transaction gives one consistent snapshot.
+        // One transaction: a consistent snapshot, and the version record.
         let tx = self.conn.transaction()?;
-        let version = meta_get(&tx, "version")?;
-        let Some(me) = load_instances(&tx, Some(instance_id))?.into_iter().next() else {
-            return Ok((version, None));
+        let global = meta_get(&tx, "version")?;
+        let Some(cfg) = build_config(&tx, instance_id)? else {
+            return Ok((global, None));
         };
-        if me.revoked_at.is_some() {
-            return Ok((version, None));
-        }
-        let mut cfg = InstanceConfig {
-            version,
-            tep_id: me.tep_id,
-            switches: Vec::new(),
-            routers: Vec::new(),
-            port: None,
-            remote_ports: Vec::new(),
-        };
-        let (Some(my_switch), Some(my_ip)) = (me.switch.clone(), me.ip) else {
-            return Ok((version, Some(cfg)));
-        };
-        let st = load_state(&tx)?;
-        let routers: Vec<&RouterSpec> = st
-            .routers
-            .iter()
-            .filter(|r| r.switches.contains(&my_switch))
-            .collect();
-        let mut names: HashSet<&str> = HashSet::from([my_switch.as_str()]);
-        for r in &routers {
-            names.extend(r.switches.iter().map(String::as_str));
-        }
-        cfg.switches = st
-            .switches
-            .iter()
-            .filter(|s| names.contains(s.name.as_str()))
-            .map(SwitchSpec::to_model)
-            .collect();
-        cfg.routers = routers.iter().map(|r| r.to_model()).collect();
-        cfg.port = Some(LocalPort {
-            switch: my_switch.clone(),
-            ip: my_ip,
-            mac: Some(me.nic_mac),
-        });
-        for other in load_instances(&tx, None)? {
-            if other.id == me.id || other.revoked_at.is_some() {
-                continue;
+        let hash = crate::util::sha256_hex(to_json(&cfg)?.as_bytes());
+        let known: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT config_hash, version FROM config_versions WHERE instance_id = ?1",
+                [instance_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let version = match known {
+            Some((h, v)) if h == hash => to_u64(v),
+            _ => {
+                tx.execute(
+                    "INSERT INTO config_versions (instance_id, config_hash, version) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (instance_id) DO UPDATE SET config_hash = ?2, version = ?3",
+                    params![instance_id, hash, to_i64(global)],
+                )?;
+                global
             }
-            if let (Some(sw), Some(ip)) = (other.switch, other.ip)
-                && names.contains(sw.as_str())
-            {
-                cfg.remote_ports.push(RemotePort {
-                    switch: sw,
-                    ip,
-                    mac: other.nic_mac,
-                    tep_ip: other.underlay_ip,
-                    tep_id: other.tep_id,
-                });
-            }
-        }
-        cfg.remote_ports
-            .sort_by(|a, b| (&a.switch, a.ip).cmp(&(&b.switch, b.ip)));
-        Ok((version, Some(cfg)))
+        };
+        tx.commit()?;
+        Ok((version, Some(InstanceConfig { version, ..cfg })))
     }
+}
+
+/// The config of `instance_id` with version 0 (`None`: unknown or revoked).
+fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<InstanceConfig>> {
+    let Some(me) = load_instances(tx, Some(instance_id))?.into_iter().next() else {
+        return Ok(None);
+    };
+    if me.revoked_at.is_some() {
+        return Ok(None);
+    }
+    let mut cfg = InstanceConfig {
+        version: 0,
+        tep_id: me.tep_id,
+        switches: Vec::new(),
+        routers: Vec::new(),
+        port: None,
+        remote_ports: Vec::new(),
+    };
+    let (Some(my_switch), Some(my_ip)) = (me.switch.clone(), me.ip) else {
+        return Ok(Some(cfg));
+    };
+    let st = load_state(tx)?;
+    let routers: Vec<&RouterSpec> = st
+        .routers
+        .iter()
+        .filter(|r| r.switches.contains(&my_switch))
+        .collect();
+    let mut names: HashSet<&str> = HashSet::from([my_switch.as_str()]);
+    for r in &routers {
+        names.extend(r.switches.iter().map(String::as_str));
+    }
+    cfg.switches = st
+        .switches
+        .iter()
+        .filter(|s| names.contains(s.name.as_str()))
+        .map(SwitchSpec::to_model)
+        .collect();
+    cfg.routers = routers.iter().map(|r| r.to_model()).collect();
+    cfg.port = Some(LocalPort {
+        switch: my_switch.clone(),
+        ip: my_ip,
+        mac: Some(me.nic_mac),
+    });
+    for other in load_instances(tx, None)? {
+        if other.id == me.id || other.revoked_at.is_some() {
+            continue;
+        }
+        if let (Some(sw), Some(ip)) = (other.switch, other.ip)
+            && names.contains(sw.as_str())
+        {
+            cfg.remote_ports.push(RemotePort {
+                switch: sw,
+                ip,
+                mac: other.nic_mac,
+                tep_ip: other.underlay_ip,
+                tep_id: other.tep_id,
+            });
+        }
+    }
+    cfg.remote_ports
+        .sort_by(|a, b| (&a.switch, a.ip).cmp(&(&b.switch, b.ip)));
+    Ok(Some(cfg))
 }
 
 // ----- helpers -------------------------------------------------------------

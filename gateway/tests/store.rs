@@ -8,7 +8,7 @@ use control::model::{LocalPort, MacAddr, RemotePort};
 use control::proto::InstanceMeta;
 use gateway::ops::{self, OpsError};
 use gateway::state;
-use gateway::store::{NewInstance, Store, StoreError};
+use gateway::store::{NewInstance, SCHEMA_VERSION, Store, StoreError};
 
 const SEED: &str = r#"
 switches:
@@ -115,14 +115,14 @@ fn migrations_are_idempotent() {
     std::fs::create_dir_all(&dir).expect("dir");
     let db = dir.join("gateway.db");
     let mut s = Store::open(&db).expect("open");
-    assert_eq!(s.schema_version().expect("v"), 1);
+    assert_eq!(s.schema_version().expect("v"), SCHEMA_VERSION);
     s.apply_state(&state::parse(SEED).expect("parse"), 1)
         .expect("apply");
     let v = s.version().expect("v");
     drop(s);
     for _ in 0..2 {
         let s = Store::open(&db).expect("reopen");
-        assert_eq!(s.schema_version().expect("v"), 1);
+        assert_eq!(s.schema_version().expect("v"), SCHEMA_VERSION);
         assert_eq!(s.version().expect("v"), v);
         assert_eq!(s.desired_state().expect("state").switches.len(), 3);
     }
@@ -387,12 +387,33 @@ fn desired_config_for_the_seed_picture() {
     // Unknown instance.
     assert!(s.desired_config_for("ghost").expect("cfg").1.is_none());
 
-    // Any change that affects a config produces a higher version; a revoked
-    // instance disappears from the others' remote ports and gets no config.
-    let before = s.version().expect("v");
+    // Versions are per instance: asking again changes nothing.
+    let (v_db, _) = s.desired_config_for("vm-db").expect("cfg");
+    let (v1, _) = s.desired_config_for("vm1").expect("cfg");
+    assert_eq!(s.desired_config_for("vm1").expect("cfg").0, v1);
+
+    // Any change that affects a config produces a higher version for that
+    // instance (and only for it); a revoked instance disappears from the
+    // others' remote ports and gets no config.
     s.revoke("vm2", 5).expect("revoke");
     let (v2, cfg) = s.desired_config_for("vm1").expect("cfg");
-    assert!(v2 > before);
+    assert!(v2 > v1);
     assert_eq!(cfg.expect("known").remote_ports.len(), 1);
     assert!(s.desired_config_for("vm2").expect("cfg").1.is_none());
+    assert_eq!(
+        s.desired_config_for("vm-db").expect("cfg").0,
+        v_db,
+        "db is not affected"
+    );
+    // A desired-state change that touches vm1's switches bumps it, not db's.
+    let mut st = state::parse(SEED).expect("parse");
+    st.switches[1].gateway_ip = "192.168.99.254".parse().expect("ip");
+    s.apply_state(&st, 6).expect("apply");
+    let (v3, cfg) = s.desired_config_for("vm1").expect("cfg");
+    assert!(v3 > v2);
+    assert_eq!(
+        cfg.expect("known").switches[1].gateway_ip.to_string(),
+        "192.168.99.254"
+    );
+    assert_eq!(s.desired_config_for("vm-db").expect("cfg").0, v_db);
 }
