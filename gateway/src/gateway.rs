@@ -8,7 +8,8 @@
 //! CLI in another process, picked up by [`Gateway::watch_store`]); on each
 //! change a session calls [`Gateway::desired_config_for`] for its instance
 //! (and [`Gateway::is_revoked`] for its certificate) and pushes the result
-//! if its version is newer than what the agent acked.
+//! if its version is newer than what the agent acked. That version is per
+//! instance: it only moves when the instance's own config changes.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
