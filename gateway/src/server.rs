@@ -116,8 +116,8 @@ pub async fn start(
                     return;
                 }
             };
-            serve_one(tls, enroll::MAX_BODY, REQUEST_TIMEOUT, |req| async move {
-                enroll_route(&gw, req, peer)
+            serve_one(tls, enroll::MAX_BODY, REQUEST_TIMEOUT, |req| {
+                blocking(move || enroll_route(&gw, req, peer))
             })
             .await;
         }
@@ -126,8 +126,8 @@ pub async fn start(
     let api_task = tokio::spawn(accept_loop(al, move |tcp, _peer| {
         let gw = agw.clone();
         async move {
-            serve_one(tcp, MAX_ADMIN_BODY, REQUEST_TIMEOUT, |req| async move {
-                admin_route(&gw, req)
+            serve_one(tcp, MAX_ADMIN_BODY, REQUEST_TIMEOUT, |req| {
+                blocking(move || admin_route(&gw, req))
             })
             .await;
         }
@@ -138,6 +138,15 @@ pub async fn start(
         enroll_addr,
         api_addr,
         tasks: vec![enroll_task, api_task, watch_task],
+    })
+}
+
+/// Runs a handler (store transactions with fsync, CSR signing) on the
+/// blocking pool so it never stalls the async workers.
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        tracing::error!("request handler failed: {e}");
+        Response::error(500, "internal error")
     })
 }
 
