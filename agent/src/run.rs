@@ -174,7 +174,7 @@ fn instance_meta(gw: &GatewaySettings, nic: &NicInfo, underlay_ip: Ipv4Addr) -> 
         instance_id: gw.instance_id.clone().unwrap_or_else(|| hostname.clone()),
         hostname,
         os: std::env::consts::OS.into(),
-        image_id: gw.image_id.clone().unwrap_or_default(),
+        image_id: gw.image_id.clone().unwrap_or_else(|| "unknown".into()),
         tags: gw.tags.clone(),
         underlay_ip,
         nic_mac: control::MacAddr(nic.mac),

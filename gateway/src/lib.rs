@@ -17,6 +17,7 @@
 //! * [`server`]: the HTTPS enrollment listener and the loopback admin API.
 
 pub mod control_server;
+pub mod control_store;
 pub mod enroll;
 pub mod enroll_client;
 pub mod gateway;

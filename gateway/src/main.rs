@@ -69,6 +69,9 @@ enum Cmd {
         listen_enroll: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen_api: SocketAddr,
+        /// The agents' control channel (mutual TLS).
+        #[arg(long, default_value = "0.0.0.0:5555")]
+        listen_control: SocketAddr,
     },
 }
 
@@ -169,12 +172,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             dir,
             listen_enroll,
             listen_api,
+            listen_control,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(gateway::server::run(&dir, listen_enroll, listen_api))?;
+            rt.block_on(gateway::server::run(
+                &dir,
+                listen_enroll,
+                listen_api,
+                listen_control,
+            ))?;
         }
     }
     Ok(())

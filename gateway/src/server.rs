@@ -182,10 +182,39 @@ pub async fn run(
     dir: &Path,
     enroll_addr: SocketAddr,
     api_addr: SocketAddr,
+    control_addr: SocketAddr,
 ) -> Result<(), ServeError> {
     let gw = Gateway::open(dir)?;
     let tls = pki::enroll_server_config(dir)?;
-    let server = start(gw, tls, enroll_addr, api_addr).await?;
+    let server = start(gw.clone(), tls, enroll_addr, api_addr).await?;
+    // The control channel: mutual TLS 1.3 on 5555.
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|source| ServeError::Bind {
+            addr: control_addr,
+            source: std::io::Error::new(source.kind(), format!("{}: {source}", path.display())),
+        })
+    };
+    let ctls = crate::control_server::server_tls(
+        &read(pki::files::CA_CERT)?,
+        &read(pki::files::GATEWAY_CERT)?,
+        &read(pki::files::GATEWAY_KEY)?,
+    )
+    .map_err(|e| ServeError::Bind {
+        addr: control_addr,
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let listener = bind(control_addr).await?;
+    tracing::info!(%control_addr, "control channel listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let store: Arc<dyn crate::control_server::ControlStore> =
+        Arc::new(crate::control_store::GatewayControl::new(gw));
+    let control = tokio::spawn(crate::control_server::serve(
+        listener,
+        Arc::new(ctls),
+        store,
+        stop_rx,
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Signal)?;
     tokio::select! {
@@ -193,6 +222,8 @@ pub async fn run(
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), control).await;
     server.shutdown();
     Ok(())
 }

@@ -1,0 +1,96 @@
+//! The store as the control server sees it: [`ControlStore`] over the
+//! shared [`Gateway`]. Identity comes from the client certificate alone
+//! (its fingerprint, recorded at enrollment); the desired state is the
+//! store's per-instance config and version; the change feed is the store's
+//! global version (changes made by the CLI in another process included).
+//! Tags reported in an agent's Hello do not re-place it: placement follows
+//! the inventory (enrollment, then the admin API), which an instance cannot
+//! rewrite about itself.
+
+use std::sync::Arc;
+
+use control::{InstanceConfig, InstanceMeta};
+use tokio::sync::watch;
+
+use crate::control_server::{ControlStore, SessionEvent};
+use crate::gateway::Gateway;
+use crate::pki;
+
+/// [`ControlStore`] backed by the gateway's store.
+#[derive(Debug)]
+pub struct GatewayControl {
+    gw: Arc<Gateway>,
+}
+
+impl GatewayControl {
+    pub fn new(gw: Arc<Gateway>) -> GatewayControl {
+        GatewayControl { gw }
+    }
+}
+
+impl ControlStore for GatewayControl {
+    fn authorize(&self, cert_der: &[u8]) -> Result<String, String> {
+        let fp = pki::cert_fingerprint(cert_der);
+        match self.gw.store().instance_for_cert(&fp) {
+            Ok(Some(rec)) if rec.revoked_at.is_none() => Ok(rec.id),
+            Ok(Some(_)) => Err("certificate revoked".into()),
+            Ok(None) => Err("unknown certificate".into()),
+            Err(e) => {
+                tracing::error!("store: {e}");
+                Err("gateway store unavailable".into())
+            }
+        }
+    }
+
+    fn hello(
+        &self,
+        instance_id: &str,
+        meta: &InstanceMeta,
+    ) -> Result<(u32, u64, Option<InstanceConfig>), String> {
+        let rec = self
+            .gw
+            .store()
+            .instance(instance_id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("unknown instance {instance_id}"))?;
+        if rec.underlay_ip != meta.underlay_ip {
+            tracing::warn!(
+                instance = instance_id, enrolled = %rec.underlay_ip, now = %meta.underlay_ip,
+                "agent reports a different underlay address than at enrollment"
+            );
+        }
+        let (version, config) = self.desired(instance_id)?;
+        Ok((rec.tep_id, version, config))
+    }
+
+    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String> {
+        self.gw
+            .desired_config_for(instance_id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn report(&self, instance_id: &str, event: SessionEvent) {
+        match event {
+            SessionEvent::Nacked {
+                version, reason, ..
+            } => tracing::warn!(instance = instance_id, version, %reason, "config nacked"),
+            SessionEvent::Status(_) => {}
+            other => tracing::info!(instance = instance_id, ?other, "control session"),
+        }
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.gw.subscribe()
+    }
+
+    fn is_revoked(&self, instance_id: &str) -> bool {
+        match self.gw.store().instance(instance_id) {
+            Ok(Some(rec)) => rec.revoked_at.is_some(),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::error!("store: {e}");
+                false
+            }
+        }
+    }
+}
