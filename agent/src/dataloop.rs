@@ -174,17 +174,10 @@ impl Shell {
         let Some(fd) = self.port_fd() else {
             return false;
         };
-        let n = match self.port_rx.recv(fd) {
-            Ok(n) => n,
-            Err(_) => {
-                self.io.rx_errors += 1;
-                return false;
-            }
-        };
+        let n = receive(&mut self.port_rx, fd, &mut self.io);
         if n == 0 {
             return false;
         }
-        self.io.batches += 1;
         let now = self.now_ns();
         for i in 0..n {
             if self.out.needs_flush() {
@@ -204,17 +197,10 @@ impl Shell {
     /// One batch of Geneve datagrams (GRO trains split back into datagrams).
     fn drain_underlay(&mut self) -> bool {
         let fd = self.sockets.geneve_rx.as_raw_fd();
-        let n = match self.underlay_rx.recv(fd) {
-            Ok(n) => n,
-            Err(_) => {
-                self.io.rx_errors += 1;
-                return false;
-            }
-        };
+        let n = receive(&mut self.underlay_rx, fd, &mut self.io);
         if n == 0 {
             return false;
         }
-        self.io.batches += 1;
         let now = self.now_ns();
         for i in 0..n {
             let src = self.underlay_rx.source(i);
@@ -268,6 +254,22 @@ impl Shell {
             s.io = self.io;
             s.config_version = self.pipeline.tables().version;
             s.taken = Some(Instant::now());
+        }
+    }
+}
+
+/// One `recvmmsg` into `batch`; errors and batches counted. Returns the
+/// number of messages (0 when nothing was waiting or on error).
+fn receive(batch: &mut RecvBatch, fd: RawFd, io: &mut IoCounters) -> usize {
+    match batch.recv(fd) {
+        Ok(0) => 0,
+        Ok(n) => {
+            io.batches += 1;
+            n
+        }
+        Err(_) => {
+            io.rx_errors += 1;
+            0
         }
     }
 }
