@@ -70,12 +70,34 @@ impl ControlStore for GatewayControl {
     }
 
     fn report(&self, instance_id: &str, event: SessionEvent) {
-        match event {
+        let now = crate::util::now_unix();
+        let (state, acked, error): (Option<&str>, Option<u64>, Option<String>) = match &event {
+            SessionEvent::Connected { .. } => (Some("ESTABLISHED"), None, None),
+            SessionEvent::Acked(v) => (None, Some(*v), None),
             SessionEvent::Nacked {
                 version, reason, ..
-            } => tracing::warn!(instance = instance_id, version, %reason, "config nacked"),
-            SessionEvent::Status(_) => {}
-            other => tracing::info!(instance = instance_id, ?other, "control session"),
+            } => {
+                tracing::warn!(instance = instance_id, version, %reason, "config nacked");
+                (
+                    None,
+                    None,
+                    Some(format!("nack of version {version}: {reason}")),
+                )
+            }
+            SessionEvent::Status(_) => return,
+            SessionEvent::Disconnected { reason } => {
+                (Some("DISCONNECTED"), None, Some(reason.clone()))
+            }
+        };
+        if !matches!(event, SessionEvent::Acked(_)) {
+            tracing::info!(instance = instance_id, ?event, "control session");
+        }
+        let r = self
+            .gw
+            .store()
+            .record_session(instance_id, state, acked, error.as_deref(), now);
+        if let Err(e) = r {
+            tracing::warn!(instance = instance_id, "cannot record session state: {e}");
         }
     }
 

@@ -191,6 +191,9 @@ pub fn get(dir: &Path, kind: Kind, json: bool) -> Result<String, OpsError> {
                         i.nic_mac.to_string(),
                         i.underlay_ip.to_string(),
                         i.tep_id.to_string(),
+                        i.session.clone().unwrap_or_else(|| "-".into()),
+                        i.acked_version
+                            .map_or_else(|| "-".into(), |v| v.to_string()),
                         i.tags
                             .iter()
                             .map(|(k, v)| format!("{k}={v}"))
@@ -201,7 +204,8 @@ pub fn get(dir: &Path, kind: Kind, json: bool) -> Result<String, OpsError> {
                 .collect();
             Ok(table(
                 &[
-                    "ID", "HOSTNAME", "MODE", "SWITCH", "IP", "MAC", "UNDERLAY", "TEP-ID", "TAGS",
+                    "ID", "HOSTNAME", "MODE", "SWITCH", "IP", "MAC", "UNDERLAY", "TEP-ID",
+                    "SESSION", "ACKED", "TAGS",
                 ],
                 &rows,
             ))

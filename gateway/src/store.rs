@@ -96,6 +96,17 @@ CREATE TABLE config_versions (
     version     INTEGER NOT NULL
 );
 "#,
+    // v3: control-session state per instance, written by the running
+    // gateway, read by `get instances` (possibly another process).
+    r#"
+CREATE TABLE sessions (
+    instance_id   TEXT PRIMARY KEY REFERENCES instances(id),
+    state         TEXT NOT NULL,
+    since         INTEGER NOT NULL,
+    acked_version INTEGER,
+    last_error    TEXT
+);
+"#,
 ];
 
 /// The schema version this gateway writes (number of migrations).
@@ -162,6 +173,12 @@ pub struct InstanceRecord {
     /// The switch the instance has a port on (overlay mode), if any.
     pub switch: Option<String>,
     pub ip: Option<Ipv4Addr>,
+    /// Control session: `ESTABLISHED`, `DISCONNECTED`, or `None` (never connected).
+    pub session: Option<String>,
+    /// The last config version the agent acked.
+    pub acked_version: Option<u64>,
+    /// Why the last session ended or the last config was nacked.
+    pub last_error: Option<String>,
 }
 
 impl InstanceRecord {
@@ -519,6 +536,31 @@ impl Store {
 
     /// Marks the instance revoked (its certificate is refused from now on)
     /// and releases its address. Returns false if it already was revoked.
+    /// Records what the control server saw of an instance's session:
+    /// a new `state` (with the time), an acked version, or an error. Only the
+    /// fields given change.
+    pub fn record_session(
+        &mut self,
+        id: &str,
+        state: Option<&str>,
+        acked_version: Option<u64>,
+        last_error: Option<&str>,
+        now: u64,
+    ) -> Result<()> {
+        let now = to_i64(now);
+        self.conn.execute(
+            "INSERT INTO sessions (instance_id, state, since, acked_version, last_error)
+             VALUES (?1, COALESCE(?2, 'DISCONNECTED'), ?5, ?3, ?4)
+             ON CONFLICT(instance_id) DO UPDATE SET
+                 state = COALESCE(?2, state),
+                 since = CASE WHEN ?2 IS NOT NULL THEN ?5 ELSE since END,
+                 acked_version = COALESCE(?3, acked_version),
+                 last_error = COALESCE(?4, last_error)",
+            rusqlite::params![id, state, acked_version.map(to_i64), last_error, now],
+        )?;
+        Ok(())
+    }
+
     pub fn revoke(&mut self, id: &str, now: u64) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let revoked: Option<Option<i64>> = tx
@@ -760,8 +802,9 @@ fn load_state(conn: &Connection) -> Result<DesiredState> {
 fn load_instances(conn: &Connection, only: Option<&str>) -> Result<Vec<InstanceRecord>> {
     let sql = "SELECT i.id, i.hostname, i.os, i.image_id, i.tags, i.underlay_ip, i.nic_mac,
                       i.cert_serial, i.cert_fingerprint, i.tep_id, i.enrolled_at, i.revoked_at,
-                      a.switch, a.ip
+                      a.switch, a.ip, s.state, s.acked_version, s.last_error
                FROM instances i LEFT JOIN ip_allocations a ON a.instance_id = i.id
+                    LEFT JOIN sessions s ON s.instance_id = i.id
                WHERE (?1 IS NULL OR i.id = ?1)
                ORDER BY i.tep_id";
     let mut st = conn.prepare(sql)?;
@@ -793,6 +836,9 @@ fn load_instances(conn: &Connection, only: Option<&str>) -> Result<Vec<InstanceR
                 Some(s) => Some(s.parse().map_err(|_| corrupt("allocated ip", &s))?),
                 None => None,
             },
+            session: r.get(14)?,
+            acked_version: r.get::<_, Option<i64>>(15)?.map(to_u64),
+            last_error: r.get(16)?,
         });
     }
     Ok(out)

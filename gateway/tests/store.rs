@@ -417,3 +417,26 @@ fn desired_config_for_the_seed_picture() {
     );
     assert_eq!(s.desired_config_for("vm-db").expect("cfg").0, v_db);
 }
+
+#[test]
+fn session_state_is_recorded_for_get_instances() {
+    let mut s = Store::open_in_memory().expect("open");
+    enroll(&mut s, "vm1", None, 1);
+    let rec = |s: &Store| s.instance("vm1").expect("read").expect("vm1");
+    assert_eq!(rec(&s).session, None);
+    s.record_session("vm1", Some("ESTABLISHED"), None, None, 10)
+        .expect("record");
+    s.record_session("vm1", None, Some(7), None, 11)
+        .expect("record");
+    let r = rec(&s);
+    assert_eq!(
+        (r.session.as_deref(), r.acked_version),
+        (Some("ESTABLISHED"), Some(7))
+    );
+    s.record_session("vm1", Some("DISCONNECTED"), None, Some("peer dead"), 12)
+        .expect("record");
+    let r = rec(&s);
+    assert_eq!(r.session.as_deref(), Some("DISCONNECTED"));
+    assert_eq!(r.acked_version, Some(7), "the acked version is kept");
+    assert_eq!(r.last_error.as_deref(), Some("peer dead"));
+}
