@@ -25,6 +25,31 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::GatewaySettings;
+use crate::dataloop::Snapshot;
+
+/// How often counters flow up to the gateway.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// The counter summary sent in `Status`: port and underlay traffic, total
+/// drops and each non-zero drop reason.
+fn counter_summary(snapshot: &Mutex<Snapshot>) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    if let Ok(s) = snapshot.lock() {
+        let c = &s.counters;
+        m.insert("port_rx_packets".into(), c.port_rx.packets);
+        m.insert("port_tx_packets".into(), c.port_tx.packets);
+        m.insert("underlay_rx_packets".into(), c.underlay_rx.packets);
+        m.insert("underlay_tx_packets".into(), c.underlay_tx.packets);
+        m.insert("drops".into(), c.total_drops());
+        for r in datapath::DropReason::ALL {
+            let n = c.dropped(r);
+            if n > 0 {
+                m.insert(format!("drop_{}", r.name()), n);
+            }
+        }
+    }
+    m
+}
 
 /// A config for the main loop to apply; `reply` carries the outcome.
 #[derive(Debug)]
@@ -98,6 +123,7 @@ pub async fn run(
     applied: Option<u64>,
     apply_tx: mpsc::Sender<ApplyRequest>,
     status: Arc<Mutex<Option<GatewayStatus>>>,
+    counters: Arc<Mutex<Snapshot>>,
 ) {
     let cfg = control::session::AgentConfig::new(
         settings.control.clone(),
@@ -121,7 +147,17 @@ pub async fn run(
         session.on_connecting(Instant::now());
         publish(&session, &status);
         let established = match connect(&settings, &connector).await {
-            Ok(stream) => drive(stream, &mut session, &apply_tx, &status, &mut tep_id).await,
+            Ok(stream) => {
+                drive(
+                    stream,
+                    &mut session,
+                    &apply_tx,
+                    &status,
+                    &counters,
+                    &mut tep_id,
+                )
+                .await
+            }
             Err(e) => {
                 tracing::warn!(gateway = %settings.control, error = %e, "cannot reach the gateway");
                 session.on_disconnected(e, Instant::now());
@@ -172,8 +208,10 @@ async fn drive(
     session: &mut AgentSession,
     apply_tx: &mpsc::Sender<ApplyRequest>,
     status: &Mutex<Option<GatewayStatus>>,
+    counters: &Mutex<Snapshot>,
     tep_id: &mut u32,
 ) -> bool {
+    let mut next_status = Instant::now() + STATUS_EVERY;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut decoder: Decoder<GatewayMsg> = Decoder::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -240,9 +278,19 @@ async fn drive(
                 }
             }
         }
-        let wait = session.next_timeout().map_or(Duration::from_secs(1), |t| {
-            t.saturating_duration_since(Instant::now())
-        });
+        if Instant::now() >= next_status {
+            outs.extend(session.status_report(counter_summary(counters)));
+            next_status = Instant::now() + STATUS_EVERY;
+            if !outs.is_empty() {
+                continue;
+            }
+        }
+        let wait = session
+            .next_timeout()
+            .map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+            .min(next_status.saturating_duration_since(Instant::now()));
         tokio::select! {
             read = rd.read(&mut buf) => match read {
                 Ok(0) => {

@@ -197,6 +197,7 @@ async fn start_gateway(
     gw: &GatewaySettings,
     nic: &NicInfo,
     underlay_ip: Ipv4Addr,
+    snapshot: Arc<Mutex<Snapshot>>,
 ) -> Result<(Gateway, Option<Applied>), StartError> {
     let meta = instance_meta(gw, nic, underlay_ip);
     let identity = match enroll::load_identity(&cfg.host.state_dir)? {
@@ -224,6 +225,7 @@ async fn start_gateway(
         persisted.as_ref().map(|p| p.version),
         tx,
         Arc::clone(&status),
+        snapshot,
     ));
     Ok((Gateway { applies, status }, persisted))
 }
@@ -271,9 +273,12 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     let cfg = AgentConfig::load(path)?;
     let nic = host::inspect_nic(&cfg.host).await?;
     let lh = local_host(&nic)?;
+    // Counters outlive datapath restarts (mode changes) and feed the gateway's Status.
+    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let (mut gw, persisted) = match &cfg.gateway {
         Some(g) => {
-            let (gw, p) = start_gateway(&cfg, g, &nic, lh.underlay_ip).await?;
+            let snap = Arc::clone(&snapshot);
+            let (gw, p) = start_gateway(&cfg, g, &nic, lh.underlay_ip, snap).await?;
             (Some(gw), p)
         }
         None => (None, None),
@@ -327,6 +332,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             cfg: &cfg,
             started,
             lh,
+            snapshot: Arc::clone(&snapshot),
         };
         match serve(
             &ctx,
@@ -369,6 +375,7 @@ struct ServeCtx<'a> {
     cfg: &'a AgentConfig,
     started: Instant,
     lh: LocalHost,
+    snapshot: Arc<Mutex<Snapshot>>,
 }
 
 /// What applying a config needs; shared by SIGHUP and the gateway.
@@ -469,7 +476,7 @@ async fn serve(
         cfg.host.api_socket.display()
     )))?;
 
-    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+    let snapshot = Arc::clone(&ctx.snapshot);
     let shared = Arc::new(Shared {
         started: ctx.started,
         snapshot: Arc::clone(&snapshot),
