@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# scripts/demo.sh -- the seed's picture, live: builds nsx-agent (release),
-# then inside a private sandbox (user + network + mount + PID namespaces; the
-# host's network is never touched) creates an underlay 10.99.3.0/24, three
-# instances with an agent each, logical switches ls-web (VNI 0x238c,
-# 192.168.100.0/24) and ls-app (VNI 0x2388, 192.168.99.0/24) joined by the
-# distributed router t1-router, and shows: the interfaces the agent built,
-# pings on one switch and across switches, TCP transfers across the switches,
-# one decoded Geneve packet from the underlay, and the agents' counters.
-# Then it waits for Ctrl-C, printing how to get a shell in an instance.
+# scripts/demo.sh -- the seed's picture, live and gateway-driven: builds
+# nsx-agent and nsx-gateway (release), then inside a private sandbox (user +
+# network + mount + PID namespaces; the host's network is never touched)
+# creates an underlay 10.99.3.0/24 with a gateway namespace (10.99.3.2) and
+# three instances. The gateway gets a root CA and a bootstrap key (init) and
+# the desired state from a file (apply: switches web-ls, VNI 0x238c,
+# 192.168.100.0/24, and app-ls, VNI 0x2388, 192.168.99.0/24, joined by the
+# distributed router t1); each agent starts with only the gateway address,
+# the CA and the bootstrap key, enrolls and is placed by its nsx:network tag.
+# Shows: get instances, the agents' gateway connection status, the interfaces
+# the agent built, pings on one switch and across switches, TCP transfers
+# across the switches, one decoded Geneve packet from the underlay, and the
+# agents' counters. Then it waits for Ctrl-C, printing how to get a shell in
+# an instance.
 #
 #   scripts/demo.sh              # show, then wait for Ctrl-C
 #   scripts/demo.sh --check      # show, exit 0 only if everything worked
@@ -17,6 +22,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/lib/e2e.sh
 source "$ROOT/tests/lib/e2e.sh"
+# shellcheck source=tests/lib/gw.sh
+source "$ROOT/tests/lib/gw.sh"
 
 CHECK=0
 MTU=1500
@@ -30,7 +37,7 @@ while [[ $# -gt 0 ]]; do
             ;;
         --mtu=*) MTU=${1#--mtu=} ;;
         -h | --help)
-            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -49,11 +56,12 @@ if [[ "${NSX_IN_SANDBOX:-}" != 1 ]]; then
     # Outside the sandbox: tools, build, absolute pcap path.
     # shellcheck source=tests/lib/deps.sh
     source "$ROOT/tests/lib/deps.sh"
-    nsx_install_tools ip ping tshark dumpcap jq ethtool socat unshare nsenter timeout sha256sum cc
+    nsx_install_tools ip ping tshark dumpcap jq ethtool socat unshare nsenter timeout sha256sum cc curl openssl
     nsx_ensure_rust >/dev/null
-    echo "== building (cargo build --release)"
-    (cd "$ROOT" && cargo build --release)
+    echo "== building (cargo build --release -p agent -p gateway)"
+    (cd "$ROOT" && cargo build --release -p agent -p gateway)
     export NSX_AGENT=$ROOT/target/release/nsx-agent
+    export NSX_GATEWAY=$ROOT/target/release/nsx-gateway
     if [[ -n "${NSX_DEMO_PCAP:-}" ]]; then
         mkdir -p "$(dirname "$NSX_DEMO_PCAP")"
         NSX_DEMO_PCAP=$(cd "$(dirname "$NSX_DEMO_PCAP")" && pwd)/$(basename "$NSX_DEMO_PCAP")
@@ -79,8 +87,8 @@ bad() {
 }
 
 NSX_AGENT=$(topo_find_agent) || exit 1
-seed_topology nsx "$MTU" 3
-topo_build
+gw_init_bin || exit 1
+gw_topology nsx "$MTU" vm1 vm2 vm3
 topo_wait_underlay || {
     bad "underlay"
     exit 1
@@ -90,25 +98,84 @@ PCAP=${NSX_DEMO_PCAP:-$TOPO_DIR/underlay.pcap}
 sandbox_bg "$TOPO_DIR/dumpcap.log" ip netns exec "$TOPO_UL" dumpcap -q -P -i "$TOPO_BR" -s 256 -w "$PCAP"
 CAP_PID=$SANDBOX_LAST_PID
 
-say "Topology (underlay MTU $MTU, overlay MTU $(topo_overlay_mtu))"
+say "Underlay (MTU $MTU, overlay MTU $(topo_overlay_mtu))"
 cat <<EOF
   underlay 10.99.3.0/24: bridge $TOPO_BR (10.99.3.1) in namespace $TOPO_UL
-  instance  underlay IP   NIC MAC            tep_id  overlay port
-  vm1       10.99.3.11    $(topo_mac vm1)  1       ls-web 192.168.100.3
-  vm2       10.99.3.12    $(topo_mac vm2)  2       ls-app 192.168.99.9
-  vm3       10.99.3.13    $(topo_mac vm3)  3       ls-web 192.168.100.4
-  ls-web: VNI 0x238c, 192.168.100.0/24    ls-app: VNI 0x2388, 192.168.99.0/24
-  joined by distributed router t1-router ($ROUTER_MAC, the same on every agent)
+  gateway   $GW_IP     namespace $GW_NS: enrollment HTTPS 8443, control mTLS 5555, admin API 127.0.0.1:8080
+  instance  underlay IP   NIC MAC            tag nsx:network
+  vm1       10.99.3.11    $(topo_mac vm1)  web
+  vm2       10.99.3.12    $(topo_mac vm2)  app
+  vm3       10.99.3.13    $(topo_mac vm3)  web
 EOF
+
+say "Gateway: root CA, server certificate, bootstrap key (nsx-gateway init)"
+printf '$ nsx-gateway init --dir %s --name %s --ip %s\n' "$GW_DIR" "$GW_NAME" "$GW_IP"
+if gw_init >"$TOPO_DIR/gw-init.log" 2>&1; then
+    indent <"$TOPO_DIR/gw-init.log"
+    good "gateway initialised"
+else
+    indent <"$TOPO_DIR/gw-init.log"
+    bad "nsx-gateway init"
+    exit 1
+fi
+
+say "Desired state: one file, applied through the gateway (nsx-gateway apply)"
+gw_state_sample "$TOPO_DIR/state.yaml"
+indent <"$TOPO_DIR/state.yaml"
+printf '$ nsx-gateway apply -f state.yaml --dir %s\n' "$GW_DIR"
+if gw_apply "$TOPO_DIR/state.yaml" >"$TOPO_DIR/gw-apply.log" 2>&1; then
+    indent <"$TOPO_DIR/gw-apply.log"
+    good "state applied"
+else
+    indent <"$TOPO_DIR/gw-apply.log"
+    bad "nsx-gateway apply"
+    exit 1
+fi
+show "$NSX_GATEWAY" get switches --dir "$GW_DIR"
+show "$NSX_GATEWAY" get routers --dir "$GW_DIR"
+if gw_start 2>"$TOPO_DIR/gw-start.err"; then
+    good "nsx-gateway serve running in namespace $GW_NS"
+else
+    indent <"$TOPO_DIR/gw-start.err"
+    bad "nsx-gateway serve"
+    exit 1
+fi
+
+say "Agents: only the gateway address, its CA and the bootstrap key"
 for vm in vm1 vm2 vm3; do
-    if agent_start "$vm"; then
-        good "agent $vm running"
+    case $vm in vm2) tag=app ;; *) tag=web ;; esac
+    gw_agent_config "$vm" "$tag"
+done
+printf '$ cat %s\n' "$(gw_agent_config_path vm1)"
+indent <"$(gw_agent_config_path vm1)"
+for vm in vm1 vm2 vm3; do
+    if gw_agent_start "$vm"; then
+        good "agent $vm enrolled, got its config from the gateway and runs"
     else
         bad "agent $vm does not start"
         exit 1
     fi
 done
-for vm in vm1 vm2 vm3; do agent_wait_overlay "$vm" || bad "$vm: nsx-eth0 up"; done
+declare -A OIP
+for vm in vm1 vm2 vm3; do
+    gw_wait_state "$vm" ESTABLISHED 15 || bad "$vm: gateway connection ESTABLISHED"
+    agent_wait_overlay "$vm" || bad "$vm: nsx-eth0 up"
+    OIP[$vm]=$(gw_instance "$vm" .ip 2>/dev/null || echo none)
+done
+show "$NSX_GATEWAY" get instances --dir "$GW_DIR"
+say "Gateway connection status of the agents (nsx-agent ctl --socket ... status | jq .gateway)"
+for vm in vm1 vm2 vm3; do
+    g=$(gw_status "$vm" '.gateway | "state \(.state), peer \(.peer), since \(.since_unix | todate), applied version \(.applied_version), last error \(.last_error // "none")"' 2>/dev/null) || g=""
+    printf '  %s: %s\n' "$vm" "${g:-no status}"
+    if [[ "$g" == "state ESTABLISHED"* ]]; then good "$vm connected to the gateway"; else bad "$vm gateway connection status"; fi
+done
+# placed VM PREFIX SWITCH
+placed() {
+    if [[ "${OIP[$1]}" == "$2"* ]]; then good "$1 placed on $3 by its tag: ${OIP[$1]}"; else bad "$1 placement (${OIP[$1]})"; fi
+}
+placed vm1 192.168.100. web-ls
+placed vm2 192.168.99. app-ls
+placed vm3 192.168.100. web-ls
 
 say "What the agent built on vm1 (as in the seed)"
 show ip netns exec "$(topo_ns vm1)" ip -br addr show dev nsx-vtep0.0
@@ -126,9 +193,9 @@ demo_ping() {
     if grep -q ' 3 received' <<<"$out"; then good "$3"; else bad "$3"; fi
 }
 say "Pings"
-demo_ping vm1 192.168.100.4 "vm1 -> vm3, same switch ls-web"
-demo_ping vm2 192.168.100.3 "vm2 (ls-app) -> vm1 (ls-web), routed: the replies show ttl=63"
-demo_ping vm3 192.168.99.9 "vm3 (ls-web) -> vm2 (ls-app), routed"
+demo_ping vm1 "${OIP[vm3]}" "vm1 -> vm3, same switch web-ls"
+demo_ping vm2 "${OIP[vm1]}" "vm2 (app-ls) -> vm1 (web-ls), routed: the replies show ttl=63"
+demo_ping vm3 "${OIP[vm2]}" "vm3 (web-ls) -> vm2 (app-ls), routed"
 
 # demo_tcp FROM TO_VM TO_IP MB
 demo_tcp() {
@@ -156,19 +223,19 @@ demo_tcp() {
     rm -f "$TOPO_DIR/tcp.in" "$TOPO_DIR/tcp.out"
 }
 say "TCP across the distributed router (socat, sha256 compared)"
-demo_tcp vm1 vm2 192.168.99.9 20
-demo_tcp vm2 vm3 192.168.100.4 20
+demo_tcp vm1 vm2 "${OIP[vm2]}" 20
+demo_tcp vm2 vm3 "${OIP[vm3]}" 20
 
 say "On the wire: one routed echo request (vm2 -> vm1), decoded by tshark"
 sleep 0.5
 kill -INT "$CAP_PID" 2>/dev/null || true
 sandbox_wait_exit "$CAP_PID" 5 || true
-routed='ip.proto#1==17 && geneve && icmp && ip.addr#2==192.168.99.9 && ip.addr#2==192.168.100.3'
+routed="ip.proto#1==17 && geneve && icmp && ip.addr#2==${OIP[vm2]} && ip.addr#2==${OIP[vm1]}"
 decoded=$(tshark -n -r "$PCAP" -Y "$routed && icmp.type==8" -O geneve 2>/dev/null | awk '/^Frame /{n++} n==1')
 # Every routed request vm2 -> vm1 in 0x238c, every reply in 0x2388, inner TTL 63.
 wrong=$(tshark -n -r "$PCAP" -o udp.check_checksum:TRUE 2>/dev/null -Y "$routed && !(
-    (icmp.type==8 && ip.src#2==192.168.99.9 && geneve.vni==0x238c && ip.ttl#2==63) ||
-    (icmp.type==0 && ip.src#2==192.168.100.3 && geneve.vni==0x2388 && ip.ttl#2==63))
+    (icmp.type==8 && ip.src#2==${OIP[vm2]} && geneve.vni==0x238c && ip.ttl#2==63) ||
+    (icmp.type==0 && ip.src#2==${OIP[vm1]} && geneve.vni==0x2388 && ip.ttl#2==63))
     || ($routed && !(geneve.flags.critical==1 && geneve.option.class==0x0104 && geneve.option.type==0x80
         && ip.flags.df#1==1 && udp.checksum.status#1==1))" | wc -l)
 if [[ -n "$decoded" && $wrong -eq 0 ]]; then
@@ -179,7 +246,7 @@ if [[ -n "$decoded" && $wrong -eq 0 ]]; then
         awk '{ split($1, s, ","); split($2, d, ","); split($4, t, ",");
                printf "  outer %s > %s  vni %s  inner %s > %s ttl %s  icmp %s\n",
                       s[1], d[1], $3, s[2], d[2], t[2], ($5 ~ /8/ ? "echo request" : "echo reply") }'
-    good "Geneve with the C flag and the VMware option (class 0x0104, type 0x80): the request travels in ls-web's VNI 0x238c, the reply in ls-app's 0x2388, inner TTL 63"
+    good "Geneve with the C flag and the VMware option (class 0x0104, type 0x80): the request travels in web-ls's VNI 0x238c, the reply in app-ls's 0x2388, inner TTL 63"
 else
     bad "routed Geneve packets in the capture: ${decoded:+$wrong with wrong VNI, TTL, option, DF or checksum}${decoded:-none}"
 fi
@@ -216,7 +283,11 @@ cat <<EOF
   eth0 and nsx-vtep0.0 are: $(topo_ns vm1); the underlay bridge: $TOPO_UL)
   Counters of vm1:
     nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net $NSX_AGENT ctl --socket $(topo_socket vm1) counters
-  Agent logs (inside the sandbox's mount namespace): $TOPO_DIR/vmN/agent.log
+  The gateway's inventory and admin API (token in $GW_DIR/admin.token):
+    nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net $NSX_GATEWAY get instances --dir $GW_DIR
+    nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net ip netns exec $GW_NS \\
+      curl -s -H "Authorization: Bearer \$(cat $GW_DIR/admin.token)" http://127.0.0.1:8080/api/v1/instances
+  Agent logs (inside the sandbox's mount namespace): $TOPO_DIR/vmN/agent.log; gateway: $TOPO_DIR/gateway.log
 EOF
 # In the background so that INT/TERM are handled at once (bash runs traps
 # only between commands; `wait` is interruptible).

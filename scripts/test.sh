@@ -39,9 +39,9 @@ run "shellcheck (${#SHELL_SCRIPTS[@]} scripts)" shellcheck -x --severity=warning
 run "cargo test" cargo test --workspace
 
 # --- one build profile for everything that runs the binary --------------------
-run "cargo build --release -p agent" cargo build --release -p agent
-export NSX_AGENT=$ROOT/target/release/nsx-agent
-[[ -x "$NSX_AGENT" ]] || fail "release build produced no $NSX_AGENT"
+run "cargo build --release -p agent -p gateway" cargo build --release -p agent -p gateway
+export NSX_AGENT=$ROOT/target/release/nsx-agent NSX_GATEWAY=$ROOT/target/release/nsx-gateway
+[[ -x "$NSX_AGENT" && -x "$NSX_GATEWAY" ]] || fail "release build produced no $NSX_AGENT / $NSX_GATEWAY"
 
 if [[ -x tests/host_plumbing.sh || -f tests/host_plumbing.sh ]]; then
     run "tests/host_plumbing.sh" bash tests/host_plumbing.sh

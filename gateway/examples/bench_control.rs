@@ -156,7 +156,11 @@ fn cpu_ms(pid: &str) -> f64 {
         return f64::NAN;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let tick = |i: usize| {
+        f.get(i)
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     // rest[0] is field 3, so field k is rest[k - 3]; USER_HZ is 100 on Linux.
     (tick(11) + tick(12)) * 10.0
 }
@@ -215,7 +219,11 @@ async fn enroll_one(
 }
 
 /// TLS 1.3 client config, as `agent/src/gwclient.rs::client_tls`.
-fn client_tls(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<rustls::ClientConfig, Error> {
+fn client_tls(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(cert?)?;
@@ -271,10 +279,13 @@ async fn agent_task(
                 .map_err(|_| "connect timed out".to_string())?
                 .map_err(|e| format!("connect: {e}"))?;
             let _ = tcp.set_nodelay(true);
-            tokio::time::timeout(Duration::from_secs(10), connector.connect(name.clone(), tcp))
-                .await
-                .map_err(|_| "TLS handshake timed out".to_string())?
-                .map_err(|e| format!("TLS handshake: {e}"))
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                connector.connect(name.clone(), tcp),
+            )
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS handshake: {e}"))
         };
         let established = match conn.await {
             Ok(stream) => {
@@ -495,11 +506,7 @@ impl Tracker {
         self.stray = 0;
     }
 
-    async fn wait(
-        &mut self,
-        rx: &mut mpsc::UnboundedReceiver<Event>,
-        deadline: Instant,
-    ) -> bool {
+    async fn wait(&mut self, rx: &mut mpsc::UnboundedReceiver<Event>, deadline: Instant) -> bool {
         while self.pending > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, rx.recv()).await {
@@ -538,7 +545,10 @@ async fn run(args: Args) -> Result<(), Error> {
     }
     let mut agents = Vec::with_capacity(n);
     for (i, h) in handles.into_iter().enumerate() {
-        agents.push(h.await?.map_err(|e| format!("enrolling instance {i}: {e}"))?);
+        agents.push(
+            h.await?
+                .map_err(|e| format!("enrolling instance {i}: {e}"))?,
+        );
     }
     let enroll_s = t_enroll.elapsed().as_secs_f64();
     eprintln!(
@@ -624,7 +634,13 @@ async fn run(args: Args) -> Result<(), Error> {
         )
         .into());
     }
-    let last = tracker.reached.iter().flatten().max().copied().unwrap_or(t0);
+    let last = tracker
+        .reached
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or(t0);
     let converge_ms = ms(last.duration_since(t0));
     let (gw_cpu_conv, me_cpu_conv) = (cpu_ms(&gw_pid) - gw_cpu0, cpu_ms("self") - me_cpu0);
     let mut conv: Vec<f64> = tracker
@@ -667,7 +683,9 @@ async fn run(args: Args) -> Result<(), Error> {
             .filter(|r| {
                 let id = r["id"].as_str().unwrap_or_default();
                 r["session"].as_str() == Some("ESTABLISHED")
-                    && ids.get(id).is_some_and(|e| r["acked_version"].as_u64() == Some(*e))
+                    && ids
+                        .get(id)
+                        .is_some_and(|e| r["acked_version"].as_u64() == Some(*e))
             })
             .count();
         if gw_ok == n {
@@ -743,9 +761,11 @@ async fn run(args: Args) -> Result<(), Error> {
         }
         // Catch stray updates to unaffected agents for a moment longer.
         let grace = Instant::now() + Duration::from_millis(300);
-        while let Ok(Some(ev)) =
-            tokio::time::timeout(grace.saturating_duration_since(Instant::now()), ev_rx.recv())
-                .await
+        while let Ok(Some(ev)) = tokio::time::timeout(
+            grace.saturating_duration_since(Instant::now()),
+            ev_rx.recv(),
+        )
+        .await
         {
             tracker.on_event(ev);
         }

@@ -46,15 +46,16 @@ revoke_check() {
     err=$(gw_status "$vm" '.gateway.last_error // ""')
     diag "$vm after 6 s: $(gw_status "$vm" '.gateway | tojson')"
     check "$vm's reconnects are refused (last_error: '$err')" grep -qiE 'revok|certificate|refus|reject' <<<"$err"
-    check "the gateway logs a refused connection from $vm" \
-        bash -c "grep -iE 'revok|refus|reject' '$GW_LOG' | grep -q '$vm\\|revok'"
+    local ip
+    ip=$(topo_underlay_ip "$vm")
+    check "the gateway logs refused reconnects from $vm ($ip) with the reason" \
+        grep -qE "refused.*${ip//./\\.}:.*revoked|${ip//./\\.}:.*refused.*revoked" "$GW_LOG"
 }
 
 revoke_check vm3 "CLI" gw_cli instance revoke vm3
 api_revoke() {
-    local body
-    body=$(gw_api POST /api/v1/instances/vm2/revoke '{}')
-    echo "HTTP $GW_HTTP_CODE $body"
+    gw_api POST /api/v1/instances/vm2/revoke '{}' >"$TOPO_DIR/revoke-api.json"
+    echo "HTTP $GW_HTTP_CODE $(cat "$TOPO_DIR/revoke-api.json")"
     [[ "$GW_HTTP_CODE" == 2* ]]
 }
 revoke_check vm2 "admin API" api_revoke

@@ -83,6 +83,7 @@ in_gw() { ip netns exec "$GW_NS" "$@"; }
 
 gw_cli() { timeout 20 "$NSX_GATEWAY" "$@" --dir "$GW_DIR"; }
 
+# shellcheck disable=SC2120 # callers may pass extra init flags (--force)
 gw_init() {
     timeout 30 "$NSX_GATEWAY" init --dir "$GW_DIR" --name "$GW_NAME" --ip "$GW_IP" "$@"
 }
@@ -118,10 +119,12 @@ gw_port_open() {
 
 # gw_start [LOG] [DIR]: serve in the gateway netns; bounded (20 s) wait for
 # 8443, 5555 and the admin API. Call it in this shell (records GW_PID).
+# shellcheck disable=SC2120 # LOG and DIR are optional
 gw_start() {
     local log=${1:-$TOPO_DIR/gateway.log} dir=${2:-$GW_DIR} i
     sandbox_bg "$log" nsenter --net="/run/netns/$GW_NS" "$NSX_GATEWAY" serve --dir "$dir"
     GW_PID=$SANDBOX_LAST_PID
+    # shellcheck disable=SC2034 # used by the tests that source this file
     GW_LOG=$log
     for ((i = 0; i < 200; i++)); do
         if ! sandbox_alive "$GW_PID"; then
@@ -164,6 +167,7 @@ gw_api() {
         args+=(-H "Content-Type: application/json" --data-binary "$body")
     fi
     code=$(in_gw curl "${args[@]}" "http://127.0.0.1:8080$path") || code=${code:-000}
+    # shellcheck disable=SC2034 # used by the tests that source this file
     GW_HTTP_CODE=$code
     cat "$out"
     rm -f "$out"
@@ -278,7 +282,7 @@ gw_wait_ping_ms() {
 
 # gw_setup ID MTU vmN:TAG...: the whole gateway-driven picture in one call:
 # topology, init, the sample state applied, gateway serving, each agent
-# enrolled with its tag and ESTABLISHED; bails (TAP) on any failure. The
+# enrolled with its tag and ESTABLISHED (TAG "-": instance built, no agent); bails (TAP) on any failure. The
 # allocated overlay IPs land in the associative array GW_IP_OF[vmN].
 gw_setup() {
     local id=$1 mtu=$2 spec vm vms=()
@@ -293,8 +297,11 @@ gw_setup() {
         bail "nsx-gateway apply" "$(cat "$TOPO_DIR/gw-apply.log")"
     gw_start 2>"$TOPO_DIR/gw-start.err" || bail "gateway starts" "$(cat "$TOPO_DIR/gw-start.err")"
     declare -gA GW_IP_OF=()
+    vms=()
     for spec in "$@"; do
         vm=${spec%%:*}
+        [[ "${spec#*:}" == - ]] && continue
+        vms+=("$vm")
         gw_agent_config "$vm" "${spec#*:}"
         gw_agent_start "$vm" 2>"$TOPO_DIR/$vm/start.err" ||
             bail "agent $vm enrolls and starts" "$(cat "$TOPO_DIR/$vm/start.err")"
@@ -315,4 +322,55 @@ ping_report() {
     tx=$(grep -oE '^[0-9]+ packets transmitted' "$1" | cut -d' ' -f1 || true)
     rx=$(grep -oE '[0-9]+ received' "$1" | cut -d' ' -f1 || true)
     [[ -n "$tx" && -n "$rx" ]] && echo "$tx $rx"
+}
+
+# enroll_body KEY_PEM INSTANCE_ID [NONCE] [TIMESTAMP]: an enrollment request
+# built with openssl only (fresh P-256 key + CSR, payload JSON, ECDSA-SHA256
+# signature with KEY_PEM, key id = SHA-256 of the uncompressed public point),
+# as gateway/README.md describes it. The CSR's key lands in $TOPO_DIR/ID.key.
+enroll_body() {
+    local key=$1 id=$2 nonce=${3:-} ts=${4:-} csr payload sig kid tmp
+    [[ -n "$nonce" ]] || nonce=$(openssl rand -hex 16)
+    [[ -n "$ts" ]] || ts=$(date +%s)
+    tmp=$(mktemp -d)
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$TOPO_DIR/$id.key" -subj "/CN=$id" -out "$tmp/csr.pem" 2>/dev/null || { rm -rf "$tmp"; return 1; }
+    csr=$(cat "$tmp/csr.pem")
+    payload=$(jq -cn --arg csr "$csr" --arg id "$id" --arg n "$nonce" --argjson ts "$ts" \
+        '{csr_pem: $csr, instance: {instance_id: $id, hostname: $id, os: "linux", image_id: "ami-nsx-e2e",
+          tags: {"nsx:network": "web"}, underlay_ip: "10.99.3.99", nic_mac: "06:17:1e:54:96:63"},
+          timestamp: $ts, nonce: $n}')
+    printf '%s' "$payload" >"$tmp/payload"
+    sig=$(openssl dgst -sha256 -sign "$key" "$tmp/payload" | base64 -w0) || { rm -rf "$tmp"; return 1; }
+    kid=$(openssl pkey -in "$key" -pubout -outform DER 2>/dev/null | tail -c 65 | sha256sum | cut -c1-64)
+    rm -rf "$tmp"
+    jq -cn --arg p "$payload" --arg s "$sig" --arg k "$kid" '{payload: $p, signature: $s, key_id: $k}'
+}
+
+# enroll_post BODY_FILE: POST it to https://GATEWAY:8443/api/v1/enroll from
+# the underlay namespace (server verified against $GW_DIR/ca.pem); prints
+# "HTTP_CODE BODY".
+enroll_post() {
+    local out code
+    out=$(mktemp)
+    code=$(in_ul curl -s -m 10 --cacert "$GW_DIR/ca.pem" --resolve "$GW_NAME:8443:$GW_IP" \
+        -H 'Content-Type: application/json' --data-binary "@$1" -o "$out" -w '%{http_code}' \
+        "https://$GW_NAME:8443/api/v1/enroll") || true
+    printf '%s %s\n' "${code:-000}" "$(cat "$out")"
+    rm -f "$out"
+}
+
+# gw_agent_expect_exit vmN [SECS]: start vmN's agent (-n) and wait (bounded)
+# for it to exit; prints its exit status (or "running" after SECS).
+gw_agent_expect_exit() {
+    local vm=$1 secs=${2:-20} pid rc=0
+    gw_agent_start "$vm" -n
+    pid=${TOPO_AGENT_PID[$vm]}
+    if sandbox_wait_exit "$pid" "$secs"; then
+        wait "$pid" 2>/dev/null || rc=$?
+        TOPO_AGENT_PID[$vm]=""
+        echo "$rc"
+    else
+        echo running
+    fi
 }
