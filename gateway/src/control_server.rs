@@ -571,7 +571,7 @@ impl Conn {
                 r = changes.changed(), if watching => match r {
                     Ok(()) => {
                         changes.borrow_and_update();
-                        self.on_change();
+                        self.on_change().await;
                     }
                     Err(_) => {
                         warn!(instance = %self.id, "control: store change notifications ended");
@@ -632,19 +632,38 @@ impl Conn {
     }
 
     /// A change notification: revocation first, then the desired state.
-    fn on_change(&mut self) {
+    /// The store work (SQLite, config building) runs on the blocking pool:
+    /// a change reaches every session at once, and the async workers must
+    /// keep serving reads and heartbeats meanwhile, or busy sessions would
+    /// be declared dead.
+    async fn on_change(&mut self) {
         if self.session.state() == GatewayState::Closed {
             return;
         }
-        if self.ctx.store.is_revoked(&self.id) {
+        let (store, id) = (Arc::clone(&self.ctx.store), self.id.clone());
+        let established = self.session.state() == GatewayState::Established;
+        let looked_up = tokio::task::spawn_blocking(move || {
+            let revoked = store.is_revoked(&id);
+            let desired = (!revoked && established).then(|| store.desired(&id));
+            (revoked, desired)
+        })
+        .await;
+        let Ok((revoked, desired)) = looked_up else {
+            warn!(instance = %self.id, "control: desired-state lookup failed");
+            return;
+        };
+        if revoked {
             let outs = self.session.close("certificate revoked", Instant::now());
             self.handle(outs);
             return;
         }
+        let Some(desired) = desired else {
+            return;
+        };
         if self.session.state() != GatewayState::Established {
             return;
         }
-        match self.ctx.store.desired(&self.id) {
+        match desired {
             Ok((version, config)) => {
                 if self.pushed.is_none_or(|p| version > p) {
                     self.pushed = Some(version);

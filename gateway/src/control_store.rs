@@ -7,7 +7,7 @@
 //! the inventory (enrollment, then the admin API), which an instance cannot
 //! rewrite about itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use control::{InstanceConfig, InstanceMeta};
 use tokio::sync::watch;
@@ -20,11 +20,58 @@ use crate::pki;
 #[derive(Debug)]
 pub struct GatewayControl {
     gw: Arc<Gateway>,
+    /// Session events go to a writer thread: `report` is called on the
+    /// async workers and must never wait for the store's lock.
+    events: mpsc::Sender<(String, SessionEvent)>,
 }
 
 impl GatewayControl {
     pub fn new(gw: Arc<Gateway>) -> GatewayControl {
-        GatewayControl { gw }
+        let (tx, rx) = mpsc::channel::<(String, SessionEvent)>();
+        let writer = Arc::clone(&gw);
+        let spawned = std::thread::Builder::new()
+            .name("session-recorder".into())
+            .spawn(move || {
+                while let Ok((id, event)) = rx.recv() {
+                    record(&writer, &id, event);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(
+                "cannot start the session recorder: {e}; session state will not be recorded"
+            );
+        }
+        GatewayControl { gw, events: tx }
+    }
+}
+
+/// Writes one session event into the store (for `get instances`).
+fn record(gw: &Gateway, instance_id: &str, event: SessionEvent) {
+    let now = crate::util::now_unix();
+    let (state, acked, error): (Option<&str>, Option<u64>, Option<String>) = match &event {
+        SessionEvent::Connected { .. } => (Some("ESTABLISHED"), None, None),
+        SessionEvent::Acked(v) => (None, Some(*v), None),
+        SessionEvent::Nacked {
+            version, reason, ..
+        } => {
+            tracing::warn!(instance = instance_id, version, %reason, "config nacked");
+            (
+                None,
+                None,
+                Some(format!("nack of version {version}: {reason}")),
+            )
+        }
+        SessionEvent::Status(_) => return,
+        SessionEvent::Disconnected { reason } => (Some("DISCONNECTED"), None, Some(reason.clone())),
+    };
+    if !matches!(event, SessionEvent::Acked(_)) {
+        tracing::info!(instance = instance_id, ?event, "control session");
+    }
+    let r = gw
+        .store()
+        .record_session(instance_id, state, acked, error.as_deref(), now);
+    if let Err(e) = r {
+        tracing::warn!(instance = instance_id, "cannot record session state: {e}");
     }
 }
 
@@ -70,35 +117,8 @@ impl ControlStore for GatewayControl {
     }
 
     fn report(&self, instance_id: &str, event: SessionEvent) {
-        let now = crate::util::now_unix();
-        let (state, acked, error): (Option<&str>, Option<u64>, Option<String>) = match &event {
-            SessionEvent::Connected { .. } => (Some("ESTABLISHED"), None, None),
-            SessionEvent::Acked(v) => (None, Some(*v), None),
-            SessionEvent::Nacked {
-                version, reason, ..
-            } => {
-                tracing::warn!(instance = instance_id, version, %reason, "config nacked");
-                (
-                    None,
-                    None,
-                    Some(format!("nack of version {version}: {reason}")),
-                )
-            }
-            SessionEvent::Status(_) => return,
-            SessionEvent::Disconnected { reason } => {
-                (Some("DISCONNECTED"), None, Some(reason.clone()))
-            }
-        };
-        if !matches!(event, SessionEvent::Acked(_)) {
-            tracing::info!(instance = instance_id, ?event, "control session");
-        }
-        let r = self
-            .gw
-            .store()
-            .record_session(instance_id, state, acked, error.as_deref(), now);
-        if let Err(e) = r {
-            tracing::warn!(instance = instance_id, "cannot record session state: {e}");
-        }
+        // Never blocks: an unbounded queue to the recorder thread.
+        let _ = self.events.send((instance_id.to_string(), event));
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
