@@ -7,7 +7,8 @@
 //! the inventory (enrollment, then the admin API), which an instance cannot
 //! rewrite about itself.
 
-use std::sync::{Arc, mpsc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, mpsc};
 
 use control::{InstanceConfig, InstanceMeta};
 use tokio::sync::watch;
@@ -16,10 +17,17 @@ use crate::control_server::{ControlStore, SessionEvent};
 use crate::gateway::Gateway;
 use crate::pki;
 
+/// Every instance's `(version, config)`.
+type Configs = HashMap<String, (u64, Option<InstanceConfig>)>;
+
 /// [`ControlStore`] backed by the gateway's store.
 #[derive(Debug)]
 pub struct GatewayControl {
     gw: Arc<Gateway>,
+    /// Every instance's `(version, config)` at one store version, built in
+    /// one pass when the version moves: a change fanned out to N sessions
+    /// costs one O(N) build instead of N of them.
+    cache: Mutex<Option<(u64, Arc<Configs>)>>,
     /// Session events go to a writer thread: `report` is called on the
     /// async workers and must never wait for the store's lock.
     events: mpsc::Sender<(String, SessionEvent)>,
@@ -41,7 +49,11 @@ impl GatewayControl {
                 "cannot start the session recorder: {e}; session state will not be recorded"
             );
         }
-        GatewayControl { gw, events: tx }
+        GatewayControl {
+            gw,
+            cache: Mutex::new(None),
+            events: tx,
+        }
     }
 }
 
@@ -111,9 +123,25 @@ impl ControlStore for GatewayControl {
     }
 
     fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String> {
-        self.gw
-            .desired_config_for(instance_id)
-            .map_err(|e| e.to_string())
+        let current = self.gw.store().version().map_err(|e| e.to_string())?;
+        // Sessions asking at the same time wait for one build, not N.
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let configs = match cache.as_ref() {
+            Some((v, c)) if *v == current => Arc::clone(c),
+            stale => {
+                let previous = stale.map(|(_, c)| Arc::clone(c));
+                let built = self
+                    .gw
+                    .store()
+                    .desired_configs_all(previous.as_deref())
+                    .map_err(|e| e.to_string())?;
+                let built = Arc::new(built);
+                *cache = Some((current, Arc::clone(&built)));
+                built
+            }
+        };
+        drop(cache);
+        Ok(configs.get(instance_id).cloned().unwrap_or((current, None)))
     }
 
     fn report(&self, instance_id: &str, event: SessionEvent) {

@@ -600,6 +600,70 @@ impl Store {
     /// (micro-segmentation), the switches it must know (its own and every
     /// switch attached to a router on it), those routers, and every other
     /// non-revoked overlay instance's port on those switches.
+    /// Every instance's `(version, config)` in one pass: one read of the
+    /// state and the inventory instead of one per instance (what a change
+    /// fan-out needs). `previous` (the last result) lets unchanged configs
+    /// keep their version by comparison instead of hashing; only changed
+    /// ones are hashed and their version records written.
+    pub fn desired_configs_all(
+        &mut self,
+        previous: Option<&HashMap<String, (u64, Option<InstanceConfig>)>>,
+    ) -> Result<HashMap<String, (u64, Option<InstanceConfig>)>> {
+        let tx = self.conn.transaction()?;
+        let global = meta_get(&tx, "version")?;
+        let st = load_state(&tx)?;
+        let all = load_instances(&tx, None)?;
+        let mut known: HashMap<String, (String, u64)> = HashMap::new();
+        {
+            let mut q =
+                tx.prepare("SELECT instance_id, config_hash, version FROM config_versions")?;
+            let mut rows = q.query([])?;
+            while let Some(r) = rows.next()? {
+                known.insert(r.get(0)?, (r.get(1)?, to_u64(r.get(2)?)));
+            }
+        }
+        let mut out = HashMap::with_capacity(all.len());
+        for me in &all {
+            let Some(cfg) = build_config_from(me, &st, &all) else {
+                out.insert(me.id.clone(), (global, None));
+                continue;
+            };
+            // Unchanged since the previous pass: same version, no hashing.
+            if let Some((v, Some(prev))) = previous.and_then(|p| p.get(&me.id))
+                && prev.tep_id == cfg.tep_id
+                && prev.switches == cfg.switches
+                && prev.routers == cfg.routers
+                && prev.port == cfg.port
+                && prev.remote_ports == cfg.remote_ports
+                && known.get(&me.id).is_some_and(|(_, kv)| kv == v)
+            {
+                out.insert(
+                    me.id.clone(),
+                    (*v, Some(InstanceConfig { version: *v, ..cfg })),
+                );
+                continue;
+            }
+            let hash = crate::util::sha256_hex(to_json(&cfg)?.as_bytes());
+            let version = match known.get(&me.id) {
+                Some((h, v)) if *h == hash => *v,
+                _ => {
+                    tx.execute(
+                        "INSERT INTO config_versions (instance_id, config_hash, version) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (instance_id) DO UPDATE SET config_hash = ?2, version = ?3",
+                        params![me.id, hash, to_i64(global)],
+                    )?;
+                    global
+                }
+            };
+            out.insert(
+                me.id.clone(),
+                (version, Some(InstanceConfig { version, ..cfg })),
+            );
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     pub fn desired_config_for(
         &mut self,
         instance_id: &str,
@@ -639,8 +703,22 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
     let Some(me) = load_instances(tx, Some(instance_id))?.into_iter().next() else {
         return Ok(None);
     };
+    if me.revoked_at.is_some() || me.switch.is_none() || me.ip.is_none() {
+        return Ok(build_config_from(&me, &DesiredState::default(), &[]));
+    }
+    let st = load_state(tx)?;
+    let all = load_instances(tx, None)?;
+    Ok(build_config_from(&me, &st, &all))
+}
+
+/// The config of `me` (version 0) from preloaded state and instances.
+fn build_config_from(
+    me: &InstanceRecord,
+    st: &DesiredState,
+    all: &[InstanceRecord],
+) -> Option<InstanceConfig> {
     if me.revoked_at.is_some() {
-        return Ok(None);
+        return None;
     }
     let mut cfg = InstanceConfig {
         version: 0,
@@ -651,9 +729,8 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
         remote_ports: Vec::new(),
     };
     let (Some(my_switch), Some(my_ip)) = (me.switch.clone(), me.ip) else {
-        return Ok(Some(cfg));
+        return Some(cfg);
     };
-    let st = load_state(tx)?;
     let routers: Vec<&RouterSpec> = st
         .routers
         .iter()
@@ -675,15 +752,15 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
         ip: my_ip,
         mac: Some(me.nic_mac),
     });
-    for other in load_instances(tx, None)? {
+    for other in all {
         if other.id == me.id || other.revoked_at.is_some() {
             continue;
         }
-        if let (Some(sw), Some(ip)) = (other.switch, other.ip)
+        if let (Some(sw), Some(ip)) = (&other.switch, other.ip)
             && names.contains(sw.as_str())
         {
             cfg.remote_ports.push(RemotePort {
-                switch: sw,
+                switch: sw.clone(),
                 ip,
                 mac: other.nic_mac,
                 tep_ip: other.underlay_ip,
@@ -693,7 +770,7 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
     }
     cfg.remote_ports
         .sort_by(|a, b| (&a.switch, a.ip).cmp(&(&b.switch, b.ip)));
-    Ok(Some(cfg))
+    Some(cfg)
 }
 
 // ----- helpers -------------------------------------------------------------

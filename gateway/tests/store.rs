@@ -440,3 +440,41 @@ fn session_state_is_recorded_for_get_instances() {
     assert_eq!(r.acked_version, Some(7), "the acked version is kept");
     assert_eq!(r.last_error.as_deref(), Some("peer dead"));
 }
+
+#[test]
+fn all_configs_in_one_pass_match_one_by_one() {
+    let mut s = Store::open_in_memory().expect("open");
+    s.apply_state(&state::parse(SEED).expect("parse"), 1)
+        .expect("apply");
+    for (id, net, n) in [
+        ("vm1", Some("web"), 11),
+        ("vm2", Some("web"), 12),
+        ("vm3", Some("app"), 13),
+        ("vm-db", Some("db"), 14),
+        ("vm-micro", Some("default"), 15),
+    ] {
+        enroll(&mut s, id, net, n);
+    }
+    let ids = ["vm1", "vm2", "vm3", "vm-db", "vm-micro", "nobody"];
+    let check =
+        |s: &mut Store,
+         all: &std::collections::HashMap<String, (u64, Option<control::InstanceConfig>)>| {
+            for id in ids {
+                let one = s.desired_config_for(id).expect("one");
+                match all.get(id) {
+                    Some(a) => assert_eq!(a, &one, "{id}"),
+                    None => assert_eq!(one.1, None, "{id} is unknown"),
+                }
+            }
+        };
+    let first = s.desired_configs_all(None).expect("all");
+    check(&mut s, &first);
+    // Revoking vm2 changes the configs of its neighbours only; the pass that
+    // reuses the previous result agrees with the one-by-one path.
+    s.revoke("vm2", 2000).expect("revoke");
+    let second = s.desired_configs_all(Some(&first)).expect("all");
+    check(&mut s, &second);
+    assert!(second["vm1"].0 > first["vm1"].0, "vm1 lost a neighbour");
+    assert_eq!(second["vm-db"].0, first["vm-db"].0, "vm-db is unaffected");
+    assert_eq!(second["vm2"].1, None, "revoked");
+}
