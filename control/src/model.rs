@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Everything one instance's datapath needs, as the gateway would push it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
     /// Monotonic version of this desired state (0 for a hand-written file).
@@ -34,7 +34,7 @@ pub struct InstanceConfig {
 }
 
 /// A logical switch: one L2 broadcast domain, one VNI.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogicalSwitch {
     pub name: String,
@@ -46,7 +46,7 @@ pub struct LogicalSwitch {
 }
 
 /// A distributed router: attached to switches, the same virtual MAC on every agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogicalRouter {
     pub name: String,
@@ -58,7 +58,7 @@ pub struct LogicalRouter {
 }
 
 /// A static route of a logical router; the next hop must sit on an attached switch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticRoute {
     pub prefix: Ipv4Net,
@@ -66,7 +66,7 @@ pub struct StaticRoute {
 }
 
 /// This instance's port on a logical switch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalPort {
     pub switch: String,
@@ -78,7 +78,7 @@ pub struct LocalPort {
 }
 
 /// A port on another instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemotePort {
     pub switch: String,

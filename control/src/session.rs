@@ -899,6 +899,16 @@ impl GatewaySession {
                 self.acked = Some(version);
                 self.agent_applied = Some(version);
                 self.nacked = None;
+                // Once acked, the config is never sent again on this session
+                // (a resync concerns an in-flight version; a newer push
+                // replaces it): release it, so a gateway with many agents
+                // does not hold one full config per session.
+                if let Some((v, config)) = &mut self.latest
+                    && *v == version
+                    && self.latest_sent
+                {
+                    *config = None;
+                }
                 let mut out = vec![GatewayOut::Acked { version }];
                 out.extend(self.pump());
                 out

@@ -7,7 +7,6 @@
 //! the inventory (enrollment, then the admin API), which an instance cannot
 //! rewrite about itself.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, mpsc};
 
 use control::{InstanceConfig, InstanceMeta};
@@ -16,18 +15,16 @@ use tokio::sync::watch;
 use crate::control_server::{ControlStore, SessionEvent};
 use crate::gateway::Gateway;
 use crate::pki;
-
-/// Every instance's `(version, config)`.
-type Configs = HashMap<String, (u64, Option<InstanceConfig>)>;
+use crate::store::ConfigSnapshot;
 
 /// [`ControlStore`] backed by the gateway's store.
 #[derive(Debug)]
 pub struct GatewayControl {
     gw: Arc<Gateway>,
-    /// Every instance's `(version, config)` at one store version, built in
-    /// one pass when the version moves: a change fanned out to N sessions
-    /// costs one O(N) build instead of N of them.
-    cache: Mutex<Option<(u64, Arc<Configs>)>>,
+    /// What every instance's config is built from at the current store
+    /// version, read in one pass when the version moves: a change fanned out
+    /// to N sessions costs one read, not N; no configs are kept.
+    cache: Mutex<Option<Arc<ConfigSnapshot>>>,
     /// Session events go to a writer thread: `report` is called on the
     /// async workers and must never wait for the store's lock.
     events: mpsc::Sender<(String, SessionEvent)>,
@@ -124,24 +121,24 @@ impl ControlStore for GatewayControl {
 
     fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String> {
         let current = self.gw.store().version().map_err(|e| e.to_string())?;
-        // Sessions asking at the same time wait for one build, not N.
+        // Sessions asking at the same time wait for one read, not N.
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let configs = match cache.as_ref() {
-            Some((v, c)) if *v == current => Arc::clone(c),
+        let snapshot = match cache.as_ref() {
+            Some(snap) if snap.global == current => Arc::clone(snap),
             stale => {
-                let previous = stale.map(|(_, c)| Arc::clone(c));
+                let previous = stale.map(Arc::clone);
                 let built = self
                     .gw
                     .store()
-                    .desired_configs_all(previous.as_deref())
+                    .config_snapshot(previous.as_deref())
                     .map_err(|e| e.to_string())?;
                 let built = Arc::new(built);
-                *cache = Some((current, Arc::clone(&built)));
+                *cache = Some(Arc::clone(&built));
                 built
             }
         };
         drop(cache);
-        Ok(configs.get(instance_id).cloned().unwrap_or((current, None)))
+        Ok(snapshot.config_for(instance_id))
     }
 
     fn report(&self, instance_id: &str, event: SessionEvent) {

@@ -600,18 +600,18 @@ impl Store {
     /// (micro-segmentation), the switches it must know (its own and every
     /// switch attached to a router on it), those routers, and every other
     /// non-revoked overlay instance's port on those switches.
-    /// Every instance's `(version, config)` in one pass: one read of the
-    /// state and the inventory instead of one per instance (what a change
-    /// fan-out needs). `previous` (the last result) lets unchanged configs
-    /// keep their version by comparison instead of hashing; only changed
-    /// ones are hashed and their version records written.
-    pub fn desired_configs_all(
-        &mut self,
-        previous: Option<&HashMap<String, (u64, Option<InstanceConfig>)>>,
-    ) -> Result<HashMap<String, (u64, Option<InstanceConfig>)>> {
+    /// A compact snapshot from which every instance's `(version, config)`
+    /// can be built ([`ConfigSnapshot::config_for`]): one read of the state
+    /// and the inventory instead of one per instance (what a change fan-out
+    /// needs), and no config kept in memory. Versions follow the same rule
+    /// as [`Store::desired_config_for`]: an instance's version moves only
+    /// when its config does. `previous` lets unchanged configs keep their
+    /// version by a fast in-memory hash; only changed ones are hashed with
+    /// SHA-256 and their version records written.
+    pub fn config_snapshot(&mut self, previous: Option<&ConfigSnapshot>) -> Result<ConfigSnapshot> {
         let tx = self.conn.transaction()?;
         let global = meta_get(&tx, "version")?;
-        let st = load_state(&tx)?;
+        let state = load_state(&tx)?;
         let all = load_instances(&tx, None)?;
         let mut known: HashMap<String, (String, u64)> = HashMap::new();
         {
@@ -622,25 +622,22 @@ impl Store {
                 known.insert(r.get(0)?, (r.get(1)?, to_u64(r.get(2)?)));
             }
         }
-        let mut out = HashMap::with_capacity(all.len());
-        for me in &all {
-            let Some(cfg) = build_config_from(me, &st, &all) else {
-                out.insert(me.id.clone(), (global, None));
+        let mut versions = HashMap::with_capacity(all.len());
+        let mut index = HashMap::with_capacity(all.len());
+        let by_switch = index_by_switch(&all);
+        for (i, me) in all.iter().enumerate() {
+            index.insert(me.id.clone(), i);
+            let Some(cfg) = build_config_from(me, &state, &all, Some(&by_switch)) else {
+                versions.insert(me.id.clone(), (global, 0));
                 continue;
             };
-            // Unchanged since the previous pass: same version, no hashing.
-            if let Some((v, Some(prev))) = previous.and_then(|p| p.get(&me.id))
-                && prev.tep_id == cfg.tep_id
-                && prev.switches == cfg.switches
-                && prev.routers == cfg.routers
-                && prev.port == cfg.port
-                && prev.remote_ports == cfg.remote_ports
-                && known.get(&me.id).is_some_and(|(_, kv)| kv == v)
+            let quick = quick_hash(&cfg);
+            // Unchanged since the previous snapshot: same version, no SHA-256.
+            if let Some(&(v, h)) = previous.and_then(|p| p.versions.get(&me.id))
+                && h == quick
+                && known.get(&me.id).is_some_and(|(_, kv)| *kv == v)
             {
-                out.insert(
-                    me.id.clone(),
-                    (*v, Some(InstanceConfig { version: *v, ..cfg })),
-                );
+                versions.insert(me.id.clone(), (v, quick));
                 continue;
             }
             let hash = crate::util::sha256_hex(to_json(&cfg)?.as_bytes());
@@ -655,13 +652,17 @@ impl Store {
                     global
                 }
             };
-            out.insert(
-                me.id.clone(),
-                (version, Some(InstanceConfig { version, ..cfg })),
-            );
+            versions.insert(me.id.clone(), (version, quick));
         }
         tx.commit()?;
-        Ok(out)
+        Ok(ConfigSnapshot {
+            global,
+            state,
+            all,
+            index,
+            by_switch,
+            versions,
+        })
     }
 
     pub fn desired_config_for(
@@ -698,24 +699,77 @@ impl Store {
     }
 }
 
+/// What every instance's config is built from at one store version: the
+/// desired state, the inventory and each instance's `(version, quick hash)`.
+/// O(instances) in memory; configs are built on demand.
+#[derive(Debug, Clone)]
+pub struct ConfigSnapshot {
+    /// The store version this snapshot is of.
+    pub global: u64,
+    state: DesiredState,
+    all: Vec<InstanceRecord>,
+    index: HashMap<String, usize>,
+    by_switch: HashMap<String, Vec<usize>>,
+    versions: HashMap<String, (u64, u64)>,
+}
+
+impl ConfigSnapshot {
+    /// The `(version, config)` of `instance_id` (`None` config: unknown,
+    /// revoked; micro-segmentation has a config without a port).
+    pub fn config_for(&self, instance_id: &str) -> (u64, Option<InstanceConfig>) {
+        let Some(me) = self.index.get(instance_id).map(|&i| &self.all[i]) else {
+            return (self.global, None);
+        };
+        let version = self
+            .versions
+            .get(instance_id)
+            .map_or(self.global, |&(v, _)| v);
+        let cfg = build_config_from(me, &self.state, &self.all, Some(&self.by_switch));
+        (version, cfg.map(|c| InstanceConfig { version, ..c }))
+    }
+}
+
+/// A fast in-memory fingerprint of a config (not persisted: SipHash keys
+/// are fixed per process only through `DefaultHasher::new`).
+fn quick_hash(cfg: &InstanceConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cfg.hash(&mut h);
+    h.finish()
+}
+
 /// The config of `instance_id` with version 0 (`None`: unknown or revoked).
 fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<InstanceConfig>> {
     let Some(me) = load_instances(tx, Some(instance_id))?.into_iter().next() else {
         return Ok(None);
     };
     if me.revoked_at.is_some() || me.switch.is_none() || me.ip.is_none() {
-        return Ok(build_config_from(&me, &DesiredState::default(), &[]));
+        return Ok(build_config_from(&me, &DesiredState::default(), &[], None));
     }
     let st = load_state(tx)?;
     let all = load_instances(tx, None)?;
-    Ok(build_config_from(&me, &st, &all))
+    Ok(build_config_from(&me, &st, &all, None))
 }
 
-/// The config of `me` (version 0) from preloaded state and instances.
+/// Positions in `all` of the instances placed on each switch.
+fn index_by_switch(all: &[InstanceRecord]) -> HashMap<String, Vec<usize>> {
+    let mut by: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in all.iter().enumerate() {
+        if let Some(sw) = &r.switch {
+            by.entry(sw.clone()).or_default().push(i);
+        }
+    }
+    by
+}
+
+/// The config of `me` (version 0) from preloaded state and instances;
+/// with `by_switch`, only the instances on the relevant switches are
+/// visited (O(ports) instead of O(instances)).
 fn build_config_from(
     me: &InstanceRecord,
     st: &DesiredState,
     all: &[InstanceRecord],
+    by_switch: Option<&HashMap<String, Vec<usize>>>,
 ) -> Option<InstanceConfig> {
     if me.revoked_at.is_some() {
         return None;
@@ -752,7 +806,17 @@ fn build_config_from(
         ip: my_ip,
         mac: Some(me.nic_mac),
     });
-    for other in all {
+    let candidates: Box<dyn Iterator<Item = &InstanceRecord>> = match by_switch {
+        Some(by) => Box::new(
+            names
+                .iter()
+                .filter_map(|n| by.get(*n))
+                .flatten()
+                .map(|&i| &all[i]),
+        ),
+        None => Box::new(all.iter()),
+    };
+    for other in candidates {
         if other.id == me.id || other.revoked_at.is_some() {
             continue;
         }

@@ -442,7 +442,7 @@ fn session_state_is_recorded_for_get_instances() {
 }
 
 #[test]
-fn all_configs_in_one_pass_match_one_by_one() {
+fn config_snapshot_matches_one_by_one() {
     let mut s = Store::open_in_memory().expect("open");
     s.apply_state(&state::parse(SEED).expect("parse"), 1)
         .expect("apply");
@@ -456,25 +456,32 @@ fn all_configs_in_one_pass_match_one_by_one() {
         enroll(&mut s, id, net, n);
     }
     let ids = ["vm1", "vm2", "vm3", "vm-db", "vm-micro", "nobody"];
-    let check =
-        |s: &mut Store,
-         all: &std::collections::HashMap<String, (u64, Option<control::InstanceConfig>)>| {
-            for id in ids {
-                let one = s.desired_config_for(id).expect("one");
-                match all.get(id) {
-                    Some(a) => assert_eq!(a, &one, "{id}"),
-                    None => assert_eq!(one.1, None, "{id} is unknown"),
-                }
+    let check = |s: &mut Store, snap: &gateway::store::ConfigSnapshot| {
+        for id in ids {
+            let one = s.desired_config_for(id).expect("one");
+            let all = snap.config_for(id);
+            if one.1.is_none() {
+                assert_eq!(all.1, None, "{id}");
+            } else {
+                assert_eq!(all, one, "{id}");
             }
-        };
-    let first = s.desired_configs_all(None).expect("all");
+        }
+    };
+    let first = s.config_snapshot(None).expect("snapshot");
     check(&mut s, &first);
-    // Revoking vm2 changes the configs of its neighbours only; the pass that
-    // reuses the previous result agrees with the one-by-one path.
+    // Revoking vm2 changes the configs of its neighbours only; the snapshot
+    // that reuses the previous one agrees with the one-by-one path.
     s.revoke("vm2", 2000).expect("revoke");
-    let second = s.desired_configs_all(Some(&first)).expect("all");
+    let second = s.config_snapshot(Some(&first)).expect("snapshot");
     check(&mut s, &second);
-    assert!(second["vm1"].0 > first["vm1"].0, "vm1 lost a neighbour");
-    assert_eq!(second["vm-db"].0, first["vm-db"].0, "vm-db is unaffected");
-    assert_eq!(second["vm2"].1, None, "revoked");
+    assert!(
+        second.config_for("vm1").0 > first.config_for("vm1").0,
+        "vm1 lost a neighbour"
+    );
+    assert_eq!(
+        second.config_for("vm-db").0,
+        first.config_for("vm-db").0,
+        "vm-db is unaffected"
+    );
+    assert_eq!(second.config_for("vm2").1, None, "revoked");
 }
