@@ -44,7 +44,6 @@ pub struct Snapshot {
     pub counters: Counters,
     pub io: IoCounters,
     pub config_version: u64,
-    pub taken: Option<Instant>,
 }
 
 /// Sockets the thread owns.
@@ -253,7 +252,6 @@ impl Shell {
             s.counters.clone_from(self.pipeline.counters());
             s.io = self.io;
             s.config_version = self.pipeline.tables().version;
-            s.taken = Some(Instant::now());
         }
     }
 }

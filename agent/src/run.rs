@@ -333,6 +333,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             started,
             lh,
             snapshot: Arc::clone(&snapshot),
+            desired: &desired,
         };
         match serve(
             &ctx,
@@ -376,6 +377,8 @@ struct ServeCtx<'a> {
     started: Instant,
     lh: LocalHost,
     snapshot: Arc<Mutex<Snapshot>>,
+    /// The desired state `serve` starts with (the tables are built from it).
+    desired: &'a InstanceConfig,
 }
 
 /// What applying a config needs; shared by SIGHUP and the gateway.
@@ -494,7 +497,7 @@ async fn serve(
             overlay: overlay_status(&cfg.host, &tables, plumbed.overlay_mtu),
             last_reload: None,
             config: cfg.clone(),
-            desired: InstanceConfig::clone(&desired_of(&tables, &cfg.instance)),
+            desired: ctx.desired.clone(),
             tables: Arc::clone(&tables),
         }),
     });
@@ -520,9 +523,6 @@ async fn serve(
     let api_task = tokio::spawn(api::serve(listener, Arc::clone(&shared)));
     tracing::info!(socket = %cfg.host.api_socket.display(), version = tables.version, "datapath running");
     if let Some((applied, reply)) = first {
-        if let Ok(mut st) = shared.status.lock() {
-            st.desired = desired_from(&applied);
-        }
         answer(&cfg.host.state_dir, applied, reply);
     }
 
@@ -579,19 +579,6 @@ async fn serve(
     let _ = tokio::task::spawn_blocking(move || dp.join()).await;
     let _ = std::fs::remove_file(&cfg.host.api_socket);
     Ok(exit)
-}
-
-/// The desired state a running table set stands for (the file's, or a
-/// stand-in until the gateway's arrives).
-fn desired_of(tables: &Tables, file: &Option<InstanceConfig>) -> InstanceConfig {
-    file.clone().unwrap_or_else(|| InstanceConfig {
-        version: tables.version,
-        tep_id: tables.tep_id,
-        switches: Vec::new(),
-        routers: Vec::new(),
-        port: None,
-        remote_ports: Vec::new(),
-    })
 }
 
 /// Re-reads the config file (SIGHUP). Everything is checked before anything

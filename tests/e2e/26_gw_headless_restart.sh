@@ -58,6 +58,9 @@ restart_headless() {
     check "vm1's gateway status is not ESTABLISHED meanwhile, version $v1 ($st)" \
         bash -c "[[ '$st' != ESTABLISHED* && '$st' == *' $v1 '* ]]"
     diag "vm1 gateway status: $(gw_status vm1 '.gateway | tojson')"
+    # The local API reports the desired state the datapath really runs.
+    cfg_ip=$(agent_ctl vm1 config 2>/dev/null | jq -r '.desired.port.ip // "none"')
+    check_eq "vm1's 'config' shows the persisted port address" "${GW_IP_OF[vm1]}" "$cfg_ip"
 }
 restart_headless SIGTERM
 restart_headless SIGKILL
