@@ -151,6 +151,9 @@ impl AgentConfig {
             Some(Err(p)) => p.0,
         };
         problems.extend(check_host(&host));
+        if let Some(gw) = &gateway {
+            problems.extend(check_gateway(gw));
+        }
         if problems.is_empty() {
             Ok(AgentConfig {
                 host,
@@ -170,6 +173,52 @@ pub enum ParseError {
     Syntax(String),
     #[error("{0}")]
     Invalid(Problems),
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+fn check_gateway(g: &GatewaySettings) -> Vec<control::Problem> {
+    let mut out = Vec::new();
+    let mut bad = |path: &str, message: String| {
+        out.push(control::Problem {
+            path: path.into(),
+            message,
+        })
+    };
+    for (path, v) in [
+        ("gateway.control", &g.control),
+        ("gateway.enroll", &g.enroll),
+    ] {
+        if !is_host_port(v) {
+            bad(path, format!("{v:?} is not host:port"));
+        }
+    }
+    if rustls::pki_types::ServerName::try_from(g.server_name.as_str()).is_err() {
+        bad(
+            "gateway.server_name",
+            format!("{:?} is not a DNS name or IP address", g.server_name),
+        );
+    }
+    if g.instance_id
+        .as_deref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        bad("gateway.instance_id", "must not be empty when given".into());
+    }
+    if g.tags.keys().any(|k| k.trim().is_empty()) {
+        bad("gateway.tags", "tag names must not be empty".into());
+    }
+    out
 }
 
 fn check_host(h: &HostSettings) -> Vec<control::Problem> {
@@ -259,6 +308,20 @@ tags = { "nsx:network" = "web" }
         let gw = cfg.gateway.unwrap();
         assert_eq!(gw.server_name, "nsx-gw.vmware.local");
         assert_eq!(gw.tags["nsx:network"], "web");
+        // Bad gateway settings are reported with their paths, all at once.
+        let broken = text
+            .replace("10.99.3.2:5555", "10.99.3.2")
+            .replace("10.99.3.2:8443", ":8443");
+        let err = AgentConfig::parse(&format!("{broken}server_name = \"bad name\"\n"))
+            .unwrap_err()
+            .to_string();
+        for path in [
+            "gateway.control:",
+            "gateway.enroll:",
+            "gateway.server_name:",
+        ] {
+            assert!(err.contains(path), "{path} missing in {err}");
+        }
         // Without [gateway], the desired state is required.
         assert!(AgentConfig::parse("[host]\nnic = \"eth0\"\n").is_err());
     }
