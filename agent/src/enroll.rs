@@ -14,11 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use control::InstanceMeta;
+use control::proto::{EnrollPayload, EnrollRequest, EnrollResponse};
 use ring::rand::SecureRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -90,13 +90,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EnrollError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-#[derive(Debug, Deserialize)]
-struct EnrollResponse {
-    certificate_pem: String,
-    #[serde(default)]
-    tep_id: Option<u32>,
-}
-
 /// Enrolls this instance and saves its key and certificate in `state_dir`.
 pub async fn enroll(
     gw: &GatewaySettings,
@@ -137,7 +130,7 @@ pub async fn enroll(
     let key_pem = key.serialize_pem().into_bytes();
     write_private(&state_dir.join(KEY_FILE), &key_pem)?;
     write_private(&state_dir.join(CERT_FILE), r.certificate_pem.as_bytes())?;
-    tracing::info!(instance = %meta.instance_id, tep_id = ?r.tep_id, "enrolled with the gateway");
+    tracing::info!(instance = %r.instance_id, tep_id = r.tep_id, "enrolled with the gateway");
     Ok(Identity {
         cert_pem: r.certificate_pem.into_bytes(),
         key_pem,
@@ -171,24 +164,24 @@ pub fn build_request(
     let timestamp = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let payload = serde_json::json!({
-        "csr_pem": csr_pem,
-        "instance": meta,
-        "timestamp": timestamp,
-        "nonce": hex(&nonce),
+    let payload = serde_json::to_string(&EnrollPayload {
+        csr_pem: csr_pem.to_string(),
+        instance: meta.clone(),
+        timestamp,
+        nonce: hex(&nonce),
     })
-    .to_string();
+    .map_err(|e| EnrollError::Request(e.to_string()))?;
     let sig = pair
         .sign(&rng, payload.as_bytes())
         .map_err(|_| EnrollError::Request("signing failed".into()))?;
     let key_id =
         hex(ring::digest::digest(&ring::digest::SHA256, pair.public_key().as_ref()).as_ref());
-    Ok(serde_json::json!({
-        "payload": payload,
-        "signature": base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
-        "key_id": key_id,
+    serde_json::to_string(&EnrollRequest {
+        payload,
+        signature: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
+        key_id,
     })
-    .to_string())
+    .map_err(|e| EnrollError::Request(e.to_string()))
 }
 
 fn hex(bytes: &[u8]) -> String {

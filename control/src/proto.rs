@@ -13,6 +13,9 @@
 //! [`GatewayMsg::Update`] carry the complete [`InstanceConfig`] of the
 //! instance. `Update` adds `from_version` so the agent can detect that it
 //! missed something (and ask for a resync) instead of silently diverging.
+//!
+//! The enrollment body and answer (HTTPS 8443) are here too, so the agent
+//! and the gateway share one definition of that contract.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -187,6 +190,43 @@ impl Message for GatewayMsg {
 /// Highest version present in both lists, if any.
 pub fn negotiate(ours: &[u32], theirs: &[u32]) -> Option<u32> {
     ours.iter().copied().filter(|v| theirs.contains(v)).max()
+}
+
+// ---------------------------------------------------------------------------
+// Enrollment (HTTPS 8443, `POST /api/v1/enroll`): the body and the answer.
+// ---------------------------------------------------------------------------
+
+/// The outer request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The exact JSON text of an [`EnrollPayload`]; the signature covers these bytes.
+    pub payload: String,
+    /// Base64 (standard, padded) ASN.1 DER ECDSA-P256-SHA256 signature.
+    pub signature: String,
+    /// Id of the bootstrap key that signed (SHA-256 of its raw public key, 64 hex characters).
+    pub key_id: String,
+}
+
+/// The signed payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollPayload {
+    pub csr_pem: String,
+    pub instance: InstanceMeta,
+    pub timestamp: u64,
+    /// 32 lower- or upper-case hex characters, never reused.
+    pub nonce: String,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollResponse {
+    pub certificate_pem: String,
+    pub ca_pem: String,
+    pub instance_id: String,
+    pub tep_id: u32,
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@
 
 use base64::Engine as _;
 use control::proto::InstanceMeta;
-use serde::{Deserialize, Serialize};
 
 use crate::gateway::Gateway;
 use crate::pki::{self, PkiError};
@@ -31,38 +30,8 @@ pub const MAX_SKEW_SECS: u64 = 300;
 /// How long a nonce is remembered (longer than the freshness window on both sides).
 pub const NONCE_TTL_SECS: u64 = 2 * MAX_SKEW_SECS + 60;
 
-/// The outer request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollRequest {
-    /// The exact JSON text of an [`EnrollPayload`]; the signature covers these bytes.
-    pub payload: String,
-    /// Base64 (standard, padded) ASN.1 DER ECDSA-P256-SHA256 signature.
-    pub signature: String,
-    /// Id of the bootstrap key that signed ([`pki::bootstrap_key_id`]).
-    pub key_id: String,
-}
-
-/// The signed payload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollPayload {
-    pub csr_pem: String,
-    pub instance: InstanceMeta,
-    pub timestamp: u64,
-    /// 32 lower- or upper-case hex characters, never reused.
-    pub nonce: String,
-}
-
-/// A successful answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollResponse {
-    pub certificate_pem: String,
-    pub ca_pem: String,
-    pub instance_id: String,
-    pub tep_id: u32,
-}
+// The wire types are the agent<->gateway contract and live in `control`.
+pub use control::proto::{EnrollPayload, EnrollRequest, EnrollResponse};
 
 /// Why an enrollment was refused; [`EnrollError::status`] gives the HTTP code.
 #[derive(Debug, thiserror::Error)]
