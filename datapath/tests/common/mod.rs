@@ -187,3 +187,91 @@ pub fn carry(from: &mut Output, to: &mut Pipeline, to_out: &mut Output, dst: Ipv
     from.underlay.clear();
     n
 }
+
+/// A Geneve UDP payload (as the receiving socket sees it) from `src` to vm1.
+pub fn geneve_from(src: &Vm, vni: u32, tep_id: u32, inner: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; geneve::outer::OVERHEAD + inner.len()];
+    buf[geneve::outer::OVERHEAD..].copy_from_slice(inner);
+    let e = geneve::outer::Encap {
+        src: src.underlay,
+        dst: VM1.underlay,
+        src_port: 50000,
+        vni,
+        tep_id,
+    };
+    geneve::outer::emit(&mut buf, &e, inner.len()).unwrap();
+    buf[28..].to_vec()
+}
+
+/// A TCP super-frame as TSO hands it over: one header, `payload` bytes, the
+/// TCP checksum left partial (pseudo-header sum only).
+pub fn tcp_super_frame(payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + payload];
+    ethernet::emit_header(&mut f, ROUTER_MAC.0, VM1.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        VM1.ip,
+        VM2.ip,
+        ipv4::PROTO_TCP,
+        20 + payload,
+        64,
+        true,
+        9,
+    )
+    .unwrap();
+    let tcp = &mut f[34..];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&77u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18;
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let pseudo = geneve::checksum::pseudo_header_v4(VM1.ip, VM2.ip, 6, (20 + payload) as u16);
+    let partial = !geneve::checksum::fold(pseudo);
+    tcp[16..18].copy_from_slice(&partial.to_be_bytes());
+    f
+}
+
+pub fn vnet_hdr(gso_size: u16) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[0] = 1; // needs csum
+    h[1] = 1; // TCPv4
+    h[4..6].copy_from_slice(&gso_size.to_ne_bytes());
+    h[6..8].copy_from_slice(&34u16.to_ne_bytes());
+    h[8..10].copy_from_slice(&16u16.to_ne_bytes());
+    h
+}
+
+/// A TCP segment from vm3 to vm1 with `len` payload bytes at `seq`.
+pub fn tcp_segment(seq: u32, len: usize, flags: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + len];
+    ethernet::emit_header(&mut f, VM1.mac.0, VM3.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        VM3.ip,
+        VM1.ip,
+        ipv4::PROTO_TCP,
+        20 + len,
+        64,
+        true,
+        1,
+    )
+    .unwrap();
+    let tcp = &mut f[34..];
+    tcp[0..2].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&99u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = (seq as usize + i) as u8;
+    }
+    let pseudo = geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, (20 + len) as u16);
+    let c = geneve::checksum::fold(geneve::checksum::sum(tcp, pseudo));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    f
+}
