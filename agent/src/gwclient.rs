@@ -143,12 +143,9 @@ pub async fn run(
     let mut rng = SplitMix64::new(seed);
     let mut tep_id = 0u32;
     let connector = tokio_rustls::TlsConnector::from(tls);
-    // Why the last dial failed before any session existed (TCP, TLS): the
-    // session only knows errors of sessions, and operators need both.
-    let mut dial_error: Option<String> = None;
     loop {
         session.on_connecting(Instant::now());
-        publish(&session, &status, dial_error.as_deref());
+        publish(&session, &status);
         let established = match connect(&settings, &connector).await {
             Ok(stream) => {
                 drive(
@@ -163,16 +160,14 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(gateway = %settings.control, error = %e, "cannot reach the gateway");
-                session.on_disconnected(e.clone(), Instant::now());
-                dial_error = Some(e);
+                session.on_dial_failed(e, Instant::now());
                 false
             }
         };
         if established {
-            dial_error = None;
             backoff.reset();
         }
-        publish(&session, &status, dial_error.as_deref());
+        publish(&session, &status);
         let delay = backoff.next_delay(rng.next_u64());
         tracing::info!(
             delay_ms = delay.as_millis() as u64,
@@ -259,7 +254,7 @@ async fn drive(
                         tracing::warn!(version, error = %e, "config refused (nack)");
                     }
                     outs.extend(session.applied(version, result));
-                    publish(session, status, None);
+                    publish(session, status);
                 }
                 AgentOut::Established {
                     protocol_version,
@@ -274,7 +269,7 @@ async fn drive(
                         heartbeat_ms,
                         "gateway session established"
                     );
-                    publish(session, status, None);
+                    publish(session, status);
                 }
                 AgentOut::Close { reason } => {
                     tracing::warn!(%reason, "gateway session closed");
@@ -325,13 +320,8 @@ async fn drive(
     }
 }
 
-/// Copies the session's status for the API; `dial_error` stands in for
-/// `last_error` when the session has none (the dial itself failed).
-fn publish(
-    session: &AgentSession,
-    status: &Mutex<Option<GatewayStatus>>,
-    dial_error: Option<&str>,
-) {
+/// Copies the session's status for the API.
+fn publish(session: &AgentSession, status: &Mutex<Option<GatewayStatus>>) {
     let s = session.status();
     let ago = Instant::now().saturating_duration_since(s.since);
     let since_unix = SystemTime::now()
@@ -343,7 +333,7 @@ fn publish(
             state: s.state.as_str().to_string(),
             peer: s.peer,
             since_unix,
-            last_error: s.last_error.or_else(|| dial_error.map(str::to_owned)),
+            last_error: s.last_error,
             applied_version: s.applied_version,
             protocol_version: s.protocol_version,
         });

@@ -323,6 +323,17 @@ impl AgentSession {
         }
     }
 
+    /// The dial itself failed (TCP connect, TLS handshake): no session
+    /// existed, but an operator needs to see why the agent is not connected.
+    /// Records the reason; the state stays `Connecting` (the shell retries).
+    pub fn on_dial_failed(&mut self, reason: impl Into<String>, now: Instant) {
+        if !self.is_open() {
+            self.state = AgentState::Connecting;
+            self.since = now;
+            self.last_error = Some(reason.into());
+        }
+    }
+
     /// The transport (TLS) is up: sends `Hello`.
     pub fn on_connected(&mut self, now: Instant) -> Vec<AgentOut> {
         self.state = AgentState::HelloSent;

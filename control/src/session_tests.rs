@@ -1426,3 +1426,30 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn agent_dial_failure_is_recorded_without_a_session() {
+    let t = clock();
+    let mut a = agent(&t, Some(3));
+    a.on_connecting(t.at(0));
+    a.on_dial_failed(
+        "TLS handshake: invalid peer certificate: BadSignature",
+        t.at(10),
+    );
+    let st = a.status();
+    assert_eq!(st.state, AgentState::Connecting);
+    assert_eq!(st.since, t.at(10));
+    assert!(st.last_error.unwrap().contains("BadSignature"));
+    assert_eq!(
+        st.applied_version,
+        Some(3),
+        "the applied config is untouched"
+    );
+    // A dial failure while a session is up is not possible; if reported, it
+    // does not disturb the session.
+    a.on_connecting(t.at(20));
+    a.on_connected(t.at(30));
+    a.on_message(welcome(1000), t.at(40));
+    a.on_dial_failed("late report", t.at(50));
+    assert_eq!(a.status().state, AgentState::Established);
+}
