@@ -159,6 +159,7 @@ fn desired_from(a: &Applied) -> InstanceConfig {
             routers: Vec::new(),
             port: None,
             remote_ports: Vec::new(),
+            firewall: None,
         },
     }
 }

@@ -368,6 +368,7 @@ pub(crate) mod prop {
                         mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
                     }),
                     remote_ports: vec![],
+                    firewall: None,
                 }),
         )
     }

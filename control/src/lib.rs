@@ -16,12 +16,17 @@
 //! Sockets, TLS, timers, persistence and the datapath swap belong to the
 //! shells (`nsx-agent`, `nsx-gateway`). See `control/PROTOCOL.md`.
 
+pub mod firewall;
 pub mod framing;
 pub mod model;
 pub mod proto;
 pub mod session;
 pub mod validate;
 
+pub use firewall::{
+    Action, AddrRef, AddrSet, DefaultRule, Direction, FirewallConfig, L2Rule, L2RuleSet, PortRange,
+    Protocol, Rule, RuleSet, Service, Timeouts, validate_firewall,
+};
 pub use framing::{Decoder, FrameError, encode};
 pub use model::{
     InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort, StaticRoute,

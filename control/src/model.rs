@@ -31,6 +31,10 @@ pub struct InstanceConfig {
     /// Ports on other instances, reachable through their tunnel endpoints.
     #[serde(default)]
     pub remote_ports: Vec<RemotePort>,
+    /// Distributed firewall for this instance (absent: not filtered; the
+    /// gateway always sends one, `allow_all` when it has no rules).
+    #[serde(default)]
+    pub firewall: Option<crate::firewall::FirewallConfig>,
 }
 
 /// A logical switch: one L2 broadcast domain, one VNI.

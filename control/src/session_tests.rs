@@ -31,6 +31,7 @@ fn cfg(tep_id: u32) -> Option<InstanceConfig> {
         routers: vec![],
         port: None,
         remote_ports: vec![],
+        firewall: None,
     })
 }
 

@@ -260,6 +260,10 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
         }
     }
 
+    if let Some(fw) = &cfg.firewall {
+        crate::firewall::validate_firewall(fw, "firewall", &mut c.0);
+    }
+
     if c.0.is_empty() {
         Ok(())
     } else {
@@ -328,6 +332,7 @@ mod tests {
                 tep_ip: "10.99.3.251".parse().unwrap(),
                 tep_id: 2,
             }],
+            firewall: None,
         }
     }
 

@@ -81,6 +81,7 @@ fn pipeline(me: u8) -> Pipeline {
                 tep_id: p.4,
             })
             .collect(),
+        firewall: None,
     };
     let host = LocalHost {
         underlay_ip: ul,

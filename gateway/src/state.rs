@@ -129,6 +129,7 @@ pub fn validate(s: &DesiredState) -> Result<(), Problems> {
         routers: s.routers.iter().map(RouterSpec::to_model).collect(),
         port: None,
         remote_ports: Vec::new(),
+        firewall: None,
     };
     if let Err(Problems(ps)) = control::validate(&as_config) {
         for p in ps {

@@ -781,6 +781,7 @@ fn build_config_from(
         routers: Vec::new(),
         port: None,
         remote_ports: Vec::new(),
+        firewall: None,
     };
     let (Some(my_switch), Some(my_ip)) = (me.switch.clone(), me.ip) else {
         return Some(cfg);

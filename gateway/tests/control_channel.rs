@@ -287,6 +287,7 @@ fn config(tep_id: u32, host: u8) -> Option<InstanceConfig> {
             mac: None,
         }),
         remote_ports: vec![],
+        firewall: None,
     })
 }
 

@@ -97,6 +97,7 @@ pub fn config_for(me: Vm, underlay_mtu: u16) -> (InstanceConfig, LocalHost) {
                 tep_id: v.tep_id,
             })
             .collect(),
+        firewall: None,
     };
     let host = LocalHost {
         underlay_ip: me.underlay,
