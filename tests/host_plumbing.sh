@@ -14,6 +14,11 @@
 # process a slave mount namespace, so the /run/netns/NAME bind mount it
 # creates would die with it).
 #
+# Modes covered: overlay (port), plain micro-segmentation, and filtered
+# micro-segmentation (`--filtered on`: firewall veth, NIC cut off from the
+# bridge by port flags, a locked port and an nftables bridge table),
+# each with setup, adoption, kill -9 recovery and exact restore.
+#
 # Usage: tests/host_plumbing.sh        (as root; builds the example first)
 #        HP_BIN=/path/to/host_plumb tests/host_plumbing.sh   (skip the build)
 # Prints PASS/FAIL per check; exits non-zero if any check failed.
@@ -185,9 +190,70 @@ check_restored() { # check_restored BEFORE-SNAPSHOT LABEL
     check_same "$2: hp-vm1 eth0 addresses/routes/link equal the pre-setup state" "$1"
     check "$2: no nsx-vtep0.0 left" bash -c "! ip netns exec hp-vm1 ip link show dev nsx-vtep0.0"
     check "$2: no nsx-eth0-peer left" bash -c "! ip netns exec hp-vm1 ip link show dev nsx-eth0-peer"
+    check "$2: no nsx-fw0 / nsx-fw0-peer left" \
+        bash -c "! ip netns exec hp-vm1 ip link show dev nsx-fw0 && ! ip netns exec hp-vm1 ip link show dev nsx-fw0-peer"
+    check "$2: no nftables NIC block left" nft_chain false
     check "$2: netns hp-root1 gone" test ! -e /run/netns/hp-root1
     check "$2: state file removed" test ! -e "$SD/host-state.json"
     check "$2: ping 10.99.3.12 after teardown" vm1 timeout 10 ping -c 2 -W 1 10.99.3.12
+}
+
+# nft_chain true|false: whether the NIC's nftables block (bridge table, both chains) exists.
+nft_chain() {
+    timeout 30 nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" nft --nic eth0 2>/dev/null \
+        | grep -qx "table=nsx-agent-eth0 chain=$1"
+}
+# slave_data JQ-FILTER: over eth0's bridge-port settings in hp-vm1.
+slave_data() {
+    vm1 ip -j -d link show dev eth0 | jq -e ".[0].linkinfo.info_slave_data | $1"
+}
+# The kernel reports (and so supports) locked bridge ports (Linux 5.18+).
+locked_supported() { slave_data 'has("locked")' >/dev/null 2>&1; }
+# tx_packets IF: TX packet counter of IF in hp-vm1.
+tx_packets() { vm1 ip -j -s link show dev "$1" | jq '.[0].stats64.tx.packets'; }
+rx_packets() { vm1 ip -j -s link show dev "$1" | jq '.[0].stats64.rx.packets'; }
+# Nothing received on the NIC may reach the bridge: vm2 cannot ping vm1.
+nic_cut_off() { ! timeout 10 ip netns exec hp-vm2 ping -c 2 -W 1 10.99.3.11; }
+
+# Checks after a filtered micro-segmentation setup (no agent loop running:
+# the NIC must be cut off from the host in both directions).
+check_filtered() {
+    local mac
+    mac="$(eth0_mac)"
+    check "filtered: bridge nsx-vtep0.0 has eth0's MAC and 10.99.3.11/24" \
+        bash -c "ip netns exec hp-vm1 ip -j addr show dev nsx-vtep0.0 | jq -e '.[0].address == \"$mac\" and any(.[0].addr_info[]; .local == \"10.99.3.11\")'"
+    check "filtered: default via 10.99.3.1 on the bridge" \
+        has_route '.dst == "default" and .gateway == "10.99.3.1" and .dev == "nsx-vtep0.0"'
+    check "filtered: eth0 is still a port of nsx-vtep0.0" \
+        bash -c "ip netns exec hp-vm1 ip -j link show dev eth0 | jq -e '.[0].master == \"nsx-vtep0.0\"'"
+    check "filtered: eth0 port learning, flood, mcast_flood, bcast_flood off" \
+        slave_data '.learning == false and .flood == false and .mcast_flood == false and .bcast_flood == false'
+    if locked_supported; then
+        check "filtered: eth0 port locked" slave_data '.locked == true'
+    else
+        echo "SKIP: this kernel has no locked bridge ports"
+    fi
+    check "filtered: nftables NIC block (bridge table, in + out chains) present" nft_chain true
+    check "filtered: nsx-fw0 is a veth, port of nsx-vtep0.0, up, MTU $1, learning on" \
+        bash -c "ip netns exec hp-vm1 ip -j -d link show dev nsx-fw0 | jq -e '.[0].linkinfo.info_kind == \"veth\" and .[0].master == \"nsx-vtep0.0\" and .[0].mtu == $1 and (.[0].flags | index(\"UP\")) and .[0].linkinfo.info_slave_data.learning == true'"
+    check "filtered: nsx-fw0-peer is a veth, up, MTU $1, no master, no addresses" \
+        bash -c "ip netns exec hp-vm1 ip -j -d addr show dev nsx-fw0-peer | jq -e '.[0].linkinfo.info_kind == \"veth\" and (.[0].master == null) and .[0].mtu == $1 and (.[0].flags | index(\"UP\")) and (.[0].addr_info | length) == 0'"
+    check "filtered: bridge MTU stays $1" \
+        bash -c "ip netns exec hp-vm1 ip -j link show dev nsx-vtep0.0 | jq -e '.[0].mtu == $1'"
+    check "filtered: IPv6 disabled on nsx-fw0 and nsx-fw0-peer" \
+        bash -c "[ \"\$(ip netns exec hp-vm1 cat /proc/sys/net/ipv6/conf/nsx-fw0/disable_ipv6)\" = 1 ] && [ \"\$(ip netns exec hp-vm1 cat /proc/sys/net/ipv6/conf/nsx-fw0-peer/disable_ipv6)\" = 1 ]"
+    check "filtered: no netns" test ! -e /run/netns/hp-root1
+    check "filtered: state file is version 2 with the firewall record" \
+        jq -e '.version == 2 and .fw.fw_if == "nsx-fw0" and .fw.fw_peer == "nsx-fw0-peer" and .fw.nft_table == "nsx-agent-eth0"' "$SD/host-state.json"
+    # The host's traffic goes to the firewall veth, never to the NIC.
+    local tx0 rx0
+    tx0="$(tx_packets eth0)"; rx0="$(rx_packets nsx-fw0-peer)"
+    check "filtered: without the agent loop hp-vm1 cannot reach 10.99.3.12" \
+        bash -c "! ip netns exec hp-vm1 timeout 10 ping -c 2 -W 1 10.99.3.12"
+    check "filtered: the host's frames arrive on nsx-fw0-peer" \
+        test "$(rx_packets nsx-fw0-peer)" -gt "$rx0"
+    check "filtered: the bridge sent nothing to eth0" test "$(tx_packets eth0)" -eq "$tx0"
+    check "filtered: frames received on eth0 do not reach the host" nic_cut_off
 }
 
 PORT=192.168.50.10/24,192.168.50.1
@@ -289,6 +355,132 @@ else
 fi
 if agent teardown; then pass "teardown (micro-seg)"; else fail "teardown (micro-seg)"; show_err; fi
 check_restored "$WORK/before" "micro-seg"
+
+# ------------------------------------ 4a. filtered micro-segmentation
+echo "== filtered micro-segmentation mode"
+if agent setup --filtered on; then
+    pass "setup filtered micro-seg"
+    check "setup reports the firewall peer ifindex" grep -Eq 'fw_peer_ifindex=[1-9]' "$WORK/out"
+    check_filtered 1500
+    # Each block alone keeps the NIC off the bridge.
+    if vm1 ip link set dev eth0 type bridge_slave locked off; then
+        check "filtered: NIC still cut off with the port unlocked (nftables alone)" nic_cut_off
+        vm1 ip link set dev eth0 type bridge_slave locked on
+    fi
+    if locked_supported && timeout 30 nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" nft-del --nic eth0; then
+        check "filtered: nftables block deleted for the test" nft_chain false
+        check "filtered: NIC still cut off without nftables (locked port alone)" nic_cut_off
+    fi
+    if agent setup --filtered on; then
+        pass "filtered: second setup adopts the plumbing"
+        check "filtered: adoption was logged" grep -q 'adopted the previous run' "$WORK/err"
+        check "filtered: adoption puts the nftables block back" nft_chain true
+        check_filtered 1500
+    else
+        fail "filtered: second setup adopts the plumbing"; show_err
+    fi
+else
+    fail "setup filtered micro-seg"; show_err
+fi
+if agent teardown; then pass "teardown (filtered)"; else fail "teardown (filtered)"; show_err; fi
+check_restored "$WORK/before" "filtered"
+
+echo "== filtered micro-segmentation at NIC MTU 9001"
+timeout "$T" ip -n hp-ul link set vm1 mtu 9001
+vm1 ip link set eth0 mtu 9001
+if agent setup --filtered on; then
+    pass "setup filtered (MTU 9001)"
+    check_filtered 9001
+else
+    fail "setup filtered (MTU 9001)"; show_err
+fi
+if agent teardown; then pass "teardown filtered (MTU 9001)"; else fail "teardown filtered (MTU 9001)"; show_err; fi
+check_restored "$WORK/before9001" "filtered MTU 9001"
+vm1 ip link set eth0 mtu 1500
+timeout "$T" ip -n hp-ul link set vm1 mtu 1500
+
+echo "== filtered: switching modes rebuilds (filtered -> overlay -> filtered -> plain)"
+if agent setup --filtered on && agent setup --port "$PORT"; then
+    pass "filtered -> overlay without teardown"
+    check "overlay after filtered: no firewall veth" bash -c "! ip netns exec hp-vm1 ip link show dev nsx-fw0-peer"
+    check "overlay after filtered: no nftables block" nft_chain false
+    check "overlay after filtered: eth0 port floods and learns again" \
+        slave_data '.learning == true and .flood == true and .bcast_flood == true'
+    check "overlay after filtered: underlay works" vm1 timeout 10 ping -c 2 -W 1 10.99.3.12
+else
+    fail "filtered -> overlay without teardown"; show_err
+fi
+if agent setup --filtered on && agent setup; then
+    pass "overlay -> filtered -> plain micro-seg without teardown"
+    check "plain after filtered: no firewall veth, no chain" \
+        bash -c "! ip netns exec hp-vm1 ip link show dev nsx-fw0 && timeout 30 nsenter --net=/run/netns/hp-vm1 -- '$HP_BIN' nft --nic eth0 | grep -q chain=false"
+    check "plain after filtered: ping 10.99.3.12 via the bridge" vm1 timeout 10 ping -c 2 -W 1 10.99.3.12
+else
+    fail "overlay -> filtered -> plain micro-seg without teardown"; show_err
+fi
+if agent teardown; then pass "teardown after mode switches"; else fail "teardown after mode switches"; show_err; fi
+check_restored "$WORK/before" "after mode switches"
+
+echo "== filtered: real kill -9 at various points of setup, then setup + teardown"
+for delay in 0.002 0.004 0.006 0.008 0.010 0.012 0.015 0.02 0.2; do
+    nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" setup --state-dir "$SD" --netns hp-root1 \
+        --filtered on >/dev/null 2>&1 &
+    victim=$!
+    sleep "$delay"
+    kill -9 "$victim" 2>/dev/null
+    wait "$victim" 2>/dev/null
+    if agent setup --filtered on; then
+        pass "filtered kill -9 after ${delay}s: next setup succeeds"
+        check "filtered kill -9 after ${delay}s: NIC blocked, chain present" \
+            bash -c "timeout 30 nsenter --net=/run/netns/hp-vm1 -- '$HP_BIN' nft --nic eth0 | grep -q chain=true"
+        check "filtered kill -9 after ${delay}s: firewall veth on the bridge" \
+            bash -c "ip netns exec hp-vm1 ip -j link show dev nsx-fw0 | jq -e '.[0].master == \"nsx-vtep0.0\"'"
+        check "filtered kill -9 after ${delay}s: eth0 port does not learn or flood" \
+            slave_data '.learning == false and .flood == false and .bcast_flood == false'
+    else
+        fail "filtered kill -9 after ${delay}s: next setup succeeds"; show_err
+    fi
+    if agent teardown; then pass "filtered kill -9 after ${delay}s: teardown"; else fail "filtered kill -9 after ${delay}s: teardown"; show_err; fi
+    check_same "filtered kill -9 after ${delay}s: host restored" "$WORK/before"
+    check "filtered kill -9 after ${delay}s: no chain left" nft_chain false
+done
+
+echo "== filtered: kill -9 during setup, then cleanup only (teardown from the state file)"
+for delay in 0.006 0.012; do
+    nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" setup --state-dir "$SD" --netns hp-root1 \
+        --filtered on >/dev/null 2>&1 &
+    victim=$!
+    sleep "$delay"
+    kill -9 "$victim" 2>/dev/null
+    wait "$victim" 2>/dev/null
+    if agent teardown; then pass "filtered kill -9 after ${delay}s: teardown alone"; else fail "filtered kill -9 after ${delay}s: teardown alone"; show_err; fi
+    check_restored "$WORK/before" "filtered kill -9 after ${delay}s, teardown alone"
+done
+
+echo "== filtered: leftovers without a state file are adopted"
+if agent setup --filtered on; then pass "setup (filtered)"; else fail "setup (filtered)"; show_err; fi
+rm -f "$SD/host-state.json"
+if agent setup --filtered on; then
+    pass "filtered: setup adopts leftovers without a state file"
+    check "filtered: leftover adoption was logged" grep -q 'leftovers of a previous run' "$WORK/err"
+    check_filtered 1500
+else
+    fail "filtered: setup adopts leftovers without a state file"; show_err
+fi
+rm -f "$SD/host-state.json"
+if agent teardown; then pass "filtered: teardown of leftovers without a state file"; else fail "filtered: teardown of leftovers without a state file"; show_err; fi
+check_restored "$WORK/before" "filtered leftovers"
+
+vm1 ip link add nsx-fw0-peer type dummy 2>/dev/null || vm1 ip link add nsx-fw0-peer type bridge
+if agent setup --filtered on; then
+    fail "filtered: setup with a foreign interface named like the firewall peer must fail"
+    agent teardown
+else
+    pass "filtered: setup refuses a foreign interface named like the firewall peer"
+    check "filtered: error says it is not ours" grep -Eq 'not ours|not a veth' "$WORK/err"
+fi
+vm1 ip link del nsx-fw0-peer
+check_same "filtered: foreign name clash: nothing changed" "$WORK/before"
 
 # ------------------------------------------------- 4b. offloads kept on
 echo "== tx offload kept on (HostSettings::tx_offload = true)"

@@ -7,10 +7,14 @@
 //! host_plumb inspect  --nic eth0
 //! host_plumb setup    --state-dir DIR [--nic eth0] [--netns NS] [--port IP/LEN,GW[,MAC]]
 //!                     [--tx-offload on|off]   (default off)
+//!                     [--filtered on|off] [--fw-if IF] [--fw-peer IF]
 //! host_plumb update   --state-dir DIR [--netns NS] --old-port IP/LEN,GW --port IP/LEN,GW
 //! host_plumb teardown --state-dir DIR [--nic eth0]
+//! host_plumb nft      --nic eth0      (prints whether the NIC's nftables block exists)
+//! host_plumb nft-del  --nic eth0      (deletes it, to test the locked port alone)
 //! ```
-//! Without `--port`, setup runs in micro-segmentation mode (bridge only).
+//! Without `--port`, setup runs in micro-segmentation mode (bridge only);
+//! `--filtered on` builds the filtered micro-segmentation plumbing instead.
 
 #[allow(dead_code)]
 #[path = "../src/config.rs"]
@@ -19,18 +23,20 @@ mod config;
 #[path = "../src/host/mod.rs"]
 mod host;
 
+use host::{HostError, nft};
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use config::HostSettings;
-use host::PortPlan;
+use host::{Mode, PortPlan};
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: host_plumb inspect|setup|update|teardown [--state-dir DIR] [--nic IF] [--netns NS] \
          [--vtep IF] [--overlay-if IF] [--peer IF] [--port IP/LEN,GW[,MAC]] [--old-port IP/LEN,GW[,MAC]] \
-         [--tx-offload on|off]"
+         [--tx-offload on|off] [--filtered on|off] [--fw-if IF] [--fw-peer IF]"
     );
     ExitCode::from(2)
 }
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
     let mut port_arg = None;
     let mut old_port_arg = None;
     let mut tx_offload = false;
+    let mut filtered = false;
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
         let Some(val) = it.next() else {
@@ -103,6 +110,13 @@ fn main() -> ExitCode {
                 "off" => tx_offload = false,
                 _ => return usage(),
             },
+            "--filtered" => match val.as_str() {
+                "on" => filtered = true,
+                "off" => filtered = false,
+                _ => return usage(),
+            },
+            "--fw-if" => s.fw_if = val.clone(),
+            "--fw-peer" => s.fw_peer = val.clone(),
             _ => return usage(),
         }
     }
@@ -130,7 +144,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let res: Result<(), host::HostError> = rt.block_on(async {
+    let mode = match (&port, filtered) {
+        (Some(p), false) => Mode::Overlay(p),
+        (None, false) => Mode::Microseg,
+        (None, true) => Mode::MicrosegFiltered,
+        (Some(_), true) => {
+            eprintln!("--port and --filtered on exclude each other");
+            return usage();
+        }
+    };
+    let res: Result<(), HostError> = rt.block_on(async {
         match cmd.as_str() {
             "inspect" => {
                 let nic = host::inspect_nic(&s).await?;
@@ -140,20 +163,28 @@ fn main() -> ExitCode {
                 }
             }
             "setup" => {
-                let p = host::setup(&s, port.as_ref()).await?;
+                let p = host::setup(&s, mode).await?;
                 println!(
-                    "nic={} underlay_ip={} overlay_mtu={} port_mac={} peer_ifindex={} addrs={} routes={}",
+                    "nic={} underlay_ip={} overlay_mtu={} port_mac={} peer_ifindex={} addrs={} routes={} \
+                     nic_ifindex={} fw_peer_ifindex={}",
                     p.nic.name,
                     p.underlay_ip,
                     p.overlay_mtu,
                     mac_str(&p.port_mac),
                     p.peer_ifindex,
                     p.nic.addrs.len(),
-                    p.nic.routes.len()
+                    p.nic.routes.len(),
+                    p.nic_ifindex,
+                    p.fw_peer_ifindex
                 );
             }
             "update" => host::update_port(&s, old_port.as_ref(), port.as_ref()).await?,
             "teardown" => host::teardown(&s).await?,
+            "nft" => {
+                let t = nft::table_name(&s.nic);
+                println!("table={t} chain={}", nft::nic_block_exists(&t)?);
+            }
+            "nft-del" => nft::delete_table(&nft::table_name(&s.nic))?,
             other => {
                 eprintln!("unknown command {other:?}");
                 return Ok(());
@@ -162,7 +193,10 @@ fn main() -> ExitCode {
         Ok(())
     });
     match res {
-        Ok(()) if ["inspect", "setup", "update", "teardown"].contains(&cmd.as_str()) => {
+        Ok(())
+            if ["inspect", "setup", "update", "teardown", "nft", "nft-del"]
+                .contains(&cmd.as_str()) =>
+        {
             ExitCode::SUCCESS
         }
         Ok(()) => usage(),

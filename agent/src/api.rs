@@ -2,14 +2,18 @@
 //! speaking newline-delimited JSON. A request is
 //! `{"api_version":1,"cmd":"status"}`; every reply carries `api_version` and
 //! either the data or `{"error": "..."}`. Commands: `status`, `counters`,
-//! `config`, `mac-table`. New commands and fields are added without
-//! changing existing ones; a client asking for a newer version gets an error.
+//! `config`, `mac-table`, and the firewall's `getrules`, `getaddrsets`,
+//! `getflows` (each with a `text` field in the seed's `vsipioctl` format)
+//! and `firewall-stats` (rule hits and drop counters). New commands and
+//! fields are added without changing existing ones; a client asking for a
+//! newer version gets an error.
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use datapath::{DropReason, LayerId, Location, Tables};
 use serde::{Deserialize, Serialize};
@@ -18,8 +22,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::AgentConfig;
-use crate::dataloop::Snapshot;
+use crate::dataloop::{Ctl, Snapshot};
+use crate::fwctl::{FwQuery, FwReply, FwRequest};
 use crate::gwclient::GatewayStatus;
+use crate::io::Waker;
 
 pub const API_VERSION: u32 = 1;
 /// Longest request line accepted.
@@ -33,7 +39,12 @@ pub struct Shared {
     pub status: Mutex<Status>,
     /// The gateway connection, when the agent has one.
     pub gateway: Option<Arc<Mutex<Option<GatewayStatus>>>>,
+    /// The datapath thread's control channel (firewall queries).
+    pub datapath: Mutex<Option<(Sender<Ctl>, Arc<Waker>)>>,
 }
+
+/// How long a firewall query may wait for the datapath thread.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Slow-changing facts about the agent.
 #[derive(Debug, Clone, Serialize)]
@@ -138,7 +149,7 @@ async fn handle(stream: UnixStream, shared: Arc<Shared>) {
         let reply = if line.len() > MAX_REQUEST {
             error("request too long")
         } else {
-            answer(line.trim_end(), &shared)
+            answer(line.trim_end(), &shared).await
         };
         let mut bytes = reply.to_string().into_bytes();
         bytes.push(b'\n');
@@ -153,7 +164,7 @@ fn error(msg: &str) -> Value {
 }
 
 /// Answers one request line.
-pub fn answer(line: &str, shared: &Shared) -> Value {
+pub async fn answer(line: &str, shared: &Shared) -> Value {
     let req: Request = match serde_json::from_str(line) {
         Ok(r) => r,
         Err(e) => return error(&format!("bad request: {e}")),
@@ -169,9 +180,22 @@ pub fn answer(line: &str, shared: &Shared) -> Value {
         "counters" => counters(shared),
         "config" => config(shared),
         "mac-table" => mac_table(shared),
+        "getrules" => rules(shared, false),
+        "getaddrsets" => rules(shared, true),
+        "getflows" => match query(shared, FwQuery::Flows).await {
+            Ok(FwReply::Flows(text)) => json!({ "text": text }),
+            Ok(_) => error("no firewall is configured"),
+            Err(e) => error(&e),
+        },
+        "firewall-stats" => match query(shared, FwQuery::Stats).await {
+            Ok(FwReply::Stats(s)) => serde_json::to_value(&*s).unwrap_or_else(|_| json!({})),
+            Ok(_) => error("no firewall is configured"),
+            Err(e) => error(&e),
+        },
         other => {
             return error(&format!(
-                "unknown command {other:?} (known: status, counters, config, mac-table)"
+                "unknown command {other:?} (known: status, counters, config, mac-table, \
+                 getrules, getaddrsets, getflows, firewall-stats)"
             ));
         }
     };
@@ -243,6 +267,39 @@ fn counters(shared: &Shared) -> Value {
                      "tx_packets": c.underlay_tx.packets, "tx_bytes": c.underlay_tx.bytes},
         "io": s.io,
     })
+}
+
+/// `getrules` / `getaddrsets` from the policy the datapath runs.
+fn rules(shared: &Shared, addrsets: bool) -> Value {
+    let Ok(st) = shared.status.lock() else {
+        return error("tables unavailable");
+    };
+    match &st.tables.firewall {
+        None => error("no firewall is configured"),
+        Some(p) if addrsets => json!({ "text": firewall::show::getaddrsets(p.config()) }),
+        Some(p) => json!({ "text": firewall::show::getrules(p) }),
+    }
+}
+
+/// Asks the datapath thread and waits (bounded) for its answer.
+pub async fn query(shared: &Shared, q: FwQuery) -> Result<FwReply, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let guard = shared.datapath.lock().map_err(|_| "datapath unavailable")?;
+        let Some((ctl, waker)) = guard.as_ref() else {
+            return Err("the datapath is not running".into());
+        };
+        ctl.send(Ctl::Fw(FwRequest {
+            query: q,
+            reply: tx,
+        }))
+        .map_err(|_| "the datapath thread is gone")?;
+        waker.wake();
+    }
+    tokio::task::spawn_blocking(move || rx.recv_timeout(QUERY_TIMEOUT))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "the datapath thread did not answer in time".to_string())
 }
 
 fn config(shared: &Shared) -> Value {

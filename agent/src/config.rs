@@ -33,6 +33,32 @@ pub struct HostSettings {
     /// finishes/segments them itself (much faster). `false` turns them off,
     /// so only complete MTU-sized frames reach the agent.
     pub tx_offload: bool,
+    /// Micro-segmentation mode: the bridge port (a veth) through which the
+    /// host's underlay traffic reaches the agent's firewall...
+    pub fw_if: String,
+    /// ...and the agent's end of that veth.
+    pub fw_peer: String,
+    /// What the firewall does before it has received a first ruleset:
+    /// `failClosed` (only management traffic) or `failOpen`.
+    pub failure_policy: firewall::FailurePolicy,
+    /// Most connections the firewall tracks (global limit; ~80 bytes each).
+    pub max_flows: usize,
+    /// The packet log of rules `with log` (rotated at 10 MiB, 3 kept).
+    pub packet_log: PathBuf,
+    /// What SIGTERM does to the host: `restore` gives the NIC back exactly
+    /// as found; `keep` leaves the plumbing (netns, interfaces, addresses)
+    /// in place so a restarted agent adopts it and the instance's sessions
+    /// survive a planned restart or upgrade (`nsx-agent cleanup` restores).
+    pub on_stop: OnStop,
+}
+
+/// See [`HostSettings::on_stop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStop {
+    #[default]
+    Restore,
+    Keep,
 }
 
 impl Default for HostSettings {
@@ -46,6 +72,12 @@ impl Default for HostSettings {
             state_dir: PathBuf::from("/var/lib/nsx-agent"),
             api_socket: PathBuf::from("/var/run/nsx-agent/nsxagent.sock"),
             tx_offload: true,
+            fw_if: "nsx-fw0".into(),
+            fw_peer: "nsx-fw0-peer".into(),
+            failure_policy: firewall::FailurePolicy::FailClosed,
+            max_flows: 1 << 18,
+            packet_log: PathBuf::from("/var/log/nsx-agent/dfwpktlogs.log"),
+            on_stop: OnStop::Restore,
         }
     }
 }
@@ -79,6 +111,9 @@ pub struct GatewaySettings {
 fn default_server_name() -> String {
     "nsx-gw.vmware.local".into()
 }
+
+/// Largest connection table accepted (~1.3 GiB at 80 bytes an entry).
+pub const MAX_FLOWS: usize = 16 << 20;
 
 /// A parsed, validated config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +263,8 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
         ("host.overlay_if", &h.overlay_if),
         ("host.overlay_peer", &h.overlay_peer),
         ("host.vtep_if", &h.vtep_if),
+        ("host.fw_if", &h.fw_if),
+        ("host.fw_peer", &h.fw_peer),
     ];
     for (path, name) in ifnames {
         if name.is_empty()
@@ -255,7 +292,14 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
     if names.windows(2).any(|w| w[0] == w[1]) {
         out.push(control::Problem {
             path: "host".into(),
-            message: "nic, overlay_if, overlay_peer and vtep_if must all differ".into(),
+            message: "nic, overlay_if, overlay_peer, vtep_if, fw_if and fw_peer must all differ"
+                .into(),
+        });
+    }
+    if h.max_flows == 0 || h.max_flows > MAX_FLOWS {
+        out.push(control::Problem {
+            path: "host.max_flows".into(),
+            message: format!("{} is outside 1..={MAX_FLOWS}", h.max_flows),
         });
     }
     out

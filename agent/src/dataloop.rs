@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use datapath::{Counters, Output, Pipeline, Tables};
 
+use crate::fwctl::{self, FwRequest};
 use crate::io::{self, RecvBatch, SendBatch, Waker};
 use crate::underlay::{GsoSender, UdpPool};
 
@@ -19,6 +20,10 @@ use crate::underlay::{GsoSender, UdpPool};
 #[derive(Debug)]
 pub enum Ctl {
     Tables(Arc<Tables>),
+    /// A firewall question, answered between batches.
+    Fw(FwRequest),
+    /// Connections saved by a previous run (sent after the first tables).
+    RestoreFlows(Vec<firewall::conntrack::SavedFlow>),
     Stop,
 }
 
@@ -44,7 +49,16 @@ pub struct Snapshot {
     pub counters: Counters,
     pub io: IoCounters,
     pub config_version: u64,
+    /// Firewall counters for the gateway's Status (`name -> value`).
+    pub firewall: Vec<(String, u64)>,
+    /// Packet-log records not yet written (drained by the log writer).
+    pub fw_log: Vec<firewall::pktlog::LogRecord>,
+    /// Records dropped because the writer fell behind.
+    pub fw_log_lost: u64,
 }
+
+/// Most unwritten packet-log records kept between writer runs.
+pub const MAX_PENDING_LOG: usize = 16_384;
 
 /// Sockets the thread owns.
 #[derive(Debug)]
@@ -136,6 +150,22 @@ pub fn run(
             loop {
                 match ctl.try_recv() {
                     Ok(Ctl::Tables(t)) => shell.pipeline.set_tables(t),
+                    Ok(Ctl::Fw(req)) => {
+                        let now = shell.now_ns();
+                        let reply = fwctl::answer(shell.pipeline.firewall_mut(), req.query, now);
+                        let _ = req.reply.send(reply);
+                    }
+                    Ok(Ctl::RestoreFlows(flows)) => {
+                        let now = shell.now_ns();
+                        if let Some(fw) = shell.pipeline.firewall_mut() {
+                            let n = fw.restore(&flows, now);
+                            tracing::info!(
+                                restored = n,
+                                saved = flows.len(),
+                                "connection table restored"
+                            );
+                        }
+                    }
                     Ok(Ctl::Stop) | Err(TryRecvError::Disconnected) => {
                         shell.publish(&snapshot);
                         return;
@@ -151,6 +181,8 @@ pub fn run(
                 break;
             }
         }
+        let now = shell.now_ns();
+        shell.pipeline.tick(now);
 
         if last_publish.elapsed() >= PUBLISH_EVERY {
             shell.publish(&snapshot);
@@ -252,8 +284,29 @@ impl Shell {
             s.counters.clone_from(self.pipeline.counters());
             s.io = self.io;
             s.config_version = self.pipeline.tables().version;
+            s.firewall.clear();
+            if let Some(fw) = self.pipeline.firewall_mut() {
+                fwctl::summary(fw, &mut s.firewall);
+                drain_log(fw, &mut s);
+            }
         }
     }
+}
+
+/// Moves the firewall's packet-log records to the snapshot for the writer.
+pub fn drain_log(fw: &mut firewall::Firewall, s: &mut Snapshot) {
+    let Snapshot {
+        fw_log,
+        fw_log_lost,
+        ..
+    } = s;
+    fw.log_mut().drain(|r| {
+        if fw_log.len() < MAX_PENDING_LOG {
+            fw_log.push(*r);
+        } else {
+            *fw_log_lost += 1;
+        }
+    });
 }
 
 /// One `recvmmsg` into `batch`; errors and batches counted. Returns the

@@ -47,6 +47,11 @@ fn counter_summary(snapshot: &Mutex<Snapshot>) -> std::collections::BTreeMap<Str
                 m.insert(format!("drop_{}", r.name()), n);
             }
         }
+        for (name, n) in &s.firewall {
+            if *n > 0 {
+                m.insert(name.clone(), *n);
+            }
+        }
     }
     m
 }

@@ -9,10 +9,12 @@ mod api;
 mod config;
 mod dataloop;
 mod enroll;
+mod fwctl;
 mod gwclient;
 mod host;
 mod io;
 mod persist;
+mod pktlog;
 mod run;
 mod underlay;
 
@@ -114,7 +116,11 @@ fn ctl(socket: &std::path::Path, command: &str) -> ExitCode {
     match result {
         Ok(line) => match serde_json::from_str::<serde_json::Value>(&line) {
             Ok(v) => {
-                let text = serde_json::to_string_pretty(&v).unwrap_or(line);
+                // Text views (getrules, getflows, ...) print as the seed shows them.
+                let text = match v.get("text").and_then(|t| t.as_str()) {
+                    Some(t) if v.get("error").is_none() => t.trim_end().to_string(),
+                    _ => serde_json::to_string_pretty(&v).unwrap_or(line),
+                };
                 // A closed pipe (`| head`) is not an error worth a panic.
                 let _ = writeln!(std::io::stdout(), "{text}");
                 if v.get("error").is_some() {

@@ -1,14 +1,20 @@
-//! The last desired state the agent applied, kept on disk so a restart
-//! forwards at once, before (or without) the gateway answering. Written
-//! atomically (temp file, fsync, rename) after every successful apply.
+//! What the agent keeps on disk across restarts: the last desired state it
+//! applied (so a restart forwards at once, before or without the gateway
+//! answering; written after every successful apply) and the firewall's
+//! connection table (written on a planned stop, read and removed on the
+//! next start: "state follows the VM"). Both written atomically (temp file,
+//! fsync, rename).
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use control::InstanceConfig;
+use firewall::conntrack::SavedFlow;
 use serde::{Deserialize, Serialize};
 
 const FILE: &str = "desired.json";
+const FLOWS_FILE: &str = "conntrack.json";
 
 /// What was applied: the gateway's version, this instance's tunnel-endpoint
 /// id, and the config (`None` = micro-segmentation mode).
@@ -58,16 +64,52 @@ pub fn load(state_dir: &Path) -> Result<Option<Applied>, PersistError> {
 
 /// Saves `applied` atomically.
 pub fn save(state_dir: &Path, applied: &Applied) -> Result<(), PersistError> {
-    let p = path(state_dir);
+    write_atomic(state_dir, FILE, applied)
+}
+
+/// Saves the connection table (mode 0600: it names every peer).
+pub fn save_flows(state_dir: &Path, flows: &[SavedFlow]) -> Result<(), PersistError> {
+    write_atomic(state_dir, FLOWS_FILE, &flows)
+}
+
+/// Takes the saved connection table: reads it and removes the file, so a
+/// table is restored at most once (a later crash must not resurrect it).
+/// A corrupt file is an error the caller logs (and it is removed too).
+pub fn take_flows(state_dir: &Path) -> Result<Vec<SavedFlow>, PersistError> {
+    let p = state_dir.join(FLOWS_FILE);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(PersistError::Io { path: p, source }),
+    };
+    let _ = std::fs::remove_file(&p);
+    serde_json::from_str(&text).map_err(|e| PersistError::Corrupt {
+        path: p,
+        reason: e.to_string(),
+    })
+}
+
+fn write_atomic<T: Serialize + ?Sized>(
+    state_dir: &Path,
+    name: &str,
+    value: &T,
+) -> Result<(), PersistError> {
+    let p = state_dir.join(name);
     let io = |source| PersistError::Io {
         path: p.clone(),
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(io)?;
-    let tmp = state_dir.join(format!("{FILE}.tmp"));
-    let bytes = serde_json::to_vec_pretty(applied).map_err(|e| io(std::io::Error::other(e)))?;
+    let tmp = state_dir.join(format!("{name}.tmp"));
+    let bytes = serde_json::to_vec(value).map_err(|e| io(std::io::Error::other(e)))?;
     {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }

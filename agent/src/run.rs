@@ -21,9 +21,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, OverlayStatus, ReloadStatus, Shared, Status};
-use crate::config::{AgentConfig, GatewaySettings, HostSettings};
+use crate::config::{AgentConfig, GatewaySettings, HostSettings, OnStop};
 use crate::dataloop::{self, Ctl, Snapshot, Sockets};
 use crate::enroll;
+use crate::fwctl::{FwQuery, FwReply};
 use crate::gwclient::{self, ApplyRequest, GatewayStatus};
 use crate::host::{self, NicInfo, PortPlan};
 use crate::io::{self, Waker};
@@ -363,7 +364,12 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             }
         }
     }
-    // 4. Give the host back, whatever happened.
+    // 4. Give the host back, whatever happened (unless told to keep it for
+    //    a restart and we are stopping cleanly).
+    if result.is_ok() && cfg.host.on_stop == OnStop::Keep {
+        tracing::info!(nic = %cfg.host.nic, "plumbing kept for the next start (on_stop = keep)");
+        return Ok(());
+    }
     if let Err(e) = host::teardown(&cfg.host).await {
         tracing::error!(error = %e, "restoring the host failed; run `nsx-agent cleanup` to retry");
         return Err(e.into());
@@ -485,6 +491,7 @@ async fn serve(
         started: ctx.started,
         snapshot: Arc::clone(&snapshot),
         gateway: gw.as_ref().map(|g| Arc::clone(&g.status)),
+        datapath: Mutex::new(None),
         status: Mutex::new(Status {
             config_path: ctx.path.display().to_string(),
             mode: if plan.is_some() {
@@ -521,6 +528,40 @@ async fn serve(
             })
             .map_err(io_err("datapath thread"))?
     };
+    if let Ok(mut d) = shared.datapath.lock() {
+        *d = Some((ctl_tx.clone(), Arc::clone(&waker)));
+    }
+    // Connections saved by a planned stop follow the instance into this run.
+    match persist::take_flows(&cfg.host.state_dir) {
+        Ok(flows) if !flows.is_empty() => {
+            let _ = ctl_tx.send(Ctl::RestoreFlows(flows));
+            waker.wake();
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+    let log_task = tokio::spawn(crate::pktlog::run(
+        cfg.host.packet_log.clone(),
+        Arc::clone(&snapshot),
+        crate::pktlog::Clock {
+            epoch: ctx.started,
+            epoch_wall: std::time::SystemTime::now() - ctx.started.elapsed(),
+        },
+        {
+            let shared = Arc::clone(&shared);
+            move |rule| {
+                shared
+                    .status
+                    .lock()
+                    .ok()
+                    .and_then(|st| {
+                        let p = st.tables.firewall.as_ref()?;
+                        Some(p.rules().get(rule as usize)?.ruleset.clone())
+                    })
+                    .unwrap_or_default()
+            }
+        },
+    ));
     let api_task = tokio::spawn(api::serve(listener, Arc::clone(&shared)));
     tracing::info!(socket = %cfg.host.api_socket.display(), version = tables.version, "datapath running");
     if let Some((applied, reply)) = first {
@@ -575,11 +616,30 @@ async fn serve(
     };
     tracing::info!("stopping the datapath");
     api_task.abort();
+    log_task.abort();
+    if matches!(exit, Exit::Stop) {
+        save_flows(&shared, &cfg.host.state_dir).await;
+    }
+    if let Ok(mut d) = shared.datapath.lock() {
+        *d = None;
+    }
     let _ = ctl_tx.send(Ctl::Stop);
     waker.wake();
     let _ = tokio::task::spawn_blocking(move || dp.join()).await;
     let _ = std::fs::remove_file(&cfg.host.api_socket);
     Ok(exit)
+}
+
+/// Saves the firewall's connection table for the next start.
+async fn save_flows(shared: &Shared, state_dir: &Path) {
+    match api::query(shared, FwQuery::Save).await {
+        Ok(FwReply::Saved(flows)) => match persist::save_flows(state_dir, &flows) {
+            Ok(()) => tracing::info!(flows = flows.len(), "connection table saved"),
+            Err(e) => tracing::warn!("cannot save the connection table: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot save the connection table: {e}"),
+    }
 }
 
 /// Re-reads the config file (SIGHUP). Everything is checked before anything

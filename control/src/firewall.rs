@@ -42,6 +42,12 @@ pub struct FirewallConfig {
     /// agent's table); `None` = only the agent's global limit applies.
     #[serde(default)]
     pub max_flows: Option<u32>,
+    /// NSX's "TCP strict": a TCP connection must start with a SYN. Off (the
+    /// default), a mid-stream segment with no tracked connection is judged
+    /// by the rules and, if accepted, picked up as established (so a
+    /// connection survives a lost table, and widening a rule never cuts).
+    #[serde(default)]
+    pub tcp_strict: bool,
 }
 
 impl FirewallConfig {
@@ -60,6 +66,7 @@ impl FirewallConfig {
             },
             timeouts: Timeouts::default(),
             max_flows: None,
+            tcp_strict: false,
         }
     }
 }
@@ -287,8 +294,13 @@ pub struct Service {
 
 impl Service {
     pub fn any() -> Service {
+        Service::any_of(Protocol::Any)
+    }
+
+    /// Every packet of `protocol` (no port or ICMP restriction).
+    pub fn any_of(protocol: Protocol) -> Service {
         Service {
-            protocol: Protocol::Any,
+            protocol,
             port: None,
             source_port: None,
             icmp_type: None,

@@ -60,11 +60,13 @@ pub enum DropReason {
     TxFull,
     /// Offload metadata (partial checksum, segmentation) that cannot be honoured.
     BadOffload,
+    /// The distributed firewall dropped or rejected it (its own counters say why).
+    Firewall,
 }
 
 impl DropReason {
     /// Every reason, in counter-table order.
-    pub const ALL: [DropReason; 29] = [
+    pub const ALL: [DropReason; 30] = [
         DropReason::GeneveTruncated,
         DropReason::GeneveBadVersion,
         DropReason::GeneveOptionsOverrun,
@@ -94,6 +96,7 @@ impl DropReason {
         DropReason::FloodNoEndpoints,
         DropReason::TxFull,
         DropReason::BadOffload,
+        DropReason::Firewall,
     ];
 
     /// Stable name for APIs and metrics.
@@ -128,6 +131,7 @@ impl DropReason {
             DropReason::FloodNoEndpoints => "flood_no_endpoints",
             DropReason::TxFull => "tx_full",
             DropReason::BadOffload => "bad_offload",
+            DropReason::Firewall => "firewall",
         }
     }
 

@@ -6,36 +6,85 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use firewall::{Dir, Firewall, RejectKind};
+
 use crate::counters::DropReason;
 use crate::counters::{Counters, TunnelCounters};
 use crate::layer::{
-    Ctx, EGRESS, INGRESS, LayerId, Step, Verdict, decap, deliver, encap, port_security, responder,
-    router, switch,
+    ANSWER, Ctx, EGRESS, INGRESS, LayerId, Step, Verdict, decap, deliver, encap, port_security,
+    responder, router, switch,
 };
 use crate::offload::{Offload, VIRTIO_NET_HDR_LEN};
 use crate::queue::Output;
 use crate::tables::Tables;
+
+/// Connections tracked when the caller does not say (about 20 MiB of table).
+pub const DEFAULT_FLOW_CAPACITY: usize = 1 << 18;
+/// Room for the firewall's answer to a rejected packet (RST or ICMP error).
+const ANSWER_BUF: usize = 1024;
 
 /// One instance's datapath.
 #[derive(Debug)]
 pub struct Pipeline {
     tables: Arc<Tables>,
     counters: Counters,
+    /// Present while the config has a firewall section.
+    firewall: Option<Firewall>,
+    flow_capacity: usize,
+    /// Where answers to rejected ingress packets are built.
+    answer: Vec<u8>,
 }
 
 impl Pipeline {
     pub fn new(tables: Arc<Tables>) -> Pipeline {
+        Pipeline::with_flow_capacity(tables, DEFAULT_FLOW_CAPACITY)
+    }
+
+    /// A pipeline whose firewall tracks at most `flow_capacity` connections.
+    pub fn with_flow_capacity(tables: Arc<Tables>, flow_capacity: usize) -> Pipeline {
         let mut p = Pipeline {
             tables: Arc::clone(&tables),
             counters: Counters::default(),
+            firewall: None,
+            flow_capacity,
+            answer: vec![0; ANSWER_BUF],
         };
         p.set_tables(tables);
         p
     }
 
+    /// The firewall, while one is configured.
+    pub fn firewall(&self) -> Option<&Firewall> {
+        self.firewall.as_ref()
+    }
+
+    pub fn firewall_mut(&mut self) -> Option<&mut Firewall> {
+        self.firewall.as_mut()
+    }
+
+    /// Housekeeping between batches (reclaims idle connections).
+    pub fn tick(&mut self, now_ns: u64) {
+        if let Some(fw) = &mut self.firewall {
+            fw.tick(now_ns);
+        }
+    }
+
     /// Swaps in a new config snapshot. Tunnel counters follow their
-    /// endpoint's underlay address into the new snapshot.
+    /// endpoint's underlay address into the new snapshot; the firewall
+    /// takes the new policy atomically and re-checks its connections.
     pub fn set_tables(&mut self, tables: Arc<Tables>) {
+        match &tables.firewall {
+            Some(policy) => {
+                let capacity = self.flow_capacity;
+                let fw = self.firewall.get_or_insert_with(|| {
+                    Firewall::new(capacity, firewall::FailurePolicy::FailClosed)
+                });
+                if !fw.policy().is_some_and(|p| Arc::ptr_eq(p, policy)) {
+                    fw.set_policy(Arc::clone(policy));
+                }
+            }
+            None => self.firewall = None,
+        }
         let old = std::mem::take(&mut self.counters.tunnels);
         self.counters.tunnels = tables
             .teps
@@ -112,7 +161,34 @@ impl Pipeline {
         self.counters.underlay_rx.add(udp_payload.len());
         let mut ctx = Ctx::new(udp_payload);
         ctx.outer_src = src;
-        self.run(&INGRESS, &mut ctx, now_ns, out)
+        let v = self.run(&INGRESS, &mut ctx, now_ns, out);
+        if let Some(kind) = ctx.reject {
+            self.answer_remote(kind, ctx.frame, ctx.switch, now_ns, out);
+        }
+        v
+    }
+
+    /// Sends the firewall's answer to a rejected ingress frame back to its
+    /// sender through the switch, router and encapsulation layers.
+    fn answer_remote(
+        &mut self,
+        kind: RejectKind,
+        offending: &[u8],
+        switch: crate::tables::SwitchIdx,
+        now_ns: u64,
+        out: &mut Output,
+    ) {
+        // Taken out of `self` (no allocation) so the layers can borrow it.
+        let buf = std::mem::take(&mut self.answer);
+        let mut scratch = buf;
+        if let Ok(n) = firewall::reject::build(kind, offending, &mut scratch) {
+            let mut ctx = Ctx::new(&scratch[..n]);
+            if ctx.parse_l2_l3().is_ok() {
+                ctx.switch = switch;
+                self.run(&ANSWER, &mut ctx, now_ns, out);
+            }
+        }
+        self.answer = scratch;
     }
 
     fn run(
@@ -124,10 +200,23 @@ impl Pipeline {
     ) -> Verdict {
         let t = &*self.tables;
         let c = &mut self.counters;
+        let dir = if layers.first() == Some(&LayerId::Decap) {
+            Dir::In
+        } else {
+            Dir::Out
+        };
         for &id in layers {
             c.layers[id as usize].seen += 1;
             let step = match id {
                 LayerId::PortSecurity => port_security::process(t, ctx),
+                LayerId::Firewall => crate::layer::firewall::process(
+                    self.firewall.as_mut(),
+                    dir,
+                    ctx,
+                    out,
+                    c,
+                    now_ns,
+                ),
                 LayerId::Responder => responder::process(t, ctx, out, c),
                 LayerId::Switch => switch::process(t, ctx),
                 LayerId::Router => router::process(t, ctx, out, c),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use control::{InstanceConfig, MacAddr};
 use ipnet::Ipv4Net;
@@ -104,6 +105,9 @@ pub struct Tables {
     pub(crate) tep_by_ip: FxMap<Ipv4Addr, TepIdx>,
     pub(crate) macs: FxMap<(SwitchIdx, MacAddr), Location>,
     pub(crate) neighbors: FxMap<(SwitchIdx, Ipv4Addr), Neighbor>,
+    /// The compiled firewall policy (`None`: the config has no firewall
+    /// section and traffic is not filtered).
+    pub firewall: Option<Arc<firewall::Policy>>,
 }
 
 /// Why a config could not be compiled (it should have failed validation).
@@ -111,6 +115,8 @@ pub struct Tables {
 pub enum TablesError {
     #[error("config is invalid: {0}")]
     Invalid(#[from] control::Problems),
+    #[error("firewall rules do not compile: {0}")]
+    Firewall(#[from] firewall::classify::CompileError),
     #[error("too many {what} ({count}; at most {max})")]
     TooMany {
         what: &'static str,
@@ -250,7 +256,13 @@ impl Tables {
             }
         }
 
+        let firewall = match &cfg.firewall {
+            Some(fw) => Some(Arc::new(firewall::Policy::compile(fw)?)),
+            None => None,
+        };
+
         Ok(Tables {
+            firewall,
             version: cfg.version,
             tep_id: cfg.tep_id,
             host,

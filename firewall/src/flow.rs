@@ -65,11 +65,18 @@ pub enum L4 {
     Udp,
     /// ICMP echo request/reply and other ICMP queries: `ident` plays the
     /// role of a port (stored as the tuple's `sport` and `dport`).
-    IcmpQuery { ty: u8, code: u8 },
+    IcmpQuery {
+        ty: u8,
+        code: u8,
+    },
     /// An ICMP error (unreachable, time exceeded, ...) carrying the header
     /// of the packet that caused it: `inner` is that packet's tuple, as it
     /// was sent (so its reverse is the direction the error travels).
-    IcmpError { ty: u8, code: u8, inner: Tuple },
+    IcmpError {
+        ty: u8,
+        code: u8,
+        inner: Tuple,
+    },
     /// Any other IP protocol (no ports).
     Other,
 }

@@ -8,6 +8,21 @@
 //! Time is always passed in as `now_ns`; nothing here does I/O, locks, or
 //! allocates per packet.
 
+pub mod classify;
+pub mod conntrack;
+pub mod engine;
 pub mod flow;
+pub mod packet;
+pub mod pktlog;
+pub mod reference;
+pub mod reject;
+pub mod show;
+pub mod show_flows;
+pub mod tcp;
 
+pub use classify::{Match, Policy};
+pub use conntrack::{Conntrack, ConntrackStats, EntryId, FlowView, Full, Hit, SavedFlow};
+pub use engine::{DropReason, FailurePolicy, Firewall, FwCounters, RuleHits, Verdict};
 pub use flow::{Dir, FlowKey, L4, TcpMeta, Tuple};
+pub use reject::RejectKind;
+pub use tcp::{TcpConn, TcpInvalid, TcpState};

@@ -7,6 +7,9 @@
 //!   versions; [`store::Store::desired_config_for`] is what the control
 //!   channel pushes.
 //! * [`state`]: the declarative desired-state file and its validation.
+//! * [`dfw`]: the distributed firewall's schema in that file and its
+//!   validation; [`dfw_resolve`]: its resolution into each instance's
+//!   firewall config (group membership from the inventory).
 //! * [`ops`]: the CLI operations (`init`, `apply`, `get`, `bootstrap rotate`,
 //!   `instance revoke`).
 //! * [`gateway`]: the shared runtime handle (store + CA + change
@@ -18,6 +21,8 @@
 
 pub mod control_server;
 pub mod control_store;
+pub mod dfw;
+pub mod dfw_resolve;
 pub mod enroll;
 pub mod enroll_client;
 pub mod gateway;

@@ -1,9 +1,10 @@
 //! The declarative desired state an operator applies (`nsx-gateway apply -f
 //! state.yaml`, or `PUT /api/v1/state`): the full set of logical switches and
-//! routers. Parsing (YAML or JSON) and validation; validation reuses
-//! [`control::validate`] for everything an agent would also check and adds
-//! the gateway-level rules (switch tags, VNI 0, route sanity), reporting
-//! every problem with its path.
+//! routers, and the distributed firewall ([`crate::dfw`]). Parsing (YAML or
+//! JSON) and validation; validation reuses [`control::validate`] for
+//! everything an agent would also check and adds the gateway-level rules
+//! (switch tags, VNI 0, route sanity, firewall references), reporting every
+//! problem with its path.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -12,6 +13,8 @@ use control::model::{InstanceConfig, LogicalRouter, LogicalSwitch, MacAddr, Stat
 use control::validate::{Problem, Problems};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+
+use crate::dfw::FirewallSpec;
 
 /// The instance tag that places an instance (seed 002).
 pub const NETWORK_TAG: &str = "nsx:network";
@@ -35,6 +38,10 @@ pub struct DesiredState {
     pub switches: Vec<SwitchSpec>,
     #[serde(default)]
     pub routers: Vec<RouterSpec>,
+    /// The distributed firewall; absent = every instance gets
+    /// [`control::FirewallConfig::allow_all`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallSpec>,
 }
 
 /// A logical switch as the operator declares it.
@@ -108,7 +115,8 @@ pub fn parse_and_validate(text: &str) -> Result<DesiredState, StateError> {
     Ok(s)
 }
 
-fn valid_name(s: &str) -> bool {
+/// 1-64 characters of `[A-Za-z0-9-_.:]`.
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -225,6 +233,10 @@ pub fn validate(s: &DesiredState) -> Result<(), Problems> {
         }
     }
 
+    if let Some(fw) = &s.firewall {
+        crate::dfw::validate(fw, &s.switches, &mut problems);
+    }
+
     if problems.is_empty() {
         Ok(())
     } else {
@@ -244,6 +256,126 @@ mod tests {
         assert_eq!(s.switches.len(), 2);
         assert_eq!(s.switches[0].vni, 0x238c);
         assert_eq!(s.routers.len(), 1);
+    }
+
+    /// The sample with its commented `firewall:` example switched on.
+    fn sample_with_firewall() -> String {
+        let mut out = String::new();
+        let mut on = false;
+        for line in SAMPLE.lines() {
+            on |= line == "# firewall:";
+            let line = if on {
+                line.strip_prefix("# ")
+                    .or_else(|| line.strip_prefix('#'))
+                    .unwrap_or(line)
+            } else {
+                line
+            };
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn sample_firewall_example_is_valid() {
+        let s = parse_and_validate(&sample_with_firewall()).expect("firewall example validates");
+        let fw = s.firewall.expect("firewall section");
+        assert_eq!(fw.groups.len(), 2);
+        assert_eq!(fw.groups[0].criteria.os, ["ubuntu*", "debian*"]);
+        assert_eq!(fw.groups[0].criteria.name, ["web-*"]);
+        assert_eq!(fw.sections[0].rules.len(), 3);
+        assert_eq!(fw.default_rule.id, 1002);
+        assert_eq!(fw.timeouts.tcp_established, 3600);
+        assert_eq!(fw.timeouts.tcp_closed, 20, "omitted timeouts keep defaults");
+        assert_eq!(fw.max_flows, Some(100_000));
+    }
+
+    #[test]
+    fn firewall_round_trips_through_json_and_yaml() {
+        let s = parse_and_validate(&sample_with_firewall()).expect("valid");
+        let json = serde_json::to_string(&s).expect("json");
+        assert_eq!(parse(&json).expect("json parses"), s);
+        let yaml = serde_yaml_ng::to_string(&s).expect("yaml");
+        assert_eq!(parse(&yaml).expect("yaml parses"), s);
+        // No firewall section: nothing is serialized for it.
+        let plain = parse(SAMPLE).expect("sample");
+        assert!(
+            !serde_json::to_string(&plain)
+                .expect("json")
+                .contains("firewall")
+        );
+    }
+
+    #[test]
+    fn every_firewall_problem_is_listed() {
+        let text = r#"
+switches:
+  - {name: web-ls, tag: web, vni: 100, subnet: 192.168.100.0/24, gateway_ip: 192.168.100.1}
+firewall:
+  ip_sets:
+    - {name: s1, addrs: [10.0.0.1/24, not-an-ip, 10.1.0.0/16, "2001:db8::/32"]}
+    - {name: s1}
+  groups:
+    - {name: web, match: {tags: {role: web}, colour: blue}}
+    - {name: db, match: {name: "db-[12]", switch: [nope-ls], ip_sets: [s9]}}
+    - {name: empty}
+    - {name: "bad name!", match: {os: "ubuntu*"}}
+  sections:
+    - name: s
+      applied_to: [web, dbz, "switch:nope", "vm:x", "instance:i-1", "switch:web-ls"]
+      rules:
+        - {id: 1, sources: [group:web], destinations: [group:dbz], services: [{protocol: tcp, port: 22}], action: accept}
+        - id: 2
+          sources: [any, 10.0.0.0/8]
+          destinations: [10.1.2.3/16, "ipset:nope", "switch:x", bogus, "ipset:s1", "switch:web-ls"]
+          services: [{protocol: tcp, port: "100-10"}, {protocol: icmp, port: 5}, {protocol: udp, icmp_type: 3}]
+          action: drop
+        - {id: 1, action: accept, applied_to: []}
+  l2_sections:
+    - name: s
+      rules: [{id: 3, ethertype: 0x0100, action: reject}]
+  default_rule: {id: 3, action: reject}
+  timeouts: {tcp_established: 0, udp_single: 999999999}
+  max_flows: 0
+"#;
+        let s = parse(text).expect("parses");
+        let Problems(ps) = validate(&s).expect_err("invalid");
+        let mut got: Vec<String> = ps.iter().map(ToString::to_string).collect();
+        got.sort();
+        let want = [
+            "firewall.default_rule.id: rule id 3 is already used by firewall.l2_sections[0].rules[0]",
+            "firewall.groups[0].match.colour: unknown criterion \"colour\" (expected one of tags, name, os, image_id, switch, ip_sets)",
+            "firewall.groups[1].match.ip_sets[0]: unknown ip set \"s9\"",
+            "firewall.groups[1].match.name[0]: bad glob: \"db-[12]\": unsupported character '[' (only * and ? are wildcards)",
+            "firewall.groups[1].match.switch[0]: unknown switch \"nope-ls\"",
+            "firewall.groups[2].match: a group needs at least one criterion (tags, name, os, image_id, switch, ip_sets)",
+            "firewall.groups[3].name: \"bad name!\" must be 1-64 characters of [A-Za-z0-9-_.:]",
+            "firewall.ip_sets[0].addrs[0]: 10.0.0.1/24 has host bits set (did you mean 10.0.0.0/24?)",
+            "firewall.ip_sets[0].addrs[1]: \"not-an-ip\" is not an IP address or a CIDR like 10.20.0.0/16",
+            "firewall.ip_sets[1].name: duplicate ip set \"s1\" (also ip_sets[0])",
+            "firewall.l2_sections[0].rules[0].action: L2 rules can only accept or drop",
+            "firewall.l2_sections[0].rules[0].ethertype: 0x0100 is a frame length, not an EtherType (>= 0x0600)",
+            "firewall.max_flows: must be at least 1 (omit it for no per-instance limit)",
+            "firewall.sections[0].applied_to[1]: unknown group \"dbz\"",
+            "firewall.sections[0].applied_to[2]: unknown switch \"nope\"",
+            "firewall.sections[0].applied_to[3]: unknown group \"vm:x\"",
+            "firewall.sections[0].name: duplicate ruleset name \"s\"",
+            "firewall.sections[0].rules[0].destinations[0]: unknown group \"dbz\"",
+            "firewall.sections[0].rules[1].destinations[0]: 10.1.2.3/16 has host bits set (did you mean 10.1.0.0/16?)",
+            "firewall.sections[0].rules[1].destinations[1]: unknown ip set \"nope\"",
+            "firewall.sections[0].rules[1].destinations[2]: unknown switch \"x\"",
+            "firewall.sections[0].rules[1].destinations[3]: \"bogus\" is not any, an IP address, a CIDR, group:NAME, ipset:NAME or switch:NAME",
+            "firewall.sections[0].rules[1].services[0].port: range 100-10 is reversed",
+            "firewall.sections[0].rules[1].services[1].port: protocol icmp has no ports (use tcp or udp)",
+            "firewall.sections[0].rules[1].services[2].icmp_type: protocol udp has no ICMP type (use icmp or ipv6-icmp)",
+            "firewall.sections[0].rules[1].sources[0]: \"any\" must be alone (an empty list also means any)",
+            "firewall.sections[0].rules[2].applied_to: must not be empty (omit it to use the section's applied_to)",
+            "firewall.sections[0].rules[2].id: rule id 1 is already used by firewall.sections[0].rules[0]",
+            "firewall.timeouts.tcp_established: 0 s is outside 1..=604800",
+            "firewall.timeouts.udp_single: 999999999 s is outside 1..=604800",
+        ];
+        assert_eq!(got, want, "{got:#?}");
     }
 
     #[test]

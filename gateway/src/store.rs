@@ -24,6 +24,7 @@ use control::validate::MAX_TEP_ID;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use crate::dfw_resolve::Resolved;
 use crate::state::{self, DEFAULT_NETWORK, DesiredState, NETWORK_TAG, RouterSpec, SwitchSpec};
 
 /// Schema migrations, in order; `schema_version` records how many ran.
@@ -105,6 +106,14 @@ CREATE TABLE sessions (
     since         INTEGER NOT NULL,
     acked_version INTEGER,
     last_error    TEXT
+);
+"#,
+    // v4: the desired state's distributed firewall (one JSON document; no
+    // row = no `firewall` section).
+    r#"
+CREATE TABLE firewall (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    spec TEXT NOT NULL
 );
 "#,
 ];
@@ -330,6 +339,13 @@ impl Store {
         }
         tx.execute("DELETE FROM switches", [])?;
         tx.execute("DELETE FROM routers", [])?;
+        tx.execute("DELETE FROM firewall", [])?;
+        if let Some(fw) = &new.firewall {
+            tx.execute(
+                "INSERT INTO firewall (id, spec) VALUES (1, ?1)",
+                [to_json(fw)?],
+            )?;
+        }
         for (pos, s) in new.switches.iter().enumerate() {
             tx.execute(
                 "INSERT INTO switches (pos, name, tag, vni, subnet, gateway_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -598,8 +614,11 @@ impl Store {
     /// re-send every agent its unchanged config. The config holds
     /// the instance's tep_id, its port (overlay mode) or none
     /// (micro-segmentation), the switches it must know (its own and every
-    /// switch attached to a router on it), those routers, and every other
-    /// non-revoked overlay instance's port on those switches.
+    /// switch attached to a router on it), those routers, every other
+    /// non-revoked overlay instance's port on those switches, and its
+    /// distributed firewall resolved from the desired state and the
+    /// inventory ([`crate::dfw_resolve`]; allow-all without a `firewall`
+    /// section).
     /// A compact snapshot from which every instance's `(version, config)`
     /// can be built ([`ConfigSnapshot::config_for`]): one read of the state
     /// and the inventory instead of one per instance (what a change fan-out
@@ -625,9 +644,11 @@ impl Store {
         let mut versions = HashMap::with_capacity(all.len());
         let mut index = HashMap::with_capacity(all.len());
         let by_switch = index_by_switch(&all);
+        // Group memberships and address sets: once per snapshot.
+        let dfw = Resolved::compile(&state, &all);
         for (i, me) in all.iter().enumerate() {
             index.insert(me.id.clone(), i);
-            let Some(cfg) = build_config_from(me, &state, &all, Some(&by_switch)) else {
+            let Some(cfg) = build_config_from(me, &state, &all, Some(&by_switch), &dfw) else {
                 versions.insert(me.id.clone(), (global, 0));
                 continue;
             };
@@ -661,6 +682,7 @@ impl Store {
             all,
             index,
             by_switch,
+            dfw,
             versions,
         })
     }
@@ -710,6 +732,8 @@ pub struct ConfigSnapshot {
     all: Vec<InstanceRecord>,
     index: HashMap<String, usize>,
     by_switch: HashMap<String, Vec<usize>>,
+    /// The firewall compiled against `all` (groups resolved to addresses).
+    dfw: Resolved,
     versions: HashMap<String, (u64, u64)>,
 }
 
@@ -724,7 +748,7 @@ impl ConfigSnapshot {
             .versions
             .get(instance_id)
             .map_or(self.global, |&(v, _)| v);
-        let cfg = build_config_from(me, &self.state, &self.all, Some(&self.by_switch));
+        let cfg = build_config_from(me, &self.state, &self.all, Some(&self.by_switch), &self.dfw);
         (version, cfg.map(|c| InstanceConfig { version, ..c }))
     }
 }
@@ -743,12 +767,20 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
     let Some(me) = load_instances(tx, Some(instance_id))?.into_iter().next() else {
         return Ok(None);
     };
-    if me.revoked_at.is_some() || me.switch.is_none() || me.ip.is_none() {
-        return Ok(build_config_from(&me, &DesiredState::default(), &[], None));
+    if me.revoked_at.is_some() {
+        return Ok(None);
     }
     let st = load_state(tx)?;
-    let all = load_instances(tx, None)?;
-    Ok(build_config_from(&me, &st, &all, None))
+    // Other instances matter for the ports of an overlay instance and for
+    // the firewall's group memberships.
+    let overlay = me.switch.is_some() && me.ip.is_some();
+    let all = if overlay || st.firewall.is_some() {
+        load_instances(tx, None)?
+    } else {
+        Vec::new()
+    };
+    let dfw = Resolved::compile(&st, &all);
+    Ok(build_config_from(&me, &st, &all, None, &dfw))
 }
 
 /// Positions in `all` of the instances placed on each switch.
@@ -764,12 +796,15 @@ fn index_by_switch(all: &[InstanceRecord]) -> HashMap<String, Vec<usize>> {
 
 /// The config of `me` (version 0) from preloaded state and instances;
 /// with `by_switch`, only the instances on the relevant switches are
-/// visited (O(ports) instead of O(instances)).
+/// visited (O(ports) instead of O(instances)). `dfw` is the desired
+/// state's firewall compiled against `all` ([`Resolved::compile`]); every
+/// config, overlay or micro-segmentation, carries its firewall.
 fn build_config_from(
     me: &InstanceRecord,
     st: &DesiredState,
     all: &[InstanceRecord],
     by_switch: Option<&HashMap<String, Vec<usize>>>,
+    dfw: &Resolved,
 ) -> Option<InstanceConfig> {
     if me.revoked_at.is_some() {
         return None;
@@ -781,7 +816,7 @@ fn build_config_from(
         routers: Vec::new(),
         port: None,
         remote_ports: Vec::new(),
-        firewall: None,
+        firewall: Some(dfw.firewall_for(me)),
     };
     let (Some(my_switch), Some(my_ip)) = (me.switch.clone(), me.ip) else {
         return Some(cfg);
@@ -938,7 +973,21 @@ fn load_state(conn: &Connection) -> Result<DesiredState> {
             });
         }
     }
-    Ok(DesiredState { switches, routers })
+    let firewall: Option<String> = conn
+        .query_row("SELECT spec FROM firewall WHERE id = 1", [], |r| r.get(0))
+        .optional()?;
+    let firewall = match firewall {
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("firewall: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(DesiredState {
+        switches,
+        routers,
+        firewall,
+    })
 }
 
 fn load_instances(conn: &Connection, only: Option<&str>) -> Result<Vec<InstanceRecord>> {

@@ -96,3 +96,98 @@ fn cli_round_trip() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `apply` of a file with several firewall errors lists every one with its
+/// path, exits non-zero, and leaves the stored desired state as it was.
+#[test]
+fn apply_lists_every_firewall_problem_and_changes_nothing() {
+    let dir = std::env::temp_dir().join(format!("nsx-gw-cli-fw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().expect("utf-8 path");
+    let o = run(&["init", "--dir", d, "--name", "gw.local"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let switches = "switches:\n  - {name: web-ls, tag: web, vni: 100, subnet: 192.168.100.0/24, gateway_ip: 192.168.100.1}\n";
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "{switches}firewall:
+  groups:
+    - {{name: web, match: {{tags: {{role: web}}}}}}
+    - {{name: db, match: {{tags: {{role: db}}}}}}
+  sections:
+    - name: s1
+      rules:
+        - {{id: 1006, sources: [group:web], destinations: [group:db], services: [{{protocol: tcp, port: 22}}], action: accept}}
+  default_rule: {{id: 1002, action: reject}}
+"
+        ),
+    )
+    .expect("write");
+    let g = good.to_str().expect("utf-8");
+    let o = run(&["apply", "-f", g, "--dir", d]);
+    assert!(
+        text(&o).contains("applied: desired_version 1"),
+        "{}",
+        text(&o)
+    );
+    let get = || {
+        let o = run(&["get", "switches", "--json", "--dir", d]);
+        assert!(o.status.success(), "{}", text(&o));
+        o.stdout
+    };
+    let switches_before = get();
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "switches: []
+firewall:
+  ip_sets:
+    - {name: s1, addrs: [10.0.0.1/24]}
+  groups:
+    - {name: web, match: {tags: {role: web}, colour: blue}}
+    - {name: on-ls, match: {switch: web-ls}}
+  sections:
+    - name: s1
+      applied_to: [web, dbz]
+      rules:
+        - {id: 1006, sources: [group:web], destinations: [group:dbz], services: [{protocol: tcp, port: \"90-80\"}], action: accept}
+        - {id: 1006, services: [{protocol: icmp, port: 5}], action: accept}
+  l2_sections:
+    - name: s1-l2
+      rules: [{id: 1001, action: reject}]
+  timeouts: {tcp_established: 0}
+",
+    )
+    .expect("write");
+    let o = run(&["apply", "-f", bad.to_str().expect("utf-8"), "--dir", d]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for want in [
+        "firewall.ip_sets[0].addrs[0]: 10.0.0.1/24 has host bits set",
+        "firewall.groups[0].match.colour: unknown criterion \"colour\"",
+        "firewall.groups[1].match.switch[0]: unknown switch \"web-ls\"",
+        "firewall.sections[0].applied_to[1]: unknown group \"dbz\"",
+        "firewall.sections[0].rules[0].destinations[0]: unknown group \"dbz\"",
+        "firewall.sections[0].rules[0].services[0].port: range 90-80 is reversed",
+        "firewall.sections[0].rules[1].id: rule id 1006 is already used",
+        "firewall.sections[0].rules[1].services[0].port: protocol icmp has no ports",
+        "firewall.l2_sections[0].rules[0].action: L2 rules can only accept or drop",
+        "firewall.timeouts.tcp_established: 0 s is outside",
+    ] {
+        assert!(t.contains(want), "missing {want:?} in:\n{t}");
+    }
+
+    // Nothing changed: the same switches, and the good file is still
+    // exactly what is stored (re-applying it changes nothing).
+    assert_eq!(get(), switches_before);
+    let o = run(&["apply", "-f", g, "--dir", d]);
+    assert!(
+        text(&o).contains("unchanged: desired_version 1"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -479,7 +479,7 @@ impl Raw {
 #[derive(Debug)]
 enum AgentEvent {
     Established { tep_id: u32 },
-    Applied(u64, Option<InstanceConfig>),
+    Applied(u64, Option<Box<InstanceConfig>>),
     Closed(CloseReason),
 }
 
@@ -551,7 +551,7 @@ async fn run_agent(
                     }
                 }
                 AgentOut::Apply { version, config } => {
-                    let _ = events.send(AgentEvent::Applied(version, config));
+                    let _ = events.send(AgentEvent::Applied(version, config.map(Box::new)));
                     outs.extend(s.applied(version, Ok(())));
                 }
                 AgentOut::Established { tep_id, .. } => {

@@ -5,11 +5,28 @@
 //! traffic keeps working in the kernel (the agent's Geneve sockets bind to
 //! the underlay IP, which now lives on the bridge).
 //!
-//! Overlay (only with a port; `None` = micro-segmentation mode): a netns
-//! `netns` holds `overlay_if`, one end of a veth pair whose other end
-//! `overlay_peer` stays in the agent's netns for AF_PACKET I/O. `overlay_if`
-//! gets the port MAC/IP, MTU = NIC MTU - [`OVERLAY_OVERHEAD`], a default
-//! route via the switch gateway, no IPv6 and no TX checksum/TSO/GSO offload.
+//! What else is built depends on the [`Mode`]:
+//!
+//! * Overlay (with a port): a netns `netns` holds `overlay_if`, one end of a
+//!   veth pair whose other end `overlay_peer` stays in the agent's netns for
+//!   AF_PACKET I/O. `overlay_if` gets the port MAC/IP, MTU = NIC MTU -
+//!   [`OVERLAY_OVERHEAD`], a default route via the switch gateway, no IPv6
+//!   and no TX checksum/TSO/GSO offload.
+//! * Micro-segmentation: nothing else; the kernel bridges NIC <-> host.
+//! * Filtered micro-segmentation: the host's traffic goes through the
+//!   agent's firewall. A veth `fw_if` (bridge port) <-> `fw_peer` (the
+//!   agent's end) is the only path between the host stack and the agent;
+//!   the NIC stays a bridge port (so save/restore/adopt work unchanged) but
+//!   nothing passes between the two: the port neither learns nor floods
+//!   (`learning`, `flood`, `mcast_flood`, `bcast_flood` off), an nf_tables
+//!   `bridge` table drops every frame entering the bridge from the NIC and
+//!   every frame the bridge would send to it (see `nft`: the bridge floods
+//!   the host's own broadcasts to all ports whatever the flags say), and on
+//!   Linux 5.18+ the port is also `locked` (no FDB entry on it = every
+//!   frame from it dropped). The agent's AF_PACKET tap on the NIC still
+//!   sees every frame (taps run before the bridge) and writes what passes
+//!   to `fw_peer`; what the host sends arrives on `fw_peer` and the agent
+//!   writes it to the NIC (its sends do not pass the bridge).
 //!
 //! Safety net: the NIC's original configuration is saved to
 //! `state_dir/host-state.json` before anything changes; [`teardown`] restores
@@ -18,11 +35,12 @@
 //!
 //! This file owns the public API, the records and the orchestration; see
 //! `netlink` (rtnetlink helpers), `netns` (namespaces), `ethtool` (offload
-//! ioctl) and `state` (the state file).
+//! ioctl), `nft` (the NIC's ingress drop chain) and `state` (the state file).
 
 mod ethtool;
 mod netlink;
 mod netns;
+pub mod nft;
 mod state;
 
 use std::net::Ipv4Addr;
@@ -30,12 +48,12 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use netlink_packet_route::link::{BridgeStpState, InfoKind};
-use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 use serde::{Deserialize, Serialize};
 
 use crate::config::HostSettings;
 use netlink::{Link, Nl};
-use state::HostState;
+use state::{FwState, HostState};
 
 /// Outer bytes a Geneve frame adds on the underlay: outer Ethernet 14 +
 /// IPv4 20 + UDP 8 + Geneve 8 + 8 bytes of options room.
@@ -132,6 +150,40 @@ pub struct PortPlan {
     pub tx_offload: bool,
 }
 
+/// What [`setup`] builds besides the bridge (see the module docs).
+/// `Option<&PortPlan>` converts: `Some` = overlay, `None` = unfiltered
+/// micro-segmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode<'a> {
+    /// The overlay port: netns, veth, port address.
+    Overlay(&'a PortPlan),
+    /// Micro-segmentation, unfiltered: the kernel bridges NIC <-> host.
+    Microseg,
+    /// Micro-segmentation through the agent's firewall: the NIC is cut off
+    /// from the bridge and the `fw_if`/`fw_peer` veth carries the host's
+    /// traffic to and from the agent.
+    MicrosegFiltered,
+}
+
+impl<'a> From<Option<&'a PortPlan>> for Mode<'a> {
+    fn from(port: Option<&'a PortPlan>) -> Mode<'a> {
+        port.map_or(Mode::Microseg, Mode::Overlay)
+    }
+}
+
+impl<'a> Mode<'a> {
+    pub fn port(self) -> Option<&'a PortPlan> {
+        match self {
+            Mode::Overlay(p) => Some(p),
+            Mode::Microseg | Mode::MicrosegFiltered => None,
+        }
+    }
+
+    pub fn filtered(self) -> bool {
+        self == Mode::MicrosegFiltered
+    }
+}
+
 /// What [`setup`] built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plumbed {
@@ -141,8 +193,12 @@ pub struct Plumbed {
     pub underlay_ip: Ipv4Addr,
     pub overlay_mtu: u32,
     pub port_mac: [u8; 6],
-    /// Ifindex of `overlay_peer` (0 in micro-segmentation mode).
+    /// Ifindex of `overlay_peer` (0 in micro-segmentation modes).
     pub peer_ifindex: u32,
+    /// Current ifindex of the NIC (for the firewall's AF_PACKET tap).
+    pub nic_ifindex: u32,
+    /// Ifindex of `fw_peer` (0 unless filtered micro-segmentation).
+    pub fw_peer_ifindex: u32,
 }
 
 /// Why a host plumbing step failed. Every variant names the step and the
@@ -198,15 +254,23 @@ pub async fn inspect_nic(settings: &HostSettings) -> Result<NicInfo, HostError> 
 
 /// Takes the NIC. Recovers first from a state file a killed run left
 /// behind, saves the NIC's original config before changing anything, then
-/// builds bridge (and netns/veth with a port). A failing step rolls back.
-pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<Plumbed, HostError> {
+/// builds the bridge and what `mode` needs (netns/veth with a port; the
+/// firewall veth and the NIC's ingress block when filtered). A failing step
+/// rolls back. `mode` may be an `Option<&PortPlan>` (overlay or unfiltered
+/// micro-segmentation) or a [`Mode`].
+pub async fn setup<'a>(
+    settings: &HostSettings,
+    mode: impl Into<Mode<'a>>,
+) -> Result<Plumbed, HostError> {
+    let mode = mode.into();
+    let port = mode.port();
     state::lock(&settings.state_dir)?;
     let nl = Nl::connect("main")?;
     // A killed run's plumbing that is still intact is adopted as it is, so
     // the instance's sessions (and a process inside the overlay netns)
     // survive an agent crash or upgrade.
     if let Some(st) = state::load(&settings.state_dir)? {
-        match adopt(&nl, settings, &st, port).await {
+        match adopt(&nl, settings, &st, mode).await {
             Ok(Some(plumbed)) => {
                 tracing::info!(nic = %st.nic.name, netns = ?st.netns, "adopted the previous run's plumbing");
                 return Ok(plumbed);
@@ -248,9 +312,11 @@ pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<P
         )
     })?;
     let port_mac = port.and_then(|p| p.mac).unwrap_or(nic.mac);
+    let fw_names = [&settings.fw_if, &settings.fw_peer];
     for name in [&settings.vtep_if, &settings.overlay_peer]
         .into_iter()
         .chain(port.map(|_| &settings.overlay_if))
+        .chain(fw_names.into_iter().filter(|_| mode.filtered()))
     {
         if nl.link(name).await?.is_some() {
             return Err(unusable(
@@ -268,28 +334,36 @@ pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<P
         ));
     }
 
+    let fw = mode.filtered().then(|| FwState {
+        fw_if: settings.fw_if.clone(),
+        fw_peer: settings.fw_peer.clone(),
+        nft_table: nft::table_name(&nic.name),
+    });
     let st = HostState::new(
         nic.clone(),
         &settings.vtep_if,
         port.map(|_| settings.netns.as_str()),
         &settings.overlay_if,
         &settings.overlay_peer,
-    );
+    )
+    .with_fw(fw);
     state::save(&settings.state_dir, &st)?;
     tracing::info!(nic = %nic.name, state = %state::path(&settings.state_dir).display(), "saved NIC config");
 
     match build(&nl, &st, port, port_mac, overlay_mtu).await {
-        Ok(peer_ifindex) => {
+        Ok((peer_ifindex, fw_peer_ifindex)) => {
             tracing::info!(
                 nic = %nic.name, bridge = %st.vtep_if, %underlay_ip, overlay_mtu,
-                netns = ?st.netns, "host plumbing ready"
+                netns = ?st.netns, filtered = st.fw.is_some(), "host plumbing ready"
             );
             Ok(Plumbed {
+                nic_ifindex: nic.ifindex,
                 nic,
                 underlay_ip,
                 overlay_mtu,
                 port_mac,
                 peer_ifindex,
+                fw_peer_ifindex,
             })
         }
         Err(error) => {
@@ -309,21 +383,30 @@ pub async fn setup(settings: &HostSettings, port: Option<&PortPlan>) -> Result<P
     }
 }
 
-/// Takes over a previous run's plumbing if it matches `settings` and is
-/// intact (bridge holding the NIC and its address; with a port: the netns,
-/// both veth ends). The port is then brought to `port` (MAC, MTU, address,
-/// default route). `None`: not intact, rebuild.
+/// Takes over a previous run's plumbing if it matches `settings` and
+/// `mode` and is intact (bridge holding the NIC and its address; with a
+/// port: the netns, both veth ends; filtered: the firewall veth on the
+/// bridge). The port is then brought to `port` (MAC, MTU, address, default
+/// route); filtered, the NIC's block is applied again. `None`: not intact,
+/// rebuild.
 async fn adopt(
     nl: &Nl,
     s: &HostSettings,
     st: &HostState,
-    port: Option<&PortPlan>,
+    mode: Mode<'_>,
 ) -> Result<Option<Plumbed>, HostError> {
+    let port = mode.port();
+    let want_fw = mode.filtered().then(|| FwState {
+        fw_if: s.fw_if.clone(),
+        fw_peer: s.fw_peer.clone(),
+        nft_table: nft::table_name(&s.nic),
+    });
     let names_match = st.nic.name == s.nic
         && st.vtep_if == s.vtep_if
         && st.overlay_if == s.overlay_if
         && st.overlay_peer == s.overlay_peer
-        && st.netns.as_deref() == port.map(|_| s.netns.as_str());
+        && st.netns.as_deref() == port.map(|_| s.netns.as_str())
+        && st.fw == want_fw;
     if !names_match {
         return Ok(None);
     }
@@ -351,6 +434,27 @@ async fn adopt(
         return Ok(None);
     };
     let port_mac = port.and_then(|p| p.mac).unwrap_or(st.nic.mac);
+    let mut fw_peer_ifindex = 0;
+    if let Some(fw) = &st.fw {
+        let (Some(fw_if), Some(fw_peer)) = (nl.link(&fw.fw_if).await?, nl.link(&fw.fw_peer).await?)
+        else {
+            return Ok(None);
+        };
+        if fw_if.kind != Some(InfoKind::Veth)
+            || fw_peer.kind != Some(InfoKind::Veth)
+            || fw_if.master != Some(bridge.index)
+        {
+            return Ok(None);
+        }
+        for l in [&fw_if, &fw_peer] {
+            if !l.up {
+                let msg = LinkUnspec::new_with_index(l.index).up().build();
+                nl.set_link("adopt firewall veth", &l.name, msg).await?;
+            }
+        }
+        block_nic(nl, &nic, &fw.nft_table).await?;
+        fw_peer_ifindex = fw_peer.index;
+    }
     let mut peer_ifindex = 0;
     if let Some(plan) = port {
         let Some(peer) = nl.link(&s.overlay_peer).await? else {
@@ -393,6 +497,8 @@ async fn adopt(
         overlay_mtu,
         port_mac,
         peer_ifindex,
+        nic_ifindex: nic.index,
+        fw_peer_ifindex,
     }))
 }
 
@@ -473,7 +579,15 @@ async fn adopt_leftovers(nl: &Nl, s: &HostSettings) -> Result<Option<HostState>,
     let bridge = nl.link(&s.vtep_if).await?;
     let peer = nl.link(&s.overlay_peer).await?;
     let ns = netns::handle_exists(&s.netns);
-    if bridge.is_none() && peer.is_none() && !ns {
+    let fw_if = nl.link(&s.fw_if).await?;
+    let fw_peer = nl.link(&s.fw_peer).await?;
+    let table = nft::table_name(&s.nic);
+    let nft = nft::table_exists(&table).unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot look for a leftover nftables table; assuming none");
+        false
+    });
+    let fw = fw_if.is_some() || fw_peer.is_some() || nft;
+    if bridge.is_none() && peer.is_none() && !ns && !fw {
         return Ok(None);
     }
     let Some(nic) = nl.link(&s.nic).await? else {
@@ -518,16 +632,20 @@ async fn adopt_leftovers(nl: &Nl, s: &HostSettings) -> Result<Option<HostState>,
     } else {
         vtep_if.clear();
     }
-    if let Some(p) = peer.as_ref().filter(|p| p.kind != Some(InfoKind::Veth)) {
-        return Err(unusable(
-            "adopt leftovers",
-            &p.name,
-            "exists but is not a veth; not touching it".into(),
-        ));
+    for p in [&peer, &fw_if, &fw_peer].into_iter().flatten() {
+        if p.kind != Some(InfoKind::Veth) {
+            return Err(unusable(
+                "adopt leftovers",
+                &p.name,
+                "exists but is not a veth; not touching it".into(),
+            ));
+        }
     }
     tracing::warn!(
         bridge = ?bridge.as_ref().map(|b| &b.name), peer = ?peer.as_ref().map(|p| &p.name),
-        netns = ns.then_some(&s.netns), "no host state file, but leftovers of a previous run exist; cleaning them up"
+        netns = ns.then_some(&s.netns), fw_peer = ?fw_peer.as_ref().map(|p| &p.name),
+        nft_table = nft.then_some(&table),
+        "no host state file, but leftovers of a previous run exist; cleaning them up"
     );
     let mut st = HostState::new(
         rec,
@@ -539,17 +657,24 @@ async fn adopt_leftovers(nl: &Nl, s: &HostSettings) -> Result<Option<HostState>,
     if !ns {
         st.netns = None;
     }
+    let st = st.with_fw(fw.then(|| FwState {
+        fw_if: s.fw_if.clone(),
+        fw_peer: s.fw_peer.clone(),
+        nft_table: table,
+    }));
     Ok(Some(st))
 }
 
-/// Builds bridge + (optionally) netns/veth. Returns the peer ifindex.
+/// Builds bridge + (optionally) netns/veth or the firewall veth and block.
+/// Returns the ifindexes of the overlay peer and of the firewall peer (0
+/// when not built).
 async fn build(
     nl: &Nl,
     st: &HostState,
     port: Option<&PortPlan>,
     port_mac: [u8; 6],
     overlay_mtu: u32,
-) -> Result<u32, HostError> {
+) -> Result<(u32, u32), HostError> {
     let nic = &st.nic;
     let vtep = st.vtep_if.as_str();
 
@@ -590,10 +715,111 @@ async fn build(
     nl.add_routes(vtep, br.index, &nic.routes).await?;
     tracing::info!(nic = %nic.name, bridge = vtep, addrs = nic.addrs.len(), routes = nic.routes.len(), "underlay moved to bridge");
 
+    if let Some(fw) = &st.fw {
+        let fw_peer = build_fw(nl, st, fw, br.index).await?;
+        return Ok((0, fw_peer));
+    }
     let (Some(port), Some(ns)) = (port, st.netns.as_deref()) else {
-        return Ok(0);
+        return Ok((0, 0));
     };
-    build_overlay(nl, st, ns, port, port_mac, overlay_mtu).await
+    Ok((
+        build_overlay(nl, st, ns, port, port_mac, overlay_mtu).await?,
+        0,
+    ))
+}
+
+/// Filtered micro-segmentation: the firewall veth on the bridge, then the
+/// NIC cut off from the bridge. Returns the ifindex of `fw_peer`.
+async fn build_fw(nl: &Nl, st: &HostState, fw: &FwState, bridge: u32) -> Result<u32, HostError> {
+    let nic = &st.nic;
+    let (fw_if, fw_peer) = (fw.fw_if.as_str(), fw.fw_peer.as_str());
+    nl.add_link(
+        "create firewall veth",
+        fw_if,
+        LinkVeth::new(fw_if, fw_peer).build(),
+    )
+    .await?;
+    let peer = nl.must_link("create firewall veth", fw_peer).await?;
+    let port = nl.must_link("create firewall veth", fw_if).await?;
+    // Neither end may speak for itself (IPv6 DAD/RS/MLD from the bridge
+    // port would leave through the firewall onto the underlay).
+    netns::disable_ipv6(fw_if)?;
+    netns::disable_ipv6(fw_peer)?;
+    // Same MTU as the NIC: the bridge MTU stays the NIC's, and whatever
+    // the host sends fits the NIC.
+    let msg = LinkUnspec::new_with_index(peer.index)
+        .mtu(nic.mtu)
+        .up()
+        .build();
+    nl.set_link("bring firewall peer up", fw_peer, msg).await?;
+    let msg = LinkUnspec::new_with_index(port.index)
+        .mtu(nic.mtu)
+        .controller(bridge)
+        .up()
+        .build();
+    nl.set_link("attach firewall veth to bridge", fw_if, msg)
+        .await?;
+    let link = nl.must_link("block NIC", &nic.name).await?;
+    block_nic(nl, &link, &fw.nft_table).await?;
+    tracing::info!(
+        nic = %nic.name, fw_if, fw_peer, mtu = nic.mtu, "firewall path ready: host <-> bridge <-> {fw_if} <-> agent <-> NIC"
+    );
+    Ok(peer.index)
+}
+
+/// Cuts the NIC (a port of our bridge) off from it, idempotently: the
+/// bridge neither learns nor floods unicast towards it (and forgets what it
+/// learned there); the nf_tables table drops whatever would pass between
+/// the two (the bridge floods broadcasts and multicasts the host itself
+/// sends to every port regardless of port flags, so flags alone do not
+/// do); and where the kernel has it (5.18+) the port is locked as well, so
+/// the NIC's frames stay out even if someone flushes the nf_tables ruleset.
+async fn block_nic(nl: &Nl, nic: &Link, table: &str) -> Result<(), HostError> {
+    let flags = |locked: bool| {
+        let b = LinkBridgePort::new(nic.index)
+            .learning(false)
+            .flood(false)
+            .mcast_flood(false)
+            .bcast_flood(false);
+        let b = if locked { b.locked(true) } else { b };
+        b.build()
+    };
+    if let Err(e) = nl
+        .set_bridge_port("set NIC bridge-port flags", &nic.name, flags(true))
+        .await
+    {
+        // A kernel that refuses `locked` outright (rather than ignoring it).
+        tracing::debug!(error = %e, "bridge port flags with `locked` refused; retrying without");
+        nl.set_bridge_port("set NIC bridge-port flags", &nic.name, flags(false))
+            .await?;
+    }
+    // Learned entries for the NIC's port (learning was on until now) would
+    // send host traffic straight to the NIC, and let a locked port pass.
+    let flush = LinkBridgePort::new(nic.index).fdb_flush().build();
+    nl.set_bridge_port("flush NIC FDB entries", &nic.name, flush)
+        .await?;
+    let now = nl.must_link("block NIC", &nic.name).await?;
+    let port = now.port.unwrap_or_default();
+    if port.learning != Some(false) || port.flood != Some(false) {
+        return Err(unusable(
+            "block NIC",
+            &nic.name,
+            format!("bridge-port flags did not take: {port:?}"),
+        ));
+    }
+    nft::ensure_nic_block(table, nic.index)?;
+    // Read back: a kernel without bridge-family nf_tables hooks could take
+    // the table but not the chains.
+    if !nft::nic_block_exists(table)? {
+        return Err(unusable(
+            "block NIC",
+            table,
+            "nf_tables bridge chains missing after creation".into(),
+        ));
+    }
+    let locked = port.locked == Some(true);
+    tracing::info!(nic = %nic.name, table, locked, "NIC cut off from the bridge");
+    Ok(())
 }
 
 async fn build_overlay(
@@ -693,6 +919,19 @@ async fn build_overlay(
 /// Undoes `build` from a record. Idempotent: missing objects are skipped.
 async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
     let rec = &st.nic;
+    if let Some(fw) = &st.fw {
+        // Deleting one end of a veth deletes both.
+        for name in [&fw.fw_peer, &fw.fw_if] {
+            if let Some(l) = nl.link(name).await? {
+                if l.kind == Some(InfoKind::Veth) {
+                    nl.del_link(&l.name, l.index).await?;
+                } else {
+                    tracing::warn!(ifname = %l.name, "not a veth, leaving it alone");
+                }
+            }
+        }
+        nft::delete_table(&fw.nft_table)?;
+    }
     if let Some(ns) = &st.netns {
         // Deleting the veth first is synchronous; the netns itself is
         // destroyed asynchronously by the kernel, which would leave the peer

@@ -11,7 +11,9 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo,
 };
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoKind, InfoPortData, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -44,6 +46,19 @@ pub struct Link {
     pub up: bool,
     pub master: Option<u32>,
     pub kind: Option<InfoKind>,
+    /// Bridge-port settings, when the link is a bridge port.
+    pub port: Option<BridgePortFlags>,
+}
+
+/// The bridge-port settings the agent changes (`None`: the kernel did not
+/// report that attribute, e.g. `locked` before Linux 5.18).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgePortFlags {
+    pub learning: Option<bool>,
+    pub flood: Option<bool>,
+    pub mcast_flood: Option<bool>,
+    pub bcast_flood: Option<bool>,
+    pub locked: Option<bool>,
 }
 
 /// An rtnetlink handle bound to one network namespace (the namespace of the
@@ -146,6 +161,22 @@ impl Nl {
         self.h
             .link()
             .set(msg)
+            .execute()
+            .await
+            .map_err(|e| self.err(step, ifname, e))
+    }
+
+    /// Changes bridge-port settings (an RTM_NEWLINK with
+    /// `IFLA_INFO_SLAVE_DATA`, built with `rtnetlink::LinkBridgePort`).
+    pub async fn set_bridge_port(
+        &self,
+        step: &'static str,
+        ifname: &str,
+        msg: LinkMessage,
+    ) -> Result<(), HostError> {
+        self.h
+            .link()
+            .set_port(msg)
             .execute()
             .await
             .map_err(|e| self.err(step, ifname, e))
@@ -366,6 +397,7 @@ fn parse_link(m: &LinkMessage) -> Link {
         up: m.header.flags.contains(LinkFlags::Up),
         master: None,
         kind: None,
+        port: None,
     };
     for a in &m.attributes {
         match a {
@@ -375,8 +407,12 @@ fn parse_link(m: &LinkMessage) -> Link {
             LinkAttribute::Controller(x) if *x != 0 => l.master = Some(*x),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        l.kind = Some(k.clone());
+                    match i {
+                        LinkInfo::Kind(k) => l.kind = Some(k.clone()),
+                        LinkInfo::PortData(InfoPortData::BridgePort(bp)) => {
+                            l.port = Some(parse_bridge_port(bp));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -384,6 +420,21 @@ fn parse_link(m: &LinkMessage) -> Link {
         }
     }
     l
+}
+
+fn parse_bridge_port(infos: &[InfoBridgePort]) -> BridgePortFlags {
+    let mut f = BridgePortFlags::default();
+    for i in infos {
+        match i {
+            InfoBridgePort::Learning(v) => f.learning = Some(*v),
+            InfoBridgePort::UnicastFlood(v) => f.flood = Some(*v),
+            InfoBridgePort::MulticastFlood(v) => f.mcast_flood = Some(*v),
+            InfoBridgePort::BroadcastFlood(v) => f.bcast_flood = Some(*v),
+            InfoBridgePort::Locked(v) => f.locked = Some(*v),
+            _ => {}
+        }
+    }
+    f
 }
 
 fn parse_addr(m: &AddressMessage) -> Option<AddrRec> {

@@ -31,8 +31,12 @@ const LOCK_FILE: &str = "host.lock";
 /// The lock this process holds, with the directory it was taken in.
 static LOCK: Mutex<Option<(PathBuf, Flock<File>)>> = Mutex::new(None);
 
-/// Format version written to the file; unknown versions are refused.
+/// Format version of files without filtered micro-segmentation plumbing.
 const VERSION: u32 = 1;
+/// Format version of files with it (`fw`). An agent that only knows
+/// version 1 refuses such a file instead of restoring the NIC while leaving
+/// the drop-everything ingress chain on it.
+const VERSION_FW: u32 = 2;
 
 /// What `setup` changed, and how to undo it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +55,24 @@ pub struct HostState {
     /// Seconds since the Unix epoch when the NIC was recorded; used to age
     /// finite address lifetimes on restore.
     pub recorded_unix: u64,
+    /// Filtered micro-segmentation plumbing (None otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fw: Option<FwState>,
+}
+
+/// What filtered micro-segmentation adds: the firewall veth (a bridge port
+/// and the agent's end) and the nf_tables table that keeps the bridge and
+/// the NIC apart. The NIC's bridge-port flags (learning, flooding, locked)
+/// need no record: they vanish when the NIC leaves the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwState {
+    /// Bridge-side end of the firewall veth.
+    pub fw_if: String,
+    /// The agent's end.
+    pub fw_peer: String,
+    /// The `bridge` family nf_tables table that drops traffic between the
+    /// bridge and the NIC (ours by name).
+    pub nft_table: String,
 }
 
 impl HostState {
@@ -69,7 +91,16 @@ impl HostState {
             overlay_if: overlay_if.to_string(),
             overlay_peer: overlay_peer.to_string(),
             recorded_unix: now_unix(),
+            fw: None,
         }
+    }
+
+    /// Adds the filtered micro-segmentation record (and the file version
+    /// that goes with it).
+    pub fn with_fw(mut self, fw: Option<FwState>) -> Self {
+        self.version = if fw.is_some() { VERSION_FW } else { VERSION };
+        self.fw = fw;
+        self
     }
 }
 
@@ -136,11 +167,11 @@ pub fn load(state_dir: &Path) -> Result<Option<HostState>, HostError> {
         path: p.clone(),
         reason: format!("not valid JSON host state: {e}"),
     })?;
-    if st.version != VERSION {
+    if st.version != VERSION && st.version != VERSION_FW {
         return Err(HostError::State {
             path: p,
             reason: format!(
-                "format version {} is not supported (expected {VERSION})",
+                "format version {} is not supported (expected {VERSION} or {VERSION_FW})",
                 st.version
             ),
         });
@@ -248,6 +279,27 @@ mod tests {
         assert_eq!(load(&dir).expect("load after remove"), None);
         remove(&dir).expect("second remove is fine");
         let _ = fs::remove_dir(&dir);
+    }
+
+    #[test]
+    fn filtered_state_roundtrips_as_version_2() {
+        let dir = std::env::temp_dir().join(format!("host-state-fw-{}", std::process::id()));
+        let mut st = sample().with_fw(Some(FwState {
+            fw_if: "nsx-fw0".into(),
+            fw_peer: "nsx-fw0-peer".into(),
+            nft_table: "nsx-agent-eth0".into(),
+        }));
+        st.netns = None;
+        assert_eq!(st.version, VERSION_FW);
+        save(&dir, &st).expect("save");
+        assert_eq!(load(&dir).expect("load"), Some(st));
+        // A version-1 file (no `fw` key) still loads.
+        let v1 = sample();
+        save(&dir, &v1).expect("save v1");
+        let text = fs::read_to_string(path(&dir)).expect("read");
+        assert!(!text.contains("\"fw\""), "{text}");
+        assert_eq!(load(&dir).expect("load v1"), Some(v1));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::tables::{SwitchIdx, TepIdx};
 pub(crate) mod decap;
 pub(crate) mod deliver;
 pub(crate) mod encap;
+pub(crate) mod firewall;
 pub(crate) mod port_security;
 pub(crate) mod responder;
 pub(crate) mod router;
@@ -25,6 +26,8 @@ pub(crate) mod switch;
 pub enum LayerId {
     /// SpoofGuard: frames from the port must carry its MAC and IP.
     PortSecurity,
+    /// Distributed firewall: stateful L2-L4 rules, both directions.
+    Firewall,
     /// Local answers: ARP for known addresses, ICMP echo to router addresses.
     Responder,
     /// Logical switch: destination MAC -> endpoint, router, or flood.
@@ -40,8 +43,9 @@ pub enum LayerId {
 }
 
 impl LayerId {
-    pub const ALL: [LayerId; 7] = [
+    pub const ALL: [LayerId; 8] = [
         LayerId::PortSecurity,
+        LayerId::Firewall,
         LayerId::Responder,
         LayerId::Switch,
         LayerId::Router,
@@ -53,6 +57,7 @@ impl LayerId {
     pub const fn name(self) -> &'static str {
         match self {
             LayerId::PortSecurity => "port-security",
+            LayerId::Firewall => "firewall",
             LayerId::Responder => "responder",
             LayerId::Switch => "switch",
             LayerId::Router => "router",
@@ -64,8 +69,9 @@ impl LayerId {
 }
 
 /// Frames from the local port toward the network, in order.
-pub const EGRESS: [LayerId; 5] = [
+pub const EGRESS: [LayerId; 6] = [
     LayerId::PortSecurity,
+    LayerId::Firewall,
     LayerId::Responder,
     LayerId::Switch,
     LayerId::Router,
@@ -73,7 +79,11 @@ pub const EGRESS: [LayerId; 5] = [
 ];
 
 /// Geneve packets from the underlay toward the local port, in order.
-pub const INGRESS: [LayerId; 2] = [LayerId::Decap, LayerId::Deliver];
+pub const INGRESS: [LayerId; 3] = [LayerId::Decap, LayerId::Firewall, LayerId::Deliver];
+
+/// How the firewall's answer to a rejected ingress packet goes back to its
+/// sender: switched, routed and encapsulated like a frame from the port.
+pub(crate) const ANSWER: [LayerId; 3] = [LayerId::Switch, LayerId::Router, LayerId::Encap];
 
 /// What a layer decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +158,8 @@ pub(crate) struct Ctx<'a> {
     pub offload: Offload,
     /// How a super-frame splits (set by port security when `offload.gso` is).
     pub segments: Option<Plan>,
+    /// Set by the firewall on ingress: answer the sender (RST / unreachable).
+    pub reject: Option<::firewall::RejectKind>,
 }
 
 impl<'a> Ctx<'a> {
@@ -165,6 +177,7 @@ impl<'a> Ctx<'a> {
             outer_src: Ipv4Addr::UNSPECIFIED,
             offload: Offload::NONE,
             segments: None,
+            reject: None,
         }
     }
 

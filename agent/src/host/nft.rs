@@ -1,0 +1,546 @@
+//! A minimal nf_tables client (raw nfnetlink, no `nft` binary) for the one
+//! thing filtered micro-segmentation needs from it: keeping the bridge and
+//! the NIC (one of its ports) apart. A `bridge` family table with two base
+//! chains, the equivalent of
+//!
+//! ```text
+//! table bridge nsx-agent-eth0 {
+//!   chain nic-in  { type filter hook prerouting  priority -500; meta iif eth0 drop; }
+//!   chain nic-out { type filter hook postrouting priority -500; meta oif eth0 drop; }
+//! }
+//! ```
+//!
+//! `nic-in`: nothing the NIC receives enters the bridge (the agent's
+//! AF_PACKET tap on the NIC still sees it: taps run before the bridge's
+//! rx handler). `nic-out`: nothing the bridge sends leaves on the NIC —
+//! needed because the bridge floods broadcasts and multicasts the host
+//! itself sends to every port, whatever the ports' flood flags say. The
+//! agent's own sends on the NIC (AF_PACKET) do not pass the bridge.
+//!
+//! The table is named after the NIC (`nsx-agent-<nic>`), so it is ours by
+//! name: restore and leftover cleanup delete it without guessing. It is
+//! (re)written in one transaction, so re-applying it never opens a gap.
+//! Requests are synchronous (a few per setup/teardown), with a receive
+//! timeout.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+use super::HostError;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFPROTO_BRIDGE: u8 = 7;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFT_META_IIF: u32 = 4;
+const NFT_META_OIF: u32 = 5;
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_REG_1: u32 = 1;
+const NFT_CMP_EQ: u32 = 0;
+const NF_BR_PRE_ROUTING: u32 = 0;
+const NF_BR_POST_ROUTING: u32 = 4;
+const NF_DROP: u32 = 0;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDR_LEN: usize = 16;
+/// Runs before any other bridge chain a host might have.
+const HOOK_PRIORITY: i32 = -500;
+/// What the NIC receives, dropped before the bridge looks at it.
+pub const CHAIN_IN: &str = "nic-in";
+/// What the bridge would send out of the NIC, dropped.
+pub const CHAIN_OUT: &str = "nic-out";
+
+/// Name of the table that separates `nic` from its bridge.
+pub fn table_name(nic: &str) -> String {
+    format!("nsx-agent-{nic}")
+}
+
+/// One nfnetlink message being built.
+struct Msg {
+    buf: Vec<u8>,
+    start: usize,
+    nests: Vec<usize>,
+}
+
+impl Msg {
+    fn begin(buf: Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> Msg {
+        let mut buf = buf;
+        let start = buf.len();
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched in `end`
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        // struct nfgenmsg
+        buf.push(family);
+        buf.push(0); // NFNETLINK_V0
+        buf.extend_from_slice(&res_id.to_be_bytes());
+        Msg {
+            buf,
+            start,
+            nests: Vec::new(),
+        }
+    }
+
+    fn attr(&mut self, ty: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        self.buf
+            .extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn attr_str(&mut self, ty: u16, s: &str) {
+        let mut v = Vec::with_capacity(s.len() + 1);
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        self.attr(ty, &v);
+    }
+
+    fn attr_be32(&mut self, ty: u16, v: u32) {
+        self.attr(ty, &v.to_be_bytes());
+    }
+
+    /// One expression of a rule: `{NFTA_LIST_ELEM: {NAME, DATA: {...}}}`.
+    fn expr(&mut self, name: &str, data: impl FnOnce(&mut Msg)) {
+        self.nest_begin(NFTA_LIST_ELEM);
+        self.attr_str(NFTA_EXPR_NAME, name);
+        self.nest_begin(NFTA_EXPR_DATA);
+        data(self);
+        self.nest_end();
+        self.nest_end();
+    }
+
+    fn nest_begin(&mut self, ty: u16) {
+        self.nests.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+    }
+
+    fn nest_end(&mut self) {
+        if let Some(at) = self.nests.pop() {
+            let len = u16::try_from(self.buf.len() - at).unwrap_or(u16::MAX);
+            self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+    }
+
+    fn pad(&mut self) {
+        while !self.buf.len().is_multiple_of(4) {
+            self.buf.push(0);
+        }
+    }
+
+    fn end(mut self) -> Vec<u8> {
+        self.pad();
+        let len = u32::try_from(self.buf.len() - self.start).unwrap_or(u32::MAX);
+        self.buf[self.start..self.start + 4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+fn nft_type(msg: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | msg
+}
+
+fn err(step: &'static str, table: &str, source: io::Error) -> HostError {
+    HostError::Io {
+        step,
+        target: format!("nftables table netdev {table}"),
+        source,
+    }
+}
+
+/// An nfnetlink socket in the calling thread's network namespace.
+struct Nfnl {
+    sock: Socket,
+    seq: u32,
+}
+
+impl Nfnl {
+    fn open() -> io::Result<Nfnl> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)?;
+        sock.bind_auto()?;
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: `tv` outlives the call and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Nfnl { sock, seq: 1 })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn send(&self, buf: &[u8]) -> io::Result<()> {
+        self.sock.send_to(buf, &SocketAddr::new(0, 0), 0).map(drop)
+    }
+
+    /// Sends `msgs` (each built with `NLM_F_ACK`, sequence numbers `seqs`)
+    /// as one transaction and waits for every acknowledgement. The first
+    /// error the kernel reports is returned (the transaction is then void).
+    fn batch(
+        &mut self,
+        build: impl FnOnce(&mut Nfnl, Vec<u8>) -> (Vec<u8>, Vec<u32>),
+    ) -> io::Result<()> {
+        let seq = self.next_seq();
+        let buf = Msg::begin(
+            Vec::with_capacity(512),
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        )
+        .end();
+        let (buf, seqs) = build(self, buf);
+        let seq = self.next_seq();
+        let buf = Msg::begin(
+            buf,
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        )
+        .end();
+        self.send(&buf)?;
+        let mut pending = seqs;
+        while !pending.is_empty() {
+            let (data, _) = self.sock.recv_from_full()?;
+            for (hdr, payload) in messages(&data) {
+                if hdr.ty == NLMSG_ERROR {
+                    // Any error voids the whole transaction (whichever
+                    // message it names, batch markers included).
+                    let code = error_code(payload);
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(code));
+                    }
+                    pending.retain(|s| *s != hdr.seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one GET request; `Ok(true)` if the object exists.
+    fn exists(&mut self, msg_type: u16, attrs: impl FnOnce(&mut Msg)) -> io::Result<bool> {
+        let seq = self.next_seq();
+        let mut m = Msg::begin(
+            Vec::with_capacity(128),
+            nft_type(msg_type),
+            NLM_F_REQUEST,
+            seq,
+            NFPROTO_BRIDGE,
+            0,
+        );
+        attrs(&mut m);
+        self.send(&m.end())?;
+        loop {
+            let (data, _) = self.sock.recv_from_full()?;
+            for (hdr, payload) in messages(&data) {
+                if hdr.seq != seq {
+                    continue;
+                }
+                return match hdr.ty {
+                    NLMSG_ERROR => match error_code(payload) {
+                        0 => Ok(true),
+                        libc::ENOENT => Ok(false),
+                        code => Err(io::Error::from_raw_os_error(code)),
+                    },
+                    NLMSG_DONE => Ok(false),
+                    _ => Ok(true),
+                };
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Hdr {
+    ty: u16,
+    seq: u32,
+}
+
+/// The netlink messages in one datagram, as (header, payload).
+fn messages(data: &[u8]) -> Vec<(Hdr, &[u8])> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while rest.len() >= NLMSG_HDR_LEN {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < NLMSG_HDR_LEN || len > rest.len() {
+            break;
+        }
+        let hdr = Hdr {
+            ty: u16::from_ne_bytes([rest[4], rest[5]]),
+            seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
+        };
+        out.push((hdr, &rest[NLMSG_HDR_LEN..len]));
+        let aligned = len.next_multiple_of(4).min(rest.len());
+        rest = &rest[aligned..];
+    }
+    out
+}
+
+/// Positive errno of an `NLMSG_ERROR` payload (0 = acknowledgement).
+fn error_code(payload: &[u8]) -> i32 {
+    payload
+        .get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]).saturating_abs())
+        .unwrap_or(libc::EPROTO)
+}
+
+/// One base chain of our table: name, hook, and the `meta` key whose
+/// value (the NIC's ifindex) makes a frame drop.
+const CHAINS: [(&str, u32, u32); 2] = [
+    (CHAIN_IN, NF_BR_PRE_ROUTING, NFT_META_IIF),
+    (CHAIN_OUT, NF_BR_POST_ROUTING, NFT_META_OIF),
+];
+
+/// Writes table `table` (bridge family) so that nothing passes between the
+/// bridge and the NIC `ifindex`, in one transaction: table and chains are
+/// created if missing, their rules replaced. Idempotent.
+pub fn ensure_nic_block(table: &str, ifindex: u32) -> Result<(), HostError> {
+    let mut nl = Nfnl::open().map_err(|e| err("open nfnetlink socket", table, e))?;
+    nl.batch(|nl, mut buf| {
+        let mut seqs = Vec::new();
+        let s = nl.next_seq();
+        let mut m = Msg::begin(
+            buf,
+            nft_type(NFT_MSG_NEWTABLE),
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            s,
+            NFPROTO_BRIDGE,
+            0,
+        );
+        m.attr_str(NFTA_TABLE_NAME, table);
+        buf = m.end();
+        seqs.push(s);
+        for (chain, hook, key) in CHAINS {
+            let s = nl.next_seq();
+            let mut m = Msg::begin(
+                buf,
+                nft_type(NFT_MSG_NEWCHAIN),
+                NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+                s,
+                NFPROTO_BRIDGE,
+                0,
+            );
+            m.attr_str(NFTA_CHAIN_TABLE, table);
+            m.attr_str(NFTA_CHAIN_NAME, chain);
+            m.nest_begin(NFTA_CHAIN_HOOK);
+            m.attr_be32(NFTA_HOOK_HOOKNUM, hook);
+            m.attr_be32(NFTA_HOOK_PRIORITY, HOOK_PRIORITY as u32);
+            m.nest_end();
+            m.attr_str(NFTA_CHAIN_TYPE, "filter");
+            buf = m.end();
+            seqs.push(s);
+            // Flush the chain (a rule from an earlier run), then the rule.
+            let s = nl.next_seq();
+            let mut m = Msg::begin(
+                buf,
+                nft_type(NFT_MSG_DELRULE),
+                NLM_F_REQUEST | NLM_F_ACK,
+                s,
+                NFPROTO_BRIDGE,
+                0,
+            );
+            m.attr_str(NFTA_RULE_TABLE, table);
+            m.attr_str(NFTA_RULE_CHAIN, chain);
+            buf = m.end();
+            seqs.push(s);
+            let s = nl.next_seq();
+            let mut m = Msg::begin(
+                buf,
+                nft_type(NFT_MSG_NEWRULE),
+                NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+                s,
+                NFPROTO_BRIDGE,
+                0,
+            );
+            m.attr_str(NFTA_RULE_TABLE, table);
+            m.attr_str(NFTA_RULE_CHAIN, chain);
+            m.nest_begin(NFTA_RULE_EXPRESSIONS);
+            // meta load iif/oif => reg 1
+            m.expr("meta", |m| {
+                m.attr_be32(NFTA_META_DREG, NFT_REG_1);
+                m.attr_be32(NFTA_META_KEY, key);
+            });
+            // cmp eq reg 1 <ifindex> (host byte order, as the kernel stores it)
+            m.expr("cmp", |m| {
+                m.attr_be32(NFTA_CMP_SREG, NFT_REG_1);
+                m.attr_be32(NFTA_CMP_OP, NFT_CMP_EQ);
+                m.nest_begin(NFTA_CMP_DATA);
+                m.attr(NFTA_DATA_VALUE, &ifindex.to_ne_bytes());
+                m.nest_end();
+            });
+            // immediate reg 0 drop
+            m.expr("immediate", |m| {
+                m.attr_be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+                m.nest_begin(NFTA_IMMEDIATE_DATA);
+                m.nest_begin(NFTA_DATA_VERDICT);
+                m.attr_be32(NFTA_VERDICT_CODE, NF_DROP);
+                m.nest_end();
+                m.nest_end();
+            });
+            m.nest_end();
+            buf = m.end();
+            seqs.push(s);
+        }
+        (buf, seqs)
+    })
+    .map_err(|e| err("write NIC block", table, e))
+}
+
+/// Deletes table `table` (chains and rules with it); a missing table (or no
+/// nf_tables at all) is fine.
+pub fn delete_table(table: &str) -> Result<(), HostError> {
+    let mut nl = match Nfnl::open() {
+        Ok(nl) => nl,
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(()),
+        Err(e) => return Err(err("open nfnetlink socket", table, e)),
+    };
+    let res = nl.batch(|nl, buf| {
+        let s = nl.next_seq();
+        let mut m = Msg::begin(
+            buf,
+            nft_type(NFT_MSG_DELTABLE),
+            NLM_F_REQUEST | NLM_F_ACK,
+            s,
+            NFPROTO_BRIDGE,
+            0,
+        );
+        m.attr_str(NFTA_TABLE_NAME, table);
+        (m.end(), vec![s])
+    });
+    match res {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EAFNOSUPPORT)) => Ok(()),
+        Err(e) => Err(err("delete table", table, e)),
+    }
+}
+
+/// Whether table `table` exists with both chains.
+pub fn nic_block_exists(table: &str) -> Result<bool, HostError> {
+    let mut nl = match Nfnl::open() {
+        Ok(nl) => nl,
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(false),
+        Err(e) => return Err(err("open nfnetlink socket", table, e)),
+    };
+    for (chain, _, _) in CHAINS {
+        let found = nl
+            .exists(NFT_MSG_GETCHAIN, |m| {
+                m.attr_str(NFTA_CHAIN_TABLE, table);
+                m.attr_str(NFTA_CHAIN_NAME, chain);
+            })
+            .map_err(|e| err("read chain", table, e))?;
+        if !found {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether table `table` exists (with or without its chains).
+pub fn table_exists(table: &str) -> Result<bool, HostError> {
+    let mut nl = match Nfnl::open() {
+        Ok(nl) => nl,
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(false),
+        Err(e) => return Err(err("open nfnetlink socket", table, e)),
+    };
+    nl.exists(NFT_MSG_GETTABLE, |m| m.attr_str(NFTA_TABLE_NAME, table))
+        .map_err(|e| err("read table", table, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_padded_and_nested() {
+        let mut m = Msg::begin(
+            Vec::new(),
+            nft_type(NFT_MSG_NEWCHAIN),
+            NLM_F_REQUEST,
+            7,
+            NFPROTO_BRIDGE,
+            0,
+        );
+        m.attr_str(NFTA_CHAIN_TABLE, "t");
+        m.nest_begin(NFTA_CHAIN_HOOK);
+        m.attr_be32(NFTA_HOOK_HOOKNUM, 0);
+        m.attr_str(NFTA_HOOK_PRIORITY, "eth0");
+        m.nest_end();
+        let buf = m.end();
+        // header 16 + nfgenmsg 4 + "t\0" attr 8 + nest (4 + 8 + 12) = 52
+        assert_eq!(buf.len(), 52);
+        assert_eq!(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]), 52);
+        assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), 0x0a03);
+        assert_eq!(buf[16], NFPROTO_BRIDGE);
+        // nested attribute: length 24, type 4 | NLA_F_NESTED
+        assert_eq!(u16::from_ne_bytes([buf[28], buf[29]]), 24);
+        assert_eq!(u16::from_ne_bytes([buf[30], buf[31]]), 4 | NLA_F_NESTED);
+        let parsed = messages(&buf);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0.seq, 7);
+    }
+
+    #[test]
+    fn error_payloads() {
+        assert_eq!(error_code(&(-2i32).to_ne_bytes()), 2);
+        assert_eq!(error_code(&0i32.to_ne_bytes()), 0);
+        assert_eq!(error_code(&[1]), libc::EPROTO);
+        assert_eq!(table_name("eth0"), "nsx-agent-eth0");
+    }
+}

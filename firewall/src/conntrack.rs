@@ -1,0 +1,1340 @@
+//! Connection tracking for one agent: one table of connections, each with
+//! its state, the rule that admitted it and per-direction counters.
+//!
+//! # Contract
+//!
+//! * Time is `now_ns` (monotonic nanoseconds) passed to every call; the
+//!   table never reads a clock.
+//! * The table is allocated once, for its capacity, in [`Conntrack::new`]
+//!   and never grows: no allocation, lock, log or syscall per packet.
+//! * A connection is keyed by its direction-independent [`FlowKey`], so one
+//!   probe finds it from either side; [`Hit::reply`] says which side.
+//! * [`EntryId`]s are short-lived handles (valid until the next insert or
+//!   removal moves entries): [`Conntrack::track`] checks the one it is given
+//!   and finds the connection again by key if it moved.
+//! * An entry idle longer than its state's timeout ([`control::Timeouts`]) is
+//!   gone: [`Conntrack::lookup`] removes it on sight, [`Conntrack::expire`]
+//!   sweeps the table incrementally.
+//!
+//! # Table design
+//!
+//! Open addressing with the entries inline: one 64-byte, cache-line-aligned
+//! slot per bucket, so an established-flow lookup plus the state/counter
+//! update touch one cache line. Collisions are resolved by Robin Hood linear
+//! probing: runs stay sorted by home bucket, a lookup stops as soon as it
+//! meets an entry closer to its home than the key would be (misses are as
+//! cheap as hits), and removal shifts the rest of the run back by one
+//! (no tombstones, so the table does not degrade under churn). The probe
+//! distance lives in the slot (one byte; an insert that would need more
+//! than 254 fails as [`Full::Probe`]).
+//!
+//! The bucket count is `capacity + capacity / 4 + 1` (load at most 0.8), not
+//! a power of two: the home bucket is `(hash * buckets) >> 64` (Lemire's
+//! fastrange). The hash is two folded 64x64->128 multiplications over the
+//! 13 key bytes packed into two words, keyed with a per-table seed
+//! ([`Conntrack::with_seed`]; [`Conntrack::new`] derives it from the
+//! capacity so tests and replays are deterministic; the agent should pass a
+//! random one so tuples that collide cannot be precomputed).
+//!
+//! A slot (64 bytes) holds the key (13 bytes), the probe distance, the
+//! state, the initiator's orientation and direction, the rule id, the
+//! last-seen time in ticks of 2^24 ns (~16.8 ms; u32, wraps after 2.2
+//! years, far beyond any timeout), the TCP window tracking of both
+//! directions (end, maxend, maxwin; the scales and FIN flags share the
+//! state and flag bytes' upper nibbles) and the low 32 bits of the packet
+//! and byte counters. A parallel 24-byte "cold" array, touched only on
+//! insert, on a counter carry and by the views, holds the flow id, the
+//! creation time and the counters' high 16 bits (48-bit counters).
+//!
+//! Memory per entry at full load: (64 + 24) * 1.25 = 110 bytes (measured
+//! with [`Conntrack::memory_bytes`]); the bench `firewall/benches/conntrack.rs`
+//! prints it with the lookup+track cost at 1k / 100k / 1M flows.
+//!
+//! # States and timeouts
+//!
+//! TCP follows [`crate::tcp`]. Other protocols have pseudo-states:
+//! UDP `udp_first_packet` (one packet), `udp_single` (more, one direction),
+//! `udp_multiple` (both directions); ICMP queries `icmp_first_packet`, then
+//! `icmp_error_reply` once answered; other protocols `other_first_packet`,
+//! then `other_multiple` once answered. The TCP timeouts: `SYN_SENT(2)` ->
+//! `tcp_first_packet`, `SYN_RECV` -> `tcp_opening`, `EST` ->
+//! `tcp_established`, `FIN_WAIT`/`CLOSE_WAIT`/`LAST_ACK` -> `tcp_closing`,
+//! `TIME_WAIT` -> `tcp_fin_wait`, `CLOSED` -> `tcp_closed`. An entry expires
+//! no earlier than its timeout and at most two ticks (~34 ms) later.
+//!
+//! A SYN answered by a RST (connection refused) removes the entry at once;
+//! a RST on an established connection leaves it `CLOSED` for `tcp_closed`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{Dir, FlowKey, L4, TcpMeta, Tuple};
+use crate::tcp::{NO_WSCALE, Peer, TcpConn, TcpInvalid, TcpState};
+
+/// Largest capacity [`Conntrack::new`] accepts (larger requests are clamped).
+pub const MAX_CAPACITY: usize = 1 << 28;
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// Last-seen times are kept in ticks of `2^TICK_SHIFT` ns.
+const TICK_SHIFT: u32 = 24;
+/// Idle times above this many ticks are taken as a clock that went
+/// backwards, not as idleness (half the tick range, ~1.1 years).
+const MAX_IDLE_TICKS: u32 = 1 << 31;
+
+/// Largest probe distance + 1 a slot can record.
+const MAX_DIST: u8 = u8::MAX;
+
+/// Odd multiplier turning the insert serial into a flow id (a bijection on
+/// u64, so ids are unique), and its inverse.
+const ID_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+const ID_MUL_INV: u64 = mul_inverse(ID_MUL);
+
+const fn mul_inverse(a: u64) -> u64 {
+    // Newton's iteration: each step doubles the correct low bits (3 -> 96).
+    let mut x = a;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// Where a connection is. TCP has its real state; other protocols have the
+/// pseudo-states their idle timeouts are chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Tcp(TcpState),
+    /// One UDP packet seen.
+    UdpFirst,
+    /// More UDP packets, all from the initiator.
+    UdpSingle,
+    /// UDP in both directions.
+    UdpMultiple,
+    /// An ICMP query (echo, ...) without answer.
+    IcmpFirst,
+    /// The query was answered.
+    IcmpReplied,
+    /// Another IP protocol, one direction so far.
+    OtherFirst,
+    /// Another IP protocol, both directions.
+    OtherMultiple,
+}
+
+impl State {
+    /// Short display name (`EST` for established TCP, as `getflows` prints).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Tcp(s) => s.name(),
+            State::UdpFirst | State::IcmpFirst | State::OtherFirst => "FIRST",
+            State::UdpSingle => "SINGLE",
+            State::UdpMultiple | State::OtherMultiple => "MULTIPLE",
+            State::IcmpReplied => "REPLIED",
+        }
+    }
+
+    /// The idle timeout of this state, in seconds.
+    pub fn timeout_secs(self, t: &control::Timeouts) -> u32 {
+        match self {
+            State::Tcp(TcpState::SynSent | TcpState::SynSent2) => t.tcp_first_packet,
+            State::Tcp(TcpState::SynRecv) => t.tcp_opening,
+            State::Tcp(TcpState::Established) => t.tcp_established,
+            State::Tcp(TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck) => {
+                t.tcp_closing
+            }
+            State::Tcp(TcpState::TimeWait) => t.tcp_fin_wait,
+            State::Tcp(TcpState::Close) => t.tcp_closed,
+            State::UdpFirst => t.udp_first_packet,
+            State::UdpSingle => t.udp_single,
+            State::UdpMultiple => t.udp_multiple,
+            State::IcmpFirst => t.icmp_first_packet,
+            State::IcmpReplied => t.icmp_error_reply,
+            State::OtherFirst => t.other_first_packet,
+            State::OtherMultiple => t.other_multiple,
+        }
+    }
+
+    /// 4-bit code: TCP states 0..=8, then the pseudo-states. All 16 codes
+    /// are states, so decoding cannot fail.
+    fn code(self) -> u8 {
+        match self {
+            State::Tcp(s) => s as u8,
+            State::UdpFirst => 9,
+            State::UdpSingle => 10,
+            State::UdpMultiple => 11,
+            State::IcmpFirst => 12,
+            State::IcmpReplied => 13,
+            State::OtherFirst => 14,
+            State::OtherMultiple => 15,
+        }
+    }
+
+    fn from_code(code: u8) -> State {
+        match code & 0x0f {
+            9 => State::UdpFirst,
+            10 => State::UdpSingle,
+            11 => State::UdpMultiple,
+            12 => State::IcmpFirst,
+            13 => State::IcmpReplied,
+            14 => State::OtherFirst,
+            15 => State::OtherMultiple,
+            c => State::Tcp(TcpState::from_code(c).unwrap_or(TcpState::Close)),
+        }
+    }
+
+    /// The first state of a connection of protocol `proto` (TCP: see
+    /// [`TcpConn::pickup`]).
+    fn first(proto: u8) -> State {
+        match proto {
+            PROTO_TCP => State::Tcp(TcpState::SynSent),
+            PROTO_UDP => State::UdpFirst,
+            PROTO_ICMP => State::IcmpFirst,
+            _ => State::OtherFirst,
+        }
+    }
+
+    /// Whether this state belongs to a connection of protocol `proto`.
+    fn fits(self, proto: u8) -> bool {
+        match self {
+            State::Tcp(_) => proto == PROTO_TCP,
+            State::UdpFirst | State::UdpSingle | State::UdpMultiple => proto == PROTO_UDP,
+            State::IcmpFirst | State::IcmpReplied => proto == PROTO_ICMP,
+            State::OtherFirst | State::OtherMultiple => {
+                !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP)
+            }
+        }
+    }
+
+    /// The pseudo-state after a packet (not TCP).
+    fn after_packet(self, reply: bool) -> State {
+        match (self, reply) {
+            (State::UdpFirst | State::UdpSingle, false) => State::UdpSingle,
+            (State::UdpFirst | State::UdpSingle | State::UdpMultiple, _) => State::UdpMultiple,
+            (State::IcmpFirst, true) => State::IcmpReplied,
+            (State::OtherFirst, true) => State::OtherMultiple,
+            (s, _) => s,
+        }
+    }
+}
+
+/// A handle on an entry, as returned by [`Conntrack::lookup`] and
+/// [`Conntrack::insert`]. Valid until the table changes; a stale one is
+/// resolved again by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryId {
+    slot: u32,
+    key: FlowKey,
+}
+
+/// A packet's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hit {
+    pub id: EntryId,
+    /// The packet goes responder -> initiator.
+    pub reply: bool,
+}
+
+/// Why a known connection's packet is invalid (counted and dropped by the
+/// caller; the entry is left as it was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Invalid {
+    #[error("tcp: {0}")]
+    Tcp(#[from] TcpInvalid),
+    /// The entry was removed since the lookup.
+    #[error("connection no longer tracked")]
+    Gone,
+    /// A TCP connection given a non-TCP packet or the reverse.
+    #[error("packet does not match the connection's protocol")]
+    Mismatch,
+}
+
+/// Why a new connection could not be tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Full {
+    /// The table holds `capacity` entries.
+    #[error("connection table full ({0} entries)")]
+    Capacity(usize),
+    /// The instance's limit ([`Conntrack::set_limit`]) is reached.
+    #[error("connection limit reached ({0} entries)")]
+    Limit(u32),
+    /// No free bucket within the probe limit (a pathological run of
+    /// colliding keys).
+    #[error("no bucket within the probe limit")]
+    Probe,
+}
+
+/// One connection, as `getflows` and rule re-checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowView {
+    /// Stable while the entry lives (a re-opened TCP connection gets a new one).
+    pub id: u64,
+    /// The initiator's tuple, as its first packet had it.
+    pub tuple: Tuple,
+    /// Direction of the first packet relative to the instance.
+    pub dir: Dir,
+    /// The rule that admitted the connection.
+    pub rule_id: u32,
+    pub state: State,
+    /// Initiator -> responder.
+    pub packets_orig: u64,
+    pub bytes_orig: u64,
+    /// Responder -> initiator.
+    pub packets_reply: u64,
+    pub bytes_reply: u64,
+    pub created_ns: u64,
+    /// Rounded down to a tick (~16.8 ms).
+    pub last_seen_ns: u64,
+}
+
+impl FlowView {
+    pub fn proto(&self) -> u8 {
+        self.tuple.proto
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+}
+
+/// Counters of the table itself (per-packet verdicts are the caller's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConntrackStats {
+    /// New entries (including replacements and restored ones).
+    pub inserts: u64,
+    /// TCP connections re-opened by a SYN on `TIME_WAIT`/`CLOSED`.
+    pub reopened: u64,
+    /// Inserts refused: the table was at capacity (or no bucket in reach).
+    pub full_capacity: u64,
+    /// Inserts refused: the instance limit was reached.
+    pub full_limit: u64,
+    /// Entries removed because they were idle past their timeout.
+    pub removed_expired: u64,
+    /// Entries removed because a RST answered their SYN.
+    pub removed_rst: u64,
+    /// Entries removed by a rule re-check ([`Conntrack::retain`]).
+    pub removed_recheck: u64,
+    /// Entries removed by [`Conntrack::remove`].
+    pub removed_explicit: u64,
+    /// Entries re-inserted by [`Conntrack::restore`].
+    pub restored: u64,
+}
+
+/// A connection as saved across a restart ([`Conntrack::snapshot`]). Times
+/// are relative (age, idle), so they survive a different clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedFlow {
+    pub id: u64,
+    pub proto: u8,
+    /// The initiator's tuple.
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub dir: Dir,
+    pub rule_id: u32,
+    pub state: State,
+    /// TCP window tracking, `[initiator, responder]`; TCP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<[Peer; 2]>,
+    pub packets_orig: u64,
+    pub bytes_orig: u64,
+    pub packets_reply: u64,
+    pub bytes_reply: u64,
+    /// Time since the first packet.
+    pub age_ns: u64,
+    /// Time since the last packet.
+    pub idle_ns: u64,
+}
+
+// --- Slot layout --------------------------------------------------------
+
+/// `Slot::bits`: the initiator's tuple runs hi -> lo in key order.
+const REVERSED: u8 = 0x01;
+/// `Slot::bits`: the first packet left the instance (`Dir::Out`).
+const OUT: u8 = 0x02;
+/// `Slot::bits`: FIN seen from the initiator / the responder.
+const FIN_ORIG: u8 = 0x04;
+const FIN_REPLY: u8 = 0x08;
+
+/// Window tracking of one TCP direction, as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+struct Win {
+    end: u32,
+    maxend: u32,
+    maxwin: u32,
+}
+
+/// One entry (whether the bucket is in use is in its tag).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Slot {
+    /// `lo_ip << 32 | hi_ip`.
+    ips: u64,
+    /// `lo_port << 16 | hi_port`.
+    ports: u32,
+    proto: u8,
+    /// `State::code`.
+    state: u8,
+    /// `REVERSED | OUT | FIN_ORIG | FIN_REPLY`.
+    bits: u8,
+    /// TCP window scales: initiator's in the low nibble, responder's in the
+    /// high one (`NO_WSCALE` = none/unknown).
+    scales: u8,
+    rule_id: u32,
+    /// Last-seen tick.
+    seen: u32,
+    win: [Win; 2],
+    /// Low 32 bits of the counters, `[orig, reply]`.
+    packets: [u32; 2],
+    bytes: [u32; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+/// The rarely touched part of an entry, parallel to the slots.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cold {
+    id: u64,
+    created_ns: u64,
+    /// High 16 bits of the counters, `[orig, reply]`.
+    packets_hi: [u16; 2],
+    bytes_hi: [u16; 2],
+}
+
+/// A key packed the way slots hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    ips: u64,
+    ports: u32,
+    proto: u8,
+}
+
+impl Packed {
+    fn of(k: &FlowKey) -> Packed {
+        Packed {
+            ips: (u64::from(k.lo_ip) << 32) | u64::from(k.hi_ip),
+            ports: (u32::from(k.lo_port) << 16) | u32::from(k.hi_port),
+            proto: k.proto,
+        }
+    }
+}
+
+impl Slot {
+    fn key_is(&self, k: &Packed) -> bool {
+        self.ips == k.ips && self.ports == k.ports && self.proto == k.proto
+    }
+
+    fn state(&self) -> State {
+        State::from_code(self.state)
+    }
+
+    fn set_state(&mut self, s: State) {
+        self.state = s.code();
+    }
+
+    fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            proto: self.proto,
+            lo_ip: (self.ips >> 32) as u32,
+            hi_ip: self.ips as u32,
+            lo_port: (self.ports >> 16) as u16,
+            hi_port: self.ports as u16,
+        }
+    }
+
+    fn reversed(&self) -> bool {
+        self.bits & REVERSED != 0
+    }
+
+    fn dir(&self) -> Dir {
+        if self.bits & OUT != 0 {
+            Dir::Out
+        } else {
+            Dir::In
+        }
+    }
+
+    /// The initiator's tuple.
+    fn tuple(&self) -> Tuple {
+        let k = self.flow_key();
+        let (lo, hi) = (
+            (Ipv4Addr::from(k.lo_ip), k.lo_port),
+            (Ipv4Addr::from(k.hi_ip), k.hi_port),
+        );
+        let ((src, sport), (dst, dport)) = if self.reversed() { (hi, lo) } else { (lo, hi) };
+        Tuple {
+            proto: k.proto,
+            src,
+            dst,
+            sport,
+            dport,
+        }
+    }
+
+    fn tcp(&self) -> TcpConn {
+        let peer = |w: &Win, scale: u8, fin: u8| Peer {
+            end: w.end,
+            maxend: w.maxend,
+            maxwin: w.maxwin,
+            scale,
+            fin: self.bits & fin != 0,
+        };
+        let state = match self.state() {
+            State::Tcp(s) => s,
+            _ => TcpState::Close,
+        };
+        TcpConn::from_parts(
+            state,
+            [
+                peer(&self.win[0], self.scales & 0x0f, FIN_ORIG),
+                peer(&self.win[1], self.scales >> 4, FIN_REPLY),
+            ],
+        )
+    }
+
+    fn set_tcp(&mut self, c: &TcpConn) {
+        let [o, r] = c.peers();
+        for (w, p) in self.win.iter_mut().zip([o, r]) {
+            *w = Win {
+                end: p.end,
+                maxend: p.maxend,
+                maxwin: p.maxwin,
+            };
+        }
+        self.state = State::Tcp(c.state()).code();
+        self.scales = (r.scale.min(NO_WSCALE) << 4) | o.scale.min(NO_WSCALE);
+        self.bits = (self.bits & (REVERSED | OUT)) | flag(o.fin, FIN_ORIG) | flag(r.fin, FIN_REPLY);
+    }
+}
+
+fn flag(set: bool, bit: u8) -> u8 {
+    if set { bit } else { 0 }
+}
+
+fn tick(now_ns: u64) -> u32 {
+    (now_ns >> TICK_SHIFT) as u32
+}
+
+/// Timeout in ticks, rounded up, at most `MAX_IDLE_TICKS - 1`.
+fn timeout_ticks(secs: u32) -> u32 {
+    let ticks = (u64::from(secs) * 1_000_000_000).div_ceil(1 << TICK_SHIFT);
+    u32::try_from(ticks).map_or(MAX_IDLE_TICKS - 1, |t| t.min(MAX_IDLE_TICKS - 1))
+}
+
+/// 64x64 -> 128-bit multiply, folded to 64 bits.
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+// --- The table ------------------------------------------------------------
+
+/// The connection table (see the module docs).
+pub struct Conntrack {
+    /// Per bucket: the probe distance + 1 in the low byte (0 = empty) and
+    /// 8 bits of the key's hash in the high byte.
+    tags: Vec<u16>,
+    slots: Vec<Slot>,
+    cold: Vec<Cold>,
+    seed: [u64; 3],
+    capacity: usize,
+    /// Effective limit: `min(capacity, set_limit)`.
+    limit: usize,
+    len: usize,
+    timeouts: control::Timeouts,
+    /// Timeout per `State::code`, in ticks.
+    timeout_ticks: [u32; 16],
+    /// Next slot [`Conntrack::expire`] visits.
+    cursor: usize,
+    /// Serial of the last flow id handed out.
+    serial: u64,
+    /// Latest `now_ns` seen (to turn last-seen ticks back into ns for views).
+    clock_ns: u64,
+    stats: ConntrackStats,
+}
+
+impl fmt::Debug for Conntrack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conntrack")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .field("limit", &self.limit)
+            .field("buckets", &self.slots.len())
+            .field("timeouts", &self.timeouts)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conntrack {
+    /// A table for `capacity` connections (clamped to [`MAX_CAPACITY`]),
+    /// fully allocated now, hashed with a seed derived from the capacity.
+    pub fn new(capacity: usize) -> Conntrack {
+        Conntrack::with_seed(capacity, capacity as u64 ^ 0x636f_6e6e_7472_6163)
+    }
+
+    /// [`Conntrack::new`] with an explicit hash seed (the agent passes a
+    /// random one).
+    pub fn with_seed(capacity: usize, seed: u64) -> Conntrack {
+        let capacity = capacity.min(MAX_CAPACITY);
+        // Always at least one empty bucket: probes and sweeps rely on it.
+        let buckets = capacity + capacity / 4 + 1;
+        let mut s = seed;
+        let mut ct = Conntrack {
+            tags: vec![0; buckets],
+            slots: vec![Slot::default(); buckets],
+            cold: vec![Cold::default(); buckets],
+            seed: [splitmix(&mut s), splitmix(&mut s), splitmix(&mut s) | 1],
+            capacity,
+            limit: capacity,
+            len: 0,
+            timeouts: control::Timeouts::default(),
+            timeout_ticks: [0; 16],
+            cursor: 0,
+            serial: 0,
+            clock_ns: 0,
+            stats: ConntrackStats::default(),
+        };
+        ct.set_timeouts(control::Timeouts::default());
+        ct
+    }
+
+    /// Idle timeouts per state; they apply to existing entries too.
+    pub fn set_timeouts(&mut self, t: control::Timeouts) {
+        self.timeouts = t;
+        for (code, slot) in self.timeout_ticks.iter_mut().enumerate() {
+            *slot = timeout_ticks(State::from_code(code as u8).timeout_secs(&t));
+        }
+    }
+
+    pub fn timeouts(&self) -> &control::Timeouts {
+        &self.timeouts
+    }
+
+    /// The instance's connection limit (at most the capacity; `None` = the
+    /// capacity). Lowering it below `len` removes nothing: new inserts fail
+    /// until enough entries are gone.
+    pub fn set_limit(&mut self, max: Option<u32>) {
+        self.limit = max.map_or(self.capacity, |m| (m as usize).min(self.capacity));
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The current limit ([`Conntrack::set_limit`]).
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes held by the table (tags, slots, cold data and the header).
+    pub fn memory_bytes(&self) -> usize {
+        self.slots.len()
+            * (std::mem::size_of::<u16>()
+                + std::mem::size_of::<Slot>()
+                + std::mem::size_of::<Cold>())
+            + std::mem::size_of::<Self>()
+    }
+
+    pub fn stats(&self) -> ConntrackStats {
+        self.stats
+    }
+
+    /// The connection `t` belongs to, in either direction. An entry idle
+    /// past its timeout is removed and reported as `None`.
+    pub fn lookup(&mut self, t: &Tuple, now_ns: u64) -> Option<Hit> {
+        self.clock(now_ns);
+        let (key, swapped) = t.key();
+        let i = self.find(&Packed::of(&key))?;
+        if self.expired(i, now_ns) {
+            self.remove_at(i);
+            self.stats.removed_expired += 1;
+            return None;
+        }
+        Some(Hit {
+            id: EntryId {
+                slot: i as u32,
+                key,
+            },
+            reply: swapped != self.slots[i].reversed(),
+        })
+    }
+
+    /// Starts loading the bucket `t` hashes to, so that a later
+    /// [`Conntrack::lookup`] of it finds the line in cache. At 1M
+    /// connections a lookup is one DRAM miss (plus a TLB miss); calling this
+    /// for every packet of a batch before processing the batch overlaps
+    /// those misses instead of paying them one after the other. It scans
+    /// the (cached) tags and loads the one slot the key can be in, with a
+    /// plain load (no `unsafe` intrinsic): the CPU keeps several in flight.
+    pub fn prefetch(&self, t: &Tuple) {
+        let (key, _) = t.key();
+        if let Some(i) = self.candidate(&Packed::of(&key)) {
+            std::hint::black_box(self.slots[i].ips);
+        }
+    }
+
+    /// The connection an ICMP error belongs to: `inner` is the offending
+    /// packet as it was sent (from either side). The hit's `reply` is the
+    /// error's own direction (the reverse of `inner`'s). Nothing about the
+    /// connection changes: errors neither advance TCP nor keep it alive.
+    pub fn related(&mut self, inner: &Tuple, now_ns: u64) -> Option<Hit> {
+        let hit = self.lookup(inner, now_ns)?;
+        Some(Hit {
+            id: hit.id,
+            reply: !hit.reply,
+        })
+    }
+
+    /// Advances the connection with one of its packets (`bytes` long):
+    /// TCP state and windows or the pseudo-state, counters, last-seen. An
+    /// invalid packet leaves the entry untouched.
+    pub fn track(&mut self, hit: Hit, l4: &L4, bytes: u32, now_ns: u64) -> Result<State, Invalid> {
+        self.clock(now_ns);
+        let i = self.resolve(&hit.id).ok_or(Invalid::Gone)?;
+        let d = usize::from(hit.reply);
+        let slot = &mut self.slots[i];
+        let state = match (slot.state(), l4) {
+            (State::Tcp(old), L4::Tcp(seg)) => {
+                let mut c = slot.tcp();
+                let new = c.segment(hit.reply, seg)?;
+                slot.set_tcp(&c);
+                if old == TcpState::SynSent && new == TcpState::Close && hit.reply {
+                    // Refused: nothing worth remembering.
+                    self.remove_at(i);
+                    self.stats.removed_rst += 1;
+                    return Ok(State::Tcp(new));
+                }
+                if matches!(old, TcpState::TimeWait | TcpState::Close) && new == TcpState::SynSent {
+                    // Port reuse: a new connection in the old entry.
+                    slot.packets = [0; 2];
+                    slot.bytes = [0; 2];
+                    self.serial = self.serial.wrapping_add(1);
+                    self.cold[i] = Cold {
+                        id: self.serial.wrapping_mul(ID_MUL),
+                        created_ns: now_ns,
+                        ..Cold::default()
+                    };
+                    self.stats.reopened += 1;
+                }
+                State::Tcp(new)
+            }
+            (State::Tcp(_), _) | (_, L4::Tcp(_)) => return Err(Invalid::Mismatch),
+            (s, _) => {
+                let new = s.after_packet(hit.reply);
+                slot.set_state(new);
+                new
+            }
+        };
+        self.count(i, d, bytes, now_ns);
+        Ok(state)
+    }
+
+    /// Starts tracking the connection `t` opens: its first packet (`bytes`
+    /// long, described by `l4`) went `dir` relative to the instance and
+    /// `rule_id` admitted it. For TCP a pure SYN opens normally; anything
+    /// else is picked up mid-stream (see [`TcpConn::pickup`]; the engine
+    /// only inserts SYNs, [`crate::tcp::can_open`]). An existing entry for
+    /// the same connection is replaced.
+    pub fn insert(
+        &mut self,
+        t: &Tuple,
+        dir: Dir,
+        rule_id: u32,
+        l4: &L4,
+        bytes: u32,
+        now_ns: u64,
+    ) -> Result<EntryId, Full> {
+        self.clock(now_ns);
+        let (key, swapped) = t.key();
+        let packed = Packed::of(&key);
+        let i = match self.find(&packed) {
+            Some(i) => i,
+            None => {
+                if self.len >= self.limit {
+                    return Err(self.full());
+                }
+                let i = self
+                    .place(&packed)
+                    .inspect_err(|_| self.stats.full_capacity += 1)?;
+                self.len += 1;
+                i
+            }
+        };
+        let state = State::first(key.proto);
+        let slot = &mut self.slots[i];
+        slot.bits = flag(swapped, REVERSED) | flag(dir == Dir::Out, OUT);
+        slot.state = 0;
+        slot.set_state(state);
+        slot.rule_id = rule_id;
+        slot.win = [Win::default(); 2];
+        slot.packets = [0; 2];
+        slot.bytes = [0; 2];
+        if let State::Tcp(_) = state {
+            let seg = match l4 {
+                L4::Tcp(seg) => *seg,
+                _ => TcpMeta::default(),
+            };
+            slot.set_tcp(&TcpConn::pickup(&seg));
+        }
+        self.serial = self.serial.wrapping_add(1);
+        self.cold[i] = Cold {
+            id: self.serial.wrapping_mul(ID_MUL),
+            created_ns: now_ns,
+            ..Cold::default()
+        };
+        self.count(i, 0, bytes, now_ns);
+        self.stats.inserts += 1;
+        Ok(EntryId {
+            slot: i as u32,
+            key,
+        })
+    }
+
+    /// Stops tracking a connection (no-op if it is already gone).
+    pub fn remove(&mut self, id: EntryId) {
+        if let Some(i) = self.resolve(&id) {
+            self.remove_at(i);
+            self.stats.removed_explicit += 1;
+        }
+    }
+
+    /// The connection behind `id`, if it is still tracked.
+    pub fn get(&self, id: EntryId) -> Option<FlowView> {
+        self.resolve(&id).map(|i| self.view(i))
+    }
+
+    /// The rule that admitted the connection behind `id` (0 if it is gone).
+    pub fn rule_id(&self, id: EntryId) -> u32 {
+        self.resolve(&id).map_or(0, |i| self.slots[i].rule_id)
+    }
+
+    /// Incremental sweep: visits at most `budget` buckets from where the
+    /// last call stopped and removes the entries idle past their timeout.
+    /// Returns how many it removed.
+    pub fn expire(&mut self, now_ns: u64, budget: usize) -> usize {
+        self.clock(now_ns);
+        let n = self.slots.len();
+        let mut removed = 0;
+        let mut cursor = self.cursor.min(n - 1);
+        for _ in 0..budget.min(n) {
+            if self.tags[cursor] != 0 && self.expired(cursor, now_ns) {
+                // The next entry of the run shifts into `cursor`: look
+                // at it again on the next visit.
+                self.remove_at(cursor);
+                removed += 1;
+            } else {
+                cursor = if cursor + 1 == n { 0 } else { cursor + 1 };
+            }
+        }
+        self.cursor = cursor;
+        self.stats.removed_expired += removed as u64;
+        removed
+    }
+
+    /// Keeps only the connections `f` accepts (rule re-check); returns how
+    /// many were removed. `f` sees each connection exactly once.
+    pub fn retain(&mut self, mut f: impl FnMut(&FlowView) -> bool) -> usize {
+        if self.len == 0 {
+            return 0;
+        }
+        let n = self.slots.len();
+        // Start right after an empty bucket: no run crosses the start, so a
+        // removal never shifts an entry already seen back into view.
+        let Some(start) = self.tags.iter().position(|&t| t == 0) else {
+            return 0;
+        };
+        let mut removed = 0;
+        let mut i = start;
+        let mut visited = 0;
+        while visited < n {
+            if self.tags[i] != 0 && !f(&self.view(i)) {
+                self.remove_at(i);
+                removed += 1;
+                continue;
+            }
+            i = if i + 1 == n { 0 } else { i + 1 };
+            visited += 1;
+        }
+        self.stats.removed_recheck += removed as u64;
+        removed
+    }
+
+    /// Every connection, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = FlowView> + '_ {
+        (0..self.slots.len())
+            .filter(|&i| self.tags[i] != 0)
+            .map(|i| self.view(i))
+    }
+
+    /// Every connection, with times relative to `now_ns`.
+    pub fn snapshot(&self, now_ns: u64) -> Vec<SavedFlow> {
+        let now_tick = tick(now_ns);
+        (0..self.slots.len())
+            .filter(|&i| self.tags[i] != 0)
+            .map(|i| {
+                let s = &self.slots[i];
+                let v = self.view(i);
+                let idle_ticks = now_tick.wrapping_sub(s.seen);
+                let idle_ticks = if idle_ticks > MAX_IDLE_TICKS {
+                    0
+                } else {
+                    idle_ticks
+                };
+                SavedFlow {
+                    id: v.id,
+                    proto: v.tuple.proto,
+                    src: v.tuple.src,
+                    dst: v.tuple.dst,
+                    sport: v.tuple.sport,
+                    dport: v.tuple.dport,
+                    dir: v.dir,
+                    rule_id: v.rule_id,
+                    state: v.state,
+                    tcp: matches!(v.state, State::Tcp(_)).then(|| *s.tcp().peers()),
+                    packets_orig: v.packets_orig,
+                    bytes_orig: v.bytes_orig,
+                    packets_reply: v.packets_reply,
+                    bytes_reply: v.bytes_reply,
+                    age_ns: now_ns.saturating_sub(v.created_ns),
+                    idle_ns: u64::from(idle_ticks) << TICK_SHIFT,
+                }
+            })
+            .collect()
+    }
+
+    /// Re-inserts saved connections, with their ages and idle times taken
+    /// relative to `now_ns`. Each is checked first; those that are
+    /// inconsistent (state not of their protocol, TCP data missing or
+    /// present where it should not be, idle longer than old), already
+    /// expired, duplicates (key or id) or beyond the table's limit are
+    /// skipped. Returns how many were restored.
+    pub fn restore(&mut self, flows: &[SavedFlow], now_ns: u64) -> usize {
+        self.clock(now_ns);
+        let mut ids: HashSet<u64> = self.iter().map(|v| v.id).collect();
+        let mut restored = 0;
+        for f in flows {
+            if self.len >= self.limit {
+                break;
+            }
+            let tcp_ok = matches!(f.state, State::Tcp(_)) == f.tcp.is_some();
+            let timeout_ns = u64::from(f.state.timeout_secs(&self.timeouts)) * 1_000_000_000;
+            if !f.state.fits(f.proto)
+                || !tcp_ok
+                || f.idle_ns > f.age_ns
+                || f.idle_ns > timeout_ns
+                || ids.contains(&f.id)
+            {
+                continue;
+            }
+            let t = Tuple {
+                proto: f.proto,
+                src: f.src,
+                dst: f.dst,
+                sport: f.sport,
+                dport: f.dport,
+            };
+            let (key, swapped) = t.key();
+            let packed = Packed::of(&key);
+            if self.find(&packed).is_some() {
+                continue;
+            }
+            let Ok(i) = self.place(&packed) else {
+                continue;
+            };
+            self.len += 1;
+            ids.insert(f.id);
+            let slot = &mut self.slots[i];
+            slot.bits = flag(swapped, REVERSED) | flag(f.dir == Dir::Out, OUT);
+            slot.state = 0;
+            slot.set_state(f.state);
+            slot.rule_id = f.rule_id;
+            slot.seen = tick(now_ns.saturating_sub(f.idle_ns));
+            if let (State::Tcp(s), Some(peers)) = (f.state, f.tcp) {
+                slot.set_tcp(&TcpConn::from_parts(s, peers));
+            }
+            let split = |v: u64| (v as u32, (v >> 32) as u16);
+            let (po, po_hi) = split(f.packets_orig);
+            let (pr, pr_hi) = split(f.packets_reply);
+            let (bo, bo_hi) = split(f.bytes_orig);
+            let (br, br_hi) = split(f.bytes_reply);
+            slot.packets = [po, pr];
+            slot.bytes = [bo, br];
+            self.cold[i] = Cold {
+                id: f.id,
+                created_ns: now_ns.saturating_sub(f.age_ns),
+                packets_hi: [po_hi, pr_hi],
+                bytes_hi: [bo_hi, br_hi],
+            };
+            // New ids must not run into restored ones.
+            self.serial = self.serial.max(f.id.wrapping_mul(ID_MUL_INV));
+            restored += 1;
+        }
+        self.stats.inserts += restored as u64;
+        self.stats.restored += restored as u64;
+        restored as usize
+    }
+
+    // --- internals ----------------------------------------------------------
+
+    fn clock(&mut self, now_ns: u64) {
+        self.clock_ns = self.clock_ns.max(now_ns);
+    }
+
+    fn full(&mut self) -> Full {
+        if self.limit < self.capacity {
+            self.stats.full_limit += 1;
+            Full::Limit(u32::try_from(self.limit).unwrap_or(u32::MAX))
+        } else {
+            self.stats.full_capacity += 1;
+            Full::Capacity(self.capacity)
+        }
+    }
+
+    fn hash(&self, k: &Packed) -> u64 {
+        let lo = (u64::from(k.ports) << 8) | u64::from(k.proto);
+        let h = fold_mul(k.ips ^ self.seed[0], lo ^ self.seed[1]);
+        fold_mul(h, self.seed[2])
+    }
+
+    /// The bucket of hash `h` and the fingerprint (tag high byte) of its key.
+    fn home(&self, h: u64) -> (usize, u16) {
+        let home = ((u128::from(h) * self.slots.len() as u128) >> 64) as usize;
+        (home, u16::from(h as u8) << 8)
+    }
+
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() { 0 } else { i + 1 }
+    }
+
+    /// The bucket holding `k`.
+    fn find(&self, k: &Packed) -> Option<usize> {
+        let (mut i, fp) = self.home(self.hash(k));
+        let mut dist: u8 = 1;
+        loop {
+            let tag = self.tags[i];
+            // Robin Hood: past this point the key would have displaced the
+            // entry here.
+            if (tag as u8) < dist {
+                return None;
+            }
+            if tag == fp | u16::from(dist) && self.slots[i].key_is(k) {
+                return Some(i);
+            }
+            i = self.next(i);
+            dist = dist.checked_add(1)?;
+        }
+    }
+
+    /// The first bucket whose tag matches `k` (for prefetching: no key
+    /// comparison, so no slot is touched).
+    fn candidate(&self, k: &Packed) -> Option<usize> {
+        let (mut i, fp) = self.home(self.hash(k));
+        let mut dist: u8 = 1;
+        loop {
+            let tag = self.tags[i];
+            if (tag as u8) < dist {
+                return None;
+            }
+            if tag == fp | u16::from(dist) {
+                return Some(i);
+            }
+            i = self.next(i);
+            dist = dist.checked_add(1)?;
+        }
+    }
+
+    /// The bucket `id` designates, checked; found again by key if entries moved.
+    fn resolve(&self, id: &EntryId) -> Option<usize> {
+        let packed = Packed::of(&id.key);
+        let i = id.slot as usize;
+        match (self.tags.get(i), self.slots.get(i)) {
+            (Some(&tag), Some(s)) if tag != 0 && s.key_is(&packed) => Some(i),
+            _ => self.find(&packed),
+        }
+    }
+
+    /// Claims a bucket for the absent key `k` (Robin Hood: at the first
+    /// bucket whose entry is closer to its home, shifting the rest of the
+    /// run one bucket on) and writes the key and its tag into it.
+    fn place(&mut self, k: &Packed) -> Result<usize, Full> {
+        let (mut p, fp) = self.home(self.hash(k));
+        let mut dist: u8 = 1;
+        while self.tags[p] as u8 >= dist {
+            p = self.next(p);
+            dist = dist.checked_add(1).ok_or(Full::Probe)?;
+        }
+        // The run from `p` moves one bucket on, up to the first empty one;
+        // none of its entries may pass the distance limit.
+        let mut e = p;
+        while self.tags[e] != 0 {
+            if self.tags[e] as u8 == MAX_DIST {
+                return Err(Full::Probe);
+            }
+            e = self.next(e);
+        }
+        let n = self.slots.len();
+        while e != p {
+            let prev = if e == 0 { n - 1 } else { e - 1 };
+            self.tags[e] = self.tags[prev] + 1;
+            self.slots[e] = self.slots[prev];
+            self.cold[e] = self.cold[prev];
+            e = prev;
+        }
+        self.tags[p] = fp | u16::from(dist);
+        self.slots[p] = Slot {
+            ips: k.ips,
+            ports: k.ports,
+            proto: k.proto,
+            ..Slot::default()
+        };
+        Ok(p)
+    }
+
+    /// Empties bucket `i`, shifting the rest of its run back by one.
+    fn remove_at(&mut self, mut i: usize) {
+        loop {
+            let j = self.next(i);
+            if self.tags[j] as u8 <= 1 {
+                break;
+            }
+            self.tags[i] = self.tags[j] - 1;
+            self.slots[i] = self.slots[j];
+            self.cold[i] = self.cold[j];
+            i = j;
+        }
+        self.tags[i] = 0;
+        self.slots[i] = Slot::default();
+        self.cold[i] = Cold::default();
+        self.len -= 1;
+    }
+
+    fn expired(&self, i: usize, now_ns: u64) -> bool {
+        let s = &self.slots[i];
+        let idle = tick(now_ns).wrapping_sub(s.seen);
+        idle <= MAX_IDLE_TICKS && idle > self.timeout_ticks[usize::from(s.state & 0x0f)]
+    }
+
+    /// Counts a packet of `bytes` in direction `d` and refreshes last-seen.
+    fn count(&mut self, i: usize, d: usize, bytes: u32, now_ns: u64) {
+        let s = &mut self.slots[i];
+        s.seen = tick(now_ns);
+        let (p, carry_p) = s.packets[d].overflowing_add(1);
+        let (b, carry_b) = s.bytes[d].overflowing_add(bytes);
+        s.packets[d] = p;
+        s.bytes[d] = b;
+        if carry_p || carry_b {
+            let c = &mut self.cold[i];
+            c.packets_hi[d] = c.packets_hi[d].wrapping_add(u16::from(carry_p));
+            c.bytes_hi[d] = c.bytes_hi[d].wrapping_add(u16::from(carry_b));
+        }
+    }
+
+    fn view(&self, i: usize) -> FlowView {
+        let s = &self.slots[i];
+        let c = &self.cold[i];
+        let wide = |lo: u32, hi: u16| (u64::from(hi) << 32) | u64::from(lo);
+        let now_tick = tick(self.clock_ns);
+        let idle = now_tick.wrapping_sub(s.seen);
+        let idle = if idle > MAX_IDLE_TICKS { 0 } else { idle };
+        FlowView {
+            id: c.id,
+            tuple: s.tuple(),
+            dir: s.dir(),
+            rule_id: s.rule_id,
+            state: s.state(),
+            packets_orig: wide(s.packets[0], c.packets_hi[0]),
+            bytes_orig: wide(s.bytes[0], c.bytes_hi[0]),
+            packets_reply: wide(s.packets[1], c.packets_hi[1]),
+            bytes_reply: wide(s.bytes[1], c.bytes_hi[1]),
+            created_ns: c.created_ns,
+            last_seen_ns: ((self.clock_ns >> TICK_SHIFT).saturating_sub(u64::from(idle)))
+                << TICK_SHIFT,
+        }
+    }
+
+    /// Checks the Robin Hood invariants (tests).
+    #[cfg(test)]
+    fn check(&self) -> Result<(), String> {
+        let n = self.slots.len();
+        let mut count = 0;
+        for i in 0..n {
+            let tag = self.tags[i];
+            if tag == 0 {
+                continue;
+            }
+            count += 1;
+            let s = &self.slots[i];
+            let k = Packed {
+                ips: s.ips,
+                ports: s.ports,
+                proto: s.proto,
+            };
+            let (home, fp) = self.home(self.hash(&k));
+            let d = (i + n - home) % n;
+            if tag != fp | (d + 1) as u16 {
+                return Err(format!("bucket {i}: tag {tag:#x} but home {home}, fp {fp:#x}"));
+            }
+            let prev = self.tags[(i + n - 1) % n] as u8;
+            if d > 0 && prev < d as u8 {
+                return Err(format!("bucket {i}: run broken before it"));
+            }
+            if self.find(&k) != Some(i) || self.candidate(&k) != Some(i) {
+                return Err(format!("bucket {i}: not found by key"));
+            }
+        }
+        if count != self.len {
+            return Err(format!("len {} but {count} entries", self.len));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn udp(i: u32) -> Tuple {
+        Tuple {
+            proto: PROTO_UDP,
+            src: Ipv4Addr::from(0x0a00_0000 | (i % 7)),
+            dst: Ipv4Addr::from(0x0a01_0000 | (i / 7)),
+            sport: 1000 + (i % 3) as u16,
+            dport: 53,
+        }
+    }
+
+    #[test]
+    fn id_multiplier_inverts() {
+        assert_eq!(ID_MUL.wrapping_mul(ID_MUL_INV), 1);
+        assert_eq!(7u64.wrapping_mul(ID_MUL).wrapping_mul(ID_MUL_INV), 7);
+    }
+
+    #[test]
+    fn state_codes_round_trip() {
+        let all = TcpState::ALL.iter().map(|&s| State::Tcp(s)).chain([
+            State::UdpFirst,
+            State::UdpSingle,
+            State::UdpMultiple,
+            State::IcmpFirst,
+            State::IcmpReplied,
+            State::OtherFirst,
+            State::OtherMultiple,
+        ]);
+        let mut codes = HashSet::new();
+        for s in all {
+            assert_eq!(State::from_code(s.code()), s);
+            assert!(codes.insert(s.code()));
+        }
+        assert_eq!(codes.len(), 16);
+    }
+
+    #[test]
+    fn timeouts_round_up_to_ticks() {
+        assert_eq!(timeout_ticks(0), 0);
+        // 1 s = 59.6 ticks -> 60.
+        assert_eq!(timeout_ticks(1), 60);
+        assert_eq!(timeout_ticks(u32::MAX), MAX_IDLE_TICKS - 1);
+    }
+
+    #[test]
+    fn tcp_pack_round_trips() {
+        let syn = TcpMeta {
+            flags: TcpMeta::SYN,
+            seq: 77,
+            window: 1000,
+            wscale: Some(9),
+            ..TcpMeta::default()
+        };
+        let mut c = TcpConn::open(&syn).unwrap();
+        let synack = TcpMeta {
+            flags: TcpMeta::SYN | TcpMeta::ACK,
+            seq: 5,
+            ack: 78,
+            window: 2000,
+            wscale: Some(3),
+            ..TcpMeta::default()
+        };
+        c.segment(true, &synack).unwrap();
+        let mut s = Slot {
+            bits: REVERSED | OUT,
+            ..Slot::default()
+        };
+        s.set_tcp(&c);
+        assert_eq!(s.tcp(), c);
+        assert!(s.reversed() && s.dir() == Dir::Out);
+    }
+
+    proptest! {
+        #[test]
+        fn robin_hood_invariants_hold(
+            cap in 1usize..40,
+            seed in any::<u64>(),
+            ops in proptest::collection::vec((any::<bool>(), 0u32..60), 0..300),
+        ) {
+            let mut ct = Conntrack::with_seed(cap, seed);
+            for (add, k) in ops {
+                let t = udp(k);
+                if add {
+                    let _ = ct.insert(&t, Dir::Out, 1, &L4::Udp, 10, 0);
+                } else if let Some(hit) = ct.lookup(&t, 0) {
+                    ct.remove(hit.id);
+                }
+                prop_assert_eq!(ct.check(), Ok(()));
+            }
+            let n = ct.len();
+            prop_assert_eq!(ct.iter().count(), n);
+            let removed = ct.retain(|v| v.tuple.src != Ipv4Addr::new(10, 0, 0, 1));
+            prop_assert_eq!(ct.check(), Ok(()));
+            prop_assert_eq!(ct.len() + removed, n);
+            prop_assert!(ct.iter().all(|v| v.tuple.src != Ipv4Addr::new(10, 0, 0, 1)));
+        }
+
+        #[test]
+        fn sweeps_keep_invariants(cap in 1usize..40, seed in any::<u64>(), budget in 1usize..10) {
+            let mut ct = Conntrack::with_seed(cap, seed);
+            for k in 0..cap as u32 {
+                // Half of them idle since 0, half refreshed at 100 s.
+                ct.insert(&udp(k), Dir::In, 1, &L4::Udp, 1, 0).unwrap();
+                if k % 2 == 0 {
+                    let hit = ct.lookup(&udp(k), 0).unwrap();
+                    ct.track(hit, &L4::Udp, 1, 100_000_000_000).unwrap();
+                }
+            }
+            let now = 100_000_000_000;
+            let mut removed = 0;
+            for _ in 0..(ct.slots.len() * 2).div_ceil(budget) {
+                removed += ct.expire(now, budget);
+                prop_assert_eq!(ct.check(), Ok(()));
+            }
+            prop_assert_eq!(removed, cap / 2);
+            prop_assert_eq!(ct.len(), cap.div_ceil(2));
+        }
+    }
+}
