@@ -209,8 +209,7 @@ slave_data() {
 }
 # The kernel reports (and so supports) locked bridge ports (Linux 5.18+).
 locked_supported() { slave_data 'has("locked")' >/dev/null 2>&1; }
-# tx_packets IF: TX packet counter of IF in hp-vm1.
-tx_packets() { vm1 ip -j -s link show dev "$1" | jq '.[0].stats64.tx.packets'; }
+# rx_packets IF: RX packet counter of IF in hp-vm1.
 rx_packets() { vm1 ip -j -s link show dev "$1" | jq '.[0].stats64.rx.packets'; }
 # Nothing received on the NIC may reach the bridge: vm2 cannot ping vm1.
 nic_cut_off() { ! timeout 10 ip netns exec hp-vm2 ping -c 2 -W 1 10.99.3.11; }
@@ -245,15 +244,25 @@ check_filtered() {
     check "filtered: no netns" test ! -e /run/netns/hp-root1
     check "filtered: state file is version 2 with the firewall record" \
         jq -e '.version == 2 and .fw.fw_if == "nsx-fw0" and .fw.fw_peer == "nsx-fw0-peer" and .fw.nft_table == "nsx-agent-eth0"' "$SD/host-state.json"
-    # The host's traffic goes to the firewall veth, never to the NIC.
-    local tx0 rx0
-    tx0="$(tx_packets eth0)"; rx0="$(rx_packets nsx-fw0-peer)"
+    # The host's traffic goes to the firewall veth, never to the NIC: its
+    # ARP requests (broadcasts, which the bridge floods to every port
+    # whatever the port flags say) must not reach hp-vm2, which would learn
+    # 10.99.3.11 from them. (eth0 itself may still send its own IPv6
+    # link-local chatter, so its TX counter proves nothing.)
+    local rx0 br0
+    rx0="$(rx_packets nsx-fw0-peer)"
+    timeout "$T" ip -n hp-vm2 neigh flush all
     check "filtered: without the agent loop hp-vm1 cannot reach 10.99.3.12" \
         bash -c "! ip netns exec hp-vm1 timeout 10 ping -c 2 -W 1 10.99.3.12"
     check "filtered: the host's frames arrive on nsx-fw0-peer" \
         test "$(rx_packets nsx-fw0-peer)" -gt "$rx0"
-    check "filtered: the bridge sent nothing to eth0" test "$(tx_packets eth0)" -eq "$tx0"
+    check "filtered: the host's ARP broadcasts do not leave on eth0" \
+        bash -c "[ -z \"\$(ip -n hp-vm2 neigh show 10.99.3.11)\" ]"
+    # Frames received on eth0 reach neither the host nor the bridge.
+    br0="$(rx_packets nsx-vtep0.0)"
     check "filtered: frames received on eth0 do not reach the host" nic_cut_off
+    check "filtered: nothing from eth0 was delivered to nsx-vtep0.0" \
+        test "$(rx_packets nsx-vtep0.0)" -eq "$br0"
 }
 
 PORT=192.168.50.10/24,192.168.50.1
@@ -363,13 +372,21 @@ if agent setup --filtered on; then
     check "setup reports the firewall peer ifindex" grep -Eq 'fw_peer_ifindex=[1-9]' "$WORK/out"
     check_filtered 1500
     # Each block alone keeps the NIC off the bridge.
+    # Each ingress block alone keeps the NIC's frames out of the bridge
+    # (nsx-vtep0.0 counts every frame delivered to the host).
     if vm1 ip link set dev eth0 type bridge_slave locked off; then
+        br0="$(rx_packets nsx-vtep0.0)"
         check "filtered: NIC still cut off with the port unlocked (nftables alone)" nic_cut_off
+        check "filtered: unlocked port, still nothing delivered to nsx-vtep0.0" \
+            test "$(rx_packets nsx-vtep0.0)" -eq "$br0"
         vm1 ip link set dev eth0 type bridge_slave locked on
     fi
     if locked_supported && timeout 30 nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" nft-del --nic eth0; then
         check "filtered: nftables block deleted for the test" nft_chain false
+        br0="$(rx_packets nsx-vtep0.0)"
         check "filtered: NIC still cut off without nftables (locked port alone)" nic_cut_off
+        check "filtered: locked port alone, nothing delivered to nsx-vtep0.0" \
+            test "$(rx_packets nsx-vtep0.0)" -eq "$br0"
     fi
     if agent setup --filtered on; then
         pass "filtered: second setup adopts the plumbing"

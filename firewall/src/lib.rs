@@ -1,6 +1,6 @@
 //! The distributed firewall, sans-IO: compiled rules and the new-flow
 //! classifier ([`classify`]), a plain linear reference evaluator used to
-//! check it ([`reference`]), connection tracking with the TCP state machine
+//! check it ([`mod@reference`]), connection tracking with the TCP state machine
 //! ([`conntrack`], [`tcp`]), packet parsing down to L4 ([`packet`]), the
 //! per-instance engine tying them together ([`engine`]), and the seed's
 //! `vsipioctl getrules/getaddrsets/getflows` text views ([`show`]).

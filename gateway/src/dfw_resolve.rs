@@ -308,12 +308,15 @@ impl Compiled {
             let mut addrs: Vec<IpNet> = Vec::new();
             match peer {
                 Peer::Group(g) => {
-                    if let Some(&gi) = group_pos.get(g) {
-                        let m = &groups[gi];
+                    let pos = group_pos.get(g).copied();
+                    if let (Some(m), Some(spec)) = (
+                        pos.and_then(|i| groups.get(i)),
+                        pos.and_then(|i| fw.groups.get(i)),
+                    ) {
                         for r in all.iter().filter(|r| m.matches(r)) {
                             member_addrs(r, &mut addrs);
                         }
-                        for set in &fw.groups[gi].criteria.ip_sets {
+                        for set in &spec.criteria.ip_sets {
                             addrs.extend(ip_sets.get(set.as_str()).into_iter().flatten());
                         }
                     }

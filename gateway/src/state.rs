@@ -1,7 +1,7 @@
 //! The declarative desired state an operator applies (`nsx-gateway apply -f
 //! state.yaml`, or `PUT /api/v1/state`): the full set of logical switches and
 //! routers, and the distributed firewall ([`crate::dfw`]). Parsing (YAML or
-//! JSON) and validation; validation reuses [`control::validate`] for
+//! JSON) and validation; validation reuses [`control::validate()`] for
 //! everything an agent would also check and adds the gateway-level rules
 //! (switch tags, VNI 0, route sanity, firewall references), reporting every
 //! problem with its path.

@@ -101,19 +101,26 @@ ms=$(refused_ms vm3 "${IP[vm1]}" 23 || true)
 check "vm3 -> vm1:23 is refused at once (${ms:-no} ms)" bash -c "[[ -n '$ms' && '$ms' -lt 1000 ]]"
 ms=$(refused_ms vm1 "${IP[vm3]}" 22 || true)
 check "vm1 -> vm3:22 (not the allowed direction) is refused (${ms:-no} ms)" bash -c "[[ -n '$ms' && '$ms' -lt 1000 ]]"
-# UDP: ICMP port unreachable comes back to vm3.
-sandbox_bg "$TOPO_DIR/icmp.log" in_overlay vm3 timeout 8 tcpdump -n -l -c 1 -i nsx-eth0 \
-    "icmp and icmp[0] == 3 and icmp[1] == 3"
+# UDP: ICMP port unreachable comes back to vm3 (vm3's own firewall rejects
+# it on the way out and answers for vm1), captured on vm3's nsx-eth0.
+sandbox_bg "$TOPO_DIR/udp.dumpcap.log" in_overlay vm3 timeout 20 dumpcap -P -i nsx-eth0 -w "$TOPO_DIR/udp.pcap"
 cap=$SANDBOX_LAST_PID
-sleep 1
+for ((i = 0; i < 50; i++)); do
+    grep -q "Capturing on" "$TOPO_DIR/udp.dumpcap.log" 2>/dev/null && break
+    sleep 0.1
+done
+sleep 0.2
 for ((i = 0; i < 3; i++)); do
     echo ping | in_overlay vm3 timeout 2 socat -u - "UDP:${IP[vm1]}:9999" 2>/dev/null || true
     sleep 0.2
 done
-sandbox_wait_exit "$cap" 8 || true
-check "a UDP datagram vm3 -> vm1:9999 is answered with ICMP port unreachable" \
-    grep -q "udp port 9999 unreachable" "$TOPO_DIR/icmp.log"
-diag "$(grep unreachable "$TOPO_DIR/icmp.log" || tail -n 3 "$TOPO_DIR/icmp.log")"
+sleep 0.3
+kill -INT "$cap" 2>/dev/null || true
+sandbox_wait_exit "$cap" 5 || true
+got=$(cap_fields "$TOPO_DIR/udp.pcap" "icmp.type == 3 && icmp.code == 3 && udp.dstport == 9999" ip.src ip.dst | tail -n 1)
+check "a UDP datagram vm3 -> vm1:9999 is answered with ICMP port unreachable from vm1's address (tshark)" \
+    grep -qF "${IP[vm1]}" <<<"$got"
+diag "ICMP port unreachable: $got"
 out=$(overlay_ping vm3 "${IP[vm1]}" -c 1 -W 2 2>&1 || true)
 check "ping vm3 -> vm1 is rejected (ICMP administratively prohibited)" grep -qiE 'filtered|prohibited' <<<"$out"
 diag "$(grep -iE 'filtered|prohibited' <<<"$out" | head -n 1)"
@@ -145,9 +152,9 @@ sleep 1.5 # the packet-log writer runs once a second
 check "packet log (vm1): the accepted SYN from vm3, dfwpktlogs format" grep -qE \
     "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z INET match PASS domain-c25/1006 IN 60 TCP ${IP[vm3]//./\\.}/[0-9]+->${IP[vm1]//./\\.}/22 S$" \
     "$TOPO_DIR/vm1/dfwpktlogs.log"
-check "packet log (vm1): vm2's refused SYN, REJECT by the default rule" grep -qE \
-    "INET match REJECT domain-c25/1002 IN 60 TCP ${IP[vm2]//./\\.}/[0-9]+->${IP[vm1]//./\\.}/22 S$" \
-    "$TOPO_DIR/vm1/dfwpktlogs.log"
+check "packet log (vm2): its own SYN to vm1:22 refused on the way out by the default rule" grep -qE \
+    "INET match REJECT domain-c25/1002 OUT 60 TCP ${IP[vm2]//./\\.}/[0-9]+->${IP[vm1]//./\\.}/22 S$" \
+    "$TOPO_DIR/vm2/dfwpktlogs.log"
 diag "$(tail -n 3 "$TOPO_DIR/vm1/dfwpktlogs.log")"
 
 # apply_and_wait: apply state.yaml, wait until vm1 and vm3 acked their new versions.
