@@ -179,7 +179,8 @@ impl Firewall {
         Firewall {
             policy: None,
             failure,
-            conntrack: Conntrack::new(capacity),
+            // A random hash seed, so tuples that collide cannot be precomputed.
+            conntrack: Conntrack::with_seed(capacity, random_seed()),
             hits: Vec::new(),
             index_of: IdMap::default(),
             counters: FwCounters::default(),
@@ -429,6 +430,12 @@ impl Firewall {
         };
         Some(self.policy.as_ref()?.classify(dir, &info.tuple, pkt.icmp()))
     }
+}
+
+/// 64 random bits from the standard library's per-process hash keys.
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
 }
 
 /// The answer for a rejected packet: RST for TCP, port unreachable for UDP,
