@@ -124,11 +124,6 @@ fn benches(c: &mut Criterion) {
                     i + BATCH
                 };
                 let batch = &packets[start..start + BATCH];
-                if std::env::var_os("TWO").is_some() {
-                    for (t, _) in batch {
-                        ct.prefetch_tag(black_box(t));
-                    }
-                }
                 for (t, _) in batch {
                     ct.prefetch(black_box(t));
                 }

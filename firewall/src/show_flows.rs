@@ -20,7 +20,7 @@
 //! | 9 | `172.16.10.12:Unknown(44194)` | initiator address:service(port) |
 //! | 10 | `172.16.10.11:ssh(22)` | responder address:service(port) |
 //! | 11 | `2413` | age of the connection, seconds |
-//! | 12 | `EST` | state (TCP: SYN_SENT, SYN_RECV, EST, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSED; UDP/other: FIRST, SINGLE, MULTIPLE; ICMP: FIRST, REPLIED) |
+//! | 12 | `EST` | state (TCP: SYN_SENT, SYN_SENT2 (simultaneous open), SYN_RECV, EST, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSED; UDP/other: FIRST, SINGLE, MULTIPLE; ICMP: FIRST, REPLIED) |
 //! | 13, 14 | `3017 2957` | bytes initiator -> responder, responder -> initiator |
 //! | 15, 16 | `19 18` | packets initiator -> responder, responder -> initiator |
 //!

@@ -230,6 +230,7 @@ impl Peer {
     }
 
     /// The shift to apply to this side's (non-SYN) windows.
+    #[inline]
     fn shift(&self) -> u8 {
         if self.scale > MAX_WSCALE {
             0
@@ -250,6 +251,7 @@ enum Seg {
 }
 
 impl Seg {
+    #[inline]
     fn of(flags: u8) -> Result<Seg, TcpInvalid> {
         const SYN: u8 = TcpMeta::SYN;
         const ACK: u8 = TcpMeta::ACK;
@@ -334,6 +336,7 @@ impl TcpConn {
     /// Rebuilds a connection from its parts (a saved or packed entry).
     /// Scales above [`NO_WSCALE`] are clamped to it, so any input is a
     /// connection [`TcpConn::segment`] can work on.
+    #[inline]
     pub fn from_parts(state: TcpState, mut peers: [Peer; 2]) -> TcpConn {
         for p in &mut peers {
             p.scale = p.scale.min(NO_WSCALE);
@@ -341,17 +344,20 @@ impl TcpConn {
         TcpConn { state, peers }
     }
 
+    #[inline]
     pub fn state(&self) -> TcpState {
         self.state
     }
 
     /// Both directions: `[initiator, responder]`.
+    #[inline]
     pub fn peers(&self) -> &[Peer; 2] {
         &self.peers
     }
 
     /// Window checks are off: the connection was picked up without its
     /// handshake, so the window scales are unknown.
+    #[inline]
     pub fn liberal(&self) -> bool {
         self.state != TcpState::SynSent
             && (self.peers[0].scale == NO_WSCALE || self.peers[1].scale == NO_WSCALE)
@@ -360,6 +366,7 @@ impl TcpConn {
     /// Tracks one segment, sent by the responder if `reply`. Returns the new
     /// state, or why the segment is invalid; an invalid segment leaves the
     /// connection untouched.
+    #[inline]
     pub fn segment(&mut self, reply: bool, seg: &TcpMeta) -> Result<TcpState, TcpInvalid> {
         let mut next = *self;
         let state = next.step(usize::from(reply), seg)?;
@@ -368,6 +375,7 @@ impl TcpConn {
         Ok(state)
     }
 
+    #[inline]
     fn step(&mut self, d: usize, seg: &TcpMeta) -> Result<TcpState, TcpInvalid> {
         use TcpState::*;
         let old = self.state;
@@ -409,6 +417,7 @@ impl TcpConn {
         }
     }
 
+    #[inline]
     fn syn(&mut self, reply: bool, seg: &TcpMeta) -> Result<TcpState, TcpInvalid> {
         use TcpState::*;
         match (self.state, reply) {
@@ -440,6 +449,7 @@ impl TcpConn {
         }
     }
 
+    #[inline]
     fn rst(&mut self, d: usize, seg: &TcpMeta) -> Result<TcpState, TcpInvalid> {
         let ok = match self.state {
             // The responder refuses: the RST must acknowledge the SYN.
@@ -460,6 +470,7 @@ impl TcpConn {
     /// Bounds I and II on the RST's sequence number (never relaxed for
     /// empty segments, unlike data), and III/IV on its ACK if it has one.
     /// Some stacks send RST+ACK with a zero ACK; that ACK is ignored.
+    #[inline]
     fn rst_in_window(&self, d: usize, seg: &TcpMeta) -> bool {
         let (s, r) = (&self.peers[d], &self.peers[1 - d]);
         let end = seg.seq.wrapping_add(seg.payload_len);
@@ -481,6 +492,7 @@ impl TcpConn {
 
     /// Checks bounds I-IV for a segment from `peers[d]` and, if it passes,
     /// updates both directions.
+    #[inline]
     fn window(&mut self, d: usize, seg: &TcpMeta) -> Result<(), TcpInvalid> {
         let syn = seg.has(TcpMeta::SYN);
         let fin = seg.has(TcpMeta::FIN);
@@ -569,6 +581,7 @@ impl TcpConn {
         Ok(())
     }
 
+    #[inline]
     fn after_fin(&mut self, d: usize) -> TcpState {
         use TcpState::*;
         self.peers[d].fin = true;
@@ -580,6 +593,7 @@ impl TcpConn {
         }
     }
 
+    #[inline]
     fn after_ack(&self, d: usize, seg: &TcpMeta) -> TcpState {
         use TcpState::*;
         let other = &self.peers[1 - d];
@@ -595,18 +609,22 @@ impl TcpConn {
 }
 
 /// Sequence-number order (RFC 1982 serial arithmetic): `a` before `b`.
+#[inline]
 fn before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
+#[inline]
 fn after(a: u32, b: u32) -> bool {
     before(b, a)
 }
 
+#[inline]
 fn before_eq(a: u32, b: u32) -> bool {
     !after(a, b)
 }
 
+#[inline]
 fn after_eq(a: u32, b: u32) -> bool {
     !before(a, b)
 }

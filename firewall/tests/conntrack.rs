@@ -253,6 +253,36 @@ fn full_table_refuses_new_connections_and_keeps_tracking_old_ones() {
 }
 
 #[test]
+fn full_table_reclaims_expired_entries_the_sweep_has_not_reached() {
+    // Two buckets per entry at this size: the 8-bucket reclaim scan from
+    // the new key's home covers the whole table.
+    let mut ct = table(2);
+    ct.insert(&udp(0), Dir::Out, 1, &L4::Udp, 10, T0).unwrap();
+    ct.insert(&udp(1), Dir::Out, 1, &L4::Udp, 10, T0 + 10 * SEC)
+        .unwrap();
+    // udp(0) idle 22 s > 21 s, udp(1) still alive.
+    let now = T0 + 22 * SEC;
+    ct.insert(&udp(2), Dir::Out, 1, &L4::Udp, 10, now).unwrap();
+    assert_eq!(ct.stats().removed_expired, 1);
+    assert!(ct.lookup(&udp(0), now).is_none());
+    assert!(ct.lookup(&udp(1), now).is_some());
+    assert_eq!(
+        ct.insert(&udp(3), Dir::Out, 1, &L4::Udp, 10, now),
+        Err(Full::Capacity(2))
+    );
+
+    // A limit lowered below the count: one reclaimed entry is not room.
+    ct.set_limit(Some(1));
+    let later = T0 + 35 * SEC; // udp(1) expired, udp(2) refreshed
+    send(&mut ct, &udp(2), L4::Udp, later).unwrap();
+    assert_eq!(
+        ct.insert(&udp(3), Dir::Out, 1, &L4::Udp, 10, later),
+        Err(Full::Limit(1))
+    );
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
 fn instance_limit() {
     let mut ct = table(10);
     ct.set_limit(Some(2));
