@@ -1317,6 +1317,7 @@ mod prop {
     use crate::framing::prop::{agent_msg, gateway_msg};
 
     #[derive(Debug, Clone)]
+    #[allow(clippy::large_enum_variant)] // test-only event list
     enum AgentEv {
         Connected,
         Msg(GatewayMsg),

@@ -72,6 +72,7 @@ fn retable(p: &mut Pipeline, me: Vm, fw: Option<FirewallConfig>) {
 }
 
 /// A TCP segment between two instances on ls-web.
+#[allow(clippy::too_many_arguments)]
 fn tcp(
     from: Vm,
     to: Vm,
