@@ -267,6 +267,65 @@ else
     bad "counters of vm1"
 fi
 
+say "Distributed firewall: a rule added at the gateway, enforced at every instance"
+sandbox_bg "$TOPO_DIR/echo22.log" in_overlay vm1 timeout 120 socat TCP-LISTEN:22,fork,reuseaddr EXEC:cat
+for ((i = 0; i < 50; i++)); do in_overlay vm1 ss -ltn | grep -q ':22 ' && break; sleep 0.1; done
+# try_ssh FROM: one line to vm1:22 (an echo service), prints the answer or the error.
+try_ssh() {
+    echo "hello from $1" | in_overlay "$1" timeout 5 socat -t 1 - "TCP:${OIP[vm1]}:22,connect-timeout=3" 2>&1 |
+        sed 's/^.*socat\[[0-9]*\] E //' || true
+}
+printf '  before: vm2 -> vm1:22 answers "%s"\n' "$(try_ssh vm2)"
+cat >"$TOPO_DIR/fw.yaml" <<'EOF'
+firewall:
+  groups:
+    - name: web-tier
+      match: {switch: [web-ls]}
+  sections:
+    - name: domain-c25
+      rules:
+        - id: 1006
+          sources: [group:web-tier]
+          destinations: [group:web-tier]
+          services: [{protocol: tcp, port: 22}]
+          action: accept
+          log: true
+        - id: 1005
+          services: [{protocol: icmp}]
+          action: accept
+  default_rule: {id: 1002, action: reject, log: true}
+EOF
+cat "$TOPO_DIR/state.yaml" "$TOPO_DIR/fw.yaml" >"$TOPO_DIR/state-fw.yaml"
+printf '$ cat >> state.yaml   # ssh only inside the web tier, everything else rejected\n'
+indent <"$TOPO_DIR/fw.yaml"
+printf '$ nsx-gateway apply -f state.yaml --dir %s\n' "$GW_DIR"
+if gw_apply "$TOPO_DIR/state-fw.yaml" >"$TOPO_DIR/gw-apply-fw.log" 2>&1; then
+    indent <"$TOPO_DIR/gw-apply-fw.log"
+    for vm in vm1 vm2 vm3; do gw_wait_applied "$vm" "$(gw_desired_version "$vm")" 10 || bad "$vm applies the rules"; done
+    good "rules applied; every agent acked its new version"
+else
+    indent <"$TOPO_DIR/gw-apply-fw.log"
+    bad "nsx-gateway apply (firewall)"
+fi
+a3=$(try_ssh vm3)
+a2=$(try_ssh vm2)
+printf '  vm3 (web-ls) -> vm1:22: %s\n  vm2 (app-ls) -> vm1:22: %s\n' "$a3" "$a2"
+if [[ "$a3" == "hello from vm3" ]]; then good "vm3, in the web tier, still reaches vm1:22"; else bad "vm3 -> vm1:22 after the rule"; fi
+if grep -q "Connection refused" <<<"$a2"; then good "vm2 is refused at once (a RST from its own agent's firewall)"; else bad "vm2 -> vm1:22 should be refused"; fi
+sandbox_bg "$TOPO_DIR/session.log" bash -c "sleep 3 | ip netns exec $(topo_root vm3) timeout 10 socat - TCP:${OIP[vm1]}:22"
+sleep 1
+show "$NSX_AGENT" ctl --socket "$(topo_socket vm1)" getrules
+show "$NSX_AGENT" ctl --socket "$(topo_socket vm1)" getaddrsets
+show "$NSX_AGENT" ctl --socket "$(topo_socket vm1)" getflows
+sleep 1.2
+printf '$ tail -n 3 %s   # dfwpktlogs.log of vm2\n' "$TOPO_DIR/vm2/dfwpktlogs.log"
+tail -n 3 "$TOPO_DIR/vm2/dfwpktlogs.log" 2>/dev/null | indent
+if grep -q "INET match REJECT domain-c25/1002 OUT" "$TOPO_DIR/vm2/dfwpktlogs.log" 2>/dev/null; then
+    good "the refused connection is in vm2's packet log"
+else
+    bad "vm2's packet log"
+fi
+
 if [[ $FAILS -gt 0 ]]; then
     say "demo: $FAILS step(s) FAILED"
     [[ $CHECK == 1 ]] && exit 1
