@@ -923,6 +923,14 @@ impl Conntrack {
     /// Keeps only the connections `f` accepts (rule re-check); returns how
     /// many were removed. `f` sees each connection exactly once.
     pub fn retain(&mut self, mut f: impl FnMut(&FlowView) -> bool) -> usize {
+        self.recheck(|v| f(v).then_some(v.rule_id))
+    }
+
+    /// Rule re-check: `f` returns the id of the rule that admits each
+    /// connection now (recorded on the entry, so `getflows` shows it), or
+    /// `None` to remove it. Returns how many were removed; `f` sees each
+    /// connection exactly once.
+    pub fn recheck(&mut self, mut f: impl FnMut(&FlowView) -> Option<u32>) -> usize {
         if self.len == 0 {
             return 0;
         }
@@ -936,10 +944,15 @@ impl Conntrack {
         let mut i = start;
         let mut visited = 0;
         while visited < n {
-            if self.tags[i] != 0 && !f(&self.view(i)) {
-                self.remove_at(i);
-                removed += 1;
-                continue;
+            if self.tags[i] != 0 {
+                match f(&self.view(i)) {
+                    Some(rule_id) => self.slots[i].rule_id = rule_id,
+                    None => {
+                        self.remove_at(i);
+                        removed += 1;
+                        continue;
+                    }
+                }
             }
             i = if i + 1 == n { 0 } else { i + 1 };
             visited += 1;

@@ -217,10 +217,7 @@ impl Firewall {
             }
             index_of.insert(r.id, u32::try_from(i).unwrap_or(u32::MAX));
         }
-        let removed = self.conntrack.retain(|f| {
-            let icmp = (f.tuple.proto == 1).then_some((8, 0));
-            policy.classify(f.dir, &f.tuple, icmp).action == Action::Accept
-        });
+        let removed = recheck(&mut self.conntrack, &policy);
         self.counters.recheck_removed += removed as u64;
         self.hits = hits;
         self.index_of = index_of;
@@ -234,10 +231,7 @@ impl Firewall {
     pub fn restore(&mut self, flows: &[crate::conntrack::SavedFlow], now_ns: u64) -> usize {
         let restored = self.conntrack.restore(flows, now_ns);
         let removed = match self.policy.clone() {
-            Some(policy) => self.conntrack.retain(|f| {
-                let icmp = (f.tuple.proto == 1).then_some((8, 0));
-                policy.classify(f.dir, &f.tuple, icmp).action == Action::Accept
-            }),
+            Some(policy) => recheck(&mut self.conntrack, &policy),
             None => 0,
         };
         restored.saturating_sub(removed)
@@ -430,6 +424,17 @@ impl Firewall {
         };
         Some(self.policy.as_ref()?.classify(dir, &info.tuple, pkt.icmp()))
     }
+}
+
+/// Re-classifies every connection by its initiator's first-packet tuple
+/// (ICMP as an echo request): kept with the rule that admits it now, or
+/// removed. Returns how many were removed.
+fn recheck(ct: &mut Conntrack, policy: &Policy) -> usize {
+    ct.recheck(|f| {
+        let icmp = (f.tuple.proto == 1).then_some((8, 0));
+        let m = policy.classify(f.dir, &f.tuple, icmp);
+        (m.action == Action::Accept).then_some(m.rule_id)
+    })
 }
 
 /// 64 random bits from the standard library's per-process hash keys.

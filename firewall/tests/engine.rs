@@ -342,3 +342,28 @@ fn reject_rules_answer_and_l2_rules_drop() {
         "acks the SYN"
     );
 }
+
+#[test]
+fn a_rule_change_records_the_rule_that_admits_each_connection_now() {
+    let mut fw = firewall(config(), 64);
+    fw.process(Dir::Out, &udp(ME, PEER, 5000, 53), 0);
+    assert_eq!(fw.conntrack().iter().next().unwrap().rule_id, 10);
+    let mut cfg = config();
+    cfg.rulesets[0].rules.insert(
+        0,
+        Rule {
+            id: 53,
+            direction: control::Direction::Out,
+            sources: vec![],
+            destinations: vec![],
+            services: vec![Service {
+                port: Some(PortRange::single(53)),
+                ..Service::any_of(Protocol::Number(17))
+            }],
+            action: Action::Accept,
+            log: false,
+        },
+    );
+    assert_eq!(fw.set_policy(Arc::new(Policy::compile(&cfg).unwrap())), 0);
+    assert_eq!(fw.conntrack().iter().next().unwrap().rule_id, 53);
+}
