@@ -210,6 +210,12 @@ impl Shell {
             return false;
         }
         let now = self.now_ns();
+        if self.pipeline.wants_prefetch() {
+            // Overlap the connection-table misses of the whole batch.
+            for i in 0..n {
+                self.pipeline.prefetch_port(self.port_rx.frame(i).0);
+            }
+        }
         for i in 0..n {
             if self.out.needs_flush() {
                 self.flush();
@@ -233,6 +239,15 @@ impl Shell {
             return false;
         }
         let now = self.now_ns();
+        if self.pipeline.wants_prefetch() {
+            for i in 0..n {
+                let (payload, _) = self.underlay_rx.frame(i);
+                let seg = self.underlay_rx.gro_size(i).unwrap_or(payload.len()).max(1);
+                for datagram in payload.chunks(seg) {
+                    self.pipeline.prefetch_underlay(datagram);
+                }
+            }
+        }
         for i in 0..n {
             let src = self.underlay_rx.source(i);
             let (payload, truncated) = self.underlay_rx.frame(i);

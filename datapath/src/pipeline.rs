@@ -62,6 +62,28 @@ impl Pipeline {
         self.firewall.as_mut()
     }
 
+    /// True when [`Pipeline::prefetch_port`] / [`Pipeline::prefetch_underlay`]
+    /// over a batch before processing it pays off (a connection table too
+    /// big for the caches).
+    pub fn wants_prefetch(&self) -> bool {
+        self.firewall.as_ref().is_some_and(Firewall::wants_prefetch)
+    }
+
+    /// Prefetches what a frame from the port (with its virtio-net header)
+    /// will look up. No state changes.
+    pub fn prefetch_port(&self, buf: &[u8]) {
+        if let Some(fw) = &self.firewall {
+            fw.prefetch(buf.get(VIRTIO_NET_HDR_LEN..).unwrap_or_default());
+        }
+    }
+
+    /// Prefetches what a Geneve payload from the underlay will look up.
+    pub fn prefetch_underlay(&self, udp_payload: &[u8]) {
+        if let (Some(fw), Ok(p)) = (&self.firewall, geneve::geneve::parse(udp_payload)) {
+            fw.prefetch(p.payload);
+        }
+    }
+
     /// Housekeeping between batches (reclaims idle connections).
     pub fn tick(&mut self, now_ns: u64) {
         if let Some(fw) = &mut self.firewall {

@@ -170,6 +170,10 @@ impl Hasher for IdHasher {
 
 type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
 
+/// Table size from which [`Firewall::wants_prefetch`] says yes: beyond
+/// ~64k entries (7 MB of slots) lookups start missing the last-level cache.
+const PREFETCH_FROM: usize = 1 << 16;
+
 /// Entries visited per [`Firewall::tick`].
 const EXPIRE_BUDGET: usize = 1024;
 
@@ -266,6 +270,25 @@ impl Firewall {
 
     pub fn log_mut(&mut self) -> &mut LogRing {
         &mut self.log
+    }
+
+    /// True when the connection table is big enough that its lookups miss
+    /// the CPU caches, so prefetching a batch first pays off.
+    pub fn wants_prefetch(&self) -> bool {
+        self.policy.is_some() && self.conntrack.len() >= PREFETCH_FROM
+    }
+
+    /// Starts loading the connection entry `frame` will look up (call for
+    /// every frame of a batch before processing it; see
+    /// [`Conntrack::prefetch`]). No state changes.
+    pub fn prefetch(&self, frame: &[u8]) {
+        if let Ok(packet::Packet {
+            class: Class::Ipv4(info),
+            ..
+        }) = packet::parse(frame)
+        {
+            self.conntrack.prefetch(&info.tuple);
+        }
     }
 
     /// Housekeeping to call about once per batch: reclaims idle connections.
