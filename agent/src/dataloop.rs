@@ -92,6 +92,15 @@ struct Shell {
     epoch: Instant,
 }
 
+/// How the overlay loop runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Merge received TCP segments for the port (needs TSO on the veth).
+    pub coalesce: bool,
+    /// Connections the firewall tracks at most.
+    pub max_flows: usize,
+}
+
 /// Runs until [`Ctl::Stop`].
 pub fn run(
     tables: Arc<Tables>,
@@ -100,13 +109,17 @@ pub fn run(
     waker: Arc<Waker>,
     snapshot: Arc<Mutex<Snapshot>>,
     epoch: Instant,
-    coalesce: bool,
+    opts: Options,
 ) {
+    let Options {
+        coalesce,
+        max_flows,
+    } = opts;
     let port_fd: RawFd = sockets.port.as_ref().map_or(-1, |s| s.as_raw_fd());
     let geneve_fd = sockets.geneve_rx.as_raw_fd();
     let mut shell = Shell {
         sockets,
-        pipeline: Pipeline::new(tables),
+        pipeline: Pipeline::with_flow_capacity(tables, max_flows),
         out: if coalesce {
             Output::with_coalescing(OUTPUT_SLOTS, io::RX_BUF, PORT_SLOTS)
         } else {

@@ -28,6 +28,7 @@ use crate::fwctl::{FwQuery, FwReply};
 use crate::gwclient::{self, ApplyRequest, GatewayStatus};
 use crate::host::{self, NicInfo, PortPlan};
 use crate::io::{self, Waker};
+use crate::msegloop;
 use crate::persist::{self, Applied};
 use crate::underlay::{self, UdpPool};
 
@@ -46,6 +47,8 @@ enum StartError {
     Enroll(#[from] enroll::EnrollError),
     #[error("gateway TLS: {0}")]
     Tls(#[from] gwclient::TlsSetupError),
+    #[error(transparent)]
+    Mseg(#[from] msegloop::MsegError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -117,6 +120,27 @@ fn local_host(nic: &NicInfo) -> Result<LocalHost, StartError> {
         overlay_mtu: mtu as u16,
         kernel_udp: true,
     })
+}
+
+/// Micro-segmentation through the agent's firewall: no overlay port, and
+/// either a gateway (which always sends rules) or a static firewall section.
+fn filtered(cfg: &AgentConfig, desired: &InstanceConfig) -> bool {
+    desired.port.is_none() && (cfg.gateway.is_some() || desired.firewall.is_some())
+}
+
+/// What a gateway-mode agent runs before the gateway's first config when
+/// its failure policy is `failClosed`: micro-segmentation without any
+/// ruleset, so the firewall passes management traffic only.
+fn fail_closed_start() -> InstanceConfig {
+    InstanceConfig {
+        version: 0,
+        tep_id: 1,
+        switches: Vec::new(),
+        routers: Vec::new(),
+        port: None,
+        remote_ports: Vec::new(),
+        firewall: None,
+    }
 }
 
 /// The overlay address plan of the local port in `desired`.
@@ -275,6 +299,11 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     let cfg = AgentConfig::load(path)?;
     let nic = host::inspect_nic(&cfg.host).await?;
     let lh = local_host(&nic)?;
+    // Resolved now: once the NIC is filtered, name resolution may be blocked.
+    let management = match &cfg.gateway {
+        Some(g) => msegloop::management_endpoints(g)?,
+        None => Vec::new(),
+    };
     // Counters outlive datapath restarts (mode changes) and feed the gateway's Status.
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
     let (mut gw, persisted) = match &cfg.gateway {
@@ -297,8 +326,16 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             );
             desired_from(&p)
         }
+        (None, None) if cfg.host.failure_policy == firewall::FailurePolicy::FailClosed => {
+            tracing::info!(
+                "no config yet: filtering the NIC fail-closed (management only) until the gateway's first"
+            );
+            fail_closed_start()
+        }
         (None, None) => loop {
-            tracing::info!("waiting for the gateway's first config");
+            tracing::info!(
+                "waiting for the gateway's first config (failOpen: the host is not touched)"
+            );
             tokio::select! {
                 _ = signals.term.recv() => return Ok(()),
                 _ = signals.int.recv() => return Ok(()),
@@ -323,10 +360,16 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     loop {
         let tables = Arc::new(Tables::build(&desired, lh)?);
         let plan = port_plan(&cfg.host, &desired);
-        let plumbed = host::setup(&cfg.host, plan.as_ref()).await?;
+        let filter = filtered(&cfg, &desired);
+        let mode = match &plan {
+            Some(p) => host::Mode::Overlay(p),
+            None if filter => host::Mode::MicrosegFiltered,
+            None => host::Mode::Microseg,
+        };
+        let plumbed = host::setup(&cfg.host, mode).await?;
         tracing::info!(
             nic = %cfg.host.nic, underlay = %plumbed.underlay_ip, overlay_mtu = plumbed.overlay_mtu,
-            mode = if plan.is_some() { "overlay" } else { "micro-segmentation" },
+            mode = if plan.is_some() { "overlay" } else if filter { "micro-segmentation (filtered)" } else { "micro-segmentation" },
             "host plumbing ready"
         );
         let ctx = ServeCtx {
@@ -336,6 +379,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             lh,
             snapshot: Arc::clone(&snapshot),
             desired: &desired,
+            management: &management,
         };
         match serve(
             &ctx,
@@ -386,6 +430,8 @@ struct ServeCtx<'a> {
     snapshot: Arc<Mutex<Snapshot>>,
     /// The desired state `serve` starts with (the tables are built from it).
     desired: &'a InstanceConfig,
+    /// The gateway endpoints the micro-segmentation firewall never filters.
+    management: &'a [std::net::SocketAddrV4],
 }
 
 /// What applying a config needs; shared by SIGHUP and the gateway.
@@ -394,6 +440,9 @@ struct Applier<'a> {
     plumbed: &'a host::Plumbed,
     lh: LocalHost,
     plan: Option<PortPlan>,
+    /// Filtered micro-segmentation (see [`filtered`]).
+    filter: bool,
+    cfg: &'a AgentConfig,
     ctl: Sender<Ctl>,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
@@ -410,7 +459,7 @@ impl Applier<'_> {
     async fn apply(&mut self, desired: &InstanceConfig) -> Result<ApplyOutcome, String> {
         let tables = Arc::new(Tables::build(desired, self.lh).map_err(|e| e.to_string())?);
         let new_plan = port_plan(self.host, desired);
-        if new_plan.is_some() != self.plan.is_some() {
+        if new_plan.is_some() != self.plan.is_some() || filtered(self.cfg, desired) != self.filter {
             return Ok(ApplyOutcome::NeedsRebuild);
         }
         if new_plan != self.plan {
@@ -462,24 +511,32 @@ async fn serve(
         move |source| StartError::Io { what, source }
     };
     let underlay_ip: Ipv4Addr = plumbed.underlay_ip;
-    let geneve_rx = io::udp_socket(underlay_ip, geneve::GENEVE_PORT).map_err(io_err(&format!(
-        "UDP socket {underlay_ip}:{}",
-        geneve::GENEVE_PORT
-    )))?;
-    underlay::enable_gro(&geneve_rx).map_err(io_err("UDP_GRO on the Geneve socket"))?;
-    let pool = UdpPool::bind(underlay_ip)
-        .map_err(io_err(&format!("UDP source-port pool on {underlay_ip}")))?;
-    tracing::debug!(ports = ?pool.ports(), "Geneve source ports bound");
-    let sockets = Sockets {
-        port: match plan {
-            Some(_) => Some(
-                io::packet_socket(plumbed.peer_ifindex)
-                    .map_err(io_err("AF_PACKET socket on the overlay peer"))?,
-            ),
-            None => None,
-        },
-        geneve_rx,
-        underlay_tx: pool,
+    let filter = plan.is_none() && filtered(cfg, ctx.desired);
+    let datapath = if filter {
+        Datapath::Mseg(Box::new(msegloop::MsegLoop {
+            sockets: msegloop::Sockets::open(plumbed.nic_ifindex, plumbed.fw_peer_ifindex)?,
+            firewall: msegloop::new_firewall(&cfg.host, ctx.management.to_vec()),
+            nic_mac: plumbed.nic.mac,
+        }))
+    } else {
+        let geneve_rx = io::udp_socket(underlay_ip, geneve::GENEVE_PORT).map_err(io_err(
+            &format!("UDP socket {underlay_ip}:{}", geneve::GENEVE_PORT),
+        ))?;
+        underlay::enable_gro(&geneve_rx).map_err(io_err("UDP_GRO on the Geneve socket"))?;
+        let pool = UdpPool::bind(underlay_ip)
+            .map_err(io_err(&format!("UDP source-port pool on {underlay_ip}")))?;
+        tracing::debug!(ports = ?pool.ports(), "Geneve source ports bound");
+        Datapath::Overlay(Sockets {
+            port: match plan {
+                Some(_) => Some(
+                    io::packet_socket(plumbed.peer_ifindex)
+                        .map_err(io_err("AF_PACKET socket on the overlay peer"))?,
+                ),
+                None => None,
+            },
+            geneve_rx,
+            underlay_tx: pool,
+        })
     };
     let listener = api::bind(&cfg.host.api_socket).map_err(io_err(&format!(
         "API socket {}",
@@ -521,10 +578,23 @@ async fn serve(
             Arc::clone(&tables),
             ctx.started,
         );
+        let max_flows = cfg.host.max_flows;
         std::thread::Builder::new()
             .name("nsx-datapath".into())
-            .spawn(move || {
-                dataloop::run(tables, sockets, ctl_rx, waker, snapshot, started, coalesce)
+            .spawn(move || match datapath {
+                Datapath::Overlay(sockets) => dataloop::run(
+                    tables,
+                    sockets,
+                    ctl_rx,
+                    waker,
+                    snapshot,
+                    started,
+                    dataloop::Options {
+                        coalesce,
+                        max_flows,
+                    },
+                ),
+                Datapath::Mseg(lp) => msegloop::run(*lp, tables, ctl_rx, waker, snapshot, started),
             })
             .map_err(io_err("datapath thread"))?
     };
@@ -573,6 +643,8 @@ async fn serve(
         plumbed: &plumbed,
         lh: ctx.lh,
         plan,
+        filter,
+        cfg,
         ctl: ctl_tx.clone(),
         waker: Arc::clone(&waker),
         shared: Arc::clone(&shared),
@@ -628,6 +700,13 @@ async fn serve(
     let _ = tokio::task::spawn_blocking(move || dp.join()).await;
     let _ = std::fs::remove_file(&cfg.host.api_socket);
     Ok(exit)
+}
+
+/// The datapath thread's sockets: the overlay loop's, or the filtered
+/// micro-segmentation loop's.
+enum Datapath {
+    Overlay(Sockets),
+    Mseg(Box<msegloop::MsegLoop>),
 }
 
 /// Saves the firewall's connection table for the next start.
