@@ -371,7 +371,6 @@ if agent setup --filtered on; then
     pass "setup filtered micro-seg"
     check "setup reports the firewall peer ifindex" grep -Eq 'fw_peer_ifindex=[1-9]' "$WORK/out"
     check_filtered 1500
-    # Each block alone keeps the NIC off the bridge.
     # Each ingress block alone keeps the NIC's frames out of the bridge
     # (nsx-vtep0.0 counts every frame delivered to the host).
     if vm1 ip link set dev eth0 type bridge_slave locked off; then

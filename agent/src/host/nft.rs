@@ -183,7 +183,7 @@ fn nft_type(msg: u16) -> u16 {
 fn err(step: &'static str, table: &str, source: io::Error) -> HostError {
     HostError::Io {
         step,
-        target: format!("nftables table netdev {table}"),
+        target: format!("nftables table bridge {table}"),
         source,
     }
 }
@@ -519,17 +519,19 @@ mod tests {
         );
         m.attr_str(NFTA_CHAIN_TABLE, "t");
         m.nest_begin(NFTA_CHAIN_HOOK);
-        m.attr_be32(NFTA_HOOK_HOOKNUM, 0);
-        m.attr_str(NFTA_HOOK_PRIORITY, "eth0");
+        m.attr_be32(NFTA_HOOK_HOOKNUM, NF_BR_POST_ROUTING);
+        m.attr_be32(NFTA_HOOK_PRIORITY, HOOK_PRIORITY as u32);
         m.nest_end();
         let buf = m.end();
-        // header 16 + nfgenmsg 4 + "t\0" attr 8 + nest (4 + 8 + 12) = 52
-        assert_eq!(buf.len(), 52);
-        assert_eq!(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]), 52);
+        // header 16 + nfgenmsg 4 + "t\0" attr 8 + nest (4 + 8 + 8) = 48
+        assert_eq!(buf.len(), 48);
+        assert_eq!(u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]), 48);
         assert_eq!(u16::from_ne_bytes([buf[4], buf[5]]), 0x0a03);
         assert_eq!(buf[16], NFPROTO_BRIDGE);
-        // nested attribute: length 24, type 4 | NLA_F_NESTED
-        assert_eq!(u16::from_ne_bytes([buf[28], buf[29]]), 24);
+        // nested attribute: length 20, type 4 | NLA_F_NESTED, values big-endian
+        assert_eq!(u16::from_ne_bytes([buf[28], buf[29]]), 20);
+        assert_eq!(&buf[36..40], &NF_BR_POST_ROUTING.to_be_bytes());
+        assert_eq!(&buf[44..48], &(-500i32).to_be_bytes());
         assert_eq!(u16::from_ne_bytes([buf[30], buf[31]]), 4 | NLA_F_NESTED);
         let parsed = messages(&buf);
         assert_eq!(parsed.len(), 1);
