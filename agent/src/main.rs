@@ -14,7 +14,6 @@ mod gwclient;
 mod host;
 mod io;
 // Filtered micro-segmentation datapath; run.rs starts it (see its docs).
-#[allow(dead_code)]
 mod msegloop;
 mod persist;
 mod pktlog;
