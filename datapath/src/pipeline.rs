@@ -95,6 +95,12 @@ impl Pipeline {
     /// endpoint's underlay address into the new snapshot; the firewall
     /// takes the new policy atomically and re-checks its connections.
     pub fn set_tables(&mut self, tables: Arc<Tables>) {
+        // A port that went away or changed address takes its connections along.
+        if self.tables.port != tables.port
+            && let Some(fw) = &mut self.firewall
+        {
+            fw.clear_flows();
+        }
         match &tables.firewall {
             Some(policy) => {
                 let capacity = self.flow_capacity;

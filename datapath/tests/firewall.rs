@@ -387,3 +387,28 @@ fn arp_is_never_filtered() {
     let req = arp_request(VM1.mac, VM1.ip, gw_web());
     assert_eq!(a.from_port(&req, 1, &mut out), Verdict::Replied);
 }
+
+#[test]
+fn a_port_that_changes_takes_its_connections_along() {
+    let mut a = pipeline(VM1, Some(policy(true)));
+    let mut out = output();
+    let syn = tcp(VM3, VM1, 40000, 22, SYN, 1000, 0, 0);
+    a.from_underlay(
+        VM3.underlay,
+        &geneve_from(&VM3, VNI_WEB, VM3.tep_id, &syn),
+        1,
+        &mut out,
+    );
+    assert_eq!(a.firewall().unwrap().conntrack().len(), 1);
+    // Same port: a rule-only change keeps the connection.
+    retable(&mut a, VM1, Some(policy(true)));
+    assert_eq!(a.firewall().unwrap().conntrack().len(), 1);
+    // The port moves to another address: its connections go.
+    let (mut cfg, host) = config_for(VM1, 1500);
+    cfg.firewall = Some(policy(true));
+    if let Some(p) = cfg.port.as_mut() {
+        p.ip = "192.168.100.30".parse().unwrap();
+    }
+    a.set_tables(Arc::new(Tables::build(&cfg, host).unwrap()));
+    assert_eq!(a.firewall().unwrap().conntrack().len(), 0);
+}

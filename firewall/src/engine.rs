@@ -241,6 +241,11 @@ impl Firewall {
         restored.saturating_sub(removed)
     }
 
+    /// Forgets every connection (the port they belonged to is gone).
+    pub fn clear_flows(&mut self) {
+        self.conntrack.recheck(|_| None);
+    }
+
     /// Forgets the ruleset (back to the failure policy) and every connection.
     pub fn clear_policy(&mut self) {
         self.policy = None;
