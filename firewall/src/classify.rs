@@ -1212,30 +1212,7 @@ mod tests {
     use super::*;
     use crate::reference;
 
-    fn seed() -> FirewallConfig {
-        serde_json::from_str(
-            r#"{
-            "addrsets": [
-                {"name": "ip-ipset-2", "addrs": ["192.168.110.10/32"]},
-                {"name": "ip-vm-33", "addrs": ["172.16.10.12/32"]},
-                {"name": "ip-vm-36", "addrs": ["172.16.10.11/32"]}
-            ],
-            "rulesets": [{"name": "domain-c25", "rules": [
-                {"id": 1006, "sources": ["addrset:ip-vm-33"], "destinations": ["addrset:ip-vm-36"],
-                 "services": [{"protocol": "tcp", "port": 22}], "action": "accept", "log": true},
-                {"id": 1005, "destinations": ["addrset:ip-ipset-2"], "action": "accept"},
-                {"id": 1004, "services": [{"protocol": "ipv6-icmp", "icmp_type": 135},
-                                          {"protocol": "ipv6-icmp", "icmp_type": 136}],
-                 "action": "accept"},
-                {"id": 1003, "services": [{"protocol": "udp", "port": 67}, {"protocol": "udp", "port": 68}],
-                 "action": "accept"}
-            ]}],
-            "l2_rulesets": [{"name": "domain-c25_L2", "rules": [{"id": 1001, "action": "accept"}]}],
-            "default_rule": {"id": 1002, "action": "reject", "log": true}
-        }"#,
-        )
-        .unwrap()
-    }
+    use crate::testdata::seed;
 
     fn tuple(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Tuple {
         Tuple {

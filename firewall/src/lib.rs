@@ -19,6 +19,8 @@ pub mod reject;
 pub mod show;
 pub mod show_flows;
 pub mod tcp;
+#[cfg(test)]
+mod testdata;
 
 pub use classify::{Match, Policy};
 pub use conntrack::{Conntrack, ConntrackStats, EntryId, FlowView, Full, Hit, SavedFlow};
