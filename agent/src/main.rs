@@ -80,12 +80,21 @@ fn main() -> ExitCode {
             Ok(cfg) => {
                 match (&cfg.instance, &cfg.gateway) {
                     (Some(i), _) => println!(
-                        "{}: ok (version {}, {} switches, {} routers, {} remote ports)",
+                        "{}: ok (version {}, {} switches, {} routers, {} remote ports, {})",
                         config.display(),
                         i.version,
                         i.switches.len(),
                         i.routers.len(),
-                        i.remote_ports.len()
+                        i.remote_ports.len(),
+                        match &i.firewall {
+                            Some(fw) => format!(
+                                "firewall: {} rules",
+                                fw.rulesets.iter().map(|r| r.rules.len()).sum::<usize>()
+                                    + fw.l2_rulesets.iter().map(|r| r.rules.len()).sum::<usize>()
+                                    + 1
+                            ),
+                            None => "no firewall".into(),
+                        }
                     ),
                     (None, Some(g)) => println!(
                         "{}: ok (desired state from the gateway at {})",
