@@ -7,7 +7,8 @@
 # from /proc/stat, (2) per-thread CPU (in % of one core, user+sys) of both
 # agents and both iperf3 processes from /proc/PID/task/*/stat, and (3) if perf
 # can sample here, the top symbols of the sending agent (perf record -e
-# cpu-clock; hardware counters are usually missing in VMs). Works without perf.
+# cpu-clock; hardware counters are usually missing in VMs), or of the
+# receiving one with PROFILE_AGENT=2. Works without perf.
 
 _prof_threads() {   # pids... -> "pid/tid comm utime stime" per thread
     local p t
@@ -25,6 +26,8 @@ _prof_cpu() { awk '/^cpu /{print $2+$3, $4, $7+$8, $5+$6, $2+$3+$4+$5+$6+$7+$8+$
 
 profile_agent_path() {
     local mtu=$1 secs=${PROFILE_SECS:-4} hz pids srv cli t0 t1 c0 c1 perf_ok=0 perf_pid="" port=${IPERF_PORT:-5201}
+    local pa=${PROFILE_AGENT:-1} role
+    if [ "$pa" = 2 ]; then role="receiving agent vm2"; else pa=1; role="sending agent vm1"; fi
     hz=$(getconf CLK_TCK)
     echo "## profile: agent path, MTU $mtu, iperf3 single stream, ${secs} s sample"
     iperf_server_start "$SRV_NS" "$SRV_IP" || return 1
@@ -35,7 +38,7 @@ profile_agent_path() {
     pids="${AGENT_PIDS[*]} $(ip netns pids "$CLI_NS" 2>/dev/null | tr '\n' ' ') $srv"
     if command -v perf >/dev/null && perf record -q -e cpu-clock -o "$GVB_STATE/perf-probe.data" -- true >/dev/null 2>&1; then
         perf_ok=1
-        perf record -q -e cpu-clock -F 999 -p "${AGENT_PIDS[0]}" -o "$GVB_STATE/perf.data" -- sleep "$secs" >/dev/null 2>&1 &
+        perf record -q -e cpu-clock -F 999 -p "${AGENT_PIDS[$((pa - 1))]}" -o "$GVB_STATE/perf.data" -- sleep "$secs" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     _prof_threads $pids >"$GVB_STATE/prof-a.txt"; c0=$(_prof_cpu); t0=$(date +%s.%N)
@@ -56,7 +59,7 @@ profile_agent_path() {
     echo "    (agent pids: vm1=${AGENT_PIDS[0]} vm2=${AGENT_PIDS[1]}; the iperf3 client runs in $CLI_NS, the server in $SRV_NS: $srv)"
     if [ "$perf_ok" = 1 ]; then
         wait "$perf_pid" 2>/dev/null
-        echo "perf (cpu-clock, sending agent vm1, self time; USER-SPACE samples only: inside the user namespace perf cannot sample the kernel, whose share is the sys column above):"
+        echo "perf (cpu-clock, $role, self time; USER-SPACE samples only: inside the user namespace perf cannot sample the kernel, whose share is the sys column above):"
         perf report -i "$GVB_STATE/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null | sed 's/ *- *- *$//' |
             grep -E '^ +[0-9.]+%' | head -n 30 | sed 's/^/    /'
     else

@@ -10,8 +10,9 @@
 # Use scripts/bench.sh; this file is not meant to be called directly.
 #
 # Env: NSX_AGENT (binary), OUT_DIR (results), MTUS ("1500 9001"), PATHS
-# ("raw vxlan_nested ovs_geneve agent"; also: vxlan, agent_nooff, raw+nooff,
-# ovs_geneve_int, ovs_geneve_afxdp), VXLAN_REF (the VXLAN path the agent is
+# ("raw vxlan_nested ovs_geneve agent"; also: vxlan, agent_nooff, agent_fw,
+# agent_fw10, raw+nooff, ovs_geneve_int, ovs_geneve_afxdp), FW_RULES (10000,
+# the rule count of agent_fw), VXLAN_REF (the VXLAN path the agent is
 # compared with: vxlan_nested if measured, else vxlan), WIRE_CHECK (1),
 # PROFILE (0; 1 = sample per-thread CPU of the agent path during a run, see
 # bench/profile.sh), and measure.sh's DURATION OMIT PARALLEL REPS PINGS
@@ -140,12 +141,20 @@ echo "loadavg_at_end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT_DIR/env.t
 # ---- summary ------------------------------------------------------------------
 # Ratios per MTU: each path / raw, and the agent / each path (so the agent row
 # against ovs_geneve and the VXLAN reference gives the two target ratios).
+# The firewall line pools every single-stream run of a label at an MTU (median
+# over all of them), so PATHS="agent agent_fw agent agent_fw" interleaves the
+# two and compares them over the same stretch of (noisy) time.
 VXLAN_REF=${VXLAN_REF:-$(jq -rs 'if any(.[]; .label=="vxlan_nested" and .error==null) then "vxlan_nested" else "vxlan" end' "$RESULTS")}
 jq -s --arg vref "$VXLAN_REF" '
   def r3: if . == null then null else (. * 1000 | round / 1000) end;
   def ratio($a; $b): if $a != null and $b != null and $b > 0 then ($a / $b | r3) else null end;
   def by_label($l): map(select(.label==$l and .error==null)) | map({key:(.mtu|tostring), value:.}) | from_entries;
-  by_label("raw") as $raw | by_label("agent") as $ag | by_label("ovs_geneve") as $ovs | by_label($vref) as $vx
+  def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
+                     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def pooled($all; $l; $m): [$all[] | select(.label==$l and .error==null and (.mtu|tostring)==$m) | .tcp_1.runs[]?.gbps | select(. != null)];
+  . as $all
+  | by_label("raw") as $raw | by_label("agent") as $ag | by_label("ovs_geneve") as $ovs | by_label($vref) as $vx
+  | by_label("agent_fw") as $fw | by_label("agent_fw10") as $fw10
   | { vxlan_ref: $vref,
       rows: (map(. as $x | ($raw[$x.mtu|tostring]) as $r | ($ag[$x.mtu|tostring]) as $a | {
         mtu, path:.label, inner_mtu, error,
@@ -157,13 +166,21 @@ jq -s --arg vref "$VXLAN_REF" '
         rtt_p50_ms: .ping.p50_ms, rtt_p99_ms: .ping.p99_ms, ping_loss: (if .ping then (.ping.sent - .ping.recv) else null end),
         rtt_ratio_p50: ratio(.ping.p50_ms; $r.ping.p50_ms),
         bg: "\(.bg_busy_cores_before)/\(.bg_busy_cores_after)" })),
-      targets: ([.[] | .mtu] | unique | map(tostring) | map(. as $m | {
+      targets: ([.[] | .mtu] | unique | map(tostring) | map(. as $m
+        | pooled($all; "agent"; $m) as $pa | pooled($all; "agent_fw"; $m) as $pf | pooled($all; "agent_fw10"; $m) as $pf10
+        | ($pa | median) as $ma | ($pf | median) as $mf | ($pf10 | median) as $mf10 | {
         mtu: ($m|tonumber),
         agent_gbps_1: $ag[$m].tcp_1.gbps, ovs_gbps_1: $ovs[$m].tcp_1.gbps, vxlan_gbps_1: $vx[$m].tcp_1.gbps,
         agent_over_ovs: ratio($ag[$m].tcp_1.gbps; $ovs[$m].tcp_1.gbps),
         agent_over_vxlan: ratio($ag[$m].tcp_1.gbps; $vx[$m].tcp_1.gbps),
         agent_over_raw: ratio($ag[$m].tcp_1.gbps; $raw[$m].tcp_1.gbps),
-        agent_p50_over_ovs: ratio($ag[$m].ping.p50_ms; $ovs[$m].ping.p50_ms) })) }
+        agent_p50_over_ovs: ratio($ag[$m].ping.p50_ms; $ovs[$m].ping.p50_ms),
+        pooled_agent_gbps_1: ($ma | r3), pooled_agent_n: ($pa | length),
+        fw_gbps_1: ($mf | r3), fw_n: ($pf | length), fw10_gbps_1: ($mf10 | r3), fw10_n: ($pf10 | length),
+        fw_over_agent: ratio($mf; $ma),
+        fw10_over_agent: ratio($mf10; $ma),
+        fw_over_fw10: ratio($mf; $mf10),
+        fw_p50_over_agent: ratio($fw[$m].ping.p50_ms; $ag[$m].ping.p50_ms) })) }
 ' "$RESULTS" >"$OUT_DIR/summary.json"
 
 {
@@ -176,6 +193,11 @@ jq -s --arg vref "$VXLAN_REF" '
     echo
     echo "Targets (issue 3: agent single stream >= 2x OVS userspace Geneve at both MTUs):"
     jq -r '.vxlan_ref as $v | .targets[] | "- MTU \(.mtu): agent \(.agent_gbps_1) Gb/s; agent / ovs_geneve = \(.agent_over_ovs) (target >= 2: \(if .agent_over_ovs == null then "n/a" elif .agent_over_ovs >= 2 then "MET" else "NOT MET" end)); agent / \($v) = \(.agent_over_vxlan); agent / raw = \(.agent_over_raw); ping p50 agent / ovs_geneve = \(.agent_p50_over_ovs)"' "$OUT_DIR/summary.json"
+    if jq -e 'any(.targets[]; .fw_gbps_1 != null or .fw10_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
+        echo
+        echo "Firewall (issue 5: single stream with 10,000 rules loaded >= 90% of the same path with the firewall off; medians over all runs of each path at the MTU, n = runs):"
+        jq -r '.targets[] | "- MTU \(.mtu): agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), agent_fw \(.fw_gbps_1) Gb/s (n=\(.fw_n)), agent_fw10 \(.fw10_gbps_1) Gb/s (n=\(.fw10_n)); agent_fw / agent = \(.fw_over_agent) (target >= 0.9: \(if .fw_over_agent == null then "n/a" elif .fw_over_agent >= 0.9 then "MET" else "NOT MET" end)); agent_fw10 / agent = \(.fw10_over_agent); agent_fw / agent_fw10 = \(.fw_over_fw10); ping p50 agent_fw / agent = \(.fw_p50_over_agent)"' "$OUT_DIR/summary.json"
+    fi
     echo
     echo "Wire checks (first encapsulated packet on the underlay bridge):"
     jq -r 'select(.wire != null) | "- mtu \(.mtu) \(.label): \(.wire | with_entries(select(.value != "")) | tostring)"' "$RESULTS"

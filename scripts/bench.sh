@@ -14,19 +14,36 @@
 #   agent         our nsx-agent, one per instance (bench/agent_path.sh)
 #   agent_nooff   the same with [host] tx_offload = false (offloads off on
 #                 nsx-eth0: every MTU-sized segment crosses userspace)
+#   agent_fw      (issue 5, not in the default PATHS) the agent with a
+#                 distributed firewall of FW_RULES = 10,000 rules on BOTH
+#                 agents (bench/fw_rules.sh: deterministic, realistic shapes -
+#                 host -> host over address sets on one port, subnet -> group
+#                 port ranges, udp services, icmp - none matching the bench
+#                 traffic, then the ping rule and, LAST, the accept rule for
+#                 the iperf3 port; default rule reject). `agent` is the same
+#                 path with no [firewall] section
+#   agent_fw10    the same with 10 rules (rule count vs having a firewall)
 # and prints one markdown table with the ratios (each / raw, agent / each),
-# plus the target check (agent >= 2x ovs_geneve). The table, the raw JSON lines
-# and the environment are saved under bench/results/<date>-*.
+# plus the target checks (agent >= 2x ovs_geneve; with agent_fw measured,
+# agent_fw >= 0.9x agent). The table, the raw JSON lines and the environment
+# are saved under bench/results/<date>-*.
+#
+# Firewall run (issue 5; each path listed twice = interleaved, and the
+# summary's Firewall line takes the median over all runs of each path):
+#   PATHS="agent agent_fw agent agent_fw" MTUS="1500 9001" REPS=3 PARALLEL=0 scripts/bench.sh
 #
 # Usage: scripts/bench.sh            (as root or not: it runs in a private sandbox)
 # Env knobs:
 #   MTUS="1500 9001"  PATHS="raw vxlan_nested ovs_geneve agent agent_nooff"
+#   (also: agent_fw agent_fw10 vxlan raw+nooff ovs_geneve_int ovs_geneve_afxdp)
+#   FW_RULES=10000 (rules loaded by agent_fw)
 #   DURATION=5 (s per iperf3 run)  OMIT=1  REPS=1 (median reported; 3-5 on a noisy box)
 #   PARALLEL=2 (second iperf3 run with -P N; 0 = skip)  PINGS=200  PING_INTERVAL=0.01
 #   QUIET_WAIT=20 (wait up to N s for an idle machine before each measurement)
 #   IPERF_ARGS="" (e.g. "-A 0,1" to pin iperf3)   WIRE_CHECK=1 (tshark decode of
 #   one tunnel packet per path)   PROFILE=0 (1 = per-thread CPU breakdown of the
-#   agent path, bench/profile.sh)   BUILD=1 (0 = use NSX_AGENT as is)
+#   agent path, bench/profile.sh; PROFILE_AGENT=2 perf-samples the receiving
+#   agent instead of the sending one)   BUILD=1 (0 = use NSX_AGENT as is)
 #   NSX_AGENT=target/release/nsx-agent   SAVE=1 (0 = do not write bench/results)
 #   INSTALL=1 (apt-get install missing iperf3 / openvswitch-switch / jq when root)
 set -euo pipefail
@@ -45,6 +62,7 @@ export PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent agent_nooff}
 export DURATION=${DURATION:-5} OMIT=${OMIT:-1} REPS=${REPS:-1} PARALLEL=${PARALLEL:-2}
 export PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-20}
 export IPERF_ARGS=${IPERF_ARGS:-} WIRE_CHECK=${WIRE_CHECK:-1} PROFILE=${PROFILE:-0}
+export FW_RULES=${FW_RULES:-10000} PROFILE_AGENT=${PROFILE_AGENT:-1}
 BUILD=${BUILD:-1}
 SAVE=${SAVE:-1}
 INSTALL=${INSTALL:-1}
@@ -79,7 +97,7 @@ fi
 export BENCH_GIT
 BENCH_GIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 # Uncommitted changes to the code the binary is built from (provenance).
-BENCH_GIT="$BENCH_GIT; uncommitted code: $(git -C "$ROOT" status --porcelain -- agent datapath geneve control Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' | sed 's/ $//')"
+BENCH_GIT="$BENCH_GIT; uncommitted code: $(git -C "$ROOT" status --porcelain -- agent datapath firewall geneve control Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' | sed 's/ $//')"
 BENCH_GIT=${BENCH_GIT%; uncommitted code: }
 
 # ---- run inside a private sandbox ---------------------------------------------

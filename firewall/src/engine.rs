@@ -329,32 +329,35 @@ impl Firewall {
             self.counters.management += 1;
             return Verdict::Pass;
         }
-        let Some(policy) = self.policy.clone() else {
+        // Borrowed, not cloned: no reference-count traffic per packet.
+        let Some(policy) = self.policy.as_deref() else {
             return match self.failure {
                 FailurePolicy::FailOpen => Verdict::Pass,
                 FailurePolicy::FailClosed => Verdict::Drop(DropReason::FailClosed),
             };
         };
-        if let Some(m) = policy.classify_l2(dir, pkt.src_mac, pkt.dst_mac, pkt.ethertype) {
+        let l2 = policy.classify_l2(dir, pkt.src_mac, pkt.dst_mac, pkt.ethertype);
+        let default_accepts = policy
+            .rules()
+            .last()
+            .is_none_or(|r| r.action == Action::Accept);
+        if let Some(m) = l2 {
             self.hit(m.rule, 0, true);
             if m.action != Action::Accept {
                 return Verdict::Drop(DropReason::L2Rule);
             }
         }
         match &pkt.class {
-            Class::Ipv4(info) => self.decide_ipv4(&policy, dir, info, pkt.icmp(), now_ns),
+            Class::Ipv4(info) => self.decide_ipv4(dir, info, pkt.icmp(), now_ns),
             Class::Fragment => Verdict::Drop(DropReason::Fragment),
             // Not IPv4 (the L3 rules are IPv4): the default rule decides, statelessly.
-            _ => match policy.rules().last() {
-                Some(r) if r.action != Action::Accept => Verdict::Drop(DropReason::Rule),
-                _ => Verdict::Pass,
-            },
+            _ if default_accepts => Verdict::Pass,
+            _ => Verdict::Drop(DropReason::Rule),
         }
     }
 
     fn decide_ipv4(
         &mut self,
-        policy: &Policy,
         dir: Dir,
         info: &Ipv4Info,
         icmp: Option<(u8, u8)>,
@@ -384,7 +387,11 @@ impl Firewall {
                 None => Verdict::Drop(DropReason::UnsolicitedIcmpError),
             };
         }
+        let Some(policy) = self.policy.as_deref() else {
+            return Verdict::Drop(DropReason::FailClosed);
+        };
         let m = policy.classify(dir, t, icmp);
+        let strict = policy.config().tcp_strict;
         self.hit(m.rule, len, true);
         if m.log {
             self.log
@@ -396,7 +403,7 @@ impl Firewall {
             // A segment of no tracked connection (lost table, or cut by a
             // rule change). A reject rule answers it so the peer learns at
             // once; without TCP strict an accepting rule picks it up.
-            let pickup = !policy.config().tcp_strict
+            let pickup = !strict
                 && !tcp.has(TcpMeta::SYN)
                 && !tcp.has(TcpMeta::RST)
                 && !tcp.has(TcpMeta::FIN);
