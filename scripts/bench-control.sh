@@ -121,7 +121,7 @@ for n in $AGENTS; do
     "$GW" apply -f "$WORK/state.yaml" --dir "$D" >/dev/null 2>>"$WORK/init-$n.log"
     P1=$(free_port); P2=$(free_port); P3=$(free_port)
     "$GW" serve --dir "$D" --listen-enroll "127.0.0.1:$P1" --listen-api "127.0.0.1:$P2" \
-        --listen-control "127.0.0.1:$P3" 2>"$WORK/gateway-$n.log" &
+        --listen-control "127.0.0.1:$P3" --listen-metrics off 2>"$WORK/gateway-$n.log" &
     GW_PID=$!
     # (the control port is not probed: a bare TCP connect would log a TLS warning)
     for p in "$P1" "$P2"; do

@@ -50,6 +50,9 @@ pub struct HostSettings {
     /// in place so a restarted agent adopts it and the instance's sessions
     /// survive a planned restart or upgrade (`nsx-agent cleanup` restores).
     pub on_stop: OnStop,
+    /// The Prometheus endpoint (`GET /metrics`, `host:port`, loopback by
+    /// default); `""` turns it off.
+    pub metrics_listen: String,
 }
 
 /// See [`HostSettings::on_stop`].
@@ -59,6 +62,18 @@ pub enum OnStop {
     #[default]
     Restore,
     Keep,
+}
+
+/// Where the metrics endpoint listens unless configured otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+impl HostSettings {
+    /// The metrics endpoint's address; `None` when turned off (`""`).
+    /// Validation has checked it parses.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        let s = self.metrics_listen.trim();
+        if s.is_empty() { None } else { s.parse().ok() }
+    }
 }
 
 impl Default for HostSettings {
@@ -78,6 +93,7 @@ impl Default for HostSettings {
             max_flows: 1 << 18,
             packet_log: PathBuf::from("/var/log/nsx-agent/dfwpktlogs.log"),
             on_stop: OnStop::Restore,
+            metrics_listen: DEFAULT_METRICS_LISTEN.into(),
         }
     }
 }
@@ -296,6 +312,16 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
                 .into(),
         });
     }
+    let metrics = h.metrics_listen.trim();
+    if !metrics.is_empty() && metrics.parse::<std::net::SocketAddr>().is_err() {
+        out.push(control::Problem {
+            path: "host.metrics_listen".into(),
+            message: format!(
+                "{:?} is not a socket address (e.g. \"127.0.0.1:9464\"; \"\" turns metrics off)",
+                h.metrics_listen
+            ),
+        });
+    }
     if h.max_flows == 0 || h.max_flows > MAX_FLOWS {
         out.push(control::Problem {
             path: "host.max_flows".into(),
@@ -333,6 +359,29 @@ mod tests {
             err.contains("switches[1].vni: 0x1000000 exceeds 24 bits"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn metrics_listen_is_a_socket_address_or_off() {
+        let cfg = AgentConfig::parse(SAMPLE).unwrap();
+        assert_eq!(
+            cfg.host.metrics_addr(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let with = |v: &str| {
+            SAMPLE.replace(
+                "metrics_listen = \"127.0.0.1:9464\"",
+                &format!("metrics_listen = {v:?}"),
+            )
+        };
+        let off = AgentConfig::parse(&with("")).unwrap();
+        assert_eq!(off.host.metrics_addr(), None);
+        let v6 = AgentConfig::parse(&with("[::1]:9500")).unwrap();
+        assert_eq!(v6.host.metrics_addr(), Some("[::1]:9500".parse().unwrap()));
+        for bad in ["localhost:9464", "127.0.0.1", "127.0.0.1:99999", "9464"] {
+            let err = AgentConfig::parse(&with(bad)).unwrap_err().to_string();
+            assert!(err.contains("host.metrics_listen:"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod fwctl;
 mod gwclient;
 mod host;
 mod io;
+mod metrics;
 // Filtered micro-segmentation datapath; run.rs starts it (see its docs).
 mod msegloop;
 mod persist;

@@ -567,6 +567,13 @@ async fn serve(
         }),
     });
 
+    let metrics = crate::metrics::start(&cfg.host, Arc::clone(&shared))
+        .await
+        .map_err(io_err(&format!(
+            "metrics endpoint {}",
+            cfg.host.metrics_listen
+        )))?;
+
     // Merging received TCP segments needs TSO on the overlay veth.
     let coalesce = cfg.host.tx_offload;
     let waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
@@ -689,6 +696,9 @@ async fn serve(
     tracing::info!("stopping the datapath");
     api_task.abort();
     log_task.abort();
+    if let Some(m) = metrics {
+        m.stop().await;
+    }
     if matches!(exit, Exit::Stop) {
         save_flows(&shared, &cfg.host.state_dir).await;
     }

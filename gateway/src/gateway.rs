@@ -13,11 +13,12 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use control::model::InstanceConfig;
 use tokio::sync::watch;
 
+use crate::metrics::Counters;
 use crate::pki::{Ca, PkiError, files};
 use crate::store::{Store, StoreError};
 use crate::util;
@@ -45,6 +46,9 @@ pub struct Gateway {
     ca: Ca,
     admin_token: String,
     version_tx: watch::Sender<u64>,
+    /// Event counters for the metrics endpoint ([`crate::metrics`]).
+    counters: Counters,
+    started: Instant,
 }
 
 impl Gateway {
@@ -76,6 +80,8 @@ impl Gateway {
             ca,
             admin_token,
             version_tx,
+            counters: Counters::default(),
+            started: Instant::now(),
         }))
     }
 
@@ -88,6 +94,16 @@ impl Gateway {
 
     pub fn ca(&self) -> &Ca {
         &self.ca
+    }
+
+    /// Enrollment and control-channel event counters (metrics).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// When this handle was opened (the gateway's start).
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// Constant-time check of a presented admin token.

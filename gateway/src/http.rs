@@ -69,6 +69,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Extra header lines (name, value), e.g. `Allow` on a 405.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -80,7 +82,24 @@ impl Response {
             status,
             content_type: "application/json",
             body,
+            headers: Vec::new(),
         }
+    }
+
+    /// A response with any body and media type.
+    pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            content_type,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header line.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
     }
 
     /// `{"error": message}` with `status`.
@@ -234,8 +253,14 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     s: &mut S,
     resp: &Response,
 ) -> std::io::Result<()> {
+    let extra: String = resp
+        .headers
+        .iter()
+        // Values never carry a line break into the head.
+        .map(|(k, v)| format!("{k}: {}\r\n", v.replace(['\r', '\n'], " ")))
+        .collect();
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}Connection: close\r\nCache-Control: no-store\r\n\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,

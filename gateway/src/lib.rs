@@ -17,7 +17,10 @@
 //! * [`enroll`]: the server side of enrollment (`POST /api/v1/enroll`).
 //! * [`enroll_client`]: the agent side: build and post an enrollment request.
 //! * [`http`]: a minimal, bounded HTTP/1.1 request reader and response writer.
-//! * [`server`]: the HTTPS enrollment listener and the loopback admin API.
+//! * [`server`]: the HTTPS enrollment listener, the loopback admin API and
+//!   the loopback metrics endpoint.
+//! * [`metrics`]: the Prometheus endpoint's content (`nsx_gateway_*`) and
+//!   the event counters behind it.
 
 pub mod control_server;
 pub mod control_store;
@@ -27,6 +30,7 @@ pub mod enroll;
 pub mod enroll_client;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod pki;
 pub mod server;

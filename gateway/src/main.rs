@@ -72,7 +72,24 @@ enum Cmd {
         /// The agents' control channel (mutual TLS).
         #[arg(long, default_value = "0.0.0.0:5555")]
         listen_control: SocketAddr,
+        /// The Prometheus endpoint (GET /metrics, no authentication: keep it
+        /// on loopback); `off` disables it.
+        #[arg(long, default_value = "127.0.0.1:9465", value_parser = parse_listen)]
+        listen_metrics: Listen,
     },
+}
+
+/// A listener address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("{s:?} is neither a socket address (127.0.0.1:9465) nor \"off\": {e}"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -173,6 +190,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             listen_enroll,
             listen_api,
             listen_control,
+            listen_metrics,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -183,6 +201,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 listen_enroll,
                 listen_api,
                 listen_control,
+                listen_metrics.0,
             ))?;
         }
     }

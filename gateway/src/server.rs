@@ -11,6 +11,9 @@
 //!   - `GET  /api/v1/instances/{id}/config`  the desired config pushed to it
 //!   - `PATCH /api/v1/instances/{id}`        `{"tags": {"nsx:network": "web", "x": null}}` merge (null removes)
 //!   - `POST /api/v1/instances/{id}/revoke`
+//!   - `GET  /api/v1/certificates`           issued client certificates and revocations
+//! * metrics, plain HTTP on loopback (default `127.0.0.1:9465`, no token):
+//!   `GET /metrics`, OpenMetrics text ([`crate::metrics`]).
 //!
 //! Each connection serves one request with a deadline and size limits;
 //! connections beyond [`MAX_CONNECTIONS`] per listener are dropped.
@@ -27,6 +30,7 @@ use tokio::task::JoinHandle;
 use crate::enroll;
 use crate::gateway::{Gateway, GatewayError};
 use crate::http::{Request, Response, serve_one};
+use crate::metrics::{self, Metrics};
 use crate::pki::{self, PkiError};
 use crate::state::{self, StateError};
 use crate::store::StoreError;
@@ -38,6 +42,9 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest admin API body.
 pub const MAX_ADMIN_BODY: usize = 1 << 20;
+/// Largest body read on the metrics listener (a scrape has none; anything
+/// bigger is refused before routing).
+pub const MAX_METRICS_BODY: usize = 4096;
 
 /// Errors starting or running the servers.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +148,50 @@ pub async fn start(
     })
 }
 
+/// Binds the metrics listener and spawns its accept loop: `GET /metrics`
+/// only (404 for other paths, 405 for other methods), no body accepted.
+/// Returns the bound address and the task (abort it to stop).
+pub async fn start_metrics(
+    gw: Arc<Gateway>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, JoinHandle<()>), ServeError> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the metrics endpoint listens on a non-loopback address (no authentication)");
+    }
+    let listener = bind(addr).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let state = Arc::new(Metrics::new(gw));
+    let task = tokio::spawn(accept_loop(listener, move |tcp, _peer| {
+        let state = state.clone();
+        async move {
+            serve_one(tcp, MAX_METRICS_BODY, REQUEST_TIMEOUT, |req| async move {
+                if req.path != "/metrics" {
+                    return Response::error(
+                        404,
+                        format!("no such endpoint {} (try /metrics)", req.path),
+                    );
+                }
+                if req.method != "GET" {
+                    return Response::error(405, "use GET").header("Allow", "GET");
+                }
+                blocking(move || match state.render() {
+                    Ok(text) => Response::with_body(200, metrics::CONTENT_TYPE, text.into_bytes()),
+                    Err(e) => {
+                        tracing::error!("metrics: cannot encode: {e}");
+                        Response::error(500, "cannot encode metrics")
+                    }
+                })
+                .await
+            })
+            .await;
+        }
+    }));
+    tracing::info!(addr = %bound, "metrics endpoint listening (GET /metrics)");
+    Ok((bound, task))
+}
+
 /// Runs a handler (store transactions with fsync, CSR signing) on the
 /// blocking pool so it never stalls the async workers.
 async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
@@ -178,15 +229,22 @@ where
 }
 
 /// `nsx-gateway serve`: opens the directory, serves until SIGINT/SIGTERM.
+///
+/// `metrics_addr`: the metrics endpoint (`None`: none).
 pub async fn run(
     dir: &Path,
     enroll_addr: SocketAddr,
     api_addr: SocketAddr,
     control_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
 ) -> Result<(), ServeError> {
     let gw = Gateway::open(dir)?;
     let tls = pki::enroll_server_config(dir)?;
     let server = start(gw.clone(), tls, enroll_addr, api_addr).await?;
+    let metrics_task = match metrics_addr {
+        Some(addr) => Some(start_metrics(gw.clone(), addr).await?.1),
+        None => None,
+    };
     // The control channel: mutual TLS 1.3 on 5555.
     let read = |name: &str| {
         let path = dir.join(name);
@@ -207,8 +265,9 @@ pub async fn run(
     let listener = bind(control_addr).await?;
     tracing::info!(%control_addr, "control channel listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let store: Arc<dyn crate::control_server::ControlStore> =
-        Arc::new(crate::control_store::GatewayControl::new(gw));
+    let store: Arc<dyn crate::control_server::ControlStore> = Arc::new(
+        metrics::CountingControl::new(crate::control_store::GatewayControl::new(gw.clone()), gw),
+    );
     let control = tokio::spawn(crate::control_server::serve(
         listener,
         Arc::new(ctls),
@@ -225,6 +284,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), control).await;
     server.shutdown();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     Ok(())
 }
 
@@ -235,7 +297,9 @@ fn enroll_route(gw: &Gateway, req: Request, peer: SocketAddr) -> Response {
     if req.method != "POST" {
         return Response::error(405, "use POST");
     }
-    match enroll::handle(gw, &req.body, util::now_unix()) {
+    let outcome = enroll::handle(gw, &req.body, util::now_unix());
+    gw.counters().enrollment(&outcome);
+    match outcome {
         Ok(r) => Response::json(200, &serde_json::to_value(&r).unwrap_or_default()),
         Err(e) => {
             tracing::info!(%peer, "enrollment refused: {e}");
@@ -379,9 +443,42 @@ fn admin_route(gw: &Gateway, req: Request) -> Response {
                 Err(e) => store_error(e),
             }
         }
+        ("GET", ["api", "v1", "certificates"]) => match gw.store().certificates() {
+            Ok(certs) => ok(certificates_json(&certs)),
+            Err(e) => store_error(e),
+        },
         (_, ["api", "v1", ..]) => {
             Response::error(404, format!("no route {} {}", req.method, req.path))
         }
         _ => Response::error(404, format!("no such endpoint {}", req.path)),
     }
+}
+
+/// `GET /api/v1/certificates`: every issued client certificate (revoked
+/// ones included, with `revoked_at_unix`) and the revocation list.
+pub fn certificates_json(certs: &[crate::store::CertificateRecord]) -> serde_json::Value {
+    let all: Vec<serde_json::Value> = certs
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "instance_id": c.instance_id,
+                "serial": c.serial,
+                "fingerprint": c.fingerprint,
+                "not_after_unix": c.not_after_unix(),
+                "revoked_at_unix": c.revoked_at,
+            })
+        })
+        .collect();
+    let revoked: Vec<serde_json::Value> = certs
+        .iter()
+        .filter_map(|c| {
+            Some(serde_json::json!({
+                "instance_id": c.instance_id,
+                "serial": c.serial,
+                "fingerprint": c.fingerprint,
+                "revoked_at_unix": c.revoked_at?,
+            }))
+        })
+        .collect();
+    serde_json::json!({ "certificates": all, "revocations": revoked })
 }

@@ -214,6 +214,30 @@ fn wanted_tag(tags: &BTreeMap<String, String>) -> Option<&str> {
     }
 }
 
+/// The client certificate an instance got at enrollment (the store keeps
+/// its serial and fingerprint, not the certificate itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateRecord {
+    pub instance_id: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// SHA-256 of the DER, lower-case hex (what the control channel checks).
+    pub fingerprint: String,
+    /// Issue time = enrollment time (Unix seconds).
+    pub issued_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+impl CertificateRecord {
+    /// End of validity: certificates are issued at enrollment for
+    /// [`crate::pki::CLIENT_VALIDITY_DAYS`] days
+    /// ([`crate::pki::Ca::sign_client_csr`]).
+    pub fn not_after_unix(&self) -> u64 {
+        let days = u64::try_from(crate::pki::CLIENT_VALIDITY_DAYS).unwrap_or(0);
+        self.issued_at.saturating_add(days * 86_400)
+    }
+}
+
 /// What the gateway records when an instance enrolls.
 #[derive(Debug, Clone)]
 pub struct NewInstance {
@@ -483,6 +507,25 @@ impl Store {
         Ok(load_instances(&self.conn, Some(id))?.into_iter().next())
     }
 
+    /// Every issued client certificate, in enrollment order, revoked ones
+    /// included.
+    pub fn certificates(&self) -> Result<Vec<CertificateRecord>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, cert_serial, cert_fingerprint, enrolled_at, revoked_at
+             FROM instances ORDER BY tep_id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(CertificateRecord {
+                instance_id: r.get(0)?,
+                serial: r.get(1)?,
+                fingerprint: r.get(2)?,
+                issued_at: to_u64(r.get(3)?),
+                revoked_at: r.get::<_, Option<i64>>(4)?.map(to_u64),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// The instance holding the certificate with this SHA-256 fingerprint.
     pub fn instance_for_cert(&self, fingerprint: &str) -> Result<Option<InstanceRecord>> {
         let id: Option<String> = self
@@ -738,6 +781,17 @@ pub struct ConfigSnapshot {
 }
 
 impl ConfigSnapshot {
+    /// The config version of `instance_id` at this snapshot (`None`:
+    /// unknown instance), without building its config.
+    pub fn version_of(&self, instance_id: &str) -> Option<u64> {
+        self.index.get(instance_id)?;
+        Some(
+            self.versions
+                .get(instance_id)
+                .map_or(self.global, |&(v, _)| v),
+        )
+    }
+
     /// The `(version, config)` of `instance_id` (`None` config: unknown,
     /// revoked; micro-segmentation has a config without a port).
     pub fn config_for(&self, instance_id: &str) -> (u64, Option<InstanceConfig>) {

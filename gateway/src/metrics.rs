@@ -1,0 +1,562 @@
+//! The gateway's Prometheus endpoint (`nsx-gateway serve --listen-metrics`,
+//! default `127.0.0.1:9465`, `off` to disable): `GET /metrics` in the
+//! OpenMetrics text format, rendered by a [`prometheus_client`]
+//! [`Collector`] built per scrape.
+//!
+//! Two sources:
+//!
+//! * the store, read at scrape time on the blocking pool: the inventory
+//!   (instances by mode and by recorded session state), the global and
+//!   desired-state versions, and each instance's desired config version
+//!   (from a [`ConfigSnapshot`] rebuilt only when the store version moved,
+//!   the same computation the control channel uses) against the version it
+//!   acked;
+//! * [`Counters`], event counters kept by this process: enrollment
+//!   decisions (counted where `POST /api/v1/enroll` is answered), and the
+//!   control channel as seen through the [`ControlStore`] seam
+//!   ([`CountingControl`]): certificate checks, Hellos, acks, nacks, status
+//!   reports, sessions established and closed, and the live sessions.
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `nsx_gateway_build_info` | info | `version` |
+//! | `nsx_gateway_uptime_seconds` | gauge | |
+//! | `nsx_gateway_store_up` | gauge (0/1) | (0: the store could not be read; the store families are then absent) |
+//! | `nsx_gateway_instances` | gauge | `mode` = `overlay` \| `micro-segmentation` \| `pending` \| `revoked` |
+//! | `nsx_gateway_instance_sessions` | gauge | `state` = `ESTABLISHED` \| `DISCONNECTED` \| `never` (non-revoked instances, as recorded in the store) |
+//! | `nsx_gateway_sessions_established` | gauge | (live control sessions of this process) |
+//! | `nsx_gateway_store_version`, `nsx_gateway_desired_state_version` | gauge | |
+//! | `nsx_gateway_instance_desired_config_version`, `nsx_gateway_instance_acked_config_version` | gauge | `instance_id` (non-revoked; acked once the agent acked one) |
+//! | `nsx_gateway_instances_config_behind` | gauge | (non-revoked instances whose acked version is not the desired one) |
+//! | `nsx_gateway_enrollments_accepted` | counter | |
+//! | `nsx_gateway_enrollments_refused` | counter | `reason` (every reason, zeros included) |
+//! | `nsx_gateway_control_connections` | counter | `result` = `accepted` \| `refused` (client certificate checks after the TLS handshake) |
+//! | `nsx_gateway_control_messages_received` | counter | `type` = `hello` \| `ack` \| `nack` \| `status` |
+//! | `nsx_gateway_control_sessions_established`, `nsx_gateway_control_sessions_closed` | counter | |
+//!
+//! Enrollment requests refused by the HTTP layer before they are read
+//! (oversized, chunked, timed out) and control connections that fail the
+//! TLS handshake are not counted; control-channel bytes are not measured.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use control::{InstanceConfig, InstanceMeta};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::control_server::{ControlStore, SessionEvent};
+use crate::enroll::EnrollError;
+use crate::gateway::Gateway;
+use crate::store::{ConfigSnapshot, InstanceRecord, StoreError};
+
+/// The media type of the text [`prometheus_client`] encodes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Instance modes ([`InstanceRecord::mode`]).
+pub const MODES: [&str; 4] = ["overlay", "micro-segmentation", "pending", "revoked"];
+
+/// Recorded session states (`sessions.state`; `never` = no session yet).
+pub const SESSION_STATES: [&str; 3] = ["ESTABLISHED", "DISCONNECTED", "never"];
+
+/// Why enrollments are refused: one label value per [`EnrollError`] variant.
+pub const REFUSAL_REASONS: [&str; 10] = [
+    "bad_request",
+    "unknown_key",
+    "key_retired",
+    "bad_signature",
+    "stale",
+    "replayed",
+    "already_enrolled",
+    "bad_instance",
+    "bad_csr",
+    "internal",
+];
+
+/// The `reason` label of a refused enrollment (an index into [`REFUSAL_REASONS`]).
+fn refusal_index(e: &EnrollError) -> usize {
+    match e {
+        EnrollError::BadRequest(_) => 0,
+        EnrollError::UnknownKey(_) => 1,
+        EnrollError::KeyRetired => 2,
+        EnrollError::BadSignature => 3,
+        EnrollError::Stale(_) => 4,
+        EnrollError::Replayed => 5,
+        EnrollError::AlreadyEnrolled => 6,
+        EnrollError::BadInstance(_) => 7,
+        EnrollError::BadCsr(_) => 8,
+        EnrollError::Internal(_) => 9,
+    }
+}
+
+/// Event counters of a serving gateway (cumulative since its start).
+#[derive(Debug, Default)]
+pub struct Counters {
+    enroll_accepted: AtomicU64,
+    enroll_refused: [AtomicU64; REFUSAL_REASONS.len()],
+    control_accepted: AtomicU64,
+    control_refused: AtomicU64,
+    hellos: AtomicU64,
+    acks: AtomicU64,
+    nacks: AtomicU64,
+    status_reports: AtomicU64,
+    established: AtomicU64,
+    closed: AtomicU64,
+    /// Instances with a live (established) session in this process.
+    live: Mutex<HashSet<String>>,
+}
+
+/// A copy of [`Counters`] for one scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CounterValues {
+    pub enroll_accepted: u64,
+    pub enroll_refused: [u64; REFUSAL_REASONS.len()],
+    pub control_accepted: u64,
+    pub control_refused: u64,
+    pub hellos: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    pub status_reports: u64,
+    pub established: u64,
+    pub closed: u64,
+    pub live_sessions: u64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    /// Counts one enrollment decision.
+    pub fn enrollment<T>(&self, outcome: &Result<T, EnrollError>) {
+        match outcome {
+            Ok(_) => bump(&self.enroll_accepted),
+            Err(e) => {
+                if let Some(c) = self.enroll_refused.get(refusal_index(e)) {
+                    bump(c);
+                }
+            }
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A set of ids stays consistent even if a holder panicked.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a control-channel session event of `instance_id`.
+    pub fn session_event(&self, instance_id: &str, event: &SessionEvent) {
+        match event {
+            SessionEvent::Connected { .. } => {
+                bump(&self.established);
+                self.live().insert(instance_id.to_string());
+            }
+            SessionEvent::Acked(_) => bump(&self.acks),
+            SessionEvent::Nacked { .. } => bump(&self.nacks),
+            SessionEvent::Status(_) => bump(&self.status_reports),
+            SessionEvent::Disconnected { .. } => {
+                bump(&self.closed);
+                self.live().remove(instance_id);
+            }
+        }
+    }
+
+    /// The current values.
+    pub fn values(&self) -> CounterValues {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut refused = [0; REFUSAL_REASONS.len()];
+        for (out, c) in refused.iter_mut().zip(&self.enroll_refused) {
+            *out = get(c);
+        }
+        CounterValues {
+            enroll_accepted: get(&self.enroll_accepted),
+            enroll_refused: refused,
+            control_accepted: get(&self.control_accepted),
+            control_refused: get(&self.control_refused),
+            hellos: get(&self.hellos),
+            acks: get(&self.acks),
+            nacks: get(&self.nacks),
+            status_reports: get(&self.status_reports),
+            established: get(&self.established),
+            closed: get(&self.closed),
+            live_sessions: self.live().len() as u64,
+        }
+    }
+}
+
+/// A [`ControlStore`] that counts what passes through it into the
+/// gateway's [`Counters`] and delegates everything to `inner`.
+#[derive(Debug)]
+pub struct CountingControl<S> {
+    inner: S,
+    gw: Arc<Gateway>,
+}
+
+impl<S: ControlStore> CountingControl<S> {
+    pub fn new(inner: S, gw: Arc<Gateway>) -> CountingControl<S> {
+        CountingControl { inner, gw }
+    }
+}
+
+impl<S: ControlStore> ControlStore for CountingControl<S> {
+    fn authorize(&self, cert_der: &[u8]) -> Result<String, String> {
+        let r = self.inner.authorize(cert_der);
+        let c = self.gw.counters();
+        bump(if r.is_ok() {
+            &c.control_accepted
+        } else {
+            &c.control_refused
+        });
+        r
+    }
+
+    fn hello(
+        &self,
+        instance_id: &str,
+        meta: &InstanceMeta,
+    ) -> Result<(u32, u64, Option<InstanceConfig>), String> {
+        bump(&self.gw.counters().hellos);
+        self.inner.hello(instance_id, meta)
+    }
+
+    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String> {
+        self.inner.desired(instance_id)
+    }
+
+    fn report(&self, instance_id: &str, event: SessionEvent) {
+        self.gw.counters().session_event(instance_id, &event);
+        self.inner.report(instance_id, event);
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    fn is_revoked(&self, instance_id: &str) -> bool {
+        self.inner.is_revoked(instance_id)
+    }
+}
+
+/// What the store says at scrape time.
+#[derive(Debug, Clone)]
+pub struct StoreView {
+    pub version: u64,
+    pub desired_version: u64,
+    pub instances: Vec<InstanceRecord>,
+    /// Desired config version per non-revoked instance.
+    pub desired: HashMap<String, u64>,
+}
+
+/// Everything one scrape reports.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub version: &'static str,
+    pub uptime_s: f64,
+    /// `Err(message)` when the store could not be read.
+    pub store: Result<StoreView, String>,
+    pub counters: CounterValues,
+}
+
+/// The metrics endpoint's state: the gateway and the last config snapshot
+/// (rebuilt only when the store version moves).
+#[derive(Debug)]
+pub struct Metrics {
+    gw: Arc<Gateway>,
+    snapshot: Mutex<Option<Arc<ConfigSnapshot>>>,
+}
+
+impl Metrics {
+    pub fn new(gw: Arc<Gateway>) -> Metrics {
+        Metrics {
+            gw,
+            snapshot: Mutex::new(None),
+        }
+    }
+
+    /// Reads the store and the counters (blocking: call it off the async
+    /// workers).
+    pub fn collect(&self) -> Scrape {
+        let store = self.store_view().map_err(|e| {
+            tracing::warn!("metrics: cannot read the store: {e}");
+            e.to_string()
+        });
+        Scrape {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.gw.started().elapsed().as_secs_f64(),
+            store,
+            counters: self.gw.counters().values(),
+        }
+    }
+
+    fn store_view(&self) -> Result<StoreView, StoreError> {
+        let (version, desired_version, instances) = {
+            let store = self.gw.store();
+            (
+                store.version()?,
+                store.desired_version()?,
+                store.instances()?,
+            )
+        };
+        let snapshot = {
+            let mut cache = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_ref() {
+                Some(s) if s.global == version => Arc::clone(s),
+                stale => {
+                    let previous = stale.map(Arc::clone);
+                    let built = Arc::new(self.gw.store().config_snapshot(previous.as_deref())?);
+                    *cache = Some(Arc::clone(&built));
+                    built
+                }
+            }
+        };
+        let desired = instances
+            .iter()
+            .filter(|i| i.revoked_at.is_none())
+            .filter_map(|i| Some((i.id.clone(), snapshot.version_of(&i.id)?)))
+            .collect();
+        Ok(StoreView {
+            version,
+            desired_version,
+            instances,
+            desired,
+        })
+    }
+
+    /// One scrape's OpenMetrics text.
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        render(self.collect())
+    }
+}
+
+/// Renders a scrape as OpenMetrics text (ends with `# EOF`).
+pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(GatewayCollector(scrape)));
+    let mut out = String::with_capacity(8 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// Label pairs of one sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes metric families through a [`DescriptorEncoder`].
+struct Emit<'a, 'b>(&'a mut DescriptorEncoder<'b>);
+
+impl Emit<'_, '_> {
+    /// A labelled counter family (`name` without `_total`).
+    fn counters(&mut self, name: &str, help: &str, samples: &[(Labels, u64)]) -> fmt::Result {
+        let mut m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, v) in samples {
+            ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn counter(&mut self, name: &str, help: &str, v: u64) -> fmt::Result {
+        let m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        ConstCounter::new(v).encode(m)
+    }
+
+    fn gauges<N: EncodeGaugeValue + Copy>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: &[(Labels, N)],
+    ) -> fmt::Result {
+        let mut m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, v) in samples {
+            ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn gauge<N: EncodeGaugeValue>(&mut self, name: &str, help: &str, v: N) -> fmt::Result {
+        let m = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(v).encode(m)
+    }
+}
+
+/// The per-scrape collector.
+#[derive(Debug)]
+struct GatewayCollector(Scrape);
+
+impl Collector for GatewayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        let c = &s.counters;
+        {
+            let mut m = encoder.encode_descriptor(
+                "nsx_gateway_build",
+                "The gateway binary (always 1).",
+                None,
+                MetricType::Info,
+            )?;
+            m.encode_info(&vec![("version", s.version.to_string())])?;
+        }
+        let mut e = Emit(&mut encoder);
+        e.gauge(
+            "nsx_gateway_uptime_seconds",
+            "Seconds since the gateway started serving.",
+            s.uptime_s,
+        )?;
+        e.gauge(
+            "nsx_gateway_store_up",
+            "1 if this scrape could read the store (the inventory and version families need it).",
+            u64::from(s.store.is_ok()),
+        )?;
+        if let Ok(st) = &s.store {
+            encode_store(&mut e, st)?;
+        }
+        e.gauge(
+            "nsx_gateway_sessions_established",
+            "Control sessions established with this gateway process now.",
+            c.live_sessions,
+        )?;
+        e.counter(
+            "nsx_gateway_enrollments_accepted",
+            "Enrollments that issued a certificate.",
+            c.enroll_accepted,
+        )?;
+        let refused: Vec<(Labels, u64)> = REFUSAL_REASONS
+            .iter()
+            .zip(c.enroll_refused)
+            .map(|(r, n)| (vec![("reason", r.to_string())], n))
+            .collect();
+        e.counters(
+            "nsx_gateway_enrollments_refused",
+            "Enrollment requests refused, by reason (every reason, zeros included).",
+            &refused,
+        )?;
+        e.counters(
+            "nsx_gateway_control_connections",
+            "Control-channel connections whose client certificate was checked: accepted (an enrolled, non-revoked instance) or refused.",
+            &[
+                (vec![("result", "accepted".to_string())], c.control_accepted),
+                (vec![("result", "refused".to_string())], c.control_refused),
+            ],
+        )?;
+        e.counters(
+            "nsx_gateway_control_messages_received",
+            "Control-channel messages from agents that reached the gateway's store: Hello, config ack, config nack, status report.",
+            &[
+                (vec![("type", "hello".to_string())], c.hellos),
+                (vec![("type", "ack".to_string())], c.acks),
+                (vec![("type", "nack".to_string())], c.nacks),
+                (vec![("type", "status".to_string())], c.status_reports),
+            ],
+        )?;
+        e.counter(
+            "nsx_gateway_control_sessions_established",
+            "Control sessions established (Hello accepted).",
+            c.established,
+        )?;
+        e.counter(
+            "nsx_gateway_control_sessions_closed",
+            "Established control sessions that ended.",
+            c.closed,
+        )
+    }
+}
+
+fn encode_store(e: &mut Emit<'_, '_>, st: &StoreView) -> fmt::Result {
+    let mut modes: HashMap<&str, u64> = HashMap::new();
+    let mut sessions: HashMap<&str, u64> = HashMap::new();
+    for i in &st.instances {
+        *modes.entry(i.mode()).or_default() += 1;
+        if i.revoked_at.is_none() {
+            let state = match i.session.as_deref() {
+                None => "never",
+                Some(s) => s,
+            };
+            *sessions.entry(state).or_default() += 1;
+        }
+    }
+    let by = |names: &[&str], counts: &HashMap<&str, u64>, key: &'static str| {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    vec![(key, n.to_string())],
+                    counts.get(n).copied().unwrap_or(0),
+                )
+            })
+            .collect::<Vec<(Labels, u64)>>()
+    };
+    let mut session_rows = by(&SESSION_STATES, &sessions, "state");
+    // A state this build does not know still shows (never silently lost).
+    let mut other: Vec<_> = sessions
+        .iter()
+        .filter(|(k, _)| !SESSION_STATES.contains(k))
+        .map(|(k, v)| (vec![("state", k.to_string())], *v))
+        .collect();
+    other.sort();
+    session_rows.extend(other);
+    e.gauges(
+        "nsx_gateway_instances",
+        "Enrolled instances by mode (pending: tagged for a switch that does not exist or is full).",
+        &by(&MODES, &modes, "mode"),
+    )?;
+    e.gauges(
+        "nsx_gateway_instance_sessions",
+        "Non-revoked instances by their control session's recorded state (never: not connected since enrolling).",
+        &session_rows,
+    )?;
+    e.gauge(
+        "nsx_gateway_store_version",
+        "The store's global version (moves on every change that can affect a config).",
+        st.version,
+    )?;
+    e.gauge(
+        "nsx_gateway_desired_state_version",
+        "Version of the desired state (switches, routers, firewall).",
+        st.desired_version,
+    )?;
+    let live: Vec<&InstanceRecord> = st
+        .instances
+        .iter()
+        .filter(|i| i.revoked_at.is_none())
+        .collect();
+    let desired: Vec<(Labels, u64)> = live
+        .iter()
+        .filter_map(|i| Some((vec![("instance_id", i.id.clone())], *st.desired.get(&i.id)?)))
+        .collect();
+    let acked: Vec<(Labels, u64)> = live
+        .iter()
+        .filter_map(|i| Some((vec![("instance_id", i.id.clone())], i.acked_version?)))
+        .collect();
+    let behind = live
+        .iter()
+        .filter(|i| i.acked_version != st.desired.get(&i.id).copied())
+        .count() as u64;
+    e.gauges(
+        "nsx_gateway_instance_desired_config_version",
+        "Version of the config the gateway wants each instance to run.",
+        &desired,
+    )?;
+    e.gauges(
+        "nsx_gateway_instance_acked_config_version",
+        "Version of the last config each instance acked.",
+        &acked,
+    )?;
+    e.gauge(
+        "nsx_gateway_instances_config_behind",
+        "Non-revoked instances that have not acked their desired config version.",
+        behind,
+    )
+}
