@@ -4,13 +4,25 @@
 //! arrive over a channel (checked only when woken) and are swapped in
 //! between batches; counters are copied out for the local API a few times
 //! a second. Nothing here allocates, locks or logs per packet.
+//!
+//! The local API's `trace` and `capture` are control messages too: a trace
+//! runs [`Pipeline::trace`] between batches (so the firewall's live
+//! connection table is consulted, and nothing changes); a capture arms
+//! [`capture::Capture`], which the receive and flush paths feed only while
+//! it is armed.
 
+pub mod capture;
+
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datapath::{Counters, Output, Pipeline, Tables};
+use datapath::offload::VIRTIO_NET_HDR_LEN;
+use datapath::{Counters, Output, Pipeline, Tables, TraceFrom};
+
+use self::capture::{Capture, CaptureDir, CaptureRequest};
 
 use crate::fwctl::{self, FwRequest};
 use crate::io::{self, RecvBatch, SendBatch, Waker};
@@ -24,7 +36,64 @@ pub enum Ctl {
     Fw(FwRequest),
     /// Connections saved by a previous run (sent after the first tables).
     RestoreFlows(Vec<firewall::conntrack::SavedFlow>),
+    /// A frame to trace through the live decisions, answered between batches.
+    Trace(TraceRequest),
+    /// Arms a bounded capture; answered when it is complete.
+    Capture(CaptureRequest),
     Stop,
+}
+
+/// A `trace` request with the channel its answer goes to.
+#[derive(Debug)]
+pub struct TraceRequest {
+    pub input: TraceInput,
+    pub reply: Sender<Result<TraceReply, String>>,
+}
+
+/// The frame to trace and where it enters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceInput {
+    /// An Ethernet frame the instance sends on its port (micro-segmentation
+    /// mode: a frame the host sends).
+    Port(Vec<u8>),
+    /// Overlay mode: an inner frame arriving in Geneve from `src_tep` on `vni`.
+    Underlay {
+        src_tep: Ipv4Addr,
+        vni: u32,
+        frame: Vec<u8>,
+    },
+    /// Micro-segmentation mode: a frame as the NIC receives it.
+    Nic(Vec<u8>),
+}
+
+/// The datapath thread's answer to a trace.
+#[derive(Debug)]
+pub enum TraceReply {
+    Overlay(datapath::Trace),
+    Microseg(crate::msegloop::MsegTrace),
+}
+
+/// Traces `input` through `pipeline` as of `now_ns` (the overlay loop's
+/// answer to [`Ctl::Trace`]). Changes nothing.
+pub fn trace(pipeline: &Pipeline, input: TraceInput, now_ns: u64) -> Result<TraceReply, String> {
+    let t = match input {
+        TraceInput::Port(frame) => pipeline.trace(TraceFrom::Port, &frame, now_ns),
+        TraceInput::Underlay {
+            src_tep,
+            vni,
+            frame,
+        } => {
+            let payload = datapath::trace::geneve_payload(pipeline.tables(), src_tep, vni, &frame)
+                .map_err(|e| format!("cannot encapsulate the frame: {e}"))?;
+            pipeline.trace(TraceFrom::Underlay(src_tep), &payload, now_ns)
+        }
+        TraceInput::Nic(_) => {
+            return Err(
+                "this agent runs the overlay: from \"underlay\" takes src_tep and vni".into(),
+            );
+        }
+    };
+    Ok(TraceReply::Overlay(t))
 }
 
 /// Counters of the I/O shell itself (syscall failures, truncation).
@@ -90,6 +159,7 @@ struct Shell {
     underlay_send: GsoSender,
     io: IoCounters,
     epoch: Instant,
+    capture: Capture,
 }
 
 /// How the overlay loop runs.
@@ -131,7 +201,9 @@ pub fn run(
         underlay_send: GsoSender::new(OUTPUT_SLOTS),
         io: IoCounters::default(),
         epoch,
+        capture: Capture::default(),
     };
+    shell.tables_changed();
     let mut last_publish = Instant::now() - PUBLISH_EVERY;
     let mut fds = [
         libc::pollfd {
@@ -162,7 +234,10 @@ pub fn run(
             waker.drain();
             loop {
                 match ctl.try_recv() {
-                    Ok(Ctl::Tables(t)) => shell.pipeline.set_tables(t),
+                    Ok(Ctl::Tables(t)) => {
+                        shell.pipeline.set_tables(t);
+                        shell.tables_changed();
+                    }
                     Ok(Ctl::Fw(req)) => {
                         let now = shell.now_ns();
                         let reply = fwctl::answer(shell.pipeline.firewall_mut(), req.query, now);
@@ -179,7 +254,16 @@ pub fn run(
                             );
                         }
                     }
+                    Ok(Ctl::Trace(req)) => {
+                        let now = shell.now_ns();
+                        let _ = req.reply.send(trace(&shell.pipeline, req.input, now));
+                    }
+                    Ok(Ctl::Capture(req)) => {
+                        let now = shell.now_ns();
+                        shell.capture.arm(req, now);
+                    }
                     Ok(Ctl::Stop) | Err(TryRecvError::Disconnected) => {
+                        shell.capture.stop();
                         shell.publish(&snapshot);
                         return;
                     }
@@ -196,6 +280,7 @@ pub fn run(
         }
         let now = shell.now_ns();
         shell.pipeline.tick(now);
+        shell.capture.poll(now);
 
         if last_publish.elapsed() >= PUBLISH_EVERY {
             shell.publish(&snapshot);
@@ -207,6 +292,16 @@ pub fn run(
 impl Shell {
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Tells the capture what the new tables say.
+    fn tables_changed(&mut self) {
+        let t = self.pipeline.tables();
+        let port_vni = t
+            .port
+            .and_then(|p| t.switches.get(usize::from(p.switch)))
+            .map(|s| s.vni);
+        self.capture.set_tables(port_vni, t.host.underlay_ip);
     }
 
     fn port_fd(&self) -> Option<RawFd> {
@@ -229,18 +324,22 @@ impl Shell {
                 self.pipeline.prefetch_port(self.port_rx.frame(i).0);
             }
         }
+        let capturing = self.capture.active();
         for i in 0..n {
             if self.out.needs_flush() {
-                self.flush();
+                self.flush(now);
             }
             let (frame, truncated) = self.port_rx.frame(i);
             if truncated {
                 self.io.port_rx_truncated += 1;
                 continue;
             }
+            if capturing && let Some(f) = frame.get(VIRTIO_NET_HDR_LEN..) {
+                self.capture.port(CaptureDir::Rx, f, now);
+            }
             self.pipeline.from_port_vnet(frame, now, &mut self.out);
         }
-        self.flush();
+        self.flush(now);
         true
     }
 
@@ -261,6 +360,7 @@ impl Shell {
                 }
             }
         }
+        let capturing = self.capture.active();
         for i in 0..n {
             let src = self.underlay_rx.source(i);
             let (payload, truncated) = self.underlay_rx.frame(i);
@@ -280,23 +380,30 @@ impl Shell {
                         &mut self.port_tx,
                         &mut self.underlay_send,
                         &mut self.io,
+                        &mut self.capture,
+                        now,
                     );
+                }
+                if capturing {
+                    self.capture.underlay_rx(src, datagram, now);
                 }
                 self.pipeline
                     .from_underlay(src, datagram, now, &mut self.out);
             }
         }
-        self.flush();
+        self.flush(now);
         true
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, now_ns: u64) {
         flush(
             &mut self.sockets,
             &mut self.out,
             &mut self.port_tx,
             &mut self.underlay_send,
             &mut self.io,
+            &mut self.capture,
+            now_ns,
         );
     }
 
@@ -354,14 +461,26 @@ fn receive(batch: &mut RecvBatch, fd: RawFd, io: &mut IoCounters) -> usize {
 }
 
 /// Sends both output queues (a free function so the receive loops can call
-/// it while borrowing their receive batch).
+/// it while borrowing their receive batch), showing them to an armed capture
+/// first.
+#[allow(clippy::too_many_arguments)]
 fn flush(
     sockets: &mut Sockets,
     out: &mut Output,
     port_tx: &mut SendBatch,
     underlay_send: &mut GsoSender,
     io: &mut IoCounters,
+    capture: &mut Capture,
+    now_ns: u64,
 ) {
+    if capture.active() {
+        for (pkt, _) in out.underlay.iter() {
+            capture.underlay_tx(pkt, now_ns);
+        }
+        for (frame, _) in out.port.iter() {
+            capture.port(CaptureDir::Tx, frame, now_ns);
+        }
+    }
     if !out.underlay.is_empty() {
         io.underlay_tx_failed += underlay_send
             .send(&sockets.underlay_tx, &mut out.underlay)

@@ -47,7 +47,11 @@
 //!
 //! No Geneve sockets are needed in this mode. Control is the same channel
 //! as the overlay loop (`Ctl::Tables`, `Ctl::Fw`, `Ctl::RestoreFlows`,
-//! `Ctl::Stop` + `waker.wake()`). A config whose tables have no firewall
+//! `Ctl::Trace`, `Ctl::Capture`, `Ctl::Stop` + `waker.wake()`). A trace
+//! here is the firewall's alone ([`MsegTrace`]: a frame the host sends, or
+//! one the NIC receives, judged by [`Firewall::explain`]); capture is an
+//! overlay-mode feature and is refused (the host's own interfaces can be
+//! captured with tcpdump in this mode). A config whose tables have no firewall
 //! section leaves the running policy in place (before the first one, the
 //! failure policy decides).
 //!
@@ -70,7 +74,7 @@ use datapath::offload::VIRTIO_NET_HDR_LEN;
 use firewall::{Dir, Firewall, RejectKind, Verdict};
 
 use crate::config::{GatewaySettings, HostSettings};
-use crate::dataloop::{self, Ctl, IoCounters, Snapshot};
+use crate::dataloop::{self, Ctl, IoCounters, Snapshot, TraceInput, TraceReply};
 use crate::fwctl;
 use crate::io::{self, BATCH, RecvBatch, Waker};
 
@@ -500,9 +504,42 @@ impl Shell {
                     "connection table restored"
                 );
             }
+            Ctl::Trace(req) => {
+                let now = self.now_ns();
+                let _ = req.reply.send(self.trace(req.input, now));
+            }
+            Ctl::Capture(req) => {
+                let _ = req.reply.send(Err(
+                    "capture is available in overlay mode only (in micro-segmentation mode, \
+                     capture the host's interfaces with tcpdump)"
+                        .into(),
+                ));
+            }
             Ctl::Stop => return Flow::Stop,
         }
         Flow::Continue
+    }
+
+    /// A firewall-only trace; changes nothing.
+    fn trace(&self, input: TraceInput, now_ns: u64) -> Result<TraceReply, String> {
+        let (dir, frame) = match input {
+            TraceInput::Port(f) => (Dir::Out, f),
+            TraceInput::Nic(f) => (Dir::In, f),
+            TraceInput::Underlay { .. } => {
+                return Err(
+                    "this agent runs micro-segmentation: there is no overlay; from \
+                     \"underlay\" is a frame as the NIC receives it (no src_tep or vni)"
+                        .into(),
+                );
+            }
+        };
+        Ok(TraceReply::Microseg(explain(
+            &self.fw,
+            &self.nic_mac,
+            dir,
+            &frame,
+            now_ns,
+        )))
     }
 
     /// A new config: its firewall policy (if it has one and it changed) is
@@ -634,6 +671,66 @@ impl Shell {
     }
 }
 
+/// What this loop would do with one frame (`trace` in micro-segmentation
+/// mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsegTrace {
+    /// `In`: received on the NIC; `Out`: sent by the host.
+    pub dir: Dir,
+    /// The firewall's verdict; `None` when the NIC frame is unicast to
+    /// another MAC (not the host's: not judged, not passed on).
+    pub verdict: Option<Verdict>,
+    /// One line: why.
+    pub detail: String,
+    /// The answer a reject sends back (a TCP RST or ICMP error frame).
+    pub answer: Option<Vec<u8>>,
+}
+
+/// [`Shell::trace`]'s decision, from the firewall's read-only explanation.
+fn explain(fw: &Firewall, nic_mac: &[u8; 6], dir: Dir, frame: &[u8], now_ns: u64) -> MsegTrace {
+    if dir == Dir::In && !for_us(frame, nic_mac) {
+        let to = frame
+            .get(..6)
+            .map(|m| {
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            })
+            .unwrap_or_default();
+        let mine = nic_mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        return MsegTrace {
+            dir,
+            verdict: None,
+            detail: format!("unicast to {to} is not for this host (NIC MAC {mine}): ignored"),
+            answer: None,
+        };
+    }
+    let (verdict, why) = fw.explain(dir, frame, now_ns);
+    let answer = match verdict {
+        Verdict::Reject(kind) => {
+            let mut buf = vec![0u8; ANSWER_BUF];
+            firewall::reject::build(kind, frame, &mut buf)
+                .ok()
+                .map(|n| {
+                    buf.truncate(n);
+                    buf
+                })
+        }
+        _ => None,
+    };
+    MsegTrace {
+        dir,
+        verdict: Some(verdict),
+        detail: why,
+        answer,
+    }
+}
+
 /// Whether a frame the NIC received is addressed to the host: its MAC or a
 /// group address (broadcast, multicast).
 fn for_us(frame: &[u8], mac: &[u8; 6]) -> bool {
@@ -661,6 +758,63 @@ mod tests {
         f[..6].copy_from_slice(&[6, 0, 0, 0, 0, 2]);
         assert!(!for_us(&f, &mac));
         assert!(for_us(&[1, 2], &mac));
+    }
+
+    #[test]
+    fn trace_judges_like_the_loop_without_changing_anything() {
+        let mac = [6, 0, 0, 0, 0, 1];
+        let mut fw = Firewall::new(16, firewall::FailurePolicy::FailClosed);
+        let policy = control::FirewallConfig {
+            default_rule: control::DefaultRule {
+                id: 1002,
+                action: control::Action::Reject,
+                log: false,
+            },
+            ..control::FirewallConfig::allow_all()
+        };
+        fw.set_policy(Arc::new(
+            firewall::Policy::compile(&policy).unwrap_or_else(|e| panic!("policy: {e}")),
+        ));
+        // A UDP datagram to the host's MAC.
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[..6].copy_from_slice(&mac);
+        f[6..12].copy_from_slice(&[6, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&28u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 2]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 1]);
+        f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        f[38..40].copy_from_slice(&8u16.to_be_bytes());
+        let t = explain(&fw, &mac, Dir::In, &f, 1);
+        assert_eq!(t.verdict, Some(fw.explain(Dir::In, &f, 1).0));
+        assert!(matches!(t.verdict, Some(Verdict::Reject(_))), "{t:?}");
+        assert!(
+            t.detail
+                .starts_with("new inbound connection udp 10.0.0.2:5000")
+        );
+        let summary = datapath::trace::summarize(&t.answer.clone().unwrap_or_default());
+        assert!(
+            summary.contains("icmp destination unreachable code 3"),
+            "{summary}"
+        );
+        assert_eq!(
+            fw.counters().drops.iter().sum::<u64>(),
+            0,
+            "nothing counted"
+        );
+        assert_eq!(
+            fw.process(Dir::In, &f, 1),
+            t.verdict.unwrap_or(Verdict::Pass)
+        );
+        // Unicast to another MAC is not the host's.
+        f[..6].copy_from_slice(&[6, 0, 0, 0, 0, 9]);
+        let t = explain(&fw, &mac, Dir::In, &f, 1);
+        assert_eq!(t.verdict, None);
+        assert!(t.detail.contains("not for this host"));
     }
 
     #[test]

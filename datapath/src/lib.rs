@@ -6,6 +6,8 @@
 //! (port security, responders, switch, router, encapsulation on the way out;
 //! decapsulation and delivery on the way in), each with its own counters;
 //! forwarding state is an immutable [`Tables`] snapshot swapped whole.
+//! [`Pipeline::trace`] runs a frame through the same decisions without
+//! sending it or changing anything ([`trace`]).
 
 pub mod coalesce;
 pub mod counters;
@@ -14,6 +16,7 @@ pub mod offload;
 pub mod pipeline;
 pub mod queue;
 pub mod tables;
+pub mod trace;
 
 pub use counters::{Counters, DropReason, LayerCounters, PacketBytes, TunnelCounters};
 pub use layer::{LayerId, Verdict};
@@ -21,3 +24,4 @@ pub use offload::Offload;
 pub use pipeline::Pipeline;
 pub use queue::{Output, TcpGso, TxItem, TxQueue};
 pub use tables::{LocalHost, Location, Tables, TablesError};
+pub use trace::{OutputKind, StepResult, Trace, TraceFrom, TraceOutput, TraceStep};

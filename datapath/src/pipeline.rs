@@ -21,7 +21,7 @@ use crate::tables::Tables;
 /// Connections tracked when the caller does not say (about 20 MiB of table).
 pub const DEFAULT_FLOW_CAPACITY: usize = 1 << 18;
 /// Room for the firewall's answer to a rejected packet (RST or ICMP error).
-const ANSWER_BUF: usize = 1024;
+pub(crate) const ANSWER_BUF: usize = 1024;
 
 /// One instance's datapath.
 #[derive(Debug)]

@@ -321,6 +321,13 @@ impl Tables {
     pub fn mac_table(&self) -> impl Iterator<Item = (SwitchIdx, MacAddr, Location)> + '_ {
         self.macs.iter().map(|(&(s, m), &l)| (s, m, l))
     }
+
+    /// Rows of the ARP table (the addresses the responder answers for, the
+    /// router's gateway addresses aside): (switch, IPv4, neighbour), for the
+    /// local API.
+    pub fn arp_table(&self) -> impl Iterator<Item = (SwitchIdx, Ipv4Addr, Neighbor)> + '_ {
+        self.neighbors.iter().map(|(&(s, ip), &n)| (s, ip, n))
+    }
 }
 
 /// `HashMap` with a small multiplicative hasher: the keys are trusted config

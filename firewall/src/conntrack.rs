@@ -815,6 +815,82 @@ impl Conntrack {
         Ok(state)
     }
 
+    /// What [`Conntrack::lookup`] would return for `t` now, changing
+    /// nothing: an entry idle past its timeout counts as absent but stays.
+    pub fn peek(&self, t: &Tuple, now_ns: u64) -> Option<Hit> {
+        let (key, swapped) = Packed::of(t);
+        let i = self.find(&key)?;
+        if self.expired(i, now_ns) {
+            return None;
+        }
+        Some(Hit {
+            id: EntryId {
+                slot: i as u32,
+                key,
+            },
+            reply: swapped != self.slots[i].reversed(),
+        })
+    }
+
+    /// What [`Conntrack::related`] would return, changing nothing.
+    pub fn peek_related(&self, inner: &Tuple, now_ns: u64) -> Option<Hit> {
+        let hit = self.peek(inner, now_ns)?;
+        Some(Hit {
+            id: hit.id,
+            reply: !hit.reply,
+        })
+    }
+
+    /// What [`Conntrack::track`] would return for this packet, changing
+    /// nothing (the TCP state machine runs on a copy of the entry's state).
+    pub fn would_track(&self, hit: Hit, l4: &L4) -> Result<State, Invalid> {
+        let i = self.resolve(&hit.id).ok_or(Invalid::Gone)?;
+        let slot = &self.slots[i];
+        match (slot.state(), l4) {
+            (State::Tcp(_), L4::Tcp(seg)) => {
+                let mut c = slot.tcp();
+                Ok(State::Tcp(c.segment(hit.reply, seg)?))
+            }
+            (State::Tcp(_), _) | (_, L4::Tcp(_)) => Err(Invalid::Mismatch),
+            (s, _) => Ok(s.after_packet(hit.reply)),
+        }
+    }
+
+    /// Whether [`Conntrack::insert`] of `t` would succeed now, changing
+    /// nothing. Exact unless the table is at its limit and reclaiming
+    /// expired neighbours would reshape a probe run to the probe limit
+    /// (a pathological collision chain): the probe is checked on the table
+    /// as it is.
+    pub fn can_insert(&self, t: &Tuple, now_ns: u64) -> Result<(), Full> {
+        let (packed, _) = Packed::of(t);
+        let mut len = self.len;
+        if let Some(i) = self.find(&packed) {
+            if !self.expired(i, now_ns) {
+                return Ok(());
+            }
+            // The lookup before an insert removes it first.
+            len -= 1;
+        }
+        if len >= self.limit {
+            let (mut i, _) = self.home(self.hash(&packed));
+            let mut reclaimable = 0;
+            for _ in 0..RECLAIM_SCAN {
+                if self.tags[i] != 0 && self.expired(i, now_ns) {
+                    reclaimable += 1;
+                }
+                i = self.next(i);
+            }
+            if len - reclaimable.min(len) >= self.limit {
+                return Err(if self.limit < self.capacity {
+                    Full::Limit(u32::try_from(self.limit).unwrap_or(u32::MAX))
+                } else {
+                    Full::Capacity(self.capacity)
+                });
+            }
+        }
+        self.probe(&packed)
+    }
+
     /// Starts tracking the connection `t` opens: its first packet (`bytes`
     /// long, described by `l4`) went `dir` relative to the instance and
     /// `rule_id` admitted it. For TCP a pure SYN opens normally; anything
@@ -1206,6 +1282,24 @@ impl Conntrack {
             ..Slot::default()
         };
         Ok(p)
+    }
+
+    /// [`Conntrack::place`]'s checks without the writes.
+    fn probe(&self, k: &Packed) -> Result<(), Full> {
+        let (mut p, _) = self.home(self.hash(k));
+        let mut dist: u8 = 1;
+        while self.tags[p] as u8 >= dist {
+            p = self.next(p);
+            dist = dist.checked_add(1).ok_or(Full::Probe)?;
+        }
+        let mut e = p;
+        while self.tags[e] != 0 {
+            if self.tags[e] as u8 == MAX_DIST {
+                return Err(Full::Probe);
+            }
+            e = self.next(e);
+        }
+        Ok(())
     }
 
     /// Empties bucket `i`, shifting the rest of its run back by one.

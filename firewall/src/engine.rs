@@ -449,6 +449,213 @@ impl Firewall {
         }
     }
 
+    /// What [`Firewall::process`] would decide for `frame` travelling
+    /// `dir` at `now_ns`, and why, in one line (for `trace`): the same
+    /// steps in the same order, reading the connection table and the
+    /// policy but changing nothing (no connection created or advanced, no
+    /// counter, hit or log record).
+    pub fn explain(&self, dir: Dir, frame: &[u8], now_ns: u64) -> (Verdict, String) {
+        let pkt = match packet::parse(frame) {
+            Ok(p) => p,
+            Err(e) => return (Verdict::Drop(DropReason::Malformed), format!("{e}: drop")),
+        };
+        if pkt.class == Class::Management {
+            return (
+                Verdict::Pass,
+                "management traffic (ARP, DHCP, IPv6 discovery) passes unfiltered".into(),
+            );
+        }
+        if let Class::Ipv4(info) = &pkt.class
+            && self.is_management(dir, &info.tuple)
+        {
+            return (
+                Verdict::Pass,
+                format!(
+                    "{}: the agent's own management connection passes unfiltered",
+                    show_tuple(&info.tuple)
+                ),
+            );
+        }
+        let Some(policy) = self.policy.as_deref() else {
+            return match self.failure {
+                FailurePolicy::FailOpen => {
+                    (Verdict::Pass, "no ruleset yet: failOpen passes".into())
+                }
+                FailurePolicy::FailClosed => (
+                    Verdict::Drop(DropReason::FailClosed),
+                    "no ruleset yet: failClosed drops".into(),
+                ),
+            };
+        };
+        let mut l2_note = String::new();
+        if let Some(m) = policy.classify_l2(dir, pkt.src_mac, pkt.dst_mac, pkt.ethertype) {
+            let rule = describe_rule(policy, &m);
+            if m.action != Action::Accept {
+                return (Verdict::Drop(DropReason::L2Rule), format!("L2 {rule}"));
+            }
+            l2_note = format!("L2 {rule}; ");
+        }
+        let (v, why) = match &pkt.class {
+            Class::Ipv4(info) => self.explain_ipv4(policy, dir, info, pkt.icmp(), now_ns),
+            Class::Fragment => (
+                Verdict::Drop(DropReason::Fragment),
+                "non-first IPv4 fragment (not reassembled): drop".into(),
+            ),
+            _ => {
+                let default = policy.rules().last();
+                let accepts = default.is_none_or(|r| r.action == Action::Accept);
+                let what = match default {
+                    Some(r) => format!(
+                        "default rule {} ({}) {}",
+                        r.id,
+                        r.ruleset,
+                        r.action.as_str()
+                    ),
+                    None => "no default rule: accept".into(),
+                };
+                let v = if accepts {
+                    Verdict::Pass
+                } else {
+                    Verdict::Drop(DropReason::Rule)
+                };
+                (
+                    v,
+                    format!(
+                        "not IPv4 (ethertype {:#06x}): {what}, stateless",
+                        pkt.ethertype
+                    ),
+                )
+            }
+        };
+        (v, l2_note + &why)
+    }
+
+    fn explain_ipv4(
+        &self,
+        policy: &Policy,
+        dir: Dir,
+        info: &Ipv4Info,
+        icmp: Option<(u8, u8)>,
+        now_ns: u64,
+    ) -> (Verdict, String) {
+        let t = &info.tuple;
+        let ct = &self.conntrack;
+        if let Some(hit) = ct.peek(t, now_ns) {
+            let conn = describe_conn(ct, hit.id);
+            let side = if hit.reply { "reply" } else { "original" };
+            return match ct.would_track(hit, &info.l4) {
+                Ok(state) => (
+                    Verdict::Pass,
+                    format!(
+                        "established {conn} fast path, {side} direction, state {}",
+                        state.name()
+                    ),
+                ),
+                Err(e) => (
+                    Verdict::Drop(DropReason::Invalid),
+                    format!("{conn}: invalid ({e}): drop"),
+                ),
+            };
+        }
+        if let L4::IcmpError { inner, .. } = &info.l4 {
+            return match ct.peek_related(inner, now_ns) {
+                Some(hit) => (
+                    Verdict::Pass,
+                    format!(
+                        "ICMP error related to {}: passes",
+                        describe_conn(ct, hit.id)
+                    ),
+                ),
+                None => (
+                    Verdict::Drop(DropReason::UnsolicitedIcmpError),
+                    format!(
+                        "ICMP error quoting {} of no tracked connection: drop",
+                        show_tuple(inner)
+                    ),
+                ),
+            };
+        }
+        let m = policy.classify(dir, t, icmp);
+        let rule = describe_rule(policy, &m);
+        let way = match dir {
+            Dir::In => "inbound",
+            Dir::Out => "outbound",
+        };
+        let what = format!("new {way} connection {}, {rule}", show_tuple(t));
+        if let L4::Tcp(tcp) = &info.l4
+            && !crate::tcp::can_open(tcp)
+        {
+            let strict = policy.config().tcp_strict;
+            let pickup = !strict
+                && !tcp.has(TcpMeta::SYN)
+                && !tcp.has(TcpMeta::RST)
+                && !tcp.has(TcpMeta::FIN);
+            let seg = format!(
+                "{way} TCP segment of no tracked connection {}, {rule}",
+                show_tuple(t)
+            );
+            match m.action {
+                Action::Reject if !tcp.has(TcpMeta::RST) => {
+                    return (
+                        Verdict::Reject(RejectKind::TcpRst),
+                        format!("{seg}: answered with a TCP RST"),
+                    );
+                }
+                Action::Accept if pickup => {
+                    return match self.conntrack.can_insert(t, now_ns) {
+                        Ok(()) => (
+                            Verdict::Pass,
+                            format!("{seg}: picked up mid-stream (tcp_strict off)"),
+                        ),
+                        Err(e) => (
+                            Verdict::Drop(DropReason::TableFull),
+                            format!("{seg}, but {e}: drop"),
+                        ),
+                    };
+                }
+                Action::Accept if strict => {
+                    return (
+                        Verdict::Drop(DropReason::NoConnection),
+                        format!("{seg}: tcp_strict, not a SYN: drop"),
+                    );
+                }
+                _ => {
+                    return (
+                        Verdict::Drop(DropReason::NoConnection),
+                        format!("{seg}: not a SYN: drop"),
+                    );
+                }
+            }
+        }
+        match m.action {
+            Action::Accept => match self.conntrack.can_insert(t, now_ns) {
+                Ok(()) => (Verdict::Pass, what),
+                Err(e) => (
+                    Verdict::Drop(DropReason::TableFull),
+                    format!("{what}, but {e}: drop"),
+                ),
+            },
+            Action::Drop => (Verdict::Drop(DropReason::Rule), what),
+            Action::Reject => {
+                let kind = reject_kind(&info.l4, t.proto);
+                let answer = match kind {
+                    RejectKind::TcpRst => "a TCP RST".to_string(),
+                    RejectKind::IcmpUnreachable(c) if c == CODE_PORT_UNREACHABLE => {
+                        "ICMP port unreachable".to_string()
+                    }
+                    RejectKind::IcmpUnreachable(c) if c == CODE_ADMIN_PROHIBITED => {
+                        "ICMP administratively prohibited".to_string()
+                    }
+                    RejectKind::IcmpUnreachable(c) => format!("ICMP unreachable code {c}"),
+                };
+                (
+                    Verdict::Reject(kind),
+                    format!("{what}: answered with {answer}"),
+                )
+            }
+        }
+    }
+
     /// The last match a [`Verdict::Reject`] came from is not kept; callers
     /// log through the ring. This returns the match a packet would get,
     /// without side effects (for `trace`).
@@ -470,6 +677,32 @@ fn recheck(ct: &mut Conntrack, policy: &Policy) -> usize {
         let m = policy.classify(f.dir, &f.tuple, icmp);
         (m.action == Action::Accept).then_some(m.rule_id)
     })
+}
+
+/// `rule 1006 (domain-c25) accept`.
+fn describe_rule(policy: &Policy, m: &Match) -> String {
+    match policy.rules().get(m.rule as usize) {
+        Some(r) => format!("rule {} ({}) {}", r.id, r.ruleset, m.action.as_str()),
+        None => format!("rule {} {}", m.rule_id, m.action.as_str()),
+    }
+}
+
+/// `connection 558a796d00000000 (rule 1006)` (the id as `getflows` prints it).
+fn describe_conn(ct: &Conntrack, id: crate::conntrack::EntryId) -> String {
+    match ct.get(id) {
+        Some(v) => format!("connection {:016x} (rule {})", v.id, v.rule_id),
+        None => "connection (gone)".into(),
+    }
+}
+
+/// `tcp 192.168.100.4:5201 -> 192.168.100.3:40000`, `icmp 10.0.0.1 -> 10.0.0.2`.
+fn show_tuple(t: &Tuple) -> String {
+    match t.proto {
+        6 => format!("tcp {}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport),
+        17 => format!("udp {}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport),
+        1 => format!("icmp {} -> {}", t.src, t.dst),
+        p => format!("proto {p} {} -> {}", t.src, t.dst),
+    }
 }
 
 /// 64 random bits from the standard library's per-process hash keys.

@@ -23,7 +23,21 @@ pub(crate) fn process(
     let Some(fw) = fw else {
         return Step::Next;
     };
-    match fw.process(dir, ctx.frame, now_ns) {
+    let v = fw.process(dir, ctx.frame, now_ns);
+    apply(v, dir, ctx, out, c)
+}
+
+/// Carries out the firewall's verdict (shared with [`crate::trace`], which
+/// gets its verdict from [`Firewall::explain`]).
+#[inline]
+pub(crate) fn apply(
+    v: FwVerdict,
+    dir: Dir,
+    ctx: &mut Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+) -> Step {
+    match v {
         FwVerdict::Pass => Step::Next,
         FwVerdict::Drop(_) => Step::Done(Verdict::Drop(DropReason::Firewall)),
         FwVerdict::Reject(kind) => {
