@@ -58,8 +58,8 @@ if [[ "${NSX_IN_SANDBOX:-}" != 1 ]]; then
     source "$ROOT/tests/lib/deps.sh"
     nsx_install_tools ip ping tshark dumpcap jq ethtool socat unshare nsenter timeout sha256sum cc curl openssl
     nsx_ensure_rust >/dev/null
-    echo "== building (cargo build --release -p agent -p gateway)"
-    (cd "$ROOT" && cargo build --release -p agent -p gateway)
+    echo "== building (cargo build --release -p agent -p gateway -p nsxcli)"
+    (cd "$ROOT" && cargo build --release -p agent -p gateway -p nsxcli)
     export NSX_AGENT=$ROOT/target/release/nsx-agent
     export NSX_GATEWAY=$ROOT/target/release/nsx-gateway
     if [[ -n "${NSX_DEMO_PCAP:-}" ]]; then
@@ -324,6 +324,28 @@ if grep -q "INET match REJECT domain-c25/1002 OUT" "$TOPO_DIR/vm2/dfwpktlogs.log
     good "the refused connection is in vm2's packet log"
 else
     bad "vm2's packet log"
+fi
+
+say "nsxcli on vm1: the operator's shell (nsxcli -c ..., or interactive)"
+NSXCLI=$(dirname "$NSX_AGENT")/nsxcli
+# nsxcli_show CMD REGEX LABEL: run CMD against vm1's agent as the seed shows it, check REGEX.
+nsxcli_show() {
+    local out
+    printf '%s> %s\n' "$(hostname)" "$1"
+    out=$("$NSXCLI" --socket "$(topo_socket vm1)" -c "$1" 2>&1) || true
+    indent <<<"$out"
+    if grep -qE "$2" <<<"$out"; then good "$3"; else bad "$3"; fi
+}
+if [[ -x "$NSXCLI" ]]; then
+    nsxcli_show "get gateway connection status" "^Connection Status : ESTABLISHED" "gateway connection status as in the seed"
+    nsxcli_show "get vm-network-mode" "^VM-Network-Mode : overlay" "vm-network-mode"
+    nsxcli_show "trace port tcp src ${OIP[vm1]} dst ${OIP[vm2]} sport 40000 dport 22 flags S" \
+        "rule 1002|reject" "trace: vm1 -> vm2:22 is rejected by rule 1002 (vm2 is not in the web tier)"
+    nsxcli_show "trace port icmp src ${OIP[vm1]} dst ${OIP[vm2]} ttl 64" \
+        "vni 0x2388" "trace: a ping vm1 -> vm2 is routed and encapsulated in app-ls's VNI"
+    nsxcli_show "get firewall flows" "ssh\\(22\\)" "firewall flows of vm1"
+else
+    bad "no nsxcli binary at $NSXCLI"
 fi
 
 if [[ $FAILS -gt 0 ]]; then
