@@ -2,8 +2,9 @@
 # scripts/test.sh -- everything CI checks, in order, stopping at the first
 # failure: installs what the tests need (apt, rustup components; skipped when
 # present), then rustfmt, clippy (-D warnings), shellcheck, cargo test, the
-# release build of nsx-agent, tests/host_plumbing.sh (if present) and the
-# namespace end-to-end tests (tests/run-e2e.sh) against that release binary.
+# release build of nsx-agent, nsx-gateway and nsxcli, tests/host_plumbing.sh
+# (if present) and the namespace end-to-end tests (tests/run-e2e.sh) against
+# those release binaries.
 # Run as root on Debian/Ubuntu (or with unprivileged user namespaces and the
 # packages already installed). Usage: scripts/test.sh
 set -euo pipefail
@@ -39,9 +40,11 @@ run "shellcheck (${#SHELL_SCRIPTS[@]} scripts)" shellcheck -x --severity=warning
 run "cargo test" cargo test --workspace
 
 # --- one build profile for everything that runs the binary --------------------
-run "cargo build --release -p agent -p gateway" cargo build --release -p agent -p gateway
+run "cargo build --release -p agent -p gateway -p nsxcli" cargo build --release -p agent -p gateway -p nsxcli
 export NSX_AGENT=$ROOT/target/release/nsx-agent NSX_GATEWAY=$ROOT/target/release/nsx-gateway
-[[ -x "$NSX_AGENT" && -x "$NSX_GATEWAY" ]] || fail "release build produced no $NSX_AGENT / $NSX_GATEWAY"
+export NSXCLI=$ROOT/target/release/nsxcli
+[[ -x "$NSX_AGENT" && -x "$NSX_GATEWAY" && -x "$NSXCLI" ]] ||
+    fail "release build produced no $NSX_AGENT / $NSX_GATEWAY / $NSXCLI"
 
 if [[ -x tests/host_plumbing.sh || -f tests/host_plumbing.sh ]]; then
     run "tests/host_plumbing.sh" bash tests/host_plumbing.sh

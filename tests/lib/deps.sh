@@ -11,7 +11,7 @@ declare -gA NSX_TOOL_PKG=(
     [ip]=iproute2 [ping]=iputils-ping [tshark]=tshark [dumpcap]=wireshark-common
     [iperf3]=iperf3 [jq]=jq [ethtool]=ethtool [socat]=socat [shellcheck]=shellcheck
     [unshare]=util-linux [nsenter]=util-linux [timeout]=coreutils [cc]=gcc
-    [sha256sum]=coreutils [curl]=curl [openssl]=openssl
+    [sha256sum]=coreutils [curl]=curl [openssl]=openssl [python3]=python3
 )
 
 # nsx_install_tools [CMD...]: make sure CMDs (default: all above) exist.
