@@ -882,15 +882,12 @@ fn verdict_name(v: Verdict) -> &'static str {
     }
 }
 
-fn dst_mac(frame: &[u8]) -> String {
+/// The destination MAC of an Ethernet frame, `aa:bb:..` (empty if too short).
+pub(crate) fn dst_mac(frame: &[u8]) -> String {
     frame
         .get(..6)
-        .map(|m| {
-            m.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        })
+        .and_then(|m| <[u8; 6]>::try_from(m).ok())
+        .map(|m| control::MacAddr(m).to_string())
         .unwrap_or_default()
 }
 

@@ -205,32 +205,11 @@ pub fn run(
     };
     shell.tables_changed();
     let mut last_publish = Instant::now() - PUBLISH_EVERY;
-    let mut fds = [
-        libc::pollfd {
-            fd: waker.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: port_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: geneve_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+    let mut poller = io::Poller::new([waker.fd(), port_fd, geneve_fd]);
 
     loop {
-        for f in fds.iter_mut() {
-            f.revents = 0;
-        }
-        // SAFETY: `fds` is a live array of pollfd; a negative fd is ignored by poll.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-
-        if fds[0].revents != 0 {
+        let [woken, _, _] = poller.wait(100);
+        if woken {
             waker.drain();
             loop {
                 match ctl.try_recv() {
@@ -246,12 +225,7 @@ pub fn run(
                     Ok(Ctl::RestoreFlows(flows)) => {
                         let now = shell.now_ns();
                         if let Some(fw) = shell.pipeline.firewall_mut() {
-                            let n = fw.restore(&flows, now);
-                            tracing::info!(
-                                restored = n,
-                                saved = flows.len(),
-                                "connection table restored"
-                            );
+                            fwctl::restore(fw, &flows, now);
                         }
                     }
                     Ok(Ctl::Trace(req)) => {

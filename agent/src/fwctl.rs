@@ -113,6 +113,16 @@ fn stats(fw: &mut Firewall) -> FwStats {
     }
 }
 
+/// Restores connections saved by a previous run (after the first tables).
+pub fn restore(fw: &mut Firewall, flows: &[SavedFlow], now_ns: u64) {
+    let n = fw.restore(flows, now_ns);
+    tracing::info!(
+        restored = n,
+        saved = flows.len(),
+        "connection table restored"
+    );
+}
+
 /// Counter summary for the gateway's Status report (names are free-form).
 pub fn summary(fw: &Firewall, out: &mut Vec<(String, u64)>) {
     let c = fw.counters();

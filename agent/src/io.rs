@@ -388,6 +388,35 @@ pub(crate) fn wait_writable(fd: RawFd, timeout_ms: i32) {
     unsafe { libc::poll(&mut p, 1, timeout_ms) };
 }
 
+/// The datapath threads' wait: the waker plus the loop's sockets, all for
+/// reading (a negative fd is ignored, e.g. no port socket).
+#[derive(Debug)]
+pub(crate) struct Poller<const N: usize> {
+    fds: [libc::pollfd; N],
+}
+
+impl<const N: usize> Poller<N> {
+    pub(crate) fn new(fds: [RawFd; N]) -> Self {
+        Poller {
+            fds: fds.map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }),
+        }
+    }
+
+    /// Waits up to `timeout_ms` for any of them; returns which are ready.
+    pub(crate) fn wait(&mut self, timeout_ms: i32) -> [bool; N] {
+        for f in self.fds.iter_mut() {
+            f.revents = 0;
+        }
+        // SAFETY: `fds` is a live array of N pollfd; negative fds are ignored.
+        unsafe { libc::poll(self.fds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
+        self.fds.map(|f| f.revents != 0)
+    }
+}
+
 /// An eventfd used to wake the datapath thread.
 #[derive(Debug)]
 pub struct Waker(OwnedFd);

@@ -415,32 +415,11 @@ pub fn run(
     };
     shell.set_tables(tables);
     let mut last_publish = Instant::now() - PUBLISH_EVERY;
-    let mut fds = [
-        libc::pollfd {
-            fd: waker.fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: nic_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: fw_fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+    let mut poller = io::Poller::new([waker.fd(), nic_fd, fw_fd]);
 
     loop {
-        for f in fds.iter_mut() {
-            f.revents = 0;
-        }
-        // SAFETY: `fds` is a live array of pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-
-        if fds[0].revents != 0 {
+        let [woken, _, _] = poller.wait(100);
+        if woken {
             waker.drain();
             loop {
                 match ctl.try_recv() {
@@ -497,12 +476,7 @@ impl Shell {
             }
             Ctl::RestoreFlows(flows) => {
                 let now = self.now_ns();
-                let n = self.fw.restore(&flows, now);
-                tracing::info!(
-                    restored = n,
-                    saved = flows.len(),
-                    "connection table restored"
-                );
+                fwctl::restore(&mut self.fw, &flows, now);
             }
             Ctl::Trace(req) => {
                 let now = self.now_ns();
@@ -689,20 +663,8 @@ pub struct MsegTrace {
 /// [`Shell::trace`]'s decision, from the firewall's read-only explanation.
 fn explain(fw: &Firewall, nic_mac: &[u8; 6], dir: Dir, frame: &[u8], now_ns: u64) -> MsegTrace {
     if dir == Dir::In && !for_us(frame, nic_mac) {
-        let to = frame
-            .get(..6)
-            .map(|m| {
-                m.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":")
-            })
-            .unwrap_or_default();
-        let mine = nic_mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
+        let to = crate::api::dst_mac(frame);
+        let mine = control::MacAddr(*nic_mac);
         return MsegTrace {
             dir,
             verdict: None,
