@@ -13,9 +13,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use common::*;
-use control::{
-    Action, AddrRef, DefaultRule, FirewallConfig, PortRange, Protocol, Rule, RuleSet, Service,
-};
+use control::{Action, FirewallConfig, Protocol, Rule, Service};
 use datapath::{DropReason, Output, Pipeline, Tables, Verdict};
 use geneve::{checksum, ethernet, icmpv4, ipv4};
 
@@ -23,41 +21,6 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const RST: u8 = 0x04;
 const PSH: u8 = 0x08;
-
-/// Default reject; tcp/22 from vm3 to vm1 accepted.
-fn policy(allow_ssh: bool) -> FirewallConfig {
-    let mut rules = Vec::new();
-    if allow_ssh {
-        rules.push(Rule {
-            id: 1006,
-            direction: control::Direction::InOut,
-            sources: vec![AddrRef::Net(ipnet::IpNet::from(std::net::IpAddr::V4(
-                VM3.ip,
-            )))],
-            destinations: vec![AddrRef::Net(ipnet::IpNet::from(std::net::IpAddr::V4(
-                VM1.ip,
-            )))],
-            services: vec![Service {
-                port: Some(PortRange::single(22)),
-                ..Service::any_of(Protocol::Number(6))
-            }],
-            action: Action::Accept,
-            log: true,
-        });
-    }
-    FirewallConfig {
-        rulesets: vec![RuleSet {
-            name: "domain-c25".into(),
-            rules,
-        }],
-        default_rule: DefaultRule {
-            id: 1002,
-            action: Action::Reject,
-            log: true,
-        },
-        ..FirewallConfig::allow_all()
-    }
-}
 
 fn pipeline(me: Vm, fw: Option<FirewallConfig>) -> Pipeline {
     let (mut cfg, host) = config_for(me, 1500);
@@ -69,47 +32,6 @@ fn retable(p: &mut Pipeline, me: Vm, fw: Option<FirewallConfig>) {
     let (mut cfg, host) = config_for(me, 1500);
     cfg.firewall = fw;
     p.set_tables(Arc::new(Tables::build(&cfg, host).unwrap()));
-}
-
-/// A TCP segment between two instances on ls-web.
-#[allow(clippy::too_many_arguments)]
-fn tcp(
-    from: Vm,
-    to: Vm,
-    sport: u16,
-    dport: u16,
-    flags: u8,
-    seq: u32,
-    ack: u32,
-    len: usize,
-) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20 + len];
-    ethernet::emit_header(&mut f, to.mac.0, from.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
-    ipv4::emit_header(
-        &mut f[14..],
-        from.ip,
-        to.ip,
-        ipv4::PROTO_TCP,
-        20 + len,
-        64,
-        true,
-        1,
-    )
-    .unwrap();
-    let t = &mut f[34..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let sum = checksum::sum(
-        t,
-        checksum::pseudo_header_v4(from.ip, to.ip, 6, (20 + len) as u16),
-    );
-    t[16..18].copy_from_slice(&checksum::fold(sum).to_be_bytes());
-    f
 }
 
 fn udp(from: Vm, to: Vm, sport: u16, dport: u16) -> Vec<u8> {
@@ -155,12 +77,12 @@ fn port_tcp(out: &Output, i: usize) -> (u8, u32, u32, Ipv4Addr, Ipv4Addr) {
 
 #[test]
 fn allowed_connection_flows_both_ways_and_others_are_refused() {
-    let mut a = pipeline(VM1, Some(policy(true)));
-    let mut c = pipeline(VM3, Some(policy(true)));
+    let mut a = pipeline(VM1, Some(ssh_policy(true, true)));
+    let mut c = pipeline(VM3, Some(ssh_policy(true, true)));
     let (mut out_a, mut out_c) = (output(), output());
 
     // vm3 -> vm1:22 SYN: allowed out of vm3, allowed into vm1.
-    let syn = tcp(VM3, VM1, 40000, 22, SYN, 1000, 0, 0);
+    let syn = tcp_between(VM3, VM1, 40000, 22, SYN, 1000, 0, 0);
     assert_eq!(
         c.from_port(&syn, 1, &mut out_c),
         Verdict::Encapsulated { copies: 1 }
@@ -169,7 +91,7 @@ fn allowed_connection_flows_both_ways_and_others_are_refused() {
     assert_eq!(out_a.port.len(), 1, "SYN delivered to vm1");
     out_a.port.clear();
     // The reply needs no rule: it matches the connection.
-    let synack = tcp(VM1, VM3, 22, 40000, SYN | ACK, 5000, 1001, 0);
+    let synack = tcp_between(VM1, VM3, 22, 40000, SYN | ACK, 5000, 1001, 0);
     assert_eq!(
         a.from_port(&synack, 2, &mut out_a),
         Verdict::Encapsulated { copies: 1 }
@@ -177,7 +99,7 @@ fn allowed_connection_flows_both_ways_and_others_are_refused() {
     assert_eq!(carry(&mut out_a, &mut c, &mut out_c, VM3.underlay), 1);
     assert_eq!(out_c.port.len(), 1, "SYN-ACK delivered to vm3");
     out_c.port.clear();
-    let ack = tcp(VM3, VM1, 40000, 22, ACK | PSH, 1001, 5001, 100);
+    let ack = tcp_between(VM3, VM1, 40000, 22, ACK | PSH, 1001, 5001, 100);
     assert!(!c.from_port(&ack, 3, &mut out_c).is_drop());
     carry(&mut out_c, &mut a, &mut out_a, VM1.underlay);
     assert_eq!(out_a.port.len(), 1);
@@ -187,7 +109,7 @@ fn allowed_connection_flows_both_ways_and_others_are_refused() {
     assert!(fw.counters().fast_path >= 2);
 
     // vm3 -> vm1:23: rejected by vm3's own firewall, a RST comes straight back.
-    let syn23 = tcp(VM3, VM1, 40001, 23, SYN, 7000, 0, 0);
+    let syn23 = tcp_between(VM3, VM1, 40001, 23, SYN, 7000, 0, 0);
     assert_eq!(
         c.from_port(&syn23, 4, &mut out_c),
         Verdict::Drop(DropReason::Firewall)
@@ -203,7 +125,7 @@ fn allowed_connection_flows_both_ways_and_others_are_refused() {
     out_c.port.clear();
 
     // vm1 -> vm3:22 is not the allowed direction.
-    let rev = tcp(VM1, VM3, 40002, 22, SYN, 1, 0, 0);
+    let rev = tcp_between(VM1, VM3, 40002, 22, SYN, 1, 0, 0);
     assert_eq!(
         a.from_port(&rev, 5, &mut out_a),
         Verdict::Drop(DropReason::Firewall)
@@ -214,10 +136,10 @@ fn allowed_connection_flows_both_ways_and_others_are_refused() {
 #[test]
 fn ingress_reject_is_answered_through_the_overlay() {
     // vm3 has no firewall; vm1 rejects everything but ssh.
-    let mut a = pipeline(VM1, Some(policy(true)));
+    let mut a = pipeline(VM1, Some(ssh_policy(true, true)));
     let mut c = pipeline(VM3, None);
     let (mut out_a, mut out_c) = (output(), output());
-    let syn = tcp(VM3, VM1, 40000, 80, SYN, 42, 0, 0);
+    let syn = tcp_between(VM3, VM1, 40000, 80, SYN, 42, 0, 0);
     assert!(!c.from_port(&syn, 1, &mut out_c).is_drop());
     carry(&mut out_c, &mut a, &mut out_a, VM1.underlay);
     assert!(out_a.port.is_empty(), "not delivered to vm1");
@@ -243,10 +165,10 @@ fn ingress_reject_is_answered_through_the_overlay() {
 
 #[test]
 fn icmp_errors_pass_only_when_related() {
-    let mut a = pipeline(VM1, Some(policy(true)));
+    let mut a = pipeline(VM1, Some(ssh_policy(true, true)));
     let mut out = output();
     // vm1 has a connection to vm3:22? No: make one from vm3 -> vm1:22 arrive.
-    let syn = tcp(VM3, VM1, 40000, 22, SYN, 1000, 0, 0);
+    let syn = tcp_between(VM3, VM1, 40000, 22, SYN, 1000, 0, 0);
     a.from_underlay(
         VM3.underlay,
         &geneve_from(&VM3, VNI_WEB, VM3.tep_id, &syn),
@@ -256,7 +178,7 @@ fn icmp_errors_pass_only_when_related() {
     assert_eq!(out.port.len(), 1);
     out.port.clear();
     // An ICMP unreachable from vm3 about vm1's reply (vm1:22 -> vm3:40000) is related.
-    let reply = tcp(VM1, VM3, 22, 40000, SYN | ACK, 9, 1001, 0);
+    let reply = tcp_between(VM1, VM3, 22, 40000, SYN | ACK, 9, 1001, 0);
     let err = icmp_error_about(VM3, VM1, &reply);
     a.from_underlay(
         VM3.underlay,
@@ -267,7 +189,7 @@ fn icmp_errors_pass_only_when_related() {
     assert_eq!(out.port.len(), 1, "related ICMP error delivered");
     out.port.clear();
     // The same error about a connection that does not exist is dropped.
-    let other = tcp(VM1, VM3, 22, 41000, SYN | ACK, 9, 1001, 0);
+    let other = tcp_between(VM1, VM3, 22, 41000, SYN | ACK, 9, 1001, 0);
     let err = icmp_error_about(VM3, VM1, &other);
     let v = a.from_underlay(
         VM3.underlay,
@@ -309,7 +231,7 @@ fn icmp_error_about(from: Vm, to: Vm, offending: &[u8]) -> Vec<u8> {
 
 #[test]
 fn narrowing_a_rule_cuts_a_live_connection_and_widening_does_not() {
-    let mut a = pipeline(VM1, Some(policy(true)));
+    let mut a = pipeline(VM1, Some(ssh_policy(true, true)));
     let mut out = output();
     let deliver = |a: &mut Pipeline, out: &mut Output, f: &[u8], now: u64| {
         a.from_underlay(
@@ -322,12 +244,12 @@ fn narrowing_a_rule_cuts_a_live_connection_and_widening_does_not() {
     deliver(
         &mut a,
         &mut out,
-        &tcp(VM3, VM1, 40000, 22, SYN, 1000, 0, 0),
+        &tcp_between(VM3, VM1, 40000, 22, SYN, 1000, 0, 0),
         1,
     );
     assert!(
         !a.from_port(
-            &tcp(VM1, VM3, 22, 40000, SYN | ACK, 5000, 1001, 0),
+            &tcp_between(VM1, VM3, 22, 40000, SYN | ACK, 5000, 1001, 0),
             2,
             &mut out
         )
@@ -336,13 +258,13 @@ fn narrowing_a_rule_cuts_a_live_connection_and_widening_does_not() {
     deliver(
         &mut a,
         &mut out,
-        &tcp(VM3, VM1, 40000, 22, ACK, 1001, 5001, 0),
+        &tcp_between(VM3, VM1, 40000, 22, ACK, 1001, 5001, 0),
         3,
     );
     out.clear();
 
     // Widening (an extra rule) keeps the connection.
-    let mut wide = policy(true);
+    let mut wide = ssh_policy(true, true);
     wide.rulesets[0].rules.push(Rule {
         id: 1007,
         direction: control::Direction::InOut,
@@ -357,20 +279,20 @@ fn narrowing_a_rule_cuts_a_live_connection_and_widening_does_not() {
     let v = deliver(
         &mut a,
         &mut out,
-        &tcp(VM3, VM1, 40000, 22, ACK | PSH, 1001, 5001, 10),
+        &tcp_between(VM3, VM1, 40000, 22, ACK | PSH, 1001, 5001, 10),
         4,
     );
     assert_eq!(v, Verdict::Delivered);
 
     // Narrowing (ssh no longer allowed) removes it: the next segment is
     // answered with a RST sent back toward vm3.
-    retable(&mut a, VM1, Some(policy(false)));
+    retable(&mut a, VM1, Some(ssh_policy(false, true)));
     assert_eq!(a.firewall().unwrap().conntrack().len(), 0);
     out.clear();
     let v = deliver(
         &mut a,
         &mut out,
-        &tcp(VM3, VM1, 40000, 22, ACK | PSH, 1011, 5001, 10),
+        &tcp_between(VM3, VM1, 40000, 22, ACK | PSH, 1011, 5001, 10),
         5,
     );
     assert_eq!(v, Verdict::Drop(DropReason::Firewall));
@@ -382,7 +304,7 @@ fn narrowing_a_rule_cuts_a_live_connection_and_widening_does_not() {
 
 #[test]
 fn arp_is_never_filtered() {
-    let mut a = pipeline(VM1, Some(policy(false)));
+    let mut a = pipeline(VM1, Some(ssh_policy(false, true)));
     let mut out = output();
     let req = arp_request(VM1.mac, VM1.ip, gw_web());
     assert_eq!(a.from_port(&req, 1, &mut out), Verdict::Replied);
@@ -390,9 +312,9 @@ fn arp_is_never_filtered() {
 
 #[test]
 fn a_port_that_changes_takes_its_connections_along() {
-    let mut a = pipeline(VM1, Some(policy(true)));
+    let mut a = pipeline(VM1, Some(ssh_policy(true, true)));
     let mut out = output();
-    let syn = tcp(VM3, VM1, 40000, 22, SYN, 1000, 0, 0);
+    let syn = tcp_between(VM3, VM1, 40000, 22, SYN, 1000, 0, 0);
     a.from_underlay(
         VM3.underlay,
         &geneve_from(&VM3, VNI_WEB, VM3.tep_id, &syn),
@@ -401,11 +323,11 @@ fn a_port_that_changes_takes_its_connections_along() {
     );
     assert_eq!(a.firewall().unwrap().conntrack().len(), 1);
     // Same port: a rule-only change keeps the connection.
-    retable(&mut a, VM1, Some(policy(true)));
+    retable(&mut a, VM1, Some(ssh_policy(true, true)));
     assert_eq!(a.firewall().unwrap().conntrack().len(), 1);
     // The port moves to another address: its connections go.
     let (mut cfg, host) = config_for(VM1, 1500);
-    cfg.firewall = Some(policy(true));
+    cfg.firewall = Some(ssh_policy(true, true));
     if let Some(p) = cfg.port.as_mut() {
         p.ip = "192.168.100.30".parse().unwrap();
     }

@@ -13,14 +13,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use common::*;
-use control::{
-    Action, AddrRef, DefaultRule, FirewallConfig, PortRange, Protocol, Rule, RuleSet, Service,
-};
 use datapath::trace::geneve_payload;
 use datapath::{
     DropReason, LayerId, OutputKind, Pipeline, StepResult, Tables, Trace, TraceFrom, Verdict,
 };
-use geneve::{ethernet, ipv4};
 
 fn show(t: &Trace) -> String {
     let mut s = format!("{}\n", t.packet);
@@ -249,68 +245,15 @@ fn underlay_frames_are_decapsulated_and_delivered_or_refused() {
     assert_eq!(t.packet, "Geneve from 10.99.3.44: geneve packet truncated");
 }
 
-/// Default reject; tcp/22 from vm3 to vm1 accepted.
-fn ssh_only() -> FirewallConfig {
-    let net = |ip: Ipv4Addr| vec![AddrRef::Net(ipnet::IpNet::from(std::net::IpAddr::V4(ip)))];
-    FirewallConfig {
-        rulesets: vec![RuleSet {
-            name: "domain-c25".into(),
-            rules: vec![Rule {
-                id: 1006,
-                direction: control::Direction::InOut,
-                sources: net(VM3.ip),
-                destinations: net(VM1.ip),
-                services: vec![Service {
-                    port: Some(PortRange::single(22)),
-                    ..Service::any_of(Protocol::Number(6))
-                }],
-                action: Action::Accept,
-                log: false,
-            }],
-        }],
-        default_rule: DefaultRule {
-            id: 1002,
-            action: Action::Reject,
-            log: false,
-        },
-        ..FirewallConfig::allow_all()
-    }
-}
-
-fn tcp(from: Vm, to: Vm, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20];
-    ethernet::emit_header(&mut f, to.mac.0, from.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
-    ipv4::emit_header(
-        &mut f[14..],
-        from.ip,
-        to.ip,
-        ipv4::PROTO_TCP,
-        20,
-        64,
-        true,
-        1,
-    )
-    .unwrap();
-    let t = &mut f[34..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    f
-}
-
 #[test]
 fn firewall_steps_name_the_rule_and_the_connection() {
     let (mut cfg, host) = config_for(VM1, 1500);
-    cfg.firewall = Some(ssh_only());
+    cfg.firewall = Some(ssh_policy(true, false));
     let mut p = Pipeline::with_flow_capacity(Arc::new(Tables::build(&cfg, host).unwrap()), 64);
     let mut out = output();
 
     // A new connection: rule 1006 accepts; tracing it opens nothing.
-    let syn = tcp(VM3, VM1, 40000, 22, 0x02, 1000, 0);
+    let syn = tcp_between(VM3, VM1, 40000, 22, 0x02, 1000, 0, 0);
     let payload = geneve_payload(p.tables(), VM3.underlay, VNI_WEB, &syn).unwrap();
     let t = p.trace(TraceFrom::Underlay(VM3.underlay), &payload, 1);
     assert_eq!(t.verdict, Verdict::Delivered);
@@ -326,7 +269,7 @@ fn firewall_steps_name_the_rule_and_the_connection() {
         p.from_underlay(VM3.underlay, &payload, 1, &mut out),
         Verdict::Delivered
     );
-    let synack = tcp(VM1, VM3, 22, 40000, 0x12, 5000, 1001);
+    let synack = tcp_between(VM1, VM3, 22, 40000, 0x12, 5000, 1001, 0);
     let t = p.trace(TraceFrom::Port, &synack, 2);
     assert_eq!(t.verdict, Verdict::Encapsulated { copies: 1 });
     let id = p.firewall().unwrap().conntrack().iter().next().unwrap().id;
@@ -340,7 +283,7 @@ fn firewall_steps_name_the_rule_and_the_connection() {
 
     // Another port: the default rule rejects, and the RST goes back
     // through the overlay to vm3.
-    let syn23 = tcp(VM3, VM1, 40001, 23, 0x02, 7000, 0);
+    let syn23 = tcp_between(VM3, VM1, 40001, 23, 0x02, 7000, 0, 0);
     let payload = geneve_payload(p.tables(), VM3.underlay, VNI_WEB, &syn23).unwrap();
     let t = p.trace(TraceFrom::Underlay(VM3.underlay), &payload, 3);
     assert_eq!(

@@ -19,8 +19,7 @@ use std::sync::Arc;
 
 use common::*;
 use control::{
-    Action, AddrRef, DefaultRule, FirewallConfig, MacAddr, PortRange, Protocol, Rule, RuleSet,
-    Service,
+    Action, DefaultRule, FirewallConfig, MacAddr, PortRange, Protocol, Rule, RuleSet, Service,
 };
 use datapath::{OutputKind, Pipeline, Tables, TraceFrom, Verdict};
 use geneve::{checksum, ethernet, ipv4};
@@ -29,7 +28,6 @@ use proptest::prelude::*;
 /// 0: no firewall; 1: default reject, tcp/22 from vm3 to vm1 accepted;
 /// 2: default accept, udp/53 out rejected; 3: as 1 with `tcp_strict`.
 fn firewall_config(variant: u8) -> Option<FirewallConfig> {
-    let net = |ip: Ipv4Addr| vec![AddrRef::Net(ipnet::IpNet::from(std::net::IpAddr::V4(ip)))];
     match variant % 4 {
         0 => None,
         2 => Some(FirewallConfig {
@@ -56,28 +54,8 @@ fn firewall_config(variant: u8) -> Option<FirewallConfig> {
             ..FirewallConfig::allow_all()
         }),
         v => Some(FirewallConfig {
-            rulesets: vec![RuleSet {
-                name: "domain-c25".into(),
-                rules: vec![Rule {
-                    id: 1006,
-                    direction: control::Direction::InOut,
-                    sources: net(VM3.ip),
-                    destinations: net(VM1.ip),
-                    services: vec![Service {
-                        port: Some(PortRange::single(22)),
-                        ..Service::any_of(Protocol::Number(6))
-                    }],
-                    action: Action::Accept,
-                    log: true,
-                }],
-            }],
-            default_rule: DefaultRule {
-                id: 1002,
-                action: Action::Reject,
-                log: true,
-            },
             tcp_strict: v == 3,
-            ..FirewallConfig::allow_all()
+            ..ssh_policy(true, true)
         }),
     }
 }

@@ -276,3 +276,83 @@ pub fn tcp_segment(seq: u32, len: usize, flags: u8) -> Vec<u8> {
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
     f
 }
+
+/// Default reject (rule 1002); with `allow_ssh`, rule 1006 accepts tcp/22
+/// from vm3 to vm1. `log` sets both rules' log flag.
+pub fn ssh_policy(allow_ssh: bool, log: bool) -> control::FirewallConfig {
+    use control::{
+        Action, AddrRef, DefaultRule, FirewallConfig, PortRange, Protocol, Rule, RuleSet, Service,
+    };
+    let mut rules = Vec::new();
+    if allow_ssh {
+        rules.push(Rule {
+            id: 1006,
+            direction: control::Direction::InOut,
+            sources: vec![AddrRef::Net(ipnet::IpNet::from(std::net::IpAddr::V4(
+                VM3.ip,
+            )))],
+            destinations: vec![AddrRef::Net(ipnet::IpNet::from(std::net::IpAddr::V4(
+                VM1.ip,
+            )))],
+            services: vec![Service {
+                port: Some(PortRange::single(22)),
+                ..Service::any_of(Protocol::Number(6))
+            }],
+            action: Action::Accept,
+            log,
+        });
+    }
+    FirewallConfig {
+        rulesets: vec![RuleSet {
+            name: "domain-c25".into(),
+            rules,
+        }],
+        default_rule: DefaultRule {
+            id: 1002,
+            action: Action::Reject,
+            log,
+        },
+        ..FirewallConfig::allow_all()
+    }
+}
+
+/// A TCP segment between two instances on ls-web.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_between(
+    from: Vm,
+    to: Vm,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    len: usize,
+) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + len];
+    ethernet::emit_header(&mut f, to.mac.0, from.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        from.ip,
+        to.ip,
+        ipv4::PROTO_TCP,
+        20 + len,
+        64,
+        true,
+        1,
+    )
+    .unwrap();
+    let t = &mut f[34..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    let sum = checksum::sum(
+        t,
+        checksum::pseudo_header_v4(from.ip, to.ip, 6, (20 + len) as u16),
+    );
+    t[16..18].copy_from_slice(&checksum::fold(sum).to_be_bytes());
+    f
+}
