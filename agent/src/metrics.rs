@@ -54,12 +54,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datapath::{Counters, DropReason, LayerId};
+use metrics_text::{Emit, Labels};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -157,72 +154,7 @@ pub async fn collect(shared: &Shared) -> Scrape {
 
 /// Renders a scrape as OpenMetrics text (ends with `# EOF`).
 pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(AgentCollector(scrape)));
-    let mut out = String::with_capacity(16 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, &registry)?;
-    Ok(out)
-}
-
-/// Label pairs of one sample.
-type Labels = Vec<(&'static str, String)>;
-
-/// Writes metric families through a [`DescriptorEncoder`].
-struct Emit<'a, 'b>(&'a mut DescriptorEncoder<'b>);
-
-impl Emit<'_, '_> {
-    /// A labelled counter family (`name` without `_total`; samples get the
-    /// suffix). Unlabelled counters use [`Emit::counter`].
-    fn counters(&mut self, name: &str, help: &str, samples: &[(Labels, u64)]) -> fmt::Result {
-        let mut m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, v) in samples {
-            ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn counter(&mut self, name: &str, help: &str, v: u64) -> fmt::Result {
-        let m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        ConstCounter::new(v).encode(m)
-    }
-
-    fn gauges<N: prometheus_client::encoding::EncodeGaugeValue + Copy>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: &[(Labels, N)],
-    ) -> fmt::Result {
-        let mut m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, v) in samples {
-            ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
-        &mut self,
-        name: &str,
-        help: &str,
-        v: N,
-    ) -> fmt::Result {
-        let m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        ConstGauge::new(v).encode(m)
-    }
-
-    fn info(&mut self, name: &str, help: &str, labels: &Labels) -> fmt::Result {
-        let mut m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Info)?;
-        m.encode_info(labels)
-    }
+    metrics_text::render(AgentCollector(scrape))
 }
 
 fn flag(b: bool) -> u64 {

@@ -44,12 +44,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use control::{InstanceConfig, InstanceMeta};
+use metrics_text::{Emit, Labels};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::control_server::{ControlStore, SessionEvent};
@@ -337,59 +335,7 @@ impl Metrics {
 
 /// Renders a scrape as OpenMetrics text (ends with `# EOF`).
 pub fn render(scrape: Scrape) -> Result<String, fmt::Error> {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(GatewayCollector(scrape)));
-    let mut out = String::with_capacity(8 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, &registry)?;
-    Ok(out)
-}
-
-/// Label pairs of one sample.
-type Labels = Vec<(&'static str, String)>;
-
-/// Writes metric families through a [`DescriptorEncoder`].
-struct Emit<'a, 'b>(&'a mut DescriptorEncoder<'b>);
-
-impl Emit<'_, '_> {
-    /// A labelled counter family (`name` without `_total`).
-    fn counters(&mut self, name: &str, help: &str, samples: &[(Labels, u64)]) -> fmt::Result {
-        let mut m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, v) in samples {
-            ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn counter(&mut self, name: &str, help: &str, v: u64) -> fmt::Result {
-        let m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        ConstCounter::new(v).encode(m)
-    }
-
-    fn gauges<N: EncodeGaugeValue + Copy>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: &[(Labels, N)],
-    ) -> fmt::Result {
-        let mut m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, v) in samples {
-            ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-        }
-        Ok(())
-    }
-
-    fn gauge<N: EncodeGaugeValue>(&mut self, name: &str, help: &str, v: N) -> fmt::Result {
-        let m = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        ConstGauge::new(v).encode(m)
-    }
+    metrics_text::render(GatewayCollector(scrape))
 }
 
 /// The per-scrape collector.
