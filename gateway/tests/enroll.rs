@@ -1,65 +1,13 @@
 //! Enrollment end to end over real TLS on 127.0.0.1, and the admin REST API.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
-use control::model::MacAddr;
 use control::proto::InstanceMeta;
 use gateway::enroll_client::{self, EnrollClientError};
-use gateway::gateway::Gateway;
 use gateway::pki::{self, BootstrapKey};
-use gateway::{ops, server, util};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use gateway::{ops, util};
 
-const NAME: &str = "nsx-gw.test.local";
-
-struct Fixture {
-    dir: PathBuf,
-    gw: Arc<Gateway>,
-    srv: server::Server,
-    ca_pem: String,
-    bootstrap_pem: String,
-    token: String,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn fixture(tag: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("nsx-gw-e2e-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    ops::init(&dir, NAME, &["127.0.0.1".parse().expect("ip")], false).expect("init");
-    let gw = Gateway::open(&dir).expect("open");
-    let tls = pki::enroll_server_config(&dir).expect("tls");
-    let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let srv = server::start(gw.clone(), tls, lo, lo).await.expect("start");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("read");
-    Fixture {
-        ca_pem: read("ca.pem"),
-        bootstrap_pem: read("bootstrap.key"),
-        token: read("admin.token").trim().to_string(),
-        dir,
-        gw,
-        srv,
-    }
-}
-
-fn meta(id: &str, net: &str, n: u8) -> InstanceMeta {
-    InstanceMeta {
-        instance_id: id.into(),
-        hostname: format!("{id}.example"),
-        os: "debian-12".into(),
-        image_id: "ami-0abc".into(),
-        tags: BTreeMap::from([("nsx:network".to_string(), net.to_string())]),
-        underlay_ip: format!("10.0.0.{n}").parse().expect("ip"),
-        nic_mac: MacAddr([6, 0x17, 0x1e, 0x54, 0x96, n]),
-    }
-}
+use common::{Fixture, NAME, fixture, meta};
 
 fn body(key_pem: &str, m: &InstanceMeta, now: u64) -> String {
     let (_key, csr) = enroll_client::generate_key_and_csr().expect("csr");
@@ -256,28 +204,10 @@ async fn admin(
     token: Option<&str>,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let mut s = tokio::net::TcpStream::connect(f.srv.api_addr)
-        .await
-        .expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").expect("response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .expect("status");
+    let (status, _, body) = common::http(f.srv.api_addr, method, path, token, body).await;
     (
         status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
 

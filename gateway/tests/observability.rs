@@ -2,72 +2,18 @@
 //! on the admin API and the Prometheus endpoint (`GET /metrics`), over real
 //! sockets on 127.0.0.1.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
-use control::model::MacAddr;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
 use control::proto::InstanceMeta;
 use gateway::control_server::{ControlStore, SessionEvent};
 use gateway::control_store::GatewayControl;
-use gateway::gateway::Gateway;
 use gateway::metrics::CountingControl;
-use gateway::{enroll_client, ops, pki, server, util};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use gateway::{enroll_client, ops, pki, util};
 
-const NAME: &str = "nsx-gw.test.local";
-
-struct Fixture {
-    dir: PathBuf,
-    gw: Arc<Gateway>,
-    srv: server::Server,
-    metrics: SocketAddr,
-    ca_pem: String,
-    bootstrap_pem: String,
-    token: String,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn fixture(tag: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("nsx-gw-obs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    ops::init(&dir, NAME, &["127.0.0.1".parse().expect("ip")], false).expect("init");
-    let gw = Gateway::open(&dir).expect("open");
-    let tls = pki::enroll_server_config(&dir).expect("tls");
-    let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let srv = server::start(gw.clone(), tls, lo, lo).await.expect("start");
-    let (metrics, _task) = server::start_metrics(gw.clone(), lo)
-        .await
-        .expect("metrics");
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("read");
-    Fixture {
-        ca_pem: read("ca.pem"),
-        bootstrap_pem: read("bootstrap.key"),
-        token: read("admin.token").trim().to_string(),
-        dir,
-        gw,
-        srv,
-        metrics,
-    }
-}
-
-fn meta(id: &str, net: &str, n: u8) -> InstanceMeta {
-    InstanceMeta {
-        instance_id: id.into(),
-        hostname: format!("{id}.example"),
-        os: "debian-12".into(),
-        image_id: "ami-0abc".into(),
-        tags: BTreeMap::from([("nsx:network".to_string(), net.to_string())]),
-        underlay_ip: format!("10.0.0.{n}").parse().expect("ip"),
-        nic_mac: MacAddr([6, 0x17, 0x1e, 0x54, 0x96, n]),
-    }
-}
+use common::{Fixture, NAME, fixture, meta};
 
 /// Enrolls `m`; returns the request body (for a replay) and the certificate PEM.
 async fn enroll(f: &Fixture, m: &InstanceMeta) -> (String, String) {
@@ -87,28 +33,14 @@ async fn enroll(f: &Fixture, m: &InstanceMeta) -> (String, String) {
     (body, resp.certificate_pem)
 }
 
-/// One plain HTTP/1.1 request; returns (status, head, body).
+/// One plain HTTP/1.1 request without a body; returns (status, head, body).
 async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
 ) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").expect("response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .expect("status");
-    (status, head.to_string(), body.to_string())
+    common::http(addr, method, path, token, "").await
 }
 
 /// `name{labels}` -> value; checks every line is a comment (`# HELP`,
