@@ -1,14 +1,29 @@
 //! A minimal, bounded HTTP/1.1 server side: one request per connection
 //! (`Connection: close`), `Content-Length` bodies only, a header-size cap,
 //! a body-size cap checked before reading the body, and a caller-imposed
-//! deadline. Enough for a JSON REST API without pulling in a framework.
+//! deadline for reading the request. Responses are written with their own
+//! limits ([`WRITE_STALL_TIMEOUT`], [`WRITE_TIMEOUT`]) so a large body (the
+//! installer's binaries, [`Body::Shared`], never copied per request) gets
+//! through a slow link. Enough for a JSON REST API and static downloads
+//! without pulling in a framework.
 
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest request head (request line + headers).
 pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Longest a response write may make no progress (one [`WRITE_CHUNK`] not
+/// accepted by the peer): a client that stopped reading is dropped.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest writing one whole response may take (a 60 MB binary over a slow
+/// link); independent of the request-reading deadline.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Unit of progress of a response write.
+pub const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Errors reading a request; each maps to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +78,59 @@ impl Request {
     }
 }
 
+/// A response body: owned bytes, or a buffer shared between requests (a
+/// binary read once at startup) that is written without being copied.
+#[derive(Clone)]
+pub enum Body {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Owned(v) => v,
+            Body::Shared(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Body::Owned(_) => "Owned",
+            Body::Shared(_) => "Shared",
+        };
+        write!(f, "Body::{kind}({} bytes)", self.len())
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Body {
+        Body::Owned(v)
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Body {
+        Body::Owned(s.into_bytes())
+    }
+}
+
+impl From<Arc<[u8]>> for Body {
+    fn from(b: Arc<[u8]>) -> Body {
+        Body::Shared(b)
+    }
+}
+
 /// A response.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: Body,
     /// Extra header lines (name, value), e.g. `Allow` on a 405.
     pub headers: Vec<(&'static str, String)>,
 }
@@ -81,19 +143,27 @@ impl Response {
         Response {
             status,
             content_type: "application/json",
-            body,
+            body: Body::Owned(body),
             headers: Vec::new(),
         }
     }
 
-    /// A response with any body and media type.
-    pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+    /// A response with any body (owned or shared) and media type.
+    pub fn with_body(status: u16, content_type: &'static str, body: impl Into<Body>) -> Response {
         Response {
             status,
             content_type,
-            body,
+            body: body.into(),
             headers: Vec::new(),
         }
+    }
+
+    /// A one-line `text/plain` response: `message` with any line breaks
+    /// turned into spaces, then `\n`.
+    pub fn text(status: u16, message: impl AsRef<str>) -> Response {
+        let mut line = message.as_ref().replace(['\r', '\n'], " ");
+        line.push('\n');
+        Response::with_body(status, "text/plain; charset=utf-8", line)
     }
 
     /// Adds a header line.
@@ -248,33 +318,62 @@ where
     Ok(req)
 }
 
-/// Writes `resp` with `Connection: close`.
-pub async fn write_response<S: AsyncWrite + Unpin>(
-    s: &mut S,
-    resp: &Response,
-) -> std::io::Result<()> {
+fn response_head(resp: &Response) -> String {
     let extra: String = resp
         .headers
         .iter()
         // Values never carry a line break into the head.
         .map(|(k, v)| format!("{k}: {}\r\n", v.replace(['\r', '\n'], " ")))
         .collect();
-    let head = format!(
+    format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}Connection: close\r\nCache-Control: no-store\r\n\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
         resp.body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
+    )
+}
+
+/// Writes `resp` with `Connection: close` (no time limit of its own).
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    resp: &Response,
+) -> std::io::Result<()> {
+    s.write_all(response_head(resp).as_bytes()).await?;
     s.write_all(&resp.body).await?;
     s.flush().await
 }
 
+/// Writes `resp` like [`write_response`], but in [`WRITE_CHUNK`] pieces,
+/// each of which must be accepted within `stall`; the body is written
+/// straight from its (possibly shared) buffer.
+pub async fn write_response_paced<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    resp: &Response,
+    stall: Duration,
+) -> std::io::Result<()> {
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading");
+    let head = response_head(resp);
+    tokio::time::timeout(stall, s.write_all(head.as_bytes()))
+        .await
+        .map_err(|_| stalled())??;
+    for chunk in resp.body.chunks(WRITE_CHUNK) {
+        tokio::time::timeout(stall, s.write_all(chunk))
+            .await
+            .map_err(|_| stalled())??;
+    }
+    tokio::time::timeout(stall, s.flush())
+        .await
+        .map_err(|_| stalled())?
+}
+
 /// Serves one request on `s`: reads it within `timeout` (body at most
-/// `max_body`), answers with `handler`'s response (or the error's status),
-/// then closes gracefully, draining what the client still sends for a
-/// moment so the response is not lost to a TCP reset.
+/// `max_body`), answers with `handler`'s response (or the error's status)
+/// within [`WRITE_TIMEOUT`] as long as the peer keeps reading (see
+/// [`write_response_paced`]; `timeout` does not cover the write, so a large
+/// download on a slow link is not cut off), then closes gracefully,
+/// draining what the client still sends for a moment so the response is
+/// not lost to a TCP reset.
 pub async fn serve_one<S, F, Fut>(mut s: S, max_body: usize, timeout: Duration, handler: F)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -290,7 +389,17 @@ where
         Ok(Ok(req)) => Some(handler(req).await),
     };
     if let Some(resp) = resp {
-        let _ = tokio::time::timeout(timeout, write_response(&mut s, &resp)).await;
+        let stall = WRITE_STALL_TIMEOUT.max(timeout);
+        match tokio::time::timeout(WRITE_TIMEOUT, write_response_paced(&mut s, &resp, stall)).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(status = resp.status, "response not delivered: {e}"),
+            Err(_) => tracing::info!(
+                status = resp.status,
+                bytes = resp.body.len(),
+                "response not delivered within {WRITE_TIMEOUT:?}; closing"
+            ),
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), s.shutdown()).await;
     // Drain up to 1 MiB for up to 1 s.
@@ -346,5 +455,53 @@ mod tests {
             .await
             .expect_err("short");
         assert!(e.status().is_none());
+    }
+
+    #[test]
+    fn text_responses_are_one_line() {
+        let r = Response::text(404, "no\r\nsuch thing");
+        assert_eq!(&*r.body, b"no  such thing\n");
+        assert_eq!(r.content_type, "text/plain; charset=utf-8");
+    }
+
+    #[tokio::test]
+    async fn shared_bodies_are_written_whole_without_a_copy() {
+        let data: Arc<[u8]> = (0..3 * WRITE_CHUNK + 17)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let r = Response::with_body(200, "application/octet-stream", data.clone());
+        assert!(matches!(&r.body, Body::Shared(b) if Arc::ptr_eq(b, &data)));
+        assert_eq!(
+            format!("{:?}", r.body),
+            format!("Body::Shared({} bytes)", data.len())
+        );
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            b.read_to_end(&mut out).await.map(|_| out)
+        });
+        write_response_paced(&mut a, &r, Duration::from_secs(5))
+            .await
+            .expect("write");
+        drop(a);
+        let out = reader.await.expect("join").expect("read");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n",
+            data.len()
+        );
+        assert!(out.starts_with(head.as_bytes()));
+        assert!(out.ends_with(&data));
+        assert_eq!(out.len(), response_head(&r).len() + data.len());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_dropped() {
+        let r = Response::with_body(200, "application/octet-stream", vec![0u8; 1 << 20]);
+        let (mut a, _b) = tokio::io::duplex(1024);
+        let e = write_response_paced(&mut a, &r, Duration::from_millis(50))
+            .await
+            .expect_err("stalled");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
     }
 }

@@ -17,8 +17,10 @@
 //! * [`enroll`]: the server side of enrollment (`POST /api/v1/enroll`).
 //! * [`enroll_client`]: the agent side: build and post an enrollment request.
 //! * [`http`]: a minimal, bounded HTTP/1.1 request reader and response writer.
-//! * [`server`]: the HTTPS enrollment listener, the loopback admin API and
-//!   the loopback metrics endpoint.
+//! * [`install`]: the agent installer tree (`/factory_default/...`): routing,
+//!   the install script's templating, `SHA256SUMS`, the dist binaries.
+//! * [`server`]: the HTTPS enrollment listener, the loopback admin API,
+//!   the installer listeners and the loopback metrics endpoint.
 //! * [`metrics`]: the Prometheus endpoint's content (`nsx_gateway_*`) and
 //!   the event counters behind it.
 
@@ -30,6 +32,7 @@ pub mod enroll;
 pub mod enroll_client;
 pub mod gateway;
 pub mod http;
+pub mod install;
 pub mod metrics;
 pub mod ops;
 pub mod pki;

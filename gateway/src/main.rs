@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gateway::install::DistDir;
 use gateway::ops::{self, Kind};
+use gateway::server::{InstallListen, ServeOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,7 +63,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: InstanceCmd,
     },
-    /// Run the enrollment server (HTTPS) and the admin REST API (loopback).
+    /// Run the enrollment server (HTTPS), the admin REST API (loopback), the
+    /// control channel, the metrics endpoint and the agent installer (HTTP).
     Serve {
         #[arg(long)]
         dir: PathBuf,
@@ -76,7 +79,31 @@ enum Cmd {
         /// on loopback); `off` disables it.
         #[arg(long, default_value = "127.0.0.1:9465", value_parser = parse_listen)]
         listen_metrics: Listen,
+        /// The agent installer over plain HTTP (GET /factory_default/...;
+        /// repeatable), or `off`. Default: port 8080 on every IP address in
+        /// the gateway certificate's SAN (`init --ip`); those that cannot be
+        /// bound are skipped with a warning.
+        #[arg(long, value_name = "ADDR:PORT|off", value_parser = parse_listen)]
+        listen_install: Vec<Listen>,
+        /// Directory holding the `nsx-agent` and `nsxcli` binaries the
+        /// installer serves. Default: the directory of this executable
+        /// (missing binaries there only disable the installer: 503).
+        #[arg(long, value_name = "DIR")]
+        dist: Option<PathBuf>,
     },
+}
+
+/// `--listen-install` values: `off` alone, or addresses.
+fn install_listen(values: &[Listen]) -> Result<InstallListen, String> {
+    if values.is_empty() {
+        return Ok(InstallListen::Default);
+    }
+    let addrs: Vec<SocketAddr> = values.iter().filter_map(|l| l.0).collect();
+    match (addrs.len(), values.len()) {
+        (0, 1) => Ok(InstallListen::Off),
+        (n, m) if n == m => Ok(InstallListen::Explicit(addrs)),
+        _ => Err("--listen-install off cannot be combined with addresses".into()),
+    }
 }
 
 /// A listener address, or `off`.
@@ -191,18 +218,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             listen_api,
             listen_control,
             listen_metrics,
+            listen_install,
+            dist,
         } => {
+            let opts = ServeOptions {
+                enroll_addr: listen_enroll,
+                api_addr: listen_api,
+                control_addr: listen_control,
+                metrics_addr: listen_metrics.0,
+                install: install_listen(&listen_install)?,
+                dist: match dist {
+                    Some(d) => DistDir::Explicit(d),
+                    None => DistDir::of_current_exe(),
+                },
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(gateway::server::run(
-                &dir,
-                listen_enroll,
-                listen_api,
-                listen_control,
-                listen_metrics.0,
-            ))?;
+            rt.block_on(gateway::server::run(&dir, opts))?;
         }
     }
     Ok(())

@@ -12,7 +12,8 @@
 //!   the same computation the control channel uses) against the version it
 //!   acked;
 //! * [`Counters`], event counters kept by this process: enrollment
-//!   decisions (counted where `POST /api/v1/enroll` is answered), and the
+//!   decisions (counted where `POST /api/v1/enroll` is answered), installer
+//!   requests (where `/factory_default/...` is answered, [`crate::install`]), and the
 //!   control channel as seen through the [`ControlStore`] seam
 //!   ([`CountingControl`]): certificate checks, Hellos, acks, nacks, status
 //!   reports, sessions established and closed, and the live sessions.
@@ -33,12 +34,14 @@
 //! | `nsx_gateway_control_connections` | counter | `result` = `accepted` \| `refused` (client certificate checks after the TLS handshake) |
 //! | `nsx_gateway_control_messages_received` | counter | `type` = `hello` \| `ack` \| `nack` \| `status` |
 //! | `nsx_gateway_control_sessions_established`, `nsx_gateway_control_sessions_closed` | counter | |
+//! | `nsx_gateway_installer_requests` | counter | `file` = a served name ([`install::File`]) \| `other` (the list, unknown paths, wrong methods), `status` = the HTTP status answered (only pairs seen so far) |
 //!
-//! Enrollment requests refused by the HTTP layer before they are read
-//! (oversized, chunked, timed out) and control connections that fail the
-//! TLS handshake are not counted; control-channel bytes are not measured.
+//! Enrollment and installer requests refused by the HTTP layer before they
+//! are read (oversized, chunked, timed out) and control connections that
+//! fail the TLS handshake are not counted; control-channel bytes are not
+//! measured.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +56,7 @@ use tokio::sync::watch;
 use crate::control_server::{ControlStore, SessionEvent};
 use crate::enroll::EnrollError;
 use crate::gateway::Gateway;
+use crate::install;
 use crate::store::{ConfigSnapshot, InstanceRecord, StoreError};
 
 /// The media type of the text [`prometheus_client`] encodes.
@@ -109,7 +113,14 @@ pub struct Counters {
     closed: AtomicU64,
     /// Instances with a live (established) session in this process.
     live: Mutex<HashSet<String>>,
+    /// Installer requests by (`file` label, status); bounded: at most
+    /// `INSTALLER_FILES` x the few statuses the installer answers.
+    installer: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
+
+/// The `file` label of an installer request not for one of the served
+/// files (the list, an unknown path).
+pub const INSTALLER_OTHER: &str = "other";
 
 /// A copy of [`Counters`] for one scrape.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,6 +136,8 @@ pub struct CounterValues {
     pub established: u64,
     pub closed: u64,
     pub live_sessions: u64,
+    /// Installer requests: (`file`, `status`, count), sorted.
+    pub installer: Vec<(&'static str, u16, u64)>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -142,6 +155,14 @@ impl Counters {
                 }
             }
         }
+    }
+
+    /// Counts one answered installer request for `file` (`None`: the list
+    /// or no file) with `status`.
+    pub fn installer_request(&self, file: Option<install::File>, status: u16) {
+        let label = file.map_or(INSTALLER_OTHER, install::File::name);
+        let mut m = self.installer.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((label, status)).or_default() += 1;
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -185,6 +206,13 @@ impl Counters {
             established: get(&self.established),
             closed: get(&self.closed),
             live_sessions: self.live().len() as u64,
+            installer: self
+                .installer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(&(file, status), &n)| (file, status, n))
+                .collect(),
         }
     }
 }
@@ -416,6 +444,21 @@ impl Collector for GatewayCollector {
             "nsx_gateway_control_sessions_closed",
             "Established control sessions that ended.",
             c.closed,
+        )?;
+        let installer: Vec<(Labels, u64)> = c
+            .installer
+            .iter()
+            .map(|(file, status, n)| {
+                (
+                    vec![("file", file.to_string()), ("status", status.to_string())],
+                    *n,
+                )
+            })
+            .collect();
+        e.counters(
+            "nsx_gateway_installer_requests",
+            "Installer requests (/factory_default/...) answered, by file (other: the list or an unknown path) and HTTP status.",
+            &installer,
         )
     }
 }
@@ -505,4 +548,50 @@ fn encode_store(e: &mut Emit<'_, '_>, st: &StoreView) -> fmt::Result {
         "Non-revoked instances that have not acked their desired config version.",
         behind,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installer_requests_are_counted_by_file_and_status() {
+        let c = Counters::default();
+        c.installer_request(Some(install::File::Agent), 200);
+        c.installer_request(Some(install::File::Agent), 200);
+        c.installer_request(None, 404);
+        c.installer_request(Some(install::File::Script), 503);
+        let v = c.values();
+        assert_eq!(
+            v.installer,
+            [
+                ("install_nsx_vm_agent.sh", 503, 1),
+                ("nsx-agent", 200, 2),
+                ("other", 404, 1)
+            ]
+        );
+        let text = render(Scrape {
+            version: "0",
+            uptime_s: 1.0,
+            store: Err("no store".into()),
+            counters: v,
+        })
+        .expect("render");
+        assert!(
+            text.contains("# TYPE nsx_gateway_installer_requests counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "nsx_gateway_installer_requests_total{file=\"nsx-agent\",status=\"200\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "nsx_gateway_installer_requests_total{file=\"other\",status=\"404\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
 }

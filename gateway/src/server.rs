@@ -1,7 +1,16 @@
 //! The gateway's listeners:
 //!
 //! * enrollment, HTTPS (default `0.0.0.0:8443`): server-auth TLS with the
-//!   gateway certificate, only `POST /api/v1/enroll` ([`crate::enroll`]);
+//!   gateway certificate: `POST /api/v1/enroll` ([`crate::enroll`]), and,
+//!   when the installer is served, `GET /factory_default/...` (the same tree
+//!   as the install listeners, so the install script fetches everything after
+//!   itself over TLS verified against the CA);
+//! * installer, plain HTTP (`--listen-install`, default port 8080 on every IP
+//!   address in the gateway certificate's SAN), no token, GET only:
+//!   - `GET /factory_default/`                        supported `<distro>_<arch>` list
+//!   - `GET /factory_default/<distro>_<arch>/<file>`  `install_nsx_vm_agent.sh`
+//!     (templated per request), `nsx-agent`, `nsxcli`, `ca.pem`,
+//!     `bootstrap.key`, `SHA256SUMS` ([`crate::install`]);
 //! * admin REST API, plain HTTP on loopback (default `127.0.0.1:8080`),
 //!   every request needs `Authorization: Bearer <admin.token>`:
 //!   - `GET  /api/v1/state`                  the desired state (JSON)
@@ -15,8 +24,10 @@
 //! * metrics, plain HTTP on loopback (default `127.0.0.1:9465`, no token):
 //!   `GET /metrics`, OpenMetrics text ([`crate::metrics`]).
 //!
-//! Each connection serves one request with a deadline and size limits;
-//! connections beyond [`MAX_CONNECTIONS`] per listener are dropped.
+//! Each connection serves one request with a deadline for reading it and
+//! size limits (the response has its own, generous write deadline: see
+//! [`crate::http::serve_one`]); connections beyond [`MAX_CONNECTIONS`] per
+//! listener are dropped.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::enroll;
 use crate::gateway::{Gateway, GatewayError};
 use crate::http::{Request, Response, serve_one};
+use crate::install::{self, Content, InstallError, Installer, Ports, Via};
 use crate::metrics::{self, Metrics};
 use crate::pki::{self, PkiError};
 use crate::state::{self, StateError};
@@ -45,6 +57,8 @@ pub const MAX_ADMIN_BODY: usize = 1 << 20;
 /// Largest body read on the metrics listener (a scrape has none; anything
 /// bigger is refused before routing).
 pub const MAX_METRICS_BODY: usize = 4096;
+/// Largest body read on an install listener (GET only).
+pub const MAX_INSTALL_BODY: usize = 4096;
 
 /// Errors starting or running the servers.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +74,8 @@ pub enum ServeError {
     },
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
+    #[error("installer: {0}")]
+    Install(#[from] InstallError),
 }
 
 /// Running listeners (tasks end when dropped via [`Server::shutdown`]).
@@ -67,7 +83,32 @@ pub enum ServeError {
 pub struct Server {
     pub enroll_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The bound plain-HTTP install listeners (empty: none).
+    pub install_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Which plain-HTTP install listeners to open (`--listen-install`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallListen {
+    /// `off`: none (the tree is still answered on the enrollment listener).
+    Off,
+    /// Not given: port 8080 on every IP address in the gateway
+    /// certificate's SAN; an address that cannot be bound is skipped with a
+    /// warning.
+    Default,
+    /// These addresses; each must bind (startup error otherwise).
+    Explicit(Vec<SocketAddr>),
+}
+
+/// The installer's part of [`start_with_installer`].
+#[derive(Debug)]
+pub struct InstallSetup {
+    pub listen: InstallListen,
+    /// What is served ([`Content::load`]).
+    pub content: Content,
+    /// The control channel's port (`@NSX_CONTROL_PORT@`).
+    pub control_port: u16,
 }
 
 impl Server {
@@ -85,12 +126,84 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Binds both listeners and spawns their accept loops.
+/// Binds the plain-HTTP install listeners of `listen`. Explicit addresses
+/// must bind; default ones (port 8080 on the SAN's IPs) are skipped with a
+/// warning when they cannot be.
+async fn bind_install(
+    listen: &InstallListen,
+    content: &Content,
+) -> Result<Vec<(TcpListener, SocketAddr)>, ServeError> {
+    let mut out = Vec::new();
+    let bound = |l: &TcpListener, addr: SocketAddr| {
+        l.local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })
+    };
+    match listen {
+        InstallListen::Off => {}
+        InstallListen::Explicit(addrs) => {
+            for &addr in addrs {
+                let l = bind(addr).await?;
+                let a = bound(&l, addr)?;
+                out.push((l, a));
+            }
+        }
+        InstallListen::Default => {
+            let ips = &content.identity().ips;
+            if ips.is_empty() {
+                tracing::warn!(
+                    "the installer is not served over plain HTTP: the gateway certificate has no IP address in its SAN (pass --listen-install ADDR:PORT, or init --ip)"
+                );
+            }
+            for ip in ips {
+                let addr = SocketAddr::new(*ip, install::DEFAULT_INSTALL_PORT);
+                match bind(addr).await.and_then(|l| Ok((bound(&l, addr)?, l))) {
+                    Ok((a, l)) => out.push((l, a)),
+                    Err(e) => tracing::warn!(
+                        "installer: skipping {addr} (from the gateway certificate's SAN): {e}"
+                    ),
+                }
+            }
+            if out.is_empty() && !ips.is_empty() {
+                tracing::warn!(
+                    "the installer is not served over plain HTTP: no SAN address could be bound on port {} (pass --listen-install ADDR:PORT)",
+                    install::DEFAULT_INSTALL_PORT
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Binds the enrollment and admin API listeners and spawns their accept
+/// loops (no installer: see [`start_with_installer`]).
 pub async fn start(
     gw: Arc<Gateway>,
     tls: Arc<rustls::ServerConfig>,
     enroll_addr: SocketAddr,
     api_addr: SocketAddr,
+) -> Result<Server, ServeError> {
+    start_inner(gw, tls, enroll_addr, api_addr, None).await
+}
+
+/// [`start`], plus the installer: its plain-HTTP listeners (bound after
+/// the admin API's) and `GET /factory_default/...` on the enrollment
+/// listener.
+pub async fn start_with_installer(
+    gw: Arc<Gateway>,
+    tls: Arc<rustls::ServerConfig>,
+    enroll_addr: SocketAddr,
+    api_addr: SocketAddr,
+    install: InstallSetup,
+) -> Result<Server, ServeError> {
+    start_inner(gw, tls, enroll_addr, api_addr, Some(install)).await
+}
+
+async fn start_inner(
+    gw: Arc<Gateway>,
+    tls: Arc<rustls::ServerConfig>,
+    enroll_addr: SocketAddr,
+    api_addr: SocketAddr,
+    install: Option<InstallSetup>,
 ) -> Result<Server, ServeError> {
     if !api_addr.ip().is_loopback() {
         tracing::warn!(%api_addr, "the admin API listens on a non-loopback address (plain HTTP, bearer token)");
@@ -105,13 +218,33 @@ pub async fn start(
         addr: api_addr,
         source,
     })?;
+    let (installer, install_listeners) = match install {
+        None => (None, Vec::new()),
+        Some(setup) => {
+            let listeners = bind_install(&setup.listen, &setup.content).await?;
+            let ports = Ports {
+                install: listeners.first().map(|(_, a)| a.port()),
+                enroll: enroll_addr.port(),
+                control: setup.control_port,
+            };
+            (
+                Some(Arc::new(Installer::new(setup.content, ports))),
+                listeners,
+            )
+        }
+    };
+    let install_addrs: Vec<SocketAddr> = install_listeners.iter().map(|(_, a)| *a).collect();
+    let mut tasks = Vec::new();
 
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let egw = gw.clone();
-    let enroll_task = tokio::spawn(accept_loop(el, move |tcp, peer| {
+    let einst = installer.clone();
+    tasks.push(tokio::spawn(accept_loop(el, move |tcp, peer| {
         let acceptor = acceptor.clone();
         let gw = egw.clone();
+        let inst = einst.clone();
         async move {
+            let local = tcp.local_addr().unwrap_or(enroll_addr);
             let tls = match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -124,13 +257,18 @@ pub async fn start(
                 }
             };
             serve_one(tls, enroll::MAX_BODY, REQUEST_TIMEOUT, |req| {
-                blocking(move || enroll_route(&gw, req, peer))
+                blocking(move || match inst {
+                    Some(inst) if install::is_installer_path(&req.path) => {
+                        install_route(&gw, &inst, &req, peer, local, Via::Enroll)
+                    }
+                    _ => enroll_route(&gw, req, peer),
+                })
             })
             .await;
         }
-    }));
+    })));
     let agw = gw.clone();
-    let api_task = tokio::spawn(accept_loop(al, move |tcp, _peer| {
+    tasks.push(tokio::spawn(accept_loop(al, move |tcp, _peer| {
         let gw = agw.clone();
         async move {
             serve_one(tcp, MAX_ADMIN_BODY, REQUEST_TIMEOUT, |req| {
@@ -138,14 +276,59 @@ pub async fn start(
             })
             .await;
         }
-    }));
-    let watch_task = tokio::spawn(gw.clone().watch_store(Duration::from_millis(500)));
-    tracing::info!(%enroll_addr, %api_addr, "nsx-gateway serving");
+    })));
+    if let Some(inst) = &installer {
+        for (listener, addr) in install_listeners {
+            let igw = gw.clone();
+            let inst = inst.clone();
+            tasks.push(tokio::spawn(accept_loop(listener, move |tcp, peer| {
+                let gw = igw.clone();
+                let inst = inst.clone();
+                async move {
+                    let local = tcp.local_addr().unwrap_or(addr);
+                    serve_one(tcp, MAX_INSTALL_BODY, REQUEST_TIMEOUT, |req| {
+                        blocking(move || install_route(&gw, &inst, &req, peer, local, Via::Install))
+                    })
+                    .await;
+                }
+            })));
+            tracing::info!(%addr, "installer listening (GET /factory_default/...)");
+        }
+    }
+    tasks.push(tokio::spawn(
+        gw.clone().watch_store(Duration::from_millis(500)),
+    ));
+    tracing::info!(%enroll_addr, %api_addr, ?install_addrs, "nsx-gateway serving");
     Ok(Server {
         enroll_addr,
         api_addr,
-        tasks: vec![enroll_task, api_task, watch_task],
+        install_addrs,
+        tasks,
     })
+}
+
+/// Answers an installer request and counts it.
+fn install_route(
+    gw: &Gateway,
+    inst: &Installer,
+    req: &Request,
+    peer: SocketAddr,
+    local: SocketAddr,
+    via: Via,
+) -> Response {
+    let (resp, file) = inst.respond(&req.method, &req.path, local, via);
+    gw.counters().installer_request(file, resp.status);
+    tracing::debug!(
+        %peer,
+        %local,
+        ?via,
+        method = %req.method,
+        path = %req.path,
+        status = resp.status,
+        bytes = resp.body.len(),
+        "installer request"
+    );
+    resp
 }
 
 /// Binds the metrics listener and spawns its accept loop: `GET /metrics`
@@ -228,24 +411,35 @@ where
     }
 }
 
+/// What `nsx-gateway serve` listens on and serves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub enroll_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+    /// The metrics endpoint (`None`: none).
+    pub metrics_addr: Option<SocketAddr>,
+    /// The plain-HTTP install listeners.
+    pub install: InstallListen,
+    /// Where the installer's binaries are read from.
+    pub dist: install::DistDir,
+}
+
 /// `nsx-gateway serve`: opens the directory, serves until SIGINT/SIGTERM.
-///
-/// `metrics_addr`: the metrics endpoint (`None`: none).
-pub async fn run(
-    dir: &Path,
-    enroll_addr: SocketAddr,
-    api_addr: SocketAddr,
-    control_addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
-) -> Result<(), ServeError> {
+pub async fn run(dir: &Path, opts: ServeOptions) -> Result<(), ServeError> {
+    let ServeOptions {
+        enroll_addr,
+        api_addr,
+        control_addr,
+        metrics_addr,
+        install,
+        dist,
+    } = opts;
     let gw = Gateway::open(dir)?;
     let tls = pki::enroll_server_config(dir)?;
-    let server = start(gw.clone(), tls, enroll_addr, api_addr).await?;
-    let metrics_task = match metrics_addr {
-        Some(addr) => Some(start_metrics(gw.clone(), addr).await?.1),
-        None => None,
-    };
-    // The control channel: mutual TLS 1.3 on 5555.
+    let content = Content::load(dir, &dist)?;
+    // The control channel: mutual TLS 1.3 on 5555 (bound first: the
+    // install script is told its port).
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|source| ServeError::Bind {
@@ -263,7 +457,28 @@ pub async fn run(
         source: std::io::Error::other(e.to_string()),
     })?;
     let listener = bind(control_addr).await?;
-    tracing::info!(%control_addr, "control channel listening");
+    let control_bound = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: control_addr,
+        source,
+    })?;
+    let control_port = control_bound.port();
+    let server = start_with_installer(
+        gw.clone(),
+        tls,
+        enroll_addr,
+        api_addr,
+        InstallSetup {
+            listen: install,
+            content,
+            control_port,
+        },
+    )
+    .await?;
+    let metrics_task = match metrics_addr {
+        Some(addr) => Some(start_metrics(gw.clone(), addr).await?.1),
+        None => None,
+    };
+    tracing::info!(control_addr = %control_bound, "control channel listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let store: Arc<dyn crate::control_server::ControlStore> = Arc::new(
         metrics::CountingControl::new(crate::control_store::GatewayControl::new(gw.clone()), gw),

@@ -98,3 +98,109 @@ pub async fn http(
         .expect("status");
     (status, head.to_string(), body.to_string())
 }
+
+/// Like [`fixture`], with the installer: binaries from `dist`, plain-HTTP
+/// install listeners per `listen`, and `control_port` as the control
+/// channel's port in the script (no control listener runs). A startup
+/// error is returned (and the directory removed).
+pub async fn fixture_with_installer(
+    tag: &str,
+    dist: gateway::install::DistDir,
+    listen: server::InstallListen,
+    control_port: u16,
+) -> Result<Fixture, server::ServeError> {
+    let dir = std::env::temp_dir().join(format!("nsx-gw-it-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ops::init(&dir, NAME, &["127.0.0.1".parse().expect("ip")], false).expect("init");
+    let started = async {
+        let gw = Gateway::open(&dir)?;
+        let tls = pki::enroll_server_config(&dir)?;
+        let content = gateway::install::Content::load(&dir, &dist)?;
+        let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let srv = server::start_with_installer(
+            gw.clone(),
+            tls,
+            lo,
+            lo,
+            server::InstallSetup {
+                listen,
+                content,
+                control_port,
+            },
+        )
+        .await?;
+        let (metrics, _task) = server::start_metrics(gw.clone(), lo).await?;
+        Ok::<_, server::ServeError>((gw, srv, metrics))
+    }
+    .await;
+    let (gw, srv, metrics) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("read");
+    Ok(Fixture {
+        ca_pem: read("ca.pem"),
+        bootstrap_pem: read("bootstrap.key"),
+        token: read("admin.token").trim().to_string(),
+        dir,
+        gw,
+        srv,
+        metrics,
+    })
+}
+
+/// One request over any stream (plain TCP or TLS), binary-safe; returns
+/// (status, head, body).
+pub async fn request_on<S>(mut s: S, method: &str, path: &str) -> (u16, String, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    // A TLS peer may close without close_notify after a full response.
+    if let Err(e) = s.read_to_end(&mut out).await {
+        assert!(
+            !out.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof,
+            "read: {e}"
+        );
+    }
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head");
+    let head = String::from_utf8(out[..end].to_vec()).expect("head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .expect("status");
+    (status, head, out[end + 4..].to_vec())
+}
+
+/// One HTTPS request to the enrollment listener, verified against `ca_pem`
+/// for [`NAME`].
+pub async fn https_get(
+    addr: SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+) -> (u16, String, Vec<u8>) {
+    let cfg = pki::client_config_trusting(ca_pem).expect("client config");
+    let name = rustls::pki_types::ServerName::try_from(NAME).expect("name");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake verified against the CA");
+    request_on(tls, method, path).await
+}
+
+/// One plain HTTP request, binary-safe.
+pub async fn http_get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    request_on(tcp, method, path).await
+}
