@@ -559,6 +559,7 @@ stage() {
 do_uninstall() {
     require_root
     [ -f "$MANIFEST" ] || die "no installation found under ${PREFIX:-/} (no $MANIFEST)"
+    id=$(sed -n 's/^instance_id = "\(.*\)"$/\1/p' "$CONF" 2>/dev/null)
     if use_systemd; then
         systemctl disable --now nsx-agent.service 2>/dev/null
     else
@@ -572,7 +573,6 @@ do_uninstall() {
         case $f in '' | '#'*) continue ;; esac
         rm -f "$f" "$f.nsx-old" "$f.nsx-new"
     done <"$MANIFEST"
-    id=$(sed -n 's/^instance_id = "\(.*\)"$/\1/p' "$CONF" 2>/dev/null)
     rm -rf "$STATE" "$LOGDIR" "$RUNDIR"
     for d in "$ETC" "$UNITDIR" "$SBIN" "$BIN" "$PREFIX/var/lib" "$PREFIX/var/log" "$PREFIX/var/run" \
         "$PREFIX/var" "$PREFIX/usr" "$PREFIX/etc/systemd" "$PREFIX/etc"; do
