@@ -12,6 +12,7 @@ declare -gA NSX_TOOL_PKG=(
     [iperf3]=iperf3 [jq]=jq [ethtool]=ethtool [socat]=socat [shellcheck]=shellcheck
     [unshare]=util-linux [nsenter]=util-linux [timeout]=coreutils [cc]=gcc
     [sha256sum]=coreutils [curl]=curl [openssl]=openssl [python3]=python3
+    [wget]=wget [systemd-analyze]=systemd
 )
 
 # nsx_install_tools [CMD...]: make sure CMDs (default: all above) exist.
