@@ -88,6 +88,9 @@ bad() {
 
 NSX_AGENT=$(topo_find_agent) || exit 1
 gw_init_bin || exit 1
+# sshd's privilege-separation directory, for the sshds an overlay agent
+# starts: a tmpfs of the sandbox's own (/run is the host's).
+mkdir -p /run/sshd && mount -t tmpfs -o mode=0755 nsx-sshd /run/sshd
 gw_topology nsx "$MTU" vm1 vm2 vm3
 topo_wait_underlay || {
     bad "underlay"
@@ -142,13 +145,13 @@ else
 fi
 
 say "Agents: only the gateway address, its CA and the bootstrap key"
-for vm in vm1 vm2 vm3; do
+for vm in vm1 vm2; do
     case $vm in vm2) tag=app ;; *) tag=web ;; esac
     gw_agent_config "$vm" "$tag"
 done
 printf '$ cat %s\n' "$(gw_agent_config_path vm1)"
 indent <"$(gw_agent_config_path vm1)"
-for vm in vm1 vm2 vm3; do
+for vm in vm1 vm2; do
     if gw_agent_start "$vm"; then
         good "agent $vm enrolled, got its config from the gateway and runs"
     else
@@ -156,6 +159,50 @@ for vm in vm1 vm2 vm3; do
         exit 1
     fi
 done
+
+say "vm3 joins the seed's way: the install script the gateway serves on 8080"
+# In vm3's network namespace, with the /sys of that namespace; the gateway's
+# name resolves through a bind-mounted /etc/hosts, as Route53 does in the seed.
+VM3_DL=$TOPO_DIR/vm3/dl VM3_PREFIX=$TOPO_DIR/vm3/prefix
+mkdir -p "$VM3_DL"
+printf '%s %s\n' "$GW_IP" "$GW_NAME" >"$TOPO_DIR/hosts"
+url="http://$GW_NAME:8080/factory_default/bookworm_$(case $(uname -m) in aarch64) echo arm64 ;; *) echo amd64 ;; esac)/install_nsx_vm_agent.sh"
+printf '$ wget %s; chmod +x install_nsx_vm_agent.sh\n' "$url"
+# shellcheck disable=SC2016 # expanded by the inner sh
+if in_inst vm3 unshare --mount sh -c 'mount --bind "$1" /etc/hosts && cd "$2" && timeout 60 wget -q "$3" && chmod +x install_nsx_vm_agent.sh' \
+    sh "$TOPO_DIR/hosts" "$VM3_DL" "$url"; then
+    good "vm3 downloaded install_nsx_vm_agent.sh ($(grep -c '' "$VM3_DL/install_nsx_vm_agent.sh") lines, gateway address and CA fingerprint written in)"
+else
+    bad "wget of the install script"
+    exit 1
+fi
+printf '$ sudo ./install_nsx_vm_agent.sh --tag nsx:network=web --instance-id vm3 --prefix %s --no-systemd --netns %s\n' "$VM3_PREFIX" "$(topo_root vm3)"
+if nsenter --net="/run/netns/$(topo_ns vm3)" unshare --mount --propagation unchanged \
+    sh -c 'mount -t sysfs sysfs /sys 2>/dev/null; exec "$@"' sh \
+    timeout 120 "$VM3_DL/install_nsx_vm_agent.sh" --tag nsx:network=web --instance-id vm3 \
+    --prefix "$VM3_PREFIX" --no-systemd --netns "$(topo_root vm3)" >"$TOPO_DIR/vm3-install.log" 2>&1; then
+    indent <"$TOPO_DIR/vm3-install.log"
+    good "vm3 installed, enrolled and connected by the install script"
+else
+    indent <"$TOPO_DIR/vm3-install.log"
+    bad "install_nsx_vm_agent.sh on vm3"
+    exit 1
+fi
+# The rest of the demo reaches vm3's agent where it reaches the others'.
+ln -sf "$VM3_PREFIX/var/run/nsx-agent/nsxagent.sock" "$(topo_socket vm3)"
+if [[ -x /usr/sbin/sshd ]]; then
+    # As in the seed: with the defaults the script installs, an overlay
+    # instance's sshd answers on the underlay at 8888 (22 is through the overlay).
+    for ((i = 0; i < 30; i++)); do
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        banner=$(timeout 3 ip netns exec "$(topo_ns vm1)" bash -c 'exec 3<>"/dev/tcp/$1/8888" && IFS= read -r -t 2 l <&3 && printf "%s" "$l"' \
+            _ "$(topo_underlay_ip vm3)" 2>/dev/null | tr -d '\r') || banner=""
+        [[ "$banner" == SSH-* ]] && break
+        sleep 0.3
+    done
+    printf '$ nc %s 8888    # from vm1, on the underlay\n  %s\n' "$(topo_underlay_ip vm3)" "${banner:-no answer}"
+    if [[ "$banner" == SSH-2.0-OpenSSH* ]]; then good "vm3's sshd answers on its underlay address at port 8888"; else bad "vm3: sshd on 8888"; fi
+fi
 declare -A OIP
 for vm in vm1 vm2 vm3; do
     gw_wait_state "$vm" ESTABLISHED 15 || bad "$vm: gateway connection ESTABLISHED"

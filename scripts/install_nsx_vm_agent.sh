@@ -497,6 +497,10 @@ ExecStart=$AGENT run --config $CONF
 ExecReload=/bin/kill -HUP \$MAINPID
 # After a crash the agent's saved host state gives the NIC back.
 ExecStopPost=$AGENT cleanup --config $CONF
+# Only the agent gets the stop signal: it stops the sshds it started
+# (8888 and the overlay's 22) itself, and ssh sessions opened through them,
+# an operator's running this script for an upgrade say, survive a restart.
+KillMode=process
 Restart=on-failure
 RestartSec=2
 TimeoutStopSec=30

@@ -35,6 +35,7 @@ use crate::dataloop::{Ctl, Snapshot, TraceInput, TraceReply, TraceRequest};
 use crate::fwctl::{FwQuery, FwReply, FwRequest};
 use crate::gwclient::GatewayStatus;
 use crate::io::Waker;
+use crate::sshd::SshStatus;
 
 pub const API_VERSION: u32 = 1;
 /// Longest request line accepted.
@@ -50,6 +51,8 @@ pub struct Shared {
     pub gateway: Option<Arc<Mutex<Option<GatewayStatus>>>>,
     /// The datapath thread's control channel (firewall queries).
     pub datapath: Mutex<Option<(Sender<Ctl>, Arc<Waker>)>>,
+    /// Overlay mode's underlay ssh (`status` reports it as `ssh`).
+    pub ssh: Arc<Mutex<SshStatus>>,
 }
 
 /// How long a firewall query may wait for the datapath thread.
@@ -279,6 +282,8 @@ fn status(shared: &Shared) -> Value {
             .as_ref()
             .and_then(|g| g.lock().ok().and_then(|g| g.clone()));
         m.insert("gateway".into(), json!(gw));
+        let ssh = shared.ssh.lock().ok().map(|s| s.clone());
+        m.insert("ssh".into(), json!(ssh));
     }
     v
 }
@@ -1193,6 +1198,7 @@ mod tests {
             }),
             gateway: None,
             datapath: Mutex::new(dp),
+            ssh: Arc::new(Mutex::new(SshStatus::off("not in overlay mode"))),
         }
     }
 
@@ -1254,6 +1260,13 @@ mod tests {
         assert_eq!(v["agent"], "nsx-agent");
         assert_eq!(v["api_version"], 1);
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+        // The supervisor's view of the sshds, as it is.
+        let v = cmd(&s, "status", json!({})).await;
+        assert_eq!(
+            v["ssh"],
+            json!({"state": "off", "reason": "not in overlay mode"})
+        );
 
         let v = cmd(&s, "switches", json!({})).await;
         assert_eq!(

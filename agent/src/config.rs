@@ -53,6 +53,21 @@ pub struct HostSettings {
     /// The Prometheus endpoint (`GET /metrics`, `host:port`, loopback by
     /// default); `""` turns it off.
     pub metrics_listen: String,
+    /// Overlay mode (the seed's "sshd on 8888 on the Downlink subnet"): the
+    /// agent starts an sshd on `<underlay IP>:<this port>` in the instance's
+    /// namespace and, once it listens, refuses new TCP connections to port
+    /// 22 arriving on `vtep_if` (port 22 is reached through the overlay).
+    /// 0 = off (no underlay sshd, port 22 left alone). See `crate::sshd`.
+    pub ssh_underlay_port: u16,
+    /// Overlay mode: the port of the sshd the agent starts on the overlay
+    /// address inside `netns`; 0 = off.
+    pub ssh_overlay_port: u16,
+    /// The OpenSSH server binary (absolute path). If it does not exist,
+    /// neither sshd is started and port 22 is left alone.
+    pub sshd: PathBuf,
+    /// Extra arguments for every sshd the agent starts (e.g. `["-h",
+    /// "/path/hostkey"]` or `["-f", "/etc/ssh/sshd_nsx_config"]`).
+    pub sshd_args: Vec<String>,
 }
 
 /// See [`HostSettings::on_stop`].
@@ -66,6 +81,13 @@ pub enum OnStop {
 
 /// Where the metrics endpoint listens unless configured otherwise.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// The underlay sshd's port unless configured otherwise (the seed's 8888).
+pub const DEFAULT_SSH_UNDERLAY_PORT: u16 = 8888;
+/// The TCP port refused on the underlay while the underlay sshd runs.
+pub const SSH_PORT: u16 = 22;
+/// Most `sshd_args` accepted.
+const MAX_SSHD_ARGS: usize = 64;
 
 impl HostSettings {
     /// The metrics endpoint's address; `None` when turned off (`""`).
@@ -94,6 +116,10 @@ impl Default for HostSettings {
             packet_log: PathBuf::from("/var/log/nsx-agent/dfwpktlogs.log"),
             on_stop: OnStop::Restore,
             metrics_listen: DEFAULT_METRICS_LISTEN.into(),
+            ssh_underlay_port: DEFAULT_SSH_UNDERLAY_PORT,
+            ssh_overlay_port: SSH_PORT,
+            sshd: PathBuf::from("/usr/sbin/sshd"),
+            sshd_args: Vec::new(),
         }
     }
 }
@@ -328,6 +354,49 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
             message: format!("{} is outside 1..={MAX_FLOWS}", h.max_flows),
         });
     }
+    out.extend(check_ssh(h));
+    out
+}
+
+fn check_ssh(h: &HostSettings) -> Vec<control::Problem> {
+    let mut out = Vec::new();
+    let mut bad = |path: &str, message: String| {
+        out.push(control::Problem {
+            path: path.into(),
+            message,
+        })
+    };
+    if h.ssh_underlay_port == SSH_PORT {
+        bad(
+            "host.ssh_underlay_port",
+            format!(
+                "{SSH_PORT} is the port refused on the underlay while the underlay sshd runs; \
+                 use another (default {DEFAULT_SSH_UNDERLAY_PORT}) or 0 to turn it off"
+            ),
+        );
+    }
+    let sshd = h.sshd.as_os_str().as_encoded_bytes();
+    if !h.sshd.is_absolute() || sshd.contains(&0) {
+        bad(
+            "host.sshd",
+            format!(
+                "{:?} is not an absolute path (sshd re-executes itself by it)",
+                h.sshd
+            ),
+        );
+    }
+    if h.sshd_args.len() > MAX_SSHD_ARGS {
+        bad(
+            "host.sshd_args",
+            format!("{} arguments; at most {MAX_SSHD_ARGS}", h.sshd_args.len()),
+        );
+    }
+    if let Some(i) = h.sshd_args.iter().position(|a| a.contains('\0')) {
+        bad(
+            &format!("host.sshd_args[{i}]"),
+            "contains a NUL character".into(),
+        );
+    }
     out
 }
 
@@ -381,6 +450,41 @@ mod tests {
         for bad in ["localhost:9464", "127.0.0.1", "127.0.0.1:99999", "9464"] {
             let err = AgentConfig::parse(&with(bad)).unwrap_err().to_string();
             assert!(err.contains("host.metrics_listen:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ssh_settings_default_and_are_checked() {
+        let cfg = AgentConfig::parse(SAMPLE).unwrap();
+        assert_eq!(cfg.host.ssh_underlay_port, 8888);
+        assert_eq!(cfg.host.ssh_overlay_port, 22);
+        assert_eq!(cfg.host.sshd, PathBuf::from("/usr/sbin/sshd"));
+        assert!(cfg.host.sshd_args.is_empty());
+        let with = |line: &str| {
+            format!(
+                "[host]\n{line}\n[gateway]\ncontrol = \"10.99.3.2:5555\"\n\
+                 enroll = \"10.99.3.2:8443\"\nca = \"/ca.pem\"\nbootstrap_key = \"/b.key\"\n"
+            )
+        };
+        let off = AgentConfig::parse(&with("ssh_underlay_port = 0\nssh_overlay_port = 0")).unwrap();
+        assert_eq!(
+            (off.host.ssh_underlay_port, off.host.ssh_overlay_port),
+            (0, 0)
+        );
+        let args = AgentConfig::parse(&with(r#"sshd_args = ["-h", "/tmp/hk"]"#)).unwrap();
+        assert_eq!(args.host.sshd_args, ["-h", "/tmp/hk"]);
+        for (line, path) in [
+            ("ssh_underlay_port = 22", "host.ssh_underlay_port:"),
+            ("sshd = \"sshd\"", "host.sshd:"),
+            ("sshd = \"\"", "host.sshd:"),
+            (r#"sshd_args = ["-o", "a\u0000b"]"#, "host.sshd_args[1]:"),
+        ] {
+            let err = AgentConfig::parse(&with(line)).unwrap_err().to_string();
+            assert!(err.contains(path), "{line}: {err}");
+        }
+        for line in ["ssh_underlay_port = 70000", "ssh_overlay_port = -1"] {
+            let err = AgentConfig::parse(&with(line)).unwrap_err().to_string();
+            assert!(err.contains("[host]"), "{line}: {err}");
         }
     }
 

@@ -19,6 +19,7 @@ mod msegloop;
 mod persist;
 mod pktlog;
 mod run;
+mod sshd;
 mod underlay;
 
 use std::io::{BufRead, BufReader, Write};

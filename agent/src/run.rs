@@ -30,6 +30,7 @@ use crate::host::{self, NicInfo, PortPlan};
 use crate::io::{self, Waker};
 use crate::msegloop;
 use crate::persist::{self, Applied};
+use crate::sshd::{self, Ssh, SshStatus};
 use crate::underlay::{self, UdpPool};
 
 /// Everything that can stop `run` before the datapath starts.
@@ -446,6 +447,8 @@ struct Applier<'a> {
     ctl: Sender<Ctl>,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
+    /// Overlay mode's sshds (the overlay one follows the port's IP).
+    ssh: &'a Ssh,
 }
 
 enum ApplyOutcome {
@@ -466,6 +469,9 @@ impl Applier<'_> {
             host::update_port(self.host, self.plan.as_ref(), new_plan.as_ref())
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(p) = &new_plan {
+                self.ssh.set_overlay_ip(p.ip);
+            }
             self.plan = new_plan;
         }
         self.ctl
@@ -544,11 +550,13 @@ async fn serve(
     )))?;
 
     let snapshot = Arc::clone(&ctx.snapshot);
+    let ssh_status = Arc::new(Mutex::new(SshStatus::starting()));
     let shared = Arc::new(Shared {
         started: ctx.started,
         snapshot: Arc::clone(&snapshot),
         gateway: gw.as_ref().map(|g| Arc::clone(&g.status)),
         datapath: Mutex::new(None),
+        ssh: Arc::clone(&ssh_status),
         status: Mutex::new(Status {
             config_path: ctx.path.display().to_string(),
             mode: if plan.is_some() {
@@ -641,6 +649,15 @@ async fn serve(
     ));
     let api_task = tokio::spawn(api::serve(listener, Arc::clone(&shared)));
     tracing::info!(socket = %cfg.host.api_socket.display(), version = tables.version, "datapath running");
+    // Control plane only: the sshds never touch the datapath.
+    let ssh_mode = match &plan {
+        Some(p) => sshd::Mode::Overlay {
+            underlay_ip,
+            overlay_ip: p.ip,
+        },
+        None => sshd::Mode::Microseg,
+    };
+    let ssh = Ssh::start(&cfg.host, ssh_mode, ssh_status);
     if let Some((applied, reply)) = first {
         answer(&cfg.host.state_dir, applied, reply);
     }
@@ -655,6 +672,7 @@ async fn serve(
         ctl: ctl_tx.clone(),
         waker: Arc::clone(&waker),
         shared: Arc::clone(&shared),
+        ssh: &ssh,
     };
     let exit = loop {
         tokio::select! {
@@ -693,6 +711,10 @@ async fn serve(
             }
         }
     };
+    // The sshds go with the mode (also with on_stop = "keep": a restarted
+    // agent starts its own; sessions they forked keep running), the port
+    // 22 block first.
+    ssh.stop().await;
     tracing::info!("stopping the datapath");
     api_task.abort();
     log_task.abort();

@@ -24,6 +24,11 @@ gw_init_bin || bail "nsx-gateway binary"
 command -v wget >/dev/null || bail "wget is required (apt-get install wget)"
 command -v python3 >/dev/null || bail "python3 is required (the tampering mirror)"
 
+# The installed agents run with the real defaults, so in overlay mode they
+# start sshd on <underlay>:8888 and <overlay>:22; its privilege-separation
+# directory gets a tmpfs of the sandbox's own (/run is the host's).
+mkdir -p /run/sshd
+mount -t tmpfs -o mode=0755 nsx-sshd /run/sshd || bail "tmpfs on /run/sshd"
 gw_topology t43 1500 vm1 vm2 vm3
 topo_wait_underlay || bail "underlay up"
 gw_init >/dev/null || bail "nsx-gateway init"
@@ -154,6 +159,26 @@ check_eq "the gateway lists vm1 in overlay mode on web-ls" "overlay web-ls" "$(g
 VM1_IP=$(gw_instance vm1 .ip)
 agent_wait_overlay vm1 || true
 check "vm1 pings vm2 ($VM2_IP) over the overlay" overlay_wait_ping vm1 "$VM2_IP"
+# ssh_banner NS IP PORT: true once an OpenSSH banner answers there (bounded).
+ssh_banner() {
+    local i line
+    for ((i = 0; i < 30; i++)); do
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        line=$(timeout 3 ip netns exec "$1" bash -c 'exec 3<>"/dev/tcp/$1/$2" && IFS= read -r -t 2 l <&3 && printf "%s" "$l"' \
+            _ "$2" "$3" 2>/dev/null) || line=""
+        [[ "$line" == SSH-2.0-OpenSSH* ]] && return 0
+        sleep 0.3
+    done
+    return 1
+}
+if command -v /usr/sbin/sshd >/dev/null; then
+    check "as in the seed: vm1's sshd answers on its underlay address, port 8888" \
+        ssh_banner "$(topo_ns vm2)" "$(topo_underlay_ip vm1)" 8888
+    check "... and on port 22 of its overlay address ($VM1_IP), through the overlay" \
+        ssh_banner "$(topo_root vm2)" "$VM1_IP" 22
+else
+    not_ok "openssh-server is installed (scripts/test.sh installs it)"
+fi
 
 # --- 1. install vm3 (curl, untagged), then the operator tags it ------------------
 P3=$TOPO_DIR/vm3/prefix
@@ -201,6 +226,9 @@ check "... and vm1 pings vm2 again" overlay_wait_ping vm1 "$VM2_IP"
 pid1=$(cat "$P/var/run/nsx-agent/nsx-agent.pid")
 if run_installer vm1 "$P" "$TOPO_DIR/vm1/uninstall.log" --uninstall; then ok "vm1: --uninstall exits 0"; else not_ok "vm1: --uninstall exits 0" "$(tail "$TOPO_DIR/vm1/uninstall.log")"; fi
 check "... the agent is gone" bash -c "! kill -0 $pid1 2>/dev/null"
+ul1=$(topo_underlay_ip vm1)
+# (the [.] keeps pgrep from finding the bash -c that runs it)
+check "... and so are the sshds it started" bash -c "! pgrep -f 'ListenAddress=${ul1//./[.]}:8888'"
 check "... the NIC has its address back, no nsx-* interface left" nic_intact vm1
 check "... the overlay namespace is gone" bash -c "! ip netns list | grep -qw '$(topo_root vm1)'"
 check "... nothing is left under the prefix" empty_dir "$P"

@@ -13,6 +13,7 @@ declare -gA NSX_TOOL_PKG=(
     [unshare]=util-linux [nsenter]=util-linux [timeout]=coreutils [cc]=gcc
     [sha256sum]=coreutils [curl]=curl [openssl]=openssl [python3]=python3
     [wget]=wget [systemd-analyze]=systemd
+    [sshd]=openssh-server [ssh-keygen]=openssh-client [nft]=nftables
 )
 
 # nsx_install_tools [CMD...]: make sure CMDs (default: all above) exist.
@@ -39,8 +40,19 @@ nsx_install_tools() {
     # Don't ask whether non-root users may capture (wireshark-common).
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+    # No service may start during the install: openssh-server's postinst
+    # would start a system sshd (and fails where none can start, e.g. in a
+    # container without an init). A policy-rc.d forbids it for the install,
+    # unless the system has its own.
+    local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\n# tests/lib/deps.sh: no service starts during the install\nexit 101\n' \
+            >"$policy" && chmod 0755 "$policy" && own_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        ca-certificates "${missing[@]}" >/dev/null || return 1
+        ca-certificates "${missing[@]}" >/dev/null || rc=1
+    [[ $own_policy -eq 1 ]] && rm -f "$policy"
+    return "$rc"
 }
 
 # nsx_ensure_rust: cargo on PATH (installing rustup if needed), rustfmt, clippy.

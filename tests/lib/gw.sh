@@ -18,7 +18,8 @@
 #   gw_agent_config vmN TAG [CA] [BOOTSTRAP]  write a gateway-mode agent config
 #                                (no desired state); TAG "" = no nsx:network tag;
 #                                $GW_TAGS_EXTRA (e.g. 'role = "web"') adds tags,
-#                                $GW_HOST_EXTRA adds [host] lines
+#                                $GW_HOST_EXTRA adds [host] lines; the agent
+#                                starts no sshd unless TOPO_SSH=on
 #   gw_agent_start vmN [-n]      start the agent with that config; waits for its API
 #                                (-n: do not wait: enrollment refusals exit at once)
 #   gw_status vmN [JQ]           `ctl status` (or one value of it)
@@ -193,6 +194,7 @@ state_dir = "$TOPO_DIR/$vm/state"
 api_socket = "$(topo_socket "$vm")"
 packet_log = "$TOPO_DIR/$vm/dfwpktlogs.log"
 ${GW_HOST_EXTRA:-}
+$([[ "${TOPO_SSH:-off}" == on || "${GW_HOST_EXTRA:-}" == *ssh_* ]] || printf 'ssh_underlay_port = 0\nssh_overlay_port = 0')
 
 [gateway]
 control = "$GW_IP:5555"

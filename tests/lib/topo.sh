@@ -117,6 +117,9 @@ netns = "$(topo_root "$vm")"
 state_dir = "$TOPO_DIR/$vm/state"
 api_socket = "$(topo_socket "$vm")"
 EOF
+    # No sshd from the agent unless the test asks (TOPO_SSH=on): they would
+    # use the host's /etc/ssh and /run/sshd (test 44 sets up its own).
+    [[ "${TOPO_SSH:-off}" == on ]] || printf 'ssh_underlay_port = 0\nssh_overlay_port = 0\n'
     for sw in "${TOPO_SWITCHES[@]}"; do
         cat <<EOF
 

@@ -33,19 +33,30 @@
 //! the host from that file alone, and [`setup`] first recovers from a file a
 //! killed run left behind. Any failing setup step rolls back.
 //!
+//! Overlay mode's underlay ssh (`crate::sshd`) records its sshd listeners
+//! and its nf_tables table in the same state file ([`record_ssh`]), so
+//! [`teardown`] (and so `nsx-agent cleanup` after a crash) stops and
+//! deletes them first; [`spawn_in_netns`] starts a process inside the
+//! overlay namespace.
+//!
 //! This file owns the public API, the records and the orchestration; see
 //! `netlink` (rtnetlink helpers), `netns` (namespaces), `ethtool` (offload
-//! ioctl), `nft` (the NIC's ingress drop chain) and `state` (the state file).
+//! ioctl), `nft` (the NIC's ingress drop chain, the underlay ssh block),
+//! `procs` (recorded processes) and `state` (the state file).
 
 mod ethtool;
 mod netlink;
 mod netns;
 pub mod nft;
+mod procs;
 mod state;
+
+pub use state::{ProcRec, SshState};
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use netlink_packet_route::link::{BridgeStpState, InfoKind};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
@@ -535,6 +546,10 @@ pub async fn update_port(
         }
         let addr_changed = (old.ip, old.prefix_len) != (new.ip, new.prefix_len);
         if addr_changed {
+            // In the same subnet the new address is a secondary: without
+            // promotion, deleting the old (primary) one would take it and
+            // the default route along.
+            netns::promote_secondaries(&ifname)?;
             nl.add_addr(&ifname, ov.index, &port_addr(&new), None, None).await?;
             nl.del_addr(&ifname, ov.index, &port_addr(&old)).await?;
         }
@@ -568,9 +583,92 @@ async fn teardown_with(nl: &Nl, settings: &HostSettings) -> Result<(), HostError
         }
         None => match adopt_leftovers(nl, settings).await? {
             Some(st) => restore(nl, &st).await,
-            None => Ok(()),
+            None => {
+                // The underlay ssh table is ours by name (idempotent).
+                stop_ssh(None, &settings.nic).await;
+                Ok(())
+            }
         },
     }
+}
+
+/// How long a leftover sshd listener gets to exit on SIGTERM.
+const SSHD_TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Stops what overlay mode's underlay ssh left: the `inet` table (by the
+/// name it has for `nic` and by its recorded name) and the recorded sshd
+/// listeners that still run (checked by start time and command line).
+/// Never fails the caller: a table that cannot be deleted is logged (it
+/// names the bridge by ifindex, so it matches nothing once the bridge is
+/// gone, and a running agent's supervisor deletes it again before it
+/// starts its own sshd).
+async fn stop_ssh(ssh: Option<&SshState>, nic: &str) {
+    let default_table = nft::ssh_table_name(nic);
+    let mut tables = vec![default_table.as_str()];
+    if let Some(t) = ssh.and_then(|s| s.nft_table.as_deref())
+        && t != default_table
+    {
+        tables.push(t);
+    }
+    // The block goes first: port 22 is never refused on the underlay
+    // without the sshd that replaces it.
+    for t in tables {
+        if let Err(error) = nft::delete_ssh_table(t) {
+            tracing::warn!(%error, "cannot delete the underlay ssh table");
+        }
+    }
+    for p in ssh.map(|s| s.sshds.as_slice()).unwrap_or_default() {
+        procs::stop(p, SSHD_TERM_GRACE).await;
+    }
+}
+
+/// Records overlay mode's underlay ssh pieces in the host-state file
+/// (`None`: nothing of it runs). Without a state file there is nothing to
+/// record into (and nothing of ours to restore): a no-op.
+pub fn record_ssh(state_dir: &Path, ssh: Option<&SshState>) -> Result<(), HostError> {
+    let Some(mut st) = state::load(state_dir)? else {
+        return Ok(());
+    };
+    let ssh = ssh.filter(|s| !s.is_empty()).cloned();
+    if st.ssh == ssh {
+        return Ok(());
+    }
+    st.ssh = ssh;
+    state::save(state_dir, &st)
+}
+
+/// Stops whatever an earlier run's underlay ssh left (recorded sshd
+/// listeners, the table) and clears the record; run before starting new
+/// ones (a restarted agent adopts the plumbing, not the sshds).
+pub async fn clear_ssh(settings: &HostSettings) -> Result<(), HostError> {
+    let st = state::load(&settings.state_dir)?;
+    stop_ssh(st.as_ref().and_then(|s| s.ssh.as_ref()), &settings.nic).await;
+    record_ssh(&settings.state_dir, None)
+}
+
+/// A record of the running process `pid` for the state file, with a marker
+/// its command line contains (`None` if it is gone already).
+pub fn proc_record(pid: u32, marker: &str) -> Option<ProcRec> {
+    procs::record(pid, marker)
+}
+
+/// Starts `cmd` inside netns `name`: from a fresh thread that has entered
+/// the namespace (a child inherits the namespaces of the thread that forks
+/// it); the thread ends right after. No `unsafe`, no `nsenter`.
+pub async fn spawn_in_netns(
+    name: &str,
+    mut cmd: std::process::Command,
+) -> Result<std::process::Child, HostError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let target = format!("{program} in netns {name}");
+    netns::run_blocking_in(name, move || {
+        cmd.spawn().map_err(|source| HostError::Io {
+            step: "start process",
+            target,
+            source,
+        })
+    })
+    .await
 }
 
 /// Without a state file: if our bridge/veth/netns exist, build a record to
@@ -919,6 +1017,7 @@ async fn build_overlay(
 /// Undoes `build` from a record. Idempotent: missing objects are skipped.
 async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
     let rec = &st.nic;
+    stop_ssh(st.ssh.as_ref(), &rec.name).await;
     if let Some(fw) = &st.fw {
         // Deleting one end of a veth deletes both.
         for name in [&fw.fw_peer, &fw.fw_if] {

@@ -6,6 +6,11 @@
 //!
 //! A pooled thread (e.g. `spawn_blocking`) is never used for this: it would
 //! go back to the pool still inside the foreign namespace.
+//!
+//! [`run_blocking_in`] does the same without a runtime, e.g. to start a
+//! process inside the namespace: a forked child inherits the namespaces of
+//! the thread that forks it, so no `pre_exec` hook (and no `unsafe`) or
+//! `nsenter` is needed.
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
@@ -201,6 +206,39 @@ where
         })
     })
     .await
+}
+
+/// Runs the blocking `f` inside netns `name`, on a fresh thread that has
+/// `setns`ed into it and ends with `f`. Whatever `f` forks (e.g.
+/// `std::process::Command::spawn`) lives in the namespace.
+pub async fn run_blocking_in<T, F>(name: &str, f: F) -> Result<T, HostError>
+where
+    F: FnOnce() -> Result<T, HostError> + Send + 'static,
+    T: Send + 'static,
+{
+    let ns_file = open(name)?;
+    let name = name.to_string();
+    on_thread(move || {
+        nix::sched::setns(ns_file.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| sys_err("enter network namespace", format!("netns {name}"), e))?;
+        drop(ns_file);
+        f()
+    })
+    .await
+}
+
+/// Writes "1" to `/proc/sys/net/ipv4/conf/IF/promote_secondaries` of the
+/// calling thread's netns: deleting an interface's primary IPv4 address
+/// then promotes a secondary one in its subnet instead of deleting it too.
+pub fn promote_secondaries(ifname: &str) -> Result<(), HostError> {
+    let p = Path::new("/proc/sys/net/ipv4/conf")
+        .join(ifname)
+        .join("promote_secondaries");
+    std::fs::write(&p, "1").map_err(|source| HostError::Io {
+        step: "enable promote_secondaries",
+        target: p.display().to_string(),
+        source,
+    })
 }
 
 /// Writes "1" to `/proc/sys/net/ipv6/conf/IF/disable_ipv6` of the calling

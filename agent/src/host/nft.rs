@@ -22,6 +22,24 @@
 //! (re)written in one transaction, so re-applying it never opens a gap.
 //! Requests are synchronous (a few per setup/teardown), with a receive
 //! timeout.
+//!
+//! Overlay mode's underlay ssh (see `crate::sshd`) adds an `inet` table,
+//! also ours by name (`nsx-agent-ssh-<nic>`), refusing new TCP connections
+//! to port 22 that arrive on the underlay bridge with a TCP reset:
+//!
+//! ```text
+//! table inet nsx-agent-ssh-eth0 {
+//!   chain ssh-in {
+//!     type filter hook input priority 0;
+//!     meta iif nsx-vtep0.0 meta l4proto tcp th dport 22 tcp flags & (syn|ack) == syn reject with tcp reset;
+//!   }
+//! }
+//! ```
+//!
+//! Only connection attempts (SYN without ACK) match: established sessions
+//! (e.g. the one that installed the agent) keep running. The rule names the
+//! bridge by ifindex, so a table left behind once the bridge is gone
+//! matches nothing (fail open: never a lock-out).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -40,6 +58,7 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
+const NFPROTO_INET: u8 = 1;
 const NFPROTO_BRIDGE: u8 = 7;
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -64,8 +83,25 @@ const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_REJECT_TYPE: u16 = 1;
 const NFT_META_IIF: u32 = 4;
 const NFT_META_OIF: u32 = 5;
+const NFT_META_L4PROTO: u32 = 16;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFT_REJECT_TCP_RST: u32 = 1;
+const NF_INET_LOCAL_IN: u32 = 1;
+const IPPROTO_TCP: u8 = 6;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
 const NFT_CMP_EQ: u32 = 0;
@@ -86,9 +122,18 @@ pub const CHAIN_IN: &str = "nic-in";
 /// What the bridge would send out of the NIC, dropped.
 pub const CHAIN_OUT: &str = "nic-out";
 
+/// The chain of the underlay ssh table.
+pub const SSH_CHAIN: &str = "ssh-in";
+
 /// Name of the table that separates `nic` from its bridge.
 pub fn table_name(nic: &str) -> String {
     format!("nsx-agent-{nic}")
+}
+
+/// Name of the `inet` table that refuses TCP 22 on the underlay bridge
+/// that took `nic` over.
+pub fn ssh_table_name(nic: &str) -> String {
+    format!("nsx-agent-ssh-{nic}")
 }
 
 /// One nfnetlink message being built.
@@ -181,9 +226,18 @@ fn nft_type(msg: u16) -> u16 {
 }
 
 fn err(step: &'static str, table: &str, source: io::Error) -> HostError {
+    err_in(NFPROTO_BRIDGE, step, table, source)
+}
+
+fn err_in(family: u8, step: &'static str, table: &str, source: io::Error) -> HostError {
+    let family = if family == NFPROTO_INET {
+        "inet"
+    } else {
+        "bridge"
+    };
     HostError::Io {
         step,
-        target: format!("nftables table bridge {table}"),
+        target: format!("nftables table {family} {table}"),
         source,
     }
 }
@@ -275,14 +329,19 @@ impl Nfnl {
     }
 
     /// Sends one GET request; `Ok(true)` if the object exists.
-    fn exists(&mut self, msg_type: u16, attrs: impl FnOnce(&mut Msg)) -> io::Result<bool> {
+    fn exists(
+        &mut self,
+        family: u8,
+        msg_type: u16,
+        attrs: impl FnOnce(&mut Msg),
+    ) -> io::Result<bool> {
         let seq = self.next_seq();
         let mut m = Msg::begin(
             Vec::with_capacity(128),
             nft_type(msg_type),
             NLM_F_REQUEST,
             seq,
-            NFPROTO_BRIDGE,
+            family,
             0,
         );
         attrs(&mut m);
@@ -446,10 +505,14 @@ pub fn ensure_nic_block(table: &str, ifindex: u32) -> Result<(), HostError> {
 /// Deletes table `table` (chains and rules with it); a missing table (or no
 /// nf_tables at all) is fine.
 pub fn delete_table(table: &str) -> Result<(), HostError> {
+    delete_table_in(NFPROTO_BRIDGE, table)
+}
+
+fn delete_table_in(family: u8, table: &str) -> Result<(), HostError> {
     let mut nl = match Nfnl::open() {
         Ok(nl) => nl,
         Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(()),
-        Err(e) => return Err(err("open nfnetlink socket", table, e)),
+        Err(e) => return Err(err_in(family, "open nfnetlink socket", table, e)),
     };
     let res = nl.batch(|nl, buf| {
         let s = nl.next_seq();
@@ -458,7 +521,7 @@ pub fn delete_table(table: &str) -> Result<(), HostError> {
             nft_type(NFT_MSG_DELTABLE),
             NLM_F_REQUEST | NLM_F_ACK,
             s,
-            NFPROTO_BRIDGE,
+            family,
             0,
         );
         m.attr_str(NFTA_TABLE_NAME, table);
@@ -467,7 +530,7 @@ pub fn delete_table(table: &str) -> Result<(), HostError> {
     match res {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EAFNOSUPPORT)) => Ok(()),
-        Err(e) => Err(err("delete table", table, e)),
+        Err(e) => Err(err_in(family, "delete table", table, e)),
     }
 }
 
@@ -480,7 +543,7 @@ pub fn nic_block_exists(table: &str) -> Result<bool, HostError> {
     };
     for (chain, _, _) in CHAINS {
         let found = nl
-            .exists(NFT_MSG_GETCHAIN, |m| {
+            .exists(NFPROTO_BRIDGE, NFT_MSG_GETCHAIN, |m| {
                 m.attr_str(NFTA_CHAIN_TABLE, table);
                 m.attr_str(NFTA_CHAIN_NAME, chain);
             })
@@ -499,8 +562,158 @@ pub fn table_exists(table: &str) -> Result<bool, HostError> {
         Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(false),
         Err(e) => return Err(err("open nfnetlink socket", table, e)),
     };
-    nl.exists(NFT_MSG_GETTABLE, |m| m.attr_str(NFTA_TABLE_NAME, table))
-        .map_err(|e| err("read table", table, e))
+    nl.exists(NFPROTO_BRIDGE, NFT_MSG_GETTABLE, |m| {
+        m.attr_str(NFTA_TABLE_NAME, table)
+    })
+    .map_err(|e| err("read table", table, e))
+}
+
+/// Writes table `table` (inet family) so that new TCP connections to
+/// `port` arriving on interface `ifindex` (the underlay bridge) are
+/// refused with a TCP reset, in one transaction: table and chain created
+/// if missing, the chain's rule replaced. Idempotent.
+pub fn ensure_ssh_block(table: &str, ifindex: u32, port: u16) -> Result<(), HostError> {
+    let fam = NFPROTO_INET;
+    let mut nl = Nfnl::open().map_err(|e| err_in(fam, "open nfnetlink socket", table, e))?;
+    nl.batch(|nl, mut buf| {
+        let mut seqs = Vec::new();
+        let s = nl.next_seq();
+        let mut m = Msg::begin(
+            buf,
+            nft_type(NFT_MSG_NEWTABLE),
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            s,
+            fam,
+            0,
+        );
+        m.attr_str(NFTA_TABLE_NAME, table);
+        buf = m.end();
+        seqs.push(s);
+        let s = nl.next_seq();
+        let mut m = Msg::begin(
+            buf,
+            nft_type(NFT_MSG_NEWCHAIN),
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            s,
+            fam,
+            0,
+        );
+        m.attr_str(NFTA_CHAIN_TABLE, table);
+        m.attr_str(NFTA_CHAIN_NAME, SSH_CHAIN);
+        m.nest_begin(NFTA_CHAIN_HOOK);
+        m.attr_be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_IN);
+        m.attr_be32(NFTA_HOOK_PRIORITY, 0);
+        m.nest_end();
+        m.attr_str(NFTA_CHAIN_TYPE, "filter");
+        buf = m.end();
+        seqs.push(s);
+        // Flush the chain (a rule from an earlier run), then the rule.
+        let s = nl.next_seq();
+        let mut m = Msg::begin(
+            buf,
+            nft_type(NFT_MSG_DELRULE),
+            NLM_F_REQUEST | NLM_F_ACK,
+            s,
+            fam,
+            0,
+        );
+        m.attr_str(NFTA_RULE_TABLE, table);
+        m.attr_str(NFTA_RULE_CHAIN, SSH_CHAIN);
+        buf = m.end();
+        seqs.push(s);
+        let s = nl.next_seq();
+        let mut m = Msg::begin(
+            buf,
+            nft_type(NFT_MSG_NEWRULE),
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+            s,
+            fam,
+            0,
+        );
+        m.attr_str(NFTA_RULE_TABLE, table);
+        m.attr_str(NFTA_RULE_CHAIN, SSH_CHAIN);
+        m.nest_begin(NFTA_RULE_EXPRESSIONS);
+        ssh_block_exprs(&mut m, ifindex, port);
+        m.nest_end();
+        buf = m.end();
+        seqs.push(s);
+        (buf, seqs)
+    })
+    .map_err(|e| err_in(fam, "write underlay ssh block", table, e))
+}
+
+/// The expressions of the underlay ssh rule (see the module docs).
+fn ssh_block_exprs(m: &mut Msg, ifindex: u32, port: u16) {
+    let load_meta = |m: &mut Msg, key: u32| {
+        m.expr("meta", |m| {
+            m.attr_be32(NFTA_META_DREG, NFT_REG_1);
+            m.attr_be32(NFTA_META_KEY, key);
+        })
+    };
+    let cmp_eq = |m: &mut Msg, value: &[u8]| {
+        m.expr("cmp", |m| {
+            m.attr_be32(NFTA_CMP_SREG, NFT_REG_1);
+            m.attr_be32(NFTA_CMP_OP, NFT_CMP_EQ);
+            m.nest_begin(NFTA_CMP_DATA);
+            m.attr(NFTA_DATA_VALUE, value);
+            m.nest_end();
+        })
+    };
+    let load_th = |m: &mut Msg, offset: u32, len: u32| {
+        m.expr("payload", |m| {
+            m.attr_be32(NFTA_PAYLOAD_DREG, NFT_REG_1);
+            m.attr_be32(NFTA_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+            m.attr_be32(NFTA_PAYLOAD_OFFSET, offset);
+            m.attr_be32(NFTA_PAYLOAD_LEN, len);
+        })
+    };
+    // meta iif == the bridge (host byte order, as the kernel stores it)
+    load_meta(m, NFT_META_IIF);
+    cmp_eq(m, &ifindex.to_ne_bytes());
+    // meta l4proto == tcp
+    load_meta(m, NFT_META_L4PROTO);
+    cmp_eq(m, &[IPPROTO_TCP]);
+    // th dport == port (network byte order)
+    load_th(m, 2, 2);
+    cmp_eq(m, &port.to_be_bytes());
+    // tcp flags & (syn|ack) == syn: connection attempts only
+    load_th(m, 13, 1);
+    m.expr("bitwise", |m| {
+        m.attr_be32(NFTA_BITWISE_SREG, NFT_REG_1);
+        m.attr_be32(NFTA_BITWISE_DREG, NFT_REG_1);
+        m.attr_be32(NFTA_BITWISE_LEN, 1);
+        m.nest_begin(NFTA_BITWISE_MASK);
+        m.attr(NFTA_DATA_VALUE, &[TCP_FLAG_SYN | TCP_FLAG_ACK]);
+        m.nest_end();
+        m.nest_begin(NFTA_BITWISE_XOR);
+        m.attr(NFTA_DATA_VALUE, &[0]);
+        m.nest_end();
+    });
+    cmp_eq(m, &[TCP_FLAG_SYN]);
+    // reject with tcp reset
+    m.expr("reject", |m| {
+        m.attr_be32(NFTA_REJECT_TYPE, NFT_REJECT_TCP_RST)
+    });
+}
+
+/// Deletes the underlay ssh table `table`; missing is fine.
+pub fn delete_ssh_table(table: &str) -> Result<(), HostError> {
+    delete_table_in(NFPROTO_INET, table)
+}
+
+/// Whether the underlay ssh table `table` exists with its chain.
+pub fn ssh_block_exists(table: &str) -> Result<bool, HostError> {
+    let fam = NFPROTO_INET;
+    let mut nl = match Nfnl::open() {
+        Ok(nl) => nl,
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(false),
+        Err(e) => return Err(err_in(fam, "open nfnetlink socket", table, e)),
+    };
+    nl.exists(fam, NFT_MSG_GETCHAIN, |m| {
+        m.attr_str(NFTA_CHAIN_TABLE, table);
+        m.attr_str(NFTA_CHAIN_NAME, SSH_CHAIN);
+    })
+    .map_err(|e| err_in(fam, "read chain", table, e))
 }
 
 #[cfg(test)]
@@ -544,5 +757,69 @@ mod tests {
         assert_eq!(error_code(&0i32.to_ne_bytes()), 0);
         assert_eq!(error_code(&[1]), libc::EPROTO);
         assert_eq!(table_name("eth0"), "nsx-agent-eth0");
+        assert_eq!(ssh_table_name("eth0"), "nsx-agent-ssh-eth0");
+    }
+
+    #[test]
+    fn ssh_rule_matches_syn_to_port_on_the_bridge() {
+        /// (type without NLA_F_NESTED, payload) of netlink attributes.
+        type Attrs<'a> = Vec<(u16, &'a [u8])>;
+        fn attrs(mut b: &[u8]) -> Attrs<'_> {
+            let mut out = Vec::new();
+            while b.len() >= 4 {
+                let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+                let ty = u16::from_ne_bytes([b[2], b[3]]) & !NLA_F_NESTED;
+                if len < 4 || len > b.len() {
+                    break;
+                }
+                out.push((ty, &b[4..len]));
+                b = &b[len.next_multiple_of(4).min(b.len())..];
+            }
+            out
+        }
+        let mut m = Msg::begin(Vec::new(), nft_type(NFT_MSG_NEWRULE), 0, 1, NFPROTO_INET, 0);
+        m.nest_begin(NFTA_RULE_EXPRESSIONS);
+        ssh_block_exprs(&mut m, 7, 22);
+        m.nest_end();
+        let buf = m.end();
+        assert_eq!(buf[16], NFPROTO_INET);
+        let top = attrs(&buf[NLMSG_HDR_LEN + 4..]);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0, NFTA_RULE_EXPRESSIONS);
+        let exprs: Vec<(String, Attrs)> = attrs(top[0].1)
+            .into_iter()
+            .map(|(_, elem)| {
+                let a = attrs(elem);
+                let name = String::from_utf8_lossy(a[0].1)
+                    .trim_end_matches('\0')
+                    .to_string();
+                (name, attrs(a[1].1))
+            })
+            .collect();
+        let names: Vec<&str> = exprs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "meta", "cmp", "meta", "cmp", "payload", "cmp", "payload", "bitwise", "cmp",
+                "reject"
+            ]
+        );
+        // The compared values: ifindex 7, tcp, port 22 (network order), SYN.
+        let values: Vec<&[u8]> = exprs
+            .iter()
+            .filter(|(n, _)| n == "cmp")
+            .map(|(_, a)| attrs(a[2].1)[0].1)
+            .collect();
+        assert_eq!(
+            values,
+            [
+                &7u32.to_ne_bytes()[..],
+                &[IPPROTO_TCP],
+                &[0, 22],
+                &[TCP_FLAG_SYN]
+            ]
+        );
+        // The reject is a TCP reset.
+        assert_eq!(exprs[9].1[0].1, NFT_REJECT_TCP_RST.to_be_bytes());
     }
 }

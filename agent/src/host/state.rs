@@ -8,6 +8,13 @@
 //! `state_dir/host.lock` (an exclusive `flock`, held by the process for as
 //! long as it runs) keeps a second agent from "recovering" — i.e. tearing
 //! down — the plumbing of one that is still alive.
+//!
+//! In overlay mode the file also records the underlay ssh pieces (`ssh`:
+//! the sshd listeners the agent started and its `inet` nf_tables table),
+//! rewritten as they change, so `nsx-agent cleanup` after a crash stops
+//! them too. The key is optional and additive (no format version bump): an
+//! older agent ignores it, and the table it would leave behind names the
+//! bridge by ifindex, so it matches nothing once the bridge is gone.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -58,6 +65,38 @@ pub struct HostState {
     /// Filtered micro-segmentation plumbing (None otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fw: Option<FwState>,
+    /// Overlay mode's underlay ssh (None when nothing of it is running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshState>,
+}
+
+/// What overlay mode's underlay ssh adds to the host (see `crate::sshd`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshState {
+    /// The `inet` nf_tables table refusing TCP 22 on the bridge, recorded
+    /// before it is written (ours by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft_table: Option<String>,
+    /// The sshd listeners the agent started and has not reaped.
+    #[serde(default)]
+    pub sshds: Vec<ProcRec>,
+}
+
+impl SshState {
+    pub fn is_empty(&self) -> bool {
+        self.nft_table.is_none() && self.sshds.is_empty()
+    }
+}
+
+/// A process the agent started, identified beyond its pid (pids are
+/// reused): its start time and a string its command line contains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRec {
+    pub pid: u32,
+    /// `/proc/PID/stat` field 22 (clock ticks after boot).
+    pub start_time: u64,
+    /// What `/proc/PID/cmdline` contains (e.g. `ListenAddress=IP:PORT`).
+    pub marker: String,
 }
 
 /// What filtered micro-segmentation adds: the firewall veth (a bridge port
@@ -92,6 +131,7 @@ impl HostState {
             overlay_peer: overlay_peer.to_string(),
             recorded_unix: now_unix(),
             fw: None,
+            ssh: None,
         }
     }
 
@@ -299,6 +339,30 @@ mod tests {
         let text = fs::read_to_string(path(&dir)).expect("read");
         assert!(!text.contains("\"fw\""), "{text}");
         assert_eq!(load(&dir).expect("load v1"), Some(v1));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ssh_record_is_optional_and_roundtrips() {
+        let dir = std::env::temp_dir().join(format!("host-state-ssh-{}", std::process::id()));
+        let mut st = sample();
+        st.ssh = Some(SshState {
+            nft_table: Some("nsx-agent-ssh-eth0".into()),
+            sshds: vec![ProcRec {
+                pid: 42,
+                start_time: 1234,
+                marker: "ListenAddress=10.0.0.5:8888".into(),
+            }],
+        });
+        save(&dir, &st).expect("save");
+        assert_eq!(load(&dir).expect("load"), Some(st.clone()));
+        assert_eq!(st.version, VERSION);
+        // Without it, the key is absent (older agents read the file as before).
+        st.ssh = None;
+        save(&dir, &st).expect("save");
+        let text = fs::read_to_string(path(&dir)).expect("read");
+        assert!(!text.contains("\"ssh\""), "{text}");
+        assert!(SshState::default().is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 
