@@ -400,77 +400,67 @@ fn error_code(payload: &[u8]) -> i32 {
         .unwrap_or(libc::EPROTO)
 }
 
-/// One base chain of our table: name, hook, and the `meta` key whose
-/// value (the NIC's ifindex) makes a frame drop.
-const CHAINS: [(&str, u32, u32); 2] = [
-    (CHAIN_IN, NF_BR_PRE_ROUTING, NFT_META_IIF),
-    (CHAIN_OUT, NF_BR_POST_ROUTING, NFT_META_OIF),
-];
+/// One base chain of a table we write, holding exactly one rule.
+struct BaseChain<'a> {
+    name: &'a str,
+    hook: u32,
+    priority: i32,
+    /// Writes the rule's expressions (inside `NFTA_RULE_EXPRESSIONS`).
+    rule: &'a dyn Fn(&mut Msg),
+}
+
+/// Writes table `table` of family `fam` with `chains` in one transaction:
+/// table and chains created if missing, each chain flushed (a rule from an
+/// earlier run) and given its one rule. Idempotent.
+fn write_table(nl: &mut Nfnl, fam: u8, table: &str, chains: &[BaseChain<'_>]) -> io::Result<()> {
+    nl.batch(|nl, mut buf| {
+        let mut seqs = Vec::new();
+        let create = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK;
+        let s = nl.next_seq();
+        let mut m = Msg::begin(buf, nft_type(NFT_MSG_NEWTABLE), create, s, fam, 0);
+        m.attr_str(NFTA_TABLE_NAME, table);
+        buf = m.end();
+        seqs.push(s);
+        for chain in chains {
+            let s = nl.next_seq();
+            let mut m = Msg::begin(buf, nft_type(NFT_MSG_NEWCHAIN), create, s, fam, 0);
+            m.attr_str(NFTA_CHAIN_TABLE, table);
+            m.attr_str(NFTA_CHAIN_NAME, chain.name);
+            m.nest_begin(NFTA_CHAIN_HOOK);
+            m.attr_be32(NFTA_HOOK_HOOKNUM, chain.hook);
+            m.attr_be32(NFTA_HOOK_PRIORITY, chain.priority as u32);
+            m.nest_end();
+            m.attr_str(NFTA_CHAIN_TYPE, "filter");
+            buf = m.end();
+            seqs.push(s);
+            let s = nl.next_seq();
+            let flags = NLM_F_REQUEST | NLM_F_ACK;
+            let mut m = Msg::begin(buf, nft_type(NFT_MSG_DELRULE), flags, s, fam, 0);
+            m.attr_str(NFTA_RULE_TABLE, table);
+            m.attr_str(NFTA_RULE_CHAIN, chain.name);
+            buf = m.end();
+            seqs.push(s);
+            let s = nl.next_seq();
+            let mut m = Msg::begin(buf, nft_type(NFT_MSG_NEWRULE), create, s, fam, 0);
+            m.attr_str(NFTA_RULE_TABLE, table);
+            m.attr_str(NFTA_RULE_CHAIN, chain.name);
+            m.nest_begin(NFTA_RULE_EXPRESSIONS);
+            (chain.rule)(&mut m);
+            m.nest_end();
+            buf = m.end();
+            seqs.push(s);
+        }
+        (buf, seqs)
+    })
+}
 
 /// Writes table `table` (bridge family) so that nothing passes between the
 /// bridge and the NIC `ifindex`, in one transaction: table and chains are
 /// created if missing, their rules replaced. Idempotent.
 pub fn ensure_nic_block(table: &str, ifindex: u32) -> Result<(), HostError> {
     let mut nl = Nfnl::open().map_err(|e| err("open nfnetlink socket", table, e))?;
-    nl.batch(|nl, mut buf| {
-        let mut seqs = Vec::new();
-        let s = nl.next_seq();
-        let mut m = Msg::begin(
-            buf,
-            nft_type(NFT_MSG_NEWTABLE),
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-            s,
-            NFPROTO_BRIDGE,
-            0,
-        );
-        m.attr_str(NFTA_TABLE_NAME, table);
-        buf = m.end();
-        seqs.push(s);
-        for (chain, hook, key) in CHAINS {
-            let s = nl.next_seq();
-            let mut m = Msg::begin(
-                buf,
-                nft_type(NFT_MSG_NEWCHAIN),
-                NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-                s,
-                NFPROTO_BRIDGE,
-                0,
-            );
-            m.attr_str(NFTA_CHAIN_TABLE, table);
-            m.attr_str(NFTA_CHAIN_NAME, chain);
-            m.nest_begin(NFTA_CHAIN_HOOK);
-            m.attr_be32(NFTA_HOOK_HOOKNUM, hook);
-            m.attr_be32(NFTA_HOOK_PRIORITY, HOOK_PRIORITY as u32);
-            m.nest_end();
-            m.attr_str(NFTA_CHAIN_TYPE, "filter");
-            buf = m.end();
-            seqs.push(s);
-            // Flush the chain (a rule from an earlier run), then the rule.
-            let s = nl.next_seq();
-            let mut m = Msg::begin(
-                buf,
-                nft_type(NFT_MSG_DELRULE),
-                NLM_F_REQUEST | NLM_F_ACK,
-                s,
-                NFPROTO_BRIDGE,
-                0,
-            );
-            m.attr_str(NFTA_RULE_TABLE, table);
-            m.attr_str(NFTA_RULE_CHAIN, chain);
-            buf = m.end();
-            seqs.push(s);
-            let s = nl.next_seq();
-            let mut m = Msg::begin(
-                buf,
-                nft_type(NFT_MSG_NEWRULE),
-                NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-                s,
-                NFPROTO_BRIDGE,
-                0,
-            );
-            m.attr_str(NFTA_RULE_TABLE, table);
-            m.attr_str(NFTA_RULE_CHAIN, chain);
-            m.nest_begin(NFTA_RULE_EXPRESSIONS);
+    let drop_if = |key: u32| {
+        move |m: &mut Msg| {
             // meta load iif/oif => reg 1
             m.expr("meta", |m| {
                 m.attr_be32(NFTA_META_DREG, NFT_REG_1);
@@ -493,13 +483,25 @@ pub fn ensure_nic_block(table: &str, ifindex: u32) -> Result<(), HostError> {
                 m.nest_end();
                 m.nest_end();
             });
-            m.nest_end();
-            buf = m.end();
-            seqs.push(s);
         }
-        (buf, seqs)
-    })
-    .map_err(|e| err("write NIC block", table, e))
+    };
+    let (rule_in, rule_out) = (drop_if(NFT_META_IIF), drop_if(NFT_META_OIF));
+    let chains = [
+        BaseChain {
+            name: CHAIN_IN,
+            hook: NF_BR_PRE_ROUTING,
+            priority: HOOK_PRIORITY,
+            rule: &rule_in,
+        },
+        BaseChain {
+            name: CHAIN_OUT,
+            hook: NF_BR_POST_ROUTING,
+            priority: HOOK_PRIORITY,
+            rule: &rule_out,
+        },
+    ];
+    write_table(&mut nl, NFPROTO_BRIDGE, table, &chains)
+        .map_err(|e| err("write NIC block", table, e))
 }
 
 /// Deletes table `table` (chains and rules with it); a missing table (or no
@@ -541,7 +543,7 @@ pub fn nic_block_exists(table: &str) -> Result<bool, HostError> {
         Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => return Ok(false),
         Err(e) => return Err(err("open nfnetlink socket", table, e)),
     };
-    for (chain, _, _) in CHAINS {
+    for chain in [CHAIN_IN, CHAIN_OUT] {
         let found = nl
             .exists(NFPROTO_BRIDGE, NFT_MSG_GETCHAIN, |m| {
                 m.attr_str(NFTA_CHAIN_TABLE, table);
@@ -575,71 +577,15 @@ pub fn table_exists(table: &str) -> Result<bool, HostError> {
 pub fn ensure_ssh_block(table: &str, ifindex: u32, port: u16) -> Result<(), HostError> {
     let fam = NFPROTO_INET;
     let mut nl = Nfnl::open().map_err(|e| err_in(fam, "open nfnetlink socket", table, e))?;
-    nl.batch(|nl, mut buf| {
-        let mut seqs = Vec::new();
-        let s = nl.next_seq();
-        let mut m = Msg::begin(
-            buf,
-            nft_type(NFT_MSG_NEWTABLE),
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-            s,
-            fam,
-            0,
-        );
-        m.attr_str(NFTA_TABLE_NAME, table);
-        buf = m.end();
-        seqs.push(s);
-        let s = nl.next_seq();
-        let mut m = Msg::begin(
-            buf,
-            nft_type(NFT_MSG_NEWCHAIN),
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-            s,
-            fam,
-            0,
-        );
-        m.attr_str(NFTA_CHAIN_TABLE, table);
-        m.attr_str(NFTA_CHAIN_NAME, SSH_CHAIN);
-        m.nest_begin(NFTA_CHAIN_HOOK);
-        m.attr_be32(NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_IN);
-        m.attr_be32(NFTA_HOOK_PRIORITY, 0);
-        m.nest_end();
-        m.attr_str(NFTA_CHAIN_TYPE, "filter");
-        buf = m.end();
-        seqs.push(s);
-        // Flush the chain (a rule from an earlier run), then the rule.
-        let s = nl.next_seq();
-        let mut m = Msg::begin(
-            buf,
-            nft_type(NFT_MSG_DELRULE),
-            NLM_F_REQUEST | NLM_F_ACK,
-            s,
-            fam,
-            0,
-        );
-        m.attr_str(NFTA_RULE_TABLE, table);
-        m.attr_str(NFTA_RULE_CHAIN, SSH_CHAIN);
-        buf = m.end();
-        seqs.push(s);
-        let s = nl.next_seq();
-        let mut m = Msg::begin(
-            buf,
-            nft_type(NFT_MSG_NEWRULE),
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-            s,
-            fam,
-            0,
-        );
-        m.attr_str(NFTA_RULE_TABLE, table);
-        m.attr_str(NFTA_RULE_CHAIN, SSH_CHAIN);
-        m.nest_begin(NFTA_RULE_EXPRESSIONS);
-        ssh_block_exprs(&mut m, ifindex, port);
-        m.nest_end();
-        buf = m.end();
-        seqs.push(s);
-        (buf, seqs)
-    })
-    .map_err(|e| err_in(fam, "write underlay ssh block", table, e))
+    let rule = |m: &mut Msg| ssh_block_exprs(m, ifindex, port);
+    let chain = BaseChain {
+        name: SSH_CHAIN,
+        hook: NF_INET_LOCAL_IN,
+        priority: 0,
+        rule: &rule,
+    };
+    write_table(&mut nl, fam, table, &[chain])
+        .map_err(|e| err_in(fam, "write underlay ssh block", table, e))
 }
 
 /// The expressions of the underlay ssh rule (see the module docs).
