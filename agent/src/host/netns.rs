@@ -186,12 +186,9 @@ where
     Fut: Future<Output = Result<T, HostError>>,
     T: Send + 'static,
 {
-    let ns_file = open(name)?;
-    let name = name.to_string();
-    on_thread(move || {
-        nix::sched::setns(ns_file.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| sys_err("enter network namespace", format!("netns {name}"), e))?;
-        drop(ns_file);
+    let name_owned = name.to_string();
+    run_blocking_in(name, move || {
+        let name = name_owned;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
