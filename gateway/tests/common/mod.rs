@@ -46,6 +46,11 @@ pub async fn fixture(tag: &str) -> Fixture {
     let (metrics, _task) = server::start_metrics(gw.clone(), lo)
         .await
         .expect("metrics");
+    assemble(dir, gw, srv, metrics)
+}
+
+/// The fixture of a started gateway: its credentials read from `dir`.
+fn assemble(dir: PathBuf, gw: Arc<Gateway>, srv: server::Server, metrics: SocketAddr) -> Fixture {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("read");
     Fixture {
         ca_pem: read("ca.pem"),
@@ -140,16 +145,7 @@ pub async fn fixture_with_installer(
             return Err(e);
         }
     };
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("read");
-    Ok(Fixture {
-        ca_pem: read("ca.pem"),
-        bootstrap_pem: read("bootstrap.key"),
-        token: read("admin.token").trim().to_string(),
-        dir,
-        gw,
-        srv,
-        metrics,
-    })
+    Ok(assemble(dir, gw, srv, metrics))
 }
 
 /// One request over any stream (plain TCP or TLS), binary-safe; returns
