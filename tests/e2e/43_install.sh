@@ -2,8 +2,9 @@
 # tests/e2e/43_install.sh -- e2e test 43 (issue 7): the install script the
 # gateway serves, run for real in fresh instance namespaces.
 #   1. vm1 fetches it with wget exactly as the seed types it (the gateway's
-#      name resolved through a bind-mounted /etc/hosts), vm3 with curl; both
-#      install under a --prefix with --no-systemd, enroll, and ping vm2
+#      name resolved through a bind-mounted /etc/hosts), vm3 with curl (and
+#      installs piped: curl | sh -s --); both install under a --prefix with
+#      --no-systemd, enroll, and ping vm2
 #      (started the ordinary way) over the overlay; vm3 joins only after the
 #      operator tags it nsx:network=web at the gateway, as in the seed;
 #   2. a second run changes nothing; a changed binary is an upgrade that
@@ -137,6 +138,23 @@ check "... and installs nothing" empty_dir "$P"
 rc=0
 run_installer vm1 "$P" "$TOPO_DIR/badtag.log" --tag novalue || rc=$?
 check_eq "a malformed --tag is a usage error (exit 2)" 2 "$rc"
+mkdir -p "$P/usr/sbin"
+printf '#!/bin/sh\n' >"$P/usr/sbin/nsx-agent"
+rc=0
+run_installer vm1 "$P" "$TOPO_DIR/foreign.log" || rc=$?
+check_eq "an nsx-agent this script did not install is refused (exit 1)" 1 "$rc"
+check "... saying so" grep -q "an nsx-agent not installed by this script is already at" "$TOPO_DIR/foreign.log"
+check "... and leaves it alone" test "$(cat "$P/usr/sbin/nsx-agent")" = '#!/bin/sh'
+rm -rf "${P:?}"/*
+
+# --- --no-start: files only; --uninstall of that ----------------------------------
+if run_installer vm1 "$P" "$TOPO_DIR/nostart.log" --no-start; then ok "vm1: --no-start exits 0"; else not_ok "vm1: --no-start exits 0" "$(tail "$TOPO_DIR/nostart.log")"; fi
+check "... installs the agent and its config" test -x "$P/usr/sbin/nsx-agent" -a -s "$P/etc/nsx-agent/agent.toml"
+check "... starts nothing and does not enroll" test ! -e "$P/var/run/nsx-agent/nsx-agent.pid" -a ! -e "$P/var/lib/nsx-agent/agent.crt"
+check "... and leaves the NIC alone" nic_intact vm1
+check "... the config passes nsx-agent check" "$P/usr/sbin/nsx-agent" check --config "$P/etc/nsx-agent/agent.toml"
+check "--uninstall of a never-started install exits 0" run_installer vm1 "$P" "$TOPO_DIR/nostart-un.log" --uninstall
+check "... and leaves an empty prefix" empty_dir "$P"
 
 # --- 1. install vm1 (wget, tagged at install) ------------------------------------
 t0=$EPOCHREALTIME
@@ -182,10 +200,13 @@ fi
 
 # --- 1. install vm3 (curl, untagged), then the operator tags it ------------------
 P3=$TOPO_DIR/vm3/prefix
-if run_installer vm3 "$P3" "$TOPO_DIR/vm3/install.log" --downloader curl; then
-    ok "vm3: the installer (curl) installs, enrolls and connects without a tag"
+# As README shows it: curl ... | sudo sh -s -- OPTIONS (no file to run).
+# shellcheck disable=SC2016 # expanded by the inner sh
+if on_host vm3 timeout 120 sh -c 'curl -fsS "$1" | sh -s -- --prefix "$2" --no-systemd --instance-id vm3 --netns "$3" --downloader curl' \
+    sh "http://$GW_IP:8080$URL_PATH" "$P3" "$(topo_root vm3)" >"$TOPO_DIR/vm3/install.log" 2>&1; then
+    ok "vm3: curl ... | sh -s -- installs, enrolls and connects without a tag"
 else
-    not_ok "vm3: the installer (curl) installs, enrolls and connects without a tag" "$(tail -n 20 "$TOPO_DIR/vm3/install.log")"
+    not_ok "vm3: curl ... | sh -s -- installs, enrolls and connects without a tag" "$(tail -n 20 "$TOPO_DIR/vm3/install.log")"
 fi
 check "vm3: the installer says to tag the instance next" grep -q "tag this instance nsx:network" "$TOPO_DIR/vm3/install.log"
 check_eq "vm3 is enrolled, in micro-segmentation mode until tagged" micro-segmentation "$(gw_instance vm3 .mode 2>/dev/null)"
@@ -245,7 +266,14 @@ check "... with the gateway's refusal in the message" grep -q "already enrolled"
 check "... rolled back: nothing installed" empty_dir "$P"
 check "... and the NIC untouched" nic_intact vm1
 
-# --- cleanup: vm3 through its installer --------------------------------------------------
-check "vm3: --uninstall restores its NIC" run_installer vm3 "$P3" "$TOPO_DIR/vm3/uninstall.log" --uninstall
-check "... and empties its prefix" empty_dir "$P3"
+# --- uninstall after a crash: vm3's agent is SIGKILLed first -------------------------------
+kill -KILL "$(cat "$P3/var/run/nsx-agent/nsx-agent.pid")" 2>/dev/null
+sleep 0.3
+check "vm3: after SIGKILL the NIC is still the agent's (nsx-vtep0.0 holds the address)" \
+    bash -c "ip netns exec $(topo_ns vm3) ip -o -4 addr show dev nsx-vtep0.0 | grep -q ' $(topo_underlay_ip vm3)/'"
+check "vm3: --uninstall after the crash exits 0" run_installer vm3 "$P3" "$TOPO_DIR/vm3/uninstall.log" --uninstall
+check "... the NIC has its address back (from the agent's saved host state)" nic_intact vm3
+ul3=$(topo_underlay_ip vm3)
+check "... no sshd of the dead agent left" bash -c "! pgrep -f 'ListenAddress=${ul3//./[.]}:8888'"
+check "... and its prefix is empty" empty_dir "$P3"
 tap_done
