@@ -327,7 +327,10 @@ pick_downloader() {
 fetch() {
     if [ "$DOWNLOADER" = curl ]; then
         if [ -n "${3:-}" ]; then
-            fetch_err=$(curl -fsS --connect-timeout 10 --max-time 600 --cacert "$3" -o "$2" "$1" 2>&1)
+            # The URL names the gateway as its certificate does; --resolve
+            # sends it to the address we reach it by (NAT-proof, like the agent).
+            fetch_err=$(curl -fsS --connect-timeout 10 --max-time 600 --cacert "$3" \
+                --resolve "$GW_NAME:$ENROLL_PORT:$GW_ADDR" -o "$2" "$1" 2>&1)
         else
             fetch_err=$(curl -fsS --connect-timeout 10 --max-time 600 -o "$2" "$1" 2>&1)
         fi
@@ -522,7 +525,14 @@ write_manifest() {
 stage() {
     STAGE=$(mktemp -d "${TMPDIR:-/tmp}/nsx-install.XXXXXX") || die "cannot create a staging directory"
     base="http://$GW_ADDR:$INSTALL_PORT/factory_default/$DISTRO_ARCH"
-    tls="https://$GW_ADDR:$ENROLL_PORT/factory_default/$DISTRO_ARCH"
+    # HTTPS is verified against the gateway's name (curl, which can pin the
+    # name to the address) or against its address (wget: it must be in the
+    # certificate, i.e. `nsx-gateway init --ip`).
+    if [ "$DOWNLOADER" = curl ]; then
+        tls="https://$GW_NAME:$ENROLL_PORT/factory_default/$DISTRO_ARCH"
+    else
+        tls="https://$GW_ADDR:$ENROLL_PORT/factory_default/$DISTRO_ARCH"
+    fi
     say "fetching the root CA from $base (with $DOWNLOADER)"
     fetch "$base/ca.pem" "$STAGE/ca.pem"
     got=$(pem_sha256 "$STAGE/ca.pem")
