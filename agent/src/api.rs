@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,7 +27,7 @@ use datapath::tables::SwitchIdx;
 use datapath::{DropReason, LayerId, Location, Tables, Verdict};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::{AgentConfig, HostSettings};
@@ -155,13 +156,33 @@ async fn handle(stream: UnixStream, shared: Arc<Shared>) {
         let reply = if line.len() > MAX_REQUEST {
             error("request too long")
         } else {
-            answer(line.trim_end(), &shared).await
+            let cancel = Arc::new(AtomicBool::new(false));
+            tokio::select! {
+                v = answer_cancellable(line.trim_end(), &shared, &cancel) => v,
+                () = hangup(&mut reader) => {
+                    // The client went away (nsxcli interrupted): a capture
+                    // it armed ends now instead of holding the datapath's one
+                    // capture slot until its count or timeout.
+                    cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
         };
         let mut bytes = reply.to_string().into_bytes();
         bytes.push(b'\n');
         if w.write_all(&bytes).await.is_err() || line.len() > MAX_REQUEST {
             return;
         }
+    }
+}
+
+/// Resolves when the client closes its end (EOF or an error) while its
+/// request runs; bytes it sent meanwhile (a pipelined request) stay buffered
+/// for the next `read_line`.
+async fn hangup<R: AsyncBufRead + Unpin>(r: &mut R) {
+    match r.fill_buf().await {
+        Ok([]) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
@@ -189,8 +210,9 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("capture", &["point", "count", "timeout_ms", "snaplen"]),
 ];
 
-/// Answers one request line.
-pub async fn answer(line: &str, shared: &Shared) -> Value {
+/// Answers one request line; `cancel` ends a `capture` it started early
+/// (set when the client goes away).
+async fn answer_cancellable(line: &str, shared: &Shared, cancel: &Arc<AtomicBool>) -> Value {
     let mut req: Map<String, Value> = match serde_json::from_str(line) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return error("bad request: expected a JSON object"),
@@ -244,7 +266,7 @@ pub async fn answer(line: &str, shared: &Shared) -> Value {
         "arp-table" => arp_table(shared, args),
         "routers" => routers(shared),
         "trace" => trace(shared, args).await,
-        "capture" => capture(shared, args).await,
+        "capture" => capture(shared, args, cancel).await,
         "getrules" => rules(shared, false),
         "getaddrsets" => rules(shared, true),
         "getflows" => match query(shared, FwQuery::Flows).await {
@@ -1014,7 +1036,7 @@ fn capture_args(
     ))
 }
 
-async fn capture(shared: &Shared, args: &Map<String, Value>) -> Value {
+async fn capture(shared: &Shared, args: &Map<String, Value>, cancel: &Arc<AtomicBool>) -> Value {
     let t = match tables(shared) {
         Ok(t) => t,
         Err(e) => return e,
@@ -1031,6 +1053,7 @@ async fn capture(shared: &Shared, args: &Map<String, Value>) -> Value {
                 count,
                 snaplen,
                 timeout,
+                cancel: Arc::clone(cancel),
                 reply,
             })
         },
@@ -1200,6 +1223,10 @@ mod tests {
             datapath: Mutex::new(dp),
             ssh: Arc::new(Mutex::new(SshStatus::off("not in overlay mode"))),
         }
+    }
+
+    async fn answer(line: &str, s: &Shared) -> Value {
+        answer_cancellable(line, s, &Arc::default()).await
     }
 
     async fn ask_line(s: &Shared, line: Value) -> Value {
@@ -1627,6 +1654,67 @@ mod tests {
         assert_eq!(v["linktype"], 101);
         assert_eq!(v["ended"], "timeout");
         assert_eq!(v["frames"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_cancels_its_capture() {
+        use crate::dataloop::capture::Ended;
+        let s = shared("overlay", false);
+        let (tx, rx) = channel::<Ctl>();
+        let (ended_tx, ended_rx) = channel::<Ended>();
+        // A datapath thread that arms the capture and polls it the way the
+        // loop does (its deadline a minute away), reporting how it ended.
+        std::thread::spawn(move || {
+            let Ok(Ctl::Capture(r)) = rx.recv() else {
+                return;
+            };
+            let (mine, done) = channel();
+            let CaptureRequest {
+                point,
+                count,
+                snaplen,
+                timeout,
+                cancel,
+                reply,
+            } = r;
+            let mut cap = Capture::default();
+            cap.set_tables(Some(0x238c), UNDERLAY);
+            let req = CaptureRequest {
+                point,
+                count,
+                snaplen,
+                timeout,
+                cancel,
+                reply: mine,
+            };
+            cap.arm(req, 0);
+            for round in 1..=500u64 {
+                cap.poll(round);
+                if let Ok(Ok(res)) = done.try_recv() {
+                    let _ = ended_tx.send(res.ended);
+                    let _ = reply.send(Ok(res));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        *s.datapath.lock().unwrap() = Some((tx, Arc::new(Waker::new().unwrap())));
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let conn = tokio::spawn(handle(server, Arc::new(s)));
+        client
+            .write_all(b"{\"api_version\":1,\"cmd\":\"capture\",\"point\":\"port\",\"count\":5,\"timeout_ms\":60000}\n")
+            .await
+            .unwrap();
+        drop(client); // nsxcli interrupted
+        let ended =
+            tokio::task::spawn_blocking(move || ended_rx.recv_timeout(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        assert_eq!(ended, Ok(Ended::Cancelled));
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection task ends")
+            .unwrap();
     }
 
     #[test]

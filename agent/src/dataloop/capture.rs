@@ -25,6 +25,8 @@
 //! checksum 0) so that tcpdump and tshark decode the Geneve inside.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
@@ -89,6 +91,9 @@ pub struct CaptureRequest {
     /// Bytes kept of each frame (at least 1).
     pub snaplen: usize,
     pub timeout: Duration,
+    /// Set by the API when the client hangs up (nsxcli interrupted): the
+    /// capture ends at the next loop round instead of at its count or timeout.
+    pub cancel: Arc<AtomicBool>,
     pub reply: Sender<Result<CaptureReply, String>>,
 }
 
@@ -112,6 +117,8 @@ pub enum Ended {
     BufferFull,
     /// The datapath thread stopped.
     Stopped,
+    /// The client that asked went away.
+    Cancelled,
 }
 
 impl Ended {
@@ -121,6 +128,7 @@ impl Ended {
             Ended::Timeout => "timeout",
             Ended::BufferFull => "buffer_full",
             Ended::Stopped => "stopped",
+            Ended::Cancelled => "cancelled",
         }
     }
 }
@@ -168,6 +176,7 @@ struct Armed {
     truncated: u64,
     /// Set when the count or the buffer is reached: nothing more is taken.
     ended: Option<Ended>,
+    cancel: Arc<AtomicBool>,
     reply: Sender<Result<CaptureReply, String>>,
 }
 
@@ -205,6 +214,7 @@ impl Capture {
             bytes: Vec::with_capacity(budget),
             truncated: 0,
             ended: None,
+            cancel: req.cancel,
             reply: req.reply,
         });
     }
@@ -215,13 +225,14 @@ impl Capture {
         self.armed.as_ref().is_some_and(|a| a.ended.is_none())
     }
 
-    /// Once per loop round: replies when the capture is complete or its
-    /// deadline has passed.
+    /// Once per loop round: replies when the capture is complete, its
+    /// deadline has passed or its client went away.
     pub fn poll(&mut self, now_ns: u64) {
         let Some(a) = &self.armed else {
             return;
         };
         let ended = match a.ended {
+            _ if a.cancel.load(Ordering::Relaxed) => Ended::Cancelled,
             Some(e) => e,
             None if now_ns >= a.deadline_ns => Ended::Timeout,
             None => return,
@@ -394,11 +405,43 @@ mod tests {
                 count,
                 snaplen,
                 timeout: Duration::from_millis(500),
+                cancel: Arc::default(),
                 reply: tx,
             },
             1_000,
         );
         (c, rx)
+    }
+
+    #[test]
+    fn a_cancelled_capture_ends_at_the_next_round_and_frees_the_slot() {
+        let mut c = Capture::default();
+        c.set_tables(Some(0x238c), ME);
+        let (tx, rx) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let req = |cancel: &Arc<AtomicBool>, reply| CaptureRequest {
+            point: CapturePoint::Port,
+            count: 10,
+            snaplen: 64,
+            timeout: Duration::from_secs(60),
+            cancel: Arc::clone(cancel),
+            reply,
+        };
+        c.arm(req(&cancel, tx), 1_000);
+        c.port(CaptureDir::Rx, &[0xab; 60], 2_000);
+        c.poll(3_000);
+        assert!(rx.try_recv().is_err(), "still running");
+        cancel.store(true, Ordering::Relaxed);
+        c.poll(4_000);
+        let r = rx.try_recv().unwrap().unwrap();
+        assert_eq!(r.ended, Ended::Cancelled);
+        assert_eq!(r.ended.name(), "cancelled");
+        assert_eq!(r.records.len(), 1, "what was taken is still returned");
+        assert!(!c.active());
+        let (tx2, rx2) = channel();
+        c.arm(req(&Arc::default(), tx2), 5_000);
+        assert!(c.active(), "the next capture may run at once");
+        assert!(rx2.try_recv().is_err());
     }
 
     fn geneve(vni: u32, inner: &[u8]) -> Vec<u8> {
@@ -448,6 +491,7 @@ mod tests {
                 count: 1,
                 snaplen: 10,
                 timeout: Duration::from_secs(1),
+                cancel: Arc::default(),
                 reply: tx,
             },
             2_000,
@@ -466,6 +510,7 @@ mod tests {
                 count: 1,
                 snaplen: 1,
                 timeout: Duration::from_secs(1),
+                cancel: Arc::default(),
                 reply: tx,
             },
             1_000,
