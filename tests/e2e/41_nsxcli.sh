@@ -369,6 +369,18 @@ check "capture underlay (live view): outer addresses, VNI and inner addresses" \
     grep -qE "^[0-9:.]{15} tx +10\.99\.3\.11\.[0-9]+ > 10\.99\.3\.12\.6081: Geneve vni 0x2388( tep [0-9]+)?, $(re "${IP[vm1]}") > $(re "${IP[vm2]}"): ICMP echo request" \
     "$TOPO_DIR/cap-l.log"
 
+# Ctrl-C: nsxcli interrupted mid-capture; the agent ends that capture, so
+# the next one runs at once instead of "a capture is already running".
+cli_bg vm1 "$TOPO_DIR/cap-int.log" -c "capture port count 1000 timeout 60"
+cap=$SANDBOX_LAST_PID
+sleep 0.5
+kill -INT "$cap" 2>/dev/null || true
+sandbox_wait_exit "$cap" 10 || true
+sleep 0.3
+cli vm1 -c "capture port count 1 timeout 1"
+check_eq "after Ctrl-C in a capture, the next capture runs (exit 0, not 'already running')" "0 " \
+    "$RC $(grep -o 'already running' <<<"$ERR" || true)"
+
 # --- test 2: the interactive shell through a real pseudo-terminal
 cat >"$TOPO_DIR/pty_drive.py" <<'EOF'
 # Drives a program on a pseudo-terminal: steps are [name, keys, regex]; the
