@@ -1662,6 +1662,7 @@ mod tests {
         let s = shared("overlay", false);
         let (tx, rx) = channel::<Ctl>();
         let (ended_tx, ended_rx) = channel::<Ended>();
+        let (armed_tx, armed_rx) = channel::<()>();
         // A datapath thread that arms the capture and polls it the way the
         // loop does (its deadline a minute away), reporting how it ended.
         std::thread::spawn(move || {
@@ -1688,6 +1689,7 @@ mod tests {
                 reply: mine,
             };
             cap.arm(req, 0);
+            let _ = armed_tx.send(());
             for round in 1..=500u64 {
                 cap.poll(round);
                 if let Ok(Ok(res)) = done.try_recv() {
@@ -1705,6 +1707,12 @@ mod tests {
             .write_all(b"{\"api_version\":1,\"cmd\":\"capture\",\"point\":\"port\",\"count\":5,\"timeout_ms\":60000}\n")
             .await
             .unwrap();
+        // Hang up once the capture runs (before that there is nothing to cancel).
+        let armed =
+            tokio::task::spawn_blocking(move || armed_rx.recv_timeout(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        assert_eq!(armed, Ok(()), "the capture reached the datapath");
         drop(client); // nsxcli interrupted
         let ended =
             tokio::task::spawn_blocking(move || ended_rx.recv_timeout(Duration::from_secs(10)))

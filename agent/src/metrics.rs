@@ -4,8 +4,9 @@
 //! Prometheus scrapes natively.
 //!
 //! Nothing is counted here: every scrape copies the counters the datapath
-//! thread publishes every 200 ms ([`crate::dataloop::Snapshot`]) and the
-//! gateway connection's status, and asks the datapath thread for the
+//! thread publishes every 200 ms ([`crate::dataloop::Snapshot`]), the
+//! gateway connection's status and the sshd supervisor's status
+//! ([`crate::sshd`], `ssh` in `ctl status`), and asks the datapath thread for the
 //! firewall's rule hits (the same bounded query as the API's
 //! `firewall-stats`), then renders them through a [`prometheus_client`]
 //! [`Collector`] built for that scrape. So the packet path pays nothing for
@@ -40,6 +41,10 @@
 //! | `nsx_agent_gateway_state` | gauge (1 = current) | `state` = `CONNECTING` \| `HELLO_SENT` \| `ESTABLISHED` \| `CLOSED` |
 //! | `nsx_agent_gateway_state_since_seconds` | gauge (Unix time) | |
 //! | `nsx_agent_gateway_applied_config_version`, `nsx_agent_gateway_protocol_version` | gauge | (once known) |
+//! | `nsx_agent_ssh_enabled` | gauge (0/1) | (overlay mode with an sshd binary and a port configured; 0 while the supervisor has not looked yet) |
+//! | `nsx_agent_sshd_up` | gauge (0/1: running and listening) | `listener` = `underlay` \| `overlay` (configured ones, port != 0, while enabled) |
+//! | `nsx_agent_sshd_restarts` | counter | `listener` (as `nsx_agent_sshd_up`) |
+//! | `nsx_agent_ssh_port22_blocked` | gauge (0/1) | (the underlay port-22 refusal table is in place) |
 //!
 //! The server is a deliberately tiny HTTP/1.1 responder: one request per
 //! connection (`Connection: close`), request head at most [`MAX_HEAD`]
@@ -66,6 +71,7 @@ use crate::config::HostSettings;
 use crate::dataloop::IoCounters;
 use crate::fwctl::{FwQuery, FwReply, FwStats};
 use crate::gwclient::GatewayStatus;
+use crate::sshd::{SshStatus, SshdStatus};
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -82,6 +88,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 const GATEWAY_STATES: [&str; 4] = ["CONNECTING", "HELLO_SENT", "ESTABLISHED", "CLOSED"];
 /// The agent's modes (`Status::mode`).
 const MODES: [&str; 2] = ["overlay", "micro-segmentation"];
+/// The sshd supervisor's listeners (`SshStatus::underlay`, `::overlay`).
+const SSH_LISTENERS: [&str; 2] = ["underlay", "overlay"];
 
 /// The gateway connection as a scrape sees it.
 #[derive(Debug, Clone)]
@@ -115,6 +123,8 @@ pub struct Scrape {
     pub io: IoCounters,
     pub gateway: GatewayView,
     pub firewall: FirewallView,
+    /// Overlay mode's sshd supervisor (`ssh` in `ctl status`).
+    pub ssh: SshStatus,
 }
 
 /// Copies the current state for one scrape (asks the datapath thread for
@@ -129,6 +139,10 @@ pub async fn collect(shared: &Shared) -> Scrape {
         None => GatewayView::NotConfigured,
         Some(g) => GatewayView::Configured(g.lock().ok().and_then(|g| g.clone())),
     };
+    let ssh = shared
+        .ssh
+        .lock()
+        .map_or_else(|_| SshStatus::off("status unavailable"), |s| s.clone());
     let firewall = match api::query(shared, FwQuery::Stats).await {
         Ok(FwReply::Stats(s)) => FirewallView::Stats(s),
         Ok(FwReply::Off) => FirewallView::Off,
@@ -149,6 +163,7 @@ pub async fn collect(shared: &Shared) -> Scrape {
         io,
         gateway,
         firewall,
+        ssh,
     }
 }
 
@@ -354,8 +369,57 @@ impl Collector for AgentCollector {
                 )?;
             }
         }
-        Ok(())
+
+        // Overlay mode's sshds.
+        encode_ssh(&mut e, &s.ssh)
     }
+}
+
+fn encode_ssh(e: &mut Emit<'_, '_>, ssh: &SshStatus) -> fmt::Result {
+    // `on` is published only by a supervisor that runs (overlay mode, an
+    // sshd binary, a port configured); `starting` counts as off until then.
+    let enabled = ssh.state == "on";
+    e.gauge(
+        "nsx_agent_ssh_enabled",
+        "1 if the agent runs its own sshds (overlay mode with an sshd binary and a port configured).",
+        flag(enabled),
+    )?;
+    // Only the listeners that are configured (port != 0), and only while
+    // the feature is on: at most the two fixed label values.
+    let listeners: Vec<(&str, &SshdStatus)> = if enabled {
+        SSH_LISTENERS
+            .iter()
+            .zip([&ssh.underlay, &ssh.overlay])
+            .filter_map(|(name, l)| l.as_ref().map(|l| (*name, l)))
+            .filter(|(_, l)| l.state != "off")
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let lab = |name: &str| -> Labels { vec![("listener", name.to_string())] };
+    let up: Vec<(Labels, u64)> = listeners
+        .iter()
+        .map(|(name, l)| (lab(name), flag(l.state == "running")))
+        .collect();
+    e.gauges(
+        "nsx_agent_sshd_up",
+        "1 while the agent's sshd for this listener runs and listens (underlay: <underlay IP>:ssh_underlay_port, overlay: <port IP>:ssh_overlay_port).",
+        &up,
+    )?;
+    let restarts: Vec<(Labels, u64)> = listeners
+        .iter()
+        .map(|(name, l)| (lab(name), u64::from(l.restarts)))
+        .collect();
+    e.counters(
+        "nsx_agent_sshd_restarts",
+        "Times the supervisor restarted this listener's sshd (it exited, or did not listen in time).",
+        &restarts,
+    )?;
+    e.gauge(
+        "nsx_agent_ssh_port22_blocked",
+        "1 while new TCP connections to port 22 arriving on the underlay are refused (the agent's underlay sshd listens).",
+        flag(ssh.port22_blocked_on_underlay == Some(true)),
+    )
 }
 
 /// The I/O shell's counters by name (every numeric field of [`IoCounters`]).
@@ -859,6 +923,26 @@ mod tests {
                 recheck_removed: 0,
                 log_rate_limited: 0,
             })),
+            ssh: SshStatus {
+                state: "on",
+                reason: None,
+                underlay: Some(sshd_status("running", "10.99.3.11:8888", 2)),
+                overlay: Some(sshd_status("restarting", "192.168.100.3:22", 1)),
+                port22_blocked_on_underlay: Some(true),
+            },
+        }
+    }
+
+    /// One configured listener as the supervisor publishes it.
+    fn sshd_status(state: &'static str, listen: &str, restarts: u32) -> SshdStatus {
+        SshdStatus {
+            state,
+            listen: Some(listen.into()),
+            netns: None,
+            pid: (state == "running").then_some(4242),
+            restarts,
+            last_error: (restarts > 0).then(|| "exited (signal: 9 (SIGKILL))".into()),
+            reason: None,
         }
     }
 
@@ -902,6 +986,10 @@ mod tests {
             ("nsx_agent_gateway_state_since_seconds", "gauge"),
             ("nsx_agent_gateway_applied_config_version", "gauge"),
             ("nsx_agent_gateway_protocol_version", "gauge"),
+            ("nsx_agent_ssh_enabled", "gauge"),
+            ("nsx_agent_sshd_up", "gauge"),
+            ("nsx_agent_sshd_restarts", "counter"),
+            ("nsx_agent_ssh_port22_blocked", "gauge"),
         ] {
             assert_eq!(types.get(family).map(String::as_str), Some(ty), "{family}");
         }
@@ -1061,6 +1149,109 @@ mod tests {
         );
         assert_eq!(v("nsx_agent_firewall_enabled", &[]), Some(1.0));
         assert_eq!(v("nsx_agent_firewall_stats_ok", &[]), Some(0.0));
+    }
+
+    /// The `listener` label values of a family's samples.
+    fn listeners(samples: &[Sample], name: &str) -> Vec<String> {
+        samples
+            .iter()
+            .filter(|s| s.0 == name)
+            .map(|s| s.1.get("listener").cloned().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn ssh_supervisor_families() {
+        // On: both listeners configured, the underlay one listening (and
+        // port 22 refused), the overlay one waiting for its restart.
+        let (types, samples) = parse(&render(canned()).expect("render"));
+        let v = |n: &str, l: &[(&str, &str)]| value(&samples, n, l);
+        assert_eq!(types["nsx_agent_sshd_restarts"], "counter");
+        assert_eq!(v("nsx_agent_ssh_enabled", &[]), Some(1.0));
+        assert_eq!(
+            v("nsx_agent_sshd_up", &[("listener", "underlay")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("nsx_agent_sshd_up", &[("listener", "overlay")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            v("nsx_agent_sshd_restarts_total", &[("listener", "underlay")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            v("nsx_agent_sshd_restarts_total", &[("listener", "overlay")]),
+            Some(1.0)
+        );
+        assert_eq!(v("nsx_agent_ssh_port22_blocked", &[]), Some(1.0));
+
+        // ssh_underlay_port = 0: only the overlay listener, nothing refused.
+        let mut s = canned();
+        s.ssh.underlay = Some(SshdStatus {
+            state: "off",
+            listen: None,
+            netns: None,
+            pid: None,
+            restarts: 0,
+            last_error: None,
+            reason: Some("ssh_underlay_port = 0".into()),
+        });
+        s.ssh.overlay = Some(sshd_status("running", "192.168.100.3:22", 0));
+        s.ssh.port22_blocked_on_underlay = Some(false);
+        let (_, samples) = parse(&render(s).expect("render"));
+        let v = |n: &str, l: &[(&str, &str)]| value(&samples, n, l);
+        assert_eq!(v("nsx_agent_ssh_enabled", &[]), Some(1.0));
+        assert_eq!(listeners(&samples, "nsx_agent_sshd_up"), ["overlay"]);
+        assert_eq!(
+            listeners(&samples, "nsx_agent_sshd_restarts_total"),
+            ["overlay"]
+        );
+        assert_eq!(
+            v("nsx_agent_sshd_up", &[("listener", "overlay")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            v("nsx_agent_sshd_restarts_total", &[("listener", "overlay")]),
+            Some(0.0)
+        );
+        assert_eq!(v("nsx_agent_ssh_port22_blocked", &[]), Some(0.0));
+
+        // Off (no sshd binary, micro-segmentation) and not looked at yet:
+        // the families are announced, without listener samples.
+        for ssh in [
+            SshStatus::off("no sshd at /nonexistent"),
+            SshStatus::off("not in overlay mode"),
+            SshStatus::starting(),
+        ] {
+            let mut s = canned();
+            s.ssh = ssh;
+            let (types, samples) = parse(&render(s).expect("render"));
+            let v = |n: &str, l: &[(&str, &str)]| value(&samples, n, l);
+            assert_eq!(v("nsx_agent_ssh_enabled", &[]), Some(0.0));
+            assert_eq!(v("nsx_agent_ssh_port22_blocked", &[]), Some(0.0));
+            assert_eq!(types["nsx_agent_sshd_up"], "gauge");
+            assert_eq!(types["nsx_agent_sshd_restarts"], "counter");
+            assert!(listeners(&samples, "nsx_agent_sshd_up").is_empty());
+            assert!(listeners(&samples, "nsx_agent_sshd_restarts_total").is_empty());
+        }
+
+        // Stopping (a mode change, SIGTERM): still on, both stopped, the
+        // block gone; the restart counts stay.
+        let mut s = canned();
+        s.ssh.underlay = Some(sshd_status("stopped", "10.99.3.11:8888", 2));
+        s.ssh.overlay = Some(sshd_status("stopped", "192.168.100.3:22", 1));
+        s.ssh.port22_blocked_on_underlay = Some(false);
+        let (_, samples) = parse(&render(s).expect("render"));
+        let v = |n: &str, l: &[(&str, &str)]| value(&samples, n, l);
+        for l in SSH_LISTENERS {
+            assert_eq!(v("nsx_agent_sshd_up", &[("listener", l)]), Some(0.0), "{l}");
+        }
+        assert_eq!(
+            v("nsx_agent_sshd_restarts_total", &[("listener", "underlay")]),
+            Some(2.0)
+        );
+        assert_eq!(v("nsx_agent_ssh_port22_blocked", &[]), Some(0.0));
     }
 
     #[test]

@@ -12,8 +12,12 @@
 # (the operator keeps 8888) until the restarted agent replaces them, or
 # `nsx-agent cleanup` stops them. With
 # ssh_underlay_port = 0, or sshd = "/nonexistent", port 22 is left alone
-# (status says why). The checks read the SSH banner only: sshd inside the
-# sandbox's user namespace cannot complete a login (privilege separation).
+# (status says why). The agent's Prometheus endpoint (127.0.0.1:9464 in
+# the instance's namespace) shows the same: nsx_agent_ssh_enabled,
+# nsx_agent_sshd_up{listener}, nsx_agent_sshd_restarts_total{listener},
+# nsx_agent_ssh_port22_blocked. The checks read the SSH banner only: sshd
+# inside the sandbox's user namespace cannot complete a login (privilege
+# separation).
 set -euo pipefail
 # shellcheck source=tests/lib/e2e.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
@@ -21,7 +25,7 @@ e2e_init 44 "$@"
 
 SSHD=$(command -v sshd || echo /usr/sbin/sshd)
 [[ -x "$SSHD" ]] || bail "OpenSSH server at $SSHD (scripts/test.sh installs openssh-server)"
-for t in ssh-keygen nft; do
+for t in ssh-keygen nft curl; do
     command -v "$t" >/dev/null || bail "required tool $t is missing (scripts/test.sh installs it)"
 done
 
@@ -116,6 +120,16 @@ none_left() {
 
 table_exists() { in_inst vm1 nft list table inet "$TABLE" >/dev/null 2>&1; }
 
+# metrics vmN: the agent's GET /metrics ([host] metrics_listen's default,
+# in the instance's namespace); empty if it does not answer.
+metrics() { in_inst "$1" curl -s -m 5 http://127.0.0.1:9464/metrics 2>/dev/null || true; }
+# metric vmN SERIES: the value of one series (`name{labels}` exactly as
+# printed, or a bare name); empty if absent.
+metric() { metrics "$1" | awk -v s="$2" '$1 == s { print $2; exit }'; }
+SSHD_UP_UL='nsx_agent_sshd_up{listener="underlay"}'
+SSHD_UP_OV='nsx_agent_sshd_up{listener="overlay"}'
+RESTARTS_UL='nsx_agent_sshd_restarts_total{listener="underlay"}'
+
 NS1=$(topo_ns vm1)
 NS2=$(topo_ns vm2)
 ROOT2=$(topo_root vm2)
@@ -163,6 +177,12 @@ check "vm1: table inet $TABLE refuses SYNs to 22 on nsx-vtep0.0 with a reset" \
     grep -qE 'iif "nsx-vtep0.0".*tcp dport 22.*reject with tcp reset' <<<"$rules"
 check "vm2's agent runs its own: $(topo_underlay_ip vm2):8888 answers" is_ssh "$NS1" "$(topo_underlay_ip vm2)" 8888
 check "agent log: sshd's own log is forwarded" grep -q "Server listening on $UL1 port 8888" "$(agent_log vm1)"
+M=$(metrics vm1)
+check_eq "metrics: nsx_agent_ssh_enabled 1" 1 "$(metric vm1 nsx_agent_ssh_enabled)"
+check_eq "metrics: $SSHD_UP_UL 1, $SSHD_UP_OV 1" "1 1" "$(metric vm1 "$SSHD_UP_UL") $(metric vm1 "$SSHD_UP_OV")"
+check_eq "metrics: nsx_agent_ssh_port22_blocked 1" 1 "$(metric vm1 nsx_agent_ssh_port22_blocked)"
+check_eq "metrics: $RESTARTS_UL 0 (typed counter)" "0 counter" \
+    "$(metric vm1 "$RESTARTS_UL") $(awk '$1 == "#" && $2 == "TYPE" && $3 == "nsx_agent_sshd_restarts" { print $4 }' <<<"$M")"
 
 # --- 2. supervision: a killed underlay sshd comes back ---
 kill -KILL "$UL_PID"
@@ -174,6 +194,14 @@ else
 fi
 check "after the restart: $UL1:8888 answers again" is_ssh "$NS2" "$UL1" 8888
 check "agent log: the exit was logged" grep -q "sshd exited" "$(agent_log vm1)"
+n=$(metric vm1 "$RESTARTS_UL")
+if [[ "$n" =~ ^[0-9]+$ && $n -ge 1 ]]; then
+    ok "metrics: $RESTARTS_UL >= 1 after the SIGKILL ($n)"
+else
+    not_ok "metrics: $RESTARTS_UL >= 1 after the SIGKILL" "got: '$n'" "$(metrics vm1 | grep ssh)"
+fi
+check_eq "metrics: $SSHD_UP_UL 1 again, port 22 blocked again" "1 1" \
+    "$(metric vm1 "$SSHD_UP_UL") $(metric vm1 nsx_agent_ssh_port22_blocked)"
 
 # --- 3. a new overlay IP (SIGHUP reload) moves the overlay sshd ---
 # overlay_move IP: vm1's config with port IP (in place), SIGHUP, bounded
@@ -259,6 +287,9 @@ check_eq "ssh_underlay_port = 0: status says why" '"ssh_underlay_port = 0"' "$(a
 check "ssh_underlay_port = 0: $UL1:22 answers (the system sshd)" is_ssh "$NS2" "$UL1" 22
 check "ssh_underlay_port = 0: $UL1:8888 is refused" refused "$NS2" "$UL1" 8888
 check "ssh_underlay_port = 0: the overlay sshd answers on $OV1:22" is_ssh "$ROOT2" "$OV1" 22
+check_eq "ssh_underlay_port = 0 metrics: only the overlay listener, up; port 22 not blocked" \
+    'nsx_agent_sshd_up{listener="overlay"} 1|0' \
+    "$(metrics vm1 | grep '^nsx_agent_sshd_up{' | paste -sd,)|$(metric vm1 nsx_agent_ssh_port22_blocked)"
 if table_exists; then not_ok "ssh_underlay_port = 0: no table inet $TABLE"; else ok "ssh_underlay_port = 0: no table inet $TABLE"; fi
 rc=0
 agent_stop vm1 || rc=$?
@@ -278,6 +309,8 @@ check "sshd = /nonexistent: logged once at info" \
 check "sshd = /nonexistent: $UL1:22 answers (the system sshd)" is_ssh "$NS2" "$UL1" 22
 check "sshd = /nonexistent: $UL1:8888 is refused" refused "$NS2" "$UL1" 8888
 check "sshd = /nonexistent: $OV1:22 is refused through the overlay" refused "$ROOT2" "$OV1" 22
+check_eq "sshd = /nonexistent metrics: ssh_enabled 0, port22_blocked 0, no listener series" "0 0 0" \
+    "$(metric vm1 nsx_agent_ssh_enabled) $(metric vm1 nsx_agent_ssh_port22_blocked) $(metrics vm1 | grep -c '^nsx_agent_sshd_' || true)"
 if table_exists; then not_ok "sshd = /nonexistent: no table inet $TABLE"; else ok "sshd = /nonexistent: no table inet $TABLE"; fi
 for vm in vm1 vm2; do
     rc=0
