@@ -294,7 +294,10 @@ check_kernel() {
     version_ge "$kver" "$MIN_KERNEL" || die "kernel $kver is too old: nsx-agent needs Linux $MIN_KERNEL or newer"
     [ -e /proc/self/ns/net ] || die "this kernel has no network namespaces (CONFIG_NET_NS): nsx-agent puts nsx-eth0 in one"
     [ -e /proc/net/packet ] || die "this kernel has no packet sockets (CONFIG_PACKET): the agent's datapath needs them"
+    # Evidence of veth: the module loaded or built in, a veth link in use, or
+    # the module on disk.
     if [ ! -d /sys/module/veth ] && ! grep -qs '^veth ' /proc/modules &&
+        ! ip -o link show type veth 2>/dev/null | grep -q . &&
         ! grep -qs '/veth\.ko' "/lib/modules/$kver/modules.builtin" &&
         [ -z "$(find "/lib/modules/$kver" -name 'veth.ko*' 2>/dev/null | head -n 1)" ]; then
         if [ -d "/lib/modules/$kver" ]; then
