@@ -195,7 +195,8 @@ MANIFEST=$STATE/install.manifest
 # ---- undo log: every change is recorded so a failure can be rolled back -----
 # One line per change: "file PATH" (created), "dir PATH" (created),
 # "backup PATH" (PATH.nsx-old holds the previous version), "started"
-# (the agent this run started), "stopped" (the agent this run stopped).
+# (the agent this run started), "stopped" (the agent this run stopped),
+# "enabled" (nsx-agent.service enabled by this run).
 UNDO=""
 STAGE=""
 DONE=0
@@ -216,6 +217,7 @@ rollback() {
         path=${entry#* }
         case $kind in
         started) stop_agent quiet ;;
+        enabled) systemctl disable --quiet nsx-agent.service 2>/dev/null ;;
         stopped) start_agent_quietly ;;
         file) rm -f "$path" ;;
         # Made by this run, so whatever is in it is too (the agent's log, say).
@@ -227,6 +229,7 @@ rollback() {
     done
     IFS=$old_ifs
     UNDO=""
+    if use_systemd; then systemctl daemon-reload 2>/dev/null; fi
 }
 
 on_exit() {
@@ -385,8 +388,12 @@ agent_running() {
 
 start_agent() {
     if use_systemd; then
-        systemctl daemon-reload && systemctl enable --quiet nsx-agent.service &&
-            systemctl restart nsx-agent.service || return 1
+        systemctl daemon-reload || return 1
+        if ! systemctl is-enabled --quiet nsx-agent.service 2>/dev/null; then
+            systemctl enable --quiet nsx-agent.service || return 1
+            record "enabled"
+        fi
+        systemctl restart nsx-agent.service || return 1
     else
         mkdirs 755 "$RUNDIR"
         mkdirs 750 "$LOGDIR"
