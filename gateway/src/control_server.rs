@@ -33,6 +33,8 @@
 //!
 //! The gateway never dials an agent. Everything that ends a connection is
 //! logged with its reason (`tracing`, target `gateway::control_server`).
+//! Failed TLS handshakes and the bytes of the frames read and written are
+//! reported to [`ControlStore::transport`] (the metrics).
 //!
 //! The [`ControlStore`] methods are called from the async runtime and must be
 //! quick (an in-memory cache or one short SQLite transaction); `desired` is
@@ -98,6 +100,58 @@ pub trait ControlStore: Send + Sync + 'static {
 
     /// True once the instance has been revoked.
     fn is_revoked(&self, instance_id: &str) -> bool;
+
+    /// A connection-level event, for metrics: a failed TLS handshake, a
+    /// frame read, frames written. Called from the async runtime, once per
+    /// frame read and once per batch written: must be quick (an atomic
+    /// add). Ignored by default.
+    fn transport(&self, event: TransportEvent) {
+        let _ = event;
+    }
+}
+
+/// Why a TLS handshake failed (the `reason` label of
+/// `nsx_gateway_tls_handshake_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeFailure {
+    /// Not completed within the deadline.
+    Timeout = 0,
+    /// Refused or broken: not TLS, no or an untrusted client certificate,
+    /// the peer hung up, an I/O error.
+    Error = 1,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in label order (`ALL[f.index()] == f`).
+    pub const ALL: [HandshakeFailure; 2] = [HandshakeFailure::Timeout, HandshakeFailure::Error];
+
+    /// Position in [`HandshakeFailure::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Error => "error",
+        }
+    }
+}
+
+/// Connection-level events reported to [`ControlStore::transport`]. Frame
+/// sizes include the 4-byte length prefix, not the TLS overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportEvent {
+    /// A connection failed its TLS handshake (a shutdown during the
+    /// handshake is not reported).
+    HandshakeFailed(HandshakeFailure),
+    /// One complete frame of `bytes` was read and decoded (a frame that
+    /// does not decode is not reported: it ends the connection).
+    FrameReceived { bytes: usize },
+    /// Frames of `bytes` in total were written (one write of the frames
+    /// queued at that moment, or a `Reject` before closing).
+    FramesSent { bytes: usize },
 }
 
 /// Session events reported to [`ControlStore::report`].
@@ -422,7 +476,12 @@ async fn connection(
     debug!(%peer, instance = %instance_id, "control: TLS up");
     let (rd, wr) = tokio::io::split(tls);
     let (tx, rx) = mpsc::channel(ctx.opts.send_queue.max(4));
-    let writer = tokio::spawn(write_loop(wr, rx, ctx.opts.write_timeout));
+    let writer = tokio::spawn(write_loop(
+        wr,
+        rx,
+        ctx.opts.write_timeout,
+        Arc::clone(&ctx.store),
+    ));
     let mut conn = Conn {
         session: GatewaySession::new(
             ctx.opts.session.clone(),
@@ -449,11 +508,18 @@ async fn handshake(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Tls, ConnectionError> {
     let limit = ctx.opts.tls_handshake_timeout;
+    let failed = |why| ctx.store.transport(TransportEvent::HandshakeFailed(why));
     tokio::select! {
         r = tokio::time::timeout(limit, ctx.acceptor.accept(tcp)) => match r {
             Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(e)) => Err(ConnectionError::Handshake(e)),
-            Err(_) => Err(ConnectionError::HandshakeTimeout(millis(limit))),
+            Ok(Err(e)) => {
+                failed(HandshakeFailure::Error);
+                Err(ConnectionError::Handshake(e))
+            }
+            Err(_) => {
+                failed(HandshakeFailure::Timeout);
+                Err(ConnectionError::HandshakeTimeout(millis(limit)))
+            }
         },
         () = shutdown_requested(shutdown) => Err(ConnectionError::Shutdown),
     }
@@ -472,6 +538,8 @@ async fn refuse(ctx: &Ctx, mut tls: Tls, reason: &str) {
     }
     let _ = tokio::time::timeout(ctx.opts.linger, async {
         tls.write_all(&bytes).await?;
+        ctx.store
+            .transport(TransportEvent::FramesSent { bytes: bytes.len() });
         tls.shutdown().await?;
         // Let the peer read the Reject before the socket goes.
         let mut sink = [0u8; 1024];
@@ -481,12 +549,14 @@ async fn refuse(ctx: &Ctx, mut tls: Tls, reason: &str) {
     .await;
 }
 
-/// Writes queued frames in order; returns when the queue is closed (after a
-/// TLS close_notify) or on the first failure, with its reason.
+/// Writes queued frames in order, reporting the bytes of each successful
+/// write to `store`; returns when the queue is closed (after a TLS
+/// close_notify) or on the first failure, with its reason.
 async fn write_loop<W: AsyncWrite>(
     mut wr: WriteHalf<W>,
     mut rx: mpsc::Receiver<Vec<u8>>,
     limit: Duration,
+    store: Arc<dyn ControlStore>,
 ) -> Result<(), String> {
     let stalled = || format!("write stalled for {} ms", millis(limit));
     while let Some(frame) = rx.recv().await {
@@ -500,7 +570,7 @@ async fn write_loop<W: AsyncWrite>(
         })
         .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => store.transport(TransportEvent::FramesSent { bytes: batch.len() }),
             Ok(Err(e)) => return Err(format!("write failed: {e}")),
             Err(_) => return Err(stalled()),
         }
@@ -617,8 +687,14 @@ impl Conn {
 
     fn drain_decoder(&mut self, decoder: &mut Decoder<AgentMsg>, now: Instant) {
         while self.closed.is_none() {
+            let before = decoder.buffered();
             match decoder.next() {
                 Ok(Some(msg)) => {
+                    // The frame (prefix + payload) is what the decoder consumed.
+                    let bytes = before.saturating_sub(decoder.buffered());
+                    self.ctx
+                        .store
+                        .transport(TransportEvent::FrameReceived { bytes });
                     let outs = self.session.on_message(msg, now);
                     self.handle(outs);
                 }

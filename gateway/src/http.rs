@@ -47,13 +47,75 @@ pub enum HttpError {
 impl HttpError {
     /// The status code to answer with (`None`: just close).
     pub fn status(&self) -> Option<u16> {
+        self.refusal().map(Refusal::status)
+    }
+
+    /// How [`serve_one`] refuses the request (`None`: the peer hung up or
+    /// the connection failed; nothing is answered).
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
             HttpError::Closed | HttpError::Io(_) => None,
-            HttpError::HeadTooLarge => Some(431),
-            HttpError::BodyTooLarge { .. } => Some(413),
-            HttpError::Malformed(_) => Some(400),
-            HttpError::LengthRequired => Some(411),
-            HttpError::Timeout => Some(408),
+            HttpError::HeadTooLarge => Some(Refusal::HeadersTooLarge),
+            HttpError::BodyTooLarge { .. } => Some(Refusal::BodyTooLarge),
+            HttpError::Malformed(_) => Some(Refusal::BadRequest),
+            HttpError::LengthRequired => Some(Refusal::LengthRequired),
+            HttpError::Timeout => Some(Refusal::Timeout),
+        }
+    }
+}
+
+/// A request [`serve_one`] answers with an error itself, before any
+/// handler sees it: one per status it answers (a fixed set, the `reason`
+/// label of `nsx_gateway_http_requests_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// 400: a malformed request line, header or `Content-Length`, or data
+    /// beyond the body (pipelining).
+    BadRequest = 0,
+    /// 411: `Transfer-Encoding` (chunked) instead of a `Content-Length`.
+    LengthRequired = 1,
+    /// 413: a `Content-Length` above the listener's body limit.
+    BodyTooLarge = 2,
+    /// 431: a request head above [`MAX_HEAD`].
+    HeadersTooLarge = 3,
+    /// 408: the request was not read within the deadline.
+    Timeout = 4,
+}
+
+impl Refusal {
+    /// Every refusal, in label order (`ALL[r.index()] == r`).
+    pub const ALL: [Refusal; 5] = [
+        Refusal::BadRequest,
+        Refusal::LengthRequired,
+        Refusal::BodyTooLarge,
+        Refusal::HeadersTooLarge,
+        Refusal::Timeout,
+    ];
+
+    /// Position in [`Refusal::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::BadRequest => "bad_request",
+            Refusal::LengthRequired => "length_required",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::HeadersTooLarge => "headers_too_large",
+            Refusal::Timeout => "timeout",
+        }
+    }
+
+    /// The status answered.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::BadRequest => 400,
+            Refusal::LengthRequired => 411,
+            Refusal::BodyTooLarge => 413,
+            Refusal::HeadersTooLarge => 431,
+            Refusal::Timeout => 408,
         }
     }
 }
@@ -368,25 +430,37 @@ pub async fn write_response_paced<S: AsyncWrite + Unpin>(
 }
 
 /// Serves one request on `s`: reads it within `timeout` (body at most
-/// `max_body`), answers with `handler`'s response (or the error's status)
-/// within [`WRITE_TIMEOUT`] as long as the peer keeps reading (see
+/// `max_body`), answers with `handler`'s response (or the error's status,
+/// after calling `refused` with the [`Refusal`], before the answer is
+/// written) within [`WRITE_TIMEOUT`] as long as the peer keeps reading (see
 /// [`write_response_paced`]; `timeout` does not cover the write, so a large
 /// download on a slow link is not cut off), then closes gracefully,
 /// draining what the client still sends for a moment so the response is
 /// not lost to a TCP reset.
-pub async fn serve_one<S, F, Fut>(mut s: S, max_body: usize, timeout: Duration, handler: F)
-where
+pub async fn serve_one<S, F, Fut, R>(
+    mut s: S,
+    max_body: usize,
+    timeout: Duration,
+    handler: F,
+    refused: R,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
+    R: FnOnce(Refusal),
 {
-    let resp = match tokio::time::timeout(timeout, read_request(&mut s, max_body)).await {
-        Err(_) => Some(Response::error(408, HttpError::Timeout.to_string())),
-        Ok(Err(e)) => {
+    let read = tokio::time::timeout(timeout, read_request(&mut s, max_body))
+        .await
+        .unwrap_or(Err(HttpError::Timeout));
+    let resp = match read {
+        Ok(req) => Some(handler(req).await),
+        Err(e) => {
             tracing::debug!("bad request: {e}");
-            e.status().map(|st| Response::error(st, e.to_string()))
+            e.refusal().map(|r| {
+                refused(r);
+                Response::error(r.status(), e.to_string())
+            })
         }
-        Ok(Ok(req)) => Some(handler(req).await),
     };
     if let Some(resp) = resp {
         let stall = WRITE_STALL_TIMEOUT.max(timeout);
@@ -455,6 +529,90 @@ mod tests {
             .await
             .expect_err("short");
         assert!(e.status().is_none());
+    }
+
+    /// Runs [`serve_one`] on one end of a duplex with `timeout`, writes
+    /// `raw` from the other end (then keeps it open until the answer);
+    /// returns the response and the refusals reported.
+    async fn serve_raw(raw: &'static [u8], timeout: Duration) -> (String, Vec<Refusal>) {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let refused = std::sync::Mutex::new(Vec::new());
+        let serve = serve_one(
+            server,
+            10,
+            timeout,
+            |_req| async { Response::text(200, "ok") },
+            |r| refused.lock().expect("lock").push(r),
+        );
+        let talk = async {
+            client.write_all(raw).await.expect("write");
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.expect("read");
+            drop(client);
+            String::from_utf8(out).expect("utf-8")
+        };
+        let ((), out) = tokio::join!(serve, talk);
+        (out, refused.into_inner().expect("lock"))
+    }
+
+    #[tokio::test]
+    async fn serve_one_reports_what_it_refuses_before_answering() {
+        let long = Duration::from_secs(5);
+        let (out, r) = serve_raw(b"GET / HTTP/1.1\r\n\r\n", long).await;
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        assert_eq!(r, []);
+        let cases: [(&[u8], Refusal); 3] = [
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Refusal::LengthRequired,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n",
+                Refusal::BodyTooLarge,
+            ),
+            (b"nonsense\r\n\r\n", Refusal::BadRequest),
+        ];
+        for (raw, want) in cases {
+            let (out, r) = serve_raw(raw, long).await;
+            assert_eq!(r, [want]);
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {} ", want.status())),
+                "{out}"
+            );
+        }
+        // Half a request, never finished: 408 at the deadline.
+        let (out, r) = serve_raw(b"GET / HT", Duration::from_millis(50)).await;
+        assert_eq!(r, [Refusal::Timeout]);
+        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_hangs_up_is_not_a_refusal() {
+        let (client, server) = tokio::io::duplex(1024);
+        drop(client);
+        let mut refused = Vec::new();
+        serve_one(
+            server,
+            10,
+            Duration::from_secs(5),
+            |_req| async { Response::text(200, "ok") },
+            |r| refused.push(r),
+        )
+        .await;
+        assert_eq!(refused, []);
+    }
+
+    #[test]
+    fn refusals_are_a_fixed_labelled_set() {
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let labels: std::collections::HashSet<_> = Refusal::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+        let e = HttpError::HeadTooLarge;
+        assert_eq!(e.refusal(), Some(Refusal::HeadersTooLarge));
+        assert_eq!(e.status(), Some(431));
+        assert_eq!(HttpError::Closed.refusal(), None);
     }
 
     #[test]

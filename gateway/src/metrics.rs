@@ -13,10 +13,15 @@
 //!   acked;
 //! * [`Counters`], event counters kept by this process: enrollment
 //!   decisions (counted where `POST /api/v1/enroll` is answered), installer
-//!   requests (where `/factory_default/...` is answered, [`crate::install`]), and the
-//!   control channel as seen through the [`ControlStore`] seam
-//!   ([`CountingControl`]): certificate checks, Hellos, acks, nacks, status
-//!   reports, sessions established and closed, and the live sessions.
+//!   requests (where `/factory_default/...` is answered, [`crate::install`]),
+//!   requests the HTTP layer refuses itself on each listener (where
+//!   [`crate::http::serve_one`] answers them, before the answer is written),
+//!   failed TLS handshakes on the enrollment listener ([`crate::server`]) and
+//!   on the control channel, and the control channel as seen through the
+//!   [`ControlStore`] seam ([`CountingControl`]): certificate checks, Hellos,
+//!   acks, nacks, status reports, sessions established and closed, the live
+//!   sessions, TLS handshake failures and frame bytes
+//!   ([`ControlStore::transport`]).
 //!
 //! | family | type | labels |
 //! |---|---|---|
@@ -35,11 +40,15 @@
 //! | `nsx_gateway_control_messages_received` | counter | `type` = `hello` \| `ack` \| `nack` \| `status` |
 //! | `nsx_gateway_control_sessions_established`, `nsx_gateway_control_sessions_closed` | counter | |
 //! | `nsx_gateway_installer_requests` | counter | `file` = a served name ([`install::File`]) \| `other` (the list, unknown paths, wrong methods), `status` = the HTTP status answered (only pairs seen so far) |
+//! | `nsx_gateway_http_requests_refused` | counter | `listener` = `enroll` \| `install` \| `admin` \| `metrics`, `reason` = a [`Refusal`] label (`bad_request` 400, `length_required` 411, `body_too_large` 413, `headers_too_large` 431, `timeout` 408); all 20 pairs, zeros included |
+//! | `nsx_gateway_tls_handshake_failures` | counter | `listener` = `enroll` \| `control`, `reason` = `timeout` \| `error`; all 4 pairs, zeros included |
+//! | `nsx_gateway_control_bytes_received`, `nsx_gateway_control_bytes_sent` | counter | (control-channel frame bytes, length prefix included, TLS overhead not: added once per frame read, once per batch of frames written) |
 //!
-//! Enrollment and installer requests refused by the HTTP layer before they
-//! are read (oversized, chunked, timed out) and control connections that
-//! fail the TLS handshake are not counted; control-channel bytes are not
-//! measured.
+//! Not counted: connections the HTTP layer closes without answering (the
+//! peer hung up, an I/O error), connections dropped beyond
+//! [`crate::server::MAX_CONNECTIONS`] per HTTP listener, and the bytes of a
+//! control frame that does not decode (it ends the connection; the
+//! `Reject` sent is counted).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -53,9 +62,10 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
-use crate::control_server::{ControlStore, SessionEvent};
+use crate::control_server::{ControlStore, HandshakeFailure, SessionEvent, TransportEvent};
 use crate::enroll::EnrollError;
 use crate::gateway::Gateway;
+use crate::http::Refusal;
 use crate::install;
 use crate::store::{ConfigSnapshot, InstanceRecord, StoreError};
 
@@ -98,6 +108,73 @@ fn refusal_index(e: &EnrollError) -> usize {
     }
 }
 
+/// The listeners whose HTTP layer ([`crate::http::serve_one`]) may refuse
+/// a request (the `listener` label of `nsx_gateway_http_requests_refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpListener {
+    /// HTTPS enrollment (and the installer tree over TLS), 8443.
+    Enroll = 0,
+    /// The plain-HTTP installer listeners.
+    Install = 1,
+    /// The loopback admin API.
+    Admin = 2,
+    /// This endpoint.
+    Metrics = 3,
+}
+
+impl HttpListener {
+    /// Every listener, in label order (`ALL[l.index()] == l`).
+    pub const ALL: [HttpListener; 4] = [
+        HttpListener::Enroll,
+        HttpListener::Install,
+        HttpListener::Admin,
+        HttpListener::Metrics,
+    ];
+
+    /// Position in [`HttpListener::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            HttpListener::Enroll => "enroll",
+            HttpListener::Install => "install",
+            HttpListener::Admin => "admin",
+            HttpListener::Metrics => "metrics",
+        }
+    }
+}
+
+/// The TLS listeners (the `listener` label of
+/// `nsx_gateway_tls_handshake_failures`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsListener {
+    /// HTTPS enrollment, 8443 (server-auth TLS).
+    Enroll = 0,
+    /// The control channel, 5555 (mutual TLS 1.3).
+    Control = 1,
+}
+
+impl TlsListener {
+    /// Every TLS listener, in label order.
+    pub const ALL: [TlsListener; 2] = [TlsListener::Enroll, TlsListener::Control];
+
+    /// Position in [`TlsListener::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsListener::Enroll => "enroll",
+            TlsListener::Control => "control",
+        }
+    }
+}
+
 /// Event counters of a serving gateway (cumulative since its start).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -116,6 +193,12 @@ pub struct Counters {
     /// Installer requests by (`file` label, status); bounded: at most
     /// `INSTALLER_FILES` x the few statuses the installer answers.
     installer: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Requests refused by the HTTP layer, by [`HttpListener`] x [`Refusal`].
+    http_refused: [[AtomicU64; Refusal::ALL.len()]; HttpListener::ALL.len()],
+    /// Failed TLS handshakes, by [`TlsListener`] x [`HandshakeFailure`].
+    tls_failed: [[AtomicU64; HandshakeFailure::ALL.len()]; TlsListener::ALL.len()],
+    control_bytes_received: AtomicU64,
+    control_bytes_sent: AtomicU64,
 }
 
 /// The `file` label of an installer request not for one of the served
@@ -138,10 +221,31 @@ pub struct CounterValues {
     pub live_sessions: u64,
     /// Installer requests: (`file`, `status`, count), sorted.
     pub installer: Vec<(&'static str, u16, u64)>,
+    /// Refused HTTP requests, `[HttpListener::index()][Refusal::index()]`.
+    pub http_refused: [[u64; Refusal::ALL.len()]; HttpListener::ALL.len()],
+    /// Failed TLS handshakes, `[TlsListener::index()][HandshakeFailure::index()]`.
+    pub tls_failed: [[u64; HandshakeFailure::ALL.len()]; TlsListener::ALL.len()],
+    pub control_bytes_received: u64,
+    pub control_bytes_sent: u64,
 }
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn add(c: &AtomicU64, n: usize) {
+    c.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// The current values of a table of counters.
+fn load_table<const R: usize, const C: usize>(t: &[[AtomicU64; C]; R]) -> [[u64; C]; R] {
+    let mut out = [[0; C]; R];
+    for (row, counters) in out.iter_mut().zip(t) {
+        for (v, c) in row.iter_mut().zip(counters) {
+            *v = c.load(Ordering::Relaxed);
+        }
+    }
+    out
 }
 
 impl Counters {
@@ -163,6 +267,39 @@ impl Counters {
         let label = file.map_or(INSTALLER_OTHER, install::File::name);
         let mut m = self.installer.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry((label, status)).or_default() += 1;
+    }
+
+    /// Counts one request the HTTP layer of `listener` refused.
+    pub fn http_refused(&self, listener: HttpListener, why: Refusal) {
+        if let Some(c) = self
+            .http_refused
+            .get(listener.index())
+            .and_then(|row| row.get(why.index()))
+        {
+            bump(c);
+        }
+    }
+
+    /// Counts one failed TLS handshake on `listener`.
+    pub fn tls_handshake_failed(&self, listener: TlsListener, why: HandshakeFailure) {
+        if let Some(c) = self
+            .tls_failed
+            .get(listener.index())
+            .and_then(|row| row.get(why.index()))
+        {
+            bump(c);
+        }
+    }
+
+    /// Counts a connection-level event of the control channel.
+    pub fn control_transport(&self, event: TransportEvent) {
+        match event {
+            TransportEvent::HandshakeFailed(why) => {
+                self.tls_handshake_failed(TlsListener::Control, why);
+            }
+            TransportEvent::FrameReceived { bytes } => add(&self.control_bytes_received, bytes),
+            TransportEvent::FramesSent { bytes } => add(&self.control_bytes_sent, bytes),
+        }
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -213,6 +350,10 @@ impl Counters {
                 .iter()
                 .map(|(&(file, status), &n)| (file, status, n))
                 .collect(),
+            http_refused: load_table(&self.http_refused),
+            tls_failed: load_table(&self.tls_failed),
+            control_bytes_received: get(&self.control_bytes_received),
+            control_bytes_sent: get(&self.control_bytes_sent),
         }
     }
 }
@@ -267,6 +408,11 @@ impl<S: ControlStore> ControlStore for CountingControl<S> {
 
     fn is_revoked(&self, instance_id: &str) -> bool {
         self.inner.is_revoked(instance_id)
+    }
+
+    fn transport(&self, event: TransportEvent) {
+        self.gw.counters().control_transport(event);
+        self.inner.transport(event);
     }
 }
 
@@ -459,6 +605,50 @@ impl Collector for GatewayCollector {
             "nsx_gateway_installer_requests",
             "Installer requests (/factory_default/...) answered, by file (other: the list or an unknown path) and HTTP status.",
             &installer,
+        )?;
+        let mut refused = Vec::with_capacity(HttpListener::ALL.len() * Refusal::ALL.len());
+        for (l, row) in HttpListener::ALL.iter().zip(&c.http_refused) {
+            for (r, n) in Refusal::ALL.iter().zip(row) {
+                refused.push((
+                    vec![
+                        ("listener", l.label().to_string()),
+                        ("reason", r.label().to_string()),
+                    ],
+                    *n,
+                ));
+            }
+        }
+        e.counters(
+            "nsx_gateway_http_requests_refused",
+            "Requests the HTTP layer answered with an error before any handler saw them, by listener and reason (bad_request 400, length_required 411, body_too_large 413, headers_too_large 431, timeout 408).",
+            &refused,
+        )?;
+        let mut tls = Vec::with_capacity(TlsListener::ALL.len() * HandshakeFailure::ALL.len());
+        for (l, row) in TlsListener::ALL.iter().zip(&c.tls_failed) {
+            for (r, n) in HandshakeFailure::ALL.iter().zip(row) {
+                tls.push((
+                    vec![
+                        ("listener", l.label().to_string()),
+                        ("reason", r.label().to_string()),
+                    ],
+                    *n,
+                ));
+            }
+        }
+        e.counters(
+            "nsx_gateway_tls_handshake_failures",
+            "TLS handshakes that failed (error: refused or broken, e.g. not TLS, an untrusted or missing client certificate, a peer that hung up) or did not complete in time (timeout), by listener (enroll: 8443, control: 5555).",
+            &tls,
+        )?;
+        e.counter(
+            "nsx_gateway_control_bytes_received",
+            "Bytes of the control-channel frames received from agents (length prefix included, TLS overhead not).",
+            c.control_bytes_received,
+        )?;
+        e.counter(
+            "nsx_gateway_control_bytes_sent",
+            "Bytes of the control-channel frames written to agents (length prefix included, TLS overhead not).",
+            c.control_bytes_sent,
         )
     }
 }
@@ -553,6 +743,109 @@ fn encode_store(e: &mut Emit<'_, '_>, st: &StoreView) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render_values(v: CounterValues) -> String {
+        render(Scrape {
+            version: "0",
+            uptime_s: 1.0,
+            store: Err("no store".into()),
+            counters: v,
+        })
+        .expect("render")
+    }
+
+    #[test]
+    fn refusals_handshake_failures_and_control_bytes_are_rendered() {
+        let c = Counters::default();
+        let text = render_values(c.values());
+        // Every pair is listed from the start, zeros included.
+        for l in HttpListener::ALL {
+            for r in Refusal::ALL {
+                let series = format!(
+                    "nsx_gateway_http_requests_refused_total{{listener=\"{}\",reason=\"{}\"}} 0\n",
+                    l.label(),
+                    r.label()
+                );
+                assert!(text.contains(&series), "{series} in {text}");
+            }
+        }
+        for l in TlsListener::ALL {
+            for r in HandshakeFailure::ALL {
+                let series = format!(
+                    "nsx_gateway_tls_handshake_failures_total{{listener=\"{}\",reason=\"{}\"}} 0\n",
+                    l.label(),
+                    r.label()
+                );
+                assert!(text.contains(&series), "{series} in {text}");
+            }
+        }
+        assert_eq!(
+            text.matches("nsx_gateway_http_requests_refused_total{")
+                .count(),
+            HttpListener::ALL.len() * Refusal::ALL.len()
+        );
+        assert_eq!(
+            text.matches("nsx_gateway_tls_handshake_failures_total{")
+                .count(),
+            4
+        );
+
+        c.http_refused(HttpListener::Enroll, Refusal::BodyTooLarge);
+        c.http_refused(HttpListener::Enroll, Refusal::BodyTooLarge);
+        c.http_refused(HttpListener::Admin, Refusal::LengthRequired);
+        c.http_refused(HttpListener::Install, Refusal::Timeout);
+        c.http_refused(HttpListener::Metrics, Refusal::HeadersTooLarge);
+        c.tls_handshake_failed(TlsListener::Enroll, HandshakeFailure::Timeout);
+        c.tls_handshake_failed(TlsListener::Enroll, HandshakeFailure::Error);
+        c.tls_handshake_failed(TlsListener::Enroll, HandshakeFailure::Error);
+        // The control channel's events arrive through the ControlStore seam.
+        c.control_transport(TransportEvent::HandshakeFailed(HandshakeFailure::Timeout));
+        c.control_transport(TransportEvent::FrameReceived { bytes: 100 });
+        c.control_transport(TransportEvent::FrameReceived { bytes: 20 });
+        c.control_transport(TransportEvent::FramesSent { bytes: 3000 });
+        let v = c.values();
+        assert_eq!(
+            v.http_refused[HttpListener::Enroll.index()][Refusal::BodyTooLarge.index()],
+            2
+        );
+        assert_eq!(
+            (v.control_bytes_received, v.control_bytes_sent),
+            (120, 3000)
+        );
+        let text = render_values(v);
+        for line in [
+            "# TYPE nsx_gateway_http_requests_refused counter\n",
+            "# TYPE nsx_gateway_tls_handshake_failures counter\n",
+            "# TYPE nsx_gateway_control_bytes_received counter\n",
+            "# TYPE nsx_gateway_control_bytes_sent counter\n",
+            "nsx_gateway_http_requests_refused_total{listener=\"enroll\",reason=\"body_too_large\"} 2\n",
+            "nsx_gateway_http_requests_refused_total{listener=\"enroll\",reason=\"length_required\"} 0\n",
+            "nsx_gateway_http_requests_refused_total{listener=\"admin\",reason=\"length_required\"} 1\n",
+            "nsx_gateway_http_requests_refused_total{listener=\"install\",reason=\"timeout\"} 1\n",
+            "nsx_gateway_http_requests_refused_total{listener=\"metrics\",reason=\"headers_too_large\"} 1\n",
+            "nsx_gateway_tls_handshake_failures_total{listener=\"enroll\",reason=\"timeout\"} 1\n",
+            "nsx_gateway_tls_handshake_failures_total{listener=\"enroll\",reason=\"error\"} 2\n",
+            "nsx_gateway_tls_handshake_failures_total{listener=\"control\",reason=\"timeout\"} 1\n",
+            "nsx_gateway_tls_handshake_failures_total{listener=\"control\",reason=\"error\"} 0\n",
+            "nsx_gateway_control_bytes_received_total 120\n",
+            "nsx_gateway_control_bytes_sent_total 3000\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn label_sets_are_fixed_and_indexed_in_order() {
+        for (i, l) in HttpListener::ALL.iter().enumerate() {
+            assert_eq!(l.index(), i);
+        }
+        for (i, l) in TlsListener::ALL.iter().enumerate() {
+            assert_eq!(l.index(), i);
+        }
+        for (i, f) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(f.index(), i);
+        }
+    }
 
     #[test]
     fn installer_requests_are_counted_by_file_and_status() {

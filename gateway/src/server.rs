@@ -27,7 +27,9 @@
 //! Each connection serves one request with a deadline for reading it and
 //! size limits (the response has its own, generous write deadline: see
 //! [`crate::http::serve_one`]); connections beyond [`MAX_CONNECTIONS`] per
-//! listener are dropped.
+//! listener are dropped. Requests the HTTP layer refuses itself (by
+//! listener) and failed TLS handshakes on the enrollment listener are
+//! counted for the metrics ([`crate::metrics::Counters`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,11 +40,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::control_server::HandshakeFailure;
 use crate::enroll;
 use crate::gateway::{Gateway, GatewayError};
 use crate::http::{Request, Response, serve_one};
 use crate::install::{self, Content, InstallError, Installer, Ports, Via};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, HttpListener, Metrics, TlsListener};
 use crate::pki::{self, PkiError};
 use crate::state::{self, StateError};
 use crate::store::StoreError;
@@ -249,21 +252,32 @@ async fn start_inner(
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%peer, "enrollment TLS handshake failed: {e}");
+                    gw.counters()
+                        .tls_handshake_failed(TlsListener::Enroll, HandshakeFailure::Error);
                     return;
                 }
                 Err(_) => {
                     tracing::info!(%peer, "enrollment TLS handshake timed out");
+                    gw.counters()
+                        .tls_handshake_failed(TlsListener::Enroll, HandshakeFailure::Timeout);
                     return;
                 }
             };
-            serve_one(tls, enroll::MAX_BODY, REQUEST_TIMEOUT, |req| {
-                blocking(move || match inst {
-                    Some(inst) if install::is_installer_path(&req.path) => {
-                        install_route(&gw, &inst, &req, peer, local, Via::Enroll)
-                    }
-                    _ => enroll_route(&gw, req, peer),
-                })
-            })
+            let counting = gw.clone();
+            serve_one(
+                tls,
+                enroll::MAX_BODY,
+                REQUEST_TIMEOUT,
+                |req| {
+                    blocking(move || match inst {
+                        Some(inst) if install::is_installer_path(&req.path) => {
+                            install_route(&gw, &inst, &req, peer, local, Via::Enroll)
+                        }
+                        _ => enroll_route(&gw, req, peer),
+                    })
+                },
+                |why| counting.counters().http_refused(HttpListener::Enroll, why),
+            )
             .await;
         }
     })));
@@ -271,9 +285,14 @@ async fn start_inner(
     tasks.push(tokio::spawn(accept_loop(al, move |tcp, _peer| {
         let gw = agw.clone();
         async move {
-            serve_one(tcp, MAX_ADMIN_BODY, REQUEST_TIMEOUT, |req| {
-                blocking(move || admin_route(&gw, req))
-            })
+            let counting = gw.clone();
+            serve_one(
+                tcp,
+                MAX_ADMIN_BODY,
+                REQUEST_TIMEOUT,
+                |req| blocking(move || admin_route(&gw, req)),
+                |why| counting.counters().http_refused(HttpListener::Admin, why),
+            )
             .await;
         }
     })));
@@ -286,9 +305,18 @@ async fn start_inner(
                 let inst = inst.clone();
                 async move {
                     let local = tcp.local_addr().unwrap_or(addr);
-                    serve_one(tcp, MAX_INSTALL_BODY, REQUEST_TIMEOUT, |req| {
-                        blocking(move || install_route(&gw, &inst, &req, peer, local, Via::Install))
-                    })
+                    let counting = gw.clone();
+                    serve_one(
+                        tcp,
+                        MAX_INSTALL_BODY,
+                        REQUEST_TIMEOUT,
+                        |req| {
+                            blocking(move || {
+                                install_route(&gw, &inst, &req, peer, local, Via::Install)
+                            })
+                        },
+                        |why| counting.counters().http_refused(HttpListener::Install, why),
+                    )
                     .await;
                 }
             })));
@@ -345,29 +373,38 @@ pub async fn start_metrics(
     let bound = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let state = Arc::new(Metrics::new(gw));
+    let state = Arc::new(Metrics::new(gw.clone()));
     let task = tokio::spawn(accept_loop(listener, move |tcp, _peer| {
         let state = state.clone();
+        let gw = gw.clone();
         async move {
-            serve_one(tcp, MAX_METRICS_BODY, REQUEST_TIMEOUT, |req| async move {
-                if req.path != "/metrics" {
-                    return Response::error(
-                        404,
-                        format!("no such endpoint {} (try /metrics)", req.path),
-                    );
-                }
-                if req.method != "GET" {
-                    return Response::error(405, "use GET").header("Allow", "GET");
-                }
-                blocking(move || match state.render() {
-                    Ok(text) => Response::with_body(200, metrics::CONTENT_TYPE, text.into_bytes()),
-                    Err(e) => {
-                        tracing::error!("metrics: cannot encode: {e}");
-                        Response::error(500, "cannot encode metrics")
+            serve_one(
+                tcp,
+                MAX_METRICS_BODY,
+                REQUEST_TIMEOUT,
+                |req| async move {
+                    if req.path != "/metrics" {
+                        return Response::error(
+                            404,
+                            format!("no such endpoint {} (try /metrics)", req.path),
+                        );
                     }
-                })
-                .await
-            })
+                    if req.method != "GET" {
+                        return Response::error(405, "use GET").header("Allow", "GET");
+                    }
+                    blocking(move || match state.render() {
+                        Ok(text) => {
+                            Response::with_body(200, metrics::CONTENT_TYPE, text.into_bytes())
+                        }
+                        Err(e) => {
+                            tracing::error!("metrics: cannot encode: {e}");
+                            Response::error(500, "cannot encode metrics")
+                        }
+                    })
+                    .await
+                },
+                |why| gw.counters().http_refused(HttpListener::Metrics, why),
+            )
             .await;
         }
     }));

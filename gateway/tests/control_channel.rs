@@ -17,7 +17,9 @@ use control::{
     AgentConfig, AgentMsg, AgentOut, AgentSession, CloseReason, Decoder, GatewayConfig, GatewayMsg,
     InstanceConfig, InstanceMeta, LocalPort, LogicalSwitch, MacAddr, encode,
 };
-use gateway::control_server::{self, ControlStore, ServerOptions, SessionEvent};
+use gateway::control_server::{
+    self, ControlStore, HandshakeFailure, ServerOptions, SessionEvent, TransportEvent,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -148,6 +150,18 @@ struct Inner {
     revoked: HashSet<String>,
     metas: HashMap<String, InstanceMeta>,
     events: Vec<(String, SessionEvent)>,
+    /// What [`ControlStore::transport`] reported.
+    transport: Transport,
+}
+
+/// Totals of the transport events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Transport {
+    handshake_timeouts: u64,
+    handshake_errors: u64,
+    frames_received: u64,
+    bytes_received: usize,
+    bytes_sent: usize,
 }
 
 struct MemStore {
@@ -197,6 +211,26 @@ impl MemStore {
             .filter(|(i, _)| i == id)
             .map(|(_, e)| e.clone())
             .collect()
+    }
+
+    fn transport(&self) -> Transport {
+        self.inner.lock().unwrap().transport.clone()
+    }
+
+    /// Polls until the transport totals match `pred`; returns them.
+    async fn wait_transport(
+        &self,
+        within: Duration,
+        pred: impl Fn(&Transport) -> bool,
+    ) -> Transport {
+        let deadline = Instant::now() + within;
+        loop {
+            let t = self.transport();
+            if pred(&t) || Instant::now() >= deadline {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Polls until some event of `id` matches `pred`.
@@ -266,6 +300,19 @@ impl ControlStore for MemStore {
 
     fn is_revoked(&self, instance_id: &str) -> bool {
         self.inner.lock().unwrap().revoked.contains(instance_id)
+    }
+
+    fn transport(&self, event: TransportEvent) {
+        let t = &mut self.inner.lock().unwrap().transport;
+        match event {
+            TransportEvent::HandshakeFailed(HandshakeFailure::Timeout) => t.handshake_timeouts += 1,
+            TransportEvent::HandshakeFailed(HandshakeFailure::Error) => t.handshake_errors += 1,
+            TransportEvent::FrameReceived { bytes } => {
+                t.frames_received += 1;
+                t.bytes_received += bytes;
+            }
+            TransportEvent::FramesSent { bytes } => t.bytes_sent += bytes,
+        }
     }
 }
 
@@ -1038,4 +1085,76 @@ async fn idle_connections_time_out() {
     let mut raw = h.raw("i-1").await;
     let reason = raw.expect_reject_and_close().await;
     assert!(reason.contains("handshake not completed"), "{reason}");
+}
+
+/// Every frame read is reported with its exact size, every byte written
+/// too; failed TLS handshakes are reported as errors or timeouts; a
+/// certificate refused after the handshake is not a handshake failure (its
+/// Reject is bytes sent).
+#[tokio::test]
+async fn transport_events_count_frame_bytes_and_handshake_failures() {
+    let h = start_with(Duration::from_millis(300)).await;
+    h.store.enroll("i-1", 7, config(7, 10));
+
+    // A session: Hello and Ack in, Welcome, Snapshot and heartbeats out.
+    let mut raw = h.raw("i-1").await;
+    let (_, version) = raw.establish("i-1").await;
+    let mut received = 0;
+    while let Ok(Some(GatewayMsg::Heartbeat { .. })) = raw.recv(Duration::from_millis(250)).await {
+        received += 1;
+        if received == 2 {
+            break;
+        }
+    }
+    let sent_by_agent = encode(&hello("i-1", vec![1])).unwrap().len()
+        + encode(&AgentMsg::Ack { version }).unwrap().len();
+    let t = h
+        .store
+        .wait_transport(SECOND, |t| t.frames_received == 2)
+        .await;
+    assert_eq!(t.frames_received, 2, "{t:?}");
+    assert_eq!(t.bytes_received, sent_by_agent, "{t:?}");
+    // Welcome + Snapshot + 2 heartbeats at least, counted once written.
+    let t = h.store.wait_transport(SECOND, |t| t.bytes_sent > 100).await;
+    assert!(t.bytes_sent > 100, "{t:?}");
+    assert_eq!((t.handshake_errors, t.handshake_timeouts), (0, 0), "{t:?}");
+    drop(raw);
+
+    // A certificate refused after the handshake: a Reject is sent.
+    let before = h.store.transport();
+    let mut unknown = h.raw("i-unknown").await;
+    let reason = unknown.expect_reject_and_close().await;
+    assert!(reason.contains("unknown instance"), "{reason}");
+    let reject = encode(&GatewayMsg::Reject { reason }).unwrap().len();
+    let t = h
+        .store
+        .wait_transport(SECOND, |t| t.bytes_sent >= before.bytes_sent + reject)
+        .await;
+    assert!(t.bytes_sent >= before.bytes_sent + reject, "{t:?}");
+    assert_eq!(t.handshake_errors, 0, "{t:?}");
+
+    // Plaintext instead of a ClientHello, a client certificate from another
+    // CA: errors.
+    let mut tcp = TcpStream::connect(h.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let _ = tokio::time::timeout(SECOND, async {
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    let rogue = Ca::new("rogue root");
+    assert_refused(h.addr, client_tls(&h.ca.pem, &rogue.client("i-1")), "i-1").await;
+    let t = h
+        .store
+        .wait_transport(SECOND, |t| t.handshake_errors == 2)
+        .await;
+    assert_eq!((t.handshake_errors, t.handshake_timeouts), (2, 0), "{t:?}");
+
+    // A TCP connection that never starts TLS: a timeout (300 ms here).
+    let _idle = TcpStream::connect(h.addr).await.unwrap();
+    let t = h
+        .store
+        .wait_transport(SECOND, |t| t.handshake_timeouts == 1)
+        .await;
+    assert_eq!((t.handshake_errors, t.handshake_timeouts), (2, 1), "{t:?}");
 }

@@ -633,3 +633,38 @@ fn serve_refuses_a_bad_dist_and_off_with_addresses() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A request the install listener's HTTP layer refuses (a body above its
+/// 4 KiB limit, before any routing) is counted as `listener="install"`,
+/// not as an installer request.
+#[tokio::test]
+async fn refused_install_requests_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dist = Dist::amd64("refused", 1024);
+    let f = serving("inst-refused", &dist).await;
+    let mut tcp = tokio::net::TcpStream::connect(install_addr(&f))
+        .await
+        .expect("connect");
+    tcp.write_all(format!("GET {SCRIPT} HTTP/1.1\r\nContent-Length: 5000\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.expect("read");
+    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+    let (st, _, body) = common::http(f.metrics, "GET", "/metrics", None, "").await;
+    assert_eq!(st, 200);
+    let series = |listener: &str| {
+        format!(
+            "nsx_gateway_http_requests_refused_total{{listener=\"{listener}\",reason=\"body_too_large\"}} "
+        )
+    };
+    assert!(
+        body.contains(&format!("{}1\n", series("install"))),
+        "{body}"
+    );
+    assert!(body.contains(&format!("{}0\n", series("enroll"))), "{body}");
+    assert!(
+        !body.contains("nsx_gateway_installer_requests_total{"),
+        "a refused request is not an installer request: {body}"
+    );
+}

@@ -6,18 +6,31 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use control::proto::InstanceMeta;
-use gateway::control_server::{ControlStore, SessionEvent};
+use control::{AgentMsg, Decoder, GatewayMsg, encode};
+use gateway::control_server::{self, ControlStore, ServerOptions, SessionEvent};
 use gateway::control_store::GatewayControl;
 use gateway::metrics::CountingControl;
 use gateway::{enroll_client, ops, pki, util};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use common::{Fixture, NAME, fixture, meta};
 
 /// Enrolls `m`; returns the request body (for a replay) and the certificate PEM.
 async fn enroll(f: &Fixture, m: &InstanceMeta) -> (String, String) {
-    let (_key, csr) = enroll_client::generate_key_and_csr().expect("csr");
+    let (body, cert, _key) = enroll_with_key(f, m).await;
+    (body, cert)
+}
+
+/// [`enroll`], also returning the instance's private key (PEM).
+async fn enroll_with_key(f: &Fixture, m: &InstanceMeta) -> (String, String, String) {
+    let (key, csr) = enroll_client::generate_key_and_csr().expect("csr");
     let body = enroll_client::build_request(
         &f.bootstrap_pem,
         &csr,
@@ -30,7 +43,7 @@ async fn enroll(f: &Fixture, m: &InstanceMeta) -> (String, String) {
         .await
         .expect("https");
     let resp = enroll_client::parse_response(status, &text).expect("enrolled");
-    (body, resp.certificate_pem)
+    (body, resp.certificate_pem, key)
 }
 
 /// One plain HTTP/1.1 request without a body; returns (status, head, body).
@@ -267,4 +280,273 @@ async fn certificates_and_metrics() {
     let (st, head, _) = http(f.metrics, "POST", "/metrics", None).await;
     assert_eq!(st, 405);
     assert!(head.contains("\r\nAllow: GET\r\n"), "{head}");
+}
+
+/// Sends `raw` on `s` (a write error is fine: the server may stop
+/// reading), then reads to the end; returns the status answered.
+async fn refused_status<S>(mut s: S, raw: &[u8]) -> u16
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = s.write_all(raw).await;
+    let _ = s.flush().await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// Writes plaintext where a TLS ClientHello is expected; waits for the close.
+async fn not_tls(addr: SocketAddr) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "plaintext connection to {addr} not closed");
+}
+
+/// Scrapes until `pred` holds for the samples (bounded); returns them.
+async fn scrape_until(
+    f: &Fixture,
+    what: &str,
+    pred: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    for _ in 0..100 {
+        let (_, _, text) = http(f.metrics, "GET", "/metrics", None).await;
+        let (_, m) = parse(&text);
+        if pred(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, _, text) = http(f.metrics, "GET", "/metrics", None).await;
+    panic!("{what}: not seen in\n{text}");
+}
+
+/// What the HTTP layer refuses itself, failed TLS handshakes (enrollment
+/// listener and control channel) and control-channel bytes show in
+/// `/metrics`.
+#[tokio::test]
+async fn refusals_handshake_failures_and_control_bytes_are_counted() {
+    let f = fixture("refusals").await;
+    let (_, _, text) = http(f.metrics, "GET", "/metrics", None).await;
+    let (types, m) = parse(&text);
+    for family in [
+        "nsx_gateway_http_requests_refused",
+        "nsx_gateway_tls_handshake_failures",
+        "nsx_gateway_control_bytes_received",
+        "nsx_gateway_control_bytes_sent",
+    ] {
+        assert_eq!(
+            types.get(family).map(String::as_str),
+            Some("counter"),
+            "{family}"
+        );
+    }
+    let refused = |listener: &str, reason: &str| {
+        format!(
+            r#"nsx_gateway_http_requests_refused_total{{listener="{listener}",reason="{reason}"}}"#
+        )
+    };
+    let tls_failed = |listener: &str, reason: &str| {
+        format!(
+            r#"nsx_gateway_tls_handshake_failures_total{{listener="{listener}",reason="{reason}"}}"#
+        )
+    };
+    for l in ["enroll", "install", "admin", "metrics"] {
+        for r in [
+            "bad_request",
+            "length_required",
+            "body_too_large",
+            "headers_too_large",
+            "timeout",
+        ] {
+            assert_eq!(m.get(&refused(l, r)), Some(&0.0), "{l} {r}");
+        }
+    }
+    assert_eq!(
+        m.get("nsx_gateway_control_bytes_received_total"),
+        Some(&0.0)
+    );
+
+    // --- the HTTP layer's refusals, one listener each
+    // A 70 KiB enrollment body over TLS (the limit is 64 KiB).
+    let cfg = pki::client_config_trusting(&f.ca_pem).expect("client config");
+    let tcp = TcpStream::connect(f.srv.enroll_addr)
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from(NAME).expect("name"), tcp)
+        .await
+        .expect("TLS");
+    let body = vec![b'x'; 70 * 1024];
+    let mut raw = format!(
+        "POST /api/v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    assert_eq!(refused_status(tls, &raw).await, 413);
+    // Chunked and an oversized head on the admin API (before the token check).
+    let tcp = TcpStream::connect(f.srv.api_addr).await.expect("connect");
+    let chunked = b"PUT /api/v1/state HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(refused_status(tcp, chunked).await, 411);
+    let tcp = TcpStream::connect(f.srv.api_addr).await.expect("connect");
+    let big = format!(
+        "GET /api/v1/state HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    assert_eq!(refused_status(tcp, big.as_bytes()).await, 431);
+    // Garbage on the metrics endpoint.
+    let tcp = TcpStream::connect(f.metrics).await.expect("connect");
+    assert_eq!(refused_status(tcp, b"hello there\r\n\r\n").await, 400);
+    // Plaintext on the enrollment listener: its TLS handshake fails.
+    not_tls(f.srv.enroll_addr).await;
+
+    let m = scrape_until(
+        &f,
+        "the HTTP refusals and the enrollment handshake failure",
+        |m| m.get(&tls_failed("enroll", "error")) == Some(&1.0),
+    )
+    .await;
+    for (l, r) in [
+        ("enroll", "body_too_large"),
+        ("admin", "length_required"),
+        ("admin", "headers_too_large"),
+        ("metrics", "bad_request"),
+    ] {
+        assert_eq!(m.get(&refused(l, r)), Some(&1.0), "{l} {r}");
+    }
+    let total: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("nsx_gateway_http_requests_refused_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, 4.0, "nothing else counted");
+    assert_eq!(m.get(&tls_failed("enroll", "timeout")), Some(&0.0));
+    assert_eq!(m.get(&tls_failed("control", "error")), Some(&0.0));
+
+    // --- the control channel, counted through CountingControl
+    let (_, cert_pem, key_pem) = enroll_with_key(&f, &meta("i-1", "web", 11)).await;
+    let read = |name: &str| std::fs::read(f.dir.join(name)).expect("read");
+    let server_tls = control_server::server_tls(
+        &read(pki::files::CA_CERT),
+        &read(pki::files::GATEWAY_CERT),
+        &read(pki::files::GATEWAY_KEY),
+    )
+    .expect("control TLS");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let control_addr = listener.local_addr().expect("addr");
+    let store: Arc<dyn ControlStore> = Arc::new(CountingControl::new(
+        GatewayControl::new(f.gw.clone()),
+        f.gw.clone(),
+    ));
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let opts = ServerOptions {
+        tls_handshake_timeout: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let _control = tokio::spawn(control_server::serve_with(
+        listener,
+        Arc::new(server_tls),
+        store,
+        stop_rx,
+        opts,
+    ));
+
+    // A session: Hello -> Welcome + Snapshot -> Ack.
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(f.ca_pem.as_bytes()) {
+        roots.add(c.expect("ca")).expect("root");
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client cert");
+    let tcp = TcpStream::connect(control_addr).await.expect("connect");
+    let mut agent = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(ServerName::try_from(NAME).expect("name"), tcp)
+        .await
+        .expect("control TLS handshake");
+    let hello = encode(&AgentMsg::Hello {
+        versions: vec![control::PROTOCOL_VERSION],
+        agent_version: "test".into(),
+        instance: meta("i-1", "web", 11),
+        applied_version: None,
+    })
+    .expect("encode");
+    agent.write_all(&hello).await.expect("hello");
+    let mut dec = Decoder::<GatewayMsg>::new();
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    let mut read_bytes = 0;
+    let snapshot_version = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            while let Some(msg) = dec.next().expect("frame") {
+                if let GatewayMsg::Snapshot { version, .. } = msg {
+                    return version;
+                }
+                got.push(msg);
+            }
+            let n = agent.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed after {got:?}");
+            read_bytes += n;
+            dec.push(&buf[..n]);
+        }
+    })
+    .await
+    .expect("Welcome and Snapshot in time");
+    assert!(
+        matches!(got.first(), Some(GatewayMsg::Welcome { .. })),
+        "{got:?}"
+    );
+    let ack = encode(&AgentMsg::Ack {
+        version: snapshot_version,
+    })
+    .expect("encode");
+    agent.write_all(&ack).await.expect("ack");
+    agent.flush().await.expect("flush");
+    let sent = (hello.len() + ack.len()) as f64;
+    let m = scrape_until(&f, "the Hello and the Ack", |m| {
+        m.get("nsx_gateway_control_bytes_received_total") == Some(&sent)
+    })
+    .await;
+    let out = m["nsx_gateway_control_bytes_sent_total"];
+    assert!(
+        out >= read_bytes as f64 && out > 0.0,
+        "{out} < {read_bytes}"
+    );
+    assert_eq!(
+        m.get(r#"nsx_gateway_control_messages_received_total{type="hello"}"#),
+        Some(&1.0)
+    );
+
+    // Failed control handshakes: not TLS (error), never started (timeout).
+    not_tls(control_addr).await;
+    let _idle = TcpStream::connect(control_addr).await.expect("connect");
+    let m = scrape_until(&f, "the control handshake failures", |m| {
+        m.get(&tls_failed("control", "error")) == Some(&1.0)
+            && m.get(&tls_failed("control", "timeout")) == Some(&1.0)
+    })
+    .await;
+    assert_eq!(m.get(&tls_failed("enroll", "error")), Some(&1.0));
+    drop(agent);
 }

@@ -13,6 +13,9 @@
 #  - nsx_agent_gateway_connected 1, the config version is the gateway's;
 #    the gateway's instances gauge equals the number of agents, both
 #    sessions are established and acked;
+#  - the gateway counted control-channel bytes both ways; a 70 KiB
+#    enrollment body is refused (413) and counted in
+#    nsx_gateway_http_requests_refused_total;
 #  - another path is 404, POST is 405; neither endpoint answers on the
 #    underlay address (bound to loopback).
 set -euo pipefail
@@ -205,6 +208,22 @@ check "gateway: at least 2 Hellos received" \
     bash -c "[[ \$(awk '\$1 == \"nsx_gateway_control_messages_received_total{type=\\\"hello\\\"}\" { print \$2 }' '$G0') -ge 2 ]]"
 check_eq "gateway: the store version gauge matches the store" \
     "$(gw_api GET /api/v1/state | jq -r .desired_version)" "$(metric "$G0" nsx_gateway_desired_state_version)"
+
+# --- the control channel's bytes; what the HTTP layer refuses on 8443
+check "gateway: control-channel bytes received from the agents > 0" \
+    bash -c "[[ \$(awk '\$1 == \"nsx_gateway_control_bytes_received_total\" { print \$2 }' '$G0') -gt 0 ]]"
+check "gateway: control-channel bytes sent to the agents > 0" \
+    bash -c "[[ \$(awk '\$1 == \"nsx_gateway_control_bytes_sent_total\" { print \$2 }' '$G0') -gt 0 ]]"
+R413='nsx_gateway_http_requests_refused_total{listener="enroll",reason="body_too_large"}'
+head -c $((70 * 1024)) /dev/zero | tr '\0' 'a' >"$TOPO_DIR/big.body"
+code=$(in_ul curl -s -m 15 --cacert "$GW_DIR/ca.pem" -o /dev/null -w '%{http_code}' \
+    -H 'Content-Type: application/json' --data-binary "@$TOPO_DIR/big.body" \
+    "https://$GW_IP:8443/api/v1/enroll") || true
+check_eq "8443: a 70 KiB enrollment body -> 413" 413 "$code"
+G1=$TOPO_DIR/gw.metrics.1
+scrape_gw "$G1" || bail "scrape the gateway after the 413"
+grew "gateway: $R413 grew by the refused body" "$(metric "$G0" "$R413")" "$(metric "$G1" "$R413")" 1
+diag "$(grep -E '^nsx_gateway_(control_bytes|tls_handshake_failures|http_requests_refused_total[{]listener="enroll")' "$G1")"
 
 # --- only GET /metrics, only on loopback
 code=$(in_inst vm1 curl -s -m 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:9464/) || true
