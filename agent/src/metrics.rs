@@ -1188,15 +1188,7 @@ mod tests {
 
         // ssh_underlay_port = 0: only the overlay listener, nothing refused.
         let mut s = canned();
-        s.ssh.underlay = Some(SshdStatus {
-            state: "off",
-            listen: None,
-            netns: None,
-            pid: None,
-            restarts: 0,
-            last_error: None,
-            reason: Some("ssh_underlay_port = 0".into()),
-        });
+        s.ssh.underlay = Some(SshdStatus::off("ssh_underlay_port = 0"));
         s.ssh.overlay = Some(sshd_status("running", "192.168.100.3:22", 0));
         s.ssh.port22_blocked_on_underlay = Some(false);
         let (_, samples) = parse(&render(s).expect("render"));

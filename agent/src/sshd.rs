@@ -162,6 +162,21 @@ pub struct SshdStatus {
     pub reason: Option<String>,
 }
 
+impl SshdStatus {
+    /// A listener that is not configured (`ssh_<kind>_port = 0`) or cannot run.
+    pub fn off(reason: impl Into<String>) -> SshdStatus {
+        SshdStatus {
+            state: "off",
+            listen: None,
+            netns: None,
+            pid: None,
+            restarts: 0,
+            last_error: None,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
 /// Where the agent is when the supervisor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -664,15 +679,7 @@ impl Supervisor {
 
     fn publish(&self) {
         let slot = |s: &Slot| match s.listen {
-            None => SshdStatus {
-                state: "off",
-                listen: None,
-                netns: None,
-                pid: None,
-                restarts: 0,
-                last_error: None,
-                reason: Some(format!("ssh_{}_port = 0", s.kind.name())),
-            },
+            None => SshdStatus::off(format!("ssh_{}_port = 0", s.kind.name())),
             Some(listen) => SshdStatus {
                 state: match (&s.run, s.next_start) {
                     (Some(r), _) if r.listening => "running",
