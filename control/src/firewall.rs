@@ -77,8 +77,125 @@ impl FirewallConfig {
 pub struct AddrSet {
     pub name: String,
     /// Members: host addresses (`/32`, `/128`) or networks, IPv4 or IPv6.
-    #[serde(default)]
+    #[serde(default, serialize_with = "serialize_addrs")]
     pub addrs: Vec<IpNet>,
+}
+
+/// `AddrSet::addrs` as [`IpNet`]'s own `Serialize` writes it, byte for byte,
+/// but faster for human-readable formats (JSON): `IpNet` goes through
+/// `Display` and `collect_str`, which was most of the time the gateway spent
+/// building a config with big groups. Here an IPv4 network is formatted by
+/// hand into a stack buffer, an IPv6 one with `Display` into a stack buffer,
+/// and either is handed over with one `serialize_str`. Non-human-readable
+/// formats get `IpNet`'s serializer unchanged. Deserialization is `IpNet`'s.
+fn serialize_addrs<S: Serializer>(addrs: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+    if !s.is_human_readable() {
+        return addrs.serialize(s);
+    }
+    s.collect_seq(addrs.iter().map(FastNet))
+}
+
+/// One network, serialized as the string `IpNet`'s `Display` gives
+/// (`10.0.0.1/32`, `2001:db8::/32`).
+struct FastNet<'a>(&'a IpNet);
+
+impl Serialize for FastNet<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return self.0.serialize(s);
+        }
+        let mut buf = NetBuf::new();
+        match self.0 {
+            IpNet::V4(n) => buf.push_v4(n.addr().octets(), n.prefix_len()),
+            // `Ipv6Addr`'s text form (zero-run compression, `::ffff:a.b.c.d`)
+            // is std's; at most 39 + 4 bytes, so this cannot overflow.
+            IpNet::V6(n) => {
+                if fmt::Write::write_fmt(&mut buf, format_args!("{n}")).is_err() {
+                    return s.collect_str(n);
+                }
+            }
+        }
+        match buf.as_str() {
+            Some(text) => s.serialize_str(text),
+            None => s.collect_str(self.0),
+        }
+    }
+}
+
+/// A stack buffer for the text form of a network: `ffff:...:ffff/128` is
+/// 43 bytes, `255.255.255.255/32` 18.
+struct NetBuf {
+    bytes: [u8; NetBuf::CAP],
+    len: usize,
+    /// Something did not fit (never, for the networks written here).
+    overflow: bool,
+}
+
+impl NetBuf {
+    const CAP: usize = 48;
+
+    fn new() -> NetBuf {
+        NetBuf {
+            bytes: [0; NetBuf::CAP],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    /// `a.b.c.d/len` (18 bytes at most: always fits an empty buffer).
+    fn push_v4(&mut self, octets: [u8; 4], prefix_len: u8) {
+        for (i, octet) in octets.into_iter().enumerate() {
+            if i > 0 {
+                self.push_byte(b'.');
+            }
+            self.push_decimal(octet);
+        }
+        self.push_byte(b'/');
+        self.push_decimal(prefix_len);
+    }
+
+    /// `n` in decimal, no leading zeros (as `Display` for `u8`).
+    fn push_decimal(&mut self, n: u8) {
+        if n >= 100 {
+            self.push_byte(b'0' + n / 100);
+        }
+        if n >= 10 {
+            self.push_byte(b'0' + n / 10 % 10);
+        }
+        self.push_byte(b'0' + n % 10);
+    }
+
+    fn push_byte(&mut self, b: u8) {
+        match self.bytes.get_mut(self.len) {
+            Some(slot) => {
+                *slot = b;
+                self.len += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    /// The text written so far; `None` only if something did not fit (or
+    /// was not UTF-8), which the callers above never cause.
+    fn as_str(&self) -> Option<&str> {
+        if self.overflow {
+            return None;
+        }
+        std::str::from_utf8(self.bytes.get(..self.len)?).ok()
+    }
+}
+
+impl fmt::Write for NetBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let Some(dst) = self.bytes.get_mut(self.len..end) else {
+            self.overflow = true;
+            return Err(fmt::Error);
+        };
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// An ordered section of L3/L4 rules (`ruleset domain-c25 { ... }`).
@@ -797,5 +914,117 @@ mod tests {
             "1024-65535"
         );
         assert!("70000".parse::<PortRange>().is_err());
+    }
+
+    /// `AddrSet` as it serialized before `serialize_addrs`: `IpNet`'s own
+    /// `Serialize` (the reference the fast path must match byte for byte).
+    #[derive(Serialize)]
+    struct PlainAddrSet<'a> {
+        name: &'a str,
+        addrs: &'a [IpNet],
+    }
+
+    /// The fast serialization of `addrs` equals `IpNet`'s, compact and
+    /// pretty, alone and inside an `AddrSet`, and reads back unchanged.
+    fn assert_addrs_json_unchanged(addrs: &[IpNet]) {
+        let mut fast = Vec::new();
+        serialize_addrs(addrs, &mut serde_json::Serializer::new(&mut fast)).unwrap();
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            serde_json::to_string(addrs).unwrap()
+        );
+        let set = AddrSet {
+            name: "g".into(),
+            addrs: addrs.to_vec(),
+        };
+        let plain = PlainAddrSet { name: "g", addrs };
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, serde_json::to_string(&plain).unwrap());
+        assert_eq!(
+            serde_json::to_string_pretty(&set).unwrap(),
+            serde_json::to_string_pretty(&plain).unwrap()
+        );
+        let back: AddrSet = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, set);
+    }
+
+    #[test]
+    fn addrset_json_edge_cases() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_addrs_json_unchanged(&[]);
+        assert_eq!(
+            serde_json::to_string(&AddrSet {
+                name: "e".into(),
+                addrs: Vec::new()
+            })
+            .unwrap(),
+            r#"{"name":"e","addrs":[]}"#
+        );
+        let edges = [
+            "0.0.0.0/0",
+            "255.255.255.255/32",
+            "10.0.0.1/32",
+            "10.0.0.1/24", // host bits set: kept as written
+            "9.99.100.199/9",
+            "::/0",
+            "::/128",
+            "2001:db8::/32",
+            "::ffff:10.0.0.1/128", // IPv4-mapped: std's dotted form
+            "::10.0.0.1/128",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+            "1:0:0:2:0:0:0:3/64",
+        ];
+        let addrs: Vec<IpNet> = edges.iter().map(|s| net(s)).collect();
+        assert_addrs_json_unchanged(&addrs);
+        let json = serde_json::to_string(&addrs.iter().map(FastNet).collect::<Vec<_>>());
+        let want = format!("[\"{}\"]", edges.join("\",\""))
+            .replace("::10.0.0.1/128", "::a00:1/128")
+            .replace("1:0:0:2:0:0:0:3", "1:0:0:2::3");
+        assert_eq!(json.unwrap(), want);
+        // Every octet value in every position, every IPv4 prefix length.
+        let every_octet: Vec<IpNet> = (0..=255u8)
+            .map(|n| {
+                let ip = std::net::Ipv4Addr::new(n, n.wrapping_add(85), n.wrapping_add(170), !n);
+                IpNet::V4(ipnet::Ipv4Net::new(ip, n % 33).unwrap())
+            })
+            .collect();
+        assert_addrs_json_unchanged(&every_octet);
+    }
+
+    mod addrset_json {
+        use super::*;
+        use proptest::prelude::*;
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        fn any_net() -> impl Strategy<Value = IpNet> {
+            prop_oneof![
+                (any::<u32>(), 0u8..=32).prop_map(|(a, len)| {
+                    IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(a), len).unwrap())
+                }),
+                // Segments drawn mostly from 0 and small values so zero runs
+                // (`::`), IPv4-mapped and -compatible forms come up.
+                (
+                    proptest::array::uniform8(prop_oneof![
+                        Just(0u16),
+                        Just(0xffff),
+                        0u16..16,
+                        any::<u16>()
+                    ]),
+                    0u8..=128
+                )
+                    .prop_map(|(seg, len)| {
+                        IpNet::V6(ipnet::Ipv6Net::new(Ipv6Addr::from(seg), len).unwrap())
+                    }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn addrset_json_matches_ipnet_serialize(
+                addrs in proptest::collection::vec(any_net(), 0..40)
+            ) {
+                assert_addrs_json_unchanged(&addrs);
+            }
+        }
     }
 }
