@@ -7,10 +7,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use alloc_count::allocs;
 use control::{
     Action, AddrRef, AddrSet, DefaultRule, Direction, FirewallConfig, L2Rule, L2RuleSet, MacAddr,
     PortRange, Protocol, Rule, RuleSet, Service,
@@ -19,40 +18,8 @@ use firewall::{Dir, Policy, Tuple, reference};
 use ipnet::IpNet;
 use proptest::prelude::*;
 
-/// Counts this thread's allocations, so a test can assert that a call made none.
-struct Counting;
-
-thread_local! {
-    // Per thread: tests run in parallel. Const-initialised, no destructor,
-    // so safe to touch from inside the allocator.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-// JUSTIFICATION: counting allocations needs a global allocator, which is an
-// unsafe trait; every method forwards to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 /// Addresses rules and packets are built around, so they meet often.
 const IPS: [[u8; 4]; 12] = [

@@ -1,0 +1,48 @@
+//! Test support for the no-allocation proofs of the packet paths: a global
+//! allocator that forwards to the system one and counts, per thread, every
+//! allocation and reallocation. A test binary installs it with
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static GLOBAL: alloc_count::Counting = alloc_count::Counting;
+//! ```
+//!
+//! and checks that `alloc_count::allocs()` did not move across the call
+//! under test. Per thread, because the test harness runs tests in parallel
+//! and each must count only its own.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// The counting allocator (install it as the test binary's `#[global_allocator]`).
+#[derive(Debug)]
+pub struct Counting;
+
+thread_local! {
+    // Const-initialised, no destructor: safe to touch from inside the allocator.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Allocations and reallocations this thread has made so far.
+pub fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+// JUSTIFICATION: counting allocations needs a global allocator, which is an
+// unsafe trait; every method forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
