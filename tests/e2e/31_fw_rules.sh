@@ -25,29 +25,8 @@ gw_topology t31 1500 vm1 vm2 vm3
 topo_wait_underlay || bail "underlay up"
 gw_init >"$TOPO_DIR/gw-init.log" 2>&1 || bail "nsx-gateway init" "$(cat "$TOPO_DIR/gw-init.log")"
 
-# state_with EXTRA_RULES: the sample switches + the firewall section.
-state_with() {
-    gw_state_sample "$TOPO_DIR/state.yaml"
-    cat >>"$TOPO_DIR/state.yaml" <<EOF
-firewall:
-  groups:
-    - name: admins
-      match: {tags: {role: admin}}
-    - name: servers
-      match: {tags: {role: server}}
-  sections:
-    - name: domain-c25
-      rules:
-        - id: 1006
-          sources: [group:admins]
-          destinations: [group:servers]
-          services: [{protocol: tcp, port: 22}]
-          action: accept
-          log: true
-$1
-  default_rule: {id: 1002, action: reject, log: true}
-EOF
-}
+# state_with EXTRA_RULES: the sample switches + the ssh policy + EXTRA_RULES.
+state_with() { gw_state_firewall "$TOPO_DIR/state.yaml" "$1"; }
 STREAM_RULE='        - id: 1007
           sources: [group:admins]
           destinations: [group:servers]

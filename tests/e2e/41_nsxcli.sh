@@ -57,28 +57,9 @@ gw_init_bin || bail "nsx-gateway binary"
 gw_topology t41 1500 vm1 vm2 vm3 vm4
 topo_wait_underlay || bail "underlay up"
 gw_init >"$TOPO_DIR/gw-init.log" 2>&1 || bail "nsx-gateway init" "$(cat "$TOPO_DIR/gw-init.log")"
-gw_state_sample "$TOPO_DIR/state.yaml"
-cat >>"$TOPO_DIR/state.yaml" <<'EOF'
-firewall:
-  groups:
-    - name: admins
-      match: {tags: {role: admin}}
-    - name: servers
-      match: {tags: {role: server}}
-  sections:
-    - name: domain-c25
-      rules:
-        - id: 1006
-          sources: [group:admins]
-          destinations: [group:servers]
-          services: [{protocol: tcp, port: 22}]
-          action: accept
-          log: true
-        - id: 1007
+gw_state_firewall "$TOPO_DIR/state.yaml" '        - id: 1007
           services: [{protocol: icmp}]
-          action: accept
-  default_rule: {id: 1002, action: reject, log: true}
-EOF
+          action: accept'
 gw_apply "$TOPO_DIR/state.yaml" >"$TOPO_DIR/apply.log" 2>&1 || bail "apply the state" "$(cat "$TOPO_DIR/apply.log")"
 gw_start 2>"$TOPO_DIR/gw-start.err" || bail "gateway starts" "$(cat "$TOPO_DIR/gw-start.err")"
 declare -A TAG=([vm1]=web [vm2]=app [vm3]=web [vm4]="") ROLE=([vm1]=server [vm2]=client [vm3]=admin [vm4]=client)

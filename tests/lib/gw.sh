@@ -9,6 +9,7 @@
 #   gw_init [ARGS]               nsx-gateway init in $GW_DIR (name nsx-gw.vmware.local, ip 10.99.3.2)
 #   gw_apply FILE                nsx-gateway apply (CLI)
 #   gw_state_sample FILE         the seed's switches (web-ls/app-ls, router t1) as YAML
+#   gw_state_firewall FILE [RULES]  ... plus the seed's ssh policy (rules 1006, 1002)
 #   gw_start / gw_stop / gw_kill serve in the gateway namespace (bounded readiness wait);
 #                                SIGTERM (bounded) / SIGKILL
 #   gw_cli ARGS...               nsx-gateway ARGS --dir $GW_DIR (bounded)
@@ -111,6 +112,33 @@ routers:
     mac: 02:50:56:56:44:52
     switches: [web-ls, app-ls]
     routes: []
+EOF
+}
+
+# gw_state_firewall FILE [RULES]: the sample switches plus the seed's ssh
+# policy (groups admins/servers by tag role, rule 1006 admins -> servers
+# tcp/22 accept with log, default 1002 reject with log); RULES (YAML rule
+# items, indented 8 spaces) go after rule 1006.
+gw_state_firewall() {
+    gw_state_sample "$1"
+    cat >>"$1" <<EOF
+firewall:
+  groups:
+    - name: admins
+      match: {tags: {role: admin}}
+    - name: servers
+      match: {tags: {role: server}}
+  sections:
+    - name: domain-c25
+      rules:
+        - id: 1006
+          sources: [group:admins]
+          destinations: [group:servers]
+          services: [{protocol: tcp, port: 22}]
+          action: accept
+          log: true
+${2:-}
+  default_rule: {id: 1002, action: reject, log: true}
 EOF
 }
 
