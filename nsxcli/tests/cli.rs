@@ -293,71 +293,31 @@ fn gateway_mode() {
     let url = format!("http://127.0.0.1:{port}");
     let d = dir.to_str().unwrap();
     let nowhere = dir.join("x.sock");
-    let (code, stdout, stderr) = out(&nsxcli(
-        &[
-            "--gateway",
-            "--dir",
-            d,
-            "--url",
-            &url,
-            "-c",
-            "get instances",
-        ],
-        &nowhere,
-        None,
-    ));
+    // nsxcli --gateway --dir DIR --url URL -c CMD (no agent socket).
+    let gw = |dir: &str, url: &str, cmd: &str| {
+        out(&nsxcli(
+            &["--gateway", "--dir", dir, "--url", url, "-c", cmd],
+            &nowhere,
+            None,
+        ))
+    };
+    let (code, stdout, stderr) = gw(d, &url, "get instances");
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("vm1  vm1   overlay  web-ls  192.168.100.2  ESTABLISHED"),
         "{stdout}"
     );
-    let (code, _, stderr) = out(&nsxcli(
-        &[
-            "--gateway",
-            "--dir",
-            d,
-            "--url",
-            &url,
-            "-c",
-            "get certificates",
-        ],
-        &nowhere,
-        None,
-    ));
+    let (code, _, stderr) = gw(d, &url, "get certificates");
     assert_eq!(code, 1);
     assert!(stderr.contains("HTTP 404"), "{stderr}");
     std::fs::write(dir.join("admin.token"), "wrong").unwrap();
-    let (code, _, stderr) = out(&nsxcli(
-        &[
-            "--gateway",
-            "--dir",
-            d,
-            "--url",
-            &url,
-            "-c",
-            "get instances",
-        ],
-        &nowhere,
-        None,
-    ));
+    let (code, _, stderr) = gw(d, &url, "get instances");
     assert_eq!(code, 1);
     assert_eq!(
         stderr,
         "% The gateway refused the admin token (HTTP 401): bad token\n"
     );
-    let (code, _, stderr) = out(&nsxcli(
-        &[
-            "--gateway",
-            "--dir",
-            "/nonexistent",
-            "--url",
-            &url,
-            "-c",
-            "get instances",
-        ],
-        &nowhere,
-        None,
-    ));
+    let (code, _, stderr) = gw("/nonexistent", &url, "get instances");
     assert_eq!(code, 2);
     assert!(
         stderr.starts_with("% Cannot read the gateway's admin token /nonexistent/admin.token"),
@@ -367,19 +327,7 @@ fn gateway_mode() {
     let cport = closed.local_addr().unwrap().port();
     drop(closed);
     std::fs::write(dir.join("admin.token"), "secret").unwrap();
-    let (code, _, stderr) = out(&nsxcli(
-        &[
-            "--gateway",
-            "--dir",
-            d,
-            "--url",
-            &format!("http://127.0.0.1:{cport}"),
-            "-c",
-            "get instances",
-        ],
-        &nowhere,
-        None,
-    ));
+    let (code, _, stderr) = gw(d, &format!("http://127.0.0.1:{cport}"), "get instances");
     assert_eq!(code, 3);
     assert!(
         stderr.contains("Cannot reach the NSX gateway admin API at http://127.0.0.1:"),
