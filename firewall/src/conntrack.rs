@@ -283,6 +283,15 @@ pub enum Invalid {
     Mismatch,
 }
 
+/// Where [`Conntrack::spot`] would place a new key.
+#[derive(Debug, Clone, Copy)]
+struct Spot {
+    p: usize,
+    e: usize,
+    fp: u16,
+    dist: u8,
+}
+
 /// Why a new connection could not be tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Full {
@@ -1251,21 +1260,8 @@ impl Conntrack {
     /// bucket whose entry is closer to its home, shifting the rest of the
     /// run one bucket on) and writes the key and its tag into it.
     fn place(&mut self, k: &Packed) -> Result<usize, Full> {
-        let (mut p, fp) = self.home(self.hash(k));
-        let mut dist: u8 = 1;
-        while self.tags[p] as u8 >= dist {
-            p = self.next(p);
-            dist = dist.checked_add(1).ok_or(Full::Probe)?;
-        }
-        // The run from `p` moves one bucket on, up to the first empty one;
-        // none of its entries may pass the distance limit.
-        let mut e = p;
-        while self.tags[e] != 0 {
-            if self.tags[e] as u8 == MAX_DIST {
-                return Err(Full::Probe);
-            }
-            e = self.next(e);
-        }
+        let Spot { p, mut e, fp, dist } = self.spot(k)?;
+        // The run from `p` moves one bucket on, up to the empty bucket `e`.
         let n = self.slots.len();
         while e != p {
             let prev = if e == 0 { n - 1 } else { e - 1 };
@@ -1286,7 +1282,17 @@ impl Conntrack {
 
     /// [`Conntrack::place`]'s checks without the writes.
     fn probe(&self, k: &Packed) -> Result<(), Full> {
-        let (mut p, _) = self.home(self.hash(k));
+        self.spot(k).map(|_| ())
+    }
+
+    /// Where the absent key `k` would go: bucket `p` at probe distance
+    /// `dist` (the first whose entry is closer to its home), and `e`, the
+    /// first empty bucket of the run from `p` that moves one bucket on.
+    /// `Full::Probe` if `k` or an entry of that run would pass the distance
+    /// limit.
+    #[inline]
+    fn spot(&self, k: &Packed) -> Result<Spot, Full> {
+        let (mut p, fp) = self.home(self.hash(k));
         let mut dist: u8 = 1;
         while self.tags[p] as u8 >= dist {
             p = self.next(p);
@@ -1299,7 +1305,7 @@ impl Conntrack {
             }
             e = self.next(e);
         }
-        Ok(())
+        Ok(Spot { p, e, fp, dist })
     }
 
     /// Empties bucket `i`, shifting the rest of its run back by one.
