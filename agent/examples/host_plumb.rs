@@ -20,6 +20,9 @@
 #[path = "../src/config.rs"]
 mod config;
 #[allow(dead_code)]
+#[path = "../src/fsutil.rs"]
+mod fsutil;
+#[allow(dead_code)]
 #[path = "../src/host/mod.rs"]
 mod host;
 

@@ -6,8 +6,6 @@
 //! with a client certificate signed by the root CA; after that the
 //! bootstrap key is never accepted for this instance again.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -73,21 +71,10 @@ pub fn load_identity(state_dir: &Path) -> Result<Option<Identity>, EnrollError> 
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EnrollError> {
-    let io = |source| EnrollError::Io {
+    crate::fsutil::write_private_atomic(path, bytes).map_err(|source| EnrollError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 /// Enrolls this instance and saves its key and certificate in `state_dir`.

@@ -9,6 +9,7 @@ mod api;
 mod config;
 mod dataloop;
 mod enroll;
+mod fsutil;
 mod fwctl;
 mod gwclient;
 mod host;

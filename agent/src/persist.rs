@@ -5,8 +5,6 @@
 //! next start: "state follows the VM"). Both written atomically (temp file,
 //! fsync, rename).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use control::InstanceConfig;
@@ -100,21 +98,8 @@ fn write_atomic<T: Serialize + ?Sized>(
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(io)?;
-    let tmp = state_dir.join(format!("{name}.tmp"));
     let bytes = serde_json::to_vec(value).map_err(|e| io(std::io::Error::other(e)))?;
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, &p).map_err(io)?;
-    Ok(())
+    crate::fsutil::write_private_atomic(&p, &bytes).map_err(io)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 //! bridge by ifindex, so it matches nothing once the bridge is gone.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -223,42 +223,24 @@ pub fn load(state_dir: &Path) -> Result<Option<HostState>, HostError> {
 pub fn save(state_dir: &Path, st: &HostState) -> Result<(), HostError> {
     fs::create_dir_all(state_dir).map_err(|e| io_err("create state dir", state_dir, e))?;
     let p = path(state_dir);
-    let tmp = state_dir.join(format!("{STATE_FILE}.tmp"));
-    let json = serde_json::to_vec_pretty(st).map_err(|e| HostError::State {
+    let mut json = serde_json::to_vec_pretty(st).map_err(|e| HostError::State {
         path: p.clone(),
         reason: format!("cannot serialize: {e}"),
     })?;
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err("create temp state file", &tmp, e))?;
-        f.write_all(&json)
-            .and_then(|()| f.write_all(b"\n"))
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io_err("write temp state file", &tmp, e))?;
-    }
-    fs::rename(&tmp, &p).map_err(|e| io_err("rename state file into place", &p, e))?;
-    sync_dir(state_dir)
+    json.push(b'\n');
+    crate::fsutil::write_private_atomic(&p, &json).map_err(|e| io_err("write state file", &p, e))
 }
 
 /// Removes the state file (missing is fine).
 pub fn remove(state_dir: &Path) -> Result<(), HostError> {
     let p = path(state_dir);
     match fs::remove_file(&p) {
-        Ok(()) => sync_dir(state_dir),
+        Ok(()) => {
+            crate::fsutil::sync_dir(state_dir).map_err(|e| io_err("fsync state dir", state_dir, e))
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("remove host state", &p, e)),
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), HostError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("fsync state dir", dir, e))
 }
 
 #[cfg(test)]
