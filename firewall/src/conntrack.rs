@@ -1212,6 +1212,20 @@ impl Conntrack {
 
     /// The bucket holding `k`.
     fn find(&self, k: &Packed) -> Option<usize> {
+        self.walk(k, |i| self.slots[i].key_is(k))
+    }
+
+    /// The first bucket whose tag matches `k` (for prefetching: no key
+    /// comparison, so no slot is touched).
+    fn candidate(&self, k: &Packed) -> Option<usize> {
+        self.walk(k, |_| true)
+    }
+
+    /// Walks `k`'s probe sequence over the tag array and returns the first
+    /// bucket whose tag matches `k`'s fingerprint and distance and that
+    /// `confirm` accepts.
+    #[inline(always)]
+    fn walk(&self, k: &Packed, confirm: impl Fn(usize) -> bool) -> Option<usize> {
         let (mut i, fp) = self.home(self.hash(k));
         let mut dist: u8 = 1;
         loop {
@@ -1221,25 +1235,7 @@ impl Conntrack {
             if (tag as u8) < dist {
                 return None;
             }
-            if tag == fp | u16::from(dist) && self.slots[i].key_is(k) {
-                return Some(i);
-            }
-            i = self.next(i);
-            dist = dist.checked_add(1)?;
-        }
-    }
-
-    /// The first bucket whose tag matches `k` (for prefetching: no key
-    /// comparison, so no slot is touched).
-    fn candidate(&self, k: &Packed) -> Option<usize> {
-        let (mut i, fp) = self.home(self.hash(k));
-        let mut dist: u8 = 1;
-        loop {
-            let tag = self.tags[i];
-            if (tag as u8) < dist {
-                return None;
-            }
-            if tag == fp | u16::from(dist) {
+            if tag == fp | u16::from(dist) && confirm(i) {
                 return Some(i);
             }
             i = self.next(i);
