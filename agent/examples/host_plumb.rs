@@ -16,23 +16,13 @@
 //! Without `--port`, setup runs in micro-segmentation mode (bridge only);
 //! `--filtered on` builds the filtered micro-segmentation plumbing instead.
 
-#[allow(dead_code)]
-#[path = "../src/config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../src/fsutil.rs"]
-mod fsutil;
-#[allow(dead_code)]
-#[path = "../src/host/mod.rs"]
-mod host;
-
-use host::{HostError, nft};
+use agent::host::{self, HostError, nft};
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use config::HostSettings;
+use agent::config::HostSettings;
 use host::{Mode, PortPlan};
 
 fn usage() -> ExitCode {

@@ -57,7 +57,7 @@ pub struct HostSettings {
     /// agent starts an sshd on `<underlay IP>:<this port>` in the instance's
     /// namespace and, once it listens, refuses new TCP connections to port
     /// 22 arriving on `vtep_if` (port 22 is reached through the overlay).
-    /// 0 = off (no underlay sshd, port 22 left alone). See `crate::sshd`.
+    /// 0 = off (no underlay sshd, port 22 left alone). See `crate::host::sshd`.
     pub ssh_underlay_port: u16,
     /// Overlay mode: the port of the sshd the agent starts on the overlay
     /// address inside `netns`; 0 = off.

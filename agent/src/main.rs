@@ -5,23 +5,7 @@
 //! config); `check` validates a config without touching the host; `ctl`
 //! queries a running agent's local API.
 
-mod api;
-mod config;
-mod dataloop;
-mod enroll;
-mod fsutil;
-mod fwctl;
-mod gwclient;
-mod host;
-mod io;
-mod metrics;
-// Filtered micro-segmentation datapath; run.rs starts it (see its docs).
-mod msegloop;
-mod persist;
-mod pktlog;
-mod run;
-mod sshd;
-mod underlay;
+use agent::{api, config, run};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

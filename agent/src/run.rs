@@ -22,16 +22,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, OverlayStatus, ReloadStatus, Shared, Status};
 use crate::config::{AgentConfig, GatewaySettings, HostSettings, OnStop};
-use crate::dataloop::{self, Ctl, Snapshot, Sockets};
-use crate::enroll;
-use crate::fwctl::{FwQuery, FwReply};
-use crate::gwclient::{self, ApplyRequest, GatewayStatus};
+use crate::dp::dataloop::{self, Ctl, Snapshot, Sockets};
+use crate::dp::fwctl::{FwQuery, FwReply};
+use crate::dp::io::{self, Waker};
+use crate::dp::msegloop;
+use crate::dp::underlay::{self, UdpPool};
+use crate::gw::enroll;
+use crate::gw::gwclient::{self, ApplyRequest, GatewayStatus};
+use crate::gw::persist::{self, Applied};
+use crate::host::sshd::{self, Ssh, SshStatus};
 use crate::host::{self, NicInfo, PortPlan};
-use crate::io::{self, Waker};
-use crate::msegloop;
-use crate::persist::{self, Applied};
-use crate::sshd::{self, Ssh, SshStatus};
-use crate::underlay::{self, UdpPool};
 
 /// Everything that can stop `run` before the datapath starts.
 #[derive(Debug, thiserror::Error)]
@@ -575,7 +575,7 @@ async fn serve(
         }),
     });
 
-    let metrics = crate::metrics::start(&cfg.host, Arc::clone(&shared))
+    let metrics = crate::api::metrics::start(&cfg.host, Arc::clone(&shared))
         .await
         .map_err(io_err(&format!(
             "metrics endpoint {}",
@@ -625,10 +625,10 @@ async fn serve(
         Ok(_) => {}
         Err(e) => tracing::warn!("{e}"),
     }
-    let log_task = tokio::spawn(crate::pktlog::run(
+    let log_task = tokio::spawn(crate::dp::pktlog::run(
         cfg.host.packet_log.clone(),
         Arc::clone(&snapshot),
-        crate::pktlog::Clock {
+        crate::dp::pktlog::Clock {
             epoch: ctx.started,
             epoch_wall: std::time::SystemTime::now() - ctx.started.elapsed(),
         },

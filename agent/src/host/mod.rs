@@ -33,7 +33,7 @@
 //! the host from that file alone, and [`setup`] first recovers from a file a
 //! killed run left behind. Any failing setup step rolls back.
 //!
-//! Overlay mode's underlay ssh (`crate::sshd`) records its sshd listeners
+//! Overlay mode's underlay ssh (`crate::host::sshd`) records its sshd listeners
 //! and its nf_tables table in the same state file ([`record_ssh`]), so
 //! [`teardown`] (and so `nsx-agent cleanup` after a crash) stops and
 //! deletes them first; [`spawn_in_netns`] starts a process inside the
@@ -49,6 +49,7 @@ mod netlink;
 mod netns;
 pub mod nft;
 mod procs;
+pub mod sshd;
 mod state;
 
 pub use state::{ProcRec, SshState};

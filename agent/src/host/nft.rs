@@ -23,7 +23,7 @@
 //! Requests are synchronous (a few per setup/teardown), with a receive
 //! timeout.
 //!
-//! Overlay mode's underlay ssh (see `crate::sshd`) adds an `inet` table,
+//! Overlay mode's underlay ssh (see `crate::host::sshd`) adds an `inet` table,
 //! also ours by name (`nsx-agent-ssh-<nic>`), refusing new TCP connections
 //! to port 22 that arrive on the underlay bridge with a TCP reset:
 //!

@@ -70,7 +70,7 @@ pub struct HostState {
     pub ssh: Option<SshState>,
 }
 
-/// What overlay mode's underlay ssh adds to the host (see `crate::sshd`).
+/// What overlay mode's underlay ssh adds to the host (see `crate::host::sshd`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SshState {
     /// The `inet` nf_tables table refusing TCP 22 on the bridge, recorded

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::GatewaySettings;
-use crate::dataloop::Snapshot;
+use crate::dp::dataloop::Snapshot;
 
 /// How often counters flow up to the gateway.
 const STATUS_EVERY: Duration = Duration::from_secs(10);

@@ -24,9 +24,9 @@ use datapath::{Counters, Output, Pipeline, Tables, TraceFrom};
 
 use self::capture::{Capture, CaptureDir, CaptureRequest};
 
-use crate::fwctl::{self, FwRequest};
-use crate::io::{self, RecvBatch, SendBatch, Waker};
-use crate::underlay::{GsoSender, UdpPool};
+use crate::dp::fwctl::{self, FwRequest};
+use crate::dp::io::{self, RecvBatch, SendBatch, Waker};
+use crate::dp::underlay::{GsoSender, UdpPool};
 
 /// Messages from the control side.
 #[derive(Debug)]
@@ -70,7 +70,7 @@ pub enum TraceInput {
 #[derive(Debug)]
 pub enum TraceReply {
     Overlay(datapath::Trace),
-    Microseg(crate::msegloop::MsegTrace),
+    Microseg(crate::dp::msegloop::MsegTrace),
 }
 
 /// Traces `input` through `pipeline` as of `now_ns` (the overlay loop's

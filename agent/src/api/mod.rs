@@ -14,6 +14,8 @@
 //! changing existing ones; a client asking for a newer version gets an
 //! error.
 
+pub mod metrics;
+
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -31,12 +33,12 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufR
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::{AgentConfig, HostSettings};
-use crate::dataloop::capture::{CapturePoint, CaptureReply, CaptureRequest};
-use crate::dataloop::{Ctl, Snapshot, TraceInput, TraceReply, TraceRequest};
-use crate::fwctl::{FwQuery, FwReply, FwRequest};
-use crate::gwclient::GatewayStatus;
-use crate::io::Waker;
-use crate::sshd::SshStatus;
+use crate::dp::dataloop::capture::{CapturePoint, CaptureReply, CaptureRequest};
+use crate::dp::dataloop::{Ctl, Snapshot, TraceInput, TraceReply, TraceRequest};
+use crate::dp::fwctl::{FwQuery, FwReply, FwRequest};
+use crate::dp::io::Waker;
+use crate::gw::gwclient::GatewayStatus;
+use crate::host::sshd::SshStatus;
 
 pub const API_VERSION: u32 = 1;
 /// Longest request line accepted.
@@ -1094,8 +1096,8 @@ mod tests {
     use datapath::{LocalHost, Pipeline};
 
     use super::*;
-    use crate::dataloop::capture::{Capture, CaptureDir};
-    use crate::io::Waker;
+    use crate::dp::dataloop::capture::{Capture, CaptureDir};
+    use crate::dp::io::Waker;
 
     const ROUTER_MAC: MacAddr = MacAddr([0x02, 0x50, 0x56, 0x56, 0x44, 0x52]);
     const VM1_MAC: MacAddr = MacAddr([0x06, 0x17, 0x1e, 0x54, 0x96, 0x3a]);
@@ -1179,7 +1181,7 @@ mod tests {
                 while let Ok(msg) = rx.recv() {
                     match msg {
                         Ctl::Trace(r) => {
-                            let _ = r.reply.send(crate::dataloop::trace(&p, r.input, 1));
+                            let _ = r.reply.send(crate::dp::dataloop::trace(&p, r.input, 1));
                         }
                         Ctl::Capture(r) => {
                             cap.set_tables(Some(0x238c), UNDERLAY);
@@ -1658,7 +1660,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_hangs_up_cancels_its_capture() {
-        use crate::dataloop::capture::Ended;
+        use crate::dp::dataloop::capture::Ended;
         let s = shared("overlay", false);
         let (tx, rx) = channel::<Ctl>();
         let (ended_tx, ended_rx) = channel::<Ended>();

@@ -189,12 +189,14 @@ pub enum Mode {
     Microseg,
 }
 
+#[derive(Debug)]
 enum Cmd {
     OverlayIp(Ipv4Addr),
     Stop,
 }
 
 /// The running supervisor (or an idle one that only cleared leftovers).
+#[derive(Debug)]
 pub struct Ssh {
     tx: mpsc::UnboundedSender<Cmd>,
     task: JoinHandle<()>,

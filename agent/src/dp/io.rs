@@ -3,7 +3,7 @@
 //! from the instance, with virtio-net offload headers), the UDP socket on
 //! the underlay address port 6081 (Geneve in; the kernel validates the outer
 //! IPv4/UDP), receive/send batches, and the waker. Geneve out lives in
-//! [`crate::underlay`]. Every call moves a whole batch:
+//! [`crate::dp::underlay`]. Every call moves a whole batch:
 //! `recvmmsg`/`sendmmsg`, never a syscall per packet.
 
 use std::io;
@@ -260,7 +260,9 @@ impl RecvBatch {
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == crate::underlay::UDP_GRO {
+                if (*c).cmsg_level == libc::SOL_UDP
+                    && (*c).cmsg_type == crate::dp::underlay::UDP_GRO
+                {
                     let mut v = [0u8; 4];
                     std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c), v.as_mut_ptr(), 4);
                     let size = i32::from_ne_bytes(v);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use firewall::pktlog::LogRecord;
 
-use crate::dataloop::Snapshot;
+use crate::dp::dataloop::Snapshot;
 
 /// Rotate when the file reaches this size...
 const ROTATE_BYTES: u64 = 10 << 20;

@@ -21,7 +21,7 @@
 //! straight from the receive buffers (no copy). Unicast frames the NIC
 //! receives for another MAC are not the host's and are counted, not judged.
 //!
-//! Like [`crate::dataloop`]: one `poll` over the two sockets and the waker,
+//! Like [`crate::dp::dataloop`]: one `poll` over the two sockets and the waker,
 //! batches of [`io::BATCH`] with one `recvmmsg` and at most two `sendmmsg`
 //! per batch, control messages ([`Ctl`]) only when woken, counters published
 //! every 200 ms; nothing allocates, locks, logs or makes a syscall per
@@ -74,9 +74,9 @@ use datapath::offload::VIRTIO_NET_HDR_LEN;
 use firewall::{Dir, Firewall, RejectKind, Verdict};
 
 use crate::config::{GatewaySettings, HostSettings};
-use crate::dataloop::{self, Ctl, IoCounters, Snapshot, TraceInput, TraceReply};
-use crate::fwctl;
-use crate::io::{self, BATCH, RecvBatch, Waker};
+use crate::dp::dataloop::{self, Ctl, IoCounters, Snapshot, TraceInput, TraceReply};
+use crate::dp::fwctl;
+use crate::dp::io::{self, BATCH, RecvBatch, Waker};
 
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// Batches per socket per wake-up, so one busy direction cannot starve the other.

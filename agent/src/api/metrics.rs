@@ -4,9 +4,9 @@
 //! Prometheus scrapes natively.
 //!
 //! Nothing is counted here: every scrape copies the counters the datapath
-//! thread publishes every 200 ms ([`crate::dataloop::Snapshot`]), the
+//! thread publishes every 200 ms ([`crate::dp::dataloop::Snapshot`]), the
 //! gateway connection's status and the sshd supervisor's status
-//! ([`crate::sshd`], `ssh` in `ctl status`), and asks the datapath thread for the
+//! ([`crate::host::sshd`], `ssh` in `ctl status`), and asks the datapath thread for the
 //! firewall's rule hits (the same bounded query as the API's
 //! `firewall-stats`), then renders them through a [`prometheus_client`]
 //! [`Collector`] built for that scrape. So the packet path pays nothing for
@@ -68,10 +68,10 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::api::{self, Shared};
 use crate::config::HostSettings;
-use crate::dataloop::IoCounters;
-use crate::fwctl::{FwQuery, FwReply, FwStats};
-use crate::gwclient::GatewayStatus;
-use crate::sshd::{SshStatus, SshdStatus};
+use crate::dp::dataloop::IoCounters;
+use crate::dp::fwctl::{FwQuery, FwReply, FwStats};
+use crate::gw::gwclient::GatewayStatus;
+use crate::host::sshd::{SshStatus, SshdStatus};
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -737,7 +737,7 @@ async fn handle(mut s: TcpStream, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fwctl::RuleStat;
+    use crate::dp::fwctl::RuleStat;
     use datapath::{PacketBytes, TunnelCounters};
     use std::collections::{HashMap, HashSet};
 

@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use datapath::TxQueue;
 
-use crate::io::{SendResult, setsockopt_int, sockaddr, socket, wait_writable};
+use crate::dp::io::{SendResult, setsockopt_int, sockaddr, socket, wait_writable};
 
 /// `UDP_SEGMENT` / `UDP_GRO` (linux/udp.h; not in libc for glibc targets).
 pub const UDP_SEGMENT: libc::c_int = 103;
@@ -95,7 +95,7 @@ fn bind_sender(ip: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
         libc::IP_PMTUDISC_PROBE,
     )?;
     setsockopt_int(raw, libc::IPPROTO_IP, libc::IP_TTL, 64)?;
-    crate::io::set_buffers(raw, 4 << 20);
+    crate::dp::io::set_buffers(raw, 4 << 20);
     let sa = sockaddr(ip, port);
     // SAFETY: `sa` is a valid sockaddr_in and its size is passed.
     let rc = unsafe {

@@ -1,0 +1,12 @@
+//! The agent's datapath threads and what they need: the overlay loop
+//! around [`datapath::Pipeline`] ([`dataloop`]), the filtered
+//! micro-segmentation loop ([`msegloop`]), batched socket I/O ([`io`],
+//! [`underlay`]), firewall requests answered between batches ([`fwctl`])
+//! and the packet-log writer ([`pktlog`]).
+
+pub mod dataloop;
+pub mod fwctl;
+pub mod io;
+pub mod msegloop;
+pub mod pktlog;
+pub mod underlay;
