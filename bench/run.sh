@@ -126,6 +126,7 @@ run_one() {
          "($(lscpu 2>/dev/null | awk -F':[ \t]+' '/^CPU family/{f=$2} /^Model:/{m=$2} /^Hypervisor vendor/{h=$2} END{printf "family %s model %s, hypervisor %s", f, m, (h==""?"none":h)}'))"
     echo "ovs: $(ovs-vswitchd --version 2>/dev/null | awk 'NR==1{print $NF}')  iperf3: $(iperf3 --version | awk 'NR==1{print $2}')"
     echo "agent: $("$NSX_AGENT" --version 2>/dev/null), built from git ${BENCH_GIT:-?} (copy: $NSX_AGENT)"
+    [ -z "${NSX_AGENT_BASE:-}" ] || echo "agent_base: $NSX_AGENT_BASE ($(sha256sum "$NSX_AGENT_BASE" | cut -c1-12))"
     echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\""
 } | tee "$OUT_DIR/env.txt" >&2
@@ -154,7 +155,7 @@ jq -s --arg vref "$VXLAN_REF" '
   def pooled($all; $l; $m): [$all[] | select(.label==$l and .error==null and (.mtu|tostring)==$m) | .tcp_1.runs[]?.gbps | select(. != null)];
   . as $all
   | by_label("raw") as $raw | by_label("agent") as $ag | by_label("ovs_geneve") as $ovs | by_label($vref) as $vx
-  | by_label("agent_fw") as $fw | by_label("agent_fw10") as $fw10
+  | by_label("agent_fw") as $fw | by_label("agent_fw10") as $fw10 | by_label("agent_base") as $base
   | { vxlan_ref: $vref,
       rows: (map(. as $x | ($raw[$x.mtu|tostring]) as $r | ($ag[$x.mtu|tostring]) as $a | {
         mtu, path:.label, inner_mtu, error,
@@ -168,7 +169,8 @@ jq -s --arg vref "$VXLAN_REF" '
         bg: "\(.bg_busy_cores_before)/\(.bg_busy_cores_after)" })),
       targets: ([.[] | .mtu] | unique | map(tostring) | map(. as $m
         | pooled($all; "agent"; $m) as $pa | pooled($all; "agent_fw"; $m) as $pf | pooled($all; "agent_fw10"; $m) as $pf10
-        | ($pa | median) as $ma | ($pf | median) as $mf | ($pf10 | median) as $mf10 | {
+        | pooled($all; "agent_base"; $m) as $pb
+        | ($pa | median) as $ma | ($pf | median) as $mf | ($pf10 | median) as $mf10 | ($pb | median) as $mb | {
         mtu: ($m|tonumber),
         agent_gbps_1: $ag[$m].tcp_1.gbps, ovs_gbps_1: $ovs[$m].tcp_1.gbps, vxlan_gbps_1: $vx[$m].tcp_1.gbps,
         agent_over_ovs: ratio($ag[$m].tcp_1.gbps; $ovs[$m].tcp_1.gbps),
@@ -180,6 +182,8 @@ jq -s --arg vref "$VXLAN_REF" '
         fw_over_agent: ratio($mf; $ma),
         fw10_over_agent: ratio($mf10; $ma),
         fw_over_fw10: ratio($mf; $mf10),
+        base_gbps_1: ($mb | r3), base_n: ($pb | length), agent_over_base: ratio($ma; $mb),
+        agent_p50_over_base: ratio($ag[$m].ping.p50_ms; $base[$m].ping.p50_ms),
         fw_p50_over_agent: ratio($fw[$m].ping.p50_ms; $ag[$m].ping.p50_ms) })) }
 ' "$RESULTS" >"$OUT_DIR/summary.json"
 
@@ -197,6 +201,11 @@ jq -s --arg vref "$VXLAN_REF" '
         echo
         echo "Firewall (issue 5: single stream with 10,000 rules loaded >= 90% of the same path with the firewall off; medians over all runs of each path at the MTU, n = runs):"
         jq -r '.targets[] | "- MTU \(.mtu): agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), agent_fw \(.fw_gbps_1) Gb/s (n=\(.fw_n)), agent_fw10 \(.fw10_gbps_1) Gb/s (n=\(.fw10_n)); agent_fw / agent = \(.fw_over_agent) (target >= 0.9: \(if .fw_over_agent == null then "n/a" elif .fw_over_agent >= 0.9 then "MET" else "NOT MET" end)); agent_fw10 / agent = \(.fw10_over_agent); agent_fw / agent_fw10 = \(.fw_over_fw10); ping p50 agent_fw / agent = \(.fw_p50_over_agent)"' "$OUT_DIR/summary.json"
+    fi
+    if jq -e 'any(.targets[]; .base_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
+        echo
+        echo "Baseline (agent vs NSX_AGENT_BASE in this run; medians over all single-stream runs of each path at the MTU, n = runs):"
+        jq -r '.targets[] | "- MTU \(.mtu): agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), agent_base \(.base_gbps_1) Gb/s (n=\(.base_n)); agent / agent_base = \(.agent_over_base); ping p50 agent / agent_base = \(.agent_p50_over_base)"' "$OUT_DIR/summary.json"
     fi
     echo
     echo "Wire checks (first encapsulated packet on the underlay bridge):"

@@ -23,6 +23,10 @@
 #                 the iperf3 port; default rule reject). `agent` is the same
 #                 path with no [firewall] section
 #   agent_fw10    the same with 10 rules (rule count vs having a firewall)
+#   agent_base    (not in the default PATHS) the agent path with the binary
+#                 NSX_AGENT_BASE, e.g. a build of the previous commit: a
+#                 refactor measured against its predecessor in one run
+#                 (PATHS="agent agent_base agent agent_base" interleaves them)
 # and prints one markdown table with the ratios (each / raw, agent / each),
 # plus the target checks (agent >= 2x ovs_geneve; with agent_fw measured,
 # agent_fw >= 0.9x agent). The table, the raw JSON lines and the environment
@@ -110,6 +114,11 @@ OUT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nsx-bench.XXXXXX")
 # Run a private copy: a concurrent `cargo build` must not swap the binary mid-run.
 cp "$NSX_AGENT" "$OUT_DIR/nsx-agent"
 NSX_AGENT=$OUT_DIR/nsx-agent
+if [ -n "${NSX_AGENT_BASE:-}" ]; then
+    [ -x "$NSX_AGENT_BASE" ] || { echo "bench: NSX_AGENT_BASE=$NSX_AGENT_BASE is not executable" >&2; exit 1; }
+    cp "$NSX_AGENT_BASE" "$OUT_DIR/nsx-agent-base"
+    export NSX_AGENT_BASE=$OUT_DIR/nsx-agent-base
+fi
 unshare --user --map-root-user --net --mount true 2>/dev/null || {
     echo "bench: unprivileged user namespaces are refused by this kernel (see tests/lib/sandbox.sh)" >&2
     exit 1
