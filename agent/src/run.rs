@@ -28,7 +28,7 @@ use crate::dp::io::{self, Waker};
 use crate::dp::msegloop;
 use crate::dp::underlay::{self, UdpPool};
 use crate::gw::enroll;
-use crate::gw::gwclient::{self, ApplyRequest, GatewayStatus};
+use crate::gw::gwclient::{self, ApplyError, ApplyRequest, GatewayStatus};
 use crate::gw::persist::{self, Applied};
 use crate::host::sshd::{self, Ssh, SshStatus};
 use crate::host::{self, NicInfo, PortPlan};
@@ -215,7 +215,7 @@ struct Gateway {
 }
 
 /// A gateway config waiting for its outcome (answered once applied).
-type Pending = (Applied, oneshot::Sender<Result<(), String>>);
+type Pending = (Applied, oneshot::Sender<Result<(), ApplyError>>);
 
 /// Enrolls if needed and starts the control client; returns the persisted
 /// config too (applied before the gateway answers).
@@ -349,7 +349,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
                             pending = Some((a, req.reply));
                             break d;
                         }
-                        Err(e) => { let _ = req.reply.send(Err(e.to_string())); }
+                        Err(e) => { let _ = req.reply.send(Err(e.into())); }
                     }
                 }
             }
@@ -459,16 +459,14 @@ enum ApplyOutcome {
 impl Applier<'_> {
     /// Checks `desired` completely, then swaps it in (or says the plumbing
     /// must be rebuilt). On error nothing changed.
-    async fn apply(&mut self, desired: &InstanceConfig) -> Result<ApplyOutcome, String> {
-        let tables = Arc::new(Tables::build(desired, self.lh).map_err(|e| e.to_string())?);
+    async fn apply(&mut self, desired: &InstanceConfig) -> Result<ApplyOutcome, ApplyError> {
+        let tables = Arc::new(Tables::build(desired, self.lh)?);
         let new_plan = port_plan(self.host, desired);
         if new_plan.is_some() != self.plan.is_some() || filtered(self.cfg, desired) != self.filter {
             return Ok(ApplyOutcome::NeedsRebuild);
         }
         if new_plan != self.plan {
-            host::update_port(self.host, self.plan.as_ref(), new_plan.as_ref())
-                .await
-                .map_err(|e| e.to_string())?;
+            host::update_port(self.host, self.plan.as_ref(), new_plan.as_ref()).await?;
             if let Some(p) = &new_plan {
                 self.ssh.set_overlay_ip(p.ip);
             }
@@ -476,7 +474,7 @@ impl Applier<'_> {
         }
         self.ctl
             .send(Ctl::Tables(Arc::clone(&tables)))
-            .map_err(|_| "datapath thread is gone".to_string())?;
+            .map_err(|_| ApplyError::DatapathGone)?;
         self.waker.wake();
         let version = tables.version;
         if let Ok(mut st) = self.shared.status.lock() {
@@ -495,7 +493,7 @@ impl Applier<'_> {
     }
 }
 
-fn answer(state_dir: &Path, applied: Applied, reply: oneshot::Sender<Result<(), String>>) {
+fn answer(state_dir: &Path, applied: Applied, reply: oneshot::Sender<Result<(), ApplyError>>) {
     if let Err(e) = persist::save(state_dir, &applied) {
         tracing::warn!("cannot persist config version {}: {e}", applied.version);
     }
@@ -687,7 +685,7 @@ async fn serve(
                 if let Ok(mut st) = shared.status.lock() {
                     st.last_reload = Some(match status {
                         Ok(m) => ReloadStatus::new(true, m),
-                        Err(m) => ReloadStatus::new(false, m),
+                        Err(e) => ReloadStatus::new(false, e.to_string()),
                     });
                 }
             }
@@ -753,22 +751,34 @@ async fn save_flows(shared: &Shared, state_dir: &Path) {
     }
 }
 
+/// Why a SIGHUP reload was refused (the running config stays); its
+/// `Display` is what `status` shows as the last reload.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("[host] and [gateway] settings cannot change on reload; restart the agent")]
+    HostChanged,
+    #[error("the desired state comes from the gateway; nothing to reload")]
+    FromGateway,
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("switching between overlay and micro-segmentation mode needs a restart")]
+    ModeChange,
+}
+
 /// Re-reads the config file (SIGHUP). Everything is checked before anything
 /// changes; on error the running config stays and the reason is returned.
-async fn reload(ctx: &ServeCtx<'_>, applier: &mut Applier<'_>) -> Result<String, String> {
-    let new = AgentConfig::load(ctx.path).map_err(|e| e.to_string())?;
+async fn reload(ctx: &ServeCtx<'_>, applier: &mut Applier<'_>) -> Result<String, ReloadError> {
+    let new = AgentConfig::load(ctx.path)?;
     if new.host != ctx.cfg.host || new.gateway != ctx.cfg.gateway {
-        return Err(
-            "[host] and [gateway] settings cannot change on reload; restart the agent".into(),
-        );
+        return Err(ReloadError::HostChanged);
     }
     let Some(desired) = new.instance else {
-        return Err("the desired state comes from the gateway; nothing to reload".into());
+        return Err(ReloadError::FromGateway);
     };
     match applier.apply(&desired).await? {
         ApplyOutcome::Swapped(msg) => Ok(msg),
-        ApplyOutcome::NeedsRebuild => {
-            Err("switching between overlay and micro-segmentation mode needs a restart".into())
-        }
+        ApplyOutcome::NeedsRebuild => Err(ReloadError::ModeChange),
     }
 }

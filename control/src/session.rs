@@ -15,7 +15,8 @@
 //! * [`GatewaySession`]: one per accepted connection (AwaitingHello ->
 //!   HelloReceived -> Established -> Closed).
 //! * [`Backoff`]: the agent's capped, jittered exponential reconnect delay.
-//! * [`CloseReason`]: why a session ended (this module's error type).
+//! * [`CloseReason`]: why a session ended, and [`ApplyRefused`]: why the
+//!   shell could not apply a config (this module's error types).
 //!
 //! Config flow is stop-and-wait: the gateway has at most one Snapshot/Update
 //! in flight per agent and coalesces newer desired states while it waits
@@ -67,6 +68,20 @@ pub enum CloseReason {
     /// Closed by this side (shutdown, revocation, ...).
     #[error("closed locally: {0}")]
     Local(String),
+}
+
+/// The shell could not apply a config; the old one stays in force. The text
+/// is the reason the `Nack` carries, so it should say what failed (for
+/// example `netlink: EPERM`); the shell builds it from its own error type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ApplyRefused(pub String);
+
+impl ApplyRefused {
+    /// The refusal whose reason is `err`'s `Display`.
+    pub fn new(err: impl fmt::Display) -> Self {
+        ApplyRefused(err.to_string())
+    }
 }
 
 /// Heartbeat bookkeeping shared by both sides: a heartbeat goes out every
@@ -503,12 +518,14 @@ impl AgentSession {
     }
 
     /// The shell finished an `Apply`: `Ok` once the datapath runs it (and it
-    /// is persisted), `Err(reason)` if it was refused (the old config stays).
+    /// is persisted), `Err(refused)` if it was refused (the old config stays).
+    /// The shell may take its time: heartbeats, ticks and further messages
+    /// keep flowing meanwhile (configs queue, at most [`MAX_QUEUED_CONFIGS`]).
     /// Sends Ack/Nack if the session is still up; the applied version is
     /// recorded even if the connection dropped meanwhile. A call for a
     /// version that is not being applied is ignored (and noted in
     /// `last_error`).
-    pub fn applied(&mut self, version: u64, result: Result<(), String>) -> Vec<AgentOut> {
+    pub fn applied(&mut self, version: u64, result: Result<(), ApplyRefused>) -> Vec<AgentOut> {
         if self.applying != Some(version) {
             self.last_error = Some(format!(
                 "internal: applied({version}) reported while {:?} was being applied",
@@ -526,7 +543,7 @@ impl AgentSession {
                     out.push(AgentOut::Send(AgentMsg::Ack { version }));
                 }
             }
-            Err(reason) => {
+            Err(ApplyRefused(reason)) => {
                 self.last_error = Some(format!("apply of version {version} failed: {reason}"));
                 if established {
                     out.push(AgentOut::Send(AgentMsg::Nack {

@@ -372,7 +372,7 @@ fn agent_failed_apply_nacks_and_keeps_old_version() {
         },
         t.at(1),
     );
-    let out = a.applied(2, Err("netlink: EPERM".into()));
+    let out = a.applied(2, Err(ApplyRefused("netlink: EPERM".into())));
     assert_eq!(
         out,
         vec![AgentOut::Send(AgentMsg::Nack {
@@ -1161,7 +1161,7 @@ impl Pair {
                 }
                 AgentOut::Apply { version, config } => {
                     let res = if std::mem::take(&mut self.fail_next_apply) {
-                        Err("injected".to_string())
+                        Err(ApplyRefused("injected".into()))
                     } else {
                         self.datapath = Some((version, config));
                         Ok(())
@@ -1376,7 +1376,7 @@ mod prop {
                     AgentEv::Connected => { closed = false; a.on_connected(t.at(now)) }
                     AgentEv::Msg(m) => a.on_message(m, t.at(now)),
                     AgentEv::Applied(ok) => match pending.take() {
-                        Some(v) => a.applied(v, if ok { Ok(()) } else { Err("e".into()) }),
+                        Some(v) => a.applied(v, if ok { Ok(()) } else { Err(ApplyRefused("e".into())) }),
                         None => a.applied(0, Ok(())),
                     },
                     AgentEv::Tick(d) => { now += d; a.on_tick(t.at(now)) }

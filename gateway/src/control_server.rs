@@ -69,26 +69,28 @@ pub const CONTROL_PORT: u16 = 5555;
 /// an in-memory implementation.
 pub trait ControlStore: Send + Sync + 'static {
     /// The instance id for a verified client certificate (DER of the leaf),
-    /// if it belongs to an enrolled, non-revoked instance; `Err(reason)`
-    /// otherwise (`"unknown certificate"`, `"certificate revoked"`). The
-    /// reason is sent to the agent in a `Reject`.
-    fn authorize(&self, cert_der: &[u8]) -> Result<String, String>;
+    /// if it belongs to an enrolled, non-revoked instance; why not otherwise
+    /// (for example [`StoreRefusal::UnknownCertificate`],
+    /// [`StoreRefusal::Revoked`]). The reason is sent to the agent in a
+    /// `Reject`.
+    fn authorize(&self, cert_der: &[u8]) -> Result<String, StoreRefusal>;
 
     /// A valid `Hello` from `instance_id` (the id from its certificate, which
     /// the session has checked against `meta.instance_id`): records the
     /// metadata (tags may re-place the instance) and returns
     /// `(tep_id, version, desired config)`; `None` config =
-    /// micro-segmentation. `Err(reason)` refuses the session.
+    /// micro-segmentation. An error refuses the session (its `Display` is
+    /// the `Reject` reason).
     fn hello(
         &self,
         instance_id: &str,
         meta: &InstanceMeta,
-    ) -> Result<(u32, u64, Option<InstanceConfig>), String>;
+    ) -> Result<(u32, u64, Option<InstanceConfig>), StoreRefusal>;
 
     /// The instance's current `(version, desired config)`. The version
     /// should only change when this instance's config does (otherwise every
     /// change re-sends every agent its unchanged config).
-    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String>;
+    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), StoreRefusal>;
 
     /// What happened on the instance's session (for `get instances`).
     fn report(&self, instance_id: &str, event: SessionEvent);
@@ -210,6 +212,28 @@ pub enum CertNameError {
     NotAString,
 }
 
+/// Why the [`ControlStore`] refuses a certificate or a Hello, or cannot
+/// answer a lookup. Its `Display` is the reason the agent reads in the
+/// `Reject`, so it names the problem without internals.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreRefusal {
+    #[error("unknown certificate")]
+    UnknownCertificate,
+    #[error("certificate revoked")]
+    Revoked,
+    #[error("unknown instance {0:?}")]
+    UnknownInstance(String),
+    /// The certificate names no instance (see [`certificate_common_name`]).
+    #[error(transparent)]
+    Certificate(#[from] CertNameError),
+    /// The store could not be read (the details are logged by the store).
+    #[error("gateway store unavailable")]
+    Unavailable,
+    /// A lookup failed in the store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// Why a connection ended before a session started (logged).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -220,7 +244,7 @@ pub enum ConnectionError {
     #[error("no client certificate")]
     NoClientCertificate,
     #[error("certificate refused: {0}")]
-    Unauthorized(String),
+    Unauthorized(StoreRefusal),
     #[error("gateway shutting down")]
     Shutdown,
 }
@@ -466,7 +490,7 @@ async fn connection(
         Err(e) => {
             warn!(%peer, reason = %e, "control: connection refused");
             let reason = match e {
-                ConnectionError::Unauthorized(r) => r,
+                ConnectionError::Unauthorized(r) => r.to_string(),
                 other => other.to_string(),
             };
             refuse(&ctx, tls, &reason).await;
@@ -798,7 +822,7 @@ impl Conn {
                         }
                         Err(reason) => {
                             warn!(instance = %self.id, %reason, "control: Hello refused by the store");
-                            queue.extend(self.session.refuse(reason, now));
+                            queue.extend(self.session.refuse(reason.to_string(), now));
                         }
                     }
                 }

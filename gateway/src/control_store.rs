@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use control::{InstanceConfig, InstanceMeta};
 use tokio::sync::watch;
 
-use crate::control_server::{ControlStore, SessionEvent};
+use crate::control_server::{ControlStore, SessionEvent, StoreRefusal};
 use crate::gateway::Gateway;
 use crate::pki;
 use crate::store::ConfigSnapshot;
@@ -85,15 +85,15 @@ fn record(gw: &Gateway, instance_id: &str, event: SessionEvent) {
 }
 
 impl ControlStore for GatewayControl {
-    fn authorize(&self, cert_der: &[u8]) -> Result<String, String> {
+    fn authorize(&self, cert_der: &[u8]) -> Result<String, StoreRefusal> {
         let fp = pki::cert_fingerprint(cert_der);
         match self.gw.store().instance_for_cert(&fp) {
             Ok(Some(rec)) if rec.revoked_at.is_none() => Ok(rec.id),
-            Ok(Some(_)) => Err("certificate revoked".into()),
-            Ok(None) => Err("unknown certificate".into()),
+            Ok(Some(_)) => Err(StoreRefusal::Revoked),
+            Ok(None) => Err(StoreRefusal::UnknownCertificate),
             Err(e) => {
                 tracing::error!("store: {e}");
-                Err("gateway store unavailable".into())
+                Err(StoreRefusal::Unavailable)
             }
         }
     }
@@ -102,13 +102,12 @@ impl ControlStore for GatewayControl {
         &self,
         instance_id: &str,
         meta: &InstanceMeta,
-    ) -> Result<(u32, u64, Option<InstanceConfig>), String> {
+    ) -> Result<(u32, u64, Option<InstanceConfig>), StoreRefusal> {
         let rec = self
             .gw
             .store()
-            .instance(instance_id)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("unknown instance {instance_id}"))?;
+            .instance(instance_id)?
+            .ok_or_else(|| StoreRefusal::UnknownInstance(instance_id.into()))?;
         if rec.underlay_ip != meta.underlay_ip {
             tracing::warn!(
                 instance = instance_id, enrolled = %rec.underlay_ip, now = %meta.underlay_ip,
@@ -119,19 +118,15 @@ impl ControlStore for GatewayControl {
         Ok((rec.tep_id, version, config))
     }
 
-    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String> {
-        let current = self.gw.store().version().map_err(|e| e.to_string())?;
+    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), StoreRefusal> {
+        let current = self.gw.store().version()?;
         // Sessions asking at the same time wait for one read, not N.
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = match cache.as_ref() {
             Some(snap) if snap.global == current => Arc::clone(snap),
             stale => {
                 let previous = stale.map(Arc::clone);
-                let built = self
-                    .gw
-                    .store()
-                    .config_snapshot(previous.as_deref())
-                    .map_err(|e| e.to_string())?;
+                let built = self.gw.store().config_snapshot(previous.as_deref())?;
                 let built = Arc::new(built);
                 *cache = Some(Arc::clone(&built));
                 built

@@ -62,7 +62,9 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
-use crate::control_server::{ControlStore, HandshakeFailure, SessionEvent, TransportEvent};
+use crate::control_server::{
+    ControlStore, HandshakeFailure, SessionEvent, StoreRefusal, TransportEvent,
+};
 use crate::enroll::EnrollError;
 use crate::gateway::Gateway;
 use crate::http::Refusal;
@@ -373,7 +375,7 @@ impl<S: ControlStore> CountingControl<S> {
 }
 
 impl<S: ControlStore> ControlStore for CountingControl<S> {
-    fn authorize(&self, cert_der: &[u8]) -> Result<String, String> {
+    fn authorize(&self, cert_der: &[u8]) -> Result<String, StoreRefusal> {
         let r = self.inner.authorize(cert_der);
         let c = self.gw.counters();
         bump(if r.is_ok() {
@@ -388,12 +390,12 @@ impl<S: ControlStore> ControlStore for CountingControl<S> {
         &self,
         instance_id: &str,
         meta: &InstanceMeta,
-    ) -> Result<(u32, u64, Option<InstanceConfig>), String> {
+    ) -> Result<(u32, u64, Option<InstanceConfig>), StoreRefusal> {
         bump(&self.gw.counters().hellos);
         self.inner.hello(instance_id, meta)
     }
 
-    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String> {
+    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), StoreRefusal> {
         self.inner.desired(instance_id)
     }
 

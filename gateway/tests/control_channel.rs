@@ -18,7 +18,7 @@ use control::{
     InstanceConfig, InstanceMeta, LocalPort, LogicalSwitch, MacAddr, encode,
 };
 use gateway::control_server::{
-    self, ControlStore, HandshakeFailure, ServerOptions, SessionEvent, TransportEvent,
+    self, ControlStore, HandshakeFailure, ServerOptions, SessionEvent, StoreRefusal, TransportEvent,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -254,14 +254,14 @@ impl MemStore {
 }
 
 impl ControlStore for MemStore {
-    fn authorize(&self, cert_der: &[u8]) -> Result<String, String> {
-        let cn = control_server::certificate_common_name(cert_der).map_err(|e| e.to_string())?;
+    fn authorize(&self, cert_der: &[u8]) -> Result<String, StoreRefusal> {
+        let cn = control_server::certificate_common_name(cert_der)?;
         let inner = self.inner.lock().unwrap();
         if inner.revoked.contains(&cn) {
-            return Err("certificate revoked".into());
+            return Err(StoreRefusal::Revoked);
         }
         if !inner.instances.contains_key(&cn) {
-            return Err(format!("unknown instance {cn:?}"));
+            return Err(StoreRefusal::UnknownInstance(cn));
         }
         Ok(cn)
     }
@@ -270,19 +270,22 @@ impl ControlStore for MemStore {
         &self,
         instance_id: &str,
         meta: &InstanceMeta,
-    ) -> Result<(u32, u64, Option<InstanceConfig>), String> {
+    ) -> Result<(u32, u64, Option<InstanceConfig>), StoreRefusal> {
         let mut inner = self.inner.lock().unwrap();
         inner.metas.insert(instance_id.into(), meta.clone());
         inner
             .instances
             .get(instance_id)
             .cloned()
-            .ok_or_else(|| "unknown instance".into())
+            .ok_or_else(|| StoreRefusal::UnknownInstance(instance_id.into()))
     }
 
-    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), String> {
+    fn desired(&self, instance_id: &str) -> Result<(u64, Option<InstanceConfig>), StoreRefusal> {
         let inner = self.inner.lock().unwrap();
-        let (_, v, c) = inner.instances.get(instance_id).ok_or("unknown instance")?;
+        let (_, v, c) = inner
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| StoreRefusal::UnknownInstance(instance_id.into()))?;
         Ok((*v, c.clone()))
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use control::proto::InstanceMeta;
 use control::{AgentMsg, Decoder, GatewayMsg, encode};
-use gateway::control_server::{self, ControlStore, ServerOptions, SessionEvent};
+use gateway::control_server::{self, ControlStore, ServerOptions, SessionEvent, StoreRefusal};
 use gateway::control_store::GatewayControl;
 use gateway::metrics::CountingControl;
 use gateway::{enroll_client, ops, pki, util};
@@ -157,9 +157,12 @@ async fn certificates_and_metrics() {
     // --- the control channel's counters, through the ControlStore seam
     let control = CountingControl::new(GatewayControl::new(f.gw.clone()), f.gw.clone());
     let der1 = pki::first_cert_der(&pem1).expect("der");
-    assert_eq!(control.authorize(&der1), Ok("i-1".to_string()));
+    assert_eq!(control.authorize(&der1).ok(), Some("i-1".to_string()));
     let der2 = pki::first_cert_der(&pem2).expect("der");
-    assert!(control.authorize(&der2).is_err(), "revoked");
+    assert!(
+        matches!(control.authorize(&der2), Err(StoreRefusal::Revoked)),
+        "revoked"
+    );
     control.report(
         "i-1",
         SessionEvent::Connected {

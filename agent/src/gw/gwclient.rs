@@ -2,11 +2,16 @@
 //! with mutual TLS 1.3 (the gateway must chain to the root CA the agent was
 //! installed with; the agent presents the certificate it got at
 //! enrollment), and drives [`control::AgentSession`]. Configs the session
-//! accepts are handed to the agent's main loop, which validates, applies
-//! (one table swap) and persists them, and answers with the outcome (ack or
-//! nack). The gateway never dials the agent; on any failure the client
-//! backs off (capped, jittered, 30 s at most) and dials again, while the
-//! datapath keeps forwarding with the last applied config.
+//! accepts are handed to the agent's main loop as [`ApplyRequest`]s, which
+//! validates, applies (one table swap, or a rebuild of the host plumbing on
+//! a mode change) and persists them, and answers with the outcome (ack or
+//! nack). The client never waits for that answer inline: an apply runs
+//! beside the session, so heartbeats keep flowing while it lasts, and
+//! configs that arrive meanwhile queue in the session. An apply outlives a
+//! lost connection; its outcome is recorded when it comes. The gateway never
+//! dials the agent; on any failure the client backs off (capped, jittered,
+//! 30 s at most) and dials again, while the datapath keeps forwarding with
+//! the last applied config.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use control::framing::{self, Decoder};
 use control::proto::GatewayMsg;
-use control::session::{AgentOut, AgentSession, Backoff, Jitter, SplitMix64};
+use control::session::{AgentOut, AgentSession, ApplyRefused, Backoff, Jitter, SplitMix64};
 use control::{InstanceConfig, InstanceMeta};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -62,7 +67,62 @@ pub struct ApplyRequest {
     pub version: u64,
     pub tep_id: u32,
     pub config: Option<InstanceConfig>,
-    pub reply: oneshot::Sender<Result<(), String>>,
+    pub reply: oneshot::Sender<Result<(), ApplyError>>,
+}
+
+/// Why a config was not applied (the running one stays); its `Display` is
+/// the reason of the gateway's `Nack`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The config does not compile into forwarding tables.
+    #[error(transparent)]
+    Tables(#[from] datapath::TablesError),
+    /// The overlay port could not be re-addressed.
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+    #[error("datapath thread is gone")]
+    DatapathGone,
+    /// The main loop went away before answering.
+    #[error("agent is stopping")]
+    Stopping,
+    /// The main loop has earlier requests still queued (never expected:
+    /// the session has one apply at a time).
+    #[error("another apply is still queued")]
+    Busy,
+}
+
+/// The apply in progress: its version and where its outcome arrives.
+#[derive(Debug)]
+struct InFlight {
+    version: u64,
+    outcome: oneshot::Receiver<Result<(), ApplyError>>,
+}
+
+/// Resolves when the apply in flight (if any) has an outcome; never
+/// otherwise. Cancel-safe: the receiver is only borrowed.
+async fn apply_done(in_flight: &mut Option<InFlight>) -> (u64, Result<(), ApplyRefused>) {
+    let Some(f) = in_flight else {
+        return std::future::pending().await;
+    };
+    let result = (&mut f.outcome)
+        .await
+        .unwrap_or(Err(ApplyError::Stopping))
+        .map_err(ApplyRefused::new);
+    let version = f.version;
+    *in_flight = None;
+    (version, result)
+}
+
+/// Hands an apply's outcome to the session and says what happened.
+fn finish_apply(
+    session: &mut AgentSession,
+    version: u64,
+    result: Result<(), ApplyRefused>,
+) -> Vec<AgentOut> {
+    if let Err(e) = &result {
+        tracing::warn!(version, error = %e, "config refused (nack)");
+    }
+    session.applied(version, result)
 }
 
 /// What `status` / nsxcli show about the gateway connection.
@@ -147,25 +207,26 @@ pub async fn run(
         ^ u64::from(std::process::id());
     let mut rng = SplitMix64::new(seed);
     let mut tep_id = 0u32;
+    let mut in_flight: Option<InFlight> = None;
     let connector = tokio_rustls::TlsConnector::from(tls);
     loop {
         session.on_connecting(Instant::now());
         publish(&session, &status);
         let established = match connect(&settings, &connector).await {
             Ok(stream) => {
-                drive(
-                    stream,
-                    &mut session,
-                    &apply_tx,
-                    &status,
-                    &counters,
-                    &mut tep_id,
-                )
-                .await
+                let mut conn = Conn {
+                    session: &mut session,
+                    apply_tx: &apply_tx,
+                    in_flight: &mut in_flight,
+                    status: &status,
+                    counters: &counters,
+                    tep_id: &mut tep_id,
+                };
+                conn.drive(stream).await
             }
             Err(e) => {
                 tracing::warn!(gateway = %settings.control, error = %e, "cannot reach the gateway");
-                session.on_dial_failed(e, Instant::now());
+                session.on_dial_failed(e.to_string(), Instant::now());
                 false
             }
         };
@@ -175,152 +236,221 @@ pub async fn run(
         publish(&session, &status);
         let delay = backoff.next_delay(rng.next_u64());
         tracing::info!(
-            delay_ms = delay.as_millis() as u64,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "reconnecting to the gateway"
         );
-        tokio::time::sleep(delay).await;
+        // An apply still running finishes meanwhile: record its outcome, so
+        // the next Hello names the version the datapath runs.
+        let redial = tokio::time::sleep(delay);
+        tokio::pin!(redial);
+        loop {
+            tokio::select! {
+                () = &mut redial => break,
+                (version, result) = apply_done(&mut in_flight) => {
+                    // No connection: nothing to send.
+                    let _ = finish_apply(&mut session, version, result);
+                    publish(&session, &status);
+                }
+            }
+        }
     }
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
+/// Why a dial failed; the agent's `last_error` while it retries.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("server name {name:?}: {reason}")]
+    ServerName { name: String, reason: String },
+    #[error("connect {addr}: timed out")]
+    ConnectTimeout { addr: String },
+    #[error("connect {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr}: timed out")]
+    TlsTimeout { addr: String },
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
 async fn connect(
     settings: &GatewaySettings,
     connector: &tokio_rustls::TlsConnector,
-) -> Result<Tls, String> {
-    let name = ServerName::try_from(settings.server_name.clone())
-        .map_err(|e| format!("server name {:?}: {e}", settings.server_name))?;
+) -> Result<Tls, DialError> {
+    let addr = || settings.control.clone();
+    let name =
+        ServerName::try_from(settings.server_name.clone()).map_err(|e| DialError::ServerName {
+            name: settings.server_name.clone(),
+            reason: e.to_string(),
+        })?;
     let tcp = tokio::time::timeout(
         Duration::from_secs(5),
         TcpStream::connect(&settings.control),
     )
     .await
-    .map_err(|_| format!("connect {}: timed out", settings.control))?
-    .map_err(|e| format!("connect {}: {e}", settings.control))?;
+    .map_err(|_| DialError::ConnectTimeout { addr: addr() })?
+    .map_err(|source| DialError::Connect {
+        addr: addr(),
+        source,
+    })?;
     let _ = tcp.set_nodelay(true);
     let peer: Option<SocketAddr> = tcp.peer_addr().ok();
     let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
         .await
-        .map_err(|_| format!("TLS handshake with {}: timed out", settings.control))?
-        .map_err(|e| format!("TLS handshake with {}: {e}", settings.control))?;
+        .map_err(|_| DialError::TlsTimeout { addr: addr() })?
+        .map_err(|source| DialError::Tls {
+            addr: addr(),
+            source,
+        })?;
     tracing::info!(gateway = %settings.control, ?peer, "TLS session up");
     Ok(tls)
 }
 
-/// One connection. Returns true if the session got established.
-async fn drive(
-    stream: Tls,
-    session: &mut AgentSession,
-    apply_tx: &mpsc::Sender<ApplyRequest>,
-    status: &Mutex<Option<GatewayStatus>>,
-    counters: &Mutex<Snapshot>,
-    tep_id: &mut u32,
-) -> bool {
-    let mut next_status = Instant::now() + STATUS_EVERY;
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut decoder: Decoder<GatewayMsg> = Decoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut outs: VecDeque<AgentOut> = session.on_connected(Instant::now()).into();
-    let mut established = false;
-    loop {
-        while let Some(out) = outs.pop_front() {
-            match out {
-                AgentOut::Send(msg) => {
-                    let bytes = match framing::encode(&msg) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            outs.extend(session.close(format!("encode: {e}"), Instant::now()));
-                            continue;
+/// One connection's worth of the client's state.
+struct Conn<'a> {
+    session: &'a mut AgentSession,
+    apply_tx: &'a mpsc::Sender<ApplyRequest>,
+    /// Outlives the connection: an apply is not cancelled by a reconnect.
+    in_flight: &'a mut Option<InFlight>,
+    status: &'a Mutex<Option<GatewayStatus>>,
+    counters: &'a Mutex<Snapshot>,
+    tep_id: &'a mut u32,
+}
+
+impl Conn<'_> {
+    /// Runs one connection. Returns true if the session got established.
+    async fn drive(&mut self, stream: Tls) -> bool {
+        let mut next_status = Instant::now() + STATUS_EVERY;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut decoder: Decoder<GatewayMsg> = Decoder::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut outs: VecDeque<AgentOut> = self.session.on_connected(Instant::now()).into();
+        let mut established = false;
+        loop {
+            while let Some(out) = outs.pop_front() {
+                match out {
+                    AgentOut::Send(msg) => {
+                        let bytes = match framing::encode(&msg) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                outs.extend(
+                                    self.session.close(format!("encode: {e}"), Instant::now()),
+                                );
+                                continue;
+                            }
+                        };
+                        // tokio-rustls may buffer: flush so the frame leaves now.
+                        let sent = match wr.write_all(&bytes).await {
+                            Ok(()) => wr.flush().await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = sent {
+                            self.session
+                                .on_disconnected(format!("write: {e}"), Instant::now());
+                            return established;
                         }
-                    };
-                    // tokio-rustls may buffer: flush so the frame leaves now.
-                    let sent = match wr.write_all(&bytes).await {
-                        Ok(()) => wr.flush().await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = sent {
-                        session.on_disconnected(format!("write: {e}"), Instant::now());
+                    }
+                    AgentOut::Apply { version, config } => {
+                        outs.extend(self.start_apply(version, config))
+                    }
+                    AgentOut::Established {
+                        protocol_version,
+                        tep_id,
+                        heartbeat_ms,
+                    } => {
+                        *self.tep_id = tep_id;
+                        established = true;
+                        tracing::info!(
+                            protocol_version,
+                            tep_id,
+                            heartbeat_ms,
+                            "gateway session established"
+                        );
+                        publish(self.session, self.status);
+                    }
+                    AgentOut::Close { reason } => {
+                        tracing::warn!(%reason, "gateway session closed");
+                        let _ = wr.shutdown().await;
                         return established;
                     }
                 }
-                AgentOut::Apply { version, config } => {
-                    let (reply, rx) = oneshot::channel();
-                    let req = ApplyRequest {
-                        version,
-                        tep_id: *tep_id,
-                        config,
-                        reply,
-                    };
-                    let result = match apply_tx.send(req).await {
-                        Ok(()) => rx.await.unwrap_or_else(|_| Err("agent is stopping".into())),
-                        Err(_) => Err("agent is stopping".into()),
-                    };
-                    if let Err(e) = &result {
-                        tracing::warn!(version, error = %e, "config refused (nack)");
+            }
+            if Instant::now() >= next_status {
+                outs.extend(self.session.status_report(counter_summary(self.counters)));
+                next_status = Instant::now() + STATUS_EVERY;
+                if !outs.is_empty() {
+                    continue;
+                }
+            }
+            let wait = self
+                .session
+                .next_timeout()
+                .map_or(Duration::from_secs(1), |t| {
+                    t.saturating_duration_since(Instant::now())
+                })
+                .min(next_status.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                read = rd.read(&mut buf) => match read {
+                    Ok(0) => {
+                        outs.extend(self.session.on_disconnected("closed by the gateway", Instant::now()));
+                        if outs.is_empty() { return established; }
                     }
-                    outs.extend(session.applied(version, result));
-                    publish(session, status);
-                }
-                AgentOut::Established {
-                    protocol_version,
-                    tep_id: id,
-                    heartbeat_ms,
-                } => {
-                    *tep_id = id;
-                    established = true;
-                    tracing::info!(
-                        protocol_version,
-                        tep_id = id,
-                        heartbeat_ms,
-                        "gateway session established"
-                    );
-                    publish(session, status);
-                }
-                AgentOut::Close { reason } => {
-                    tracing::warn!(%reason, "gateway session closed");
-                    let _ = wr.shutdown().await;
-                    return established;
-                }
-            }
-        }
-        if Instant::now() >= next_status {
-            outs.extend(session.status_report(counter_summary(counters)));
-            next_status = Instant::now() + STATUS_EVERY;
-            if !outs.is_empty() {
-                continue;
-            }
-        }
-        let wait = session
-            .next_timeout()
-            .map_or(Duration::from_secs(1), |t| {
-                t.saturating_duration_since(Instant::now())
-            })
-            .min(next_status.saturating_duration_since(Instant::now()));
-        tokio::select! {
-            read = rd.read(&mut buf) => match read {
-                Ok(0) => {
-                    outs.extend(session.on_disconnected("closed by the gateway", Instant::now()));
-                    if outs.is_empty() { return established; }
-                }
-                Ok(n) => {
-                    decoder.push(&buf[..n]);
-                    loop {
-                        match decoder.next() {
-                            Ok(Some(msg)) => outs.extend(session.on_message(msg, Instant::now())),
-                            Ok(None) => break,
-                            Err(e) => {
-                                outs.extend(session.on_frame_error(e, Instant::now()));
-                                break;
+                    Ok(n) => {
+                        decoder.push(buf.get(..n).unwrap_or_default());
+                        loop {
+                            match decoder.next() {
+                                Ok(Some(msg)) => outs.extend(self.session.on_message(msg, Instant::now())),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    outs.extend(self.session.on_frame_error(e, Instant::now()));
+                                    break;
+                                }
                             }
                         }
                     }
+                    Err(e) => {
+                        outs.extend(self.session.on_disconnected(format!("read: {e}"), Instant::now()));
+                        if outs.is_empty() { return established; }
+                    }
+                },
+                (version, result) = apply_done(self.in_flight) => {
+                    outs.extend(finish_apply(self.session, version, result));
+                    publish(self.session, self.status);
                 }
-                Err(e) => {
-                    outs.extend(session.on_disconnected(format!("read: {e}"), Instant::now()));
-                    if outs.is_empty() { return established; }
-                }
-            },
-            _ = tokio::time::sleep(wait) => outs.extend(session.on_tick(Instant::now())),
+                () = tokio::time::sleep(wait) => outs.extend(self.session.on_tick(Instant::now())),
+            }
+        }
+    }
+
+    /// Hands a config to the main loop and returns at once; the outcome
+    /// arrives through [`apply_done`]. The session emits one `Apply` at a
+    /// time, so the channel never holds more than one request.
+    fn start_apply(&mut self, version: u64, config: Option<InstanceConfig>) -> Vec<AgentOut> {
+        let (reply, outcome) = oneshot::channel();
+        let req = ApplyRequest {
+            version,
+            tep_id: *self.tep_id,
+            config,
+            reply,
+        };
+        match self.apply_tx.try_send(req) {
+            Ok(()) => {
+                *self.in_flight = Some(InFlight { version, outcome });
+                Vec::new()
+            }
+            Err(e) => {
+                let why = match e {
+                    mpsc::error::TrySendError::Closed(_) => ApplyError::Stopping,
+                    mpsc::error::TrySendError::Full(_) => ApplyError::Busy,
+                };
+                finish_apply(self.session, version, Err(ApplyRefused::new(why)))
+            }
         }
     }
 }
