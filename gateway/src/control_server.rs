@@ -234,6 +234,30 @@ pub enum StoreRefusal {
     Store(#[from] crate::store::StoreError),
 }
 
+/// Why the writer side of a session failed; ends the session (logged as
+/// its transport reason).
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("cannot encode {msg}: {source}")]
+    Encode {
+        msg: String,
+        source: control::framing::FrameError,
+    },
+    #[error("writer gone")]
+    WriterGone,
+    #[error("agent is not reading (send queue full)")]
+    QueueFull,
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("write stalled for {0} ms")]
+    Stalled(u64),
+    #[error("shutdown failed: {0}")]
+    Shutdown(std::io::Error),
+}
+
+/// The writer task of one connection.
+type Writer = tokio::task::JoinHandle<Result<(), SendError>>;
+
 /// Why a connection ended before a session started (logged).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -581,8 +605,8 @@ async fn write_loop<W: AsyncWrite>(
     mut rx: mpsc::Receiver<Vec<u8>>,
     limit: Duration,
     store: Arc<dyn ControlStore>,
-) -> Result<(), String> {
-    let stalled = || format!("write stalled for {} ms", millis(limit));
+) -> Result<(), SendError> {
+    let stalled = || SendError::Stalled(millis(limit));
     while let Some(frame) = rx.recv().await {
         let mut batch = frame;
         while let Ok(more) = rx.try_recv() {
@@ -595,13 +619,13 @@ async fn write_loop<W: AsyncWrite>(
         .await
         {
             Ok(Ok(())) => store.transport(TransportEvent::FramesSent { bytes: batch.len() }),
-            Ok(Err(e)) => return Err(format!("write failed: {e}")),
+            Ok(Err(e)) => return Err(SendError::Write(e)),
             Err(_) => return Err(stalled()),
         }
     }
     match tokio::time::timeout(limit, wr.shutdown()).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("shutdown failed: {e}")),
+        Ok(Err(e)) => Err(SendError::Shutdown(e)),
         Err(_) => Err(stalled()),
     }
 }
@@ -637,13 +661,10 @@ impl Conn {
     async fn run<R: AsyncRead>(
         &mut self,
         mut rd: ReadHalf<R>,
-        mut writer: tokio::task::JoinHandle<Result<(), String>>,
+        mut writer: Writer,
         mut changes: watch::Receiver<u64>,
         mut shutdown: watch::Receiver<bool>,
-    ) -> (
-        ReadHalf<R>,
-        Option<tokio::task::JoinHandle<Result<(), String>>>,
-    ) {
+    ) -> (ReadHalf<R>, Option<Writer>) {
         let mut decoder = Decoder::<AgentMsg>::with_max(self.ctx.opts.max_frame);
         let mut buf = vec![0u8; 8 * 1024];
         let mut watching = true;
@@ -698,7 +719,7 @@ impl Conn {
                     self.tx = None;
                     let reason = match r {
                         Ok(Ok(())) => "writer ended".to_string(),
-                        Ok(Err(e)) => e,
+                        Ok(Err(e)) => e.to_string(),
                         Err(e) => format!("writer task failed: {e}"),
                     };
                     let outs = self.session.on_disconnected(reason, Instant::now());
@@ -783,8 +804,8 @@ impl Conn {
         while let Some(out) = queue.pop_front() {
             match out {
                 GatewayOut::Send(msg) => {
-                    if let Err(reason) = self.send(&msg) {
-                        queue.extend(self.session.on_disconnected(reason, Instant::now()));
+                    if let Err(e) = self.send(&msg) {
+                        queue.extend(self.session.on_disconnected(e.to_string(), Instant::now()));
                     }
                 }
                 GatewayOut::Hello {
@@ -862,20 +883,23 @@ impl Conn {
     }
 
     /// Queues one frame for the writer.
-    fn send(&mut self, msg: &control::GatewayMsg) -> Result<(), String> {
-        let frame = encode(msg).map_err(|e| format!("cannot encode {msg:?}: {e}"))?;
+    fn send(&mut self, msg: &control::GatewayMsg) -> Result<(), SendError> {
+        let frame = encode(msg).map_err(|source| SendError::Encode {
+            msg: format!("{msg:?}"),
+            source,
+        })?;
         let Some(tx) = &self.tx else {
-            return Err("writer gone".into());
+            return Err(SendError::WriterGone);
         };
         match tx.try_send(frame) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.tx = None;
-                Err("agent is not reading (send queue full)".into())
+                Err(SendError::QueueFull)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.tx = None;
-                Err("writer gone".into())
+                Err(SendError::WriterGone)
             }
         }
     }
@@ -897,13 +921,7 @@ impl Conn {
 
     /// Logs and reports the close, flushes the last frames, lingers briefly
     /// so the agent can read them, then drops the connection.
-    async fn finish<R: AsyncRead>(
-        mut self,
-        (mut rd, writer): (
-            ReadHalf<R>,
-            Option<tokio::task::JoinHandle<Result<(), String>>>,
-        ),
-    ) {
+    async fn finish<R: AsyncRead>(mut self, (mut rd, writer): (ReadHalf<R>, Option<Writer>)) {
         let reason = self
             .closed
             .take()
