@@ -14,6 +14,7 @@
 #   in_overlay vm1 ping -c 1 192.168.99.9   # run in vm1's overlay netns (nsx-root)
 #   agent_counter vm1 '.drops.unknown_vni'  # jq over `nsx-agent ctl counters`
 #   cap_start c1; ...; cap_stop c1          # dumpcap on the underlay bridge
+#   cap_start_in c2 NETNS IFACE             # ... or on any namespace's interface
 #   topo_destroy
 #
 # Layout: namespace <id>-ul holds bridge `ulbr0` (10.99.3.1/24); namespace
@@ -331,15 +332,19 @@ overlay_wait_ping() {
     return 1
 }
 
-# cap_start NAME [FILTER]: capture on the underlay bridge into $TOPO_DIR/NAME.pcapng.
-cap_start() {
-    local name=$1 filter=${2:-} file i
+# cap_start NAME [FILTER]: capture on the underlay bridge into $TOPO_DIR/NAME.pcap.
+cap_start() { cap_start_in "$1" "$TOPO_UL" "$TOPO_BR" "${2:-}"; }
+
+# cap_start_in NAME NETNS IFACE [FILTER]: capture on IFACE of namespace
+# NETNS into $TOPO_DIR/NAME.pcap (stop it with cap_stop NAME).
+cap_start_in() {
+    local name=$1 netns=$2 iface=$3 filter=${4:-} file i
     # -P: pcap (not pcapng) output. dumpcap puts the bridge in promiscuous
     # mode, so it also sees the unicast frames it forwards between ports.
     file=$TOPO_DIR/$name.pcap
-    local args=(-P -i "$TOPO_BR" -w "$file")
+    local args=(-P -i "$iface" -w "$file")
     [[ -n "$filter" ]] && args+=(-f "$filter")
-    sandbox_bg "$TOPO_DIR/$name.dumpcap.log" ip netns exec "$TOPO_UL" dumpcap "${args[@]}"
+    sandbox_bg "$TOPO_DIR/$name.dumpcap.log" ip netns exec "$netns" dumpcap "${args[@]}"
     TOPO_CAP_PID[$name]=$SANDBOX_LAST_PID
     for ((i = 0; i < 100; i++)); do
         grep -q "Capturing on" "$TOPO_DIR/$name.dumpcap.log" 2>/dev/null && { sleep 0.2; return 0; }
