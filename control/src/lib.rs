@@ -36,7 +36,7 @@ pub use proto::{
     StatusReport,
 };
 pub use session::{
-    AgentConfig, AgentOut, AgentSession, AgentState, ApplyRefused, Backoff, CloseReason,
+    AgentOut, AgentSession, AgentSessionConfig, AgentState, ApplyRefused, Backoff, CloseReason,
     ConnectionStatus, GatewayConfig, GatewayOut, GatewaySession, GatewayState, Jitter,
 };
 pub use validate::{Problem, Problems, validate};

@@ -149,7 +149,7 @@ fn millis(d: Duration) -> u64 {
 
 /// Static settings of an [`AgentSession`].
 #[derive(Debug, Clone)]
-pub struct AgentConfig {
+pub struct AgentSessionConfig {
     /// The gateway as dialled, e.g. `nsx-gw.vmware.local:5555` (for status).
     pub peer: String,
     /// Protocol versions offered in `Hello`.
@@ -162,14 +162,14 @@ pub struct AgentConfig {
     pub handshake_timeout: Duration,
 }
 
-impl AgentConfig {
+impl AgentSessionConfig {
     /// Settings with the default versions and handshake timeout.
     pub fn new(
         peer: impl Into<String>,
         agent_version: impl Into<String>,
         instance: InstanceMeta,
     ) -> Self {
-        AgentConfig {
+        AgentSessionConfig {
             peer: peer.into(),
             versions: SUPPORTED_VERSIONS.to_vec(),
             agent_version: agent_version.into(),
@@ -264,7 +264,7 @@ pub enum AgentOut {
 /// [`applied`](Self::applied) after each `Apply`.
 #[derive(Debug)]
 pub struct AgentSession {
-    cfg: AgentConfig,
+    cfg: AgentSessionConfig,
     state: AgentState,
     since: Instant,
     last_error: Option<String>,
@@ -281,7 +281,7 @@ pub struct AgentSession {
 impl AgentSession {
     /// A session for an agent that runs config `applied_version` (from its
     /// persisted state; `None` if it runs none). Starts in `Connecting`.
-    pub fn new(cfg: AgentConfig, applied_version: Option<u64>, now: Instant) -> Self {
+    pub fn new(cfg: AgentSessionConfig, applied_version: Option<u64>, now: Instant) -> Self {
         AgentSession {
             cfg,
             state: AgentState::Connecting,

@@ -56,7 +56,7 @@ fn clock() -> Clock {
 
 fn agent(t: &Clock, applied: Option<u64>) -> AgentSession {
     AgentSession::new(
-        AgentConfig::new("gw:5555", "0.1.0", meta()),
+        AgentSessionConfig::new("gw:5555", "0.1.0", meta()),
         applied,
         t.at(0),
     )
@@ -1289,9 +1289,9 @@ fn end_to_end_version_mismatch() {
     let t = clock();
     let mut p = Pair::new(&t, None);
     p.a = AgentSession::new(
-        AgentConfig {
+        AgentSessionConfig {
             versions: vec![2, 3],
-            ..AgentConfig::new("gw:5555", "9.0", meta())
+            ..AgentSessionConfig::new("gw:5555", "9.0", meta())
         },
         None,
         t.at(0),

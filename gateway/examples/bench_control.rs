@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use control::framing::{self, Decoder};
 use control::proto::GatewayMsg;
-use control::session::{AgentConfig, AgentOut, AgentSession, Backoff, Jitter, SplitMix64};
+use control::session::{AgentOut, AgentSession, AgentSessionConfig, Backoff, Jitter, SplitMix64};
 use control::{AgentMsg, InstanceMeta, MacAddr};
 use gateway::enroll_client;
 use rustls::pki_types::pem::PemObject;
@@ -259,7 +259,7 @@ async fn agent_task(
     counters: Arc<Counters>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let cfg = AgentConfig::new(control.to_string(), "bench-0.1.0", meta);
+    let cfg = AgentSessionConfig::new(control.to_string(), "bench-0.1.0", meta);
     let mut session = AgentSession::new(cfg, None, Instant::now());
     let mut backoff = Backoff::new(
         Duration::from_millis(500),

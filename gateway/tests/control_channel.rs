@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use control::{
-    AgentConfig, AgentMsg, AgentOut, AgentSession, CloseReason, Decoder, GatewayConfig, GatewayMsg,
-    InstanceConfig, InstanceMeta, LocalPort, LogicalSwitch, MacAddr, encode,
+    AgentMsg, AgentOut, AgentSession, AgentSessionConfig, CloseReason, Decoder, GatewayConfig,
+    GatewayMsg, InstanceConfig, InstanceMeta, LocalPort, LogicalSwitch, MacAddr, encode,
 };
 use gateway::control_server::{
     self, ControlStore, HandshakeFailure, ServerOptions, SessionEvent, StoreRefusal, TransportEvent,
@@ -584,7 +584,7 @@ async fn run_agent(
     meta: InstanceMeta,
     events: mpsc::UnboundedSender<AgentEvent>,
 ) {
-    let cfg = AgentConfig::new(format!("{SERVER_NAME}:5555"), "test", meta);
+    let cfg = AgentSessionConfig::new(format!("{SERVER_NAME}:5555"), "test", meta);
     let mut s = AgentSession::new(cfg, None, Instant::now());
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut dec = Decoder::<GatewayMsg>::new();

@@ -190,7 +190,7 @@ pub async fn run(
     status: Arc<Mutex<Option<GatewayStatus>>>,
     counters: Arc<Mutex<Snapshot>>,
 ) {
-    let cfg = control::session::AgentConfig::new(
+    let cfg = control::session::AgentSessionConfig::new(
         settings.control.clone(),
         env!("CARGO_PKG_VERSION"),
         meta,
