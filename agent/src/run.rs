@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, OverlayStatus, ReloadStatus, Shared, Status};
 use crate::config::{AgentConfig, GatewaySettings, HostSettings, OnStop};
-use crate::dp::dataloop::{self, Ctl, Snapshot, Sockets};
+use crate::dp::ctl::{Ctl, Published};
+use crate::dp::dataloop::{self, Sockets};
 use crate::dp::fwctl::{FwQuery, FwReply};
 use crate::dp::io::{self, Waker};
 use crate::dp::msegloop;
@@ -224,7 +225,7 @@ async fn start_gateway(
     gw: &GatewaySettings,
     nic: &NicInfo,
     underlay_ip: Ipv4Addr,
-    snapshot: Arc<Mutex<Snapshot>>,
+    published: Arc<Mutex<Published>>,
 ) -> Result<(Gateway, Option<Applied>), StartError> {
     let meta = instance_meta(gw, nic, underlay_ip);
     let identity = match enroll::load_identity(&cfg.host.state_dir)? {
@@ -252,7 +253,7 @@ async fn start_gateway(
         persisted.as_ref().map(|p| p.version),
         tx,
         Arc::clone(&status),
-        snapshot,
+        published,
     ));
     Ok((Gateway { applies, status }, persisted))
 }
@@ -306,11 +307,11 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
         None => Vec::new(),
     };
     // Counters outlive datapath restarts (mode changes) and feed the gateway's Status.
-    let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+    let published = Arc::new(Mutex::new(Published::default()));
     let (mut gw, persisted) = match &cfg.gateway {
         Some(g) => {
-            let snap = Arc::clone(&snapshot);
-            let (gw, p) = start_gateway(&cfg, g, &nic, lh.underlay_ip, snap).await?;
+            let counters = Arc::clone(&published);
+            let (gw, p) = start_gateway(&cfg, g, &nic, lh.underlay_ip, counters).await?;
             (Some(gw), p)
         }
         None => (None, None),
@@ -378,7 +379,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             cfg: &cfg,
             started,
             lh,
-            snapshot: Arc::clone(&snapshot),
+            published: Arc::clone(&published),
             desired: &desired,
             management: &management,
         };
@@ -428,7 +429,7 @@ struct ServeCtx<'a> {
     cfg: &'a AgentConfig,
     started: Instant,
     lh: LocalHost,
-    snapshot: Arc<Mutex<Snapshot>>,
+    published: Arc<Mutex<Published>>,
     /// The desired state `serve` starts with (the tables are built from it).
     desired: &'a InstanceConfig,
     /// The gateway endpoints the micro-segmentation firewall never filters.
@@ -547,11 +548,11 @@ async fn serve(
         cfg.host.api_socket.display()
     )))?;
 
-    let snapshot = Arc::clone(&ctx.snapshot);
+    let published = Arc::clone(&ctx.published);
     let ssh_status = Arc::new(Mutex::new(SshStatus::starting()));
     let shared = Arc::new(Shared {
         started: ctx.started,
-        snapshot: Arc::clone(&snapshot),
+        published: Arc::clone(&published),
         gateway: gw.as_ref().map(|g| Arc::clone(&g.status)),
         datapath: Mutex::new(None),
         ssh: Arc::clone(&ssh_status),
@@ -585,9 +586,9 @@ async fn serve(
     let waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
     let (ctl_tx, ctl_rx) = channel();
     let dp = {
-        let (waker, snapshot, tables, started) = (
+        let (waker, published, tables, started) = (
             Arc::clone(&waker),
-            Arc::clone(&snapshot),
+            Arc::clone(&published),
             Arc::clone(&tables),
             ctx.started,
         );
@@ -600,14 +601,14 @@ async fn serve(
                     sockets,
                     ctl_rx,
                     waker,
-                    snapshot,
+                    published,
                     started,
                     dataloop::Options {
                         coalesce,
                         max_flows,
                     },
                 ),
-                Datapath::Mseg(lp) => msegloop::run(*lp, tables, ctl_rx, waker, snapshot, started),
+                Datapath::Mseg(lp) => msegloop::run(*lp, tables, ctl_rx, waker, published, started),
             })
             .map_err(io_err("datapath thread"))?
     };
@@ -625,7 +626,7 @@ async fn serve(
     }
     let log_task = tokio::spawn(crate::dp::pktlog::run(
         cfg.host.packet_log.clone(),
-        Arc::clone(&snapshot),
+        Arc::clone(&published),
         crate::dp::pktlog::Clock {
             epoch: ctx.started,
             epoch_wall: std::time::SystemTime::now() - ctx.started.elapsed(),

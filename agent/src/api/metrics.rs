@@ -4,7 +4,7 @@
 //! Prometheus scrapes natively.
 //!
 //! Nothing is counted here: every scrape copies the counters the datapath
-//! thread publishes every 200 ms ([`crate::dp::dataloop::Snapshot`]), the
+//! thread publishes every 200 ms ([`crate::dp::ctl::Published`]), the
 //! gateway connection's status and the sshd supervisor's status
 //! ([`crate::host::sshd`], `ssh` in `ctl status`), and asks the datapath thread for the
 //! firewall's rule hits (the same bounded query as the API's
@@ -68,7 +68,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::api::{self, Shared};
 use crate::config::HostSettings;
-use crate::dp::dataloop::IoCounters;
+use crate::dp::ctl::IoCounters;
 use crate::dp::fwctl::{FwQuery, FwReply, FwStats};
 use crate::gw::gwclient::GatewayStatus;
 use crate::host::sshd::{SshStatus, SshdStatus};
@@ -130,7 +130,7 @@ pub struct Scrape {
 /// Copies the current state for one scrape (asks the datapath thread for
 /// the firewall's statistics, bounded by the API's query timeout).
 pub async fn collect(shared: &Shared) -> Scrape {
-    let (counters, io, config_version) = match shared.snapshot.lock() {
+    let (counters, io, config_version) = match shared.published.lock() {
         Ok(s) => (s.counters.clone(), s.io, s.config_version),
         Err(_) => (Counters::default(), IoCounters::default(), 0),
     };

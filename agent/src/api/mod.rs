@@ -33,8 +33,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufR
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::{AgentConfig, HostSettings};
+use crate::dp::ctl::{Ctl, Published, TraceInput, TraceReply, TraceRequest, dst_mac};
 use crate::dp::dataloop::capture::{CapturePoint, CaptureReply, CaptureRequest};
-use crate::dp::dataloop::{Ctl, Snapshot, TraceInput, TraceReply, TraceRequest};
 use crate::dp::fwctl::{FwQuery, FwReply, FwRequest};
 use crate::dp::io::Waker;
 use crate::gw::gwclient::GatewayStatus;
@@ -48,7 +48,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Shared {
     pub started: Instant,
-    pub snapshot: Arc<Mutex<Snapshot>>,
+    pub published: Arc<Mutex<Published>>,
     pub status: Mutex<Status>,
     /// The gateway connection, when the agent has one.
     pub gateway: Option<Arc<Mutex<Option<GatewayStatus>>>>,
@@ -313,7 +313,7 @@ fn status(shared: &Shared) -> Value {
 }
 
 fn counters(shared: &Shared) -> Value {
-    let Ok(s) = shared.snapshot.lock().map(|s| s.clone()) else {
+    let Ok(s) = shared.published.lock().map(|s| s.clone()) else {
         return error("counters unavailable");
     };
     let c = &s.counters;
@@ -911,15 +911,6 @@ fn verdict_name(v: Verdict) -> &'static str {
     }
 }
 
-/// The destination MAC of an Ethernet frame, `aa:bb:..` (empty if too short).
-pub(crate) fn dst_mac(frame: &[u8]) -> String {
-    frame
-        .get(..6)
-        .and_then(|m| <[u8; 6]>::try_from(m).ok())
-        .map(|m| control::MacAddr(m).to_string())
-        .unwrap_or_default()
-}
-
 fn render_trace(r: TraceReply, from: &str, frame: &[u8]) -> Value {
     match r {
         TraceReply::Overlay(t) => {
@@ -1197,7 +1188,7 @@ mod tests {
         });
         Shared {
             started: Instant::now(),
-            snapshot: Arc::new(Mutex::new(Snapshot::default())),
+            published: Arc::new(Mutex::new(Published::default())),
             status: Mutex::new(Status {
                 config_path: "/etc/nsx-agent.toml".into(),
                 mode,

@@ -13,65 +13,20 @@
 
 pub mod capture;
 
-use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datapath::offload::VIRTIO_NET_HDR_LEN;
-use datapath::{Counters, Output, Pipeline, Tables, TraceFrom};
+use datapath::{Output, Pipeline, Tables, TraceFrom};
 
-use self::capture::{Capture, CaptureDir, CaptureRequest};
+use self::capture::{Capture, CaptureDir};
 
-use crate::dp::fwctl::{self, FwRequest};
+use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceInput, TraceReply};
+use crate::dp::fwctl;
 use crate::dp::io::{self, RecvBatch, SendBatch, Waker};
 use crate::dp::underlay::{GsoSender, UdpPool};
-
-/// Messages from the control side.
-#[derive(Debug)]
-pub enum Ctl {
-    Tables(Arc<Tables>),
-    /// A firewall question, answered between batches.
-    Fw(FwRequest),
-    /// Connections saved by a previous run (sent after the first tables).
-    RestoreFlows(Vec<firewall::conntrack::SavedFlow>),
-    /// A frame to trace through the live decisions, answered between batches.
-    Trace(TraceRequest),
-    /// Arms a bounded capture; answered when it is complete.
-    Capture(CaptureRequest),
-    Stop,
-}
-
-/// A `trace` request with the channel its answer goes to.
-#[derive(Debug)]
-pub struct TraceRequest {
-    pub input: TraceInput,
-    pub reply: Sender<Result<TraceReply, String>>,
-}
-
-/// The frame to trace and where it enters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TraceInput {
-    /// An Ethernet frame the instance sends on its port (micro-segmentation
-    /// mode: a frame the host sends).
-    Port(Vec<u8>),
-    /// Overlay mode: an inner frame arriving in Geneve from `src_tep` on `vni`.
-    Underlay {
-        src_tep: Ipv4Addr,
-        vni: u32,
-        frame: Vec<u8>,
-    },
-    /// Micro-segmentation mode: a frame as the NIC receives it.
-    Nic(Vec<u8>),
-}
-
-/// The datapath thread's answer to a trace.
-#[derive(Debug)]
-pub enum TraceReply {
-    Overlay(datapath::Trace),
-    Microseg(crate::dp::msegloop::MsegTrace),
-}
 
 /// Traces `input` through `pipeline` as of `now_ns` (the overlay loop's
 /// answer to [`Ctl::Trace`]). Changes nothing.
@@ -95,39 +50,6 @@ pub fn trace(pipeline: &Pipeline, input: TraceInput, now_ns: u64) -> Result<Trac
     };
     Ok(TraceReply::Overlay(t))
 }
-
-/// Counters of the I/O shell itself (syscall failures, truncation).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct IoCounters {
-    /// Frames from the instance the kernel dropped because the agent's
-    /// socket buffer was full (`PACKET_STATISTICS`).
-    pub port_rx_dropped: u64,
-    pub port_rx_truncated: u64,
-    pub port_tx_failed: u64,
-    pub underlay_tx_failed: u64,
-    pub underlay_rx_truncated: u64,
-    /// Datagrams that arrived coalesced by UDP GRO (counted per datagram).
-    pub underlay_rx_gro_segments: u64,
-    pub rx_errors: u64,
-    pub batches: u64,
-}
-
-/// What the API reads: a copy refreshed by the datapath thread.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub counters: Counters,
-    pub io: IoCounters,
-    pub config_version: u64,
-    /// Firewall counters for the gateway's Status (`name -> value`).
-    pub firewall: Vec<(String, u64)>,
-    /// Packet-log records not yet written (drained by the log writer).
-    pub fw_log: Vec<firewall::pktlog::LogRecord>,
-    /// Records dropped because the writer fell behind.
-    pub fw_log_lost: u64,
-}
-
-/// Most unwritten packet-log records kept between writer runs.
-pub const MAX_PENDING_LOG: usize = 16_384;
 
 /// Sockets the thread owns.
 #[derive(Debug)]
@@ -177,7 +99,7 @@ pub fn run(
     sockets: Sockets,
     ctl: Receiver<Ctl>,
     waker: Arc<Waker>,
-    snapshot: Arc<Mutex<Snapshot>>,
+    published: Arc<Mutex<Published>>,
     epoch: Instant,
     opts: Options,
 ) {
@@ -238,7 +160,7 @@ pub fn run(
                     }
                     Ok(Ctl::Stop) | Err(TryRecvError::Disconnected) => {
                         shell.capture.stop();
-                        shell.publish(&snapshot);
+                        shell.publish(&published);
                         return;
                     }
                     Err(TryRecvError::Empty) => break,
@@ -257,7 +179,7 @@ pub fn run(
         shell.capture.poll(now);
 
         if last_publish.elapsed() >= PUBLISH_EVERY {
-            shell.publish(&snapshot);
+            shell.publish(&published);
             last_publish = Instant::now();
         }
     }
@@ -381,7 +303,7 @@ impl Shell {
         );
     }
 
-    fn publish(&mut self, snapshot: &Mutex<Snapshot>) {
+    fn publish(&mut self, published: &Mutex<Published>) {
         if let Some(fd) = self.port_fd() {
             // One syscall per publish period, not per packet.
             if let Ok(d) = io::packet_drops(fd) {
@@ -389,33 +311,17 @@ impl Shell {
             }
         }
         // Once per PUBLISH_EVERY, never per packet.
-        if let Ok(mut s) = snapshot.lock() {
+        if let Ok(mut s) = published.lock() {
             s.counters.clone_from(self.pipeline.counters());
             s.io = self.io;
             s.config_version = self.pipeline.tables().version;
             s.firewall.clear();
             if let Some(fw) = self.pipeline.firewall_mut() {
                 fwctl::summary(fw, &mut s.firewall);
-                drain_log(fw, &mut s);
+                ctl::drain_log(fw, &mut s);
             }
         }
     }
-}
-
-/// Moves the firewall's packet-log records to the snapshot for the writer.
-pub fn drain_log(fw: &mut firewall::Firewall, s: &mut Snapshot) {
-    let Snapshot {
-        fw_log,
-        fw_log_lost,
-        ..
-    } = s;
-    fw.log_mut().drain(|r| {
-        if fw_log.len() < MAX_PENDING_LOG {
-            fw_log.push(*r);
-        } else {
-            *fw_log_lost += 1;
-        }
-    });
 }
 
 /// One `recvmmsg` into `batch`; errors and batches counted. Returns the

@@ -42,7 +42,7 @@
 //!     nic_mac: plumbed.nic.mac,
 //! };
 //! std::thread::Builder::new().name("nsx-msegloop".into())
-//!     .spawn(move || msegloop::run(lp, tables, ctl_rx, waker, snapshot, started))?;
+//!     .spawn(move || msegloop::run(lp, tables, ctl_rx, waker, published, started))?;
 //! ```
 //!
 //! No Geneve sockets are needed in this mode. Control is the same channel
@@ -55,7 +55,7 @@
 //! section leaves the running policy in place (before the first one, the
 //! failure policy decides).
 //!
-//! Counters go to the shared [`Snapshot`]: `io` with the `port_*` fields
+//! Counters go to the shared [`Published`]: `io` with the `port_*` fields
 //! for the `fw_peer` side and `underlay_*` for the NIC side; `firewall`
 //! with the firewall's summary ([`fwctl::summary`]) plus this loop's
 //! [`MsegCounters`] as `mseg_*`; the packet log is drained like the overlay
@@ -74,7 +74,7 @@ use datapath::offload::VIRTIO_NET_HDR_LEN;
 use firewall::{Dir, Firewall, RejectKind, Verdict};
 
 use crate::config::{GatewaySettings, HostSettings};
-use crate::dp::dataloop::{self, Ctl, IoCounters, Snapshot, TraceInput, TraceReply};
+use crate::dp::ctl::{self, Ctl, IoCounters, MsegTrace, Published, TraceInput, TraceReply};
 use crate::dp::fwctl;
 use crate::dp::io::{self, BATCH, RecvBatch, Waker};
 
@@ -208,7 +208,7 @@ fn packet_socket(ifindex: u32, qdisc_bypass: bool) -> stdio::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// What the loop counted (published as `mseg_*` in `Snapshot::firewall`).
+/// What the loop counted (published as `mseg_*` in `Published::firewall`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MsegCounters {
     /// Frames from the NIC passed to the host / dropped / rejected.
@@ -394,7 +394,7 @@ pub fn run(
     tables: Arc<Tables>,
     ctl: Receiver<Ctl>,
     waker: Arc<Waker>,
-    snapshot: Arc<Mutex<Snapshot>>,
+    published: Arc<Mutex<Published>>,
     epoch: Instant,
 ) {
     let nic_fd = lp.sockets.nic.as_raw_fd();
@@ -425,12 +425,12 @@ pub fn run(
                 match ctl.try_recv() {
                     Ok(msg) => {
                         if shell.control(msg) == Flow::Stop {
-                            shell.publish(&snapshot);
+                            shell.publish(&published);
                             return;
                         }
                     }
                     Err(TryRecvError::Disconnected) => {
-                        shell.publish(&snapshot);
+                        shell.publish(&published);
                         return;
                     }
                     Err(TryRecvError::Empty) => break,
@@ -448,7 +448,7 @@ pub fn run(
         shell.fw.tick(now);
 
         if last_publish.elapsed() >= PUBLISH_EVERY {
-            shell.publish(&snapshot);
+            shell.publish(&published);
             last_publish = Instant::now();
         }
     }
@@ -626,7 +626,7 @@ impl Shell {
         true
     }
 
-    fn publish(&mut self, snapshot: &Mutex<Snapshot>) {
+    fn publish(&mut self, published: &Mutex<Published>) {
         // One syscall per socket per publish period, never per packet.
         if let Ok(d) = io::packet_drops(self.sockets.fw.as_raw_fd()) {
             self.io.port_rx_dropped += d;
@@ -634,36 +634,21 @@ impl Shell {
         if let Ok(d) = io::packet_drops(self.sockets.nic.as_raw_fd()) {
             self.c.nic_rx_dropped += d;
         }
-        if let Ok(mut s) = snapshot.lock() {
+        if let Ok(mut s) = published.lock() {
             s.io = self.io;
             s.config_version = self.tables.version;
             s.firewall.clear();
             fwctl::summary(&self.fw, &mut s.firewall);
             self.c.export(&mut s.firewall);
-            dataloop::drain_log(&mut self.fw, &mut s);
+            ctl::drain_log(&mut self.fw, &mut s);
         }
     }
-}
-
-/// What this loop would do with one frame (`trace` in micro-segmentation
-/// mode).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MsegTrace {
-    /// `In`: received on the NIC; `Out`: sent by the host.
-    pub dir: Dir,
-    /// The firewall's verdict; `None` when the NIC frame is unicast to
-    /// another MAC (not the host's: not judged, not passed on).
-    pub verdict: Option<Verdict>,
-    /// One line: why.
-    pub detail: String,
-    /// The answer a reject sends back (a TCP RST or ICMP error frame).
-    pub answer: Option<Vec<u8>>,
 }
 
 /// [`Shell::trace`]'s decision, from the firewall's read-only explanation.
 fn explain(fw: &Firewall, nic_mac: &[u8; 6], dir: Dir, frame: &[u8], now_ns: u64) -> MsegTrace {
     if dir == Dir::In && !for_us(frame, nic_mac) {
-        let to = crate::api::dst_mac(frame);
+        let to = ctl::dst_mac(frame);
         let mine = control::MacAddr(*nic_mac);
         return MsegTrace {
             dir,

@@ -1,7 +1,7 @@
 //! Writes the firewall's packet log (rules `with log`) to a file in NSX's
 //! `dfwpktlogs.log` line format, rotated by size (`FILE`, `FILE.1`, ...).
 //! Runs on the control side: the datapath thread only fills a ring that is
-//! moved into the shared snapshot; this task takes it once a second.
+//! moved into the shared [`Published`]; this task takes it once a second.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use firewall::pktlog::LogRecord;
 
-use crate::dp::dataloop::Snapshot;
+use crate::dp::ctl::Published;
 
 /// Rotate when the file reaches this size...
 const ROTATE_BYTES: u64 = 10 << 20;
@@ -66,14 +66,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// `ruleset_of(rule index)` names the ruleset of a record's rule.
 pub async fn run(
     path: PathBuf,
-    snapshot: Arc<Mutex<Snapshot>>,
+    published: Arc<Mutex<Published>>,
     clock: Clock,
     ruleset_of: impl Fn(u32) -> String + Send + 'static,
 ) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tick.tick().await;
-        let (records, lost) = match snapshot.lock() {
+        let (records, lost) = match published.lock() {
             Ok(mut s) => (
                 std::mem::take(&mut s.fw_log),
                 std::mem::take(&mut s.fw_log_lost),

@@ -30,16 +30,16 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::GatewaySettings;
-use crate::dp::dataloop::Snapshot;
+use crate::dp::ctl::Published;
 
 /// How often counters flow up to the gateway.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// The counter summary sent in `Status`: port and underlay traffic, total
 /// drops and each non-zero drop reason.
-fn counter_summary(snapshot: &Mutex<Snapshot>) -> std::collections::BTreeMap<String, u64> {
+fn counter_summary(published: &Mutex<Published>) -> std::collections::BTreeMap<String, u64> {
     let mut m = std::collections::BTreeMap::new();
-    if let Ok(s) = snapshot.lock() {
+    if let Ok(s) = published.lock() {
         let c = &s.counters;
         m.insert("port_rx_packets".into(), c.port_rx.packets);
         m.insert("port_tx_packets".into(), c.port_tx.packets);
@@ -188,7 +188,7 @@ pub async fn run(
     applied: Option<u64>,
     apply_tx: mpsc::Sender<ApplyRequest>,
     status: Arc<Mutex<Option<GatewayStatus>>>,
-    counters: Arc<Mutex<Snapshot>>,
+    counters: Arc<Mutex<Published>>,
 ) {
     let cfg = control::session::AgentSessionConfig::new(
         settings.control.clone(),
@@ -319,7 +319,7 @@ struct Conn<'a> {
     /// Outlives the connection: an apply is not cancelled by a reconnect.
     in_flight: &'a mut Option<InFlight>,
     status: &'a Mutex<Option<GatewayStatus>>,
-    counters: &'a Mutex<Snapshot>,
+    counters: &'a Mutex<Published>,
     tep_id: &'a mut u32,
 }
 

@@ -1,0 +1,137 @@
+//! What the control side and the datapath threads (the overlay loop,
+//! [`crate::dp::dataloop`], and the micro-segmentation loop,
+//! [`crate::dp::msegloop`]) exchange: the control messages ([`Ctl`]: new
+//! tables, firewall questions, traces, captures, stop) and what a thread
+//! publishes for the local API, metrics and the gateway ([`Published`]).
+//! Both loops, `api`, `gw::gwclient` and `dp::pktlog` import these from
+//! here, so none of them imports another.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use datapath::{Counters, Tables};
+use firewall::{Dir, Verdict};
+
+use crate::dp::dataloop::capture::CaptureRequest;
+use crate::dp::fwctl::FwRequest;
+
+/// Messages from the control side.
+#[derive(Debug)]
+pub enum Ctl {
+    Tables(Arc<Tables>),
+    /// A firewall question, answered between batches.
+    Fw(FwRequest),
+    /// Connections saved by a previous run (sent after the first tables).
+    RestoreFlows(Vec<firewall::conntrack::SavedFlow>),
+    /// A frame to trace through the live decisions, answered between batches.
+    Trace(TraceRequest),
+    /// Arms a bounded capture; answered when it is complete.
+    Capture(CaptureRequest),
+    Stop,
+}
+
+/// A `trace` request with the channel its answer goes to.
+#[derive(Debug)]
+pub struct TraceRequest {
+    pub input: TraceInput,
+    pub reply: Sender<Result<TraceReply, String>>,
+}
+
+/// The frame to trace and where it enters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceInput {
+    /// An Ethernet frame the instance sends on its port (micro-segmentation
+    /// mode: a frame the host sends).
+    Port(Vec<u8>),
+    /// Overlay mode: an inner frame arriving in Geneve from `src_tep` on `vni`.
+    Underlay {
+        src_tep: Ipv4Addr,
+        vni: u32,
+        frame: Vec<u8>,
+    },
+    /// Micro-segmentation mode: a frame as the NIC receives it.
+    Nic(Vec<u8>),
+}
+
+/// The datapath thread's answer to a trace.
+#[derive(Debug)]
+pub enum TraceReply {
+    Overlay(datapath::Trace),
+    Microseg(MsegTrace),
+}
+
+/// What the micro-segmentation loop would do with one frame (`trace` in
+/// micro-segmentation mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsegTrace {
+    /// `In`: received on the NIC; `Out`: sent by the host.
+    pub dir: Dir,
+    /// The firewall's verdict; `None` when the NIC frame is unicast to
+    /// another MAC (not the host's: not judged, not passed on).
+    pub verdict: Option<Verdict>,
+    /// One line: why.
+    pub detail: String,
+    /// The answer a reject sends back (a TCP RST or ICMP error frame).
+    pub answer: Option<Vec<u8>>,
+}
+
+/// The destination MAC of an Ethernet frame, `aa:bb:..` (empty if too short).
+pub fn dst_mac(frame: &[u8]) -> String {
+    frame
+        .get(..6)
+        .and_then(|m| <[u8; 6]>::try_from(m).ok())
+        .map(|m| control::MacAddr(m).to_string())
+        .unwrap_or_default()
+}
+
+/// Counters of the I/O shell itself (syscall failures, truncation).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct IoCounters {
+    /// Frames from the instance the kernel dropped because the agent's
+    /// socket buffer was full (`PACKET_STATISTICS`).
+    pub port_rx_dropped: u64,
+    pub port_rx_truncated: u64,
+    pub port_tx_failed: u64,
+    pub underlay_tx_failed: u64,
+    pub underlay_rx_truncated: u64,
+    /// Datagrams that arrived coalesced by UDP GRO (counted per datagram).
+    pub underlay_rx_gro_segments: u64,
+    pub rx_errors: u64,
+    pub batches: u64,
+}
+
+/// What a datapath thread publishes for the control side (the local API,
+/// metrics, the gateway's `Status`, the packet-log writer): a copy of its
+/// counters refreshed every 200 ms, and the packet-log records to write.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub counters: Counters,
+    pub io: IoCounters,
+    pub config_version: u64,
+    /// Firewall counters for the gateway's Status (`name -> value`).
+    pub firewall: Vec<(String, u64)>,
+    /// Packet-log records not yet written (drained by the log writer).
+    pub fw_log: Vec<firewall::pktlog::LogRecord>,
+    /// Records dropped because the writer fell behind.
+    pub fw_log_lost: u64,
+}
+
+/// Most unwritten packet-log records kept between writer runs.
+pub const MAX_PENDING_LOG: usize = 16_384;
+
+/// Moves the firewall's packet-log records to `s` for the writer.
+pub fn drain_log(fw: &mut firewall::Firewall, s: &mut Published) {
+    let Published {
+        fw_log,
+        fw_log_lost,
+        ..
+    } = s;
+    fw.log_mut().drain(|r| {
+        if fw_log.len() < MAX_PENDING_LOG {
+            fw_log.push(*r);
+        } else {
+            *fw_log_lost += 1;
+        }
+    });
+}
