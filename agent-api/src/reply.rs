@@ -80,6 +80,21 @@ pub struct ReloadStatus {
     pub message: String,
 }
 
+impl ReloadStatus {
+    /// A reload outcome at the current wall-clock time.
+    #[must_use]
+    pub fn new(ok: bool, message: String) -> ReloadStatus {
+        let at_unix = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        ReloadStatus {
+            ok,
+            at_unix,
+            message,
+        }
+    }
+}
+
 /// `status` → `gateway`: the control connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayStatus {

@@ -150,6 +150,29 @@ pub struct GatewaySettings {
     pub tags: BTreeMap<String, String>,
 }
 
+impl GatewaySettings {
+    /// The gateway by name with the control port, as `status` shows it
+    /// (the seed's `nsx-gw.vmware.local:5555`): the host of `control` when
+    /// it is a name, else `server_name`, the name the gateway's
+    /// certificate must carry (the installer writes `control` as an IP).
+    pub fn control_name(&self) -> String {
+        let (host, port) = match self.control.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (self.control.as_str(), None),
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let name = if bare.parse::<std::net::IpAddr>().is_ok() {
+            self.server_name.as_str()
+        } else {
+            host
+        };
+        match port {
+            Some(p) => format!("{name}:{p}"),
+            None => name.to_string(),
+        }
+    }
+}
+
 fn default_server_name() -> String {
     "nsx-gw.vmware.local".into()
 }
@@ -403,6 +426,37 @@ fn check_ssh(h: &HostSettings) -> Vec<control::Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateway_is_shown_by_name() {
+        let gw = |control: &str, name: &str| {
+            let text = format!(
+                "control = \"{control}\"\nenroll = \"x:8443\"\nca = \"/ca.pem\"\n\
+                 bootstrap_key = \"/b.key\"\n{name}"
+            );
+            toml::from_str::<GatewaySettings>(&text)
+                .map(|g| g.control_name())
+                .map_err(|e| e.to_string())
+        };
+        // The installer writes the gateway's address; the name is the
+        // certificate's (the seed's `nsx-gw.vmware.local:5555`).
+        assert_eq!(
+            gw("10.99.3.2:5555", ""),
+            Ok("nsx-gw.vmware.local:5555".into())
+        );
+        assert_eq!(
+            gw("10.99.3.2:5555", "server_name = \"gw.example\""),
+            Ok("gw.example:5555".into())
+        );
+        assert_eq!(
+            gw("gw.internal:5555", "server_name = \"gw.example\""),
+            Ok("gw.internal:5555".into())
+        );
+        assert_eq!(
+            gw("[fd00::2]:5555", ""),
+            Ok("nsx-gw.vmware.local:5555".into())
+        );
+    }
 
     const SAMPLE: &str = include_str!("../../docs/agent.sample.toml");
 

@@ -102,41 +102,53 @@ fn main() -> ExitCode {
 }
 
 fn ctl(socket: &std::path::Path, command: &str) -> ExitCode {
+    // The request is checked here as the agent would check it, so a typo
+    // gets the agent's own message without a round trip.
+    let asked = serde_json::json!({ "api_version": api::API_VERSION, "cmd": command });
+    let req = match agent_api::parse_request(&asked.to_string()) {
+        Ok(r) => r,
+        Err(e) => return ctl_print(&agent_api::encode_error(&e.0), socket),
+    };
     let result = (|| -> std::io::Result<String> {
         let mut s = UnixStream::connect(socket)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let req = serde_json::json!({ "api_version": api::API_VERSION, "cmd": command });
-        s.write_all(format!("{req}\n").as_bytes())?;
+        s.write_all(format!("{}\n", agent_api::encode_request(&req)).as_bytes())?;
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line)?;
         Ok(line)
     })();
     match result {
-        Ok(line) => match serde_json::from_str::<serde_json::Value>(&line) {
-            Ok(v) => {
-                // Text views (getrules, getflows, ...) print as the seed shows them.
-                let text = match v.get("text").and_then(|t| t.as_str()) {
-                    Some(t) if v.get("error").is_none() => t.trim_end().to_string(),
-                    _ => serde_json::to_string_pretty(&v).unwrap_or(line),
-                };
-                // A closed pipe (`| head`) is not an error worth a panic.
-                let _ = writeln!(std::io::stdout(), "{text}");
-                if v.get("error").is_some() {
-                    ExitCode::FAILURE
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
-            Err(e) => {
-                eprintln!("nsx-agent ctl: bad reply from {}: {e}", socket.display());
-                ExitCode::FAILURE
-            }
-        },
+        Ok(line) => ctl_print(&line, socket),
         Err(e) => {
             eprintln!(
                 "nsx-agent ctl: cannot reach the agent at {}: {e} (is nsx-agent running?)",
                 socket.display()
             );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a reply line: a text view (getrules, getflows, ...) as the seed
+/// shows it, anything else as pretty JSON; an error reply fails.
+fn ctl_print(line: &str, socket: &std::path::Path) -> ExitCode {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) => {
+            let failed = v.get("error").is_some();
+            let text = match agent_api::decode::<agent_api::TextReply>(&v) {
+                Ok(t) if !failed => t.text.trim_end().to_string(),
+                _ => serde_json::to_string_pretty(&v).unwrap_or_else(|_| line.to_string()),
+            };
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{text}");
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("nsx-agent ctl: bad reply from {}: {e}", socket.display());
             ExitCode::FAILURE
         }
     }

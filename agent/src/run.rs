@@ -29,10 +29,11 @@ use crate::dp::io::{self, Waker};
 use crate::dp::msegloop;
 use crate::dp::underlay::{self, UdpPool};
 use crate::gw::enroll;
-use crate::gw::gwclient::{self, ApplyError, ApplyRequest, GatewayStatus};
+use crate::gw::gwclient::{self, ApplyError, ApplyRequest};
 use crate::gw::persist::{self, Applied};
 use crate::host::sshd::{self, Ssh, SshStatus};
 use crate::host::{self, NicInfo, PortPlan};
+use agent_api::GatewayStatus;
 
 /// Everything that can stop `run` before the datapath starts.
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +166,7 @@ fn overlay_status(host: &HostSettings, tables: &Tables, overlay_mtu: u32) -> Opt
         interface: host.overlay_if.clone(),
         mtu: overlay_mtu,
         ip: port.ip,
-        mac: port.mac.to_string(),
+        mac: port.mac,
         switch: tables.switches[usize::from(port.switch)].name.clone(),
     })
 }

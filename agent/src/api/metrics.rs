@@ -68,10 +68,11 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::api::{self, Shared};
 use crate::config::HostSettings;
-use crate::dp::ctl::IoCounters;
-use crate::dp::fwctl::{FwQuery, FwReply, FwStats};
-use crate::gw::gwclient::GatewayStatus;
+use crate::dp::fwctl::{FwQuery, FwReply};
 use crate::host::sshd::{SshStatus, SshdStatus};
+use agent_api::FirewallStats;
+use agent_api::GatewayStatus;
+use agent_api::IoCounters;
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -107,7 +108,7 @@ pub enum FirewallView {
     Off,
     /// The datapath thread did not answer (stopping, busy past the bounded wait).
     Unavailable,
-    Stats(Box<FwStats>),
+    Stats(Box<FirewallStats>),
 }
 
 /// Everything one scrape reports, copied out of the agent's shared state.
@@ -504,12 +505,12 @@ fn encode_firewall(e: &mut Emit<'_, '_>, fw: &FirewallView) -> fmt::Result {
     e.gauge(
         "nsx_agent_firewall_conntrack_entries",
         "Connections the firewall tracks now.",
-        s.flows as u64,
+        s.flows,
     )?;
     e.gauge(
         "nsx_agent_firewall_conntrack_capacity",
         "Most connections the firewall can track ([host] max_flows).",
-        s.flow_capacity as u64,
+        s.flow_capacity,
     )?;
     e.counter(
         "nsx_agent_firewall_management_packets",
@@ -737,7 +738,7 @@ async fn handle(mut s: TcpStream, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dp::fwctl::RuleStat;
+    use agent_api::RuleStats;
     use datapath::{PacketBytes, TunnelCounters};
     use std::collections::{HashMap, HashSet};
 
@@ -878,10 +879,10 @@ mod tests {
                 last_rx_ns: 0,
             },
         ];
-        let rule = |id, ruleset: &str, packets| RuleStat {
+        let rule = |id, ruleset: &str, packets| RuleStats {
             id,
             ruleset: ruleset.into(),
-            action: "accept",
+            action: "accept".into(),
             packets,
             bytes: packets * 100,
             sessions: 1,
@@ -900,12 +901,14 @@ mod tests {
             gateway: GatewayView::Configured(Some(GatewayStatus {
                 state: "ESTABLISHED".into(),
                 peer: "10.99.3.2:5555".into(),
+                name: None,
+                address: None,
                 since_unix: 1_700_000_000,
                 last_error: None,
                 applied_version: Some(42),
                 protocol_version: Some(1),
             })),
-            firewall: FirewallView::Stats(Box::new(FwStats {
+            firewall: FirewallView::Stats(Box::new(FirewallStats {
                 policy_loaded: true,
                 flows: 4,
                 flow_capacity: 262_144,
@@ -924,7 +927,7 @@ mod tests {
                 log_rate_limited: 0,
             })),
             ssh: SshStatus {
-                state: "on",
+                state: "on".into(),
                 reason: None,
                 underlay: Some(sshd_status("running", "10.99.3.11:8888", 2)),
                 overlay: Some(sshd_status("restarting", "192.168.100.3:22", 1)),
@@ -936,7 +939,7 @@ mod tests {
     /// One configured listener as the supervisor publishes it.
     fn sshd_status(state: &'static str, listen: &str, restarts: u32) -> SshdStatus {
         SshdStatus {
-            state,
+            state: state.into(),
             listen: Some(listen.into()),
             netns: None,
             pid: (state == "running").then_some(4242),

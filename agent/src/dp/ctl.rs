@@ -2,7 +2,8 @@
 //! [`crate::dp::dataloop`], and the micro-segmentation loop,
 //! [`crate::dp::msegloop`]) exchange: the control messages ([`Ctl`]: new
 //! tables, firewall questions, traces, captures, stop) and what a thread
-//! publishes for the local API, metrics and the gateway ([`Published`]).
+//! publishes for the local API, metrics and the gateway ([`Published`];
+//! its I/O counters are the API's own type, [`IoCounters`]).
 //! Both loops, `api`, `gw::gwclient` and `dp::pktlog` import these from
 //! here, so none of them imports another.
 
@@ -10,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
+pub use agent_api::IoCounters;
 use datapath::{Counters, Tables};
 use firewall::{Dir, Verdict};
 
@@ -83,22 +85,6 @@ pub fn dst_mac(frame: &[u8]) -> String {
         .and_then(|m| <[u8; 6]>::try_from(m).ok())
         .map(|m| control::MacAddr(m).to_string())
         .unwrap_or_default()
-}
-
-/// Counters of the I/O shell itself (syscall failures, truncation).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct IoCounters {
-    /// Frames from the instance the kernel dropped because the agent's
-    /// socket buffer was full (`PACKET_STATISTICS`).
-    pub port_rx_dropped: u64,
-    pub port_rx_truncated: u64,
-    pub port_tx_failed: u64,
-    pub underlay_tx_failed: u64,
-    pub underlay_rx_truncated: u64,
-    /// Datagrams that arrived coalesced by UDP GRO (counted per datagram).
-    pub underlay_rx_gro_segments: u64,
-    pub rx_errors: u64,
-    pub batches: u64,
 }
 
 /// What a datapath thread publishes for the control side (the local API,

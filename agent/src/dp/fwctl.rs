@@ -6,9 +6,9 @@
 
 use std::sync::mpsc::Sender;
 
+use agent_api::{FirewallStats, RuleStats};
 use firewall::conntrack::SavedFlow;
 use firewall::{Firewall, FwCounters};
-use serde::Serialize;
 
 /// What the control side asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,35 +34,8 @@ pub enum FwReply {
     /// No firewall is configured in this mode.
     Off,
     Flows(String),
-    Stats(Box<FwStats>),
+    Stats(Box<FirewallStats>),
     Saved(Vec<SavedFlow>),
-}
-
-/// Rule hits and counters, as the local API reports them.
-#[derive(Debug, Clone, Serialize)]
-pub struct FwStats {
-    pub policy_loaded: bool,
-    pub flows: usize,
-    pub flow_capacity: usize,
-    pub rules: Vec<RuleStat>,
-    pub drops: Vec<(String, u64)>,
-    pub management: u64,
-    pub fast_path: u64,
-    pub related: u64,
-    pub rejects: u64,
-    pub recheck_removed: u64,
-    pub log_rate_limited: u64,
-}
-
-/// One rule's hits.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleStat {
-    pub id: u32,
-    pub ruleset: String,
-    pub action: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
-    pub sessions: u64,
 }
 
 /// Answers `q` from the thread that owns `fw`.
@@ -77,17 +50,17 @@ pub fn answer(fw: Option<&mut Firewall>, q: FwQuery, now_ns: u64) -> FwReply {
     }
 }
 
-fn stats(fw: &mut Firewall) -> FwStats {
+fn stats(fw: &mut Firewall) -> FirewallStats {
     let c: FwCounters = fw.counters().clone();
     let rules = match fw.policy() {
         Some(p) => p
             .rules()
             .iter()
             .zip(fw.hits())
-            .map(|(r, h)| RuleStat {
+            .map(|(r, h)| RuleStats {
                 id: r.id,
                 ruleset: r.ruleset.clone(),
-                action: r.action.as_str(),
+                action: r.action.as_str().into(),
                 packets: h.packets,
                 bytes: h.bytes,
                 sessions: h.sessions,
@@ -95,10 +68,10 @@ fn stats(fw: &mut Firewall) -> FwStats {
             .collect(),
         None => Vec::new(),
     };
-    FwStats {
+    FirewallStats {
         policy_loaded: fw.policy().is_some(),
-        flows: fw.conntrack().len(),
-        flow_capacity: fw.conntrack().capacity(),
+        flows: u64::try_from(fw.conntrack().len()).unwrap_or(u64::MAX),
+        flow_capacity: u64::try_from(fw.conntrack().capacity()).unwrap_or(u64::MAX),
         rules,
         drops: firewall::DropReason::ALL
             .iter()

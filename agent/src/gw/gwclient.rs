@@ -18,13 +18,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use agent_api::GatewayStatus;
 use control::framing::{self, Decoder};
 use control::proto::GatewayMsg;
 use control::session::{AgentOut, AgentSession, ApplyRefused, Backoff, Jitter, SplitMix64};
 use control::{InstanceConfig, InstanceMeta};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -125,21 +125,6 @@ fn finish_apply(
     session.applied(version, result)
 }
 
-/// What `status` / nsxcli show about the gateway connection.
-#[derive(Debug, Clone, Serialize)]
-pub struct GatewayStatus {
-    /// `CONNECTING`, `HELLO_SENT`, `ESTABLISHED` or `CLOSED`.
-    pub state: String,
-    /// The gateway as dialled (`host:5555`).
-    pub peer: String,
-    /// Wall-clock time (Unix seconds) of the last state change; for
-    /// ESTABLISHED, the connection time.
-    pub since_unix: u64,
-    pub last_error: Option<String>,
-    pub applied_version: Option<u64>,
-    pub protocol_version: Option<u32>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("{what}: {reason}")]
@@ -214,6 +199,7 @@ pub async fn run(
         publish(&session, &status);
         let established = match connect(&settings, &connector).await {
             Ok(stream) => {
+                connected_to(&status, stream.get_ref().0.peer_addr().ok());
                 let mut conn = Conn {
                     session: &mut session,
                     apply_tx: &apply_tx,
@@ -464,13 +450,27 @@ fn publish(session: &AgentSession, status: &Mutex<Option<GatewayStatus>>) {
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
     if let Ok(mut st) = status.lock() {
+        let address = st.as_ref().and_then(|g| g.address.clone());
         *st = Some(GatewayStatus {
             state: s.state.as_str().to_string(),
             peer: s.peer,
+            // The API adds the configured name.
+            name: None,
+            address,
             since_unix,
             last_error: s.last_error,
             applied_version: s.applied_version,
             protocol_version: s.protocol_version,
         });
+    }
+}
+
+/// Records the address the latest connection reached (`status` shows it
+/// after the gateway's name).
+fn connected_to(status: &Mutex<Option<GatewayStatus>>, addr: Option<SocketAddr>) {
+    if let Ok(mut st) = status.lock()
+        && let Some(g) = st.as_mut()
+    {
+        g.address = addr.map(|a| a.to_string());
     }
 }

@@ -46,10 +46,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+pub use agent_api::{SshStatus, SshdStatus};
 
 use crate::config::{HostSettings, SSH_PORT};
 use crate::host::{self, HostError, SshState};
@@ -101,80 +102,6 @@ pub enum SshError {
         ifname: String,
         source: Box<HostError>,
     },
-}
-
-/// The `ssh` object of `ctl status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SshStatus {
-    /// `on` | `off` (`starting` for a moment after the agent starts).
-    pub state: &'static str,
-    /// Why it is off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub underlay: Option<SshdStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overlay: Option<SshdStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port22_blocked_on_underlay: Option<bool>,
-}
-
-impl SshStatus {
-    /// Before the supervisor has looked (a moment after the API starts).
-    pub fn starting() -> SshStatus {
-        SshStatus {
-            state: "starting",
-            reason: None,
-            underlay: None,
-            overlay: None,
-            port22_blocked_on_underlay: None,
-        }
-    }
-
-    pub fn off(reason: impl Into<String>) -> SshStatus {
-        SshStatus {
-            state: "off",
-            reason: Some(reason.into()),
-            underlay: None,
-            overlay: None,
-            port22_blocked_on_underlay: None,
-        }
-    }
-}
-
-/// One listener in `ctl status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SshdStatus {
-    /// `off` | `starting` | `running` | `restarting` | `stopped`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<String>,
-    /// The overlay listener's namespace.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    pub restarts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Why it is off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-impl SshdStatus {
-    /// A listener that is not configured (`ssh_<kind>_port = 0`) or cannot run.
-    pub fn off(reason: impl Into<String>) -> SshdStatus {
-        SshdStatus {
-            state: "off",
-            listen: None,
-            netns: None,
-            pid: None,
-            restarts: 0,
-            last_error: None,
-            reason: Some(reason.into()),
-        }
-    }
 }
 
 /// Where the agent is when the supervisor starts.
@@ -689,7 +616,8 @@ impl Supervisor {
                     (None, Some(_)) if s.restarts > 0 => "restarting",
                     (None, Some(_)) => "starting",
                     (None, None) => "stopped",
-                },
+                }
+                .into(),
                 listen: Some(listen.to_string()),
                 netns: s.netns.clone(),
                 pid: s.run.as_ref().map(|r| r.pid),
@@ -705,7 +633,7 @@ impl Supervisor {
         set(
             &self.status,
             SshStatus {
-                state: "on",
+                state: "on".into(),
                 reason: None,
                 underlay: Some(underlay),
                 overlay: Some(slot(&self.slots[1])),
