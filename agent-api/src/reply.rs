@@ -452,8 +452,10 @@ pub struct RuleStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceReply {
     /// `port` | `underlay`, as asked.
+    #[serde(default)]
     pub from: String,
     /// The frame in one line, tcpdump-like.
+    #[serde(default)]
     pub packet: String,
     pub steps: Vec<TraceStep>,
     /// `delivered` | `encapsulated` | `replied` | `absorbed` | `dropped`
@@ -485,6 +487,7 @@ pub struct TraceOutput {
     pub vni: Option<u32>,
     pub len: u64,
     /// The (inner) frame in one line.
+    #[serde(default)]
     pub summary: String,
 }
 

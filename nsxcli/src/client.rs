@@ -1,18 +1,20 @@
 //! The agent's local API client: one JSON request line on the unix socket,
-//! one reply line back (agent/API.md). [`Api`] is the seam the command
-//! runner uses, so tests answer with canned replies.
+//! one reply line back (agent/API.md; the types are `agent_api`'s). [`Api`]
+//! is the seam the command runner uses, so tests answer with canned
+//! replies.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use agent_api::{ReplyError, Request};
+use serde_json::Value;
 
 use crate::error::{Error, io_reason};
 
 /// The API version nsxcli speaks.
-pub const API_VERSION: u32 = 1;
+pub const API_VERSION: u32 = agent_api::API_VERSION;
 /// Default socket of the agent.
 pub const DEFAULT_SOCKET: &str = "/var/run/nsx-agent/nsxagent.sock";
 /// Longest reply accepted (a full capture of 10,000 frames fits).
@@ -20,9 +22,9 @@ const MAX_REPLY: u64 = 1 << 30;
 
 /// One request, one reply.
 pub trait Api {
-    /// Sends `cmd` with `args` (an object's fields) and returns the reply
-    /// object, or the API's `error` as [`Error::Api`].
-    fn call(&mut self, cmd: &str, args: Map<String, Value>) -> Result<Value, Error>;
+    /// Sends `req` and returns the reply object as it came (for `--json`),
+    /// or the API's `error` as [`Error::Api`].
+    fn call(&mut self, req: &Request) -> Result<Value, Error>;
 }
 
 /// The agent's unix socket.
@@ -53,20 +55,15 @@ impl Agent {
 }
 
 impl Api for Agent {
-    fn call(&mut self, cmd: &str, args: Map<String, Value>) -> Result<Value, Error> {
-        let mut req = json!({ "api_version": API_VERSION, "cmd": cmd });
-        if let Value::Object(m) = &mut req {
-            m.extend(args.clone());
-        }
+    fn call(&mut self, req: &Request) -> Result<Value, Error> {
+        let cmd = req.name();
         // A capture answers after its own timeout (default 10 s).
-        let wait = if cmd == "capture" {
-            let ms = args
-                .get("timeout_ms")
-                .and_then(Value::as_u64)
-                .unwrap_or(10_000);
-            Duration::from_millis(ms) + Duration::from_secs(10)
-        } else {
-            self.timeout
+        let wait = match req {
+            Request::Capture { timeout_ms, .. } => {
+                let ms = timeout_ms.unwrap_or(agent_api::request::capture::TIMEOUT_MS_DEFAULT);
+                Duration::from_millis(u64::from(ms)) + Duration::from_secs(10)
+            }
+            _ => self.timeout,
         };
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| self.unreachable(&e))?;
         let io_err = |e: std::io::Error| {
@@ -86,7 +83,7 @@ impl Api for Agent {
         stream
             .set_write_timeout(Some(self.timeout))
             .map_err(io_err)?;
-        let mut line = req.to_string().into_bytes();
+        let mut line = agent_api::encode_request(req).into_bytes();
         line.push(b'\n');
         stream.write_all(&line).map_err(io_err)?;
         let mut reader = BufReader::new(stream.take(MAX_REPLY));
@@ -98,27 +95,28 @@ impl Api for Agent {
 
 /// Checks one reply line: JSON object, and not `{"error": ...}`.
 pub fn parse_reply(line: &str) -> Result<Value, Error> {
-    let bad = |reason: String| Error::BadReply {
-        what: "the agent".into(),
-        reason,
-    };
-    if line.trim().is_empty() {
-        return Err(bad("the connection closed without a reply".into()));
+    agent_api::reply_value(line).map_err(reply_error)
+}
+
+/// A reply object as the command's reply type.
+pub fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Error> {
+    agent_api::decode(v).map_err(reply_error)
+}
+
+fn reply_error(e: ReplyError) -> Error {
+    match e {
+        ReplyError::Api(m) => Error::Api(m),
+        ReplyError::Malformed(reason) => Error::BadReply {
+            what: "the agent".into(),
+            reason,
+        },
     }
-    let v: Value = serde_json::from_str(line.trim_end()).map_err(|e| bad(e.to_string()))?;
-    if !v.is_object() {
-        return Err(bad("not a JSON object".into()));
-    }
-    if let Some(e) = v.get("error") {
-        return Err(Error::Api(
-            e.as_str().map_or_else(|| e.to_string(), str::to_string),
-        ));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -139,7 +137,7 @@ mod tests {
     #[test]
     fn missing_socket_is_unreachable() {
         let mut a = Agent::new(PathBuf::from("/nonexistent/nsxcli-test.sock"));
-        let e = a.call("status", Map::new()).err();
+        let e = a.call(&Request::Status).err();
         assert_eq!(
             e,
             Some(Error::AgentUnreachable {
@@ -166,9 +164,11 @@ mod tests {
             writeln!(w, "{}", json!({"api_version": 1, "echo": v})).unwrap();
         });
         let mut a = Agent::new(path.clone());
-        let mut args = Map::new();
-        args.insert("switch".into(), json!("web-ls"));
-        let v = a.call("arp-table", args).unwrap();
+        let v = a
+            .call(&Request::ArpTable {
+                switch: Some(agent_api::SwitchRef::Name("web-ls".into())),
+            })
+            .unwrap();
         server.join().unwrap();
         assert_eq!(
             v["echo"],

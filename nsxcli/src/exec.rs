@@ -7,17 +7,23 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use agent_api::{
+    ArpTableReply, CaptureReply, CountersReply, FirewallStats, InterfacesReply, Reply, Request,
+    RoutersReply, StatusReply, Switch, SwitchRef, SwitchesReply, TextReply, TraceFrom as ApiFrom,
+    TraceReply, VersionReply,
+};
 use geneve::MacAddr;
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
-use crate::client::Api;
+use crate::client::{Api, decode};
 use crate::error::Error;
 use crate::format;
 use crate::grammar::{
     ArgKind, Capture, CapturePoint, Command, FwView, Mode, Parsed, SwitchTable, Trace, TraceFrom,
 };
 use crate::http::GwApi;
-use crate::packet::{Proto, mac_string, parse_mac, to_hex};
+use crate::packet::{Proto, mac_string};
 use crate::pcap::{self, Link};
 use crate::timefmt::Tz;
 
@@ -43,142 +49,165 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()) + "\n"
 }
 
-fn no_args() -> Map<String, Value> {
-    Map::new()
+/// Asks `req` and reads the reply as `T`; the reply object as it came is
+/// kept for `--json`.
+fn ask<T: DeserializeOwned>(api: &mut dyn Api, req: &Request) -> Result<(Value, T), Error> {
+    let v = api.call(req)?;
+    let t = decode(&v)?;
+    Ok((v, t))
 }
 
-fn args(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
+/// Asks `req` for its typed reply only.
+fn get<T: DeserializeOwned>(api: &mut dyn Api, req: &Request) -> Result<T, Error> {
+    ask(api, req).map(|(_, t)| t)
 }
 
 /// Text or JSON, from one reply.
-fn view(json: bool, reply: &Value, f: impl FnOnce(&Value) -> String) -> Outcome {
-    Outcome::text(if json { pretty(reply) } else { f(reply) })
+fn view<T>(json: bool, (raw, reply): (Value, T), f: impl FnOnce(&T) -> String) -> Outcome {
+    Outcome::text(if json { pretty(&raw) } else { f(&reply) })
 }
 
 /// Runs `p` against the agent's API.
 pub fn agent(api: &mut dyn Api, p: &Parsed, tz: Tz) -> Result<Outcome, Error> {
     let json = p.json;
     Ok(match &p.command {
-        Command::GatewayStatus => {
-            let s = api.call("status", no_args())?;
-            view(json, &s, |s| format::gateway_status(s, tz))
-        }
-        Command::VmNetworkMode => {
-            let s = api.call("status", no_args())?;
-            view(json, &s, format::vm_network_mode)
-        }
+        Command::GatewayStatus => view(json, ask::<StatusReply>(api, &Request::Status)?, |s| {
+            format::gateway_status(s, tz)
+        }),
+        Command::VmNetworkMode => view(
+            json,
+            ask::<StatusReply>(api, &Request::Status)?,
+            format::vm_network_mode,
+        ),
         Command::Interfaces => view(
             json,
-            &api.call("interfaces", no_args())?,
+            ask::<InterfacesReply>(api, &Request::Interfaces)?,
             format::interfaces,
         ),
-        Command::Switches => view(json, &api.call("switches", no_args())?, format::switches),
+        Command::Switches => view(
+            json,
+            ask::<SwitchesReply>(api, &Request::Switches)?,
+            format::switches,
+        ),
         Command::SwitchTable { switch, table } => {
-            let sws = api.call("switches", no_args())?;
+            let sws: SwitchesReply = get(api, &Request::Switches)?;
             let sw = format::find_switch(&sws, switch)?;
-            let reply = match table {
-                SwitchTable::Mac => api.call("mac-table", no_args())?,
+            let (raw, text, entries) = match table {
+                SwitchTable::Mac => {
+                    let (raw, reply) = ask::<agent_api::MacTableReply>(api, &Request::MacTable)?;
+                    let entries: Vec<Value> = reply
+                        .entries
+                        .iter()
+                        .filter(|e| e.switch == sw.name || e.vni == sw.vni)
+                        .filter_map(|e| serde_json::to_value(e).ok())
+                        .collect();
+                    (raw, format::mac_table(&reply, sw), entries)
+                }
                 SwitchTable::Arp => {
-                    api.call("arp-table", args(json!({"switch": sw["name"].clone()})))?
+                    let req = Request::ArpTable {
+                        switch: Some(SwitchRef::Name(sw.name.clone())),
+                    };
+                    let (raw, reply) = ask::<ArpTableReply>(api, &req)?;
+                    let entries: Vec<Value> = format::arp_entries_on(&reply, sw)
+                        .into_iter()
+                        .filter_map(|e| serde_json::to_value(e).ok())
+                        .collect();
+                    (raw, format::arp_table(&reply, sw), entries)
                 }
             };
             if json {
-                let entries: Vec<Value> = format::entries_on(&reply, sw)
-                    .into_iter()
-                    .cloned()
-                    .collect();
                 Outcome::text(pretty(&json!({
-                    "api_version": reply["api_version"].clone(),
-                    "switch": sw["name"].clone(),
-                    "vni": sw["vni"].clone(),
+                    "api_version": raw["api_version"].clone(),
+                    "switch": sw.name,
+                    "vni": sw.vni,
                     "entries": entries,
                 })))
             } else {
-                Outcome::text(match table {
-                    SwitchTable::Mac => format::mac_table(&reply, sw),
-                    SwitchTable::Arp => format::arp_table(&reply, sw),
-                })
+                Outcome::text(text)
             }
         }
-        Command::Routers => view(json, &api.call("routers", no_args())?, format::routers),
+        Command::Routers => view(
+            json,
+            ask::<RoutersReply>(api, &Request::Routers)?,
+            format::routers,
+        ),
         Command::Forwarding { router } => {
-            let rs = api.call("routers", no_args())?;
+            let rs: RoutersReply = get(api, &Request::Routers)?;
             let r = format::find_router(&rs, router)?;
-            view(json, r, format::forwarding)
+            if json {
+                Outcome::text(pretty(&serde_json::to_value(r).unwrap_or(Value::Null)))
+            } else {
+                Outcome::text(format::forwarding(r))
+            }
         }
         Command::Tunnels => {
-            let s = api.call("status", no_args())?;
-            let c = api.call("counters", no_args())?;
+            let s: StatusReply = get(api, &Request::Status)?;
+            let (raw, c) = ask::<CountersReply>(api, &Request::Counters)?;
             if json {
                 Outcome::text(pretty(&json!({
-                    "api_version": c["api_version"].clone(),
-                    "underlay_ip": s["underlay_ip"].clone(),
-                    "tep_id": s["tep_id"].clone(),
-                    "tunnels": c["tunnels"].clone(),
+                    "api_version": raw["api_version"].clone(),
+                    "underlay_ip": s.underlay_ip,
+                    "tep_id": s.tep_id,
+                    "tunnels": raw["tunnels"].clone(),
                 })))
             } else {
                 Outcome::text(format::tunnels(&s, &c))
             }
         }
         Command::Firewall(v) => {
-            let cmd = match v {
-                FwView::Rules => "getrules",
-                FwView::Addrsets => "getaddrsets",
-                FwView::Flows => "getflows",
-                FwView::Stats => "firewall-stats",
+            let req = match v {
+                FwView::Rules => Request::GetRules,
+                FwView::Addrsets => Request::GetAddrSets,
+                FwView::Flows => Request::GetFlows,
+                FwView::Stats => Request::FirewallStats,
             };
-            let r = api.call(cmd, no_args())?;
-            if json {
-                Outcome::text(pretty(&r))
-            } else if *v == FwView::Stats {
-                Outcome::text(format::firewall_stats(&r))
+            if *v == FwView::Stats {
+                view(
+                    json,
+                    ask::<FirewallStats>(api, &req)?,
+                    format::firewall_stats,
+                )
             } else {
-                Outcome::text(format::text(&r)?)
+                view(json, ask::<TextReply>(api, &req)?, format::text)
             }
         }
         Command::FirewallRule(id) => {
-            let rules = api.call("getrules", no_args())?;
-            let stats = api.call("firewall-stats", no_args())?;
+            let rules: TextReply = get(api, &Request::GetRules)?;
+            let (raw, stats) = ask::<FirewallStats>(api, &Request::FirewallStats)?;
             let text = format::firewall_rule(&rules, &stats, *id)?;
             if json {
-                let stat = stats["rules"]
-                    .as_array()
-                    .and_then(|l| l.iter().find(|r| r["id"].as_u64() == Some(u64::from(*id))))
-                    .cloned()
+                let stat = stats
+                    .rules
+                    .iter()
+                    .find(|r| r.id == *id)
+                    .and_then(|r| serde_json::to_value(r).ok())
                     .unwrap_or(Value::Null);
                 let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("rule ")).collect();
                 Outcome::text(pretty(&json!({
-                    "api_version": stats["api_version"].clone(),
+                    "api_version": raw["api_version"].clone(),
                     "id": id, "rule": lines, "stats": stat,
                 })))
             } else {
                 Outcome::text(text)
             }
         }
-        Command::Statistics => view(json, &api.call("counters", no_args())?, format::statistics),
+        Command::Statistics => view(
+            json,
+            ask::<CountersReply>(api, &Request::Counters)?,
+            format::statistics,
+        ),
         Command::Version => {
-            let r = match api.call("version", no_args()) {
+            let r = match ask::<Reply<VersionReply>>(api, &Request::Version) {
                 Ok(r) => r,
                 // An agent from before `version`: `status` has the same fields.
-                Err(Error::Api(m)) if m.contains("unknown command") => {
-                    api.call("status", no_args())?
-                }
+                Err(Error::Api(m)) if m.contains("unknown command") => ask(api, &Request::Status)?,
                 Err(e) => return Err(e),
             };
-            if json {
-                Outcome::text(pretty(&r))
-            } else {
-                Outcome::text(format::version(&r, VERSION))
-            }
+            view(json, r, |r| format::version(r, VERSION))
         }
-        Command::ConfigVersion => {
-            let s = api.call("status", no_args())?;
-            view(json, &s, |s| format::config_version(s, tz))
-        }
+        Command::ConfigVersion => view(json, ask::<StatusReply>(api, &Request::Status)?, |s| {
+            format::config_version(s, tz)
+        }),
         Command::Trace(t) => trace(api, t, json)?,
         Command::Capture(c) => capture(api, c, json, tz)?,
         Command::Help(topic) => Outcome::text(crate::grammar::help(Mode::Agent, topic)?),
@@ -191,54 +220,31 @@ pub fn agent(api: &mut dyn Api, p: &Parsed, tz: Tz) -> Result<Outcome, Error> {
     })
 }
 
-/// `a.b.c.d/len` contains `ip`.
-fn in_subnet(ip: Ipv4Addr, subnet: &str) -> bool {
-    let Some((net, len)) = subnet.split_once('/') else {
-        return false;
-    };
-    let (Ok(net), Ok(len)) = (net.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
-        return false;
-    };
-    if len > 32 {
-        return false;
-    }
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(ip) & mask == u32::from(net) & mask
-}
-
-fn mac_of(v: &Value, what: &str) -> Result<MacAddr, Error> {
-    let s = v.as_str().unwrap_or("");
-    parse_mac(s).map_err(|_| Error::BadReply {
-        what: "the agent".into(),
-        reason: format!("{what}: not a MAC address: {s:?}"),
-    })
-}
-
-/// The MAC `ip` is reached at on switch `sw` (a `switches` entry): the ARP
-/// table's, else the switch's router's when `ip` is off the subnet.
-fn resolve_mac(api: &mut dyn Api, sw: &Value, ip: Ipv4Addr, role: &str) -> Result<MacAddr, Error> {
-    let name = sw["name"].clone();
-    let arp = api.call("arp-table", args(json!({ "switch": name })))?;
-    let ip_s = ip.to_string();
-    if let Some(e) = format::entries_on(&arp, sw)
+/// The MAC `ip` is reached at on switch `sw`: the ARP table's, else the
+/// switch's router's when `ip` is off the subnet.
+fn resolve_mac(api: &mut dyn Api, sw: &Switch, ip: Ipv4Addr, role: &str) -> Result<MacAddr, Error> {
+    let arp: ArpTableReply = get(
+        api,
+        &Request::ArpTable {
+            switch: Some(SwitchRef::Name(sw.name.clone())),
+        },
+    )?;
+    if let Some(e) = format::arp_entries_on(&arp, sw)
         .into_iter()
-        .find(|e| e["ip"].as_str() == Some(ip_s.as_str()))
+        .find(|e| e.ip == ip)
     {
-        return mac_of(&e["mac"], "arp-table mac");
+        return Ok(e.mac.0);
     }
-    let subnet = sw["subnet"].as_str().unwrap_or("");
-    let sw_name = format::cell(&sw["name"]);
-    if !in_subnet(ip, subnet) {
-        let rs = api.call("routers", no_args())?;
-        let router = rs["routers"].as_array().and_then(|l| {
-            l.iter().find(|r| {
-                r["switches"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|x| x.as_str() == Some(sw_name.as_str())))
-            })
-        });
-        if let Some(r) = router {
-            return mac_of(&r["mac"], "router mac");
+    let subnet = sw.subnet;
+    let sw_name = &sw.name;
+    if !subnet.contains(&ip) {
+        let rs: RoutersReply = get(api, &Request::Routers)?;
+        if let Some(r) = rs
+            .routers
+            .iter()
+            .find(|r| r.switches.iter().any(|x| x == sw_name))
+        {
+            return Ok(r.mac.0);
         }
         return Err(Error::Failed(format!(
             "{ip} is off {sw_name}'s subnet {subnet} and no router is attached to {sw_name}; give {role} <mac>"
@@ -255,23 +261,26 @@ const PEER_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x01];
 
 /// The NIC's MAC (`interfaces`, role `nic`).
 fn nic_mac(api: &mut dyn Api) -> Result<MacAddr, Error> {
-    let r = api.call("interfaces", no_args())?;
-    let nic = r["interfaces"]
-        .as_array()
-        .and_then(|l| l.iter().find(|i| i["role"].as_str() == Some("nic")))
-        .ok_or_else(|| Error::BadReply {
-            what: "the agent".into(),
-            reason: "interfaces: no NIC".into(),
-        })?;
-    mac_of(&nic["mac"], "nic mac")
+    let r: InterfacesReply = get(api, &Request::Interfaces)?;
+    let bad = |reason: String| Error::BadReply {
+        what: "the agent".into(),
+        reason,
+    };
+    let nic = r
+        .interfaces
+        .iter()
+        .find(|i| i.role == agent_api::Role::Nic)
+        .ok_or_else(|| bad("interfaces: no NIC".into()))?;
+    let mac = nic.mac.as_deref().unwrap_or("");
+    crate::packet::parse_mac(mac).map_err(|_| bad(format!("nic mac: not a MAC address: {mac:?}")))
 }
 
 fn trace(api: &mut dyn Api, t: &Trace, json: bool) -> Result<Outcome, Error> {
     let p = &t.packet;
-    let status = api.call("status", no_args())?;
-    let microseg = status["mode"].as_str() == Some("micro-segmentation");
-    let nic = format::cell(&status["nic"]);
-    let (smac, dmac, mut args_v, from) = match &t.from {
+    let status: StatusReply = get(api, &Request::Status)?;
+    let microseg = status.mode == agent_api::Mode::MicroSegmentation;
+    let nic = &status.nic;
+    let (smac, dmac, from_api, tunnel, from) = match &t.from {
         TraceFrom::Port if microseg => {
             let smac = match p.smac {
                 Some(m) => m,
@@ -281,7 +290,8 @@ fn trace(api: &mut dyn Api, t: &Trace, json: bool) -> Result<Outcome, Error> {
             (
                 smac,
                 dmac,
-                json!({"from": "port"}),
+                ApiFrom::Port,
+                None,
                 format!("this host, out of {nic} (micro-segmentation)"),
             )
         }
@@ -294,7 +304,8 @@ fn trace(api: &mut dyn Api, t: &Trace, json: bool) -> Result<Outcome, Error> {
             (
                 smac,
                 dmac,
-                json!({"from": "underlay"}),
+                ApiFrom::Underlay,
+                None,
                 format!("the underlay, into {nic} (micro-segmentation)"),
             )
         }
@@ -311,39 +322,32 @@ fn trace(api: &mut dyn Api, t: &Trace, json: bool) -> Result<Outcome, Error> {
             ));
         }
         TraceFrom::Port => {
-            let ov = &status["overlay"];
-            if !ov.is_object() {
+            let Some(ov) = &status.overlay else {
                 return Err(Error::Failed(
                     "This instance has no overlay port yet (not placed on a switch)".into(),
                 ));
-            }
-            let smac = match p.smac {
-                Some(m) => m,
-                None => mac_of(&ov["mac"], "overlay mac")?,
             };
+            let smac = p.smac.unwrap_or(ov.mac.0);
             let dmac = match (p.dmac, p.proto) {
                 (Some(m), _) => m,
                 (None, Proto::Arp) => geneve::ethernet::BROADCAST,
                 (None, _) => {
-                    let sws = api.call("switches", no_args())?;
-                    let sw = format::find_switch(&sws, ov["switch"].as_str().unwrap_or(""))?;
+                    let sws: SwitchesReply = get(api, &Request::Switches)?;
+                    let sw = format::find_switch(&sws, &ov.switch)?;
                     resolve_mac(api, sw, p.dst, "dmac")?
                 }
             };
-            let from = format!(
-                "port {} on {} ({})",
-                format::cell(&ov["ip"]),
-                format::cell(&ov["switch"]),
-                format::cell(&ov["interface"])
-            );
-            (smac, dmac, json!({"from": "port"}), from)
+            let from = format!("port {} on {} ({})", ov.ip, ov.switch, ov.interface);
+            (smac, dmac, ApiFrom::Port, None, from)
         }
         TraceFrom::Underlay { tep, vni } => {
             let need = p.smac.is_none() || (p.dmac.is_none() && p.proto != Proto::Arp);
-            let sws = if need {
-                api.call("switches", no_args())?
+            let sws: SwitchesReply = if need {
+                get(api, &Request::Switches)?
             } else {
-                Value::Null
+                SwitchesReply {
+                    switches: Vec::new(),
+                }
             };
             let sw = || format::find_switch(&sws, &vni.to_string());
             let smac = match p.smac {
@@ -358,18 +362,22 @@ fn trace(api: &mut dyn Api, t: &Trace, json: bool) -> Result<Outcome, Error> {
             (
                 smac,
                 dmac,
-                json!({"from": "underlay", "src_tep": tep.to_string(), "vni": vni}),
+                ApiFrom::Underlay,
+                Some((*tep, *vni)),
                 format!("tunnel from {tep}, vni {vni:#x}"),
             )
         }
     };
     let frame = p.build(smac, dmac).map_err(Error::Failed)?;
-    if let Value::Object(m) = &mut args_v {
-        m.insert("frame_hex".into(), json!(to_hex(&frame)));
-    }
-    let reply = api.call("trace", args(args_v))?;
+    let req = Request::Trace {
+        from: from_api,
+        frame_hex: agent_api::Frame(frame.clone()),
+        src_tep: tunnel.map(|(tep, _)| tep),
+        vni: tunnel.map(|(_, vni)| vni),
+    };
+    let (raw, reply) = ask::<TraceReply>(api, &req)?;
     if json {
-        return Ok(Outcome::text(pretty(&reply)));
+        return Ok(Outcome::text(pretty(&raw)));
     }
     let header = format!(
         "From : {from}\nFrame : {} > {}, {} bytes\nPacket : {}\n",
@@ -383,31 +391,23 @@ fn trace(api: &mut dyn Api, t: &Trace, json: bool) -> Result<Outcome, Error> {
 
 fn capture(api: &mut dyn Api, c: &Capture, json: bool, tz: Tz) -> Result<Outcome, Error> {
     let (point, link) = match &c.point {
-        CapturePoint::Port => ("port".to_string(), Link::Ethernet),
-        CapturePoint::Underlay => ("underlay".to_string(), Link::Ipv4),
-        CapturePoint::Switch(s) => (format!("switch:{s}"), Link::Ethernet),
+        CapturePoint::Port => (agent_api::CapturePoint::Port, Link::Ethernet),
+        CapturePoint::Underlay => (agent_api::CapturePoint::Underlay, Link::Ipv4),
+        CapturePoint::Switch(s) => (agent_api::CapturePoint::Switch(s.clone()), Link::Ethernet),
     };
-    let mut a = Map::new();
-    a.insert("point".into(), json!(point));
-    if let Some(n) = c.count {
-        a.insert("count".into(), json!(n));
-    }
-    if let Some(ms) = c.timeout_ms {
-        a.insert("timeout_ms".into(), json!(ms));
-    }
-    if let Some(s) = c.snaplen {
-        a.insert("snaplen".into(), json!(s));
-    }
-    let reply = api.call("capture", a)?;
+    let req = Request::Capture {
+        point,
+        count: c.count,
+        timeout_ms: c.timeout_ms,
+        snaplen: c.snaplen,
+    };
+    let (raw, reply) = ask::<CaptureReply>(api, &req)?;
     // The agent says how its frames start; trust it over our guess.
-    let link = reply["linktype"]
-        .as_u64()
-        .and_then(Link::from_linktype)
-        .unwrap_or(link);
+    let link = Link::from_linktype(u64::from(reply.linktype)).unwrap_or(link);
     let frames = pcap::frames(&reply)?;
-    let truncated = reply["truncated"].as_u64().unwrap_or(0);
+    let truncated = reply.truncated;
     // Ending on the count is the normal case; say why only otherwise.
-    let ended = reply["ended"].as_str().filter(|e| *e != "count");
+    let ended = Some(reply.ended.as_str()).filter(|e| *e != "count");
     let file = c.file.as_ref().map(|f| {
         (
             f.clone(),
@@ -415,7 +415,7 @@ fn capture(api: &mut dyn Api, c: &Capture, json: bool, tz: Tz) -> Result<Outcome
         )
     });
     let text = if json {
-        pretty(&reply)
+        pretty(&raw)
     } else if let Some(f) = &c.file {
         format!(
             "{} to {} ({})\n",
@@ -432,11 +432,16 @@ fn capture(api: &mut dyn Api, c: &Capture, json: bool, tz: Tz) -> Result<Outcome
     Ok(Outcome { text, file })
 }
 
+/// Text or JSON, from one gateway reply.
+fn gw_view(json: bool, reply: &Value, f: impl FnOnce(&Value) -> String) -> Outcome {
+    Outcome::text(if json { pretty(reply) } else { f(reply) })
+}
+
 /// Runs `p` against the gateway's admin API.
 pub fn gateway(gw: &mut dyn GwApi, p: &Parsed, tz: Tz) -> Result<Outcome, Error> {
     let json = p.json;
     Ok(match &p.command {
-        Command::Instances => view(json, &gw.get("/api/v1/instances")?, format::gw_instances),
+        Command::Instances => gw_view(json, &gw.get("/api/v1/instances")?, format::gw_instances),
         Command::Switches => {
             let s = gw.get("/api/v1/switches")?;
             if json {
@@ -446,7 +451,7 @@ pub fn gateway(gw: &mut dyn GwApi, p: &Parsed, tz: Tz) -> Result<Outcome, Error>
                 Outcome::text(format::gw_switches(&s, &i))
             }
         }
-        Command::Routers => view(json, &gw.get("/api/v1/routers")?, format::gw_routers),
+        Command::Routers => gw_view(json, &gw.get("/api/v1/routers")?, format::gw_routers),
         Command::Certificates => {
             let r = gw.get("/api/v1/certificates").map_err(|e| match e {
                 Error::Api(m) if m.contains("HTTP 404") => Error::Api(format!(
@@ -454,7 +459,7 @@ pub fn gateway(gw: &mut dyn GwApi, p: &Parsed, tz: Tz) -> Result<Outcome, Error>
                 )),
                 other => other,
             })?;
-            view(json, &r, |r| format::gw_certificates(r, tz))
+            gw_view(json, &r, |r| format::gw_certificates(r, tz))
         }
         Command::Help(topic) => Outcome::text(crate::grammar::help(Mode::Gateway, topic)?),
         Command::Exit => Outcome::default(),
@@ -468,75 +473,56 @@ pub fn gateway(gw: &mut dyn GwApi, p: &Parsed, tz: Tz) -> Result<Outcome, Error>
 
 /// Live names for completion, asked of the agent (errors give none).
 pub fn agent_names(api: &mut dyn Api, kind: ArgKind) -> Vec<String> {
-    let strs = |v: &Value, key: &str| -> Vec<String> {
-        v.as_array()
-            .map(|l| {
-                l.iter()
-                    .filter_map(|x| x[key].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     match kind {
         ArgKind::Switch | ArgKind::Vni => {
-            let Ok(s) = api.call("switches", no_args()) else {
+            let Ok(s) = get::<SwitchesReply>(api, &Request::Switches) else {
                 return Vec::new();
             };
-            let list = s["switches"].as_array().cloned().unwrap_or_default();
-            let vnis = list
-                .iter()
-                .filter_map(|x| x["vni"].as_u64().map(|v| format!("{v:#x}")));
+            let vnis = s.switches.iter().map(|x| format!("{:#x}", x.vni));
             if kind == ArgKind::Vni {
                 vnis.collect()
             } else {
-                strs(&s["switches"], "name")
-                    .into_iter()
+                s.switches
+                    .iter()
+                    .map(|x| x.name.clone())
                     .chain(vnis)
                     .collect()
             }
         }
-        ArgKind::Router => api
-            .call("routers", no_args())
-            .map(|r| strs(&r["routers"], "name"))
+        ArgKind::Router => get::<RoutersReply>(api, &Request::Routers)
+            .map(|r| r.routers.into_iter().map(|x| x.name).collect())
             .unwrap_or_default(),
-        ArgKind::RuleId => api
-            .call("firewall-stats", no_args())
-            .map(|r| {
-                r["rules"]
-                    .as_array()
-                    .map(|l| {
-                        l.iter()
-                            .filter_map(|x| x["id"].as_u64())
-                            .map(|i| i.to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
+        ArgKind::RuleId => get::<FirewallStats>(api, &Request::FirewallStats)
+            .map(|r| r.rules.iter().map(|x| x.id.to_string()).collect())
             .unwrap_or_default(),
         ArgKind::Tep => {
-            let Ok(s) = api.call("switches", no_args()) else {
+            let Ok(s) = get::<SwitchesReply>(api, &Request::Switches) else {
                 return Vec::new();
             };
             let mut out: Vec<String> = Vec::new();
-            for sw in s["switches"].as_array().map_or(&[][..], Vec::as_slice) {
-                for e in sw["endpoints"].as_array().map_or(&[][..], Vec::as_slice) {
-                    if let Some(e) = e.as_str()
-                        && !out.iter().any(|x| x == e)
-                    {
-                        out.push(e.to_string());
-                    }
+            for e in s.switches.iter().flat_map(|sw| &sw.endpoints) {
+                let e = e.to_string();
+                if !out.contains(&e) {
+                    out.push(e);
                 }
             }
             out
         }
         ArgKind::Ip | ArgKind::Mac => {
-            let Ok(a) = api.call("arp-table", no_args()) else {
+            let Ok(a) = get::<ArpTableReply>(api, &Request::ArpTable { switch: None }) else {
                 return Vec::new();
             };
-            let mut out = strs(
-                &a["entries"],
-                if kind == ArgKind::Ip { "ip" } else { "mac" },
-            );
+            let mut out: Vec<String> = a
+                .entries
+                .iter()
+                .map(|e| {
+                    if kind == ArgKind::Ip {
+                        e.ip.to_string()
+                    } else {
+                        e.mac.to_string()
+                    }
+                })
+                .collect();
             out.sort();
             out.dedup();
             out

@@ -1,9 +1,18 @@
-//! Replies -> text: one pure function per view, from the API's JSON to what
-//! the operator reads. Missing or odd fields print as `-`; nothing here
-//! panics on any reply. The seed's exact lines (`Public Cloud Gateway :
-//! ...`, `VM-Network-Mode : ...`) and the `vsipioctl` texts come out as
-//! the users know them.
+//! Replies -> text: one pure function per view, from the agent's typed
+//! replies (`agent_api`) or the gateway's JSON to what the operator reads.
+//! Absent facts print as `-`; nothing here panics on any reply (a reply
+//! that does not fit its type is refused before it gets here). The seed's
+//! exact lines (`Public Cloud Gateway : ...`, `VM-Network-Mode : ...`) and
+//! the `vsipioctl` texts come out as the users know them.
 
+use std::fmt::Display;
+
+use agent_api::{
+    ArpTableReply, CountersReply, FirewallStats, GatewayStatus, InterfacesReply, MacTableReply,
+    Router, RoutersReply, StatusReply, Switch, SwitchesReply, TextReply, TraceReply,
+    TunnelCounters, VersionReply,
+};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Error;
@@ -35,6 +44,45 @@ pub fn vni(v: &Value) -> String {
     v.as_u64().map_or_else(|| cell(v), |n| format!("{n:#x}"))
 }
 
+/// An optional fact as a cell (`-` when absent or empty).
+fn opt<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |x| text_cell(&x.to_string()))
+}
+
+/// A string as a cell (`-` when empty).
+fn text_cell(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.into() }
+}
+
+/// A list as a cell: `a, b` (`-` when empty).
+fn join<T: Display>(l: &[T]) -> String {
+    if l.is_empty() {
+        return "-".into();
+    }
+    l.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A typed value as its JSON word (enums: `remote`, `overlay-peer`, ...).
+fn word<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).map_or_else(|_| "-".into(), |v| cell(&v))
+}
+
+/// A VNI as `0x238c`.
+fn hex_vni(n: u32) -> String {
+    format!("{n:#x}")
+}
+
+/// Unix seconds as ctime (`-` for 0).
+fn since(unix: u64, tz: Tz) -> String {
+    i64::try_from(unix)
+        .ok()
+        .filter(|t| *t > 0)
+        .map_or_else(|| "-".to_string(), |t| timefmt::ctime(t, tz))
+}
+
 fn list(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
@@ -47,31 +95,39 @@ fn kv(out: &mut String, key: &str, value: &str) {
     out.push('\n');
 }
 
+/// The gateway as `get gateway connection status` names it: the name
+/// the agent dials, with the address it reached after it, e.g.
+/// `nsx-gw.vmware.local:5555 (10.99.3.2:5555)` (an older agent without
+/// `name`: its configured control address).
+#[must_use]
+pub fn gateway_shown(gw: &GatewayStatus) -> String {
+    let name = gw.name.as_deref().unwrap_or(&gw.peer);
+    match gw.address.as_deref() {
+        Some(addr) if addr != name => format!("{name} ({addr})"),
+        _ => text_cell(name),
+    }
+}
+
 /// `get gateway connection status` from `status`.
 #[must_use]
-pub fn gateway_status(status: &Value, tz: Tz) -> String {
-    let gw = &status["gateway"];
+pub fn gateway_status(status: &StatusReply, tz: Tz) -> String {
     let mut out = String::new();
-    if !gw.is_object() {
+    let Some(gw) = &status.gateway else {
         kv(
             &mut out,
             "Public Cloud Gateway",
             "not configured (static config)",
         );
         return out;
-    }
-    let state = cell(&gw["state"]);
-    kv(&mut out, "Public Cloud Gateway", &cell(&gw["peer"]));
-    kv(&mut out, "Connection Status", &state);
-    let since = gw["since_unix"]
-        .as_i64()
-        .filter(|t| *t > 0)
-        .map_or_else(|| "-".to_string(), |t| timefmt::ctime(t, tz));
-    if state == "ESTABLISHED" {
+    };
+    kv(&mut out, "Public Cloud Gateway", &gateway_shown(gw));
+    kv(&mut out, "Connection Status", &text_cell(&gw.state));
+    let since = since(gw.since_unix, tz);
+    if gw.state == "ESTABLISHED" {
         kv(&mut out, "Connection Time", &since);
     } else {
         kv(&mut out, "Status Since", &since);
-        if let Some(e) = gw["last_error"].as_str().filter(|e| !e.is_empty()) {
+        if let Some(e) = gw.last_error.as_deref().filter(|e| !e.is_empty()) {
             kv(&mut out, "Last Error", e);
         }
     }
@@ -80,16 +136,16 @@ pub fn gateway_status(status: &Value, tz: Tz) -> String {
 
 /// `get vm-network-mode` from `status`.
 #[must_use]
-pub fn vm_network_mode(status: &Value) -> String {
+pub fn vm_network_mode(status: &StatusReply) -> String {
     let mut out = String::new();
-    kv(&mut out, "VM-Network-Mode", &cell(&status["mode"]));
-    kv(&mut out, "Interface", &cell(&status["nic"]));
+    kv(&mut out, "VM-Network-Mode", status.mode.name());
+    kv(&mut out, "Interface", &text_cell(&status.nic));
     out
 }
 
 /// `get interfaces` from `interfaces`.
 #[must_use]
-pub fn interfaces(reply: &Value) -> String {
+pub fn interfaces(reply: &InterfacesReply) -> String {
     let mut t = Table::new(&[
         ("Interface", L),
         ("Role", L),
@@ -103,19 +159,19 @@ pub fn interfaces(reply: &Value) -> String {
         ("TX Packets", R),
         ("TX Bytes", R),
     ]);
-    for i in list(&reply["interfaces"]) {
+    for i in &reply.interfaces {
         t.row(vec![
-            cell(&i["name"]),
-            cell(&i["role"]),
-            cell(&i["netns"]),
-            cell(&i["mac"]),
-            cell(&i["mtu"]),
-            cell(&i["state"]),
-            cell(&i["ipv4"]),
-            cell(&i["rx_packets"]),
-            cell(&i["rx_bytes"]),
-            cell(&i["tx_packets"]),
-            cell(&i["tx_bytes"]),
+            text_cell(&i.name),
+            word(&i.role),
+            opt(i.netns.as_ref()),
+            opt(i.mac.as_ref()),
+            opt(i.mtu),
+            word(&i.state),
+            join(&i.ipv4),
+            opt(i.rx_packets),
+            opt(i.rx_bytes),
+            opt(i.tx_packets),
+            opt(i.tx_bytes),
         ]);
     }
     t.render()
@@ -123,7 +179,7 @@ pub fn interfaces(reply: &Value) -> String {
 
 /// `get logical-switches` from `switches`.
 #[must_use]
-pub fn switches(reply: &Value) -> String {
+pub fn switches(reply: &SwitchesReply) -> String {
     let mut t = Table::new(&[
         ("Name", L),
         ("VNI", L),
@@ -134,32 +190,30 @@ pub fn switches(reply: &Value) -> String {
         ("Local MAC", L),
         ("Remote Endpoints", L),
     ]);
-    for s in list(&reply["switches"]) {
+    for s in &reply.switches {
         t.row(vec![
-            cell(&s["name"]),
-            vni(&s["vni"]),
-            cell(&s["subnet"]),
-            cell(&s["gateway_ip"]),
-            cell(&s["router"]),
-            cell(&s["local_port"]["ip"]),
-            cell(&s["local_port"]["mac"]),
-            cell(&s["endpoints"]),
+            text_cell(&s.name),
+            hex_vni(s.vni),
+            s.subnet.to_string(),
+            s.gateway_ip.to_string(),
+            opt(s.router.as_ref()),
+            opt(s.local_port.map(|p| p.ip)),
+            opt(s.local_port.map(|p| p.mac)),
+            join(&s.endpoints),
         ]);
     }
     t.render()
 }
 
 /// Finds a switch of a `switches` reply by name or VNI (`0x238c`, `9100`).
-pub fn find_switch<'a>(reply: &'a Value, key: &str) -> Result<&'a Value, Error> {
-    let sws = list(&reply["switches"]);
+pub fn find_switch<'a>(reply: &'a SwitchesReply, key: &str) -> Result<&'a Switch, Error> {
+    let sws = &reply.switches;
     let by_vni = crate::grammar::parse_u32(key).ok();
     sws.iter()
-        .find(|s| s["name"].as_str() == Some(key))
-        .or_else(|| {
-            by_vni.and_then(|n| sws.iter().find(|s| s["vni"].as_u64() == Some(u64::from(n))))
-        })
+        .find(|s| s.name == key)
+        .or_else(|| by_vni.and_then(|n| sws.iter().find(|s| s.vni == n)))
         .ok_or_else(|| {
-            let known: Vec<String> = sws.iter().map(|s| cell(&s["name"])).collect();
+            let known: Vec<&str> = sws.iter().map(|s| s.name.as_str()).collect();
             Error::Failed(format!(
                 "Unknown logical switch \"{key}\" (known: {})",
                 if known.is_empty() {
@@ -171,47 +225,48 @@ pub fn find_switch<'a>(reply: &'a Value, key: &str) -> Result<&'a Value, Error> 
         })
 }
 
-fn switch_title(sw: &Value) -> String {
+fn switch_title(sw: &Switch) -> String {
     format!(
         "Logical Switch : {} (VNI {})\n",
-        cell(&sw["name"]),
-        vni(&sw["vni"])
+        text_cell(&sw.name),
+        hex_vni(sw.vni)
     )
-}
-
-/// The entries of a `mac-table` / `arp-table` reply on switch `sw`.
-#[must_use]
-pub fn entries_on<'a>(reply: &'a Value, sw: &Value) -> Vec<&'a Value> {
-    list(&reply["entries"])
-        .iter()
-        .filter(|e| e["switch"] == sw["name"] || (e["vni"] == sw["vni"] && !sw["vni"].is_null()))
-        .collect()
 }
 
 /// `get logical-switch X mac-table`: the `mac-table` entries of `sw`.
 #[must_use]
-pub fn mac_table(reply: &Value, sw: &Value) -> String {
+pub fn mac_table(reply: &MacTableReply, sw: &Switch) -> String {
     let mut t = Table::new(&[("MAC", L), ("Location", L), ("TEP IP", L)]);
-    for e in entries_on(reply, sw) {
-        t.row(vec![
-            cell(&e["mac"]),
-            cell(&e["location"]),
-            cell(&e["tep_ip"]),
-        ]);
+    for e in reply
+        .entries
+        .iter()
+        .filter(|e| e.switch == sw.name || e.vni == sw.vni)
+    {
+        t.row(vec![e.mac.to_string(), word(&e.location), opt(e.tep_ip)]);
     }
     switch_title(sw) + &t.render()
 }
 
+/// The `arp-table` entries on switch `sw`.
+#[must_use]
+pub fn arp_entries_on<'a>(reply: &'a ArpTableReply, sw: &Switch) -> Vec<&'a agent_api::ArpEntry> {
+    reply
+        .entries
+        .iter()
+        .filter(|e| e.switch == sw.name || e.vni == sw.vni)
+        .collect()
+}
+
 /// `get logical-switch X arp-table`: the `arp-table` entries of `sw`.
 #[must_use]
-pub fn arp_table(reply: &Value, sw: &Value) -> String {
+pub fn arp_table(reply: &ArpTableReply, sw: &Switch) -> String {
     let mut t = Table::new(&[("IP", L), ("MAC", L), ("Location", L), ("TEP IP", L)]);
-    for e in entries_on(reply, sw) {
+    for e in arp_entries_on(reply, sw) {
         t.row(vec![
-            cell(&e["ip"]),
-            cell(&e["mac"]),
-            cell(&e["location"]),
-            cell(&e["tep_ip"]),
+            e.ip.to_string(),
+            e.mac.to_string(),
+            word(&e.location),
+            opt(e.tep_ip),
         ]);
     }
     switch_title(sw) + &t.render()
@@ -219,52 +274,50 @@ pub fn arp_table(reply: &Value, sw: &Value) -> String {
 
 /// `get logical-routers` from `routers`.
 #[must_use]
-pub fn routers(reply: &Value) -> String {
+pub fn routers(reply: &RoutersReply) -> String {
     let mut t = Table::new(&[("Name", L), ("MAC", L), ("Switches", L), ("Routes", R)]);
-    for r in list(&reply["routers"]) {
+    for r in &reply.routers {
         t.row(vec![
-            cell(&r["name"]),
-            cell(&r["mac"]),
-            cell(&r["switches"]),
-            list(&r["routes"]).len().to_string(),
+            text_cell(&r.name),
+            r.mac.to_string(),
+            join(&r.switches),
+            r.routes.len().to_string(),
         ]);
     }
     t.render()
 }
 
 /// Finds a router of a `routers` reply by name.
-pub fn find_router<'a>(reply: &'a Value, name: &str) -> Result<&'a Value, Error> {
-    let rs = list(&reply["routers"]);
-    rs.iter()
-        .find(|r| r["name"].as_str() == Some(name))
-        .ok_or_else(|| {
-            let known: Vec<String> = rs.iter().map(|r| cell(&r["name"])).collect();
-            Error::Failed(format!(
-                "Unknown logical router \"{name}\" (known: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })
+pub fn find_router<'a>(reply: &'a RoutersReply, name: &str) -> Result<&'a Router, Error> {
+    let rs = &reply.routers;
+    rs.iter().find(|r| r.name == name).ok_or_else(|| {
+        let known: Vec<&str> = rs.iter().map(|r| r.name.as_str()).collect();
+        Error::Failed(format!(
+            "Unknown logical router \"{name}\" (known: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })
 }
 
 /// `get logical-router X forwarding`.
 #[must_use]
-pub fn forwarding(router: &Value) -> String {
+pub fn forwarding(router: &Router) -> String {
     let mut out = format!(
         "Logical Router : {} (MAC {})\n",
-        cell(&router["name"]),
-        cell(&router["mac"])
+        text_cell(&router.name),
+        router.mac
     );
     let mut t = Table::new(&[("Prefix", L), ("Kind", L), ("Switch", L), ("Next Hop", L)]);
-    for r in list(&router["routes"]) {
+    for r in &router.routes {
         t.row(vec![
-            cell(&r["prefix"]),
-            cell(&r["kind"]),
-            cell(&r["switch"]),
-            cell(&r["next_hop"]),
+            r.prefix.to_string(),
+            word(&r.kind),
+            text_cell(&r.switch),
+            opt(r.next_hop),
         ]);
     }
     out.push_str(&t.render());
@@ -272,8 +325,8 @@ pub fn forwarding(router: &Value) -> String {
 }
 
 /// "how long ago" from milliseconds.
-fn ago(ms: &Value) -> String {
-    match ms.as_u64() {
+fn ago(ms: Option<u64>) -> String {
+    match ms {
         None => "never".into(),
         Some(ms) if ms < 60_000 => format!("{}.{} s ago", ms / 1000, ms % 1000 / 100),
         Some(ms) if ms < 3_600_000 => format!("{} min ago", ms / 60_000),
@@ -283,27 +336,22 @@ fn ago(ms: &Value) -> String {
 
 /// `get tunnels` from `status` (local endpoint) and `counters` (tunnels).
 #[must_use]
-pub fn tunnels(status: &Value, counters: &Value) -> String {
+pub fn tunnels(status: &StatusReply, counters: &CountersReply) -> String {
     let mut out = String::new();
     kv(
         &mut out,
         "Local Endpoint",
-        &format!(
-            "{} (tep id {})",
-            cell(&status["underlay_ip"]),
-            cell(&status["tep_id"])
-        ),
+        &format!("{} (tep id {})", status.underlay_ip, status.tep_id),
     );
-    let tunnels = list(&counters["tunnels"]);
-    if tunnels.is_empty() {
+    if counters.tunnels.is_empty() {
         out.push_str("No tunnels\n");
         return out;
     }
-    out.push_str(&tunnel_table(tunnels));
+    out.push_str(&tunnel_table(&counters.tunnels));
     out
 }
 
-fn tunnel_table(tunnels: &[Value]) -> String {
+fn tunnel_table(tunnels: &[TunnelCounters]) -> String {
     let mut t = Table::new(&[
         ("Remote Endpoint", L),
         ("TEP ID", R),
@@ -315,46 +363,41 @@ fn tunnel_table(tunnels: &[Value]) -> String {
     ]);
     for x in tunnels {
         t.row(vec![
-            cell(&x["tep_ip"]),
-            cell(&x["tep_id"]),
-            cell(&x["tx_packets"]),
-            cell(&x["tx_bytes"]),
-            cell(&x["rx_packets"]),
-            cell(&x["rx_bytes"]),
-            ago(&x["last_rx_ago_ms"]),
+            x.tep_ip.to_string(),
+            x.tep_id.to_string(),
+            x.tx_packets.to_string(),
+            x.tx_bytes.to_string(),
+            x.rx_packets.to_string(),
+            x.rx_bytes.to_string(),
+            ago(x.last_rx_ago_ms),
         ]);
     }
     t.render()
 }
 
 /// A `text` view (`getrules`, `getaddrsets`, `getflows`) verbatim.
-pub fn text(reply: &Value) -> Result<String, Error> {
-    let Some(t) = reply["text"].as_str() else {
-        return Err(Error::BadReply {
-            what: "the agent".into(),
-            reason: "no \"text\" field".into(),
-        });
-    };
-    let mut t = t.to_string();
+#[must_use]
+pub fn text(reply: &TextReply) -> String {
+    let mut t = reply.text.clone();
     if !t.is_empty() && !t.ends_with('\n') {
         t.push('\n');
     }
-    Ok(t)
+    t
 }
 
 /// `get firewall stats` from `firewall-stats`.
 #[must_use]
-pub fn firewall_stats(reply: &Value) -> String {
+pub fn firewall_stats(reply: &FirewallStats) -> String {
     let mut out = String::new();
-    kv(&mut out, "Policy Loaded", &cell(&reply["policy_loaded"]));
+    kv(
+        &mut out,
+        "Policy Loaded",
+        if reply.policy_loaded { "yes" } else { "no" },
+    );
     kv(
         &mut out,
         "Connections",
-        &format!(
-            "{} (capacity {})",
-            cell(&reply["flows"]),
-            cell(&reply["flow_capacity"])
-        ),
+        &format!("{} (capacity {})", reply.flows, reply.flow_capacity),
     );
     let mut t = Table::new(&[
         ("Rule", R),
@@ -364,31 +407,31 @@ pub fn firewall_stats(reply: &Value) -> String {
         ("Bytes", R),
         ("Sessions", R),
     ]);
-    for r in list(&reply["rules"]) {
+    for r in &reply.rules {
         t.row(vec![
-            cell(&r["id"]),
-            cell(&r["ruleset"]),
-            cell(&r["action"]),
-            cell(&r["packets"]),
-            cell(&r["bytes"]),
-            cell(&r["sessions"]),
+            r.id.to_string(),
+            text_cell(&r.ruleset),
+            text_cell(&r.action),
+            r.packets.to_string(),
+            r.bytes.to_string(),
+            r.sessions.to_string(),
         ]);
     }
     out.push('\n');
     out.push_str(&t.render());
     let mut c = Table::new(&[("Counter", L), ("Value", R)]);
-    for k in [
-        "management",
-        "fast_path",
-        "related",
-        "rejects",
-        "recheck_removed",
-        "log_rate_limited",
+    for (k, v) in [
+        ("management", reply.management),
+        ("fast_path", reply.fast_path),
+        ("related", reply.related),
+        ("rejects", reply.rejects),
+        ("recheck_removed", reply.recheck_removed),
+        ("log_rate_limited", reply.log_rate_limited),
     ] {
-        c.row(vec![k.to_string(), cell(&reply[k])]);
+        c.row(vec![k.to_string(), v.to_string()]);
     }
-    for d in list(&reply["drops"]) {
-        c.row(vec![format!("drop {}", cell(&d[0])), cell(&d[1])]);
+    for (name, n) in &reply.drops {
+        c.row(vec![format!("drop {}", text_cell(name)), n.to_string()]);
     }
     out.push('\n');
     out.push_str(&c.render());
@@ -396,23 +439,17 @@ pub fn firewall_stats(reply: &Value) -> String {
 }
 
 /// `get firewall rule ID`: its `getrules` line(s) and hit counters.
-pub fn firewall_rule(rules: &Value, stats: &Value, id: u32) -> Result<String, Error> {
+pub fn firewall_rule(rules: &TextReply, stats: &FirewallStats, id: u32) -> Result<String, Error> {
     let needle = format!("rule {id} at ");
-    let lines: Vec<&str> = rules["text"]
-        .as_str()
-        .unwrap_or("")
+    let lines: Vec<&str> = rules
+        .text
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with(&needle))
         .collect();
-    let stat = list(&stats["rules"])
-        .iter()
-        .find(|r| r["id"].as_u64() == Some(u64::from(id)));
+    let stat = stats.rules.iter().find(|r| r.id == id);
     if lines.is_empty() && stat.is_none() {
-        let known: Vec<String> = list(&stats["rules"])
-            .iter()
-            .map(|r| cell(&r["id"]))
-            .collect();
+        let known: Vec<String> = stats.rules.iter().map(|r| r.id.to_string()).collect();
         return Err(Error::Failed(format!(
             "No firewall rule {id} (rules: {})",
             if known.is_empty() {
@@ -428,18 +465,18 @@ pub fn firewall_rule(rules: &Value, stats: &Value, id: u32) -> Result<String, Er
         out.push('\n');
     }
     if let Some(s) = stat {
-        kv(&mut out, "Ruleset", &cell(&s["ruleset"]));
-        kv(&mut out, "Action", &cell(&s["action"]));
-        kv(&mut out, "Packets", &cell(&s["packets"]));
-        kv(&mut out, "Bytes", &cell(&s["bytes"]));
-        kv(&mut out, "Sessions", &cell(&s["sessions"]));
+        kv(&mut out, "Ruleset", &text_cell(&s.ruleset));
+        kv(&mut out, "Action", &text_cell(&s.action));
+        kv(&mut out, "Packets", &s.packets.to_string());
+        kv(&mut out, "Bytes", &s.bytes.to_string());
+        kv(&mut out, "Sessions", &s.sessions.to_string());
     }
     Ok(out)
 }
 
 /// `get statistics` from `counters`.
 #[must_use]
-pub fn statistics(c: &Value) -> String {
+pub fn statistics(c: &CountersReply) -> String {
     let mut out = String::new();
     let mut t = Table::new(&[
         ("Traffic", L),
@@ -448,14 +485,13 @@ pub fn statistics(c: &Value) -> String {
         ("TX Packets", R),
         ("TX Bytes", R),
     ]);
-    for k in ["port", "underlay"] {
-        let x = &c[k];
+    for (k, x) in [("port", &c.port), ("underlay", &c.underlay)] {
         t.row(vec![
             k.to_string(),
-            cell(&x["rx_packets"]),
-            cell(&x["rx_bytes"]),
-            cell(&x["tx_packets"]),
-            cell(&x["tx_bytes"]),
+            x.rx_packets.to_string(),
+            x.rx_bytes.to_string(),
+            x.tx_packets.to_string(),
+            x.tx_bytes.to_string(),
         ]);
     }
     out.push_str(&t.render());
@@ -466,91 +502,80 @@ pub fn statistics(c: &Value) -> String {
         ("Handled", R),
         ("Dropped", R),
     ]);
-    for l in list(&c["layers"]) {
+    for l in &c.layers {
         t.row(vec![
-            cell(&l["name"]),
-            cell(&l["seen"]),
-            cell(&l["passed"]),
-            cell(&l["handled"]),
-            cell(&l["dropped"]),
+            text_cell(&l.name),
+            l.seen.to_string(),
+            l.passed.to_string(),
+            l.handled.to_string(),
+            l.dropped.to_string(),
         ]);
     }
     out.push('\n');
     out.push_str(&t.render());
-    let tunnels = list(&c["tunnels"]);
-    if !tunnels.is_empty() {
+    if !c.tunnels.is_empty() {
         out.push('\n');
-        out.push_str(&tunnel_table(tunnels));
+        out.push_str(&tunnel_table(&c.tunnels));
     }
     out.push('\n');
     let mut t = Table::new(&[("Drop Reason", L), ("Count", R)]);
-    if let Some(m) = c["drops"].as_object() {
-        for (k, v) in m {
-            t.row(vec![k.clone(), cell(v)]);
-        }
+    for (k, v) in &c.drops {
+        t.row(vec![k.clone(), v.to_string()]);
     }
-    t.row(vec!["total".into(), cell(&c["total_drops"])]);
+    t.row(vec!["total".into(), c.total_drops.to_string()]);
     out.push_str(&t.render());
-    if let Some(m) = c["io"].as_object() {
+    // The I/O counters by name, in name order.
+    if let Ok(Value::Object(m)) = serde_json::to_value(c.io) {
         out.push('\n');
         let mut t = Table::new(&[("I/O", L), ("Count", R)]);
-        for (k, v) in m {
+        for (k, v) in &m {
             t.row(vec![k.clone(), cell(v)]);
         }
         out.push_str(&t.render());
     }
-    kv(&mut out, "\nConfig Version", &cell(&c["config_version"]));
+    kv(&mut out, "\nConfig Version", &c.config_version.to_string());
     out
 }
 
 /// `get version` from `version` (or `status`, whose `agent`/`version` match).
 #[must_use]
-pub fn version(reply: &Value, cli: &str) -> String {
+pub fn version(reply: &agent_api::Reply<VersionReply>, cli: &str) -> String {
     let mut out = String::new();
     kv(&mut out, "nsxcli", cli);
-    let agent = reply["agent"].as_str().unwrap_or("nsx-agent");
-    kv(&mut out, agent, &cell(&reply["version"]));
     kv(
         &mut out,
-        "API Version",
-        &reply["api_version"]
-            .as_u64()
-            .map_or_else(|| "-".to_string(), |v| v.to_string()),
+        &text_cell(&reply.body.agent),
+        &text_cell(&reply.body.version),
     );
+    kv(&mut out, "API Version", &reply.api_version.to_string());
     out
 }
 
 /// `get config version` from `status`.
 #[must_use]
-pub fn config_version(status: &Value, tz: Tz) -> String {
+pub fn config_version(status: &StatusReply, tz: Tz) -> String {
     let mut out = String::new();
-    kv(&mut out, "Config Version", &cell(&status["config_version"]));
-    let gw = &status["gateway"];
-    let source = if gw.is_object() {
-        format!(
+    kv(
+        &mut out,
+        "Config Version",
+        &status.config_version.to_string(),
+    );
+    let source = match &status.gateway {
+        Some(gw) => format!(
             "gateway {} (applied version {})",
-            cell(&gw["peer"]),
-            cell(&gw["applied_version"])
-        )
-    } else {
-        format!("file {}", cell(&status["config_path"]))
+            text_cell(&gw.peer),
+            opt(gw.applied_version)
+        ),
+        None => format!("file {}", text_cell(&status.config_path)),
     };
     kv(&mut out, "Config Source", &source);
-    let r = &status["last_reload"];
-    if r.is_object() {
-        let at = r["at_unix"]
-            .as_i64()
-            .map_or_else(|| "-".to_string(), |t| timefmt::ctime(t, tz));
-        let ok = if r["ok"].as_bool() == Some(true) {
-            "ok"
-        } else {
-            "failed"
-        };
-        let msg = r["message"].as_str().unwrap_or("");
-        let line = if msg.is_empty() {
+    if let Some(r) = &status.last_reload {
+        let at = since(r.at_unix, tz);
+        let ok = if r.ok { "ok" } else { "failed" };
+        let line = if r.message.is_empty() {
             format!("{ok}, {at}")
         } else {
-            format!("{ok}, {at}: {msg}")
+            format!("{ok}, {at}: {}", r.message)
         };
         kv(&mut out, "Last Reload", &line);
     }
@@ -559,28 +584,28 @@ pub fn config_version(status: &Value, tz: Tz) -> String {
 
 /// `trace`: each step numbered, then the verdict and the outputs.
 #[must_use]
-pub fn trace(reply: &Value) -> String {
+pub fn trace(reply: &TraceReply) -> String {
     let mut out = String::new();
-    for (i, s) in list(&reply["steps"]).iter().enumerate() {
-        let layer = s["layer"].as_str().unwrap_or("?");
-        let detail = s["detail"].as_str().unwrap_or("");
+    for (i, s) in reply.steps.iter().enumerate() {
+        let layer = s.layer.as_str();
+        let detail = s.detail.as_str();
         // Details that already name their layer ("router t1: ...") stand alone.
         let named = detail
             .strip_prefix(layer)
             .is_some_and(|r| r.starts_with(':') || r.starts_with(' '));
-        let line = if named || layer == "?" {
+        let line = if named || layer.is_empty() {
             detail.to_string()
         } else if detail.is_empty() {
-            format!("{layer}: {}", cell(&s["result"]))
+            format!("{layer}: {}", text_cell(&s.result))
         } else {
             format!("{layer}: {detail}")
         };
         out.push_str(&format!("{:>2}. {line}\n", i + 1));
     }
-    let verdict = cell(&reply["verdict"]);
-    let reasons: Vec<&str> = ["drop_reason", "firewall_drop_reason"]
-        .iter()
-        .filter_map(|k| reply[*k].as_str())
+    let verdict = text_cell(&reply.verdict);
+    let reasons: Vec<&str> = [&reply.drop_reason, &reply.firewall_drop_reason]
+        .into_iter()
+        .filter_map(Option::as_deref)
         .filter(|r| !r.is_empty())
         .collect();
     if reasons.is_empty() {
@@ -592,21 +617,20 @@ pub fn trace(reply: &Value) -> String {
             &format!("{verdict} ({})", reasons.join(", ")),
         );
     }
-    for o in list(&reply["outputs"]) {
-        let kind = cell(&o["kind"]);
-        let mut line = if o["vni"].is_null() {
-            format!("{kind} {}, {} bytes", cell(&o["dst"]), cell(&o["len"]))
-        } else {
-            format!(
+    for o in &reply.outputs {
+        let kind = text_cell(&o.kind);
+        let mut line = match o.vni {
+            None => format!("{kind} {}, {} bytes", text_cell(&o.dst), o.len),
+            Some(v) => format!(
                 "{kind} {} vni {}, {} bytes",
-                cell(&o["dst"]),
-                vni(&o["vni"]),
-                cell(&o["len"])
-            )
+                text_cell(&o.dst),
+                hex_vni(v),
+                o.len
+            ),
         };
-        if let Some(s) = o["summary"].as_str().filter(|s| !s.is_empty()) {
+        if !o.summary.is_empty() {
             line.push_str(": ");
-            line.push_str(s);
+            line.push_str(&o.summary);
         }
         kv(&mut out, "Output", &line);
     }

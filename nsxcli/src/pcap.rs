@@ -5,10 +5,8 @@
 
 use std::net::Ipv4Addr;
 
-use serde_json::Value;
-
 use crate::error::Error;
-use crate::packet::{flags_string, from_hex, mac_string};
+use crate::packet::{flags_string, mac_string};
 use crate::timefmt::{self, Tz};
 
 /// pcap magic for nanosecond timestamps (written little-endian).
@@ -62,27 +60,23 @@ pub struct Frame {
 }
 
 /// The frames of a `capture` reply.
-pub fn frames(reply: &Value) -> Result<Vec<Frame>, Error> {
+pub fn frames(reply: &agent_api::CaptureReply) -> Result<Vec<Frame>, Error> {
     let bad = |reason: String| Error::BadReply {
         what: "the agent".into(),
         reason,
     };
-    let Some(list) = reply["frames"].as_array() else {
-        return Err(bad("no \"frames\" list".into()));
-    };
-    list.iter()
+    reply
+        .frames
+        .iter()
         .enumerate()
         .map(|(i, f)| {
-            let data = from_hex(f["data_hex"].as_str().unwrap_or(""))
-                .map_err(|e| bad(format!("frame {i}: {e}")))?;
+            let data =
+                agent_api::hex::decode(&f.data_hex).map_err(|e| bad(format!("frame {i}: {e}")))?;
             let captured = u32::try_from(data.len()).unwrap_or(u32::MAX);
-            let orig_len = f["orig_len"]
-                .as_u64()
-                .map_or(captured, |n| u32::try_from(n).unwrap_or(u32::MAX))
-                .max(captured);
+            let orig_len = u32::try_from(f.orig_len).unwrap_or(u32::MAX).max(captured);
             Ok(Frame {
-                ts_ns: f["ts_ns"].as_u64().unwrap_or(0),
-                dir: f["dir"].as_str().unwrap_or("?").to_string(),
+                ts_ns: f.ts_ns,
+                dir: f.dir.clone(),
                 orig_len,
                 data,
             })

@@ -53,7 +53,7 @@ impl Backend {
     /// error still proves it is there).
     pub fn probe(&mut self) -> Result<(), Error> {
         let r = match self {
-            Backend::Agent(a) => a.call("version", serde_json::Map::new()),
+            Backend::Agent(a) => a.call(&agent_api::Request::Version),
             Backend::Gateway(g) => g.get("/api/v1/instances"),
         };
         match r {

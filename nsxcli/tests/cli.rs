@@ -26,8 +26,9 @@ fn reply_for(req: &Value) -> Value {
         "routers" => fixture("routers"),
         "interfaces" => fixture("interfaces"),
         "version" => json!({"api_version": 1, "agent": "nsx-agent", "version": "0.1.0"}),
-        "capture" => json!({"api_version": 1, "truncated": 0, "frames": [
-            {"ts_ns": 1_000_000_000u64, "dir": "tx", "point": "port",
+        "capture" => json!({"api_version": 1, "point": "port", "linktype": 1, "ended": "count",
+            "truncated": 0, "frames": [
+            {"ts_ns": 1_000_000_000u64, "dir": "tx", "point": "port", "orig_len": 36,
              "data_hex": "0250565644520617 1e54963a08004500".replace(' ', "") + &"00".repeat(20)}]}),
         _ => json!({"api_version": 1, "error": format!("unknown command {cmd:?}")}),
     }

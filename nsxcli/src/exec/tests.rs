@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use serde_json::Map;
+
 use super::*;
 use crate::format::tests::{fixture, golden};
 use crate::grammar::parse;
@@ -62,13 +64,42 @@ impl Fake {
 }
 
 impl Api for Fake {
-    fn call(&mut self, cmd: &str, args: Map<String, Value>) -> Result<Value, Error> {
+    fn call(&mut self, req: &Request) -> Result<Value, Error> {
+        let cmd = req.name();
+        // The request as it goes on the wire, without `cmd`.
+        let mut args = match serde_json::to_value(req) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        args.remove("cmd");
         self.calls.push((cmd.to_string(), args));
-        self.replies
+        let mut reply = self
+            .replies
             .get(cmd)
             .cloned()
-            .unwrap_or_else(|| Err(Error::Api(format!("unknown command {cmd:?}"))))
+            .unwrap_or_else(|| Err(Error::Api(format!("unknown command {cmd:?}"))));
+        // A capture's link type follows its point, as the agent's does.
+        if let (
+            Request::Capture {
+                point: agent_api::CapturePoint::Underlay,
+                ..
+            },
+            Ok(v),
+        ) = (req, &mut reply)
+        {
+            v["linktype"] = json!(101);
+        }
+        reply
     }
+}
+
+/// The seed's status with the fields of `patch` replaced.
+fn status_with(patch: Value) -> Value {
+    let mut s = fixture("status");
+    if let (Value::Object(m), Value::Object(p)) = (&mut s, patch) {
+        m.extend(p);
+    }
+    s
 }
 
 fn run(api: &mut Fake, line: &str) -> Result<Outcome, Error> {
@@ -283,8 +314,10 @@ fn trace_underlay_resolves_inner_macs() {
 #[test]
 fn trace_without_an_overlay_port() {
     let mut f = Fake::agent();
-    f.replies
-        .insert("status", Ok(json!({"mode": "overlay", "overlay": null})));
+    f.replies.insert(
+        "status",
+        Ok(status_with(json!({"mode": "overlay", "overlay": null}))),
+    );
     assert!(matches!(
         run(&mut f, "trace port icmp src 1.1.1.1 dst 2.2.2.2"),
         Err(Error::Failed(m)) if m.contains("no overlay port")
@@ -303,7 +336,9 @@ fn trace_in_micro_segmentation_mode() {
     let mut f = Fake::agent();
     f.replies.insert(
         "status",
-        Ok(json!({"mode": "micro-segmentation", "nic": "eth0", "overlay": null})),
+        Ok(status_with(
+            json!({"mode": "micro-segmentation", "nic": "eth0", "overlay": null}),
+        )),
     );
     let t = text(
         &mut f,
@@ -354,9 +389,13 @@ fn capture_reply() -> Value {
         [2, 0x50, 0x56, 0x56, 0x44, 0x52],
     )
     .unwrap();
-    json!({"api_version": 1, "truncated": 0, "frames": [
-        {"ts_ns": 1_513_920_138_000_001_000u64, "dir": "tx", "point": "port", "data_hex": to_hex(&frame)},
-        {"ts_ns": 1_513_920_138_000_002_000u64, "dir": "rx", "point": "port", "data_hex": to_hex(&frame)}]})
+    let hex = agent_api::hex::encode(&frame);
+    json!({"api_version": 1, "point": "port", "linktype": 1, "ended": "count", "truncated": 0,
+        "frames": [
+        {"ts_ns": 1_513_920_138_000_001_000u64, "dir": "tx", "point": "port", "orig_len": 98,
+         "data_hex": hex},
+        {"ts_ns": 1_513_920_138_000_002_000u64, "dir": "rx", "point": "port", "orig_len": 98,
+         "data_hex": hex}]})
 }
 
 #[test]
@@ -466,15 +505,19 @@ fn names_for_completion() {
 
 #[test]
 fn subnets() {
-    assert!(in_subnet(
-        Ipv4Addr::new(192, 168, 100, 7),
-        "192.168.100.0/24"
+    // Off-subnet destinations go to the router: the switch's subnet is an
+    // `Ipv4Net` (a malformed one is refused when the reply is read).
+    let net: ipnet::Ipv4Net = "192.168.100.0/24".parse().unwrap();
+    assert!(net.contains(&Ipv4Addr::new(192, 168, 100, 7)));
+    assert!(!net.contains(&Ipv4Addr::new(192, 168, 99, 7)));
+    let all: ipnet::Ipv4Net = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains(&Ipv4Addr::new(1, 2, 3, 4)));
+    assert!("junk".parse::<ipnet::Ipv4Net>().is_err());
+    assert!("1.2.3.4/33".parse::<ipnet::Ipv4Net>().is_err());
+    let bad = json!({"api_version": 1, "switches": [{"name": "x", "vni": 1, "subnet": "junk",
+        "gateway_ip": "1.2.3.4", "router": null, "local_port": null, "endpoints": []}]});
+    assert!(matches!(
+        decode::<SwitchesReply>(&bad),
+        Err(Error::BadReply { .. })
     ));
-    assert!(!in_subnet(
-        Ipv4Addr::new(192, 168, 99, 7),
-        "192.168.100.0/24"
-    ));
-    assert!(in_subnet(Ipv4Addr::new(1, 2, 3, 4), "0.0.0.0/0"));
-    assert!(!in_subnet(Ipv4Addr::new(1, 2, 3, 4), "junk"));
-    assert!(!in_subnet(Ipv4Addr::new(1, 2, 3, 4), "1.2.3.4/33"));
 }

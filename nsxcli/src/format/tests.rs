@@ -2,15 +2,29 @@
 //! `nsxcli/testdata` (the seed's exact lines included); no panic on odd
 //! replies.
 
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::*;
+use crate::client::decode;
 
 /// A canned reply from `nsxcli/testdata`.
 pub(crate) fn fixture(name: &str) -> Value {
     let path = format!("{}/testdata/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A canned reply from `nsxcli/testdata` as its type.
+pub(crate) fn typed<T: DeserializeOwned>(name: &str) -> T {
+    decode(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The seed's status with its gateway part replaced by `gw`.
+fn status_with(gw: Value) -> StatusReply {
+    let mut s = fixture("status");
+    s["gateway"] = gw;
+    decode(&s).unwrap()
 }
 
 /// Compares with `testdata/golden/NAME.txt`; `NSXCLI_UPDATE_GOLDEN=1`
@@ -33,7 +47,7 @@ pub(crate) fn golden(name: &str, got: &str) {
 fn seed_gateway_connection_status() {
     // Exactly the seed's three lines.
     assert_eq!(
-        gateway_status(&fixture("status"), Tz::UTC),
+        gateway_status(&typed("status"), Tz::UTC),
         "Public Cloud Gateway : nsx-gw.vmware.local:5555\n\
          Connection Status : ESTABLISHED\n\
          Connection Time : Fri Dec 22 05:22:18 2017\n"
@@ -42,8 +56,9 @@ fn seed_gateway_connection_status() {
 
 #[test]
 fn gateway_status_other_states() {
-    let s = json!({"gateway": {"state": "CONNECTING", "peer": "10.99.3.2:5555",
-        "since_unix": 1513920138u64, "last_error": "connection refused", "applied_version": null}});
+    let s = status_with(json!({"state": "CONNECTING", "peer": "10.99.3.2:5555",
+        "since_unix": 1513920138u64, "last_error": "connection refused", "applied_version": null,
+        "protocol_version": null}));
     assert_eq!(
         gateway_status(&s, Tz::UTC),
         "Public Cloud Gateway : 10.99.3.2:5555\n\
@@ -51,110 +66,142 @@ fn gateway_status_other_states() {
          Status Since : Fri Dec 22 05:22:18 2017\n\
          Last Error : connection refused\n"
     );
-    let s = json!({"gateway": {"state": "HELLO_SENT", "peer": "10.99.3.2:5555", "since_unix": 0, "last_error": null}});
+    let s = status_with(
+        json!({"state": "HELLO_SENT", "peer": "10.99.3.2:5555", "since_unix": 0, "last_error": null,
+        "applied_version": null, "protocol_version": null}),
+    );
     assert_eq!(
         gateway_status(&s, Tz::UTC),
         "Public Cloud Gateway : 10.99.3.2:5555\nConnection Status : HELLO_SENT\nStatus Since : -\n"
     );
     assert_eq!(
-        gateway_status(&json!({"gateway": null, "mode": "overlay"}), Tz::UTC),
+        gateway_status(&status_with(json!(null)), Tz::UTC),
         "Public Cloud Gateway : not configured (static config)\n"
     );
-    // Garbage never panics.
-    let _ = gateway_status(&json!([1, 2]), Tz::UTC);
-    let _ = gateway_status(
-        &json!({"gateway": {"since_unix": "x", "state": 3}}),
-        Tz::UTC,
+    // Garbage never panics: it is refused when read.
+    assert!(decode::<StatusReply>(&json!([1, 2])).is_err());
+    assert!(decode::<StatusReply>(&json!({"gateway": {"since_unix": "x", "state": 3}})).is_err());
+}
+
+#[test]
+fn the_gateway_by_the_name_dialed_then_the_address_reached() {
+    // The seed shows the name the agent dialed; the address follows it.
+    let s = status_with(json!({"state": "ESTABLISHED", "peer": "10.99.3.2:5555",
+        "name": "nsx-gw.vmware.local:5555", "address": "10.99.3.2:5555",
+        "since_unix": 1513920138u64, "last_error": null, "applied_version": 7,
+        "protocol_version": 1}));
+    assert_eq!(
+        gateway_status(&s, Tz::UTC),
+        "Public Cloud Gateway : nsx-gw.vmware.local:5555 (10.99.3.2:5555)\n\
+         Connection Status : ESTABLISHED\n\
+         Connection Time : Fri Dec 22 05:22:18 2017\n"
+    );
+    // Not connected yet: the name alone.
+    let s = status_with(json!({"state": "CONNECTING", "peer": "10.99.3.2:5555",
+        "name": "nsx-gw.vmware.local:5555", "address": null, "since_unix": 0,
+        "last_error": null, "applied_version": null, "protocol_version": null}));
+    assert!(
+        gateway_status(&s, Tz::UTC)
+            .starts_with("Public Cloud Gateway : nsx-gw.vmware.local:5555\nConnection Status")
     );
 }
 
 #[test]
 fn seed_vm_network_mode() {
     assert_eq!(
-        vm_network_mode(&fixture("status")),
+        vm_network_mode(&typed("status")),
         "VM-Network-Mode : overlay\nInterface : eth0\n"
     );
     assert_eq!(
-        vm_network_mode(&json!({"mode": "micro-segmentation", "nic": "ens5"})),
+        vm_network_mode(&StatusReply {
+            mode: agent_api::Mode::MicroSegmentation,
+            nic: "ens5".into(),
+            ..typed("status")
+        }),
         "VM-Network-Mode : micro-segmentation\nInterface : ens5\n"
     );
 }
 
 #[test]
 fn goldens() {
-    golden("interfaces", &interfaces(&fixture("interfaces")));
-    golden("switches", &switches(&fixture("switches")));
-    let sws = fixture("switches");
+    golden("interfaces", &interfaces(&typed("interfaces")));
+    golden("switches", &switches(&typed("switches")));
+    let sws: SwitchesReply = typed("switches");
     let web = find_switch(&sws, "web-ls").unwrap();
-    golden("mac_table", &mac_table(&fixture("mac_table"), web));
-    golden("arp_table", &arp_table(&fixture("arp_table"), web));
-    golden("routers", &routers(&fixture("routers")));
-    let rs = fixture("routers");
+    golden("mac_table", &mac_table(&typed("mac_table"), web));
+    golden("arp_table", &arp_table(&typed("arp_table"), web));
+    golden("routers", &routers(&typed("routers")));
+    let rs: RoutersReply = typed("routers");
     golden("forwarding", &forwarding(find_router(&rs, "t1").unwrap()));
-    golden(
-        "tunnels",
-        &tunnels(&fixture("status"), &fixture("counters")),
-    );
-    golden("statistics", &statistics(&fixture("counters")));
-    golden(
-        "firewall_stats",
-        &firewall_stats(&fixture("firewall_stats")),
-    );
+    golden("tunnels", &tunnels(&typed("status"), &typed("counters")));
+    golden("statistics", &statistics(&typed("counters")));
+    golden("firewall_stats", &firewall_stats(&typed("firewall_stats")));
     golden(
         "firewall_rule",
-        &firewall_rule(&fixture("getrules"), &fixture("firewall_stats"), 1006).unwrap(),
+        &firewall_rule(&typed("getrules"), &typed("firewall_stats"), 1006).unwrap(),
     );
     golden(
         "version",
         &version(
-            &json!({"api_version": 1, "agent": "nsx-agent", "version": "0.1.0"}),
+            &decode(&json!({"api_version": 1, "agent": "nsx-agent", "version": "0.1.0"})).unwrap(),
             "0.1.0",
         ),
     );
-    golden(
-        "config_version",
-        &config_version(&fixture("status"), Tz::UTC),
-    );
+    golden("config_version", &config_version(&typed("status"), Tz::UTC));
 }
 
 #[test]
 fn vsipioctl_texts_verbatim() {
     for name in ["getrules", "getaddrsets", "getflows"] {
         let f = fixture(name);
-        assert_eq!(text(&f).unwrap(), f["text"].as_str().unwrap());
+        assert_eq!(text(&typed(name)), f["text"].as_str().unwrap());
     }
-    assert!(text(&fixture("getflows")).unwrap().contains(
+    assert!(text(&typed("getflows")).contains(
         "558a796d00000000 Active tcp 0800 1 1006 0 0  172.16.10.12:Unknown(44194) 172.16.10.11:ssh(22) 2413 EST 3017 2957 19 18\n"
     ));
-    assert_eq!(text(&json!({"text": "x"})).unwrap(), "x\n");
-    assert_eq!(text(&json!({"text": ""})).unwrap(), "");
-    assert!(matches!(text(&json!({})), Err(Error::BadReply { .. })));
+    let t = |s: &str| TextReply { text: s.into() };
+    assert_eq!(text(&t("x")), "x\n");
+    assert_eq!(text(&t("")), "");
+    assert!(matches!(
+        decode::<TextReply>(&json!({})),
+        Err(Error::BadReply { .. })
+    ));
 }
 
 #[test]
 fn lookups() {
-    let sws = fixture("switches");
-    assert_eq!(find_switch(&sws, "0x2388").unwrap()["name"], "app-ls");
-    assert_eq!(find_switch(&sws, "9100").unwrap()["name"], "web-ls");
+    let sws: SwitchesReply = typed("switches");
+    assert_eq!(find_switch(&sws, "0x2388").unwrap().name, "app-ls");
+    assert_eq!(find_switch(&sws, "9100").unwrap().name, "web-ls");
     assert_eq!(
         find_switch(&sws, "db-ls").unwrap_err(),
         Error::Failed("Unknown logical switch \"db-ls\" (known: web-ls, app-ls)".into())
     );
     assert_eq!(
-        find_switch(&json!({}), "x").unwrap_err(),
+        find_switch(
+            &SwitchesReply {
+                switches: Vec::new()
+            },
+            "x"
+        )
+        .unwrap_err(),
         Error::Failed("Unknown logical switch \"x\" (known: none)".into())
     );
     assert_eq!(
-        find_router(&fixture("routers"), "t2").unwrap_err(),
+        find_router(&typed("routers"), "t2").unwrap_err(),
         Error::Failed("Unknown logical router \"t2\" (known: t1)".into())
     );
     assert_eq!(
-        firewall_rule(&fixture("getrules"), &fixture("firewall_stats"), 7).unwrap_err(),
+        firewall_rule(&typed("getrules"), &typed("firewall_stats"), 7).unwrap_err(),
         Error::Failed("No firewall rule 7 (rules: 1006, 1002)".into())
     );
     // A rule with several lines (one per service) and no stats row.
+    let no_rows = FirewallStats {
+        rules: Vec::new(),
+        ..typed("firewall_stats")
+    };
     assert_eq!(
-        firewall_rule(&fixture("getrules"), &json!({}), 1003).unwrap(),
+        firewall_rule(&typed("getrules"), &no_rows, 1003).unwrap(),
         "rule 1003 at 5 inout protocol udp from any to any port 67 accept;\n\
          rule 1003 at 6 inout protocol udp from any to any port 68 accept;\n"
     );
@@ -169,6 +216,7 @@ fn trace_steps_and_verdicts() {
         {"layer": "encap", "result": "done", "detail": "vni 0x2388 to 10.99.3.12 (tep 2)"}],
         "verdict": "encapsulated", "drop_reason": null,
         "outputs": [{"kind": "underlay", "dst": "10.99.3.12", "vni": 9096, "len": 142}]});
+    let r: TraceReply = decode(&r).unwrap();
     assert_eq!(
         trace(&r),
         [
@@ -183,11 +231,12 @@ fn trace_steps_and_verdicts() {
     );
     let r = json!({"steps": [{"layer": "port-security", "result": "done", "detail": "spoofed source IP 1.2.3.4: drop (spoofed_src_ip)"}],
         "verdict": "dropped", "drop_reason": "spoofed_src_ip", "outputs": []});
+    let r: TraceReply = decode(&r).unwrap();
     assert_eq!(
         trace(&r),
         " 1. port-security: spoofed source IP 1.2.3.4: drop (spoofed_src_ip)\nVerdict : dropped (spoofed_src_ip)\n"
     );
-    assert_eq!(trace(&json!(null)), "Verdict : -\n");
+    assert!(decode::<TraceReply>(&json!(null)).is_err());
 }
 
 #[test]
@@ -218,6 +267,8 @@ fn gateway_views() {
 
 #[test]
 fn nothing_panics_on_odd_replies() {
+    // The agent's odd replies are refused when read (never formatted);
+    // the gateway's views take any JSON.
     for v in [
         json!(null),
         json!([]),
@@ -225,25 +276,22 @@ fn nothing_panics_on_odd_replies() {
         json!({"interfaces": 3, "switches": [1, null, "x"], "entries": {}, "routers": [[]],
                "tunnels": [{"last_rx_ago_ms": -1}], "drops": [1], "layers": "x", "rules": [{}]}),
     ] {
-        let _ = interfaces(&v);
-        let _ = switches(&v);
-        let _ = mac_table(&v, &v);
-        let _ = arp_table(&v, &v);
-        let _ = routers(&v);
-        let _ = forwarding(&v);
-        let _ = tunnels(&v, &v);
-        let _ = statistics(&v);
-        let _ = firewall_stats(&v);
-        let _ = firewall_rule(&v, &v, 1);
-        let _ = version(&v, "0");
-        let _ = config_version(&v, Tz::UTC);
-        let _ = trace(&v);
+        assert!(decode::<InterfacesReply>(&v).is_err());
+        assert!(decode::<SwitchesReply>(&v).is_err());
+        assert!(decode::<MacTableReply>(&v).is_err());
+        assert!(decode::<ArpTableReply>(&v).is_err());
+        assert!(decode::<RoutersReply>(&v).is_err());
+        assert!(decode::<Router>(&v).is_err());
+        assert!(decode::<StatusReply>(&v).is_err());
+        assert!(decode::<CountersReply>(&v).is_err());
+        assert!(decode::<FirewallStats>(&v).is_err());
+        assert!(decode::<TextReply>(&v).is_err());
+        assert!(decode::<agent_api::Reply<VersionReply>>(&v).is_err());
+        assert!(decode::<TraceReply>(&v).is_err());
         let _ = gw_instances(&v);
         let _ = gw_switches(&v, &v);
         let _ = gw_routers(&v);
         let _ = gw_certificates(&v, Tz::UTC);
-        let _ = find_switch(&v, "x");
-        let _ = find_router(&v, "x");
     }
 }
 
@@ -256,8 +304,8 @@ fn cells() {
     assert_eq!(cell(&json!([])), "-");
     assert_eq!(vni(&json!(9100)), "0x238c");
     assert_eq!(vni(&json!(null)), "-");
-    assert_eq!(ago(&json!(412)), "0.4 s ago");
-    assert_eq!(ago(&json!(61_000)), "1 min ago");
-    assert_eq!(ago(&json!(7_200_000)), "2 h ago");
-    assert_eq!(ago(&json!(null)), "never");
+    assert_eq!(ago(Some(412)), "0.4 s ago");
+    assert_eq!(ago(Some(61_000)), "1 min ago");
+    assert_eq!(ago(Some(7_200_000)), "2 h ago");
+    assert_eq!(ago(None), "never");
 }

@@ -1,7 +1,7 @@
 //! Tests of the pcap writer (header and record bytes) and the one-line
 //! decoder (port frames, Geneve on the underlay, truncated input).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::packet::{PacketSpec, parse, to_hex};
@@ -85,9 +85,22 @@ fn records() {
     assert_eq!(&r[23..27], &5u32.to_le_bytes());
 }
 
+/// A capture reply with `frames` (each given `orig_len` 0 unless it has
+/// one: at least the captured length counts).
+fn cap(frames: Value) -> Result<agent_api::CaptureReply, Error> {
+    let mut r = json!({"point": "port", "linktype": 1, "ended": "count", "truncated": 0,
+        "frames": frames});
+    if let Some(list) = r["frames"].as_array_mut() {
+        for f in list.iter_mut().filter(|f| f.get("orig_len").is_none()) {
+            f["orig_len"] = json!(0);
+        }
+    }
+    crate::client::decode(&r)
+}
+
 #[test]
 fn frames_from_a_reply() {
-    let r = json!({"frames": [{"ts_ns": 7, "dir": "rx", "point": "port", "data_hex": "0a0b"}], "truncated": 0});
+    let r = cap(json!([{"ts_ns": 7, "dir": "rx", "point": "port", "data_hex": "0a0b"}])).unwrap();
     assert_eq!(
         frames(&r).unwrap(),
         vec![Frame {
@@ -97,11 +110,19 @@ fn frames_from_a_reply() {
             data: vec![10, 11]
         }]
     );
-    let r = json!({"frames": [{"ts_ns": 7, "dir": "rx", "orig_len": 1514, "data_hex": "0a0b"}]});
+    let r = cap(
+        json!([{"ts_ns": 7, "dir": "rx", "point": "port", "orig_len": 1514,
+        "data_hex": "0a0b"}]),
+    )
+    .unwrap();
     assert_eq!(frames(&r).unwrap()[0].orig_len, 1514);
-    assert!(frames(&json!({})).is_err());
-    assert!(frames(&json!({"frames": [{"data_hex": "zz"}]})).is_err());
-    assert_eq!(frames(&json!({"frames": [{}]})).unwrap()[0].dir, "?");
+    assert!(crate::client::decode::<agent_api::CaptureReply>(&json!({})).is_err());
+    let r = cap(json!([{"ts_ns": 7, "dir": "rx", "point": "port", "data_hex": "zz"}])).unwrap();
+    assert!(frames(&r).is_err());
+    assert!(
+        cap(json!([{}])).is_err(),
+        "a frame without its fields is refused"
+    );
 }
 
 #[test]
@@ -166,12 +187,12 @@ fn underlay_summary_decodes_geneve_and_the_inner_packet() {
     assert_eq!(Link::from_linktype(1), Some(Link::Ethernet));
     assert_eq!(Link::from_linktype(7), None);
     // Through the JSON the agent sends.
-    let r =
-        json!({"frames": [{"ts_ns": 1, "dir": "tx", "point": "underlay", "data_hex": to_hex(&p)}]});
+    let r = cap(json!([{"ts_ns": 1, "dir": "tx", "point": "underlay", "data_hex": to_hex(&p)}]))
+        .unwrap();
     assert_eq!(frames_of(&r), vec![p]);
 }
 
-fn frames_of(r: &Value) -> Vec<Vec<u8>> {
+fn frames_of(r: &agent_api::CaptureReply) -> Vec<Vec<u8>> {
     frames(r).unwrap().into_iter().map(|f| f.data).collect()
 }
 
