@@ -124,12 +124,12 @@ re() { sed 's/[.[\*^$()+?{|]/\\&/g' <<<"$1"; }
 # --- test 1: every command, as the seed prints it where the seed shows it
 cli vm1 -c "get gateway connection status"
 since=$(gw_status vm1 .gateway.since_unix)
-check_eq "get gateway connection status: the seed's three lines, real values (rc $RC)" \
-    "Public Cloud Gateway : $GW_IP:5555
+check_eq "get gateway connection status: the seed's three lines (the name dialed, then the address reached), real values (rc $RC)" \
+    "Public Cloud Gateway : $GW_NAME:5555 ($GW_IP:5555)
 Connection Status : ESTABLISHED
 Connection Time : $(TZ=UTC date -d "@$since" '+%a %b %e %H:%M:%S %Y')" "$OUT"
 json_ok "get gateway connection status --json" vm1 "get gateway connection status" \
-    '.gateway.state == "ESTABLISHED" and .gateway.peer == "10.99.3.2:5555"'
+    '.gateway.state == "ESTABLISHED" and .gateway.peer == "10.99.3.2:5555" and .gateway.name == "nsx-gw.vmware.local:5555" and .gateway.address == "10.99.3.2:5555"'
 
 cli vm1 get vm-network-mode
 check_eq "get vm-network-mode (as arguments): the seed's lines" \
