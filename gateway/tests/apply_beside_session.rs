@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent::config::GatewaySettings;
-use agent::dp::dataloop::Snapshot;
+use agent::dp::ctl::Published;
 use agent::gw::enroll;
 use agent::gw::gwclient::{self, ApplyRequest, GatewayStatus};
 use control::{GatewayConfig, InstanceConfig, InstanceMeta};
@@ -189,7 +189,7 @@ async fn a_5s_apply_keeps_the_session_and_its_heartbeats() {
         None,
         apply_tx,
         Arc::clone(&status),
-        Arc::new(Mutex::new(Snapshot::default())),
+        Arc::new(Mutex::new(Published::default())),
     ));
 
     // The first snapshot: hold it for 5 s, checking the session meanwhile.

@@ -18,7 +18,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use agent_api::GatewayStatus;
+/// What the client publishes for `status` (the API's type).
+pub use agent_api::GatewayStatus;
 use control::framing::{self, Decoder};
 use control::proto::GatewayMsg;
 use control::session::{AgentOut, AgentSession, ApplyRefused, Backoff, Jitter, SplitMix64};
