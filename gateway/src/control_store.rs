@@ -5,7 +5,9 @@
 //! global version (changes made by the CLI in another process included).
 //! Tags reported in an agent's Hello do not re-place it: placement follows
 //! the inventory (enrollment, then the admin API), which an instance cannot
-//! rewrite about itself.
+//! rewrite about itself. Session events go to the store (for `get
+//! instances`, also read by other processes); an agent's `Status` is kept
+//! in memory only ([`crate::agent_status`]).
 
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -70,6 +72,7 @@ fn record(gw: &Gateway, instance_id: &str, event: SessionEvent) {
                 Some(format!("nack of version {version}: {reason}")),
             )
         }
+        // Kept in memory by `report`, never queued here.
         SessionEvent::Status(_) => return,
         SessionEvent::Disconnected { reason } => (Some("DISCONNECTED"), None, Some(reason.clone())),
     };
@@ -137,6 +140,11 @@ impl ControlStore for GatewayControl {
     }
 
     fn report(&self, instance_id: &str, event: SessionEvent) {
+        // A status report only replaces the instance's entry in memory.
+        if let SessionEvent::Status(report) = event {
+            self.gw.agent_statuses().record(instance_id, report);
+            return;
+        }
         // Never blocks: an unbounded queue to the recorder thread.
         let _ = self.events.send((instance_id.to_string(), event));
     }

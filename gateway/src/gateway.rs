@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use control::model::InstanceConfig;
 use tokio::sync::watch;
 
+use crate::agent_status::AgentStatuses;
 use crate::metrics::Counters;
 use crate::pki::{Ca, PkiError, files};
-use crate::store::{Store, StoreError};
+use crate::store::{InstanceRecord, Store, StoreError};
 use crate::util;
 
 /// Errors opening the gateway.
@@ -48,6 +49,8 @@ pub struct Gateway {
     version_tx: watch::Sender<u64>,
     /// Event counters for the metrics endpoint ([`crate::metrics`]).
     counters: Counters,
+    /// Each agent's latest `Status` (memory only: see [`crate::agent_status`]).
+    statuses: AgentStatuses,
     started: Instant,
 }
 
@@ -81,6 +84,7 @@ impl Gateway {
             admin_token,
             version_tx,
             counters: Counters::default(),
+            statuses: AgentStatuses::default(),
             started: Instant::now(),
         }))
     }
@@ -99,6 +103,31 @@ impl Gateway {
     /// Enrollment and control-channel event counters (metrics).
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The latest `Status` report of each agent since this gateway started.
+    pub fn agent_statuses(&self) -> &AgentStatuses {
+        &self.statuses
+    }
+
+    /// Instances as the admin API shows them: [`crate::ops::instances_json`]
+    /// plus `agent_status`, the agent's latest report (`null` when none
+    /// arrived since this gateway started).
+    pub fn instances_json(&self, list: &[InstanceRecord]) -> serde_json::Value {
+        let mut v = crate::ops::instances_json(list);
+        let now = Instant::now();
+        if let Some(items) = v.as_array_mut() {
+            for (item, rec) in items.iter_mut().zip(list) {
+                let status = self.statuses.get(&rec.id).map(|s| s.view(now));
+                if let Some(o) = item.as_object_mut() {
+                    o.insert(
+                        "agent_status".into(),
+                        serde_json::to_value(status).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        v
     }
 
     /// When this handle was opened (the gateway's start).

@@ -13,7 +13,8 @@
 //! * [`ops`]: the CLI operations (`init`, `apply`, `get`, `bootstrap rotate`,
 //!   `instance revoke`).
 //! * [`gateway`]: the shared runtime handle (store + CA + change
-//!   notification) that the servers use.
+//!   notification) that the servers use; [`agent_status`]: each agent's
+//!   latest `Status` report, kept in memory.
 //! * [`enroll`]: the server side of enrollment (`POST /api/v1/enroll`).
 //! * [`enroll_client`]: the agent side: build and post an enrollment request.
 //! * [`http`]: a minimal, bounded HTTP/1.1 request reader and response writer.
@@ -24,6 +25,7 @@
 //! * [`metrics`]: the Prometheus endpoint's content (`nsx_gateway_*`) and
 //!   the event counters behind it.
 
+pub mod agent_status;
 pub mod control_server;
 pub mod control_store;
 pub mod dfw;

@@ -11,6 +11,9 @@
 //!   (from a [`ConfigSnapshot`] rebuilt only when the store version moved,
 //!   the same computation the control channel uses) against the version it
 //!   acked;
+//! * each agent's latest `Status` report, kept in memory by this process
+//!   ([`crate::agent_status`]): the config version it runs, whether it
+//!   reports an error, and how old the report is;
 //! * [`Counters`], event counters kept by this process: enrollment
 //!   decisions (counted where `POST /api/v1/enroll` is answered), installer
 //!   requests (where `/factory_default/...` is answered, [`crate::install`]),
@@ -34,6 +37,8 @@
 //! | `nsx_gateway_store_version`, `nsx_gateway_desired_state_version` | gauge | |
 //! | `nsx_gateway_instance_desired_config_version`, `nsx_gateway_instance_acked_config_version` | gauge | `instance_id` (non-revoked; acked once the agent acked one) |
 //! | `nsx_gateway_instances_config_behind` | gauge | (non-revoked instances whose acked version is not the desired one) |
+//! | `nsx_gateway_instance_applied_config_version`, `nsx_gateway_instance_status_age_seconds`, `nsx_gateway_instance_agent_error` | gauge | `instance_id` (non-revoked instances that sent a `Status` since the gateway started: the version the agent says it runs, seconds since its report, 1 if the report carries an error) |
+//! | `nsx_gateway_instances_agent_error`, `nsx_gateway_instances_without_status` | gauge | (non-revoked instances whose latest report carries an error; that sent none since the gateway started) |
 //! | `nsx_gateway_enrollments_accepted` | counter | |
 //! | `nsx_gateway_enrollments_refused` | counter | `reason` (every reason, zeros included) |
 //! | `nsx_gateway_control_connections` | counter | `result` = `accepted` \| `refused` (client certificate checks after the TLS handshake) |
@@ -43,6 +48,11 @@
 //! | `nsx_gateway_http_requests_refused` | counter | `listener` = `enroll` \| `install` \| `admin` \| `metrics`, `reason` = a [`Refusal`] label (`bad_request` 400, `length_required` 411, `body_too_large` 413, `headers_too_large` 431, `timeout` 408); all 20 pairs, zeros included |
 //! | `nsx_gateway_tls_handshake_failures` | counter | `listener` = `enroll` \| `control`, `reason` = `timeout` \| `error`; all 4 pairs, zeros included |
 //! | `nsx_gateway_control_bytes_received`, `nsx_gateway_control_bytes_sent` | counter | (control-channel frame bytes, length prefix included, TLS overhead not: added once per frame read, once per batch of frames written) |
+//!
+//! Cardinality: the `instance_id` families are the only per-instance ones,
+//! five series per non-revoked instance at most (desired, acked, applied,
+//! status age, error), so 5 000 instances make about 25 000 series. The
+//! counters an agent reports are not exported (the admin API shows them).
 //!
 //! Not counted: connections the HTTP layer closes without answering (the
 //! peer hung up, an I/O error), connections dropped beyond
@@ -62,6 +72,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
+use crate::agent_status::AgentStatus;
 use crate::control_server::{
     ControlStore, HandshakeFailure, SessionEvent, StoreRefusal, TransportEvent,
 };
@@ -426,6 +437,27 @@ pub struct StoreView {
     pub instances: Vec<InstanceRecord>,
     /// Desired config version per non-revoked instance.
     pub desired: HashMap<String, u64>,
+    /// The latest `Status` per instance that sent one (memory, not store).
+    pub agents: HashMap<String, AgentSummary>,
+}
+
+/// What the metrics show of an agent's latest `Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentSummary {
+    pub applied_version: Option<u64>,
+    pub age_seconds: u64,
+    pub error: bool,
+}
+
+impl AgentSummary {
+    /// The summary of `s` at `now`.
+    pub fn of(s: &AgentStatus, now: std::time::Instant) -> AgentSummary {
+        AgentSummary {
+            applied_version: s.applied_version,
+            age_seconds: s.age_seconds(now),
+            error: s.last_error.is_some(),
+        }
+    }
 }
 
 /// Everything one scrape reports.
@@ -495,11 +527,20 @@ impl Metrics {
             .filter(|i| i.revoked_at.is_none())
             .filter_map(|i| Some((i.id.clone(), snapshot.version_of(&i.id)?)))
             .collect();
+        let now = std::time::Instant::now();
+        let agents = self
+            .gw
+            .agent_statuses()
+            .all()
+            .iter()
+            .map(|(id, s)| (id.clone(), AgentSummary::of(s, now)))
+            .collect();
         Ok(StoreView {
             version,
             desired_version,
             instances,
             desired,
+            agents,
         })
     }
 
@@ -739,6 +780,51 @@ fn encode_store(e: &mut Emit<'_, '_>, st: &StoreView) -> fmt::Result {
         "nsx_gateway_instances_config_behind",
         "Non-revoked instances that have not acked their desired config version.",
         behind,
+    )?;
+    encode_agents(e, &live, &st.agents)
+}
+
+/// The families of the agents' latest `Status` reports (non-revoked
+/// instances only).
+fn encode_agents(
+    e: &mut Emit<'_, '_>,
+    live: &[&InstanceRecord],
+    agents: &HashMap<String, AgentSummary>,
+) -> fmt::Result {
+    let reported: Vec<(&str, &AgentSummary)> = live
+        .iter()
+        .filter_map(|i| Some((i.id.as_str(), agents.get(&i.id)?)))
+        .collect();
+    let per = |f: &dyn Fn(&AgentSummary) -> Option<u64>| -> Vec<(Labels, u64)> {
+        reported
+            .iter()
+            .filter_map(|(id, a)| Some((vec![("instance_id", id.to_string())], f(a)?)))
+            .collect()
+    };
+    e.gauges(
+        "nsx_gateway_instance_applied_config_version",
+        "Version of the config each agent says it runs (its latest status report).",
+        &per(&|a| a.applied_version),
+    )?;
+    e.gauges(
+        "nsx_gateway_instance_status_age_seconds",
+        "Seconds since each agent's latest status report arrived.",
+        &per(&|a| Some(a.age_seconds)),
+    )?;
+    e.gauges(
+        "nsx_gateway_instance_agent_error",
+        "1 if each agent's latest status report carries an error (see the admin API for the text).",
+        &per(&|a| Some(u64::from(a.error))),
+    )?;
+    e.gauge(
+        "nsx_gateway_instances_agent_error",
+        "Non-revoked instances whose latest status report carries an error.",
+        reported.iter().filter(|(_, a)| a.error).count() as u64,
+    )?;
+    e.gauge(
+        "nsx_gateway_instances_without_status",
+        "Non-revoked instances that sent no status report since the gateway started.",
+        live.len().saturating_sub(reported.len()) as u64,
     )
 }
 

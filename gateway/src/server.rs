@@ -16,7 +16,8 @@
 //!   - `GET  /api/v1/state`                  the desired state (JSON)
 //!   - `PUT  /api/v1/state`                  replace it (JSON or YAML body; same validation as `apply`)
 //!   - `GET  /api/v1/switches`, `GET /api/v1/routers`
-//!   - `GET  /api/v1/instances`              inventory with placement
+//!   - `GET  /api/v1/instances`              inventory with placement, session and the agent's latest status
+//!   - `GET  /api/v1/instances/{id}`         one instance, the same view
 //!   - `GET  /api/v1/instances/{id}/config`  the desired config pushed to it
 //!   - `PATCH /api/v1/instances/{id}`        `{"tags": {"nsx:network": "web", "x": null}}` merge (null removes)
 //!   - `POST /api/v1/instances/{id}/revoke`
@@ -49,7 +50,7 @@ use crate::metrics::{self, HttpListener, Metrics, TlsListener};
 use crate::pki::{self, PkiError};
 use crate::state::{self, StateError};
 use crate::store::StoreError;
-use crate::{ops, util};
+use crate::util;
 
 /// Concurrent connections per listener.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -638,11 +639,12 @@ fn admin_route(gw: &Gateway, req: Request) -> Response {
             Err(e) => store_error(e),
         },
         ("GET", ["api", "v1", "instances"]) => match gw.store().instances() {
-            Ok(list) => ok(ops::instances_json(&list)),
+            Ok(list) => ok(gw.instances_json(&list)),
             Err(e) => store_error(e),
         },
         ("GET", ["api", "v1", "instances", id]) => match gw.store().instance(id) {
-            Ok(Some(i)) => ok(ops::instances_json(std::slice::from_ref(&i))
+            Ok(Some(i)) => ok(gw
+                .instances_json(std::slice::from_ref(&i))
                 .get(0)
                 .cloned()
                 .unwrap_or_default()),
@@ -677,7 +679,8 @@ fn admin_route(gw: &Gateway, req: Request) -> Response {
             match r {
                 Ok(i) => {
                     gw.notify_changed();
-                    ok(ops::instances_json(std::slice::from_ref(&i))
+                    ok(gw
+                        .instances_json(std::slice::from_ref(&i))
                         .get(0)
                         .cloned()
                         .unwrap_or_default())

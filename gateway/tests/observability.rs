@@ -553,3 +553,110 @@ async fn refusals_handshake_failures_and_control_bytes_are_counted() {
     assert_eq!(m.get(&tls_failed("enroll", "error")), Some(&1.0));
     drop(agent);
 }
+
+/// An agent's latest `Status` (applied version, counters, last error, its
+/// age) shows in the admin API, list and per-instance view, and in
+/// `/metrics`; a newer report replaces it.
+#[tokio::test]
+async fn agent_status_shows_in_the_admin_api_and_metrics() {
+    let f = fixture("agent-status").await;
+    let tok = Some(f.token.as_str());
+    let (_, pem1) = enroll(&f, &meta("i-1", "default", 11)).await;
+    let _ = enroll(&f, &meta("i-2", "default", 12)).await;
+    let control = CountingControl::new(GatewayControl::new(f.gw.clone()), f.gw.clone());
+    let der1 = pki::first_cert_der(&pem1).expect("der");
+    assert_eq!(control.authorize(&der1), Ok("i-1".to_string()));
+
+    // Nothing reported yet: null in the API, no per-instance series.
+    let (st, _, body) = http(f.srv.api_addr, "GET", "/api/v1/instances", tok).await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(v[0]["agent_status"].is_null(), "{v}");
+    let m = scrape_until(&f, "no status yet", |m| {
+        m.get("nsx_gateway_instances_without_status") == Some(&2.0)
+    })
+    .await;
+    assert_eq!(m.get("nsx_gateway_instances_agent_error"), Some(&0.0));
+    assert!(
+        !m.keys().any(|k| k.contains("instance_status_age")),
+        "{m:?}"
+    );
+
+    control.report(
+        "i-1",
+        SessionEvent::Status(control::StatusReport {
+            applied_version: Some(3),
+            counters: [
+                ("drops".to_string(), 5),
+                ("port_rx_packets".to_string(), 40),
+            ]
+            .into(),
+            last_error: Some("apply of version 4 failed: no room".into()),
+        }),
+    );
+    for path in ["/api/v1/instances", "/api/v1/instances/i-1"] {
+        let (st, _, body) = http(f.srv.api_addr, "GET", path, tok).await;
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let s = if v.is_array() {
+            assert!(v[1]["agent_status"].is_null(), "i-2 reported nothing: {v}");
+            &v[0]["agent_status"]
+        } else {
+            &v["agent_status"]
+        };
+        assert_eq!(s["applied_version"], 3, "{path}: {v}");
+        assert_eq!(s["last_error"], "apply of version 4 failed: no room");
+        assert_eq!(s["counters"]["drops"], 5);
+        assert_eq!(s["counters"]["port_rx_packets"], 40);
+        assert!(s["age_seconds"].as_u64().is_some_and(|a| a < 5), "{s}");
+        let at = s["received_at_unix"].as_u64().expect("received_at_unix");
+        assert!(util::now_unix().abs_diff(at) < 5, "{s}");
+    }
+    let m = scrape_until(&f, "i-1's status", |m| {
+        m.get("nsx_gateway_instances_without_status") == Some(&1.0)
+    })
+    .await;
+    let g = |k: &str| m.get(k).copied();
+    assert_eq!(
+        g(r#"nsx_gateway_instance_applied_config_version{instance_id="i-1"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        g(r#"nsx_gateway_instance_agent_error{instance_id="i-1"}"#),
+        Some(1.0)
+    );
+    assert!(
+        g(r#"nsx_gateway_instance_status_age_seconds{instance_id="i-1"}"#).is_some_and(|a| a < 5.0)
+    );
+    assert_eq!(
+        g(r#"nsx_gateway_instance_agent_error{instance_id="i-2"}"#),
+        None
+    );
+    assert_eq!(g("nsx_gateway_instances_agent_error"), Some(1.0));
+    assert_eq!(
+        g(r#"nsx_gateway_control_messages_received_total{type="status"}"#),
+        Some(1.0)
+    );
+
+    // The next report replaces it whole: the error is gone.
+    control.report(
+        "i-1",
+        SessionEvent::Status(control::StatusReport {
+            applied_version: Some(4),
+            counters: Default::default(),
+            last_error: None,
+        }),
+    );
+    let (_, _, body) = http(f.srv.api_addr, "GET", "/api/v1/instances/i-1", tok).await;
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["agent_status"]["applied_version"], 4, "{v}");
+    assert!(v["agent_status"]["last_error"].is_null(), "{v}");
+    let m = scrape_until(&f, "the error cleared", |m| {
+        m.get("nsx_gateway_instances_agent_error") == Some(&0.0)
+    })
+    .await;
+    assert_eq!(
+        m.get(r#"nsx_gateway_instance_agent_error{instance_id="i-1"}"#),
+        Some(&0.0)
+    );
+}
