@@ -639,7 +639,12 @@ pub fn trace(reply: &TraceReply) -> String {
 
 // ---- gateway ----
 
-/// `get instances` (gateway) from `GET /api/v1/instances`.
+/// Longest agent error shown in `get instances` (`--json` has it whole).
+const ERROR_CELL: usize = 48;
+
+/// `get instances` (gateway) from `GET /api/v1/instances`: inventory,
+/// session, and what the agent's latest status report said (`-` when none
+/// arrived since the gateway started).
 #[must_use]
 pub fn gw_instances(list_v: &Value) -> String {
     let mut t = Table::new(&[
@@ -650,8 +655,27 @@ pub fn gw_instances(list_v: &Value) -> String {
         ("IP", L),
         ("Connection", L),
         ("Version Acked", R),
+        ("Version Applied", R),
+        ("Last Status", R),
+        ("Agent Error", L),
     ]);
     for i in list(list_v) {
+        let st = &i["agent_status"];
+        // Whole seconds: the gateway counts no finer.
+        let age = match st["age_seconds"].as_u64() {
+            _ if !st.is_object() => "-".into(),
+            Some(s) if s < 60 => format!("{s} s ago"),
+            s => ago(&s.map_or(Value::Null, |s| Value::from(s.saturating_mul(1000)))),
+        };
+        // One line per instance, whatever the agent wrote.
+        let mut error: String = cell(&st["last_error"])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if let Some((cut, _)) = error.char_indices().nth(ERROR_CELL) {
+            error.truncate(cut);
+            error.push_str("...");
+        }
         t.row(vec![
             cell(&i["id"]),
             cell(&i["hostname"]),
@@ -660,6 +684,9 @@ pub fn gw_instances(list_v: &Value) -> String {
             cell(&i["ip"]),
             i["session"].as_str().unwrap_or("never").to_string(),
             cell(&i["acked_version"]),
+            cell(&st["applied_version"]),
+            age,
+            error,
         ]);
     }
     t.render()

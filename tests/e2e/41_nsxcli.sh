@@ -513,12 +513,14 @@ gcli() {
 }
 gcli -c "get instances"
 diag "$OUT"
-has "gateway: get instances header" '^ID +Name +Mode +Switch +IP +Connection +Version Acked$'
-has "gateway: vm1 overlay on web-ls, ESTABLISHED, version acked" \
-    "^vm1 +[^ ]+ +overlay +web-ls +$(re "${IP[vm1]}") +ESTABLISHED +[0-9]+$"
-has "gateway: vm2 on app-ls (its agent stopped)" "^vm2 +[^ ]+ +overlay +app-ls +$(re "${IP[vm2]}") +[A-Z]+ +[0-9]+$"
+has "gateway: get instances header" '^ID +Name +Mode +Switch +IP +Connection +Version Acked +Version Applied +Last Status +Agent Error$'
+has "gateway: vm1 overlay on web-ls, ESTABLISHED, version acked, its agent's status: that version applied, no error" \
+    "^vm1 +[^ ]+ +overlay +web-ls +$(re "${IP[vm1]}") +ESTABLISHED +([0-9]+) +\\1 +[0-9]+ (s|min) ago +-$"
+has "gateway: vm2 on app-ls (its agent stopped)" "^vm2 +[^ ]+ +overlay +app-ls +$(re "${IP[vm2]}") +[A-Z]+ +[0-9]+ .*$"
 gcli -c "get instances" --json
 check "gateway: get instances --json" jq -e 'length == 4' <<<"$OUT"
+check "gateway: get instances --json: vm1's agent_status (applied = acked, counters, no error)" jq -e \
+    '.[] | select(.id == "vm1") | .acked_version as $a | .agent_status | .applied_version == $a and .last_error == null and (.counters | has("port_rx_packets")) and .age_seconds >= 0' <<<"$OUT"
 gcli -c "get logical-switches"
 diag "$OUT"
 has "gateway: get logical-switches: web-ls with 2 ports" '^web-ls +web +0x238c +192\.168\.100\.0/24 +192\.168\.100\.1 +2$'

@@ -204,6 +204,13 @@ check_eq "gateway: vm1's desired config version" "$want" \
     "$(metric "$G0" 'nsx_gateway_instance_desired_config_version{instance_id="vm1"}')"
 check_eq "gateway: vm1 acked it" "$want" "$(metric "$G0" 'nsx_gateway_instance_acked_config_version{instance_id="vm1"}')"
 check_eq "gateway: no instance behind its desired config" 0 "$(metric "$G0" nsx_gateway_instances_config_behind)"
+check_eq "gateway: vm1's agent reported that version applied (its Status)" "$want" \
+    "$(metric "$G0" 'nsx_gateway_instance_applied_config_version{instance_id="vm1"}')"
+check_eq "gateway: vm1's agent reports no error" 0 "$(metric "$G0" 'nsx_gateway_instance_agent_error{instance_id="vm1"}')"
+check "gateway: vm1's latest status is under 30 s old" \
+    bash -c "[[ \$(awk '\$1 == \"nsx_gateway_instance_status_age_seconds{instance_id=\\\"vm1\\\"}\" { print \$2 }' '$G0') -lt 30 ]]"
+check_eq "gateway: every agent sent a status" 0 "$(metric "$G0" nsx_gateway_instances_without_status)"
+check_eq "gateway: no agent reports an error" 0 "$(metric "$G0" nsx_gateway_instances_agent_error)"
 check "gateway: at least 2 Hellos received" \
     bash -c "[[ \$(awk '\$1 == \"nsx_gateway_control_messages_received_total{type=\\\"hello\\\"}\" { print \$2 }' '$G0') -ge 2 ]]"
 check_eq "gateway: the store version gauge matches the store" \

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::GatewaySettings;
 use crate::dp::ctl::Published;
 
-/// How often counters flow up to the gateway.
+/// How often counters flow up to the gateway (and once after each apply).
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 /// The counter summary sent in `Status`: port and underlay traffic, total
@@ -409,6 +409,9 @@ impl Conn<'_> {
                 (version, result) = apply_done(self.in_flight) => {
                     outs.extend(finish_apply(self.session, version, result));
                     publish(self.session, self.status);
+                    // The gateway hears what is applied (or failed) now,
+                    // not at the next period.
+                    next_status = Instant::now();
                 }
                 () = tokio::time::sleep(wait) => outs.extend(self.session.on_tick(Instant::now())),
             }

@@ -459,7 +459,7 @@ fn gateway_commands() {
     };
     let t = run(&mut g, "get instances").unwrap().text;
     assert!(
-        t.starts_with("ID   Name  Mode     Switch  IP             Connection   Version Acked\n"),
+        t.starts_with("ID   Name  Mode     Switch  IP             Connection   Version Acked  Version Applied  Last Status  Agent Error\n"),
         "{t}"
     );
     let t = run(&mut g, "get logical-switches").unwrap().text;

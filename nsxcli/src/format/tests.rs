@@ -243,9 +243,15 @@ fn trace_steps_and_verdicts() {
 fn gateway_views() {
     let instances = json!([
         {"id": "vm1", "hostname": "vm1", "mode": "overlay", "switch": "web-ls", "ip": "192.168.100.2",
-         "session": "ESTABLISHED", "acked_version": 5, "tags": {"nsx:network": "web"}},
+         "session": "ESTABLISHED", "acked_version": 5, "tags": {"nsx:network": "web"},
+         "agent_status": {"applied_version": 5, "last_error": null, "age_seconds": 4,
+                          "received_at_unix": 1513920138u64, "counters": {"drops": 2}}},
         {"id": "vm2", "hostname": "ip-10-99-3-12", "mode": "micro-segmentation", "switch": null, "ip": null,
-         "session": null, "acked_version": null}]);
+         "session": null, "acked_version": null},
+        {"id": "vm3", "hostname": "vm3", "mode": "micro-segmentation", "switch": null, "ip": null,
+         "session": "ESTABLISHED", "acked_version": 6,
+         "agent_status": {"applied_version": 6, "age_seconds": 125,
+                          "last_error": "apply of version 7 failed:\nhost plumbing: nsx-vtep0.0 exists with another MAC"}}]);
     golden("gw_instances", &gw_instances(&instances));
     let sws = json!([
         {"name": "web-ls", "tag": "web", "vni": 9100, "subnet": "192.168.100.0/24", "gateway_ip": "192.168.100.1"},
