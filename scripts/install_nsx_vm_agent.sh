@@ -48,6 +48,9 @@ Options:
                         DIR/var/lib/nsx-agent, unit in DIR/etc/systemd/system)
   --nic IF              the NIC the agent takes over (default: the one that reaches the gateway)
   --instance-id ID      the instance's id at the gateway (default: hostname)
+  --image-id ID         the image the instance was built from, as the cloud names it
+                        (e.g. ami-0abc123); reported to the gateway, which can group
+                        instances by it (default: unknown)
   --tag KEY=VALUE       an instance tag sent at enrollment, as the cloud would report it,
                         e.g. --tag nsx:network=web (repeatable)
   --netns NAME          the namespace that holds nsx-eth0 (default: nsx-root)
@@ -101,6 +104,7 @@ fi
 PREFIX=""
 NIC=""
 INSTANCE_ID=""
+IMAGE_ID=""
 TAGS=""
 NETNS=nsx-root
 MIRROR=""
@@ -125,6 +129,7 @@ while [ $# -gt 0 ]; do
     --prefix) need_arg "$1" $# && PREFIX=$2 && shift ;;
     --nic) need_arg "$1" $# && NIC=$2 && shift ;;
     --instance-id) need_arg "$1" $# && INSTANCE_ID=$2 && shift ;;
+    --image-id) need_arg "$1" $# && IMAGE_ID=$2 && shift ;;
     --tag)
         need_arg "$1" $#
         case $2 in
@@ -166,7 +171,7 @@ check_word() {
     *[!A-Za-z0-9._:/@+=-]*) usage_error "$1 may hold only letters, digits and . _ : / @ + = -, got '$2'" ;;
     esac
 }
-for v in "$GW_ADDR" "$GW_NAME" "$NIC" "$INSTANCE_ID" "$NETNS"; do check_word "a value" "$v"; done
+for v in "$GW_ADDR" "$GW_NAME" "$NIC" "$INSTANCE_ID" "$IMAGE_ID" "$NETNS"; do check_word "a value" "$v"; done
 old_ifs=$IFS
 IFS='
 '
@@ -481,6 +486,7 @@ write_config() {
         echo "ca = \"$CA\""
         echo "bootstrap_key = \"$BOOTSTRAP\""
         echo "instance_id = \"$INSTANCE_ID\""
+        [ -z "$IMAGE_ID" ] || echo "image_id = \"$IMAGE_ID\""
         printf 'tags = {'
         sep=" "
         old_ifs=$IFS

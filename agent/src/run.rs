@@ -192,7 +192,9 @@ fn desired_from(a: &Applied) -> InstanceConfig {
     }
 }
 
-/// Inventory for the gateway: the instance id defaults to the hostname.
+/// Inventory for the gateway: the instance id defaults to the hostname, the
+/// OS comes from os-release, the image id from the config (the installer's
+/// `--image-id`). All of it is the instance's own claim.
 fn instance_meta(gw: &GatewaySettings, nic: &NicInfo, underlay_ip: Ipv4Addr) -> InstanceMeta {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -202,7 +204,7 @@ fn instance_meta(gw: &GatewaySettings, nic: &NicInfo, underlay_ip: Ipv4Addr) -> 
     InstanceMeta {
         instance_id: gw.instance_id.clone().unwrap_or_else(|| hostname.clone()),
         hostname,
-        os: std::env::consts::OS.into(),
+        os: crate::gw::inventory::os(),
         image_id: gw.image_id.clone().unwrap_or_else(|| "unknown".into()),
         tags: gw.tags.clone(),
         underlay_ip,

@@ -34,7 +34,8 @@ pub struct AgentStatus {
     /// Named counters of the agent's datapath (`port_rx_packets`, `drops`,
     /// `drop_<reason>`, the firewall's `fw_*`).
     pub counters: BTreeMap<String, u64>,
-    /// The agent's last local error (failed apply, lost gateway), if any.
+    /// The agent's last error since it started (a refused or failed apply,
+    /// a lost connection), if any; the agent never clears it.
     pub last_error: Option<String>,
     /// When the report arrived (Unix seconds, the gateway's clock).
     pub received_unix: u64,

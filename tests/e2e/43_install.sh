@@ -14,7 +14,9 @@
 #   3. a tampered binary (from a --mirror), a wrong CA fingerprint, an
 #      unreachable gateway and a non-root run each fail with their message
 #      and install nothing;
-#   4. the unit it writes passes `systemd-analyze verify`.
+#   4. the unit it writes passes `systemd-analyze verify`;
+#   5. --image-id reaches the agent's config and the gateway's inventory,
+#      and the OS the agent reports is os-release's ID-VERSION_ID.
 set -euo pipefail
 # shellcheck source=tests/lib/e2e.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
@@ -94,7 +96,7 @@ check "... its name" grep -qx "NSX_GW_NAME=\"$GW_NAME\"" "$SCRIPT"
 check "... and its CA's SHA-256 (openssl's, computed here)" grep -qx "NSX_CA_SHA256=\"$CA_FP\"" "$SCRIPT"
 check "... and no placeholder left" bash -c "! grep -q '@NSX_' '$SCRIPT'"
 check "the served script is shellcheck-clean (POSIX sh)" shellcheck -s sh "$SCRIPT"
-check "--help documents every option" bash -c "out=\$('$SCRIPT' --help) && for o in --prefix --no-start --no-systemd --uninstall --help --tag --mirror --ca-sha256 --gateway; do grep -q -- \"\$o\" <<<\"\$out\" || exit 1; done"
+check "--help documents every option" bash -c "out=\$('$SCRIPT' --help) && for o in --prefix --no-start --no-systemd --uninstall --help --tag --image-id --mirror --ca-sha256 --gateway; do grep -q -- \"\$o\" <<<\"\$out\" || exit 1; done"
 code=$(in_inst vm1 curl -s -o "$TOPO_DIR/404.txt" -w '%{http_code}' "http://$GW_IP:8080/factory_default/trusty_amd64/install_nsx_vm_agent.sh" || true)
 check_eq "trusty_amd64 (not built for) is a 404" 404 "$code"
 check "... listing the supported ones ($(tr -d '\n' <"$TOPO_DIR/404.txt"))" grep -q "$DISTRO" "$TOPO_DIR/404.txt"
@@ -138,6 +140,10 @@ check "... and installs nothing" empty_dir "$P"
 rc=0
 run_installer vm1 "$P" "$TOPO_DIR/badtag.log" --tag novalue || rc=$?
 check_eq "a malformed --tag is a usage error (exit 2)" 2 "$rc"
+rc=0
+run_installer vm1 "$P" "$TOPO_DIR/badimage.log" --image-id 'ami "x"' || rc=$?
+check_eq "an --image-id that cannot go into the config is a usage error (exit 2)" 2 "$rc"
+check "... and installs nothing" empty_dir "$P"
 mkdir -p "$P/usr/sbin"
 printf '#!/bin/sh\n' >"$P/usr/sbin/nsx-agent"
 rc=0
@@ -158,7 +164,7 @@ check "... and leaves an empty prefix" empty_dir "$P"
 
 # --- 1. install vm1 (wget, tagged at install) ------------------------------------
 t0=$EPOCHREALTIME
-if run_installer vm1 "$P" "$TOPO_DIR/vm1/install.log" --downloader wget --tag nsx:network=web; then
+if run_installer vm1 "$P" "$TOPO_DIR/vm1/install.log" --downloader wget --tag nsx:network=web --image-id ami-0e2e43vm1; then
     t1=$EPOCHREALTIME
     ok "vm1: the installer (wget) installs, enrolls and connects"
     diag "install took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s (download, verify, install, enroll, connect)"
@@ -174,6 +180,14 @@ check "vm1: nsxcli says the gateway connection is ESTABLISHED" \
     bash -c "'$P/usr/bin/nsxcli' --socket '$P/var/run/nsx-agent/nsxagent.sock' -c 'get gateway connection status' | grep -q 'Connection Status : ESTABLISHED'"
 for ((i = 0; i < 100; i++)); do [[ "$(gw_instance vm1 .mode 2>/dev/null)" == overlay ]] && break; sleep 0.1; done
 check_eq "the gateway lists vm1 in overlay mode on web-ls" "overlay web-ls" "$(gw_instance vm1 .mode) $(gw_instance vm1 .switch)"
+check "vm1: --image-id is written to the agent's config" grep -qx 'image_id = "ami-0e2e43vm1"' "$P/etc/nsx-agent/agent.toml"
+check_eq "... and the gateway's inventory has it" ami-0e2e43vm1 "$(gw_instance vm1 .image_id)"
+# The OS the agent reports: os-release's ID-VERSION_ID (the instances share the host's files).
+os_release=/etc/os-release
+[[ -e $os_release ]] || os_release=/usr/lib/os-release
+# shellcheck source=/dev/null # the host's os-release
+WANT_OS=$( (ID=linux VERSION_ID="" && . "$os_release" 2>/dev/null; printf '%s%s' "${ID:-linux}" "${VERSION_ID:+-$VERSION_ID}"))
+check_eq "vm1 reports its distribution from $os_release as its OS" "$WANT_OS" "$(gw_instance vm1 .os)"
 VM1_IP=$(gw_instance vm1 .ip)
 agent_wait_overlay vm1 || true
 check "vm1 pings vm2 ($VM2_IP) over the overlay" overlay_wait_ping vm1 "$VM2_IP"
@@ -210,6 +224,9 @@ else
 fi
 check "vm3: the installer says to tag the instance next" grep -q "tag this instance nsx:network" "$TOPO_DIR/vm3/install.log"
 check_eq "vm3 is enrolled, in micro-segmentation mode until tagged" micro-segmentation "$(gw_instance vm3 .mode 2>/dev/null)"
+check_eq "vm3 (no --image-id): the image is unknown, the OS from os-release" "unknown $WANT_OS" \
+    "$(gw_instance vm3 .image_id) $(gw_instance vm3 .os)"
+check "... and its config has no image_id line" bash -c "! grep -q '^image_id' '$P3/etc/nsx-agent/agent.toml'"
 gw_api PATCH /api/v1/instances/vm3 '{"tags": {"nsx:network": "web"}}' >/dev/null
 check_eq "tag vm3 nsx:network=web at the gateway (PATCH)" 200 "$GW_HTTP_CODE"
 for ((i = 0; i < 150; i++)); do in_overlay vm3 true 2>/dev/null && agent_wait_overlay vm3 && break; sleep 0.1; done
