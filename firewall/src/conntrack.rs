@@ -50,12 +50,13 @@
 //! id, the last-seen time in ticks of 2^24 ns (~16.8 ms; u32, wraps after
 //! 2.2 years, far beyond any timeout), the TCP window tracking of both
 //! directions (end, maxend, maxwin) and the low 32 bits of the packet and
-//! byte counters. A parallel 24-byte "cold" array, touched only on insert,
-//! on a counter carry and by the views, holds the flow id, the creation
-//! time and the counters' high 16 bits (48-bit counters).
+//! byte counters. A parallel 32-byte "cold" array, touched only on insert,
+//! on a counter carry, on a packet the TCP tracking refuses and by the
+//! views, holds the flow id, the creation time, the counters' high 16 bits
+//! (48-bit counters) and the refused packets per direction.
 //!
-//! Memory per entry at full load: (2 + 64 + 24) * 1.25 = 112 bytes
-//! (measured with [`Conntrack::memory_bytes`]).
+//! Memory per entry at full load: (2 + 64 + 32) * 1.25 = 122.5 bytes
+//! (measured with [`Conntrack::memory_bytes`]; the budget is 128).
 //!
 //! Cost per packet (`cargo bench -p firewall --bench conntrack`, full
 //! table, random order, 2-vCPU KVM guest on AMD EPYC, other builds
@@ -325,6 +326,11 @@ pub struct FlowView {
     /// Responder -> initiator.
     pub packets_reply: u64,
     pub bytes_reply: u64,
+    /// Packets of this connection the TCP tracking refused (out of window,
+    /// impossible flags; dropped as `fw_invalid`), initiator -> responder
+    /// and responder -> initiator. Not in the packet counters above.
+    pub dropped_orig: u64,
+    pub dropped_reply: u64,
     pub created_ns: u64,
     /// Rounded down to a tick (~16.8 ms).
     pub last_seen_ns: u64,
@@ -385,6 +391,11 @@ pub struct SavedFlow {
     pub bytes_orig: u64,
     pub packets_reply: u64,
     pub bytes_reply: u64,
+    /// Refused packets ([`FlowView::dropped_orig`]); absent in older files.
+    #[serde(default)]
+    pub dropped_orig: u32,
+    #[serde(default)]
+    pub dropped_reply: u32,
     /// Time since the first packet.
     pub age_ns: u64,
     /// Time since the last packet.
@@ -445,7 +456,11 @@ struct Cold {
     /// High 16 bits of the counters, `[orig, reply]`.
     packets_hi: [u16; 2],
     bytes_hi: [u16; 2],
+    /// Packets the TCP tracking refused, `[orig, reply]` (saturating).
+    dropped: [u32; 2],
 }
+
+const _: () = assert!(std::mem::size_of::<Cold>() == 32);
 
 /// A connection key ([`FlowKey`]) packed the way slots hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -791,7 +806,15 @@ impl Conntrack {
         let state = match (slot.state(), l4) {
             (State::Tcp(old), L4::Tcp(seg)) => {
                 let mut c = slot.tcp();
-                let new = c.segment(hit.reply, seg)?;
+                let new = match c.segment(hit.reply, seg) {
+                    Ok(new) => new,
+                    Err(e) => {
+                        // Counted on the connection (getflows), off the hot path.
+                        let n = &mut self.cold[i].dropped[d];
+                        *n = n.saturating_add(1);
+                        return Err(e.into());
+                    }
+                };
                 slot.set_tcp(&c);
                 if old == TcpState::SynSent && new == TcpState::Close && hit.reply {
                     // Refused: nothing worth remembering.
@@ -1082,6 +1105,8 @@ impl Conntrack {
                     bytes_orig: v.bytes_orig,
                     packets_reply: v.packets_reply,
                     bytes_reply: v.bytes_reply,
+                    dropped_orig: self.cold[i].dropped[0],
+                    dropped_reply: self.cold[i].dropped[1],
                     age_ns: now_ns.saturating_sub(v.created_ns),
                     idle_ns: u64::from(idle_ticks) << TICK_SHIFT,
                 }
@@ -1149,6 +1174,7 @@ impl Conntrack {
                 created_ns: now_ns.saturating_sub(f.age_ns),
                 packets_hi: [po_hi, pr_hi],
                 bytes_hi: [bo_hi, br_hi],
+                dropped: [f.dropped_orig, f.dropped_reply],
             };
             // New ids must not run into restored ones.
             self.serial = self.serial.max(f.id.wrapping_mul(ID_MUL_INV));
@@ -1360,6 +1386,8 @@ impl Conntrack {
             bytes_orig: wide(s.bytes[0], c.bytes_hi[0]),
             packets_reply: wide(s.packets[1], c.packets_hi[1]),
             bytes_reply: wide(s.bytes[1], c.bytes_hi[1]),
+            dropped_orig: u64::from(c.dropped[0]),
+            dropped_reply: u64::from(c.dropped[1]),
             created_ns: c.created_ns,
             last_seen_ns: ((self.clock_ns >> TICK_SHIFT).saturating_sub(u64::from(idle)))
                 << TICK_SHIFT,

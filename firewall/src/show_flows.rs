@@ -16,7 +16,7 @@
 //! | 4 | `0800` | ethertype (hex) |
 //! | 5 | `1` | direction of the first packet: `1` in (toward the instance), `0` out |
 //! | 6 | `1006` | id of the rule that admitted the connection |
-//! | 7, 8 | `0 0` | reserved (L2 rule id and flags in NSX; always 0 here) |
+//! | 7, 8 | `0 0` | packets of this connection the firewall dropped as invalid (refused by TCP state/window tracking: `fw_invalid`), initiator -> responder, responder -> initiator; 0 0 for a healthy connection, as in the seed |
 //! | 9 | `172.16.10.12:Unknown(44194)` | initiator address:service(port) |
 //! | 10 | `172.16.10.11:ssh(22)` | responder address:service(port) |
 //! | 11 | `2413` | age of the connection, seconds |
@@ -25,6 +25,22 @@
 //! | 15, 16 | `19 18` | packets initiator -> responder, responder -> initiator |
 //!
 //! ICMP flows print the query identifier as the port of both ends.
+//!
+//! NSX does not document columns 7 and 8; they are 0 0 on the seed's
+//! healthy connection, and here they are the connection's own drops, the
+//! one per-connection drop count a stateful firewall has (packets of an
+//! unknown connection are judged by the rules and counted per rule and per
+//! reason: `get firewall stats`, `nsx_agent_firewall_drops_total`).
+//!
+//! The header's counts are entries of the connection table, as NSX's are
+//! entries of its kernel tables. `active(L3,L4)`: connections not closing;
+//! `active(L2)+inactive(L3,L4)`: closing TCP connections (`TIME_WAIT`,
+//! `CLOSED`; L2 rules are stateless here, so there are no L2 entries).
+//! `drop(L2,L3,L4)` counts NSX's *drop flows*, entries it keeps for denied
+//! traffic; this firewall keeps none by design (each packet of denied
+//! traffic is judged again by the rules, so a scan of denied ports costs no
+//! table memory and cannot crowd out accepted connections), so that count
+//! is always 0, and what was denied is in the drop counters above.
 
 use std::fmt::{self, Write};
 
@@ -70,12 +86,14 @@ pub fn write_flow(out: &mut impl Write, f: &FlowView, now_ns: u64) -> fmt::Resul
     let t = &f.tuple;
     write!(
         out,
-        "{:016x} {} {} 0800 {} {} 0 0  ",
+        "{:016x} {} {} 0800 {} {} {} {}  ",
         f.id,
         if is_active(f) { "Active" } else { "Inactive" },
         proto_name(t.proto),
         u8::from(f.dir == Dir::In),
         f.rule_id,
+        f.dropped_orig,
+        f.dropped_reply,
     )?;
     endpoint(out, t.proto, t.src, t.sport)?;
     out.write_char(' ')?;
@@ -183,5 +201,51 @@ mod tests {
             line.contains(" 0 0  172.16.10.12"),
             "two spaces before the source as in the seed"
         );
+    }
+
+    #[test]
+    fn columns_7_and_8_count_the_connections_refused_packets() {
+        let mut ct = Conntrack::with_seed(64, 1);
+        let t = Tuple {
+            proto: 6,
+            src: Ipv4Addr::new(172, 16, 10, 12),
+            dst: Ipv4Addr::new(172, 16, 10, 11),
+            sport: 44194,
+            dport: 22,
+        };
+        let reply = Tuple {
+            src: t.dst,
+            dst: t.src,
+            sport: t.dport,
+            dport: t.sport,
+            ..t
+        };
+        let syn = TcpMeta {
+            flags: TcpMeta::SYN,
+            seq: 100,
+            window: 64240,
+            ..TcpMeta::default()
+        };
+        // No flags at all: no stack sends that.
+        let bad = TcpMeta {
+            flags: 0,
+            seq: 101,
+            window: 64240,
+            ..TcpMeta::default()
+        };
+        ct.insert(&t, Dir::In, 1006, &L4::Tcp(syn), 60, 0).unwrap();
+        for (tuple, n) in [(t, 2), (reply, 1)] {
+            for _ in 0..n {
+                let hit = ct.lookup(&tuple, 1).expect("tracked");
+                assert!(ct.track(hit, &L4::Tcp(bad), 40, 1).is_err());
+            }
+        }
+        let text = getflows(&ct, 1_000_000_000);
+        let line = text.lines().nth(1).expect("a flow line");
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&cols[5..8], ["1006", "2", "1"], "{line}");
+        // Refused packets are not in the traffic counters.
+        assert_eq!(&cols[12..], ["60", "0", "1", "0"], "{line}");
+        assert!(text.starts_with("Count retrieved from kernel active(L3,L4)=1,"));
     }
 }

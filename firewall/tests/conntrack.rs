@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use firewall::conntrack::{Conntrack, Full, Invalid, SavedFlow, State};
+use firewall::conntrack::{Conntrack, FlowView, Full, Invalid, SavedFlow, State};
 use firewall::tcp::{Peer, TcpInvalid, TcpState};
 use firewall::{Dir, FlowKey, L4, TcpMeta, Tuple};
 use proptest::prelude::*;
@@ -421,7 +421,8 @@ fn tcp_connection_counters_and_view() {
     assert_eq!(v.created_ns, T0);
     assert!(v.last_seen_ns <= T0 + SEC && T0 + SEC - v.last_seen_ns < 1 << 24);
 
-    // An invalid segment changes nothing and says why.
+    // An invalid segment changes nothing but the connection's count of
+    // refused packets (getflows columns 7 and 8) and says why.
     let hit = ct.lookup(&c, T0 + 2 * SEC).unwrap();
     assert_eq!(
         ct.track(
@@ -436,7 +437,13 @@ fn tcp_connection_counters_and_view() {
         ct.track(hit, &L4::Udp, 50, T0 + 2 * SEC),
         Err(Invalid::Mismatch)
     );
-    assert_eq!(ct.get(hit.id), Some(v));
+    assert_eq!(
+        ct.get(hit.id),
+        Some(FlowView {
+            dropped_orig: 1,
+            ..v
+        })
+    );
 }
 
 #[test]
@@ -812,6 +819,8 @@ fn arb_saved() -> impl Strategy<Value = SavedFlow> {
                 bytes_orig: counters[1],
                 packets_reply: counters[2],
                 bytes_reply: counters[3],
+                dropped_orig: rule_id.rotate_left(7),
+                dropped_reply: rule_id,
                 age_ns: age,
                 idle_ns: idle,
             },
