@@ -665,7 +665,7 @@ pub fn gw_instances(list_v: &Value) -> String {
         let age = match st["age_seconds"].as_u64() {
             _ if !st.is_object() => "-".into(),
             Some(s) if s < 60 => format!("{s} s ago"),
-            s => ago(&s.map_or(Value::Null, |s| Value::from(s.saturating_mul(1000)))),
+            s => ago(s.map(|s| s.saturating_mul(1000))),
         };
         // One line per instance, whatever the agent wrote.
         let mut error: String = cell(&st["last_error"])
