@@ -18,6 +18,11 @@ const MAC_B: MacAddr = MacAddr([6, 0, 0, 0, 0, 2]);
 const MAC_C: MacAddr = MacAddr([6, 0, 0, 0, 0, 3]);
 
 fn pipeline(me: u8) -> Pipeline {
+    pipeline_with(me, None)
+}
+
+/// Instance `me`'s pipeline, with `firewall` as its firewall section.
+fn pipeline_with(me: u8, firewall: Option<control::FirewallConfig>) -> Pipeline {
     let ports = [
         (
             "web",
@@ -81,7 +86,7 @@ fn pipeline(me: u8) -> Pipeline {
                 tep_id: p.4,
             })
             .collect(),
-        firewall: None,
+        firewall,
     };
     let host = LocalHost {
         underlay_ip: ul,
@@ -175,6 +180,28 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             b_pipe.from_underlay(Ipv4Addr::new(10, 99, 3, 1), black_box(&wire), 1, &mut out);
             let v = a.from_port(black_box(&switched), 1, &mut out);
+            out.clear();
+            v
+        })
+    });
+    // The same frames through an allow-all firewall: established flows on
+    // the connection table's fast path (the first packet opened them).
+    let allow = Some(control::FirewallConfig::allow_all());
+    let mut a_fw = pipeline_with(0, allow.clone());
+    let mut b_fw = pipeline_with(1, allow);
+    a_fw.from_port(&switched, 1, &mut out);
+    b_fw.from_underlay(Ipv4Addr::new(10, 99, 3, 1), &wire, 1, &mut out);
+    out.clear();
+    g.bench_function("encap_switched_fw", |b| {
+        b.iter(|| {
+            let v = a_fw.from_port(black_box(&switched), 1, &mut out);
+            out.clear();
+            v
+        })
+    });
+    g.bench_function("decap_deliver_fw", |b| {
+        b.iter(|| {
+            let v = b_fw.from_underlay(Ipv4Addr::new(10, 99, 3, 1), black_box(&wire), 1, &mut out);
             out.clear();
             v
         })
