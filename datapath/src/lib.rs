@@ -6,8 +6,10 @@
 //! (port security, responders, switch, router, encapsulation on the way out;
 //! decapsulation and delivery on the way in), each with its own counters;
 //! forwarding state is an immutable [`Tables`] snapshot swapped whole.
-//! [`Pipeline::trace`] runs a frame through the same decisions without
-//! sending it or changing anything ([`trace`]).
+//! Every layer says why it decided as it did (a structured reason whose
+//! `Display` is the `trace` text); [`Pipeline::trace`] runs a frame through
+//! the same layer code with a recorder and without committing anything
+//! ([`trace`]).
 
 pub mod coalesce;
 pub mod counters;
@@ -17,11 +19,12 @@ pub mod pipeline;
 pub mod queue;
 pub mod tables;
 pub mod trace;
+pub mod verdict;
 
-pub use counters::{Counters, DropReason, LayerCounters, PacketBytes, TunnelCounters};
-pub use layer::{LayerId, Verdict};
+pub use counters::{Counters, LayerCounters, PacketBytes, TunnelCounters};
 pub use offload::Offload;
 pub use pipeline::Pipeline;
 pub use queue::{Output, TcpGso, TxItem, TxQueue};
 pub use tables::{LocalHost, Location, Tables, TablesError};
 pub use trace::{OutputKind, StepResult, Trace, TraceFrom, TraceOutput, TraceStep};
+pub use verdict::{DropReason, LayerId, Verdict};

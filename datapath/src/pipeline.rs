@@ -6,17 +6,14 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use firewall::{Dir, Firewall, RejectKind};
+use firewall::{Firewall, RejectKind};
 
-use crate::counters::DropReason;
 use crate::counters::{Counters, TunnelCounters};
-use crate::layer::{
-    ANSWER, Ctx, EGRESS, INGRESS, LayerId, Step, Verdict, decap, deliver, encap, port_security,
-    responder, router, switch,
-};
+use crate::layer::{self, ANSWER, Commit, Ctx, EGRESS, INGRESS, LayerId, Recorder, Why};
 use crate::offload::{Offload, VIRTIO_NET_HDR_LEN};
 use crate::queue::Output;
-use crate::tables::Tables;
+use crate::tables::{SwitchIdx, Tables};
+use crate::verdict::{DropReason, Verdict};
 
 /// Connections tracked when the caller does not say (about 20 MiB of table).
 pub const DEFAULT_FLOW_CAPACITY: usize = 1 << 18;
@@ -202,21 +199,28 @@ impl Pipeline {
         &mut self,
         kind: RejectKind,
         offending: &[u8],
-        switch: crate::tables::SwitchIdx,
+        switch: SwitchIdx,
         now_ns: u64,
         out: &mut Output,
     ) {
         // Taken out of `self` (no allocation) so the layers can borrow it.
-        let buf = std::mem::take(&mut self.answer);
-        let mut scratch = buf;
-        if let Ok(n) = firewall::reject::build(kind, offending, &mut scratch) {
-            let mut ctx = Ctx::new(&scratch[..n]);
-            if ctx.parse_l2_l3().is_ok() {
-                ctx.switch = switch;
-                self.run(&ANSWER, &mut ctx, now_ns, out);
-            }
-        }
-        self.answer = scratch;
+        let mut buf = std::mem::take(&mut self.answer);
+        let mut rec = Commit {
+            fw: self.firewall.as_mut(),
+        };
+        let t = &*self.tables;
+        answer(
+            t,
+            kind,
+            offending,
+            switch,
+            &mut buf,
+            out,
+            &mut self.counters,
+            now_ns,
+            &mut rec,
+        );
+        self.answer = buf;
     }
 
     fn run(
@@ -226,50 +230,52 @@ impl Pipeline {
         now_ns: u64,
         out: &mut Output,
     ) -> Verdict {
-        let t = &*self.tables;
-        let c = &mut self.counters;
-        let dir = if layers.first() == Some(&LayerId::Decap) {
-            Dir::In
-        } else {
-            Dir::Out
+        let mut rec = Commit {
+            fw: self.firewall.as_mut(),
         };
-        for &id in layers {
-            c.layers[id as usize].seen += 1;
-            let step = match id {
-                LayerId::PortSecurity => port_security::process(t, ctx),
-                LayerId::Firewall => crate::layer::firewall::process(
-                    self.firewall.as_mut(),
-                    dir,
-                    ctx,
-                    out,
-                    c,
-                    now_ns,
-                ),
-                LayerId::Responder => responder::process(t, ctx, out, c),
-                LayerId::Switch => switch::process(t, ctx),
-                LayerId::Router => router::process(t, ctx, out, c),
-                LayerId::Encap => encap::process(t, ctx, out, c),
-                LayerId::Decap => decap::process(t, ctx, c, now_ns),
-                LayerId::Deliver => deliver::process(t, ctx, out, c),
-            };
-            let lc = &mut c.layers[id as usize];
-            match step {
-                Step::Next => lc.passed += 1,
-                Step::Done(v) => {
-                    match v {
-                        Verdict::Drop(reason) => {
-                            lc.dropped += 1;
-                            c.drop(reason);
-                        }
-                        _ => lc.handled += 1,
-                    }
-                    return v;
-                }
+        layer::walk(
+            &self.tables,
+            layers,
+            ctx,
+            out,
+            &mut self.counters,
+            now_ns,
+            &mut rec,
+        )
+    }
+}
+
+/// Builds the answer (RST or ICMP error) to a rejected ingress frame in
+/// `buf` and walks it through [`ANSWER`] (switch, router, encapsulation)
+/// toward the sender, on the offending frame's `switch`. When no answer
+/// can be built (e.g. the frame was itself an ICMP error) the recorder is
+/// told why and nothing is sent.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn answer<R: Recorder>(
+    t: &Tables,
+    kind: RejectKind,
+    offending: &[u8],
+    switch: SwitchIdx,
+    buf: &mut [u8],
+    out: &mut Output,
+    c: &mut Counters,
+    now_ns: u64,
+    rec: &mut R,
+) {
+    match firewall::reject::build(kind, offending, buf) {
+        Ok(n) => {
+            let mut ctx = Ctx::new(&buf[..n]);
+            if ctx.parse_l2_l3().is_ok() {
+                ctx.switch = switch;
+                layer::walk(t, &ANSWER, &mut ctx, out, c, now_ns, rec);
             }
         }
-        // Every list ends in a layer that always decides; reaching here is a
-        // wiring bug, surfaced as a counted drop rather than a panic.
-        c.drop(DropReason::NoRoute);
-        Verdict::Drop(DropReason::NoRoute)
+        Err(e) => {
+            rec.note(|| Why::Firewall(layer::firewall::Why::NoAnswer(e)));
+            rec.step(
+                LayerId::Firewall,
+                layer::Step::Done(Verdict::Drop(DropReason::Firewall)),
+            );
+        }
     }
 }

@@ -308,13 +308,14 @@ impl Tables {
             .find(|&si| self.switches[usize::from(si)].gateway_ip == ip)
     }
 
-    /// Longest-prefix match in `router`: (egress switch, next-hop address).
-    pub fn route(&self, router: &Router, dst: Ipv4Addr) -> Option<(SwitchIdx, Ipv4Addr)> {
+    /// Longest-prefix match in `router`: the route and the
+    /// next-hop address.
+    pub fn route<'r>(&self, router: &'r Router, dst: Ipv4Addr) -> Option<(&'r Route, Ipv4Addr)> {
         router
             .routes
             .iter()
             .find(|r| r.prefix.contains(&dst))
-            .map(|r| (r.switch, r.next_hop.unwrap_or(dst)))
+            .map(|r| (r, r.next_hop.unwrap_or(dst)))
     }
 
     /// Rows of the L2 table: (switch, MAC, location), for the local API.

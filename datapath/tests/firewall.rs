@@ -199,7 +199,7 @@ fn icmp_errors_pass_only_when_related() {
     );
     assert_eq!(v, Verdict::Drop(DropReason::Firewall));
     assert_eq!(
-        a.firewall().unwrap().counters().drops[firewall::DropReason::UnsolicitedIcmpError as usize],
+        a.firewall().unwrap().counters().drops[firewall::FwDrop::UnsolicitedIcmpError as usize],
         1
     );
 }

@@ -292,7 +292,7 @@ fn firewall_steps_name_the_rule_and_the_connection() {
         "{}",
         show(&t)
     );
-    assert_eq!(t.firewall_drop, Some(firewall::DropReason::Rule));
+    assert_eq!(t.firewall_drop, Some(firewall::FwDrop::Rule));
     assert_eq!(
         t.steps[1].detail,
         "new inbound connection tcp 192.168.100.4:40001 -> 192.168.100.3:23, rule 1002 \

@@ -456,7 +456,7 @@ proptest! {
 
             // The firewall's own reason: the counter `process` bumped.
             let bumped = match (&fw, fw_state(&p)) {
-                (Some((before, ..)), Some((after, ..))) => firewall::DropReason::ALL
+                (Some((before, ..)), Some((after, ..))) => firewall::FwDrop::ALL
                     .into_iter()
                     .find(|r| after.drops[*r as usize] != before.drops[*r as usize]),
                 _ => None,

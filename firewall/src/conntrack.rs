@@ -270,6 +270,27 @@ pub struct Hit {
     pub reply: bool,
 }
 
+/// What a lookup found ([`Conntrack::probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Probe {
+    /// A connection within its timeout.
+    Live(Hit),
+    /// An entry idle past its timeout, still in the table: a lookup
+    /// removes it and reports nothing.
+    Expired(EntryId),
+    Absent,
+}
+
+impl Probe {
+    /// The live connection, if any.
+    pub fn live(self) -> Option<Hit> {
+        match self {
+            Probe::Live(hit) => Some(hit),
+            _ => None,
+        }
+    }
+}
+
 /// Why a known connection's packet is invalid (counted and dropped by the
 /// caller; the entry is left as it was).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -753,21 +774,45 @@ impl Conntrack {
     /// The connection `t` belongs to, in either direction. An entry idle
     /// past its timeout is removed and reported as `None`.
     pub fn lookup(&mut self, t: &Tuple, now_ns: u64) -> Option<Hit> {
-        self.clock(now_ns);
+        let found = self.probe(t, now_ns);
+        self.settle(found, now_ns);
+        found.live()
+    }
+
+    /// What [`Conntrack::lookup`] finds for `t` now, changing nothing: the
+    /// live connection, an entry idle past its timeout (still in the
+    /// table), or nothing. [`Conntrack::settle`] then does what the lookup
+    /// would have done to the table.
+    #[inline]
+    pub fn probe(&self, t: &Tuple, now_ns: u64) -> Probe {
         let (key, swapped) = Packed::of(t);
-        let i = self.find(&key)?;
+        let Some(i) = self.find(&key) else {
+            return Probe::Absent;
+        };
+        let id = EntryId {
+            slot: i as u32,
+            key,
+        };
         if self.expired(i, now_ns) {
-            self.remove_at(i);
-            self.stats.removed_expired += 1;
-            return None;
+            return Probe::Expired(id);
         }
-        Some(Hit {
-            id: EntryId {
-                slot: i as u32,
-                key,
-            },
+        Probe::Live(Hit {
+            id,
             reply: swapped != self.slots[i].reversed(),
         })
+    }
+
+    /// The table side of a lookup that found `found`: the clock moves to
+    /// `now_ns` and an expired entry is removed.
+    #[inline]
+    pub fn settle(&mut self, found: Probe, now_ns: u64) {
+        self.clock(now_ns);
+        if let Probe::Expired(id) = found
+            && let Some(i) = self.resolve(&id)
+        {
+            self.remove_at(i);
+            self.stats.removed_expired += 1;
+        }
     }
 
     /// Starts loading the slot `t`'s connection would be in, so that a
@@ -797,7 +842,8 @@ impl Conntrack {
 
     /// Advances the connection with one of its packets (`bytes` long):
     /// TCP state and windows or the pseudo-state, counters, last-seen. An
-    /// invalid packet leaves the entry untouched.
+    /// invalid packet leaves the entry untouched. ([`Conntrack::advance`]
+    /// works out the same step without writing it.)
     pub fn track(&mut self, hit: Hit, l4: &L4, bytes: u32, now_ns: u64) -> Result<State, Invalid> {
         self.clock(now_ns);
         let i = self.resolve(&hit.id).ok_or(Invalid::Gone)?;
@@ -847,35 +893,11 @@ impl Conntrack {
         Ok(state)
     }
 
-    /// What [`Conntrack::lookup`] would return for `t` now, changing
-    /// nothing: an entry idle past its timeout counts as absent but stays.
-    pub fn peek(&self, t: &Tuple, now_ns: u64) -> Option<Hit> {
-        let (key, swapped) = Packed::of(t);
-        let i = self.find(&key)?;
-        if self.expired(i, now_ns) {
-            return None;
-        }
-        Some(Hit {
-            id: EntryId {
-                slot: i as u32,
-                key,
-            },
-            reply: swapped != self.slots[i].reversed(),
-        })
-    }
-
-    /// What [`Conntrack::related`] would return, changing nothing.
-    pub fn peek_related(&self, inner: &Tuple, now_ns: u64) -> Option<Hit> {
-        let hit = self.peek(inner, now_ns)?;
-        Some(Hit {
-            id: hit.id,
-            reply: !hit.reply,
-        })
-    }
-
-    /// What [`Conntrack::track`] would return for this packet, changing
-    /// nothing (the TCP state machine runs on a copy of the entry's state).
-    pub fn would_track(&self, hit: Hit, l4: &L4) -> Result<State, Invalid> {
+    /// The state one packet would leave its connection in, worked out on
+    /// a copy of the entry's state (TCP state machine and windows, or the
+    /// pseudo-state); nothing changes ([`Conntrack::track`] writes it).
+    #[inline]
+    pub fn advance(&self, hit: Hit, l4: &L4) -> Result<State, Invalid> {
         let i = self.resolve(&hit.id).ok_or(Invalid::Gone)?;
         let slot = &self.slots[i];
         match (slot.state(), l4) {
@@ -886,6 +908,21 @@ impl Conntrack {
             (State::Tcp(_), _) | (_, L4::Tcp(_)) => Err(Invalid::Mismatch),
             (s, _) => Ok(s.after_packet(hit.reply)),
         }
+    }
+
+    /// What [`Conntrack::lookup`] would return for `t` now, changing
+    /// nothing: an entry idle past its timeout counts as absent but stays.
+    pub fn peek(&self, t: &Tuple, now_ns: u64) -> Option<Hit> {
+        self.probe(t, now_ns).live()
+    }
+
+    /// What [`Conntrack::related`] would return, changing nothing.
+    pub fn peek_related(&self, inner: &Tuple, now_ns: u64) -> Option<Hit> {
+        let hit = self.peek(inner, now_ns)?;
+        Some(Hit {
+            id: hit.id,
+            reply: !hit.reply,
+        })
     }
 
     /// Whether [`Conntrack::insert`] of `t` would succeed now, changing
@@ -920,7 +957,7 @@ impl Conntrack {
                 });
             }
         }
-        self.probe(&packed)
+        self.room(&packed)
     }
 
     /// Starts tracking the connection `t` opens: its first packet (`bytes`
@@ -1303,7 +1340,7 @@ impl Conntrack {
     }
 
     /// [`Conntrack::place`]'s checks without the writes.
-    fn probe(&self, k: &Packed) -> Result<(), Full> {
+    fn room(&self, k: &Packed) -> Result<(), Full> {
         self.spot(k).map(|_| ())
     }
 

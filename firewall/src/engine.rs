@@ -24,10 +24,11 @@ use std::sync::Arc;
 
 use control::Action;
 
-use crate::classify::{Match, Policy};
-use crate::conntrack::Conntrack;
+use crate::classify::Policy;
+use crate::conntrack::{Conntrack, Hit, Probe};
+use crate::decision::{Decision, FwDrop, FwVerdict, Segment, Why};
 use crate::flow::{Dir, L4, TcpMeta, Tuple};
-use crate::packet::{self, Class, Ipv4Info, Packet};
+use crate::packet::{self, Class, Ipv4Info, Packet, ParseError};
 use crate::pktlog::{LogRecord, LogRing};
 use crate::reject::{CODE_ADMIN_PROHIBITED, CODE_PORT_UNREACHABLE, RejectKind};
 
@@ -43,68 +44,6 @@ pub enum FailurePolicy {
     FailOpen,
 }
 
-/// Why the firewall dropped a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DropReason {
-    /// A rule (L3/L4 or the default rule) said drop or reject.
-    Rule,
-    /// An L2 rule said drop.
-    L2Rule,
-    /// No ruleset applied yet and the failure policy is failClosed.
-    FailClosed,
-    /// Unparseable IPv4/L4 header.
-    Malformed,
-    /// Fails TCP state/window tracking.
-    Invalid,
-    /// A TCP segment other than a SYN with no connection.
-    NoConnection,
-    /// An ICMP error that belongs to no known connection.
-    UnsolicitedIcmpError,
-    /// Non-first IPv4 fragment (not reassembled).
-    Fragment,
-    /// Connection table (global or per-instance limit) full.
-    TableFull,
-}
-
-impl DropReason {
-    pub const COUNT: usize = 9;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Rule,
-        DropReason::L2Rule,
-        DropReason::FailClosed,
-        DropReason::Malformed,
-        DropReason::Invalid,
-        DropReason::NoConnection,
-        DropReason::UnsolicitedIcmpError,
-        DropReason::Fragment,
-        DropReason::TableFull,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Rule => "fw_rule",
-            DropReason::L2Rule => "fw_l2_rule",
-            DropReason::FailClosed => "fw_fail_closed",
-            DropReason::Malformed => "fw_malformed",
-            DropReason::Invalid => "fw_invalid",
-            DropReason::NoConnection => "fw_no_connection",
-            DropReason::UnsolicitedIcmpError => "fw_unsolicited_icmp_error",
-            DropReason::Fragment => "fw_fragment",
-            DropReason::TableFull => "fw_table_full",
-        }
-    }
-}
-
-/// The firewall's decision for one frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Pass,
-    Drop(DropReason),
-    /// Drop, and send this answer back to the sender (see [`crate::reject::build`]).
-    Reject(RejectKind),
-}
-
 /// Hits of one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct RuleHits {
@@ -117,7 +56,7 @@ pub struct RuleHits {
 /// Counters of the firewall (cumulative).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FwCounters {
-    pub drops: [u64; DropReason::COUNT],
+    pub drops: [u64; FwDrop::COUNT],
     /// Management frames passed without rules.
     pub management: u64,
     /// Packets passed on the established fast path.
@@ -301,131 +240,199 @@ impl Firewall {
         self.conntrack.expire(now_ns, EXPIRE_BUDGET);
     }
 
-    /// Decides on `frame` travelling `dir`.
-    pub fn process(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Verdict {
-        let v = match packet::parse(frame) {
-            Ok(pkt) => self.decide(dir, &pkt, now_ns),
-            Err(_) => Verdict::Drop(DropReason::Malformed),
-        };
-        match v {
-            Verdict::Drop(r) => self.counters.drops[r as usize] += 1,
-            Verdict::Reject(_) => {
-                self.counters.drops[DropReason::Rule as usize] += 1;
-                self.counters.rejects += 1;
-            }
-            Verdict::Pass => {}
-        }
-        v
+    /// Decides on `frame` travelling `dir` and carries the decision out:
+    /// [`packet::parse`], [`Firewall::judge`], then [`Firewall::commit`].
+    #[inline]
+    pub fn process(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> FwVerdict {
+        let parsed = packet::parse(frame);
+        let mut d = Decision::unjudged(dir, &parsed);
+        self.judge_into(&mut d, now_ns);
+        self.commit(&d, now_ns)
     }
 
-    fn decide(&mut self, dir: Dir, pkt: &Packet, now_ns: u64) -> Verdict {
+    /// What the firewall decides for a frame travelling `dir` at `now_ns`
+    /// (`parsed` by [`packet::parse`]), and why, changing nothing. Order:
+    /// management (always passes), no ruleset (the failure policy), L2
+    /// rules, a tracked connection (fast path), an ICMP error related to
+    /// one, then the L3/L4 rules for a new connection.
+    /// [`Firewall::commit`] carries the decision out; `trace` shows it
+    /// ([`Decision::describe`]) without committing.
+    pub fn judge<'p>(
+        &self,
+        dir: Dir,
+        parsed: &'p Result<Packet, ParseError>,
+        now_ns: u64,
+    ) -> Decision<'p> {
+        let mut d = Decision::unjudged(dir, parsed);
+        self.judge_into(&mut d, now_ns);
+        d
+    }
+
+    /// [`Firewall::judge`], written into `d` in place: each field is
+    /// written once where [`Firewall::commit`] reads it, so the packet
+    /// path moves no decision around.
+    #[inline(always)]
+    fn judge_into(&self, d: &mut Decision<'_>, now_ns: u64) {
+        let Some(pkt) = d.pkt else {
+            return;
+        };
+        let dir = d.dir;
         if pkt.class == Class::Management {
-            self.counters.management += 1;
-            return Verdict::Pass;
+            return d.set(FwVerdict::Pass, Why::Management);
         }
         if let Class::Ipv4(info) = &pkt.class
             && self.is_management(dir, &info.tuple)
         {
-            self.counters.management += 1;
-            return Verdict::Pass;
+            return d.set(FwVerdict::Pass, Why::ManagementConn);
         }
         // Borrowed, not cloned: no reference-count traffic per packet.
         let Some(policy) = self.policy.as_deref() else {
-            return match self.failure {
-                FailurePolicy::FailOpen => Verdict::Pass,
-                FailurePolicy::FailClosed => Verdict::Drop(DropReason::FailClosed),
+            let v = match self.failure {
+                FailurePolicy::FailOpen => FwVerdict::Pass,
+                FailurePolicy::FailClosed => FwVerdict::Drop(FwDrop::FailClosed),
             };
+            return d.set(v, Why::NoRuleset(self.failure));
         };
-        let l2 = policy.classify_l2(dir, pkt.src_mac, pkt.dst_mac, pkt.ethertype);
-        let default_accepts = policy
-            .rules()
-            .last()
-            .is_none_or(|r| r.action == Action::Accept);
-        if let Some(m) = l2 {
-            self.hit(m.rule, 0, true);
-            if m.action != Action::Accept {
-                return Verdict::Drop(DropReason::L2Rule);
-            }
+        d.l2 = policy.classify_l2(dir, pkt.src_mac, pkt.dst_mac, pkt.ethertype);
+        if let Some(m) = d.l2
+            && m.action != Action::Accept
+        {
+            d.l2 = None;
+            return d.set(FwVerdict::Drop(FwDrop::L2Rule), Why::L2Rule(m));
         }
         match &pkt.class {
-            Class::Ipv4(info) => self.decide_ipv4(dir, info, pkt.icmp(), now_ns),
-            Class::Fragment => Verdict::Drop(DropReason::Fragment),
+            Class::Ipv4(info) => self.judge_ipv4(policy, d, info, pkt.icmp(), now_ns),
+            Class::Fragment => d.set(FwVerdict::Drop(FwDrop::Fragment), Why::Fragment),
             // Not IPv4 (the L3 rules are IPv4): the default rule decides, statelessly.
-            _ if default_accepts => Verdict::Pass,
-            _ => Verdict::Drop(DropReason::Rule),
+            _ => {
+                let accepts = policy
+                    .rules()
+                    .last()
+                    .is_none_or(|r| r.action == Action::Accept);
+                let v = if accepts {
+                    FwVerdict::Pass
+                } else {
+                    FwVerdict::Drop(FwDrop::Rule)
+                };
+                d.set(v, Why::NotIpv4)
+            }
         }
     }
 
-    fn decide_ipv4(
-        &mut self,
-        dir: Dir,
+    #[inline(always)]
+    fn judge_ipv4(
+        &self,
+        policy: &Policy,
+        d: &mut Decision<'_>,
         info: &Ipv4Info,
         icmp: Option<(u8, u8)>,
         now_ns: u64,
-    ) -> Verdict {
+    ) {
         let t = &info.tuple;
-        let len = u32::from(info.len);
-        // Fast path: a known connection.
-        if let Some(hit) = self.conntrack.lookup(t, now_ns) {
-            return match self.conntrack.track(hit, &info.l4, len, now_ns) {
-                Ok(_) => {
-                    self.counters.fast_path += 1;
-                    if let Some(&i) = self.index_of.get(&self.conntrack.rule_id(hit.id)) {
-                        self.hit(i, len, false);
-                    }
-                    Verdict::Pass
-                }
-                Err(_) => Verdict::Drop(DropReason::Invalid),
-            };
-        }
-        if let L4::IcmpError { inner, .. } = &info.l4 {
-            return match self.conntrack.related(inner, now_ns) {
-                Some(_) => {
-                    self.counters.related += 1;
-                    Verdict::Pass
-                }
-                None => Verdict::Drop(DropReason::UnsolicitedIcmpError),
-            };
-        }
-        let Some(policy) = self.policy.as_deref() else {
-            return Verdict::Drop(DropReason::FailClosed);
-        };
-        let m = policy.classify(dir, t, icmp);
-        let strict = policy.config().tcp_strict;
-        self.hit(m.rule, len, true);
-        if m.log {
-            self.log
-                .push(LogRecord::new(now_ns, &m, dir, *t, &info.l4, info.len));
-        }
-        if let L4::Tcp(tcp) = &info.l4
-            && !crate::tcp::can_open(tcp)
-        {
-            // A segment of no tracked connection (lost table, or cut by a
-            // rule change). A reject rule answers it so the peer learns at
-            // once; without TCP strict an accepting rule picks it up.
-            let pickup = !strict
-                && !tcp.has(TcpMeta::SYN)
-                && !tcp.has(TcpMeta::RST)
-                && !tcp.has(TcpMeta::FIN);
-            match m.action {
-                Action::Reject if !tcp.has(TcpMeta::RST) => {
-                    return Verdict::Reject(RejectKind::TcpRst);
-                }
-                Action::Accept if pickup => {}
-                _ => return Verdict::Drop(DropReason::NoConnection),
-            }
-        }
-        match m.action {
-            Action::Accept => match self
-                .conntrack
-                .insert(t, dir, m.rule_id, &info.l4, len, now_ns)
-            {
-                Ok(_) => Verdict::Pass,
-                Err(_) => Verdict::Drop(DropReason::TableFull),
+        let ct = &self.conntrack;
+        d.bytes = u32::from(info.len);
+        d.found = ct.probe(t, now_ns);
+        match d.found {
+            // Fast path: a known connection.
+            Probe::Live(hit) => match ct.advance(hit, &info.l4) {
+                Ok(state) => d.set(FwVerdict::Pass, Why::Established { state }),
+                Err(err) => d.set(FwVerdict::Drop(FwDrop::Invalid), Why::Invalid { err }),
             },
-            Action::Drop => Verdict::Drop(DropReason::Rule),
-            Action::Reject => Verdict::Reject(reject_kind(&info.l4, t.proto)),
+            _ => match &info.l4 {
+                L4::IcmpError { inner, .. } => match ct.probe(inner, now_ns) {
+                    Probe::Live(hit) => {
+                        let hit = Hit {
+                            id: hit.id,
+                            reply: !hit.reply,
+                        };
+                        d.set(FwVerdict::Pass, Why::Related { hit })
+                    }
+                    stale => d.set(
+                        FwVerdict::Drop(FwDrop::UnsolicitedIcmpError),
+                        Why::Unsolicited { stale },
+                    ),
+                },
+                _ => judge_new(policy, ct, d, info, icmp, now_ns),
+            },
         }
+    }
+
+    /// Carries out `d` (from [`Firewall::judge`] on this firewall, with
+    /// nothing changed in between): counters, rule hits, the packet log,
+    /// and the connection table (an expired entry the lookup found is
+    /// removed, a known connection advanced, a new one inserted). Returns
+    /// the final verdict: the judged one, unless the insert the judgement
+    /// counted on fails after all (a pathological probe run), which drops.
+    #[inline(always)]
+    pub fn commit(&mut self, d: &Decision<'_>, now_ns: u64) -> FwVerdict {
+        let mut v = d.verdict;
+        if let Some(m) = d.l2 {
+            self.hit(m.rule, 0, true);
+        }
+        match &d.why {
+            Why::Management | Why::ManagementConn => self.counters.management += 1,
+            Why::L2Rule(m) => self.hit(m.rule, 0, true),
+            Why::Established { .. } => {
+                // The connection's own bookkeeping (state, windows,
+                // counters) is written by the tracking it was judged on.
+                let (Probe::Live(hit), Some(info)) = (d.found, d.ipv4()) else {
+                    return self.count(FwVerdict::Drop(FwDrop::Invalid));
+                };
+                match self.conntrack.track(hit, &info.l4, d.bytes, now_ns) {
+                    Ok(_) => {
+                        self.counters.fast_path += 1;
+                        if let Some(&i) = self.index_of.get(&self.conntrack.rule_id(hit.id)) {
+                            self.hit(i, d.bytes, false);
+                        }
+                    }
+                    Err(_) => v = FwVerdict::Drop(FwDrop::Invalid),
+                }
+            }
+            Why::Invalid { .. } => self.conntrack.settle(d.found, now_ns),
+            Why::Related { .. } => {
+                self.conntrack.settle(d.found, now_ns);
+                self.counters.related += 1;
+            }
+            Why::Unsolicited { stale } => {
+                self.conntrack.settle(d.found, now_ns);
+                self.conntrack.settle(*stale, now_ns);
+            }
+            Why::New { m, .. } | Why::Segment { m, .. } => {
+                self.conntrack.settle(d.found, now_ns);
+                self.hit(m.rule, d.bytes, true);
+                if let Some(info) = d.ipv4() {
+                    let t = &info.tuple;
+                    if m.log {
+                        let r = LogRecord::new(now_ns, m, d.dir, *t, &info.l4, info.len);
+                        self.log.push(r);
+                    }
+                    if d.why.opens() {
+                        // Also when judged full: the insert reclaims what it can.
+                        let ct = &mut self.conntrack;
+                        v = match ct.insert(t, d.dir, m.rule_id, &info.l4, d.bytes, now_ns) {
+                            Ok(_) => FwVerdict::Pass,
+                            Err(_) => FwVerdict::Drop(FwDrop::TableFull),
+                        };
+                    }
+                }
+            }
+            Why::Malformed(_) | Why::NoRuleset(_) | Why::Fragment | Why::NotIpv4 => {}
+        }
+        self.count(v)
+    }
+
+    /// Counts the final verdict of a frame.
+    #[inline(always)]
+    fn count(&mut self, v: FwVerdict) -> FwVerdict {
+        match v {
+            FwVerdict::Drop(r) => self.counters.drops[r as usize] += 1,
+            FwVerdict::Reject(_) => {
+                self.counters.drops[FwDrop::Rule as usize] += 1;
+                self.counters.rejects += 1;
+            }
+            FwVerdict::Pass => {}
+        }
+        v
     }
 
     fn is_management(&self, dir: Dir, t: &Tuple) -> bool {
@@ -448,224 +455,54 @@ impl Firewall {
             h.sessions += u64::from(new);
         }
     }
+}
 
-    /// What [`Firewall::process`] would decide for `frame` travelling
-    /// `dir` at `now_ns`, and why, in one line (for `trace`): the same
-    /// steps in the same order, reading the connection table and the
-    /// policy but changing nothing (no connection created or advanced, no
-    /// counter, hit or log record).
-    pub fn explain(&self, dir: Dir, frame: &[u8], now_ns: u64) -> (Verdict, String) {
-        let pkt = match packet::parse(frame) {
-            Ok(p) => p,
-            Err(e) => return (Verdict::Drop(DropReason::Malformed), format!("{e}: drop")),
-        };
-        if pkt.class == Class::Management {
-            return (
-                Verdict::Pass,
-                "management traffic (ARP, DHCP, IPv6 discovery) passes unfiltered".into(),
-            );
-        }
-        if let Class::Ipv4(info) = &pkt.class
-            && self.is_management(dir, &info.tuple)
-        {
-            return (
-                Verdict::Pass,
-                format!(
-                    "{}: the agent's own management connection passes unfiltered",
-                    show_tuple(&info.tuple)
-                ),
-            );
-        }
-        let Some(policy) = self.policy.as_deref() else {
-            return match self.failure {
-                FailurePolicy::FailOpen => {
-                    (Verdict::Pass, "no ruleset yet: failOpen passes".into())
-                }
-                FailurePolicy::FailClosed => (
-                    Verdict::Drop(DropReason::FailClosed),
-                    "no ruleset yet: failClosed drops".into(),
-                ),
-            };
-        };
-        let mut l2_note = String::new();
-        if let Some(m) = policy.classify_l2(dir, pkt.src_mac, pkt.dst_mac, pkt.ethertype) {
-            let rule = describe_rule(policy, &m);
-            if m.action != Action::Accept {
-                return (Verdict::Drop(DropReason::L2Rule), format!("L2 {rule}"));
+/// A packet of no tracked connection: the L3/L4 rules decide. Only a
+/// pure SYN opens TCP; another segment is answered by a reject rule, picked
+/// up by an accepting one unless `tcp_strict`, dropped otherwise.
+#[inline(always)]
+fn judge_new(
+    policy: &Policy,
+    ct: &Conntrack,
+    d: &mut Decision<'_>,
+    info: &Ipv4Info,
+    icmp: Option<(u8, u8)>,
+    now_ns: u64,
+) {
+    let t = &info.tuple;
+    let m = policy.classify(d.dir, t, icmp);
+    let drop = |r| FwVerdict::Drop(r);
+    if let L4::Tcp(tcp) = &info.l4
+        && !crate::tcp::can_open(tcp)
+    {
+        // A segment of no tracked connection (lost table, or cut by a rule
+        // change). A reject rule answers it so the peer learns at once;
+        // without TCP strict an accepting rule picks it up.
+        let strict = policy.config().tcp_strict;
+        let pickup =
+            !strict && !tcp.has(TcpMeta::SYN) && !tcp.has(TcpMeta::RST) && !tcp.has(TcpMeta::FIN);
+        let (v, seg) = match m.action {
+            Action::Reject if !tcp.has(TcpMeta::RST) => {
+                (FwVerdict::Reject(RejectKind::TcpRst), Segment::Rst)
             }
-            l2_note = format!("L2 {rule}; ");
-        }
-        let (v, why) = match &pkt.class {
-            Class::Ipv4(info) => self.explain_ipv4(policy, dir, info, pkt.icmp(), now_ns),
-            Class::Fragment => (
-                Verdict::Drop(DropReason::Fragment),
-                "non-first IPv4 fragment (not reassembled): drop".into(),
-            ),
-            _ => {
-                let default = policy.rules().last();
-                let accepts = default.is_none_or(|r| r.action == Action::Accept);
-                let what = match default {
-                    Some(r) => format!(
-                        "default rule {} ({}) {}",
-                        r.id,
-                        r.ruleset,
-                        r.action.as_str()
-                    ),
-                    None => "no default rule: accept".into(),
-                };
-                let v = if accepts {
-                    Verdict::Pass
-                } else {
-                    Verdict::Drop(DropReason::Rule)
-                };
-                (
-                    v,
-                    format!(
-                        "not IPv4 (ethertype {:#06x}): {what}, stateless",
-                        pkt.ethertype
-                    ),
-                )
-            }
-        };
-        (v, l2_note + &why)
-    }
-
-    fn explain_ipv4(
-        &self,
-        policy: &Policy,
-        dir: Dir,
-        info: &Ipv4Info,
-        icmp: Option<(u8, u8)>,
-        now_ns: u64,
-    ) -> (Verdict, String) {
-        let t = &info.tuple;
-        let ct = &self.conntrack;
-        if let Some(hit) = ct.peek(t, now_ns) {
-            let conn = describe_conn(ct, hit.id);
-            let side = if hit.reply { "reply" } else { "original" };
-            return match ct.would_track(hit, &info.l4) {
-                Ok(state) => (
-                    Verdict::Pass,
-                    format!(
-                        "established {conn} fast path, {side} direction, state {}",
-                        state.name()
-                    ),
-                ),
-                Err(e) => (
-                    Verdict::Drop(DropReason::Invalid),
-                    format!("{conn}: invalid ({e}): drop"),
-                ),
-            };
-        }
-        if let L4::IcmpError { inner, .. } = &info.l4 {
-            return match ct.peek_related(inner, now_ns) {
-                Some(hit) => (
-                    Verdict::Pass,
-                    format!(
-                        "ICMP error related to {}: passes",
-                        describe_conn(ct, hit.id)
-                    ),
-                ),
-                None => (
-                    Verdict::Drop(DropReason::UnsolicitedIcmpError),
-                    format!(
-                        "ICMP error quoting {} of no tracked connection: drop",
-                        show_tuple(inner)
-                    ),
-                ),
-            };
-        }
-        let m = policy.classify(dir, t, icmp);
-        let rule = describe_rule(policy, &m);
-        let way = match dir {
-            Dir::In => "inbound",
-            Dir::Out => "outbound",
-        };
-        let what = format!("new {way} connection {}, {rule}", show_tuple(t));
-        if let L4::Tcp(tcp) = &info.l4
-            && !crate::tcp::can_open(tcp)
-        {
-            let strict = policy.config().tcp_strict;
-            let pickup = !strict
-                && !tcp.has(TcpMeta::SYN)
-                && !tcp.has(TcpMeta::RST)
-                && !tcp.has(TcpMeta::FIN);
-            let seg = format!(
-                "{way} TCP segment of no tracked connection {}, {rule}",
-                show_tuple(t)
-            );
-            match m.action {
-                Action::Reject if !tcp.has(TcpMeta::RST) => {
-                    return (
-                        Verdict::Reject(RejectKind::TcpRst),
-                        format!("{seg}: answered with a TCP RST"),
-                    );
-                }
-                Action::Accept if pickup => {
-                    return match self.conntrack.can_insert(t, now_ns) {
-                        Ok(()) => (
-                            Verdict::Pass,
-                            format!("{seg}: picked up mid-stream (tcp_strict off)"),
-                        ),
-                        Err(e) => (
-                            Verdict::Drop(DropReason::TableFull),
-                            format!("{seg}, but {e}: drop"),
-                        ),
-                    };
-                }
-                Action::Accept if strict => {
-                    return (
-                        Verdict::Drop(DropReason::NoConnection),
-                        format!("{seg}: tcp_strict, not a SYN: drop"),
-                    );
-                }
-                _ => {
-                    return (
-                        Verdict::Drop(DropReason::NoConnection),
-                        format!("{seg}: not a SYN: drop"),
-                    );
-                }
-            }
-        }
-        match m.action {
-            Action::Accept => match self.conntrack.can_insert(t, now_ns) {
-                Ok(()) => (Verdict::Pass, what),
-                Err(e) => (
-                    Verdict::Drop(DropReason::TableFull),
-                    format!("{what}, but {e}: drop"),
-                ),
+            Action::Accept if pickup => match ct.can_insert(t, now_ns) {
+                Ok(()) => (FwVerdict::Pass, Segment::PickedUp),
+                Err(e) => (drop(FwDrop::TableFull), Segment::Full(e)),
             },
-            Action::Drop => (Verdict::Drop(DropReason::Rule), what),
-            Action::Reject => {
-                let kind = reject_kind(&info.l4, t.proto);
-                let answer = match kind {
-                    RejectKind::TcpRst => "a TCP RST".to_string(),
-                    RejectKind::IcmpUnreachable(c) if c == CODE_PORT_UNREACHABLE => {
-                        "ICMP port unreachable".to_string()
-                    }
-                    RejectKind::IcmpUnreachable(c) if c == CODE_ADMIN_PROHIBITED => {
-                        "ICMP administratively prohibited".to_string()
-                    }
-                    RejectKind::IcmpUnreachable(c) => format!("ICMP unreachable code {c}"),
-                };
-                (
-                    Verdict::Reject(kind),
-                    format!("{what}: answered with {answer}"),
-                )
-            }
-        }
-    }
-
-    /// The last match a [`Verdict::Reject`] came from is not kept; callers
-    /// log through the ring. This returns the match a packet would get,
-    /// without side effects (for `trace`).
-    pub fn would_classify(&self, dir: Dir, frame: &[u8]) -> Option<Match> {
-        let pkt = packet::parse(frame).ok()?;
-        let Class::Ipv4(info) = pkt.class else {
-            return None;
+            Action::Accept if strict => (drop(FwDrop::NoConnection), Segment::Strict),
+            _ => (drop(FwDrop::NoConnection), Segment::NotSyn),
         };
-        Some(self.policy.as_ref()?.classify(dir, &info.tuple, pkt.icmp()))
+        return d.set(v, Why::Segment { m, seg });
     }
+    let (v, full) = match m.action {
+        Action::Accept => match ct.can_insert(t, now_ns) {
+            Ok(()) => (FwVerdict::Pass, None),
+            Err(e) => (drop(FwDrop::TableFull), Some(e)),
+        },
+        Action::Drop => (drop(FwDrop::Rule), None),
+        Action::Reject => (FwVerdict::Reject(reject_kind(&info.l4, t.proto)), None),
+    };
+    d.set(v, Why::New { m, full })
 }
 
 /// Re-classifies every connection by its initiator's first-packet tuple
@@ -677,32 +514,6 @@ fn recheck(ct: &mut Conntrack, policy: &Policy) -> usize {
         let m = policy.classify(f.dir, &f.tuple, icmp);
         (m.action == Action::Accept).then_some(m.rule_id)
     })
-}
-
-/// `rule 1006 (domain-c25) accept`.
-fn describe_rule(policy: &Policy, m: &Match) -> String {
-    match policy.rules().get(m.rule as usize) {
-        Some(r) => format!("rule {} ({}) {}", r.id, r.ruleset, m.action.as_str()),
-        None => format!("rule {} {}", m.rule_id, m.action.as_str()),
-    }
-}
-
-/// `connection 558a796d00000000 (rule 1006)` (the id as `getflows` prints it).
-fn describe_conn(ct: &Conntrack, id: crate::conntrack::EntryId) -> String {
-    match ct.get(id) {
-        Some(v) => format!("connection {:016x} (rule {})", v.id, v.rule_id),
-        None => "connection (gone)".into(),
-    }
-}
-
-/// `tcp 192.168.100.4:5201 -> 192.168.100.3:40000`, `icmp 10.0.0.1 -> 10.0.0.2`.
-fn show_tuple(t: &Tuple) -> String {
-    match t.proto {
-        6 => format!("tcp {}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport),
-        17 => format!("udp {}:{} -> {}:{}", t.src, t.sport, t.dst, t.dport),
-        1 => format!("icmp {} -> {}", t.src, t.dst),
-        p => format!("proto {p} {} -> {}", t.src, t.dst),
-    }
 }
 
 /// 64 random bits from the standard library's per-process hash keys.

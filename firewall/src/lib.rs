@@ -2,7 +2,8 @@
 //! classifier ([`classify`]), a plain linear reference evaluator used to
 //! check it ([`mod@reference`]), connection tracking with the TCP state machine
 //! ([`conntrack`], [`tcp`]), packet parsing down to L4 ([`packet`]), the
-//! per-instance engine tying them together ([`engine`]), and the seed's
+//! per-instance engine tying them together ([`engine`]) and its decisions
+//! with their reasons ([`decision`]), and the seed's
 //! `vsipioctl getrules/getaddrsets/getflows` text views ([`show`]).
 //!
 //! Time is always passed in as `now_ns`; nothing here does I/O, locks, or
@@ -10,6 +11,7 @@
 
 pub mod classify;
 pub mod conntrack;
+pub mod decision;
 pub mod engine;
 pub mod flow;
 pub mod packet;
@@ -23,8 +25,9 @@ pub mod tcp;
 mod testdata;
 
 pub use classify::{Match, Policy};
-pub use conntrack::{Conntrack, ConntrackStats, EntryId, FlowView, Full, Hit, SavedFlow};
-pub use engine::{DropReason, FailurePolicy, Firewall, FwCounters, RuleHits, Verdict};
+pub use conntrack::{Conntrack, ConntrackStats, EntryId, FlowView, Full, Hit, Probe, SavedFlow};
+pub use decision::{Decision, FwDrop, FwVerdict, Segment, Why};
+pub use engine::{FailurePolicy, Firewall, FwCounters, RuleHits};
 pub use flow::{Dir, FlowKey, L4, TcpMeta, Tuple};
-pub use reject::RejectKind;
+pub use reject::{RejectError, RejectKind};
 pub use tcp::{TcpConn, TcpInvalid, TcpState};

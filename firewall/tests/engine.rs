@@ -13,7 +13,7 @@ use control::{
     Action, AddrRef, DefaultRule, FirewallConfig, L2Rule, L2RuleSet, PortRange, Protocol, Rule,
     RuleSet, Service, Timeouts,
 };
-use firewall::{Dir, DropReason, FailurePolicy, Firewall, Policy, RejectKind, Verdict};
+use firewall::{Dir, FailurePolicy, Firewall, FwDrop, FwVerdict, Policy, RejectKind};
 
 const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -111,7 +111,7 @@ fn firewall(cfg: FirewallConfig, capacity: usize) -> Firewall {
     fw
 }
 
-fn drops(fw: &Firewall, r: DropReason) -> u64 {
+fn drops(fw: &Firewall, r: FwDrop) -> u64 {
     fw.counters().drops[r as usize]
 }
 
@@ -122,12 +122,12 @@ fn fail_closed_passes_only_management() {
     let out = tcp(ME, PEER, 40000, 22, SYN, 1, 0);
     assert_eq!(
         fw.process(Dir::Out, &out, 0),
-        Verdict::Drop(DropReason::FailClosed)
+        FwVerdict::Drop(FwDrop::FailClosed)
     );
     // ARP, DHCP, and the agent's own gateway connection pass.
     assert_eq!(
         fw.process(Dir::In, &eth(0x0806, &[0; 28]), 0),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     assert_eq!(
         fw.process(
@@ -135,22 +135,22 @@ fn fail_closed_passes_only_management() {
             &udp(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67),
             0
         ),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     assert_eq!(
         fw.process(Dir::Out, &tcp(ME, GW, 41000, 5555, SYN, 1, 0), 0),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     assert_eq!(
         fw.process(Dir::In, &tcp(GW, ME, 5555, 41000, SYN | ACK, 9, 2), 0),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     // ...but not another port of the gateway.
     assert!(matches!(
         fw.process(Dir::Out, &tcp(ME, GW, 41001, 22, SYN, 1, 0), 0),
-        Verdict::Drop(_)
+        FwVerdict::Drop(_)
     ));
-    assert_eq!(drops(&fw, DropReason::FailClosed), 2);
+    assert_eq!(drops(&fw, FwDrop::FailClosed), 2);
 
     // Even a deny-all ruleset never blocks management.
     let deny_all = FirewallConfig {
@@ -164,15 +164,12 @@ fn fail_closed_passes_only_management() {
     fw.set_policy(Arc::new(Policy::compile(&deny_all).unwrap()));
     assert_eq!(
         fw.process(Dir::Out, &tcp(ME, GW, 41002, 5555, SYN, 1, 0), 0),
-        Verdict::Pass
+        FwVerdict::Pass
     );
-    assert_eq!(
-        fw.process(Dir::Out, &out, 0),
-        Verdict::Drop(DropReason::Rule)
-    );
+    assert_eq!(fw.process(Dir::Out, &out, 0), FwVerdict::Drop(FwDrop::Rule));
 
     let mut open = Firewall::new(64, FailurePolicy::FailOpen);
-    assert_eq!(open.process(Dir::Out, &out, 0), Verdict::Pass);
+    assert_eq!(open.process(Dir::Out, &out, 0), FwVerdict::Pass);
 }
 
 #[test]
@@ -182,17 +179,17 @@ fn established_replies_take_the_fast_path_and_others_are_judged() {
     // inbound rule allows UDP.
     assert_eq!(
         fw.process(Dir::Out, &udp(ME, PEER, 5000, 53), 0),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     assert_eq!(
         fw.process(Dir::In, &udp(PEER, ME, 53, 5000), 1),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     assert_eq!(fw.counters().fast_path, 1);
     // Unsolicited inbound UDP falls to the default rule.
     assert_eq!(
         fw.process(Dir::In, &udp(PEER, ME, 53, 5001), 2),
-        Verdict::Drop(DropReason::Rule)
+        FwVerdict::Drop(FwDrop::Rule)
     );
     let hits = fw.hits();
     let rules = fw.policy().unwrap().rules();
@@ -221,11 +218,11 @@ fn idle_timeouts_follow_the_manual_clock() {
     // Both directions seen: udp_multiple (10 s) from the last packet.
     assert_eq!(
         fw.process(Dir::In, &udp(PEER, ME, 53, 5000), 10 * SEC),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     assert_eq!(
         fw.process(Dir::In, &udp(PEER, ME, 53, 5000), 21 * SEC),
-        Verdict::Drop(DropReason::Rule),
+        FwVerdict::Drop(FwDrop::Rule),
         "expired: the reply is a new, unsolicited datagram"
     );
     // TCP: established, idle 29 s passes, 31 s more is gone.
@@ -234,7 +231,7 @@ fn idle_timeouts_follow_the_manual_clock() {
     fw.process(Dir::In, &tcp(PEER, ME, 40000, 22, ACK, 101, 501), 0);
     assert_eq!(
         fw.process(Dir::Out, &tcp(ME, PEER, 22, 40000, ACK, 501, 101), 29 * SEC),
-        Verdict::Pass
+        FwVerdict::Pass
     );
     let n = fw.conntrack().len();
     fw.tick(61 * SEC);
@@ -252,22 +249,22 @@ fn full_table_drops_new_connections_but_not_established_ones() {
     for port in [1000, 1001] {
         assert_eq!(
             fw.process(Dir::Out, &udp(ME, PEER, port, 53), 0),
-            Verdict::Pass
+            FwVerdict::Pass
         );
     }
     assert_eq!(
         fw.process(Dir::Out, &udp(ME, PEER, 1002, 53), 0),
-        Verdict::Drop(DropReason::TableFull)
+        FwVerdict::Drop(FwDrop::TableFull)
     );
-    assert_eq!(drops(&fw, DropReason::TableFull), 1);
+    assert_eq!(drops(&fw, FwDrop::TableFull), 1);
     for port in [1000, 1001] {
         assert_eq!(
             fw.process(Dir::In, &udp(PEER, ME, 53, port), 1),
-            Verdict::Pass
+            FwVerdict::Pass
         );
         assert_eq!(
             fw.process(Dir::Out, &udp(ME, PEER, port, 53), 2),
-            Verdict::Pass
+            FwVerdict::Pass
         );
     }
 }
@@ -284,14 +281,14 @@ fn invalid_tcp_is_dropped_and_counted() {
     let total = (seg.len() - 14) as u16;
     seg[16..18].copy_from_slice(&total.to_be_bytes());
     let v = fw.process(Dir::In, &seg, 1);
-    assert_eq!(v, Verdict::Drop(DropReason::Invalid));
+    assert_eq!(v, FwVerdict::Drop(FwDrop::Invalid));
     // SYN+FIN on a new connection is not a valid opening; no rule can make it one.
     let v = fw.process(Dir::In, &tcp(PEER, ME, 40001, 22, SYN | 0x01, 1, 0), 2);
-    assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
+    assert!(matches!(v, FwVerdict::Drop(_)), "{v:?}");
     // Garbage is a counted drop, never a panic.
     assert_eq!(
         fw.process(Dir::In, &ipv4(PEER, ME, 6, &[0; 4]), 3),
-        Verdict::Drop(DropReason::Malformed)
+        FwVerdict::Drop(FwDrop::Malformed)
     );
     let syn = tcp(PEER, ME, 1, 22, SYN, 1, 0);
     for n in 0..syn.len() {
@@ -318,15 +315,15 @@ fn reject_rules_answer_and_l2_rules_drop() {
     let mut fw = firewall(cfg, 64);
     assert_eq!(
         fw.process(Dir::In, &tcp(PEER, ME, 40000, 23, SYN, 1, 0), 0),
-        Verdict::Reject(RejectKind::TcpRst)
+        FwVerdict::Reject(RejectKind::TcpRst)
     );
     assert_eq!(
         fw.process(Dir::In, &udp(PEER, ME, 1, 9), 0),
-        Verdict::Reject(RejectKind::IcmpUnreachable(3))
+        FwVerdict::Reject(RejectKind::IcmpUnreachable(3))
     );
     assert_eq!(
         fw.process(Dir::In, &eth(0x88cc, &[0; 30]), 0),
-        Verdict::Drop(DropReason::L2Rule)
+        FwVerdict::Drop(FwDrop::L2Rule)
     );
     // Answers are well-formed frames addressed back to the sender.
     let mut buf = [0u8; 128];

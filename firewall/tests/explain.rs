@@ -1,9 +1,9 @@
-//! `Firewall::explain` against `Firewall::process`: for random sequences of
+//! `Firewall::judge` against `Firewall::process`: for random sequences of
 //! packets (TCP handshakes, data, FINs and RSTs of a few connections with
 //! plausible and random sequence numbers, UDP, ICMP queries and errors,
 //! fragments, other ethertypes, garbage) under random policies, table
 //! sizes, `tcp_strict` and time steps long enough to expire connections,
-//! `explain` predicts exactly the verdict `process` then returns, and it
+//! `judge` predicts exactly the verdict `process` then returns, and it
 //! changes nothing: counters, rule hits, the packet log and the connection
 //! table are the same before and after it.
 
@@ -264,7 +264,7 @@ fn config(variant: u8, strict: bool, limit: Option<u32>) -> FirewallConfig {
 
 type State = (firewall::FwCounters, Vec<firewall::RuleHits>, Vec<FlowView>);
 
-/// Everything `explain` must leave alone (the packet log is checked by
+/// Everything `judge` must leave alone (the packet log is checked by
 /// draining it).
 fn state(fw: &Firewall) -> State {
     let mut flows: Vec<FlowView> = fw.conntrack().iter().collect();
@@ -282,7 +282,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn explain_predicts_process_and_changes_nothing(
+    fn judge_predicts_process_and_changes_nothing(
         variant in 0u8..16,
         strict in any::<bool>(),
         capacity in 1usize..8,
@@ -302,10 +302,12 @@ proptest! {
             let (dir, f) = frame(p);
             logged(&mut fw);
             let before = state(&fw);
-            let (predicted, why) = fw.explain(dir, &f, now);
+            let parsed = firewall::packet::parse(&f);
+            let judged = fw.judge(dir, &parsed, now);
+            let (predicted, why) = (judged.verdict, judged.describe(&fw).to_string());
             prop_assert!(!why.is_empty());
-            prop_assert_eq!(&before, &state(&fw), "explain changed state");
-            prop_assert_eq!(logged(&mut fw), 0, "explain logged");
+            prop_assert_eq!(&before, &state(&fw), "judge changed state");
+            prop_assert_eq!(logged(&mut fw), 0, "judge logged");
             let actual = fw.process(dir, &f, now);
             prop_assert_eq!(predicted, actual, "{:?} {:?}: {}", p, dir, why);
         }

@@ -840,7 +840,7 @@ fn render_trace(
                 .collect(),
         },
         Dp::Microseg(m) => {
-            use firewall::{Dir, Verdict as Fw};
+            use firewall::{Dir, FwVerdict as Fw};
             let layer = if m.verdict.is_some() {
                 "firewall"
             } else {
@@ -874,7 +874,7 @@ fn render_trace(
                     (
                         "dropped",
                         Some("firewall"),
-                        Some(firewall::DropReason::Rule.name()),
+                        Some(firewall::FwDrop::Rule.name()),
                         answer.into_iter().collect(),
                     )
                 }

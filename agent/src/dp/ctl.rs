@@ -13,7 +13,7 @@ use std::sync::mpsc::Sender;
 
 pub use agent_api::IoCounters;
 use datapath::{Counters, Tables};
-use firewall::{Dir, Verdict};
+use firewall::{Dir, FwVerdict};
 
 use crate::dp::dataloop::capture::CaptureRequest;
 use crate::dp::fwctl::FwRequest;
@@ -71,7 +71,7 @@ pub struct MsegTrace {
     pub dir: Dir,
     /// The firewall's verdict; `None` when the NIC frame is unicast to
     /// another MAC (not the host's: not judged, not passed on).
-    pub verdict: Option<Verdict>,
+    pub verdict: Option<FwVerdict>,
     /// One line: why.
     pub detail: String,
     /// The answer a reject sends back (a TCP RST or ICMP error frame).

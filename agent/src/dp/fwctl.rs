@@ -73,7 +73,7 @@ fn stats(fw: &mut Firewall) -> FirewallStats {
         flows: u64::try_from(fw.conntrack().len()).unwrap_or(u64::MAX),
         flow_capacity: u64::try_from(fw.conntrack().capacity()).unwrap_or(u64::MAX),
         rules,
-        drops: firewall::DropReason::ALL
+        drops: firewall::FwDrop::ALL
             .iter()
             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
             .collect(),
@@ -99,7 +99,7 @@ pub fn restore(fw: &mut Firewall, flows: &[SavedFlow], now_ns: u64) {
 /// Counter summary for the gateway's Status report (names are free-form).
 pub fn summary(fw: &Firewall, out: &mut Vec<(String, u64)>) {
     let c = fw.counters();
-    for r in firewall::DropReason::ALL {
+    for r in firewall::FwDrop::ALL {
         out.push((format!("dropped_{}", r.name()), c.drops[r as usize]));
     }
     out.push(("fw_flows".into(), fw.conntrack().len() as u64));

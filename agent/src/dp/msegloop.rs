@@ -49,7 +49,7 @@
 //! as the overlay loop (`Ctl::Tables`, `Ctl::Fw`, `Ctl::RestoreFlows`,
 //! `Ctl::Trace`, `Ctl::Capture`, `Ctl::Stop` + `waker.wake()`). A trace
 //! here is the firewall's alone ([`MsegTrace`]: a frame the host sends, or
-//! one the NIC receives, judged by [`Firewall::explain`]); capture is an
+//! one the NIC receives, judged by [`Firewall::judge`]); capture is an
 //! overlay-mode feature and is refused (the host's own interfaces can be
 //! captured with tcpdump in this mode). A config whose tables have no firewall
 //! section leaves the running policy in place (before the first one, the
@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use datapath::Tables;
 use datapath::offload::VIRTIO_NET_HDR_LEN;
-use firewall::{Dir, Firewall, RejectKind, Verdict};
+use firewall::{Dir, Firewall, FwVerdict as Verdict, RejectKind};
 
 use crate::config::{GatewaySettings, HostSettings};
 use crate::dp::ctl::{self, Ctl, IoCounters, MsegTrace, Published, TraceInput, TraceReply};
@@ -657,7 +657,9 @@ fn explain(fw: &Firewall, nic_mac: &[u8; 6], dir: Dir, frame: &[u8], now_ns: u64
             answer: None,
         };
     }
-    let (verdict, why) = fw.explain(dir, frame, now_ns);
+    let parsed = firewall::packet::parse(frame);
+    let d = fw.judge(dir, &parsed, now_ns);
+    let (verdict, why) = (d.verdict, d.describe(fw).to_string());
     let answer = match verdict {
         Verdict::Reject(kind) => {
             let mut buf = vec![0u8; ANSWER_BUF];
@@ -737,7 +739,10 @@ mod tests {
         f[36..38].copy_from_slice(&53u16.to_be_bytes());
         f[38..40].copy_from_slice(&8u16.to_be_bytes());
         let t = explain(&fw, &mac, Dir::In, &f, 1);
-        assert_eq!(t.verdict, Some(fw.explain(Dir::In, &f, 1).0));
+        assert_eq!(
+            t.verdict,
+            Some(fw.judge(Dir::In, &firewall::packet::parse(&f), 1).verdict)
+        );
         assert!(matches!(t.verdict, Some(Verdict::Reject(_))), "{t:?}");
         assert!(
             t.detail

@@ -3,14 +3,57 @@
 //! each failure its own drop reason); the VMware option's endpoint id must
 //! match the sender; the VNI selects the logical switch. Default action: drop.
 
-use super::{Ctx, Step, Verdict};
-use crate::counters::{Counters, DropReason};
-use crate::tables::Tables;
+use std::fmt;
+use std::net::Ipv4Addr;
 
-pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, c: &mut Counters, now_ns: u64) -> Step {
-    let drop = |r| Step::Done(Verdict::Drop(r));
-    let Some(tep) = t.tep_by_ip(ctx.outer_src) else {
-        return drop(DropReason::UnknownTunnel);
+use control::MacAddr;
+
+use super::{Ctx, DropReason, Recorder, Step, TepName, Verdict, Why as LayerWhy};
+use crate::counters::Counters;
+use crate::tables::{SwitchIdx, Tables, TepIdx};
+
+/// Why decapsulation decided as it did: a packet from underlay address
+/// `src` (endpoint `tep` when known).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Why {
+    src: Ipv4Addr,
+    tep: Option<TepIdx>,
+    what: What,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum What {
+    /// Onto `switch`; the inner frame goes `inner_src` > `inner_dst`.
+    Pass {
+        switch: SwitchIdx,
+        inner_src: MacAddr,
+        inner_dst: MacAddr,
+    },
+    UnknownTunnel,
+    Geneve(geneve::GeneveError),
+    /// The VMware option claims another endpoint id.
+    TepIdMismatch {
+        claimed: u32,
+    },
+    UnknownVni {
+        vni: u32,
+    },
+    Malformed,
+}
+
+pub(crate) fn process<R: Recorder>(
+    t: &Tables,
+    ctx: &mut Ctx<'_>,
+    c: &mut Counters,
+    now_ns: u64,
+    rec: &mut R,
+) -> Step {
+    let src = ctx.outer_src;
+    let tep = t.tep_by_ip(src);
+    let mut note = |what| rec.note(|| LayerWhy::Decap(Why { src, tep, what }));
+    let Some(tep) = tep else {
+        note(What::UnknownTunnel);
+        return Step::Done(Verdict::Drop(DropReason::UnknownTunnel));
     };
     if let Some(tc) = c.tunnels.get_mut(usize::from(tep)) {
         tc.rx.add(ctx.frame.len());
@@ -18,21 +61,92 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, c: &mut Counters, now_ns: u
     }
     let parsed = match geneve::geneve::parse(ctx.frame) {
         Ok(p) => p,
-        Err(e) => return drop(DropReason::from_geneve(&e)),
+        Err(e) => {
+            note(What::Geneve(e));
+            return Step::Done(Verdict::Drop(DropReason::from_geneve(&e)));
+        }
     };
-    if parsed
-        .tep_id
-        .is_some_and(|id| id != t.teps[usize::from(tep)].id)
+    if let Some(claimed) = parsed.tep_id
+        && claimed != t.teps[usize::from(tep)].id
     {
-        return drop(DropReason::TepIdMismatch);
+        note(What::TepIdMismatch { claimed });
+        return Step::Done(Verdict::Drop(DropReason::TepIdMismatch));
     }
     let Some(switch) = t.switch_by_vni(parsed.vni) else {
-        return drop(DropReason::UnknownVni);
+        note(What::UnknownVni { vni: parsed.vni });
+        return Step::Done(Verdict::Drop(DropReason::UnknownVni));
     };
     ctx.frame = parsed.payload;
     ctx.switch = switch;
     if let Err(r) = ctx.parse_l2_l3() {
-        return drop(r);
+        note(What::Malformed);
+        return Step::Done(Verdict::Drop(r));
     }
+    note(What::Pass {
+        switch,
+        inner_src: ctx.src,
+        inner_dst: ctx.dst,
+    });
     Step::Next
+}
+
+impl Why {
+    pub(crate) fn write(&self, t: &Tables, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let src = self.src;
+        let from = From(t, src, self.tep);
+        match self.what {
+            What::Pass {
+                switch,
+                inner_src,
+                inner_dst,
+            } => {
+                let (vni, sw) = t
+                    .switches
+                    .get(usize::from(switch))
+                    .map_or((0, "?"), |s| (s.vni, s.name.as_str()));
+                write!(
+                    f,
+                    "Geneve from {from}, vni {vni:#x} -> {sw}; inner {inner_src} > {inner_dst}"
+                )
+            }
+            What::UnknownTunnel => {
+                write!(
+                    f,
+                    "{src} is not a known tunnel endpoint: drop (unknown_tunnel)"
+                )
+            }
+            What::Geneve(e) => write!(
+                f,
+                "Geneve from {from}: {e}: drop ({})",
+                DropReason::from_geneve(&e).name()
+            ),
+            What::TepIdMismatch { claimed } => write!(
+                f,
+                "Geneve from {from}: the VMware option says tep {claimed}: \
+                 drop (tep_id_mismatch)"
+            ),
+            What::UnknownVni { vni } => write!(
+                f,
+                "Geneve from {from}: vni {vni:#x} is no switch here: drop (unknown_vni)"
+            ),
+            What::Malformed => {
+                write!(
+                    f,
+                    "Geneve from {from}: malformed inner frame: drop (malformed)"
+                )
+            }
+        }
+    }
+}
+
+/// The sending endpoint by name, or its address when unknown.
+struct From<'a>(&'a Tables, Ipv4Addr, Option<TepIdx>);
+
+impl fmt::Display for From<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.2 {
+            Some(i) => write!(f, "{}", TepName(self.0, i)),
+            None => write!(f, "{}", self.1),
+        }
+    }
 }

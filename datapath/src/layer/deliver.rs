@@ -3,31 +3,86 @@
 //! TCP segments continuing the last queued frame's stream are merged into it
 //! when the output coalesces. Default action: drop.
 
-use super::{Ctx, Step, Verdict};
-use crate::counters::{Counters, DropReason};
-use crate::queue::Output;
-use crate::tables::Tables;
+use std::fmt;
 
-pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut Counters) -> Step {
-    let drop = |r| Step::Done(Verdict::Drop(r));
+use control::MacAddr;
+
+use super::{Ctx, DropReason, Recorder, Step, SwitchName, Verdict, Why as LayerWhy};
+use crate::counters::Counters;
+use crate::queue::Output;
+use crate::tables::{Port, SwitchIdx, Tables};
+
+/// Why delivery decided as it did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Why {
+    NoPort,
+    Delivered(Port),
+    /// To `dst` on `switch`: not the port.
+    NotForPort {
+        dst: MacAddr,
+        switch: SwitchIdx,
+        port: Port,
+    },
+    TxFull,
+}
+
+pub(crate) fn process<R: Recorder>(
+    t: &Tables,
+    ctx: &mut Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+    rec: &mut R,
+) -> Step {
+    let mut done = |v, why| {
+        rec.note(|| LayerWhy::Deliver(why));
+        Step::Done(v)
+    };
     let Some(port) = t.port else {
-        return drop(DropReason::NotForPort);
+        return done(Verdict::Drop(DropReason::NotForPort), Why::NoPort);
     };
     if ctx.switch != port.switch || (ctx.dst != port.mac && !ctx.dst.is_multicast()) {
-        return drop(DropReason::NotForPort);
+        let why = Why::NotForPort {
+            dst: ctx.dst,
+            switch: ctx.switch,
+            port,
+        };
+        return done(Verdict::Drop(DropReason::NotForPort), why);
     }
     let frame = ctx.frame;
     if out.coalesce && crate::coalesce::try_append(&mut out.port, frame) {
         c.port_tx.add(frame.len());
-        return Step::Done(Verdict::Delivered);
+        return done(Verdict::Delivered, Why::Delivered(port));
     }
     let pushed = out.port.push_with(port.ip, |buf| {
         buf.get_mut(..frame.len())?.copy_from_slice(frame);
         Some(frame.len())
     });
     if !pushed {
-        return drop(DropReason::TxFull);
+        return done(Verdict::Drop(DropReason::TxFull), Why::TxFull);
     }
     c.port_tx.add(frame.len());
-    Step::Done(Verdict::Delivered)
+    done(Verdict::Delivered, Why::Delivered(port))
+}
+
+impl Why {
+    pub(crate) fn write(&self, t: &Tables, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Why::NoPort => f.write_str("no local port: drop (not_for_port)"),
+            Why::Delivered(port) => write!(
+                f,
+                "to the port {} ({}) on {}",
+                port.ip,
+                port.mac,
+                SwitchName(t, port.switch)
+            ),
+            Why::NotForPort { dst, switch, port } => write!(
+                f,
+                "dst MAC {dst} on {} is not the port {} on {}: drop (not_for_port)",
+                SwitchName(t, switch),
+                port.mac,
+                SwitchName(t, port.switch)
+            ),
+            Why::TxFull => write!(f, "drop ({})", DropReason::TxFull.name()),
+        }
+    }
 }

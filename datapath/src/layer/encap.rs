@@ -5,17 +5,42 @@
 //! tunnel-endpoint id. Floods are replicated head-end, one copy per endpoint;
 //! super-frames are cut into segments and partial checksums finished here.
 
+use std::fmt;
+
 use geneve::outer::{self, Encap, OVERHEAD};
 use geneve::{ethernet, ipv4};
 
-use super::{Ctx, Step, Target, Verdict};
-use crate::counters::{Counters, DropReason};
+use super::{Ctx, DropReason, Recorder, Step, Target, TepName, Verdict, Why as LayerWhy};
+use crate::counters::Counters;
 use crate::offload::{Plan, finish_csum};
 use crate::queue::Output;
 use crate::tables::{Tables, TepIdx};
 
-pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut Counters) -> Step {
-    let copies = match ctx.target {
+/// Why encapsulation decided as it did: where the frame was going, and
+/// the drop if it went nowhere.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Why {
+    target: Option<Target>,
+    drop: Option<DropReason>,
+}
+
+pub(crate) fn process<R: Recorder>(
+    t: &Tables,
+    ctx: &mut Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+    rec: &mut R,
+) -> Step {
+    let target = ctx.target;
+    let mut done = |v: Verdict| {
+        let drop = match v {
+            Verdict::Drop(r) => Some(r),
+            _ => None,
+        };
+        rec.note(|| LayerWhy::Encap(Why { target, drop }));
+        Step::Done(v)
+    };
+    let copies = match target {
         Some(Target::Unicast { tep, vni }) => emit_all(t, ctx, out, c, tep, vni),
         Some(Target::Flood { switch }) => {
             let sw = &t.switches[usize::from(switch)];
@@ -24,12 +49,48 @@ pub(crate) fn process(t: &Tables, ctx: &mut Ctx<'_>, out: &mut Output, c: &mut C
                 .map(|&tep| emit_all(t, ctx, out, c, tep, sw.vni))
                 .sum()
         }
-        None => return Step::Done(Verdict::Drop(DropReason::NoRoute)),
+        None => return done(Verdict::Drop(DropReason::NoRoute)),
     };
     if copies == 0 {
-        return Step::Done(Verdict::Drop(DropReason::TxFull));
+        return done(Verdict::Drop(DropReason::TxFull));
     }
-    Step::Done(Verdict::Encapsulated { copies })
+    done(Verdict::Encapsulated { copies })
+}
+
+impl Why {
+    /// `vni 0x2388 to 10.99.3.251 (tep 251)`; a flood lists every endpoint.
+    pub(crate) fn write(&self, t: &Tables, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vni = match self.target {
+            Some(Target::Unicast { vni, .. }) => vni,
+            Some(Target::Flood { switch }) => {
+                t.switches.get(usize::from(switch)).map_or(0, |s| s.vni)
+            }
+            None => 0,
+        };
+        if let Some(r) = self.drop {
+            return write!(f, "vni {vni:#x}: drop ({})", r.name());
+        }
+        match self.target {
+            Some(Target::Unicast { tep, .. }) => write!(f, "vni {vni:#x} to {}", TepName(t, tep)),
+            Some(Target::Flood { switch }) => {
+                let flood = t
+                    .switches
+                    .get(usize::from(switch))
+                    .map_or(&[][..], |s| &s.flood[..]);
+                write!(
+                    f,
+                    "vni {vni:#x} replicated to {} endpoint(s): ",
+                    flood.len()
+                )?;
+                for (i, &tep) in flood.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{}", TepName(t, tep))?;
+                }
+                Ok(())
+            }
+            None => f.write_str("pass"),
+        }
+    }
 }
 
 /// One packet per segment of a super-frame, or the frame itself.

@@ -1,15 +1,28 @@
-//! The pipeline's layers. Each layer is a small module with one job, a
-//! default action, and its own counters (kept by the driver in
-//! [`crate::pipeline`]). The order of layers is data: [`EGRESS`] and
-//! [`INGRESS`] list them, and the driver walks the list.
+//! The pipeline's layers and the walk over them. Each layer is a small
+//! module with one job, a default action, and its own counters. The order
+//! of layers is data: [`EGRESS`] and [`INGRESS`] list them, and [`walk`]
+//! goes down the list, keeping each layer's counters.
+//!
+//! A layer returns its [`Step`] and tells a [`Recorder`] why ([`Why`], one
+//! structured reason per decision point, taken from what the layer looked
+//! at). The packet path walks with [`Commit`], which carries the
+//! firewall's decisions out and drops the reasons unbuilt (they are
+//! closures it never calls, so they cost nothing); `trace` walks the same
+//! code with a recorder that keeps them and commits nothing
+//! ([`crate::trace`]).
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
+use ::firewall::{Dir, Firewall, FwVerdict};
 use control::MacAddr;
 
-use crate::counters::DropReason;
+pub(crate) use crate::verdict::{DropReason, LayerId, Verdict};
+
+use crate::counters::Counters;
 use crate::offload::{Offload, Plan};
-use crate::tables::{SwitchIdx, TepIdx};
+use crate::queue::Output;
+use crate::tables::{SwitchIdx, Tables, TepIdx};
 
 pub(crate) mod decap;
 pub(crate) mod deliver;
@@ -19,54 +32,6 @@ pub(crate) mod port_security;
 pub(crate) mod responder;
 pub(crate) mod router;
 pub(crate) mod switch;
-
-/// Names the layers; the discriminant indexes the layer counter table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum LayerId {
-    /// SpoofGuard: frames from the port must carry its MAC and IP.
-    PortSecurity,
-    /// Distributed firewall: stateful L2-L4 rules, both directions.
-    Firewall,
-    /// Local answers: ARP for known addresses, ICMP echo to router addresses.
-    Responder,
-    /// Logical switch: destination MAC -> endpoint, router, or flood.
-    Switch,
-    /// Distributed router at the sender: LPM, TTL - 1, MAC rewrite.
-    Router,
-    /// Geneve encapsulation toward the chosen endpoint(s).
-    Encap,
-    /// Geneve validation and VNI -> switch on the way in.
-    Decap,
-    /// Delivery to the local port.
-    Deliver,
-}
-
-impl LayerId {
-    pub const ALL: [LayerId; 8] = [
-        LayerId::PortSecurity,
-        LayerId::Firewall,
-        LayerId::Responder,
-        LayerId::Switch,
-        LayerId::Router,
-        LayerId::Encap,
-        LayerId::Decap,
-        LayerId::Deliver,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            LayerId::PortSecurity => "port-security",
-            LayerId::Firewall => "firewall",
-            LayerId::Responder => "responder",
-            LayerId::Switch => "switch",
-            LayerId::Router => "router",
-            LayerId::Encap => "encap",
-            LayerId::Decap => "decap",
-            LayerId::Deliver => "deliver",
-        }
-    }
-}
 
 /// Frames from the local port toward the network, in order.
 pub const EGRESS: [LayerId; 6] = [
@@ -92,28 +57,6 @@ pub(crate) enum Step {
     Next,
     /// The frame is finished.
     Done(Verdict),
-}
-
-/// Final outcome for one input frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Drop(DropReason),
-    /// Answered locally (ARP reply, ICMP echo reply); output on the port queue.
-    Replied,
-    /// Consumed without output (e.g. a gratuitous ARP for the port's own address).
-    Absorbed,
-    /// Encapsulated toward `copies` endpoints (more than one for a flood).
-    Encapsulated {
-        copies: u16,
-    },
-    /// Delivered to the local port.
-    Delivered,
-}
-
-impl Verdict {
-    pub fn is_drop(&self) -> bool {
-        matches!(self, Verdict::Drop(_))
-    }
 }
 
 /// IPv4 fields the layers look at, read once by port security or decap.
@@ -214,5 +157,160 @@ impl<'a> Ctx<'a> {
             });
         }
         Ok(())
+    }
+}
+
+/// Why a layer decided as it did: the layer's own reason.
+#[derive(Debug, Clone)]
+pub(crate) enum Why {
+    PortSecurity(port_security::Why),
+    Firewall(firewall::Why),
+    Responder(responder::Why),
+    Switch(switch::Why),
+    Router(router::Why),
+    Encap(encap::Why),
+    Decap(decap::Why),
+    Deliver(deliver::Why),
+}
+
+impl Why {
+    /// The reason in one line, with names from `t` (the tables it was
+    /// decided on).
+    pub(crate) fn show<'a>(&'a self, t: &'a Tables) -> Shown<'a> {
+        Shown { why: self, t }
+    }
+}
+
+/// [`Why::show`].
+pub(crate) struct Shown<'a> {
+    why: &'a Why,
+    t: &'a Tables,
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.t;
+        match self.why {
+            Why::PortSecurity(w) => w.write(t, f),
+            Why::Firewall(w) => w.write(f),
+            Why::Responder(w) => w.write(t, f),
+            Why::Switch(w) => w.write(t, f),
+            Why::Router(w) => w.write(t, f),
+            Why::Encap(w) => w.write(t, f),
+            Why::Decap(w) => w.write(t, f),
+            Why::Deliver(w) => w.write(t, f),
+        }
+    }
+}
+
+/// Where the layers' reasons go, and how the firewall's decisions are
+/// taken: judged and committed on the packet path, judged only in a trace.
+pub(crate) trait Recorder {
+    /// The firewall's verdict on `frame` (`None`: no firewall configured).
+    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict>;
+    /// Why the current layer decides as it does (built only if wanted).
+    fn note(&mut self, why: impl FnOnce() -> Why);
+    /// The firewall layer is done with the verdict [`Recorder::firewall`]
+    /// gave; a reject's answer went to `answer`.
+    fn judged(&mut self, answer: firewall::Answer);
+    /// The current layer's step is final.
+    fn step(&mut self, layer: LayerId, step: Step);
+}
+
+/// The packet path's recorder: the firewall's decisions are carried out,
+/// reasons are never built.
+#[derive(Debug)]
+pub(crate) struct Commit<'a> {
+    pub fw: Option<&'a mut Firewall>,
+}
+
+impl Recorder for Commit<'_> {
+    #[inline(always)]
+    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict> {
+        Some(self.fw.as_deref_mut()?.process(dir, frame, now_ns))
+    }
+
+    #[inline(always)]
+    fn note(&mut self, _why: impl FnOnce() -> Why) {}
+
+    #[inline(always)]
+    fn judged(&mut self, _answer: firewall::Answer) {}
+
+    #[inline(always)]
+    fn step(&mut self, _layer: LayerId, _step: Step) {}
+}
+
+/// Runs `ctx` down `layers`, counting per layer; the first layer that
+/// decides ends the walk. The firewall sees direction `in` when the list
+/// starts at decapsulation.
+pub(crate) fn walk<R: Recorder>(
+    t: &Tables,
+    layers: &[LayerId],
+    ctx: &mut Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+    now_ns: u64,
+    rec: &mut R,
+) -> Verdict {
+    let dir = if layers.first() == Some(&LayerId::Decap) {
+        Dir::In
+    } else {
+        Dir::Out
+    };
+    for &id in layers {
+        c.layers[id as usize].seen += 1;
+        let step = match id {
+            LayerId::PortSecurity => port_security::process(t, ctx, rec),
+            LayerId::Firewall => firewall::process(dir, ctx, out, c, now_ns, rec),
+            LayerId::Responder => responder::process(t, ctx, out, c, rec),
+            LayerId::Switch => switch::process(t, ctx, rec),
+            LayerId::Router => router::process(t, ctx, out, c, rec),
+            LayerId::Encap => encap::process(t, ctx, out, c, rec),
+            LayerId::Decap => decap::process(t, ctx, c, now_ns, rec),
+            LayerId::Deliver => deliver::process(t, ctx, out, c, rec),
+        };
+        rec.step(id, step);
+        let lc = &mut c.layers[id as usize];
+        match step {
+            Step::Next => lc.passed += 1,
+            Step::Done(v) => {
+                match v {
+                    Verdict::Drop(reason) => {
+                        lc.dropped += 1;
+                        c.drop(reason);
+                    }
+                    _ => lc.handled += 1,
+                }
+                return v;
+            }
+        }
+    }
+    // Every list ends in a layer that always decides; reaching here is a
+    // wiring bug, surfaced as a counted drop rather than a panic.
+    c.drop(DropReason::NoRoute);
+    Verdict::Drop(DropReason::NoRoute)
+}
+
+/// `web (vni 0x238c)`.
+pub(crate) struct SwitchName<'a>(pub &'a Tables, pub SwitchIdx);
+
+impl fmt::Display for SwitchName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.switches.get(usize::from(self.1)) {
+            Some(sw) => write!(f, "{} (vni {:#x})", sw.name, sw.vni),
+            None => write!(f, "switch #{}", self.1),
+        }
+    }
+}
+
+/// `10.99.3.44 (tep 44)`.
+pub(crate) struct TepName<'a>(pub &'a Tables, pub TepIdx);
+
+impl fmt::Display for TepName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.teps.get(usize::from(self.1)) {
+            Some(r) => write!(f, "{} (tep {})", r.ip, r.id),
+            None => write!(f, "endpoint #{}", self.1),
+        }
     }
 }

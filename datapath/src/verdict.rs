@@ -1,0 +1,220 @@
+//! The names every part of the pipeline shares: the layers ([`LayerId`]),
+//! the outcome of a frame ([`Verdict`]) and why one was dropped
+//! ([`DropReason`]). Below both the layers and the counters, so neither
+//! imports the other.
+
+/// Names the layers; the discriminant indexes the layer counter table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LayerId {
+    /// SpoofGuard: frames from the port must carry its MAC and IP.
+    PortSecurity,
+    /// Distributed firewall: stateful L2-L4 rules, both directions.
+    Firewall,
+    /// Local answers: ARP for known addresses, ICMP echo to router addresses.
+    Responder,
+    /// Logical switch: destination MAC -> endpoint, router, or flood.
+    Switch,
+    /// Distributed router at the sender: LPM, TTL - 1, MAC rewrite.
+    Router,
+    /// Geneve encapsulation toward the chosen endpoint(s).
+    Encap,
+    /// Geneve validation and VNI -> switch on the way in.
+    Decap,
+    /// Delivery to the local port.
+    Deliver,
+}
+
+impl LayerId {
+    pub const ALL: [LayerId; 8] = [
+        LayerId::PortSecurity,
+        LayerId::Firewall,
+        LayerId::Responder,
+        LayerId::Switch,
+        LayerId::Router,
+        LayerId::Encap,
+        LayerId::Decap,
+        LayerId::Deliver,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            LayerId::PortSecurity => "port-security",
+            LayerId::Firewall => "firewall",
+            LayerId::Responder => "responder",
+            LayerId::Switch => "switch",
+            LayerId::Router => "router",
+            LayerId::Encap => "encap",
+            LayerId::Decap => "decap",
+            LayerId::Deliver => "deliver",
+        }
+    }
+}
+
+/// Final outcome for one input frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Drop(DropReason),
+    /// Answered locally (ARP reply, ICMP echo reply); output on the port queue.
+    Replied,
+    /// Consumed without output (e.g. a gratuitous ARP for the port's own address).
+    Absorbed,
+    /// Encapsulated toward `copies` endpoints (more than one for a flood).
+    Encapsulated {
+        copies: u16,
+    },
+    /// Delivered to the local port.
+    Delivered,
+}
+
+impl Verdict {
+    pub fn is_drop(&self) -> bool {
+        matches!(self, Verdict::Drop(_))
+    }
+}
+
+/// Why a frame was dropped. Each reason has its own counter and a stable
+/// snake_case name used by the local API, metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    // --- Geneve from the underlay (each `geneve::GeneveError` maps to one) ---
+    GeneveTruncated,
+    GeneveBadVersion,
+    GeneveOptionsOverrun,
+    GeneveBadOptionLength,
+    GeneveUnknownCriticalOption,
+    GeneveBadProtocol,
+    GeneveMissingCriticalFlag,
+    GeneveBadVmwareOption,
+    /// The sender's underlay address is not a known tunnel endpoint.
+    UnknownTunnel,
+    /// The VMware option's endpoint id does not match the sending endpoint.
+    TepIdMismatch,
+    /// The VNI is not a switch this instance knows.
+    UnknownVni,
+    /// Decapsulated frame not addressed to the local port (or a switch we host no port on).
+    NotForPort,
+    // --- frames from the local port ---
+    /// Shorter than an Ethernet header, or a broken IPv4/ARP header.
+    Malformed,
+    /// Ethertype other than IPv4/ARP.
+    UnsupportedEthertype,
+    SpoofedSrcMac,
+    SpoofedSrcIp,
+    SpoofedArp,
+    /// ARP request for an address nobody on the switch owns (never flooded).
+    ArpUnknownTarget,
+    /// The instance has no port (micro-segmentation mode) or no config yet.
+    NoPort,
+    /// Destination is the port itself.
+    Hairpin,
+    /// IPv4 to a router address that is not an ICMP echo request.
+    ToRouter,
+    /// No route to the destination.
+    NoRoute,
+    /// Routed to an address no port owns.
+    NoNeighbor,
+    /// TTL ran out at the router (an ICMP time exceeded was sent).
+    TtlExceeded,
+    /// DF packet larger than the overlay MTU (an ICMP frag-needed was sent).
+    FragNeeded,
+    /// Packet larger than the overlay MTU without DF (not fragmented).
+    TooBig,
+    /// Broadcast/unknown unicast with no remote endpoint on the switch.
+    FloodNoEndpoints,
+    /// Output batch full.
+    TxFull,
+    /// Offload metadata (partial checksum, segmentation) that cannot be honoured.
+    BadOffload,
+    /// The distributed firewall dropped or rejected it (its own counters say why).
+    Firewall,
+}
+
+impl DropReason {
+    /// Every reason, in counter-table order.
+    pub const ALL: [DropReason; 30] = [
+        DropReason::GeneveTruncated,
+        DropReason::GeneveBadVersion,
+        DropReason::GeneveOptionsOverrun,
+        DropReason::GeneveBadOptionLength,
+        DropReason::GeneveUnknownCriticalOption,
+        DropReason::GeneveBadProtocol,
+        DropReason::GeneveMissingCriticalFlag,
+        DropReason::GeneveBadVmwareOption,
+        DropReason::UnknownTunnel,
+        DropReason::TepIdMismatch,
+        DropReason::UnknownVni,
+        DropReason::NotForPort,
+        DropReason::Malformed,
+        DropReason::UnsupportedEthertype,
+        DropReason::SpoofedSrcMac,
+        DropReason::SpoofedSrcIp,
+        DropReason::SpoofedArp,
+        DropReason::ArpUnknownTarget,
+        DropReason::NoPort,
+        DropReason::Hairpin,
+        DropReason::ToRouter,
+        DropReason::NoRoute,
+        DropReason::NoNeighbor,
+        DropReason::TtlExceeded,
+        DropReason::FragNeeded,
+        DropReason::TooBig,
+        DropReason::FloodNoEndpoints,
+        DropReason::TxFull,
+        DropReason::BadOffload,
+        DropReason::Firewall,
+    ];
+
+    /// Stable name for APIs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::GeneveTruncated => "geneve_truncated",
+            DropReason::GeneveBadVersion => "geneve_bad_version",
+            DropReason::GeneveOptionsOverrun => "geneve_options_overrun",
+            DropReason::GeneveBadOptionLength => "geneve_bad_option_length",
+            DropReason::GeneveUnknownCriticalOption => "geneve_unknown_critical_option",
+            DropReason::GeneveBadProtocol => "geneve_bad_protocol",
+            DropReason::GeneveMissingCriticalFlag => "geneve_missing_critical_flag",
+            DropReason::GeneveBadVmwareOption => "geneve_bad_vmware_option",
+            DropReason::UnknownTunnel => "unknown_tunnel",
+            DropReason::TepIdMismatch => "tep_id_mismatch",
+            DropReason::UnknownVni => "unknown_vni",
+            DropReason::NotForPort => "not_for_port",
+            DropReason::Malformed => "malformed",
+            DropReason::UnsupportedEthertype => "unsupported_ethertype",
+            DropReason::SpoofedSrcMac => "spoofed_src_mac",
+            DropReason::SpoofedSrcIp => "spoofed_src_ip",
+            DropReason::SpoofedArp => "spoofed_arp",
+            DropReason::ArpUnknownTarget => "arp_unknown_target",
+            DropReason::NoPort => "no_port",
+            DropReason::Hairpin => "hairpin",
+            DropReason::ToRouter => "to_router",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoNeighbor => "no_neighbor",
+            DropReason::TtlExceeded => "ttl_exceeded",
+            DropReason::FragNeeded => "frag_needed",
+            DropReason::TooBig => "too_big",
+            DropReason::FloodNoEndpoints => "flood_no_endpoints",
+            DropReason::TxFull => "tx_full",
+            DropReason::BadOffload => "bad_offload",
+            DropReason::Firewall => "firewall",
+        }
+    }
+
+    /// Maps a Geneve parse error to its drop reason.
+    pub fn from_geneve(e: &geneve::GeneveError) -> DropReason {
+        use geneve::GeneveError as E;
+        match e {
+            E::Truncated => DropReason::GeneveTruncated,
+            E::BadVersion(_) => DropReason::GeneveBadVersion,
+            E::OptionsOverrun { .. } => DropReason::GeneveOptionsOverrun,
+            E::BadOptionLength => DropReason::GeneveBadOptionLength,
+            E::UnknownCriticalOption { .. } => DropReason::GeneveUnknownCriticalOption,
+            E::BadProtocol(_) => DropReason::GeneveBadProtocol,
+            E::MissingCriticalFlag => DropReason::GeneveMissingCriticalFlag,
+            // Emit-only errors cannot come out of parse; count them as malformed options.
+            _ => DropReason::GeneveBadVmwareOption,
+        }
+    }
+}
