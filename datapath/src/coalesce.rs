@@ -10,10 +10,9 @@
 
 use geneve::{checksum, ethernet, ipv4};
 
+pub use crate::queue::MAX_MERGED;
 use crate::queue::{TcpGso, TxQueue};
 
-/// Largest merged frame (IPv4 total length limit plus the Ethernet header).
-pub const MAX_MERGED: usize = 65535 + ethernet::HEADER_LEN;
 /// Most segments in one merged frame.
 const MAX_SEGMENTS: u16 = 64;
 const ACK: u8 = 0x10;

@@ -5,6 +5,11 @@
 
 use std::net::Ipv4Addr;
 
+/// Largest frame the port queue holds once segments are merged into it
+/// ([`crate::coalesce`]): the IPv4 total length limit plus the Ethernet
+/// header. Defined here, below the coalescing, which uses it.
+pub const MAX_MERGED: usize = 65535 + geneve::ethernet::HEADER_LEN;
+
 /// One finished packet in a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxItem {
@@ -176,7 +181,7 @@ impl Output {
         let slot = max_frame + geneve::outer::OVERHEAD;
         Output {
             underlay: TxQueue::new(slots, slot),
-            port: TxQueue::new(port_slots, crate::coalesce::MAX_MERGED + 64),
+            port: TxQueue::new(port_slots, MAX_MERGED + 64),
             coalesce: true,
         }
     }
