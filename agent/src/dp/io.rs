@@ -316,68 +316,110 @@ impl SendBatch {
     }
 
     /// Writes every frame of `q` to the AF_PACKET socket `fd` (bound, with
-    /// `PACKET_VNET_HDR`), retrying briefly when the socket buffer is full,
-    /// then clears the queue.
+    /// `PACKET_VNET_HDR`) under [`send_entries`]' policy, then clears the
+    /// queue.
     pub fn send(&mut self, fd: RawFd, q: &mut TxQueue) -> SendResult {
-        let mut res = SendResult::default();
-        let mut retries = 0;
-        while !q.is_empty() {
-            self.vnet.clear();
-            self.iovs.clear();
-            self.hdrs.clear();
-            for (_, item) in q.items() {
-                self.vnet.push(
-                    item.gso
-                        .map_or([0; VIRTIO_NET_HDR_LEN], |g| g.virtio_net_hdr()),
-                );
-            }
-            for ((pkt, _), vnet) in q.items().zip(self.vnet.iter()) {
-                self.iovs.push(libc::iovec {
-                    iov_base: vnet.as_ptr() as *mut libc::c_void,
-                    iov_len: vnet.len(),
-                });
-                self.iovs.push(libc::iovec {
-                    iov_base: pkt.as_ptr() as *mut libc::c_void,
-                    iov_len: pkt.len(),
-                });
-            }
-            for i in 0..self.vnet.len() {
-                // SAFETY: all-zero is a valid mmsghdr.
-                let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
-                h.msg_hdr.msg_iov = &mut self.iovs[2 * i];
-                h.msg_hdr.msg_iovlen = 2;
-                self.hdrs.push(h);
-            }
-            // SAFETY: headers point at frames in `q` and at `self`'s arrays, all live.
-            let n =
-                unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, 0) };
-            if n > 0 {
-                res.sent += n as usize;
-                q.consume(n as usize);
-                retries = 0;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock if retries < 3 => {
-                    retries += 1;
+        self.vnet.clear();
+        self.iovs.clear();
+        self.hdrs.clear();
+        for (_, item) in q.items() {
+            self.vnet.push(
+                item.gso
+                    .map_or([0; VIRTIO_NET_HDR_LEN], |g| g.virtio_net_hdr()),
+            );
+        }
+        for ((pkt, _), vnet) in q.items().zip(self.vnet.iter()) {
+            self.iovs.push(libc::iovec {
+                iov_base: vnet.as_ptr() as *mut libc::c_void,
+                iov_len: vnet.len(),
+            });
+            self.iovs.push(libc::iovec {
+                iov_base: pkt.as_ptr() as *mut libc::c_void,
+                iov_len: pkt.len(),
+            });
+        }
+        for i in 0..self.vnet.len() {
+            // SAFETY: all-zero is a valid mmsghdr.
+            let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+            h.msg_hdr.msg_iov = &mut self.iovs[2 * i];
+            h.msg_hdr.msg_iovlen = 2;
+            self.hdrs.push(h);
+        }
+        let mut failed = 0;
+        // SAFETY: the headers point at frames in `q` and at `self`'s
+        // arrays, all alive and unchanged until the call returns.
+        let sent = unsafe { send_entries(fd, &mut self.hdrs, |_| failed += 1) };
+        q.clear();
+        SendResult { sent, failed }
+    }
+}
+
+/// Waits (at most 2 ms each time) for a full socket buffer to drain before
+/// [`send_entries`] gives up on the rest of a batch.
+const FULL_RETRIES: u32 = 3;
+/// `EINTR`s in a row [`send_entries`] retries before giving up.
+const EINTR_RETRIES: u32 = 8;
+
+/// Sends the prepared `sendmmsg` entries `hdrs` on `fd`: the one send
+/// policy of every datapath socket (port, NIC tap, firewall veth, Geneve
+/// pool). Returns how many entries went out; `give_up(i)` is called for
+/// each entry `i` that did not.
+///
+/// * `EINTR`: the call is repeated (a bounded number of times in a row).
+/// * Socket buffer full (`EAGAIN`, or nothing sent): wait up to 2 ms for
+///   room, at most [`FULL_RETRIES`] times in a row; then every entry left
+///   is given up (trying them one by one would only spin on a full
+///   socket). Any progress resets the count.
+/// * Any other error (`ENOBUFS` from a full qdisc, `EMSGSIZE`,
+///   `ENETUNREACH`, ...) belongs to the first entry left (`sendmmsg`
+///   fails only when its first message does): that entry is given up and
+///   the rest go on.
+///
+/// It never blocks for more than `FULL_RETRIES * 2` ms and makes at most
+/// one syscall per entry plus the bounded retries.
+///
+/// # Safety
+///
+/// Every header must point at memory (iovecs, buffers, addresses, control
+/// messages) that stays valid and unchanged until this returns.
+pub(crate) unsafe fn send_entries(
+    fd: RawFd,
+    hdrs: &mut [libc::mmsghdr],
+    mut give_up: impl FnMut(usize),
+) -> usize {
+    let (mut start, mut sent) = (0, 0);
+    let (mut full, mut intr) = (0, 0);
+    while start < hdrs.len() {
+        let rest = &mut hdrs[start..];
+        let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+        // SAFETY: the caller keeps what the headers point at alive.
+        let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), len, 0) };
+        if let Ok(n @ 1..) = usize::try_from(n) {
+            start += n;
+            sent += n;
+            (full, intr) = (0, 0);
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted if intr < EINTR_RETRIES => intr += 1,
+            _ if n == 0 || e.kind() == io::ErrorKind::WouldBlock => {
+                if full < FULL_RETRIES {
+                    full += 1;
                     wait_writable(fd, 2);
+                } else {
+                    (start..hdrs.len()).for_each(&mut give_up);
+                    break;
                 }
-                io::ErrorKind::Interrupted => {}
-                _ if n == 0 || e.kind() == io::ErrorKind::WouldBlock => {
-                    res.failed += q.len();
-                    q.clear();
-                }
-                _ => {
-                    // A hard error on the first frame: give that one up and
-                    // carry on with the rest.
-                    res.failed += 1;
-                    q.consume(1);
-                }
+            }
+            _ => {
+                give_up(start);
+                start += 1;
+                intr = 0;
             }
         }
-        res
     }
+    sent
 }
 
 pub(crate) fn wait_writable(fd: RawFd, timeout_ms: i32) {
@@ -445,5 +487,100 @@ impl Waker {
 
     pub fn fd(&self) -> RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A non-blocking AF_UNIX datagram pair (`[sender, receiver]`).
+    fn pair() -> [OwnedFd; 2] {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "socketpair: {}", io::Error::last_os_error());
+        // SAFETY: fresh descriptors nobody else owns.
+        fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// One header per buffer in `bufs` (iovecs kept in `iovs`).
+    fn entries(bufs: &[Vec<u8>], iovs: &mut Vec<libc::iovec>) -> Vec<libc::mmsghdr> {
+        iovs.clear();
+        iovs.extend(bufs.iter().map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        }));
+        iovs.iter_mut()
+            .map(|iov| {
+                // SAFETY: all-zero is a valid mmsghdr.
+                let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_entry_is_given_up_alone() {
+        let [tx, rx] = pair();
+        set_buffers(tx.as_raw_fd(), 64 << 10);
+        // The middle datagram is larger than any socket buffer: EMSGSIZE.
+        let bufs = vec![vec![1u8; 100], vec![2u8; 4 << 20], vec![3u8; 100]];
+        let mut iovs = Vec::new();
+        let mut hdrs = entries(&bufs, &mut iovs);
+        let mut given_up = Vec::new();
+        // SAFETY: `bufs` and `iovs` outlive the call.
+        let sent = unsafe { send_entries(tx.as_raw_fd(), &mut hdrs, |i| given_up.push(i)) };
+        assert_eq!((sent, given_up), (2, vec![1]));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: reads into a live buffer of the given size.
+            let n = unsafe { libc::recv(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let Ok(n @ 1..) = usize::try_from(n) else {
+                break;
+            };
+            got.push((n, buf[0]));
+        }
+        assert_eq!(
+            got,
+            vec![(100, 1), (100, 3)],
+            "the entries after it still went out"
+        );
+    }
+
+    #[test]
+    fn a_full_socket_gives_up_the_rest_without_spinning() {
+        let [tx, _rx] = pair();
+        // Nobody reads: the receive queue fills and the sends run into EAGAIN.
+        let bufs = vec![vec![0u8; 1000]; 2000];
+        let mut iovs = Vec::new();
+        let mut hdrs = entries(&bufs, &mut iovs);
+        let mut given_up = Vec::new();
+        let started = Instant::now();
+        // SAFETY: `bufs` and `iovs` outlive the call.
+        let sent = unsafe { send_entries(tx.as_raw_fd(), &mut hdrs, |i| given_up.push(i)) };
+        assert!(sent < bufs.len(), "the socket never filled ({sent} sent)");
+        assert_eq!(
+            given_up,
+            (sent..bufs.len()).collect::<Vec<_>>(),
+            "all the rest, in order"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "bounded wait, {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -288,12 +288,9 @@ impl FrameBatch {
         }
     }
 
-    /// Writes every queued frame to `fd`, retrying briefly while the socket
-    /// buffer is full; returns how many were given up. Empties the batch.
+    /// Writes every queued frame to `fd` under [`io::send_entries`]'
+    /// policy; returns how many were given up. Empties the batch.
     fn send(&mut self, fd: RawFd) -> u64 {
-        let mut failed = 0u64;
-        let mut start = 0;
-        let mut retries = 0;
         self.hdrs.clear();
         for iov in self.iovs.iter_mut() {
             // SAFETY: all-zero is a valid mmsghdr.
@@ -302,35 +299,10 @@ impl FrameBatch {
             h.msg_hdr.msg_iovlen = 1;
             self.hdrs.push(h);
         }
-        while start < self.hdrs.len() {
-            let rest = &mut self.hdrs[start..];
-            // SAFETY: every header points at an iovec in `self.iovs`, whose
-            // buffers the caller keeps alive (see `push`).
-            let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
-            if n > 0 {
-                start += n as usize;
-                retries = 0;
-                continue;
-            }
-            let e = stdio::Error::last_os_error();
-            match e.kind() {
-                stdio::ErrorKind::WouldBlock if retries < 3 => {
-                    retries += 1;
-                    io::wait_writable(fd, 2);
-                }
-                stdio::ErrorKind::Interrupted => {}
-                _ if n == 0 || e.kind() == stdio::ErrorKind::WouldBlock => {
-                    failed += (self.hdrs.len() - start) as u64;
-                    break;
-                }
-                // A hard error on the first frame (e.g. ENOBUFS from a full
-                // qdisc, EMSGSIZE): give that one up, carry on.
-                _ => {
-                    failed += 1;
-                    start += 1;
-                }
-            }
-        }
+        let mut failed = 0u64;
+        // SAFETY: every header points at an iovec in `self.iovs`, whose
+        // buffers the caller keeps alive and unchanged (see `push`).
+        unsafe { io::send_entries(fd, &mut self.hdrs, |_| failed += 1) };
         self.iovs.clear();
         self.hdrs.clear();
         failed

@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use datapath::TxQueue;
 
-use crate::dp::io::{SendResult, setsockopt_int, sockaddr, socket, wait_writable};
+use crate::dp::io::{SendResult, send_entries, setsockopt_int, sockaddr, socket};
 
 /// `UDP_SEGMENT` / `UDP_GRO` (linux/udp.h; not in libc for glibc targets).
 pub const UDP_SEGMENT: libc::c_int = 103;
@@ -172,36 +172,18 @@ impl GsoSender {
                 .map_or(self.groups.len(), |n| g + n);
             self.build_headers(g, end);
             let fd = pool.socks[sock].as_raw_fd();
-            let mut done = g;
-            let mut retries = 0;
-            while done < end {
-                let off = done - g;
-                // SAFETY: the headers point at `self`'s arrays and at packets in `q`, all live.
-                let n = unsafe {
-                    libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (end - done) as u32, 0)
-                };
-                if n > 0 {
-                    for grp in &self.groups[done..done + n as usize] {
-                        res.sent += grp.count;
-                    }
-                    done += n as usize;
-                    retries = 0;
-                    continue;
-                }
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock if retries < 3 => {
-                        retries += 1;
-                        wait_writable(fd, 2);
-                    }
-                    _ => {
-                        // Give up this group (EMSGSIZE, unreachable, or still full).
-                        res.failed += self.groups[done].count;
-                        done += 1;
-                    }
-                }
-            }
+            let groups = &self.groups[g..end];
+            let mut failed = 0;
+            // SAFETY: the headers point at `self`'s arrays and at packets
+            // in `q`, all alive and unchanged until the call returns.
+            unsafe {
+                send_entries(fd, &mut self.hdrs, |k| {
+                    failed += groups.get(k).map_or(0, |grp| grp.count);
+                })
+            };
+            let total: usize = groups.iter().map(|grp| grp.count).sum();
+            res.sent += total - failed;
+            res.failed += failed;
             g = end;
         }
         q.clear();
