@@ -372,23 +372,24 @@ impl Firewall {
         match &d.why {
             Why::Management | Why::ManagementConn => self.counters.management += 1,
             Why::L2Rule(m) => self.hit(m.rule, 0, true),
-            Why::Established { .. } => {
+            Why::Established { .. } | Why::Invalid { .. } => {
                 // The connection's own bookkeeping (state, windows,
-                // counters) is written by the tracking it was judged on.
+                // counters, or the refusal counted on it) is written by
+                // the tracking it was judged on.
                 let (Probe::Live(hit), Some(info)) = (d.found, d.ipv4()) else {
                     return self.count(FwVerdict::Drop(FwDrop::Invalid));
                 };
-                match self.conntrack.track(hit, &info.l4, d.bytes, now_ns) {
+                v = match self.conntrack.track(hit, &info.l4, d.bytes, now_ns) {
                     Ok(_) => {
                         self.counters.fast_path += 1;
                         if let Some(&i) = self.index_of.get(&self.conntrack.rule_id(hit.id)) {
                             self.hit(i, d.bytes, false);
                         }
+                        FwVerdict::Pass
                     }
-                    Err(_) => v = FwVerdict::Drop(FwDrop::Invalid),
-                }
+                    Err(_) => FwVerdict::Drop(FwDrop::Invalid),
+                };
             }
-            Why::Invalid { .. } => self.conntrack.settle(d.found, now_ns),
             Why::Related { .. } => {
                 self.conntrack.settle(d.found, now_ns);
                 self.counters.related += 1;

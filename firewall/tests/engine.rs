@@ -282,6 +282,10 @@ fn invalid_tcp_is_dropped_and_counted() {
     seg[16..18].copy_from_slice(&total.to_be_bytes());
     let v = fw.process(Dir::In, &seg, 1);
     assert_eq!(v, FwVerdict::Drop(FwDrop::Invalid));
+    // The refusal is counted on the connection too (getflows), by the
+    // commit of the judged decision.
+    let flow = fw.conntrack().iter().next().unwrap();
+    assert_eq!((flow.dropped_orig, flow.dropped_reply), (1, 0));
     // SYN+FIN on a new connection is not a valid opening; no rule can make it one.
     let v = fw.process(Dir::In, &tcp(PEER, ME, 40001, 22, SYN | 0x01, 1, 0), 2);
     assert!(matches!(v, FwVerdict::Drop(_)), "{v:?}");
