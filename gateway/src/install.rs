@@ -22,9 +22,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::http::Response;
 use crate::pki::{self, files};
 use crate::util;
+use bounded_http::Response;
 
 /// Distributions the installer supports (the `<distro>` of the URL): our
 /// binaries need glibc >= 2.34, i.e. Debian 12 `bookworm`, Debian 13

@@ -17,7 +17,6 @@
 //!   latest `Status` report, kept in memory.
 //! * [`enroll`]: the server side of enrollment (`POST /api/v1/enroll`).
 //! * [`enroll_client`]: the agent side: build and post an enrollment request.
-//! * [`http`]: a minimal, bounded HTTP/1.1 request reader and response writer.
 //! * [`install`]: the agent installer tree (`/factory_default/...`): routing,
 //!   the install script's templating, `SHA256SUMS`, the dist binaries.
 //! * [`server`]: the HTTPS enrollment listener, the loopback admin API,
@@ -33,7 +32,6 @@ pub mod dfw_resolve;
 pub mod enroll;
 pub mod enroll_client;
 pub mod gateway;
-pub mod http;
 pub mod install;
 pub mod metrics;
 pub mod ops;

@@ -18,7 +18,7 @@
 //!   decisions (counted where `POST /api/v1/enroll` is answered), installer
 //!   requests (where `/factory_default/...` is answered, [`crate::install`]),
 //!   requests the HTTP layer refuses itself on each listener (where
-//!   [`crate::http::serve_one`] answers them, before the answer is written),
+//!   [`bounded_http::serve_one`] answers them),
 //!   failed TLS handshakes on the enrollment listener ([`crate::server`]) and
 //!   on the control channel, and the control channel as seen through the
 //!   [`ControlStore`] seam ([`CountingControl`]): certificate checks, Hellos,
@@ -78,9 +78,9 @@ use crate::control_server::{
 };
 use crate::enroll::EnrollError;
 use crate::gateway::Gateway;
-use crate::http::Refusal;
 use crate::install;
 use crate::store::{ConfigSnapshot, InstanceRecord, StoreError};
+use bounded_http::Refusal;
 
 /// The media type of the text [`prometheus_client`] encodes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -121,7 +121,7 @@ fn refusal_index(e: &EnrollError) -> usize {
     }
 }
 
-/// The listeners whose HTTP layer ([`crate::http::serve_one`]) may refuse
+/// The listeners whose HTTP layer ([`bounded_http::serve_one`]) may refuse
 /// a request (the `listener` label of `nsx_gateway_http_requests_refused`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HttpListener {

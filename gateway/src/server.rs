@@ -25,9 +25,12 @@
 //! * metrics, plain HTTP on loopback (default `127.0.0.1:9465`, no token):
 //!   `GET /metrics`, OpenMetrics text ([`crate::metrics`]).
 //!
-//! Each connection serves one request with a deadline for reading it and
-//! size limits (the response has its own, generous write deadline: see
-//! [`crate::http::serve_one`]); connections beyond [`MAX_CONNECTIONS`] per
+//! Each connection serves one request ([`bounded_http::serve_one`], on
+//! hyper) with a deadline for reading it ([`REQUEST_TIMEOUT`]) and size
+//! limits ([`MAX_HEAD`] and each listener's body cap); the response has its
+//! own, generous write bounds ([`WRITE_TIMEOUT`] in total,
+//! [`WRITE_STALL_TIMEOUT`] without progress), so a large download on a slow
+//! link is not cut off. Connections beyond [`MAX_CONNECTIONS`] per
 //! listener are dropped. Requests the HTTP layer refuses itself (by
 //! listener) and failed TLS handshakes on the enrollment listener are
 //! counted for the metrics ([`crate::metrics::Counters`]).
@@ -37,6 +40,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bounded_http::{Limits, Request, Response, serve_one};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -44,7 +48,6 @@ use tokio::task::JoinHandle;
 use crate::control_server::HandshakeFailure;
 use crate::enroll;
 use crate::gateway::{Gateway, GatewayError};
-use crate::http::{Request, Response, serve_one};
 use crate::install::{self, Content, InstallError, Installer, Ports, Via};
 use crate::metrics::{self, HttpListener, Metrics, TlsListener};
 use crate::pki::{self, PkiError};
@@ -63,6 +66,26 @@ pub const MAX_ADMIN_BODY: usize = 1 << 20;
 pub const MAX_METRICS_BODY: usize = 4096;
 /// Largest body read on an install listener (GET only).
 pub const MAX_INSTALL_BODY: usize = 4096;
+/// Largest request head (request line and headers), every listener.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Longest a response write may make no progress: a client that stopped
+/// reading is dropped.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest writing one whole response may take (a 60 MB binary over a slow
+/// link); independent of the request-reading deadline.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The HTTP limits of a listener whose request bodies may be `max_body`
+/// bytes.
+pub fn limits(max_body: usize) -> Limits {
+    Limits {
+        max_head: MAX_HEAD,
+        max_body: Some(max_body),
+        read_timeout: REQUEST_TIMEOUT,
+        write_timeout: WRITE_TIMEOUT,
+        stall_timeout: WRITE_STALL_TIMEOUT.max(REQUEST_TIMEOUT),
+    }
+}
 
 /// Errors starting or running the servers.
 #[derive(Debug, thiserror::Error)]
@@ -267,8 +290,7 @@ async fn start_inner(
             let counting = gw.clone();
             serve_one(
                 tls,
-                enroll::MAX_BODY,
-                REQUEST_TIMEOUT,
+                &limits(enroll::MAX_BODY),
                 |req| {
                     blocking(move || match inst {
                         Some(inst) if install::is_installer_path(&req.path) => {
@@ -289,8 +311,7 @@ async fn start_inner(
             let counting = gw.clone();
             serve_one(
                 tcp,
-                MAX_ADMIN_BODY,
-                REQUEST_TIMEOUT,
+                &limits(MAX_ADMIN_BODY),
                 |req| blocking(move || admin_route(&gw, req)),
                 |why| counting.counters().http_refused(HttpListener::Admin, why),
             )
@@ -309,8 +330,7 @@ async fn start_inner(
                     let counting = gw.clone();
                     serve_one(
                         tcp,
-                        MAX_INSTALL_BODY,
-                        REQUEST_TIMEOUT,
+                        &limits(MAX_INSTALL_BODY),
                         |req| {
                             blocking(move || {
                                 install_route(&gw, &inst, &req, peer, local, Via::Install)
@@ -381,8 +401,7 @@ pub async fn start_metrics(
         async move {
             serve_one(
                 tcp,
-                MAX_METRICS_BODY,
-                REQUEST_TIMEOUT,
+                &limits(MAX_METRICS_BODY),
                 |req| async move {
                     if req.path != "/metrics" {
                         return Response::error(
