@@ -46,11 +46,12 @@
 //! | `nsx_agent_sshd_restarts` | counter | `listener` (as `nsx_agent_sshd_up`) |
 //! | `nsx_agent_ssh_port22_blocked` | gauge (0/1) | (the underlay port-22 refusal table is in place) |
 //!
-//! The server is a deliberately tiny HTTP/1.1 responder: one request per
+//! The server is hyper through [`bounded_http::serve_one`]: one request per
 //! connection (`Connection: close`), request head at most [`MAX_HEAD`]
-//! bytes, read within [`READ_TIMEOUT`], written within [`WRITE_TIMEOUT`],
-//! at most [`MAX_CONNECTIONS`] at once (more are closed at once). `GET
-//! /metrics` only: other paths get 404, other methods 405.
+//! bytes (431), read within [`READ_TIMEOUT`] (408), malformed ones 400,
+//! the answer written within [`WRITE_TIMEOUT`], at most [`MAX_CONNECTIONS`]
+//! at once (more are closed at once). `GET /metrics` only: other paths get
+//! 404, other methods 405; a request body is never read.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,11 +59,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bounded_http::{Limits, Request, Response, serve_one};
 use datapath::{Counters, DropReason, LayerId};
 use metrics_text::{Emit, Labels};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -82,6 +83,15 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed without an answer.
 pub const MAX_CONNECTIONS: usize = 8;
+/// The endpoint's HTTP limits: no request body is read (a scrape has
+/// none); the whole answer is written within [`WRITE_TIMEOUT`].
+pub const LIMITS: Limits = Limits {
+    max_head: MAX_HEAD,
+    max_body: None,
+    read_timeout: READ_TIMEOUT,
+    write_timeout: WRITE_TIMEOUT,
+    stall_timeout: WRITE_TIMEOUT,
+};
 /// The media type of the text [`prometheus_client`] encodes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -628,110 +638,48 @@ pub enum Route {
     Error(u16, String),
 }
 
-/// Decides the answer to a request head (`METHOD TARGET HTTP/1.x` + headers).
-pub fn route(head: &[u8]) -> Route {
-    let Ok(text) = std::str::from_utf8(head) else {
-        return Route::Error(400, "request head is not UTF-8".into());
-    };
-    let line = text.split("\r\n").next().unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Route::Error(400, format!("bad request line {line:?}"));
-    };
-    if !version.starts_with("HTTP/1.") || method.is_empty() {
-        return Route::Error(400, format!("bad request line {line:?}"));
+/// Decides the answer to a request: `GET /metrics` or an error.
+pub fn route(req: &Request) -> Route {
+    if req.path != "/metrics" {
+        return Route::Error(
+            404,
+            format!("no such endpoint {:?} (try /metrics)", req.path),
+        );
     }
-    let path = target.split('?').next().unwrap_or_default();
-    if path != "/metrics" {
-        return Route::Error(404, format!("no such endpoint {path:?} (try /metrics)"));
-    }
-    if method != "GET" {
-        return Route::Error(405, format!("method {method} not allowed (use GET)"));
+    if req.method != "GET" {
+        return Route::Error(405, format!("method {} not allowed (use GET)", req.method));
     }
     Route::Metrics
 }
 
-/// Reads a request head of at most [`MAX_HEAD`] bytes (up to the blank line).
-async fn read_head(s: &mut TcpStream) -> Result<Vec<u8>, u16> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(end);
-            return Ok(buf);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(431);
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Err(0),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+/// An error answer: one line of text (with `Allow: GET` on a 405).
+pub fn error_response(status: u16, message: &str) -> Response {
+    let resp = Response::text(status, message);
+    if status == 405 {
+        resp.header("Allow", "GET")
+    } else {
+        resp
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        _ => "Internal Server Error",
-    }
-}
-
-/// The bytes of a response with `Connection: close`.
-pub fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\nCache-Control: no-store\r\n\r\n",
-        reason(status),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-async fn handle(mut s: TcpStream, shared: Arc<Shared>) {
-    let reply = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut s)).await {
-        Err(_) => response(408, "text/plain", b"request not read in time\n"),
-        Ok(Err(0)) => return,
-        Ok(Err(status)) => response(status, "text/plain", b"request head too large\n"),
-        Ok(Ok(head)) => match route(&head) {
-            Route::Metrics => match render(collect(&shared).await) {
-                Ok(text) => response(200, CONTENT_TYPE, text.as_bytes()),
-                Err(e) => {
-                    tracing::warn!("metrics: cannot encode: {e}");
-                    response(500, "text/plain", b"cannot encode metrics\n")
-                }
-            },
-            Route::Error(status, msg) => {
-                response(status, "text/plain", format!("{msg}\n").as_bytes())
+async fn handle(s: TcpStream, shared: Arc<Shared>) {
+    serve_one(
+        s,
+        &LIMITS,
+        |req| async move {
+            match route(&req) {
+                Route::Metrics => match render(collect(&shared).await) {
+                    Ok(text) => Response::with_body(200, CONTENT_TYPE, text),
+                    Err(e) => {
+                        tracing::warn!("metrics: cannot encode: {e}");
+                        error_response(500, "cannot encode metrics")
+                    }
+                },
+                Route::Error(status, msg) => error_response(status, &msg),
             }
         },
-    };
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
-        s.write_all(&reply).await?;
-        s.shutdown().await
-    })
-    .await;
-    // Let the client read the answer before the socket goes (a request
-    // body left unread would otherwise turn the close into a reset).
-    let mut sink = [0u8; 4096];
-    let mut left: usize = 64 * 1024;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while left > 0 {
-            match s.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
+        |_| {},
+    )
     .await;
 }
 
@@ -1249,27 +1197,59 @@ mod tests {
         assert_eq!(v("nsx_agent_ssh_port22_blocked", &[]), Some(0.0));
     }
 
-    #[test]
-    fn routes() {
-        assert_eq!(route(b"GET /metrics HTTP/1.1\r\nHost: x"), Route::Metrics);
-        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0"), Route::Metrics);
-        assert!(matches!(
-            route(b"GET / HTTP/1.1\r\nHost: x"),
-            Route::Error(404, _)
-        ));
-        assert!(matches!(
-            route(b"POST /metrics HTTP/1.1"),
-            Route::Error(405, _)
-        ));
-        assert!(matches!(route(b"garbage"), Route::Error(400, _)));
-        assert!(matches!(
-            route(b"GET /metrics SPDY/3"),
-            Route::Error(400, _)
-        ));
-        assert!(matches!(route(&[0xff, 0xfe]), Route::Error(400, _)));
-        let r = String::from_utf8(response(405, "text/plain", b"x")).expect("utf8");
+    /// The answer to `raw`, routed as the endpoint routes (a canned body
+    /// for `/metrics`), through the endpoint's HTTP limits.
+    async fn answer(raw: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let serve = serve_one(
+            server,
+            &LIMITS,
+            |req| async move {
+                match route(&req) {
+                    Route::Metrics => Response::text(200, "metrics"),
+                    Route::Error(status, msg) => error_response(status, &msg),
+                }
+            },
+            |_| {},
+        );
+        let talk = async move {
+            client.write_all(raw).await.expect("write");
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.expect("read");
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        tokio::join!(serve, talk).1
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let status = |out: &str| out.split(' ').nth(1).unwrap_or_default().to_string();
+        let cases: [(&'static [u8], &str); 8] = [
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "200"),
+            (b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", "200"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "404"),
+            (b"POST /metrics HTTP/1.1\r\n\r\n", "405"),
+            (b"garbage\r\n\r\n", "400"),
+            (b"GET /metrics SPDY/3\r\n\r\n", "400"),
+            (&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n'], "400"),
+            (&[b'a'; MAX_HEAD + 10], "431"),
+        ];
+        for (raw, want) in cases {
+            let out = answer(raw).await;
+            assert_eq!(
+                status(&out),
+                want,
+                "{:?}: {out}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let r = answer(b"POST /metrics HTTP/1.1\r\nContent-Length: 1\r\n\r\nx").await;
         assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{r}");
         assert!(r.contains("\r\nAllow: GET\r\n"), "{r}");
-        assert!(r.ends_with("\r\n\r\nx"), "{r}");
+        assert!(
+            r.ends_with("\r\n\r\nmethod POST not allowed (use GET)\n"),
+            "{r}"
+        );
     }
 }
