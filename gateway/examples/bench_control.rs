@@ -49,11 +49,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use agent::gw::enroll::{self as agent_enroll, Endpoint};
 use control::framing::{self, Decoder};
 use control::proto::GatewayMsg;
 use control::session::{AgentOut, AgentSession, AgentSessionConfig, Backoff, Jitter, SplitMix64};
 use control::{AgentMsg, InstanceMeta, MacAddr};
-use gateway::enroll_client;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -193,16 +193,25 @@ async fn enroll_one(
     i: usize,
 ) -> Result<Enrolled, Error> {
     let (meta, on_a) = meta_for(i);
-    let (key_pem, csr_pem) = enroll_client::generate_key_and_csr()?;
-    let body = enroll_client::build_request(
-        bootstrap_pem,
+    // The agent's own enrollment: key, CSR, signed body, HTTPS post.
+    let (key_pem, csr_pem) = agent_enroll::new_key_and_csr()?;
+    let body = agent_enroll::build_request(
+        bootstrap_pem.as_bytes(),
+        &args.dir.join("bootstrap.key"),
         &csr_pem,
         &meta,
         now_unix(),
-        &enroll_client::new_nonce()?,
+        &agent_enroll::new_nonce()?,
     )?;
-    let (status, text) = enroll_client::post(args.enroll, &args.name, ca_pem, &body).await?;
-    let resp = enroll_client::parse_response(status, &text)?;
+    let addr = args.enroll.to_string();
+    let ca_path = args.dir.join("ca.pem");
+    let endpoint = Endpoint {
+        addr: &addr,
+        server_name: &args.name,
+        ca_pem: ca_pem.as_bytes(),
+        ca_path: &ca_path,
+    };
+    let resp = agent_enroll::submit(&endpoint, &body).await?;
     if resp.instance_id != meta.instance_id {
         return Err(format!(
             "enrolled as {:?}, asked {:?}",

@@ -16,7 +16,6 @@
 //!   notification) that the servers use; [`agent_status`]: each agent's
 //!   latest `Status` report, kept in memory.
 //! * [`enroll`]: the server side of enrollment (`POST /api/v1/enroll`).
-//! * [`enroll_client`]: the agent side: build and post an enrollment request.
 //! * [`install`]: the agent installer tree (`/factory_default/...`): routing,
 //!   the install script's templating, `SHA256SUMS`, the dist binaries.
 //! * [`server`]: the HTTPS enrollment listener, the loopback admin API,
@@ -30,7 +29,6 @@ pub mod control_store;
 pub mod dfw;
 pub mod dfw_resolve;
 pub mod enroll;
-pub mod enroll_client;
 pub mod gateway;
 pub mod install;
 pub mod metrics;

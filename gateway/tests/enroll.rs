@@ -2,36 +2,22 @@
 
 mod common;
 
+use agent::gw::enroll::{self, EnrollError};
 use control::proto::InstanceMeta;
-use gateway::enroll_client::{self, EnrollClientError};
 use gateway::pki::{self, BootstrapKey};
 use gateway::{ops, util};
 
-use common::{Fixture, NAME, fixture, meta};
+use common::{Fixture, fixture, meta};
 
+/// A signed body, built by the agent's own enrollment code.
 fn body(key_pem: &str, m: &InstanceMeta, now: u64) -> String {
-    let (_key, csr) = enroll_client::generate_key_and_csr().expect("csr");
-    enroll_client::build_request(
-        key_pem,
-        &csr,
-        m,
-        now,
-        &enroll_client::new_nonce().expect("nonce"),
-    )
-    .expect("build")
+    common::enroll_body(key_pem, m, now).0
 }
 
-async fn post(f: &Fixture, body: &str) -> (u16, String) {
-    enroll_client::post(f.srv.enroll_addr, NAME, &f.ca_pem, body)
-        .await
-        .expect("https round trip")
-}
-
-/// Posts and returns (status, error message).
+/// Posts with the agent's client and returns (status, error message).
 async fn refused(f: &Fixture, body: &str) -> (u16, String) {
-    let (status, text) = post(f, body).await;
-    match enroll_client::parse_response(status, &text) {
-        Err(EnrollClientError::Refused { status, error }) => (status, error),
+    match f.submit(body).await {
+        Err(EnrollError::Refused { status, message }) => (status, message),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -46,8 +32,7 @@ async fn enrollment_end_to_end() {
     // Success.
     let m1 = meta("i-0001", "web", 11);
     let ok_body = body(&f.bootstrap_pem, &m1, now);
-    let (status, text) = post(&f, &ok_body).await;
-    let resp = enroll_client::parse_response(status, &text).expect("enrolled");
+    let resp = f.submit(&ok_body).await.expect("enrolled");
     assert_eq!(resp.instance_id, "i-0001");
     assert_eq!(resp.tep_id, 1);
     assert_eq!(resp.ca_pem, f.ca_pem);
@@ -145,12 +130,13 @@ async fn enrollment_end_to_end() {
     let (st, err) = refused(&f, "{not json").await;
     assert_eq!(st, 400);
     assert!(err.starts_with("malformed enrollment request"), "{err}");
-    let bad_csr = enroll_client::build_request(
-        &f.bootstrap_pem,
+    let bad_csr = enroll::build_request(
+        f.bootstrap_pem.as_bytes(),
+        std::path::Path::new("bootstrap.key"),
         "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
         &meta("i-0003", "web", 13),
         now,
-        &enroll_client::new_nonce().expect("nonce"),
+        &enroll::new_nonce().expect("nonce"),
     )
     .expect("build");
     let (st, err) = refused(&f, &bad_csr).await;
@@ -168,33 +154,31 @@ async fn enrollment_end_to_end() {
     assert_eq!((st, err.as_str()), (403, "bootstrap key retired"));
     let new_pem = std::fs::read_to_string(f.dir.join("bootstrap.key")).expect("read");
     assert_eq!(BootstrapKey::from_pem(&new_pem).expect("k").key_id, new_id);
-    let (status, text) = post(&f, &body(&new_pem, &meta("i-0002", "web", 12), now)).await;
-    let r2 = enroll_client::parse_response(status, &text).expect("enrolled with the new key");
+    let r2 = f
+        .submit(&body(&new_pem, &meta("i-0002", "web", 12), now))
+        .await
+        .expect("enrolled with the new key");
     assert_eq!(r2.tep_id, 2);
 
     // Wrong path / method.
-    let (st, _) = enroll_client::request(
-        f.srv.enroll_addr,
-        NAME,
-        &f.ca_pem,
-        "GET",
-        "/api/v1/enroll",
-        b"",
-    )
-    .await
-    .expect("rt");
+    let (st, _) = f.enroll_request("GET", "/api/v1/enroll", b"").await;
     assert_eq!(st, 405);
 
     // A client that trusts another CA refuses this gateway (rogue gateway).
     let other = pki::generate_ca("other").expect("ca");
-    let e = enroll_client::post(f.srv.enroll_addr, NAME, &other.cert_pem, &ok_body)
+    let e = f
+        .submit_trusting(&other.cert_pem, &ok_body)
         .await
         .expect_err("must not trust");
-    assert!(matches!(e, EnrollClientError::Io(_)), "{e}");
+    assert!(
+        matches!(&e, EnrollError::Transport { reason, .. } if reason.starts_with("TLS")),
+        "{e}"
+    );
 
     // The gateway keeps serving after all of the above.
-    let (status, _) = post(&f, &body(&new_pem, &meta("i-0004", "app", 14), now)).await;
-    assert_eq!(status, 200);
+    f.submit(&body(&new_pem, &meta("i-0004", "app", 14), now))
+        .await
+        .expect("status 200");
 }
 
 async fn admin(
@@ -252,19 +236,14 @@ async fn admin_api() {
     assert_eq!(v.as_array().map(Vec::len), Some(2));
 
     let mut versions = f.gw.subscribe();
-    let (status, text) = enroll_client::post(
-        f.srv.enroll_addr,
-        NAME,
-        &f.ca_pem,
-        &body(
+    let resp = f
+        .submit(&body(
             &f.bootstrap_pem,
             &meta("i-9", "default", 9),
             util::now_unix(),
-        ),
-    )
-    .await
-    .expect("rt");
-    let resp = enroll_client::parse_response(status, &text).expect("enrolled");
+        ))
+        .await
+        .expect("enrolled");
     let (_, v) = admin(&f, "GET", "/api/v1/instances", tok, "").await;
     assert_eq!(v[0]["mode"], "micro-segmentation");
     versions.borrow_and_update();

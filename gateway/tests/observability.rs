@@ -9,12 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent::gw::enroll::EnrollError;
 use control::proto::InstanceMeta;
 use control::{AgentMsg, Decoder, GatewayMsg, encode};
 use gateway::control_server::{self, ControlStore, ServerOptions, SessionEvent, StoreRefusal};
 use gateway::control_store::GatewayControl;
 use gateway::metrics::CountingControl;
-use gateway::{enroll_client, ops, pki, util};
+use gateway::{ops, pki, util};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,19 +31,8 @@ async fn enroll(f: &Fixture, m: &InstanceMeta) -> (String, String) {
 
 /// [`enroll`], also returning the instance's private key (PEM).
 async fn enroll_with_key(f: &Fixture, m: &InstanceMeta) -> (String, String, String) {
-    let (key, csr) = enroll_client::generate_key_and_csr().expect("csr");
-    let body = enroll_client::build_request(
-        &f.bootstrap_pem,
-        &csr,
-        m,
-        util::now_unix(),
-        &enroll_client::new_nonce().expect("nonce"),
-    )
-    .expect("build");
-    let (status, text) = enroll_client::post(f.srv.enroll_addr, NAME, &f.ca_pem, &body)
-        .await
-        .expect("https");
-    let resp = enroll_client::parse_response(status, &text).expect("enrolled");
+    let (body, key) = common::enroll_body(&f.bootstrap_pem, m, util::now_unix());
+    let resp = f.submit(&body).await.expect("enrolled");
     (body, resp.certificate_pem, key)
 }
 
@@ -115,10 +105,8 @@ async fn certificates_and_metrics() {
     let (body1, pem1) = enroll(&f, &meta("i-1", "web", 11)).await;
     let (_, pem2) = enroll(&f, &meta("i-2", "default", 12)).await;
     // A replay is refused (and counted).
-    let (status, _) = enroll_client::post(f.srv.enroll_addr, NAME, &f.ca_pem, &body1)
-        .await
-        .expect("https");
-    assert_eq!(status, 409);
+    let e = f.submit(&body1).await.expect_err("a replay");
+    assert!(matches!(e, EnrollError::Refused { status: 409, .. }), "{e}");
 
     // --- GET /api/v1/certificates
     let (st, _, _) = http(f.srv.api_addr, "GET", "/api/v1/certificates", None).await;

@@ -5,6 +5,12 @@
 //! bootstrap key together with a timestamp and a nonce. The gateway answers
 //! with a client certificate signed by the root CA; after that the
 //! bootstrap key is never accepted for this instance again.
+//!
+//! [`enroll`] is the agent's whole step (files in, files out). Its parts
+//! take everything as arguments, so the gateway's tests and benchmark
+//! enroll with this same code: [`new_key_and_csr`], [`build_request`]
+//! (pure, given the timestamp and a [`new_nonce`]), [`submit`] and
+//! [`request`] to an [`Endpoint`] (address, name, root CA).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,14 +23,18 @@ use ring::rand::SecureRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::GatewaySettings;
 
 const CERT_FILE: &str = "agent.crt";
 const KEY_FILE: &str = "agent.key";
-const MAX_RESPONSE: usize = 256 * 1024;
+/// The enrollment endpoint's path on the gateway.
+pub const ENROLL_PATH: &str = "/api/v1/enroll";
+/// Largest response body read.
+pub const MAX_RESPONSE: usize = 256 * 1024;
+/// Longest one request may take (connect, TLS, request, response).
+pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The agent's identity on the control channel.
 #[derive(Debug, Clone)]
@@ -92,29 +102,27 @@ pub async fn enroll(
         source,
     })?;
     // Our own key pair and CSR; the gateway overrides the subject anyway.
-    let key = rcgen::KeyPair::generate().map_err(|e| EnrollError::Request(e.to_string()))?;
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .and_then(|p| p.serialize_request(&key))
-        .and_then(|r| r.pem())
-        .map_err(|e| EnrollError::Request(e.to_string()))?;
-    let body = build_request(&bootstrap, &gw.bootstrap_key, &csr, meta, SystemTime::now())?;
-    let (status, resp) = post(gw, &ca, "/api/v1/enroll", body.as_bytes()).await?;
-    if status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&resp)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&resp).into_owned());
-        return Err(EnrollError::Refused { status, message });
-    }
-    let r: EnrollResponse = serde_json::from_slice(&resp).map_err(|e| EnrollError::Transport {
-        addr: gw.enroll.clone(),
-        reason: format!("bad response: {e}"),
-    })?;
+    let (key_pem, csr) = new_key_and_csr()?;
+    let body = build_request(
+        &bootstrap,
+        &gw.bootstrap_key,
+        &csr,
+        meta,
+        unix_now(),
+        &new_nonce()?,
+    )?;
+    let endpoint = Endpoint {
+        addr: &gw.enroll,
+        server_name: &gw.server_name,
+        ca_pem: &ca,
+        ca_path: &gw.ca,
+    };
+    let r = submit(&endpoint, &body).await?;
     std::fs::create_dir_all(state_dir).map_err(|source| EnrollError::Io {
         path: state_dir.to_path_buf(),
         source,
     })?;
-    let key_pem = key.serialize_pem().into_bytes();
+    let key_pem = key_pem.into_bytes();
     write_private(&state_dir.join(KEY_FILE), &key_pem)?;
     write_private(&state_dir.join(CERT_FILE), r.certificate_pem.as_bytes())?;
     tracing::info!(instance = %r.instance_id, tep_id = r.tep_id, "enrolled with the gateway");
@@ -124,15 +132,45 @@ pub async fn enroll(
     })
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A new ECDSA P-256 key pair (PKCS#8 PEM; it never leaves the instance)
+/// and a CSR for it (PEM). The gateway ignores the CSR's subject; only the
+/// key and the signature matter.
+pub fn new_key_and_csr() -> Result<(String, String), EnrollError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| EnrollError::Request(e.to_string()))?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|p| p.serialize_request(&key))
+        .and_then(|r| r.pem())
+        .map_err(|e| EnrollError::Request(e.to_string()))?;
+    Ok((key.serialize_pem(), csr))
+}
+
+/// A fresh 128-bit nonce as 32 hex characters.
+pub fn new_nonce() -> Result<String, EnrollError> {
+    let mut nonce = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| EnrollError::Request("no randomness".into()))?;
+    Ok(hex(&nonce))
+}
+
 /// The signed enrollment body: `{"payload", "signature", "key_id"}`, the
 /// signature (ECDSA P-256 SHA-256, DER, base64) covering the exact payload
-/// bytes, the key id being the SHA-256 (hex) of the bootstrap public key.
+/// bytes (CSR, inventory, `timestamp` in Unix seconds, `nonce`), the key id
+/// being the SHA-256 (hex) of the bootstrap public key. `bootstrap_path`
+/// only names the key in errors.
 pub fn build_request(
     bootstrap_pem: &[u8],
     bootstrap_path: &Path,
     csr_pem: &str,
     meta: &InstanceMeta,
-    now: SystemTime,
+    timestamp: u64,
+    nonce: &str,
 ) -> Result<String, EnrollError> {
     let bad = |reason: String| EnrollError::BootstrapKey {
         path: bootstrap_path.to_path_buf(),
@@ -145,17 +183,11 @@ pub fn build_request(
     let rng = ring::rand::SystemRandom::new();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der, &rng)
         .map_err(|e| bad(format!("not an ECDSA P-256 key: {e}")))?;
-    let mut nonce = [0u8; 16];
-    rng.fill(&mut nonce)
-        .map_err(|_| EnrollError::Request("no randomness".into()))?;
-    let timestamp = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let payload = serde_json::to_string(&EnrollPayload {
         csr_pem: csr_pem.to_string(),
         instance: meta.clone(),
         timestamp,
-        nonce: hex(&nonce),
+        nonce: nonce.to_string(),
     })
     .map_err(|e| EnrollError::Request(e.to_string()))?;
     let sig = pair
@@ -175,27 +207,60 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One HTTPS POST (server-authenticated TLS, HTTP/1.1, `Connection: close`).
-async fn post(
-    gw: &GatewaySettings,
-    ca_pem: &[u8],
+/// The gateway's enrollment endpoint and what it must prove.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    /// `host:port` (resolved when dialled).
+    pub addr: &'a str,
+    /// The name the gateway's certificate must carry (also the `Host`).
+    pub server_name: &'a str,
+    /// The root CA (PEM) the gateway's certificate must chain to; nothing
+    /// else is trusted.
+    pub ca_pem: &'a [u8],
+    /// Where `ca_pem` came from (for errors).
+    pub ca_path: &'a Path,
+}
+
+/// Posts a signed enrollment body ([`build_request`]) to the endpoint's
+/// `POST /api/v1/enroll`: the certificate and tep id, or the gateway's
+/// refusal ([`EnrollError::Refused`] with its `error` text).
+pub async fn submit(endpoint: &Endpoint<'_>, body: &str) -> Result<EnrollResponse, EnrollError> {
+    let (status, resp) = request(endpoint, "POST", ENROLL_PATH, body.as_bytes()).await?;
+    if status != 200 {
+        let message = serde_json::from_slice::<serde_json::Value>(&resp)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&resp).into_owned());
+        return Err(EnrollError::Refused { status, message });
+    }
+    serde_json::from_slice(&resp).map_err(|e| EnrollError::Transport {
+        addr: endpoint.addr.to_string(),
+        reason: format!("bad response: {e}"),
+    })
+}
+
+/// One HTTPS request to the endpoint (server-authenticated TLS 1.3 trusting
+/// only its CA, HTTP/1.1 through [`bounded_http::client`], `Connection:
+/// close`, a JSON body), within [`TIMEOUT`]; the status and the body (at
+/// most [`MAX_RESPONSE`] bytes).
+pub async fn request(
+    endpoint: &Endpoint<'_>,
+    method: &str,
     path: &str,
     body: &[u8],
 ) -> Result<(u16, Vec<u8>), EnrollError> {
     let t = |reason: String| EnrollError::Transport {
-        addr: gw.enroll.clone(),
+        addr: endpoint.addr.to_string(),
+        reason,
+    };
+    let ca = |reason: String| EnrollError::Ca {
+        path: endpoint.ca_path.to_path_buf(),
         reason,
     };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| EnrollError::Ca {
-            path: gw.ca.clone(),
-            reason: e.to_string(),
-        })?;
-        roots.add(cert).map_err(|e| EnrollError::Ca {
-            path: gw.ca.clone(),
-            reason: e.to_string(),
-        })?;
+    for cert in CertificateDer::pem_slice_iter(endpoint.ca_pem) {
+        let cert = cert.map_err(|e| ca(e.to_string()))?;
+        roots.add(cert).map_err(|e| ca(e.to_string()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -203,12 +268,21 @@ async fn post(
         .map_err(|e| t(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = ServerName::try_from(gw.server_name.clone()).map_err(|e| t(e.to_string()))?;
+    let name =
+        ServerName::try_from(endpoint.server_name.to_string()).map_err(|e| t(e.to_string()))?;
+    let req = bounded_http::client::request(
+        method,
+        path,
+        endpoint.server_name,
+        &[("Content-Type", "application/json")],
+        body.to_vec(),
+    )
+    .map_err(|e| t(e.to_string()))?;
     let io = async {
-        let tcp = TcpStream::connect(&gw.enroll)
+        let tcp = TcpStream::connect(endpoint.addr)
             .await
             .map_err(|e| t(format!("connect: {e}")))?;
-        let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        let s = tokio_rustls::TlsConnector::from(Arc::new(tls))
             .connect(name, tcp)
             .await
             .map_err(|e| {
@@ -216,70 +290,19 @@ async fn post(
                     "TLS (is the gateway's certificate from our root CA?): {e}"
                 ))
             })?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            gw.server_name,
-            body.len()
-        );
-        s.write_all(head.as_bytes())
+        let reply = bounded_http::client::send(s, req, MAX_RESPONSE)
             .await
             .map_err(|e| t(e.to_string()))?;
-        s.write_all(body).await.map_err(|e| t(e.to_string()))?;
-        let mut resp = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    resp.extend_from_slice(&chunk[..n]);
-                    if resp.len() > MAX_RESPONSE {
-                        return Err(t("response too large".into()));
-                    }
-                }
-                // A peer that closes without close_notify still sent a full response.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(t(e.to_string())),
-            }
-        }
-        parse_response(&resp).ok_or_else(|| t("malformed HTTP response".into()))
+        Ok((reply.status, reply.body))
     };
-    tokio::time::timeout(Duration::from_secs(15), io)
+    tokio::time::timeout(TIMEOUT, io)
         .await
         .map_err(|_| t("timed out".into()))?
-}
-
-/// Status code and body of an HTTP/1.1 response (Content-Length or to EOF).
-fn parse_response(resp: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let end = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&resp[..end]).ok()?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = &resp[end + 4..];
-    let len = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())
-            .flatten()
-    });
-    let body = match len {
-        Some(n) if n <= body.len() => &body[..n],
-        _ => body,
-    };
-    Some((status, body.to_vec()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_responses_parse() {
-        let r = b"HTTP/1.1 409 Conflict\r\nContent-Length: 13\r\n\r\n{\"error\":\"x\"}";
-        assert_eq!(
-            parse_response(r),
-            Some((409, b"{\"error\":\"x\"}".to_vec()))
-        );
-        assert_eq!(parse_response(b"garbage"), None);
-    }
 
     #[test]
     fn request_is_signed_over_the_exact_payload() {
@@ -298,7 +321,8 @@ mod tests {
             Path::new("b.key"),
             "CSR",
             &meta,
-            SystemTime::now(),
+            unix_now(),
+            &new_nonce().unwrap(),
         )
         .unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -1,6 +1,7 @@
 //! Shared by the integration tests that run a serving gateway on 127.0.0.1:
 //! a fresh gateway directory with enrollment, admin API and metrics
-//! listening on ephemeral ports, instance inventory, one-shot HTTP.
+//! listening on ephemeral ports, instance inventory, one-shot HTTP, and
+//! enrollment through the agent's own client (`agent::gw::enroll`).
 
 #![allow(dead_code)]
 
@@ -9,8 +10,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use agent::gw::enroll::{self, Endpoint, EnrollError};
 use control::model::MacAddr;
-use control::proto::InstanceMeta;
+use control::proto::{EnrollResponse, InstanceMeta};
 use gateway::gateway::Gateway;
 use gateway::{ops, pki, server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -73,6 +75,66 @@ pub fn meta(id: &str, net: &str, n: u8) -> InstanceMeta {
         tags: BTreeMap::from([("nsx:network".to_string(), net.to_string())]),
         underlay_ip: format!("10.0.0.{n}").parse().expect("ip"),
         nic_mac: MacAddr([6, 0x17, 0x1e, 0x54, 0x96, n]),
+    }
+}
+
+/// A signed enrollment body for `m`, built by the agent's code with a fresh
+/// key, CSR and nonce; returns the body and the instance's private key (PEM).
+pub fn enroll_body(bootstrap_pem: &str, m: &InstanceMeta, now: u64) -> (String, String) {
+    let (key, csr) = enroll::new_key_and_csr().expect("csr");
+    let body = enroll::build_request(
+        bootstrap_pem.as_bytes(),
+        std::path::Path::new("bootstrap.key"),
+        &csr,
+        m,
+        now,
+        &enroll::new_nonce().expect("nonce"),
+    )
+    .expect("build");
+    (body, key)
+}
+
+impl Fixture {
+    /// The gateway's enrollment address, as the agent's config names it.
+    pub fn enroll_addr(&self) -> String {
+        self.srv.enroll_addr.to_string()
+    }
+
+    /// Posts an enrollment body with the agent's client, trusting `ca_pem`.
+    pub async fn submit_trusting(
+        &self,
+        ca_pem: &str,
+        body: &str,
+    ) -> Result<EnrollResponse, EnrollError> {
+        let addr = self.enroll_addr();
+        let ca_path = self.dir.join("ca.pem");
+        let endpoint = Endpoint {
+            addr: &addr,
+            server_name: NAME,
+            ca_pem: ca_pem.as_bytes(),
+            ca_path: &ca_path,
+        };
+        enroll::submit(&endpoint, body).await
+    }
+
+    /// Posts an enrollment body with the agent's client.
+    pub async fn submit(&self, body: &str) -> Result<EnrollResponse, EnrollError> {
+        self.submit_trusting(&self.ca_pem, body).await
+    }
+
+    /// One request to the enrollment listener with the agent's client.
+    pub async fn enroll_request(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let addr = self.enroll_addr();
+        let ca_path = self.dir.join("ca.pem");
+        let endpoint = Endpoint {
+            addr: &addr,
+            server_name: NAME,
+            ca_pem: self.ca_pem.as_bytes(),
+            ca_path: &ca_path,
+        };
+        enroll::request(&endpoint, method, path, body)
+            .await
+            .expect("https round trip")
     }
 }
 
