@@ -61,7 +61,10 @@ pub async fn send<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(TokioIo::new(io))
+        .await?;
     let exchange = async {
         let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
@@ -140,10 +143,9 @@ mod tests {
             }
         );
         assert!(seen.starts_with("GET /x HTTP/1.1\r\n"), "{seen}");
-        let seen = seen.to_ascii_lowercase();
-        assert!(seen.contains("\r\nauthorization: bearer t\r\n"), "{seen}");
-        assert!(seen.contains("\r\nconnection: close\r\n"), "{seen}");
-        assert!(seen.contains("\r\nhost: h:1\r\n"), "{seen}");
+        assert!(seen.contains("\r\nAuthorization: Bearer t\r\n"), "{seen}");
+        assert!(seen.contains("\r\nConnection: close\r\n"), "{seen}");
+        assert!(seen.contains("\r\nHost: h:1\r\n"), "{seen}");
         let (r, _) = against(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n",
             1024,

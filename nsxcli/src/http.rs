@@ -1,20 +1,22 @@
-//! Just enough HTTP/1.1 for the gateway's admin API (plain HTTP on
-//! loopback): `GET` with a bearer token and `Connection: close`, the reply
-//! read to the end and decoded (`Content-Length`, chunked, or up to EOF).
-//! [`GwApi`] is the seam the command runner uses.
+//! The gateway's admin API client (plain HTTP on loopback): `GET` with a
+//! bearer token and `Connection: close`, through hyper
+//! ([`bounded_http::client`]) on a current-thread tokio runtime per
+//! request, the reply read whole (at most [`MAX_RESPONSE`] bytes) and
+//! decoded. [`GwApi`] is the seam the command runner uses.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use bounded_http::ClientError;
 use serde_json::Value;
+use tokio::net::TcpStream;
 
 use crate::error::{Error, io_reason};
 
 /// Default admin API URL.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 /// Longest response accepted.
-const MAX_RESPONSE: u64 = 64 << 20;
+pub const MAX_RESPONSE: usize = 64 << 20;
 
 /// GET requests to the gateway's admin API.
 pub trait GwApi {
@@ -23,7 +25,7 @@ pub trait GwApi {
     fn get(&mut self, path: &str) -> Result<Value, Error>;
 }
 
-/// A parsed HTTP response.
+/// A response read whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
@@ -52,77 +54,6 @@ pub fn authority(url: &str) -> Result<String, String> {
     })
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Parses a whole response (the connection was read to EOF).
-pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
-    let Some(end) = find(raw, b"\r\n\r\n") else {
-        return Err("no end of headers".into());
-    };
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.split(' ');
-    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(format!("bad status line {status_line:?}"));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("bad status line {status_line:?}"));
-    }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| format!("bad status line {status_line:?}"))?;
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        if k == "content-length" {
-            length = Some(v.parse().map_err(|_| format!("bad Content-Length {v:?}"))?);
-        } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-            chunked = true;
-        }
-    }
-    let rest = &raw[end + 4..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        rest.get(..n)
-            .ok_or_else(|| format!("body cut short: {} of {n} bytes", rest.len()))?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Response { status, body })
-}
-
-/// Decodes a chunked body.
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = find(b, b"\r\n") else {
-            return Err("chunk size line cut short".into());
-        };
-        let line = std::str::from_utf8(&b[..eol]).map_err(|_| "bad chunk size")?;
-        let size_hex = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|_| format!("bad chunk size {size_hex:?}"))?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let Some(chunk) = b.get(..size) else {
-            return Err("chunk cut short".into());
-        };
-        out.extend_from_slice(chunk);
-        b = b.get(size + 2..).ok_or("chunk not terminated")?;
-    }
-}
-
 /// The gateway's admin API.
 #[derive(Debug, Clone)]
 pub struct Gateway {
@@ -132,6 +63,7 @@ pub struct Gateway {
     pub authority: String,
     /// The bearer token (`DIR/admin.token`).
     pub token: String,
+    /// Bound on connecting, and on the exchange after it.
     pub timeout: Duration,
 }
 
@@ -142,46 +74,84 @@ impl Gateway {
             reason,
         }
     }
-}
 
-impl GwApi for Gateway {
-    fn get(&mut self, path: &str) -> Result<Value, Error> {
-        let addrs: Vec<_> = self
+    /// Connects to the first address of the authority that answers.
+    async fn connect(&self) -> Result<TcpStream, Error> {
+        let addrs: Vec<SocketAddr> = self
             .authority
             .to_socket_addrs()
             .map_err(|e| self.unreachable(io_reason(&e)))?
             .collect();
         let mut last = "no address".to_string();
-        let mut stream = None;
         for a in addrs {
-            match TcpStream::connect_timeout(&a, self.timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = io_reason(&e),
+            match tokio::time::timeout(self.timeout, TcpStream::connect(a)).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) => last = io_reason(&e),
+                Err(_) => last = "timed out".into(),
             }
         }
-        let Some(mut s) = stream else {
-            return Err(self.unreachable(last));
-        };
-        let io =
-            |e: std::io::Error| Error::Failed(format!("talking to the gateway: {}", io_reason(&e)));
-        s.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nAccept: application/json\r\nUser-Agent: nsxcli/{}\r\nConnection: close\r\n\r\n",
-            self.authority,
-            self.token,
-            env!("CARGO_PKG_VERSION")
-        );
-        s.write_all(req.as_bytes()).map_err(io)?;
-        let mut raw = Vec::new();
-        s.take(MAX_RESPONSE).read_to_end(&mut raw).map_err(io)?;
-        let resp = parse_response(&raw).map_err(|reason| Error::BadReply {
+        Err(self.unreachable(last))
+    }
+
+    /// `GET path` and the whole response.
+    async fn fetch(&self, path: &str) -> Result<Response, Error> {
+        let stream = self.connect().await?;
+        let auth = format!("Bearer {}", self.token);
+        let agent = concat!("nsxcli/", env!("CARGO_PKG_VERSION"));
+        let req = bounded_http::client::request(
+            "GET",
+            path,
+            &self.authority,
+            &[
+                ("Authorization", &auth),
+                ("Accept", "application/json"),
+                ("User-Agent", agent),
+            ],
+            Vec::new(),
+        )
+        .map_err(|e| Error::Failed(format!("GET {path}: {e}")))?;
+        let reply = tokio::time::timeout(
+            self.timeout,
+            bounded_http::client::send(stream, req, MAX_RESPONSE),
+        )
+        .await
+        .map_err(|_| Error::Failed("talking to the gateway: timed out".into()))?
+        .map_err(reply_error)?;
+        Ok(Response {
+            status: reply.status,
+            body: reply.body,
+        })
+    }
+}
+
+/// A failed exchange: the connection failing is [`Error::Failed`], an
+/// answer that is not HTTP (or cut short, or too large) [`Error::BadReply`].
+fn reply_error(e: ClientError) -> Error {
+    let io = match &e {
+        ClientError::Http(h) => std::error::Error::source(h)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(io_reason),
+        _ => None,
+    };
+    match io {
+        Some(reason) => Error::Failed(format!("talking to the gateway: {reason}")),
+        None => Error::BadReply {
             what: "the gateway".into(),
-            reason,
-        })?;
+            reason: e.to_string(),
+        },
+    }
+}
+
+impl GwApi for Gateway {
+    fn get(&mut self, path: &str) -> Result<Value, Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                Error::Failed(format!("cannot start the HTTP client: {}", io_reason(&e)))
+            })?;
+        let resp = rt.block_on(self.fetch(path))?;
         json_of(path, &resp)
     }
 }
@@ -213,37 +183,63 @@ pub fn json_of(path: &str, resp: &Response) -> Result<Value, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A gateway on 127.0.0.1 that answers one request with `raw` and
+    /// closes; returns the client for it and the request it will see.
+    fn answering(raw: &'static [u8]) -> (Gateway, std::thread::JoinHandle<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            s.write_all(raw).unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        });
+        let g = Gateway {
+            url: format!("http://127.0.0.1:{port}"),
+            authority: format!("127.0.0.1:{port}"),
+            token: "tok".into(),
+            timeout: Duration::from_secs(5),
+        };
+        (g, t)
+    }
+
+    /// What `get` makes of the answer `raw`.
+    fn get_answered(raw: &'static [u8], path: &str) -> Result<Value, Error> {
+        let (mut g, t) = answering(raw);
+        let r = g.get(path);
+        t.join().unwrap();
+        r
+    }
 
     #[test]
     fn content_length_body() {
-        let r = parse_response(
+        let r = get_answered(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
-        )
-        .unwrap();
-        assert_eq!(
-            r,
-            Response {
-                status: 200,
-                body: b"[]".to_vec()
-            }
+            "/x",
         );
+        assert_eq!(r.unwrap(), serde_json::json!([]));
     }
 
     #[test]
     fn chunked_body() {
-        let r = parse_response(
+        let r = get_answered(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.body, b"{\"a\":1}");
+            "/x",
+        );
+        assert_eq!(r.unwrap(), serde_json::json!({"a": 1}));
     }
 
     #[test]
     fn eof_body_and_errors() {
-        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n{\"error\":\"no route\"}").unwrap();
-        assert_eq!(r.status, 404);
+        let r = get_answered(
+            b"HTTP/1.0 404 Not Found\r\n\r\n{\"error\":\"no route\"}",
+            "/api/v1/certificates",
+        );
         assert_eq!(
-            json_of("/api/v1/certificates", &r),
+            r,
             Err(Error::Api(
                 "The gateway does not serve GET /api/v1/certificates (HTTP 404): no route".into()
             ))
@@ -258,16 +254,20 @@ mod tests {
                 "The gateway refused the admin token (HTTP 401): bad token".into()
             ))
         );
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_response(b"SSH-2.0 x\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
-        );
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab")
-                .is_err()
-        );
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\n"[..],
+            b"SSH-2.0 x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab",
+        ] {
+            let r = get_answered(raw, "/x");
+            assert!(
+                matches!(r, Err(Error::BadReply { .. })),
+                "{:?}: {r:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     #[test]
@@ -285,30 +285,17 @@ mod tests {
 
     #[test]
     fn get_against_a_local_server() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let t = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"ok\":1}\n")
-                .unwrap();
-            req
-        });
-        let mut g = Gateway {
-            url: format!("http://127.0.0.1:{port}"),
-            authority: format!("127.0.0.1:{port}"),
-            token: "tok".into(),
-            timeout: Duration::from_secs(5),
-        };
+        let (mut g, t) = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"ok\":1}\n");
         assert_eq!(
             g.get("/api/v1/instances").unwrap(),
             serde_json::json!({"ok": 1})
         );
         let req = t.join().unwrap();
-        assert!(req.starts_with("GET /api/v1/instances HTTP/1.1\r\n"));
-        assert!(req.contains("\r\nAuthorization: Bearer tok\r\n"));
+        assert!(
+            req.starts_with("GET /api/v1/instances HTTP/1.1\r\n"),
+            "{req}"
+        );
+        assert!(req.contains("\r\nAuthorization: Bearer tok\r\n"), "{req}");
     }
 
     #[test]
