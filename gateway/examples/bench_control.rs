@@ -20,8 +20,8 @@
 //!    key and CSR, distinct underlay IP and MAC), `--enroll-concurrency` at a
 //!    time;
 //! 2. gateway RSS (`/proc/PID/status` VmRSS) before any session;
-//! 3. start N control clients at once (one tokio task each, like
-//!    `agent/src/gwclient.rs`: TLS 1.3 with the client certificate, an
+//! 3. start N control clients at once (the agent's own,
+//!    `agent::gw::gwclient::run`: TLS 1.3 with the client certificate, an
 //!    `AgentSession`, every `Apply` answered `applied(v, Ok(()))` at once,
 //!    heartbeats from `next_timeout`, redial with the agent's backoff on any
 //!    close) and measure the time until every client has acked its snapshot
@@ -45,20 +45,20 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use agent::config::GatewaySettings;
+use agent::dp::ctl::Published;
 use agent::gw::enroll::{self as agent_enroll, Endpoint};
-use control::framing::{self, Decoder};
+use agent::gw::gwclient::{self, ApplyRequest, GatewayStatus};
+use control::framing;
 use control::proto::GatewayMsg;
-use control::session::{AgentOut, AgentSession, AgentSessionConfig, Backoff, Jitter, SplitMix64};
-use control::{AgentMsg, InstanceMeta, MacAddr};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use control::{InstanceMeta, MacAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -227,197 +227,85 @@ async fn enroll_one(
     })
 }
 
-/// TLS 1.3 client config, as `agent/src/gwclient.rs::client_tls`.
-fn client_tls(
-    ca_pem: &[u8],
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert?)?;
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>()?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?)
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     connects: AtomicU64,
-    closes: AtomicU64,
     connect_failures: AtomicU64,
     applies: AtomicU64,
 }
 
-/// One simulated agent: dial, drive the session, redial on close (the
-/// agent's backoff), until `stop` turns true.
-#[allow(clippy::too_many_arguments)]
-async fn agent_task(
+/// One simulated agent: the agent's own control client
+/// (`agent::gw::gwclient::run`: dial, TLS 1.3 with the client certificate,
+/// `AgentSession`, heartbeats, status reports, redial with the agent's
+/// backoff), with every config answered applied at once; the answer is the
+/// `Acked` event (the client writes the Ack right after it). Returns the
+/// status the client publishes.
+fn spawn_agent(
+    tasks: &mut tokio::task::JoinSet<()>,
     idx: usize,
-    control: SocketAddr,
-    name: ServerName<'static>,
+    settings: GatewaySettings,
     tls: Arc<rustls::ClientConfig>,
     meta: InstanceMeta,
     events: mpsc::UnboundedSender<Event>,
     counters: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let cfg = AgentSessionConfig::new(control.to_string(), "bench-0.1.0", meta);
-    let mut session = AgentSession::new(cfg, None, Instant::now());
-    let mut backoff = Backoff::new(
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-        Jitter::Equal,
-    );
-    let mut rng = SplitMix64::new(0x5eed_0000 ^ idx as u64);
-    let connector = tokio_rustls::TlsConnector::from(tls);
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        session.on_connecting(Instant::now());
-        let conn = async {
-            let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(control))
-                .await
-                .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| format!("connect: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                connector.connect(name.clone(), tcp),
-            )
-            .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS handshake: {e}"))
-        };
-        let established = match conn.await {
-            Ok(stream) => {
-                counters.connects.fetch_add(1, Ordering::Relaxed);
-                let r = drive(idx, stream, &mut session, &events, &counters, &mut stop).await;
-                counters.closes.fetch_add(1, Ordering::Relaxed);
-                r
+) -> Arc<Mutex<Option<GatewayStatus>>> {
+    let (apply_tx, mut apply_rx) = mpsc::channel::<ApplyRequest>(4);
+    let status = Arc::new(Mutex::new(None));
+    let published = Arc::new(Mutex::new(Published::default()));
+    tasks.spawn(gwclient::run(
+        settings,
+        tls,
+        meta,
+        None,
+        apply_tx,
+        status.clone(),
+        published,
+    ));
+    tasks.spawn(async move {
+        while let Some(req) = apply_rx.recv().await {
+            counters.applies.fetch_add(1, Ordering::Relaxed);
+            let version = req.version;
+            if req.reply.send(Ok(())).is_ok() {
+                let _ = events.send(Event::Acked {
+                    idx,
+                    version,
+                    at: Instant::now(),
+                });
             }
-            Err(e) => {
-                counters.connect_failures.fetch_add(1, Ordering::Relaxed);
-                if counters.connect_failures.load(Ordering::Relaxed) <= 5 {
-                    eprintln!("bench: agent {idx}: {e}");
-                }
-                session.on_disconnected(e, Instant::now());
-                false
-            }
-        };
-        if *stop.borrow() {
-            return;
         }
-        if established {
-            backoff.reset();
-        }
-        let delay = backoff.next_delay(rng.next_u64());
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return,
-        }
-    }
+    });
+    status
 }
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-
-/// One connection, as `gwclient::drive` with an immediate successful apply.
-async fn drive(
-    idx: usize,
-    stream: Tls,
-    session: &mut AgentSession,
-    events: &mpsc::UnboundedSender<Event>,
-    counters: &Counters,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut decoder: Decoder<GatewayMsg> = Decoder::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut outs: std::collections::VecDeque<AgentOut> =
-        session.on_connected(Instant::now()).into();
-    let mut established = false;
+/// Counts the clients' connects and failed dials from the status they
+/// publish (a redial waits at least 250 ms in CLOSED, so a 50 ms poll sees
+/// every transition), until aborted.
+async fn count_sessions(statuses: Vec<Arc<Mutex<Option<GatewayStatus>>>>, counters: Arc<Counters>) {
+    let mut last: Vec<String> = vec![String::new(); statuses.len()];
     loop {
-        while let Some(out) = outs.pop_front() {
-            match out {
-                AgentOut::Send(msg) => {
-                    let acked = match &msg {
-                        AgentMsg::Ack { version } => Some(*version),
-                        _ => None,
-                    };
-                    let Ok(bytes) = framing::encode(&msg) else {
-                        outs.extend(session.close("encode failed", Instant::now()));
-                        continue;
-                    };
-                    let sent = match wr.write_all(&bytes).await {
-                        Ok(()) => wr.flush().await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = sent {
-                        session.on_disconnected(format!("write: {e}"), Instant::now());
-                        return established;
-                    }
-                    if let Some(version) = acked {
-                        let _ = events.send(Event::Acked {
-                            idx,
-                            version,
-                            at: Instant::now(),
-                        });
-                    }
-                }
-                AgentOut::Apply { version, .. } => {
-                    counters.applies.fetch_add(1, Ordering::Relaxed);
-                    outs.extend(session.applied(version, Ok(())));
-                }
-                AgentOut::Established { .. } => established = true,
-                AgentOut::Close { reason } => {
-                    if !*stop.borrow() {
-                        eprintln!("bench: agent {idx}: session closed: {reason}");
-                    }
-                    let _ = wr.shutdown().await;
-                    return established;
-                }
+        for (s, prev) in statuses.iter().zip(last.iter_mut()) {
+            let Some(state) = s
+                .lock()
+                .ok()
+                .and_then(|g| g.as_ref().map(|g| g.state.clone()))
+            else {
+                continue;
+            };
+            if state == *prev {
+                continue;
             }
-        }
-        let wait = session.next_timeout().map_or(Duration::from_secs(1), |t| {
-            t.saturating_duration_since(Instant::now())
-        });
-        tokio::select! {
-            read = rd.read(&mut buf) => match read {
-                Ok(0) => {
-                    outs.extend(session.on_disconnected("closed by the gateway", Instant::now()));
-                    if outs.is_empty() { return established; }
+            match (prev.as_str(), state.as_str()) {
+                (_, "ESTABLISHED") => {
+                    counters.connects.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(n) => {
-                    decoder.push(buf.get(..n).unwrap_or_default());
-                    loop {
-                        match decoder.next() {
-                            Ok(Some(msg)) => outs.extend(session.on_message(msg, Instant::now())),
-                            Ok(None) => break,
-                            Err(e) => {
-                                outs.extend(session.on_frame_error(e, Instant::now()));
-                                break;
-                            }
-                        }
-                    }
+                ("CONNECTING" | "HELLO_SENT", "CLOSED") => {
+                    counters.connect_failures.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => {
-                    outs.extend(session.on_disconnected(format!("read: {e}"), Instant::now()));
-                    if outs.is_empty() { return established; }
-                }
-            },
-            () = tokio::time::sleep(wait) => outs.extend(session.on_tick(Instant::now())),
-            _ = stop.changed() => {
-                outs.extend(session.close("benchmark finished", Instant::now()));
-                if outs.is_empty() { return established; }
+                _ => {}
             }
+            *prev = state;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -603,12 +491,20 @@ async fn run(args: Args) -> Result<(), Error> {
 
     // 3. N concurrent control clients.
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = watch::channel(false);
     let counters = Arc::new(Counters::default());
-    let name = ServerName::try_from(args.name.clone())?;
+    let settings = GatewaySettings {
+        control: args.control.to_string(),
+        enroll: args.enroll.to_string(),
+        server_name: args.name.clone(),
+        ca: args.dir.join("ca.pem"),
+        bootstrap_key: args.dir.join("bootstrap.key"),
+        instance_id: None,
+        image_id: None,
+        tags: BTreeMap::new(),
+    };
     let mut tlss = Vec::with_capacity(n);
     for a in &agents {
-        tlss.push(Arc::new(client_tls(
+        tlss.push(Arc::new(gwclient::client_tls(
             ca_pem.as_bytes(),
             a.cert_pem.as_bytes(),
             a.key_pem.as_bytes(),
@@ -621,18 +517,19 @@ async fn run(args: Args) -> Result<(), Error> {
     let (gw_cpu0, me_cpu0) = (cpu_ms(&gw_pid), cpu_ms("self"));
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut statuses = Vec::with_capacity(n);
     for (idx, (a, tls)) in agents.iter().zip(tlss).enumerate() {
-        tasks.spawn(agent_task(
+        statuses.push(spawn_agent(
+            &mut tasks,
             idx,
-            args.control,
-            name.clone(),
+            settings.clone(),
             tls,
             a.meta.clone(),
             ev_tx.clone(),
             counters.clone(),
-            stop_rx.clone(),
         ));
     }
+    tasks.spawn(count_sessions(statuses, counters.clone()));
     drop(ev_tx);
     let ok = tracker.wait(&mut ev_rx, t0 + args.timeout).await;
     let converge = t0.elapsed();
@@ -802,12 +699,9 @@ async fn run(args: Args) -> Result<(), Error> {
     lat_resp.sort_by(f64::total_cmp);
     let rss_end = rss_kb(args.gw_pid)?;
 
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    // The clients run until dropped, as in the agent.
     tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 
     let c = &counters;
     let reconnects = c.connects.load(Ordering::Relaxed).saturating_sub(n as u64);
