@@ -407,7 +407,17 @@ start_agent() {
         else
             nohup "$AGENT" run --config "$CONF" >>"$AGENT_LOG" 2>&1 </dev/null &
         fi
-        echo $! >"$PIDFILE"
+        started=$!
+        echo "$started" >"$PIDFILE"
+        # Until it execs, the child is a copy of this shell, whose command
+        # line agent_pid does not accept: wait (at most 5 s) for the exec,
+        # so a slow start is not taken for an agent that exited.
+        i=0
+        while [ $i -lt 50 ] && kill -0 "$started" 2>/dev/null &&
+            ! grep -qs 'nsx-agent' "/proc/$started/cmdline"; do
+            sleep 0.1
+            i=$((i + 1))
+        done
     fi
 }
 
