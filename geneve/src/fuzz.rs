@@ -5,7 +5,7 @@
 use core::hint::black_box;
 use core::net::Ipv4Addr;
 
-use crate::{arp, ethernet, geneve, icmpv4, ipv4, outer, udp};
+use crate::{arp, ethernet, geneve, icmpv4, ipv4, outer, tcp, udp};
 
 const SCRATCH_LEN: usize = 2048;
 const MAC: crate::MacAddr = [0x02, 0, 0, 0, 0, 1];
@@ -46,6 +46,7 @@ pub fn fuzz_all(data: &[u8]) {
     ip(data);
     black_box(arp_view(data));
     udp_view(data, IP, IP);
+    fuzz_tcp(data);
     icmp_view(data);
 
     // Mutating operations on a scratch copy.
@@ -154,6 +155,7 @@ fn ip(data: &[u8]) {
     black_box(p.verify_checksum());
     match p.protocol() {
         ipv4::PROTO_UDP => udp_view(p.payload(), p.src(), p.dst()),
+        ipv4::PROTO_TCP => tcp_view(p.payload(), p.src(), p.dst()),
         ipv4::PROTO_ICMP => icmp_view(p.payload()),
         _ => {}
     }
@@ -167,6 +169,64 @@ fn udp_view(data: &[u8], src: Ipv4Addr, dst: Ipv4Addr) {
     black_box(u.verify_checksum_v4(src, dst));
     if let Ok(p) = geneve::parse(u.payload()) {
         black_box(p.payload.len());
+    }
+}
+
+/// Runs the TCP view, its options iterator and the option and header
+/// emitters on `data` taken as a TCP segment. Every option read is emitted
+/// again and must parse back to itself.
+#[doc(hidden)]
+pub fn fuzz_tcp(data: &[u8]) {
+    tcp_view(data, IP, IP);
+    // The options iterator on its own, as if `data` were an options area.
+    options(tcp::Options::new(data));
+}
+
+fn tcp_view(data: &[u8], src: Ipv4Addr, dst: Ipv4Addr) {
+    let Ok(t) = tcp::Packet::new_checked(data) else {
+        return;
+    };
+    black_box((t.src_port(), t.dst_port(), t.seq_number(), t.ack_number()));
+    black_box((t.header_len(), t.reserved(), t.flags(), t.window()));
+    black_box((t.checksum(), t.urgent(), t.payload().len()));
+    black_box(t.verify_checksum_v4(src, dst));
+    options(t.options());
+    let mut scratch = [0u8; SCRATCH_LEN];
+    let n = data.len().min(SCRATCH_LEN);
+    scratch[..n].copy_from_slice(&data[..n]);
+    if let Ok(mut m) = tcp::Packet::new_checked(&mut scratch[..n]) {
+        m.fill_checksum_v4(src, dst);
+        debug_assert!(m.verify_checksum_v4(src, dst));
+    }
+    let repr = tcp::Repr {
+        src_port: t.src_port(),
+        dst_port: t.dst_port(),
+        seq_number: t.seq_number(),
+        ack_number: t.ack_number(),
+        flags: t.flags(),
+        window: t.window(),
+        urgent: t.urgent(),
+        options: &[],
+    };
+    black_box(
+        repr.emit(&mut scratch[..data.len().min(tcp::HEADER_LEN)])
+            .ok(),
+    );
+}
+
+fn options(opts: tcp::Options<'_>) {
+    let mut out = [0u8; tcp::MAX_HEADER_LEN];
+    for o in opts {
+        let Ok(o) = o else {
+            black_box(o.err());
+            continue;
+        };
+        black_box((o.kind(), o.buffer_len()));
+        if let Ok(n) = o.emit(&mut out) {
+            let back = tcp::Options::new(&out[..n]).next();
+            debug_assert_eq!(back, Some(Ok(o)));
+            black_box(back);
+        }
     }
 }
 

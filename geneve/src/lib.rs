@@ -1,5 +1,5 @@
-//! Zero-copy wire formats of the overlay: Ethernet, ARP, IPv4, UDP, ICMPv4
-//! and Geneve (RFC 8926, UDP 6081) with the VMware tunnel-endpoint option,
+//! Zero-copy wire formats of the overlay: Ethernet, ARP, IPv4, UDP, TCP (and
+//! its options), ICMPv4 and Geneve (RFC 8926, UDP 6081) with the VMware tunnel-endpoint option,
 //! plus the outer-header emitter used by the datapath.
 //!
 //! Modelled on smoltcp's `wire` module: `Packet<T: AsRef<[u8]>>` views with
@@ -21,12 +21,13 @@ pub mod geneve;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod outer;
+pub mod tcp;
 pub mod udp;
 
 mod fuzz;
 
 #[doc(hidden)]
-pub use fuzz::fuzz_all;
+pub use fuzz::{fuzz_all, fuzz_tcp};
 pub use geneve::{
     Error as GeneveError, GENEVE_PORT, Parsed as GeneveParsed, VMWARE_OPT_CLASS, VMWARE_OPT_TYPE,
 };

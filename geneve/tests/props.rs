@@ -1,14 +1,64 @@
-//! Property tests: Geneve emit/parse round trip, never-panic on arbitrary
-//! bytes for every view, parser and builder, TTL decrement keeps the IPv4
-//! checksum valid, and RFC 1624 incremental update equals recompute.
+//! Property tests: Geneve emit/parse round trip, TCP header and options
+//! emit/parse round trip, never-panic on arbitrary bytes for every view,
+//! parser and builder, TTL decrement keeps the IPv4 checksum valid, and
+//! RFC 1624 incremental update equals recompute.
 
 mod common;
 
 use std::net::Ipv4Addr;
 
 use geneve::outer::{self, Encap, OVERHEAD};
+use geneve::tcp::{self, SackBlocks, TcpOption};
 use geneve::{checksum, geneve as gnv, ipv4, udp};
 use proptest::prelude::*;
+
+/// An owned TCP option to generate: SACK and unknown kinds carry bytes.
+#[derive(Debug, Clone)]
+enum Opt {
+    Nop,
+    Mss(u16),
+    Ws(u8),
+    SackPermitted,
+    Sack(Vec<u8>),
+    Ts(u32, u32),
+    Unknown(u8, Vec<u8>),
+}
+
+impl Opt {
+    fn as_option(&self) -> TcpOption<'_> {
+        match self {
+            Opt::Nop => TcpOption::NoOperation,
+            Opt::Mss(m) => TcpOption::MaxSegmentSize(*m),
+            Opt::Ws(s) => TcpOption::WindowScale(*s),
+            Opt::SackPermitted => TcpOption::SackPermitted,
+            Opt::Sack(b) => TcpOption::Sack(SackBlocks::new(b).expect("1..=4 blocks")),
+            Opt::Ts(v, e) => TcpOption::Timestamps {
+                value: *v,
+                echo: *e,
+            },
+            Opt::Unknown(k, d) => TcpOption::Unknown { kind: *k, data: d },
+        }
+    }
+}
+
+fn opt() -> impl Strategy<Value = Opt> {
+    prop_oneof![
+        Just(Opt::Nop),
+        any::<u16>().prop_map(Opt::Mss),
+        any::<u8>().prop_map(Opt::Ws),
+        Just(Opt::SackPermitted),
+        (1usize..=4)
+            .prop_flat_map(|n| proptest::collection::vec(any::<u8>(), n * 8))
+            .prop_map(Opt::Sack),
+        (any::<u32>(), any::<u32>()).prop_map(|(v, e)| Opt::Ts(v, e)),
+        // Kinds with no meaning here: 6, 7 and 9..=255 (obsolete, experimental, ...).
+        (
+            prop_oneof![6u8..=7, 9u8..=255],
+            proptest::collection::vec(any::<u8>(), 0..12)
+        )
+            .prop_map(|(k, d)| Opt::Unknown(k, d)),
+    ]
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
@@ -53,6 +103,68 @@ proptest! {
         prop_assert_eq!(n, r.buffer_len());
         let len = n + 14;
         prop_assert_eq!(gnv::Repr::parse(&buf[..len]), Ok(r));
+    }
+
+    #[test]
+    fn tcp_emit_parse_round_trip(
+        src_port in any::<u16>(),
+        dst_port in any::<u16>(),
+        seq_number in any::<u32>(),
+        ack_number in any::<u32>(),
+        flags in any::<u8>(),
+        window in any::<u16>(),
+        urgent in any::<u16>(),
+        owned in proptest::collection::vec(opt(), 0..6)
+            .prop_filter("fits in 40 bytes", |v| {
+                v.iter().map(|o| o.as_option().buffer_len()).sum::<usize>() <= tcp::MAX_OPTIONS_LEN
+            }),
+        payload in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let options: Vec<TcpOption<'_>> = owned.iter().map(Opt::as_option).collect();
+        let repr = tcp::Repr {
+            src_port, dst_port, seq_number, ack_number, flags, window, urgent,
+            options: &options,
+        };
+        let hl = repr.header_len();
+        let mut buf = vec![0u8; hl + payload.len()];
+        prop_assert_eq!(repr.emit(&mut buf), Ok(hl));
+        buf[hl..].copy_from_slice(&payload);
+        let mut p = tcp::Packet::new_checked(&mut buf[..]).expect("emitted header is valid");
+        p.fill_checksum_v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        prop_assert!(p.verify_checksum_v4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)));
+        let p = tcp::Packet::new_checked(&buf[..]).expect("valid");
+        prop_assert_eq!(
+            (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number()),
+            (src_port, dst_port, seq_number, ack_number)
+        );
+        prop_assert_eq!((p.flags(), p.window(), p.urgent()), (flags, window, urgent));
+        prop_assert_eq!(p.header_len(), hl);
+        prop_assert_eq!(p.payload(), &payload[..]);
+        // The options read back in order; padding (if any) reads as end of list.
+        let back: Vec<_> = p.options().collect::<Result<_, _>>().expect("options parse");
+        let opt_len: usize = options.iter().map(TcpOption::buffer_len).sum();
+        let mut want = options.clone();
+        if !opt_len.is_multiple_of(4) {
+            want.push(TcpOption::EndOfList);
+        }
+        prop_assert_eq!(back, want);
+    }
+
+    #[test]
+    fn tcp_arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..128)) {
+        geneve::fuzz_tcp(&data);
+        // And the same bytes behind a valid fixed header, as its options.
+        let mut seg = vec![0u8; 20];
+        let hl = (20 + data.len().min(40)) & !3;
+        seg[12] = ((hl / 4) as u8) << 4;
+        seg.extend_from_slice(&data);
+        geneve::fuzz_tcp(&seg);
+        if let Ok(p) = tcp::Packet::new_checked(&seg[..]) {
+            prop_assert_eq!(p.options_area().len(), hl - 20);
+            for o in p.options() {
+                let _ = o.map(|o| o.buffer_len());
+            }
+        }
     }
 
     #[test]
