@@ -9,13 +9,12 @@ use std::net::Ipv4Addr;
 
 use geneve::ethernet::{self, ETHERTYPE_IPV4};
 use geneve::ipv4;
+use geneve::tcp::{self, TcpOption};
 
 use crate::flow::{L4, TcpMeta, Tuple};
 
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-
-const TCP_MIN_HEADER: usize = 20;
 
 /// A parsed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,57 +140,35 @@ fn ports(l4: &[u8]) -> Result<(u16, u16), ParseError> {
     }
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
 /// DHCPv4 client/server traffic (67 <-> 68).
 fn is_dhcp(sport: u16, dport: u16) -> bool {
     matches!((sport, dport), (68, 67) | (67, 68))
 }
 
 fn parse_tcp(seg: &[u8]) -> Result<(u16, u16, TcpMeta), ParseError> {
-    let hdr = seg.get(..TCP_MIN_HEADER).ok_or(ParseError::L4)?;
-    let (sport, dport) = ports(hdr)?;
-    let doff = usize::from(hdr[12] >> 4) * 4;
-    if doff < TCP_MIN_HEADER || doff > seg.len() {
-        return Err(ParseError::L4);
-    }
-    let flags = hdr[13];
+    let t = tcp::Packet::new_checked(seg).map_err(|_| ParseError::L4)?;
     let mut meta = TcpMeta {
-        flags,
-        seq: be32(hdr, 4).ok_or(ParseError::L4)?,
-        ack: be32(hdr, 8).ok_or(ParseError::L4)?,
-        window: u16::from_be_bytes([hdr[14], hdr[15]]),
+        flags: t.flags(),
+        seq: t.seq_number(),
+        ack: t.ack_number(),
+        window: t.window(),
         wscale: None,
-        payload_len: u32::try_from(seg.len() - doff).unwrap_or(u32::MAX),
+        payload_len: u32::try_from(t.payload().len()).unwrap_or(u32::MAX),
     };
     if meta.has(TcpMeta::SYN) {
-        meta.wscale = window_scale(&seg[TCP_MIN_HEADER..doff]);
+        meta.wscale = window_scale(t.options());
     }
-    Ok((sport, dport, meta))
+    Ok((t.src_port(), t.dst_port(), meta))
 }
 
-/// The window-scale option (kind 3) of a SYN's options, if present.
-fn window_scale(mut opts: &[u8]) -> Option<u8> {
-    while let Some(&kind) = opts.first() {
-        match kind {
-            0 => return None,
-            1 => opts = &opts[1..],
-            _ => {
-                let len = usize::from(*opts.get(1)?);
-                if len < 2 || len > opts.len() {
-                    return None;
-                }
-                if kind == 3 && len == 3 {
-                    return Some(opts[2].min(14));
-                }
-                opts = &opts[len..];
-            }
-        }
-    }
-    None
+/// The window-scale option of a SYN's options, if present (capped at 14,
+/// RFC 7323). A malformed option list ends the search; a window-scale
+/// option of the wrong length is passed over, as Linux does.
+fn window_scale(mut opts: tcp::Options<'_>) -> Option<u8> {
+    opts.find_map(|o| match o {
+        Ok(TcpOption::WindowScale(shift)) => Some(shift.min(14)),
+        _ => None,
+    })
 }
 
 fn parse_icmp(l4: &[u8], tuple: &mut Tuple) -> Result<L4, ParseError> {
@@ -306,6 +283,22 @@ mod tests {
         assert_eq!((info.tuple.sport, info.tuple.dport), (40000, 22));
         let L4::Tcp(m) = info.l4 else { panic!() };
         assert_eq!((m.seq, m.wscale, m.payload_len), (1000, Some(7), 0));
+    }
+
+    #[test]
+    fn window_scale_edge_cases() {
+        let ws = |opts: &[u8]| window_scale(tcp::Options::new(opts));
+        assert_eq!(ws(&[1, 3, 3, 7]), Some(7));
+        // Capped at 14 (RFC 7323).
+        assert_eq!(ws(&[3, 3, 15, 0]), Some(14));
+        // A window scale of the wrong length is passed over.
+        assert_eq!(ws(&[3, 4, 9, 9, 3, 3, 5, 0]), Some(5));
+        // End of list ends the search.
+        assert_eq!(ws(&[0, 3, 3, 7]), None);
+        // A malformed option (length 1, or past the end) ends it too.
+        assert_eq!(ws(&[8, 1, 3, 3, 7]), None);
+        assert_eq!(ws(&[8, 10, 3, 3, 7]), None);
+        assert_eq!(ws(&[2]), None);
     }
 
     #[test]
