@@ -8,6 +8,7 @@
 //! flags (ACK, with PSH only ending a run) and TCP options; consecutive
 //! sequence numbers; every segment but the last exactly `mss` long.
 
+use geneve::tcp::{self, ACK, PSH};
 use geneve::{checksum, ethernet, ipv4};
 
 pub use crate::queue::MAX_MERGED;
@@ -15,8 +16,6 @@ use crate::queue::{TcpGso, TxQueue};
 
 /// Most segments in one merged frame.
 const MAX_SEGMENTS: u16 = 64;
-const ACK: u8 = 0x10;
-const PSH: u8 = 0x08;
 
 /// Header facts of a plain IPv4/TCP frame (no IP options, not a fragment).
 #[derive(Debug, Clone, Copy)]
@@ -46,18 +45,31 @@ fn parse(f: &[u8]) -> Option<Tcp> {
     }
     let l4 = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
     let end = ethernet::HEADER_LEN + usize::from(ip.total_len());
-    let tcp = f.get(l4..end)?;
-    let doff = usize::from(*tcp.get(12)? >> 4) * 4;
-    if doff < 20 || tcp.len() < doff {
-        return None;
-    }
+    let tcp = tcp::Packet::new_checked(f.get(l4..end)?).ok()?;
     Some(Tcp {
         l4,
-        data: l4 + doff,
-        len: tcp.len() - doff,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        flags: tcp[13],
+        data: l4 + tcp.header_len(),
+        len: tcp.payload().len(),
+        seq: tcp.seq_number(),
+        flags: tcp.flags(),
     })
+}
+
+/// Whether two segments' TCP headers agree on everything but the sequence
+/// number, PSH, the checksum and the urgent pointer: ports, ACK number,
+/// data offset and the reserved bits, the other flags, window and options.
+fn same_stream_header(a: &[u8], b: &[u8]) -> bool {
+    let (Ok(a), Ok(b)) = (tcp::Packet::new_checked(a), tcp::Packet::new_checked(b)) else {
+        return false;
+    };
+    a.src_port() == b.src_port()
+        && a.dst_port() == b.dst_port()
+        && a.ack_number() == b.ack_number()
+        && a.header_len() == b.header_len()
+        && a.reserved() == b.reserved()
+        && a.flags() & !PSH == b.flags() & !PSH
+        && a.window() == b.window()
+        && a.options_area() == b.options_area()
 }
 
 /// Appends `frame` to the last frame of `q` if it continues its TCP stream.
@@ -93,34 +105,29 @@ pub(crate) fn try_append(q: &mut TxQueue, frame: &[u8]) -> bool {
         && head[15] == frame[15]
         && head[20..24] == frame[20..24]
         && head[26..34] == frame[26..34]
-        // TCP ports; ACK number; data offset, flags (but PSH), window; options.
-        && head[old.l4..old.l4 + 4] == frame[new.l4..new.l4 + 4]
-        && head[old.l4 + 8..old.l4 + 12] == frame[new.l4 + 8..new.l4 + 12]
-        && head[old.l4 + 12] == frame[new.l4 + 12]
-        && head[old.l4 + 14..old.l4 + 16] == frame[new.l4 + 14..new.l4 + 16]
-        && head[old.l4 + 20..old.data] == frame[new.l4 + 20..new.data]
+        && same_stream_header(&head[old.l4..old.data], &frame[new.l4..new.data])
         && new.seq == old.seq.wrapping_add(old.len as u32);
     if !compatible {
         return false;
     }
     slot[item.len..total].copy_from_slice(&frame[new.data..new.data + new.len]);
     let tcp_len = total - old.l4;
-    {
+    let (src, dst) = {
         let mut ip = ipv4::Packet::new_unchecked(&mut slot[ethernet::HEADER_LEN..total]);
         ip.set_total_len((total - ethernet::HEADER_LEN) as u16);
         ip.fill_checksum();
-    }
+        (ip.src(), ip.dst())
+    };
     let closed = new.len < mss || new.flags & PSH != 0;
+    // `head` parsed above, so the merged segment holds a whole TCP header.
+    let mut seg = tcp::Packet::new_unchecked(&mut slot[old.l4..total]);
     if new.flags & PSH != 0 {
-        slot[old.l4 + 13] |= PSH;
+        seg.set_flags(seg.flags() | PSH);
     }
     // CHECKSUM_PARTIAL convention: the field holds the pseudo-header sum;
     // the kernel treats the merged frame as verified (each segment was).
-    let src = std::net::Ipv4Addr::new(slot[26], slot[27], slot[28], slot[29]);
-    let dst = std::net::Ipv4Addr::new(slot[30], slot[31], slot[32], slot[33]);
     let pseudo = checksum::pseudo_header_v4(src, dst, ipv4::PROTO_TCP, tcp_len as u16);
-    let partial = !checksum::fold(pseudo);
-    slot[old.l4 + 16..old.l4 + 18].copy_from_slice(&partial.to_be_bytes());
+    seg.set_checksum(!checksum::fold(pseudo));
     item.len = total;
     item.gso = Some(TcpGso {
         mss: mss as u16,

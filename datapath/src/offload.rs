@@ -7,7 +7,7 @@
 //! packet — what a NIC does in hardware, done once per segment in userspace
 //! instead of once per segment in the instance's stack and the veth.
 
-use geneve::{checksum, ethernet, ipv4};
+use geneve::{checksum, ethernet, ipv4, tcp, udp};
 
 /// Most segments one super-frame may produce (64 KiB at an MSS of 512).
 pub const MAX_SEGMENTS: usize = 128;
@@ -134,11 +134,11 @@ impl Plan {
         let ip_hl = ip.header_len();
         let l4 = ip.payload();
         let l4_hl = match (gso.kind, ip.protocol()) {
-            (GsoKind::Tcp4, ipv4::PROTO_TCP) => usize::from(*l4.get(12)? >> 4) * 4,
-            (GsoKind::Udp4, ipv4::PROTO_UDP) => 8,
+            (GsoKind::Tcp4, ipv4::PROTO_TCP) => tcp::Packet::new_checked(l4).ok()?.header_len(),
+            (GsoKind::Udp4, ipv4::PROTO_UDP) => udp::HEADER_LEN,
             _ => return None,
         };
-        if l4_hl < 8 || l4.len() < l4_hl || ip.more_frags() || ip.frag_offset() != 0 {
+        if l4.len() < l4_hl || ip.more_frags() || ip.frag_offset() != 0 {
             return None;
         }
         let payload_off = ip_off + ip_hl + l4_hl;
@@ -175,41 +175,36 @@ impl Plan {
 
         let l4_off = self.ip_off + self.ip_hl;
         let l4_len = len - l4_off;
-        let (src, dst, proto);
+        let (src, dst);
         {
             let mut ip = ipv4::Packet::new_unchecked(&mut out[self.ip_off..]);
             ip.set_total_len((self.ip_hl + l4_len) as u16);
             ip.set_ident(ip.ident().wrapping_add(i as u16));
             ip.fill_checksum();
-            (src, dst, proto) = (ip.src(), ip.dst(), ip.protocol());
+            (src, dst) = (ip.src(), ip.dst());
         }
         let l4 = &mut out[l4_off..];
         let last = i + 1 == self.count;
-        let csum_at = match self.kind {
+        match self.kind {
             GsoKind::Tcp4 => {
-                let seq = u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]])
-                    .wrapping_add((i * self.size) as u32);
-                l4[4..8].copy_from_slice(&seq.to_be_bytes());
+                let mut seg = tcp::Packet::new_checked(l4).ok()?;
+                seg.set_seq_number(seg.seq_number().wrapping_add((i * self.size) as u32));
+                let mut flags = seg.flags();
                 if !last {
-                    l4[13] &= !0x09; // FIN and PSH only on the last segment
+                    flags &= !(tcp::FIN | tcp::PSH); // only on the last segment
                 }
                 if i != 0 {
-                    l4[13] &= !0x80; // CWR only on the first
+                    flags &= !tcp::CWR; // only on the first
                 }
-                16
+                seg.set_flags(flags);
+                seg.fill_checksum_v4(src, dst);
             }
             GsoKind::Udp4 => {
-                l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-                6
+                let mut dgram = udp::Packet::new_unchecked(l4);
+                dgram.set_len(l4_len as u16);
+                dgram.fill_checksum_v4(src, dst);
             }
-        };
-        l4[csum_at..csum_at + 2].fill(0);
-        let pseudo = checksum::pseudo_header_v4(src, dst, proto, l4_len as u16);
-        let mut c = checksum::fold(checksum::sum(l4, pseudo));
-        if c == 0 && self.kind == GsoKind::Udp4 {
-            c = 0xffff;
         }
-        l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
         Some(len)
     }
 }
@@ -278,6 +273,25 @@ mod tests {
         }
         assert_eq!(joined, f[54..].to_vec());
         assert!(plan.emit(&f, 3, &mut [0u8; 2000]).is_none());
+    }
+
+    #[test]
+    fn tcp_super_frame_with_a_bad_data_offset_is_refused() {
+        let gso = Gso {
+            kind: GsoKind::Tcp4,
+            size: 1400,
+        };
+        for doff in [0u8, 2, 4, 15] {
+            let mut f = tcp_super_frame(3000);
+            f[34 + 12] = doff << 4;
+            if doff == 15 {
+                // 60 bytes of header, but only 20 of the frame before the cut.
+                f.truncate(34 + 59);
+                let total = (f.len() - 14) as u16;
+                ipv4::Packet::new_unchecked(&mut f[14..]).set_total_len(total);
+            }
+            assert_eq!(Plan::new(&f, gso), None, "data offset {doff}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 
 use control::MacAddr;
 use firewall::{Dir, Firewall, FwDrop, FwVerdict};
-use geneve::{arp, ethernet, icmpv4, ipv4};
+use geneve::{arp, ethernet, icmpv4, ipv4, tcp};
 
 use crate::counters::Counters;
 use crate::layer::{self, Ctx, EGRESS, INGRESS, LayerId, Recorder, Step, Why};
@@ -330,10 +330,6 @@ pub fn summarize(frame: &[u8]) -> String {
 
 fn l4_summary(s: &mut String, proto: u8, l4: &[u8], fragment: bool) {
     let be16 = |at: usize| l4.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let be32 = |at: usize| {
-        l4.get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
     if fragment {
         let _ = write!(s, "proto {proto} fragment");
         return;
@@ -365,8 +361,10 @@ fn l4_summary(s: &mut String, proto: u8, l4: &[u8], fragment: bool) {
             }
             _ => s.push_str("icmp, truncated"),
         },
-        ipv4::PROTO_TCP => match (be16(0), be16(2), l4.get(13), be32(4), be32(8)) {
-            (Some(sp), Some(dp), Some(&flags), Some(seq), Some(ack)) => {
+        ipv4::PROTO_TCP => match tcp::Packet::new_checked(l4) {
+            Ok(t) => {
+                let (sp, dp, flags) = (t.src_port(), t.dst_port(), t.flags());
+                let (seq, ack) = (t.seq_number(), t.ack_number());
                 let mut f = String::new();
                 for (bit, c) in [
                     (0x02, 'S'),
@@ -384,7 +382,7 @@ fn l4_summary(s: &mut String, proto: u8, l4: &[u8], fragment: bool) {
                 }
                 let _ = write!(s, "tcp {sp} > {dp} [{f}] seq {seq} ack {ack}");
             }
-            _ => s.push_str("tcp, truncated"),
+            Err(_) => s.push_str("tcp, truncated"),
         },
         ipv4::PROTO_UDP => match (be16(0), be16(2)) {
             (Some(sp), Some(dp)) => {

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use geneve::{MacAddr, arp, checksum, ethernet, icmpv4, ipv4, udp};
+use geneve::{MacAddr, arp, ethernet, icmpv4, ipv4, tcp, udp};
 
 use crate::grammar::{ArgKind, Next};
 
@@ -76,7 +76,6 @@ const ECHO_SEQ: u16 = 1;
 const TCP_SEQ: u32 = 1_000;
 const TCP_ACK: u32 = 1;
 const TCP_WINDOW: u16 = 64_240;
-const TCP_HEADER_LEN: usize = 20;
 
 /// TCP flag letters (tcpdump's, `.` = ACK too).
 const TCP_FLAGS: [(char, u8); 8] = [
@@ -467,7 +466,7 @@ impl PacketSpec {
         let (proto, l4_len) = match self.proto {
             Proto::Icmp => (ipv4::PROTO_ICMP, icmpv4::HEADER_LEN + payload),
             Proto::Udp => (ipv4::PROTO_UDP, udp::HEADER_LEN + payload),
-            _ => (ipv4::PROTO_TCP, TCP_HEADER_LEN + payload),
+            _ => (ipv4::PROTO_TCP, tcp::HEADER_LEN + payload),
         };
         let ip_len = ipv4::MIN_HEADER_LEN + l4_len;
         if ip_len > ipv4::MAX_TOTAL_LEN {
@@ -488,7 +487,7 @@ impl PacketSpec {
         let hdr = match self.proto {
             Proto::Icmp => icmpv4::HEADER_LEN,
             Proto::Udp => udp::HEADER_LEN,
-            _ => TCP_HEADER_LEN,
+            _ => tcp::HEADER_LEN,
         };
         for (i, b) in l4[hdr..].iter_mut().enumerate() {
             // A recognisable payload, like ping's incrementing bytes.
@@ -515,21 +514,24 @@ impl PacketSpec {
                 udp::Packet::new_unchecked(l4).fill_checksum_v4(self.src, self.dst);
             }
             _ => {
-                l4[0..2].copy_from_slice(&self.sport.to_be_bytes());
-                l4[2..4].copy_from_slice(&self.dport.to_be_bytes());
-                l4[4..8].copy_from_slice(&TCP_SEQ.to_be_bytes());
-                let ack = if self.flags & 0x10 != 0 { TCP_ACK } else { 0 };
-                l4[8..12].copy_from_slice(&ack.to_be_bytes());
-                l4[12] = ((TCP_HEADER_LEN / 4) as u8) << 4;
-                l4[13] = self.flags;
-                l4[14..16].copy_from_slice(&TCP_WINDOW.to_be_bytes());
-                l4[16..20].fill(0);
-                let len = u16::try_from(l4.len()).map_err(|x| e("TCP segment", &x))?;
-                let sum = checksum::sum(
-                    l4,
-                    checksum::pseudo_header_v4(self.src, self.dst, ipv4::PROTO_TCP, len),
-                );
-                l4[16..18].copy_from_slice(&checksum::fold(sum).to_be_bytes());
+                let ack = if self.flags & tcp::ACK != 0 {
+                    TCP_ACK
+                } else {
+                    0
+                };
+                let seg = tcp::Repr {
+                    src_port: self.sport,
+                    dst_port: self.dport,
+                    seq_number: TCP_SEQ,
+                    ack_number: ack,
+                    flags: self.flags,
+                    window: TCP_WINDOW,
+                    urgent: 0,
+                    options: &[],
+                };
+                seg.emit(l4).map_err(|x| e("TCP header", &x))?;
+                // The IPv4 length check above keeps the segment within 65535 bytes.
+                tcp::Packet::new_unchecked(l4).fill_checksum_v4(self.src, self.dst);
             }
         }
         Ok(f)

@@ -2,6 +2,7 @@
 //! verified with the `geneve` crate's views, parse errors, what can follow.
 
 use super::*;
+use geneve::checksum;
 
 fn spec(line: &str) -> PacketSpec {
     let ws: Vec<String> = line.split_whitespace().map(str::to_string).collect();
