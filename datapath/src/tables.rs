@@ -27,7 +27,8 @@ pub struct LocalHost {
     pub underlay_ip: Ipv4Addr,
     /// MAC of the local port (the NIC's MAC unless the config sets one).
     pub port_mac: MacAddr,
-    /// Largest IPv4 packet the overlay carries (underlay MTU - 58).
+    /// Largest IPv4 packet the overlay carries (underlay MTU -
+    /// [`geneve::outer::MTU_OVERHEAD`], 58).
     pub overlay_mtu: u16,
     /// The I/O shell sends through a kernel UDP socket, which writes the
     /// outer IPv4/UDP headers and the UDP checksum itself: skip computing it.

@@ -87,6 +87,8 @@ pub enum DropReason {
     GeneveBadProtocol,
     GeneveMissingCriticalFlag,
     GeneveBadVmwareOption,
+    /// No VMware option: the sender's endpoint id cannot be checked.
+    GeneveMissingVmwareOption,
     /// The sender's underlay address is not a known tunnel endpoint.
     UnknownTunnel,
     /// The VMware option's endpoint id does not match the sending endpoint.
@@ -133,7 +135,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter-table order.
-    pub const ALL: [DropReason; 30] = [
+    pub const ALL: [DropReason; 31] = [
         DropReason::GeneveTruncated,
         DropReason::GeneveBadVersion,
         DropReason::GeneveOptionsOverrun,
@@ -142,6 +144,7 @@ impl DropReason {
         DropReason::GeneveBadProtocol,
         DropReason::GeneveMissingCriticalFlag,
         DropReason::GeneveBadVmwareOption,
+        DropReason::GeneveMissingVmwareOption,
         DropReason::UnknownTunnel,
         DropReason::TepIdMismatch,
         DropReason::UnknownVni,
@@ -177,6 +180,7 @@ impl DropReason {
             DropReason::GeneveBadProtocol => "geneve_bad_protocol",
             DropReason::GeneveMissingCriticalFlag => "geneve_missing_critical_flag",
             DropReason::GeneveBadVmwareOption => "geneve_bad_vmware_option",
+            DropReason::GeneveMissingVmwareOption => "geneve_missing_vmware_option",
             DropReason::UnknownTunnel => "unknown_tunnel",
             DropReason::TepIdMismatch => "tep_id_mismatch",
             DropReason::UnknownVni => "unknown_vni",

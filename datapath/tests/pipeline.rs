@@ -356,6 +356,56 @@ fn malformed_geneve_is_dropped_each_under_its_reason() {
 }
 
 #[test]
+fn geneve_without_the_vmware_option_is_dropped_under_its_own_reason() {
+    let mut a = pipeline_for(VM1);
+    let mut out = output();
+    let inner = icmp_echo(VM3.mac, VM1.mac, VM3.ip, VM1.ip, 64, 8, true);
+    // From a known endpoint, valid in every other way, but no options at all.
+    let r = gnv::Repr {
+        vni: VNI_WEB,
+        oam: false,
+        tep_id: None,
+    };
+    let mut bare = vec![0u8; r.buffer_len()];
+    r.emit(&mut bare).unwrap();
+    bare.extend_from_slice(&inner);
+    // Only a non-critical option of another class (skipped by receivers).
+    let mut other_option = bare[..gnv::HEADER_LEN].to_vec();
+    other_option[0] = 1; // one 4-byte word of options
+    other_option.extend_from_slice(&[0x02, 0x00, 0x10, 0x00]);
+    other_option.extend_from_slice(&inner);
+    for pkt in [&bare, &other_option] {
+        assert_eq!(gnv::parse(pkt).unwrap().tep_id, None);
+        let total = a.counters().total_drops();
+        assert_eq!(
+            a.from_underlay(VM3.underlay, pkt, 1, &mut out),
+            Verdict::Drop(DropReason::GeneveMissingVmwareOption)
+        );
+        assert_eq!(a.counters().total_drops(), total + 1);
+        assert!(out.port.is_empty(), "nothing delivered");
+    }
+    assert_eq!(
+        a.counters().dropped(DropReason::GeneveMissingVmwareOption),
+        2
+    );
+    assert_eq!(
+        DropReason::GeneveMissingVmwareOption.name(),
+        "geneve_missing_vmware_option"
+    );
+    // An unknown sender is still refused first, for what it is.
+    assert_eq!(
+        a.from_underlay("10.99.3.99".parse().unwrap(), &bare, 1, &mut out),
+        Verdict::Drop(DropReason::UnknownTunnel)
+    );
+    // The same frame with the option is delivered.
+    let good = geneve_from(&VM3, VNI_WEB, VM3.tep_id, &inner);
+    assert_eq!(
+        a.from_underlay(VM3.underlay, &good, 2, &mut out),
+        Verdict::Delivered
+    );
+}
+
+#[test]
 fn frames_for_other_macs_are_not_delivered() {
     let mut a = pipeline_for(VM1);
     let mut out = output();

@@ -30,8 +30,9 @@ pub const VMWARE_OPT_TYPE: u8 = 0x80;
 pub const HEADER_LEN: usize = 8;
 /// Length of the VMware option TLV (4-byte option header + 4 data bytes).
 pub const VMWARE_OPT_LEN: usize = 8;
-/// header + our one option
-pub const ENCAP_HEADER_LEN: usize = 16;
+/// What we put in front of the inner frame: the fixed header and our one
+/// option, 8 + 8 = 16.
+pub const ENCAP_HEADER_LEN: usize = HEADER_LEN + VMWARE_OPT_LEN;
 /// Length of an option TLV header.
 pub const OPT_HEADER_LEN: usize = 4;
 /// Largest VNI (24 bits).

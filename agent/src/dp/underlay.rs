@@ -32,7 +32,7 @@ const MAX_GSO_SEGMENTS: usize = 64;
 /// Largest GSO payload (IPv4 total length limit minus headers, with margin).
 const MAX_GSO_BYTES: usize = 65000;
 /// Outer IPv4 + UDP headers the pipeline writes and the kernel rewrites.
-const OUTER_IP_UDP: usize = 28;
+const OUTER_IP_UDP: usize = geneve::outer::GENEVE_START;
 
 /// The sending sockets.
 #[derive(Debug)]

@@ -67,9 +67,12 @@ use crate::config::HostSettings;
 use netlink::{Link, Nl};
 use state::{FwState, HostState};
 
-/// Outer bytes a Geneve frame adds on the underlay: outer Ethernet 14 +
-/// IPv4 20 + UDP 8 + Geneve 8 + 8 bytes of options room.
-pub const OVERLAY_OVERHEAD: u32 = 58;
+/// Underlay MTU minus overlay MTU: [`geneve::outer::MTU_OVERHEAD`] (outer
+/// IPv4 20 + UDP 8 + Geneve 8 + VMware option 8 + inner Ethernet 14 = 58),
+/// as the `u32` netlink uses for MTUs.
+#[allow(clippy::cast_possible_truncation)] // 58 fits; checked below
+pub const OVERLAY_OVERHEAD: u32 = geneve::outer::MTU_OVERHEAD as u32;
+const _: () = assert!(OVERLAY_OVERHEAD as usize == geneve::outer::MTU_OVERHEAD);
 
 /// MTU of the agent's end of the overlay veth (see `build_overlay`).
 const PEER_MTU: u32 = 65535;

@@ -1,7 +1,8 @@
 //! Geneve decapsulation: the sender must be a known tunnel endpoint; the
 //! header and options are validated (version, lengths, critical options —
-//! each failure its own drop reason); the VMware option's endpoint id must
-//! match the sender; the VNI selects the logical switch. Default action: drop.
+//! each failure its own drop reason); the VMware option must be present and
+//! its endpoint id must match the sender; the VNI selects the logical
+//! switch. Default action: drop.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -31,6 +32,8 @@ enum What {
     },
     UnknownTunnel,
     Geneve(geneve::GeneveError),
+    /// No VMware option: the sender's endpoint id cannot be checked.
+    MissingVmwareOption,
     /// The VMware option claims another endpoint id.
     TepIdMismatch {
         claimed: u32,
@@ -66,9 +69,13 @@ pub(crate) fn process<R: Recorder>(
             return Step::Done(Verdict::Drop(DropReason::from_geneve(&e)));
         }
     };
-    if let Some(claimed) = parsed.tep_id
-        && claimed != t.teps[usize::from(tep)].id
-    {
+    // Without the option a spoofer of a known underlay address would skip
+    // the id check, so its absence is a drop of its own.
+    let Some(claimed) = parsed.tep_id else {
+        note(What::MissingVmwareOption);
+        return Step::Done(Verdict::Drop(DropReason::GeneveMissingVmwareOption));
+    };
+    if claimed != t.teps[usize::from(tep)].id {
         note(What::TepIdMismatch { claimed });
         return Step::Done(Verdict::Drop(DropReason::TepIdMismatch));
     }
@@ -119,6 +126,11 @@ impl Why {
                 f,
                 "Geneve from {from}: {e}: drop ({})",
                 DropReason::from_geneve(&e).name()
+            ),
+            What::MissingVmwareOption => write!(
+                f,
+                "Geneve from {from}: no VMware option, the endpoint id cannot be checked: \
+                 drop (geneve_missing_vmware_option)"
             ),
             What::TepIdMismatch { claimed } => write!(
                 f,
