@@ -1,6 +1,7 @@
 //! Zero-copy wire formats of the overlay: Ethernet, ARP, IPv4, UDP, TCP (and
-//! its options), ICMPv4 and Geneve (RFC 8926, UDP 6081) with the VMware tunnel-endpoint option,
-//! plus the outer-header emitter used by the datapath.
+//! its options), ICMPv4 and Geneve (RFC 8926, UDP 6081) with the VMware
+//! tunnel-endpoint option, plus the outer-header emitter used by the datapath
+//! and the one definition of the encapsulation overhead.
 //!
 //! Modelled on smoltcp's `wire` module: `Packet<T: AsRef<[u8]>>` views with
 //! `new_unchecked` / `new_checked`, accessors, setters for

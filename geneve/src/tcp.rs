@@ -130,6 +130,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Wraps `buffer` without validation.
+    #[inline]
     pub const fn new_unchecked(buffer: T) -> Self {
         Self { buffer }
     }
@@ -138,6 +139,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// header and that the data offset is at least 5 words and fits in it.
     /// Options are checked as they are read (see [`Packet::options`]); the
     /// checksum is not verified.
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, Error> {
         let p = Self { buffer };
         let len = p.buffer.as_ref().len();
@@ -155,92 +157,110 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Returns the wrapped buffer.
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
+    #[inline]
     fn be16(&self, r: core::ops::Range<usize>) -> u16 {
         let b = &self.buffer.as_ref()[r];
         u16::from_be_bytes([b[0], b[1]])
     }
 
+    #[inline]
     fn be32(&self, r: core::ops::Range<usize>) -> u32 {
         let b = &self.buffer.as_ref()[r];
         u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         self.be16(field::SRC_PORT)
     }
 
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         self.be16(field::DST_PORT)
     }
 
     /// Sequence number.
+    #[inline]
     pub fn seq_number(&self) -> u32 {
         self.be32(field::SEQ)
     }
 
     /// Acknowledgment number.
+    #[inline]
     pub fn ack_number(&self) -> u32 {
         self.be32(field::ACK)
     }
 
     /// Header length in bytes (data offset * 4).
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::DATA_OFF] >> 4) * 4
     }
 
     /// The four bits after the data offset (reserved, and AE of RFC 9768).
+    #[inline]
     pub fn reserved(&self) -> u8 {
         self.buffer.as_ref()[field::DATA_OFF] & 0x0f
     }
 
     /// The flags byte (CWR ECE URG ACK PSH RST SYN FIN; see [`SYN`] etc.).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// Window field (unscaled).
+    #[inline]
     pub fn window(&self) -> u16 {
         self.be16(field::WINDOW)
     }
 
     /// Checksum field.
+    #[inline]
     pub fn checksum(&self) -> u16 {
         self.be16(field::CHECKSUM)
     }
 
     /// Urgent pointer.
+    #[inline]
     pub fn urgent(&self) -> u16 {
         self.be16(field::URGENT)
     }
 
     /// The header bytes (including options).
+    #[inline]
     pub fn header(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.header_len()]
     }
 
     /// The options area: bytes 20 up to the header length.
+    #[inline]
     pub fn options_area(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
     }
 
     /// The options, parsed as they are iterated.
+    #[inline]
     pub fn options(&self) -> Options<'_> {
         Options::new(self.options_area())
     }
 
     /// Payload: from the header length to the end of the buffer.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
 
     /// Verifies the checksum against the IPv4 pseudo header. A segment
     /// longer than 65535 bytes does not verify.
+    #[inline]
     pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
         let data = self.buffer.as_ref();
         let Ok(len) = u16::try_from(data.len()) else {
@@ -253,12 +273,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<'a> Packet<&'a [u8]> {
     /// The payload with the lifetime of the underlying buffer.
+    #[inline]
     pub fn into_payload(self) -> &'a [u8] {
         let start = self.header_len();
         &self.buffer[start..]
     }
 
     /// The options with the lifetime of the underlying buffer.
+    #[inline]
     pub fn into_options(self) -> Options<'a> {
         let end = self.header_len();
         Options::new(&self.buffer[HEADER_LEN..end])
@@ -267,27 +289,32 @@ impl<'a> Packet<&'a [u8]> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source port.
+    #[inline]
     pub fn set_src_port(&mut self, port: u16) {
         self.buffer.as_mut()[field::SRC_PORT].copy_from_slice(&port.to_be_bytes());
     }
 
     /// Sets the destination port.
+    #[inline]
     pub fn set_dst_port(&mut self, port: u16) {
         self.buffer.as_mut()[field::DST_PORT].copy_from_slice(&port.to_be_bytes());
     }
 
     /// Sets the sequence number.
+    #[inline]
     pub fn set_seq_number(&mut self, seq: u32) {
         self.buffer.as_mut()[field::SEQ].copy_from_slice(&seq.to_be_bytes());
     }
 
     /// Sets the acknowledgment number.
+    #[inline]
     pub fn set_ack_number(&mut self, ack: u32) {
         self.buffer.as_mut()[field::ACK].copy_from_slice(&ack.to_be_bytes());
     }
 
     /// Sets the header length in bytes (rounded down to a multiple of 4, at
     /// most 60); the reserved bits are cleared.
+    #[inline]
     pub fn set_header_len(&mut self, header_len: usize) {
         let words = (header_len / 4).min(MAX_HEADER_LEN / 4);
         // `words` is at most 15, so the shift stays within the byte.
@@ -295,27 +322,32 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Sets the flags byte.
+    #[inline]
     pub fn set_flags(&mut self, flags: u8) {
         self.buffer.as_mut()[field::FLAGS] = flags;
     }
 
     /// Sets the window field.
+    #[inline]
     pub fn set_window(&mut self, window: u16) {
         self.buffer.as_mut()[field::WINDOW].copy_from_slice(&window.to_be_bytes());
     }
 
     /// Sets the checksum field.
+    #[inline]
     pub fn set_checksum(&mut self, csum: u16) {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&csum.to_be_bytes());
     }
 
     /// Sets the urgent pointer.
+    #[inline]
     pub fn set_urgent(&mut self, urgent: u16) {
         self.buffer.as_mut()[field::URGENT].copy_from_slice(&urgent.to_be_bytes());
     }
 
     /// Computes and stores the checksum over the IPv4 pseudo header and the
     /// whole buffer. A segment longer than 65535 bytes is left unchanged.
+    #[inline]
     pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         let Ok(len) = u16::try_from(self.buffer.as_ref().len()) else {
             return;
@@ -329,12 +361,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     /// Mutable options area (bytes 20 up to the header length).
+    #[inline]
     pub fn options_area_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
         &mut self.buffer.as_mut()[HEADER_LEN..end]
     }
 
     /// Mutable payload (header length to the end of the buffer).
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let start = self.header_len();
         &mut self.buffer.as_mut()[start..]
@@ -350,6 +384,7 @@ pub struct SackBlocks<'a> {
 
 impl<'a> SackBlocks<'a> {
     /// Wraps the data of a SACK option: 1 to 4 blocks of 8 bytes.
+    #[inline]
     pub fn new(data: &'a [u8]) -> Option<Self> {
         let n = data.len() / SACK_BLOCK_LEN;
         (data.len().is_multiple_of(SACK_BLOCK_LEN) && (1..=MAX_SACK_BLOCKS).contains(&n))
@@ -358,16 +393,19 @@ impl<'a> SackBlocks<'a> {
 
     /// Number of blocks.
     #[allow(clippy::len_without_is_empty)] // never empty
+    #[inline]
     pub fn len(&self) -> usize {
         self.data.len() / SACK_BLOCK_LEN
     }
 
     /// The option's data bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
         self.data
     }
 
     /// The blocks in order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
         self.data.chunks_exact(SACK_BLOCK_LEN).map(|b| {
             (
@@ -411,6 +449,7 @@ pub enum TcpOption<'a> {
 
 impl TcpOption<'_> {
     /// The option's kind byte.
+    #[inline]
     pub const fn kind(&self) -> u8 {
         match self {
             TcpOption::EndOfList => kind::END,
@@ -425,6 +464,7 @@ impl TcpOption<'_> {
     }
 
     /// Bytes the option takes on the wire.
+    #[inline]
     pub fn buffer_len(&self) -> usize {
         match self {
             TcpOption::EndOfList | TcpOption::NoOperation => 1,
@@ -438,6 +478,7 @@ impl TcpOption<'_> {
     }
 
     /// Writes the option at the start of `buf`; returns its length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let need = self.buffer_len();
         let have = buf.len();
@@ -484,6 +525,7 @@ pub struct Options<'a> {
 
 impl<'a> Options<'a> {
     /// Iterates over `area` (the bytes after the fixed header).
+    #[inline]
     pub const fn new(area: &'a [u8]) -> Self {
         Self { rest: area }
     }
@@ -492,6 +534,7 @@ impl<'a> Options<'a> {
 impl<'a> Iterator for Options<'a> {
     type Item = Result<TcpOption<'a>, Error>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (&k, after) = self.rest.split_first()?;
         match k {
@@ -563,6 +606,7 @@ pub struct Repr<'a> {
 
 impl Repr<'_> {
     /// Header length: 20 plus the options rounded up to a multiple of 4.
+    #[inline]
     pub fn header_len(&self) -> usize {
         let opts: usize = self.options.iter().map(TcpOption::buffer_len).sum();
         HEADER_LEN + opts.next_multiple_of(4)
@@ -571,6 +615,7 @@ impl Repr<'_> {
     /// Writes the header at the start of `buf` with a zero checksum (fill it
     /// with [`Packet::fill_checksum_v4`] once the payload is in place).
     /// Returns the header length.
+    #[inline]
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let header_len = self.header_len();
         if header_len > MAX_HEADER_LEN {
