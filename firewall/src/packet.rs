@@ -147,17 +147,20 @@ fn is_dhcp(sport: u16, dport: u16) -> bool {
 
 fn parse_tcp(seg: &[u8]) -> Result<(u16, u16, TcpMeta), ParseError> {
     let t = tcp::Packet::new_checked(seg).map_err(|_| ParseError::L4)?;
-    let mut meta = TcpMeta {
-        flags: t.flags(),
+    let flags = t.flags();
+    let wscale = if flags & TcpMeta::SYN != 0 {
+        window_scale(t.options())
+    } else {
+        None
+    };
+    let meta = TcpMeta {
+        flags,
         seq: t.seq_number(),
         ack: t.ack_number(),
         window: t.window(),
-        wscale: None,
+        wscale,
         payload_len: u32::try_from(t.payload().len()).unwrap_or(u32::MAX),
     };
-    if meta.has(TcpMeta::SYN) {
-        meta.wscale = window_scale(t.options());
-    }
     Ok((t.src_port(), t.dst_port(), meta))
 }
 
