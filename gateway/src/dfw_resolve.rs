@@ -33,8 +33,8 @@ use control::firewall::{
 use ipnet::IpNet;
 
 use crate::dfw::{FirewallSpec, Glob, GroupSpec, Peer, Target, parse_net};
+use crate::instance::InstanceRecord;
 use crate::state::DesiredState;
-use crate::store::InstanceRecord;
 
 /// The address-set name of a group.
 pub fn group_set(name: &str) -> String {

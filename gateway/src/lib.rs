@@ -6,6 +6,8 @@
 //! * [`store`]: SQLite store with migrations; inventory, IPAM, desired state,
 //!   versions; [`store::Store::desired_config_for`] is what the control
 //!   channel pushes.
+//! * [`instance`]: the inventory record of an enrolled instance (below
+//!   both the store and the firewall's resolution).
 //! * [`state`]: the declarative desired-state file and its validation.
 //! * [`dfw`]: the distributed firewall's schema in that file and its
 //!   validation; [`dfw_resolve`]: its resolution into each instance's
@@ -31,6 +33,7 @@ pub mod dfw_resolve;
 pub mod enroll;
 pub mod gateway;
 pub mod install;
+pub mod instance;
 pub mod metrics;
 pub mod ops;
 pub mod pki;

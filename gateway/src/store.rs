@@ -18,14 +18,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use control::model::{InstanceConfig, LocalPort, MacAddr, RemotePort};
+use control::model::{InstanceConfig, LocalPort, RemotePort};
 use control::proto::InstanceMeta;
 use control::validate::MAX_TEP_ID;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::dfw_resolve::Resolved;
-use crate::state::{self, DEFAULT_NETWORK, DesiredState, NETWORK_TAG, RouterSpec, SwitchSpec};
+pub use crate::instance::InstanceRecord;
+use crate::instance::wanted_tag;
+use crate::state::{self, DesiredState, RouterSpec, SwitchSpec};
 
 /// Schema migrations, in order; `schema_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -161,56 +163,6 @@ pub struct BootstrapKeyRow {
 impl BootstrapKeyRow {
     pub fn is_active(&self) -> bool {
         self.retired_at.is_none()
-    }
-}
-
-/// An enrolled instance with its current placement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceRecord {
-    pub id: String,
-    pub hostname: String,
-    pub os: String,
-    pub image_id: String,
-    pub tags: BTreeMap<String, String>,
-    pub underlay_ip: Ipv4Addr,
-    pub nic_mac: MacAddr,
-    pub cert_serial: String,
-    pub cert_fingerprint: String,
-    pub tep_id: u32,
-    pub enrolled_at: u64,
-    pub revoked_at: Option<u64>,
-    /// The switch the instance has a port on (overlay mode), if any.
-    pub switch: Option<String>,
-    pub ip: Option<Ipv4Addr>,
-    /// Control session: `ESTABLISHED`, `DISCONNECTED`, or `None` (never connected).
-    pub session: Option<String>,
-    /// The last config version the agent acked.
-    pub acked_version: Option<u64>,
-    /// Why the last session ended or the last config was nacked.
-    pub last_error: Option<String>,
-}
-
-impl InstanceRecord {
-    /// `overlay`, `micro-segmentation`, `pending` (tagged for an unknown
-    /// switch or its subnet is full) or `revoked`.
-    pub fn mode(&self) -> &'static str {
-        if self.revoked_at.is_some() {
-            "revoked"
-        } else if self.switch.is_some() {
-            "overlay"
-        } else if wanted_tag(&self.tags).is_some() {
-            "pending"
-        } else {
-            "micro-segmentation"
-        }
-    }
-}
-
-/// The switch tag an instance asks for, `None` for micro-segmentation.
-fn wanted_tag(tags: &BTreeMap<String, String>) -> Option<&str> {
-    match tags.get(NETWORK_TAG).map(|s| s.trim()) {
-        None | Some("") | Some(DEFAULT_NETWORK) => None,
-        Some(t) => Some(t),
     }
 }
 

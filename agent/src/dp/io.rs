@@ -14,6 +14,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use datapath::TxQueue;
 use datapath::offload::VIRTIO_NET_HDR_LEN;
 
+/// `UDP_SEGMENT` / `UDP_GRO` (linux/udp.h; not in libc for glibc targets):
+/// the Geneve sockets' GSO sends ([`crate::dp::underlay`]) and GRO receives.
+pub const UDP_SEGMENT: libc::c_int = 103;
+pub const UDP_GRO: libc::c_int = 104;
+
 /// Frames per batch.
 pub const BATCH: usize = 64;
 /// Receive buffer per Geneve datagram: the largest jumbo underlay packet fits.
@@ -260,9 +265,7 @@ impl RecvBatch {
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(h);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_UDP
-                    && (*c).cmsg_type == crate::dp::underlay::UDP_GRO
-                {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
                     let mut v = [0u8; 4];
                     std::ptr::copy_nonoverlapping(libc::CMSG_DATA(c), v.as_mut_ptr(), 4);
                     let size = i32::from_ne_bytes(v);

@@ -17,11 +17,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use datapath::TxQueue;
 
-use crate::dp::io::{SendResult, send_entries, setsockopt_int, sockaddr, socket};
-
-/// `UDP_SEGMENT` / `UDP_GRO` (linux/udp.h; not in libc for glibc targets).
-pub const UDP_SEGMENT: libc::c_int = 103;
-pub const UDP_GRO: libc::c_int = 104;
+use crate::dp::io::{
+    SendResult, UDP_GRO, UDP_SEGMENT, send_entries, setsockopt_int, sockaddr, socket,
+};
 
 /// Source ports in the pool (one socket each).
 pub const POOL_SIZE: usize = 64;
