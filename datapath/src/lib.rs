@@ -10,10 +10,15 @@
 //! `Display` is the `trace` text); [`Pipeline::trace`] runs a frame through
 //! the same layer code with a recorder and without committing anything
 //! ([`trace`]).
+//!
+//! Filtered micro-segmentation is a second, firewall-only pipeline
+//! ([`mseg::Microseg`]): the same layer walk, counters, output queues and
+//! trace over the lists [`layer::MSEG_IN`] and [`layer::MSEG_OUT`].
 
 pub mod coalesce;
 pub mod counters;
 pub mod layer;
+pub mod mseg;
 pub mod offload;
 pub mod pipeline;
 pub mod queue;
@@ -22,6 +27,7 @@ pub mod trace;
 pub mod verdict;
 
 pub use counters::{Counters, LayerCounters, PacketBytes, TunnelCounters};
+pub use mseg::Microseg;
 pub use offload::Offload;
 pub use pipeline::Pipeline;
 pub use queue::{Output, TcpGso, TxItem, TxQueue};

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use firewall::{Firewall, RejectKind};
+use firewall::{Dir, Firewall, RejectKind};
 
 use crate::counters::{Counters, TunnelCounters};
 use crate::layer::{self, ANSWER, Commit, Ctx, EGRESS, INGRESS, LayerId, Recorder, Why};
@@ -158,7 +158,7 @@ impl Pipeline {
         self.counters.port_rx.add(frame.len());
         let mut ctx = Ctx::new(frame);
         ctx.offload = offload;
-        self.run(&EGRESS, &mut ctx, now_ns, out)
+        self.run(Dir::Out, &EGRESS, &mut ctx, now_ns, out)
     }
 
     /// A frame from an AF_PACKET socket with `PACKET_VNET_HDR`: a
@@ -186,7 +186,7 @@ impl Pipeline {
         self.counters.underlay_rx.add(udp_payload.len());
         let mut ctx = Ctx::new(udp_payload);
         ctx.outer_src = src;
-        let v = self.run(&INGRESS, &mut ctx, now_ns, out);
+        let v = self.run(Dir::In, &INGRESS, &mut ctx, now_ns, out);
         if let Some(kind) = ctx.reject {
             self.answer_remote(kind, ctx.frame, ctx.switch, now_ns, out);
         }
@@ -225,6 +225,7 @@ impl Pipeline {
 
     fn run(
         &mut self,
+        dir: Dir,
         layers: &[LayerId],
         ctx: &mut Ctx<'_>,
         now_ns: u64,
@@ -235,6 +236,7 @@ impl Pipeline {
         };
         layer::walk(
             &self.tables,
+            dir,
             layers,
             ctx,
             out,
@@ -267,7 +269,7 @@ pub(crate) fn answer<R: Recorder>(
             let mut ctx = Ctx::new(&buf[..n]);
             if ctx.parse_l2_l3().is_ok() {
                 ctx.switch = switch;
-                layer::walk(t, &ANSWER, &mut ctx, out, c, now_ns, rec);
+                layer::walk(t, Dir::Out, &ANSWER, &mut ctx, out, c, now_ns, rec);
             }
         }
         Err(e) => {

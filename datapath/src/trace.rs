@@ -127,18 +127,18 @@ impl Pipeline {
         let mut out = Output::new(MAX_FLOOD + 2, data.len().max(MIN_SLOT));
         let mut rec = Tracer::new(t, self.firewall());
         let mut ctx = Ctx::new(data);
-        let (layers, packet) = match from {
-            TraceFrom::Port => (&EGRESS[..], summarize(data)),
+        let (dir, layers, packet) = match from {
+            TraceFrom::Port => (Dir::Out, &EGRESS[..], summarize(data)),
             TraceFrom::Underlay(src) => {
                 ctx.outer_src = src;
                 let packet = match geneve::geneve::parse(data) {
                     Ok(p) => summarize(p.payload),
                     Err(e) => format!("Geneve from {src}: {e}"),
                 };
-                (&INGRESS[..], packet)
+                (Dir::In, &INGRESS[..], packet)
             }
         };
-        let verdict = layer::walk(t, layers, &mut ctx, &mut out, &mut c, now_ns, &mut rec);
+        let verdict = layer::walk(t, dir, layers, &mut ctx, &mut out, &mut c, now_ns, &mut rec);
         if let Some(kind) = ctx.reject {
             // As `Pipeline::from_underlay`: the answer goes back to the sender.
             let mut scratch = vec![0u8; ANSWER_BUF];
@@ -187,21 +187,21 @@ pub fn geneve_payload(
 
 /// The trace's recorder: judges with the firewall without committing, and
 /// turns each layer's reason into its step.
-struct Tracer<'a> {
+pub(crate) struct Tracer<'a> {
     t: &'a Tables,
     fw: Option<&'a Firewall>,
     /// The firewall's decision in words, while its layer finishes.
     decision: Option<String>,
-    firewall_drop: Option<FwDrop>,
+    pub(crate) firewall_drop: Option<FwDrop>,
     /// The current layer's reason.
     why: Option<Why>,
     /// Put before every detail (the answer to a reject is marked).
-    prefix: &'static str,
-    steps: Vec<TraceStep>,
+    pub(crate) prefix: &'static str,
+    pub(crate) steps: Vec<TraceStep>,
 }
 
 impl<'a> Tracer<'a> {
-    fn new(t: &'a Tables, fw: Option<&'a Firewall>) -> Tracer<'a> {
+    pub(crate) fn new(t: &'a Tables, fw: Option<&'a Firewall>) -> Tracer<'a> {
         Tracer {
             t,
             fw,
@@ -258,7 +258,7 @@ impl Recorder for Tracer<'_> {
     }
 }
 
-fn outputs(out: &Output) -> Vec<TraceOutput> {
+pub(crate) fn outputs(out: &Output) -> Vec<TraceOutput> {
     let mut v = Vec::new();
     for (pkt, dst) in out.underlay.iter() {
         let geneve = pkt

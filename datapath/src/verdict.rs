@@ -23,10 +23,13 @@ pub enum LayerId {
     Decap,
     /// Delivery to the local port.
     Deliver,
+    /// Micro-segmentation: a judged frame passes on unchanged, to the host
+    /// (from the NIC) or out of the NIC (from the host).
+    Forward,
 }
 
 impl LayerId {
-    pub const ALL: [LayerId; 8] = [
+    pub const ALL: [LayerId; 9] = [
         LayerId::PortSecurity,
         LayerId::Firewall,
         LayerId::Responder,
@@ -35,6 +38,7 @@ impl LayerId {
         LayerId::Encap,
         LayerId::Decap,
         LayerId::Deliver,
+        LayerId::Forward,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl LayerId {
             LayerId::Encap => "encap",
             LayerId::Decap => "decap",
             LayerId::Deliver => "deliver",
+            LayerId::Forward => "forward",
         }
     }
 }
@@ -63,8 +68,10 @@ pub enum Verdict {
     Encapsulated {
         copies: u16,
     },
-    /// Delivered to the local port.
+    /// Delivered to the local port (micro-segmentation: passed to the host).
     Delivered,
+    /// Micro-segmentation: passed out of the NIC, unchanged.
+    Forwarded,
 }
 
 impl Verdict {

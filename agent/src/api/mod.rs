@@ -794,6 +794,7 @@ async fn trace(
 fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Delivered => "delivered",
+        Verdict::Forwarded => "forwarded",
         Verdict::Encapsulated { .. } => "encapsulated",
         Verdict::Replied => "replied",
         Verdict::Absorbed => "absorbed",

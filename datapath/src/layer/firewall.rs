@@ -56,6 +56,7 @@ pub(crate) fn process<R: Recorder>(
             Answer::None,
         ),
         FwVerdict::Reject(kind) => {
+            ctx.rejected = true;
             let answer = match dir {
                 Dir::Out => {
                     let dst = ctx

@@ -28,6 +28,7 @@ pub(crate) mod decap;
 pub(crate) mod deliver;
 pub(crate) mod encap;
 pub(crate) mod firewall;
+pub(crate) mod forward;
 pub(crate) mod port_security;
 pub(crate) mod responder;
 pub(crate) mod router;
@@ -45,6 +46,14 @@ pub const EGRESS: [LayerId; 6] = [
 
 /// Geneve packets from the underlay toward the local port, in order.
 pub const INGRESS: [LayerId; 3] = [LayerId::Decap, LayerId::Firewall, LayerId::Deliver];
+
+/// Micro-segmentation, a frame the NIC received (for the host): judged,
+/// then passed to the host.
+pub const MSEG_IN: [LayerId; 2] = [LayerId::Firewall, LayerId::Forward];
+
+/// Micro-segmentation, a frame the host sends: judged, then passed out of
+/// the NIC.
+pub const MSEG_OUT: [LayerId; 2] = [LayerId::Firewall, LayerId::Forward];
 
 /// How the firewall's answer to a rejected ingress packet goes back to its
 /// sender: switched, routed and encapsulated like a frame from the port.
@@ -103,6 +112,8 @@ pub(crate) struct Ctx<'a> {
     pub segments: Option<Plan>,
     /// Set by the firewall on ingress: answer the sender (RST / unreachable).
     pub reject: Option<::firewall::RejectKind>,
+    /// Set by the firewall when it rejected the frame (either direction).
+    pub rejected: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -121,6 +132,7 @@ impl<'a> Ctx<'a> {
             offload: Offload::NONE,
             segments: None,
             reject: None,
+            rejected: false,
         }
     }
 
@@ -171,6 +183,7 @@ pub(crate) enum Why {
     Encap(encap::Why),
     Decap(decap::Why),
     Deliver(deliver::Why),
+    Forward(forward::Why),
 }
 
 impl Why {
@@ -199,6 +212,7 @@ impl fmt::Display for Shown<'_> {
             Why::Encap(w) => w.write(t, f),
             Why::Decap(w) => w.write(t, f),
             Why::Deliver(w) => w.write(t, f),
+            Why::Forward(w) => w.write(f),
         }
     }
 }
@@ -241,10 +255,12 @@ impl Recorder for Commit<'_> {
 }
 
 /// Runs `ctx` down `layers`, counting per layer; the first layer that
-/// decides ends the walk. The firewall sees direction `in` when the list
-/// starts at decapsulation.
+/// decides ends the walk. `dir` is the frame's direction as the firewall
+/// sees it (`in`: toward the instance or host).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn walk<R: Recorder>(
     t: &Tables,
+    dir: Dir,
     layers: &[LayerId],
     ctx: &mut Ctx<'_>,
     out: &mut Output,
@@ -252,11 +268,6 @@ pub(crate) fn walk<R: Recorder>(
     now_ns: u64,
     rec: &mut R,
 ) -> Verdict {
-    let dir = if layers.first() == Some(&LayerId::Decap) {
-        Dir::In
-    } else {
-        Dir::Out
-    };
     for &id in layers {
         c.layers[id as usize].seen += 1;
         let step = match id {
@@ -268,6 +279,7 @@ pub(crate) fn walk<R: Recorder>(
             LayerId::Encap => encap::process(t, ctx, out, c, rec),
             LayerId::Decap => decap::process(t, ctx, c, now_ns, rec),
             LayerId::Deliver => deliver::process(t, ctx, out, c, rec),
+            LayerId::Forward => forward::process(dir, ctx, c, rec),
         };
         rec.step(id, step);
         let lc = &mut c.layers[id as usize];
