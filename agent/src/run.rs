@@ -537,7 +537,7 @@ async fn serve(
         Datapath::Overlay(Sockets {
             port: match plan {
                 Some(_) => Some(
-                    io::packet_socket(plumbed.peer_ifindex)
+                    io::packet_socket(plumbed.peer_ifindex, io::Qdisc::Bypass)
                         .map_err(io_err("AF_PACKET socket on the overlay peer"))?,
                 ),
                 None => None,

@@ -40,7 +40,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufR
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::{AgentConfig, HostSettings};
-use crate::dp::ctl::{Ctl, Published, TraceInput, TraceRequest, dst_mac};
+use crate::dp::ctl::{Ctl, Published, TraceInput, TraceRequest};
 use crate::dp::dataloop::capture::{self, CapturePoint, CaptureRequest};
 use crate::dp::fwctl::{FwQuery, FwReply, FwRequest};
 use crate::dp::io::Waker;
@@ -810,7 +810,7 @@ fn render_trace(
     use crate::dp::ctl::TraceReply as Dp;
     let from = from.name().to_string();
     match r {
-        Dp::Overlay(t) => agent_api::TraceReply {
+        Dp::Walked(t) => agent_api::TraceReply {
             from,
             packet: t.packet,
             steps: t
@@ -840,60 +840,19 @@ fn render_trace(
                 })
                 .collect(),
         },
-        Dp::Microseg(m) => {
-            use firewall::{Dir, FwVerdict as Fw};
-            let layer = if m.verdict.is_some() {
-                "firewall"
-            } else {
-                "nic"
-            };
-            // `port` = toward the host stack, `underlay` = out of the NIC.
-            let (onward, back) = match m.dir {
-                Dir::In => ("port", "underlay"),
-                Dir::Out => ("underlay", "port"),
-            };
-            let output = |kind: &str, f: &[u8]| TraceOutput {
-                kind: kind.into(),
-                dst: dst_mac(f),
-                vni: None,
-                len: f.len() as u64,
-                summary: datapath::trace::summarize(f),
-            };
-            let (verdict, drop_reason, fw_reason, outputs) = match m.verdict {
-                None => ("dropped", Some(DropReason::NotForPort.name()), None, vec![]),
-                Some(Fw::Pass) => {
-                    let v = if m.dir == Dir::In {
-                        "delivered"
-                    } else {
-                        "forwarded"
-                    };
-                    (v, None, None, vec![output(onward, frame)])
-                }
-                Some(Fw::Drop(r)) => ("dropped", Some("firewall"), Some(r.name()), vec![]),
-                Some(Fw::Reject(_)) => {
-                    let answer = m.answer.as_deref().map(|a| output(back, a));
-                    (
-                        "dropped",
-                        Some("firewall"),
-                        Some(firewall::FwDrop::Rule.name()),
-                        answer.into_iter().collect(),
-                    )
-                }
-            };
-            agent_api::TraceReply {
-                from,
-                packet: datapath::trace::summarize(frame),
-                steps: vec![TraceStep {
-                    layer: layer.into(),
-                    result: "done".into(),
-                    detail: m.detail,
-                }],
-                verdict: verdict.into(),
-                drop_reason: drop_reason.map(str::to_string),
-                firewall_drop_reason: fw_reason.map(str::to_string),
-                outputs,
-            }
-        }
+        Dp::NotForHost(e) => agent_api::TraceReply {
+            from,
+            packet: datapath::trace::summarize(frame),
+            steps: vec![TraceStep {
+                layer: "nic".into(),
+                result: "done".into(),
+                detail: e.to_string(),
+            }],
+            verdict: "dropped".into(),
+            drop_reason: Some(DropReason::NotForPort.name().into()),
+            firewall_drop_reason: None,
+            outputs: vec![],
+        },
     }
 }
 

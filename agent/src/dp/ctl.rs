@@ -13,7 +13,6 @@ use std::sync::mpsc::Sender;
 
 pub use agent_api::IoCounters;
 use datapath::{Counters, Tables};
-use firewall::{Dir, FwVerdict};
 
 use crate::dp::dataloop::capture::CaptureRequest;
 use crate::dp::fwctl::FwRequest;
@@ -59,32 +58,11 @@ pub enum TraceInput {
 /// The datapath thread's answer to a trace.
 #[derive(Debug)]
 pub enum TraceReply {
-    Overlay(datapath::Trace),
-    Microseg(MsegTrace),
-}
-
-/// What the micro-segmentation loop would do with one frame (`trace` in
-/// micro-segmentation mode).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MsegTrace {
-    /// `In`: received on the NIC; `Out`: sent by the host.
-    pub dir: Dir,
-    /// The firewall's verdict; `None` when the NIC frame is unicast to
-    /// another MAC (not the host's: not judged, not passed on).
-    pub verdict: Option<FwVerdict>,
-    /// One line: why.
-    pub detail: String,
-    /// The answer a reject sends back (a TCP RST or ICMP error frame).
-    pub answer: Option<Vec<u8>>,
-}
-
-/// The destination MAC of an Ethernet frame, `aa:bb:..` (empty if too short).
-pub fn dst_mac(frame: &[u8]) -> String {
-    frame
-        .get(..6)
-        .and_then(|m| <[u8; 6]>::try_from(m).ok())
-        .map(|m| control::MacAddr(m).to_string())
-        .unwrap_or_default()
+    /// The layers' record (the overlay pipeline or micro-segmentation's).
+    Walked(datapath::Trace),
+    /// Micro-segmentation: a frame the NIC received for another MAC (not
+    /// the host's: not judged, not passed on).
+    NotForHost(datapath::mseg::NotForHost),
 }
 
 /// What a datapath thread publishes for the control side (the local API,

@@ -14,9 +14,9 @@
 pub mod capture;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use datapath::offload::VIRTIO_NET_HDR_LEN;
 use datapath::{Output, Pipeline, Tables, TraceFrom};
@@ -24,6 +24,7 @@ use datapath::{Output, Pipeline, Tables, TraceFrom};
 use self::capture::{Capture, CaptureDir};
 
 use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceInput, TraceReply};
+use crate::dp::driver::{self, Flow};
 use crate::dp::fwctl;
 use crate::dp::io::{self, RecvBatch, SendBatch, Waker};
 use crate::dp::underlay::{GsoSender, UdpPool};
@@ -48,7 +49,7 @@ pub fn trace(pipeline: &Pipeline, input: TraceInput, now_ns: u64) -> Result<Trac
             );
         }
     };
-    Ok(TraceReply::Overlay(t))
+    Ok(TraceReply::Walked(t))
 }
 
 /// Sockets the thread owns.
@@ -66,9 +67,6 @@ pub struct Sockets {
 const OUTPUT_SLOTS: usize = 512;
 /// 64 KiB slots for the port queue, where TCP segments are merged.
 const PORT_SLOTS: usize = 128;
-const PUBLISH_EVERY: Duration = Duration::from_millis(200);
-/// Batches per socket per wake-up, so one busy direction cannot starve the other.
-const BATCHES_PER_ROUND: usize = 8;
 
 /// The loop's state: sockets, preallocated batches, the pipeline.
 struct Shell {
@@ -126,62 +124,71 @@ pub fn run(
         capture: Capture::default(),
     };
     shell.tables_changed();
-    let mut last_publish = Instant::now() - PUBLISH_EVERY;
-    let mut poller = io::Poller::new([waker.fd(), port_fd, geneve_fd]);
+    driver::run(&mut shell, [port_fd, geneve_fd], &ctl, &waker, &published);
+}
 
-    loop {
-        let [woken, _, _] = poller.wait(100);
-        if woken {
-            waker.drain();
-            loop {
-                match ctl.try_recv() {
-                    Ok(Ctl::Tables(t)) => {
-                        shell.pipeline.set_tables(t);
-                        shell.tables_changed();
-                    }
-                    Ok(Ctl::Fw(req)) => {
-                        let now = shell.now_ns();
-                        let reply = fwctl::answer(shell.pipeline.firewall_mut(), req.query, now);
-                        let _ = req.reply.send(reply);
-                    }
-                    Ok(Ctl::RestoreFlows(flows)) => {
-                        let now = shell.now_ns();
-                        if let Some(fw) = shell.pipeline.firewall_mut() {
-                            fwctl::restore(fw, &flows, now);
-                        }
-                    }
-                    Ok(Ctl::Trace(req)) => {
-                        let now = shell.now_ns();
-                        let _ = req.reply.send(trace(&shell.pipeline, req.input, now));
-                    }
-                    Ok(Ctl::Capture(req)) => {
-                        let now = shell.now_ns();
-                        shell.capture.arm(req, now);
-                    }
-                    Ok(Ctl::Stop) | Err(TryRecvError::Disconnected) => {
-                        shell.capture.stop();
-                        shell.publish(&published);
-                        return;
-                    }
-                    Err(TryRecvError::Empty) => break,
+impl driver::Shell for Shell {
+    fn control(&mut self, msg: Ctl) -> Flow {
+        match msg {
+            Ctl::Tables(t) => {
+                self.pipeline.set_tables(t);
+                self.tables_changed();
+            }
+            Ctl::Fw(req) => {
+                let now = self.now_ns();
+                let reply = fwctl::answer(self.pipeline.firewall_mut(), req.query, now);
+                let _ = req.reply.send(reply);
+            }
+            Ctl::RestoreFlows(flows) => {
+                let now = self.now_ns();
+                if let Some(fw) = self.pipeline.firewall_mut() {
+                    fwctl::restore(fw, &flows, now);
                 }
             }
+            Ctl::Trace(req) => {
+                let now = self.now_ns();
+                let _ = req.reply.send(trace(&self.pipeline, req.input, now));
+            }
+            Ctl::Capture(req) => {
+                let now = self.now_ns();
+                self.capture.arm(req, now);
+            }
+            Ctl::Stop => return Flow::Stop,
         }
+        Flow::Continue
+    }
 
-        for _ in 0..BATCHES_PER_ROUND {
-            let busy = shell.drain_port() | shell.drain_underlay();
-            if !busy {
-                break;
+    fn drain(&mut self) -> bool {
+        self.drain_port() | self.drain_underlay()
+    }
+
+    fn tick(&mut self) {
+        let now = self.now_ns();
+        self.pipeline.tick(now);
+        self.capture.poll(now);
+    }
+
+    fn publish(&mut self, published: &Mutex<Published>) {
+        if let Some(fd) = self.port_fd() {
+            // One syscall per publish period, not per packet.
+            if let Ok(d) = io::packet_drops(fd) {
+                self.io.port_rx_dropped += d;
             }
         }
-        let now = shell.now_ns();
-        shell.pipeline.tick(now);
-        shell.capture.poll(now);
-
-        if last_publish.elapsed() >= PUBLISH_EVERY {
-            shell.publish(&published);
-            last_publish = Instant::now();
+        if let Ok(mut s) = published.lock() {
+            s.counters.clone_from(self.pipeline.counters());
+            s.io = self.io;
+            s.config_version = self.pipeline.tables().version;
+            s.firewall.clear();
+            if let Some(fw) = self.pipeline.firewall_mut() {
+                fwctl::summary(fw, &mut s.firewall);
+                ctl::drain_log(fw, &mut s);
+            }
         }
+    }
+
+    fn stop(&mut self) {
+        self.capture.stop();
     }
 }
 
@@ -301,26 +308,6 @@ impl Shell {
             &mut self.capture,
             now_ns,
         );
-    }
-
-    fn publish(&mut self, published: &Mutex<Published>) {
-        if let Some(fd) = self.port_fd() {
-            // One syscall per publish period, not per packet.
-            if let Ok(d) = io::packet_drops(fd) {
-                self.io.port_rx_dropped += d;
-            }
-        }
-        // Once per PUBLISH_EVERY, never per packet.
-        if let Ok(mut s) = published.lock() {
-            s.counters.clone_from(self.pipeline.counters());
-            s.io = self.io;
-            s.config_version = self.pipeline.tables().version;
-            s.firewall.clear();
-            if let Some(fw) = self.pipeline.firewall_mut() {
-                fwctl::summary(fw, &mut s.firewall);
-                ctl::drain_log(fw, &mut s);
-            }
-        }
     }
 }
 

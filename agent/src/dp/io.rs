@@ -79,8 +79,21 @@ pub(crate) fn socket(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// AF_PACKET socket bound to one interface, not seeing its own transmissions.
-pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+/// Whether an AF_PACKET socket's sends go through the interface's qdisc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qdisc {
+    /// Straight to the driver (`PACKET_QDISC_BYPASS`, where supported):
+    /// veths, which have no qdisc worth keeping.
+    Bypass,
+    /// Through the qdisc (a real NIC's traffic shaping stays in force).
+    Through,
+}
+
+/// The datapath's packet socket (the overlay port, and micro-segmentation's
+/// NIC tap and firewall veth): AF_PACKET bound to one interface, not seeing
+/// its own transmissions, with a virtio-net header before every frame both
+/// ways, 8 MiB buffers.
+pub fn packet_socket(ifindex: u32, qdisc: Qdisc) -> io::Result<OwnedFd> {
     // Protocol 0 until bound, so no frame of another interface slips in.
     let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
     let raw = fd.as_raw_fd();
@@ -88,13 +101,16 @@ pub fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     // Offload metadata in front of every frame, both ways: partial checksums
     // and TSO super-frames come in described instead of being refused.
     setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1)?;
-    let _ = setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    if qdisc == Qdisc::Bypass {
+        let _ = setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
+    }
     set_buffers(raw, 8 << 20);
     // SAFETY: all-zero is a valid sockaddr_ll.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex as i32;
+    sll.sll_ifindex = i32::try_from(ifindex)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
     // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
     cvt(unsafe {
         libc::bind(

@@ -1,12 +1,14 @@
 //! The agent's datapath threads and what they need: the overlay loop
 //! around [`datapath::Pipeline`] ([`dataloop`]), the filtered
-//! micro-segmentation loop ([`msegloop`]), what they exchange with the
+//! micro-segmentation loop around [`datapath::Microseg`] ([`msegloop`]),
+//! the loop machinery they share ([`driver`]), what they exchange with the
 //! control side ([`ctl`]), batched socket I/O ([`io`],
 //! [`underlay`]), firewall requests answered between batches ([`fwctl`])
 //! and the packet-log writer ([`pktlog`]).
 
 pub mod ctl;
 pub mod dataloop;
+pub mod driver;
 pub mod fwctl;
 pub mod io;
 pub mod msegloop;
