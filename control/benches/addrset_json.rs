@@ -30,20 +30,22 @@ const MEMBERS: usize = 500;
 
 fn v4_member(set: usize, i: usize) -> IpNet {
     // 172.16.x.y / 172.17.x.y: octets of one to three digits, like real VMs.
-    let ip = Ipv4Addr::new(172, 16 + set as u8, (i / 250) as u8, (i % 250 + 1) as u8);
+    let octet = |v: usize| u8::try_from(v).unwrap();
+    let ip = Ipv4Addr::new(172, 16 + octet(set), octet(i / 250), octet(i % 250 + 1));
     IpNet::from(IpAddr::V4(ip))
 }
 
 fn v6_member(set: usize, i: usize) -> IpNet {
+    let word = |v: usize| u16::try_from(v).unwrap();
     let ip = Ipv6Addr::new(
         0x2001,
         0xdb8,
-        set as u16,
+        word(set),
         0,
         0,
         0,
-        (i / 250) as u16,
-        i as u16 + 1,
+        word(i / 250),
+        word(i + 1),
     );
     IpNet::from(IpAddr::V6(ip))
 }
@@ -105,14 +107,14 @@ fn bench(c: &mut Criterion) {
     for (name, fw) in [("v4_2x500", &v4), ("v6_2x500", &v6)] {
         let len = serde_json::to_vec(fw).unwrap().len();
         eprintln!("addrset_json/{name}: {len} bytes of JSON");
-        g.throughput(Throughput::Bytes(len as u64));
+        g.throughput(Throughput::Bytes(u64::try_from(len).unwrap()));
         g.bench_function(name, |b| {
             b.iter(|| serde_json::to_vec(black_box(fw)).unwrap())
         });
     }
     // Only the address sets, old path vs. the real `AddrSet` serializer.
     let len = serde_json::to_vec(&reference).unwrap().len();
-    g.throughput(Throughput::Bytes(len as u64));
+    g.throughput(Throughput::Bytes(u64::try_from(len).unwrap()));
     g.bench_function("v4_2x500_addrsets_only", |b| {
         b.iter(|| serde_json::to_vec(black_box(&v4.addrsets)).unwrap())
     });

@@ -179,7 +179,8 @@ impl<M: Message> Decoder<M> {
         let Some(header) = avail.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes(*header) as usize;
+        // A prefix beyond usize (16-bit targets only) is over any limit too.
+        let len = usize::try_from(u32::from_be_bytes(*header)).unwrap_or(usize::MAX);
         if len > self.max {
             return Err(self.fail(FrameError::TooLarge { len, max: self.max }));
         }
@@ -215,7 +216,7 @@ mod tests {
     use crate::proto::{AgentMsg, GatewayMsg};
 
     fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+        let mut v = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
         v.extend_from_slice(payload);
         v
     }
@@ -247,7 +248,7 @@ mod tests {
     #[test]
     fn oversized_prefix_rejected_before_buffering() {
         let mut d = Decoder::<AgentMsg>::new();
-        d.push(&((MAX_FRAME as u32) + 1).to_be_bytes());
+        d.push(&(u32::try_from(MAX_FRAME).unwrap() + 1).to_be_bytes());
         assert_eq!(
             d.next(),
             Err(FrameError::TooLarge {
@@ -482,7 +483,7 @@ pub(crate) mod prop {
 
         #[test]
         fn framed_garbage_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..128)) {
-            let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+            let mut bytes = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
             bytes.extend(&payload);
             let mut a = Decoder::<AgentMsg>::new();
             a.push(&bytes);

@@ -16,6 +16,14 @@
 //! Sockets, TLS, timers, persistence and the datapath swap belong to the
 //! shells (`nsx-agent`, `nsx-gateway`). See `control/PROTOCOL.md`.
 
+#![forbid(unsafe_code)]
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::undocumented_unsafe_blocks
+)]
+
 pub mod firewall;
 pub mod framing;
 pub mod model;

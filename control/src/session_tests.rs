@@ -447,7 +447,7 @@ fn agent_queue_overflow_closes() {
         config: None,
     };
     a.on_message(snap(1), t.at(1));
-    for v in 0..MAX_QUEUED_CONFIGS as u64 {
+    for v in 0..u64::try_from(MAX_QUEUED_CONFIGS).unwrap() {
         assert!(a.on_message(snap(v + 2), t.at(1)).is_empty());
     }
     let out = a.on_message(snap(100), t.at(1));
@@ -653,10 +653,10 @@ fn backoff_ceilings_double_and_cap() {
     let mut b = Backoff::new(Backoff::DEFAULT_BASE, Backoff::DEFAULT_CAP, Jitter::Full);
     let mut ceilings = Vec::new();
     for _ in 0..10 {
-        ceilings.push(b.ceiling().as_millis() as u64);
+        ceilings.push(u64::try_from(b.ceiling().as_millis()).unwrap());
         // rand = u64::MAX % (c+1) is below c; use c itself to hit the top.
         let c = *ceilings.last().unwrap();
-        assert_eq!(b.next_delay(c).as_millis() as u64, c);
+        assert_eq!(u64::try_from(b.next_delay(c).as_millis()).unwrap(), c);
     }
     assert_eq!(
         ceilings,
