@@ -5,6 +5,14 @@
 //! snapshot at scrape time, so nothing is registered or updated between
 //! scrapes). No I/O: the endpoints own their sockets.
 
+#![forbid(unsafe_code)]
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::undocumented_unsafe_blocks
+)]
+
 use std::fmt;
 
 use prometheus_client::collector::Collector;
