@@ -567,6 +567,17 @@ fn check_arg(kind: ArgKind, word: &str) -> Result<(), String> {
     }
 }
 
+/// Seconds -> whole milliseconds, rounded; `s` is finite and within
+/// 0.001..=60 (checked by the caller), so the result is 1..=60000.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "s is 0.001..=60: the rounded milliseconds fit u32"
+)]
+fn secs_to_ms(s: f64) -> u32 {
+    (s * 1000.0).round() as u32
+}
+
 /// A number, decimal or `0x` hex.
 pub fn parse_u32(word: &str) -> Result<u32, String> {
     let r = match word.strip_prefix("0x").or_else(|| word.strip_prefix("0X")) {
@@ -794,7 +805,7 @@ fn capture_opts(point: CapturePoint, tail: &[String], spec: &Spec) -> Result<Cap
             "file" => c.file = Some(PathBuf::from(value)),
             "timeout" => match value.parse::<f64>() {
                 Ok(s) if s.is_finite() && (0.001..=60.0).contains(&s) => {
-                    c.timeout_ms = Some((s * 1000.0).round() as u32);
+                    c.timeout_ms = Some(secs_to_ms(s));
                 }
                 _ => {
                     return Err(err(format!(

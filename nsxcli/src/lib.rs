@@ -13,6 +13,14 @@
 //!   the [`client::Api`] / [`http::GwApi`] seams;
 //! * [`client`], [`http`], [`shell`]: the socket, HTTP and line-editor I/O.
 
+#![forbid(unsafe_code)]
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::undocumented_unsafe_blocks
+)]
+
 pub mod client;
 pub mod error;
 pub mod exec;

@@ -4,6 +4,14 @@
 //! with `--gateway` to the gateway's admin API. Exit codes: 0 ok, 1 the
 //! command failed, 2 usage, 3 agent/gateway not reachable.
 
+#![forbid(unsafe_code)]
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::undocumented_unsafe_blocks
+)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,17 +73,8 @@ fn hostname() -> String {
             return h.to_string();
         }
     }
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is ours and its length is passed; gethostname
-    // writes at most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        if let Ok(h) = std::str::from_utf8(&buf[..end])
-            && !h.is_empty()
-        {
-            return h.to_string();
-        }
+    if let Some(h) = audited::hostname() {
+        return h;
     }
     "nsxcli".to_string()
 }

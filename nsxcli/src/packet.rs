@@ -489,9 +489,9 @@ impl PacketSpec {
             Proto::Udp => udp::HEADER_LEN,
             _ => tcp::HEADER_LEN,
         };
-        for (i, b) in l4[hdr..].iter_mut().enumerate() {
+        for (b, v) in l4[hdr..].iter_mut().zip((0..=u8::MAX).cycle()) {
             // A recognisable payload, like ping's incrementing bytes.
-            *b = (i % 256) as u8;
+            *b = v;
         }
         match self.proto {
             Proto::Icmp => {

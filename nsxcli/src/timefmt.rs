@@ -1,7 +1,8 @@
 //! Wall-clock formatting without a date crate: C `ctime` (`Fri Dec 22
 //! 05:22:18 2017`, as the seed's `Connection Time`), capture timestamps
 //! (`05:22:18.123456`) and ISO dates, in UTC, a fixed offset or the box's
-//! local time zone (libc `localtime_r`, which honours `TZ`).
+//! local time zone (libc `localtime_r`, which honours `TZ`, through
+//! [`audited::local_utc_offset`]).
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS: [&str; 12] = [
@@ -33,18 +34,7 @@ impl Tz {
 
 /// `localtime_r`'s `tm_gmtoff` for `unix` (0 if the C library cannot tell).
 fn local_offset(unix: i64) -> i64 {
-    // time_t is 64 bits on every target the agent runs on.
-    let t = unix as libc::time_t;
-    // SAFETY: `tm` is plain old data for which all-zero bytes are a valid
-    // value; `localtime_r` only writes into the `tm` we own and reads `t`,
-    // and its result is checked for null before `tm` is read.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return 0;
-        }
-        tm.tm_gmtoff
-    }
+    audited::local_utc_offset(unix).unwrap_or(0)
 }
 
 /// A broken-down civil time.
@@ -60,6 +50,11 @@ struct Civil {
 }
 
 /// Days since 1970-01-01 -> (year, month, day) (H. Hinnant's algorithm).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "month and day are 1..=12 and 1..=31 by construction"
+)]
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -75,6 +70,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m as u32, d as u32)
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "rem_euclid keeps seconds of day in 0..86400 and weekday in 0..7"
+)]
 fn civil(unix: i64, offset: i64) -> Civil {
     let t = unix.saturating_add(offset);
     let days = t.div_euclid(86_400);

@@ -167,7 +167,7 @@ fn underlay_summary_decodes_geneve_and_the_inner_packet() {
     let frames = vec![Frame {
         ts_ns: 1_513_920_138_123_456_789,
         dir: "rx".into(),
-        orig_len: p.len() as u32,
+        orig_len: u32::try_from(p.len()).unwrap(),
         data: p.clone(),
     }];
     assert_eq!(
