@@ -9,7 +9,8 @@
 //! * [`gw`]: enrollment and the control session with the gateway, and the
 //!   applied config kept on disk;
 //! * [`api`]: the local API socket for nsxcli and the Prometheus endpoint;
-//! * [`config`]: the agent's config file; [`run`]: wires it all together.
+//! * [`config`]: the agent's config file; [`run`]: wires it all together;
+//!   [`sys`]: named conversions for the C calls.
 
 pub mod api;
 pub mod config;
@@ -18,3 +19,4 @@ pub mod fsutil;
 pub mod gw;
 pub mod host;
 pub mod run;
+pub mod sys;

@@ -113,14 +113,11 @@ fn local_host(nic: &NicInfo) -> Result<LocalHost, StartError> {
             .ok_or_else(|| StartError::NoUnderlayAddress {
                 nic: nic.name.clone(),
             })?;
-    let mtu = nic
-        .mtu
-        .saturating_sub(host::OVERLAY_OVERHEAD)
-        .min(u32::from(u16::MAX));
+    let mtu = u16::try_from(nic.mtu.saturating_sub(host::OVERLAY_OVERHEAD)).unwrap_or(u16::MAX);
     Ok(LocalHost {
         underlay_ip,
         port_mac: control::MacAddr(nic.mac),
-        overlay_mtu: mtu as u16,
+        overlay_mtu: mtu,
         kernel_udp: true,
     })
 }

@@ -189,7 +189,7 @@ pub async fn run(
     );
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         ^ u64::from(std::process::id());
     let mut rng = SplitMix64::new(seed);
     let mut tep_id = 0u32;

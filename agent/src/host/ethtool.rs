@@ -207,7 +207,7 @@ fn ethtool_ioctl(sock: &OwnedFd, ifname: &str, data: *mut libc::c_char) -> io::R
     // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(name) {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     ifr.ifr_ifru.ifru_data = data;
     // SAFETY: SIOCETHTOOL reads `ifr` and reads/writes the command struct

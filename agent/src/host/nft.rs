@@ -263,7 +263,7 @@ impl Nfnl {
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                crate::sys::socklen_of::<libc::timeval>(),
             )
         };
         if rc < 0 {
@@ -428,7 +428,8 @@ fn write_table(nl: &mut Nfnl, fam: u8, table: &str, chains: &[BaseChain<'_>]) ->
             m.attr_str(NFTA_CHAIN_NAME, chain.name);
             m.nest_begin(NFTA_CHAIN_HOOK);
             m.attr_be32(NFTA_HOOK_HOOKNUM, chain.hook);
-            m.attr_be32(NFTA_HOOK_PRIORITY, chain.priority as u32);
+            // A signed priority goes on the wire as its two's-complement bits.
+            m.attr_be32(NFTA_HOOK_PRIORITY, chain.priority.cast_unsigned());
             m.nest_end();
             m.attr_str(NFTA_CHAIN_TYPE, "filter");
             buf = m.end();
@@ -679,7 +680,7 @@ mod tests {
         m.attr_str(NFTA_CHAIN_TABLE, "t");
         m.nest_begin(NFTA_CHAIN_HOOK);
         m.attr_be32(NFTA_HOOK_HOOKNUM, NF_BR_POST_ROUTING);
-        m.attr_be32(NFTA_HOOK_PRIORITY, HOOK_PRIORITY as u32);
+        m.attr_be32(NFTA_HOOK_PRIORITY, HOOK_PRIORITY.cast_unsigned());
         m.nest_end();
         let buf = m.end();
         // header 16 + nfgenmsg 4 + "t\0" attr 8 + nest (4 + 8 + 8) = 48
