@@ -172,14 +172,58 @@ async fn hangup<R: AsyncBufRead + Unpin>(r: &mut R) {
     }
 }
 
-/// One command's answer: its reply, or the error message.
-type Answer<T> = Result<T, String>;
+/// Why a command has no answer; its `Display` is the reply's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A lock around the named state was poisoned (a thread panicked).
+    #[error("{0} unavailable")]
+    Unavailable(&'static str),
+    /// A firewall command on an agent without a firewall policy.
+    #[error("no firewall is configured")]
+    NoFirewall,
+    /// The datapath thread has not started (or has stopped).
+    #[error("the datapath is not running")]
+    DatapathNotRunning,
+    /// The datapath thread's control channel is closed.
+    #[error("the datapath thread is gone")]
+    DatapathGone,
+    /// The datapath thread did not answer within the command's timeout.
+    #[error("the datapath thread did not answer in time")]
+    DatapathTimeout,
+    /// The task waiting for the datapath thread failed.
+    #[error(transparent)]
+    Wait(#[from] tokio::task::JoinError),
+    /// The config could not be shown as JSON objects.
+    #[error("config unavailable: {0}")]
+    Config(String),
+    /// A switch argument that names no switch.
+    #[error("unknown switch {switch} (known: {known})")]
+    UnknownSwitch { switch: String, known: String },
+    /// A switch resolved a moment ago is no longer in the tables.
+    #[error("switch vanished")]
+    SwitchVanished,
+    /// A trace's arguments do not fit the agent's mode.
+    #[error("{0}")]
+    TraceArgs(&'static str),
+    /// The datapath thread refused a trace.
+    #[error("{0}")]
+    Trace(String),
+    /// The datapath thread refused a capture.
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    /// A capture argument beyond what this platform can hold.
+    #[error("{0} out of range")]
+    OutOfRange(&'static str),
+}
+
+/// One command's answer: its reply, or why there is none.
+type Answer<T> = Result<T, ApiError>;
 
 /// The reply line of an answer.
 fn line<T: Serialize>(a: Answer<T>) -> String {
     match a {
         Ok(body) => agent_api::encode_reply(&body),
-        Err(e) => agent_api::encode_error(&e),
+        Err(e) => agent_api::encode_error(&e.to_string()),
     }
 }
 
@@ -195,7 +239,7 @@ async fn answer_cancellable(text: &str, shared: &Shared, cancel: &Arc<AtomicBool
         Request::Status => line(status(shared)),
         Request::Counters => line(counters(shared)),
         Request::Config => line(config(shared)),
-        Request::Version => line(Ok::<_, String>(VersionReply {
+        Request::Version => line(Ok(VersionReply {
             agent: "nsx-agent".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         })),
@@ -220,12 +264,12 @@ async fn answer_cancellable(text: &str, shared: &Shared, cancel: &Arc<AtomicBool
         Request::GetAddrSets => line(rules(shared, true)),
         Request::GetFlows => line(match query(shared, FwQuery::Flows).await {
             Ok(FwReply::Flows(text)) => Ok(TextReply { text }),
-            Ok(_) => Err("no firewall is configured".to_string()),
+            Ok(_) => Err(ApiError::NoFirewall),
             Err(e) => Err(e),
         }),
         Request::FirewallStats => line(match query(shared, FwQuery::Stats).await {
-            Ok(FwReply::Stats(s)) => Ok::<FirewallStats, String>(*s),
-            Ok(_) => Err("no firewall is configured".to_string()),
+            Ok(FwReply::Stats(s)) => Ok::<FirewallStats, _>(*s),
+            Ok(_) => Err(ApiError::NoFirewall),
             Err(e) => Err(e),
         }),
     }
@@ -235,7 +279,7 @@ fn status(shared: &Shared) -> Answer<StatusReply> {
     let st = shared
         .status
         .lock()
-        .map_err(|_| "status unavailable".to_string())?;
+        .map_err(|_| ApiError::Unavailable("status"))?;
     let gateway = shared
         .gateway
         .as_ref()
@@ -277,7 +321,7 @@ fn counters(shared: &Shared) -> Answer<CountersReply> {
         .published
         .lock()
         .map(|s| s.clone())
-        .map_err(|_| "counters unavailable".to_string())?;
+        .map_err(|_| ApiError::Unavailable("counters"))?;
     let c = &s.counters;
     let drops = DropReason::ALL
         .iter()
@@ -328,9 +372,9 @@ fn rules(shared: &Shared, addrsets: bool) -> Answer<TextReply> {
     let st = shared
         .status
         .lock()
-        .map_err(|_| "tables unavailable".to_string())?;
+        .map_err(|_| ApiError::Unavailable("tables"))?;
     let text = match &st.tables.firewall {
-        None => return Err("no firewall is configured".into()),
+        None => return Err(ApiError::NoFirewall),
         Some(p) if addrsets => firewall::show::getaddrsets(p.config()),
         Some(p) => firewall::show::getrules(p),
     };
@@ -338,7 +382,7 @@ fn rules(shared: &Shared, addrsets: bool) -> Answer<TextReply> {
 }
 
 /// Asks the datapath thread and waits (bounded) for its answer.
-pub async fn query(shared: &Shared, q: FwQuery) -> Result<FwReply, String> {
+pub async fn query(shared: &Shared, q: FwQuery) -> Result<FwReply, ApiError> {
     ask(
         shared,
         |reply| Ctl::Fw(FwRequest { query: q, reply }),
@@ -353,29 +397,30 @@ async fn ask<T: Send + 'static>(
     shared: &Shared,
     make: impl FnOnce(Sender<T>) -> Ctl,
     timeout: Duration,
-) -> Result<T, String> {
+) -> Result<T, ApiError> {
     let (tx, rx) = std::sync::mpsc::channel();
     {
-        let guard = shared.datapath.lock().map_err(|_| "datapath unavailable")?;
+        let guard = shared
+            .datapath
+            .lock()
+            .map_err(|_| ApiError::Unavailable("datapath"))?;
         let Some((ctl, waker)) = guard.as_ref() else {
-            return Err("the datapath is not running".into());
+            return Err(ApiError::DatapathNotRunning);
         };
-        ctl.send(make(tx))
-            .map_err(|_| "the datapath thread is gone")?;
+        ctl.send(make(tx)).map_err(|_| ApiError::DatapathGone)?;
         waker.wake();
     }
     tokio::task::spawn_blocking(move || rx.recv_timeout(timeout))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|_| "the datapath thread did not answer in time".to_string())
+        .await?
+        .map_err(|_| ApiError::DatapathTimeout)
 }
 
 /// A serializable value as a JSON object (the config sections).
 fn object<T: Serialize>(v: &T) -> Answer<Map<String, Value>> {
     match serde_json::to_value(v) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err("config unavailable: not an object".into()),
-        Err(e) => Err(format!("config unavailable: {e}")),
+        Ok(_) => Err(ApiError::Config("not an object".into())),
+        Err(e) => Err(ApiError::Config(e.to_string())),
     }
 }
 
@@ -383,7 +428,7 @@ fn config(shared: &Shared) -> Answer<ConfigReply> {
     let st = shared
         .status
         .lock()
-        .map_err(|_| "config unavailable".to_string())?;
+        .map_err(|_| ApiError::Unavailable("config"))?;
     Ok(ConfigReply {
         host: object(&st.config.host)?,
         gateway: st.config.gateway.as_ref().map(object).transpose()?,
@@ -430,7 +475,7 @@ fn tables(shared: &Shared) -> Answer<Arc<Tables>> {
         .status
         .lock()
         .map(|st| Arc::clone(&st.tables))
-        .map_err(|_| "tables unavailable".to_string())
+        .map_err(|_| ApiError::Unavailable("tables"))
 }
 
 fn switches(shared: &Shared) -> Answer<SwitchesReply> {
@@ -501,7 +546,7 @@ fn routers(shared: &Shared) -> Answer<RoutersReply> {
 
 /// A switch named by its name or VNI (a JSON number, or a string in
 /// decimal or `0x` hex).
-fn resolve_switch(t: &Tables, r: &SwitchRef) -> Result<SwitchIdx, String> {
+fn resolve_switch(t: &Tables, r: &SwitchRef) -> Answer<SwitchIdx> {
     let by_name = match r {
         SwitchRef::Name(s) => t
             .switches
@@ -514,7 +559,10 @@ fn resolve_switch(t: &Tables, r: &SwitchRef) -> Result<SwitchIdx, String> {
         .or_else(|| r.vni().and_then(|vni| t.switch_by_vni(vni)))
         .ok_or_else(|| {
             let known: Vec<&str> = t.switches.iter().map(|s| s.name.as_str()).collect();
-            format!("unknown switch {r} (known: {})", known.join(", "))
+            ApiError::UnknownSwitch {
+                switch: r.to_string(),
+                known: known.join(", "),
+            }
         })
 }
 
@@ -665,7 +713,7 @@ fn interfaces(shared: &Shared, root: &Path) -> Answer<InterfacesReply> {
         let st = shared
             .status
             .lock()
-            .map_err(|_| "status unavailable".to_string())?;
+            .map_err(|_| ApiError::Unavailable("status"))?;
         let prefix_len = st
             .tables
             .port
@@ -732,21 +780,22 @@ fn trace_input(
     frame: Vec<u8>,
     src_tep: Option<Ipv4Addr>,
     vni: Option<u32>,
-) -> Result<TraceInput, String> {
+) -> Answer<TraceInput> {
     let tunnel = src_tep.is_some() || vni.is_some();
     match (from, mode) {
         (TraceFrom::Port, _) => {
             if tunnel {
-                return Err("src_tep and vni are only for from \"underlay\"".into());
+                return Err(ApiError::TraceArgs(
+                    "src_tep and vni are only for from \"underlay\"",
+                ));
             }
             Ok(TraceInput::Port(frame))
         }
         (TraceFrom::Underlay, Mode::Overlay) => {
             let (Some(src_tep), Some(vni)) = (src_tep, vni) else {
-                return Err(
-                    "from \"underlay\" needs src_tep (the sending endpoint's underlay IP) and vni"
-                        .into(),
-                );
+                return Err(ApiError::TraceArgs(
+                    "from \"underlay\" needs src_tep (the sending endpoint's underlay IP) and vni",
+                ));
             };
             Ok(TraceInput::Underlay {
                 src_tep,
@@ -756,11 +805,10 @@ fn trace_input(
         }
         (TraceFrom::Underlay, Mode::MicroSegmentation) => {
             if tunnel {
-                return Err(
+                return Err(ApiError::TraceArgs(
                     "this agent runs micro-segmentation: from \"underlay\" is a frame \
-                            as the NIC receives it, without src_tep or vni"
-                        .into(),
-                );
+                     as the NIC receives it, without src_tep or vni",
+                ));
             }
             Ok(TraceInput::Nic(frame))
         }
@@ -776,7 +824,7 @@ async fn trace(
 ) -> Answer<agent_api::TraceReply> {
     let mode = match shared.status.lock() {
         Ok(st) => st.mode(),
-        Err(_) => return Err("status unavailable".into()),
+        Err(_) => return Err(ApiError::Unavailable("status")),
     };
     let input = trace_input(mode, from, frame.clone(), src_tep, vni)?;
     let reply = ask(
@@ -787,7 +835,8 @@ async fn trace(
     .await;
     match reply {
         Ok(Ok(r)) => Ok(render_trace(r, from, &frame)),
-        Ok(Err(e)) | Err(e) => Err(e),
+        Ok(Err(e)) => Err(ApiError::Trace(e)),
+        Err(e) => Err(e),
     }
 }
 
@@ -872,7 +921,10 @@ fn capture_point(t: &Tables, point: &agent_api::CapturePoint) -> Answer<(Capture
         agent_api::CapturePoint::Underlay => (CapturePoint::Underlay, "underlay".into()),
         agent_api::CapturePoint::Switch(sw) => {
             let si = resolve_switch(t, &SwitchRef::Name(sw.clone()))?;
-            let sw = t.switches.get(usize::from(si)).ok_or("switch vanished")?;
+            let sw = t
+                .switches
+                .get(usize::from(si))
+                .ok_or(ApiError::SwitchVanished)?;
             (CapturePoint::Switch(sw.vni), format!("switch:{}", sw.name))
         }
     })
@@ -890,11 +942,11 @@ async fn capture(
     let t = tables(shared)?;
     let (point, name) = capture_point(&t, point)?;
     let count = usize::try_from(count.unwrap_or(limits::COUNT_DEFAULT))
-        .map_err(|_| "count out of range")?;
+        .map_err(|_| ApiError::OutOfRange("count"))?;
     let timeout =
         Duration::from_millis(u64::from(timeout_ms.unwrap_or(limits::TIMEOUT_MS_DEFAULT)));
     let snaplen = usize::try_from(snaplen.unwrap_or(limits::SNAPLEN_DEFAULT))
-        .map_err(|_| "snaplen out of range")?;
+        .map_err(|_| ApiError::OutOfRange("snaplen"))?;
     let reply = ask(
         shared,
         |reply| {
@@ -912,7 +964,8 @@ async fn capture(
     .await;
     match reply {
         Ok(Ok(r)) => Ok(render_capture(&r, name)),
-        Ok(Err(e)) | Err(e) => Err(e),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 

@@ -79,6 +79,7 @@ use firewall::{Dir, Firewall};
 
 use crate::config::{GatewaySettings, HostSettings};
 use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceInput, TraceReply};
+use crate::dp::dataloop::capture::CaptureError;
 use crate::dp::driver::{self, Flow};
 use crate::dp::fwctl;
 use crate::dp::io::{self, BATCH, Qdisc, RecvBatch, SendBatch, Waker};
@@ -298,11 +299,7 @@ impl driver::Shell for Shell {
                 let _ = req.reply.send(self.trace(req.input, now));
             }
             Ctl::Capture(req) => {
-                let _ = req.reply.send(Err(
-                    "capture is available in overlay mode only (in micro-segmentation mode, \
-                     capture the host's interfaces with tcpdump)"
-                        .into(),
-                ));
+                let _ = req.reply.send(Err(CaptureError::OverlayOnly));
             }
             Ctl::Stop => return Flow::Stop,
         }

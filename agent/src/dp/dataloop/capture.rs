@@ -94,7 +94,21 @@ pub struct CaptureRequest {
     /// Set by the API when the client hangs up (nsxcli interrupted): the
     /// capture ends at the next loop round instead of at its count or timeout.
     pub cancel: Arc<AtomicBool>,
-    pub reply: Sender<Result<CaptureReply, String>>,
+    pub reply: Sender<Result<CaptureReply, CaptureError>>,
+}
+
+/// Why a capture request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaptureError {
+    /// One capture at a time per agent.
+    #[error("a capture is already running on this agent")]
+    Busy,
+    /// Micro-segmentation has no overlay to capture on.
+    #[error(
+        "capture is available in overlay mode only (in micro-segmentation mode, \
+         capture the host's interfaces with tcpdump)"
+    )]
+    OverlayOnly,
 }
 
 /// One captured frame; its bytes are `CaptureReply::bytes[off..off + len]`.
@@ -177,7 +191,7 @@ struct Armed {
     /// Set when the count or the buffer is reached: nothing more is taken.
     ended: Option<Ended>,
     cancel: Arc<AtomicBool>,
-    reply: Sender<Result<CaptureReply, String>>,
+    reply: Sender<Result<CaptureReply, CaptureError>>,
 }
 
 impl Capture {
@@ -191,9 +205,7 @@ impl Capture {
     /// second capture while one runs is refused.
     pub fn arm(&mut self, req: CaptureRequest, now_ns: u64) {
         if self.armed.is_some() {
-            let _ = req
-                .reply
-                .send(Err("a capture is already running on this agent".into()));
+            let _ = req.reply.send(Err(CaptureError::Busy));
             return;
         }
         let want = req.count.max(1);
@@ -395,7 +407,7 @@ mod tests {
         point: CapturePoint,
         count: usize,
         snaplen: usize,
-    ) -> (Capture, Receiver<Result<CaptureReply, String>>) {
+    ) -> (Capture, Receiver<Result<CaptureReply, CaptureError>>) {
         let mut c = Capture::default();
         c.set_tables(Some(0x238c), ME);
         let (tx, rx) = channel();
