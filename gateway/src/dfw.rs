@@ -344,6 +344,27 @@ fn tag_values<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<St
 
 // ----- references -----------------------------------------------------------
 
+/// Why a rule's reference (peer or target) or a membership glob was refused;
+/// the validation reports its `Display` under the field's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    /// `group:`, `ipset:`, `switch:` or `instance:` with nothing after it.
+    #[error("{text:?}: missing {kind} name")]
+    MissingName { text: String, kind: &'static str },
+    /// A peer that is none of the accepted forms.
+    #[error("{0:?} is not any, an IP address, a CIDR, group:NAME, ipset:NAME or switch:NAME")]
+    NotAPeer(String),
+    /// An empty glob.
+    #[error("empty pattern")]
+    EmptyPattern,
+    /// A glob longer than [`MAX_GLOB_LEN`] characters.
+    #[error("pattern longer than {MAX_GLOB_LEN} characters")]
+    PatternTooLong,
+    /// A glob with a character we do not treat as literal or wildcard.
+    #[error("{pattern:?}: unsupported character {c:?} (only * and ? are wildcards)")]
+    UnsupportedChar { pattern: String, c: char },
+}
+
 /// A rule source or destination as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer<'a> {
@@ -356,13 +377,16 @@ pub enum Peer<'a> {
 
 impl<'a> Peer<'a> {
     /// Parses `any`, an IP, a CIDR, `group:NAME`, `ipset:NAME` or `switch:NAME`.
-    pub fn parse(s: &'a str) -> Result<Peer<'a>, String> {
+    pub fn parse(s: &'a str) -> Result<Peer<'a>, RefError> {
         if s == "any" {
             return Ok(Peer::Any);
         }
-        let named = |name: &'a str, what: &str| {
+        let named = |name: &'a str, kind: &'static str| {
             if name.is_empty() {
-                Err(format!("{s:?}: missing {what} name"))
+                Err(RefError::MissingName {
+                    text: s.to_string(),
+                    kind,
+                })
             } else {
                 Ok(name)
             }
@@ -376,11 +400,9 @@ impl<'a> Peer<'a> {
         if let Some(n) = s.strip_prefix("switch:") {
             return named(n, "switch").map(Peer::Switch);
         }
-        parse_net(s).map(Peer::Net).ok_or_else(|| {
-            format!(
-                "{s:?} is not any, an IP address, a CIDR, group:NAME, ipset:NAME or switch:NAME"
-            )
-        })
+        parse_net(s)
+            .map(Peer::Net)
+            .ok_or_else(|| RefError::NotAPeer(s.to_string()))
     }
 }
 
@@ -405,16 +427,19 @@ pub enum Target<'a> {
 impl<'a> Target<'a> {
     /// Parses `NAME`, `group:NAME`, `instance:ID` or `switch:NAME` (a name
     /// with any other `:` in it is a group name).
-    pub fn parse(s: &'a str) -> Result<Target<'a>, String> {
-        let (kind, name, target): (&str, &str, fn(&'a str) -> Target<'a>) = match s.split_once(':')
-        {
-            Some(("group", n)) => ("group", n, Target::Group),
-            Some(("instance", n)) => ("instance", n, Target::Instance),
-            Some(("switch", n)) => ("switch", n, Target::Switch),
-            _ => ("group", s, Target::Group),
-        };
+    pub fn parse(s: &'a str) -> Result<Target<'a>, RefError> {
+        let (kind, name, target): (&'static str, &str, fn(&'a str) -> Target<'a>) =
+            match s.split_once(':') {
+                Some(("group", n)) => ("group", n, Target::Group),
+                Some(("instance", n)) => ("instance", n, Target::Instance),
+                Some(("switch", n)) => ("switch", n, Target::Switch),
+                _ => ("group", s, Target::Group),
+            };
         if name.is_empty() {
-            return Err(format!("{s:?}: missing {kind} name"));
+            return Err(RefError::MissingName {
+                text: s.to_string(),
+                kind,
+            });
         }
         Ok(target(name))
     }
@@ -428,20 +453,21 @@ pub struct Glob(Vec<char>);
 
 impl Glob {
     /// Compiles `pattern`; `Err` says what is wrong with it.
-    pub fn new(pattern: &str) -> Result<Glob, String> {
+    pub fn new(pattern: &str) -> Result<Glob, RefError> {
         if pattern.is_empty() {
-            return Err("empty pattern".into());
+            return Err(RefError::EmptyPattern);
         }
         if pattern.chars().count() > MAX_GLOB_LEN {
-            return Err(format!("pattern longer than {MAX_GLOB_LEN} characters"));
+            return Err(RefError::PatternTooLong);
         }
         if let Some(c) = pattern
             .chars()
             .find(|c| c.is_control() || matches!(c, '[' | ']' | '{' | '}' | '\\'))
         {
-            return Err(format!(
-                "{pattern:?}: unsupported character {c:?} (only * and ? are wildcards)"
-            ));
+            return Err(RefError::UnsupportedChar {
+                pattern: pattern.to_string(),
+                c,
+            });
         }
         Ok(Glob(
             pattern.chars().map(|c| c.to_ascii_lowercase()).collect(),
@@ -684,7 +710,7 @@ impl Known<'_> {
         for (k, s) in list.iter().enumerate() {
             let path = format!("{p}[{k}]");
             match Peer::parse(s) {
-                Err(e) => add(path, e),
+                Err(e) => add(path, e.to_string()),
                 Ok(Peer::Any) if list.len() > 1 => add(
                     path,
                     "\"any\" must be alone (an empty list also means any)".into(),
@@ -713,7 +739,7 @@ impl Known<'_> {
         for (k, s) in list.iter().enumerate() {
             let path = format!("{p}[{k}]");
             match Target::parse(s) {
-                Err(e) => add(path, e),
+                Err(e) => add(path, e.to_string()),
                 Ok(Target::Group(g)) if !self.groups.contains_key(g) => {
                     add(path, format!("unknown group {g:?}"));
                 }
@@ -812,6 +838,24 @@ mod tests {
         assert_eq!(Target::parse("a:b"), Ok(Target::Group("a:b")));
         assert!(Target::parse("").is_err());
         assert!(Target::parse("instance:").is_err());
+        // The texts the validation reports.
+        let text = |r: Result<Peer<'_>, RefError>| r.map_err(|e| e.to_string()).err();
+        assert_eq!(
+            text(Peer::parse("ipset:")).as_deref(),
+            Some("\"ipset:\": missing ip set name")
+        );
+        assert_eq!(
+            Target::parse("instance:").map_err(|e| e.to_string()),
+            Err("\"instance:\": missing instance name".to_string())
+        );
+        assert_eq!(
+            Glob::new("").map_err(|e| e.to_string()),
+            Err("empty pattern".to_string())
+        );
+        assert_eq!(
+            Glob::new(&"a".repeat(MAX_GLOB_LEN + 1)).map_err(|e| e.to_string()),
+            Err(format!("pattern longer than {MAX_GLOB_LEN} characters"))
+        );
     }
 
     #[test]

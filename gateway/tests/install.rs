@@ -37,7 +37,7 @@ fn fake_elf(machine: u16, size: usize, seed: u8) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        v.push(x as u8);
+        v.push(x.to_le_bytes()[0]); // the low byte
     }
     v
 }
