@@ -21,6 +21,12 @@ use control::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use firewall::{Dir, Policy, Tuple};
 
+/// A fixture number as the narrower type it is used as (each fits by
+/// construction; a bench that outgrows one stops at once).
+fn fit<T: TryFrom<U>, U>(v: U) -> T {
+    T::try_from(v).ok().unwrap()
+}
+
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 /// VMs per /24 subnet, VMs per security group.
 const PER_SUBNET: usize = 250;
@@ -56,7 +62,8 @@ impl Shape {
     fn vm_ip(&self, k: usize) -> Ipv4Addr {
         let k = k % self.vms;
         let s = k / PER_SUBNET;
-        Ipv4Addr::new(10, (s >> 8) as u8, s as u8, (k % PER_SUBNET + 1) as u8)
+        let [_, _, hi, lo] = fit::<u32, _>(s).to_be_bytes();
+        Ipv4Addr::new(10, hi, lo, fit(k % PER_SUBNET + 1))
     }
 
     fn subnet(&self, s: usize) -> AddrRef {
@@ -122,7 +129,7 @@ impl Shape {
                 vec![tcp(PortRange::single(TCP_PORTS[j % TCP_PORTS.len()]))],
             ),
             1 => {
-                let first = 8000 + (j % 100) as u16 * 10;
+                let first = 8000 + fit::<u16, _>(j % 100) * 10;
                 (
                     vec![self.subnet(j)],
                     vec![self.group(j)],
@@ -157,7 +164,7 @@ impl Shape {
             ),
         };
         Rule {
-            id: 10_000 + i as u32,
+            id: 10_000 + fit::<u32, _>(i),
             direction: if i.is_multiple_of(7) {
                 Direction::In
             } else {
@@ -178,7 +185,7 @@ impl Shape {
             proto,
             src,
             dst,
-            sport: 40_000 + (i % 20_000) as u16,
+            sport: 40_000 + fit::<u16, _>(i % 20_000),
             dport,
         };
         let (t, icmp) = match i % 5 {
@@ -196,7 +203,7 @@ impl Shape {
                 let g = j % self.groups();
                 let src = self.vm_ip(s * PER_SUBNET + i % PER_SUBNET);
                 let dst = self.vm_ip(g * PER_GROUP + i % PER_GROUP);
-                (t(6, src, dst, 8000 + (j % 100) as u16 * 10 + 5), None)
+                (t(6, src, dst, 8000 + fit::<u16, _>(j % 100) * 10 + 5), None)
             }
             2 => (
                 t(6, Ipv4Addr::new(172, 16, 0, 9), self.vm_ip(7 * j), 443),
@@ -262,7 +269,7 @@ fn benches(c: &mut Criterion) {
             packets.len(),
             policy.index_stats()
         );
-        g.throughput(Throughput::Elements(packets.len() as u64));
+        g.throughput(Throughput::Elements(fit(packets.len())));
         g.bench_function(format!("{n}_rules"), |b| {
             b.iter(|| {
                 for (dir, t, icmp) in &packets {

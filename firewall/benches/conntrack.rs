@@ -15,6 +15,12 @@ use std::net::Ipv4Addr;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use firewall::{Conntrack, Dir, L4, TcpMeta, Tuple};
 
+/// A fixture number as the narrower type it is used as (each fits by
+/// construction; a bench that outgrows one stops at once).
+fn fit<T: TryFrom<U>, U>(v: U) -> T {
+    T::try_from(v).ok().unwrap()
+}
+
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 const NOW: u64 = 1_000_000_000_000;
 /// Packets per batch in the batched variant (the agent reads up to 64).
@@ -35,9 +41,9 @@ fn seg(flags: u8, seq: u32, ack: u32, window: u16) -> L4 {
 fn client(i: usize) -> Tuple {
     Tuple {
         proto: 6,
-        src: Ipv4Addr::from(0x0a00_0000 + (i / 50_000) as u32),
+        src: Ipv4Addr::from(0x0a00_0000 + fit::<u32, _>(i / 50_000)),
         dst: Ipv4Addr::new(10, 255, 0, 1),
-        sport: 10_000 + (i % 50_000) as u16,
+        sport: 10_000 + fit::<u16, _>(i % 50_000),
         dport: 443,
     }
 }
@@ -49,7 +55,7 @@ fn shuffle<T>(v: &mut [T]) {
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        let j = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % (i as u64 + 1)) as usize;
+        let j = fit(x.wrapping_mul(0x2545_f491_4f6c_dd1d) % (fit::<u64, _>(i) + 1));
         v.swap(i, j);
     }
 }
@@ -114,7 +120,7 @@ fn benches(c: &mut Criterion) {
         });
         // The agent's shape: a batch of packets, all prefetched first.
         let mut i = 0;
-        g.throughput(Throughput::Elements(BATCH as u64));
+        g.throughput(Throughput::Elements(fit(BATCH)));
         g.bench_function(BenchmarkId::new("batched_prefetch_lookup_track", n), |b| {
             b.iter(|| {
                 let start = i;

@@ -532,6 +532,10 @@ fn prefix_key(net: u32, len: u8) -> u64 {
     u64::from(len) << 32 | u64::from(net)
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "unpacks prefix_key: the net is the low 32 bits, the length (<= 32) the bits above"
+)]
 fn split_prefix_key(key: u64) -> (u32, u8) {
     ((key & 0xffff_ffff) as u32, (key >> 32) as u8)
 }
@@ -765,6 +769,10 @@ fn pair_key(dir: usize, src: u32, dst: u32) -> u64 {
 }
 
 /// (direction, source, destination) of a `pair_key`.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "unpacks pair_key: the labels are masked to MAX_LABEL, the direction is 2 bits"
+)]
 fn split_pair_key(key: u64) -> (usize, u32, u32) {
     let label = |x: u64| (x & u64::from(MAX_LABEL)) as u32;
     ((key >> 62) as usize, label(key >> 31), label(key))
@@ -1178,6 +1186,10 @@ const FOLD_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl FoldHasher {
     #[inline]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "folds the 128-bit product: its low and high halves, xored"
+    )]
     fn add(&mut self, word: u64) {
         let p = u128::from(self.0 ^ word) * u128::from(FOLD_SEED);
         self.0 = (p as u64) ^ ((p >> 64) as u64);

@@ -611,7 +611,7 @@ impl TcpConn {
 /// Sequence-number order (RFC 1982 serial arithmetic): `a` before `b`.
 #[inline]
 fn before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
+    a.wrapping_sub(b).cast_signed() < 0
 }
 
 #[inline]
