@@ -143,11 +143,13 @@ impl Tables {
                 });
             }
         }
+        // The counts are checked above, so numbering with the index types
+        // covers every switch, router and tunnel endpoint.
         let sw_idx: HashMap<&str, SwitchIdx> = cfg
             .switches
             .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i as SwitchIdx))
+            .zip(0..=SwitchIdx::MAX)
+            .map(|(s, i)| (s.name.as_str(), i))
             .collect();
         let mut switches: Vec<Switch> = cfg
             .switches
@@ -163,12 +165,12 @@ impl Tables {
             .collect();
         let vni_to_switch = switches
             .iter()
-            .enumerate()
-            .map(|(i, s)| (s.vni, i as SwitchIdx))
+            .zip(0..=SwitchIdx::MAX)
+            .map(|(s, i)| (s.vni, i))
             .collect();
 
         let mut routers = Vec::with_capacity(cfg.routers.len());
-        for (ri, r) in cfg.routers.iter().enumerate() {
+        for (r, ri) in cfg.routers.iter().zip(0..=RouterIdx::MAX) {
             let attached: Vec<SwitchIdx> = r
                 .switches
                 .iter()
@@ -198,7 +200,7 @@ impl Tables {
             // Longest prefix first; connected before static on a tie (stable sort).
             routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.prefix_len()));
             for &si in &attached {
-                switches[usize::from(si)].router = Some(ri as RouterIdx);
+                switches[usize::from(si)].router = Some(ri);
             }
             routers.push(Router {
                 name: r.name.clone(),
@@ -239,7 +241,12 @@ impl Tables {
             let ti = match tep_by_ip.get(&rp.tep_ip) {
                 Some(&ti) => ti,
                 None => {
-                    let ti = teps.len() as TepIdx;
+                    // At most one endpoint per remote port (counted above).
+                    let ti = TepIdx::try_from(teps.len()).map_err(|_| TablesError::TooMany {
+                        what: "tunnel endpoints",
+                        count: teps.len() + 1,
+                        max: usize::from(TepIdx::MAX),
+                    })?;
                     teps.push(Tep {
                         ip: rp.tep_ip,
                         id: rp.tep_id,
