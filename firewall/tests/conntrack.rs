@@ -634,7 +634,7 @@ fn snapshot_restore_round_trip() {
             (v.packets_orig, v.bytes_orig, v.packets_reply, v.bytes_reply)
         );
         assert_eq!(now - v2.created_ns, then - v.created_ns, "age");
-        let idle = |seen: u64, at: u64| at as i64 - seen as i64;
+        let idle = |seen: u64, at: u64| at.cast_signed() - seen.cast_signed();
         let drift = idle(v2.last_seen_ns, now) - idle(v.last_seen_ns, then);
         assert!(drift.abs() < 2 << 24, "idle drift {drift} ns");
     }
@@ -887,9 +887,9 @@ fn arb_op() -> impl Strategy<Value = Op> {
 fn model_tuple(k: u16, rev: bool) -> Tuple {
     let t = tuple(
         17,
-        [10, 0, 0, (k % 3) as u8],
+        [10, 0, 0, u8::try_from(k % 3).unwrap()],
         1000 + k % 4,
-        [10, 0, 1, (k / 12) as u8],
+        [10, 0, 1, u8::try_from(k / 12).unwrap()],
         53,
     );
     if rev { t.reverse() } else { t }
@@ -978,7 +978,7 @@ proptest! {
         let n = ct.restore(&flows, now);
         prop_assert!(n <= 8 && n == ct.len());
         for (ip, port, rev, l4) in packets {
-            let t = tuple(6, [10, 0, 0, ip as u8], 1000 + port, [10, 0, 0, 1], 80);
+            let t = tuple(6, [10, 0, 0, u8::try_from(ip).unwrap()], 1000 + port, [10, 0, 0, 1], 80);
             let t = if rev { t.reverse() } else { t };
             for t in [t, Tuple { proto: 17, ..t }] {
                 if let Some(hit) = ct.lookup(&t, now) {
