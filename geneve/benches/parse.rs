@@ -23,7 +23,7 @@ fn encap() -> Encap {
 }
 
 fn inner() -> Vec<u8> {
-    let mut f: Vec<u8> = (0..INNER_LEN).map(|i| i as u8).collect();
+    let mut f: Vec<u8> = (0..=u8::MAX).cycle().take(INNER_LEN).collect();
     ethernet::emit_header(
         &mut f,
         [2, 0, 0, 0, 0, 1],

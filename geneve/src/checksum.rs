@@ -27,23 +27,26 @@ pub fn sum(data: &[u8], initial: u32) -> u32 {
     if let [last] = words.remainder() {
         acc += u64::from(*last) << 8;
     }
-    fold_carries(acc)
+    u32::from(fold_carries(acc))
 }
 
 /// Folds the carries of a 64-bit accumulator into 16 bits (end-around carry).
-fn fold_carries(mut acc: u64) -> u32 {
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the loop only ends once acc <= 0xffff"
+)]
+fn fold_carries(mut acc: u64) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
-    // `acc` is now <= 0xffff.
-    acc as u32
+    acc as u16
 }
 
 /// Folds a partial sum and complements it: the value to store in a checksum
 /// field (or, when summing over data that includes a correct checksum, `0`).
 #[must_use]
 pub fn fold(sum: u32) -> u16 {
-    !(fold_carries(u64::from(sum)) as u16)
+    !fold_carries(u64::from(sum))
 }
 
 /// Partial sum of the IPv4 pseudo header used by UDP and TCP checksums.
@@ -60,7 +63,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u3
         len,
     ];
     let acc = words.iter().map(|&w| u64::from(w)).sum();
-    fold_carries(acc)
+    u32::from(fold_carries(acc))
 }
 
 /// Incrementally updates checksum `old_csum` after the 16-bit word `old` of
@@ -73,7 +76,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u3
 #[must_use]
 pub fn update16(old_csum: u16, old: u16, new: u16) -> u16 {
     let acc = u64::from(!old_csum) + u64::from(!old) + u64::from(new);
-    !(fold_carries(acc) as u16)
+    !fold_carries(acc)
 }
 
 #[cfg(test)]

@@ -339,7 +339,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
     /// Sets the options length in bytes (stored as `bytes / 4`, 6 bits; so
     /// at most 252, and rounded down to a multiple of 4).
     pub fn set_opt_len_bytes(&mut self, bytes: usize) {
-        let words = (bytes / 4).min(0x3f) as u8;
+        // At most 0x3f: the conversion cannot fail.
+        let words = u8::try_from((bytes / 4).min(0x3f)).unwrap_or(0x3f);
         let b = &mut self.buffer.as_mut()[field::VER_OPTLEN];
         *b = (*b & 0xc0) | words;
     }

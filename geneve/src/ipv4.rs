@@ -241,7 +241,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 4 and the header length in bytes (rounded down to a
     /// multiple of 4, at most 60).
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
-        let ihl = (header_len / 4).min(15) as u8;
+        // At most 15: the conversion cannot fail.
+        let ihl = u8::try_from((header_len / 4).min(15)).unwrap_or(15);
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ihl;
     }
 

@@ -91,7 +91,8 @@ pub fn geneve_packet(
     payload: &[u8],
 ) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0);
-    let mut v = vec![(ver << 6) | (options.len() / 4) as u8, flags];
+    let words = u8::try_from(options.len() / 4).expect("test options are short");
+    let mut v = vec![(ver << 6) | words, flags];
     v.extend_from_slice(&protocol.to_be_bytes());
     v.extend_from_slice(&vni.to_be_bytes()[1..]);
     v.push(0);
@@ -105,7 +106,7 @@ pub fn opt(class: u16, typ: u8, data: &[u8]) -> Vec<u8> {
     assert_eq!(data.len() % 4, 0);
     let mut v = class.to_be_bytes().to_vec();
     v.push(typ);
-    v.push((data.len() / 4) as u8);
+    v.push(u8::try_from(data.len() / 4).expect("test option data is short"));
     v.extend_from_slice(data);
     v
 }
