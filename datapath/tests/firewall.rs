@@ -63,7 +63,7 @@ fn port_tcp(out: &Output, i: usize) -> (u8, u32, u32, Ipv4Addr, Ipv4Addr) {
     let t = ip.payload();
     let sum = checksum::sum(
         t,
-        checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, t.len() as u16),
+        checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, u16::try_from(t.len()).unwrap()),
     );
     assert_eq!(checksum::fold(sum), 0, "TCP checksum of the answer");
     (

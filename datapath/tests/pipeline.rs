@@ -488,7 +488,7 @@ fn tso_super_frame_is_routed_as_valid_segments() {
     assert_eq!(
         v,
         Verdict::Encapsulated {
-            copies: segments as u16
+            copies: u16::try_from(segments).unwrap()
         }
     );
     let mut seqs = Vec::new();
@@ -500,14 +500,19 @@ fn tso_super_frame_is_routed_as_valid_segments() {
         assert_eq!(ip.ttl(), 63);
         assert!(ip.verify_checksum());
         let tcp = ip.payload();
-        let pseudo = geneve::checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, tcp.len() as u16);
+        let pseudo = geneve::checksum::pseudo_header_v4(
+            ip.src(),
+            ip.dst(),
+            6,
+            u16::try_from(tcp.len()).unwrap(),
+        );
         assert_eq!(
             geneve::checksum::fold(geneve::checksum::sum(tcp, pseudo)),
             0
         );
         seqs.push(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]));
     }
-    let want: Vec<u32> = (0..segments as u32)
+    let want: Vec<u32> = (0..u32::try_from(segments).unwrap())
         .map(|i| 77 + i * u32::from(mss))
         .collect();
     assert_eq!(seqs, want);
@@ -588,7 +593,8 @@ fn consecutive_tcp_segments_are_merged_for_the_port() {
     want.extend_from_slice(&segs[2][54..]);
     assert_eq!(&tcp[20..], &want[..]);
     // The checksum field holds the pseudo-header sum (CHECKSUM_PARTIAL).
-    let pseudo = geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, tcp.len() as u16);
+    let pseudo =
+        geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, u16::try_from(tcp.len()).unwrap());
     let partial = !geneve::checksum::fold(pseudo);
     assert_eq!(u16::from_be_bytes([tcp[16], tcp[17]]), partial);
     let hdr = gso.virtio_net_hdr();

@@ -240,7 +240,7 @@ fn build(f: &Frame) -> Vec<u8> {
             let mut l4 = vec![0u8; 8 + payload];
             l4[0..2].copy_from_slice(&sport.to_be_bytes());
             l4[2..4].copy_from_slice(&dport.to_be_bytes());
-            l4[4..6].copy_from_slice(&(8 + *payload as u16).to_be_bytes());
+            l4[4..6].copy_from_slice(&u16::try_from(8 + *payload).unwrap().to_be_bytes());
             ip(ipv4::PROTO_UDP, &l4)
         }
         Body::Arp { request, target } => {

@@ -29,7 +29,8 @@ fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
 
 fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut h = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
-    h[2..4].copy_from_slice(&(20 + l4.len() as u16).to_be_bytes());
+    let total = u16::try_from(20 + l4.len()).expect("test packets are short");
+    h[2..4].copy_from_slice(&total.to_be_bytes());
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     h.extend_from_slice(l4);

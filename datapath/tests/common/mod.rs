@@ -146,7 +146,7 @@ pub fn icmp_echo(
     icmp[4..6].copy_from_slice(&7079u16.to_be_bytes());
     icmp[6..8].copy_from_slice(&938u16.to_be_bytes());
     for (i, b) in icmp[8..].iter_mut().enumerate() {
-        *b = i as u8;
+        *b = low_byte(i);
     }
     let csum = checksum::fold(checksum::sum(icmp, 0));
     icmp[2..4].copy_from_slice(&csum.to_be_bytes());
@@ -227,9 +227,10 @@ pub fn tcp_super_frame(payload: usize) -> Vec<u8> {
     tcp[12] = 5 << 4;
     tcp[13] = 0x18;
     for (i, b) in tcp[20..].iter_mut().enumerate() {
-        *b = (i % 251) as u8;
+        *b = low_byte(i % 251);
     }
-    let pseudo = geneve::checksum::pseudo_header_v4(VM1.ip, VM2.ip, 6, (20 + payload) as u16);
+    let pseudo =
+        geneve::checksum::pseudo_header_v4(VM1.ip, VM2.ip, 6, u16::try_from(20 + payload).unwrap());
     let partial = !geneve::checksum::fold(pseudo);
     tcp[16..18].copy_from_slice(&partial.to_be_bytes());
     f
@@ -269,9 +270,10 @@ pub fn tcp_segment(seq: u32, len: usize, flags: u8) -> Vec<u8> {
     tcp[13] = flags;
     tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
     for (i, b) in tcp[20..].iter_mut().enumerate() {
-        *b = (seq as usize + i) as u8;
+        *b = low_byte(seq as usize + i);
     }
-    let pseudo = geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, (20 + len) as u16);
+    let pseudo =
+        geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, u16::try_from(20 + len).unwrap());
     let c = geneve::checksum::fold(geneve::checksum::sum(tcp, pseudo));
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
     f
@@ -351,8 +353,13 @@ pub fn tcp_between(
     t[14..16].copy_from_slice(&65535u16.to_be_bytes());
     let sum = checksum::sum(
         t,
-        checksum::pseudo_header_v4(from.ip, to.ip, 6, (20 + len) as u16),
+        checksum::pseudo_header_v4(from.ip, to.ip, 6, u16::try_from(20 + len).unwrap()),
     );
     t[16..18].copy_from_slice(&checksum::fold(sum).to_be_bytes());
     f
+}
+
+/// The low byte of `n`: payload patterns that wrap every 256 bytes.
+pub fn low_byte(n: usize) -> u8 {
+    n.to_le_bytes()[0]
 }
