@@ -10,7 +10,7 @@
 //!   applied config kept on disk;
 //! * [`api`]: the local API socket for nsxcli and the Prometheus endpoint;
 //! * [`config`]: the agent's config file; [`run`]: wires it all together;
-//!   [`sys`]: named conversions for the C calls.
+//!   [`sys`]: named conversions (C call sizes, nanoseconds).
 
 pub mod api;
 pub mod config;

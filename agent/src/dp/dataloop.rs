@@ -194,7 +194,7 @@ impl driver::Shell for Shell {
 
 impl Shell {
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        crate::sys::saturating_nanos(self.epoch.elapsed())
     }
 
     /// Tells the capture what the new tables say.

@@ -38,7 +38,7 @@ impl Clock {
             .unwrap_or_default();
         let secs = d.as_secs();
         let (days, rem) = (secs / 86_400, secs % 86_400);
-        let (y, m, dd) = civil_from_days(days as i64);
+        let (y, m, dd) = civil_from_days(days);
         format!(
             "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
             rem / 3600,
@@ -50,8 +50,14 @@ impl Clock {
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    reason = "days are u64 seconds / 86400 (< 2^48, fit i64); month and day are 1..=12 and 1..=31 by construction"
+)]
+fn civil_from_days(days: u64) -> (i64, u32, u32) {
+    let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;

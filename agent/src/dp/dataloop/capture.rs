@@ -221,7 +221,7 @@ impl Capture {
             snaplen,
             budget,
             deadline_ns: now_ns.saturating_add(timeout_ns),
-            unix_offset_ns: unix_now as i128 - i128::from(now_ns),
+            unix_offset_ns: i128::try_from(unix_now).unwrap_or(i128::MAX) - i128::from(now_ns),
             records: Vec::with_capacity(want),
             bytes: Vec::with_capacity(budget),
             truncated: 0,
@@ -490,10 +490,11 @@ mod tests {
         assert_eq!(r.data(&r.records[0]), &[1u8; 60][..]);
         assert_eq!(r.data(&r.records[1]), &[2u8; 42][..]);
         assert_eq!(r.records[1].ts_unix_ns - r.records[0].ts_unix_ns, 100);
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
+        let now = crate::sys::saturating_nanos(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap(),
+        );
         assert!(now - r.records[0].ts_unix_ns < 10_000_000_000);
         // Disarmed: another capture may start.
         let (tx, rx2) = channel();
