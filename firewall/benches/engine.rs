@@ -20,7 +20,7 @@ const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 fn frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
     let mut h = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
-    h[2..4].copy_from_slice(&(20 + l4.len() as u16).to_be_bytes());
+    h[2..4].copy_from_slice(&u16::try_from(20 + l4.len()).unwrap().to_be_bytes());
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     f.extend_from_slice(&h);
@@ -32,7 +32,7 @@ fn udp(sport: u16, dport: u16) -> Vec<u8> {
     let mut u = vec![0u8; 8 + 1358];
     u[0..2].copy_from_slice(&sport.to_be_bytes());
     u[2..4].copy_from_slice(&dport.to_be_bytes());
-    let len = u.len() as u16;
+    let len = u16::try_from(u.len()).unwrap();
     u[4..6].copy_from_slice(&len.to_be_bytes());
     frame(ME, PEER, 17, &u)
 }

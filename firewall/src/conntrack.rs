@@ -500,10 +500,14 @@ impl Packed {
     fn of(t: &Tuple) -> (Packed, bool) {
         let a = (u64::from(u32::from(t.src)) << 16) | u64::from(t.sport);
         let b = (u64::from(u32::from(t.dst)) << 16) | u64::from(t.dport);
-        let (lo, hi, swapped) = if a <= b { (a, b, false) } else { (b, a, true) };
+        let ((lo, lo_port), (hi, hi_port), swapped) = if a <= b {
+            ((a, t.sport), (b, t.dport), false)
+        } else {
+            ((b, t.dport), (a, t.sport), true)
+        };
         let packed = Packed {
             ips: ((lo >> 16) << 32) | (hi >> 16),
-            ports: ((lo as u32 & 0xffff) << 16) | (hi as u32 & 0xffff),
+            ports: (u32::from(lo_port) << 16) | u32::from(hi_port),
             proto: t.proto,
         };
         (packed, swapped)
@@ -523,6 +527,10 @@ impl Slot {
         self.state = s.code();
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "unpacks the key: each field is one half of `ips` or `ports`"
+    )]
     fn flow_key(&self) -> FlowKey {
         FlowKey {
             proto: self.proto,
@@ -626,8 +634,40 @@ fn flag(set: bool, bit: u8) -> u8 {
     if set { bit } else { 0 }
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the tick clock wraps every 2^32 ticks; idle times are wrapping differences"
+)]
 fn tick(now_ns: u64) -> u32 {
     (now_ns >> TICK_SHIFT) as u32
+}
+
+/// The id of bucket `i`: the bucket count is at most
+/// `MAX_CAPACITY * 5 / 4 + 1`, far below 2^32.
+#[inline]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "bucket indexes are below 2^29"
+)]
+fn slot_id(i: usize) -> u32 {
+    i as u32
+}
+
+/// The probe distance of a bucket tag: its low byte (the high byte is the
+/// key's fingerprint).
+#[inline]
+fn tag_dist(tag: u16) -> u8 {
+    tag.to_le_bytes()[0]
+}
+
+/// A 48-bit counter as its low 32 bits and the 16 above them (the live
+/// counters wrap at 2^48 the same way).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "splits a counter into its two stored parts"
+)]
+fn split48(v: u64) -> (u32, u16) {
+    (v as u32, (v >> 32) as u16)
 }
 
 /// Timeout in ticks, rounded up, at most `MAX_IDLE_TICKS - 1`.
@@ -637,6 +677,10 @@ fn timeout_ticks(secs: u32) -> u32 {
 }
 
 /// 64x64 -> 128-bit multiply, folded to 64 bits.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "folds the 128-bit product: its low and high halves, xored"
+)]
 fn fold_mul(a: u64, b: u64) -> u64 {
     let p = u128::from(a) * u128::from(b);
     (p as u64) ^ ((p >> 64) as u64)
@@ -725,8 +769,8 @@ impl Conntrack {
     /// Idle timeouts per state; they apply to existing entries too.
     pub fn set_timeouts(&mut self, t: control::Timeouts) {
         self.timeouts = t;
-        for (code, slot) in self.timeout_ticks.iter_mut().enumerate() {
-            *slot = timeout_ticks(State::from_code(code as u8).timeout_secs(&t));
+        for (slot, code) in self.timeout_ticks.iter_mut().zip(0..=u8::MAX) {
+            *slot = timeout_ticks(State::from_code(code).timeout_secs(&t));
         }
     }
 
@@ -790,7 +834,7 @@ impl Conntrack {
             return Probe::Absent;
         };
         let id = EntryId {
-            slot: i as u32,
+            slot: slot_id(i),
             key,
         };
         if self.expired(i, now_ns) {
@@ -1019,7 +1063,7 @@ impl Conntrack {
         self.count(i, 0, bytes, now_ns);
         self.stats.inserts += 1;
         Ok(EntryId {
-            slot: i as u32,
+            slot: slot_id(i),
             key: packed,
         })
     }
@@ -1160,7 +1204,7 @@ impl Conntrack {
     pub fn restore(&mut self, flows: &[SavedFlow], now_ns: u64) -> usize {
         self.clock(now_ns);
         let mut ids: HashSet<u64> = self.iter().map(|v| v.id).collect();
-        let mut restored = 0;
+        let mut restored: usize = 0;
         for f in flows {
             if self.len >= self.limit {
                 break;
@@ -1199,11 +1243,10 @@ impl Conntrack {
             if let (State::Tcp(s), Some(peers)) = (f.state, f.tcp) {
                 slot.set_tcp(&TcpConn::from_parts(s, peers));
             }
-            let split = |v: u64| (v as u32, (v >> 32) as u16);
-            let (po, po_hi) = split(f.packets_orig);
-            let (pr, pr_hi) = split(f.packets_reply);
-            let (bo, bo_hi) = split(f.bytes_orig);
-            let (br, br_hi) = split(f.bytes_reply);
+            let (po, po_hi) = split48(f.packets_orig);
+            let (pr, pr_hi) = split48(f.packets_reply);
+            let (bo, bo_hi) = split48(f.bytes_orig);
+            let (br, br_hi) = split48(f.bytes_reply);
             slot.packets = [po, pr];
             slot.bytes = [bo, br];
             self.cold[i] = Cold {
@@ -1219,7 +1262,7 @@ impl Conntrack {
         }
         self.stats.inserts += restored as u64;
         self.stats.restored += restored as u64;
-        restored as usize
+        restored
     }
 
     // --- internals ----------------------------------------------------------
@@ -1264,9 +1307,13 @@ impl Conntrack {
     }
 
     /// The bucket of hash `h` and the fingerprint (tag high byte) of its key.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "multiply-shift range reduction: the result is below the bucket count"
+    )]
     fn home(&self, h: u64) -> (usize, u16) {
         let home = ((u128::from(h) * self.slots.len() as u128) >> 64) as usize;
-        (home, u16::from(h as u8) << 8)
+        (home, u16::from(h.to_le_bytes()[0]) << 8)
     }
 
     fn next(&self, i: usize) -> usize {
@@ -1295,7 +1342,7 @@ impl Conntrack {
             let tag = self.tags[i];
             // Robin Hood: past this point the key would have displaced the
             // entry here.
-            if (tag as u8) < dist {
+            if tag_dist(tag) < dist {
                 return None;
             }
             if tag == fp | u16::from(dist) && confirm(i) {
@@ -1353,13 +1400,13 @@ impl Conntrack {
     fn spot(&self, k: &Packed) -> Result<Spot, Full> {
         let (mut p, fp) = self.home(self.hash(k));
         let mut dist: u8 = 1;
-        while self.tags[p] as u8 >= dist {
+        while tag_dist(self.tags[p]) >= dist {
             p = self.next(p);
             dist = dist.checked_add(1).ok_or(Full::Probe)?;
         }
         let mut e = p;
         while self.tags[e] != 0 {
-            if self.tags[e] as u8 == MAX_DIST {
+            if tag_dist(self.tags[e]) == MAX_DIST {
                 return Err(Full::Probe);
             }
             e = self.next(e);
@@ -1371,7 +1418,7 @@ impl Conntrack {
     fn remove_at(&mut self, mut i: usize) {
         loop {
             let j = self.next(i);
-            if self.tags[j] as u8 <= 1 {
+            if tag_dist(self.tags[j]) <= 1 {
                 break;
             }
             self.tags[i] = self.tags[j] - 1;
@@ -1450,13 +1497,13 @@ impl Conntrack {
             };
             let (home, fp) = self.home(self.hash(&k));
             let d = (i + n - home) % n;
-            if tag != fp | (d + 1) as u16 {
+            if tag != fp | u16::try_from(d + 1).unwrap() {
                 return Err(format!(
                     "bucket {i}: tag {tag:#x} but home {home}, fp {fp:#x}"
                 ));
             }
-            let prev = self.tags[(i + n - 1) % n] as u8;
-            if d > 0 && prev < d as u8 {
+            let prev = tag_dist(self.tags[(i + n - 1) % n]);
+            if d > 0 && usize::from(prev) < d {
                 return Err(format!("bucket {i}: run broken before it"));
             }
             if self.find(&k) != Some(i) {
@@ -1611,7 +1658,7 @@ mod tests {
         #[test]
         fn sweeps_keep_invariants(cap in 1usize..40, seed in any::<u64>(), budget in 1usize..10) {
             let mut ct = Conntrack::with_seed(cap, seed);
-            for k in 0..cap as u32 {
+            for k in 0..u32::try_from(cap).unwrap() {
                 // Half of them idle since 0, half refreshed at 100 s.
                 ct.insert(&udp(k), Dir::In, 1, &L4::Udp, 1, 0).unwrap();
                 if k % 2 == 0 {

@@ -279,7 +279,7 @@ fn invalid_tcp_is_dropped_and_counted() {
     // Data far outside the window.
     let mut seg = tcp(PEER, ME, 40000, 22, ACK, 101 + 0x4000_0000, 501);
     seg.extend_from_slice(&[0u8; 100]);
-    let total = (seg.len() - 14) as u16;
+    let total = u16::try_from(seg.len() - 14).unwrap();
     seg[16..18].copy_from_slice(&total.to_be_bytes());
     let v = fw.process(Dir::In, &seg, 1);
     assert_eq!(v, FwVerdict::Drop(FwDrop::Invalid));
