@@ -66,9 +66,10 @@
 //! dependent DRAM access alone costs 160-200 ns in that guest (pointer
 //! chase, with or without huge pages), so one packet at a time cannot go
 //! faster. In batches whose packets are all [`Conntrack::prefetch`]ed
-//! first, the misses overlap: 32 / 62 / 69-78 ns. The prefetch is the
-//! crate's one `unsafe` block (the x86_64 prefetch instruction; other
-//! targets use a plain load, ~100 ns at 1M).
+//! first, the misses overlap: 32 / 62 / 69-78 ns. The prefetch is
+//! [`audited::prefetch`] (the x86_64 prefetch instruction, the workspace's
+//! audited unsafe; other targets use a plain load, ~100 ns at 1M), so this
+//! crate itself forbids `unsafe_code`.
 //!
 //! A table at its limit first reclaims expired entries near the new key's
 //! bucket (8 buckets), so the sweep lagging behind does not refuse
@@ -606,30 +607,6 @@ impl Slot {
     }
 }
 
-/// Asks the CPU to start loading the cache line holding `p`.
-#[inline]
-fn prefetch_line(p: &u64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // JUSTIFICATION: a prefetch instruction retires at once, so the CPU
-        // keeps a whole batch of misses in flight. The safe alternative, a
-        // plain load consumed by `black_box` (used on other architectures),
-        // blocks retirement once the reorder buffer fills: 103 ns instead of
-        // 65 ns per packet at 1M connections in batches of 32
-        // (firewall/benches/conntrack.rs, batched_prefetch_lookup_track).
-        // SAFETY: `_mm_prefetch` is only a hint to the cache hierarchy: it
-        // never faults and never reads into the program; the address comes
-        // from a live reference anyway. SSE is part of the x86_64 baseline.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (p as *const u64).cast::<i8>(),
-            );
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    std::hint::black_box(*p);
-}
-
 fn flag(set: bool, bit: u8) -> u8 {
     if set { bit } else { 0 }
 }
@@ -868,7 +845,7 @@ impl Conntrack {
     /// prefetches the one slot whose tag matches; nothing changes.
     pub fn prefetch(&self, t: &Tuple) {
         if let Some(i) = self.candidate(&Packed::of(t).0) {
-            prefetch_line(&self.slots[i].ips);
+            audited::prefetch(&self.slots[i].ips);
         }
     }
 

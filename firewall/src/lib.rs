@@ -9,6 +9,8 @@
 //! Time is always passed in as `now_ns`; nothing here does I/O, locks, or
 //! allocates per packet.
 
+#![forbid(unsafe_code)]
+
 pub mod classify;
 pub mod conntrack;
 pub mod decision;
