@@ -14,6 +14,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use datapath::TxQueue;
 use datapath::offload::VIRTIO_NET_HDR_LEN;
 
+use crate::sys::c_u16;
+
 /// `UDP_SEGMENT` / `UDP_GRO` (linux/udp.h; not in libc for glibc targets):
 /// the Geneve sockets' GSO sends ([`crate::dp::underlay`]) and GRO receives.
 pub const UDP_SEGMENT: libc::c_int = 103;
@@ -48,7 +50,7 @@ pub(crate) fn setsockopt_int(
             level,
             name,
             (&value as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
+            crate::sys::socklen_of::<libc::c_int>(),
         )
     })
     .map(drop)
@@ -107,8 +109,8 @@ pub fn packet_socket(ifindex: u32, qdisc: Qdisc) -> io::Result<OwnedFd> {
     set_buffers(raw, 8 << 20);
     // SAFETY: all-zero is a valid sockaddr_ll.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_family = c_u16(libc::AF_PACKET);
+    sll.sll_protocol = c_u16(libc::ETH_P_ALL).to_be();
     sll.sll_ifindex = i32::try_from(ifindex)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
     // SAFETY: `sll` is a valid sockaddr_ll and its size is passed.
@@ -116,7 +118,7 @@ pub fn packet_socket(ifindex: u32, qdisc: Qdisc) -> io::Result<OwnedFd> {
         libc::bind(
             raw,
             (&sll as *const libc::sockaddr_ll).cast(),
-            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            crate::sys::socklen_of::<libc::sockaddr_ll>(),
         )
     })?;
     Ok(fd)
@@ -125,7 +127,7 @@ pub fn packet_socket(ifindex: u32, qdisc: Qdisc) -> io::Result<OwnedFd> {
 pub(crate) fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid sockaddr_in.
     let mut sa: libc::sockaddr_in = unsafe { mem::zeroed() };
-    sa.sin_family = libc::AF_INET as u16;
+    sa.sin_family = c_u16(libc::AF_INET);
     sa.sin_port = port.to_be();
     sa.sin_addr.s_addr = u32::from(ip).to_be();
     sa
@@ -142,7 +144,7 @@ pub fn udp_socket(ip: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
         libc::bind(
             raw,
             (&sa as *const libc::sockaddr_in).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            crate::sys::socklen_of::<libc::sockaddr_in>(),
         )
     })?;
     Ok(fd)
@@ -155,7 +157,7 @@ pub fn packet_drops(fd: RawFd) -> io::Result<u64> {
         tp_packets: 0,
         tp_drops: 0,
     };
-    let mut len = mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    let mut len = crate::sys::socklen_of::<libc::tpacket_stats>();
     // SAFETY: `st` and `len` are live and describe each other.
     cvt(unsafe {
         libc::getsockopt(
@@ -208,6 +210,7 @@ impl RecvBatch {
         // SAFETY: all-zero is a valid sockaddr_in / mmsghdr.
         let addrs = vec![unsafe { mem::zeroed::<libc::sockaddr_in>() }; BATCH];
         let hdrs = (0..BATCH)
+            // SAFETY: as above.
             .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
             .collect();
         let mut b = RecvBatch {
@@ -235,7 +238,7 @@ impl RecvBatch {
             .zip(self.addrs.iter_mut())
             .zip(self.cmsgs.iter_mut());
         for ((h, a), c) in slots {
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen = crate::sys::socklen_of::<libc::sockaddr_in>();
             h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
             h.msg_hdr.msg_control = c.as_mut_ptr().cast();
             h.msg_hdr.msg_controllen = mem::size_of_val(c);
@@ -247,20 +250,21 @@ impl RecvBatch {
             libc::recvmmsg(
                 fd,
                 self.hdrs.as_mut_ptr(),
-                BATCH as u32,
+                u32::try_from(BATCH).unwrap_or(u32::MAX),
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
         };
-        if n < 0 {
+        // Negative: the call failed (errno says why).
+        let Ok(n) = usize::try_from(n) else {
             let e = io::Error::last_os_error();
             self.len = 0;
             return match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
                 _ => Err(e),
             };
-        }
-        self.len = n as usize;
+        };
+        self.len = n;
         Ok(self.len)
     }
 

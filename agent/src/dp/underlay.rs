@@ -51,7 +51,8 @@ impl UdpPool {
             let mut bound = None;
             let mut last_err = None;
             for port in first..first + slice {
-                let port = port as u16;
+                // The pool's slices end within the port space.
+                let Ok(port) = u16::try_from(port) else { break };
                 match bind_sender(ip, port) {
                     Ok(fd) => {
                         bound = Some((fd, port));
@@ -100,7 +101,7 @@ fn bind_sender(ip: Ipv4Addr, port: u16) -> io::Result<OwnedFd> {
         libc::bind(
             raw,
             (&sa as *const libc::sockaddr_in).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            crate::sys::socklen_of::<libc::sockaddr_in>(),
         )
     };
     if rc < 0 {
@@ -239,7 +240,7 @@ impl GsoSender {
             h.msg_hdr.msg_iov = &mut self.iovs[g.first];
             h.msg_hdr.msg_iovlen = g.count;
             h.msg_hdr.msg_name = (&mut self.addrs[k] as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen = crate::sys::socklen_of::<libc::sockaddr_in>();
             if g.count > 1 {
                 let buf = &mut self.cmsgs[k];
                 *buf = [0; 4];
@@ -253,6 +254,10 @@ impl GsoSender {
                     (*c).cmsg_level = libc::SOL_UDP;
                     (*c).cmsg_type = UDP_SEGMENT;
                     (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        reason = "a segment is one underlay frame, below 64 KiB"
+                    )]
                     let seg = g.seg_len as u16;
                     std::ptr::copy_nonoverlapping(
                         seg.to_ne_bytes().as_ptr(),
