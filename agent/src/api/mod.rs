@@ -206,8 +206,8 @@ pub enum ApiError {
     #[error("{0}")]
     TraceArgs(&'static str),
     /// The datapath thread refused a trace.
-    #[error("{0}")]
-    Trace(String),
+    #[error(transparent)]
+    Trace(#[from] crate::dp::ctl::TraceError),
     /// The datapath thread refused a capture.
     #[error(transparent)]
     Capture(#[from] capture::CaptureError),
@@ -835,7 +835,7 @@ async fn trace(
     .await;
     match reply {
         Ok(Ok(r)) => Ok(render_trace(r, from, &frame)),
-        Ok(Err(e)) => Err(ApiError::Trace(e)),
+        Ok(Err(e)) => Err(e.into()),
         Err(e) => Err(e),
     }
 }

@@ -36,7 +36,25 @@ pub enum Ctl {
 #[derive(Debug)]
 pub struct TraceRequest {
     pub input: TraceInput,
-    pub reply: Sender<Result<TraceReply, String>>,
+    pub reply: Sender<Result<TraceReply, TraceError>>,
+}
+
+/// Why a datapath thread did not trace a frame; the local API shows its
+/// `Display`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    /// The frame could not be wrapped in Geneve as `src_tep` would send it.
+    #[error("cannot encapsulate the frame: {0}")]
+    Encapsulate(#[from] geneve::GeneveError),
+    /// A NIC frame (micro-segmentation's "underlay") to the overlay loop.
+    #[error("this agent runs the overlay: from \"underlay\" takes src_tep and vni")]
+    NicOnOverlay,
+    /// A Geneve-borne frame to the micro-segmentation loop.
+    #[error(
+        "this agent runs micro-segmentation: there is no overlay; from \
+         \"underlay\" is a frame as the NIC receives it (no src_tep or vni)"
+    )]
+    UnderlayOnMicroseg,
 }
 
 /// The frame to trace and where it enters.
@@ -98,4 +116,22 @@ pub fn drain_log(fw: &mut firewall::Firewall, s: &mut Published) {
             *fw_log_lost += 1;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceError;
+
+    #[test]
+    fn trace_errors_keep_their_api_texts() {
+        assert_eq!(
+            TraceError::NicOnOverlay.to_string(),
+            "this agent runs the overlay: from \"underlay\" takes src_tep and vni"
+        );
+        assert_eq!(
+            TraceError::UnderlayOnMicroseg.to_string(),
+            "this agent runs micro-segmentation: there is no overlay; from \"underlay\" \
+             is a frame as the NIC receives it (no src_tep or vni)"
+        );
+    }
 }

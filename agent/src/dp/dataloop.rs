@@ -23,7 +23,7 @@ use datapath::{Output, Pipeline, Tables, TraceFrom};
 
 use self::capture::{Capture, CaptureDir};
 
-use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceInput, TraceReply};
+use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceError, TraceInput, TraceReply};
 use crate::dp::driver::{self, Flow};
 use crate::dp::fwctl;
 use crate::dp::io::{self, RecvBatch, SendBatch, Waker};
@@ -31,7 +31,11 @@ use crate::dp::underlay::{GsoSender, UdpPool};
 
 /// Traces `input` through `pipeline` as of `now_ns` (the overlay loop's
 /// answer to [`Ctl::Trace`]). Changes nothing.
-pub fn trace(pipeline: &Pipeline, input: TraceInput, now_ns: u64) -> Result<TraceReply, String> {
+pub fn trace(
+    pipeline: &Pipeline,
+    input: TraceInput,
+    now_ns: u64,
+) -> Result<TraceReply, TraceError> {
     let t = match input {
         TraceInput::Port(frame) => pipeline.trace(TraceFrom::Port, &frame, now_ns),
         TraceInput::Underlay {
@@ -39,14 +43,11 @@ pub fn trace(pipeline: &Pipeline, input: TraceInput, now_ns: u64) -> Result<Trac
             vni,
             frame,
         } => {
-            let payload = datapath::trace::geneve_payload(pipeline.tables(), src_tep, vni, &frame)
-                .map_err(|e| format!("cannot encapsulate the frame: {e}"))?;
+            let payload = datapath::trace::geneve_payload(pipeline.tables(), src_tep, vni, &frame)?;
             pipeline.trace(TraceFrom::Underlay(src_tep), &payload, now_ns)
         }
         TraceInput::Nic(_) => {
-            return Err(
-                "this agent runs the overlay: from \"underlay\" takes src_tep and vni".into(),
-            );
+            return Err(TraceError::NicOnOverlay);
         }
     };
     Ok(TraceReply::Walked(t))

@@ -78,7 +78,7 @@ use datapath::{Microseg, Output, Tables, Verdict};
 use firewall::{Dir, Firewall};
 
 use crate::config::{GatewaySettings, HostSettings};
-use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceInput, TraceReply};
+use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceError, TraceInput, TraceReply};
 use crate::dp::dataloop::capture::CaptureError;
 use crate::dp::driver::{self, Flow};
 use crate::dp::fwctl;
@@ -345,16 +345,12 @@ impl Shell {
     }
 
     /// The pipeline's trace; changes nothing.
-    fn trace(&self, input: TraceInput, now_ns: u64) -> Result<TraceReply, String> {
+    fn trace(&self, input: TraceInput, now_ns: u64) -> Result<TraceReply, TraceError> {
         let (dir, frame) = match input {
             TraceInput::Port(f) => (Dir::Out, f),
             TraceInput::Nic(f) => (Dir::In, f),
             TraceInput::Underlay { .. } => {
-                return Err(
-                    "this agent runs micro-segmentation: there is no overlay; from \
-                     \"underlay\" is a frame as the NIC receives it (no src_tep or vni)"
-                        .into(),
-                );
+                return Err(TraceError::UnderlayOnMicroseg);
             }
         };
         Ok(match self.mseg.trace(dir, &frame, now_ns) {
