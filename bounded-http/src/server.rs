@@ -873,7 +873,7 @@ mod tests {
     #[tokio::test]
     async fn shared_bodies_are_written_whole_without_a_copy() {
         let data: Arc<[u8]> = (0..3 * 64 * 1024 + 17)
-            .map(|i| (i % 251) as u8)
+            .map(|i| u8::try_from(i % 251).unwrap())
             .collect::<Vec<u8>>()
             .into();
         let r = Response::with_body(200, "application/octet-stream", data.clone());

@@ -122,10 +122,11 @@ fn udp_frame(
     let l4 = &mut f[34..];
     l4[0..2].copy_from_slice(&40000u16.to_be_bytes());
     l4[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    l4[4..6].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+    let udp_len = u16::try_from(8 + payload).unwrap();
+    l4[4..6].copy_from_slice(&udp_len.to_be_bytes());
     let c = checksum::fold(checksum::sum(
         l4,
-        checksum::pseudo_header_v4(src, dst, 17, (8 + payload) as u16),
+        checksum::pseudo_header_v4(src, dst, 17, udp_len),
     ));
     l4[6..8].copy_from_slice(&c.to_be_bytes());
     f
@@ -235,7 +236,7 @@ fn tcp_frame(dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, seq: u32, payload: 
     tcp[12] = 5 << 4;
     tcp[13] = 0x10;
     tcp[14..16].copy_from_slice(&502u16.to_be_bytes());
-    let pseudo = checksum::pseudo_header_v4(src, dst, 6, (20 + payload) as u16);
+    let pseudo = checksum::pseudo_header_v4(src, dst, 6, u16::try_from(20 + payload).unwrap());
     tcp[16..18].copy_from_slice(&(!checksum::fold(pseudo)).to_be_bytes());
     f
 }

@@ -11,6 +11,7 @@
 use geneve::tcp::{self, ACK, PSH};
 use geneve::{checksum, ethernet, ipv4};
 
+use crate::narrow::{len16, wrap32};
 pub use crate::queue::MAX_MERGED;
 use crate::queue::{TcpGso, TxQueue};
 
@@ -106,7 +107,7 @@ pub(crate) fn try_append(q: &mut TxQueue, frame: &[u8]) -> bool {
         && head[20..24] == frame[20..24]
         && head[26..34] == frame[26..34]
         && same_stream_header(&head[old.l4..old.data], &frame[new.l4..new.data])
-        && new.seq == old.seq.wrapping_add(old.len as u32);
+        && new.seq == old.seq.wrapping_add(wrap32(old.len));
     if !compatible {
         return false;
     }
@@ -114,7 +115,7 @@ pub(crate) fn try_append(q: &mut TxQueue, frame: &[u8]) -> bool {
     let tcp_len = total - old.l4;
     let (src, dst) = {
         let mut ip = ipv4::Packet::new_unchecked(&mut slot[ethernet::HEADER_LEN..total]);
-        ip.set_total_len((total - ethernet::HEADER_LEN) as u16);
+        ip.set_total_len(len16(total - ethernet::HEADER_LEN));
         ip.fill_checksum();
         (ip.src(), ip.dst())
     };
@@ -126,14 +127,14 @@ pub(crate) fn try_append(q: &mut TxQueue, frame: &[u8]) -> bool {
     }
     // CHECKSUM_PARTIAL convention: the field holds the pseudo-header sum;
     // the kernel treats the merged frame as verified (each segment was).
-    let pseudo = checksum::pseudo_header_v4(src, dst, ipv4::PROTO_TCP, tcp_len as u16);
+    let pseudo = checksum::pseudo_header_v4(src, dst, ipv4::PROTO_TCP, len16(tcp_len));
     seg.set_checksum(!checksum::fold(pseudo));
     item.len = total;
     item.gso = Some(TcpGso {
-        mss: mss as u16,
+        mss: len16(mss),
         segments: segments + 1,
-        l4_off: old.l4 as u16,
-        hdr_len: old.data as u16,
+        l4_off: len16(old.l4),
+        hdr_len: len16(old.data),
         closed,
     });
     true

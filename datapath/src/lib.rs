@@ -19,6 +19,7 @@ pub mod coalesce;
 pub mod counters;
 pub mod layer;
 pub mod mseg;
+mod narrow;
 pub mod offload;
 pub mod pipeline;
 pub mod queue;

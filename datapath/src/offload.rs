@@ -9,6 +9,8 @@
 
 use geneve::{checksum, ethernet, ipv4, tcp, udp};
 
+use crate::narrow::{len16, wrap16, wrap32};
+
 /// Most segments one super-frame may produce (64 KiB at an MSS of 512).
 pub const MAX_SEGMENTS: usize = 128;
 
@@ -178,8 +180,8 @@ impl Plan {
         let (src, dst);
         {
             let mut ip = ipv4::Packet::new_unchecked(&mut out[self.ip_off..]);
-            ip.set_total_len((self.ip_hl + l4_len) as u16);
-            ip.set_ident(ip.ident().wrapping_add(i as u16));
+            ip.set_total_len(len16(self.ip_hl + l4_len));
+            ip.set_ident(ip.ident().wrapping_add(wrap16(i)));
             ip.fill_checksum();
             (src, dst) = (ip.src(), ip.dst());
         }
@@ -188,7 +190,7 @@ impl Plan {
         match self.kind {
             GsoKind::Tcp4 => {
                 let mut seg = tcp::Packet::new_checked(l4).ok()?;
-                seg.set_seq_number(seg.seq_number().wrapping_add((i * self.size) as u32));
+                seg.set_seq_number(seg.seq_number().wrapping_add(wrap32(i * self.size)));
                 let mut flags = seg.flags();
                 if !last {
                     flags &= !(tcp::FIN | tcp::PSH); // only on the last segment
@@ -201,7 +203,7 @@ impl Plan {
             }
             GsoKind::Udp4 => {
                 let mut dgram = udp::Packet::new_unchecked(l4);
-                dgram.set_len(l4_len as u16);
+                dgram.set_len(len16(l4_len));
                 dgram.fill_checksum_v4(src, dst);
             }
         }
@@ -233,8 +235,8 @@ mod tests {
         tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
         tcp[12] = 5 << 4;
         tcp[13] = 0x18 | 0x01; // PSH ACK FIN
-        for (i, b) in tcp[20..].iter_mut().enumerate() {
-            *b = i as u8;
+        for (b, v) in tcp[20..].iter_mut().zip((0..=u8::MAX).cycle()) {
+            *b = v;
         }
         f
     }
@@ -258,16 +260,21 @@ mod tests {
             let n = plan.emit(&f, i, &mut out).unwrap();
             let ip = ipv4::Packet::new_checked(&out[14..n]).unwrap();
             assert!(ip.verify_checksum());
-            assert_eq!(ip.ident(), 100 + i as u16);
+            assert_eq!(ip.ident(), 100 + u16::try_from(i).unwrap());
             let tcp = ip.payload();
-            let pseudo = checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, tcp.len() as u16);
+            let pseudo = checksum::pseudo_header_v4(
+                ip.src(),
+                ip.dst(),
+                6,
+                u16::try_from(tcp.len()).unwrap(),
+            );
             assert_eq!(
                 checksum::fold(checksum::sum(tcp, pseudo)),
                 0,
                 "tcp checksum"
             );
             let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-            assert_eq!(seq, 1000 + 1400 * i as u32);
+            assert_eq!(seq, 1000 + 1400 * u32::try_from(i).unwrap());
             assert_eq!(tcp[13] & 0x09 != 0, i == 2, "FIN/PSH only last");
             joined.extend_from_slice(&tcp[20..]);
         }
@@ -287,7 +294,7 @@ mod tests {
             if doff == 15 {
                 // 60 bytes of header, but only 20 of the frame before the cut.
                 f.truncate(34 + 59);
-                let total = (f.len() - 14) as u16;
+                let total = u16::try_from(f.len() - 14).unwrap();
                 ipv4::Packet::new_unchecked(&mut f[14..]).set_total_len(total);
             }
             assert_eq!(Plan::new(&f, gso), None, "data offset {doff}");

@@ -37,7 +37,7 @@ fn tcp_frame(flags: u8, opts: &[u8], payload: usize) -> Vec<u8> {
     tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
     tcp[2..4].copy_from_slice(&22u16.to_be_bytes());
     tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
-    tcp[12] = ((tcp_len / 4) as u8) << 4;
+    tcp[12] = u8::try_from(tcp_len / 4).unwrap() << 4;
     tcp[13] = flags;
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
     tcp[20..tcp_len].copy_from_slice(opts);

@@ -343,6 +343,11 @@ async fn admin(
     Ok((status, body.to_string()))
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the rank is within 0..=len for a percentage p (and float casts saturate)"
+)]
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -317,8 +317,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_header_len(&mut self, header_len: usize) {
         let words = (header_len / 4).min(MAX_HEADER_LEN / 4);
-        // `words` is at most 15, so the shift stays within the byte.
-        self.buffer.as_mut()[field::DATA_OFF] = (words as u8) << 4;
+        // `words` is at most 15: the conversion cannot fail, and the shift
+        // stays within the byte.
+        let words = u8::try_from(words).unwrap_or(15);
+        self.buffer.as_mut()[field::DATA_OFF] = words << 4;
     }
 
     /// Sets the flags byte.

@@ -156,7 +156,7 @@ proptest! {
         // And the same bytes behind a valid fixed header, as its options.
         let mut seg = vec![0u8; 20];
         let hl = (20 + data.len().min(40)) & !3;
-        seg[12] = ((hl / 4) as u8) << 4;
+        seg[12] = u8::try_from(hl / 4).unwrap() << 4;
         seg.extend_from_slice(&data);
         geneve::fuzz_tcp(&seg);
         if let Ok(p) = tcp::Packet::new_checked(&seg[..]) {

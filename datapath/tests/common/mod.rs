@@ -102,7 +102,7 @@ pub fn config_for(me: Vm, underlay_mtu: u16) -> (InstanceConfig, LocalHost) {
     let host = LocalHost {
         underlay_ip: me.underlay,
         port_mac: me.mac,
-        overlay_mtu: underlay_mtu - geneve::outer::MTU_OVERHEAD as u16,
+        overlay_mtu: underlay_mtu - u16::try_from(geneve::outer::MTU_OVERHEAD).unwrap(),
         kernel_udp: false,
     };
     (cfg, host)
