@@ -16,12 +16,6 @@
 //! extended: clients ignore fields they do not know.
 
 #![forbid(unsafe_code)]
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::undocumented_unsafe_blocks
-)]
 
 pub mod hex;
 pub mod reply;

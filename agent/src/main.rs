@@ -5,6 +5,8 @@
 //! config); `check` validates a config without touching the host; `ctl`
 //! queries a running agent's local API.
 
+#![forbid(unsafe_code)]
+
 use agent::{api, config, run};
 
 use std::io::{BufRead, BufReader, Write};

@@ -11,13 +11,6 @@
 //! under test. Per thread, because the test harness runs tests in parallel
 //! and each must count only its own.
 
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::undocumented_unsafe_blocks
-)]
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

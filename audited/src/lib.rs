@@ -10,13 +10,6 @@
 //!   (`localtime_r`, which honours `TZ`).
 //! * [`hostname`]: the kernel's host name (`gethostname`).
 
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::undocumented_unsafe_blocks
-)]
-
 /// Asks the CPU to start loading the cache line holding `*p` into all
 /// cache levels, without waiting for it. Only a hint: nothing is read
 /// into the program and nothing changes if the line is already cached.

@@ -17,12 +17,6 @@
 //! shells (`nsx-agent`, `nsx-gateway`). See `control/PROTOCOL.md`.
 
 #![forbid(unsafe_code)]
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::undocumented_unsafe_blocks
-)]
 
 pub mod firewall;
 pub mod framing;

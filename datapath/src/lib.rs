@@ -15,6 +15,8 @@
 //! ([`mseg::Microseg`]): the same layer walk, counters, output queues and
 //! trace over the lists [`layer::MSEG_IN`] and [`layer::MSEG_OUT`].
 
+#![forbid(unsafe_code)]
+
 pub mod coalesce;
 pub mod counters;
 pub mod layer;

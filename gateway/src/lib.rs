@@ -25,6 +25,8 @@
 //! * [`metrics`]: the Prometheus endpoint's content (`nsx_gateway_*`) and
 //!   the event counters behind it.
 
+#![forbid(unsafe_code)]
+
 pub mod agent_status;
 pub mod control_server;
 pub mod control_store;

@@ -2,6 +2,8 @@
 //! [`gateway::ops`] or starts [`gateway::server`], prints results; exits 1
 //! with the error on failure.
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;

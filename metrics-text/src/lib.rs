@@ -6,12 +6,6 @@
 //! scrapes). No I/O: the endpoints own their sockets.
 
 #![forbid(unsafe_code)]
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::undocumented_unsafe_blocks
-)]
 
 use std::fmt;
 

@@ -14,12 +14,6 @@
 //! * [`client`], [`http`], [`shell`]: the socket, HTTP and line-editor I/O.
 
 #![forbid(unsafe_code)]
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::undocumented_unsafe_blocks
-)]
 
 pub mod client;
 pub mod error;

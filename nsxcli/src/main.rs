@@ -5,12 +5,6 @@
 //! command failed, 2 usage, 3 agent/gateway not reachable.
 
 #![forbid(unsafe_code)]
-#![warn(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap,
-    clippy::undocumented_unsafe_blocks
-)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
