@@ -341,7 +341,7 @@ impl driver::Shell for Shell {
 
 impl Shell {
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        crate::sys::saturating_nanos(self.epoch.elapsed())
     }
 
     /// The pipeline's trace; changes nothing.
@@ -400,7 +400,7 @@ impl Shell {
                 return false;
             }
         };
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let now = crate::sys::saturating_nanos(self.epoch.elapsed());
         let rx: &RecvBatch = rx;
         for i in 0..n {
             let (buf, truncated) = rx.frame(i);
