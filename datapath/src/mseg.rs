@@ -202,10 +202,9 @@ impl Microseg {
             return Verdict::Drop(DropReason::NotForPort);
         }
         let mut ctx = Ctx::new(frame);
-        // Read once for every layer, down to L4 for the firewall. A frame
-        // whose L2/L3 does not parse is still the firewall's to judge (it
-        // parses it itself then, and counts it as malformed).
-        let _ = ctx.parse_l2_l3(true);
+        // The firewall parses the frame itself; the layers read the IPv4
+        // source for the answer's queue entry only.
+        let _ = ctx.parse_l2_l3();
         let answers = out.port.len();
         let mut rec = Commit {
             fw: Some(&mut self.fw),
@@ -278,7 +277,7 @@ impl Microseg {
         let mut out = Microseg::output(2);
         let mut rec = Tracer::new(t, Some(&self.fw));
         let mut ctx = Ctx::new(frame);
-        let _ = ctx.parse_l2_l3(true);
+        let _ = ctx.parse_l2_l3();
         let layers = match dir {
             Dir::In => &MSEG_IN[..],
             Dir::Out => &MSEG_OUT[..],

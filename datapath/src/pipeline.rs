@@ -267,8 +267,7 @@ pub(crate) fn answer<R: Recorder>(
     match firewall::reject::build(kind, offending, buf) {
         Ok(n) => {
             let mut ctx = Ctx::new(&buf[..n]);
-            // The answer passes no firewall: no L4 needed.
-            if ctx.parse_l2_l3(false).is_ok() {
+            if ctx.parse_l2_l3().is_ok() {
                 ctx.switch = switch;
                 layer::walk(t, Dir::Out, &ANSWER, &mut ctx, out, c, now_ns, rec);
             }

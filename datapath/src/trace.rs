@@ -215,24 +215,10 @@ impl<'a> Tracer<'a> {
 }
 
 impl Recorder for Tracer<'_> {
-    fn firewall(
-        &mut self,
-        dir: Dir,
-        frame: &[u8],
-        parsed: Option<&Result<firewall::packet::Packet, firewall::packet::ParseError>>,
-        now_ns: u64,
-    ) -> Option<FwVerdict> {
+    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict> {
         let fw = self.fw?;
-        // The same parse the packet path uses: the context's when it has one.
-        let own;
-        let parsed = match parsed {
-            Some(p) => p,
-            None => {
-                own = firewall::packet::parse(frame);
-                &own
-            }
-        };
-        let d = fw.judge(dir, parsed, now_ns);
+        let parsed = firewall::packet::parse(frame);
+        let d = fw.judge(dir, &parsed, now_ns);
         self.firewall_drop = match d.verdict {
             FwVerdict::Pass => None,
             FwVerdict::Drop(r) => Some(r),

@@ -244,20 +244,8 @@ impl Firewall {
     /// [`packet::parse`], [`Firewall::judge`], then [`Firewall::commit`].
     #[inline]
     pub fn process(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> FwVerdict {
-        self.process_parsed(dir, &packet::parse(frame), now_ns)
-    }
-
-    /// [`Firewall::process`] for a frame its caller has already parsed
-    /// ([`packet::parse`] or [`packet::from_headers`]): the datapath parses
-    /// each frame once at its entry and hands the result here.
-    #[inline]
-    pub fn process_parsed(
-        &mut self,
-        dir: Dir,
-        parsed: &Result<Packet, ParseError>,
-        now_ns: u64,
-    ) -> FwVerdict {
-        let mut d = Decision::unjudged(dir, parsed);
+        let parsed = packet::parse(frame);
+        let mut d = Decision::unjudged(dir, &parsed);
         self.judge_into(&mut d, now_ns);
         self.commit(&d, now_ns)
     }

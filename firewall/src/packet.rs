@@ -74,33 +74,11 @@ pub enum ParseError {
 /// Parses `frame` (Ethernet II).
 pub fn parse(frame: &[u8]) -> Result<Packet, ParseError> {
     let eth = ethernet::Frame::new_checked(frame).map_err(|_| ParseError::Ethernet)?;
-    let ip = if eth.ethertype() == ETHERTYPE_IPV4 {
-        Some(ipv4::Packet::new_checked(eth.payload()).map_err(|_| ParseError::Ipv4)?)
-    } else {
-        None
-    };
-    from_headers(&eth, ip.as_ref())
-}
-
-/// The same as [`parse`] for a frame whose Ethernet header, and IPv4
-/// header when it carries one (`ip`, the view over `eth`'s payload), the
-/// caller has already validated: the datapath's entry reads L2 and L3 once
-/// and hands the views here, so only the L4 header is read on top.
-/// With an IPv4 ethertype and `ip` absent the frame is treated as
-/// [`parse`] would treat it (its IPv4 header is checked here).
-pub fn from_headers(
-    eth: &ethernet::Frame<&[u8]>,
-    ip: Option<&ipv4::Packet<&[u8]>>,
-) -> Result<Packet, ParseError> {
     let ethertype = eth.ethertype();
-    let class = match (ethertype, ip) {
-        (ETHERTYPE_IPV4, Some(ip)) => classify_ipv4(ip)?,
-        (ETHERTYPE_IPV4, None) => {
-            let ip = ipv4::Packet::new_checked(eth.payload()).map_err(|_| ParseError::Ipv4)?;
-            classify_ipv4(&ip)?
-        }
-        (ETHERTYPE_ARP, _) => Class::Management,
-        (ETHERTYPE_IPV6, _) => classify_ipv6(eth.payload()),
+    let class = match ethertype {
+        ETHERTYPE_IPV4 => parse_ipv4(eth.payload())?,
+        ETHERTYPE_ARP => Class::Management,
+        ETHERTYPE_IPV6 => classify_ipv6(eth.payload()),
         _ => Class::Other,
     };
     Ok(Packet {
@@ -111,7 +89,8 @@ pub fn from_headers(
     })
 }
 
-fn classify_ipv4(ip: &ipv4::Packet<&[u8]>) -> Result<Class, ParseError> {
+fn parse_ipv4(l3: &[u8]) -> Result<Class, ParseError> {
+    let ip = ipv4::Packet::new_checked(l3).map_err(|_| ParseError::Ipv4)?;
     if ip.frag_offset() != 0 {
         return Ok(Class::Fragment);
     }

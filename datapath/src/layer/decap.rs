@@ -85,7 +85,7 @@ pub(crate) fn process<R: Recorder>(
     };
     ctx.frame = parsed.payload;
     ctx.switch = switch;
-    if let Err(r) = ctx.parse_l2_l3(t.firewall.is_some()) {
+    if let Err(r) = ctx.parse_l2_l3() {
         note(What::Malformed);
         return Step::Done(Verdict::Drop(r));
     }

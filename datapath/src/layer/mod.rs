@@ -14,7 +14,6 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use ::firewall::packet::{Packet, ParseError};
 use ::firewall::{Dir, Firewall, FwVerdict};
 use control::MacAddr;
 
@@ -115,11 +114,6 @@ pub(crate) struct Ctx<'a> {
     pub reject: Option<::firewall::RejectKind>,
     /// Set by the firewall when it rejected the frame (either direction).
     pub rejected: bool,
-    /// The frame down to L4 as the firewall reads it, filled from the same
-    /// Ethernet and IPv4 views by [`Ctx::parse_l2_l3`] when asked (a
-    /// firewall is configured), so no header is read twice; `None` when
-    /// not filled (the firewall layer then parses the frame itself).
-    pub fw_packet: Option<Result<Packet, ParseError>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -139,7 +133,6 @@ impl<'a> Ctx<'a> {
             segments: None,
             reject: None,
             rejected: false,
-            fw_packet: None,
         }
     }
 
@@ -155,19 +148,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Reads the Ethernet header (and IPv4 header if present) into the
-    /// context, once for the whole pipeline; with `l4` (a firewall will
-    /// judge the frame) also the L4 header, from the same views, into
-    /// [`Ctx::fw_packet`]. An L2/L3 error is the caller's drop; an L4 error
-    /// is kept for the firewall to judge, as it would on its own parse.
-    pub fn parse_l2_l3(&mut self, l4: bool) -> Result<(), DropReason> {
-        self.fw_packet = None;
+    /// Reads the Ethernet header (and IPv4 header if present) into the context.
+    pub fn parse_l2_l3(&mut self) -> Result<(), DropReason> {
         let eth =
             geneve::ethernet::Frame::new_checked(self.frame).map_err(|_| DropReason::Malformed)?;
         self.dst = MacAddr(eth.dst());
         self.src = MacAddr(eth.src());
         self.ethertype = eth.ethertype();
-        let ip = if self.ethertype == geneve::ethernet::ETHERTYPE_IPV4 {
+        if self.ethertype == geneve::ethernet::ETHERTYPE_IPV4 {
             let ip = geneve::ipv4::Packet::new_checked(eth.payload())
                 .map_err(|_| DropReason::Malformed)?;
             self.ipv4 = Some(Ipv4Meta {
@@ -179,12 +167,6 @@ impl<'a> Ctx<'a> {
                 total_len: ip.total_len(),
                 l4_first: ip.payload().first().copied().unwrap_or(0),
             });
-            Some(ip)
-        } else {
-            None
-        };
-        if l4 {
-            self.fw_packet = Some(::firewall::packet::from_headers(&eth, ip.as_ref()));
         }
         Ok(())
     }
@@ -239,14 +221,7 @@ impl fmt::Display for Shown<'_> {
 /// taken: judged and committed on the packet path, judged only in a trace.
 pub(crate) trait Recorder {
     /// The firewall's verdict on `frame` (`None`: no firewall configured).
-    /// `parsed` is the frame as [`Ctx::parse_l2_l3`] read it, when it did.
-    fn firewall(
-        &mut self,
-        dir: Dir,
-        frame: &[u8],
-        parsed: Option<&Result<Packet, ParseError>>,
-        now_ns: u64,
-    ) -> Option<FwVerdict>;
+    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict>;
     /// Why the current layer decides as it does (built only if wanted).
     fn note(&mut self, why: impl FnOnce() -> Why);
     /// The firewall layer is done with the verdict [`Recorder::firewall`]
@@ -265,18 +240,8 @@ pub(crate) struct Commit<'a> {
 
 impl Recorder for Commit<'_> {
     #[inline(always)]
-    fn firewall(
-        &mut self,
-        dir: Dir,
-        frame: &[u8],
-        parsed: Option<&Result<Packet, ParseError>>,
-        now_ns: u64,
-    ) -> Option<FwVerdict> {
-        let fw = self.fw.as_deref_mut()?;
-        Some(match parsed {
-            Some(p) => fw.process_parsed(dir, p, now_ns),
-            None => fw.process(dir, frame, now_ns),
-        })
+    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict> {
+        Some(self.fw.as_deref_mut()?.process(dir, frame, now_ns))
     }
 
     #[inline(always)]

@@ -50,7 +50,7 @@ pub(crate) fn process<R: Recorder>(t: &Tables, ctx: &mut Ctx<'_>, rec: &mut R) -
     let Some(port) = t.port else {
         return drop(DropReason::NoPort, Why::NoPort);
     };
-    if let Err(r) = ctx.parse_l2_l3(t.firewall.is_some()) {
+    if let Err(r) = ctx.parse_l2_l3() {
         return drop(r, Why::Malformed);
     }
     ctx.switch = port.switch;
