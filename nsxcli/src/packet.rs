@@ -538,31 +538,5 @@ impl PacketSpec {
     }
 }
 
-/// Lower-case hex of `bytes`.
-#[must_use]
-pub fn to_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
-/// Decodes hex (even length, either case).
-pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-    let s = s.trim();
-    if !s.len().is_multiple_of(2) {
-        return Err("odd number of hex digits".into());
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad hex at offset {i}"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests;

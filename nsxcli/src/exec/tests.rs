@@ -209,7 +209,7 @@ fn sent_frame(f: &Fake) -> Vec<u8> {
         .and_then(|a| a.get("frame_hex"))
         .and_then(Value::as_str)
         .unwrap();
-    crate::packet::from_hex(hex).unwrap()
+    agent_api::hex::decode(hex).unwrap()
 }
 
 #[test]

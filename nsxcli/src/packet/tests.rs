@@ -242,9 +242,9 @@ fn macs_and_hex() {
         mac_string(&[6, 0x17, 0x1e, 0x54, 0x96, 0x3a]),
         "06:17:1e:54:96:3a"
     );
-    assert_eq!(to_hex(&[0, 0xab, 0x10]), "00ab10");
-    assert_eq!(from_hex("00AB10"), Ok(vec![0, 0xab, 0x10]));
-    assert!(from_hex("abc").is_err());
-    assert!(from_hex("zz").is_err());
-    assert!(from_hex("é1").is_err());
+    assert_eq!(agent_api::hex::encode(&[0, 0xab, 0x10]), "00ab10");
+    assert_eq!(agent_api::hex::decode("00AB10"), Ok(vec![0, 0xab, 0x10]));
+    assert!(agent_api::hex::decode("abc").is_err());
+    assert!(agent_api::hex::decode("zz").is_err());
+    assert!(agent_api::hex::decode("é1").is_err());
 }

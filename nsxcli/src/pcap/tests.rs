@@ -4,7 +4,8 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::packet::{PacketSpec, parse, to_hex};
+use crate::packet::{PacketSpec, parse};
+use agent_api::hex::encode as to_hex;
 
 fn spec(line: &str) -> PacketSpec {
     parse(
