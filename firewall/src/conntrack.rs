@@ -306,6 +306,53 @@ pub enum Invalid {
     Mismatch,
 }
 
+/// The step one packet takes its connection through
+/// ([`Conntrack::advance`]), to be written by [`Conntrack::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// The connection `hit` names moves on to `next`.
+    To { hit: Hit, next: Next },
+    /// The connection `hit` names refuses the packet (TCP window or
+    /// state); counted on the connection.
+    Refused { hit: Hit, err: Invalid },
+    /// No connection to refuse it on (gone, or the protocols differ).
+    Invalid(Invalid),
+}
+
+impl Advance {
+    /// The connection's state after the packet, or why it is refused.
+    pub fn result(&self) -> Result<State, Invalid> {
+        match *self {
+            Advance::To {
+                next: Next::Tcp(c), ..
+            } => Ok(State::Tcp(c.state())),
+            Advance::To {
+                next: Next::State(s),
+                ..
+            } => Ok(s),
+            Advance::Refused { err, .. } | Advance::Invalid(err) => Err(err),
+        }
+    }
+}
+
+/// A packet [`Conntrack::apply`] wrote to its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracked {
+    /// The connection's state after it.
+    pub state: State,
+    /// The rule that admitted the connection.
+    pub rule_id: u32,
+}
+
+/// A connection's state after one of its packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// TCP: state machine and windows.
+    Tcp(TcpConn),
+    /// UDP, ICMP, other protocols: the pseudo-state.
+    State(State),
+}
+
 /// Where [`Conntrack::spot`] would place a new key.
 #[derive(Debug, Clone, Copy)]
 struct Spot {
@@ -520,6 +567,7 @@ impl Slot {
         self.ips == k.ips && self.ports == k.ports && self.proto == k.proto
     }
 
+    #[inline(always)]
     fn state(&self) -> State {
         State::from_code(self.state)
     }
@@ -571,6 +619,7 @@ impl Slot {
         }
     }
 
+    #[inline(always)]
     fn tcp(&self) -> TcpConn {
         let peer = |w: &Win, scale: u8, fin: u8| Peer {
             end: w.end,
@@ -592,6 +641,7 @@ impl Slot {
         )
     }
 
+    #[inline(always)]
     fn set_tcp(&mut self, c: &TcpConn) {
         let [o, r] = c.peers();
         for (w, p) in self.win.iter_mut().zip([o, r]) {
@@ -863,33 +913,93 @@ impl Conntrack {
 
     /// Advances the connection with one of its packets (`bytes` long):
     /// TCP state and windows or the pseudo-state, counters, last-seen. An
-    /// invalid packet leaves the entry untouched. ([`Conntrack::advance`]
-    /// works out the same step without writing it.)
+    /// invalid packet leaves the entry untouched. The same as
+    /// [`Conntrack::advance`] then [`Conntrack::apply`].
     pub fn track(&mut self, hit: Hit, l4: &L4, bytes: u32, now_ns: u64) -> Result<State, Invalid> {
+        let step = self.advance(hit, l4);
+        self.apply(&step, bytes, now_ns).map(|t| t.state)
+    }
+
+    /// The step one packet takes its connection through, worked out on a
+    /// copy of the entry's state (TCP state machine and windows, or the
+    /// pseudo-state); nothing changes. [`Conntrack::apply`] writes it, so
+    /// the state machine runs once per packet.
+    #[inline]
+    pub fn advance(&self, hit: Hit, l4: &L4) -> Advance {
+        match self.resolve(&hit.id) {
+            Some(i) => self.advance_at(i, hit, l4),
+            None => Advance::Invalid(Invalid::Gone),
+        }
+    }
+
+    /// [`Conntrack::advance`] for a `hit` [`Conntrack::probe`] has just
+    /// returned (nothing changed since), so its bucket is `hit.id.slot`.
+    #[inline]
+    pub(crate) fn advance_probed(&self, hit: Hit, l4: &L4) -> Advance {
+        self.advance_at(hit.id.slot as usize, hit, l4)
+    }
+
+    #[inline(always)]
+    fn advance_at(&self, i: usize, hit: Hit, l4: &L4) -> Advance {
+        let Some(slot) = self.slots.get(i) else {
+            return Advance::Invalid(Invalid::Gone);
+        };
+        match (slot.state(), l4) {
+            (State::Tcp(_), L4::Tcp(seg)) => {
+                let mut c = slot.tcp();
+                match c.segment(hit.reply, seg) {
+                    Ok(_) => Advance::To {
+                        hit,
+                        next: Next::Tcp(c),
+                    },
+                    Err(e) => Advance::Refused { hit, err: e.into() },
+                }
+            }
+            (State::Tcp(_), _) | (_, L4::Tcp(_)) => Advance::Invalid(Invalid::Mismatch),
+            (s, _) => Advance::To {
+                hit,
+                next: Next::State(s.after_packet(hit.reply)),
+            },
+        }
+    }
+
+    /// Writes `step` (from [`Conntrack::advance`] on this table, with
+    /// nothing changed in between) for a packet `bytes` long: the new
+    /// state, counters and last-seen; a refusal is counted on the
+    /// connection (getflows) and leaves it as it was.
+    #[inline]
+    pub fn apply(&mut self, step: &Advance, bytes: u32, now_ns: u64) -> Result<Tracked, Invalid> {
         self.clock(now_ns);
+        let (hit, next) = match *step {
+            Advance::To { hit, next } => (hit, next),
+            Advance::Refused { hit, err } => {
+                if let Some(i) = self.resolve(&hit.id) {
+                    let n = &mut self.cold[i].dropped[usize::from(hit.reply)];
+                    *n = n.saturating_add(1);
+                }
+                return Err(err);
+            }
+            Advance::Invalid(err) => return Err(err),
+        };
         let i = self.resolve(&hit.id).ok_or(Invalid::Gone)?;
         let d = usize::from(hit.reply);
         let slot = &mut self.slots[i];
-        let state = match (slot.state(), l4) {
-            (State::Tcp(old), L4::Tcp(seg)) => {
-                let mut c = slot.tcp();
-                let new = match c.segment(hit.reply, seg) {
-                    Ok(new) => new,
-                    Err(e) => {
-                        // Counted on the connection (getflows), off the hot path.
-                        let n = &mut self.cold[i].dropped[d];
-                        *n = n.saturating_add(1);
-                        return Err(e.into());
-                    }
-                };
+        let rule_id = slot.rule_id;
+        let state = match next {
+            Next::Tcp(c) => {
+                let old = slot.state();
+                let new = c.state();
                 slot.set_tcp(&c);
-                if old == TcpState::SynSent && new == TcpState::Close && hit.reply {
+                if old == State::Tcp(TcpState::SynSent) && new == TcpState::Close && hit.reply {
                     // Refused: nothing worth remembering.
                     self.remove_at(i);
                     self.stats.removed_rst += 1;
-                    return Ok(State::Tcp(new));
+                    let state = State::Tcp(new);
+                    return Ok(Tracked { state, rule_id });
                 }
-                if matches!(old, TcpState::TimeWait | TcpState::Close) && new == TcpState::SynSent {
+                if matches!(old, State::Tcp(TcpState::TimeWait | TcpState::Close))
+                    && new == TcpState::SynSent
+                {
                     // Port reuse: a new connection in the old entry.
                     slot.packets = [0; 2];
                     slot.bytes = [0; 2];
@@ -903,32 +1013,13 @@ impl Conntrack {
                 }
                 State::Tcp(new)
             }
-            (State::Tcp(_), _) | (_, L4::Tcp(_)) => return Err(Invalid::Mismatch),
-            (s, _) => {
-                let new = s.after_packet(hit.reply);
-                slot.set_state(new);
-                new
+            Next::State(s) => {
+                slot.set_state(s);
+                s
             }
         };
         self.count(i, d, bytes, now_ns);
-        Ok(state)
-    }
-
-    /// The state one packet would leave its connection in, worked out on
-    /// a copy of the entry's state (TCP state machine and windows, or the
-    /// pseudo-state); nothing changes ([`Conntrack::track`] writes it).
-    #[inline]
-    pub fn advance(&self, hit: Hit, l4: &L4) -> Result<State, Invalid> {
-        let i = self.resolve(&hit.id).ok_or(Invalid::Gone)?;
-        let slot = &self.slots[i];
-        match (slot.state(), l4) {
-            (State::Tcp(_), L4::Tcp(seg)) => {
-                let mut c = slot.tcp();
-                Ok(State::Tcp(c.segment(hit.reply, seg)?))
-            }
-            (State::Tcp(_), _) | (_, L4::Tcp(_)) => Err(Invalid::Mismatch),
-            (s, _) => Ok(s.after_packet(hit.reply)),
-        }
+        Ok(Tracked { state, rule_id })
     }
 
     /// What [`Conntrack::lookup`] would return for `t` now, changing

@@ -12,7 +12,7 @@ use control::Action;
 
 use crate::FailurePolicy;
 use crate::classify::Match;
-use crate::conntrack::{Full, Hit, Invalid, Probe, State};
+use crate::conntrack::{Advance, Full, Hit, Invalid, Probe, State};
 use crate::engine::Firewall;
 use crate::flow::{Dir, L4, Tuple};
 use crate::packet::{Class, Ipv4Info, Packet, ParseError};
@@ -97,6 +97,9 @@ pub struct Decision<'p> {
     pub(crate) found: Probe,
     /// IPv4 total length (counted against rules and connections); 0 otherwise.
     pub(crate) bytes: u32,
+    /// What the packet does to the tracked connection the lookup found
+    /// (worked out once, written on commit).
+    pub(crate) step: Advance,
 }
 
 /// Why the firewall decided as it did (one variant per decision point).
@@ -166,6 +169,7 @@ impl<'p> Decision<'p> {
             l2: None,
             found: Probe::Absent,
             bytes: 0,
+            step: Advance::Invalid(Invalid::Gone),
         }
     }
 

@@ -277,7 +277,7 @@ impl Firewall {
             return;
         };
         let dir = d.dir;
-        if pkt.class == Class::Management {
+        if matches!(pkt.class, Class::Management) {
             return d.set(FwVerdict::Pass, Why::Management);
         }
         if let Class::Ipv4(info) = &pkt.class
@@ -301,7 +301,7 @@ impl Firewall {
             return d.set(FwVerdict::Drop(FwDrop::L2Rule), Why::L2Rule(m));
         }
         match &pkt.class {
-            Class::Ipv4(info) => self.judge_ipv4(policy, d, info, pkt.icmp(), now_ns),
+            Class::Ipv4(info) => self.judge_ipv4(policy, d, info, now_ns),
             Class::Fragment => d.set(FwVerdict::Drop(FwDrop::Fragment), Why::Fragment),
             // Not IPv4 (the L3 rules are IPv4): the default rule decides, statelessly.
             _ => {
@@ -320,24 +320,20 @@ impl Firewall {
     }
 
     #[inline(always)]
-    fn judge_ipv4(
-        &self,
-        policy: &Policy,
-        d: &mut Decision<'_>,
-        info: &Ipv4Info,
-        icmp: Option<(u8, u8)>,
-        now_ns: u64,
-    ) {
+    fn judge_ipv4(&self, policy: &Policy, d: &mut Decision<'_>, info: &Ipv4Info, now_ns: u64) {
         let t = &info.tuple;
         let ct = &self.conntrack;
         d.bytes = u32::from(info.len);
         d.found = ct.probe(t, now_ns);
         match d.found {
             // Fast path: a known connection.
-            Probe::Live(hit) => match ct.advance(hit, &info.l4) {
-                Ok(state) => d.set(FwVerdict::Pass, Why::Established { state }),
-                Err(err) => d.set(FwVerdict::Drop(FwDrop::Invalid), Why::Invalid { err }),
-            },
+            Probe::Live(hit) => {
+                d.step = ct.advance_probed(hit, &info.l4);
+                match d.step.result() {
+                    Ok(state) => d.set(FwVerdict::Pass, Why::Established { state }),
+                    Err(err) => d.set(FwVerdict::Drop(FwDrop::Invalid), Why::Invalid { err }),
+                }
+            }
             _ => match &info.l4 {
                 L4::IcmpError { inner, .. } => match ct.probe(inner, now_ns) {
                     Probe::Live(hit) => {
@@ -352,7 +348,7 @@ impl Firewall {
                         Why::Unsolicited { stale },
                     ),
                 },
-                _ => judge_new(policy, ct, d, info, icmp, now_ns),
+                _ => judge_new(policy, ct, d, info, now_ns),
             },
         }
     }
@@ -374,15 +370,12 @@ impl Firewall {
             Why::L2Rule(m) => self.hit(m.rule, 0, true),
             Why::Established { .. } | Why::Invalid { .. } => {
                 // The connection's own bookkeeping (state, windows,
-                // counters, or the refusal counted on it) is written by
-                // the tracking it was judged on.
-                let (Probe::Live(hit), Some(info)) = (d.found, d.ipv4()) else {
-                    return self.count(FwVerdict::Drop(FwDrop::Invalid));
-                };
-                v = match self.conntrack.track(hit, &info.l4, d.bytes, now_ns) {
-                    Ok(_) => {
+                // counters, or the refusal counted on it): the step the
+                // judgement worked out, written as it is.
+                v = match self.conntrack.apply(&d.step, d.bytes, now_ns) {
+                    Ok(tracked) => {
                         self.counters.fast_path += 1;
-                        if let Some(&i) = self.index_of.get(&self.conntrack.rule_id(hit.id)) {
+                        if let Some(&i) = self.index_of.get(&tracked.rule_id) {
                             self.hit(i, d.bytes, false);
                         }
                         FwVerdict::Pass
@@ -462,16 +455,9 @@ impl Firewall {
 /// pure SYN opens TCP; another segment is answered by a reject rule, picked
 /// up by an accepting one unless `tcp_strict`, dropped otherwise.
 #[inline(always)]
-fn judge_new(
-    policy: &Policy,
-    ct: &Conntrack,
-    d: &mut Decision<'_>,
-    info: &Ipv4Info,
-    icmp: Option<(u8, u8)>,
-    now_ns: u64,
-) {
+fn judge_new(policy: &Policy, ct: &Conntrack, d: &mut Decision<'_>, info: &Ipv4Info, now_ns: u64) {
     let t = &info.tuple;
-    let m = policy.classify(d.dir, t, icmp);
+    let m = policy.classify(d.dir, t, info.icmp());
     let drop = |r| FwVerdict::Drop(r);
     if let L4::Tcp(tcp) = &info.l4
         && !crate::tcp::can_open(tcp)

@@ -50,11 +50,19 @@ pub struct Ipv4Info {
 impl Packet {
     /// The ICMP (type, code) of an ICMP packet, for rules with `icmptype`.
     pub fn icmp(&self) -> Option<(u8, u8)> {
-        match self.class {
-            Class::Ipv4(Ipv4Info {
-                l4: L4::IcmpQuery { ty, code } | L4::IcmpError { ty, code, .. },
-                ..
-            }) => Some((ty, code)),
+        match &self.class {
+            Class::Ipv4(info) => info.icmp(),
+            _ => None,
+        }
+    }
+}
+
+impl Ipv4Info {
+    /// The ICMP (type, code) of an ICMP packet, for rules with `icmptype`.
+    #[inline]
+    pub fn icmp(&self) -> Option<(u8, u8)> {
+        match self.l4 {
+            L4::IcmpQuery { ty, code } | L4::IcmpError { ty, code, .. } => Some((ty, code)),
             _ => None,
         }
     }
