@@ -202,8 +202,9 @@ impl Microseg {
             return Verdict::Drop(DropReason::NotForPort);
         }
         let mut ctx = Ctx::new(frame);
-        // The firewall parses the frame itself; the layers read the IPv4
-        // source for the answer's queue entry only.
+        // The entry: the firewall's view and the IPv4 source (for the
+        // answer's queue entry), read once. A frame whose headers do not
+        // parse is still judged (the firewall counts it malformed).
         let _ = ctx.parse_l2_l3();
         let answers = out.port.len();
         let mut rec = Commit {

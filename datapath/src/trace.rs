@@ -215,9 +215,14 @@ impl<'a> Tracer<'a> {
 }
 
 impl Recorder for Tracer<'_> {
-    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict> {
+    fn firewall(
+        &mut self,
+        dir: Dir,
+        view: impl FnOnce() -> Result<firewall::packet::Packet, firewall::packet::ParseError>,
+        now_ns: u64,
+    ) -> Option<FwVerdict> {
         let fw = self.fw?;
-        let parsed = firewall::packet::parse(frame);
+        let parsed = view();
         let d = fw.judge(dir, &parsed, now_ns);
         self.firewall_drop = match d.verdict {
             FwVerdict::Pass => None,

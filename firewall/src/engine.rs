@@ -244,8 +244,19 @@ impl Firewall {
     /// [`packet::parse`], [`Firewall::judge`], then [`Firewall::commit`].
     #[inline]
     pub fn process(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> FwVerdict {
-        let parsed = packet::parse(frame);
-        let mut d = Decision::unjudged(dir, &parsed);
+        self.process_parsed(dir, &packet::parse(frame), now_ns)
+    }
+
+    /// [`Firewall::process`] for a frame its caller has parsed (the
+    /// pipeline reads each frame's headers once, at its entry).
+    #[inline]
+    pub fn process_parsed(
+        &mut self,
+        dir: Dir,
+        parsed: &Result<Packet, ParseError>,
+        now_ns: u64,
+    ) -> FwVerdict {
+        let mut d = Decision::unjudged(dir, parsed);
         self.judge_into(&mut d, now_ns);
         self.commit(&d, now_ns)
     }

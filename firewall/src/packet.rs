@@ -97,8 +97,40 @@ pub fn parse(frame: &[u8]) -> Result<Packet, ParseError> {
     })
 }
 
+/// The firewall's view of a frame whose Ethernet header, and IPv4 header
+/// when `ethertype` is IPv4, the caller has already checked (`ip`: the
+/// IPv4 view, `None` when the frame is not IPv4): the pipeline's entry
+/// reads the headers once and hands them here, so the frame is parsed
+/// once. Equal to [`parse`] of the same frame.
+pub fn from_checked(
+    eth: &ethernet::Frame<&[u8]>,
+    ip: Option<&ipv4::Packet<&[u8]>>,
+) -> Result<Packet, ParseError> {
+    let ethertype = eth.ethertype();
+    let class = match (ethertype, ip) {
+        (ETHERTYPE_IPV4, Some(ip)) => ipv4_class(ip)?,
+        (ETHERTYPE_IPV4, None) => parse_ipv4(eth.payload())?,
+        (ETHERTYPE_ARP, _) => Class::Management,
+        (ETHERTYPE_IPV6, _) => classify_ipv6(eth.payload()),
+        _ => Class::Other,
+    };
+    Ok(Packet {
+        src_mac: eth.src(),
+        dst_mac: eth.dst(),
+        ethertype,
+        class,
+    })
+}
+
 fn parse_ipv4(l3: &[u8]) -> Result<Class, ParseError> {
     let ip = ipv4::Packet::new_checked(l3).map_err(|_| ParseError::Ipv4)?;
+    ipv4_class(&ip)
+}
+
+/// The class of a checked IPv4 packet (inlined into both entries, so
+/// [`parse`] stays one straight function).
+#[inline(always)]
+fn ipv4_class(ip: &ipv4::Packet<&[u8]>) -> Result<Class, ParseError> {
     if ip.frag_offset() != 0 {
         return Ok(Class::Fragment);
     }

@@ -45,7 +45,7 @@ pub(crate) fn process<R: Recorder>(
     now_ns: u64,
     rec: &mut R,
 ) -> Step {
-    let Some(v) = rec.firewall(dir, ctx.frame, now_ns) else {
+    let Some(v) = rec.firewall(dir, || ctx.fw_view(), now_ns) else {
         rec.note(|| LayerWhy::Firewall(Why::Absent));
         return Step::Next;
     };

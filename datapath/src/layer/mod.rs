@@ -14,6 +14,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use ::firewall::packet::{Packet as FwPacket, ParseError as FwParseError};
 use ::firewall::{Dir, Firewall, FwVerdict};
 use control::MacAddr;
 
@@ -114,6 +115,9 @@ pub(crate) struct Ctx<'a> {
     pub reject: Option<::firewall::RejectKind>,
     /// Set by the firewall when it rejected the frame (either direction).
     pub rejected: bool,
+    /// The entry checked the Ethernet header (and the IPv4 header, when
+    /// [`Ctx::ipv4`] is set) of `frame`, which does not change after it.
+    pub l2_checked: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -133,6 +137,7 @@ impl<'a> Ctx<'a> {
             segments: None,
             reject: None,
             rejected: false,
+            l2_checked: false,
         }
     }
 
@@ -148,13 +153,16 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Reads the Ethernet header (and IPv4 header if present) into the context.
+    /// The pipeline's entry: reads the Ethernet header (and the IPv4
+    /// header if present) into the context, checked once for every layer.
     pub fn parse_l2_l3(&mut self) -> Result<(), DropReason> {
+        self.l2_checked = false;
         let eth =
             geneve::ethernet::Frame::new_checked(self.frame).map_err(|_| DropReason::Malformed)?;
         self.dst = MacAddr(eth.dst());
         self.src = MacAddr(eth.src());
         self.ethertype = eth.ethertype();
+        self.l2_checked = true;
         if self.ethertype == geneve::ethernet::ETHERTYPE_IPV4 {
             let ip = geneve::ipv4::Packet::new_checked(eth.payload())
                 .map_err(|_| DropReason::Malformed)?;
@@ -169,6 +177,27 @@ impl<'a> Ctx<'a> {
             });
         }
         Ok(())
+    }
+
+    /// The firewall's view of the frame (L2 to L4) over the headers the
+    /// entry already checked: only the L4 header is read here, so each
+    /// header is parsed once. A frame the entry could not read (a runt
+    /// micro-segmentation passes to the firewall) is parsed whole, and
+    /// the firewall counts it malformed.
+    #[inline(always)]
+    pub fn fw_view(&self) -> Result<FwPacket, FwParseError> {
+        use geneve::{ethernet::Frame, ipv4};
+        if !self.l2_checked {
+            return ::firewall::packet::parse(self.frame);
+        }
+        let eth = Frame::new_unchecked(self.frame);
+        match self.ipv4 {
+            Some(_) => {
+                let ip = ipv4::Packet::new_unchecked(eth.payload());
+                ::firewall::packet::from_checked(&eth, Some(&ip))
+            }
+            None => ::firewall::packet::from_checked(&eth, None),
+        }
     }
 }
 
@@ -220,8 +249,14 @@ impl fmt::Display for Shown<'_> {
 /// Where the layers' reasons go, and how the firewall's decisions are
 /// taken: judged and committed on the packet path, judged only in a trace.
 pub(crate) trait Recorder {
-    /// The firewall's verdict on `frame` (`None`: no firewall configured).
-    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict>;
+    /// The firewall's verdict on a frame it sees as `view` makes it
+    /// (`None`: no firewall configured, and `view` is not called).
+    fn firewall(
+        &mut self,
+        dir: Dir,
+        view: impl FnOnce() -> Result<FwPacket, FwParseError>,
+        now_ns: u64,
+    ) -> Option<FwVerdict>;
     /// Why the current layer decides as it does (built only if wanted).
     fn note(&mut self, why: impl FnOnce() -> Why);
     /// The firewall layer is done with the verdict [`Recorder::firewall`]
@@ -240,8 +275,14 @@ pub(crate) struct Commit<'a> {
 
 impl Recorder for Commit<'_> {
     #[inline(always)]
-    fn firewall(&mut self, dir: Dir, frame: &[u8], now_ns: u64) -> Option<FwVerdict> {
-        Some(self.fw.as_deref_mut()?.process(dir, frame, now_ns))
+    fn firewall(
+        &mut self,
+        dir: Dir,
+        view: impl FnOnce() -> Result<FwPacket, FwParseError>,
+        now_ns: u64,
+    ) -> Option<FwVerdict> {
+        let fw = self.fw.as_deref_mut()?;
+        Some(fw.process_parsed(dir, &view(), now_ns))
     }
 
     #[inline(always)]
