@@ -22,12 +22,16 @@
 //!   the install script's templating, `SHA256SUMS`, the dist binaries.
 //! * [`server`]: the HTTPS enrollment listener, the loopback admin API,
 //!   the installer listeners and the loopback metrics endpoint.
+//! * [`conn_limit`]: connection limits (total and per source address)
+//!   checked right after `accept` on every listener, and the accept step's
+//!   backoff when `accept` fails.
 //! * [`metrics`]: the Prometheus endpoint's content (`nsx_gateway_*`) and
 //!   the event counters behind it.
 
 #![forbid(unsafe_code)]
 
 pub mod agent_status;
+pub mod conn_limit;
 pub mod control_server;
 pub mod control_store;
 pub mod dfw;
