@@ -4,6 +4,13 @@
 //! [`serve`] accepts connections and runs each in its own task, so one
 //! misbehaving client can only end its own connection:
 //!
+//! 0. Right after `accept`, the connection limits
+//!    ([`ServerOptions::connections`]: [`MAX_CONNECTIONS`] in total,
+//!    [`MAX_CONNECTIONS_PER_PEER`] per source address; an agent holds one
+//!    session) are checked by [`crate::conn_limit::Gate`]: a connection
+//!    over one is closed before any TLS, and a failing `accept` (EMFILE)
+//!    pauses the loop briefly instead of spinning; both are reported to
+//!    [`ControlStore::transport`] ([`TransportEvent::Accept`]).
 //! 1. TLS handshake, bounded by [`ServerOptions::tls_handshake_timeout`]. The
 //!    [`server_tls`] config requires a client certificate that chains to the
 //!    root CA (rustls' `WebPkiClientVerifier`), so a certificate from another
@@ -61,8 +68,19 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
+use crate::conn_limit::{AcceptEvent, ConnGuard, ConnLimiter, Gate, Limits};
+
 /// The well-known control-channel port.
 pub const CONTROL_PORT: u16 = 5555;
+
+/// Default cap on the control channel's open connections (sessions and
+/// handshakes in progress), all peers together.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Default cap on the control channel's open connections from one source
+/// address: an agent holds one session (two for a moment when it
+/// reconnects before the old one is noticed dead).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 
 /// What the control channel needs from the gateway's store. Implemented by
 /// the gateway runtime (SQLite store + change notification); the tests use
@@ -154,6 +172,9 @@ pub enum TransportEvent {
     /// Frames of `bytes` in total were written (one write of the frames
     /// queued at that moment, or a `Reject` before closing).
     FramesSent { bytes: usize },
+    /// The accept step: a connection over a limit closed before its TLS
+    /// handshake, or a failed `accept` (EMFILE, ...).
+    Accept(AcceptEvent),
 }
 
 /// Session events reported to [`ControlStore::report`].
@@ -292,6 +313,9 @@ pub struct ServerOptions {
     pub linger: Duration,
     /// On shutdown: time allowed for connection tasks to finish.
     pub shutdown_grace: Duration,
+    /// Open connections allowed, in total and per source address; checked
+    /// right after accept, before the TLS handshake.
+    pub connections: Limits,
 }
 
 impl Default for ServerOptions {
@@ -304,6 +328,10 @@ impl Default for ServerOptions {
             send_queue: 64,
             linger: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(3),
+            connections: Limits {
+                total: MAX_CONNECTIONS,
+                per_peer: MAX_CONNECTIONS_PER_PEER,
+            },
         }
     }
 }
@@ -398,20 +426,18 @@ pub async fn serve_with(
         Err(e) => warn!(error = %e, "control channel listening (address unknown)"),
     }
     let mut tasks = JoinSet::new();
+    let mut gate = Gate::new(ConnLimiter::new(ctx.opts.connections));
+    let report = {
+        let store = Arc::clone(&ctx.store);
+        move |e| store.transport(TransportEvent::Accept(e))
+    };
     loop {
         tokio::select! {
             () = shutdown_requested(&mut shutdown) => break,
-            r = listener.accept() => match r {
-                Ok((tcp, peer)) => {
-                    let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(connection(ctx.clone(), tcp, peer, conn_id, shutdown.clone()));
-                }
-                Err(e) => {
-                    // EMFILE and friends: do not spin.
-                    warn!(error = %e, "control channel: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+            (tcp, peer, place) = gate.accept(&listener, &report) => {
+                let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+                tasks.spawn(connection(ctx.clone(), tcp, peer, conn_id, shutdown.clone(), place));
+            }
             Some(res) = tasks.join_next(), if !tasks.is_empty() => reap(res),
         }
     }
@@ -474,13 +500,15 @@ impl Ctx {
 
 type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
-/// One accepted TCP connection, from TLS handshake to close.
+/// One accepted TCP connection, from TLS handshake to close; its place in
+/// the connection limits goes with it.
 async fn connection(
     ctx: Arc<Ctx>,
     tcp: TcpStream,
     peer: SocketAddr,
     conn_id: u64,
     mut shutdown: watch::Receiver<bool>,
+    _place: ConnGuard,
 ) {
     if let Err(e) = tcp.set_nodelay(true) {
         debug!(%peer, error = %e, "control: set_nodelay failed");

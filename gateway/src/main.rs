@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gateway::conn_limit::Limits;
+use gateway::control_server;
 use gateway::install::DistDir;
 use gateway::ops::{self, Kind};
-use gateway::server::{InstallListen, ServeOptions};
+use gateway::server::{self, HttpLimits, InstallListen, ServeOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,7 +94,33 @@ enum Cmd {
         /// (missing binaries there only disable the installer: 503).
         #[arg(long, value_name = "DIR")]
         dist: Option<PathBuf>,
+        /// Open connections allowed on the enrollment listener, and on the
+        /// install listeners together; more are closed right after accept.
+        #[arg(long, value_name = "N", default_value_t = server::MAX_CONNECTIONS, value_parser = at_least_one)]
+        max_connections: usize,
+        /// Open connections allowed from one source address on the
+        /// enrollment listener and on the install listeners (raise it when
+        /// many instances reach the gateway through one NAT address).
+        #[arg(long, value_name = "N", default_value_t = server::MAX_CONNECTIONS_PER_PEER, value_parser = at_least_one)]
+        max_connections_per_peer: usize,
+        /// Open connections allowed on the control channel (sessions and
+        /// handshakes in progress).
+        #[arg(long, value_name = "N", default_value_t = control_server::MAX_CONNECTIONS, value_parser = at_least_one)]
+        control_max_connections: usize,
+        /// Open control-channel connections allowed from one source
+        /// address (an agent holds one session).
+        #[arg(long, value_name = "N", default_value_t = control_server::MAX_CONNECTIONS_PER_PEER, value_parser = at_least_one)]
+        control_max_connections_per_peer: usize,
     },
+}
+
+/// A connection limit: a whole number of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
 }
 
 /// `--listen-install` values: `off` alone, or addresses.
@@ -222,7 +250,15 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             listen_metrics,
             listen_install,
             dist,
+            max_connections,
+            max_connections_per_peer,
+            control_max_connections,
+            control_max_connections_per_peer,
         } => {
+            let http = Limits {
+                total: max_connections,
+                per_peer: max_connections_per_peer,
+            };
             let opts = ServeOptions {
                 enroll_addr: listen_enroll,
                 api_addr: listen_api,
@@ -232,6 +268,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 dist: match dist {
                     Some(d) => DistDir::Explicit(d),
                     None => DistDir::of_current_exe(),
+                },
+                http_limits: HttpLimits {
+                    enroll: http,
+                    install: http,
+                },
+                control_limits: Limits {
+                    total: control_max_connections,
+                    per_peer: control_max_connections_per_peer,
                 },
             };
             let rt = tokio::runtime::Builder::new_multi_thread()

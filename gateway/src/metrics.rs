@@ -20,7 +20,8 @@
 //!   requests the HTTP layer refuses itself on each listener (where
 //!   [`bounded_http::serve_one`] answers them),
 //!   failed TLS handshakes on the enrollment listener ([`crate::server`]) and
-//!   on the control channel, and the control channel as seen through the
+//!   on the control channel, connections closed over a connection limit and
+//!   failed `accept` calls on every listener ([`crate::conn_limit`]), and the control channel as seen through the
 //!   [`ControlStore`] seam ([`CountingControl`]): certificate checks, Hellos,
 //!   acks, nacks, status reports, sessions established and closed, the live
 //!   sessions, TLS handshake failures and frame bytes
@@ -48,6 +49,8 @@
 //! | `nsx_gateway_http_requests_refused` | counter | `listener` = `enroll` \| `install` \| `admin` \| `metrics`, `reason` = a [`Refusal`] label (`bad_request` 400, `length_required` 411, `body_too_large` 413, `headers_too_large` 431, `timeout` 408); all 20 pairs, zeros included |
 //! | `nsx_gateway_tls_handshake_failures` | counter | `listener` = `enroll` \| `control`, `reason` = `timeout` \| `error`; all 4 pairs, zeros included |
 //! | `nsx_gateway_control_bytes_received`, `nsx_gateway_control_bytes_sent` | counter | (control-channel frame bytes, length prefix included, TLS overhead not: added once per frame read, once per batch of frames written) |
+//! | `nsx_gateway_connections_rejected` | counter | `listener` = `enroll` \| `install` \| `admin` \| `metrics` \| `control`, `reason` = `total` \| `per_peer` (closed right after accept by [`crate::conn_limit`]); all 10 pairs, zeros included |
+//! | `nsx_gateway_accept_errors` | counter | `listener` (failed `accept` calls: EMFILE and the like); all 5, zeros included |
 //!
 //! Cardinality: the `instance_id` families are the only per-instance ones,
 //! five series per non-revoked instance at most (desired, acked, applied,
@@ -55,10 +58,8 @@
 //! counters an agent reports are not exported (the admin API shows them).
 //!
 //! Not counted: connections the HTTP layer closes without answering (the
-//! peer hung up, an I/O error), connections dropped beyond
-//! [`crate::server::MAX_CONNECTIONS`] per HTTP listener, and the bytes of a
-//! control frame that does not decode (it ends the connection; the
-//! `Reject` sent is counted).
+//! peer hung up, an I/O error), and the bytes of a control frame that does
+//! not decode (it ends the connection; the `Reject` sent is counted).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -73,6 +74,7 @@ use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
 use crate::agent_status::AgentStatus;
+use crate::conn_limit::{AcceptEvent, Over};
 use crate::control_server::{
     ControlStore, HandshakeFailure, SessionEvent, StoreRefusal, TransportEvent,
 };
@@ -188,6 +190,60 @@ impl TlsListener {
     }
 }
 
+/// Every listener of the gateway (the `listener` label of
+/// `nsx_gateway_connections_rejected` and `nsx_gateway_accept_errors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listener {
+    /// HTTPS enrollment, 8443.
+    Enroll = 0,
+    /// The plain-HTTP installer listeners (8080), together.
+    Install = 1,
+    /// The loopback admin API.
+    Admin = 2,
+    /// The metrics endpoint.
+    Metrics = 3,
+    /// The control channel, 5555.
+    Control = 4,
+}
+
+impl Listener {
+    /// Every listener, in label order (`ALL[l.index()] == l`).
+    pub const ALL: [Listener; 5] = [
+        Listener::Enroll,
+        Listener::Install,
+        Listener::Admin,
+        Listener::Metrics,
+        Listener::Control,
+    ];
+
+    /// Position in [`Listener::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Enroll => "enroll",
+            Listener::Install => "install",
+            Listener::Admin => "admin",
+            Listener::Metrics => "metrics",
+            Listener::Control => "control",
+        }
+    }
+}
+
+impl From<HttpListener> for Listener {
+    fn from(l: HttpListener) -> Listener {
+        match l {
+            HttpListener::Enroll => Listener::Enroll,
+            HttpListener::Install => Listener::Install,
+            HttpListener::Admin => Listener::Admin,
+            HttpListener::Metrics => Listener::Metrics,
+        }
+    }
+}
+
 /// Event counters of a serving gateway (cumulative since its start).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -212,6 +268,10 @@ pub struct Counters {
     tls_failed: [[AtomicU64; HandshakeFailure::ALL.len()]; TlsListener::ALL.len()],
     control_bytes_received: AtomicU64,
     control_bytes_sent: AtomicU64,
+    /// Connections closed right after accept, by [`Listener`] x [`Over`].
+    conn_rejected: [[AtomicU64; Over::ALL.len()]; Listener::ALL.len()],
+    /// Failed `accept` calls, by [`Listener`].
+    accept_errors: [AtomicU64; Listener::ALL.len()],
 }
 
 /// The `file` label of an installer request not for one of the served
@@ -240,6 +300,10 @@ pub struct CounterValues {
     pub tls_failed: [[u64; HandshakeFailure::ALL.len()]; TlsListener::ALL.len()],
     pub control_bytes_received: u64,
     pub control_bytes_sent: u64,
+    /// Connections over a limit, `[Listener::index()][Over::index()]`.
+    pub conn_rejected: [[u64; Over::ALL.len()]; Listener::ALL.len()],
+    /// Failed `accept` calls, `[Listener::index()]`.
+    pub accept_errors: [u64; Listener::ALL.len()],
 }
 
 fn bump(c: &AtomicU64) {
@@ -312,6 +376,22 @@ impl Counters {
             }
             TransportEvent::FrameReceived { bytes } => add(&self.control_bytes_received, bytes),
             TransportEvent::FramesSent { bytes } => add(&self.control_bytes_sent, bytes),
+            TransportEvent::Accept(e) => self.accept_event(Listener::Control, e),
+        }
+    }
+
+    /// Counts what the accept step of `listener` reports: a connection
+    /// closed over a limit, a failed `accept`.
+    pub fn accept_event(&self, listener: Listener, event: AcceptEvent) {
+        let c = match event {
+            AcceptEvent::Rejected(over) => self
+                .conn_rejected
+                .get(listener.index())
+                .and_then(|row| row.get(over.index())),
+            AcceptEvent::Failed => self.accept_errors.get(listener.index()),
+        };
+        if let Some(c) = c {
+            bump(c);
         }
     }
 
@@ -367,6 +447,8 @@ impl Counters {
             tls_failed: load_table(&self.tls_failed),
             control_bytes_received: get(&self.control_bytes_received),
             control_bytes_sent: get(&self.control_bytes_sent),
+            conn_rejected: load_table(&self.conn_rejected),
+            accept_errors: self.accept_errors.each_ref().map(get),
         }
     }
 }
@@ -683,6 +765,33 @@ impl Collector for GatewayCollector {
             "TLS handshakes that failed (error: refused or broken, e.g. not TLS, an untrusted or missing client certificate, a peer that hung up) or did not complete in time (timeout), by listener (enroll: 8443, control: 5555).",
             &tls,
         )?;
+        let mut rejected = Vec::with_capacity(Listener::ALL.len() * Over::ALL.len());
+        for (l, row) in Listener::ALL.iter().zip(&c.conn_rejected) {
+            for (r, n) in Over::ALL.iter().zip(row) {
+                rejected.push((
+                    vec![
+                        ("listener", l.label().to_string()),
+                        ("reason", r.label().to_string()),
+                    ],
+                    *n,
+                ));
+            }
+        }
+        e.counters(
+            "nsx_gateway_connections_rejected",
+            "Connections closed right after accept, before any TLS or HTTP, because a connection limit was reached: total (the listener's cap) or per_peer (the cap per source address), by listener (enroll: 8443, install: 8080, admin, metrics, control: 5555).",
+            &rejected,
+        )?;
+        let accept_errors: Vec<(Labels, u64)> = Listener::ALL
+            .iter()
+            .zip(c.accept_errors)
+            .map(|(l, n)| (vec![("listener", l.label().to_string())], n))
+            .collect();
+        e.counters(
+            "nsx_gateway_accept_errors",
+            "Failed accept calls by listener (EMFILE: out of file descriptors, ...); the listener pauses (10 ms doubling to 1 s) and keeps accepting.",
+            &accept_errors,
+        )?;
         e.counter(
             "nsx_gateway_control_bytes_received",
             "Bytes of the control-channel frames received from agents (length prefix included, TLS overhead not).",
@@ -932,6 +1041,64 @@ mod tests {
         }
         for (i, f) in HandshakeFailure::ALL.iter().enumerate() {
             assert_eq!(f.index(), i);
+        }
+        for (i, l) in Listener::ALL.iter().enumerate() {
+            assert_eq!(l.index(), i);
+        }
+        for (i, o) in Over::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+        for l in HttpListener::ALL {
+            assert_eq!(Listener::from(l).label(), l.label());
+        }
+    }
+
+    #[test]
+    fn connections_over_a_limit_and_accept_errors_are_rendered() {
+        let c = Counters::default();
+        let text = render_values(c.values());
+        for l in Listener::ALL {
+            for r in Over::ALL {
+                let series = format!(
+                    "nsx_gateway_connections_rejected_total{{listener=\"{}\",reason=\"{}\"}} 0\n",
+                    l.label(),
+                    r.label()
+                );
+                assert!(text.contains(&series), "{series} in {text}");
+            }
+            let series = format!(
+                "nsx_gateway_accept_errors_total{{listener=\"{}\"}} 0\n",
+                l.label()
+            );
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        assert_eq!(
+            text.matches("nsx_gateway_connections_rejected_total{")
+                .count(),
+            10
+        );
+        c.accept_event(Listener::Enroll, AcceptEvent::Rejected(Over::PerPeer));
+        c.accept_event(Listener::Enroll, AcceptEvent::Rejected(Over::PerPeer));
+        c.accept_event(Listener::Install, AcceptEvent::Rejected(Over::Total));
+        c.accept_event(Listener::Admin, AcceptEvent::Failed);
+        // The control channel's arrive through the ControlStore seam.
+        c.control_transport(TransportEvent::Accept(AcceptEvent::Rejected(Over::Total)));
+        c.control_transport(TransportEvent::Accept(AcceptEvent::Failed));
+        c.control_transport(TransportEvent::Accept(AcceptEvent::Failed));
+        let text = render_values(c.values());
+        for line in [
+            "# TYPE nsx_gateway_connections_rejected counter\n",
+            "# TYPE nsx_gateway_accept_errors counter\n",
+            "nsx_gateway_connections_rejected_total{listener=\"enroll\",reason=\"per_peer\"} 2\n",
+            "nsx_gateway_connections_rejected_total{listener=\"enroll\",reason=\"total\"} 0\n",
+            "nsx_gateway_connections_rejected_total{listener=\"install\",reason=\"total\"} 1\n",
+            "nsx_gateway_connections_rejected_total{listener=\"control\",reason=\"total\"} 1\n",
+            "nsx_gateway_connections_rejected_total{listener=\"control\",reason=\"per_peer\"} 0\n",
+            "nsx_gateway_accept_errors_total{listener=\"admin\"} 1\n",
+            "nsx_gateway_accept_errors_total{listener=\"control\"} 2\n",
+            "nsx_gateway_accept_errors_total{listener=\"enroll\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
         }
     }
 

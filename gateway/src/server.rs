@@ -30,10 +30,19 @@
 //! limits ([`MAX_HEAD`] and each listener's body cap); the response has its
 //! own, generous write bounds ([`WRITE_TIMEOUT`] in total,
 //! [`WRITE_STALL_TIMEOUT`] without progress), so a large download on a slow
-//! link is not cut off. Connections beyond [`MAX_CONNECTIONS`] per
-//! listener are dropped. Requests the HTTP layer refuses itself (by
-//! listener) and failed TLS handshakes on the enrollment listener are
-//! counted for the metrics ([`crate::metrics::Counters`]).
+//! link is not cut off.
+//!
+//! Connection limits ([`HttpLimits`], one [`crate::conn_limit`] limiter per
+//! listener, the install listeners sharing one) are checked right after
+//! `accept`, before the TLS handshake or any HTTP: at most
+//! [`MAX_CONNECTIONS`] open per listener and, on the enrollment and
+//! installer listeners, [`MAX_CONNECTIONS_PER_PEER`] per source address
+//! (the loopback admin API and metrics endpoint have the total cap only).
+//! A connection over a limit is closed at once; a failing `accept`
+//! (EMFILE) pauses the loop briefly. Those, requests the HTTP layer
+//! refuses itself (by listener) and failed TLS handshakes on the
+//! enrollment listener are counted for the metrics
+//! ([`crate::metrics::Counters`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,21 +51,25 @@ use std::time::Duration;
 
 use bounded_http::{Limits, Request, Response, serve_one};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::conn_limit::{self, ConnLimiter, Gate};
 use crate::control_server::HandshakeFailure;
 use crate::enroll;
 use crate::gateway::{Gateway, GatewayError};
 use crate::install::{self, Content, InstallError, Installer, Ports, Via};
-use crate::metrics::{self, HttpListener, Metrics, TlsListener};
+use crate::metrics::{self, HttpListener, Listener, Metrics, TlsListener};
 use crate::pki::{self, PkiError};
 use crate::state::{self, StateError};
 use crate::store::StoreError;
 use crate::util;
 
-/// Concurrent connections per listener.
+/// Default cap on the open connections of each listener (the install
+/// listeners together), all peers together.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Default cap on the open connections from one source address on the
+/// enrollment listener and on the install listeners (together).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
 /// Deadline for the TLS handshake and for reading a request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest admin API body.
@@ -84,6 +97,32 @@ pub fn limits(max_body: usize) -> Limits {
         read_timeout: REQUEST_TIMEOUT,
         write_timeout: WRITE_TIMEOUT,
         stall_timeout: WRITE_STALL_TIMEOUT.max(REQUEST_TIMEOUT),
+    }
+}
+
+/// Connection limits of the public HTTP listeners ([`start_configured`];
+/// the control channel's are
+/// [`crate::control_server::ServerOptions::connections`]). The loopback
+/// admin API and metrics endpoint have [`MAX_CONNECTIONS`] each, no
+/// per-peer cap (every client is 127.0.0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The enrollment listener (8443).
+    pub enroll: conn_limit::Limits,
+    /// The plain-HTTP install listeners (8080), all of them together.
+    pub install: conn_limit::Limits,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        let each = conn_limit::Limits {
+            total: MAX_CONNECTIONS,
+            per_peer: MAX_CONNECTIONS_PER_PEER,
+        };
+        HttpLimits {
+            enroll: each,
+            install: each,
+        }
     }
 }
 
@@ -209,7 +248,7 @@ pub async fn start(
     enroll_addr: SocketAddr,
     api_addr: SocketAddr,
 ) -> Result<Server, ServeError> {
-    start_inner(gw, tls, enroll_addr, api_addr, None).await
+    start_configured(gw, tls, enroll_addr, api_addr, None, HttpLimits::default()).await
 }
 
 /// [`start`], plus the installer: its plain-HTTP listeners (bound after
@@ -222,15 +261,26 @@ pub async fn start_with_installer(
     api_addr: SocketAddr,
     install: InstallSetup,
 ) -> Result<Server, ServeError> {
-    start_inner(gw, tls, enroll_addr, api_addr, Some(install)).await
+    start_configured(
+        gw,
+        tls,
+        enroll_addr,
+        api_addr,
+        Some(install),
+        HttpLimits::default(),
+    )
+    .await
 }
 
-async fn start_inner(
+/// [`start`] (`install` `None`) or [`start_with_installer`], with the
+/// given connection limits.
+pub async fn start_configured(
     gw: Arc<Gateway>,
     tls: Arc<rustls::ServerConfig>,
     enroll_addr: SocketAddr,
     api_addr: SocketAddr,
     install: Option<InstallSetup>,
+    conns: HttpLimits,
 ) -> Result<Server, ServeError> {
     if !api_addr.ip().is_loopback() {
         tracing::warn!(%api_addr, "the admin API listens on a non-loopback address (plain HTTP, bearer token)");
@@ -266,7 +316,8 @@ async fn start_inner(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let egw = gw.clone();
     let einst = installer.clone();
-    tasks.push(tokio::spawn(accept_loop(el, move |tcp, peer| {
+    let admit = Admission::new(conns.enroll, &gw, Listener::Enroll);
+    tasks.push(tokio::spawn(accept_loop(el, admit, move |tcp, peer| {
         let acceptor = acceptor.clone();
         let gw = egw.clone();
         let inst = einst.clone();
@@ -305,7 +356,12 @@ async fn start_inner(
         }
     })));
     let agw = gw.clone();
-    tasks.push(tokio::spawn(accept_loop(al, move |tcp, _peer| {
+    let admit = Admission::new(
+        conn_limit::Limits::total_only(MAX_CONNECTIONS),
+        &gw,
+        Listener::Admin,
+    );
+    tasks.push(tokio::spawn(accept_loop(al, admit, move |tcp, _peer| {
         let gw = agw.clone();
         async move {
             let counting = gw.clone();
@@ -319,28 +375,35 @@ async fn start_inner(
         }
     })));
     if let Some(inst) = &installer {
+        // One limiter for all install listeners: a peer's connections
+        // count together whichever address it dials.
+        let admit = Admission::new(conns.install, &gw, Listener::Install);
         for (listener, addr) in install_listeners {
             let igw = gw.clone();
             let inst = inst.clone();
-            tasks.push(tokio::spawn(accept_loop(listener, move |tcp, peer| {
-                let gw = igw.clone();
-                let inst = inst.clone();
-                async move {
-                    let local = tcp.local_addr().unwrap_or(addr);
-                    let counting = gw.clone();
-                    serve_one(
-                        tcp,
-                        &limits(MAX_INSTALL_BODY),
-                        |req| {
-                            blocking(move || {
-                                install_route(&gw, &inst, &req, peer, local, Via::Install)
-                            })
-                        },
-                        |why| counting.counters().http_refused(HttpListener::Install, why),
-                    )
-                    .await;
-                }
-            })));
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                admit.clone(),
+                move |tcp, peer| {
+                    let gw = igw.clone();
+                    let inst = inst.clone();
+                    async move {
+                        let local = tcp.local_addr().unwrap_or(addr);
+                        let counting = gw.clone();
+                        serve_one(
+                            tcp,
+                            &limits(MAX_INSTALL_BODY),
+                            |req| {
+                                blocking(move || {
+                                    install_route(&gw, &inst, &req, peer, local, Via::Install)
+                                })
+                            },
+                            |why| counting.counters().http_refused(HttpListener::Install, why),
+                        )
+                        .await;
+                    }
+                },
+            )));
             tracing::info!(%addr, "installer listening (GET /factory_default/...)");
         }
     }
@@ -395,7 +458,12 @@ pub async fn start_metrics(
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let state = Arc::new(Metrics::new(gw.clone()));
-    let task = tokio::spawn(accept_loop(listener, move |tcp, _peer| {
+    let admit = Admission::new(
+        conn_limit::Limits::total_only(MAX_CONNECTIONS),
+        &gw,
+        Listener::Metrics,
+    );
+    let task = tokio::spawn(accept_loop(listener, admit, move |tcp, _peer| {
         let state = state.clone();
         let gw = gw.clone();
         async move {
@@ -441,29 +509,43 @@ async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
     })
 }
 
-async fn accept_loop<F, Fut>(listener: TcpListener, handle: F)
+/// How a listener admits connections: its limiter, and where what the
+/// accept step reports is counted.
+#[derive(Debug, Clone)]
+struct Admission {
+    limiter: Arc<ConnLimiter>,
+    gw: Arc<Gateway>,
+    which: Listener,
+}
+
+impl Admission {
+    fn new(limits: conn_limit::Limits, gw: &Arc<Gateway>, which: Listener) -> Admission {
+        Admission {
+            limiter: ConnLimiter::new(limits),
+            gw: Arc::clone(gw),
+            which,
+        }
+    }
+}
+
+/// Accepts connections on `listener` within `admit`'s limits (the excess
+/// closed at once, before `handle` sees it, and counted with the failed
+/// accepts) and serves each admitted one in its own task, which holds its
+/// place until it ends.
+async fn accept_loop<F, Fut>(listener: TcpListener, admit: Admission, handle: F)
 where
     F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let Admission { limiter, gw, which } = admit;
+    let mut gate = Gate::new(limiter);
+    let report = |e| gw.counters().accept_event(which, e);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; dropping");
-            continue;
-        };
+        let (tcp, peer, place) = gate.accept(&listener, &report).await;
         let fut = handle(tcp, peer);
         tokio::spawn(async move {
             fut.await;
-            drop(permit);
+            drop(place);
         });
     }
 }
@@ -480,6 +562,10 @@ pub struct ServeOptions {
     pub install: InstallListen,
     /// Where the installer's binaries are read from.
     pub dist: install::DistDir,
+    /// Connection limits of the enrollment and install listeners.
+    pub http_limits: HttpLimits,
+    /// Connection limits of the control channel.
+    pub control_limits: conn_limit::Limits,
 }
 
 /// `nsx-gateway serve`: opens the directory, serves until SIGINT/SIGTERM.
@@ -491,6 +577,8 @@ pub async fn run(dir: &Path, opts: ServeOptions) -> Result<(), ServeError> {
         metrics_addr,
         install,
         dist,
+        http_limits,
+        control_limits,
     } = opts;
     let gw = Gateway::open(dir)?;
     let tls = pki::enroll_server_config(dir)?;
@@ -519,16 +607,17 @@ pub async fn run(dir: &Path, opts: ServeOptions) -> Result<(), ServeError> {
         source,
     })?;
     let control_port = control_bound.port();
-    let server = start_with_installer(
+    let server = start_configured(
         gw.clone(),
         tls,
         enroll_addr,
         api_addr,
-        InstallSetup {
+        Some(InstallSetup {
             listen: install,
             content,
             control_port,
-        },
+        }),
+        http_limits,
     )
     .await?;
     let metrics_task = match metrics_addr {
@@ -540,11 +629,15 @@ pub async fn run(dir: &Path, opts: ServeOptions) -> Result<(), ServeError> {
     let store: Arc<dyn crate::control_server::ControlStore> = Arc::new(
         metrics::CountingControl::new(crate::control_store::GatewayControl::new(gw.clone()), gw),
     );
-    let control = tokio::spawn(crate::control_server::serve(
+    let control = tokio::spawn(crate::control_server::serve_with(
         listener,
         Arc::new(ctls),
         store,
         stop_rx,
+        crate::control_server::ServerOptions {
+            connections: control_limits,
+            ..Default::default()
+        },
     ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Signal)?;

@@ -315,6 +315,7 @@ impl ControlStore for MemStore {
                 t.bytes_received += bytes;
             }
             TransportEvent::FramesSent { bytes } => t.bytes_sent += bytes,
+            TransportEvent::Accept(_) => {}
         }
     }
 }
