@@ -176,6 +176,24 @@ pub async fn fixture_with_installer(
     listen: server::InstallListen,
     control_port: u16,
 ) -> Result<Fixture, server::ServeError> {
+    fixture_configured(
+        tag,
+        dist,
+        listen,
+        control_port,
+        server::HttpLimits::default(),
+    )
+    .await
+}
+
+/// [`fixture_with_installer`] with the given connection limits.
+pub async fn fixture_configured(
+    tag: &str,
+    dist: gateway::install::DistDir,
+    listen: server::InstallListen,
+    control_port: u16,
+    limits: server::HttpLimits,
+) -> Result<Fixture, server::ServeError> {
     let dir = std::env::temp_dir().join(format!("nsx-gw-it-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     ops::init(&dir, NAME, &["127.0.0.1".parse().expect("ip")], false).expect("init");
@@ -184,16 +202,17 @@ pub async fn fixture_with_installer(
         let tls = pki::enroll_server_config(&dir)?;
         let content = gateway::install::Content::load(&dir, &dist)?;
         let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let srv = server::start_with_installer(
+        let srv = server::start_configured(
             gw.clone(),
             tls,
             lo,
             lo,
-            server::InstallSetup {
+            Some(server::InstallSetup {
                 listen,
                 content,
                 control_port,
-            },
+            }),
+            limits,
         )
         .await?;
         let (metrics, _task) = server::start_metrics(gw.clone(), lo).await?;
@@ -261,4 +280,83 @@ pub async fn https_get(
 pub async fn http_get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     request_on(tcp, method, path).await
+}
+
+/// Serves the control channel of `f`'s gateway (counted into its metrics,
+/// as `nsx-gateway serve` does) on 127.0.0.1 with `opts`; returns its
+/// address and the sender that stops it (dropping it does not).
+pub async fn control_channel(
+    f: &Fixture,
+    opts: gateway::control_server::ServerOptions,
+) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use gateway::control_server::{self, ControlStore};
+    let read = |name: &str| std::fs::read(f.dir.join(name)).expect("read");
+    let tls = control_server::server_tls(
+        &read(pki::files::CA_CERT),
+        &read(pki::files::GATEWAY_CERT),
+        &read(pki::files::GATEWAY_KEY),
+    )
+    .expect("control TLS");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let store: Arc<dyn ControlStore> = Arc::new(gateway::metrics::CountingControl::new(
+        gateway::control_store::GatewayControl::new(f.gw.clone()),
+        f.gw.clone(),
+    ));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(control_server::serve_with(
+        listener,
+        Arc::new(tls),
+        store,
+        stop_rx,
+        opts,
+    ));
+    (addr, stop)
+}
+
+/// An agent's TLS 1.3 client config for the control channel: its
+/// certificate and key (PEM), trusting `f`'s root CA.
+pub fn agent_tls(f: &Fixture, cert_pem: &str, key_pem: &str) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(f.ca_pem.as_bytes()) {
+        roots.add(c.expect("ca")).expect("root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client cert");
+    Arc::new(cfg)
+}
+
+/// Enrolls `m` through the enrollment listener; returns the certificate
+/// and the private key (PEM).
+pub async fn enroll_instance(f: &Fixture, m: &InstanceMeta) -> (String, String) {
+    let (body, key) = enroll_body(&f.bootstrap_pem, m, gateway::util::now_unix());
+    let resp = f.submit(&body).await.expect("enrolled");
+    (resp.certificate_pem, key)
+}
+
+/// The samples of one `GET /metrics` (`name{labels}` -> value).
+pub async fn scrape(f: &Fixture) -> std::collections::HashMap<String, f64> {
+    let (status, _, body) = http(f.metrics, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            Some((series.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
