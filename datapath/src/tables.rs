@@ -76,6 +76,13 @@ pub struct Router {
 pub struct Tep {
     pub ip: Ipv4Addr,
     pub id: u32,
+    /// The endpoint is a north-south edge: besides its own ports' addresses
+    /// it may carry routed frames from any *outside* source (an inner IPv4
+    /// source no port on the router's switches owns). The ingress source
+    /// guard (`layer::source_guard`) honours it; an address some port owns
+    /// must still come from that port's endpoint. Hook for the edge: nothing
+    /// in the config model sets it yet, so it is always `false`.
+    pub edge: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +113,10 @@ pub struct Tables {
     pub(crate) tep_by_ip: FxMap<Ipv4Addr, TepIdx>,
     pub(crate) macs: FxMap<(SwitchIdx, MacAddr), Location>,
     pub(crate) neighbors: FxMap<(SwitchIdx, Ipv4Addr), Neighbor>,
+    /// The same ports by router: (router, address) for every port on a
+    /// switch attached to a router, where a routed frame from that address
+    /// comes from (the ingress source guard).
+    pub(crate) routed_sources: FxMap<(RouterIdx, Ipv4Addr), Neighbor>,
     /// The compiled firewall policy (`None`: the config has no firewall
     /// section and traffic is not filtered).
     pub firewall: Option<Arc<firewall::Policy>>,
@@ -250,6 +261,7 @@ impl Tables {
                     teps.push(Tep {
                         ip: rp.tep_ip,
                         id: rp.tep_id,
+                        edge: false,
                     });
                     tep_by_ip.insert(rp.tep_ip, ti);
                     ti
@@ -263,6 +275,17 @@ impl Tables {
                 flood.push(ti);
             }
         }
+
+        // Subnets of one router's switches do not overlap and every port is
+        // inside its switch's subnet (validation), so an address is at most
+        // one port per router.
+        let routed_sources = neighbors
+            .iter()
+            .filter_map(|(&(si, ip), &n)| {
+                let ri = switches.get(usize::from(si))?.router?;
+                Some(((ri, ip), n))
+            })
+            .collect();
 
         let firewall = match &cfg.firewall {
             Some(fw) => Some(Arc::new(firewall::Policy::compile(fw)?)),
@@ -282,6 +305,7 @@ impl Tables {
             tep_by_ip,
             macs,
             neighbors,
+            routed_sources,
         })
     }
 
@@ -299,6 +323,19 @@ impl Tables {
 
     pub fn neighbor(&self, switch: SwitchIdx, ip: Ipv4Addr) -> Option<Neighbor> {
         self.neighbors.get(&(switch, ip)).copied()
+    }
+
+    /// The port owning `ip` on one of router `router`'s switches: where a
+    /// routed frame from `ip` was sent from.
+    pub fn routed_source(&self, router: RouterIdx, ip: Ipv4Addr) -> Option<Neighbor> {
+        self.routed_sources.get(&(router, ip)).copied()
+    }
+
+    /// The router attached to `switch` if `mac` is its MAC (the source MAC
+    /// of a frame routed by the sender's distributed router).
+    pub fn router_with_mac(&self, switch: SwitchIdx, mac: MacAddr) -> Option<RouterIdx> {
+        let ri = self.switches.get(usize::from(switch))?.router?;
+        (self.routers.get(usize::from(ri))?.mac == mac).then_some(ri)
     }
 
     /// The router attached to `switch`, if any.

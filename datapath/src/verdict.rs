@@ -102,6 +102,9 @@ pub enum DropReason {
     TepIdMismatch,
     /// The VNI is not a switch this instance knows.
     UnknownVni,
+    /// The inner source (MAC, IPv4 source of a switched or routed frame, ARP
+    /// sender) is not a port behind the sending endpoint.
+    SpoofedInnerSrc,
     /// Decapsulated frame not addressed to the local port (or a switch we host no port on).
     NotForPort,
     // --- frames from the local port ---
@@ -142,7 +145,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter-table order.
-    pub const ALL: [DropReason; 31] = [
+    pub const ALL: [DropReason; 32] = [
         DropReason::GeneveTruncated,
         DropReason::GeneveBadVersion,
         DropReason::GeneveOptionsOverrun,
@@ -155,6 +158,7 @@ impl DropReason {
         DropReason::UnknownTunnel,
         DropReason::TepIdMismatch,
         DropReason::UnknownVni,
+        DropReason::SpoofedInnerSrc,
         DropReason::NotForPort,
         DropReason::Malformed,
         DropReason::UnsupportedEthertype,
@@ -191,6 +195,7 @@ impl DropReason {
             DropReason::UnknownTunnel => "unknown_tunnel",
             DropReason::TepIdMismatch => "tep_id_mismatch",
             DropReason::UnknownVni => "unknown_vni",
+            DropReason::SpoofedInnerSrc => "spoofed_inner_src",
             DropReason::NotForPort => "not_for_port",
             DropReason::Malformed => "malformed",
             DropReason::UnsupportedEthertype => "unsupported_ethertype",

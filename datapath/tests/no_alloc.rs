@@ -1,6 +1,7 @@
 //! The steady-state packet loop must not allocate: a counting global
 //! allocator wraps the system one, and a warmed-up loop of encapsulations,
-//! decapsulations, routed packets, ARP replies and drops must count zero.
+//! decapsulations, routed packets, ARP replies and drops (spoofed sources
+//! on either side among them) must count zero.
 
 mod common;
 
@@ -30,11 +31,19 @@ fn steady_state_loop_does_not_allocate() {
             true,
         ),
     ];
+    // vm3's endpoint claiming vm1's address, routed to vm2: the source guard drops it.
+    let spoofed = geneve_from(
+        &VM3,
+        VNI_APP,
+        VM3.tep_id,
+        &icmp_echo(ROUTER_MAC, VM2.mac, VM1.ip, VM2.ip, 64, 56, true),
+    );
     let mut run = |rounds: u64| {
         for i in 0..rounds {
             for f in &frames {
                 a.from_port(f, i, &mut out_a);
             }
+            b.from_underlay(VM3.underlay, &spoofed, i, &mut out_b);
             // Carry vm1's packets for vm2 across and let vm2 decapsulate them.
             for (pkt, dst) in out_a.underlay.iter() {
                 if dst == VM2.underlay {
@@ -55,6 +64,7 @@ fn steady_state_loop_does_not_allocate() {
         b.counters().port_tx.packets >= 1000,
         "the loop did real work"
     );
+    assert!(b.counters().dropped(datapath::DropReason::SpoofedInnerSrc) >= 1000);
 }
 
 /// The paths the agent really runs: TSO super-frames from the port

@@ -423,15 +423,16 @@ fn frames_for_other_macs_are_not_delivered() {
         a.from_underlay(VM3.underlay, &pkt, 1, &mut out),
         Verdict::Drop(DropReason::NotForPort)
     );
-    // A known VNI that is not the port's switch.
+    // A known VNI that is not the port's switch (from vm2, whose port is
+    // on it).
     let pkt = geneve_from(
-        &VM3,
+        &VM2,
         VNI_APP,
-        VM3.tep_id,
-        &icmp_echo(VM3.mac, VM1.mac, VM3.ip, VM1.ip, 64, 8, true),
+        VM2.tep_id,
+        &icmp_echo(VM2.mac, VM1.mac, VM2.ip, VM1.ip, 64, 8, true),
     );
     assert_eq!(
-        a.from_underlay(VM3.underlay, &pkt, 1, &mut out),
+        a.from_underlay(VM2.underlay, &pkt, 1, &mut out),
         Verdict::Drop(DropReason::NotForPort)
     );
     assert!(out.port.is_empty());

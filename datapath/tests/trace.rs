@@ -1,7 +1,8 @@
 //! `Pipeline::trace` on the seed's topology, step by step: what each layer
 //! reports for a switched ping, a routed ping, a TTL that runs out, an ARP
 //! request to the gateway, spoofing, frames from the underlay (delivered,
-//! from an unknown endpoint, on an unknown VNI), and the firewall (a new
+//! from an unknown endpoint, on an unknown VNI, with an inner source that is
+//! not behind its endpoint), and the firewall (a new
 //! connection's rule, the established fast path, a reject answered back
 //! through the overlay).
 
@@ -243,6 +244,74 @@ fn underlay_frames_are_decapsulated_and_delivered_or_refused() {
     let t = p.trace(TraceFrom::Underlay(VM3.underlay), &[0x40, 0, 0, 0], 1);
     assert_eq!(t.verdict, Verdict::Drop(DropReason::GeneveTruncated));
     assert_eq!(t.packet, "Geneve from 10.99.3.44: geneve packet truncated");
+}
+
+#[test]
+fn an_inner_source_behind_another_endpoint_is_explained() {
+    let (mut cfg, host) = config_for(VM1, 1500);
+    cfg.firewall = Some(ssh_policy(true, false));
+    let p = Pipeline::with_flow_capacity(Arc::new(Tables::build(&cfg, host).unwrap()), 64);
+    let refused = |from: Vm, inner: &[u8], want: &str| {
+        let payload = geneve_payload(p.tables(), from.underlay, VNI_WEB, inner).unwrap();
+        let t = p.trace(TraceFrom::Underlay(from.underlay), &payload, 1);
+        assert_eq!(
+            t.verdict,
+            Verdict::Drop(DropReason::SpoofedInnerSrc),
+            "{}",
+            show(&t)
+        );
+        assert_eq!(details(&t), vec![(LayerId::Decap, StepResult::Done, want)]);
+        assert!(t.outputs.is_empty());
+    };
+    // vm3's ssh SYN (the firewall accepts it from vm3), sent by vm2's endpoint.
+    let syn = tcp_between(VM3, VM1, 40000, 22, 0x02, 1000, 0, 0);
+    refused(
+        VM2,
+        &syn,
+        "ls-web (vni 0x238c): inner source 192.168.100.4 (06:17:1e:54:96:44) is not behind \
+         endpoint 10.99.3.251 (tep 251), it is behind 10.99.3.44 (tep 44): drop (spoofed_inner_src)",
+    );
+    // Routed from vm2's address, sent by vm3's endpoint.
+    let routed = icmp_echo(ROUTER_MAC, VM1.mac, VM2.ip, VM1.ip, 64, 8, true);
+    refused(
+        VM3,
+        &routed,
+        "ls-web (vni 0x238c): routed inner source 192.168.99.9 (router MAC 02:50:56:56:44:52) \
+         is not behind endpoint 10.99.3.44 (tep 44), it is behind 10.99.3.251 (tep 251): \
+         drop (spoofed_inner_src)",
+    );
+    // An ARP reply for vm1's own address; an address nobody has.
+    let mut arp = arp_request(VM3.mac, VM1.ip, VM1.ip);
+    arp[14 + 7] = 2;
+    refused(
+        VM3,
+        &arp,
+        "ls-web (vni 0x238c): ARP sender 192.168.100.3 (06:17:1e:54:96:44) is not behind \
+         endpoint 10.99.3.44 (tep 44), it is this instance's own port: drop (spoofed_inner_src)",
+    );
+    let stranger = Ipv4Addr::new(192, 168, 100, 77);
+    let f = icmp_echo(VM3.mac, VM1.mac, stranger, VM1.ip, 64, 8, true);
+    refused(
+        VM3,
+        &f,
+        "ls-web (vni 0x238c): inner source 192.168.100.77 (06:17:1e:54:96:44) is not behind \
+         endpoint 10.99.3.44 (tep 44), no port on ls-web (vni 0x238c) has it: \
+         drop (spoofed_inner_src)",
+    );
+    let outside = Ipv4Addr::new(8, 8, 8, 8);
+    let f = icmp_echo(ROUTER_MAC, VM1.mac, outside, VM1.ip, 64, 8, true);
+    refused(
+        VM3,
+        &f,
+        "ls-web (vni 0x238c): routed inner source 8.8.8.8 (router MAC 02:50:56:56:44:52) is \
+         not behind endpoint 10.99.3.44 (tep 44), no port on router t1's switches has it: \
+         drop (spoofed_inner_src)",
+    );
+    // The same SYN from vm3's endpoint passes on to the firewall.
+    let payload = geneve_payload(p.tables(), VM3.underlay, VNI_WEB, &syn).unwrap();
+    let t = p.trace(TraceFrom::Underlay(VM3.underlay), &payload, 1);
+    assert_eq!(t.verdict, Verdict::Delivered, "{}", show(&t));
+    assert_eq!(t.steps[0].result, StepResult::Next);
 }
 
 #[test]

@@ -338,6 +338,7 @@ fn input() -> BoxedStrategy<Input> {
             prop_oneof![
                 3 => frame(VM3.mac, VM3.ip).prop_map(|mut f| { f.dst_mac = VM1.mac; f.dst = VM1.ip; f }),
                 1 => frame(VM3.mac, VM3.ip),
+                1 => frame(ROUTER_MAC, VM2.ip).prop_map(|mut f| { f.dst_mac = VM1.mac; f.dst = VM1.ip; f }),
             ],
         )
             .prop_map(|(tep, vni, bad_id, garbage, inner)| Input::Underlay {

@@ -2,13 +2,15 @@
 //! header and options are validated (version, lengths, critical options —
 //! each failure its own drop reason); the VMware option must be present and
 //! its endpoint id must match the sender; the VNI selects the logical
-//! switch. Default action: drop.
+//! switch; the inner source must be a port behind the sender
+//! ([`super::source_guard`]). Default action: drop.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
 use control::MacAddr;
 
+use super::source_guard::{self, Spoof};
 use super::{Ctx, DropReason, Recorder, Step, TepName, Verdict, Why as LayerWhy};
 use crate::counters::Counters;
 use crate::tables::{SwitchIdx, Tables, TepIdx};
@@ -42,6 +44,8 @@ enum What {
         vni: u32,
     },
     Malformed,
+    /// The inner source is not a port behind the sender.
+    SpoofedSource(Spoof),
 }
 
 pub(crate) fn process<R: Recorder>(
@@ -88,6 +92,10 @@ pub(crate) fn process<R: Recorder>(
     if let Err(r) = ctx.parse_l2_l3() {
         note(What::Malformed);
         return Step::Done(Verdict::Drop(r));
+    }
+    if let Err(spoof) = source_guard::check(t, ctx, tep) {
+        note(What::SpoofedSource(spoof));
+        return Step::Done(Verdict::Drop(DropReason::SpoofedInnerSrc));
     }
     note(What::Pass {
         switch,
@@ -147,6 +155,7 @@ impl Why {
                     "Geneve from {from}: malformed inner frame: drop (malformed)"
                 )
             }
+            What::SpoofedSource(spoof) => spoof.write(t, &from, f),
         }
     }
 }

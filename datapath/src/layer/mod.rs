@@ -33,6 +33,7 @@ pub(crate) mod forward;
 pub(crate) mod port_security;
 pub(crate) mod responder;
 pub(crate) mod router;
+pub(crate) mod source_guard;
 pub(crate) mod switch;
 
 /// Frames from the local port toward the network, in order.
