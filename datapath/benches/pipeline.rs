@@ -1,7 +1,8 @@
 //! Per-packet cost of the pipeline: encapsulation of a 1400-byte frame from
-//! the port, a routed frame, and decapsulation + delivery, in ns per packet;
-//! and the TCP paths: a TSO super-frame cut into segments and encapsulated,
-//! and two consecutive TCP segments decapsulated and coalesced for the port.
+//! the port, a routed frame, and decapsulation + delivery (switched and
+//! routed), in ns per packet; and the TCP paths: a TSO super-frame cut into
+//! segments and encapsulated, and two consecutive TCP segments decapsulated
+//! and coalesced for the port.
 
 #![allow(clippy::unwrap_used)] // benchmark fixtures are constants
 
@@ -175,6 +176,31 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let v =
                 b_pipe.from_underlay(Ipv4Addr::new(10, 99, 3, 1), black_box(&wire), 1, &mut out);
+            out.clear();
+            v
+        })
+    });
+    // Routed by C's distributed router (app -> web): inner source MAC the
+    // router's, IPv4 source C's; B's source guard finds C's port by subnet.
+    let mut c_pipe = pipeline(2);
+    let routed_c = udp_frame(
+        MAC_C,
+        ROUTER,
+        Ipv4Addr::new(192, 168, 99, 9),
+        Ipv4Addr::new(192, 168, 100, 4),
+        1400 - 42,
+    );
+    c_pipe.from_port(&routed_c, 1, &mut out);
+    let wire_routed = out.underlay.get(0).unwrap().0[28..].to_vec();
+    out.clear();
+    g.bench_function("decap_routed_deliver", |b| {
+        b.iter(|| {
+            let v = b_pipe.from_underlay(
+                Ipv4Addr::new(10, 99, 3, 3),
+                black_box(&wire_routed),
+                1,
+                &mut out,
+            );
             out.clear();
             v
         })
