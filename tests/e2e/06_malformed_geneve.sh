@@ -3,8 +3,10 @@
 # vm1's agent from vm2's underlay IP (a known tunnel endpoint; raw UDP
 # datagrams written with bash's /dev/udp): bad version, unknown critical
 # option, bad option length, options overrun, truncated, bad protocol, C flag
-# missing, bad VMware option, no VMware option at all, unknown VNI, plus valid
-# packets from an address that is no tunnel endpoint. Each reason is injected a different number of
+# missing, bad VMware option, no VMware option at all, unknown VNI, an inner
+# frame whose source is no port behind vm2's endpoint (the source guard;
+# e2e 46 has the impersonation itself), plus valid packets from an address
+# that is no tunnel endpoint. Each reason is injected a given number of
 # times and must be counted exactly that often under its own key; a valid
 # control packet is not dropped; overlay traffic keeps flowing.
 set -euo pipefail
@@ -37,12 +39,13 @@ inject() {
 
 REASONS=(geneve_truncated geneve_bad_version geneve_options_overrun geneve_bad_option_length
     geneve_unknown_critical_option geneve_bad_protocol geneve_missing_critical_flag
-    geneve_bad_vmware_option geneve_missing_vmware_option unknown_vni unknown_tunnel)
+    geneve_bad_vmware_option geneve_missing_vmware_option unknown_vni unknown_tunnel
+    spoofed_inner_src)
 declare -A WANT=(
     [geneve_bad_version]=1 [geneve_unknown_critical_option]=2 [geneve_bad_option_length]=3
     [geneve_truncated]=4 [unknown_vni]=5 [geneve_options_overrun]=2 [geneve_bad_protocol]=1
     [geneve_missing_critical_flag]=2 [geneve_bad_vmware_option]=3 [unknown_tunnel]=2
-    [geneve_missing_vmware_option]=4
+    [geneve_missing_vmware_option]=4 [spoofed_inner_src]=1
 )
 
 counters() { agent_ctl vm1 counters; }
@@ -85,6 +88,9 @@ inject 3 "$(geneve_hdr 03 40 6558 0x238c)010480020000000200000000$INNER"
 # well-formed Geneve without any option (as a kernel or OVS tunnel sends it):
 # the sender's endpoint id cannot be checked
 inject 4 "$(geneve_hdr 00 00 6558 0x238c)$INNER"
+# valid Geneve from vm2's endpoint, but the inner source is vm2's IP with a
+# MAC no port has
+inject 1 "$(geneve_hdr 02 40 6558 0x238c)$OPT$(inner_icmp_frame "$M1" 06:17:1e:54:96:ee 192.168.100.4 192.168.100.3)"
 # valid packets, but from the underlay router's address (no tunnel endpoint)
 inject 2 "$(geneve_hdr 02 40 6558 0x238c)$OPT$INNER" "$TOPO_UL"
 counters_settle

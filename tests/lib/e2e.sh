@@ -87,6 +87,19 @@ inner_icmp_frame() {
     printf '%s%s0800%s%s' "$(hex_mac "$1")" "$(hex_mac "$2")" "$ip" "$icmp"
 }
 
+# inner_tcp_frame DST_MAC SRC_MAC SRC_IP DST_IP SPORT DPORT [FLAGS]: Ethernet +
+# IPv4 + TCP header (no options, no data; FLAGS a hex byte, default 02 = SYN,
+# sequence number 1000), checksums filled.
+inner_tcp_frame() {
+    local tcp ip ipc
+    tcp="$(hex_u16 "$5")$(hex_u16 "$6")""000003e8""00000000""50${7:-02}""faf0""0000""0000"
+    tcp="${tcp:0:32}$(hex_csum "$(hex_ip "$3")$(hex_ip "$4")00060014$tcp")${tcp:36}"
+    ip="4500""0028""0000""4000""4006""0000$(hex_ip "$3")$(hex_ip "$4")"
+    ipc=$(hex_csum "$ip")
+    ip="${ip:0:20}${ipc}${ip:24}"
+    printf '%s%s0800%s%s' "$(hex_mac "$1")" "$(hex_mac "$2")" "$ip" "$tcp"
+}
+
 # geneve_hdr VER_OPTLEN_BYTE FLAGS_BYTE PROTO VNI: 8-byte base header (hex).
 geneve_hdr() { printf '%s%s%s%06x00' "$1" "$2" "$3" "$(($4))"; }
 # vmware_opt TEP_ID: the VMware option (class 0x0104, type 0x80, len 1 word).

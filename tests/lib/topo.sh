@@ -226,6 +226,25 @@ agent_ctl() {
     timeout 5 "$bin" ctl --socket "$(topo_socket "$vm")" "$@"
 }
 
+# agent_api vmN JSON: one request line with arguments (`ctl` takes none) on
+# the API socket; prints the reply line. The agent drops a request whose
+# client hangs up before the answer, so the write side stays open until the
+# reply is in (bounded, 10 s).
+# shellcheck disable=SC2094 # the writer only polls the reply file's size
+agent_api() {
+    local vm=$1 req=$2 out i
+    out=$(mktemp)
+    {
+        printf '%s\n' "$req"
+        for ((i = 0; i < 100; i++)); do
+            [[ -s "$out" ]] && break
+            sleep 0.1
+        done
+    } | timeout 15 socat -t 2 - "UNIX-CONNECT:$(topo_socket "$vm")" >"$out" || true
+    cat "$out"
+    rm -f "$out"
+}
+
 # counters_settle: the agent publishes its counters every 200 ms (the
 # datapath thread never locks per packet), so wait that out before reading
 # the effect of traffic that just happened.
