@@ -8,8 +8,10 @@
 //! ```
 //!
 //! and checks that `alloc_count::allocs()` did not move across the call
-//! under test. Per thread, because the test harness runs tests in parallel
-//! and each must count only its own.
+//! under test (or that `alloc_count::bytes()` moved by less than a bound:
+//! what a call cost at most, counted, not sampled from RSS). Per thread,
+//! because the test harness runs tests in parallel and each must count
+//! only its own.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -21,11 +23,25 @@ pub struct Counting;
 thread_local! {
     // Const-initialised, no destructor: safe to touch from inside the allocator.
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count(bytes: usize) {
+    ALLOCS.with(|c| c.set(c.get() + 1));
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    BYTES.with(|c| c.set(c.get().saturating_add(bytes)));
 }
 
 /// Allocations and reallocations this thread has made so far.
 pub fn allocs() -> u64 {
     ALLOCS.with(Cell::get)
+}
+
+/// Bytes this thread has asked for so far (each allocation's size, each
+/// reallocation's new size; frees are not subtracted): an upper bound on
+/// what a call had live at its peak.
+pub fn bytes() -> u64 {
+    BYTES.with(Cell::get)
 }
 
 // JUSTIFICATION: counting allocations needs a global allocator, which is an
@@ -36,7 +52,7 @@ pub fn allocs() -> u64 {
 // (no allocation, no destructor), so counting never re-enters the allocator.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
+        count(layout.size());
         // SAFETY: the caller upholds `alloc`'s contract (a non-zero-sized
         // layout); it is passed on unchanged to the system allocator.
         unsafe { System.alloc(layout) }
@@ -47,7 +63,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
+        count(new_size);
         // SAFETY: `ptr` came from `System` with `layout` (every allocation
         // is forwarded) and the caller upholds `realloc`'s size contract.
         unsafe { System.realloc(ptr, layout, new_size) }
