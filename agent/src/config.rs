@@ -246,10 +246,10 @@ impl AgentConfig {
                     .map_err(|e| ParseError::Syntax(e.to_string()))?,
             )
         };
-        let mut problems = match instance.as_ref().map(control::validate) {
-            None | Some(Ok(())) => Vec::new(),
-            Some(Err(p)) => p.0,
-        };
+        let mut problems = instance
+            .as_ref()
+            .map(control::validate::all_problems)
+            .unwrap_or_default();
         problems.extend(check_host(&host));
         if let Some(gw) = &gateway {
             problems.extend(check_gateway(gw));
@@ -261,7 +261,7 @@ impl AgentConfig {
                 instance,
             })
         } else {
-            Err(ParseError::Invalid(Problems(problems)))
+            Err(ParseError::Invalid(Problems::new(problems)))
         }
     }
 }

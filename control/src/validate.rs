@@ -1,7 +1,10 @@
 //! Validation of an [`InstanceConfig`]: every problem is reported, each with
 //! the path of the offending field (`switches[1].vni: 0x1000000 exceeds 24 bits`),
 //! so an operator can fix a file in one pass. A config that passes is safe
-//! to compile into datapath tables.
+//! to compile into datapath tables. The list returned is capped at
+//! [`MAX_PROBLEMS`] (the rest are counted, "... and N more problems"), and
+//! every check is O(n log n) or better in the size of the config, so a
+//! hostile config costs time and memory in proportion to its size.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -16,6 +19,9 @@ pub const MAX_VNI: u32 = 0x00ff_ffff;
 /// Largest 31-bit tunnel-endpoint id (the top bit of the option is reserved).
 pub const MAX_TEP_ID: u32 = 0x7fff_ffff;
 
+/// Most problems a [`Problems`] lists; the rest are only counted.
+pub const MAX_PROBLEMS: usize = 100;
+
 /// One problem in a config, with the path of the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -29,15 +35,53 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every problem found in one config (never empty when returned as an error).
+/// The problems found in one config (never empty when returned as an
+/// error): the first [`MAX_PROBLEMS`] in the order found, and how many more
+/// there were.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct Problems(pub Vec<Problem>);
+pub struct Problems {
+    list: Vec<Problem>,
+    more: usize,
+}
+
+impl Problems {
+    /// Keeps the first [`MAX_PROBLEMS`] of `all` and counts the rest.
+    pub fn new(mut all: Vec<Problem>) -> Self {
+        let more = all.len().saturating_sub(MAX_PROBLEMS);
+        all.truncate(MAX_PROBLEMS);
+        all.shrink_to_fit();
+        Problems { list: all, more }
+    }
+
+    /// The problems listed (at most [`MAX_PROBLEMS`]).
+    pub fn list(&self) -> &[Problem] {
+        &self.list
+    }
+
+    /// How many problems were found beyond those listed.
+    pub fn more(&self) -> usize {
+        self.more
+    }
+
+    /// How many problems were found in all.
+    pub fn total(&self) -> usize {
+        self.list.len().saturating_add(self.more)
+    }
+
+    /// The problems listed, by value.
+    pub fn into_list(self) -> Vec<Problem> {
+        self.list
+    }
+}
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} problem(s) in config:", self.0.len())?;
-        for p in &self.0 {
+        write!(f, "{} problem(s) in config:", self.total())?;
+        for p in &self.list {
             write!(f, "\n  {p}")?;
+        }
+        if self.more > 0 {
+            write!(f, "\n  ... and {} more problems", self.more)?;
         }
         Ok(())
     }
@@ -55,8 +99,19 @@ impl Collector {
     }
 }
 
-/// Checks `cfg` and returns every problem found.
+/// Checks `cfg`: the problems found, capped as [`Problems::new`] does.
 pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
+    let all = all_problems(cfg);
+    if all.is_empty() {
+        Ok(())
+    } else {
+        Err(Problems::new(all))
+    }
+}
+
+/// Checks `cfg` and returns every problem found, uncapped (for callers that
+/// add their own checks before capping; at most a few per field of `cfg`).
+pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
     let mut c = Collector::default();
 
     if cfg.tep_id == 0 || cfg.tep_id > MAX_TEP_ID {
@@ -126,37 +181,33 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
             );
         }
         check_unicast_mac(&mut c, &format!("{p}.mac"), r.mac);
-        let mut attached: Vec<(usize, Ipv4Net)> = Vec::new();
+        // Problems of the switch list by position, so the overlaps found by
+        // the sweep below land in the order the list is written.
+        let mut found: Vec<(usize, String)> = Vec::new();
+        let mut attached: Vec<Attached> = Vec::new();
         for (j, sw) in r.switches.iter().enumerate() {
-            let sp = format!("{p}.switches[{j}]");
             match switch_by_name.get(sw.as_str()) {
-                None => c.add(sp, format!("unknown switch {sw:?}")),
+                None => found.push((j, format!("unknown switch {sw:?}"))),
                 Some(&(si, net, _)) => {
                     if let Some(other) = router_of_switch.insert(sw.as_str(), i) {
                         if other != i {
-                            c.add(
-                                sp,
+                            found.push((
+                                j,
                                 format!("switch {sw:?} is already attached to routers[{other}]"),
-                            );
+                            ));
                         } else {
-                            c.add(sp, format!("switch {sw:?} is listed twice"));
+                            found.push((j, format!("switch {sw:?} is listed twice")));
                         }
                         continue;
                     }
-                    for &(sj, other_net) in &attached {
-                        if net.contains(&other_net.network()) || other_net.contains(&net.network())
-                        {
-                            c.add(
-                                sp.clone(),
-                                format!(
-                                    "subnet {net} of switches[{si}] overlaps {other_net} of switches[{sj}] on the same router"
-                                ),
-                            );
-                        }
-                    }
-                    attached.push((si, net));
+                    attached.push(Attached { j, si, net });
                 }
             }
+        }
+        let blocks = sweep_overlaps(&attached, &mut found);
+        found.sort_by_key(|&(j, _)| j);
+        for (j, message) in found {
+            c.add(format!("{p}.switches[{j}]"), message);
         }
         for (j, route) in r.routes.iter().enumerate() {
             let rp = format!("{p}.routes[{j}]");
@@ -166,10 +217,7 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
                     format!("{} has host bits set", route.prefix),
                 );
             }
-            if !attached
-                .iter()
-                .any(|(_, net)| net.contains(&route.next_hop))
-            {
+            if !blocks.contains(route.next_hop) {
                 c.add(
                     format!("{rp}.next_hop"),
                     format!(
@@ -263,12 +311,66 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
     if let Some(fw) = &cfg.firewall {
         crate::firewall::validate_firewall(fw, "firewall", &mut c.0);
     }
+    c.0
+}
 
-    if c.0.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(c.0))
+/// A switch attached to a router: its position in the router's list, its
+/// index in `switches`, its subnet.
+struct Attached {
+    j: usize,
+    si: usize,
+    net: Ipv4Net,
+}
+
+/// The address space a router's switches cover: disjoint `(first, last)`
+/// address ranges in ascending order.
+struct Blocks(Vec<(u32, u32)>);
+
+impl Blocks {
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let ip = u32::from(ip);
+        let after = self.0.partition_point(|&(first, _)| first <= ip);
+        after > 0 && self.0.get(after - 1).is_some_and(|&(_, last)| ip <= last)
     }
+}
+
+/// Finds the overlapping subnets of one router's switches in O(n log n):
+/// sorted by network start (a larger block before a smaller one at the same
+/// start), each subnet either starts a new block or lies inside the current
+/// one, as CIDR blocks nest or are disjoint. Each subnet inside a block is
+/// reported once, against the subnet that starts the block, under whichever
+/// of the two comes later in the router's list (so one overlapping pair
+/// reads as it always did). Returns the blocks.
+fn sweep_overlaps(attached: &[Attached], found: &mut Vec<(usize, String)>) -> Blocks {
+    let mut order: Vec<&Attached> = attached.iter().collect();
+    order.sort_by_key(|a| (u32::from(a.net.network()), a.net.prefix_len(), a.j));
+    let mut blocks: Vec<(u32, u32, &Attached)> = Vec::new();
+    for a in order {
+        let (first, last) = (u32::from(a.net.network()), u32::from(a.net.broadcast()));
+        match blocks.last() {
+            Some(&(_, block_last, cover)) if first <= block_last => {
+                let (later, earlier) = if a.j > cover.j {
+                    (a, cover)
+                } else {
+                    (cover, a)
+                };
+                found.push((
+                    later.j,
+                    format!(
+                        "subnet {} of switches[{}] overlaps {} of switches[{}] on the same router",
+                        later.net, later.si, earlier.net, earlier.si
+                    ),
+                ));
+            }
+            _ => blocks.push((first, last, a)),
+        }
+    }
+    Blocks(
+        blocks
+            .into_iter()
+            .map(|(first, last, _)| (first, last))
+            .collect(),
+    )
 }
 
 fn check_host_ip(c: &mut Collector, path: &str, ip: Ipv4Addr, net: &Ipv4Net) {
@@ -339,7 +441,7 @@ mod tests {
     fn paths(cfg: &InstanceConfig) -> Vec<String> {
         match validate(cfg) {
             Ok(()) => vec![],
-            Err(p) => p.0.into_iter().map(|p| p.to_string()).collect(),
+            Err(p) => p.into_list().into_iter().map(|p| p.to_string()).collect(),
         }
     }
 
@@ -417,5 +519,129 @@ mod tests {
         let got = paths(&cfg);
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].starts_with("routers[1].switches[0]:"), "{got:?}");
+    }
+
+    /// `n` switches, all on one router, the i-th with subnet `subnet(i)`.
+    fn one_router(n: usize, subnet: impl Fn(usize) -> Ipv4Net) -> InstanceConfig {
+        let switches: Vec<LogicalSwitch> = (0..n)
+            .map(|i| {
+                let net = subnet(i);
+                LogicalSwitch {
+                    name: format!("ls{i}"),
+                    vni: u32::try_from(i + 1).unwrap(),
+                    subnet: net,
+                    gateway_ip: net.hosts().next().unwrap(),
+                }
+            })
+            .collect();
+        InstanceConfig {
+            version: 1,
+            tep_id: 1,
+            routers: vec![LogicalRouter {
+                name: "t1".into(),
+                mac: "02:50:56:00:00:01".parse().unwrap(),
+                switches: switches.iter().map(|s| s.name.clone()).collect(),
+                routes: vec![],
+            }],
+            switches,
+            port: None,
+            remote_ports: vec![],
+            firewall: None,
+        }
+    }
+
+    #[test]
+    fn overlapping_switches_are_reported_once_each_and_capped() {
+        // 1,200 copies of one subnet: 1,199 switches overlap the first; the
+        // pairwise check reported 719,400 problems.
+        let cfg = one_router(1200, |_| "10.0.0.0/24".parse().unwrap());
+        let p = validate(&cfg).expect_err("overlaps");
+        assert_eq!(p.total(), 1199, "one problem per overlapping switch");
+        assert_eq!(p.list().len(), MAX_PROBLEMS);
+        assert_eq!(p.more(), 1199 - MAX_PROBLEMS);
+        assert_eq!(
+            p.list()[0].to_string(),
+            "routers[0].switches[1]: subnet 10.0.0.0/24 of switches[1] overlaps 10.0.0.0/24 of switches[0] on the same router"
+        );
+        assert_eq!(p.list()[99].path, "routers[0].switches[100]");
+        let text = p.to_string();
+        assert!(text.starts_with("1199 problem(s) in config:\n"), "{text}");
+        assert!(text.ends_with("\n  ... and 1099 more problems"), "{text}");
+        assert_eq!(text.lines().count(), 1 + MAX_PROBLEMS + 1);
+    }
+
+    #[test]
+    fn an_overlapping_pair_reads_as_before() {
+        // The container listed second: reported under the second, as the
+        // pairwise check did.
+        let nets = ["10.0.1.0/24", "10.0.0.0/16", "10.1.0.0/24"];
+        let cfg = one_router(3, |i| nets[i].parse().unwrap());
+        assert_eq!(
+            paths(&cfg),
+            vec![
+                "routers[0].switches[1]: subnet 10.0.0.0/16 of switches[1] overlaps 10.0.1.0/24 of switches[0] on the same router"
+            ]
+        );
+    }
+
+    #[test]
+    fn few_problems_are_listed_without_a_count() {
+        let mut cfg = good();
+        cfg.switches[1].vni = 0x100_0000;
+        let p = validate(&cfg).expect_err("invalid");
+        assert_eq!((p.total(), p.more()), (1, 0));
+        assert!(!p.to_string().contains("more problems"), "{p}");
+    }
+
+    proptest::proptest! {
+        /// The sweep finds exactly the switches the pairwise check finds,
+        /// each reported pair does overlap, and a route's next hop is on an
+        /// attached switch exactly when some attached subnet holds it.
+        #[test]
+        fn sweep_matches_the_pairwise_check(
+            nets in proptest::collection::vec((0u32..4096, 20u8..=30), 1..40),
+            hops in proptest::collection::vec(0u32..4096, 0..20),
+        ) {
+            let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+            let subnet = |(off, len): (u32, u8)| {
+                Ipv4Net::new(Ipv4Addr::from(base + (off << 4)), len).unwrap().trunc()
+            };
+            let mut cfg = one_router(nets.len(), |i| subnet(nets[i]));
+            let hop = |h: u32| Ipv4Addr::from(base + (h << 4) + 1);
+            cfg.routers[0].routes = hops
+                .iter()
+                .map(|&h| StaticRoute { prefix: "0.0.0.0/0".parse().unwrap(), next_hop: hop(h) })
+                .collect();
+            let all = all_problems(&cfg);
+            let nets: Vec<Ipv4Net> = cfg.switches.iter().map(|s| s.subnet).collect();
+            let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+            let mut reported = HashSet::new();
+            let mut count = 0;
+            for p in all.iter().filter(|p| p.message.contains(" overlaps ")) {
+                count += 1;
+                // "subnet N of switches[A] overlaps M of switches[B] on the same router"
+                let idx: Vec<usize> = p
+                    .message
+                    .split("switches[")
+                    .skip(1)
+                    .map(|t| t.split(']').next().unwrap().parse().unwrap())
+                    .collect();
+                let (a, b) = (idx[0], idx[1]);
+                proptest::prop_assert!(a > b && overlaps(&nets[a], &nets[b]), "{p}");
+                proptest::prop_assert_eq!(&p.path, &format!("routers[0].switches[{a}]"));
+                reported.insert(a);
+                reported.insert(b);
+            }
+            let pairwise: HashSet<usize> = (0..nets.len())
+                .filter(|&i| (0..nets.len()).any(|j| j != i && overlaps(&nets[i], &nets[j])))
+                .collect();
+            proptest::prop_assert_eq!(reported, pairwise);
+            proptest::prop_assert!(count < nets.len());
+            for (k, &h) in hops.iter().enumerate() {
+                let on_switch = nets.iter().any(|n| n.contains(&hop(h)));
+                let flagged = all.iter().any(|p| p.path == format!("routers[0].routes[{k}].next_hop"));
+                proptest::prop_assert_eq!(on_switch, !flagged, "hop {}", hop(h));
+            }
+        }
     }
 }

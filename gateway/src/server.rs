@@ -684,12 +684,25 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
+/// 422 with the problems listed (at most [`control::validate::MAX_PROBLEMS`])
+/// and `more_problems`, how many more were found.
 fn problems_response(p: &control::validate::Problems) -> Response {
+    let error = if p.more() > 0 {
+        format!(
+            "{} problem(s) in desired state (the first {} listed ... and {} more problems)",
+            p.total(),
+            p.list().len(),
+            p.more()
+        )
+    } else {
+        format!("{} problem(s) in desired state", p.total())
+    };
     Response::json(
         422,
         &serde_json::json!({
-            "error": format!("{} problem(s) in desired state", p.0.len()),
-            "problems": p.0.iter().map(|x| serde_json::json!({"path": x.path, "message": x.message})).collect::<Vec<_>>(),
+            "error": error,
+            "problems": p.list().iter().map(|x| serde_json::json!({"path": x.path, "message": x.message})).collect::<Vec<_>>(),
+            "more_problems": p.more(),
         }),
     )
 }

@@ -123,7 +123,8 @@ pub(crate) fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Checks `s` and returns every problem found.
+/// Checks `s`: every problem found, the first [`control::validate::MAX_PROBLEMS`]
+/// listed and the rest counted.
 pub fn validate(s: &DesiredState) -> Result<(), Problems> {
     let mut problems = Vec::new();
     let mut add = |path: String, message: String| problems.push(Problem { path, message });
@@ -139,10 +140,8 @@ pub fn validate(s: &DesiredState) -> Result<(), Problems> {
         remote_ports: Vec::new(),
         firewall: None,
     };
-    if let Err(Problems(ps)) = control::validate(&as_config) {
-        for p in ps {
-            add(p.path, p.message);
-        }
+    for p in control::validate::all_problems(&as_config) {
+        add(p.path, p.message);
     }
 
     // Gateway-level rules.
@@ -240,7 +239,7 @@ pub fn validate(s: &DesiredState) -> Result<(), Problems> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(Problems(problems))
+        Err(Problems::new(problems))
     }
 }
 
@@ -340,7 +339,7 @@ firewall:
   max_flows: 0
 "#;
         let s = parse(text).expect("parses");
-        let Problems(ps) = validate(&s).expect_err("invalid");
+        let ps = validate(&s).expect_err("invalid").into_list();
         let mut got: Vec<String> = ps.iter().map(ToString::to_string).collect();
         got.sort();
         let want = [
@@ -406,7 +405,7 @@ routers:
       - {prefix: 0.0.0.0/0, next_hop: 172.16.0.1}
 "#;
         let s = parse(text).expect("parses");
-        let Problems(ps) = validate(&s).expect_err("invalid");
+        let ps = validate(&s).expect_err("invalid").into_list();
         let paths: Vec<&str> = ps.iter().map(|p| p.path.as_str()).collect();
         for want in [
             "switches[1].tag",

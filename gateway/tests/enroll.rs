@@ -226,6 +226,32 @@ async fn admin_api() {
     let (_, v) = admin(&f, "GET", "/api/v1/state", tok, "").await;
     assert_eq!(v["desired_version"], 0);
 
+    // 1,200 overlapping switches: one problem per switch, the first 100
+    // listed and the rest counted (was 719,400 problems, 114 MB).
+    let mut many = String::from("switches:\n");
+    for i in 0..1200 {
+        many.push_str(&format!(
+            "  - {{name: ls{i}, tag: t{i}, vni: {}, subnet: 10.0.0.0/24, gateway_ip: 10.0.0.1}}\n",
+            i + 1
+        ));
+    }
+    many.push_str("routers: [{name: t1, mac: 02:50:56:00:00:01, switches: [");
+    many.push_str(
+        &(0..1200)
+            .map(|i| format!("ls{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    many.push_str("]}]\n");
+    let (st, v) = admin(&f, "PUT", "/api/v1/state", tok, &many).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(100), "{v}");
+    assert_eq!(v["more_problems"], 1099, "{v}");
+    assert_eq!(
+        v["error"],
+        "1199 problem(s) in desired state (the first 100 listed ... and 1099 more problems)"
+    );
+
     // Valid state (YAML body), then enroll an instance and retag it.
     let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/state.sample.yaml"))
         .expect("sample");
