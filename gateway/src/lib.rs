@@ -8,7 +8,9 @@
 //!   channel pushes.
 //! * [`instance`]: the inventory record of an enrolled instance (below
 //!   both the store and the firewall's resolution).
-//! * [`state`]: the declarative desired-state file and its validation.
+//! * [`state`]: the declarative desired-state file and its validation;
+//!   [`bounded_yaml`]: its YAML/JSON parsing with bounded cost (string
+//!   length, alias expansion).
 //! * [`dfw`]: the distributed firewall's schema in that file and its
 //!   validation; [`dfw_resolve`]: its resolution into each instance's
 //!   firewall config (group membership from the inventory).
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_status;
+pub mod bounded_yaml;
 pub mod conn_limit;
 pub mod control_server;
 pub mod control_store;

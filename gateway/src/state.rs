@@ -101,9 +101,10 @@ impl RouterSpec {
     }
 }
 
-/// Parses YAML (JSON is valid YAML, so this reads both).
+/// Parses YAML (JSON is valid YAML, so this reads both), within the limits
+/// of [`crate::bounded_yaml`] (string length, alias expansion).
 pub fn parse(text: &str) -> Result<DesiredState, StateError> {
-    serde_yaml_ng::from_str::<Option<DesiredState>>(text)
+    crate::bounded_yaml::from_str::<Option<DesiredState>>(text)
         .map(Option::unwrap_or_default)
         .map_err(|e| StateError::Parse(e.to_string()))
 }

@@ -251,6 +251,19 @@ async fn admin_api() {
         v["error"],
         "1199 problem(s) in desired state (the first 100 listed ... and 1099 more problems)"
     );
+    // A 64 KiB anchor aliased 1,000 times: refused while parsing.
+    let aliased = format!(
+        "firewall: {{ip_sets: [{{name: s, addrs: [&a \"{}\"{}]}}]}}\n",
+        "A".repeat(64 * 1024),
+        ", *a".repeat(1000)
+    );
+    let (st, _, text) = common::http(f.srv.api_addr, "PUT", "/api/v1/state", tok, &aliased).await;
+    assert_eq!(st, 400, "{text}");
+    assert!(
+        text.contains("longer than the limit of 1024 bytes"),
+        "{text}"
+    );
+    assert!(text.len() < 1024, "{text}");
 
     // Valid state (YAML body), then enroll an instance and retag it.
     let sample = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/state.sample.yaml"))

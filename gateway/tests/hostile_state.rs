@@ -1,7 +1,8 @@
 //! Hostile desired states (issue 13): what parsing and validating them may
 //! cost, counted by a global allocator (bytes this thread asked for, frees
-//! not subtracted), not sampled from RSS. 1,200 overlapping switches give
-//! one problem each (not one per pair) and a capped list.
+//! not subtracted), not sampled from RSS. A YAML anchor aliased many times
+//! is refused before it expands; 1,200 overlapping switches give one
+//! problem each (not one per pair) and a capped list.
 
 use control::validate::MAX_PROBLEMS;
 use gateway::state::{self, StateError};
@@ -17,6 +18,43 @@ fn cost<T>(f: impl FnOnce() -> T) -> (T, u64) {
 }
 
 const MIB: u64 = 1 << 20;
+
+/// An IP set whose addresses are `anchor` once and `*a` `aliases` times.
+fn aliased_addrs(anchor: &str, aliases: usize) -> String {
+    let mut doc = format!("firewall:\n  ip_sets:\n    - name: s\n      addrs: [&a \"{anchor}\"");
+    doc.push_str(&", *a".repeat(aliases));
+    doc.push_str("]\n");
+    doc
+}
+
+fn parse_error(r: Result<state::DesiredState, StateError>) -> String {
+    match r {
+        Err(StateError::Parse(m)) => m,
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_64k_anchor_aliased_1000_times_is_refused_before_it_expands() {
+    // The report's 68 KB PUT: expanded, 64 MB of strings before validation
+    // quoted them again (+229 MB RSS in the gateway).
+    let doc = aliased_addrs(&"A".repeat(64 * 1024), 1000);
+    let (r, bytes) = cost(|| state::parse_and_validate(&doc));
+    assert!(bytes < 4 * MIB, "parsing asked for {bytes} bytes");
+    let e = parse_error(r);
+    assert!(e.contains("longer than the limit of 1024 bytes"), "{e}");
+}
+
+#[test]
+fn alias_fan_out_is_refused_before_it_expands() {
+    // Strings under the length limit: 1 KB aliased 20,000 times is 20 MB
+    // from an 80 KB document (and as much again in validation's quotes).
+    let doc = aliased_addrs(&"B".repeat(1000), 20_000);
+    let (r, bytes) = cost(|| state::parse_and_validate(&doc));
+    assert!(bytes < 16 * MIB, "parsing asked for {bytes} bytes");
+    let e = parse_error(r);
+    assert!(e.contains("the document expands to more than"), "{e}");
+}
 
 #[test]
 fn overlapping_switches_give_a_bounded_problem_list() {
