@@ -40,6 +40,7 @@ pub mod control_store;
 pub mod dfw;
 pub mod dfw_resolve;
 pub mod enroll;
+pub mod fdlimit;
 pub mod gateway;
 pub mod install;
 pub mod instance;

@@ -278,6 +278,25 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     per_peer: control_max_connections_per_peer,
                 },
             };
+            // Enrollment, installer, control, plus the admin API and metrics.
+            let caps = [http.total, http.total, control_max_connections]
+                .into_iter()
+                .chain([server::MAX_CONNECTIONS; 2])
+                .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
+                .fold(0u64, u64::saturating_add);
+            match gateway::fdlimit::raise_nofile(caps) {
+                Ok(l) if l.enough() => {
+                    tracing::info!(before = l.before, now = l.now, "descriptor limit")
+                }
+                Ok(l) => tracing::warn!(
+                    now = l.now,
+                    hard = l.hard,
+                    wanted = l.wanted,
+                    "the connection caps need more descriptors than the hard limit allows \
+                     (raise LimitNOFILE); accept backs off on EMFILE instead"
+                ),
+                Err(e) => tracing::warn!("cannot read or raise the descriptor limit: {e}"),
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
