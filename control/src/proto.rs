@@ -156,6 +156,32 @@ pub trait Message: Serialize + DeserializeOwned {
     const TYPES: &'static [&'static str];
     /// The `"type"` tag of this value.
     fn type_name(&self) -> &'static str;
+    /// What errors and logs say about this message: its type, versions and
+    /// how much it carries, never its contents (a config can be megabytes,
+    /// a peer's strings anything). Bounded: numbers and fixed words only.
+    fn summary(&self) -> String;
+}
+
+/// "config with 2 switches, ..., 3 address sets of 300000 addresses, 12
+/// rules" (or "no config"): the scale of a config, for [`Message::summary`].
+pub fn config_summary(config: Option<&InstanceConfig>) -> String {
+    let Some(c) = config else {
+        return "no config".into();
+    };
+    let (sets, addrs, rules) = c.firewall.as_ref().map_or((0, 0, 0), |fw| {
+        (
+            fw.addrsets.len(),
+            fw.addrsets.iter().map(|s| s.addrs.len()).sum::<usize>(),
+            fw.rulesets.iter().map(|r| r.rules.len()).sum::<usize>()
+                + fw.l2_rulesets.iter().map(|r| r.rules.len()).sum::<usize>(),
+        )
+    });
+    format!(
+        "config with {} switches, {} routers, {} remote ports, {sets} address sets of {addrs} addresses, {rules} rules",
+        c.switches.len(),
+        c.routers.len(),
+        c.remote_ports.len(),
+    )
 }
 
 impl Message for AgentMsg {
@@ -168,6 +194,28 @@ impl Message for AgentMsg {
             AgentMsg::Nack { .. } => "Nack",
             AgentMsg::Heartbeat { .. } => "Heartbeat",
             AgentMsg::Status(_) => "Status",
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            AgentMsg::Hello {
+                applied_version, ..
+            } => match applied_version {
+                Some(v) => format!("Hello (running version {v})"),
+                None => "Hello (running no config)".into(),
+            },
+            AgentMsg::Ack { version } => format!("Ack of version {version}"),
+            AgentMsg::Nack {
+                version,
+                reason,
+                resync,
+            } => format!(
+                "Nack of version {version} (reason of {} bytes, resync {resync})",
+                reason.len()
+            ),
+            AgentMsg::Heartbeat { seq } => format!("Heartbeat {seq}"),
+            AgentMsg::Status(r) => format!("Status ({} counters)", r.counters.len()),
         }
     }
 }
@@ -183,6 +231,26 @@ impl Message for GatewayMsg {
             GatewayMsg::Update { .. } => "Update",
             GatewayMsg::Heartbeat { .. } => "Heartbeat",
             GatewayMsg::Reject { .. } => "Reject",
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            GatewayMsg::Welcome { version, .. } => format!("Welcome (protocol {version})"),
+            GatewayMsg::Snapshot { version, config } => format!(
+                "Snapshot of version {version} ({})",
+                config_summary(config.as_ref())
+            ),
+            GatewayMsg::Update {
+                from_version,
+                version,
+                config,
+            } => format!(
+                "Update {from_version}->{version} ({})",
+                config_summary(config.as_ref())
+            ),
+            GatewayMsg::Heartbeat { seq } => format!("Heartbeat {seq}"),
+            GatewayMsg::Reject { reason } => format!("Reject (reason of {} bytes)", reason.len()),
         }
     }
 }
@@ -279,6 +347,51 @@ mod tests {
                 resync: false
             }
         );
+    }
+
+    /// Summaries say what a message is and how big, never what it carries.
+    #[test]
+    fn summaries_are_short_for_huge_messages() {
+        let huge = "x".repeat(5 << 20);
+        let config = InstanceConfig {
+            version: 3,
+            tep_id: 1,
+            switches: vec![],
+            routers: vec![],
+            port: None,
+            remote_ports: vec![],
+            firewall: Some(crate::firewall::FirewallConfig {
+                addrsets: vec![crate::firewall::AddrSet {
+                    name: huge.clone(),
+                    addrs: vec!["10.0.0.0/8".parse().unwrap(); 1000],
+                }],
+                ..crate::firewall::FirewallConfig::allow_all()
+            }),
+        };
+        let g = GatewayMsg::Update {
+            from_version: 2,
+            version: 3,
+            config: Some(config),
+        };
+        assert_eq!(
+            g.summary(),
+            "Update 2->3 (config with 0 switches, 0 routers, 0 remote ports, 1 address sets of 1000 addresses, 0 rules)"
+        );
+        let r = GatewayMsg::Reject {
+            reason: huge.clone(),
+        };
+        assert_eq!(r.summary(), format!("Reject (reason of {} bytes)", 5 << 20));
+        let n = AgentMsg::Nack {
+            version: 4,
+            reason: huge,
+            resync: false,
+        };
+        assert!(n.summary().len() < 100, "{}", n.summary());
+        let s = GatewayMsg::Snapshot {
+            version: 1,
+            config: None,
+        };
+        assert_eq!(s.summary(), "Snapshot of version 1 (no config)");
     }
 
     #[test]

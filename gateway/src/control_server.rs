@@ -53,6 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use control::proto::Message;
 use control::{
     AgentMsg, CloseReason, Decoder, GatewayConfig, GatewayOut, GatewaySession, GatewayState,
     InstanceConfig, InstanceMeta, MAX_FRAME, StatusReport, encode,
@@ -256,12 +257,17 @@ pub enum StoreRefusal {
 }
 
 /// Why the writer side of a session failed; ends the session (logged as
-/// its transport reason).
+/// its transport reason, stored as the instance's `last_error`). Never
+/// carries a message itself: a config can be megabytes, and every failed
+/// session would log and store it again.
 #[derive(Debug, thiserror::Error)]
 enum SendError {
-    #[error("cannot encode {msg}: {source}")]
+    /// `summary` is the message's [`Message::summary`] (type, versions,
+    /// scale), `source` says how large it was.
+    #[error("cannot encode {summary} for instance {instance}: {source}")]
     Encode {
-        msg: String,
+        summary: String,
+        instance: String,
         source: control::framing::FrameError,
     },
     #[error("writer gone")]
@@ -912,10 +918,7 @@ impl Conn {
 
     /// Queues one frame for the writer.
     fn send(&mut self, msg: &control::GatewayMsg) -> Result<(), SendError> {
-        let frame = encode(msg).map_err(|source| SendError::Encode {
-            msg: format!("{msg:?}"),
-            source,
-        })?;
+        let frame = encode_frame(msg, &self.id)?;
         let Some(tx) = &self.tx else {
             return Err(SendError::WriterGone);
         };
@@ -996,6 +999,68 @@ impl Conn {
     }
 }
 
+/// One frame for `instance`, or why not (a summary of the message, never
+/// the message).
+fn encode_frame(msg: &control::GatewayMsg, instance: &str) -> Result<Vec<u8>, SendError> {
+    encode(msg).map_err(|source| SendError::Encode {
+        summary: msg.summary(),
+        instance: instance.to_string(),
+        source,
+    })
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use control::firewall::{AddrSet, FirewallConfig};
+    use control::{GatewayMsg, MAX_FRAME};
+
+    use super::*;
+
+    /// Issue 13: the error of a message over the frame limit says what it
+    /// was (type, version, scale, instance) and how large, in a few hundred
+    /// bytes: it is logged and stored as `last_error` on every failed
+    /// session, and used to carry the whole message (5 MB a line).
+    #[test]
+    fn encode_error_of_a_huge_message_stays_short() {
+        let addrs = (0..400_000u32)
+            .map(|i| ipnet::IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i))))
+            .collect();
+        let msg = GatewayMsg::Snapshot {
+            version: 7,
+            config: Some(InstanceConfig {
+                version: 7,
+                tep_id: 3,
+                switches: vec![],
+                routers: vec![],
+                port: None,
+                remote_ports: vec![],
+                firewall: Some(FirewallConfig {
+                    addrsets: vec![AddrSet {
+                        name: "ipset-big".into(),
+                        addrs,
+                    }],
+                    ..FirewallConfig::allow_all()
+                }),
+            }),
+        };
+        let Err(e) = encode_frame(&msg, "i-0abc") else {
+            panic!("a 6 MB message must not fit a frame");
+        };
+        let text = e.to_string();
+        assert!(text.len() < 512, "{} bytes: {:.600}", text.len(), text);
+        for want in [
+            "Snapshot of version 7",
+            "400000 addresses",
+            "instance i-0abc",
+            &format!("exceeds the limit of {MAX_FRAME} bytes"),
+        ] {
+            assert!(text.contains(want), "{want:?} missing in {text}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// What the client publishes for `status` (the API's type).
 pub use agent_api::GatewayStatus;
 use control::framing::{self, Decoder};
-use control::proto::GatewayMsg;
+use control::proto::{GatewayMsg, Message};
 use control::session::{AgentOut, AgentSession, ApplyRefused, Backoff, Jitter, SplitMix64};
 use control::{InstanceConfig, InstanceMeta};
 use rustls::pki_types::pem::PemObject;
@@ -326,9 +326,9 @@ impl Conn<'_> {
                         let bytes = match framing::encode(&msg) {
                             Ok(b) => b,
                             Err(e) => {
-                                outs.extend(
-                                    self.session.close(format!("encode: {e}"), Instant::now()),
-                                );
+                                // A summary, never the message itself.
+                                let why = format!("cannot encode {}: {e}", msg.summary());
+                                outs.extend(self.session.close(why, Instant::now()));
                                 continue;
                             }
                         };
