@@ -651,15 +651,20 @@ pub enum Jitter {
 }
 
 /// Capped exponential reconnect delay with jitter. The ceiling doubles per
-/// attempt from `base` up to `cap`; randomness is injected per call so tests
-/// are deterministic. Call [`reset`](Self::reset) when a session reaches
-/// `Established`.
+/// attempt from `base` up to `cap`; randomness and time are injected per
+/// call so tests are deterministic. When a connection ends, tell it
+/// [`session_ended`](Self::session_ended): only a session that stayed
+/// established for [`healthy_after`](Self::healthy_after) starts the delay
+/// again from `base`. Reaching `Established` alone proves nothing: a gateway
+/// that accepts and then cannot deliver (a config over the frame limit) or
+/// drops the session at once would otherwise be redialled twice a second.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
     cap: Duration,
     jitter: Jitter,
     attempt: u32,
+    healthy_after: Duration,
 }
 
 impl Default for Backoff {
@@ -672,14 +677,30 @@ impl Default for Backoff {
 impl Backoff {
     pub const DEFAULT_BASE: Duration = Duration::from_millis(500);
     pub const DEFAULT_CAP: Duration = Duration::from_secs(30);
+    /// How long a session must stay established to count as healthy.
+    pub const DEFAULT_HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
+    /// A backoff with [`DEFAULT_HEALTHY_AFTER`](Self::DEFAULT_HEALTHY_AFTER).
     pub fn new(base: Duration, cap: Duration, jitter: Jitter) -> Self {
         Backoff {
             base,
             cap,
             jitter,
             attempt: 0,
+            healthy_after: Self::DEFAULT_HEALTHY_AFTER,
         }
+    }
+
+    /// The same backoff with another healthy-session threshold.
+    pub fn with_healthy_after(mut self, healthy_after: Duration) -> Self {
+        self.healthy_after = healthy_after;
+        self
+    }
+
+    /// How long a session must stay established before the delay starts
+    /// again from `base`.
+    pub fn healthy_after(&self) -> Duration {
+        self.healthy_after
     }
 
     /// Failed attempts since the last reset.
@@ -707,7 +728,21 @@ impl Backoff {
         Duration::from_millis(ms)
     }
 
-    /// A session was established: start again from `base`.
+    /// A connection ended at `now`. `established_at` is when its session
+    /// reached `Established` (`None`: the dial or the handshake failed).
+    /// Only a session that stayed established for at least
+    /// [`healthy_after`](Self::healthy_after) resets the delay; anything
+    /// shorter counts as one more failed attempt.
+    pub fn session_ended(&mut self, established_at: Option<Instant>, now: Instant) {
+        if established_at.is_some_and(|t| now.saturating_duration_since(t) >= self.healthy_after) {
+            self.reset();
+        }
+    }
+
+    /// Start again from `base`. A shell calls
+    /// [`session_ended`](Self::session_ended), which decides whether to;
+    /// calling this when a session reaches `Established` brings back the
+    /// redial storm this type exists to prevent.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

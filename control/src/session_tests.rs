@@ -706,6 +706,108 @@ fn backoff_is_deterministic_per_seed_and_differs_across_seeds() {
     assert_ne!(run(1), run(2));
 }
 
+/// Drives one connection of `a` from `start_ms`: Hello, Welcome 5 ms later,
+/// then the gateway's heartbeat every second (and the agent's ticks) until
+/// the gateway drops the connection at `end_ms`. Returns when the session
+/// reached `Established`, as the shell sees it (the `Established` output).
+fn session_until_dropped(a: &mut AgentSession, t: &Clock, start_ms: u64, end_ms: u64) -> Instant {
+    a.on_connecting(t.at(start_ms));
+    a.on_connected(t.at(start_ms));
+    let out = a.on_message(welcome(1000), t.at(start_ms + 5));
+    assert!(matches!(out[..], [AgentOut::Established { .. }]), "{out:?}");
+    let established_at = t.at(start_ms + 5);
+    let mut now = start_ms + 5;
+    let mut seq = 0;
+    while now + 1000 < end_ms {
+        now += 1000;
+        seq += 1;
+        assert!(
+            a.on_message(GatewayMsg::Heartbeat { seq }, t.at(now))
+                .is_empty()
+        );
+        a.on_tick(t.at(now));
+        assert_eq!(a.state(), AgentState::Established, "alive at {now} ms");
+    }
+    let out = a.on_disconnected("closed by the gateway", t.at(end_ms));
+    assert!(matches!(out[..], [AgentOut::Close { .. }]), "{out:?}");
+    established_at
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap()
+}
+
+/// Issue 13: a gateway that accepts the session and drops it right away
+/// (its config for us cannot be framed) must not be redialled twice a
+/// second. Sessions that die young keep growing the delay up to the cap;
+/// only one that stayed established for 30 s starts again from the base.
+#[test]
+fn backoff_grows_across_sessions_that_die_right_after_established() {
+    let t = clock();
+    let mut a = agent(&t, None);
+    let mut b = Backoff::new(Backoff::DEFAULT_BASE, Backoff::DEFAULT_CAP, Jitter::Full);
+    let mut now = 0;
+    let mut ceilings = Vec::new();
+    let mut dials_in_first_minute = 0;
+    for _ in 0..10 {
+        if now < 60_000 {
+            dials_in_first_minute += 1;
+        }
+        let up = session_until_dropped(&mut a, &t, now, now + 20);
+        now += 20;
+        b.session_ended(Some(up), t.at(now));
+        ceilings.push(ms(b.ceiling()));
+        // The top of the range: the slowest redial jitter allows.
+        now += ms(b.next_delay(ms(b.ceiling())));
+    }
+    assert_eq!(
+        ceilings,
+        [
+            500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000
+        ]
+    );
+    assert!(
+        dials_in_first_minute <= 8,
+        "{dials_in_first_minute} dials in the first minute"
+    );
+
+    // Stayed up just short of 30 s: still a failure.
+    let up = session_until_dropped(&mut a, &t, now, now + 29_000);
+    now += 29_000;
+    b.session_ended(Some(up), t.at(now));
+    assert_eq!(b.ceiling(), Backoff::DEFAULT_CAP);
+    now += ms(b.next_delay(0));
+
+    // Healthy for 30 s (heartbeats answered all along): from the base again.
+    let up = session_until_dropped(&mut a, &t, now, now + 30_010);
+    now += 30_010;
+    b.session_ended(Some(up), t.at(now));
+    assert_eq!(b.attempt(), 0);
+    assert_eq!(b.ceiling(), Backoff::DEFAULT_BASE);
+
+    // A failed dial (never established) counts as a failed attempt.
+    b.next_delay(0);
+    b.session_ended(None, t.at(now + 100_000));
+    assert_eq!(b.attempt(), 1);
+}
+
+#[test]
+fn backoff_healthy_threshold_is_configurable() {
+    let t = clock();
+    let mut b = Backoff::default().with_healthy_after(Duration::from_secs(5));
+    assert_eq!(b.healthy_after(), Duration::from_secs(5));
+    b.next_delay(0);
+    b.next_delay(0);
+    b.session_ended(Some(t.at(0)), t.at(4_999));
+    assert_eq!(b.attempt(), 2);
+    b.session_ended(Some(t.at(0)), t.at(5_000));
+    assert_eq!(b.attempt(), 0);
+    // A clock that went backwards is not a healthy session.
+    b.next_delay(0);
+    b.session_ended(Some(t.at(10_000)), t.at(0));
+    assert_eq!(b.attempt(), 1);
+}
+
 // ----------------------------- gateway ---------------------------------
 
 fn gateway(t: &Clock) -> GatewaySession {

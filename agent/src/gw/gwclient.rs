@@ -11,7 +11,10 @@
 //! lost connection; its outcome is recorded when it comes. The gateway never
 //! dials the agent; on any failure the client backs off (capped, jittered,
 //! 30 s at most) and dials again, while the datapath keeps forwarding with
-//! the last applied config.
+//! the last applied config. The delay starts again from its base only after
+//! a session that stayed established for 30 s ([`Backoff::session_ended`]):
+//! a gateway that drops every session right after `Welcome` is redialled
+//! at the capped rate, not twice a second.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -182,11 +185,7 @@ pub async fn run(
         meta,
     );
     let mut session = AgentSession::new(cfg, applied, Instant::now());
-    let mut backoff = Backoff::new(
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-        Jitter::Equal,
-    );
+    let mut backoff = Backoff::new(Backoff::DEFAULT_BASE, Backoff::DEFAULT_CAP, Jitter::Equal);
     let seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -198,7 +197,7 @@ pub async fn run(
     loop {
         session.on_connecting(Instant::now());
         publish(&session, &status);
-        let established = match connect(&settings, &connector).await {
+        let established_at = match connect(&settings, &connector).await {
             Ok(stream) => {
                 connected_to(&status, stream.get_ref().0.peer_addr().ok());
                 let mut conn = Conn {
@@ -214,16 +213,15 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(gateway = %settings.control, error = %e, "cannot reach the gateway");
                 session.on_dial_failed(e.to_string(), Instant::now());
-                false
+                None
             }
         };
-        if established {
-            backoff.reset();
-        }
+        backoff.session_ended(established_at, Instant::now());
         publish(&session, &status);
         let delay = backoff.next_delay(rng.next_u64());
         tracing::info!(
             delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            attempt = backoff.attempt(),
             "reconnecting to the gateway"
         );
         // An apply still running finishes meanwhile: record its outcome, so
@@ -311,14 +309,15 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// Runs one connection. Returns true if the session got established.
-    async fn drive(&mut self, stream: Tls) -> bool {
+    /// Runs one connection. Returns when its session reached
+    /// `Established`, if it did (the backoff's measure of a healthy session).
+    async fn drive(&mut self, stream: Tls) -> Option<Instant> {
         let mut next_status = Instant::now() + STATUS_EVERY;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut decoder: Decoder<GatewayMsg> = Decoder::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut outs: VecDeque<AgentOut> = self.session.on_connected(Instant::now()).into();
-        let mut established = false;
+        let mut established = None;
         loop {
             while let Some(out) = outs.pop_front() {
                 match out {
@@ -352,7 +351,7 @@ impl Conn<'_> {
                         heartbeat_ms,
                     } => {
                         *self.tep_id = tep_id;
-                        established = true;
+                        established = Some(Instant::now());
                         tracing::info!(
                             protocol_version,
                             tep_id,
