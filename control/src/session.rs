@@ -1078,6 +1078,36 @@ impl GatewaySession {
         out
     }
 
+    /// The frame `config` would need at worst: it is encoded, with
+    /// [`crate::framing::encode`] (the codec and [`crate::proto::MAX_FRAME`]
+    /// the shell sends with), in the larger of the two messages a session
+    /// carries a config in, an `Update`, with every version at its widest
+    /// (`u64::MAX`). `Ok(len)`: this config can be delivered at any version.
+    /// `Err`: what the shell would hit sending it (`TooLarge` with the
+    /// size). The config is handed back as it came (no copy is made).
+    pub fn worst_case_frame(
+        config: Option<InstanceConfig>,
+    ) -> (Option<InstanceConfig>, Result<usize, FrameError>) {
+        let version = config.as_ref().map(|c| c.version);
+        let mut msg = GatewayMsg::Update {
+            from_version: u64::MAX,
+            version: u64::MAX,
+            config: config.map(|c| InstanceConfig {
+                version: u64::MAX,
+                ..c
+            }),
+        };
+        let len = crate::framing::encode(&msg).map(|frame| frame.len());
+        let config = match &mut msg {
+            GatewayMsg::Update { config, .. } => config.take(),
+            _ => None,
+        };
+        let config = config
+            .zip(version)
+            .map(|(c, version)| InstanceConfig { version, ..c });
+        (config, len)
+    }
+
     /// Refuses the Hello (unknown or revoked instance, ...): Reject + Close.
     pub fn refuse(&mut self, reason: impl Into<String>, now: Instant) -> Vec<GatewayOut> {
         if self.state == GatewayState::Closed {

@@ -808,6 +808,53 @@ fn backoff_healthy_threshold_is_configurable() {
     assert_eq!(b.attempt(), 1);
 }
 
+/// The worst-case frame of a config is the real encoding of an `Update`
+/// carrying it, at least as large as the `Snapshot` the session sends
+/// first, and the config comes back unchanged.
+#[test]
+fn worst_case_frame_is_the_largest_config_message() {
+    let c = with_version(cfg(7), 42);
+    let (back, len) = GatewaySession::worst_case_frame(c.clone());
+    assert_eq!(back, c);
+    let len = len.expect("small config fits");
+    let update = encode(&GatewayMsg::Update {
+        from_version: u64::MAX,
+        version: u64::MAX,
+        config: with_version(c.clone(), u64::MAX),
+    })
+    .unwrap();
+    assert_eq!(len, update.len());
+    let snapshot = encode(&GatewayMsg::Snapshot {
+        version: 42,
+        config: c.clone(),
+    })
+    .unwrap();
+    assert!(snapshot.len() < len);
+    assert_eq!(GatewaySession::worst_case_frame(None).0, None);
+
+    // Over the limit: the framing error the shell would hit, config back.
+    let mut big = c.clone();
+    if let Some(cfg) = &mut big {
+        cfg.firewall = Some(crate::firewall::FirewallConfig {
+            addrsets: vec![crate::firewall::AddrSet {
+                name: "ipset-big".into(),
+                addrs: (0..300_000u32)
+                    .map(|i| {
+                        ipnet::IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(i | 0x0a00_0000)))
+                    })
+                    .collect(),
+            }],
+            ..crate::firewall::FirewallConfig::allow_all()
+        });
+    }
+    let (back, len) = GatewaySession::worst_case_frame(big.clone());
+    assert_eq!(back, big);
+    assert!(
+        matches!(len, Err(FrameError::TooLarge { len, max }) if len > max && max == crate::proto::MAX_FRAME),
+        "{len:?}"
+    );
+}
+
 // ----------------------------- gateway ---------------------------------
 
 fn gateway(t: &Clock) -> GatewaySession {

@@ -206,6 +206,18 @@ impl Resolved {
             Some(c) => c.firewall_for(me),
         }
     }
+
+    /// What every instance's firewall holds at least, whatever its
+    /// inventory: the firewall of an instance that is a member of no group,
+    /// named by no `instance:` target and placed on no switch (only the
+    /// sections and rules without `applied_to`, and the sets they use).
+    /// An instance enrolled later gets this too.
+    pub fn common_firewall(&self) -> FirewallConfig {
+        match &self.0 {
+            None => FirewallConfig::allow_all(),
+            Some(c) => c.firewall_where(|_| false),
+        }
+    }
 }
 
 impl Compiled {
@@ -349,12 +361,17 @@ impl Compiled {
 
     fn firewall_for(&self, me: &InstanceRecord) -> FirewallConfig {
         let member_of: Vec<bool> = self.groups.iter().map(|g| g.matches(me)).collect();
+        self.firewall_where(|sel| sel.matches(me, &member_of))
+    }
+
+    /// The firewall of an instance that `selected` applied-to lists name.
+    fn firewall_where(&self, selected: impl Fn(&Selector) -> bool) -> FirewallConfig {
         let applies = |section: &Option<Selector>, rule: &Option<Selector>| match rule
             .as_ref()
             .or(section.as_ref())
         {
             None => true,
-            Some(sel) => sel.matches(me, &member_of),
+            Some(sel) => selected(sel),
         };
         let mut used: BTreeSet<&str> = BTreeSet::new();
         let mut rulesets = Vec::new();

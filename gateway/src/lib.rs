@@ -11,6 +11,8 @@
 //! * [`state`]: the declarative desired-state file and its validation;
 //!   [`bounded_yaml`]: its YAML/JSON parsing with bounded cost (string
 //!   length, alias expansion).
+//! * [`deliver`]: `apply`'s last check, that every instance's config under
+//!   the new state fits the control channel's frame.
 //! * [`dfw`]: the distributed firewall's schema in that file and its
 //!   validation; [`dfw_resolve`]: its resolution into each instance's
 //!   firewall config (group membership from the inventory).
@@ -37,6 +39,7 @@ pub mod bounded_yaml;
 pub mod conn_limit;
 pub mod control_server;
 pub mod control_store;
+pub mod deliver;
 pub mod dfw;
 pub mod dfw_resolve;
 pub mod enroll;

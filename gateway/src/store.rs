@@ -300,7 +300,10 @@ impl Store {
     }
 
     /// Validates `new` and replaces the desired state with it in one
-    /// transaction. Nothing is written if it is invalid or identical.
+    /// transaction. Nothing is written if it is invalid or identical, or if
+    /// some instance's config under it could not be delivered (too large
+    /// for one control-channel frame: [`crate::deliver`]); either is
+    /// [`StoreError::Invalid`] with the paths to blame.
     pub fn apply_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
         state::validate(new)?;
         let tx = self.conn.transaction()?;
@@ -348,6 +351,7 @@ impl Store {
             )?;
         }
         reconcile_placement(&tx, now)?;
+        check_deliverable(&tx, new)?;
         meta_bump(&tx, "desired_version")?;
         meta_bump(&tx, "version")?;
         let out = ApplyOutcome {
@@ -787,6 +791,42 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
     };
     let dfw = Resolved::compile(&st, &all);
     Ok(build_config_from(&me, &st, &all, None, &dfw))
+}
+
+/// Refuses ([`StoreError::Invalid`]) a desired state under which some
+/// instance's config could not be sent to it ([`crate::deliver`]): the part
+/// every instance gets (so a state applied before any agent enrolled is
+/// checked too), then each instance's config. Runs in `apply_state`'s
+/// transaction after placement, so the configs checked are exactly those
+/// the new state produces; the caller's error drops the transaction, so
+/// nothing of the state is kept.
+fn check_deliverable(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
+    let all = load_instances(tx, None)?;
+    let by_switch = index_by_switch(&all);
+    let dfw = Resolved::compile(st, &all);
+    let mut check = crate::deliver::Check::new(st);
+    // What every instance gets, enrolled yet or not: if that cannot be
+    // framed, no instance's config can (and none is worth encoding).
+    let common = InstanceConfig {
+        version: 0,
+        tep_id: MAX_TEP_ID,
+        switches: Vec::new(),
+        routers: Vec::new(),
+        port: None,
+        remote_ports: Vec::new(),
+        firewall: Some(dfw.common_firewall()),
+    };
+    if !check.common_config(common) {
+        return check.finish().map_err(StoreError::Invalid);
+    }
+    for me in &all {
+        if let Some(cfg) = build_config_from(me, st, &all, Some(&by_switch), &dfw)
+            && !check.config(&me.id, cfg)
+        {
+            break;
+        }
+    }
+    check.finish().map_err(StoreError::Invalid)
 }
 
 /// Positions in `all` of the instances placed on each switch.
