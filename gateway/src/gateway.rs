@@ -10,13 +10,25 @@
 //! (and [`Gateway::is_revoked`] for its certificate) and pushes the result
 //! if its version is newer than what the agent acked. That version is per
 //! instance: it only moves when the instance's own config changes.
+//!
+//! Changes from another process are noticed at once: an inotify watch on
+//! the store's directory wakes [`Gateway::watch_store`] on every write to
+//! the database or its WAL (and when a writer closes them, after its
+//! commit); a poll stays as the fallback (no inotify, a lost event, a
+//! writer that has not closed yet when its commit lands).
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use control::model::InstanceConfig;
-use tokio::sync::watch;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::sync::{mpsc, watch};
 
 use crate::agent_status::AgentStatuses;
 use crate::metrics::Counters;
@@ -52,6 +64,9 @@ pub struct Gateway {
     /// Each agent's latest `Status` (memory only: see [`crate::agent_status`]).
     statuses: AgentStatuses,
     started: Instant,
+    /// The database file, watched for other processes' commits (`None`:
+    /// a store not opened from a directory, e.g. in memory).
+    db: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -67,8 +82,9 @@ impl Gateway {
         if token.is_empty() {
             return Err(GatewayError::EmptyToken(tp));
         }
-        let store = Store::open(&dir.join(files::DB))?;
-        Ok(Self::from_parts(store, ca, token)?)
+        let db = dir.join(files::DB);
+        let store = Store::open(&db)?;
+        Ok(Self::assemble(store, ca, token, Some(db))?)
     }
 
     /// Builds a gateway from already opened parts.
@@ -76,6 +92,15 @@ impl Gateway {
         store: Store,
         ca: Ca,
         admin_token: String,
+    ) -> Result<Arc<Gateway>, StoreError> {
+        Self::assemble(store, ca, admin_token, None)
+    }
+
+    fn assemble(
+        store: Store,
+        ca: Ca,
+        admin_token: String,
+        db: Option<PathBuf>,
     ) -> Result<Arc<Gateway>, StoreError> {
         let (version_tx, _) = watch::channel(store.version()?);
         Ok(Arc::new(Gateway {
@@ -86,6 +111,7 @@ impl Gateway {
             counters: Counters::default(),
             statuses: AgentStatuses::default(),
             started: Instant::now(),
+            db,
         }))
     }
 
@@ -156,7 +182,7 @@ impl Gateway {
                 return;
             }
         };
-        self.version_tx.send_if_modified(|cur| {
+        let moved = self.version_tx.send_if_modified(|cur| {
             if v > *cur {
                 *cur = v;
                 true
@@ -164,15 +190,43 @@ impl Gateway {
                 false
             }
         });
+        if moved {
+            tracing::info!(
+                version = v,
+                "store version moved: sessions look up their configs"
+            );
+        }
     }
 
-    /// Polls the store for changes committed by other processes (the CLI's
-    /// `apply`, `instance revoke`) every `period`, forever.
+    /// Notices changes committed by other processes (the CLI's `apply`,
+    /// `instance revoke`), forever: at once through an inotify watch on the
+    /// database's directory, and by polling every `period` as the fallback.
     pub async fn watch_store(self: Arc<Self>, period: Duration) {
+        let mut inotify = match self.db.as_deref().map(spawn_store_watch) {
+            Some(Ok(rx)) => Some(rx),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, ?period, "store: no inotify watch, polling only");
+                None
+            }
+            None => None,
+        };
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            match &mut inotify {
+                Some(rx) => {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        r = rx.recv() => if r.is_none() {
+                            tracing::warn!(?period, "store: inotify watch ended, polling only");
+                            inotify = None;
+                        },
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
             self.notify_changed();
         }
     }
@@ -189,4 +243,72 @@ impl Gateway {
     pub fn is_revoked(&self, cert_fingerprint: &str) -> Result<bool, StoreError> {
         self.store().is_revoked(cert_fingerprint)
     }
+}
+
+/// How often the watch thread looks whether its gateway is gone.
+const WATCH_ALIVE_CHECK_MS: u16 = 1000;
+
+/// Starts an inotify watch on the directory of `db` on a thread of its
+/// own: one message on the returned channel per burst of events that touch
+/// the database, its WAL or shared-memory file (`gateway.db*`), or an
+/// overflowed event queue (anything may have changed). The thread ends
+/// (and the channel closes) within a second of the receiver being dropped,
+/// or on a read error, which it logs.
+fn spawn_store_watch(db: &Path) -> std::io::Result<mpsc::Receiver<()>> {
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = db
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    inotify.add_watch(
+        dir,
+        AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_MOVED_TO,
+    )?;
+    let (tx, rx) = mpsc::channel(1);
+    std::thread::Builder::new()
+        .name("store-watch".into())
+        .spawn(move || {
+            if let Err(e) = store_watch_loop(&inotify, &name, &tx) {
+                tracing::warn!(error = %e, "store: inotify watch failed");
+            }
+        })?;
+    Ok(rx)
+}
+
+fn store_watch_loop(inotify: &Inotify, name: &[u8], tx: &mpsc::Sender<()>) -> nix::Result<()> {
+    let touches_db = |n: &OsStr| !name.is_empty() && n.as_bytes().starts_with(name);
+    while !tx.is_closed() {
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, WATCH_ALIVE_CHECK_MS) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        let mut hit = false;
+        loop {
+            match inotify.read_events() {
+                Ok(events) => {
+                    hit |= events.iter().any(|e| {
+                        e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+                            || e.name.as_deref().is_some_and(touches_db)
+                    });
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if hit {
+            // Full: a wake-up is already pending, which covers this burst.
+            let _ = tx.try_send(());
+        }
+    }
+    Ok(())
 }
