@@ -4,7 +4,9 @@
 # as `path: message`, and `run` leaves the host untouched (`ip -j addr`,
 # `ip -j link`, routes, namespace list and the state dir unchanged). Then, with
 # a running agent, SIGHUP with an invalid file keeps the running config (and
-# says why in the log), SIGHUP with a valid file applies it.
+# says why in the log), SIGHUP with a valid file applies it, and a reload
+# that changes forwarding takes effect in traffic: without vm2's remote
+# port vm1's pings to vm2 are dropped, with it back they answer again.
 set -euo pipefail
 # shellcheck source=tests/lib/e2e.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
@@ -91,6 +93,47 @@ for ((i = 0; i < 30; i++)); do
 done
 check_eq "SIGHUP with a valid file: config_version 2" 2 "$v"
 check "routed ping works after the reload" overlay_wait_ping vm1 192.168.99.9
+
+# A reload that changes forwarding must change the datapath's tables, not
+# only the version: v3 drops vm2's remote port, v4 brings it back.
+# reload_to VERSION FILE: FILE becomes vm1's config, SIGHUP, bounded wait
+# until the datapath thread runs VERSION (`ctl counters`, published by it).
+reload_to() {
+    local want=$1 i
+    cp "$2" "$good"
+    kill -HUP "$(agent_pid vm1)"
+    for ((i = 0; i < 100; i++)); do
+        [[ "$(agent_counter vm1 .config_version 2>/dev/null)" == "$want" ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+sed -e 's/^version = 1$/version = 3/' -e '/^\[\[remote_ports\]\]$/,/^$/d' "$TOPO_DIR/vm1/good.toml" >"$TOPO_DIR/vm1/v3.toml"
+check "v3 differs from the good file only in the version and vm2's remote port" \
+    bash -c "! grep -q remote_ports '$TOPO_DIR/vm1/v3.toml' && grep -q '^ip = \"192.168.99.9\"' '$TOPO_DIR/vm1/good.toml'"
+nn0=$(agent_counter vm1 '.drops.no_neighbor') || nn0=""
+if reload_to 3 "$TOPO_DIR/vm1/v3.toml"; then
+    ok "SIGHUP without vm2's remote port: the datapath runs version 3"
+else
+    not_ok "SIGHUP without vm2's remote port: the datapath runs version 3" "$(tail -n 5 "$(agent_log vm1)")"
+fi
+out=$(overlay_ping vm1 192.168.99.9 -c 3 -i 0.2 -W 1 2>&1 || true)
+check "version 3: vm1's routed pings to vm2 go unanswered (no remote port)" grep -q ' 0 received' <<<"$out"
+nn=""
+for ((i = 0; i < 30; i++)); do
+    nn=$(agent_counter vm1 '.drops.no_neighbor' 2>/dev/null) || nn=""
+    [[ -n "$nn0" && -n "$nn" && $nn -ge $((nn0 + 3)) ]] && break
+    sleep 0.1
+done
+check "version 3: vm1 drops them as no_neighbor ($nn0 -> $nn)" \
+    bash -c "[[ -n '$nn0' && -n '$nn' && $nn -ge $((${nn0:-0} + 3)) ]]"
+sed 's/^version = 1$/version = 4/' "$TOPO_DIR/vm1/good.toml" >"$TOPO_DIR/vm1/v4.toml"
+if reload_to 4 "$TOPO_DIR/vm1/v4.toml"; then
+    ok "SIGHUP with vm2's remote port back: the datapath runs version 4"
+else
+    not_ok "SIGHUP with vm2's remote port back: the datapath runs version 4" "$(tail -n 5 "$(agent_log vm1)")"
+fi
+check "version 4: routed ping vm1 -> vm2 answers again" overlay_wait_ping vm1 192.168.99.9
 rc=0
 agent_stop vm1 || rc=$?
 check_eq "agent exits 0 on SIGTERM" 0 "$rc"
