@@ -57,7 +57,10 @@ done
 # 0. A valid control packet (echo request vm2 -> vm1): delivered, not dropped;
 #    vm1 answers through its tunnel to vm2.
 inject 1 "$(geneve_hdr 02 40 6558 0x238c)$OPT$INNER"
-counters_settle
+# tunnel_tx C: packets sent to vm2's endpoint in counters C.
+tunnel_tx() { jq '[.tunnels[] | select(.tep_ip=="10.99.3.12") | .tx_packets] | add // 0' <<<"$1"; }
+# Bounded wait for the answer to be counted (counters are published every 200 ms).
+counters_wait vm1 "([.tunnels[] | select(.tep_ip==\"10.99.3.12\") | .tx_packets] | add // 0) >= $(($(tunnel_tx "$c0") + 1))" || true
 c1=$(counters) || bail "vm1 counters readable"
 delta() { jq -n --argjson a "$1" --argjson b "$2" --arg r "$3" '($b.drops[$r] // 0) - ($a.drops[$r] // 0)'; }
 sum=0
@@ -93,7 +96,10 @@ inject 4 "$(geneve_hdr 00 00 6558 0x238c)$INNER"
 inject 1 "$(geneve_hdr 02 40 6558 0x238c)$OPT$(inner_icmp_frame "$M1" 06:17:1e:54:96:ee 192.168.100.4 192.168.100.3)"
 # valid packets, but from the underlay router's address (no tunnel endpoint)
 inject 2 "$(geneve_hdr 02 40 6558 0x238c)$OPT$INNER" "$TOPO_UL"
-counters_settle
+# Bounded wait until every injected datagram is counted somewhere.
+want_total=0
+for r in "${REASONS[@]}"; do want_total=$((want_total + WANT[$r])); done
+counters_wait vm1 ".total_drops >= $(($(jq .total_drops <<<"$c1") + want_total))" || true
 c2=$(counters) || bail "vm1 counters readable"
 for r in "${REASONS[@]}"; do
     check_eq "drops.$r counted exactly ${WANT[$r]}" "${WANT[$r]}" "$(delta "$c1" "$c2" "$r")"

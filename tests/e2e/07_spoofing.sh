@@ -33,8 +33,7 @@ cap_start ip || bail "capture starts"
 in_overlay vm1 ip addr add 192.168.100.77/32 dev nsx-eth0
 ip0=$(ctr spoofed_src_ip) || bail "counter drops.spoofed_src_ip readable"
 out=$(overlay_ping vm1 192.168.100.4 -c "$N" -i 0.2 -W 1 -I 192.168.100.77 2>&1) || true
-counters_settle
-ip1=$(ctr spoofed_src_ip)
+ip1=$(counter_at_least vm1 .drops.spoofed_src_ip $((ip0 + N)))
 check_eq "ping from spoofed source IP 192.168.100.77 gets no answer" 1 "$(grep -c ' 0 received' <<<"$out" || true)"
 check_eq "drops.spoofed_src_ip counted exactly $N" "$N" $((ip1 - ip0))
 in_overlay vm1 ip addr del 192.168.100.77/32 dev nsx-eth0
@@ -50,8 +49,7 @@ in_overlay vm1 ip link set nsx-eth0 address 06:17:1e:54:96:ee
 in_overlay vm1 ip neigh replace 192.168.100.4 lladdr "$(topo_mac vm2)" dev nsx-eth0 nud permanent
 out=$(overlay_ping vm1 192.168.100.4 -c "$N" -i 0.2 -W 1 2>&1) || true
 in_overlay vm1 ip link set nsx-eth0 address "$(topo_mac vm1)"
-counters_settle
-mac1=$(ctr spoofed_src_mac)
+mac1=$(counter_at_least vm1 .drops.spoofed_src_mac $((mac0 + N)))
 check_eq "ping from spoofed source MAC 06:17:1e:54:96:ee gets no answer" 1 "$(grep -c ' 0 received' <<<"$out" || true)"
 check_eq "drops.spoofed_src_mac counted exactly $N" "$N" $((mac1 - mac0))
 pcap=$(cap_stop mac)

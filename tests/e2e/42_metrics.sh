@@ -155,8 +155,20 @@ out=$(overlay_ping vm1 "${IP[vm2]}" -c 5 -i 0.2 -W 2 2>&1 || true)
 check "vm1 pings vm2 5 times over the overlay" grep -q ' 5 received' <<<"$out"
 refused=$(in_overlay vm1 timeout 5 socat -u /dev/null "TCP:${IP[vm2]}:23,connect-timeout=3" 2>&1 || true)
 check "vm1 -> vm2:23 is refused by rule 2001 (reject)" grep -q 'Connection refused' <<<"$refused"
-counters_settle
-scrape_agent vm1 "$A2" || bail "scrape after the traffic"
+# Bounded wait (10 s) until the last of that traffic (the reject) and the
+# pings show in a scrape: counters are published every 200 ms.
+# grown_by SERIES MIN: SERIES in A2 is at least MIN above A1 (both numbers).
+grown_by() {
+    local a b
+    a=$(metric "$A1" "$1")
+    b=$(metric "$A2" "$1")
+    [[ "$a" =~ ^[0-9]+$ && "$b" =~ ^[0-9]+$ && $((b - a)) -ge $2 ]]
+}
+for ((i = 0; i < 100; i++)); do
+    scrape_agent vm1 "$A2" || bail "scrape after the traffic"
+    grown_by "$TUN_TX" 5 && grown_by "$TUN_RX" 5 && grown_by "$R2001" 1 && break
+    sleep 0.1
+done
 grew "agent: tunnel packets to vm2's endpoint (tx) grew by the 5 echo requests" \
     "$(metric "$A1" "$TUN_TX")" "$(metric "$A2" "$TUN_TX")" 5
 grew "agent: tunnel packets from vm2's endpoint (rx) grew by the 5 replies" \

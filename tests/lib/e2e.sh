@@ -7,7 +7,8 @@
 # (VNI 0x238c, 192.168.100.0/24) and ls-app (VNI 0x2388, 192.168.99.0/24)
 # joined by router t1-router; vm1 192.168.100.3 (ls-web), vm2 192.168.99.9
 # (ls-app), vm3 192.168.100.4 (ls-web) -- the first N of them (default 3).
-# Also: raw Geneve packet builders for injection (hex strings) and udp_send.
+# Also: raw Geneve packet builders for injection (hex strings) and udp_send;
+# log_mark / log_wait / log_ms to time bounds between logged events.
 # shellcheck shell=bash
 
 E2E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,6 +59,29 @@ start_agents() {
         agent_wait_overlay "$vm" || bail "agent $vm: nsx-eth0 up in $(topo_root "$vm")"
     done
 }
+
+# --- log lines as events: a time bound is measured between the lines the
+# processes log (tracing's RFC 3339 UTC timestamps, one clock), not from
+# when a test's poll happened to see an effect ---
+
+# log_mark FILE: FILE's line count now (log_wait looks after it).
+log_mark() { if [[ -e "$1" ]]; then wc -l <"$1"; else echo 0; fi; }
+
+# log_wait FILE MARK ERE [SECS]: bounded wait (default 10 s) for a line
+# after the first MARK lines of FILE that matches ERE (ANSI colours
+# stripped); prints the first such line; non-zero if none came.
+log_wait() {
+    local file=$1 mark=$2 re=$3 secs=${4:-10} i line
+    for ((i = 0; i < secs * 20; i++)); do
+        line=$(tail -n +$((mark + 1)) "$file" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' | grep -E -m1 -- "$re" || true)
+        [[ -n "$line" ]] && { printf '%s\n' "$line"; return 0; }
+        sleep 0.05
+    done
+    return 1
+}
+
+# log_ms LINE: the timestamp LINE starts with, in milliseconds since the epoch.
+log_ms() { date -d "${1%% *}" +%s%3N; }
 
 # --- raw packet building (hex strings, no spaces) ---
 

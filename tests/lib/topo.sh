@@ -13,6 +13,7 @@
 #   agent_start vm1; agent_start vm2        # bounded wait until the API answers
 #   in_overlay vm1 ping -c 1 192.168.99.9   # run in vm1's overlay netns (nsx-root)
 #   agent_counter vm1 '.drops.unknown_vni'  # jq over `nsx-agent ctl counters`
+#   counter_at_least vm1 '.drops.no_route' 3  # bounded wait until it is >= 3
 #   cap_start c1; ...; cap_stop c1          # dumpcap on the underlay bridge
 #   cap_start_in c2 NETNS IFACE             # ... or on any namespace's interface
 #   topo_destroy
@@ -245,15 +246,45 @@ agent_api() {
     rm -f "$out"
 }
 
-# counters_settle: the agent publishes its counters every 200 ms (the
-# datapath thread never locks per packet), so wait that out before reading
-# the effect of traffic that just happened.
-counters_settle() { sleep 0.5; }
+# The agent publishes its counters every 200 ms (the datapath thread never
+# locks per packet): the effect of traffic that just happened shows up a
+# publication or two later, later still on a loaded machine. Wait for the
+# effect itself (counters_wait, counter_at_least), bounded, never a fixed
+# sleep.
 
 # agent_counter vmN JQ: one value from `ctl counters`.
 agent_counter() {
     agent_ctl "$1" counters | jq -er "$2"
 }
+
+# counters_wait vmN JQ [SECS]: bounded wait (default 10 s) until
+# `ctl counters | jq -e JQ` holds; true if it did.
+counters_wait() {
+    local vm=$1 q=$2 secs=${3:-10} i
+    for ((i = 0; i < secs * 10; i++)); do
+        agent_ctl "$vm" counters 2>/dev/null | jq -e "$q" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# counter_at_least vmN JQ MIN [SECS]: bounded wait (default 10 s) until the
+# number JQ picks out of `ctl counters` is at least MIN; prints the last
+# value read (so a check on it shows what was there if it never got there).
+counter_at_least() {
+    local vm=$1 q=$2 min=$3 secs=${4:-10} i v=""
+    for ((i = 0; i < secs * 10; i++)); do
+        v=$(agent_counter "$vm" "$q" 2>/dev/null) || v=""
+        [[ "$v" =~ ^[0-9]+$ && $v -ge $min ]] && break
+        sleep 0.1
+    done
+    printf '%s\n' "$v"
+}
+
+# counters_settle: DEPRECATED, a fixed sleep that a loaded machine outruns;
+# kept only so that tests written against it still run. Use counters_wait
+# or counter_at_least.
+counters_settle() { sleep 0.5; }
 
 # agent_start vmN [CONFIG]: start the agent of vmN in the background, wait
 # (bounded, 30 s) until its API answers `status`. Returns non-zero (and
