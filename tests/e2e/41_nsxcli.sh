@@ -91,7 +91,15 @@ done
 sandbox_bg "$TOPO_DIR/session.log" bash -c \
     "sleep 60 | ip netns exec $(topo_root vm3) timeout 70 socat - TCP:${IP[vm1]}:22"
 SESSION=$SANDBOX_LAST_PID
-counters_settle
+# Bounded waits (10 s each) for what the views below show: the session
+# established in vm1's firewall, and the tunnel to vm3 counted both ways
+# (counters are published every 200 ms).
+for ((i = 0; i < 100; i++)); do
+    agent_ctl vm1 getflows 2>/dev/null | grep -qE 'ssh\(22\) [0-9]+ EST' && break
+    sleep 0.1
+done
+counters_wait vm1 '[.tunnels[] | select(.tep_ip == "10.99.3.13") | .rx_packets > 0 and .tx_packets > 0] | any' ||
+    diag "vm1's tunnel to 10.99.3.13 not counted both ways within 10 s"
 
 # cli vmN ARGS...: nsxcli against vmN's agent (UTC times, no history);
 # stdout in OUT, stderr in ERR, exit status in RC.
@@ -218,9 +226,13 @@ json_ok "get firewall rule 1006 --json" vm1 "get firewall rule 1006" '.id == 100
 
 cli vm1 -c "get statistics"
 missing=""
-for r in $(agent_ctl vm1 counters | jq -r '.drops | keys[]'); do
+reasons=$(agent_ctl vm1 counters | jq -er '.drops | keys[]') || reasons=""
+for r in $reasons; do
     grep -qE "^$r +[0-9]+$" <<<"$OUT" || missing+=" $r"
 done
+# `ctl counters` failing (or listing nothing) must not pass as "none missing".
+check "get statistics: the agent's drop reasons are known ($(wc -w <<<"$reasons") of them)" \
+    test "$(wc -w <<<"$reasons")" -gt 20
 check_eq "get statistics: every drop reason of the agent has its line" "" "$missing"
 has "get statistics: port traffic" '^port +[1-9][0-9]* +[1-9][0-9]* +[1-9][0-9]* +[1-9][0-9]*$'
 has "get statistics: the firewall layer" '^firewall +[1-9][0-9]* +[0-9]+ +[0-9]+ +[0-9]+$'
@@ -283,15 +295,18 @@ cli vm4 -c "trace underlay from 10.99.3.11 vni 0x238c icmp src 10.99.3.11 dst 10
 check_eq "vm4: a tunnel in micro-segmentation mode is a usage error (exit 2)" 2 "$RC"
 
 # --- test 4: capture to pcap files, decoded by tshark
-# ping_bg vmN DST COUNT: pings in the background (PID in PING).
+# ping_bg vmN DST: pings in the background (PID in PING), one every 0.2 s
+# until cap_done stops them (at most 50): whenever the capture started
+# (nothing tells when it is armed), the pings that follow fill its count.
 ping_bg() {
-    sandbox_bg "$TOPO_DIR/ping-$1.log" in_overlay "$1" ping -n -c "$3" -i 0.2 "$2"
+    sandbox_bg "$TOPO_DIR/ping-$1.log" in_overlay "$1" ping -n -c 50 -i 0.2 "$2"
     PING=$SANDBOX_LAST_PID
 }
-# cap_done: the capture (PID in cap) and the pings (PING) are over.
+# cap_done: the capture (PID in cap) is over (bounded); the pings stop.
 cap_done() {
     sandbox_wait_exit "$cap" 20 || true
-    sandbox_wait_exit "$PING" 10 || true
+    kill "$PING" 2>/dev/null || true
+    sandbox_wait_exit "$PING" 5 || true
 }
 cli_bg() { # cli_bg vmN LOG ARGS...: nsxcli in the background (PID in SANDBOX_LAST_PID)
     local vm=$1 log=$2
@@ -300,8 +315,7 @@ cli_bg() { # cli_bg vmN LOG ARGS...: nsxcli in the background (PID in SANDBOX_LA
 }
 cli_bg vm1 "$TOPO_DIR/cap-u.log" -c "capture underlay count 6 timeout 8 file $TOPO_DIR/u.pcap"
 cap=$SANDBOX_LAST_PID
-sleep 0.5
-ping_bg vm1 "${IP[vm2]}" 5
+ping_bg vm1 "${IP[vm2]}"
 cap_done
 diag "$(cat "$TOPO_DIR/cap-u.log")"
 check "capture underlay: count line" grep -qE "^6 packets captured to $(re "$TOPO_DIR")/u\.pcap \(pcap, linktype RAW \(IPv4\)\)" "$TOPO_DIR/cap-u.log"
@@ -318,8 +332,7 @@ check "tshark: the reply vm2 -> vm1 in web-ls's VNI 0x238c, inner TTL 63" \
 
 cli_bg vm1 "$TOPO_DIR/cap-p.log" -c "capture port count 4 timeout 8 file $TOPO_DIR/p.pcap"
 cap=$SANDBOX_LAST_PID
-sleep 0.5
-ping_bg vm1 "${IP[vm3]}" 3
+ping_bg vm1 "${IP[vm3]}"
 cap_done
 diag "$(cat "$TOPO_DIR/cap-p.log")"
 got=$(tshark -n -r "$TOPO_DIR/p.pcap" -Y 'icmp' -T fields -E separator=/s \
@@ -332,8 +345,7 @@ check "tshark: ... and vm3's echo reply" \
 
 cli_bg vm1 "$TOPO_DIR/cap-s.log" -c "capture switch web-ls count 2 timeout 8"
 cap=$SANDBOX_LAST_PID
-sleep 0.5
-ping_bg vm1 "${IP[vm3]}" 2
+ping_bg vm1 "${IP[vm3]}"
 cap_done
 diag "$(cat "$TOPO_DIR/cap-s.log")"
 check "capture switch web-ls (live view): one line per packet, time, direction, MACs, addresses" \
@@ -342,8 +354,7 @@ check "capture switch web-ls (live view): one line per packet, time, direction, 
 check "capture switch: the count line" grep -qE '^2 packets captured' "$TOPO_DIR/cap-s.log"
 cli_bg vm1 "$TOPO_DIR/cap-l.log" -c "capture underlay count 4 timeout 8"
 cap=$SANDBOX_LAST_PID
-sleep 0.5
-ping_bg vm1 "${IP[vm2]}" 3
+ping_bg vm1 "${IP[vm2]}"
 cap_done
 diag "$(cat "$TOPO_DIR/cap-l.log")"
 check "capture underlay (live view): outer addresses, VNI and inner addresses" \
@@ -354,19 +365,34 @@ check "capture underlay (live view): outer addresses, VNI and inner addresses" \
 # the next one runs at once instead of "a capture is already running".
 cli_bg vm1 "$TOPO_DIR/cap-int.log" -c "capture port count 1000 timeout 60"
 cap=$SANDBOX_LAST_PID
-sleep 0.5
+# Bounded wait (10 s) until nsxcli is connected to vm1's API (its only
+# socket: the capture request is out), so that the interrupt lands
+# mid-capture.
+for ((i = 0; i < 100; i++)); do
+    ss -xpH state connected 2>/dev/null | grep -q '"nsxcli"' && break
+    sleep 0.1
+done
+check "nsxcli's capture is connected to vm1's API before the interrupt" \
+    bash -c "ss -xpH state connected | grep -q '\"nsxcli\"'"
 kill -INT "$cap" 2>/dev/null || true
 sandbox_wait_exit "$cap" 10 || true
-sleep 0.3
-cli vm1 -c "capture port count 1 timeout 1"
-check_eq "after Ctrl-C in a capture, the next capture runs (exit 0, not 'already running')" "0 " \
+# The agent ends the interrupted capture at its next loop round: retry
+# (bounded, 5 s; the capture would run 60 s if it were not cancelled).
+for ((i = 0; i < 25; i++)); do
+    cli vm1 -c "capture port count 1 timeout 1"
+    grep -q 'already running' <<<"$ERR" || break
+    sleep 0.2
+done
+check_eq "after Ctrl-C in a capture, the next capture runs (exit 0, not 'already running'; attempt $((i + 1)))" "0 " \
     "$RC $(grep -o 'already running' <<<"$ERR" || true)"
 
 # --- test 2: the interactive shell through a real pseudo-terminal
 cat >"$TOPO_DIR/pty_drive.py" <<'EOF'
 # Drives a program on a pseudo-terminal: steps are [name, keys, regex]; the
 # keys are written, then the output (ANSI sequences stripped) must match the
-# regex within 10 s. Prints "ok NAME" / "not ok NAME" and, last, "exit N".
+# regex within 10 s -- or, for a regex of null, the program must close the
+# terminal (exit) within 10 s. Prints "ok NAME" / "not ok NAME" and, last,
+# "exit N".
 import json, os, pty, re, select, sys, time
 
 argv, steps = json.loads(sys.argv[1]), json.loads(sys.argv[2])
@@ -399,10 +425,11 @@ for name, keys, want in steps:
         time.sleep(0.02)
     deadline, ok = time.time() + 10, False
     while time.time() < deadline:
-        if re.search(want, ansi.sub(b"", seen).decode("utf-8", "replace"), re.M):
+        if want is not None and re.search(want, ansi.sub(b"", seen).decode("utf-8", "replace"), re.M):
             ok = True
             break
         if read(0.2) is None:
+            ok = want is None  # the terminal closed: the program is gone
             break
     text = ansi.sub(b"", seen).decode("utf-8", "replace")
     print(("ok " if ok else "not ok ") + name + ("" if ok else "\n# " + repr(text[-600:])), flush=True)
@@ -451,7 +478,7 @@ steps=$(jq -cn '[
   ["get version", "get version\r", "API Version : 1"],
   ["Up Up recalls get vm-network-mode from history", "\u001b[A\u001b[A", "get vm-network-mode$"],
   ["... and runs it again", "\r", "VM-Network-Mode : overlay"],
-  ["exit leaves the shell", "exit\r", "exit"]
+  ["exit leaves the shell (the terminal closes)", "exit\r", null]
 ]')
 pty_run "$TOPO_DIR/pty1.log" "$prog" "$steps"
 check "the history file holds the session's commands" grep -qx 'get vm-network-mode' "$HIST"
@@ -459,7 +486,7 @@ steps=$(jq -cn '[
   ["a new shell shows the prompt", "", "^ip-10-99-3-248> $"],
   ["Up recalls the last command of the previous session (from the history file)", "\u001b[A", "ip-10-99-3-248> exit$"],
   ["Up again: the one before", "\u001b[A", "ip-10-99-3-248> get vm-network-mode$"],
-  ["Ctrl-D leaves the shell", "\u0015\u0004", "$"]
+  ["Ctrl-D leaves the shell (the terminal closes)", "\u0015\u0004", null]
 ]')
 pty_run "$TOPO_DIR/pty2.log" "$prog" "$steps"
 gprog=$(jq -cn --arg cli "$NSXCLI" --arg ns "$GW_NS" --arg dir "$GW_DIR" \
@@ -468,7 +495,7 @@ steps=$(jq -cn '[
   ["gateway shell: the prompt <hostname>(gateway)> ", "", "\\(gateway\\)> $"],
   ["gateway shell: get instances", "get instances\r", "vm1 +[^ ]+ +overlay +web-ls"],
   ["gateway shell: Tab completes get c to get certificates", "get c\t", "get certificates $"],
-  ["gateway shell: exit", "\u0015exit\r", "exit"]
+  ["gateway shell: exit leaves it (the terminal closes)", "\u0015exit\r", null]
 ]')
 pty_run "$TOPO_DIR/pty3.log" "$gprog" "$steps"
 
