@@ -18,20 +18,31 @@ overlay_wait_ping vm2 "${GW_IP_OF[vm1]}" || bail "overlay ping vm2 -> vm1 before
 check "vm1 persisted its applied config (desired.json)" test -s "$TOPO_DIR/vm1/state/desired.json"
 v1=$(gw_status vm1 .gateway.applied_version)
 
+gwpid=${GW_PID:-}
 gw_kill
-ok "gateway SIGKILLed"
+if [[ -n "$gwpid" ]] && ! sandbox_alive "$gwpid" && ! gw_port_open 8443 && ! gw_port_open 5555; then
+    ok "gateway SIGKILLed (pid $gwpid gone, 8443 and 5555 closed)"
+else
+    bail "gateway SIGKILLed" "pid '${gwpid}' alive: $(sandbox_alive "${gwpid:-0}" && echo yes || echo no)"
+fi
 gw_wait_not_state vm1 ESTABLISHED 5 || true
 
 # restart_headless HOW: stop vm1's agent (SIGTERM or SIGKILL) and start it again.
 restart_headless() {
-    local how=$1 rc=0 t0 t1 st ms
+    local how=$1 rc=0 t0 t1 st ms pid
     if [[ $how == SIGTERM ]]; then
         agent_stop vm1 || rc=$?
         check_eq "vm1's agent exits 0 on SIGTERM" 0 "$rc"
         check "SIGTERM removed vm1's overlay namespace" bash -c "! ip netns list | grep -qw $(topo_root vm1)"
     else
+        pid=$(agent_pid vm1)
         agent_kill vm1
-        ok "vm1's agent SIGKILLed"
+        if [[ -n "$pid" ]] && ! sandbox_alive "$pid" && ! agent_ctl vm1 status >/dev/null 2>&1; then
+            ok "vm1's agent SIGKILLed (pid $pid gone, its API does not answer)"
+        else
+            not_ok "vm1's agent SIGKILLed" "pid '$pid' alive: $(sandbox_alive "${pid:-0}" && echo yes || echo no)"
+            return
+        fi
     fi
     t0=$(date +%s%N)
     if gw_agent_start vm1 2>"$TOPO_DIR/vm1/restart.err"; then
