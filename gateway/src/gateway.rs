@@ -213,13 +213,17 @@ impl Gateway {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut woken = false;
             match &mut inotify {
                 Some(rx) => {
                     tokio::select! {
                         _ = tick.tick() => {}
-                        r = rx.recv() => if r.is_none() {
-                            tracing::warn!(?period, "store: inotify watch ended, polling only");
-                            inotify = None;
+                        r = rx.recv() => match r {
+                            Some(()) => woken = true,
+                            None => {
+                                tracing::warn!(?period, "store: inotify watch ended, polling only");
+                                inotify = None;
+                            }
                         },
                     }
                 }
@@ -228,6 +232,11 @@ impl Gateway {
                 }
             }
             self.notify_changed();
+            if woken {
+                // The gateway's own commits wake the watch too: at most one
+                // store read per gap (events meanwhile wait in the channel).
+                tokio::time::sleep(WATCH_MIN_GAP).await;
+            }
         }
     }
 
@@ -244,6 +253,9 @@ impl Gateway {
         self.store().is_revoked(cert_fingerprint)
     }
 }
+
+/// The least time between two store reads the inotify watch causes.
+const WATCH_MIN_GAP: Duration = Duration::from_millis(10);
 
 /// How often the watch thread looks whether its gateway is gone.
 const WATCH_ALIVE_CHECK_MS: u16 = 1000;
