@@ -47,12 +47,14 @@ fi
 T=5   # seconds allowed for each ip/ethtool command
 FAILS=0
 PASSES=0
+SKIPS=0
 WORK="$(mktemp -d /tmp/host_plumbing.XXXXXX)"
 SD="$WORK/state"
 trap 'rm -rf "$WORK"' EXIT
 
 pass() { PASSES=$((PASSES + 1)); echo "PASS: $*"; }
 fail() { FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
+skip() { SKIPS=$((SKIPS + 1)); echo "SKIP: $*"; }
 check() { # check DESCRIPTION COMMAND...
     local what="$1"; shift
     if "$@" >/dev/null 2>&1; then pass "$what"; else fail "$what"; fi
@@ -71,28 +73,29 @@ show_err() { sed 's/^/    | /' "$WORK/err"; }
 timeout "$T" ip link set lo up || die "lo up"
 
 # --------------------------------------------------------------- topology --
+# Each step checked on its own: `set -e` is ignored inside a function
+# called on the left of `||`, so it cannot stand in for these checks.
+topo_step() { "$@" || { echo "FAIL: topology step failed: $*" >&2; return 1; }; }
 build_topology() {
-    set -e
-    ip netns add hp-ul
-    ip netns add hp-vm1
-    ip netns add hp-vm2
-    ip -n hp-ul link set lo up
-    ip -n hp-ul link add br0 type bridge stp_state 0 forward_delay 0
-    ip -n hp-ul addr add 10.99.3.1/24 dev br0
-    ip -n hp-ul link set br0 up
+    topo_step ip netns add hp-ul || return 1
+    topo_step ip netns add hp-vm1 || return 1
+    topo_step ip netns add hp-vm2 || return 1
+    topo_step ip -n hp-ul link set lo up || return 1
+    topo_step ip -n hp-ul link add br0 type bridge stp_state 0 forward_delay 0 || return 1
+    topo_step ip -n hp-ul addr add 10.99.3.1/24 dev br0 || return 1
+    topo_step ip -n hp-ul link set br0 up || return 1
     local i
     for i in 1 2; do
-        ip link add eth0 netns "hp-vm$i" type veth peer name "vm$i" netns hp-ul
-        ip -n hp-ul link set "vm$i" master br0 up
-        ip -n "hp-vm$i" link set lo up
-        ip -n "hp-vm$i" link set eth0 address "06:00:00:00:00:0$i" up
-        ip -n "hp-vm$i" addr add "10.99.3.1$i/24" brd + dev eth0
-        ip -n "hp-vm$i" route add default via 10.99.3.1 metric 100
+        topo_step ip link add eth0 netns "hp-vm$i" type veth peer name "vm$i" netns hp-ul || return 1
+        topo_step ip -n hp-ul link set "vm$i" master br0 up || return 1
+        topo_step ip -n "hp-vm$i" link set lo up || return 1
+        topo_step ip -n "hp-vm$i" link set eth0 address "06:00:00:00:00:0$i" up || return 1
+        topo_step ip -n "hp-vm$i" addr add "10.99.3.1$i/24" brd + dev eth0 || return 1
+        topo_step ip -n "hp-vm$i" route add default via 10.99.3.1 metric 100 || return 1
     done
-    ip -n hp-vm1 route add 10.200.0.0/16 via 10.99.3.254
-    set +e
+    topo_step ip -n hp-vm1 route add 10.200.0.0/16 via 10.99.3.254
 }
-( build_topology ) || die "building the sandbox topology"
+build_topology || die "building the sandbox topology"
 # Let IPv6 DAD finish so the "before" snapshot is stable.
 for _ in $(seq 50); do
     [ -z "$(ip -n hp-vm1 -6 addr show tentative)" ] && break
@@ -230,7 +233,7 @@ check_filtered() {
     if locked_supported; then
         check "filtered: eth0 port locked" slave_data '.locked == true'
     else
-        echo "SKIP: this kernel has no locked bridge ports"
+        skip "filtered: eth0 port locked (this kernel has no locked bridge ports)"
     fi
     check "filtered: nftables NIC block (bridge table, in + out chains) present" nft_chain true
     check "filtered: nsx-fw0 is a veth, port of nsx-vtep0.0, up, MTU $1, learning on" \
@@ -373,19 +376,29 @@ if agent setup --filtered on; then
     check_filtered 1500
     # Each ingress block alone keeps the NIC's frames out of the bridge
     # (nsx-vtep0.0 counts every frame delivered to the host).
-    if vm1 ip link set dev eth0 type bridge_slave locked off; then
-        br0="$(rx_packets nsx-vtep0.0)"
-        check "filtered: NIC still cut off with the port unlocked (nftables alone)" nic_cut_off
-        check "filtered: unlocked port, still nothing delivered to nsx-vtep0.0" \
-            test "$(rx_packets nsx-vtep0.0)" -eq "$br0"
-        vm1 ip link set dev eth0 type bridge_slave locked on
-    fi
-    if locked_supported && timeout 30 nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" nft-del --nic eth0; then
-        check "filtered: nftables block deleted for the test" nft_chain false
-        br0="$(rx_packets nsx-vtep0.0)"
-        check "filtered: NIC still cut off without nftables (locked port alone)" nic_cut_off
-        check "filtered: locked port alone, nothing delivered to nsx-vtep0.0" \
-            test "$(rx_packets nsx-vtep0.0)" -eq "$br0"
+    # Both need locked bridge ports (Linux 5.18+); without them, say so.
+    if ! locked_supported; then
+        skip "filtered: NIC cut off by nftables alone (needs locked bridge ports to unlock)"
+        skip "filtered: NIC cut off by the locked port alone (this kernel has no locked bridge ports)"
+    else
+        if vm1 ip link set dev eth0 type bridge_slave locked off; then
+            br0="$(rx_packets nsx-vtep0.0)"
+            check "filtered: NIC still cut off with the port unlocked (nftables alone)" nic_cut_off
+            check "filtered: unlocked port, still nothing delivered to nsx-vtep0.0" \
+                test "$(rx_packets nsx-vtep0.0)" -eq "$br0"
+            check "filtered: port locked again" vm1 ip link set dev eth0 type bridge_slave locked on
+        else
+            fail "filtered: unlock eth0's port for the nftables-alone check"
+        fi
+        if timeout 30 nsenter --net=/run/netns/hp-vm1 -- "$HP_BIN" nft-del --nic eth0; then
+            check "filtered: nftables block deleted for the test" nft_chain false
+            br0="$(rx_packets nsx-vtep0.0)"
+            check "filtered: NIC still cut off without nftables (locked port alone)" nic_cut_off
+            check "filtered: locked port alone, nothing delivered to nsx-vtep0.0" \
+                test "$(rx_packets nsx-vtep0.0)" -eq "$br0"
+        else
+            fail "filtered: delete the nftables block for the locked-port-alone check"
+        fi
     fi
     if agent setup --filtered on; then
         pass "filtered: second setup adopts the plumbing"
@@ -572,11 +585,19 @@ vm1 ip link del nsx-eth0-peer
 check_same "foreign name clash: nothing changed" "$WORK/before"
 
 # Another live agent (simulated by holding its lock) must not be torn down.
-if command -v flock >/dev/null; then
+if ! command -v flock >/dev/null; then
+    skip "setup refuses while another agent holds the lock (no flock(1) here)"
+else
     mkdir -p "$SD"
-    timeout 20 flock -n "$SD/host.lock" sleep 10 &
+    # Blocking (bounded) take: the probes below must not make it give up.
+    timeout 20 flock -w 10 "$SD/host.lock" sleep 10 &
     HOLDER=$!
-    sleep 0.3
+    # Bounded wait until the holder has the lock (a second flock -n fails).
+    for _ in $(seq 50); do
+        flock -n "$SD/host.lock" true || break
+        sleep 0.1
+    done
+    check "the lock holder has the lock" bash -c "! flock -n '$SD/host.lock' true"
     if agent setup --port "$PORT"; then
         fail "setup while another agent holds the lock must fail"
         agent teardown
@@ -589,5 +610,5 @@ if command -v flock >/dev/null; then
 fi
 
 echo
-echo "host_plumbing: $PASSES passed, $FAILS failed"
+echo "host_plumbing: $PASSES passed, $FAILS failed, $SKIPS skipped"
 [ "$FAILS" -eq 0 ]
