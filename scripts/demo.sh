@@ -18,6 +18,8 @@
 #   scripts/demo.sh --check      # show, exit 0 only if everything worked
 #   scripts/demo.sh --mtu 9001   # underlay MTU 9001 (default 1500)
 #   NSX_DEMO_PCAP=/tmp/demo.pcap scripts/demo.sh --check   # keep the capture
+#   NSX_AGENT=... NSX_GATEWAY=... [NSXCLI=...] scripts/demo.sh --check
+#                                # these binaries, no build (scripts/test.sh)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/lib/e2e.sh
@@ -56,12 +58,21 @@ if [[ "${NSX_IN_SANDBOX:-}" != 1 ]]; then
     # Outside the sandbox: tools, build, absolute pcap path.
     # shellcheck source=tests/lib/deps.sh
     source "$ROOT/tests/lib/deps.sh"
-    nsx_install_tools ip ping tshark dumpcap jq ethtool socat unshare nsenter timeout sha256sum cc curl openssl
-    nsx_ensure_rust >/dev/null
-    echo "== building (cargo build --release -p agent -p gateway -p nsxcli)"
-    (cd "$ROOT" && cargo build --release -p agent -p gateway -p nsxcli)
-    export NSX_AGENT=$ROOT/target/release/nsx-agent
-    export NSX_GATEWAY=$ROOT/target/release/nsx-gateway
+    nsx_install_tools ip ping tshark dumpcap jq ethtool socat unshare nsenter timeout sha256sum cc curl openssl wget
+    if [[ -n "${NSX_AGENT:-}" && -n "${NSX_GATEWAY:-}" ]]; then
+        # Binaries given (scripts/test.sh passes the release build it made).
+        for b in "$NSX_AGENT" "$NSX_GATEWAY"; do
+            [[ -x "$b" ]] || { echo "$b is not executable" >&2; exit 2; }
+        done
+        echo "== using $NSX_AGENT and $NSX_GATEWAY (no build)"
+    else
+        nsx_ensure_rust >/dev/null
+        echo "== building (cargo build --release -p agent -p gateway -p nsxcli)"
+        (cd "$ROOT" && cargo build --release -p agent -p gateway -p nsxcli)
+        export NSX_AGENT=$ROOT/target/release/nsx-agent
+        export NSX_GATEWAY=$ROOT/target/release/nsx-gateway
+    fi
+    export NSXCLI=${NSXCLI:-$(dirname "$NSX_AGENT")/nsxcli}
     if [[ -n "${NSX_DEMO_PCAP:-}" ]]; then
         mkdir -p "$(dirname "$NSX_DEMO_PCAP")"
         NSX_DEMO_PCAP=$(cd "$(dirname "$NSX_DEMO_PCAP")" && pwd)/$(basename "$NSX_DEMO_PCAP")
@@ -359,12 +370,21 @@ a2=$(try_ssh vm2)
 printf '  vm3 (web-ls) -> vm1:22: %s\n  vm2 (app-ls) -> vm1:22: %s\n' "$a3" "$a2"
 if [[ "$a3" == "hello from vm3" ]]; then good "vm3, in the web tier, still reaches vm1:22"; else bad "vm3 -> vm1:22 after the rule"; fi
 if grep -q "Connection refused" <<<"$a2"; then good "vm2 is refused at once (a RST from its own agent's firewall)"; else bad "vm2 -> vm1:22 should be refused"; fi
-sandbox_bg "$TOPO_DIR/session.log" bash -c "sleep 3 | ip netns exec $(topo_root vm3) timeout 10 socat - TCP:${OIP[vm1]}:22"
-sleep 1
+# An ssh-like session vm3 -> vm1:22 held open (bounded) for getflows.
+sandbox_bg "$TOPO_DIR/session.log" bash -c "sleep 30 | ip netns exec $(topo_root vm3) timeout 40 socat - TCP:${OIP[vm1]}:22"
+# Bounded wait (10 s) until vm1's firewall tracks it.
+for ((i = 0; i < 100; i++)); do
+    "$NSX_AGENT" ctl --socket "$(topo_socket vm1)" getflows 2>/dev/null | grep -q 'ssh(22)' && break
+    sleep 0.1
+done
 show "$NSX_AGENT" ctl --socket "$(topo_socket vm1)" getrules
 show "$NSX_AGENT" ctl --socket "$(topo_socket vm1)" getaddrsets
 show "$NSX_AGENT" ctl --socket "$(topo_socket vm1)" getflows
-sleep 1.2
+# The packet-log writer runs once a second: bounded wait (10 s) for the line.
+for ((i = 0; i < 100; i++)); do
+    grep -q "INET match REJECT domain-c25/1002 OUT" "$TOPO_DIR/vm2/dfwpktlogs.log" 2>/dev/null && break
+    sleep 0.1
+done
 printf '$ tail -n 3 %s   # dfwpktlogs.log of vm2\n' "$TOPO_DIR/vm2/dfwpktlogs.log"
 tail -n 3 "$TOPO_DIR/vm2/dfwpktlogs.log" 2>/dev/null | indent
 if grep -q "INET match REJECT domain-c25/1002 OUT" "$TOPO_DIR/vm2/dfwpktlogs.log" 2>/dev/null; then
@@ -374,7 +394,7 @@ else
 fi
 
 say "nsxcli on vm1: the operator's shell (nsxcli -c ..., or interactive)"
-NSXCLI=$(dirname "$NSX_AGENT")/nsxcli
+NSXCLI=${NSXCLI:-$(dirname "$NSX_AGENT")/nsxcli}
 # nsxcli_show CMD REGEX LABEL: run CMD against vm1's agent as the seed shows it, check REGEX.
 nsxcli_show() {
     local out

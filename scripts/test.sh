@@ -3,8 +3,9 @@
 # failure: installs what the tests need (apt, rustup components; skipped when
 # present), then rustfmt, clippy (-D warnings), shellcheck, cargo test, the
 # release build of nsx-agent, nsx-gateway and nsxcli, tests/host_plumbing.sh
-# (if present) and the namespace end-to-end tests (tests/run-e2e.sh) against
-# those release binaries.
+# (if present), the README's first command (scripts/demo.sh --check) and the
+# namespace end-to-end tests (tests/run-e2e.sh), both against those release
+# binaries (the demo builds nothing when given them).
 # Run as root on Debian/Ubuntu (or with unprivileged user namespaces and the
 # packages already installed). Usage: scripts/test.sh
 set -euo pipefail
@@ -49,6 +50,7 @@ export NSXCLI=$ROOT/target/release/nsxcli
 if [[ -x tests/host_plumbing.sh || -f tests/host_plumbing.sh ]]; then
     run "tests/host_plumbing.sh" bash tests/host_plumbing.sh
 fi
+run "scripts/demo.sh --check (the README's first command)" scripts/demo.sh --check
 run "end-to-end tests (tests/run-e2e.sh)" tests/run-e2e.sh
 
 step "all checks passed"
