@@ -28,7 +28,12 @@ p1=$SANDBOX_LAST_PID
 sandbox_bg "$TOPO_DIR/ping2.log" ip netns exec "$(topo_root vm2)" \
     ping -n -i "$INTERVAL" -c "$COUNT" -w 25 -W 1 192.168.100.3
 p2=$SANDBOX_LAST_PID
-sleep 3
+# Bounded wait (10 s) until both pings are answered steadily (20 replies).
+for ((i = 0; i < 100; i++)); do
+    [[ $(grep -c 'bytes from' "$TOPO_DIR/ping1.log" 2>/dev/null) -ge 20 &&
+        $(grep -c 'bytes from' "$TOPO_DIR/ping2.log" 2>/dev/null) -ge 20 ]] && break
+    sleep 0.1
+done
 ns_before=$(stat -L -c %i "/run/netns/$(topo_root vm1)")
 old=$(agent_pid vm1)
 agent_kill vm1

@@ -103,7 +103,13 @@ check "a rule change still reaches vm1 under deny-all (acked)" wait_acked
 check "vm2 -> vm1 underlay ping is allowed by rule 1010" ping_u vm2 "$U1"
 check "vm1 -> vm2 underlay ping is still refused (rule 1010 is inbound only)" no_ping_u vm1 "$U2"
 sandbox_bg "$TOPO_DIR/listen.log" ip netns exec "$(topo_ns vm1)" timeout 30 socat -u TCP-LISTEN:5000,reuseaddr OPEN:/dev/null
-sleep 0.3
+# Bounded wait (5 s) for the listener: a refusal must be the firewall's,
+# not the kernel's for a port nobody listens on yet.
+for ((i = 0; i < 50; i++)); do
+    in_inst vm1 ss -ltnH '( sport = :5000 )' | grep -q . && break
+    sleep 0.1
+done
+check "vm1 listens on 5000 (in its main namespace)" bash -c "ip netns exec $(topo_ns vm1) ss -ltnH '( sport = :5000 )' | grep -q ."
 out=$(ip netns exec "$(topo_ns vm2)" timeout 5 socat -u /dev/null "TCP:$U1:5000,connect-timeout=3" 2>&1 || true)
 check "vm2 -> vm1:5000 (no rule, default reject) is refused at once by vm1's firewall" grep -q 'Connection refused' <<<"$out"
 rules=$(agent_ctl vm1 getrules)

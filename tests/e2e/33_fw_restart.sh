@@ -62,7 +62,13 @@ stream() {
 }
 stream 5001
 s1=$STREAM
-sleep 1
+# flow_packets PORT: the packet count of vm1's flow to PORT (empty if none).
+flow_packets() { agent_ctl vm1 getflows 2>/dev/null | awk -v p=":Unknown($1)" 'index($0, p) { print $15; exit }'; }
+# Bounded wait (10 s) until vm1 tracks the stream.
+for ((i = 0; i < 100; i++)); do
+    [[ -n "$(flow_packets 5001)" ]] && break
+    sleep 0.1
+done
 check "stream vm3 -> vm1:5001 runs" sandbox_alive "$s1"
 flows=$(agent_ctl vm1 getflows)
 id_before=$(awk '/:Unknown\([0-9]+\) [0-9.]+:Unknown\(5001\)/ { print $1 }' <<<"$flows")
@@ -80,7 +86,12 @@ gw_wait_state vm1 ESTABLISHED 15 || true
 check "vm1's agent restored the table" grep -q 'connection table restored' "$(agent_log vm1)"
 diag "$(grep 'connection table restored' "$(agent_log vm1)" | tail -n 1)"
 check "the saved table file was consumed" test ! -e "$TOPO_DIR/vm1/state/conntrack.json"
-sleep 2
+# Bounded wait (10 s) until the restored flow has carried more packets.
+for ((i = 0; i < 100; i++)); do
+    pk=$(flow_packets 5001)
+    [[ -n "$pk" && "$pk" -gt "${pk_before:-0}" ]] && break
+    sleep 0.1
+done
 check "the stream survived the restart (socat still sending)" sandbox_alive "$s1"
 flows=$(agent_ctl vm1 getflows)
 diag "$flows"
@@ -93,12 +104,21 @@ check "its counters carried over and kept growing ($pk_before -> $pk_after packe
 # Control: a stream whose entry is not restored stalls (TCP strict, no pickup).
 stream 5002
 s2=$STREAM
-sleep 1
+for ((i = 0; i < 100; i++)); do
+    [[ -n "$(flow_packets 5002)" ]] && break
+    sleep 0.1
+done
+check "vm1 tracks the second stream (vm3 -> vm1:5002) before the restart" test -n "$(flow_packets 5002)"
 agent_stop vm1 || true
 rm -f "$TOPO_DIR/vm1/state/conntrack.json"
 gw_agent_start vm1 2>"$TOPO_DIR/vm1/restart2.err" || bail "agent vm1 restarts again" "$(cat "$TOPO_DIR/vm1/restart2.err")"
-sleep 2
-nc=$(agent_ctl vm1 firewall-stats | jq '[.drops[] | select(.[0] == "fw_no_connection") | .[1]] | add')
+# Bounded wait (10 s) for the stalled stream's retransmissions to be dropped.
+nc=""
+for ((i = 0; i < 100; i++)); do
+    nc=$(agent_ctl vm1 firewall-stats 2>/dev/null | jq '[.drops[] | select(.[0] == "fw_no_connection") | .[1]] | add' 2>/dev/null || true)
+    [[ "$nc" =~ ^[0-9]+$ && $nc -gt 0 ]] && break
+    sleep 0.1
+done
 check "without its saved entry the other stream's segments are dropped ($nc as no connection)" \
     bash -c "[[ '$nc' -gt 0 ]]"
 flows=$(agent_ctl vm1 getflows)

@@ -284,8 +284,13 @@ check "... rolled back: nothing installed" empty_dir "$P"
 check "... and the NIC untouched" nic_intact vm1
 
 # --- uninstall after a crash: vm3's agent is SIGKILLed first -------------------------------
-kill -KILL "$(cat "$P3/var/run/nsx-agent/nsx-agent.pid")" 2>/dev/null
-sleep 0.3
+pid3=$(cat "$P3/var/run/nsx-agent/nsx-agent.pid" 2>/dev/null || echo none)
+kill -KILL "$pid3" 2>/dev/null
+if [[ "$pid3" =~ ^[0-9]+$ ]] && sandbox_wait_exit "$pid3" 5; then
+    ok "vm3's agent ($pid3) is gone after SIGKILL"
+else
+    not_ok "vm3's agent ($pid3) is gone after SIGKILL"
+fi
 check "vm3: after SIGKILL the NIC is still the agent's (nsx-vtep0.0 holds the address)" \
     bash -c "ip netns exec $(topo_ns vm3) ip -o -4 addr show dev nsx-vtep0.0 | grep -q ' $(topo_underlay_ip vm3)/'"
 check "vm3: --uninstall after the crash exits 0" run_installer vm3 "$P3" "$TOPO_DIR/vm3/uninstall.log" --uninstall
