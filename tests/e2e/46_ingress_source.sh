@@ -68,6 +68,11 @@ inject() {
 counters() { agent_ctl vm1 counters; }
 drops() { jq -n --argjson a "$1" --argjson b "$2" --arg r "$3" '($b.drops[$r] // 0) - ($a.drops[$r] // 0)'; }
 sessions_1006() { agent_ctl vm1 firewall-stats | jq '[.rules[] | select(.id == 1006) | .sessions] | add // 0'; }
+# settled_after C JQ_NUM N: bounded wait (10 s) until the number JQ_NUM picks
+# out of B's counters is N more than in C (counters are published every
+# 200 ms, later on a loaded machine).
+settled_after() { counters_wait vm1 "($2) >= $(($(jq "$2" <<<"$1") + $3))" || true; }
+RX_A='[.tunnels[] | select(.tep_ip == "10.99.3.13") | .rx_packets] | add // 0'
 
 c0=$(counters) || bail "B's counters readable"
 jq -e '.drops | has("spoofed_inner_src")' <<<"$c0" >/dev/null ||
@@ -78,7 +83,7 @@ cap_start_in b "$(topo_root vm1)" nsx-eth0 "tcp dst port 22" || bail "capture on
 # 1. C impersonates A: 3 switched SYNs, 2 routed ones.
 inject "$NS_C" 3 "$GENEVE_C$SYN_A"
 inject "$NS_C" 2 "$GENEVE_C$SYN_A_ROUTED"
-counters_settle
+settled_after "$c0" '.drops.spoofed_inner_src // 0' 5
 c1=$(counters) || bail "B's counters readable"
 check_eq "C's SYNs with A's source: drops.spoofed_inner_src counted exactly 5" 5 "$(drops "$c0" "$c1" spoofed_inner_src)"
 check_eq "... and none reached B's firewall (drops.firewall unchanged)" 0 "$(drops "$c0" "$c1" firewall)"
@@ -97,14 +102,14 @@ check_eq "trace names the endpoint A's address is behind" "decap $want" \
 
 # 3. C's own address passes the guard; B's firewall judges it (default drop).
 inject "$NS_C" 1 "$GENEVE_C$SYN_C_ROUTED"
-counters_settle
+settled_after "$c1" '.drops.firewall // 0' 1
 c2=$(counters) || bail "B's counters readable"
 check_eq "C's own routed SYN: not a spoofed source" 0 "$(drops "$c1" "$c2" spoofed_inner_src)"
 check_eq "C's own routed SYN: dropped by B's firewall" 1 "$(drops "$c1" "$c2" firewall)"
 
 # 4. The same switched SYN from A's endpoint is accepted and delivered.
 inject "$NS_A" 1 "$GENEVE_A$SYN_A"
-counters_settle
+settled_after "$c2" "$RX_A" 1
 c3=$(counters) || bail "B's counters readable"
 check_eq "A's SYN: not a spoofed source" 0 "$(drops "$c2" "$c3" spoofed_inner_src)"
 check_eq "A's SYN: one connection opened by rule 1006" $((s0 + 1)) "$(sessions_1006)"
