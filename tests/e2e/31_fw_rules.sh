@@ -66,7 +66,11 @@ done
 tcp_echo() {
     echo "hello from $1" | in_overlay "$1" timeout 5 socat -t 1 - "TCP:${IP[vm1]}:$2,connect-timeout=3" 2>&1
 }
-# refused_ms vmN DST PORT: milliseconds until the connect is refused ("" if not refused).
+# refused_ms vmN DST PORT: milliseconds until the connect is refused ("" if
+# not refused). "Connection refused" is an answer (a RST); a dropped SYN
+# gives "Connection timed out" after connect-timeout (3 s) instead, so the
+# text alone tells "at once"; the time is shown, not bounded (it includes
+# spawning ip and socat, which a loaded machine slows).
 refused_ms() {
     local t0 out
     t0=$(date +%s%N)
@@ -77,11 +81,11 @@ refused_ms() {
 # --- test 2: only the allowed service works, in both directions for replies
 check_eq "vm3 (admin) -> vm1:22 gets its echo back" "hello from vm3" "$(tcp_echo vm3 22)"
 ms=$(refused_ms vm2 "${IP[vm1]}" 22 || true)
-check "vm2 (client) -> vm1:22 is refused at once (RST, ${ms:-no} ms)" bash -c "[[ -n '$ms' && '$ms' -lt 1000 ]]"
+check "vm2 (client) -> vm1:22 is refused at once (RST, ${ms:-no} ms)" test -n "$ms"
 ms=$(refused_ms vm3 "${IP[vm1]}" 23 || true)
-check "vm3 -> vm1:23 is refused at once (${ms:-no} ms)" bash -c "[[ -n '$ms' && '$ms' -lt 1000 ]]"
+check "vm3 -> vm1:23 is refused at once (${ms:-no} ms)" test -n "$ms"
 ms=$(refused_ms vm1 "${IP[vm3]}" 22 || true)
-check "vm1 -> vm3:22 (not the allowed direction) is refused (${ms:-no} ms)" bash -c "[[ -n '$ms' && '$ms' -lt 1000 ]]"
+check "vm1 -> vm3:22 (not the allowed direction) is refused (${ms:-no} ms)" test -n "$ms"
 # UDP: ICMP port unreachable comes back to vm3 (vm3's own firewall rejects
 # it on the way out and answers for vm1), captured on vm3's nsx-eth0.
 sandbox_bg "$TOPO_DIR/udp.dumpcap.log" in_overlay vm3 timeout 20 dumpcap -P -i nsx-eth0 -w "$TOPO_DIR/udp.pcap"
