@@ -298,8 +298,10 @@ check_eq "vm4: a tunnel in micro-segmentation mode is a usage error (exit 2)" 2 
 # ping_bg vmN DST: pings in the background (PID in PING), one every 0.2 s
 # until cap_done stops them (at most 50): whenever the capture started
 # (nothing tells when it is armed), the pings that follow fill its count.
+# (`ip netns exec` execs ping: PING is ping itself, so cap_done's kill
+# stops it and it cannot spill into the next capture.)
 ping_bg() {
-    sandbox_bg "$TOPO_DIR/ping-$1.log" in_overlay "$1" ping -n -c 50 -i 0.2 "$2"
+    sandbox_bg "$TOPO_DIR/ping-$1.log" ip netns exec "$(topo_root "$1")" ping -n -c 50 -i 0.2 "$2"
     PING=$SANDBOX_LAST_PID
 }
 # cap_done: the capture (PID in cap) is over (bounded); the pings stop.
