@@ -585,6 +585,19 @@ async fn serve(
     let coalesce = cfg.host.tx_offload;
     let waker = Arc::new(Waker::new().map_err(io_err("eventfd"))?);
     let (ctl_tx, ctl_rx) = channel();
+    // Connections saved by a planned stop follow the instance into this
+    // run. Queued (and the waker set) before the datapath thread starts,
+    // so its first round restores them before it reads a packet: a
+    // segment handled first would be picked up as a new connection and
+    // the saved entry skipped.
+    match persist::take_flows(&cfg.host.state_dir) {
+        Ok(flows) if !flows.is_empty() => {
+            let _ = ctl_tx.send(Ctl::RestoreFlows(flows));
+            waker.wake();
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     let dp = {
         let (waker, published, tables, started) = (
             Arc::clone(&waker),
@@ -614,15 +627,6 @@ async fn serve(
     };
     if let Ok(mut d) = shared.datapath.lock() {
         *d = Some((ctl_tx.clone(), Arc::clone(&waker)));
-    }
-    // Connections saved by a planned stop follow the instance into this run.
-    match persist::take_flows(&cfg.host.state_dir) {
-        Ok(flows) if !flows.is_empty() => {
-            let _ = ctl_tx.send(Ctl::RestoreFlows(flows));
-            waker.wake();
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("{e}"),
     }
     let log_task = tokio::spawn(crate::dp::pktlog::run(
         cfg.host.packet_log.clone(),

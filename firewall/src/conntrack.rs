@@ -1257,7 +1257,10 @@ impl Conntrack {
                     dropped_orig: self.cold[i].dropped[0],
                     dropped_reply: self.cold[i].dropped[1],
                     age_ns: now_ns.saturating_sub(v.created_ns),
-                    idle_ns: u64::from(idle_ticks) << TICK_SHIFT,
+                    // Idle time is kept in ticks (16.8 ms): rounded, it can
+                    // pass the exact age of a young connection.
+                    idle_ns: (u64::from(idle_ticks) << TICK_SHIFT)
+                        .min(now_ns.saturating_sub(v.created_ns)),
                 }
             })
             .collect()
@@ -1281,7 +1284,9 @@ impl Conntrack {
             let timeout_ns = u64::from(f.state.timeout_secs(&self.timeouts)) * 1_000_000_000;
             if !f.state.fits(f.proto)
                 || !tcp_ok
-                || f.idle_ns > f.age_ns
+                // One tick of slack: files written before idle times were
+                // clamped to the age round idle up past it.
+                || f.idle_ns > f.age_ns.saturating_add(1 << TICK_SHIFT)
                 || f.idle_ns > timeout_ns
                 || ids.contains(&f.id)
             {

@@ -990,3 +990,27 @@ proptest! {
         ct.expire(now.wrapping_add(1 << 40), 100);
     }
 }
+
+/// A connection saved moments after it opened: its idle time, kept in
+/// 16.8 ms ticks, must not round past its exact age, or the restore
+/// refuses it as inconsistent (e2e 33 lost its stream that way).
+#[test]
+fn a_young_connection_survives_snapshot_and_restore() {
+    let t = udp(7);
+    let mut ct = Conntrack::with_seed(64, 1);
+    // Opened just before a tick boundary, saved 49 ms later, 3 ticks on.
+    let opened = T0 + (1 << 24) - 1_000;
+    ct.insert(&t, Dir::Out, 7, &L4::Udp, 60, opened).unwrap();
+    let saved = ct.snapshot(opened + 49_000_000);
+    assert_eq!(saved.len(), 1);
+    assert!(saved[0].idle_ns <= saved[0].age_ns, "{:?}", saved[0]);
+    let mut ct2 = Conntrack::with_seed(64, 2);
+    assert_eq!(ct2.restore(&saved, 5 * SEC), 1);
+    // A file written before the clamp (idle rounded one tick past the
+    // age) still restores; one idle far longer than old does not.
+    let mut rounded = saved.clone();
+    rounded[0].idle_ns = rounded[0].age_ns + 1_000_000;
+    assert_eq!(Conntrack::with_seed(64, 3).restore(&rounded, 5 * SEC), 1);
+    rounded[0].idle_ns = rounded[0].age_ns + SEC;
+    assert_eq!(Conntrack::with_seed(64, 4).restore(&rounded, 5 * SEC), 0);
+}
