@@ -89,12 +89,7 @@ pub fn parse(frame: &[u8]) -> Result<Packet, ParseError> {
         ETHERTYPE_IPV6 => classify_ipv6(eth.payload()),
         _ => Class::Other,
     };
-    Ok(Packet {
-        src_mac: eth.src(),
-        dst_mac: eth.dst(),
-        ethertype,
-        class,
-    })
+    Ok(packet(&eth, ethertype, class))
 }
 
 /// The firewall's view of a frame whose Ethernet header, and IPv4 header
@@ -114,12 +109,18 @@ pub fn from_checked(
         (ETHERTYPE_IPV6, _) => classify_ipv6(eth.payload()),
         _ => Class::Other,
     };
-    Ok(Packet {
+    Ok(packet(eth, ethertype, class))
+}
+
+/// The parsed frame, from its Ethernet header and class.
+#[inline(always)]
+fn packet(eth: &ethernet::Frame<&[u8]>, ethertype: u16, class: Class) -> Packet {
+    Packet {
         src_mac: eth.src(),
         dst_mac: eth.dst(),
         ethertype,
         class,
-    })
+    }
 }
 
 fn parse_ipv4(l3: &[u8]) -> Result<Class, ParseError> {
