@@ -1,9 +1,11 @@
 //! Host plumbing: takes the instance NIC over and builds the overlay side.
 //!
 //! Underlay: the NIC is enslaved to a Linux bridge `vtep_if` that takes the
-//! NIC's MAC, MTU, IPv4 addresses and IPv4 routes, so ordinary underlay
-//! traffic keeps working in the kernel (the agent's Geneve sockets bind to
-//! the underlay IP, which now lives on the bridge).
+//! NIC's MAC, MTU, IPv4 addresses and IPv4 routes, and its IPv6 addresses,
+//! routes and IPv6 settings (`ipv6`: SLAAC and RA-learned ones included),
+//! so ordinary underlay traffic keeps working in the kernel (the agent's
+//! Geneve sockets bind to the underlay IPv4 address, which now lives on the
+//! bridge).
 //!
 //! What else is built depends on the [`Mode`]:
 //!
@@ -40,11 +42,13 @@
 //! overlay namespace.
 //!
 //! This file owns the public API, the records and the orchestration; see
-//! `netlink` (rtnetlink helpers), `netns` (namespaces), `ethtool` (offload
+//! `netlink` (rtnetlink helpers), `ipv6` (the NIC's IPv6: records, sysctls,
+//! router solicitations), `netns` (namespaces), `ethtool` (offload
 //! ioctl), `nft` (the NIC's ingress drop chain, the underlay ssh block),
 //! `procs` (recorded processes) and `state` (the state file).
 
 mod ethtool;
+mod ipv6;
 mod netlink;
 mod netns;
 pub mod nft;
@@ -52,6 +56,7 @@ mod procs;
 pub mod sshd;
 mod state;
 
+pub use ipv6::{Addr6Rec, Route6Rec};
 pub use state::{ProcRec, SshState};
 
 use std::net::Ipv4Addr;
@@ -101,6 +106,13 @@ pub struct NicInfo {
     pub addrs: Vec<AddrRec>,
     /// IPv4 routes through the NIC, all tables but `local`.
     pub routes: Vec<RouteRec>,
+    /// IPv6 addresses but link-local ones (see `ipv6`). Absent in files
+    /// of agents before IPv6 support: nothing to move then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addrs6: Vec<Addr6Rec>,
+    /// IPv6 routes through the NIC but the kernel's link-local ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes6: Vec<Route6Rec>,
 }
 
 /// One IPv4 address, with what is needed to re-add it exactly.
@@ -703,6 +715,8 @@ async fn adopt_leftovers(nl: &Nl, s: &HostSettings) -> Result<Option<HostState>,
         was_up: nic.up,
         addrs: Vec::new(),
         routes: Vec::new(),
+        addrs6: Vec::new(),
+        routes6: Vec::new(),
     };
     let mut vtep_if = s.vtep_if.clone();
     if let Some(br) = &bridge {
@@ -718,6 +732,8 @@ async fn adopt_leftovers(nl: &Nl, s: &HostSettings) -> Result<Option<HostState>,
             rec.was_up = true;
             rec.addrs = nl.addrs_v4(&br.name, br.index).await?;
             rec.routes = nl.routes_v4(&br.name, br.index).await?;
+            rec.addrs6 = nl.addrs_v6(&br.name, br.index).await?;
+            rec.routes6 = nl.routes_v6(&br.name, br.index).await?;
             for a in &mut rec.addrs {
                 a.label = None;
             }
@@ -790,6 +806,9 @@ async fn build(
     nl.add_link("create bridge", vtep, msg).await?;
     let br = nl.must_link("create bridge", vtep).await?;
     tracing::debug!(bridge = vtep, ifindex = br.index, "bridge created");
+    // Before it comes up: its link-local address, DAD and router
+    // solicitations follow the NIC's IPv6 settings from the start.
+    ipv6::copy_sysctls(&nic.name, vtep);
 
     let msg = LinkUnspec::new_with_index(nic.ifindex)
         .controller(br.index)
@@ -816,6 +835,14 @@ async fn build(
     }
     nl.add_routes(vtep, br.index, &nic.routes).await?;
     tracing::info!(nic = %nic.name, bridge = vtep, addrs = nic.addrs.len(), routes = nic.routes.len(), "underlay moved to bridge");
+    ipv6::move_to_bridge(
+        nl,
+        (&nic.name, nic.ifindex),
+        (vtep, br.index),
+        &nic.addrs6,
+        &nic.routes6,
+    )
+    .await?;
 
     if let Some(fw) = &st.fw {
         let fw_peer = build_fw(nl, st, fw, br.index).await?;
@@ -1061,6 +1088,7 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
             }
         },
     };
+    let mut live6 = ipv6::Live::default();
     if !st.vtep_if.is_empty()
         && let Some(br) = nl.link(&st.vtep_if).await?
     {
@@ -1072,6 +1100,13 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
             ));
         }
         if nic.master == Some(br.index) {
+            // Where the kernel kept refreshing SLAAC/RA lifetimes.
+            if !rec.addrs6.is_empty() || !rec.routes6.is_empty() {
+                live6 = ipv6::Live {
+                    addrs: nl.addrs_v6(&br.name, br.index).await?,
+                    routes: nl.routes_v6(&br.name, br.index).await?,
+                };
+            }
             let msg = LinkUnspec::new_with_index(nic.index).nocontroller().build();
             nl.set_link("release NIC from bridge", &nic.name, msg)
                 .await?;
@@ -1106,13 +1141,25 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
         .await?;
     }
     nl.add_routes(&nic.name, nic.index, &rec.routes).await?;
+    ipv6::restore(
+        nl,
+        (&nic.name, nic.index),
+        &rec.addrs6,
+        &rec.routes6,
+        &live6,
+        age,
+    )
+    .await?;
     if !rec.was_up {
         let msg = LinkUnspec::new_with_index(nic.index).down().build();
         nl.set_link("restore NIC down state", &nic.name, msg)
             .await?;
     }
     verify(nl, &nic.name, nic.index, rec).await;
-    tracing::info!(nic = %nic.name, addrs = rec.addrs.len(), routes = rec.routes.len(), "NIC restored");
+    tracing::info!(
+        nic = %nic.name, addrs = rec.addrs.len(), routes = rec.routes.len(),
+        addrs6 = rec.addrs6.len(), routes6 = rec.routes6.len(), "NIC restored"
+    );
     Ok(())
 }
 
@@ -1140,6 +1187,22 @@ async fn verify(nl: &Nl, ifname: &str, index: u32, rec: &NicInfo) {
         }
         (Err(e), _) | (_, Err(e)) => tracing::warn!(ifname, error = %e, "cannot verify restore"),
     }
+    if rec.addrs6.is_empty() {
+        return;
+    }
+    match nl.addrs_v6(ifname, index).await {
+        Ok(addrs) => {
+            for a in &rec.addrs6 {
+                if !addrs
+                    .iter()
+                    .any(|x| (x.ip, x.prefix_len) == (a.ip, a.prefix_len))
+                {
+                    tracing::warn!(ifname, ip = %a.ip, "IPv6 address missing after restore");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(ifname, error = %e, "cannot verify the IPv6 restore"),
+    }
 }
 
 async fn read_nic(nl: &Nl, name: &str) -> Result<NicInfo, HostError> {
@@ -1154,6 +1217,8 @@ async fn read_nic(nl: &Nl, name: &str) -> Result<NicInfo, HostError> {
         was_up: link.up,
         addrs: nl.addrs_v4(name, link.index).await?,
         routes: nl.routes_v4(name, link.index).await?,
+        addrs6: nl.addrs_v6(name, link.index).await?,
+        routes6: nl.routes_v6(name, link.index).await?,
     })
 }
 

@@ -23,13 +23,14 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use super::{AddrRec, HostError, RouteRec};
 
 /// `RT_TABLE_LOCAL`: kernel-owned local/broadcast routes, never recorded.
-const RT_TABLE_LOCAL: u32 = 255;
+pub const RT_TABLE_LOCAL: u32 = 255;
 /// `RTPROT_KERNEL`: routes the kernel derives from addresses.
 pub const RTPROT_KERNEL: u8 = 2;
 /// Address lifetime meaning "forever".
-const INFINITY_LIFE_TIME: u32 = u32::MAX;
-/// Address flags the kernel computes itself; never replayed.
-const TRANSIENT_ADDR_FLAGS: u32 = 0x01 /* secondary */
+pub const INFINITY_LIFE_TIME: u32 = u32::MAX;
+/// Address flags the kernel computes itself; never replayed (for IPv6,
+/// 0x01 is "temporary", which only the kernel sets either).
+pub const TRANSIENT_ADDR_FLAGS: u32 = 0x01 /* secondary */
     | 0x04 /* optimistic */
     | 0x08 /* dadfailed */
     | 0x20 /* deprecated */
@@ -65,7 +66,7 @@ pub struct BridgePortFlags {
 /// thread that created it).
 #[derive(Debug, Clone)]
 pub struct Nl {
-    h: Handle,
+    pub(super) h: Handle,
     /// Namespace label for log and error messages.
     ns: String,
 }
@@ -94,7 +95,12 @@ impl Nl {
         })
     }
 
-    fn err(&self, step: &'static str, ifname: &str, source: rtnetlink::Error) -> HostError {
+    pub(super) fn err(
+        &self,
+        step: &'static str,
+        ifname: &str,
+        source: rtnetlink::Error,
+    ) -> HostError {
         HostError::Netlink {
             step,
             target: format!("{ifname} (netns {})", self.ns),

@@ -280,6 +280,8 @@ mod tests {
                 kind: 1,
                 onlink: false,
             }],
+            addrs6: Vec::new(),
+            routes6: Vec::new(),
         };
         HostState::new(
             nic,
@@ -345,6 +347,49 @@ mod tests {
         let text = fs::read_to_string(path(&dir)).expect("read");
         assert!(!text.contains("\"ssh\""), "{text}");
         assert!(SshState::default().is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ipv6_records_are_optional_and_roundtrip() {
+        use crate::host::{Addr6Rec, Route6Rec};
+        let dir = std::env::temp_dir().join(format!("host-state-v6-{}", std::process::id()));
+        let mut st = sample();
+        // Without IPv6 the keys are absent (files read as before).
+        save(&dir, &st).expect("save");
+        let text = fs::read_to_string(path(&dir)).expect("read");
+        assert!(
+            !text.contains("addrs6") && !text.contains("routes6"),
+            "{text}"
+        );
+        st.nic.addrs6 = vec![Addr6Rec {
+            ip: "2001:db8::5".parse().expect("ip"),
+            prefix_len: 64,
+            peer: None,
+            scope: 0,
+            flags: 0x100,
+            valid_lft: Some(1800),
+            preferred_lft: Some(900),
+            proto: Some(3),
+        }];
+        st.nic.routes6 = vec![Route6Rec {
+            dst: "::".parse().expect("ip"),
+            prefix_len: 0,
+            gateway: Some("fe80::1".parse().expect("ip")),
+            prefsrc: None,
+            metric: Some(1024),
+            table: 254,
+            protocol: 9,
+            kind: 1,
+            onlink: false,
+            pref: Some(0),
+            expires: Some(1700),
+            hoplimit: Some(64),
+            mtu: None,
+        }];
+        save(&dir, &st).expect("save");
+        assert_eq!(load(&dir).expect("load"), Some(st.clone()));
+        assert_eq!(st.version, VERSION);
         let _ = fs::remove_dir_all(&dir);
     }
 

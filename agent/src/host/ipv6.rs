@@ -1,0 +1,872 @@
+//! IPv6 on the NIC: the addresses (static, SLAAC, DHCPv6) and routes
+//! (static, RA-learned) that `setup` moves to the bridge with the IPv4 ones
+//! and `restore` puts back, and what keeps them alive in between. The
+//! overlay stays IPv4; this is the instance's own underlay IPv6.
+//!
+//! * Records: [`Addr6Rec`] and [`Route6Rec`], in the state file's `nic`.
+//!   Link-local addresses are never moved: the NIC keeps its own and the
+//!   bridge derives one from the same MAC. Kernel routes to fe80::/64 stay
+//!   on the NIC for the same reason.
+//! * The bridge takes the NIC's per-interface IPv6 sysctls before it comes
+//!   up ([`copy_sysctls`]): with `accept_ra`, `autoconf`, `use_tempaddr`,
+//!   `addr_gen_mode`, ... as the NIC had them, the kernel keeps refreshing
+//!   the moved SLAAC addresses and RA routes from the router's
+//!   advertisements, now on the bridge.
+//! * Addresses are added to the bridge with `nodad` (they are ours already;
+//!   DAD would make them unusable for a second) and their remaining
+//!   lifetimes; on restore exactly as recorded, with finite lifetimes taken
+//!   from the bridge (where the kernel kept refreshing them), else aged.
+//! * RA routes (protocol `ra`) are not re-added as they were where the
+//!   kernel handles RAs on that interface: a route the kernel did not
+//!   install itself lacks its internal `RTF_ADDRCONF` flag, so on the next
+//!   RA the kernel cannot find "its" default route, fails to add a
+//!   duplicate and drops the rest of the RA: neither that route nor the
+//!   prefixes would be refreshed again. Instead a stand-in (the same route
+//!   at metric + 1, with its remaining lifetime) covers the gap, and a
+//!   Router Solicitation ([`send_rs`]) asks the router for an RA, from
+//!   which the kernel installs its own. On restore the stand-ins go again
+//!   once the kernel's own routes are back (bounded wait), so the NIC ends
+//!   as recorded. Where RAs are handled in user space (`accept_ra` 0, e.g.
+//!   systemd-networkd), RA routes are re-added exactly.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressMessage, AddressProtocol, AddressScope, CacheInfo,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RoutePreference, RouteProtocol, RouteType,
+};
+use rtnetlink::RouteMessageBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::HostError;
+use super::netlink::{
+    INFINITY_LIFE_TIME, Nl, RT_TABLE_LOCAL, RTPROT_KERNEL, TRANSIENT_ADDR_FLAGS, errno,
+};
+
+/// `RTPROT_RA`: routes learned from router advertisements.
+pub const RTPROT_RA: u8 = 9;
+/// `IFA_F_NODAD`.
+const IFA_F_NODAD: u32 = 0x02;
+/// `RTN_UNICAST`.
+const RTN_UNICAST: u8 = 1;
+/// Clock ticks per second of `RTA_CACHEINFO.rta_expires` (`USER_HZ`).
+const USER_HZ: i64 = 100;
+/// How long restore waits for the kernel's own RA routes on the NIC.
+const RA_WAIT: Duration = Duration::from_secs(3);
+/// How often that wait looks.
+const RA_POLL: Duration = Duration::from_millis(100);
+/// Lifetime floor (seconds) for restored addresses and routes whose
+/// lifetime ran out while the agent held them (the next RA or DHCPv6 renew
+/// refreshes them).
+const MIN_RESTORED_LIFETIME: u32 = 30;
+
+/// Per-interface IPv6 sysctls the bridge takes from the NIC, in the order
+/// they are written (`stable_secret` before `addr_gen_mode`, which needs
+/// it). `forwarding` and `mtu` are not copied: the first follows
+/// `conf/all`, the second the link MTU (and RAs).
+const SYSCTLS: &[&str] = &[
+    "stable_secret",
+    "addr_gen_mode",
+    "accept_dad",
+    "dad_transmits",
+    "optimistic_dad",
+    "use_optimistic",
+    "accept_ra",
+    "accept_ra_defrtr",
+    "accept_ra_pinfo",
+    "accept_ra_rtr_pref",
+    "accept_ra_rt_info_min_plen",
+    "accept_ra_rt_info_max_plen",
+    "accept_ra_mtu",
+    "accept_ra_min_hop_limit",
+    "accept_ra_min_lft",
+    "accept_ra_from_local",
+    "ra_defrtr_metric",
+    "ra_honor_pio_life",
+    "autoconf",
+    "use_tempaddr",
+    "temp_valid_lft",
+    "temp_prefered_lft",
+    "regen_max_retry",
+    "max_desync_factor",
+    "max_addresses",
+    "router_solicitations",
+    "router_solicitation_interval",
+    "router_solicitation_max_interval",
+    "router_solicitation_delay",
+    "hop_limit",
+    "accept_redirects",
+    "accept_source_route",
+    "keep_addr_on_down",
+];
+
+/// One IPv6 address (never link-local), with what is needed to re-add it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addr6Rec {
+    pub ip: Ipv6Addr,
+    pub prefix_len: u8,
+    /// Point-to-point peer (`IFA_ADDRESS` when it differs from the local one).
+    #[serde(default)]
+    pub peer: Option<Ipv6Addr>,
+    /// `ifa_scope` (0 = global).
+    #[serde(default)]
+    pub scope: u8,
+    /// Settable `IFA_F_*` flags (`mngtmpaddr`, `noprefixroute`, ...).
+    #[serde(default)]
+    pub flags: u32,
+    /// Seconds; `None` = forever.
+    #[serde(default)]
+    pub valid_lft: Option<u32>,
+    #[serde(default)]
+    pub preferred_lft: Option<u32>,
+    /// `IFA_PROTO` (who added it, e.g. 3 = kernel RA/SLAAC), when reported.
+    #[serde(default)]
+    pub proto: Option<u8>,
+}
+
+/// One IPv6 route through the NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route6Rec {
+    pub dst: Ipv6Addr,
+    pub prefix_len: u8,
+    #[serde(default)]
+    pub gateway: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefsrc: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub metric: Option<u32>,
+    pub table: u32,
+    pub protocol: u8,
+    /// `rtm_type` (1 = unicast).
+    #[serde(default = "unicast")]
+    pub kind: u8,
+    #[serde(default)]
+    pub onlink: bool,
+    /// Router preference (`RTA_PREF`).
+    #[serde(default)]
+    pub pref: Option<u8>,
+    /// Seconds left; `None` = forever.
+    #[serde(default)]
+    pub expires: Option<u32>,
+    #[serde(default)]
+    pub hoplimit: Option<u32>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+fn unicast() -> u8 {
+    RTN_UNICAST
+}
+
+impl Route6Rec {
+    /// What identifies a route in its table (the kernel's duplicate check).
+    fn key(&self) -> (Ipv6Addr, u8, u32, Option<u32>, Option<Ipv6Addr>) {
+        (
+            self.dst,
+            self.prefix_len,
+            self.table,
+            self.metric,
+            self.gateway,
+        )
+    }
+
+    /// The stand-in for an RA route: the same route one metric lower in
+    /// priority, so the kernel's own (from the next RA) never collides
+    /// with it.
+    fn stand_in(&self) -> Route6Rec {
+        Route6Rec {
+            metric: Some(self.metric.unwrap_or(1024).saturating_add(1)),
+            ..self.clone()
+        }
+    }
+}
+
+/// fe80::/10.
+fn is_link_local(ip: &Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+fn conf_path(ifname: &str, key: &str) -> PathBuf {
+    PathBuf::from("/proc/sys/net/ipv6/conf")
+        .join(ifname)
+        .join(key)
+}
+
+fn read_sysctl(ifname: &str, key: &str) -> Option<String> {
+    std::fs::read_to_string(conf_path(ifname, key))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Gives `to` the IPv6 settings `from` has (see [`SYSCTLS`]); run before
+/// `to` comes up. A NIC without IPv6 leaves the bridge without it too.
+/// Best effort: a key this kernel lacks is skipped, a refused write logged.
+pub fn copy_sysctls(from: &str, to: &str) {
+    if read_sysctl(from, "disable_ipv6").as_deref() == Some("1") {
+        write_sysctl(to, "disable_ipv6", "1");
+        return;
+    }
+    for key in SYSCTLS {
+        // stable_secret reads EIO while unset: nothing to copy.
+        let Some(want) = read_sysctl(from, key) else {
+            continue;
+        };
+        if read_sysctl(to, key).as_deref() != Some(want.as_str()) {
+            write_sysctl(to, key, &want);
+        }
+    }
+}
+
+fn write_sysctl(ifname: &str, key: &str, value: &str) {
+    let p = conf_path(ifname, key);
+    if let Err(error) = std::fs::write(&p, value) {
+        tracing::warn!(path = %p.display(), value, %error, "cannot copy an IPv6 setting to the bridge");
+    }
+}
+
+/// Whether the kernel itself processes router advertisements on `ifname`
+/// (`accept_ra` 2, or 1 while not forwarding).
+pub fn kernel_takes_ra(ifname: &str) -> bool {
+    match read_sysctl(ifname, "accept_ra").as_deref() {
+        Some("2") => true,
+        Some("1") => read_sysctl(ifname, "forwarding").as_deref() != Some("1"),
+        _ => false,
+    }
+}
+
+/// Sends one ICMPv6 Router Solicitation out of `ifindex` (to ff02::2, hop
+/// limit 255), so a router answers with an RA now rather than at its next
+/// periodic one. Best effort: logged, never fails the caller.
+pub fn send_rs(ifname: &str, ifindex: u32) {
+    if let Err(error) = try_send_rs(ifname, ifindex) {
+        tracing::warn!(ifname, %error, "cannot send a router solicitation");
+    } else {
+        tracing::debug!(ifname, "router solicitation sent");
+    }
+}
+
+fn try_send_rs(ifname: &str, ifindex: u32) -> nix::Result<()> {
+    use nix::sys::socket::{
+        AddressFamily as Af, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn6, sendto,
+        setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        Af::Inet6,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::IcmpV6,
+    )?;
+    setsockopt(
+        &fd,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(ifname),
+    )?;
+    setsockopt(&fd, sockopt::Ipv6MulticastHops, &255)?;
+    // Type 133, code 0, checksum (the kernel fills it in), reserved.
+    let rs = [133u8, 0, 0, 0, 0, 0, 0, 0];
+    let all_routers = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2), 0, 0, ifindex);
+    sendto(
+        fd.as_raw_fd(),
+        &rs,
+        &SockaddrIn6::from(all_routers),
+        MsgFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// Lifetimes to re-add an address with (`None` = forever): `live` (the
+/// same address as it is now elsewhere) if there is one, else the record
+/// aged by `age` seconds; finite ones floored at [`MIN_RESTORED_LIFETIME`].
+pub fn lifetimes(a: &Addr6Rec, live: Option<&Addr6Rec>, age: u32) -> Option<(u32, u32)> {
+    let (valid, preferred, age) = match live {
+        Some(l) => (l.valid_lft?, l.preferred_lft, 0),
+        None => (a.valid_lft?, a.preferred_lft, age),
+    };
+    let valid = valid.saturating_sub(age).max(MIN_RESTORED_LIFETIME);
+    let preferred = match preferred {
+        Some(0) => 0,
+        Some(p) => p.saturating_sub(age).max(MIN_RESTORED_LIFETIME),
+        None => u32::MAX,
+    };
+    Some((valid, preferred.min(valid)))
+}
+
+/// Expiry to re-add a route with: `live`'s if given, else the record's
+/// aged by `age`; floored like addresses.
+fn expires(r: &Route6Rec, live: Option<&Route6Rec>, age: u32) -> Option<u32> {
+    match live {
+        Some(l) => l.expires,
+        None => r.expires.map(|e| e.saturating_sub(age)),
+    }
+    .map(|e| e.max(MIN_RESTORED_LIFETIME))
+}
+
+/// Moves the recorded IPv6 addresses and routes from the NIC to the bridge
+/// (after `copy_sysctls`, with the bridge up): addresses first (with
+/// `nodad`), off the NIC, then the routes (RA routes as stand-ins where
+/// the bridge's kernel takes RAs, and a Router Solicitation).
+pub async fn move_to_bridge(
+    nl: &Nl,
+    nic: (&str, u32),
+    bridge: (&str, u32),
+    addrs: &[Addr6Rec],
+    routes: &[Route6Rec],
+) -> Result<(), HostError> {
+    let ((nic, nic_ix), (br, br_ix)) = (nic, bridge);
+    if addrs.is_empty() && routes.is_empty() {
+        return Ok(());
+    }
+    for a in addrs {
+        let life = a.valid_lft.map(|v| (v, a.preferred_lft.unwrap_or(v)));
+        nl.add_addr6(br, br_ix, a, IFA_F_NODAD, life).await?;
+    }
+    for a in addrs {
+        nl.del_addr6(nic, nic_ix, a).await?;
+    }
+    for r in routes {
+        nl.del_route6(nic, nic_ix, r).await?;
+    }
+    let kernel_ra = kernel_takes_ra(br);
+    let routes: Vec<Route6Rec> = routes
+        .iter()
+        .map(|r| {
+            if kernel_ra && r.protocol == RTPROT_RA {
+                r.stand_in()
+            } else {
+                r.clone()
+            }
+        })
+        .collect();
+    nl.add_routes6(br, br_ix, &routes).await?;
+    if kernel_ra {
+        send_rs(br, br_ix);
+    }
+    tracing::info!(
+        nic,
+        bridge = br,
+        addrs = addrs.len(),
+        routes = routes.len(),
+        "IPv6 moved to bridge"
+    );
+    Ok(())
+}
+
+/// What the bridge holds now, read before it goes (for fresh lifetimes).
+#[derive(Debug, Default)]
+pub struct Live {
+    pub addrs: Vec<Addr6Rec>,
+    pub routes: Vec<Route6Rec>,
+}
+
+/// Puts the recorded IPv6 addresses and routes back on the NIC (see the
+/// module docs): exact flags; lifetimes from `live` where the bridge still
+/// had the item, else aged by `age`; RA routes through stand-ins, a Router
+/// Solicitation and a bounded wait for the kernel's own routes.
+pub async fn restore(
+    nl: &Nl,
+    nic: (&str, u32),
+    addrs: &[Addr6Rec],
+    routes: &[Route6Rec],
+    live: &Live,
+    age: u32,
+) -> Result<(), HostError> {
+    let (name, index) = nic;
+    if addrs.is_empty() && routes.is_empty() {
+        return Ok(());
+    }
+    for a in addrs {
+        let now = live
+            .addrs
+            .iter()
+            .find(|l| (l.ip, l.prefix_len) == (a.ip, a.prefix_len));
+        nl.add_addr6(name, index, a, 0, lifetimes(a, now, age))
+            .await?;
+    }
+    let kernel_ra = kernel_takes_ra(name);
+    let mut stand_ins = Vec::new();
+    let mut todo = Vec::with_capacity(routes.len());
+    for r in routes {
+        // The kernel's own route on the bridge, else a stand-in there.
+        let now = live
+            .routes
+            .iter()
+            .find(|l| l.key() == r.key())
+            .or_else(|| live.routes.iter().find(|l| l.key() == r.stand_in().key()));
+        let mut r = Route6Rec {
+            expires: expires(r, now, age),
+            ..r.clone()
+        };
+        if kernel_ra && r.protocol == RTPROT_RA {
+            r = r.stand_in();
+            stand_ins.push(r.clone());
+        }
+        todo.push(r);
+    }
+    nl.add_routes6(name, index, &todo).await?;
+    if !stand_ins.is_empty() {
+        send_rs(name, index);
+        retire_stand_ins(nl, name, index, &stand_ins).await;
+    }
+    Ok(())
+}
+
+/// Waits (bounded by [`RA_WAIT`]) for the kernel's own route behind each
+/// stand-in and deletes the stand-ins whose route came back; the others
+/// stay until their lifetime ends.
+async fn retire_stand_ins(nl: &Nl, name: &str, index: u32, stand_ins: &[Route6Rec]) {
+    let real = |s: &Route6Rec| {
+        let mut k = s.key();
+        k.3 = s.metric.map(|m| m.saturating_sub(1));
+        k
+    };
+    let mut left: Vec<&Route6Rec> = stand_ins.iter().collect();
+    let deadline = Instant::now() + RA_WAIT;
+    loop {
+        match nl.routes_v6(name, index).await {
+            Ok(now) => {
+                let mut still = Vec::new();
+                for s in left {
+                    if now.iter().any(|r| r.key() == real(s)) {
+                        if let Err(error) = nl.del_route6(name, index, s).await {
+                            tracing::warn!(ifname = name, %error, "cannot delete an RA stand-in route");
+                        }
+                    } else {
+                        still.push(s);
+                    }
+                }
+                left = still;
+            }
+            Err(error) => tracing::warn!(ifname = name, %error, "cannot read IPv6 routes"),
+        }
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                ifname = name,
+                routes = left.len(),
+                "no router advertisement in time: RA routes stay as stand-ins (metric + 1) until they expire"
+            );
+            return;
+        }
+        tokio::time::sleep(RA_POLL).await;
+    }
+}
+
+/// IPv6 requests on [`Nl`] (the same conventions as the IPv4 ones).
+impl Nl {
+    /// IPv6 addresses of a link but the link-local ones, in kernel order.
+    pub async fn addrs_v6(&self, ifname: &str, index: u32) -> Result<Vec<Addr6Rec>, HostError> {
+        let mut stream = self
+            .h
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(m) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.err("read IPv6 addresses", ifname, e))?
+        {
+            if m.header.family != AddressFamily::Inet6 || m.header.index != index {
+                continue;
+            }
+            if let Some(rec) = parse_addr(&m)
+                && !is_link_local(&rec.ip)
+            {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// IPv6 routes whose output interface is `index`, in every table except
+    /// `local`, without the kernel's link-local ones (fe80::/64 stays with
+    /// the link-local address it serves) and without expired ones.
+    pub async fn routes_v6(&self, ifname: &str, index: u32) -> Result<Vec<Route6Rec>, HostError> {
+        let mut stream = self
+            .h
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute();
+        let mut out = Vec::new();
+        while let Some(m) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.err("read IPv6 routes", ifname, e))?
+        {
+            if m.header.address_family != AddressFamily::Inet6 {
+                continue;
+            }
+            let oif = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            if oif != Some(index) {
+                if oif.is_none()
+                    && m.attributes
+                        .iter()
+                        .any(|a| matches!(a, RouteAttribute::MultiPath(_)))
+                {
+                    tracing::warn!(ifname, "IPv6 multipath route ignored (not recorded)");
+                }
+                continue;
+            }
+            let Some(rec) = parse_route(&m) else {
+                continue;
+            };
+            if rec.table == RT_TABLE_LOCAL
+                || (rec.protocol == RTPROT_KERNEL && is_link_local(&rec.dst))
+            {
+                continue;
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Adds an IPv6 address as recorded plus `extra_flags`, with
+    /// `lifetimes` as (valid, preferred) seconds (None = forever). EEXIST
+    /// is fine.
+    pub async fn add_addr6(
+        &self,
+        ifname: &str,
+        index: u32,
+        a: &Addr6Rec,
+        extra_flags: u32,
+        lifetimes: Option<(u32, u32)>,
+    ) -> Result<(), HostError> {
+        let mut req = self.h.address().add(index, IpAddr::V6(a.ip), a.prefix_len);
+        let msg = req.message_mut();
+        if let Some(peer) = a.peer {
+            for at in msg.attributes.iter_mut() {
+                if let AddressAttribute::Address(x) = at {
+                    *x = IpAddr::V6(peer);
+                }
+            }
+        }
+        msg.header.scope = AddressScope::from(a.scope);
+        let flags = (a.flags & !TRANSIENT_ADDR_FLAGS) | extra_flags;
+        if flags != 0 {
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(
+                    flags,
+                )));
+        }
+        if let Some(p) = a.proto {
+            msg.attributes
+                .push(AddressAttribute::Protocol(AddressProtocol::from(p)));
+        }
+        if let Some((valid, preferred)) = lifetimes {
+            let mut ci = CacheInfo::default();
+            ci.ifa_valid = valid;
+            ci.ifa_preferred = preferred;
+            msg.attributes.push(AddressAttribute::CacheInfo(ci));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                tracing::debug!(ifname, ip = %a.ip, "address already present");
+                Ok(())
+            }
+            Err(e) => Err(self.err("add IPv6 address", ifname, e)),
+        }
+    }
+
+    /// Deletes an IPv6 address; one that is already gone is fine.
+    pub async fn del_addr6(&self, ifname: &str, index: u32, a: &Addr6Rec) -> Result<(), HostError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.index = index;
+        msg.header.prefix_len = a.prefix_len;
+        msg.attributes
+            .push(AddressAttribute::Local(IpAddr::V6(a.ip)));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V6(
+            a.peer.unwrap_or(a.ip),
+        )));
+        match self.h.address().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => Ok(()),
+            Err(e) => Err(self.err("delete IPv6 address", ifname, e)),
+        }
+    }
+
+    /// Installs an IPv6 route through `index`. EEXIST: a kernel route that
+    /// came back with its address is fine; anything else is replaced.
+    pub async fn add_route6(
+        &self,
+        ifname: &str,
+        index: u32,
+        r: &Route6Rec,
+    ) -> Result<(), HostError> {
+        let msg = route_msg(index, r);
+        match self.h.route().add(msg.clone()).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                if r.protocol == RTPROT_KERNEL {
+                    return Ok(());
+                }
+                self.h
+                    .route()
+                    .add(msg)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(|e| self.err("replace IPv6 route", ifname, e))
+            }
+            Err(e) => Err(self.err("add IPv6 route", ifname, e)),
+        }
+    }
+
+    /// Deletes an IPv6 route through `index`; one that is gone is fine.
+    pub async fn del_route6(
+        &self,
+        ifname: &str,
+        index: u32,
+        r: &Route6Rec,
+    ) -> Result<(), HostError> {
+        match self.h.route().del(route_msg(index, r)).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENODEV)) => Ok(()),
+            Err(e) => Err(self.err("delete IPv6 route", ifname, e)),
+        }
+    }
+
+    /// Installs IPv6 routes in dependency order (gateway-less first;
+    /// failing ones retried while a pass makes progress).
+    pub async fn add_routes6(
+        &self,
+        ifname: &str,
+        index: u32,
+        routes: &[Route6Rec],
+    ) -> Result<(), HostError> {
+        let mut pending: Vec<&Route6Rec> = routes.iter().collect();
+        pending.sort_by_key(|r| r.gateway.is_some());
+        loop {
+            let mut failed = Vec::new();
+            let mut last_err = None;
+            for r in &pending {
+                if let Err(e) = self.add_route6(ifname, index, r).await {
+                    failed.push(*r);
+                    last_err = Some(e);
+                }
+            }
+            match last_err {
+                None => return Ok(()),
+                Some(e) if failed.len() == pending.len() => return Err(e),
+                Some(_) => pending = failed,
+            }
+        }
+    }
+}
+
+fn parse_addr(m: &AddressMessage) -> Option<Addr6Rec> {
+    let mut local = None;
+    let mut address = None;
+    let mut flags = u32::from(m.header.flags.bits());
+    let mut lifetimes = None;
+    let mut proto = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(IpAddr::V6(ip)) => local = Some(*ip),
+            AddressAttribute::Address(IpAddr::V6(ip)) => address = Some(*ip),
+            AddressAttribute::Flags(f) => flags = f.bits(),
+            AddressAttribute::CacheInfo(ci) => lifetimes = Some((ci.ifa_valid, ci.ifa_preferred)),
+            AddressAttribute::Protocol(p) => proto = Some(u8::from(*p)),
+            _ => {}
+        }
+    }
+    let ip = local.or(address)?;
+    let peer = address.filter(|a| *a != ip);
+    let finite = |x: u32| (x != INFINITY_LIFE_TIME).then_some(x);
+    Some(Addr6Rec {
+        ip,
+        prefix_len: m.header.prefix_len,
+        peer,
+        scope: u8::from(m.header.scope),
+        flags: flags & !TRANSIENT_ADDR_FLAGS,
+        valid_lft: lifetimes.and_then(|(v, _)| finite(v)),
+        preferred_lft: lifetimes.and_then(|(_, p)| finite(p)),
+        proto: proto.filter(|p| *p != 0),
+    })
+}
+
+/// A route record, `None` for one already expired (about to be collected).
+fn parse_route(m: &RouteMessage) -> Option<Route6Rec> {
+    let mut r = Route6Rec {
+        dst: Ipv6Addr::UNSPECIFIED,
+        prefix_len: m.header.destination_prefix_length,
+        gateway: None,
+        prefsrc: None,
+        metric: None,
+        table: u32::from(m.header.table),
+        protocol: u8::from(m.header.protocol),
+        kind: u8::from(m.header.kind),
+        onlink: m.header.flags.contains(RouteFlags::Onlink),
+        pref: None,
+        expires: None,
+        hoplimit: None,
+        mtu: None,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => r.dst = *d,
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gateway = Some(*g),
+            RouteAttribute::PrefSource(RouteAddress::Inet6(s)) => r.prefsrc = Some(*s),
+            RouteAttribute::Priority(p) => r.metric = Some(*p),
+            RouteAttribute::Table(t) => r.table = *t,
+            RouteAttribute::Preference(p) => r.pref = Some(u8::from(*p)),
+            RouteAttribute::CacheInfo(ci) => {
+                // Clock ticks left, signed (negative: expired, not yet collected).
+                let ticks = i64::from(ci.expires.cast_signed());
+                if ticks < 0 {
+                    return None;
+                }
+                if ticks > 0 {
+                    let secs = (ticks + USER_HZ - 1) / USER_HZ;
+                    r.expires = Some(u32::try_from(secs).unwrap_or(u32::MAX));
+                }
+            }
+            RouteAttribute::Metrics(ms) => {
+                for x in ms {
+                    match x {
+                        RouteMetric::Hoplimit(h) => r.hoplimit = Some(*h),
+                        RouteMetric::Mtu(v) => r.mtu = Some(*v),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+fn route_msg(oif: u32, r: &Route6Rec) -> RouteMessage {
+    let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(r.dst, r.prefix_len)
+        .table_id(r.table)
+        .protocol(RouteProtocol::from(r.protocol))
+        .kind(RouteType::from(r.kind))
+        .output_interface(oif);
+    if let Some(g) = r.gateway {
+        b = b.gateway(g);
+    }
+    if let Some(s) = r.prefsrc {
+        b = b.pref_source(s);
+    }
+    if let Some(m) = r.metric {
+        b = b.priority(m);
+    }
+    if let Some(e) = r.expires {
+        b = b.expires(e);
+    }
+    if r.onlink {
+        b = b.onlink();
+    }
+    let mut msg = b.build();
+    if let Some(p) = r.pref {
+        msg.attributes
+            .push(RouteAttribute::Preference(RoutePreference::from(p)));
+    }
+    let metrics: Vec<RouteMetric> = [
+        r.hoplimit.map(RouteMetric::Hoplimit),
+        r.mtu.map(RouteMetric::Mtu),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !metrics.is_empty() {
+        msg.attributes.push(RouteAttribute::Metrics(metrics));
+    }
+    if r.table > 255 {
+        // RouteHeader::table is a u8; the Table attribute carries the id.
+        msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(valid: Option<u32>, preferred: Option<u32>) -> Addr6Rec {
+        Addr6Rec {
+            ip: "2001:db8::5".parse().expect("ip"),
+            prefix_len: 64,
+            peer: None,
+            scope: 0,
+            flags: 0x100,
+            valid_lft: valid,
+            preferred_lft: preferred,
+            proto: Some(3),
+        }
+    }
+
+    #[test]
+    fn link_local_is_fe80_slash_10() {
+        for (ip, ll) in [
+            ("fe80::1", true),
+            ("febf::1", true),
+            ("fec0::1", false),
+            ("2001:db8::1", false),
+            ("::1", false),
+        ] {
+            assert_eq!(is_link_local(&ip.parse().expect("ip")), ll, "{ip}");
+        }
+    }
+
+    #[test]
+    fn restored_lifetimes_prefer_the_live_ones() {
+        let rec = addr(Some(3600), Some(1800));
+        assert_eq!(lifetimes(&addr(None, None), None, 100), None);
+        assert_eq!(lifetimes(&rec, None, 100), Some((3500, 1700)));
+        assert_eq!(lifetimes(&rec, None, 5000), Some((30, 30)));
+        let live = addr(Some(7000), Some(6000));
+        assert_eq!(lifetimes(&rec, Some(&live), 5000), Some((7000, 6000)));
+        // Deprecated stays deprecated.
+        assert_eq!(
+            lifetimes(&addr(Some(600), Some(0)), None, 10),
+            Some((590, 0))
+        );
+    }
+
+    #[test]
+    fn stand_ins_sit_one_metric_behind() {
+        let r = Route6Rec {
+            dst: Ipv6Addr::UNSPECIFIED,
+            prefix_len: 0,
+            gateway: Some("fe80::1".parse().expect("ip")),
+            prefsrc: None,
+            metric: Some(1024),
+            table: 254,
+            protocol: RTPROT_RA,
+            kind: RTN_UNICAST,
+            onlink: false,
+            pref: Some(0),
+            expires: Some(1700),
+            hoplimit: Some(64),
+            mtu: None,
+        };
+        let s = r.stand_in();
+        assert_eq!(s.metric, Some(1025));
+        assert_ne!(s.key(), r.key());
+        assert_eq!(expires(&r, None, 100), Some(1600));
+        assert_eq!(expires(&r, Some(&s), 100), Some(1700));
+        assert_eq!(expires(&r, None, 5000), Some(30));
+        let forever = Route6Rec {
+            expires: None,
+            ..r.clone()
+        };
+        assert_eq!(expires(&forever, None, 5000), None);
+    }
+}
