@@ -14,7 +14,7 @@ declare -gA NSX_TOOL_PKG=(
     [sha256sum]=coreutils [curl]=curl [openssl]=openssl [python3]=python3
     [wget]=wget [systemd-analyze]=systemd
     [sshd]=openssh-server [ssh-keygen]=openssh-client [nft]=nftables
-    [dnsmasq]=dnsmasq-base
+    [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [dhcpcd]=dhcpcd-base
 )
 
 # nsx_install_tools [CMD...]: make sure CMDs (default: all above) exist.

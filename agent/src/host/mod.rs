@@ -43,10 +43,12 @@
 //!
 //! This file owns the public API, the records and the orchestration; see
 //! `netlink` (rtnetlink helpers), `ipv6` (the NIC's IPv6: records, sysctls,
-//! router solicitations), `netns` (namespaces), `ethtool` (offload
+//! router solicitations), `dhcp` (the NIC's DHCP client, moved to the
+//! bridge and back), `netns` (namespaces), `ethtool` (offload
 //! ioctl), `nft` (the NIC's ingress drop chain, the underlay ssh block),
 //! `procs` (recorded processes) and `state` (the state file).
 
+mod dhcp;
 mod ethtool;
 mod ipv6;
 mod netlink;
@@ -56,6 +58,7 @@ mod procs;
 pub mod sshd;
 mod state;
 
+pub use dhcp::{Client as DhcpClient, DhcpRec};
 pub use ipv6::{Addr6Rec, Route6Rec};
 pub use state::{ProcRec, SshState};
 
@@ -366,7 +369,7 @@ pub async fn setup<'a>(
         fw_peer: settings.fw_peer.clone(),
         nft_table: nft::table_name(&nic.name),
     });
-    let st = HostState::new(
+    let mut st = HostState::new(
         nic.clone(),
         &settings.vtep_if,
         port.map(|_| settings.netns.as_str()),
@@ -374,11 +377,30 @@ pub async fn setup<'a>(
         &settings.overlay_peer,
     )
     .with_fw(fw);
+    // The NIC's DHCP client: recorded with the NIC, stopped before its
+    // address moves, started for the bridge once it is there.
+    let clients = dhcp::find(
+        &nic.name,
+        nic.ifindex,
+        &settings.vtep_if,
+        &nl.link_names().await?,
+    );
+    st.dhcp = clients.iter().map(|(rec, _)| rec.clone()).collect();
     state::save(&settings.state_dir, &st)?;
     tracing::info!(nic = %nic.name, state = %state::path(&settings.state_dir).display(), "saved NIC config");
+    let stop: Vec<ProcRec> = clients.into_iter().map(|(_, p)| p).collect();
+    dhcp::stop(&stop).await;
 
     match build(&nl, &st, port, port_mac, overlay_mtu).await {
         Ok((peer_ifindex, fw_peer_ifindex)) => {
+            if !st.dhcp.is_empty() {
+                dhcp::start(
+                    &st.dhcp,
+                    dhcp::Target::Bridge,
+                    &st.vtep_if,
+                    &nl.link_names().await?,
+                );
+            }
             tracing::info!(
                 nic = %nic.name, bridge = %st.vtep_if, %underlay_ip, overlay_mtu,
                 netns = ?st.netns, filtered = st.fw.is_some(), "host plumbing ready"
@@ -517,6 +539,15 @@ async fn adopt(
         if !intact {
             return Ok(None);
         }
+    }
+    if !st.dhcp.is_empty() {
+        // The previous run's client for the bridge, if it died meanwhile.
+        dhcp::start(
+            &st.dhcp,
+            dhcp::Target::Bridge,
+            &st.vtep_if,
+            &nl.link_names().await?,
+        );
     }
     Ok(Some(Plumbed {
         nic: st.nic.clone(),
@@ -1048,6 +1079,10 @@ async fn build_overlay(
 /// Undoes `build` from a record. Idempotent: missing objects are skipped.
 async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
     let rec = &st.nic;
+    if !st.vtep_if.is_empty() {
+        // The bridge goes away, and with it whatever DHCP client runs there.
+        dhcp::stop_for(&st.vtep_if, &nl.link_names().await?).await;
+    }
     stop_ssh(st.ssh.as_ref(), &rec.name).await;
     if let Some(fw) = &st.fw {
         // Deleting one end of a veth deletes both.
@@ -1131,14 +1166,17 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
     }
     let age = u32::try_from(state::now_unix().saturating_sub(st.recorded_unix)).unwrap_or(u32::MAX);
     for a in &rec.addrs {
-        nl.add_addr(
-            &nic.name,
-            nic.index,
-            a,
-            a.label.clone(),
-            aged_lifetimes(a, age),
-        )
-        .await?;
+        // A DHCP client started for the NIC again takes over its leased
+        // address: forever until its next renewal sets the lease's
+        // lifetime (dhclient's script cannot change the lifetime of an
+        // address that is already there when it binds).
+        let life = if st.dhcp.is_empty() {
+            aged_lifetimes(a, age)
+        } else {
+            None
+        };
+        nl.add_addr(&nic.name, nic.index, a, a.label.clone(), life)
+            .await?;
     }
     nl.add_routes(&nic.name, nic.index, &rec.routes).await?;
     ipv6::restore(
@@ -1150,6 +1188,14 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
         age,
     )
     .await?;
+    if rec.was_up && !st.dhcp.is_empty() {
+        dhcp::start(
+            &st.dhcp,
+            dhcp::Target::Nic,
+            &nic.name,
+            &nl.link_names().await?,
+        );
+    }
     if !rec.was_up {
         let msg = LinkUnspec::new_with_index(nic.index).down().build();
         nl.set_link("restore NIC down state", &nic.name, msg)

@@ -134,6 +134,20 @@ impl Nl {
         }
     }
 
+    /// The names of every link in the namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>, HostError> {
+        let mut stream = self.h.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(m) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.err("list links", "all", e))?
+        {
+            out.push(parse_link(&m).name);
+        }
+        Ok(out)
+    }
+
     /// Like [`Nl::link`], but a missing link is an error.
     pub async fn must_link(&self, step: &'static str, name: &str) -> Result<Link, HostError> {
         self.link(name).await?.ok_or_else(|| HostError::Missing {

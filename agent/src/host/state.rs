@@ -9,6 +9,10 @@
 //! long as it runs) keeps a second agent from "recovering" — i.e. tearing
 //! down — the plumbing of one that is still alive.
 //!
+//! The NIC's DHCP clients the agent moved to the bridge are recorded too
+//! (`dhcp`, optional and additive like `ssh`), so a restore from the file
+//! alone starts them for the NIC again.
+//!
 //! In overlay mode the file also records the underlay ssh pieces (`ssh`:
 //! the sshd listeners the agent started and its `inet` nf_tables table),
 //! rewritten as they change, so `nsx-agent cleanup` after a crash stops
@@ -27,6 +31,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use serde::{Deserialize, Serialize};
 
+use super::dhcp::DhcpRec;
 use super::{HostError, NicInfo};
 
 /// File name of the saved state inside `state_dir`.
@@ -68,6 +73,9 @@ pub struct HostState {
     /// Overlay mode's underlay ssh (None when nothing of it is running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshState>,
+    /// The NIC's DHCP clients, moved to the bridge (see `host::dhcp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dhcp: Vec<DhcpRec>,
 }
 
 /// What overlay mode's underlay ssh adds to the host (see `crate::host::sshd`).
@@ -132,6 +140,7 @@ impl HostState {
             recorded_unix: now_unix(),
             fw: None,
             ssh: None,
+            dhcp: Vec::new(),
         }
     }
 

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# tests/e2e/47_nic_dhcp.sh -- e2e test 47: the NIC's DHCP client follows its
+# address. dnsmasq on the underlay serves vm1's NIC (its MAC -> 10.99.3.11,
+# lease 2 min, renewal after 10 s, rebinding after 20 s); vm1's eth0 gets its
+# address from the real client, once dhclient (isc-dhcp-client), once
+# dhcpcd. For each:
+#   * while the agent runs, the client runs for nsx-vtep0.0 (none for
+#     eth0), recorded in the host state file; its renewals are answered
+#     (dnsmasq's ACKs go on) and keep the address and the default route on
+#     nsx-vtep0.0, the address with the lease's finite lifetime; underlay
+#     and overlay pings work;
+#   * after SIGTERM the client runs for eth0 again (none for the bridge),
+#     renews there, and eth0's addresses (lifetimes aside) and the routes
+#     are as before;
+#   * after SIGKILL, `nsx-agent cleanup` does the same from the state file.
+# The clients run with their real scripts and configuration; the sandbox
+# gets its own /etc/resolv.conf, lease and run directories and host name.
+set -euo pipefail
+# shellcheck source=tests/lib/e2e.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
+e2e_init 47 "$@"
+# The clients' scripts may set the host name: a UTS namespace of our own.
+if [[ -z "${NSX_E2E47_UTS:-}" ]]; then
+    exec env NSX_E2E47_UTS=1 unshare --uts bash "$(readlink -f "${BASH_SOURCE[0]}")" "$@"
+fi
+for t in dnsmasq dhclient dhcpcd; do
+    command -v "$t" >/dev/null || bail "$t is required (scripts/test.sh installs dnsmasq-base, isc-dhcp-client, dhcpcd-base)"
+done
+
+# What the clients write, kept inside the sandbox's mount namespace.
+PRIV=$SANDBOX_TMP/priv
+mkdir -p "$PRIV/lib-dhcp" "$PRIV/lib-dhcpcd" "$PRIV/run-dhcpcd"
+echo "# e2e 47" >"$PRIV/resolv.conf"
+mount --bind "$PRIV/resolv.conf" /etc/resolv.conf || bail "private /etc/resolv.conf"
+mount --bind "$PRIV/lib-dhcp" /var/lib/dhcp || bail "private /var/lib/dhcp"
+mount --bind "$PRIV/lib-dhcpcd" /var/lib/dhcpcd || bail "private /var/lib/dhcpcd"
+mkdir -p /run/dhcpcd && mount --bind "$PRIV/run-dhcpcd" /run/dhcpcd || bail "private /run/dhcpcd"
+
+topo_new t47 1500
+topo_switch ls-web 0x238c 192.168.100.0/24 192.168.100.1
+topo_instance vm1 ls-web 192.168.100.3
+topo_instance vm2 ls-web 192.168.100.4
+topo_build
+topo_wait_underlay || bail "underlay up"
+NS1=$(topo_ns vm1)
+MAC1=$(topo_mac vm1)
+IP1=$(topo_underlay_ip vm1)
+CFG1=$(topo_config_path vm1)
+STATE1=$TOPO_DIR/vm1/state/host-state.json
+
+DMLOG=$TOPO_DIR/dnsmasq.log
+sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon --conf-file=/dev/null \
+    --port=0 --interface=ulbr0 --bind-interfaces --log-dhcp --log-facility="$DMLOG" \
+    --dhcp-range=10.99.3.100,10.99.3.150,2m --dhcp-host="$MAC1,$IP1" \
+    --dhcp-option=option:T1,10 --dhcp-option=option:T2,20 \
+    --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases" --pid-file="$TOPO_DIR/dnsmasq.pid"
+
+# wait_for SECS CMD...: poll CMD every 0.2 s, at most SECS.
+wait_for() {
+    local secs=$1 i
+    shift
+    for ((i = 0; i < secs * 5; i++)); do
+        "$@" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+# clients KIND IF: pids of the KIND clients in vm1's namespace managing IF.
+clients() {
+    local kind=$1 ifname=$2 ns p
+    ns=$(stat -L -c %i "/run/netns/$NS1")
+    for p in $(pgrep -x "$kind" || true); do
+        [[ "$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null)" == "$ns" ]] || continue
+        # An argument (or a word of dhcpcd's title) that is the name.
+        tr '\0 ' '\n\n' <"/proc/$p/cmdline" 2>/dev/null | grep -qx -- "$ifname" && echo "$p"
+    done
+    return 0
+}
+runs_for() { [[ -n "$(clients "$1" "$2")" ]]; }
+none_for() { [[ -z "$(clients "$1" "$2")" ]]; }
+acks() { grep -c "DHCPACK(ulbr0) $IP1 $MAC1" "$DMLOG" 2>/dev/null || true; }
+# renewed N: dnsmasq answered more than N requests for vm1.
+renewed() { [[ "$(acks)" -gt "$1" ]]; }
+# addr_on DEV: vm1's lease address on DEV, and its valid lifetime.
+addr_lft() {
+    in_inst vm1 ip -j -4 addr show dev "$1" |
+        jq -r --arg a "$IP1" '[.[0].addr_info[]? | select(.local == $a)][0].valid_life_time // empty'
+}
+has_addr() { [[ -n "$(addr_lft "$1")" ]]; }
+# leased DEV: the address is on DEV with a finite lifetime at most the lease's.
+leased() { local l; l=$(addr_lft "$1"); [[ -n "$l" && "$l" -le 120 ]]; }
+has_default() {
+    in_inst vm1 ip -j -4 route show default | jq -e --arg d "$1" 'any(.[]; .dev == $d and .gateway == "10.99.3.1")' >/dev/null
+}
+snapshot() {
+    in_inst vm1 ip -j -4 addr show dev eth0 | jq -S '[.[0].addr_info[] | del(.valid_life_time, .preferred_life_time, .dynamic)]'
+    in_inst vm1 ip -j -4 route show table all | jq -S 'sort_by(tostring)'
+}
+stop_clients() {
+    local p
+    for p in $(clients "$1" eth0) $(clients "$1" nsx-vtep0.0); do kill -TERM "$p" 2>/dev/null || true; done
+    wait_for 5 none_for "$1" eth0 && wait_for 5 none_for "$1" nsx-vtep0.0
+}
+cleanup_cmd() {
+    timeout 60 nsenter --net="/run/netns/$NS1" unshare --mount --propagation unchanged \
+        sh -c 'mount -t sysfs sysfs /sys 2>/dev/null; exec "$@"' sh \
+        "$NSX_AGENT" cleanup --config "$CFG1"
+}
+
+# vm1's eth0 comes from DHCP: no static address.
+in_inst vm1 ip addr flush dev eth0
+in_inst vm1 ip route flush dev eth0 2>/dev/null || true
+start_agents vm2
+
+round() {
+    local kind=$1 n rc out
+    shift
+    diag "--- $kind: $*"
+    in_inst vm1 "$@" >"$TOPO_DIR/$kind.start.log" 2>&1 || true
+    wait_for 30 has_addr eth0 || bail "$kind: eth0 gets $IP1 from dnsmasq" "$(tail -n 5 "$TOPO_DIR/$kind.start.log")"
+    wait_for 10 has_default eth0 || bail "$kind: default route via 10.99.3.1 on eth0"
+    wait_for 10 runs_for "$kind" eth0 || bail "$kind runs for eth0"
+    local before
+    before=$(snapshot)
+
+    start_agents vm1
+    check "$kind: the agent runs it for nsx-vtep0.0" wait_for 15 runs_for "$kind" nsx-vtep0.0
+    check "$kind: none runs for eth0" none_for "$kind" eth0
+    check "$kind: the state file records it" \
+        jq -e --arg k "$kind" '.dhcp | length == 1 and .[0].client == $k and (.[0].bridge_args | index("nsx-vtep0.0"))' "$STATE1"
+    n=$(acks)
+    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 renewed "$n"
+    n=$(acks)
+    check "$kind: and another" wait_for 30 renewed "$n"
+    check "$kind: after the renewals $IP1 is on nsx-vtep0.0 with the lease's lifetime" leased nsx-vtep0.0
+    check "$kind: no IPv4 address on eth0" bash -c "[ -z \"\$(ip netns exec $NS1 ip -4 -o addr show dev eth0)\" ]"
+    check "$kind: the default route stays on nsx-vtep0.0" has_default nsx-vtep0.0
+    check "$kind: underlay ping vm2 -> vm1" in_inst vm2 ping -n -c 2 -i 0.2 -W 2 "$IP1"
+    check "$kind: overlay ping vm1 -> vm2" overlay_wait_ping vm1 192.168.100.4
+
+    rc=0
+    agent_stop vm1 || rc=$?
+    check_eq "$kind: agent exits 0 on SIGTERM" 0 "$rc"
+    check "$kind: after SIGTERM it runs for eth0 again" wait_for 15 runs_for "$kind" eth0
+    check "$kind: after SIGTERM none runs for nsx-vtep0.0" none_for "$kind" nsx-vtep0.0
+    n=$(acks)
+    check "$kind: after SIGTERM a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    check "$kind: after SIGTERM $IP1 is on eth0 with the lease's lifetime" wait_for 5 leased eth0
+    out=$(snapshot)
+    if [[ "$out" == "$before" ]]; then
+        ok "$kind: eth0's addresses (lifetimes aside) and the routes are as before"
+    else
+        not_ok "$kind: eth0's addresses (lifetimes aside) and the routes are as before" \
+            "$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$out") | head -n 30)"
+    fi
+    check "$kind: underlay ping vm2 -> vm1 after SIGTERM" in_inst vm2 ping -n -c 2 -i 0.2 -W 2 "$IP1"
+
+    # SIGKILL: the state file alone gives the client back.
+    start_agents vm1
+    check "$kind: (again) it runs for nsx-vtep0.0" wait_for 15 runs_for "$kind" nsx-vtep0.0
+    agent_kill vm1
+    out=$(cleanup_cmd 2>&1) && rc=0 || rc=$?
+    check_eq "$kind: nsx-agent cleanup after SIGKILL exits 0" 0 "$rc"
+    [[ $rc -eq 0 ]] || diag "$out"
+    check "$kind: after cleanup it runs for eth0" wait_for 15 runs_for "$kind" eth0
+    check "$kind: after cleanup none runs for nsx-vtep0.0" none_for "$kind" nsx-vtep0.0
+    check "$kind: after cleanup $IP1 is on eth0" has_addr eth0
+    n=$(acks)
+    check "$kind: after cleanup a renewal from eth0 is answered" wait_for 30 renewed "$n"
+
+    stop_clients "$kind" || bail "$kind stops"
+    in_inst vm1 ip addr flush dev eth0
+}
+
+round dhclient dhclient -4 -v -pf "$PRIV/dhclient.eth0.pid" -lf "$PRIV/lib-dhcp/dhclient.eth0.leases" eth0
+round dhcpcd dhcpcd -4 eth0
+tap_done
