@@ -423,8 +423,10 @@ start_agent() {
 
 start_agent_quietly() { start_agent >/dev/null 2>&1 || warn "could not restart the previous agent"; }
 
-# stop_agent [quiet]: SIGTERM (the agent gives the NIC back), bounded wait,
-# then SIGKILL and `nsx-agent cleanup` from its saved host state.
+# stop_agent [quiet]: SIGTERM (the agent gives the NIC back: its IPv4 and
+# IPv6 addresses and routes, and its DHCP client, which ran for
+# nsx-vtep0.0 meanwhile), bounded wait, then SIGKILL and `nsx-agent
+# cleanup` from its saved host state (which does the same).
 stop_agent() {
     if use_systemd; then
         systemctl stop nsx-agent.service 2>/dev/null

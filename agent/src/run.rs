@@ -6,7 +6,9 @@
 //! API, then serve: configs from the gateway and SIGHUP reloads are checked
 //! first and applied with one table swap (or refused, keeping the running
 //! config); a change between overlay and micro-segmentation rebuilds the
-//! plumbing; SIGTERM/SIGINT restore the host and exit.
+//! plumbing; a new underlay address on the bridge (a DHCP lease that
+//! changed it) restarts the datapath on it and tells the gateway;
+//! SIGTERM/SIGINT restore the host and exit.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -213,6 +215,37 @@ fn instance_meta(gw: &GatewaySettings, nic: &NicInfo, underlay_ip: Ipv4Addr) -> 
 struct Gateway {
     applies: mpsc::Receiver<ApplyRequest>,
     status: Arc<Mutex<Option<GatewayStatus>>>,
+    /// The control client; restarted (with a new Hello) when the underlay
+    /// address changes.
+    task: tokio::task::JoinHandle<()>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// Starts the control client (see [`gwclient::run`]).
+fn spawn_client(
+    gw: &GatewaySettings,
+    tls: Arc<rustls::ClientConfig>,
+    meta: InstanceMeta,
+    applied: Option<u64>,
+    status: Arc<Mutex<Option<GatewayStatus>>>,
+    published: Arc<Mutex<Published>>,
+) -> Gateway {
+    let (tx, applies) = mpsc::channel(4);
+    let task = tokio::spawn(gwclient::run(
+        gw.clone(),
+        Arc::clone(&tls),
+        meta,
+        applied,
+        tx,
+        Arc::clone(&status),
+        published,
+    ));
+    Gateway {
+        applies,
+        status,
+        task,
+        tls,
+    }
 }
 
 /// A gateway config waiting for its outcome (answered once applied).
@@ -244,18 +277,15 @@ async fn start_gateway(
             None
         }
     };
-    let (tx, applies) = mpsc::channel(4);
-    let status = Arc::new(Mutex::new(None));
-    tokio::spawn(gwclient::run(
-        gw.clone(),
+    let client = spawn_client(
+        gw,
         Arc::new(tls),
         meta,
         persisted.as_ref().map(|p| p.version),
-        tx,
-        Arc::clone(&status),
+        Arc::new(Mutex::new(None)),
         published,
-    ));
-    Ok((Gateway { applies, status }, persisted))
+    );
+    Ok((client, persisted))
 }
 
 struct Signals {
@@ -292,7 +322,13 @@ enum Exit {
     Stop,
     /// The port appeared or went away: rebuild the plumbing for this config.
     Rebuild(Box<(InstanceConfig, Option<Pending>)>),
+    /// The underlay address changed (the NIC as recorded now, and the
+    /// desired state running): restart the datapath on the new one.
+    Readdress(Box<(NicInfo, InstanceConfig)>),
 }
+
+/// How often the bridge's underlay address is looked at.
+const UNDERLAY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn run_async(path: &Path) -> Result<(), StartError> {
     let started = Instant::now();
@@ -300,7 +336,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     // 1. Everything that can be checked without changing the host.
     let cfg = AgentConfig::load(path)?;
     let nic = host::inspect_nic(&cfg.host).await?;
-    let lh = local_host(&nic)?;
+    let mut lh = local_host(&nic)?;
     // Resolved now: once the NIC is filtered, name resolution may be blocked.
     let management = match &cfg.gateway {
         Some(g) => msegloop::management_endpoints(g)?,
@@ -395,6 +431,29 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
         .await
         {
             Ok(Exit::Stop) => break,
+            Ok(Exit::Readdress(next)) => {
+                let (nic, running) = *next;
+                desired = running;
+                lh = local_host(&nic)?;
+                tracing::info!(underlay = %lh.underlay_ip, "restarting the datapath on the new underlay address");
+                // A new Hello tells the gateway, which gives the peers the
+                // new tunnel endpoint.
+                if let (Some(g), Some(old)) = (&cfg.gateway, gw.take()) {
+                    old.task.abort();
+                    let applied = persist::load(&cfg.host.state_dir)
+                        .ok()
+                        .flatten()
+                        .map(|p| p.version);
+                    gw = Some(spawn_client(
+                        g,
+                        old.tls,
+                        instance_meta(g, &nic, lh.underlay_ip),
+                        applied,
+                        old.status,
+                        Arc::clone(&published),
+                    ));
+                }
+            }
             Ok(Exit::Rebuild(next)) => {
                 let (d, p) = *next;
                 tracing::info!(
@@ -661,6 +720,9 @@ async fn serve(
         None => sshd::Mode::Microseg,
     };
     let ssh = Ssh::start(&cfg.host, ssh_mode, ssh_status);
+    let watch = host::UnderlayWatch::new(&cfg.host)?;
+    let mut underlay_tick = tokio::time::interval(UNDERLAY_POLL);
+    underlay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     if let Some((applied, reply)) = first {
         answer(&cfg.host.state_dir, applied, reply);
     }
@@ -681,6 +743,25 @@ async fn serve(
         tokio::select! {
             _ = signals.term.recv() => break Exit::Stop,
             _ = signals.int.recv() => break Exit::Stop,
+            _ = underlay_tick.tick() => {
+                match watch.primary_v4().await {
+                    Ok(Some(ip)) if ip != underlay_ip => {
+                        tracing::info!(old = %underlay_ip, new = %ip, "the underlay address changed");
+                        match host::follow_underlay(&cfg.host).await {
+                            Ok(nic) => {
+                                let running = shared
+                                    .status
+                                    .lock()
+                                    .map_or_else(|_| ctx.desired.clone(), |st| st.desired.clone());
+                                break Exit::Readdress(Box::new((nic, running)));
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot follow the new underlay address"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "cannot read the underlay address"),
+                }
+            }
             _ = signals.hup.recv() => {
                 let status = reload(ctx, &mut applier).await;
                 match &status {
@@ -724,7 +805,8 @@ async fn serve(
     if let Some(m) = metrics {
         m.stop().await;
     }
-    if matches!(exit, Exit::Stop) {
+    // Connections follow the instance across a stop and a new address.
+    if matches!(exit, Exit::Stop | Exit::Readdress(_)) {
         save_flows(&shared, &cfg.host.state_dir).await;
     }
     if let Ok(mut d) = shared.datapath.lock() {

@@ -112,10 +112,25 @@ impl ControlStore for GatewayControl {
             .instance(instance_id)?
             .ok_or_else(|| StoreRefusal::UnknownInstance(instance_id.into()))?;
         if rec.underlay_ip != meta.underlay_ip {
-            tracing::warn!(
-                instance = instance_id, enrolled = %rec.underlay_ip, now = %meta.underlay_ip,
-                "agent reports a different underlay address than at enrollment"
-            );
+            // A new DHCP lease moved the instance's tunnel endpoint: the
+            // peers get it with the next config (a unicast address only,
+            // as at enrollment).
+            let u = meta.underlay_ip;
+            if u.is_unspecified() || u.is_loopback() || u.is_multicast() || u.is_broadcast() {
+                tracing::warn!(
+                    instance = instance_id, enrolled = %rec.underlay_ip, now = %u,
+                    "agent reports an underlay address that is not unicast; keeping the recorded one"
+                );
+            } else {
+                let changed = self.gw.store().set_underlay_ip(instance_id, u)?;
+                if changed {
+                    tracing::info!(
+                        instance = instance_id, old = %rec.underlay_ip, new = %u,
+                        "the instance's underlay address changed; its peers get the new tunnel endpoint"
+                    );
+                    self.gw.notify_changed();
+                }
+            }
         }
         let (version, config) = self.desired(instance_id)?;
         Ok((rec.tep_id, version, config))

@@ -576,6 +576,24 @@ impl Store {
         Ok(())
     }
 
+    /// Records the instance's new underlay address (its tunnel endpoint,
+    /// which a new DHCP lease may change) as its agent reports it in a
+    /// Hello. Returns whether it changed; bumps the version then, so every
+    /// peer gets the new endpoint.
+    pub fn set_underlay_ip(&mut self, id: &str, ip: std::net::Ipv4Addr) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE instances SET underlay_ip = ?1 WHERE id = ?2 AND underlay_ip != ?1",
+            params![ip.to_string(), id],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        meta_bump(&tx, "version")?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     pub fn revoke(&mut self, id: &str, now: u64) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let revoked: Option<Option<i64>> = tx

@@ -485,3 +485,47 @@ fn config_snapshot_matches_one_by_one() {
     );
     assert_eq!(second.config_for("vm2").1, None, "revoked");
 }
+
+#[test]
+fn a_new_underlay_address_reaches_the_peers() {
+    let mut s = Store::open_in_memory().expect("open");
+    s.apply_state(&state::parse(SEED).expect("parse"), 1)
+        .expect("apply");
+    enroll(&mut s, "vm1", Some("web"), 11);
+    enroll(&mut s, "vm2", Some("web"), 12);
+    let tep_of_vm2 = |s: &mut Store| {
+        let (_, cfg) = s.desired_config_for("vm1").expect("cfg");
+        cfg.expect("known")
+            .remote_ports
+            .iter()
+            .find(|p| p.mac == MacAddr([6, 0, 0, 0, 0, 12]))
+            .map(|p| p.tep_ip)
+    };
+    assert_eq!(tep_of_vm2(&mut s), Some("10.0.0.12".parse().expect("ip")));
+    let v = s.version().expect("v");
+    // The same address changes nothing.
+    assert!(
+        !s.set_underlay_ip("vm2", "10.0.0.12".parse().expect("ip"))
+            .expect("set")
+    );
+    assert_eq!(s.version().expect("v"), v);
+    assert!(
+        s.set_underlay_ip("vm2", "10.0.0.42".parse().expect("ip"))
+            .expect("set")
+    );
+    assert!(
+        s.version().expect("v") > v,
+        "the version moves, so peers are pushed"
+    );
+    assert_eq!(tep_of_vm2(&mut s), Some("10.0.0.42".parse().expect("ip")));
+    let rec = s.instance("vm2").expect("read").expect("exists");
+    assert_eq!(
+        rec.underlay_ip,
+        "10.0.0.42".parse::<std::net::Ipv4Addr>().expect("ip")
+    );
+    // An unknown instance changes nothing.
+    assert!(
+        !s.set_underlay_ip("nope", "10.0.0.43".parse().expect("ip"))
+            .expect("set")
+    );
+}

@@ -13,6 +13,10 @@
 #     renews there, and eth0's addresses (lifetimes aside) and the routes
 #     are as before;
 #   * after SIGKILL, `nsx-agent cleanup` does the same from the state file.
+# Last, in gateway mode, dnsmasq leases vm1 a new address: the agent
+# follows (status, state file), the gateway records it and gives vm2 the
+# new tunnel endpoint, the overlay pings both ways, and SIGTERM gives eth0
+# the new address with dhclient for it.
 # The clients run with their real scripts and configuration; the sandbox
 # gets its own /etc/resolv.conf, lease and run directories and host name.
 set -euo pipefail
@@ -53,7 +57,8 @@ sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon 
     --port=0 --interface=ulbr0 --bind-interfaces --log-dhcp --log-facility="$DMLOG" \
     --dhcp-range=10.99.3.100,10.99.3.150,2m --dhcp-host="$MAC1,$IP1" \
     --dhcp-option=option:T1,10 --dhcp-option=option:T2,20 \
-    --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases" --pid-file="$TOPO_DIR/dnsmasq.pid"
+    --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases"
+DNSMASQ=$SANDBOX_LAST_PID
 
 # wait_for SECS CMD...: poll CMD every 0.2 s, at most SECS.
 wait_for() {
@@ -174,4 +179,86 @@ round() {
 
 round dhclient dhclient -4 -v -pf "$PRIV/dhclient.eth0.pid" -lf "$PRIV/lib-dhcp/dhclient.eth0.leases" eth0
 round dhcpcd dhcpcd -4 eth0
+
+# --- a lease that changes the address, in gateway mode: the agent follows
+# (its status, the state file), tells the gateway (a new Hello), which gives
+# vm2 the new tunnel endpoint; the overlay works both ways again.
+agent_stop vm2 || true
+sandbox_kill "$DNSMASQ" 5
+topo_destroy
+# shellcheck source=tests/lib/gw.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/gw.sh"
+gw_init_bin || bail "nsx-gateway binary"
+gw_topology t47g 1500 vm1 vm2
+topo_wait_underlay || bail "underlay up (gateway topology)"
+NS1=$(topo_ns vm1)
+STATE1=$TOPO_DIR/vm1/state/host-state.json
+DMLOG=$TOPO_DIR/dnsmasq.log
+NEW1=10.99.3.21
+gw_init >"$TOPO_DIR/gw-init.log" 2>&1 || bail "nsx-gateway init" "$(cat "$TOPO_DIR/gw-init.log")"
+gw_state_sample "$TOPO_DIR/state.yaml"
+gw_apply "$TOPO_DIR/state.yaml" >"$TOPO_DIR/gw-apply.log" 2>&1 || bail "nsx-gateway apply" "$(cat "$TOPO_DIR/gw-apply.log")"
+gw_start 2>"$TOPO_DIR/gw-start.err" || bail "gateway starts" "$(cat "$TOPO_DIR/gw-start.err")"
+# dnsmasq_for ADDR: (re)start dnsmasq leasing ADDR to vm1, forgetting old leases.
+dnsmasq_for() {
+    [[ -n "${DNSMASQ:-}" ]] && sandbox_kill "$DNSMASQ" 5
+    rm -f "$TOPO_DIR/dnsmasq.leases"
+    sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon --conf-file=/dev/null \
+        --port=0 --interface=ulbr0 --bind-interfaces --log-dhcp --log-facility="$DMLOG" --dhcp-authoritative \
+        --dhcp-range=10.99.3.100,10.99.3.150,2m --dhcp-host="$MAC1,$1" \
+        --dhcp-option=option:T1,10 --dhcp-option=option:T2,20 \
+        --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases"
+    DNSMASQ=$SANDBOX_LAST_PID
+    wait_for 10 grep -qs 'DHCP, IP range' "$DMLOG"
+}
+DNSMASQ=""
+dnsmasq_for "$IP1" || bail "dnsmasq starts"
+in_inst vm1 ip addr flush dev eth0
+in_inst vm1 ip route flush dev eth0 2>/dev/null || true
+in_inst vm1 dhclient -4 -v -pf "$PRIV/dhclient.eth0.pid" -lf "$PRIV/lib-dhcp/dhclient.eth0.leases" eth0 \
+    >"$TOPO_DIR/dhclient.start.log" 2>&1 || true
+wait_for 30 has_addr eth0 || bail "gateway mode: eth0 gets $IP1" "$(tail -n 5 "$TOPO_DIR/dhclient.start.log")"
+for vm in vm1 vm2; do
+    gw_agent_config "$vm" web
+    gw_agent_start "$vm" 2>"$TOPO_DIR/$vm/start.err" || bail "agent $vm enrolls and starts" "$(cat "$TOPO_DIR/$vm/start.err")"
+done
+for vm in vm1 vm2; do
+    gw_wait_state "$vm" ESTABLISHED 15 || bail "agent $vm: gateway connection ESTABLISHED"
+    agent_wait_overlay "$vm" || bail "agent $vm: nsx-eth0 up"
+done
+OV1=$(gw_instance vm1 '.ip // ""')
+OV2=$(gw_instance vm2 '.ip // ""')
+[[ -n "$OV1" && -n "$OV2" ]] || bail "both instances placed" "vm1=$OV1 vm2=$OV2"
+check "gateway mode: dhclient runs for nsx-vtep0.0" wait_for 15 runs_for dhclient nsx-vtep0.0
+check "gateway mode: overlay ping vm2 -> vm1 ($OV1)" overlay_wait_ping vm2 "$OV1"
+
+rm -f "$DMLOG"
+dnsmasq_for "$NEW1" || bail "dnsmasq restarts with $NEW1 for vm1"
+status_ip() { [[ "$(gw_status vm1 .underlay_ip)" == "$NEW1" ]]; }
+check "after the next renewal (NAK, new lease) the agent's underlay address is $NEW1" wait_for 60 status_ip
+check "the old address is gone from nsx-vtep0.0, the new one there" bash -c \
+    "ip netns exec $NS1 ip -j -4 addr show dev nsx-vtep0.0 | jq -e '[.[0].addr_info[].local] == [\"$NEW1\"]'"
+check "the state file records $NEW1 for the NIC" jq -e --arg a "$NEW1" '.nic.addrs[0].ip == $a' "$STATE1"
+gw_ip() { [[ "$(gw_instance vm1 '.underlay_ip')" == "$NEW1" ]]; }
+check "the gateway records vm1's new underlay address" wait_for 15 gw_ip
+peer_tep() { agent_ctl vm2 config | grep -q "\"$NEW1\""; }
+check "vm2's running config has vm1's new tunnel endpoint" wait_for 15 peer_tep
+check "gateway connection of vm1 ESTABLISHED again" gw_wait_state vm1 ESTABLISHED 15
+check "overlay ping vm2 -> vm1 after the move" overlay_wait_ping vm2 "$OV1"
+check "overlay ping vm1 -> vm2 after the move" overlay_wait_ping vm1 "$OV2"
+if [[ $TAP_FAILED -gt 0 ]]; then
+    diag "vm1's agent log:" "$(tail -n 25 "$(agent_log vm1)")"
+    diag "vm1 counters:" "$(agent_ctl vm1 counters 2>&1 | head -c 3000)"
+    diag "vm2 counters:" "$(agent_ctl vm2 counters 2>&1 | head -c 3000)"
+fi
+check "underlay ping vm2 -> $NEW1" in_inst vm2 ping -n -c 2 -i 0.2 -W 2 "$NEW1"
+rc=0
+agent_stop vm1 || rc=$?
+check_eq "agent exits 0 on SIGTERM after the move" 0 "$rc"
+new_on_eth0() {
+    in_inst vm1 ip -j -4 addr show dev eth0 | jq -e --arg a "$NEW1" 'any(.[0].addr_info[]; .local == $a)' >/dev/null
+}
+check "eth0 gets $NEW1 back" new_on_eth0
+check "dhclient runs for eth0 again" wait_for 15 runs_for dhclient eth0
+stop_clients dhclient || true
 tap_done

@@ -92,6 +92,8 @@ const RTPROT_BOOT: u8 = 3;
 const RT_TABLE_MAIN: u32 = 254;
 /// `RTN_UNICAST`.
 const RTN_UNICAST: u8 = 1;
+/// `RTPROT_DHCP`: routes a DHCP client (dhcpcd) installed.
+const RTPROT_DHCP: u8 = 16;
 /// Lifetime floor (seconds) for restored DHCP-style addresses whose recorded
 /// lifetime ran out while the agent held them: gives the DHCP client time
 /// to renew instead of the address vanishing at once.
@@ -667,6 +669,84 @@ async fn stop_ssh(ssh: Option<&SshState>, nic: &str) {
     for p in ssh.map(|s| s.sshds.as_slice()).unwrap_or_default() {
         procs::stop(p, SSHD_TERM_GRACE).await;
     }
+}
+
+/// Watches the bridge's IPv4 address (the tunnel endpoint), which a DHCP
+/// client moved there may change with a new lease.
+#[derive(Debug)]
+pub struct UnderlayWatch {
+    nl: Nl,
+    vtep_if: String,
+}
+
+impl UnderlayWatch {
+    /// A watch on `settings.vtep_if` (a netlink socket of its own).
+    pub fn new(settings: &HostSettings) -> Result<UnderlayWatch, HostError> {
+        Ok(UnderlayWatch {
+            nl: Nl::connect("main")?,
+            vtep_if: settings.vtep_if.clone(),
+        })
+    }
+
+    /// The bridge's primary global IPv4 address now (`None`: the bridge
+    /// has none, e.g. between a DHCP client's flush and its new address).
+    pub async fn primary_v4(&self) -> Result<Option<Ipv4Addr>, HostError> {
+        let Some(br) = self.nl.link(&self.vtep_if).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .nl
+            .addrs_v4(&br.name, br.index)
+            .await?
+            .iter()
+            .find(|a| a.scope == 0)
+            .map(|a| a.ip))
+    }
+}
+
+/// The bridge's IPv4 addresses changed (a DHCP lease with a new address):
+/// the record in the state file follows them, so an adopting run finds the
+/// plumbing intact and a restore gives the NIC the address it has now.
+/// Addresses and IPv4 routes are taken from the bridge (labels mapped
+/// back to the NIC's), except dhcpcd's own routes (protocol dhcp, at a
+/// metric derived from the bridge's ifindex) when dhcpcd moves with the
+/// NIC: it installs its own for the NIC again. Returns the updated NIC.
+pub async fn follow_underlay(settings: &HostSettings) -> Result<NicInfo, HostError> {
+    let mut st = state::load(&settings.state_dir)?.ok_or_else(|| HostError::State {
+        path: state::path(&settings.state_dir),
+        reason: "no host state to update".into(),
+    })?;
+    let nl = Nl::connect("main")?;
+    let br = nl.must_link("follow underlay", &st.vtep_if).await?;
+    let mut addrs = nl.addrs_v4(&br.name, br.index).await?;
+    for a in &mut addrs {
+        a.label = nic_label(&st.vtep_if, &st.nic.name, a.label.as_deref());
+    }
+    let dhcpcd = st.dhcp.iter().any(|d| d.client == DhcpClient::Dhcpcd);
+    let routes: Vec<RouteRec> = nl
+        .routes_v4(&br.name, br.index)
+        .await?
+        .into_iter()
+        .filter(|r| !(dhcpcd && r.protocol == RTPROT_DHCP))
+        .collect();
+    if addrs.iter().all(|a| a.scope != 0) {
+        return Err(unusable(
+            "follow underlay",
+            &br.name,
+            "has no global IPv4 address".into(),
+        ));
+    }
+    tracing::info!(
+        nic = %st.nic.name, bridge = %br.name,
+        old = ?st.nic.addrs.iter().map(|a| a.ip).collect::<Vec<_>>(),
+        new = ?addrs.iter().map(|a| a.ip).collect::<Vec<_>>(),
+        "the underlay address changed; the host state follows"
+    );
+    st.nic.addrs = addrs;
+    st.nic.routes = routes;
+    st.recorded_unix = state::now_unix();
+    state::save(&settings.state_dir, &st)?;
+    Ok(st.nic)
 }
 
 /// Records overlay mode's underlay ssh pieces in the host-state file
@@ -1304,6 +1384,17 @@ fn bridge_label(nic: &str, bridge: &str, label: Option<&str>) -> Option<String> 
     (l.len() < libc::IFNAMSIZ).then_some(l)
 }
 
+/// The inverse of [`bridge_label`]: the bridge's default label becomes the
+/// NIC's (`None`), `<bridge>:1` becomes `<nic>:1` when it fits.
+fn nic_label(bridge: &str, nic: &str, label: Option<&str>) -> Option<String> {
+    let suffix = label?.strip_prefix(bridge)?;
+    if suffix.is_empty() {
+        return None;
+    }
+    let l = format!("{nic}{suffix}");
+    (l.len() < libc::IFNAMSIZ).then_some(l)
+}
+
 /// Lifetimes to restore an address with: forever stays forever; finite
 /// ones are aged by `age` seconds, floored at [`MIN_RESTORED_LIFETIME`].
 fn aged_lifetimes(a: &AddrRec, age: u32) -> Option<(u32, u32)> {
@@ -1373,6 +1464,20 @@ mod tests {
         );
         assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("eth0:long")), None);
         assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("other")), None);
+    }
+
+    #[test]
+    fn labels_come_back_to_the_nic() {
+        for l in [None, Some("eth0"), Some("eth0:1")] {
+            let there = bridge_label("eth0", "nsx-vtep0.0", l);
+            let back = nic_label(
+                "nsx-vtep0.0",
+                "eth0",
+                there.as_deref().or(Some("nsx-vtep0.0")),
+            );
+            assert_eq!(back.as_deref(), l.filter(|l| *l != "eth0"), "{l:?}");
+        }
+        assert_eq!(nic_label("nsx-vtep0.0", "eth0", Some("other")), None);
     }
 
     #[test]
