@@ -247,6 +247,8 @@ check "gateway connection of vm1 ESTABLISHED again" gw_wait_state vm1 ESTABLISHE
 check "overlay ping vm2 -> vm1 after the move" overlay_wait_ping vm2 "$OV1"
 check "overlay ping vm1 -> vm2 after the move" overlay_wait_ping vm1 "$OV2"
 if [[ $TAP_FAILED -gt 0 ]]; then
+    diag "vm1:" "$(in_inst vm1 ip -br addr; in_inst vm1 ip route; in_inst vm1 ip neigh; in_inst vm1 ip -d link show eth0; in_inst vm1 bridge fdb show br nsx-vtep0.0)"
+    diag "dnsmasq:" "$(tail -n 30 "$DMLOG")"
     diag "vm1's agent log:" "$(tail -n 25 "$(agent_log vm1)")"
     diag "vm1 counters:" "$(agent_ctl vm1 counters 2>&1 | head -c 3000)"
     diag "vm2 counters:" "$(agent_ctl vm2 counters 2>&1 | head -c 3000)"
@@ -258,7 +260,9 @@ check_eq "agent exits 0 on SIGTERM after the move" 0 "$rc"
 new_on_eth0() {
     in_inst vm1 ip -j -4 addr show dev eth0 | jq -e --arg a "$NEW1" 'any(.[0].addr_info[]; .local == $a)' >/dev/null
 }
-check "eth0 gets $NEW1 back" new_on_eth0
+# (dhclient for eth0 may first ask for the stale eth0 lease in its lease
+# file, get a NAK and flush, then bind the new address again.)
+check "eth0 gets $NEW1 back" wait_for 30 new_on_eth0
 check "dhclient runs for eth0 again" wait_for 15 runs_for dhclient eth0
 stop_clients dhclient || true
 tap_done

@@ -155,17 +155,21 @@ sandbox_bg "$TOPO_DIR/stream.srv.log" ip netns exec "$(topo_ns vm2)" \
     timeout 90 socat -u "TCP6-LISTEN:7484,bind=[$V2S],reuseaddr" "OPEN:$TOPO_DIR/stream.out,creat,trunc"
 srv=$SANDBOX_LAST_PID
 LINES=300
-sleep 0.3
+listening() { ip netns exec "$(topo_ns vm2)" ss -Hltn 'sport = :7484' | grep -q .; }
+wait_for 10 listening || bail "stream receiver listens on [$V2S]:7484"
+# got_lines N: at least N lines of the stream arrived.
+got_lines() { [[ "$(grep -c '^line-' "$TOPO_DIR/stream.out" 2>/dev/null || true)" -ge "$1" ]]; }
 sandbox_bg "$TOPO_DIR/stream.cli.log" ip netns exec "$(topo_ns vm1)" timeout 80 bash -c \
     "for ((i = 1; i <= $LINES; i++)); do echo line-\$i; sleep 0.1; done | socat -u - 'TCP6:[$V2S]:7484,bind=[$V1A]'"
 cli=$SANDBOX_LAST_PID
 sandbox_bg "$TOPO_DIR/ping.log" ip netns exec "$(topo_ns vm2)" ping -6 -n -i 0.1 -c 350 -w 70 -W 1 "$V1S"
 png=$SANDBOX_LAST_PID
-sleep 3
+wait_for 15 got_lines 20 || bail "the stream flows before the restarts"
 agent_kill vm1
 if agent_start vm1 2>"$TOPO_DIR/restart1.err"; then ok "agent restarts after SIGKILL"; else not_ok "agent restarts after SIGKILL" "$(cat "$TOPO_DIR/restart1.err")"; fi
 check "after SIGKILL + restart: SLAAC address still on nsx-vtep0.0" on_bridge "$V1A"
-sleep 3
+n=$(grep -c '^line-' "$TOPO_DIR/stream.out" || true)
+check "the stream flows after the SIGKILL + restart" wait_for 15 got_lines $((n + 20))
 rc=0
 agent_stop vm1 || rc=$?
 check_eq "agent exits 0 on SIGTERM (mid-stream)" 0 "$rc"

@@ -38,6 +38,8 @@ use super::state::ProcRec;
 
 /// How long a stopped client gets to exit on SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How many times [`stop_for`] looks again for clients of the interface.
+const SWEEP_ROUNDS: usize = 4;
 
 /// The clients we know how to move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,14 +236,12 @@ fn retarget(args: &[String], from: &str, to: &str) -> Vec<String> {
 /// The clients that manage exactly `nic`, as records to move (and the
 /// processes to stop). Clients managing more than the NIC are logged and
 /// left alone; systemd-networkd managing it is logged.
-pub fn find(
-    nic: &str,
-    nic_ifindex: u32,
-    bridge: &str,
-    links: &[String],
-) -> Vec<(DhcpRec, ProcRec)> {
+pub fn find(nic: &str, nic_ifindex: u32, bridge: &str, links: &[String]) -> Vec<DhcpRec> {
+    // A client of a bridge that is gone (a previous run's) is still one of
+    // the bridge's, not one of every interface.
+    let links = with(links, bridge);
     let mut out = Vec::new();
-    for r in running(links) {
+    for r in running(&links) {
         if r.all || !r.ifaces.iter().any(|i| i == nic) {
             if r.all {
                 tracing::warn!(
@@ -267,7 +267,7 @@ pub fn find(
             nic_args: r.args.clone(),
         };
         tracing::info!(client = r.client.name(), pid = r.proc.pid, nic, args = ?rec.nic_args, "DHCP client found for the NIC");
-        out.push((rec, r.proc));
+        out.push(rec);
     }
     if networkd_manages(nic_ifindex) {
         tracing::warn!(
@@ -287,31 +287,48 @@ fn networkd_manages(ifindex: u32) -> bool {
     })
 }
 
-/// Stops the given clients (SIGTERM, bounded wait, SIGKILL).
-pub async fn stop(procs_: &[ProcRec]) {
-    for p in procs_ {
-        if !procs::stop(p, STOP_GRACE).await {
-            tracing::warn!(pid = p.pid, "DHCP client survived SIGKILL");
-        }
+/// `links` plus `name`.
+fn with(links: &[String], name: &str) -> Vec<String> {
+    let mut v = links.to_vec();
+    if !v.iter().any(|l| l == name) {
+        v.push(name.to_string());
     }
+    v
 }
 
-/// Stops every DHCP client that manages `ifname` in our namespace.
+/// Stops every DHCP client that manages exactly `ifname` in our namespace
+/// (SIGTERM, bounded wait, SIGKILL), and looks again afterwards: the
+/// clients daemonize once they have a lease, so one started a moment ago
+/// may fork its daemon just before it goes (bounded: [`SWEEP_ROUNDS`]).
 pub async fn stop_for(ifname: &str, links: &[String]) {
-    let procs_: Vec<ProcRec> = running(links)
-        .into_iter()
-        .filter(|r| r.ifaces.iter().any(|i| i == ifname))
-        .map(|r| {
-            tracing::info!(
-                client = r.client.name(),
-                pid = r.proc.pid,
-                ifname,
-                "stopping the DHCP client"
-            );
-            r.proc
-        })
-        .collect();
-    stop(&procs_).await;
+    let links = with(links, ifname);
+    for _ in 0..SWEEP_ROUNDS {
+        let procs_: Vec<ProcRec> = running(&links)
+            .into_iter()
+            .filter(|r| !r.all && r.ifaces.len() == 1 && r.ifaces.iter().any(|i| i == ifname))
+            .map(|r| {
+                tracing::info!(
+                    client = r.client.name(),
+                    pid = r.proc.pid,
+                    ifname,
+                    "stopping the DHCP client"
+                );
+                r.proc
+            })
+            .collect();
+        if procs_.is_empty() {
+            return;
+        }
+        for p in &procs_ {
+            if !procs::stop(p, STOP_GRACE).await {
+                tracing::warn!(pid = p.pid, ifname, "DHCP client survived SIGKILL");
+            }
+        }
+    }
+    tracing::warn!(
+        ifname,
+        "DHCP clients for it kept appearing; gave up stopping them"
+    );
 }
 
 /// Which end a record is started for.
@@ -328,7 +345,7 @@ pub fn start(recs: &[DhcpRec], target: Target, ifname: &str, links: &[String]) {
     if recs.is_empty() {
         return;
     }
-    let now = running(links);
+    let now = running(&with(links, ifname));
     for rec in recs {
         if now
             .iter()

@@ -381,17 +381,13 @@ pub async fn setup<'a>(
     .with_fw(fw);
     // The NIC's DHCP client: recorded with the NIC, stopped before its
     // address moves, started for the bridge once it is there.
-    let clients = dhcp::find(
-        &nic.name,
-        nic.ifindex,
-        &settings.vtep_if,
-        &nl.link_names().await?,
-    );
-    st.dhcp = clients.iter().map(|(rec, _)| rec.clone()).collect();
+    let links = nl.link_names().await?;
+    st.dhcp = dhcp::find(&nic.name, nic.ifindex, &settings.vtep_if, &links);
     state::save(&settings.state_dir, &st)?;
     tracing::info!(nic = %nic.name, state = %state::path(&settings.state_dir).display(), "saved NIC config");
-    let stop: Vec<ProcRec> = clients.into_iter().map(|(_, p)| p).collect();
-    dhcp::stop(&stop).await;
+    if !st.dhcp.is_empty() {
+        dhcp::stop_for(&nic.name, &links).await;
+    }
 
     match build(&nl, &st, port, port_mac, overlay_mtu).await {
         Ok((peer_ifindex, fw_peer_ifindex)) => {
