@@ -281,11 +281,6 @@ counter_at_least() {
     printf '%s\n' "$v"
 }
 
-# counters_settle: DEPRECATED, a fixed sleep that a loaded machine outruns;
-# kept only so that tests written against it still run. Use counters_wait
-# or counter_at_least.
-counters_settle() { sleep 0.5; }
-
 # agent_start vmN [CONFIG]: start the agent of vmN in the background, wait
 # (bounded, 30 s) until its API answers `status`. Returns non-zero (and
 # prints the log tail on stderr) if the agent exits or never answers. Call it
