@@ -282,6 +282,17 @@ pub enum Probe {
     Absent,
 }
 
+impl Hit {
+    /// The same connection seen the other way (an ICMP error travels
+    /// against the packet it quotes).
+    pub fn reversed(self) -> Hit {
+        Hit {
+            id: self.id,
+            reply: !self.reply,
+        }
+    }
+}
+
 impl Probe {
     /// The live connection, if any.
     pub fn live(self) -> Option<Hit> {
@@ -904,11 +915,7 @@ impl Conntrack {
     /// error's own direction (the reverse of `inner`'s). Nothing about the
     /// connection changes: errors neither advance TCP nor keep it alive.
     pub fn related(&mut self, inner: &Tuple, now_ns: u64) -> Option<Hit> {
-        let hit = self.lookup(inner, now_ns)?;
-        Some(Hit {
-            id: hit.id,
-            reply: !hit.reply,
-        })
+        self.lookup(inner, now_ns).map(Hit::reversed)
     }
 
     /// Advances the connection with one of its packets (`bytes` long):
@@ -1020,21 +1027,6 @@ impl Conntrack {
         };
         self.count(i, d, bytes, now_ns);
         Ok(Tracked { state, rule_id })
-    }
-
-    /// What [`Conntrack::lookup`] would return for `t` now, changing
-    /// nothing: an entry idle past its timeout counts as absent but stays.
-    pub fn peek(&self, t: &Tuple, now_ns: u64) -> Option<Hit> {
-        self.probe(t, now_ns).live()
-    }
-
-    /// What [`Conntrack::related`] would return, changing nothing.
-    pub fn peek_related(&self, inner: &Tuple, now_ns: u64) -> Option<Hit> {
-        let hit = self.peek(inner, now_ns)?;
-        Some(Hit {
-            id: hit.id,
-            reply: !hit.reply,
-        })
     }
 
     /// Whether [`Conntrack::insert`] of `t` would succeed now, changing

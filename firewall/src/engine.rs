@@ -25,7 +25,7 @@ use std::sync::Arc;
 use control::Action;
 
 use crate::classify::Policy;
-use crate::conntrack::{Conntrack, Hit, Probe};
+use crate::conntrack::{Conntrack, Probe};
 use crate::decision::{Decision, FwDrop, FwVerdict, Segment, Why};
 use crate::flow::{Dir, L4, TcpMeta, Tuple};
 use crate::packet::{self, Class, Ipv4Info, Packet, ParseError};
@@ -347,13 +347,12 @@ impl Firewall {
             }
             _ => match &info.l4 {
                 L4::IcmpError { inner, .. } => match ct.probe(inner, now_ns) {
-                    Probe::Live(hit) => {
-                        let hit = Hit {
-                            id: hit.id,
-                            reply: !hit.reply,
-                        };
-                        d.set(FwVerdict::Pass, Why::Related { hit })
-                    }
+                    Probe::Live(hit) => d.set(
+                        FwVerdict::Pass,
+                        Why::Related {
+                            hit: hit.reversed(),
+                        },
+                    ),
                     stale => d.set(
                         FwVerdict::Drop(FwDrop::UnsolicitedIcmpError),
                         Why::Unsolicited { stale },
