@@ -29,35 +29,17 @@
 //!   as recorded. Where RAs are handled in user space (`accept_ra` 0, e.g.
 //!   systemd-networkd), RA routes are re-added exactly.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
-use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressMessage, AddressProtocol, AddressScope, CacheInfo,
-};
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
-    RoutePreference, RouteProtocol, RouteType,
-};
-use rtnetlink::RouteMessageBuilder;
-use serde::{Deserialize, Serialize};
-
 use super::HostError;
-use super::netlink::{
-    INFINITY_LIFE_TIME, Nl, RT_TABLE_LOCAL, RTPROT_KERNEL, TRANSIENT_ADDR_FLAGS, errno,
-};
+use super::netlink::{AddrRec, Nl, RouteKey, RouteRec};
 
 /// `RTPROT_RA`: routes learned from router advertisements.
 pub const RTPROT_RA: u8 = 9;
 /// `IFA_F_NODAD`.
 const IFA_F_NODAD: u32 = 0x02;
-/// `RTN_UNICAST`.
-const RTN_UNICAST: u8 = 1;
-/// Clock ticks per second of `RTA_CACHEINFO.rta_expires` (`USER_HZ`).
-const USER_HZ: i64 = 100;
 /// How long restore waits for the kernel's own RA routes on the NIC.
 const RA_WAIT: Duration = Duration::from_secs(3);
 /// How often that wait looks.
@@ -108,89 +90,25 @@ const SYSCTLS: &[&str] = &[
 ];
 
 /// One IPv6 address (never link-local), with what is needed to re-add it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Addr6Rec {
-    pub ip: Ipv6Addr,
-    pub prefix_len: u8,
-    /// Point-to-point peer (`IFA_ADDRESS` when it differs from the local one).
-    #[serde(default)]
-    pub peer: Option<Ipv6Addr>,
-    /// `ifa_scope` (0 = global).
-    #[serde(default)]
-    pub scope: u8,
-    /// Settable `IFA_F_*` flags (`mngtmpaddr`, `noprefixroute`, ...).
-    #[serde(default)]
-    pub flags: u32,
-    /// Seconds; `None` = forever.
-    #[serde(default)]
-    pub valid_lft: Option<u32>,
-    #[serde(default)]
-    pub preferred_lft: Option<u32>,
-    /// `IFA_PROTO` (who added it, e.g. 3 = kernel RA/SLAAC), when reported.
-    #[serde(default)]
-    pub proto: Option<u8>,
-}
+pub type Addr6Rec = AddrRec<Ipv6Addr>;
 
-/// One IPv6 route through the NIC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route6Rec {
-    pub dst: Ipv6Addr,
-    pub prefix_len: u8,
-    #[serde(default)]
-    pub gateway: Option<Ipv6Addr>,
-    #[serde(default)]
-    pub prefsrc: Option<Ipv6Addr>,
-    #[serde(default)]
-    pub metric: Option<u32>,
-    pub table: u32,
-    pub protocol: u8,
-    /// `rtm_type` (1 = unicast).
-    #[serde(default = "unicast")]
-    pub kind: u8,
-    #[serde(default)]
-    pub onlink: bool,
-    /// Router preference (`RTA_PREF`).
-    #[serde(default)]
-    pub pref: Option<u8>,
-    /// Seconds left; `None` = forever.
-    #[serde(default)]
-    pub expires: Option<u32>,
-    #[serde(default)]
-    pub hoplimit: Option<u32>,
-    #[serde(default)]
-    pub mtu: Option<u32>,
-}
+/// One IPv6 route through the NIC (never the kernel's link-local ones).
+pub type Route6Rec = RouteRec<Ipv6Addr>;
 
-fn unicast() -> u8 {
-    RTN_UNICAST
-}
-
-impl Route6Rec {
-    /// What identifies a route in its table (the kernel's duplicate check).
-    fn key(&self) -> (Ipv6Addr, u8, u32, Option<u32>, Option<Ipv6Addr>) {
-        (
-            self.dst,
-            self.prefix_len,
-            self.table,
-            self.metric,
-            self.gateway,
-        )
-    }
-
-    /// The stand-in for an RA route: the same route one metric lower in
-    /// priority, so the kernel's own (from the next RA) never collides
-    /// with it.
-    fn stand_in(&self) -> Route6Rec {
-        Route6Rec {
-            metric: Some(self.metric.unwrap_or(1024).saturating_add(1)),
-            ..self.clone()
-        }
+/// The stand-in for an RA route: the same route one metric lower in
+/// priority, so the kernel's own (from the next RA) never collides with it.
+fn stand_in(r: &Route6Rec) -> Route6Rec {
+    Route6Rec {
+        metric: Some(r.metric.unwrap_or(1024).saturating_add(1)),
+        ..r.clone()
     }
 }
 
-/// fe80::/10.
-fn is_link_local(ip: &Ipv6Addr) -> bool {
-    ip.segments()[0] & 0xffc0 == 0xfe80
+/// The key of the kernel's own route a stand-in covers for.
+fn covered(s: &Route6Rec) -> RouteKey<Ipv6Addr> {
+    let mut k = s.key();
+    k.3 = s.metric.map(|m| m.saturating_sub(1));
+    k
 }
 
 fn conf_path(ifname: &str, key: &str) -> PathBuf {
@@ -326,26 +244,30 @@ pub async fn move_to_bridge(
     }
     for a in addrs {
         let life = a.valid_lft.map(|v| (v, a.preferred_lft.unwrap_or(v)));
-        nl.add_addr6(br, br_ix, a, IFA_F_NODAD, life).await?;
+        let a = Addr6Rec {
+            flags: a.flags | IFA_F_NODAD,
+            ..a.clone()
+        };
+        nl.add_addr(br, br_ix, &a, life).await?;
     }
     for a in addrs {
-        nl.del_addr6(nic, nic_ix, a).await?;
+        nl.del_addr(nic, nic_ix, a).await?;
     }
     for r in routes {
-        nl.del_route6(nic, nic_ix, r).await?;
+        nl.del_route(nic, nic_ix, r).await?;
     }
     let kernel_ra = kernel_takes_ra(br);
     let routes: Vec<Route6Rec> = routes
         .iter()
         .map(|r| {
             if kernel_ra && r.protocol == RTPROT_RA {
-                r.stand_in()
+                stand_in(r)
             } else {
                 r.clone()
             }
         })
         .collect();
-    nl.add_routes6(br, br_ix, &routes).await?;
+    nl.add_routes(br, br_ix, &routes).await?;
     if kernel_ra {
         send_rs(br, br_ix);
     }
@@ -387,8 +309,7 @@ pub async fn restore(
             .addrs
             .iter()
             .find(|l| (l.ip, l.prefix_len) == (a.ip, a.prefix_len));
-        nl.add_addr6(name, index, a, 0, lifetimes(a, now, age))
-            .await?;
+        nl.add_addr(name, index, a, lifetimes(a, now, age)).await?;
     }
     let kernel_ra = kernel_takes_ra(name);
     let mut stand_ins = Vec::new();
@@ -399,18 +320,18 @@ pub async fn restore(
             .routes
             .iter()
             .find(|l| l.key() == r.key())
-            .or_else(|| live.routes.iter().find(|l| l.key() == r.stand_in().key()));
+            .or_else(|| live.routes.iter().find(|l| l.key() == stand_in(r).key()));
         let mut r = Route6Rec {
             expires: expires(r, now, age),
             ..r.clone()
         };
         if kernel_ra && r.protocol == RTPROT_RA {
-            r = r.stand_in();
+            r = stand_in(&r);
             stand_ins.push(r.clone());
         }
         todo.push(r);
     }
-    nl.add_routes6(name, index, &todo).await?;
+    nl.add_routes(name, index, &todo).await?;
     if !stand_ins.is_empty() {
         send_rs(name, index);
         retire_stand_ins(nl, name, index, &stand_ins).await;
@@ -422,20 +343,15 @@ pub async fn restore(
 /// stand-in and deletes the stand-ins whose route came back; the others
 /// stay until their lifetime ends.
 async fn retire_stand_ins(nl: &Nl, name: &str, index: u32, stand_ins: &[Route6Rec]) {
-    let real = |s: &Route6Rec| {
-        let mut k = s.key();
-        k.3 = s.metric.map(|m| m.saturating_sub(1));
-        k
-    };
     let mut left: Vec<&Route6Rec> = stand_ins.iter().collect();
     let deadline = Instant::now() + RA_WAIT;
     loop {
-        match nl.routes_v6(name, index).await {
+        match nl.routes::<Ipv6Addr>(name, index).await {
             Ok(now) => {
                 let mut still = Vec::new();
                 for s in left {
-                    if now.iter().any(|r| r.key() == real(s)) {
-                        if let Err(error) = nl.del_route6(name, index, s).await {
+                    if now.iter().any(|r| r.key() == covered(s)) {
+                        if let Err(error) = nl.del_route(name, index, s).await {
                             tracing::warn!(ifname = name, %error, "cannot delete an RA stand-in route");
                         }
                     } else {
@@ -461,367 +377,23 @@ async fn retire_stand_ins(nl: &Nl, name: &str, index: u32, stand_ins: &[Route6Re
     }
 }
 
-/// IPv6 requests on [`Nl`] (the same conventions as the IPv4 ones).
-impl Nl {
-    /// IPv6 addresses of a link but the link-local ones, in kernel order.
-    pub async fn addrs_v6(&self, ifname: &str, index: u32) -> Result<Vec<Addr6Rec>, HostError> {
-        let mut stream = self
-            .h
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        let mut out = Vec::new();
-        while let Some(m) = stream
-            .try_next()
-            .await
-            .map_err(|e| self.err("read IPv6 addresses", ifname, e))?
-        {
-            if m.header.family != AddressFamily::Inet6 || m.header.index != index {
-                continue;
-            }
-            if let Some(rec) = parse_addr(&m)
-                && !is_link_local(&rec.ip)
-            {
-                out.push(rec);
-            }
-        }
-        Ok(out)
-    }
-
-    /// IPv6 routes whose output interface is `index`, in every table except
-    /// `local`, without the kernel's link-local ones (fe80::/64 stays with
-    /// the link-local address it serves) and without expired ones.
-    pub async fn routes_v6(&self, ifname: &str, index: u32) -> Result<Vec<Route6Rec>, HostError> {
-        let mut stream = self
-            .h
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute();
-        let mut out = Vec::new();
-        while let Some(m) = stream
-            .try_next()
-            .await
-            .map_err(|e| self.err("read IPv6 routes", ifname, e))?
-        {
-            if m.header.address_family != AddressFamily::Inet6 {
-                continue;
-            }
-            let oif = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
-            if oif != Some(index) {
-                if oif.is_none()
-                    && m.attributes
-                        .iter()
-                        .any(|a| matches!(a, RouteAttribute::MultiPath(_)))
-                {
-                    tracing::warn!(ifname, "IPv6 multipath route ignored (not recorded)");
-                }
-                continue;
-            }
-            let Some(rec) = parse_route(&m) else {
-                continue;
-            };
-            if rec.table == RT_TABLE_LOCAL
-                || (rec.protocol == RTPROT_KERNEL && is_link_local(&rec.dst))
-            {
-                continue;
-            }
-            out.push(rec);
-        }
-        Ok(out)
-    }
-
-    /// Adds an IPv6 address as recorded plus `extra_flags`, with
-    /// `lifetimes` as (valid, preferred) seconds (None = forever). EEXIST
-    /// is fine.
-    pub async fn add_addr6(
-        &self,
-        ifname: &str,
-        index: u32,
-        a: &Addr6Rec,
-        extra_flags: u32,
-        lifetimes: Option<(u32, u32)>,
-    ) -> Result<(), HostError> {
-        let mut req = self.h.address().add(index, IpAddr::V6(a.ip), a.prefix_len);
-        let msg = req.message_mut();
-        if let Some(peer) = a.peer {
-            for at in msg.attributes.iter_mut() {
-                if let AddressAttribute::Address(x) = at {
-                    *x = IpAddr::V6(peer);
-                }
-            }
-        }
-        msg.header.scope = AddressScope::from(a.scope);
-        let flags = (a.flags & !TRANSIENT_ADDR_FLAGS) | extra_flags;
-        if flags != 0 {
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(
-                    flags,
-                )));
-        }
-        if let Some(p) = a.proto {
-            msg.attributes
-                .push(AddressAttribute::Protocol(AddressProtocol::from(p)));
-        }
-        if let Some((valid, preferred)) = lifetimes {
-            let mut ci = CacheInfo::default();
-            ci.ifa_valid = valid;
-            ci.ifa_preferred = preferred;
-            msg.attributes.push(AddressAttribute::CacheInfo(ci));
-        }
-        match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => {
-                tracing::debug!(ifname, ip = %a.ip, "address already present");
-                Ok(())
-            }
-            Err(e) => Err(self.err("add IPv6 address", ifname, e)),
-        }
-    }
-
-    /// Deletes an IPv6 address; one that is already gone is fine.
-    pub async fn del_addr6(&self, ifname: &str, index: u32, a: &Addr6Rec) -> Result<(), HostError> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet6;
-        msg.header.index = index;
-        msg.header.prefix_len = a.prefix_len;
-        msg.attributes
-            .push(AddressAttribute::Local(IpAddr::V6(a.ip)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V6(
-            a.peer.unwrap_or(a.ip),
-        )));
-        match self.h.address().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(errno(&e), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) => Ok(()),
-            Err(e) => Err(self.err("delete IPv6 address", ifname, e)),
-        }
-    }
-
-    /// Installs an IPv6 route through `index`. EEXIST: a kernel route that
-    /// came back with its address is fine; anything else is replaced.
-    pub async fn add_route6(
-        &self,
-        ifname: &str,
-        index: u32,
-        r: &Route6Rec,
-    ) -> Result<(), HostError> {
-        let msg = route_msg(index, r);
-        match self.h.route().add(msg.clone()).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => {
-                if r.protocol == RTPROT_KERNEL {
-                    return Ok(());
-                }
-                self.h
-                    .route()
-                    .add(msg)
-                    .replace()
-                    .execute()
-                    .await
-                    .map_err(|e| self.err("replace IPv6 route", ifname, e))
-            }
-            Err(e) => Err(self.err("add IPv6 route", ifname, e)),
-        }
-    }
-
-    /// Deletes an IPv6 route through `index`; one that is gone is fine.
-    pub async fn del_route6(
-        &self,
-        ifname: &str,
-        index: u32,
-        r: &Route6Rec,
-    ) -> Result<(), HostError> {
-        match self.h.route().del(route_msg(index, r)).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENODEV)) => Ok(()),
-            Err(e) => Err(self.err("delete IPv6 route", ifname, e)),
-        }
-    }
-
-    /// Installs IPv6 routes in dependency order (gateway-less first;
-    /// failing ones retried while a pass makes progress).
-    pub async fn add_routes6(
-        &self,
-        ifname: &str,
-        index: u32,
-        routes: &[Route6Rec],
-    ) -> Result<(), HostError> {
-        let mut pending: Vec<&Route6Rec> = routes.iter().collect();
-        pending.sort_by_key(|r| r.gateway.is_some());
-        loop {
-            let mut failed = Vec::new();
-            let mut last_err = None;
-            for r in &pending {
-                if let Err(e) = self.add_route6(ifname, index, r).await {
-                    failed.push(*r);
-                    last_err = Some(e);
-                }
-            }
-            match last_err {
-                None => return Ok(()),
-                Some(e) if failed.len() == pending.len() => return Err(e),
-                Some(_) => pending = failed,
-            }
-        }
-    }
-}
-
-fn parse_addr(m: &AddressMessage) -> Option<Addr6Rec> {
-    let mut local = None;
-    let mut address = None;
-    let mut flags = u32::from(m.header.flags.bits());
-    let mut lifetimes = None;
-    let mut proto = None;
-    for a in &m.attributes {
-        match a {
-            AddressAttribute::Local(IpAddr::V6(ip)) => local = Some(*ip),
-            AddressAttribute::Address(IpAddr::V6(ip)) => address = Some(*ip),
-            AddressAttribute::Flags(f) => flags = f.bits(),
-            AddressAttribute::CacheInfo(ci) => lifetimes = Some((ci.ifa_valid, ci.ifa_preferred)),
-            AddressAttribute::Protocol(p) => proto = Some(u8::from(*p)),
-            _ => {}
-        }
-    }
-    let ip = local.or(address)?;
-    let peer = address.filter(|a| *a != ip);
-    let finite = |x: u32| (x != INFINITY_LIFE_TIME).then_some(x);
-    Some(Addr6Rec {
-        ip,
-        prefix_len: m.header.prefix_len,
-        peer,
-        scope: u8::from(m.header.scope),
-        flags: flags & !TRANSIENT_ADDR_FLAGS,
-        valid_lft: lifetimes.and_then(|(v, _)| finite(v)),
-        preferred_lft: lifetimes.and_then(|(_, p)| finite(p)),
-        proto: proto.filter(|p| *p != 0),
-    })
-}
-
-/// A route record, `None` for one already expired (about to be collected).
-fn parse_route(m: &RouteMessage) -> Option<Route6Rec> {
-    let mut r = Route6Rec {
-        dst: Ipv6Addr::UNSPECIFIED,
-        prefix_len: m.header.destination_prefix_length,
-        gateway: None,
-        prefsrc: None,
-        metric: None,
-        table: u32::from(m.header.table),
-        protocol: u8::from(m.header.protocol),
-        kind: u8::from(m.header.kind),
-        onlink: m.header.flags.contains(RouteFlags::Onlink),
-        pref: None,
-        expires: None,
-        hoplimit: None,
-        mtu: None,
-    };
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Destination(RouteAddress::Inet6(d)) => r.dst = *d,
-            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gateway = Some(*g),
-            RouteAttribute::PrefSource(RouteAddress::Inet6(s)) => r.prefsrc = Some(*s),
-            RouteAttribute::Priority(p) => r.metric = Some(*p),
-            RouteAttribute::Table(t) => r.table = *t,
-            RouteAttribute::Preference(p) => r.pref = Some(u8::from(*p)),
-            RouteAttribute::CacheInfo(ci) => {
-                // Clock ticks left, signed (negative: expired, not yet collected).
-                let ticks = i64::from(ci.expires.cast_signed());
-                if ticks < 0 {
-                    return None;
-                }
-                if ticks > 0 {
-                    let secs = (ticks + USER_HZ - 1) / USER_HZ;
-                    r.expires = Some(u32::try_from(secs).unwrap_or(u32::MAX));
-                }
-            }
-            RouteAttribute::Metrics(ms) => {
-                for x in ms {
-                    match x {
-                        RouteMetric::Hoplimit(h) => r.hoplimit = Some(*h),
-                        RouteMetric::Mtu(v) => r.mtu = Some(*v),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(r)
-}
-
-fn route_msg(oif: u32, r: &Route6Rec) -> RouteMessage {
-    let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
-        .destination_prefix(r.dst, r.prefix_len)
-        .table_id(r.table)
-        .protocol(RouteProtocol::from(r.protocol))
-        .kind(RouteType::from(r.kind))
-        .output_interface(oif);
-    if let Some(g) = r.gateway {
-        b = b.gateway(g);
-    }
-    if let Some(s) = r.prefsrc {
-        b = b.pref_source(s);
-    }
-    if let Some(m) = r.metric {
-        b = b.priority(m);
-    }
-    if let Some(e) = r.expires {
-        b = b.expires(e);
-    }
-    if r.onlink {
-        b = b.onlink();
-    }
-    let mut msg = b.build();
-    if let Some(p) = r.pref {
-        msg.attributes
-            .push(RouteAttribute::Preference(RoutePreference::from(p)));
-    }
-    let metrics: Vec<RouteMetric> = [
-        r.hoplimit.map(RouteMetric::Hoplimit),
-        r.mtu.map(RouteMetric::Mtu),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if !metrics.is_empty() {
-        msg.attributes.push(RouteAttribute::Metrics(metrics));
-    }
-    if r.table > 255 {
-        // RouteHeader::table is a u8; the Table attribute carries the id.
-        msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
-    }
-    msg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::netlink::RTN_UNICAST;
 
     fn addr(valid: Option<u32>, preferred: Option<u32>) -> Addr6Rec {
         Addr6Rec {
             ip: "2001:db8::5".parse().expect("ip"),
             prefix_len: 64,
             peer: None,
+            broadcast: None,
+            label: None,
             scope: 0,
             flags: 0x100,
             valid_lft: valid,
             preferred_lft: preferred,
             proto: Some(3),
-        }
-    }
-
-    #[test]
-    fn link_local_is_fe80_slash_10() {
-        for (ip, ll) in [
-            ("fe80::1", true),
-            ("febf::1", true),
-            ("fec0::1", false),
-            ("2001:db8::1", false),
-            ("::1", false),
-        ] {
-            assert_eq!(is_link_local(&ip.parse().expect("ip")), ll, "{ip}");
         }
     }
 
@@ -849,7 +421,9 @@ mod tests {
             prefsrc: None,
             metric: Some(1024),
             table: 254,
+            scope: 0,
             protocol: RTPROT_RA,
+            tos: 0,
             kind: RTN_UNICAST,
             onlink: false,
             pref: Some(0),
@@ -857,7 +431,7 @@ mod tests {
             hoplimit: Some(64),
             mtu: None,
         };
-        let s = r.stand_in();
+        let s = stand_in(&r);
         assert_eq!(s.metric, Some(1025));
         assert_ne!(s.key(), r.key());
         assert_eq!(expires(&r, None, 100), Some(1600));

@@ -60,9 +60,10 @@ mod state;
 
 pub use dhcp::{Client as DhcpClient, DhcpRec};
 pub use ipv6::{Addr6Rec, Route6Rec};
+pub use netlink::{AddrRec, RouteRec};
 pub use state::{ProcRec, SshState};
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,7 +73,7 @@ use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, Link
 use serde::{Deserialize, Serialize};
 
 use crate::config::HostSettings;
-use netlink::{Link, Nl};
+use netlink::{Link, Nl, RTN_UNICAST};
 use state::{FwState, HostState};
 
 /// Underlay MTU minus overlay MTU: [`geneve::outer::MTU_OVERHEAD`] (outer
@@ -90,8 +91,6 @@ const MIN_IPV4_MTU: u32 = 68;
 const RTPROT_BOOT: u8 = 3;
 /// `RT_TABLE_MAIN`.
 const RT_TABLE_MAIN: u32 = 254;
-/// `RTN_UNICAST`.
-const RTN_UNICAST: u8 = 1;
 /// `RTPROT_DHCP`: routes a DHCP client (dhcpcd) installed.
 const RTPROT_DHCP: u8 = 16;
 /// Lifetime floor (seconds) for restored DHCP-style addresses whose recorded
@@ -118,56 +117,6 @@ pub struct NicInfo {
     /// IPv6 routes through the NIC but the kernel's link-local ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes6: Vec<Route6Rec>,
-}
-
-/// One IPv4 address, with what is needed to re-add it exactly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddrRec {
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    /// Point-to-point peer (`IFA_ADDRESS` when it differs from the local one).
-    #[serde(default)]
-    pub peer: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub broadcast: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub label: Option<String>,
-    /// `ifa_scope` (0 = global).
-    #[serde(default)]
-    pub scope: u8,
-    /// Settable `IFA_F_*` flags (e.g. noprefixroute); kernel-computed ones
-    /// (secondary, permanent, tentative, ...) are dropped.
-    #[serde(default)]
-    pub flags: u32,
-    /// Seconds; `None` = forever.
-    #[serde(default)]
-    pub valid_lft: Option<u32>,
-    #[serde(default)]
-    pub preferred_lft: Option<u32>,
-}
-
-/// One IPv4 route through the NIC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteRec {
-    pub dst: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Option<Ipv4Addr>,
-    pub prefsrc: Option<Ipv4Addr>,
-    pub metric: Option<u32>,
-    pub table: u32,
-    pub scope: u8,
-    pub protocol: u8,
-    #[serde(default)]
-    pub tos: u8,
-    /// `rtm_type` (1 = unicast).
-    #[serde(default = "unicast")]
-    pub kind: u8,
-    #[serde(default)]
-    pub onlink: bool,
-}
-
-fn unicast() -> u8 {
-    RTN_UNICAST
 }
 
 /// The overlay address plan of the local port.
@@ -470,7 +419,7 @@ async fn adopt(
         return Ok(None);
     };
     if !nl
-        .addrs_v4(&bridge.name, bridge.index)
+        .addrs::<Ipv4Addr>(&bridge.name, bridge.index)
         .await?
         .iter()
         .any(|a| a.ip == underlay_ip)
@@ -523,12 +472,12 @@ async fn adopt(
                 .build();
             nl.set_link("adopt overlay interface", &ifname, msg).await?;
             let want = port_addr(&plan);
-            for a in nl.addrs_v4(&ifname, ov.index).await? {
+            for a in nl.addrs::<Ipv4Addr>(&ifname, ov.index).await? {
                 if (a.ip, a.prefix_len) != (want.ip, want.prefix_len) {
                     nl.del_addr(&ifname, ov.index, &a).await?;
                 }
             }
-            nl.add_addr(&ifname, ov.index, &want, None, None).await?;
+            nl.add_addr(&ifname, ov.index, &want, None).await?;
             nl.add_route(&ifname, ov.index, &default_route(plan.gateway))
                 .await?;
             Ok(true)
@@ -595,7 +544,7 @@ pub async fn update_port(
             // promotion, deleting the old (primary) one would take it and
             // the default route along.
             netns::promote_secondaries(&ifname)?;
-            nl.add_addr(&ifname, ov.index, &port_addr(&new), None, None).await?;
+            nl.add_addr(&ifname, ov.index, &port_addr(&new), None).await?;
             nl.del_addr(&ifname, ov.index, &port_addr(&old)).await?;
         }
         if addr_changed || old.gateway != new.gateway {
@@ -692,7 +641,7 @@ impl UnderlayWatch {
         };
         Ok(self
             .nl
-            .addrs_v4(&br.name, br.index)
+            .addrs::<Ipv4Addr>(&br.name, br.index)
             .await?
             .iter()
             .find(|a| a.scope == 0)
@@ -714,13 +663,13 @@ pub async fn follow_underlay(settings: &HostSettings) -> Result<NicInfo, HostErr
     })?;
     let nl = Nl::connect("main")?;
     let br = nl.must_link("follow underlay", &st.vtep_if).await?;
-    let mut addrs = nl.addrs_v4(&br.name, br.index).await?;
+    let mut addrs = nl.addrs::<Ipv4Addr>(&br.name, br.index).await?;
     for a in &mut addrs {
         a.label = nic_label(&st.vtep_if, &st.nic.name, a.label.as_deref());
     }
     let dhcpcd = st.dhcp.iter().any(|d| d.client == DhcpClient::Dhcpcd);
     let routes: Vec<RouteRec> = nl
-        .routes_v4(&br.name, br.index)
+        .routes::<Ipv4Addr>(&br.name, br.index)
         .await?
         .into_iter()
         .filter(|r| !(dhcpcd && r.protocol == RTPROT_DHCP))
@@ -837,14 +786,14 @@ async fn adopt_leftovers(nl: &Nl, s: &HostSettings) -> Result<Option<HostState>,
         if nic.master == Some(br.index) {
             // The bridge holds what used to be the NIC's config.
             rec.was_up = true;
-            rec.addrs = nl.addrs_v4(&br.name, br.index).await?;
-            rec.routes = nl.routes_v4(&br.name, br.index).await?;
-            rec.addrs6 = nl.addrs_v6(&br.name, br.index).await?;
-            rec.routes6 = nl.routes_v6(&br.name, br.index).await?;
+            rec.addrs = nl.addrs::<Ipv4Addr>(&br.name, br.index).await?;
+            rec.routes = nl.routes::<Ipv4Addr>(&br.name, br.index).await?;
+            rec.addrs6 = nl.addrs::<Ipv6Addr>(&br.name, br.index).await?;
+            rec.routes6 = nl.routes::<Ipv6Addr>(&br.name, br.index).await?;
             for a in &mut rec.addrs {
                 a.label = None;
             }
-        } else if !nl.addrs_v4(&br.name, br.index).await?.is_empty() {
+        } else if !nl.addrs::<Ipv4Addr>(&br.name, br.index).await?.is_empty() {
             return Err(unusable(
                 "adopt leftovers",
                 &br.name,
@@ -932,7 +881,8 @@ async fn build(
     // NIC's routes), then the recorded routes via the bridge.
     for a in &nic.addrs {
         let label = bridge_label(&nic.name, vtep, a.label.as_deref());
-        nl.add_addr(vtep, br.index, a, label, None).await?;
+        let a = AddrRec { label, ..a.clone() };
+        nl.add_addr(vtep, br.index, &a, None).await?;
     }
     for a in nic.addrs.iter().rev() {
         nl.del_addr(&nic.name, nic.ifindex, a).await?;
@@ -1138,7 +1088,7 @@ async fn build_overlay(
             LinkUnspec::new_with_index(ov.index).up().build(),
         )
         .await?;
-        nl.add_addr(&ovif, ov.index, &port_addr(&plan), None, None)
+        nl.add_addr(&ovif, ov.index, &port_addr(&plan), None)
             .await?;
         nl.add_route(&ovif, ov.index, &default_route(plan.gateway))
             .await?;
@@ -1214,8 +1164,8 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
             // Where the kernel kept refreshing SLAAC/RA lifetimes.
             if !rec.addrs6.is_empty() || !rec.routes6.is_empty() {
                 live6 = ipv6::Live {
-                    addrs: nl.addrs_v6(&br.name, br.index).await?,
-                    routes: nl.routes_v6(&br.name, br.index).await?,
+                    addrs: nl.addrs::<Ipv6Addr>(&br.name, br.index).await?,
+                    routes: nl.routes::<Ipv6Addr>(&br.name, br.index).await?,
                 };
             }
             let msg = LinkUnspec::new_with_index(nic.index).nocontroller().build();
@@ -1251,8 +1201,7 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
         } else {
             None
         };
-        nl.add_addr(&nic.name, nic.index, a, a.label.clone(), life)
-            .await?;
+        nl.add_addr(&nic.name, nic.index, a, life).await?;
     }
     nl.add_routes(&nic.name, nic.index, &rec.routes).await?;
     ipv6::restore(
@@ -1287,10 +1236,9 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
 
 /// Logs (does not fail on) differences between the NIC now and the record.
 async fn verify(nl: &Nl, ifname: &str, index: u32, rec: &NicInfo) {
-    let key = |r: &RouteRec| (r.dst, r.prefix_len, r.table, r.metric, r.gateway, r.tos);
     match (
-        nl.addrs_v4(ifname, index).await,
-        nl.routes_v4(ifname, index).await,
+        nl.addrs::<Ipv4Addr>(ifname, index).await,
+        nl.routes::<Ipv4Addr>(ifname, index).await,
     ) {
         (Ok(addrs), Ok(routes)) => {
             for a in &rec.addrs {
@@ -1302,7 +1250,7 @@ async fn verify(nl: &Nl, ifname: &str, index: u32, rec: &NicInfo) {
                 }
             }
             for r in &rec.routes {
-                if !routes.iter().any(|x| key(x) == key(r)) {
+                if !routes.iter().any(|x| x.key() == r.key()) {
                     tracing::warn!(ifname, dst = %r.dst, prefix_len = r.prefix_len, "route missing after restore");
                 }
             }
@@ -1312,7 +1260,7 @@ async fn verify(nl: &Nl, ifname: &str, index: u32, rec: &NicInfo) {
     if rec.addrs6.is_empty() {
         return;
     }
-    match nl.addrs_v6(ifname, index).await {
+    match nl.addrs::<Ipv6Addr>(ifname, index).await {
         Ok(addrs) => {
             for a in &rec.addrs6 {
                 if !addrs
@@ -1337,10 +1285,10 @@ async fn read_nic(nl: &Nl, name: &str) -> Result<NicInfo, HostError> {
         mac: mac6(&link, "inspect NIC")?,
         mtu: link.mtu,
         was_up: link.up,
-        addrs: nl.addrs_v4(name, link.index).await?,
-        routes: nl.routes_v4(name, link.index).await?,
-        addrs6: nl.addrs_v6(name, link.index).await?,
-        routes6: nl.routes_v6(name, link.index).await?,
+        addrs: nl.addrs::<Ipv4Addr>(name, link.index).await?,
+        routes: nl.routes::<Ipv4Addr>(name, link.index).await?,
+        addrs6: nl.addrs::<Ipv6Addr>(name, link.index).await?,
+        routes6: nl.routes::<Ipv6Addr>(name, link.index).await?,
     })
 }
 
@@ -1419,6 +1367,7 @@ fn port_addr(p: &PortPlan) -> AddrRec {
         flags: 0,
         valid_lft: None,
         preferred_lft: None,
+        proto: None,
     }
 }
 
@@ -1435,6 +1384,10 @@ fn default_route(gateway: Ipv4Addr) -> RouteRec {
         tos: 0,
         kind: RTN_UNICAST,
         onlink: false,
+        pref: None,
+        expires: None,
+        hoplimit: None,
+        mtu: None,
     }
 }
 

@@ -275,6 +275,7 @@ mod tests {
                 flags: 0,
                 valid_lft: Some(3600),
                 preferred_lft: Some(3600),
+                proto: None,
             }],
             routes: vec![RouteRec {
                 dst: Ipv4Addr::UNSPECIFIED,
@@ -288,6 +289,10 @@ mod tests {
                 tos: 0,
                 kind: 1,
                 onlink: false,
+                pref: None,
+                expires: None,
+                hoplimit: None,
+                mtu: None,
             }],
             addrs6: Vec::new(),
             routes6: Vec::new(),
@@ -375,6 +380,8 @@ mod tests {
             ip: "2001:db8::5".parse().expect("ip"),
             prefix_len: 64,
             peer: None,
+            broadcast: None,
+            label: None,
             scope: 0,
             flags: 0x100,
             valid_lft: Some(1800),
@@ -388,7 +395,9 @@ mod tests {
             prefsrc: None,
             metric: Some(1024),
             table: 254,
+            scope: 0,
             protocol: 9,
+            tos: 0,
             kind: 1,
             onlink: false,
             pref: Some(0),
@@ -399,6 +408,54 @@ mod tests {
         save(&dir, &st).expect("save");
         assert_eq!(load(&dir).expect("load"), Some(st.clone()));
         assert_eq!(st.version, VERSION);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Files written by earlier agents (before IPv6, and with the IPv6
+    /// records of the first agent that had them) load into today's records.
+    #[test]
+    fn files_of_earlier_agents_still_load() {
+        let dir = std::env::temp_dir().join(format!("host-state-old-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let v4_nic = r#""name": "eth0", "ifindex": 2, "mac": [6, 0, 0, 0, 0, 1], "mtu": 9001, "was_up": true,
+            "addrs": [{"ip": "10.0.0.5", "prefix_len": 24, "peer": null, "broadcast": "10.0.0.255",
+                "label": "eth0", "scope": 0, "flags": 0, "valid_lft": 3600, "preferred_lft": 3600}],
+            "routes": [{"dst": "0.0.0.0", "prefix_len": 0, "gateway": "10.0.0.1", "prefsrc": "10.0.0.5",
+                "metric": 100, "table": 254, "scope": 0, "protocol": 16, "tos": 0, "kind": 1, "onlink": false}]"#;
+        let rest = r#""vtep_if": "nsx-vtep0.0", "netns": "nsx-root", "overlay_if": "nsx-eth0",
+            "overlay_peer": "nsx-eth0-peer", "recorded_unix": 1700000000"#;
+        let mut want = sample();
+        want.recorded_unix = 1_700_000_000;
+        fs::write(
+            path(&dir),
+            format!(r#"{{"version": 1, "nic": {{{v4_nic}}}, {rest}}}"#),
+        )
+        .expect("write");
+        assert_eq!(
+            load(&dir).expect("load a file without IPv6"),
+            Some(want.clone())
+        );
+        let v6 = r#""addrs6": [{"ip": "2001:db8::5", "prefix_len": 64, "peer": null, "scope": 0,
+                "flags": 256, "valid_lft": 1800, "preferred_lft": 900, "proto": 3}],
+            "routes6": [{"dst": "::", "prefix_len": 0, "gateway": "fe80::1", "prefsrc": null,
+                "metric": 1024, "table": 254, "protocol": 9, "kind": 1, "onlink": false, "pref": 0,
+                "expires": 1700, "hoplimit": 64, "mtu": null}]"#;
+        fs::write(
+            path(&dir),
+            format!(r#"{{"version": 1, "nic": {{{v4_nic}, {v6}}}, {rest}}}"#),
+        )
+        .expect("write");
+        let st = load(&dir).expect("load a file with IPv6").expect("some");
+        assert_eq!(st.nic.addrs, want.nic.addrs);
+        assert_eq!(st.nic.addrs6.len(), 1);
+        assert_eq!(st.nic.addrs6[0].proto, Some(3));
+        assert_eq!(st.nic.addrs6[0].broadcast, None);
+        let r = &st.nic.routes6[0];
+        assert_eq!((r.scope, r.tos, r.protocol), (0, 0, 9));
+        assert_eq!(
+            (r.expires, r.hoplimit, r.pref),
+            (Some(1700), Some(64), Some(0))
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
