@@ -33,8 +33,8 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::HostError;
 use super::netlink::{AddrRec, Nl, RouteKey, RouteRec};
+use super::{HostError, MIN_RESTORED_LIFETIME, restored_lifetimes};
 
 /// `RTPROT_RA`: routes learned from router advertisements.
 pub const RTPROT_RA: u8 = 9;
@@ -44,10 +44,6 @@ const IFA_F_NODAD: u32 = 0x02;
 const RA_WAIT: Duration = Duration::from_secs(3);
 /// How often that wait looks.
 const RA_POLL: Duration = Duration::from_millis(100);
-/// Lifetime floor (seconds) for restored addresses and routes whose
-/// lifetime ran out while the agent held them (the next RA or DHCPv6 renew
-/// refreshes them).
-const MIN_RESTORED_LIFETIME: u32 = 30;
 
 /// Per-interface IPv6 sysctls the bridge takes from the NIC, in the order
 /// they are written (`stable_secret` before `addr_gen_mode`, which needs
@@ -200,23 +196,6 @@ fn try_send_rs(ifname: &str, ifindex: u32) -> nix::Result<()> {
     Ok(())
 }
 
-/// Lifetimes to re-add an address with (`None` = forever): `live` (the
-/// same address as it is now elsewhere) if there is one, else the record
-/// aged by `age` seconds; finite ones floored at [`MIN_RESTORED_LIFETIME`].
-pub fn lifetimes(a: &Addr6Rec, live: Option<&Addr6Rec>, age: u32) -> Option<(u32, u32)> {
-    let (valid, preferred, age) = match live {
-        Some(l) => (l.valid_lft?, l.preferred_lft, 0),
-        None => (a.valid_lft?, a.preferred_lft, age),
-    };
-    let valid = valid.saturating_sub(age).max(MIN_RESTORED_LIFETIME);
-    let preferred = match preferred {
-        Some(0) => 0,
-        Some(p) => p.saturating_sub(age).max(MIN_RESTORED_LIFETIME),
-        None => u32::MAX,
-    };
-    Some((valid, preferred.min(valid)))
-}
-
 /// Expiry to re-add a route with: `live`'s if given, else the record's
 /// aged by `age`; floored like addresses.
 fn expires(r: &Route6Rec, live: Option<&Route6Rec>, age: u32) -> Option<u32> {
@@ -242,22 +221,13 @@ pub async fn move_to_bridge(
     if addrs.is_empty() && routes.is_empty() {
         return Ok(());
     }
-    for a in addrs {
+    let onto = |a: &Addr6Rec| {
         let life = a.valid_lft.map(|v| (v, a.preferred_lft.unwrap_or(v)));
-        let a = Addr6Rec {
-            flags: a.flags | IFA_F_NODAD,
-            ..a.clone()
-        };
-        nl.add_addr(br, br_ix, &a, life).await?;
-    }
-    for a in addrs {
-        nl.del_addr(nic, nic_ix, a).await?;
-    }
-    for r in routes {
-        nl.del_route(nic, nic_ix, r).await?;
-    }
+        let flags = a.flags | IFA_F_NODAD;
+        (Addr6Rec { flags, ..a.clone() }, life)
+    };
     let kernel_ra = kernel_takes_ra(br);
-    let routes: Vec<Route6Rec> = routes
+    let br_routes: Vec<Route6Rec> = routes
         .iter()
         .map(|r| {
             if kernel_ra && r.protocol == RTPROT_RA {
@@ -267,7 +237,14 @@ pub async fn move_to_bridge(
             }
         })
         .collect();
-    nl.add_routes(br, br_ix, &routes).await?;
+    nl.move_addrs_routes(
+        (nic, nic_ix),
+        (br, br_ix),
+        (addrs, onto),
+        routes,
+        &br_routes,
+    )
+    .await?;
     if kernel_ra {
         send_rs(br, br_ix);
     }
@@ -309,7 +286,8 @@ pub async fn restore(
             .addrs
             .iter()
             .find(|l| (l.ip, l.prefix_len) == (a.ip, a.prefix_len));
-        nl.add_addr(name, index, a, lifetimes(a, now, age)).await?;
+        nl.add_addr(name, index, a, restored_lifetimes(a, now, age))
+            .await?;
     }
     let kernel_ra = kernel_takes_ra(name);
     let mut stand_ins = Vec::new();
@@ -400,14 +378,17 @@ mod tests {
     #[test]
     fn restored_lifetimes_prefer_the_live_ones() {
         let rec = addr(Some(3600), Some(1800));
-        assert_eq!(lifetimes(&addr(None, None), None, 100), None);
-        assert_eq!(lifetimes(&rec, None, 100), Some((3500, 1700)));
-        assert_eq!(lifetimes(&rec, None, 5000), Some((30, 30)));
+        assert_eq!(restored_lifetimes(&addr(None, None), None, 100), None);
+        assert_eq!(restored_lifetimes(&rec, None, 100), Some((3500, 1700)));
+        assert_eq!(restored_lifetimes(&rec, None, 5000), Some((30, 30)));
         let live = addr(Some(7000), Some(6000));
-        assert_eq!(lifetimes(&rec, Some(&live), 5000), Some((7000, 6000)));
+        assert_eq!(
+            restored_lifetimes(&rec, Some(&live), 5000),
+            Some((7000, 6000))
+        );
         // Deprecated stays deprecated.
         assert_eq!(
-            lifetimes(&addr(Some(600), Some(0)), None, 10),
+            restored_lifetimes(&addr(Some(600), Some(0)), None, 10),
             Some((590, 0))
         );
     }

@@ -73,7 +73,7 @@ use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, Link
 use serde::{Deserialize, Serialize};
 
 use crate::config::HostSettings;
-use netlink::{Link, Nl, RTN_UNICAST};
+use netlink::{Family, Link, Nl, RTN_UNICAST};
 use state::{FwState, HostState};
 
 /// Underlay MTU minus overlay MTU: [`geneve::outer::MTU_OVERHEAD`] (outer
@@ -93,9 +93,10 @@ const RTPROT_BOOT: u8 = 3;
 const RT_TABLE_MAIN: u32 = 254;
 /// `RTPROT_DHCP`: routes a DHCP client (dhcpcd) installed.
 const RTPROT_DHCP: u8 = 16;
-/// Lifetime floor (seconds) for restored DHCP-style addresses whose recorded
-/// lifetime ran out while the agent held them: gives the DHCP client time
-/// to renew instead of the address vanishing at once.
+/// Lifetime floor (seconds) for restored addresses (and IPv6 routes) whose
+/// recorded lifetime ran out while the agent held them: gives the DHCP
+/// client time to renew, or the next RA time to refresh them, instead of
+/// the address vanishing at once.
 const MIN_RESTORED_LIFETIME: u32 = 30;
 
 /// The NIC as found before the agent touched it.
@@ -665,7 +666,7 @@ pub async fn follow_underlay(settings: &HostSettings) -> Result<NicInfo, HostErr
     let br = nl.must_link("follow underlay", &st.vtep_if).await?;
     let mut addrs = nl.addrs::<Ipv4Addr>(&br.name, br.index).await?;
     for a in &mut addrs {
-        a.label = nic_label(&st.vtep_if, &st.nic.name, a.label.as_deref());
+        a.label = relabel(&st.vtep_if, &st.nic.name, a.label.as_deref());
     }
     let dhcpcd = st.dhcp.iter().any(|d| d.client == DhcpClient::Dhcpcd);
     let routes: Vec<RouteRec> = nl
@@ -879,18 +880,18 @@ async fn build(
 
     // Move addresses: bridge first, then off the NIC (which also drops the
     // NIC's routes), then the recorded routes via the bridge.
-    for a in &nic.addrs {
-        let label = bridge_label(&nic.name, vtep, a.label.as_deref());
-        let a = AddrRec { label, ..a.clone() };
-        nl.add_addr(vtep, br.index, &a, None).await?;
-    }
-    for a in nic.addrs.iter().rev() {
-        nl.del_addr(&nic.name, nic.ifindex, a).await?;
-    }
-    for r in &nic.routes {
-        nl.del_route(&nic.name, nic.ifindex, r).await?;
-    }
-    nl.add_routes(vtep, br.index, &nic.routes).await?;
+    let onto = |a: &AddrRec| {
+        let label = relabel(&nic.name, vtep, a.label.as_deref());
+        (AddrRec { label, ..a.clone() }, None)
+    };
+    nl.move_addrs_routes(
+        (&nic.name, nic.ifindex),
+        (vtep, br.index),
+        (&nic.addrs, onto),
+        &nic.routes,
+        &nic.routes,
+    )
+    .await?;
     tracing::info!(nic = %nic.name, bridge = vtep, addrs = nic.addrs.len(), routes = nic.routes.len(), "underlay moved to bridge");
     ipv6::move_to_bridge(
         nl,
@@ -1197,7 +1198,7 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
         // lifetime (dhclient's script cannot change the lifetime of an
         // address that is already there when it binds).
         let life = if st.dhcp.is_empty() {
-            aged_lifetimes(a, age)
+            restored_lifetimes(a, None, age)
         } else {
             None
         };
@@ -1241,14 +1242,7 @@ async fn verify(nl: &Nl, ifname: &str, index: u32, rec: &NicInfo) {
         nl.routes::<Ipv4Addr>(ifname, index).await,
     ) {
         (Ok(addrs), Ok(routes)) => {
-            for a in &rec.addrs {
-                if !addrs
-                    .iter()
-                    .any(|x| (x.ip, x.prefix_len) == (a.ip, a.prefix_len))
-                {
-                    tracing::warn!(ifname, ip = %a.ip, "address missing after restore");
-                }
-            }
+            warn_missing(ifname, &rec.addrs, &addrs);
             for r in &rec.routes {
                 if !routes.iter().any(|x| x.key() == r.key()) {
                     tracing::warn!(ifname, dst = %r.dst, prefix_len = r.prefix_len, "route missing after restore");
@@ -1261,17 +1255,20 @@ async fn verify(nl: &Nl, ifname: &str, index: u32, rec: &NicInfo) {
         return;
     }
     match nl.addrs::<Ipv6Addr>(ifname, index).await {
-        Ok(addrs) => {
-            for a in &rec.addrs6 {
-                if !addrs
-                    .iter()
-                    .any(|x| (x.ip, x.prefix_len) == (a.ip, a.prefix_len))
-                {
-                    tracing::warn!(ifname, ip = %a.ip, "IPv6 address missing after restore");
-                }
-            }
-        }
+        Ok(addrs) => warn_missing(ifname, &rec.addrs6, &addrs),
         Err(e) => tracing::warn!(ifname, error = %e, "cannot verify the IPv6 restore"),
+    }
+}
+
+/// Logs each recorded address that `now` lacks.
+fn warn_missing<A: Family>(ifname: &str, recorded: &[AddrRec<A>], now: &[AddrRec<A>]) {
+    for a in recorded {
+        if !now
+            .iter()
+            .any(|x| (x.ip, x.prefix_len) == (a.ip, a.prefix_len))
+        {
+            tracing::warn!(ifname, family = A::NAME, ip = %a.ip, "address missing after restore");
+        }
     }
 }
 
@@ -1317,34 +1314,35 @@ pub fn overlay_mtu(nic_mtu: u32) -> Option<u32> {
         .filter(|m| *m >= MIN_IPV4_MTU)
 }
 
-/// Label for an address moved to the bridge: the NIC's default label
-/// becomes the bridge's; `eth0:1` becomes `<bridge>:1` when it fits.
-fn bridge_label(nic: &str, bridge: &str, label: Option<&str>) -> Option<String> {
-    let suffix = label?.strip_prefix(nic)?;
+/// Label for an address moved from link `from` to link `to` (NIC to
+/// bridge, or back): `from`'s default label (`None` or its name) becomes
+/// `to`'s (`None`); `<from>:1` becomes `<to>:1` when it fits; any other
+/// label is dropped.
+fn relabel(from: &str, to: &str, label: Option<&str>) -> Option<String> {
+    let suffix = label?.strip_prefix(from)?;
     if suffix.is_empty() {
         return None;
     }
-    let l = format!("{bridge}{suffix}");
+    let l = format!("{to}{suffix}");
     (l.len() < libc::IFNAMSIZ).then_some(l)
 }
 
-/// The inverse of [`bridge_label`]: the bridge's default label becomes the
-/// NIC's (`None`), `<bridge>:1` becomes `<nic>:1` when it fits.
-fn nic_label(bridge: &str, nic: &str, label: Option<&str>) -> Option<String> {
-    let suffix = label?.strip_prefix(bridge)?;
-    if suffix.is_empty() {
-        return None;
-    }
-    let l = format!("{nic}{suffix}");
-    (l.len() < libc::IFNAMSIZ).then_some(l)
-}
-
-/// Lifetimes to restore an address with: forever stays forever; finite
-/// ones are aged by `age` seconds, floored at [`MIN_RESTORED_LIFETIME`].
-fn aged_lifetimes(a: &AddrRec, age: u32) -> Option<(u32, u32)> {
-    let valid = a.valid_lft?;
+/// Lifetimes to restore an address (of either family) with: those of
+/// `live` (the same address as it is now elsewhere, kept fresh by the
+/// kernel) if given, else the record's aged by `age` seconds. Forever
+/// stays forever; finite ones are floored at [`MIN_RESTORED_LIFETIME`],
+/// a deprecated address (preferred 0) stays deprecated.
+fn restored_lifetimes<A: Family>(
+    a: &AddrRec<A>,
+    live: Option<&AddrRec<A>>,
+    age: u32,
+) -> Option<(u32, u32)> {
+    let (valid, preferred, age) = match live {
+        Some(l) => (l.valid_lft?, l.preferred_lft, 0),
+        None => (a.valid_lft?, a.preferred_lft, age),
+    };
     let valid = valid.saturating_sub(age).max(MIN_RESTORED_LIFETIME);
-    let preferred = match a.preferred_lft {
+    let preferred = match preferred {
         Some(0) => 0,
         Some(p) => p.saturating_sub(age).max(MIN_RESTORED_LIFETIME),
         None => u32::MAX,
@@ -1405,28 +1403,28 @@ mod tests {
 
     #[test]
     fn labels_follow_the_bridge() {
-        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("eth0")), None);
-        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", None), None);
+        assert_eq!(relabel("eth0", "nsx-vtep0.0", Some("eth0")), None);
+        assert_eq!(relabel("eth0", "nsx-vtep0.0", None), None);
         assert_eq!(
-            bridge_label("eth0", "nsx-vtep0.0", Some("eth0:1")),
+            relabel("eth0", "nsx-vtep0.0", Some("eth0:1")),
             Some("nsx-vtep0.0:1".into())
         );
-        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("eth0:long")), None);
-        assert_eq!(bridge_label("eth0", "nsx-vtep0.0", Some("other")), None);
+        assert_eq!(relabel("eth0", "nsx-vtep0.0", Some("eth0:long")), None);
+        assert_eq!(relabel("eth0", "nsx-vtep0.0", Some("other")), None);
     }
 
     #[test]
     fn labels_come_back_to_the_nic() {
         for l in [None, Some("eth0"), Some("eth0:1")] {
-            let there = bridge_label("eth0", "nsx-vtep0.0", l);
-            let back = nic_label(
+            let there = relabel("eth0", "nsx-vtep0.0", l);
+            let back = relabel(
                 "nsx-vtep0.0",
                 "eth0",
                 there.as_deref().or(Some("nsx-vtep0.0")),
             );
             assert_eq!(back.as_deref(), l.filter(|l| *l != "eth0"), "{l:?}");
         }
-        assert_eq!(nic_label("nsx-vtep0.0", "eth0", Some("other")), None);
+        assert_eq!(relabel("nsx-vtep0.0", "eth0", Some("other")), None);
     }
 
     #[test]
@@ -1439,13 +1437,13 @@ mod tests {
             tx_offload: true,
         });
         assert_eq!(a.broadcast, Some(Ipv4Addr::new(10, 0, 0, 255)));
-        assert_eq!(aged_lifetimes(&a, 100), None);
+        assert_eq!(restored_lifetimes(&a, None, 100), None);
         a.valid_lft = Some(3600);
         a.preferred_lft = Some(1800);
-        assert_eq!(aged_lifetimes(&a, 100), Some((3500, 1700)));
-        assert_eq!(aged_lifetimes(&a, 5000), Some((30, 30)));
+        assert_eq!(restored_lifetimes(&a, None, 100), Some((3500, 1700)));
+        assert_eq!(restored_lifetimes(&a, None, 5000), Some((30, 30)));
         a.preferred_lft = None;
-        assert_eq!(aged_lifetimes(&a, 0), Some((3600, 3600)));
+        assert_eq!(restored_lifetimes(&a, None, 0), Some((3600, 3600)));
     }
 
     #[test]

@@ -192,6 +192,10 @@ fn unicast() -> u8 {
     RTN_UNICAST
 }
 
+/// An address as a link gets it, with its (valid, preferred) lifetimes in
+/// seconds (`None` = forever).
+pub type AddrLife<A> = (AddrRec<A>, Option<(u32, u32)>);
+
 /// What identifies a route in its table (the kernel's duplicate check).
 pub type RouteKey<A> = (A, u8, u32, Option<u32>, Option<A>, u8);
 
@@ -566,6 +570,35 @@ impl Nl {
             Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENODEV)) => Ok(()),
             Err(e) => Err(self.err("delete route", &route_target(r, ifname), e)),
         }
+    }
+
+    /// Moves one family's addresses and routes from link `from` to link
+    /// `to` (name, index), keeping the host reachable as long as it can:
+    /// every address onto `to` first, as `onto` makes it (the record as
+    /// `to` gets it, and its lifetimes); then the recorded addresses off
+    /// `from`, last first (an IPv4 secondary before its primary, whose
+    /// deletion would take it along); the recorded routes off `from` (most
+    /// went with their addresses); and `to_routes` onto `to`, in
+    /// dependency order ([`Nl::add_routes`]).
+    pub async fn move_addrs_routes<A: Family>(
+        &self,
+        (from, from_ix): (&str, u32),
+        (to, to_ix): (&str, u32),
+        (addrs, onto): (&[AddrRec<A>], impl Fn(&AddrRec<A>) -> AddrLife<A>),
+        routes: &[RouteRec<A>],
+        to_routes: &[RouteRec<A>],
+    ) -> Result<(), HostError> {
+        for a in addrs {
+            let (a, life) = onto(a);
+            self.add_addr(to, to_ix, &a, life).await?;
+        }
+        for a in addrs.iter().rev() {
+            self.del_addr(from, from_ix, a).await?;
+        }
+        for r in routes {
+            self.del_route(from, from_ix, r).await?;
+        }
+        self.add_routes(to, to_ix, to_routes).await
     }
 
     /// Installs routes in dependency order: a gateway route may need a link
