@@ -60,16 +60,6 @@ sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon 
     --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases"
 DNSMASQ=$SANDBOX_LAST_PID
 
-# wait_for SECS CMD...: poll CMD every 0.2 s, at most SECS.
-wait_for() {
-    local secs=$1 i
-    shift
-    for ((i = 0; i < secs * 5; i++)); do
-        "$@" && return 0
-        sleep 0.2
-    done
-    return 1
-}
 # clients KIND IF: pids of the KIND clients in vm1's namespace managing IF.
 clients() {
     local kind=$1 ifname=$2 ns p
@@ -97,10 +87,6 @@ leased() { local l; l=$(addr_lft "$1"); [[ -n "$l" && "$l" -le 120 ]]; }
 has_default() {
     in_inst vm1 ip -j -4 route show default | jq -e --arg d "$1" 'any(.[]; .dev == $d and .gateway == "10.99.3.1")' >/dev/null
 }
-snapshot() {
-    in_inst vm1 ip -j -4 addr show dev eth0 | jq -S '[.[0].addr_info[] | del(.valid_life_time, .preferred_life_time, .dynamic)]'
-    in_inst vm1 ip -j -4 route show table all | jq -S 'sort_by(tostring)'
-}
 stop_clients() {
     local p
     for p in $(clients "$1" eth0) $(clients "$1" nsx-vtep0.0); do kill -TERM "$p" 2>/dev/null || true; done
@@ -126,7 +112,7 @@ round() {
     wait_for 10 has_default eth0 || bail "$kind: default route via 10.99.3.1 on eth0"
     wait_for 10 runs_for "$kind" eth0 || bail "$kind runs for eth0"
     local before
-    before=$(snapshot)
+    before=$(eth0_snapshot vm1 -4 dynamic)
 
     start_agents vm1
     check "$kind: the agent runs it for nsx-vtep0.0" wait_for 15 runs_for "$kind" nsx-vtep0.0
@@ -151,13 +137,8 @@ round() {
     n=$(acks)
     check "$kind: after SIGTERM a renewal from eth0 is answered" wait_for 30 renewed "$n"
     check "$kind: after SIGTERM $IP1 is on eth0 with the lease's lifetime" wait_for 5 leased eth0
-    out=$(snapshot)
-    if [[ "$out" == "$before" ]]; then
-        ok "$kind: eth0's addresses (lifetimes aside) and the routes are as before"
-    else
-        not_ok "$kind: eth0's addresses (lifetimes aside) and the routes are as before" \
-            "$(diff <(printf '%s\n' "$before") <(printf '%s\n' "$out") | head -n 30)"
-    fi
+    check_same "$kind: eth0's addresses (lifetimes aside) and the routes are as before" \
+        "$before" "$(eth0_snapshot vm1 -4 dynamic)"
     check "$kind: underlay ping vm2 -> vm1 after SIGTERM" in_inst vm2 ping -n -c 2 -i 0.2 -W 2 "$IP1"
 
     # SIGKILL: the state file alone gives the client back.

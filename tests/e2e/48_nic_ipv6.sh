@@ -64,29 +64,13 @@ ra_default() {
     in_inst "$1" ip -j -6 route show default dev "$2" |
         jq -e --argjson m "$3" 'any(.[]; .protocol == "ra" and .metric == $m)' >/dev/null
 }
-# wait_for SECS CMD...: poll CMD every 0.2 s, at most SECS.
-wait_for() {
-    local secs=$1 i
-    shift
-    for ((i = 0; i < secs * 5; i++)); do
-        "$@" && return 0
-        sleep 0.2
-    done
-    return 1
-}
 has_slaac() { [[ -n "$(slaac_addr "$1" "$2")" ]]; }
 wait_for 20 has_slaac vm1 eth0 || bail "vm1 gets a SLAAC address from dnsmasq's RA" "$(tail -n 5 "$TOPO_DIR/dnsmasq.log")"
 wait_for 20 ra_default vm1 eth0 1024 || bail "vm1 learns the RA default route"
 V1A=$(slaac_addr vm1 eth0)
 diag "vm1: static $V1S, SLAAC $V1A"
 
-snapshot() {
-    in_inst vm1 ip -j -6 addr show dev eth0 |
-        jq -S '[.[0].addr_info[] | del(.valid_life_time, .preferred_life_time)]'
-    in_inst vm1 ip -j -6 route show table all |
-        jq -S '[.[] | del(.expires)] | sort_by(tostring)'
-}
-BEFORE=$(snapshot)
+BEFORE=$(eth0_snapshot vm1 -6)
 
 ping6_ok() { timeout 15 ip netns exec "$(topo_ns "$1")" ping -6 -n -c 2 -i 0.2 -W 2 "$2" >/dev/null; }
 # tcp6_ok FROM_VM TO_VM ADDR PORT: a line over TCP arrives.
@@ -199,12 +183,7 @@ agent_stop vm1 || rc=$?
 check_eq "agent exits 0 on SIGTERM" 0 "$rc"
 check "eth0 has the kernel's own RA default route (metric 1024) again" wait_for 10 ra_default vm1 eth0 1024
 check "no stand-in RA route (metric 1025) left on eth0" bash -c "! ip netns exec $(topo_ns vm1) ip -j -6 route show default | jq -e 'any(.[]; .metric == 1025)'"
-AFTER=$(snapshot)
-if [[ "$BEFORE" == "$AFTER" ]]; then
-    ok "eth0's IPv6 addresses and the IPv6 routes are as before (lifetimes aside)"
-else
-    not_ok "eth0's IPv6 addresses and the IPv6 routes are as before (lifetimes aside)" \
-        "$(diff <(printf '%s\n' "$BEFORE") <(printf '%s\n' "$AFTER") | head -n 40)"
-fi
+check_same "eth0's IPv6 addresses and the IPv6 routes are as before (lifetimes aside)" \
+    "$BEFORE" "$(eth0_snapshot vm1 -6)"
 traffic "after SIGTERM"
 tap_done

@@ -7,8 +7,11 @@
 # (VNI 0x238c, 192.168.100.0/24) and ls-app (VNI 0x2388, 192.168.99.0/24)
 # joined by router t1-router; vm1 192.168.100.3 (ls-web), vm2 192.168.99.9
 # (ls-app), vm3 192.168.100.4 (ls-web) -- the first N of them (default 3).
-# Also: raw Geneve packet builders for injection (hex strings) and udp_send;
-# log_mark / log_wait / log_ms to time bounds between logged events.
+# Also: wait_for (bounded polling of a command); eth0_snapshot (an
+# instance's eth0 addresses and routes of one family, to compare before and
+# after, with check_same from tap.sh); raw Geneve packet builders for
+# injection (hex strings) and udp_send; log_mark / log_wait / log_ms to time
+# bounds between logged events.
 # shellcheck shell=bash
 
 E2E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -58,6 +61,31 @@ start_agents() {
     for vm in "$@"; do
         agent_wait_overlay "$vm" || bail "agent $vm: nsx-eth0 up in $(topo_root "$vm")"
     done
+}
+
+# wait_for SECS CMD...: poll CMD every 0.2 s, at most SECS; true as soon
+# as CMD succeeds, false if it never did.
+wait_for() {
+    local secs=$1 i
+    shift
+    for ((i = 0; i < secs * 5; i++)); do
+        "$@" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# eth0_snapshot vmN -4|-6 [KEY...]: vmN's eth0 addresses of the family
+# (ip -j addr_info, without lifetimes and the keys KEY) and its routes of
+# the family in every table (without expiry), as JSON with sorted keys and
+# routes: equal before and after means restored exactly, lifetimes aside.
+eth0_snapshot() {
+    local vm=$1 fam=$2
+    shift 2
+    in_inst "$vm" ip -j "$fam" addr show dev eth0 |
+        jq -S --args '[.[0].addr_info[] | del(.valid_life_time, .preferred_life_time) | delpaths($ARGS.positional | map([.]))]' "$@"
+    in_inst "$vm" ip -j "$fam" route show table all |
+        jq -S '[.[] | del(.expires)] | sort_by(tostring)'
 }
 
 # --- log lines as events: a time bound is measured between the lines the

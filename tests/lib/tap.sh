@@ -2,7 +2,8 @@
 # tests/lib/tap.sh -- TAP-style reporting for the end-to-end tests.
 #
 # ok DESC / not_ok DESC [DIAG...] print one line each and count; check DESC
-# CMD... runs CMD and reports; diag prints "# " lines; bail DESC reports a
+# CMD... runs CMD and reports (check_eq DESC EXPECTED GOT and check_same DESC
+# BEFORE AFTER compare); diag prints "# " lines; bail DESC reports a
 # fatal failure and exits 1; tap_done prints the plan and exits non-zero if
 # anything failed. TAP_PREFIX (e.g. "01") is shown in front of descriptions.
 # shellcheck shell=bash
@@ -59,6 +60,16 @@ check_eq() {
         ok "$1"
     else
         not_ok "$1" "expected: $2" "got:      $3"
+    fi
+}
+
+# check_same DESC BEFORE AFTER: ok if the two texts are equal, else not ok
+# with the start of their diff.
+check_same() {
+    if [[ "$2" == "$3" ]]; then
+        ok "$1"
+    else
+        not_ok "$1" "$(diff <(printf '%s\n' "$2") <(printf '%s\n' "$3") | head -n 40)"
     fi
 }
 
