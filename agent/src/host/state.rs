@@ -21,7 +21,7 @@
 //! bridge by ifindex, so it matches nothing once the bridge is gone.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,6 +36,12 @@ use super::{HostError, NicInfo};
 
 /// File name of the saved state inside `state_dir`.
 pub const STATE_FILE: &str = "host-state.json";
+
+/// Largest state file [`load`] reads and [`save`] writes (16 MiB): far
+/// above any real NIC's record (an address or route takes a few hundred
+/// bytes), small enough that a file this agent did not write is refused
+/// rather than read whole into memory.
+const MAX_STATE_BYTES: u64 = 16 << 20;
 
 /// Lock file name inside `state_dir`.
 const LOCK_FILE: &str = "host.lock";
@@ -204,17 +210,57 @@ pub fn lock(state_dir: &Path) -> Result<(), HostError> {
     }
 }
 
-/// Reads the state file; `Ok(None)` if there is none.
+/// Reads the state file; `Ok(None)` if there is none. Anything else that
+/// is not a state file this agent could have written (not a regular file,
+/// larger than [`MAX_STATE_BYTES`], empty, truncated, not JSON, not a host
+/// state, an unknown format version) is a [`HostError::State`] naming the
+/// file and the problem.
 pub fn load(state_dir: &Path) -> Result<Option<HostState>, HostError> {
     let p = path(state_dir);
-    let text = match fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err("read host state", &p, e)),
-    };
-    let st: HostState = serde_json::from_str(&text).map_err(|e| HostError::State {
+    let bad = |reason: String| HostError::State {
         path: p.clone(),
-        reason: format!("not valid JSON host state: {e}"),
+        reason,
+    };
+    let md = match fs::metadata(&p) {
+        Ok(md) => md,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("inspect host state", &p, e)),
+    };
+    if !md.is_file() {
+        let kind = if md.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        return Err(bad(format!("not a regular file but {kind}")));
+    }
+    let too_big = || {
+        bad(format!(
+            "larger than {MAX_STATE_BYTES} bytes: not a state file this agent wrote"
+        ))
+    };
+    if md.len() > MAX_STATE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    File::open(&p)
+        .and_then(|f| f.take(MAX_STATE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| io_err("read host state", &p, e))?;
+    if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_STATE_BYTES) {
+        return Err(too_big());
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(format!("empty ({} bytes)", bytes.len())));
+    }
+    let st: HostState = serde_json::from_slice(&bytes).map_err(|e| {
+        if e.is_eof() {
+            bad(format!(
+                "truncated after {} bytes (the JSON ends early: {e})",
+                bytes.len()
+            ))
+        } else {
+            bad(format!("not valid JSON host state: {e}"))
+        }
     })?;
     if st.version != VERSION && st.version != VERSION_FW {
         return Err(HostError::State {
@@ -237,6 +283,15 @@ pub fn save(state_dir: &Path, st: &HostState) -> Result<(), HostError> {
         reason: format!("cannot serialize: {e}"),
     })?;
     json.push(b'\n');
+    if u64::try_from(json.len()).map_or(true, |n| n > MAX_STATE_BYTES) {
+        return Err(HostError::State {
+            path: p,
+            reason: format!(
+                "the state would take {} bytes, more than the {MAX_STATE_BYTES} a load reads back; not written",
+                json.len()
+            ),
+        });
+    }
     crate::fsutil::write_private_atomic(&p, &json).map_err(|e| io_err("write state file", &p, e))
 }
 
@@ -476,5 +531,82 @@ mod tests {
         assert!(matches!(err, HostError::State { .. }), "{err}");
         let _ = fs::remove_file(path(&dir));
         let _ = fs::remove_dir(&dir);
+    }
+
+    /// `load` of a file written as `contents` fails with a state error that
+    /// names the file and says `why`.
+    fn refused(dir: &Path, contents: &[u8], why: &str) {
+        fs::write(path(dir), contents).expect("write");
+        let err = load(dir).expect_err("a bad state file must not load");
+        let text = err.to_string();
+        assert!(matches!(err, HostError::State { .. }), "{text}");
+        assert!(
+            text.contains(&path(dir).display().to_string()),
+            "names the file: {text}"
+        );
+        assert!(text.contains(why), "says {why:?}: {text}");
+    }
+
+    /// A state file that is truncated, empty, garbage, or not JSON of a
+    /// host state is an error naming the file and the problem: never a
+    /// panic, never taken for "no state file".
+    #[test]
+    fn bad_state_files_are_errors_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("host-state-bad2-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        save(&dir, &sample()).expect("save");
+        let good = fs::read(path(&dir)).expect("read");
+        for cut in [1, good.len() / 3, good.len() / 2, good.len() - 3] {
+            refused(&dir, &good[..cut], "truncated");
+        }
+        refused(&dir, b"", "empty");
+        refused(&dir, b" \n\t\n", "empty");
+        refused(&dir, b"\xff\xfe\x00garbage", "not valid JSON");
+        refused(&dir, b"null", "not valid JSON");
+        refused(&dir, b"{}", "missing field");
+        refused(&dir, b"[1, 2, 3]", "not valid JSON");
+        // Trailing bytes after a complete state are garbage too.
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"}}");
+        refused(&dir, &trailing, "not valid JSON");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A file larger than any state this agent writes is refused without
+    /// being read whole, and `save` never writes one that `load` would
+    /// refuse.
+    #[test]
+    fn oversized_state_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("host-state-big-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let f = File::create(path(&dir)).expect("create");
+        f.set_len(MAX_STATE_BYTES + 1).expect("sparse file");
+        drop(f);
+        let err = load(&dir).expect_err("an oversized file must not load");
+        let text = err.to_string();
+        assert!(matches!(err, HostError::State { .. }), "{text}");
+        assert!(text.contains(&path(&dir).display().to_string()), "{text}");
+        assert!(text.contains("larger than"), "{text}");
+        fs::remove_file(path(&dir)).expect("rm");
+
+        let mut st = sample();
+        st.nic.name = "x".repeat(usize::try_from(MAX_STATE_BYTES).expect("usize"));
+        let err = save(&dir, &st).expect_err("an oversized state must not be saved");
+        assert!(matches!(err, HostError::State { .. }), "{err}");
+        assert!(!path(&dir).exists(), "nothing written");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Something other than a file at the state file's path is an error
+    /// naming it, not "no state file".
+    #[test]
+    fn a_directory_in_place_of_the_state_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("host-state-dir-{}", std::process::id()));
+        fs::create_dir_all(path(&dir)).expect("mkdir");
+        let err = load(&dir).expect_err("a directory is not a state file");
+        let text = err.to_string();
+        assert!(text.contains(&path(&dir).display().to_string()), "{text}");
+        assert!(text.contains("not a regular file"), "{text}");
+        let _ = fs::remove_dir_all(&dir);
     }
 }
