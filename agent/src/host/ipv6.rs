@@ -362,16 +362,11 @@ mod tests {
 
     fn addr(valid: Option<u32>, preferred: Option<u32>) -> Addr6Rec {
         Addr6Rec {
-            ip: "2001:db8::5".parse().expect("ip"),
-            prefix_len: 64,
-            peer: None,
-            broadcast: None,
-            label: None,
-            scope: 0,
             flags: 0x100,
             valid_lft: valid,
             preferred_lft: preferred,
             proto: Some(3),
+            ..Addr6Rec::new("2001:db8::5".parse().expect("ip"), 64)
         }
     }
 

@@ -1356,16 +1356,8 @@ fn port_addr(p: &PortPlan) -> AddrRec {
         Ipv4Addr::from(u32::from(p.ip) | host_mask)
     });
     AddrRec {
-        ip: p.ip,
-        prefix_len: p.prefix_len,
-        peer: None,
         broadcast,
-        label: None,
-        scope: 0,
-        flags: 0,
-        valid_lft: None,
-        preferred_lft: None,
-        proto: None,
+        ..AddrRec::new(p.ip, p.prefix_len)
     }
 }
 

@@ -151,6 +151,25 @@ pub struct AddrRec<A = Ipv4Addr> {
     pub proto: Option<u8>,
 }
 
+impl<A: Family> AddrRec<A> {
+    /// `ip/prefix_len` and nothing else: no peer, broadcast or label,
+    /// global scope, no flags, no protocol, forever.
+    pub fn new(ip: A, prefix_len: u8) -> Self {
+        AddrRec {
+            ip,
+            prefix_len,
+            peer: None,
+            broadcast: None,
+            label: None,
+            scope: 0,
+            flags: 0,
+            valid_lft: None,
+            preferred_lft: None,
+            proto: None,
+        }
+    }
+}
+
 /// One route through the NIC: IPv4 (the default type) or IPv6
 /// (`RouteRec<Ipv6Addr>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -843,18 +862,7 @@ mod tests {
     use super::*;
 
     fn addr6(ip: &str) -> AddrRec<Ipv6Addr> {
-        AddrRec {
-            ip: ip.parse().expect("ip"),
-            prefix_len: 64,
-            peer: None,
-            broadcast: None,
-            label: None,
-            scope: 0,
-            flags: 0,
-            valid_lft: None,
-            preferred_lft: None,
-            proto: None,
-        }
+        AddrRec::new(ip.parse().expect("ip"), 64)
     }
 
     #[test]
