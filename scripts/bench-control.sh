@@ -121,11 +121,12 @@ for n in $AGENTS; do
     "$GW" apply -f "$WORK/state.yaml" --dir "$D" >/dev/null 2>>"$WORK/init-$n.log"
     P1=$(free_port); P2=$(free_port); P3=$(free_port)
     # Every simulated agent dials from 127.0.0.1: lift the per-peer caps
-    # (an agent holds one session; the default allows 8 per address).
+    # (an agent holds one session; the default allows 8 per address), and
+    # the totals with them (serve refuses a per-peer cap above its total).
     "$GW" serve --dir "$D" --listen-enroll "127.0.0.1:$P1" --listen-api "127.0.0.1:$P2" \
         --listen-control "127.0.0.1:$P3" --listen-metrics off \
         --control-max-connections "$((n + 4096))" --control-max-connections-per-peer "$((n + 64))" \
-        --max-connections-per-peer "$((n + 64))" \
+        --max-connections "$((n + 512))" --max-connections-per-peer "$((n + 64))" \
         2>"$WORK/gateway-$n.log" &
     GW_PID=$!
     # (the control port is not probed: a bare TCP connect would log a TLS warning)

@@ -41,12 +41,45 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub struct Limits {
     /// Connections open at once, all peers together.
     pub total: usize,
-    /// Connections open at once from one source address (a value at or
-    /// above `total` leaves only the total cap).
+    /// Connections open at once from one source address (equal to
+    /// `total`: only the total cap).
     pub per_peer: usize,
 }
 
+/// Why a pair of limits is refused ([`Limits::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// No connection could ever be admitted.
+    #[error("the total connection limit is 0: no connection could ever be admitted")]
+    ZeroTotal,
+    /// No peer could ever connect.
+    #[error("the per-peer connection limit is 0: no peer could ever connect")]
+    ZeroPerPeer,
+    /// A per-peer limit no peer can reach: almost surely a mistake in
+    /// which flag got which number.
+    #[error(
+        "the per-peer connection limit ({per_peer}) is greater than the total ({total}): \
+         no peer could reach it"
+    )]
+    PerPeerAboveTotal { total: usize, per_peer: usize },
+}
+
 impl Limits {
+    /// Limits as given by an operator: both at least 1, the per-peer one at
+    /// most the total.
+    pub fn new(total: usize, per_peer: usize) -> Result<Limits, LimitsError> {
+        if total == 0 {
+            return Err(LimitsError::ZeroTotal);
+        }
+        if per_peer == 0 {
+            return Err(LimitsError::ZeroPerPeer);
+        }
+        if per_peer > total {
+            return Err(LimitsError::PerPeerAboveTotal { total, per_peer });
+        }
+        Ok(Limits { total, per_peer })
+    }
+
     /// Only a total cap (a loopback listener: every client is one peer).
     pub const fn total_only(total: usize) -> Limits {
         Limits {
@@ -376,6 +409,29 @@ mod tests {
             Over::PerPeer
         );
         assert!(l.try_acquire(ip("2001:db8::7")).is_ok());
+    }
+
+    /// Zero limits and a per-peer limit above the total are refused; a
+    /// per-peer limit equal to the total is the total cap alone.
+    #[test]
+    fn limits_an_operator_gives_are_checked() {
+        assert_eq!(Limits::new(0, 0), Err(LimitsError::ZeroTotal));
+        assert_eq!(Limits::new(4, 0), Err(LimitsError::ZeroPerPeer));
+        assert_eq!(
+            Limits::new(4, 5),
+            Err(LimitsError::PerPeerAboveTotal {
+                total: 4,
+                per_peer: 5
+            })
+        );
+        assert_eq!(Limits::new(4, 4), Ok(Limits::total_only(4)));
+        assert_eq!(
+            Limits::new(4, 1),
+            Ok(Limits {
+                total: 4,
+                per_peer: 1
+            })
+        );
     }
 
     #[test]

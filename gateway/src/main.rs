@@ -123,6 +123,17 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A listener's limits from its two flags (name, value), or an error that
+/// names the flags.
+fn limits(total: (&str, usize), per_peer: (&str, usize)) -> Result<Limits, String> {
+    Limits::new(total.1, per_peer.1).map_err(|e| {
+        format!(
+            "{} {} and {} {}: {e}",
+            total.0, total.1, per_peer.0, per_peer.1
+        )
+    })
+}
+
 /// `--listen-install` values: `off` alone, or addresses.
 fn install_listen(values: &[Listen]) -> Result<InstallListen, String> {
     if values.is_empty() {
@@ -255,10 +266,19 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             control_max_connections,
             control_max_connections_per_peer,
         } => {
-            let http = Limits {
-                total: max_connections,
-                per_peer: max_connections_per_peer,
-            };
+            // Checked before anything else starts: a per-peer limit above the
+            // total is a mistake the operator should hear of at once.
+            let http = limits(
+                ("--max-connections", max_connections),
+                ("--max-connections-per-peer", max_connections_per_peer),
+            )?;
+            let control_limits = limits(
+                ("--control-max-connections", control_max_connections),
+                (
+                    "--control-max-connections-per-peer",
+                    control_max_connections_per_peer,
+                ),
+            )?;
             let opts = ServeOptions {
                 enroll_addr: listen_enroll,
                 api_addr: listen_api,
@@ -273,10 +293,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     enroll: http,
                     install: http,
                 },
-                control_limits: Limits {
-                    total: control_max_connections,
-                    per_peer: control_max_connections_per_peer,
-                },
+                control_limits,
             };
             // Enrollment, installer, control, plus the admin API and metrics.
             let caps = [http.total, http.total, control_max_connections]

@@ -1,5 +1,6 @@
 //! The `nsx-gateway` binary: init, refusal to overwrite, apply (valid,
-//! unchanged, invalid), get (table and JSON), bootstrap rotate, revoke.
+//! unchanged, invalid), get (table and JSON), bootstrap rotate, revoke;
+//! serve's connection-limit flags checked at start.
 
 use std::process::{Command, Output};
 
@@ -190,4 +191,57 @@ firewall:
         text(&o)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `serve` refuses connection limits that make no sense before it opens
+/// anything (the store directory does not even exist): a per-peer limit
+/// of 0, or one above its listener's total (given, or the default total),
+/// each named by its flags and values.
+#[test]
+fn serve_refuses_connection_limits_that_cannot_work() {
+    let dir = std::env::temp_dir().join(format!("nsx-gw-cli-limits-{}", std::process::id()));
+    let d = dir.to_str().expect("utf-8 path");
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--dir", d, "--listen-metrics", "off"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    for flag in [
+        "--max-connections",
+        "--max-connections-per-peer",
+        "--control-max-connections",
+        "--control-max-connections-per-peer",
+    ] {
+        let o = serve(&[flag, "0"]);
+        assert!(!o.status.success(), "{flag} 0: {}", text(&o));
+        assert!(text(&o).contains(flag), "{}", text(&o));
+        assert!(text(&o).contains("must be at least 1"), "{}", text(&o));
+    }
+    let o = serve(&[
+        "--max-connections",
+        "10",
+        "--max-connections-per-peer",
+        "11",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "--max-connections 10 and --max-connections-per-peer 11: \
+             the per-peer connection limit (11) is greater than the total (10)"
+        ),
+        "{}",
+        text(&o)
+    );
+    // Only the total given, below the default per-peer limit of 8.
+    let o = serve(&["--control-max-connections", "4"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "--control-max-connections 4 and --control-max-connections-per-peer 8: \
+             the per-peer connection limit (8) is greater than the total (4)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.exists(), "nothing created");
 }
