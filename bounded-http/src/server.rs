@@ -97,49 +97,25 @@ impl HttpError {
     }
 }
 
-/// A request [`serve_one`] answers with an error itself, before any
-/// handler sees it: one per status it answers (a fixed set, e.g. the
-/// `reason` label of the gateway's `nsx_gateway_http_requests_refused_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    /// 400: a malformed request line, header or `Content-Length`.
-    BadRequest = 0,
-    /// 411: `Transfer-Encoding` (chunked) instead of a `Content-Length`.
-    LengthRequired = 1,
-    /// 413: a `Content-Length` above the body limit.
-    BodyTooLarge = 2,
-    /// 431: a request head above the head limit.
-    HeadersTooLarge = 3,
-    /// 408: the request was not read within the deadline.
-    Timeout = 4,
+metrics_text::label_set! {
+    /// A request [`serve_one`] answers with an error itself, before any
+    /// handler sees it: one per status it answers (a fixed set, e.g. the
+    /// `reason` label of the gateway's `nsx_gateway_http_requests_refused_total`).
+    pub enum Refusal {
+        /// 400: a malformed request line, header or `Content-Length`.
+        BadRequest = "bad_request",
+        /// 411: `Transfer-Encoding` (chunked) instead of a `Content-Length`.
+        LengthRequired = "length_required",
+        /// 413: a `Content-Length` above the body limit.
+        BodyTooLarge = "body_too_large",
+        /// 431: a request head above the head limit.
+        HeadersTooLarge = "headers_too_large",
+        /// 408: the request was not read within the deadline.
+        Timeout = "timeout",
+    }
 }
 
 impl Refusal {
-    /// Every refusal, in label order (`ALL[r.index()] == r`).
-    pub const ALL: [Refusal; 5] = [
-        Refusal::BadRequest,
-        Refusal::LengthRequired,
-        Refusal::BodyTooLarge,
-        Refusal::HeadersTooLarge,
-        Refusal::Timeout,
-    ];
-
-    /// Position in [`Refusal::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::BadRequest => "bad_request",
-            Refusal::LengthRequired => "length_required",
-            Refusal::BodyTooLarge => "body_too_large",
-            Refusal::HeadersTooLarge => "headers_too_large",
-            Refusal::Timeout => "timeout",
-        }
-    }
-
     /// The status answered.
     pub fn status(self) -> u16 {
         match self {

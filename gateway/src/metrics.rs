@@ -67,7 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use control::{InstanceConfig, InstanceMeta};
-use metrics_text::{Emit, Labels};
+use metrics_text::{Emit, Labels, by_label, by_labels, label_set};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
@@ -123,42 +123,18 @@ fn refusal_index(e: &EnrollError) -> usize {
     }
 }
 
-/// The listeners whose HTTP layer ([`bounded_http::serve_one`]) may refuse
-/// a request (the `listener` label of `nsx_gateway_http_requests_refused`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HttpListener {
-    /// HTTPS enrollment (and the installer tree over TLS), 8443.
-    Enroll = 0,
-    /// The plain-HTTP installer listeners.
-    Install = 1,
-    /// The loopback admin API.
-    Admin = 2,
-    /// This endpoint.
-    Metrics = 3,
-}
-
-impl HttpListener {
-    /// Every listener, in label order (`ALL[l.index()] == l`).
-    pub const ALL: [HttpListener; 4] = [
-        HttpListener::Enroll,
-        HttpListener::Install,
-        HttpListener::Admin,
-        HttpListener::Metrics,
-    ];
-
-    /// Position in [`HttpListener::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            HttpListener::Enroll => "enroll",
-            HttpListener::Install => "install",
-            HttpListener::Admin => "admin",
-            HttpListener::Metrics => "metrics",
-        }
+label_set! {
+    /// The listeners whose HTTP layer ([`bounded_http::serve_one`]) may refuse
+    /// a request (the `listener` label of `nsx_gateway_http_requests_refused`).
+    pub enum HttpListener {
+        /// HTTPS enrollment (and the installer tree over TLS), 8443.
+        Enroll = "enroll",
+        /// The plain-HTTP installer listeners.
+        Install = "install",
+        /// The loopback admin API.
+        Admin = "admin",
+        /// This endpoint.
+        Metrics = "metrics",
     }
 }
 
@@ -190,46 +166,20 @@ impl TlsListener {
     }
 }
 
-/// Every listener of the gateway (the `listener` label of
-/// `nsx_gateway_connections_rejected` and `nsx_gateway_accept_errors`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Listener {
-    /// HTTPS enrollment, 8443.
-    Enroll = 0,
-    /// The plain-HTTP installer listeners (8080), together.
-    Install = 1,
-    /// The loopback admin API.
-    Admin = 2,
-    /// The metrics endpoint.
-    Metrics = 3,
-    /// The control channel, 5555.
-    Control = 4,
-}
-
-impl Listener {
-    /// Every listener, in label order (`ALL[l.index()] == l`).
-    pub const ALL: [Listener; 5] = [
-        Listener::Enroll,
-        Listener::Install,
-        Listener::Admin,
-        Listener::Metrics,
-        Listener::Control,
-    ];
-
-    /// Position in [`Listener::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Listener::Enroll => "enroll",
-            Listener::Install => "install",
-            Listener::Admin => "admin",
-            Listener::Metrics => "metrics",
-            Listener::Control => "control",
-        }
+label_set! {
+    /// Every listener of the gateway (the `listener` label of
+    /// `nsx_gateway_connections_rejected` and `nsx_gateway_accept_errors`).
+    pub enum Listener {
+        /// HTTPS enrollment, 8443.
+        Enroll = "enroll",
+        /// The plain-HTTP installer listeners (8080), together.
+        Install = "install",
+        /// The loopback admin API.
+        Admin = "admin",
+        /// The metrics endpoint.
+        Metrics = "metrics",
+        /// The control channel, 5555.
+        Control = "control",
     }
 }
 
@@ -731,18 +681,8 @@ impl Collector for GatewayCollector {
             "Installer requests (/factory_default/...) answered, by file (other: the list or an unknown path) and HTTP status.",
             &installer,
         )?;
-        let mut refused = Vec::with_capacity(HttpListener::ALL.len() * Refusal::ALL.len());
-        for (l, row) in HttpListener::ALL.iter().zip(&c.http_refused) {
-            for (r, n) in Refusal::ALL.iter().zip(row) {
-                refused.push((
-                    vec![
-                        ("listener", l.label().to_string()),
-                        ("reason", r.label().to_string()),
-                    ],
-                    *n,
-                ));
-            }
-        }
+        let refused =
+            by_labels::<HttpListener, Refusal, _>(("listener", "reason"), &c.http_refused);
         e.counters(
             "nsx_gateway_http_requests_refused",
             "Requests the HTTP layer answered with an error before any handler saw them, by listener and reason (bad_request 400, length_required 411, body_too_large 413, headers_too_large 431, timeout 408).",
@@ -782,11 +722,7 @@ impl Collector for GatewayCollector {
             "Connections closed right after accept, before any TLS or HTTP, because a connection limit was reached: total (the listener's cap) or per_peer (the cap per source address), by listener (enroll: 8443, install: 8080, admin, metrics, control: 5555).",
             &rejected,
         )?;
-        let accept_errors: Vec<(Labels, u64)> = Listener::ALL
-            .iter()
-            .zip(c.accept_errors)
-            .map(|(l, n)| (vec![("listener", l.label().to_string())], n))
-            .collect();
+        let accept_errors = by_label::<Listener, _>("listener", &c.accept_errors);
         e.counters(
             "nsx_gateway_accept_errors",
             "Failed accept calls by listener (EMFILE: out of file descriptors, ...); the listener pauses (10 ms doubling to 1 s) and keeps accepting.",
