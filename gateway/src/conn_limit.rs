@@ -29,6 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use metrics_text::label_set;
 use tokio::net::{TcpListener, TcpStream};
 
 /// First pause after a failed `accept`.
@@ -89,33 +90,17 @@ impl Limits {
     }
 }
 
-/// Which limit refused a connection (the `reason` label of
-/// `nsx_gateway_connections_rejected_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-pub enum Over {
-    /// The listener's total cap.
-    #[error("the listener's connection cap")]
-    Total = 0,
-    /// The cap per source address.
-    #[error("the per-peer connection cap")]
-    PerPeer = 1,
-}
-
-impl Over {
-    /// Every reason, in label order (`ALL[o.index()] == o`).
-    pub const ALL: [Over; 2] = [Over::Total, Over::PerPeer];
-
-    /// Position in [`Over::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Over::Total => "total",
-            Over::PerPeer => "per_peer",
-        }
+label_set! {
+    /// Which limit refused a connection (the `reason` label of
+    /// `nsx_gateway_connections_rejected_total`).
+    #[derive(thiserror::Error)]
+    pub enum Over {
+        /// The listener's total cap.
+        #[error("the listener's connection cap")]
+        Total = "total",
+        /// The cap per source address.
+        #[error("the per-peer connection cap")]
+        PerPeer = "per_peer",
     }
 }
 

@@ -131,32 +131,15 @@ pub trait ControlStore: Send + Sync + 'static {
     }
 }
 
-/// Why a TLS handshake failed (the `reason` label of
-/// `nsx_gateway_tls_handshake_failures_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandshakeFailure {
-    /// Not completed within the deadline.
-    Timeout = 0,
-    /// Refused or broken: not TLS, no or an untrusted client certificate,
-    /// the peer hung up, an I/O error.
-    Error = 1,
-}
-
-impl HandshakeFailure {
-    /// Every reason, in label order (`ALL[f.index()] == f`).
-    pub const ALL: [HandshakeFailure; 2] = [HandshakeFailure::Timeout, HandshakeFailure::Error];
-
-    /// Position in [`HandshakeFailure::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Error => "error",
-        }
+metrics_text::label_set! {
+    /// Why a TLS handshake failed (the `reason` label of
+    /// `nsx_gateway_tls_handshake_failures_total`).
+    pub enum HandshakeFailure {
+        /// Not completed within the deadline.
+        Timeout = "timeout",
+        /// Refused or broken: not TLS, no or an untrusted client certificate,
+        /// the peer hung up, an I/O error.
+        Error = "error",
     }
 }
 

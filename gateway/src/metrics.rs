@@ -138,31 +138,14 @@ label_set! {
     }
 }
 
-/// The TLS listeners (the `listener` label of
-/// `nsx_gateway_tls_handshake_failures`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TlsListener {
-    /// HTTPS enrollment, 8443 (server-auth TLS).
-    Enroll = 0,
-    /// The control channel, 5555 (mutual TLS 1.3).
-    Control = 1,
-}
-
-impl TlsListener {
-    /// Every TLS listener, in label order.
-    pub const ALL: [TlsListener; 2] = [TlsListener::Enroll, TlsListener::Control];
-
-    /// Position in [`TlsListener::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            TlsListener::Enroll => "enroll",
-            TlsListener::Control => "control",
-        }
+label_set! {
+    /// The TLS listeners (the `listener` label of
+    /// `nsx_gateway_tls_handshake_failures`).
+    pub enum TlsListener {
+        /// HTTPS enrollment, 8443 (server-auth TLS).
+        Enroll = "enroll",
+        /// The control channel, 5555 (mutual TLS 1.3).
+        Control = "control",
     }
 }
 
@@ -688,35 +671,14 @@ impl Collector for GatewayCollector {
             "Requests the HTTP layer answered with an error before any handler saw them, by listener and reason (bad_request 400, length_required 411, body_too_large 413, headers_too_large 431, timeout 408).",
             &refused,
         )?;
-        let mut tls = Vec::with_capacity(TlsListener::ALL.len() * HandshakeFailure::ALL.len());
-        for (l, row) in TlsListener::ALL.iter().zip(&c.tls_failed) {
-            for (r, n) in HandshakeFailure::ALL.iter().zip(row) {
-                tls.push((
-                    vec![
-                        ("listener", l.label().to_string()),
-                        ("reason", r.label().to_string()),
-                    ],
-                    *n,
-                ));
-            }
-        }
+        let tls =
+            by_labels::<TlsListener, HandshakeFailure, _>(("listener", "reason"), &c.tls_failed);
         e.counters(
             "nsx_gateway_tls_handshake_failures",
             "TLS handshakes that failed (error: refused or broken, e.g. not TLS, an untrusted or missing client certificate, a peer that hung up) or did not complete in time (timeout), by listener (enroll: 8443, control: 5555).",
             &tls,
         )?;
-        let mut rejected = Vec::with_capacity(Listener::ALL.len() * Over::ALL.len());
-        for (l, row) in Listener::ALL.iter().zip(&c.conn_rejected) {
-            for (r, n) in Over::ALL.iter().zip(row) {
-                rejected.push((
-                    vec![
-                        ("listener", l.label().to_string()),
-                        ("reason", r.label().to_string()),
-                    ],
-                    *n,
-                ));
-            }
-        }
+        let rejected = by_labels::<Listener, Over, _>(("listener", "reason"), &c.conn_rejected);
         e.counters(
             "nsx_gateway_connections_rejected",
             "Connections closed right after accept, before any TLS or HTTP, because a connection limit was reached: total (the listener's cap) or per_peer (the cap per source address), by listener (enroll: 8443, install: 8080, admin, metrics, control: 5555).",
