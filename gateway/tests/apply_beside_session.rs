@@ -16,7 +16,7 @@ use agent::gw::enroll;
 use agent::gw::gwclient::{self, ApplyRequest, GatewayStatus};
 use control::{GatewayConfig, InstanceConfig, InstanceMeta};
 use gateway::control_server::{
-    self, ControlStore, ServerOptions, SessionEvent, StoreRefusal, TransportEvent,
+    ControlStore, ServerOptions, SessionEvent, StoreRefusal, TransportEvent,
 };
 use gateway::control_store::GatewayControl;
 use gateway::metrics::CountingControl;
@@ -102,23 +102,11 @@ impl ControlStore for Probe {
 }
 
 /// The gateway's control server on 127.0.0.1 with the fixture's
-/// certificates, heartbeats every [`HB`].
+/// certificates and `store`, heartbeats every [`HB`].
 async fn control_server(
-    dir: &std::path::Path,
+    f: &common::Fixture,
     store: Arc<Probe>,
 ) -> (SocketAddr, watch::Sender<bool>) {
-    let read = |f: &str| std::fs::read(dir.join(f)).expect("read");
-    let tls = control_server::server_tls(
-        &read(pki::files::CA_CERT),
-        &read(pki::files::GATEWAY_CERT),
-        &read(pki::files::GATEWAY_KEY),
-    )
-    .expect("control TLS");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stop_rx) = watch::channel(false);
     let opts = ServerOptions {
         session: GatewayConfig {
             heartbeat_ms: u64::try_from(HB.as_millis()).expect("ms"),
@@ -126,14 +114,7 @@ async fn control_server(
         },
         ..ServerOptions::default()
     };
-    tokio::spawn(control_server::serve_with(
-        listener,
-        Arc::new(tls),
-        store,
-        stop_rx,
-        opts,
-    ));
-    (addr, stop)
+    common::control_channel_with(f, store, opts).await
 }
 
 /// Takes the next apply request within `within`; panics otherwise.
@@ -160,7 +141,7 @@ async fn a_5s_apply_keeps_the_session_and_its_heartbeats() {
         frames: Mutex::new(Vec::new()),
         events: Mutex::new(Vec::new()),
     });
-    let (control, _stop) = control_server(&f.dir, Arc::clone(&probe)).await;
+    let (control, _stop) = control_server(&f, Arc::clone(&probe)).await;
 
     // The agent library enrolls and dials, as `nsx-agent run` does.
     let id = "i-slow-apply";

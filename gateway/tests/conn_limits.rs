@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use control::{AgentMsg, Decoder, GatewayMsg, encode};
+use control::{Decoder, GatewayMsg};
 use gateway::conn_limit::Limits;
 use gateway::control_server::ServerOptions;
 use gateway::install::DistDir;
@@ -227,13 +227,7 @@ async fn a_flooding_peer_is_capped_per_listener_and_other_peers_are_served() {
     .await
     .expect("handshake in time")
     .expect("the agent's mutual TLS handshake");
-    let hello = encode(&AgentMsg::Hello {
-        versions: vec![control::PROTOCOL_VERSION],
-        agent_version: "test".into(),
-        instance: meta("i-agent", "default", 11),
-        applied_version: None,
-    })
-    .expect("encode");
+    let hello = common::hello_frame(meta("i-agent", "default", 11));
     session.write_all(&hello).await.expect("hello");
     let mut dec = Decoder::<GatewayMsg>::new();
     let mut buf = [0u8; 4096];

@@ -6,18 +6,16 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use agent::gw::enroll::EnrollError;
 use control::proto::InstanceMeta;
 use control::{AgentMsg, Decoder, GatewayMsg, encode};
-use gateway::control_server::{self, ControlStore, ServerOptions, SessionEvent, StoreRefusal};
+use gateway::control_server::{ControlStore, ServerOptions, SessionEvent, StoreRefusal};
 use gateway::control_store::GatewayControl;
 use gateway::metrics::CountingControl;
 use gateway::{ops, pki, util};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -427,63 +425,20 @@ async fn refusals_handshake_failures_and_control_bytes_are_counted() {
 
     // --- the control channel, counted through CountingControl
     let (_, cert_pem, key_pem) = enroll_with_key(&f, &meta("i-1", "web", 11)).await;
-    let read = |name: &str| std::fs::read(f.dir.join(name)).expect("read");
-    let server_tls = control_server::server_tls(
-        &read(pki::files::CA_CERT),
-        &read(pki::files::GATEWAY_CERT),
-        &read(pki::files::GATEWAY_KEY),
-    )
-    .expect("control TLS");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let control_addr = listener.local_addr().expect("addr");
-    let store: Arc<dyn ControlStore> = Arc::new(CountingControl::new(
-        GatewayControl::new(f.gw.clone()),
-        f.gw.clone(),
-    ));
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let opts = ServerOptions {
         tls_handshake_timeout: Duration::from_millis(200),
         ..ServerOptions::default()
     };
-    let _control = tokio::spawn(control_server::serve_with(
-        listener,
-        Arc::new(server_tls),
-        store,
-        stop_rx,
-        opts,
-    ));
+    let (control_addr, _stop) = common::control_channel(&f, opts).await;
 
     // A session: Hello -> Welcome + Snapshot -> Ack.
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("chain");
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(f.ca_pem.as_bytes()) {
-        roots.add(c.expect("ca")).expect("root");
-    }
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("TLS 1.3")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .expect("client cert");
+    let client = common::agent_tls(&f, &cert_pem, &key_pem);
     let tcp = TcpStream::connect(control_addr).await.expect("connect");
-    let mut agent = tokio_rustls::TlsConnector::from(Arc::new(client))
+    let mut agent = tokio_rustls::TlsConnector::from(client)
         .connect(ServerName::try_from(NAME).expect("name"), tcp)
         .await
         .expect("control TLS handshake");
-    let hello = encode(&AgentMsg::Hello {
-        versions: vec![control::PROTOCOL_VERSION],
-        agent_version: "test".into(),
-        instance: meta("i-1", "web", 11),
-        applied_version: None,
-    })
-    .expect("encode");
+    let hello = common::hello_frame(meta("i-1", "web", 11));
     agent.write_all(&hello).await.expect("hello");
     let mut dec = Decoder::<GatewayMsg>::new();
     let mut buf = [0u8; 4096];

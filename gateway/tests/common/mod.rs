@@ -1,7 +1,9 @@
 //! Shared by the integration tests that run a serving gateway on 127.0.0.1:
 //! a fresh gateway directory with enrollment, admin API and metrics
-//! listening on ephemeral ports, instance inventory, one-shot HTTP, and
-//! enrollment through the agent's own client (`agent::gw::enroll`).
+//! listening on ephemeral ports, instance inventory, one-shot HTTP,
+//! enrollment through the agent's own client (`agent::gw::enroll`), and the
+//! control channel: the server over the gateway's store or a probe around
+//! it, an agent's TLS client config and its Hello.
 
 #![allow(dead_code)]
 
@@ -289,7 +291,20 @@ pub async fn control_channel(
     f: &Fixture,
     opts: gateway::control_server::ServerOptions,
 ) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
-    use gateway::control_server::{self, ControlStore};
+    let store = Arc::new(gateway::metrics::CountingControl::new(
+        gateway::control_store::GatewayControl::new(f.gw.clone()),
+        f.gw.clone(),
+    ));
+    control_channel_with(f, store, opts).await
+}
+
+/// [`control_channel`] over any store (a probe around the gateway's own).
+pub async fn control_channel_with(
+    f: &Fixture,
+    store: Arc<dyn gateway::control_server::ControlStore>,
+    opts: gateway::control_server::ServerOptions,
+) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    use gateway::control_server;
     let read = |name: &str| std::fs::read(f.dir.join(name)).expect("read");
     let tls = control_server::server_tls(
         &read(pki::files::CA_CERT),
@@ -301,10 +316,6 @@ pub async fn control_channel(
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let store: Arc<dyn ControlStore> = Arc::new(gateway::metrics::CountingControl::new(
-        gateway::control_store::GatewayControl::new(f.gw.clone()),
-        f.gw.clone(),
-    ));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(control_server::serve_with(
         listener,
@@ -314,6 +325,18 @@ pub async fn control_channel(
         opts,
     ));
     (addr, stop)
+}
+
+/// The frame of an agent's first message: a Hello for `instance` offering
+/// this build's protocol version, nothing applied yet.
+pub fn hello_frame(instance: InstanceMeta) -> Vec<u8> {
+    control::encode(&control::AgentMsg::Hello {
+        versions: vec![control::PROTOCOL_VERSION],
+        agent_version: "test".into(),
+        instance,
+        applied_version: None,
+    })
+    .expect("encode")
 }
 
 /// An agent's TLS 1.3 client config for the control channel: its
