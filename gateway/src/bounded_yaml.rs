@@ -44,7 +44,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_yaml_ng::Err
         limit: budget_for(text.len()),
         spent: Cell::new(0),
     };
-    T::deserialize(Bounded {
+    T::deserialize(Charged {
         inner: serde_yaml_ng::Deserializer::from_str(text),
         budget: &budget,
     })
@@ -78,15 +78,20 @@ impl Budget {
     }
 }
 
-/// The wrapped deserializer: hands the target a [`Watch`]ed visitor.
-struct Bounded<'b, D> {
-    inner: D,
+/// Whatever serde hands between the document and the target (the
+/// deserializer, the target's visitor, seeds, sequence, map and enum
+/// access), wrapped so that everything it hands on is wrapped too, and
+/// each value is charged to the budget before the target's visitor sees
+/// it. One type in every role: the roles are its trait impls below.
+struct Charged<'b, T> {
+    inner: T,
     budget: &'b Budget,
 }
 
-impl<'b, D> Bounded<'b, D> {
-    fn watch<V>(&self, inner: V) -> Watch<'b, V> {
-        Watch {
+impl<'b, T> Charged<'b, T> {
+    /// Another of serde's values, wrapped with the same budget.
+    fn wrap<U>(&self, inner: U) -> Charged<'b, U> {
+        Charged {
             inner,
             budget: self.budget,
         }
@@ -95,14 +100,15 @@ impl<'b, D> Bounded<'b, D> {
 
 macro_rules! forward_deserialize {
     ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-            let v = self.watch(visitor);
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            let v = self.wrap(visitor);
             self.inner.$method(v)
         }
     )*};
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
+/// The deserializer: hands the target a charging visitor.
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
     type Error = D::Error;
 
     forward_deserialize! {
@@ -118,8 +124,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         self,
         name: &'static str,
         visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        let v = self.watch(visitor);
+    ) -> Result<V::Value, D::Error> {
+        let v = self.wrap(visitor);
         self.inner.deserialize_unit_struct(name, v)
     }
 
@@ -127,8 +133,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         self,
         name: &'static str,
         visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        let v = self.watch(visitor);
+    ) -> Result<V::Value, D::Error> {
+        let v = self.wrap(visitor);
         self.inner.deserialize_newtype_struct(name, v)
     }
 
@@ -136,8 +142,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         self,
         len: usize,
         visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        let v = self.watch(visitor);
+    ) -> Result<V::Value, D::Error> {
+        let v = self.wrap(visitor);
         self.inner.deserialize_tuple(len, v)
     }
 
@@ -146,8 +152,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         name: &'static str,
         len: usize,
         visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        let v = self.watch(visitor);
+    ) -> Result<V::Value, D::Error> {
+        let v = self.wrap(visitor);
         self.inner.deserialize_tuple_struct(name, len, v)
     }
 
@@ -156,8 +162,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         name: &'static str,
         fields: &'static [&'static str],
         visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        let v = self.watch(visitor);
+    ) -> Result<V::Value, D::Error> {
+        let v = self.wrap(visitor);
         self.inner.deserialize_struct(name, fields, v)
     }
 
@@ -166,8 +172,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
         name: &'static str,
         variants: &'static [&'static str],
         visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        let v = self.watch(visitor);
+    ) -> Result<V::Value, D::Error> {
+        let v = self.wrap(visitor);
         self.inner.deserialize_enum(name, variants, v)
     }
 
@@ -176,15 +182,9 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
     }
 }
 
-/// The target's visitor, charging each value before passing it on.
-struct Watch<'b, V> {
-    inner: V,
-    budget: &'b Budget,
-}
-
 macro_rules! charge_and_visit {
     ($($method:ident($ty:ty) $bytes:expr;)*) => {$(
-        fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
+        fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
             self.budget.charge::<E>($bytes(&v))?;
             self.inner.$method(v)
         }
@@ -195,7 +195,8 @@ fn none<T>(_: &T) -> usize {
     0
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for Watch<'_, V> {
+/// The target's visitor, charging each value before passing it on.
+impl<'de, V: Visitor<'de>> Visitor<'de> for Charged<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -225,88 +226,64 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Watch<'_, V> {
         visit_byte_buf(Vec<u8>) Vec::len;
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
         self.budget.charge::<E>(0)?;
         self.inner.visit_none()
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
         self.budget.charge::<E>(0)?;
         self.inner.visit_unit()
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.inner.visit_some(Bounded {
-            inner: d,
-            budget: self.budget,
-        })
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let d = self.wrap(d);
+        self.inner.visit_some(d)
     }
 
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.inner.visit_newtype_struct(Bounded {
-            inner: d,
-            budget: self.budget,
-        })
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let d = self.wrap(d);
+        self.inner.visit_newtype_struct(d)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         self.budget.charge::<A::Error>(0)?;
-        self.inner.visit_seq(Seq {
-            inner: seq,
-            budget: self.budget,
-        })
+        let seq = self.wrap(seq);
+        self.inner.visit_seq(seq)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.budget.charge::<A::Error>(0)?;
-        self.inner.visit_map(Map {
-            inner: map,
-            budget: self.budget,
-        })
+        let map = self.wrap(map);
+        self.inner.visit_map(map)
     }
 
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         self.budget.charge::<A::Error>(0)?;
-        self.inner.visit_enum(Enum {
-            inner: data,
-            budget: self.budget,
-        })
+        let data = self.wrap(data);
+        self.inner.visit_enum(data)
     }
 }
 
-/// A seed whose deserializer is wrapped.
-struct Seed<'b, T> {
-    inner: T,
-    budget: &'b Budget,
-}
-
-impl<'de, T: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, T> {
+/// A seed: the target deserializes from the wrapped deserializer.
+impl<'de, T: DeserializeSeed<'de>> DeserializeSeed<'de> for Charged<'_, T> {
     type Value = T::Value;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.inner.deserialize(Bounded {
-            inner: d,
-            budget: self.budget,
-        })
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T::Value, D::Error> {
+        let d = self.wrap(d);
+        self.inner.deserialize(d)
     }
 }
 
-struct Seq<'b, A> {
-    inner: A,
-    budget: &'b Budget,
-}
-
-impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Charged<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
-    ) -> Result<Option<T::Value>, Self::Error> {
-        self.inner.next_element_seed(Seed {
-            inner: seed,
-            budget: self.budget,
-        })
+    ) -> Result<Option<T::Value>, A::Error> {
+        let seed = self.wrap(seed);
+        self.inner.next_element_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -314,32 +291,20 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
     }
 }
 
-struct Map<'b, A> {
-    inner: A,
-    budget: &'b Budget,
-}
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Charged<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
-    ) -> Result<Option<K::Value>, Self::Error> {
-        self.inner.next_key_seed(Seed {
-            inner: seed,
-            budget: self.budget,
-        })
+    ) -> Result<Option<K::Value>, A::Error> {
+        let seed = self.wrap(seed);
+        self.inner.next_key_seed(seed)
     }
 
-    fn next_value_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<T::Value, Self::Error> {
-        self.inner.next_value_seed(Seed {
-            inner: seed,
-            budget: self.budget,
-        })
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        let seed = self.wrap(seed);
+        self.inner.next_value_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -347,26 +312,19 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, A> {
     }
 }
 
-struct Enum<'b, A> {
-    inner: A,
-    budget: &'b Budget,
-}
-
-impl<'de, 'b, A: EnumAccess<'de>> EnumAccess<'de> for Enum<'b, A> {
+impl<'de, 'b, A: EnumAccess<'de>> EnumAccess<'de> for Charged<'b, A> {
     type Error = A::Error;
-    type Variant = Variant<'b, A::Variant>;
+    type Variant = Charged<'b, A::Variant>;
 
     fn variant_seed<T: DeserializeSeed<'de>>(
         self,
         seed: T,
-    ) -> Result<(T::Value, Self::Variant), Self::Error> {
-        let (value, variant) = self.inner.variant_seed(Seed {
-            inner: seed,
-            budget: self.budget,
-        })?;
+    ) -> Result<(T::Value, Self::Variant), A::Error> {
+        let seed = self.wrap(seed);
+        let (value, variant) = self.inner.variant_seed(seed)?;
         Ok((
             value,
-            Variant {
+            Charged {
                 inner: variant,
                 budget: self.budget,
             },
@@ -374,54 +332,30 @@ impl<'de, 'b, A: EnumAccess<'de>> EnumAccess<'de> for Enum<'b, A> {
     }
 }
 
-struct Variant<'b, A> {
-    inner: A,
-    budget: &'b Budget,
-}
-
-impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Charged<'_, A> {
     type Error = A::Error;
 
-    fn unit_variant(self) -> Result<(), Self::Error> {
+    fn unit_variant(self) -> Result<(), A::Error> {
         self.inner.unit_variant()
     }
 
-    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
-        self,
-        seed: T,
-    ) -> Result<T::Value, Self::Error> {
-        self.inner.newtype_variant_seed(Seed {
-            inner: seed,
-            budget: self.budget,
-        })
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        let seed = self.wrap(seed);
+        self.inner.newtype_variant_seed(seed)
     }
 
-    fn tuple_variant<V: Visitor<'de>>(
-        self,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.tuple_variant(
-            len,
-            Watch {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        let v = self.wrap(visitor);
+        self.inner.tuple_variant(len, v)
     }
 
     fn struct_variant<V: Visitor<'de>>(
         self,
         fields: &'static [&'static str],
         visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.inner.struct_variant(
-            fields,
-            Watch {
-                inner: visitor,
-                budget: self.budget,
-            },
-        )
+    ) -> Result<V::Value, A::Error> {
+        let v = self.wrap(visitor);
+        self.inner.struct_variant(fields, v)
     }
 }
 
