@@ -15,6 +15,7 @@ declare -gA NSX_TOOL_PKG=(
     [wget]=wget [systemd-analyze]=systemd
     [sshd]=openssh-server [ssh-keygen]=openssh-client [nft]=nftables
     [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [dhcpcd]=dhcpcd-base
+    [networkctl]=systemd [dbus-daemon]=dbus-daemon
 )
 
 # nsx_install_tools [CMD...]: make sure CMDs (default: all above) exist.
@@ -41,6 +42,11 @@ nsx_install_tools() {
     # Don't ask whether non-root users may capture (wireshark-common).
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+    # Debian 13 ships systemd-networkd (and networkctl) in its own package.
+    if [[ " ${missing[*]} " == *" systemd "* ]] && ! command -v networkctl >/dev/null 2>&1 &&
+        [[ -n "$(apt-cache policy systemd-networkd 2>/dev/null | awk '/Candidate:/ && $2 != "(none)"')" ]]; then
+        missing+=(systemd-networkd)
+    fi
     # No service may start during the install: openssh-server's postinst
     # would start a system sshd (and fails where none can start, e.g. in a
     # container without an init). A policy-rc.d forbids it for the install,

@@ -8,7 +8,8 @@
 # so nothing it does can touch the host's network, no sudo is needed and
 # nothing is left behind: tmpfs on /run/netns (made shared, so namespaces
 # that agents create are visible to every process of the sandbox) and on
-# /run/nsx-e2e (the work area, SANDBOX_TMP), loopback up, and an EXIT trap
+# /run/nsx-e2e (the work area, SANDBOX_TMP) and over the host's /run/systemd,
+# /run/dbus and /run/udev, loopback up, and an EXIT trap
 # that kills every process the script started (sandbox_bg) and deletes the
 # namespaces it created. The re-run script is PID 1 of the sandbox's PID
 # namespace: when it exits, the kernel kills whatever is left. The original
@@ -110,6 +111,14 @@ sandbox_init() {
         mount -t tmpfs -o mode=0755 nsx-netns /run/netns || sandbox_die "cannot mount tmpfs on /run/netns"
         mount --make-shared /run/netns || sandbox_die "cannot make /run/netns shared"
         mount -t tmpfs -o mode=0700 nsx-e2e "$SANDBOX_WORK" || sandbox_die "cannot mount tmpfs on $SANDBOX_WORK"
+        # The host's systemd-networkd, D-Bus and udev state stay out of
+        # sight: nothing in here reads or changes them (a test runs its own
+        # networkd and bus there).
+        local d
+        for d in /run/systemd /run/dbus /run/udev; do
+            [[ -d "$d" ]] || continue
+            mount -t tmpfs -o mode=0755 nsx-hide "$d" || sandbox_die "cannot mount tmpfs on $d"
+        done
         ip link set lo up
     fi
     SANDBOX_TMP=$(mktemp -d "$SANDBOX_WORK/XXXXXX")

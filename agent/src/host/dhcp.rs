@@ -17,8 +17,8 @@
 //! carries the NIC's MAC, so the server sees the same client). A client
 //! that manages other interfaces too, or all of them (dhclient without an
 //! interface, dhcpcd's manager mode), is left alone and logged.
-//! systemd-networkd (and netplan, which drives it) is not a process to
-//! move: it is detected from its state file and logged.
+//! systemd-networkd (and netplan, which drives it) is told through its
+//! own files instead (`host::networkd`).
 //!
 //! Restore stops whatever DHCP client runs for the bridge (it goes away)
 //! and starts the recorded command lines for the NIC again, unless a client
@@ -104,10 +104,6 @@ fn ppid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn comm(pid: u32) -> Option<String> {
-    read(format!("/proc/{pid}/comm")).map(|c| c.trim().to_string())
-}
-
 fn argv(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let v: Vec<String> = raw
@@ -119,44 +115,23 @@ fn argv(pid: u32) -> Option<Vec<String>> {
     Some(v.into_iter().take(end).collect())
 }
 
-fn same_netns(pid: u32, ours: &Path) -> bool {
-    match (
-        std::fs::read_link(format!("/proc/{pid}/ns/net")),
-        std::fs::read_link(ours),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// The DHCP clients running in the calling thread's network namespace
 /// (dhcpcd's helper processes left out). `links`: the names of the links
 /// in that namespace.
 fn running(links: &[String]) -> Vec<Running> {
-    let ours = Path::new("/proc/thread-self/ns/net");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Some(client) = comm(pid).as_deref().and_then(Client::from_comm) else {
+    for pid in procs::pids() {
+        let Some(client) = procs::comm(pid).as_deref().and_then(Client::from_comm) else {
             continue;
         };
         // dhcpcd's privilege-separation helpers are its children.
         if ppid(pid)
-            .and_then(comm)
+            .and_then(procs::comm)
             .is_some_and(|c| Client::from_comm(&c) == Some(client))
         {
             continue;
         }
-        if !same_netns(pid, ours) {
+        if !procs::same_netns(pid) {
             continue;
         }
         let (Some(argv), Ok(program)) = (argv(pid), std::fs::read_link(format!("/proc/{pid}/exe")))
@@ -235,8 +210,8 @@ fn retarget(args: &[String], from: &str, to: &str) -> Vec<String> {
 
 /// The clients that manage exactly `nic`, as records to move (and the
 /// processes to stop). Clients managing more than the NIC are logged and
-/// left alone; systemd-networkd managing it is logged.
-pub fn find(nic: &str, nic_ifindex: u32, bridge: &str, links: &[String]) -> Vec<DhcpRec> {
+/// left alone.
+pub fn find(nic: &str, bridge: &str, links: &[String]) -> Vec<DhcpRec> {
     // A client of a bridge that is gone (a previous run's) is still one of
     // the bridge's, not one of every interface.
     let links = with(links, bridge);
@@ -269,22 +244,7 @@ pub fn find(nic: &str, nic_ifindex: u32, bridge: &str, links: &[String]) -> Vec<
         tracing::info!(client = r.client.name(), pid = r.proc.pid, nic, args = ?rec.nic_args, "DHCP client found for the NIC");
         out.push(rec);
     }
-    if networkd_manages(nic_ifindex) {
-        tracing::warn!(
-            nic,
-            "systemd-networkd manages the NIC: its DHCP client is not moved (see docs/ARCHITECTURE.md)"
-        );
-    }
     out
-}
-
-/// Whether systemd-networkd has the link (its state file names a
-/// `.network` file for it).
-fn networkd_manages(ifindex: u32) -> bool {
-    read(format!("/run/systemd/netif/links/{ifindex}")).is_some_and(|t| {
-        t.lines()
-            .any(|l| l.starts_with("NETWORK_FILE=") && l.len() > 13)
-    })
 }
 
 /// `links` plus `name`.

@@ -44,7 +44,8 @@
 //! This file owns the public API, the records and the orchestration; see
 //! `netlink` (rtnetlink helpers), `ipv6` (the NIC's IPv6: records, sysctls,
 //! router solicitations), `dhcp` (the NIC's DHCP client, moved to the
-//! bridge and back), `netns` (namespaces), `ethtool` (offload
+//! bridge and back), `networkd` (systemd-networkd told to manage the
+//! bridge instead of the NIC, and back), `netns` (namespaces), `ethtool` (offload
 //! ioctl), `nft` (the NIC's ingress drop chain, the underlay ssh block),
 //! `procs` (recorded processes) and `state` (the state file).
 
@@ -53,6 +54,7 @@ mod ethtool;
 mod ipv6;
 mod netlink;
 mod netns;
+mod networkd;
 pub mod nft;
 mod procs;
 pub mod sshd;
@@ -61,6 +63,7 @@ mod state;
 pub use dhcp::{Client as DhcpClient, DhcpRec};
 pub use ipv6::{Addr6Rec, Route6Rec};
 pub use netlink::{AddrRec, RouteRec};
+pub use networkd::NetworkdRec;
 pub use state::{ProcRec, SshState};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -332,7 +335,10 @@ pub async fn setup<'a>(
     // The NIC's DHCP client: recorded with the NIC, stopped before its
     // address moves, started for the bridge once it is there.
     let links = nl.link_names().await?;
-    st.dhcp = dhcp::find(&nic.name, nic.ifindex, &settings.vtep_if, &links);
+    st.dhcp = dhcp::find(&nic.name, &settings.vtep_if, &links);
+    // systemd-networkd: recorded too, told once the bridge holds the NIC.
+    let networkd = networkd::find(&nic.name, nic.ifindex, &settings.vtep_if);
+    st.networkd = networkd.as_ref().map(|p| p.rec.clone());
     state::save(&settings.state_dir, &st)?;
     tracing::info!(nic = %nic.name, state = %state::path(&settings.state_dir).display(), "saved NIC config");
     if !st.dhcp.is_empty() {
@@ -341,6 +347,9 @@ pub async fn setup<'a>(
 
     match build(&nl, &st, port, port_mac, overlay_mtu).await {
         Ok((peer_ifindex, fw_peer_ifindex)) => {
+            if let Some(plan) = &networkd {
+                networkd::hand_over(plan).await;
+            }
             if !st.dhcp.is_empty() {
                 dhcp::start(
                     &st.dhcp,
@@ -1214,6 +1223,9 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
         age,
     )
     .await?;
+    if let Some(n) = &st.networkd {
+        networkd::give_back(n).await;
+    }
     if rec.was_up && !st.dhcp.is_empty() {
         dhcp::start(
             &st.dhcp,

@@ -149,6 +149,10 @@ pub struct AddrRec<A = Ipv4Addr> {
     /// `IFA_PROTO` (who added it, e.g. the kernel for SLAAC), when reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<u8>,
+    /// `IFA_RT_PRIORITY`: the metric of the prefix route the kernel adds
+    /// for it (systemd-networkd sets it from `RouteMetric=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
 }
 
 impl<A: Family> AddrRec<A> {
@@ -166,6 +170,7 @@ impl<A: Family> AddrRec<A> {
             valid_lft: None,
             preferred_lft: None,
             proto: None,
+            metric: None,
         }
     }
 }
@@ -512,6 +517,9 @@ impl Nl {
             msg.attributes
                 .push(AddressAttribute::Protocol(AddressProtocol::from(p)));
         }
+        if let Some(m) = a.metric {
+            msg.attributes.push(AddressAttribute::RoutePriority(m));
+        }
         if let Some((valid, preferred)) = lifetimes {
             let mut ci = CacheInfo::default();
             ci.ifa_valid = valid;
@@ -725,6 +733,7 @@ fn parse_addr<A: Family>(m: &AddressMessage) -> Option<AddrRec<A>> {
     let mut flags = u32::from(m.header.flags.bits());
     let mut lifetimes = None;
     let mut proto = None;
+    let mut metric = None;
     for a in &m.attributes {
         match a {
             AddressAttribute::Local(ip) => local = A::from_ip(ip),
@@ -734,6 +743,7 @@ fn parse_addr<A: Family>(m: &AddressMessage) -> Option<AddrRec<A>> {
             AddressAttribute::Flags(f) => flags = f.bits(),
             AddressAttribute::CacheInfo(ci) => lifetimes = Some((ci.ifa_valid, ci.ifa_preferred)),
             AddressAttribute::Protocol(p) => proto = Some(u8::from(*p)),
+            AddressAttribute::RoutePriority(p) => metric = Some(*p),
             _ => {}
         }
     }
@@ -751,6 +761,7 @@ fn parse_addr<A: Family>(m: &AddressMessage) -> Option<AddrRec<A>> {
         valid_lft: lifetimes.and_then(|(v, _)| finite(v)),
         preferred_lft: lifetimes.and_then(|(_, p)| finite(p)),
         proto: proto.filter(|p| *p != 0),
+        metric,
     })
 }
 

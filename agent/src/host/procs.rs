@@ -4,6 +4,9 @@
 //! signalled, and stopped with SIGTERM, a bounded wait, then SIGKILL. Such
 //! a process is no longer our child (it was re-parented), so it is watched
 //! through `/proc`, not `waitpid`.
+//!
+//! Also what the host module asks of other processes: their name, and
+//! whether they share the agent's network namespace.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,39 @@ fn stat(pid: u32) -> Option<(char, u64)> {
 fn cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(String::from_utf8_lossy(&raw).replace('\0', " "))
+}
+
+/// `/proc/PID/comm` (at most 15 characters of the name).
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_string())
+}
+
+/// Whether `pid` is in the calling thread's network namespace.
+pub fn same_netns(pid: u32) -> bool {
+    match (
+        std::fs::read_link(format!("/proc/{pid}/ns/net")),
+        std::fs::read_link("/proc/thread-self/ns/net"),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The pids under `/proc`.
+pub fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+}
+
+/// Whether a process named `name` (its `comm`) runs in the calling
+/// thread's network namespace.
+pub fn runs_in_our_netns(name: &str) -> bool {
+    pids().any(|pid| comm(pid).as_deref() == Some(name) && same_netns(pid))
 }
 
 /// A record of the running process `pid` (`None` if it is gone).

@@ -11,7 +11,8 @@
 //!
 //! The NIC's DHCP clients the agent moved to the bridge are recorded too
 //! (`dhcp`, optional and additive like `ssh`), so a restore from the file
-//! alone starts them for the NIC again.
+//! alone starts them for the NIC again; so is what systemd-networkd was
+//! told (`networkd`), so such a restore gives it the NIC back.
 //!
 //! In overlay mode the file also records the underlay ssh pieces (`ssh`:
 //! the sshd listeners the agent started and its `inet` nf_tables table),
@@ -32,6 +33,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::dhcp::DhcpRec;
+use super::networkd::NetworkdRec;
 use super::{HostError, NicInfo};
 
 /// File name of the saved state inside `state_dir`.
@@ -82,6 +84,9 @@ pub struct HostState {
     /// The NIC's DHCP clients, moved to the bridge (see `host::dhcp`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dhcp: Vec<DhcpRec>,
+    /// What systemd-networkd was told (see `host::networkd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networkd: Option<NetworkdRec>,
 }
 
 /// What overlay mode's underlay ssh adds to the host (see `crate::host::sshd`).
@@ -147,6 +152,7 @@ impl HostState {
             fw: None,
             ssh: None,
             dhcp: Vec::new(),
+            networkd: None,
         }
     }
 
@@ -331,6 +337,7 @@ mod tests {
                 valid_lft: Some(3600),
                 preferred_lft: Some(3600),
                 proto: None,
+                metric: None,
             }],
             routes: vec![RouteRec {
                 dst: Ipv4Addr::UNSPECIFIED,
@@ -442,6 +449,7 @@ mod tests {
             valid_lft: Some(1800),
             preferred_lft: Some(900),
             proto: Some(3),
+            metric: Some(1024),
         }];
         st.nic.routes6 = vec![Route6Rec {
             dst: "::".parse().expect("ip"),
