@@ -52,13 +52,7 @@ IP1=$(topo_underlay_ip vm1)
 CFG1=$(topo_config_path vm1)
 STATE1=$TOPO_DIR/vm1/state/host-state.json
 
-DMLOG=$TOPO_DIR/dnsmasq.log
-sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon --conf-file=/dev/null \
-    --port=0 --interface=ulbr0 --bind-interfaces --log-dhcp --log-facility="$DMLOG" \
-    --dhcp-range=10.99.3.100,10.99.3.150,2m --dhcp-host="$MAC1,$IP1" \
-    --dhcp-option=option:T1,10 --dhcp-option=option:T2,20 \
-    --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases"
-DNSMASQ=$SANDBOX_LAST_PID
+underlay_dnsmasq "$MAC1" "$IP1"
 
 # clients KIND IF: pids of the KIND clients in vm1's namespace managing IF.
 clients() {
@@ -73,9 +67,6 @@ clients() {
 }
 runs_for() { [[ -n "$(clients "$1" "$2")" ]]; }
 none_for() { [[ -z "$(clients "$1" "$2")" ]]; }
-acks() { grep -c "DHCPACK(ulbr0) $IP1 $MAC1" "$DMLOG" 2>/dev/null || true; }
-# renewed N: dnsmasq answered more than N requests for vm1.
-renewed() { [[ "$(acks)" -gt "$1" ]]; }
 # addr_on DEV: vm1's lease address on DEV, and its valid lifetime.
 addr_lft() {
     in_inst vm1 ip -j -4 addr show dev "$1" |
@@ -119,10 +110,10 @@ round() {
     check "$kind: none runs for eth0" none_for "$kind" eth0
     check "$kind: the state file records it" \
         jq -e --arg k "$kind" '.dhcp | length == 1 and .[0].client == $k and (.[0].bridge_args | index("nsx-vtep0.0"))' "$STATE1"
-    n=$(acks)
-    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 renewed "$n"
-    n=$(acks)
-    check "$kind: and another" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 dhcp_renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: and another" wait_for 30 dhcp_renewed "$n"
     check "$kind: after the renewals $IP1 is on nsx-vtep0.0 with the lease's lifetime" leased nsx-vtep0.0
     check "$kind: no IPv4 address on eth0" bash -c "[ -z \"\$(ip netns exec $NS1 ip -4 -o addr show dev eth0)\" ]"
     check "$kind: the default route stays on nsx-vtep0.0" has_default nsx-vtep0.0
@@ -134,8 +125,8 @@ round() {
     check_eq "$kind: agent exits 0 on SIGTERM" 0 "$rc"
     check "$kind: after SIGTERM it runs for eth0 again" wait_for 15 runs_for "$kind" eth0
     check "$kind: after SIGTERM none runs for nsx-vtep0.0" none_for "$kind" nsx-vtep0.0
-    n=$(acks)
-    check "$kind: after SIGTERM a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: after SIGTERM a renewal from eth0 is answered" wait_for 30 dhcp_renewed "$n"
     check "$kind: after SIGTERM $IP1 is on eth0 with the lease's lifetime" wait_for 5 leased eth0
     check_same "$kind: eth0's addresses (lifetimes aside) and the routes are as before" \
         "$before" "$(eth0_snapshot vm1 -4 dynamic)"
@@ -151,8 +142,8 @@ round() {
     check "$kind: after cleanup it runs for eth0" wait_for 15 runs_for "$kind" eth0
     check "$kind: after cleanup none runs for nsx-vtep0.0" none_for "$kind" nsx-vtep0.0
     check "$kind: after cleanup $IP1 is on eth0" has_addr eth0
-    n=$(acks)
-    check "$kind: after cleanup a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: after cleanup a renewal from eth0 is answered" wait_for 30 dhcp_renewed "$n"
 
     stop_clients "$kind" || bail "$kind stops"
     in_inst vm1 ip addr flush dev eth0
@@ -174,7 +165,6 @@ gw_topology t47g 1500 vm1 vm2
 topo_wait_underlay || bail "underlay up (gateway topology)"
 NS1=$(topo_ns vm1)
 STATE1=$TOPO_DIR/vm1/state/host-state.json
-DMLOG=$TOPO_DIR/dnsmasq.log
 NEW1=10.99.3.21
 gw_init >"$TOPO_DIR/gw-init.log" 2>&1 || bail "nsx-gateway init" "$(cat "$TOPO_DIR/gw-init.log")"
 gw_state_sample "$TOPO_DIR/state.yaml"
@@ -184,12 +174,7 @@ gw_start 2>"$TOPO_DIR/gw-start.err" || bail "gateway starts" "$(cat "$TOPO_DIR/g
 dnsmasq_for() {
     [[ -n "${DNSMASQ:-}" ]] && sandbox_kill "$DNSMASQ" 5
     rm -f "$TOPO_DIR/dnsmasq.leases"
-    sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon --conf-file=/dev/null \
-        --port=0 --interface=ulbr0 --bind-interfaces --log-dhcp --log-facility="$DMLOG" --dhcp-authoritative \
-        --dhcp-range=10.99.3.100,10.99.3.150,2m --dhcp-host="$MAC1,$1" \
-        --dhcp-option=option:T1,10 --dhcp-option=option:T2,20 \
-        --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases"
-    DNSMASQ=$SANDBOX_LAST_PID
+    underlay_dnsmasq "$MAC1" "$1" --dhcp-authoritative
     wait_for 10 grep -qs 'DHCP, IP range' "$DMLOG"
 }
 DNSMASQ=""

@@ -69,28 +69,9 @@ IP1=$(topo_underlay_ip vm1)
 CFG1=$(topo_config_path vm1)
 STATE1=$TOPO_DIR/vm1/state/host-state.json
 
-DMLOG=$TOPO_DIR/dnsmasq.log
-sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon --conf-file=/dev/null \
-    --port=0 --interface=ulbr0 --bind-interfaces --log-dhcp --log-facility="$DMLOG" \
-    --dhcp-range=10.99.3.100,10.99.3.150,2m --dhcp-host="$MAC1,$IP1" \
-    --dhcp-option=option:router,10.99.3.1 \
-    --dhcp-option=option:T1,10 --dhcp-option=option:T2,20 \
-    --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases"
+underlay_dnsmasq "$MAC1" "$IP1"
 
-# wait_for SECS CMD...: poll CMD every 0.2 s, at most SECS.
-wait_for() {
-    local secs=$1 i
-    shift
-    for ((i = 0; i < secs * 5; i++)); do
-        "$@" && return 0
-        sleep 0.2
-    done
-    return 1
-}
-acks() { grep -c "DHCPACK(ulbr0) $IP1 $MAC1" "$DMLOG" 2>/dev/null || true; }
 discovers() { grep -c "DHCPDISCOVER(ulbr0) $MAC1" "$DMLOG" 2>/dev/null || true; }
-# renewed N: dnsmasq answered more than N requests for vm1.
-renewed() { [[ "$(acks)" -gt "$1" ]]; }
 addr_lft() {
     in_inst vm1 ip -j -4 addr show dev "$1" |
         jq -r --arg a "$IP1" '[.[0].addr_info[]? | select(.local == $a)][0].valid_life_time // empty'
@@ -174,8 +155,8 @@ take() {
         jq -e '.networkd.files | length == 2 and all(.[]; startswith("/run/systemd/network/00-nsx-agent-"))' "$STATE1"
     check "$kind: nsx-vtep0.0 leases with eth0's client identifier" wait_for 15 bash -c "[ \"\$(sed -n 's/^CLIENTID=//p' /run/systemd/netif/leases/$(ifindex nsx-vtep0.0) 2>/dev/null)\" = $CLIENTID ]"
     check_eq "$kind: no DISCOVER (it asked for the address it had)" "$d" "$(discovers)"
-    n=$(acks)
-    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 dhcp_renewed "$n"
     check "$kind: $IP1 stays on nsx-vtep0.0" has_addr nsx-vtep0.0
     check "$kind: no IPv4 address on eth0" bash -c "[ -z \"\$(ip netns exec $NS1 ip -4 -o addr show dev eth0)\" ]"
     check "$kind: the default route stays on nsx-vtep0.0" has_default nsx-vtep0.0
@@ -188,8 +169,8 @@ given_back() {
     check "after $what networkd manages eth0 with its own file" wait_for 15 managed_by eth0 10-netplan-eth0.network
     check "after $what the agent's files are gone" bash -c '! ls /run/systemd/network/00-nsx-agent-* 2>/dev/null'
     check "after $what $IP1 is on eth0" has_addr eth0
-    n=$(acks)
-    check "after $what a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "after $what a renewal from eth0 is answered" wait_for 30 dhcp_renewed "$n"
     check_eq "after $what no DISCOVER (networkd kept the address and renewed it)" "$d" "$(discovers)"
     check_eq "after $what eth0 keeps its client identifier" "$CLIENTID" "$(client_id eth0)"
     out=$(snapshot)

@@ -75,6 +75,29 @@ wait_for() {
     return 1
 }
 
+# --- DHCP on the underlay (e2e 47, 49) ---
+
+# underlay_dnsmasq MAC IP [DNSMASQ-ARG...]: dnsmasq on the underlay bridge
+# leases IP to MAC (2 min, renewal after 10 s, rebinding after 20 s),
+# logging to $DMLOG; DNSMASQ is its PID. dhcp_acks / dhcp_renewed count
+# its answers to that client.
+underlay_dnsmasq() {
+    DHCP_MAC=$1 DHCP_IP=$2
+    shift 2
+    DMLOG=$TOPO_DIR/dnsmasq.log
+    sandbox_bg "$TOPO_DIR/dnsmasq.out" ip netns exec "$TOPO_UL" dnsmasq --no-daemon --conf-file=/dev/null \
+        --port=0 --interface=ulbr0 --bind-interfaces --log-dhcp --log-facility="$DMLOG" \
+        --dhcp-range=10.99.3.100,10.99.3.150,2m --dhcp-host="$DHCP_MAC,$DHCP_IP" \
+        --dhcp-option=option:T1,10 --dhcp-option=option:T2,20 \
+        --dhcp-leasefile="$TOPO_DIR/dnsmasq.leases" "$@"
+    # shellcheck disable=SC2034 # the tests stop it
+    DNSMASQ=$SANDBOX_LAST_PID
+}
+# dhcp_acks: how many ACKs dnsmasq sent for the client's address.
+dhcp_acks() { grep -c "DHCPACK(ulbr0) $DHCP_IP $DHCP_MAC" "$DMLOG" 2>/dev/null || true; }
+# dhcp_renewed N: dnsmasq answered more than N requests of the client.
+dhcp_renewed() { [[ "$(dhcp_acks)" -gt "$1" ]]; }
+
 # eth0_snapshot vmN -4|-6 [KEY...]: vmN's eth0 addresses of the family
 # (ip -j addr_info, without lifetimes and the keys KEY) and its routes of
 # the family in every table (without expiry), as JSON with sorted keys and
