@@ -1,5 +1,5 @@
 //! Zero-copy wire formats of the overlay: Ethernet, ARP, IPv4, UDP, TCP (and
-//! its options), ICMPv4 and Geneve (RFC 8926, UDP 6081) with the VMware
+//! its options), ICMPv4, DHCPv4 (the switch's server side) and Geneve (RFC 8926, UDP 6081) with the VMware
 //! tunnel-endpoint option, plus the outer-header emitter used by the datapath
 //! and the one definition of the encapsulation overhead.
 //!
@@ -17,6 +17,7 @@ extern crate std;
 
 pub mod arp;
 pub mod checksum;
+pub mod dhcp;
 pub mod ethernet;
 pub mod geneve;
 pub mod icmpv4;
