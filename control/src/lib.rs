@@ -31,7 +31,8 @@ pub use firewall::{
 };
 pub use framing::{Decoder, FrameError, encode};
 pub use model::{
-    InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort, StaticRoute,
+    DhcpOptions, InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort,
+    StaticRoute,
 };
 pub use proto::{
     AgentMsg, GatewayMsg, InstanceMeta, MAX_FRAME, PROTOCOL_VERSION, SUPPORTED_VERSIONS,

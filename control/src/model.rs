@@ -47,6 +47,36 @@ pub struct LogicalSwitch {
     pub subnet: Ipv4Net,
     /// The address of the router port on this switch (the instances' default gateway).
     pub gateway_ip: Ipv4Addr,
+    /// What the switch's DHCP server hands out besides the address (every
+    /// agent answers DHCP on its own port; absent: defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpOptions>,
+}
+
+/// DHCP options of a logical switch (RFC 2132; 121 is RFC 3442).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpOptions {
+    /// Option 6.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_name: Option<String>,
+    /// Option 51, seconds (default [`DhcpOptions::DEFAULT_LEASE_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_time: Option<u32>,
+    /// Option 121: classless static routes (the default route via the
+    /// switch's gateway is added to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<StaticRoute>,
+}
+
+impl DhcpOptions {
+    /// A day, as NSX's segment DHCP.
+    pub const DEFAULT_LEASE_SECS: u32 = 86_400;
+    /// Shortest lease accepted.
+    pub const MIN_LEASE_SECS: u32 = 60;
 }
 
 /// A distributed router: attached to switches, the same virtual MAC on every agent.

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::model::{InstanceConfig, MacAddr};
+use crate::model::{DhcpOptions, InstanceConfig, MacAddr};
 
 /// Largest 24-bit VNI.
 pub const MAX_VNI: u32 = 0x00ff_ffff;
@@ -165,6 +165,9 @@ pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
             );
         }
         check_host_ip(&mut c, &format!("{p}.gateway_ip"), s.gateway_ip, &s.subnet);
+        if let Some(d) = &s.dhcp {
+            check_dhcp(&mut c, &format!("{p}.dhcp"), d, &s.subnet);
+        }
     }
 
     // Routers.
@@ -314,6 +317,77 @@ pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
     c.0
 }
 
+/// Most DNS servers option 6 carries here (RFC 2132 allows 63).
+const MAX_DNS_SERVERS: usize = 8;
+/// Most option 121 routes (each takes up to 9 of the option's 255 bytes).
+const MAX_DHCP_ROUTES: usize = 16;
+
+/// A switch's DHCP options: they must fit their options and make sense on
+/// the switch (next hops on its subnet).
+fn check_dhcp(c: &mut Collector, p: &str, d: &DhcpOptions, subnet: &Ipv4Net) {
+    if d.dns_servers.len() > MAX_DNS_SERVERS {
+        c.add(
+            format!("{p}.dns_servers"),
+            format!("{} servers; at most {MAX_DNS_SERVERS}", d.dns_servers.len()),
+        );
+    }
+    for (i, a) in d.dns_servers.iter().enumerate() {
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() {
+            c.add(
+                format!("{p}.dns_servers[{i}]"),
+                format!("{a} is not a unicast address"),
+            );
+        }
+    }
+    if let Some(name) = &d.domain_name {
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            c.add(
+                format!("{p}.domain_name"),
+                format!("{name:?} is not a domain name (dot-separated labels of letters, digits and '-')"),
+            );
+        }
+    }
+    if let Some(l) = d.lease_time
+        && l < DhcpOptions::MIN_LEASE_SECS
+    {
+        c.add(
+            format!("{p}.lease_time"),
+            format!("{l} s is shorter than {} s", DhcpOptions::MIN_LEASE_SECS),
+        );
+    }
+    if d.routes.len() > MAX_DHCP_ROUTES {
+        c.add(
+            format!("{p}.routes"),
+            format!("{} routes; at most {MAX_DHCP_ROUTES}", d.routes.len()),
+        );
+    }
+    for (i, r) in d.routes.iter().enumerate() {
+        if r.prefix.network() != r.prefix.addr() {
+            c.add(
+                format!("{p}.routes[{i}].prefix"),
+                format!(
+                    "{} has host bits set (did you mean {}?)",
+                    r.prefix,
+                    r.prefix.trunc()
+                ),
+            );
+        }
+        if !subnet.contains(&r.next_hop) {
+            c.add(
+                format!("{p}.routes[{i}].next_hop"),
+                format!("{} is not on the switch's subnet {subnet}", r.next_hop),
+            );
+        }
+    }
+}
+
 /// A switch attached to a router: its position in the router's list, its
 /// index in `switches`, its subnet.
 struct Attached {
@@ -405,12 +479,14 @@ mod tests {
                     vni: 0x238c,
                     subnet: "192.168.100.0/24".parse().unwrap(),
                     gateway_ip: "192.168.100.1".parse().unwrap(),
+                    dhcp: None,
                 },
                 LogicalSwitch {
                     name: "app".into(),
                     vni: 0x2388,
                     subnet: "192.168.99.0/24".parse().unwrap(),
                     gateway_ip: "192.168.99.1".parse().unwrap(),
+                    dhcp: None,
                 },
             ],
             routers: vec![LogicalRouter {
@@ -531,6 +607,7 @@ mod tests {
                     vni: u32::try_from(i + 1).unwrap(),
                     subnet: net,
                     gateway_ip: net.hosts().next().unwrap(),
+                    dhcp: None,
                 }
             })
             .collect();

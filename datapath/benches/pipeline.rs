@@ -59,12 +59,14 @@ fn pipeline_with(me: u8, firewall: Option<control::FirewallConfig>) -> Pipeline 
                 vni: 0x238c,
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 gateway_ip: "192.168.100.1".parse().unwrap(),
+                dhcp: None,
             },
             LogicalSwitch {
                 name: "app".into(),
                 vni: 0x2388,
                 subnet: "192.168.99.0/24".parse().unwrap(),
                 gateway_ip: "192.168.99.1".parse().unwrap(),
+                dhcp: None,
             },
         ],
         routers: vec![LogicalRouter {

@@ -47,6 +47,47 @@ pub struct LayerCounters {
     pub dropped: u64,
 }
 
+/// The switch's DHCP server for the port (`layer::dhcp`): messages by type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DhcpCounters {
+    pub discover: u64,
+    pub request: u64,
+    pub inform: u64,
+    pub release: u64,
+    pub decline: u64,
+    /// Client messages of a server's type (OFFER, ACK, NAK).
+    pub other: u64,
+    pub offer: u64,
+    pub ack: u64,
+    pub nak: u64,
+}
+
+impl DhcpCounters {
+    /// A client message of type `t` arrived.
+    pub fn received(&mut self, t: geneve::dhcp::MessageType) {
+        use geneve::dhcp::MessageType as M;
+        *match t {
+            M::Discover => &mut self.discover,
+            M::Request => &mut self.request,
+            M::Inform => &mut self.inform,
+            M::Release => &mut self.release,
+            M::Decline => &mut self.decline,
+            M::Offer | M::Ack | M::Nak => &mut self.other,
+        } += 1;
+    }
+
+    /// A reply of type `t` was sent.
+    pub fn sent(&mut self, t: geneve::dhcp::MessageType) {
+        use geneve::dhcp::MessageType as M;
+        match t {
+            M::Offer => self.offer += 1,
+            M::Ack => self.ack += 1,
+            M::Nak => self.nak += 1,
+            _ => {}
+        }
+    }
+}
+
 /// All counters of one pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
@@ -61,6 +102,7 @@ pub struct Counters {
     /// Geneve packets built for the underlay.
     pub underlay_tx: PacketBytes,
     pub tunnels: Vec<TunnelCounters>,
+    pub dhcp: DhcpCounters,
 }
 
 impl Default for Counters {
@@ -73,6 +115,7 @@ impl Default for Counters {
             underlay_rx: PacketBytes::default(),
             underlay_tx: PacketBytes::default(),
             tunnels: Vec::new(),
+            dhcp: DhcpCounters::default(),
         }
     }
 }

@@ -29,7 +29,7 @@ pub mod tables;
 pub mod trace;
 pub mod verdict;
 
-pub use counters::{Counters, LayerCounters, PacketBytes, TunnelCounters};
+pub use counters::{Counters, DhcpCounters, LayerCounters, PacketBytes, TunnelCounters};
 pub use mseg::Microseg;
 pub use offload::Offload;
 pub use pipeline::Pipeline;

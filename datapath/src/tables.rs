@@ -53,6 +53,36 @@ pub struct Switch {
     pub router: Option<RouterIdx>,
     /// Distinct remote endpoints with a port on this switch (flood list).
     pub flood: Vec<TepIdx>,
+    /// What the switch's DHCP server hands out besides the address.
+    pub dhcp: DhcpServer,
+}
+
+/// A switch's DHCP options, compiled (`layer::dhcp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpServer {
+    pub lease_secs: u32,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    /// Option 121: (destination, prefix length, next hop).
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+}
+
+impl DhcpServer {
+    fn new(o: Option<&control::DhcpOptions>) -> DhcpServer {
+        let o = o.cloned().unwrap_or_default();
+        DhcpServer {
+            lease_secs: o
+                .lease_time
+                .unwrap_or(control::DhcpOptions::DEFAULT_LEASE_SECS),
+            dns: o.dns_servers,
+            domain: o.domain_name,
+            routes: o
+                .routes
+                .iter()
+                .map(|r| (r.prefix.network(), r.prefix.prefix_len(), r.next_hop))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +202,7 @@ impl Tables {
                 gateway_ip: s.gateway_ip,
                 router: None,
                 flood: Vec::new(),
+                dhcp: DhcpServer::new(s.dhcp.as_ref()),
             })
             .collect();
         let vni_to_switch = switches

@@ -9,6 +9,8 @@
 pub enum LayerId {
     /// SpoofGuard: frames from the port must carry its MAC and IP.
     PortSecurity,
+    /// The switch's DHCP server for the port; rogue DHCP servers dropped.
+    Dhcp,
     /// Distributed firewall: stateful L2-L4 rules, both directions.
     Firewall,
     /// Local answers: ARP for known addresses, ICMP echo to router addresses.
@@ -29,8 +31,9 @@ pub enum LayerId {
 }
 
 impl LayerId {
-    pub const ALL: [LayerId; 9] = [
+    pub const ALL: [LayerId; 10] = [
         LayerId::PortSecurity,
+        LayerId::Dhcp,
         LayerId::Firewall,
         LayerId::Responder,
         LayerId::Switch,
@@ -44,6 +47,7 @@ impl LayerId {
     pub const fn name(self) -> &'static str {
         match self {
             LayerId::PortSecurity => "port-security",
+            LayerId::Dhcp => "dhcp",
             LayerId::Firewall => "firewall",
             LayerId::Responder => "responder",
             LayerId::Switch => "switch",
@@ -139,13 +143,15 @@ pub enum DropReason {
     TxFull,
     /// Offload metadata (partial checksum, segmentation) that cannot be honoured.
     BadOffload,
+    /// A DHCP server message (UDP 67 -> 68) from the port.
+    RogueDhcpServer,
     /// The distributed firewall dropped or rejected it (its own counters say why).
     Firewall,
 }
 
 impl DropReason {
     /// Every reason, in counter-table order.
-    pub const ALL: [DropReason; 32] = [
+    pub const ALL: [DropReason; 33] = [
         DropReason::GeneveTruncated,
         DropReason::GeneveBadVersion,
         DropReason::GeneveOptionsOverrun,
@@ -177,6 +183,7 @@ impl DropReason {
         DropReason::FloodNoEndpoints,
         DropReason::TxFull,
         DropReason::BadOffload,
+        DropReason::RogueDhcpServer,
         DropReason::Firewall,
     ];
 
@@ -214,6 +221,7 @@ impl DropReason {
             DropReason::FloodNoEndpoints => "flood_no_endpoints",
             DropReason::TxFull => "tx_full",
             DropReason::BadOffload => "bad_offload",
+            DropReason::RogueDhcpServer => "rogue_dhcp_server",
             DropReason::Firewall => "firewall",
         }
     }

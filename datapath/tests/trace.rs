@@ -66,6 +66,11 @@ fn switched_ping_names_the_endpoint_and_vni() {
                 "source MAC 06:17:1e:54:96:3a and IPv4 source 192.168.100.3 are port \
                  192.168.100.3's on ls-web (vni 0x238c): pass"
             ),
+            (
+                Dhcp,
+                Next,
+                "not a DHCP client message to the switch's server: pass"
+            ),
             (Firewall, Next, "no firewall configured: pass"),
             (Responder, Next, "not for a local responder: pass"),
             (
@@ -101,16 +106,16 @@ fn routed_ping_shows_route_ttl_and_rewrite() {
     );
     let d = details(&t);
     assert_eq!(
-        d[3].2,
+        d[4].2,
         "ls-web (vni 0x238c): dst MAC 02:50:56:56:44:52 is router t1: to the router"
     );
     assert_eq!(
-        d[4].2,
+        d[5].2,
         "t1 192.168.99.0/24 connected via ls-app, ttl 64 -> 63, next hop \
          192.168.99.9 is 06:17:1e:54:96:09 behind 10.99.3.251 (tep 251); MAC rewrite \
          02:50:56:56:44:52 -> 06:17:1e:54:96:09"
     );
-    assert_eq!(d[5].2, "vni 0x2388 to 10.99.3.251 (tep 251)");
+    assert_eq!(d[6].2, "vni 0x2388 to 10.99.3.251 (tep 251)");
     let o = &t.outputs[0];
     assert_eq!((o.dst.as_str(), o.vni), ("10.99.3.251", Some(VNI_APP)));
     assert_eq!(
@@ -152,7 +157,7 @@ fn arp_for_the_gateway_is_answered_locally() {
     let t = p.trace(TraceFrom::Port, &f, 1);
     assert_eq!(t.verdict, Verdict::Replied);
     assert_eq!(
-        t.steps[2].detail,
+        t.steps[3].detail,
         "ARP who-has 192.168.100.1 tell 192.168.100.3: gateway of router t1 on ls-web \
          (vni 0x238c), is-at 02:50:56:56:44:52; reply sent to the port"
     );
@@ -343,7 +348,7 @@ fn firewall_steps_name_the_rule_and_the_connection() {
     assert_eq!(t.verdict, Verdict::Encapsulated { copies: 1 });
     let id = p.firewall().unwrap().conntrack().iter().next().unwrap().id;
     assert_eq!(
-        t.steps[1].detail,
+        t.steps[2].detail,
         format!(
             "established connection {id:016x} (rule 1006) fast path, reply \
              direction, state SYN_RECV"

@@ -9,7 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use control::model::{InstanceConfig, LogicalRouter, LogicalSwitch, MacAddr, StaticRoute};
+use control::model::{
+    DhcpOptions, InstanceConfig, LogicalRouter, LogicalSwitch, MacAddr, StaticRoute,
+};
 use control::validate::{Problem, Problems};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,10 @@ pub struct SwitchSpec {
     pub vni: u32,
     pub subnet: Ipv4Net,
     pub gateway_ip: Ipv4Addr,
+    /// DNS servers, domain, lease time and routes the switch's DHCP server
+    /// hands out (every agent answers DHCP on its own port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp: Option<DhcpOptions>,
 }
 
 /// A distributed logical router.
@@ -78,6 +84,7 @@ impl SwitchSpec {
             vni: self.vni,
             subnet: self.subnet,
             gateway_ip: self.gateway_ip,
+            dhcp: self.dhcp.clone(),
         }
     }
 

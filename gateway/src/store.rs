@@ -118,6 +118,10 @@ CREATE TABLE firewall (
     spec TEXT NOT NULL
 );
 "#,
+    // v5: a switch's DHCP options (JSON; NULL = defaults).
+    r#"
+ALTER TABLE switches ADD COLUMN dhcp TEXT;
+"#,
 ];
 
 /// The schema version this gateway writes (number of migrations).
@@ -327,14 +331,15 @@ impl Store {
         }
         for (pos, s) in new.switches.iter().enumerate() {
             tx.execute(
-                "INSERT INTO switches (pos, name, tag, vni, subnet, gateway_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO switches (pos, name, tag, vni, subnet, gateway_ip, dhcp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     to_i64(pos as u64),
                     s.name,
                     s.tag,
                     i64::from(s.vni),
                     s.subnet.to_string(),
-                    s.gateway_ip.to_string()
+                    s.gateway_ip.to_string(),
+                    s.dhcp.as_ref().map(to_json).transpose()?
                 ],
             )?;
         }
@@ -1003,19 +1008,24 @@ fn bootstrap_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BootstrapKeyRow> {
 fn load_state(conn: &Connection) -> Result<DesiredState> {
     let mut switches = Vec::new();
     {
-        let mut st =
-            conn.prepare("SELECT name, tag, vni, subnet, gateway_ip FROM switches ORDER BY pos")?;
+        let mut st = conn.prepare(
+            "SELECT name, tag, vni, subnet, gateway_ip, dhcp FROM switches ORDER BY pos",
+        )?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             let vni: i64 = r.get(2)?;
             let subnet: String = r.get(3)?;
             let gw: String = r.get(4)?;
+            let dhcp: Option<String> = r.get(5)?;
             switches.push(SwitchSpec {
                 name: r.get(0)?,
                 tag: r.get(1)?,
                 vni: u32::try_from(vni).map_err(|_| corrupt("vni", &vni.to_string()))?,
                 subnet: subnet.parse().map_err(|_| corrupt("subnet", &subnet))?,
                 gateway_ip: gw.parse().map_err(|_| corrupt("gateway_ip", &gw))?,
+                dhcp: dhcp
+                    .map(|d| serde_json::from_str(&d).map_err(|_| corrupt("dhcp", &d)))
+                    .transpose()?,
             });
         }
     }

@@ -330,6 +330,7 @@ fn config(tep_id: u32, host: u8) -> Option<InstanceConfig> {
             vni: 5001,
             subnet: "10.1.0.0/24".parse().unwrap(),
             gateway_ip: Ipv4Addr::new(10, 1, 0, 1),
+            dhcp: None,
         }],
         routers: vec![],
         port: Some(LocalPort {

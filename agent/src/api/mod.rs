@@ -1027,12 +1027,14 @@ mod tests {
                     vni: 0x238c,
                     subnet: "192.168.100.0/24".parse().unwrap(),
                     gateway_ip: "192.168.100.1".parse().unwrap(),
+                    dhcp: None,
                 },
                 LogicalSwitch {
                     name: "ls-app".into(),
                     vni: 0x2388,
                     subnet: "192.168.99.0/24".parse().unwrap(),
                     gateway_ip: "192.168.99.1".parse().unwrap(),
+                    dhcp: None,
                 },
             ],
             routers: vec![LogicalRouter {
@@ -1434,6 +1436,7 @@ mod tests {
             layers,
             [
                 "port-security",
+                "dhcp",
                 "firewall",
                 "responder",
                 "switch",
@@ -1441,8 +1444,8 @@ mod tests {
                 "encap"
             ]
         );
-        assert_eq!(v["steps"][5]["detail"], "vni 0x238c to 10.99.3.44 (tep 44)");
-        assert_eq!(v["steps"][5]["result"], "done");
+        assert_eq!(v["steps"][6]["detail"], "vni 0x238c to 10.99.3.44 (tep 44)");
+        assert_eq!(v["steps"][6]["result"], "done");
         assert_eq!(
             v["outputs"],
             json!([{"kind": "underlay", "dst": "10.99.3.44", "vni": 0x238c, "len": 86,

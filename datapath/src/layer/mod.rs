@@ -27,6 +27,7 @@ use crate::tables::{SwitchIdx, Tables, TepIdx};
 
 pub(crate) mod decap;
 pub(crate) mod deliver;
+pub(crate) mod dhcp;
 pub(crate) mod encap;
 pub(crate) mod firewall;
 pub(crate) mod forward;
@@ -37,8 +38,9 @@ pub(crate) mod source_guard;
 pub(crate) mod switch;
 
 /// Frames from the local port toward the network, in order.
-pub const EGRESS: [LayerId; 6] = [
+pub const EGRESS: [LayerId; 7] = [
     LayerId::PortSecurity,
+    LayerId::Dhcp,
     LayerId::Firewall,
     LayerId::Responder,
     LayerId::Switch,
@@ -206,6 +208,7 @@ impl<'a> Ctx<'a> {
 #[derive(Debug, Clone)]
 pub(crate) enum Why {
     PortSecurity(port_security::Why),
+    Dhcp(dhcp::Why),
     Firewall(firewall::Why),
     Responder(responder::Why),
     Switch(switch::Why),
@@ -235,6 +238,7 @@ impl fmt::Display for Shown<'_> {
         let t = self.t;
         match self.why {
             Why::PortSecurity(w) => w.write(t, f),
+            Why::Dhcp(w) => w.write(t, f),
             Why::Firewall(w) => w.write(f),
             Why::Responder(w) => w.write(t, f),
             Why::Switch(w) => w.write(t, f),
@@ -314,6 +318,7 @@ pub(crate) fn walk<R: Recorder>(
         c.layers[id as usize].seen += 1;
         let step = match id {
             LayerId::PortSecurity => port_security::process(t, ctx, rec),
+            LayerId::Dhcp => dhcp::process(t, ctx, out, c, rec),
             LayerId::Firewall => firewall::process(dir, ctx, out, c, now_ns, rec),
             LayerId::Responder => responder::process(t, ctx, out, c, rec),
             LayerId::Switch => switch::process(t, ctx, rec),

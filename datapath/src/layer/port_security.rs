@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use control::MacAddr;
-use geneve::{arp, ethernet};
+use geneve::{arp, dhcp, ethernet, ipv4, udp};
 
 use super::{Ctx, DropReason, Recorder, Step, SwitchName, Verdict, Why as LayerWhy};
 use crate::offload::{MAX_SEGMENTS, Plan};
@@ -66,7 +66,9 @@ pub(crate) fn process<R: Recorder>(t: &Tables, ctx: &mut Ctx<'_>, rec: &mut R) -
     }
     match ctx.ethertype {
         ethernet::ETHERTYPE_IPV4 => match ctx.ipv4 {
-            Some(ip) if ip.src == port.ip => {
+            Some(ip)
+                if ip.src == port.ip || (ip.src.is_unspecified() && dhcp_client(ctx.frame)) =>
+            {
                 let ip = Some(ip.src);
                 rec.note(|| LayerWhy::PortSecurity(Why::Pass { src, ip, port }));
                 Step::Next
@@ -99,6 +101,20 @@ pub(crate) fn process<R: Recorder>(t: &Tables, ctx: &mut Ctx<'_>, rec: &mut R) -
             Why::UnsupportedEthertype(other),
         ),
     }
+}
+
+/// A DHCP client's message before it has an address: from 0.0.0.0, UDP
+/// 68 -> 67 (the DHCP layer answers it).
+fn dhcp_client(frame: &[u8]) -> bool {
+    let Some(ip) = frame
+        .get(ethernet::HEADER_LEN..)
+        .and_then(|b| ipv4::Packet::new_checked(b).ok())
+    else {
+        return false;
+    };
+    ip.protocol() == ipv4::PROTO_UDP
+        && udp::Packet::new_checked(ip.payload())
+            .is_ok_and(|u| (u.src_port(), u.dst_port()) == (dhcp::CLIENT_PORT, dhcp::SERVER_PORT))
 }
 
 impl Why {

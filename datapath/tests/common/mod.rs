@@ -67,12 +67,14 @@ pub fn config_for(me: Vm, underlay_mtu: u16) -> (InstanceConfig, LocalHost) {
                 vni: VNI_WEB,
                 subnet: "192.168.100.0/24".parse().unwrap(),
                 gateway_ip: gw_web(),
+                dhcp: None,
             },
             LogicalSwitch {
                 name: "ls-app".into(),
                 vni: VNI_APP,
                 subnet: "192.168.99.0/24".parse().unwrap(),
                 gateway_ip: "192.168.99.1".parse().unwrap(),
+                dhcp: None,
             },
         ],
         routers: vec![LogicalRouter {
