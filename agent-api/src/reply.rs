@@ -208,6 +208,11 @@ pub struct CountersReply {
     pub port: Traffic,
     pub underlay: Traffic,
     pub io: IoCounters,
+    /// The switch's DHCP server on the port: message type → count, the
+    /// client's (`discover`, `request`, `inform`, `release`, `decline`,
+    /// `other`) and the server's (`offer`, `ack`, `nak`).
+    #[serde(default)]
+    pub dhcp: BTreeMap<String, u64>,
 }
 
 /// One pipeline layer's counters.

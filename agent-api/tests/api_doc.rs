@@ -83,16 +83,18 @@ fn table(doc: &str) -> BTreeMap<String, (String, String)> {
     out
 }
 
-/// Every object key in `v`, at any depth (not inside `drops` or `desired`).
+/// Every object key in `v`, at any depth (not inside `drops`, `dhcp` or
+/// `desired`).
 fn keys(v: &Value, out: &mut BTreeSet<String>) {
     match v {
         Value::Object(m) => {
             for (k, x) in m {
                 out.insert(k.clone());
-                // `drops` of `counters` maps reason names to counts (data);
+                // `drops` and `dhcp` of `counters` map reason and message
+                // type names to counts (data);
                 // `desired` of `config` is the config file's desired state,
                 // documented with the file (docs/agent.sample.toml).
-                if k != "drops" && k != "desired" {
+                if k != "drops" && k != "dhcp" && k != "desired" {
                     keys(x, out);
                 }
             }
@@ -200,6 +202,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             port: traffic,
             underlay: traffic,
             io: IoCounters::default(),
+            dhcp: [("discover".to_string(), 1)].into(),
         }),
     );
     m.insert(

@@ -76,6 +76,22 @@ impl DhcpCounters {
         } += 1;
     }
 
+    /// Every count with its message type's name (lower case), the client's
+    /// first.
+    pub fn by_type(&self) -> [(&'static str, u64); 9] {
+        [
+            ("discover", self.discover),
+            ("request", self.request),
+            ("inform", self.inform),
+            ("release", self.release),
+            ("decline", self.decline),
+            ("other", self.other),
+            ("offer", self.offer),
+            ("ack", self.ack),
+            ("nak", self.nak),
+        ]
+    }
+
     /// A reply of type `t` was sent.
     pub fn sent(&mut self, t: geneve::dhcp::MessageType) {
         use geneve::dhcp::MessageType as M;

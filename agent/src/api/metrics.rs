@@ -238,6 +238,17 @@ impl Collector for AgentCollector {
             "Bytes of the instance's overlay port (Ethernet frames), by direction.",
             &dir(c.port_rx.bytes, c.port_tx.bytes),
         )?;
+        let dhcp: Vec<(Labels, u64)> = c
+            .dhcp
+            .by_type()
+            .iter()
+            .map(|(t, n)| (vec![("type", (*t).to_string())], *n))
+            .collect();
+        e.counters(
+            "nsx_agent_dhcp_messages",
+            "DHCP messages of the switch's server on the port, by type: discover, request, inform, release, decline, other (received from the instance), offer, ack, nak (sent to it).",
+            &dhcp,
+        )?;
         e.counters(
             "nsx_agent_underlay_packets",
             "Geneve packets on the underlay: rx = received (before validation), tx = built and sent.",

@@ -364,6 +364,12 @@ fn counters(shared: &Shared) -> Answer<CountersReply> {
         port: traffic(c.port_rx, c.port_tx),
         underlay: traffic(c.underlay_rx, c.underlay_tx),
         io: s.io,
+        dhcp: c
+            .dhcp
+            .by_type()
+            .iter()
+            .map(|(t, n)| ((*t).to_string(), *n))
+            .collect(),
     })
 }
 
