@@ -271,6 +271,20 @@ fn only_dhcp_may_come_from_the_unspecified_address() {
         p.from_port(&other, 1, &mut out),
         Verdict::Drop(DropReason::Malformed)
     );
+    // From 0.0.0.0 to another server than the switch's: it may not leave.
+    let unicast = client_frame(
+        VM1.mac,
+        (Ipv4Addr::UNSPECIFIED, VM3.ip),
+        (68, 67),
+        MessageType::Discover,
+        Ipv4Addr::UNSPECIFIED,
+        &[],
+    );
+    assert_eq!(
+        p.from_port(&unicast, 1, &mut out),
+        Verdict::Drop(DropReason::SpoofedSrcIp)
+    );
+    assert!(out.underlay.is_empty());
     // Not DHCP from 0.0.0.0 (UDP 68 -> 53): SpoofGuard drops it.
     let mut not_dhcp = f.clone();
     not_dhcp[36..38].copy_from_slice(&53u16.to_be_bytes());

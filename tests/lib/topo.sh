@@ -58,7 +58,7 @@ topo_new() {
     TOPO_SWITCHES=()
     TOPO_ROUTERS=()
     TOPO_INSTANCES=()
-    declare -gA TOPO_SW_VNI=() TOPO_SW_SUBNET=() TOPO_SW_GW=()
+    declare -gA TOPO_SW_VNI=() TOPO_SW_SUBNET=() TOPO_SW_GW=() TOPO_SW_DHCP=()
     declare -gA TOPO_RT_MAC=() TOPO_RT_SWS=()
     declare -gA TOPO_PORT_SW=() TOPO_PORT_IP=()
     declare -gA TOPO_AGENT_PID=() TOPO_CAP_PID=()
@@ -67,6 +67,9 @@ topo_new() {
 }
 
 topo_switch() { TOPO_SWITCHES+=("$1"); TOPO_SW_VNI[$1]=$2; TOPO_SW_SUBNET[$1]=$3; TOPO_SW_GW[$1]=$4; }
+# topo_switch_dhcp SWITCH TOML: the switch's `dhcp` table (its body, e.g.
+# 'dns_servers = ["10.0.0.53"]').
+topo_switch_dhcp() { TOPO_SW_DHCP[$1]=$2; }
 
 topo_router() {
     local name=$1 mac=$2
@@ -131,6 +134,7 @@ vni = ${TOPO_SW_VNI[$sw]}
 subnet = "${TOPO_SW_SUBNET[$sw]}"
 gateway_ip = "${TOPO_SW_GW[$sw]}"
 EOF
+        [[ -z "${TOPO_SW_DHCP[$sw]:-}" ]] || printf '\n[switches.dhcp]\n%s\n' "${TOPO_SW_DHCP[$sw]}"
     done
     for rt in "${TOPO_ROUTERS[@]}"; do
         s=""

@@ -36,6 +36,9 @@ pub(crate) enum Why {
     NotDhcp,
     /// UDP 67 -> 68 from the port: a DHCP server on the instance.
     RogueServer { src: Ipv4Addr },
+    /// A client without an address (0.0.0.0) sending to `dst`, not to the
+    /// switch's server: it may not leave the port.
+    Unaddressed { dst: Ipv4Addr },
     /// A client message that is not a valid BOOTREQUEST with a type.
     Malformed,
     /// For a hardware address other than the port's.
@@ -83,7 +86,16 @@ pub(crate) fn process<R: Recorder>(
     }
     let sw = &t.switches[usize::from(port.switch)];
     let to_us = ip.dst == Ipv4Addr::BROADCAST || ip.dst == sw.gateway_ip;
-    if (src_port, dst_port) != (dhcp::CLIENT_PORT, dhcp::SERVER_PORT) || !to_us {
+    if (src_port, dst_port) != (dhcp::CLIENT_PORT, dhcp::SERVER_PORT) {
+        note(Why::NotDhcp);
+        return Step::Next;
+    }
+    if !to_us {
+        if ip.src.is_unspecified() {
+            // Port security let 0.0.0.0 through for the switch's server only.
+            note(Why::Unaddressed { dst: ip.dst });
+            return Step::Done(Verdict::Drop(DropReason::SpoofedSrcIp));
+        }
         note(Why::NotDhcp);
         return Step::Next;
     }
@@ -195,6 +207,10 @@ impl Why {
             Why::RogueServer { src } => write!(
                 f,
                 "DHCP server message (UDP 67 -> 68) from the port ({src}): drop (rogue_dhcp_server)"
+            ),
+            Why::Unaddressed { dst } => write!(
+                f,
+                "DHCP client message from 0.0.0.0 to {dst}, not to the switch's server: drop (spoofed_src_ip)"
             ),
             Why::Malformed => f.write_str("malformed DHCP client message: drop"),
             Why::OtherClient => {

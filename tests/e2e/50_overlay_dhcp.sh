@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# tests/e2e/50_overlay_dhcp.sh -- e2e test 50: DHCP on the overlay switch.
+# vm1's agent answers the DHCP client on its own port (nsx-eth0 in its
+# overlay namespace), with ls-web's dhcp options (DNS, domain, lease
+# 60 s, a classless route). Three real clients, one after the other, on a
+# port whose address, routes and MTU were taken away first: ISC dhclient,
+# busybox udhcpc and dhcpcd. Each must get 192.168.100.3/24, the default
+# route via the switch's gateway, MTU 1442 (the overlay MTU at underlay
+# 1500), the DNS server and domain; the overlay then works (ping vm2), a
+# renewal is answered and a release is counted. A foreign address asked
+# for gets a NAK. Then a rogue DHCP server (dnsmasq on vm2's port)
+# answers a DISCOVER sent straight to it: vm2's agent drops the answer and
+# counts it as rogue_dhcp_server, and vm1 never sees it.
+set -euo pipefail
+# shellcheck source=tests/lib/e2e.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
+e2e_init 50 "$@"
+# The clients' scripts may set the host name: a UTS namespace of our own.
+if [[ -z "${NSX_E2E50_UTS:-}" ]]; then
+    exec env NSX_E2E50_UTS=1 unshare --uts bash "$(readlink -f "${BASH_SOURCE[0]}")" "$@"
+fi
+for t in dhclient udhcpc dhcpcd dnsmasq busybox; do
+    command -v "$t" >/dev/null || bail "$t is required (scripts/test.sh installs isc-dhcp-client, udhcpc, dhcpcd-base, dnsmasq-base)"
+done
+
+# What the clients write stays inside the sandbox's mount namespace.
+PRIV=$SANDBOX_TMP/priv
+mkdir -p "$PRIV/lib-dhcp" "$PRIV/lib-dhcpcd" "$PRIV/run-dhcpcd"
+echo "# e2e 50" >"$PRIV/resolv.conf"
+mount --bind "$PRIV/resolv.conf" /etc/resolv.conf || bail "private /etc/resolv.conf"
+mount --bind "$PRIV/lib-dhcp" /var/lib/dhcp || bail "private /var/lib/dhcp"
+mount --bind "$PRIV/lib-dhcpcd" /var/lib/dhcpcd || bail "private /var/lib/dhcpcd"
+mkdir -p /run/dhcpcd && mount --bind "$PRIV/run-dhcpcd" /run/dhcpcd || bail "private /run/dhcpcd"
+
+topo_new t50 1500
+topo_switch ls-web 0x238c 192.168.100.0/24 192.168.100.1
+topo_switch_dhcp ls-web 'dns_servers = ["10.0.0.53", "10.0.1.53"]
+domain_name = "corp.example"
+lease_time = 60
+routes = [{ prefix = "10.20.0.0/16", next_hop = "192.168.100.254" }]'
+topo_router t1 02:50:56:56:44:52 ls-web
+topo_instance vm1 ls-web 192.168.100.3
+topo_instance vm2 ls-web 192.168.100.4
+topo_build
+start_agents vm1 vm2
+
+ip4() { in_overlay vm1 ip -j -4 addr show dev nsx-eth0 | jq -r '[.[0].addr_info[]? | "\(.local)/\(.prefixlen)"] | join(" ")'; }
+has_addr() { [[ "$(ip4)" == "192.168.100.3/24" ]]; }
+no_addr() { [[ -z "$(ip4)" ]]; }
+mtu() { in_overlay vm1 cat /sys/class/net/nsx-eth0/mtu; }
+has_default() { in_overlay vm1 ip -4 route show default | grep -q "via 192.168.100.1 dev nsx-eth0"; }
+has_route121() { in_overlay vm1 ip -4 route show 10.20.0.0/16 | grep -q "via 192.168.100.254"; }
+dhcp_count() { agent_ctl "$1" counters | jq -r --arg t "$2" '.dhcp[$t] // 0'; }
+count_above() { [[ "$(dhcp_count "$1" "$2")" -gt "$3" ]]; }
+# bare: the port without its address, routes and with MTU 1500, so what
+# the client sets is seen.
+bare() {
+    in_overlay vm1 ip -4 addr flush dev nsx-eth0
+    in_overlay vm1 ip -4 route flush dev nsx-eth0 2>/dev/null || true
+    in_overlay vm1 ip link set dev nsx-eth0 mtu 1500
+    echo "# e2e 50" >"$PRIV/resolv.conf"
+}
+
+# got KIND [ROUTE121]: what every client must have set.
+got() {
+    local kind=$1
+    check "$kind: nsx-eth0 has 192.168.100.3/24" wait_for 20 has_addr
+    check "$kind: default route via the switch's gateway" wait_for 5 has_default
+    if [[ "$kind" == dhcpcd ]]; then
+        # dhcpcd puts option 26 on the routes it adds, not on the link.
+        check "$kind: MTU from option 26 (the overlay MTU) on its routes" bash -c \
+            "ip netns exec $(topo_root vm1) ip -4 route show default | grep -q 'mtu 1442'"
+    else
+        check_eq "$kind: MTU from option 26 (the overlay MTU)" 1442 "$(mtu)"
+    fi
+    check "$kind: resolv.conf has the DNS servers" grep -q "^nameserver 10.0.0.53" "$PRIV/resolv.conf"
+    check "$kind: resolv.conf has the domain" grep -qE "^(search|domain) .*corp\.example" "$PRIV/resolv.conf"
+    [[ "${2:-}" == route121 ]] && check "$kind: the classless route 10.20.0.0/16 via .254" has_route121
+    check "$kind: overlay ping vm1 -> vm2" in_overlay vm1 ping -n -c 2 -i 0.2 -W 2 192.168.100.4
+}
+
+# --- ISC dhclient (with Debian's dhclient.conf and dhclient-script)
+bare
+d0=$(dhcp_count vm1 discover)
+a0=$(dhcp_count vm1 ack)
+in_overlay vm1 timeout 30 dhclient -4 -v -1 -pf "$PRIV/dhclient.pid" -lf "$PRIV/lib-dhcp/e2e50.leases" nsx-eth0 \
+    >"$TOPO_DIR/dhclient.log" 2>&1 || diag "dhclient:" "$(tail -n 15 "$TOPO_DIR/dhclient.log")"
+got dhclient route121
+check "dhclient: a DISCOVER was counted" count_above vm1 discover "$d0"
+check "dhclient: an ACK was sent" count_above vm1 ack "$a0"
+r0=$(dhcp_count vm1 release)
+in_overlay vm1 timeout 15 dhclient -4 -r -pf "$PRIV/dhclient.pid" -lf "$PRIV/lib-dhcp/e2e50.leases" nsx-eth0 \
+    >>"$TOPO_DIR/dhclient.log" 2>&1 || true
+check "dhclient -r: the release is counted" wait_for 5 count_above vm1 release "$r0"
+check "dhclient -r: the address is gone" wait_for 5 no_addr
+
+# --- busybox udhcpc (Debian's default.script)
+bare
+in_overlay vm1 timeout 30 udhcpc -i nsx-eth0 -f -q -n -t 5 -T 2 >"$TOPO_DIR/udhcpc.log" 2>&1 ||
+    diag "udhcpc:" "$(tail -n 15 "$TOPO_DIR/udhcpc.log")"
+got udhcpc
+# Renewal: a unicast REQUEST from the bound client (udhcpc renews on SIGUSR1).
+rq=$(dhcp_count vm1 request)
+a0=$(dhcp_count vm1 ack)
+sandbox_bg "$TOPO_DIR/udhcpc2.log" ip netns exec "$(topo_root vm1)" udhcpc -i nsx-eth0 -f -R -t 5 -T 2
+UDHCPC=$SANDBOX_LAST_PID
+check "udhcpc: bound again (REQUEST answered)" wait_for 15 count_above vm1 ack "$a0"
+a1=$(dhcp_count vm1 ack)
+kill -USR1 "$UDHCPC" 2>/dev/null || true
+check "udhcpc: the renewal (SIGUSR1) is answered with an ACK" wait_for 15 count_above vm1 ack "$a1"
+check "udhcpc: the renewals are REQUESTs" count_above vm1 request "$((rq + 1))"
+r0=$(dhcp_count vm1 release)
+sandbox_kill "$UDHCPC" 5
+check "udhcpc -R: the release on exit is counted" wait_for 5 count_above vm1 release "$r0"
+
+# --- dhcpcd (Debian's dhcpcd.conf and hooks)
+bare
+in_overlay vm1 timeout 40 dhcpcd -4 -1 -w -t 20 nsx-eth0 >"$TOPO_DIR/dhcpcd.log" 2>&1 ||
+    diag "dhcpcd:" "$(tail -n 15 "$TOPO_DIR/dhcpcd.log")"
+got dhcpcd route121
+a0=$(dhcp_count vm1 ack)
+in_overlay vm1 timeout 15 dhcpcd -4 -N nsx-eth0 >>"$TOPO_DIR/dhcpcd.log" 2>&1 || true
+check "dhcpcd -N: the renewal is answered with an ACK" wait_for 15 count_above vm1 ack "$a0"
+r0=$(dhcp_count vm1 release)
+in_overlay vm1 timeout 15 dhcpcd -4 -k nsx-eth0 >>"$TOPO_DIR/dhcpcd.log" 2>&1 || true
+check "dhcpcd -k: the release is counted" wait_for 10 count_above vm1 release "$r0"
+in_overlay vm1 timeout 15 dhcpcd -4 -x nsx-eth0 >/dev/null 2>&1 || true
+
+# --- a foreign address asked for: NAK (INIT-REBOOT with a stale lease).
+bare
+n0=$(dhcp_count vm1 nak)
+cat >"$PRIV/lib-dhcp/stale.leases" <<'EOF'
+lease {
+  interface "nsx-eth0";
+  fixed-address 192.168.100.77;
+  option subnet-mask 255.255.255.0;
+  option dhcp-server-identifier 192.168.100.1;
+  renew 4 2037/01/01 00:00:00;
+  rebind 4 2037/01/01 00:00:00;
+  expire 4 2037/01/01 00:00:00;
+}
+EOF
+in_overlay vm1 timeout 30 dhclient -4 -v -1 -pf "$PRIV/dhclient.pid" -lf "$PRIV/lib-dhcp/stale.leases" nsx-eth0 \
+    >"$TOPO_DIR/dhclient-nak.log" 2>&1 || true
+check "a REQUEST for 192.168.100.77 gets a NAK" wait_for 5 count_above vm1 nak "$n0"
+check "after the NAK the client still ends with 192.168.100.3/24" wait_for 20 has_addr
+in_overlay vm1 timeout 15 dhclient -4 -x -pf "$PRIV/dhclient.pid" nsx-eth0 >/dev/null 2>&1 || true
+
+# --- a rogue DHCP server on vm2's port.
+rogue0=$(agent_ctl vm2 counters | jq -r '.drops.rogue_dhcp_server')
+sandbox_bg "$TOPO_DIR/rogue.log" ip netns exec "$(topo_root vm2)" dnsmasq --no-daemon --conf-file=/dev/null \
+    --port=0 --interface=nsx-eth0 --bind-interfaces --log-dhcp \
+    --dhcp-range=192.168.100.100,192.168.100.150,5m --dhcp-leasefile="$TOPO_DIR/rogue.leases"
+wait_for 10 grep -qs 'DHCP, IP range' "$TOPO_DIR/rogue.log" || bail "rogue dnsmasq starts" "$(cat "$TOPO_DIR/rogue.log")"
+# A DISCOVER sent straight to it from vm1's address (a client message to
+# another server than the switch's is switched like any unicast).
+discover_to() {
+    in_overlay vm1 python3 - "$1" <<'PY'
+import socket, struct, sys
+mac = bytes.fromhex(open("/sys/class/net/nsx-eth0/address").read().strip().replace(":", ""))
+msg = struct.pack("!BBBBIHH4s4s4s4s", 1, 1, 6, 0, 0x50e2e050, 0, 0, bytes(4), bytes(4), bytes(4), bytes(4))
+msg += mac + bytes(10) + bytes(192) + bytes([99, 130, 83, 99, 53, 1, 1, 255])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("192.168.100.3", 68))
+for _ in range(3):
+    s.sendto(msg, (sys.argv[1], 67))
+PY
+}
+discover_to 192.168.100.4 || bail "send a DISCOVER to vm2"
+wait_for 5 grep -qs "DHCPOFFER(nsx-eth0)" "$TOPO_DIR/rogue.log" || true
+check "the rogue server saw the DISCOVER and answered it" grep -q "DHCPOFFER(nsx-eth0)" "$TOPO_DIR/rogue.log"
+rogue_above() { [[ "$(agent_ctl vm2 counters | jq -r '.drops.rogue_dhcp_server')" -gt "$rogue0" ]]; }
+check "vm2's agent dropped the rogue OFFER (rogue_dhcp_server)" wait_for 5 rogue_above
+check "vm1 got no address from the rogue server" bash -c "! ip netns exec $(topo_root vm1) ip -4 -o addr show dev nsx-eth0 | grep -q '192.168.100.1[0-5][0-9]'"
+
+if [[ $TAP_FAILED -gt 0 ]]; then
+    diag "vm1 counters:" "$(agent_ctl vm1 counters | jq -c '{dhcp, drops: (.drops | with_entries(select(.value > 0)))}')"
+    diag "vm1 overlay:" "$(in_overlay vm1 ip -br addr; in_overlay vm1 ip route)"
+    diag "dhclient:" "$(tail -n 20 "$TOPO_DIR/dhclient.log")"
+    diag "udhcpc:" "$(tail -n 20 "$TOPO_DIR/udhcpc.log")"
+    diag "dhcpcd:" "$(tail -n 20 "$TOPO_DIR/dhcpcd.log")"
+    diag "dhclient -s (rogue):" "$(tail -n 20 "$TOPO_DIR/dhclient-rogue.log")"
+    diag "rogue dnsmasq:" "$(tail -n 20 "$TOPO_DIR/rogue.log")"
+    diag "vm2 counters:" "$(agent_ctl vm2 counters | jq -c '{dhcp, drops: (.drops | with_entries(select(.value > 0)))}')"
+fi
+tap_done
