@@ -4,8 +4,9 @@
 # namespace gone) and started again. It must apply its persisted config
 # (state_dir/desired.json) before any gateway answers: the overlay comes back
 # with the same IP and pings work while the agent's gateway status is not
-# ESTABLISHED. The same after a SIGKILL of the agent. When the gateway
-# returns, vm1 reconnects at the current version.
+# ESTABLISHED. The same after a SIGKILL of the agent. Still headless, a
+# DHCP client on vm1's port gets its address from the agent. When the
+# gateway returns, vm1 reconnects at the current version.
 set -euo pipefail
 # shellcheck source=tests/lib/e2e.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
@@ -75,6 +76,19 @@ restart_headless() {
 }
 restart_headless SIGTERM
 restart_headless SIGKILL
+
+# DHCP with the gateway down: vm1's agent still answers its own port
+# (busybox udhcpc, Debian's default.script; its resolv.conf stays here).
+echo "# e2e 26" >"$SANDBOX_TMP/resolv.conf"
+mount --bind "$SANDBOX_TMP/resolv.conf" /etc/resolv.conf || bail "private /etc/resolv.conf"
+in_overlay vm1 ip -4 addr flush dev nsx-eth0
+in_overlay vm1 ip -4 route flush dev nsx-eth0 2>/dev/null || true
+in_overlay vm1 timeout 30 udhcpc -i nsx-eth0 -f -q -n -t 5 -T 2 >"$TOPO_DIR/udhcpc.log" 2>&1 ||
+    diag "udhcpc:" "$(tail -n 10 "$TOPO_DIR/udhcpc.log")"
+got=$(in_overlay vm1 ip -j -4 addr show dev nsx-eth0 | jq -r '[.[0].addr_info[]?.local] | join(",")')
+check_eq "gateway down: udhcpc on vm1's port gets its overlay IP from the agent" "${GW_IP_OF[vm1]}" "$got"
+check "gateway down: after DHCP, overlay ping vm1 -> vm2 (routed via the DHCP default route)" \
+    overlay_wait_ping vm1 "${GW_IP_OF[vm2]}"
 
 gw_start "$TOPO_DIR/gateway2.log" 2>"$TOPO_DIR/gw-restart.err" || bail "gateway restarts" "$(cat "$TOPO_DIR/gw-restart.err")"
 if gw_wait_state vm1 ESTABLISHED 40; then
