@@ -317,6 +317,54 @@ pub struct ArpEntry {
     pub tep_ip: Option<Ipv4Addr>,
 }
 
+/// `dhcp`: the switches' DHCP servers and the port's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpReply {
+    pub servers: Vec<DhcpServer>,
+    /// The port's lease (empty without a port, or when another switch was asked for).
+    pub leases: Vec<DhcpLease>,
+}
+
+/// What a switch's DHCP server hands out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpServer {
+    pub switch: String,
+    pub vni: u32,
+    /// The server identifier (option 54): the switch's gateway address.
+    pub server_id: Ipv4Addr,
+    pub subnet_mask: Ipv4Addr,
+    /// Option 3; null when no router is attached to the switch.
+    pub router: Option<Ipv4Addr>,
+    pub dns_servers: Vec<Ipv4Addr>,
+    pub domain_name: Option<String>,
+    /// Seconds.
+    pub lease_time: u32,
+    /// Option 26: the overlay MTU.
+    pub mtu: u16,
+    /// Option 121, `prefix` via `next_hop`.
+    pub routes: Vec<DhcpRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpRoute {
+    pub prefix: String,
+    pub next_hop: Ipv4Addr,
+}
+
+/// The port's address as the DHCP server hands it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpLease {
+    pub switch: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// `"bound"` (acknowledged, not released since) or `"free"`.
+    pub state: String,
+    /// Seconds since the last ACK (null unless bound).
+    pub bound_ago_s: Option<u64>,
+    /// Seconds left of the lease (null unless bound; 0 once it ran out).
+    pub expires_in_s: Option<u64>,
+}
+
 /// `interfaces`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfacesReply {

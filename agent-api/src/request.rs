@@ -24,6 +24,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("mac-table", &[]),
     ("arp-table", &["switch"]),
     ("routers", &[]),
+    ("dhcp", &["switch"]),
     ("getrules", &[]),
     ("getaddrsets", &[]),
     ("getflows", &[]),
@@ -71,6 +72,11 @@ pub enum Request {
     },
     /// The logical routers and their routes.
     Routers,
+    /// The switches' DHCP servers (all, or one) and the port's lease.
+    Dhcp {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        switch: Option<SwitchRef>,
+    },
     /// The firewall rules, `vsipioctl getrules` format.
     #[serde(rename = "getrules")]
     GetRules,
@@ -139,6 +145,7 @@ impl Request {
             Request::MacTable => "mac-table",
             Request::ArpTable { .. } => "arp-table",
             Request::Routers => "routers",
+            Request::Dhcp { .. } => "dhcp",
             Request::GetRules => "getrules",
             Request::GetAddrSets => "getaddrsets",
             Request::GetFlows => "getflows",
@@ -465,6 +472,9 @@ mod tests {
                 switch: Some(SwitchRef::Name("web-ls".into())),
             },
             Request::Routers,
+            Request::Dhcp {
+                switch: Some(SwitchRef::Name("web-ls".into())),
+            },
             Request::GetRules,
             Request::GetAddrSets,
             Request::GetFlows,

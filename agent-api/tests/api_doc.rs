@@ -293,6 +293,34 @@ fn samples() -> BTreeMap<&'static str, Value> {
             }],
         }),
     );
+    m.insert(
+        "dhcp",
+        reply(DhcpReply {
+            servers: vec![DhcpServer {
+                switch: "web-ls".into(),
+                vni: 1,
+                server_id: ip,
+                subnet_mask: ip,
+                router: Some(ip),
+                dns_servers: vec![ip],
+                domain_name: Some("corp.example".into()),
+                lease_time: 86_400,
+                mtu: 1442,
+                routes: vec![DhcpRoute {
+                    prefix: "10.20.0.0/16".into(),
+                    next_hop: ip,
+                }],
+            }],
+            leases: vec![DhcpLease {
+                switch: "web-ls".into(),
+                ip,
+                mac: mac(),
+                state: "bound".into(),
+                bound_ago_s: Some(1),
+                expires_in_s: Some(86_399),
+            }],
+        }),
+    );
     m.insert("getrules", text());
     m.insert("getaddrsets", text());
     m.insert("getflows", text());

@@ -60,6 +60,9 @@ pub struct DhcpCounters {
     pub offer: u64,
     pub ack: u64,
     pub nak: u64,
+    /// Pipeline time (ns) of the last ACK that gave the port its lease; 0
+    /// when none was given or the client released it since.
+    pub bound_at_ns: u64,
 }
 
 impl DhcpCounters {

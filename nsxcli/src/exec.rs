@@ -8,9 +8,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use agent_api::{
-    ArpTableReply, CaptureReply, CountersReply, FirewallStats, InterfacesReply, Reply, Request,
-    RoutersReply, StatusReply, Switch, SwitchRef, SwitchesReply, TextReply, TraceFrom as ApiFrom,
-    TraceReply, VersionReply,
+    ArpTableReply, CaptureReply, CountersReply, DhcpReply, FirewallStats, InterfacesReply, Reply,
+    Request, RoutersReply, StatusReply, Switch, SwitchRef, SwitchesReply, TextReply,
+    TraceFrom as ApiFrom, TraceReply, VersionReply,
 };
 use geneve::MacAddr;
 use serde::de::DeserializeOwned;
@@ -130,6 +130,19 @@ pub fn agent(api: &mut dyn Api, p: &Parsed, tz: Tz) -> Result<Outcome, Error> {
             json,
             ask::<RoutersReply>(api, &Request::Routers)?,
             format::routers,
+        ),
+        Command::DhcpServer { switch } => {
+            let sws: SwitchesReply = get(api, &Request::Switches)?;
+            let sw = format::find_switch(&sws, switch)?;
+            let req = Request::Dhcp {
+                switch: Some(SwitchRef::Name(sw.name.clone())),
+            };
+            view(json, ask::<DhcpReply>(api, &req)?, format::dhcp_server)
+        }
+        Command::DhcpLeases => view(
+            json,
+            ask::<DhcpReply>(api, &Request::Dhcp { switch: None })?,
+            format::dhcp_leases,
         ),
         Command::Forwarding { router } => {
             let rs: RoutersReply = get(api, &Request::Routers)?;

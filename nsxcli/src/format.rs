@@ -8,8 +8,8 @@
 use std::fmt::Display;
 
 use agent_api::{
-    ArpTableReply, CountersReply, FirewallStats, GatewayStatus, InterfacesReply, MacTableReply,
-    Router, RoutersReply, StatusReply, Switch, SwitchesReply, TextReply, TraceReply,
+    ArpTableReply, CountersReply, DhcpReply, FirewallStats, GatewayStatus, InterfacesReply,
+    MacTableReply, Router, RoutersReply, StatusReply, Switch, SwitchesReply, TextReply, TraceReply,
     TunnelCounters, VersionReply,
 };
 use serde::Serialize;
@@ -322,6 +322,75 @@ pub fn forwarding(router: &Router) -> String {
     }
     out.push_str(&t.render());
     out
+}
+
+/// `get dhcp server X`: the switch's DHCP server, one field per line.
+#[must_use]
+pub fn dhcp_server(reply: &DhcpReply) -> String {
+    let mut out = String::new();
+    for s in &reply.servers {
+        let dns: Vec<String> = s.dns_servers.iter().map(ToString::to_string).collect();
+        let routes: Vec<String> = s
+            .routes
+            .iter()
+            .map(|r| format!("{} via {}", r.prefix, r.next_hop))
+            .collect();
+        let none = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        out.push_str(&format!(
+            "Logical Switch    : {} (VNI {})\n\
+             Server Identifier : {}\n\
+             Subnet Mask       : {}\n\
+             Router            : {}\n\
+             DNS Servers       : {}\n\
+             Domain Name       : {}\n\
+             Lease Time        : {} s\n\
+             Interface MTU     : {}\n\
+             Static Routes     : {}\n",
+            text_cell(&s.switch),
+            s.vni,
+            s.server_id,
+            s.subnet_mask,
+            opt(s.router),
+            none(&dns),
+            s.domain_name.as_deref().map_or("-".into(), text_cell),
+            s.lease_time,
+            s.mtu,
+            none(&routes),
+        ));
+    }
+    out
+}
+
+/// `get dhcp leases`: the port's lease.
+#[must_use]
+pub fn dhcp_leases(reply: &DhcpReply) -> String {
+    let mut t = Table::new(&[
+        ("Switch", L),
+        ("IP", L),
+        ("MAC", L),
+        ("State", L),
+        ("Bound", R),
+        ("Expires In", R),
+    ]);
+    let secs = |s: Option<u64>| s.map_or("-".to_string(), |s| format!("{s} s"));
+    for l in &reply.leases {
+        t.row(vec![
+            text_cell(&l.switch),
+            l.ip.to_string(),
+            l.mac.to_string(),
+            text_cell(&l.state),
+            l.bound_ago_s
+                .map_or("-".to_string(), |s| format!("{s} s ago")),
+            secs(l.expires_in_s),
+        ]);
+    }
+    t.render()
 }
 
 /// "how long ago" from milliseconds.

@@ -78,6 +78,8 @@ enum Id {
     CaptureUnderlay,
     Certificates,
     ConfigVersion,
+    DhcpLeases,
+    DhcpServer,
     Exit,
     FwAddrsets,
     FwFlows,
@@ -140,6 +142,7 @@ const LS: Tok = Tok::Kw("logical-switch", "One logical switch's tables");
 const LR: Tok = Tok::Kw("logical-router", "One logical router's tables");
 const LSS: Tok = Tok::Kw("logical-switches", "Logical switches");
 const LRS: Tok = Tok::Kw("logical-routers", "Distributed logical routers");
+const DHCP: Tok = Tok::Kw("dhcp", "The switches' DHCP servers (answered by the agent)");
 
 /// Usage of the packet description shared by both traces.
 pub const PACKET_USAGE: &str = "<arp|icmp|tcp|udp> src <ip> dst <ip> [sport <port>] [dport <port>] \
@@ -184,6 +187,14 @@ pub static SPECS: &[Spec] = &[
         [GET, LR, ROUTER_ARG, Tok::Kw("forwarding", "Forwarding table, in lookup order")],
         "get logical-router <name> forwarding",
         "Forwarding table of a logical router (longest prefix first)"),
+    spec!(DhcpServer, true, false,
+        [GET, DHCP, Tok::Kw("server", "One switch's DHCP server"), SWITCH_ARG],
+        "get dhcp server <name|vni>",
+        "DHCP server of a logical switch: server id, mask, router, DNS, domain, lease time, MTU, routes"),
+    spec!(DhcpLeases, true, false,
+        [GET, DHCP, Tok::Kw("leases", "The port's DHCP lease")],
+        "get dhcp leases",
+        "The port's DHCP lease: address, MAC, state, expiry"),
     spec!(Tunnels, true, false,
         [GET, Tok::Kw("tunnels", "Geneve tunnels to remote endpoints")],
         "get tunnels",
@@ -283,6 +294,10 @@ pub enum Command {
     Certificates,
     /// `get config version`
     ConfigVersion,
+    /// `get dhcp leases`
+    DhcpLeases,
+    /// `get dhcp server <name|vni>`
+    DhcpServer { switch: String },
     /// `exit` / `quit`
     Exit,
     /// `get firewall rules|addrsets|flows|stats`
@@ -683,6 +698,10 @@ fn build(spec: &'static Spec, args: &[String], tail: &[String]) -> Result<Comman
         Id::RouterForwarding => Command::Forwarding {
             router: arg(args, 0),
         },
+        Id::DhcpServer => Command::DhcpServer {
+            switch: arg(args, 0),
+        },
+        Id::DhcpLeases => Command::DhcpLeases,
         Id::Tunnels => Command::Tunnels,
         Id::FwRules => Command::Firewall(FwView::Rules),
         Id::FwAddrsets => Command::Firewall(FwView::Addrsets),

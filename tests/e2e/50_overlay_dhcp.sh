@@ -88,11 +88,29 @@ in_overlay vm1 timeout 30 dhclient -4 -v -1 -pf "$PRIV/dhclient.pid" -lf "$PRIV/
 got dhclient route121
 check "dhclient: a DISCOVER was counted" count_above vm1 discover "$d0"
 check "dhclient: an ACK was sent" count_above vm1 ack "$a0"
+# nsxcli shows the server and the bound lease.
+NSXCLI=$(dirname "$NSX_AGENT")/nsxcli
+if [[ -x "$NSXCLI" ]]; then
+    cli() { NSXCLI_HISTORY='' NSXCLI_SOCKET="$(topo_socket vm1)" timeout 30 "$NSXCLI" "$@"; }
+    out=$(cli get dhcp server ls-web 2>&1 || true)
+    check "nsxcli get dhcp server ls-web: the DNS servers" \
+        grep -qE "^DNS Servers +: 10.0.0.53, 10.0.1.53$" <<<"$out"
+    check "nsxcli get dhcp server ls-web: lease time and MTU" \
+        bash -c 'grep -qE "^Lease Time +: 60 s$" <<<"$1" && grep -qE "^Interface MTU +: 1442$" <<<"$1"' _ "$out"
+    bound() { cli get dhcp leases 2>/dev/null | grep -qE "^ls-web +192\.168\.100\.3 .* bound "; }
+    check "nsxcli get dhcp leases: 192.168.100.3 bound" wait_for 5 bound
+else
+    not_ok "nsxcli binary next to the agent ($NSXCLI)"
+fi
 r0=$(dhcp_count vm1 release)
 in_overlay vm1 timeout 15 dhclient -4 -r -pf "$PRIV/dhclient.pid" -lf "$PRIV/lib-dhcp/e2e50.leases" nsx-eth0 \
     >>"$TOPO_DIR/dhclient.log" 2>&1 || true
 check "dhclient -r: the release is counted" wait_for 5 count_above vm1 release "$r0"
 check "dhclient -r: the address is gone" wait_for 5 no_addr
+if [[ -x "$NSXCLI" ]]; then
+    free() { cli get dhcp leases 2>/dev/null | grep -qE "^ls-web +192\.168\.100\.3 .* free "; }
+    check "nsxcli get dhcp leases: free after the release" wait_for 5 free
+fi
 
 # --- busybox udhcpc (Debian's default.script)
 bare

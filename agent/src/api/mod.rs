@@ -26,11 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_api::{
-    ArpEntry, ArpTableReply, CaptureReply, CapturedFrame, ConfigReply, CountersReply,
-    FirewallStats, GatewayStatus, Interface, InterfacesReply, LayerCounters, LinkState, MacEntry,
-    MacTableReply, Mode, PortAddress, Request, Route, RouteKind, Router, RoutersReply, SshStatus,
-    StatusReply, Switch, SwitchRef, SwitchesReply, TextReply, TraceFrom, TraceOutput, TraceStep,
-    Traffic, TunnelCounters, VersionReply,
+    ArpEntry, ArpTableReply, CaptureReply, CapturedFrame, ConfigReply, CountersReply, DhcpLease,
+    DhcpReply, DhcpRoute, DhcpServer, FirewallStats, GatewayStatus, Interface, InterfacesReply,
+    LayerCounters, LinkState, MacEntry, MacTableReply, Mode, PortAddress, Request, Route,
+    RouteKind, Router, RoutersReply, SshStatus, StatusReply, Switch, SwitchRef, SwitchesReply,
+    TextReply, TraceFrom, TraceOutput, TraceStep, Traffic, TunnelCounters, VersionReply,
 };
 use datapath::tables::SwitchIdx;
 use datapath::{DropReason, LayerId, Location, Tables, Verdict};
@@ -248,6 +248,7 @@ async fn answer_cancellable(text: &str, shared: &Shared, cancel: &Arc<AtomicBool
         Request::MacTable => line(mac_table(shared)),
         Request::ArpTable { switch } => line(arp_table(shared, switch.as_ref())),
         Request::Routers => line(routers(shared)),
+        Request::Dhcp { switch } => line(dhcp(shared, switch.as_ref())),
         Request::Trace {
             from,
             frame_hex,
@@ -514,6 +515,64 @@ fn switches(shared: &Shared) -> Answer<SwitchesReply> {
         })
         .collect();
     Ok(SwitchesReply { switches })
+}
+
+/// `dhcp`: what each switch's DHCP server hands out (from the tables the
+/// datapath runs) and the port's lease (from the datapath's counters).
+fn dhcp(shared: &Shared, switch: Option<&SwitchRef>) -> Answer<DhcpReply> {
+    let t = tables(shared)?;
+    let only = switch.map(|s| resolve_switch(&t, s)).transpose()?;
+    let wanted = |s: SwitchIdx| only.is_none_or(|o| o == s);
+    let servers = t
+        .switches
+        .iter()
+        .zip(0..=SwitchIdx::MAX)
+        .filter(|(_, si)| wanted(*si))
+        .map(|(sw, si)| DhcpServer {
+            switch: sw.name.clone(),
+            vni: sw.vni,
+            server_id: sw.gateway_ip,
+            subnet_mask: sw.subnet.netmask(),
+            router: t.router_of(si).map(|_| sw.gateway_ip),
+            dns_servers: sw.dhcp.dns.clone(),
+            domain_name: sw.dhcp.domain.clone(),
+            lease_time: sw.dhcp.lease_secs,
+            mtu: t.host.overlay_mtu,
+            routes: sw
+                .dhcp
+                .routes
+                .iter()
+                .map(|(dst, len, via)| DhcpRoute {
+                    prefix: format!("{dst}/{len}"),
+                    next_hop: *via,
+                })
+                .collect(),
+        })
+        .collect();
+    let bound_at = shared
+        .published
+        .lock()
+        .map(|s| s.counters.dhcp.bound_at_ns)
+        .map_err(|_| ApiError::Unavailable("counters"))?;
+    let now = u64::try_from(shared.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let leases = t
+        .port
+        .filter(|p| wanted(p.switch))
+        .and_then(|p| {
+            let sw = t.switches.get(usize::from(p.switch))?;
+            let ago = (bound_at != 0).then(|| now.saturating_sub(bound_at) / 1_000_000_000);
+            Some(DhcpLease {
+                switch: sw.name.clone(),
+                ip: p.ip,
+                mac: p.mac,
+                state: if ago.is_some() { "bound" } else { "free" }.into(),
+                bound_ago_s: ago,
+                expires_in_s: ago.map(|a| u64::from(sw.dhcp.lease_secs).saturating_sub(a)),
+            })
+        })
+        .into_iter()
+        .collect();
+    Ok(DhcpReply { servers, leases })
 }
 
 fn routers(shared: &Shared) -> Answer<RoutersReply> {
@@ -1270,6 +1329,44 @@ mod tests {
                  "next_hop": "192.168.99.9", "kind": "static"},
             ]}])
         );
+    }
+
+    #[tokio::test]
+    async fn dhcp_shows_each_switchs_server_and_the_ports_lease() {
+        let s = shared("overlay", false);
+        let v = cmd(&s, "dhcp", json!({})).await;
+        let servers: Vec<(&str, &str, u64)> = v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["switch"].as_str().unwrap(),
+                    r["server_id"].as_str().unwrap(),
+                    r["lease_time"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                ("ls-web", "192.168.100.1", 86_400),
+                ("ls-app", "192.168.99.1", 86_400)
+            ],
+            "{v}"
+        );
+        assert_eq!(v["servers"][0]["subnet_mask"], "255.255.255.0");
+        assert_eq!(v["servers"][0]["router"], "192.168.100.1");
+        let lease = &v["leases"][0];
+        assert_eq!(lease["ip"], "192.168.100.3", "{v}");
+        assert_eq!(lease["state"], "free", "nothing acknowledged yet");
+        assert_eq!(lease["expires_in_s"], Value::Null);
+        // Only the switch asked for; the port is not on ls-app.
+        let v = cmd(&s, "dhcp", json!({"switch": "ls-app"})).await;
+        assert_eq!(v["servers"].as_array().unwrap().len(), 1);
+        assert_eq!(v["leases"], json!([]));
+        let v = cmd(&s, "dhcp", json!({"switch": "nope"})).await;
+        assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
     }
 
     #[tokio::test]

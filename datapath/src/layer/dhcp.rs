@@ -65,6 +65,7 @@ pub(crate) fn process<R: Recorder>(
     ctx: &mut Ctx<'_>,
     out: &mut Output,
     c: &mut Counters,
+    now_ns: u64,
     rec: &mut R,
 ) -> Step {
     let mut note = |why| rec.note(|| LayerWhy::Dhcp(why));
@@ -137,6 +138,9 @@ pub(crate) fn process<R: Recorder>(
         }
         MessageType::Inform => (MessageType::Ack, Ipv4Addr::UNSPECIFIED, false),
         other => {
+            if other == MessageType::Release {
+                c.dhcp.bound_at_ns = 0;
+            }
             note(Why::Absorbed { got: other });
             return Step::Done(Verdict::Absorbed);
         }
@@ -174,6 +178,9 @@ pub(crate) fn process<R: Recorder>(
     }
     c.port_tx.add(len);
     c.dhcp.sent(sent);
+    if sent == MessageType::Ack && lease {
+        c.dhcp.bound_at_ns = now_ns.max(1);
+    }
     if !nak {
         note(Why::Answered {
             got,

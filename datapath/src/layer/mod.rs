@@ -318,7 +318,7 @@ pub(crate) fn walk<R: Recorder>(
         c.layers[id as usize].seen += 1;
         let step = match id {
             LayerId::PortSecurity => port_security::process(t, ctx, rec),
-            LayerId::Dhcp => dhcp::process(t, ctx, out, c, rec),
+            LayerId::Dhcp => dhcp::process(t, ctx, out, c, now_ns, rec),
             LayerId::Firewall => firewall::process(dir, ctx, out, c, now_ns, rec),
             LayerId::Responder => responder::process(t, ctx, out, c, rec),
             LayerId::Switch => switch::process(t, ctx, rec),

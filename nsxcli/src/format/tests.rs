@@ -126,6 +126,8 @@ fn seed_vm_network_mode() {
 fn goldens() {
     golden("interfaces", &interfaces(&typed("interfaces")));
     golden("switches", &switches(&typed("switches")));
+    golden("dhcp_server", &dhcp_server(&typed("dhcp")));
+    golden("dhcp_leases", &dhcp_leases(&typed("dhcp")));
     let sws: SwitchesReply = typed("switches");
     let web = find_switch(&sws, "web-ls").unwrap();
     golden("mac_table", &mac_table(&typed("mac_table"), web));

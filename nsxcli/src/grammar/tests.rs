@@ -333,7 +333,7 @@ fn question_lists_what_can_follow() {
         "{g}"
     );
     assert!(g.contains("\n  firewall          Distributed firewall\n"));
-    assert_eq!(g.lines().count(), 12);
+    assert_eq!(g.lines().count(), 13);
     assert_eq!(
         question(Mode::Agent, "trace port ?").unwrap(),
         "  arp             ARP request: who has <dst>, tell <src>\n\
