@@ -15,58 +15,8 @@ use datapath::{DropReason, Pipeline, Tables, Verdict};
 use geneve::dhcp::{self, MessageType, opt};
 use geneve::{ethernet, ipv4, udp};
 
-const XID: u32 = 0x5eed_1234;
-
-/// A client's DHCP message as an Ethernet frame from `mac`, from `src` to
-/// `dst` (UDP `ports`), with `options` after the message type.
-fn client_frame(
-    mac: control::MacAddr,
-    (src, dst): (Ipv4Addr, Ipv4Addr),
-    ports: (u16, u16),
-    t: MessageType,
-    ciaddr: Ipv4Addr,
-    options: &[(u8, &[u8])],
-) -> Vec<u8> {
-    let mut m = vec![0u8; dhcp::MIN_LEN];
-    m[0] = dhcp::OP_REQUEST;
-    m[1] = 1;
-    m[2] = 6;
-    m[4..8].copy_from_slice(&XID.to_be_bytes());
-    m[12..16].copy_from_slice(&ciaddr.octets());
-    m[28..34].copy_from_slice(&mac.0);
-    m[236..240].copy_from_slice(&dhcp::COOKIE);
-    m.extend_from_slice(&[opt::MESSAGE_TYPE, 1, t.code()]);
-    for (code, data) in options {
-        m.push(*code);
-        m.push(u8::try_from(data.len()).unwrap());
-        m.extend_from_slice(data);
-    }
-    m.push(opt::END);
-    let mut f = vec![0u8; 14 + 20 + 8 + m.len()];
-    let dst_mac = if dst == Ipv4Addr::BROADCAST {
-        [0xff; 6]
-    } else {
-        ROUTER_MAC.0
-    };
-    ethernet::emit_header(&mut f, dst_mac, mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
-    ipv4::emit_header(
-        &mut f[14..],
-        src,
-        dst,
-        ipv4::PROTO_UDP,
-        8 + m.len(),
-        64,
-        false,
-        1,
-    )
-    .unwrap();
-    udp::emit_header(&mut f[34..], ports.0, ports.1, m.len()).unwrap();
-    f[42..].copy_from_slice(&m);
-    f
-}
-
 fn from_client(t: MessageType, options: &[(u8, &[u8])]) -> Vec<u8> {
-    client_frame(
+    dhcp_client_frame(
         VM1.mac,
         (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST),
         (dhcp::CLIENT_PORT, dhcp::SERVER_PORT),
@@ -115,7 +65,7 @@ fn discover_gets_an_offer_of_the_ports_address_with_every_option() {
     assert_eq!(dst, VM1.ip, "unicast to the address offered");
     let m = dhcp::Packet::new_checked(&m[..]).unwrap();
     assert_eq!(m.message_type(), Some(MessageType::Offer));
-    assert_eq!(m.xid(), XID);
+    assert_eq!(m.xid(), DHCP_XID);
     assert_eq!(m.yiaddr(), VM1.ip);
     assert_eq!(m.chaddr(), VM1.mac.0);
     assert_eq!(m.addr_option(opt::SERVER_ID), Some(gw_web()));
@@ -157,7 +107,7 @@ fn requests_for_the_ports_address_are_acked_others_naked() {
     assert_eq!(m.option(opt::MTU), Some(&1442u16.to_be_bytes()[..]));
     // RENEWING: unicast from the address, only ciaddr -> ACK to ciaddr.
     out.clear();
-    let f = client_frame(
+    let f = dhcp_client_frame(
         VM1.mac,
         (VM1.ip, gw_web()),
         (68, 67),
@@ -203,7 +153,7 @@ fn requests_for_the_ports_address_are_acked_others_naked() {
 fn inform_release_and_decline() {
     let mut p = pipeline_for(VM1);
     let mut out = output();
-    let f = client_frame(
+    let f = dhcp_client_frame(
         VM1.mac,
         (VM1.ip, Ipv4Addr::BROADCAST),
         (68, 67),
@@ -234,7 +184,7 @@ fn inform_release_and_decline() {
 fn a_dhcp_server_behind_a_port_is_dropped_and_counted() {
     let mut p = pipeline_for(VM1);
     let mut out = output();
-    let mut offer = client_frame(
+    let mut offer = dhcp_client_frame(
         VM1.mac,
         (VM1.ip, Ipv4Addr::BROADCAST),
         (dhcp::SERVER_PORT, dhcp::CLIENT_PORT),
@@ -257,7 +207,7 @@ fn only_dhcp_may_come_from_the_unspecified_address() {
     let mut p = pipeline_for(VM1);
     let mut out = output();
     // Another client's hardware address in the message: dropped.
-    let f = client_frame(
+    let f = dhcp_client_frame(
         VM1.mac,
         (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST),
         (68, 67),
@@ -272,7 +222,7 @@ fn only_dhcp_may_come_from_the_unspecified_address() {
         Verdict::Drop(DropReason::Malformed)
     );
     // From 0.0.0.0 to another server than the switch's: it may not leave.
-    let unicast = client_frame(
+    let unicast = dhcp_client_frame(
         VM1.mac,
         (Ipv4Addr::UNSPECIFIED, VM3.ip),
         (68, 67),

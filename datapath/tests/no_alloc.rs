@@ -7,6 +7,8 @@ mod common;
 
 use alloc_count::allocs;
 use common::*;
+use geneve::dhcp::MessageType;
+use std::net::Ipv4Addr;
 
 #[global_allocator]
 static GLOBAL: alloc_count::Counting = alloc_count::Counting;
@@ -21,6 +23,23 @@ fn steady_state_loop_does_not_allocate() {
         icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, VM2.ip, 64, 1400, true),
         icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, VM2.ip, 1, 56, true),
         arp_request(VM1.mac, VM1.ip, gw_web()),
+        // The DHCP server answering the port.
+        dhcp_client_frame(
+            VM1.mac,
+            (Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST),
+            (68, 67),
+            MessageType::Discover,
+            Ipv4Addr::UNSPECIFIED,
+            &[],
+        ),
+        dhcp_client_frame(
+            VM1.mac,
+            (VM1.ip, gw_web()),
+            (68, 67),
+            MessageType::Request,
+            VM1.ip,
+            &[],
+        ),
         icmp_echo(
             VM1.mac,
             VM3.mac,
@@ -65,6 +84,7 @@ fn steady_state_loop_does_not_allocate() {
         "the loop did real work"
     );
     assert!(b.counters().dropped(datapath::DropReason::SpoofedInnerSrc) >= 1000);
+    assert!(a.counters().dhcp.ack >= 1000, "the DHCP server answered");
 }
 
 /// The paths the agent really runs: TSO super-frames from the port

@@ -5,7 +5,7 @@
 use core::hint::black_box;
 use core::net::Ipv4Addr;
 
-use crate::{arp, ethernet, geneve, icmpv4, ipv4, outer, tcp, udp};
+use crate::{arp, dhcp, ethernet, geneve, icmpv4, ipv4, outer, tcp, udp};
 
 const SCRATCH_LEN: usize = 2048;
 const MAC: crate::MacAddr = [0x02, 0, 0, 0, 0, 1];
@@ -48,6 +48,7 @@ pub fn fuzz_all(data: &[u8]) {
     udp_view(data, IP, IP);
     fuzz_tcp(data);
     icmp_view(data);
+    fuzz_dhcp(data);
 
     // Mutating operations on a scratch copy.
     let mut scratch = [0u8; SCRATCH_LEN];
@@ -241,4 +242,35 @@ fn icmp_view(data: &[u8]) {
         i.rest_of_header(),
         i.data().len(),
     ));
+}
+
+/// The DHCP view (as a UDP payload) and a reply built from what it read.
+fn fuzz_dhcp(data: &[u8]) {
+    let Ok(p) = dhcp::Packet::new_checked(data) else {
+        return;
+    };
+    black_box((p.op(), p.xid(), p.secs(), p.flags(), p.ciaddr(), p.siaddr()));
+    black_box(p.options().count());
+    let requested = p.addr_option(dhcp::opt::REQUESTED_IP);
+    let reply = dhcp::Reply {
+        msg: p.message_type().unwrap_or(dhcp::MessageType::Nak),
+        xid: p.xid(),
+        flags: p.flags(),
+        ciaddr: p.ciaddr(),
+        giaddr: p.giaddr(),
+        chaddr: p.chaddr(),
+        yiaddr: requested.unwrap_or(IP),
+        server_id: p.addr_option(dhcp::opt::SERVER_ID).unwrap_or(IP),
+        lease_secs: Some(p.xid()),
+        subnet_mask: Some(p.yiaddr()),
+        router: Some(IP),
+        dns: &[IP, IP],
+        domain: core::str::from_utf8(p.option(dhcp::opt::HOSTNAME).unwrap_or(&[])).ok(),
+        mtu: Some(p.secs()),
+        routes: &[(IP, 33, IP), (IP, 0, IP)],
+        message: None,
+    };
+    let mut out = [0u8; dhcp::MAX_REPLY_FRAME];
+    black_box(dhcp::emit_reply_frame(&mut out, MAC, &reply).ok());
+    black_box(dhcp::emit_reply_frame(&mut out[..300], MAC, &reply).ok());
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use control::{InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort};
 use datapath::{LocalHost, Output, Pipeline, Tables};
-use geneve::{checksum, ethernet, icmpv4, ipv4};
+use geneve::dhcp::{self, MessageType, opt};
+use geneve::{checksum, ethernet, icmpv4, ipv4, udp};
 
 pub const ROUTER_MAC: MacAddr = MacAddr([0x02, 0x50, 0x56, 0x56, 0x44, 0x52]);
 pub const VNI_WEB: u32 = 0x238c;
@@ -364,4 +365,55 @@ pub fn tcp_between(
 /// The low byte of `n`: payload patterns that wrap every 256 bytes.
 pub fn low_byte(n: usize) -> u8 {
     n.to_le_bytes()[0]
+}
+
+/// The transaction id of [`dhcp_client_frame`].
+pub const DHCP_XID: u32 = 0x5eed_1234;
+
+/// A client's DHCP message as an Ethernet frame from `mac`, from `src` to
+/// `dst` (UDP `ports`), with `options` after the message type.
+pub fn dhcp_client_frame(
+    mac: control::MacAddr,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    ports: (u16, u16),
+    t: MessageType,
+    ciaddr: Ipv4Addr,
+    options: &[(u8, &[u8])],
+) -> Vec<u8> {
+    let mut m = vec![0u8; dhcp::MIN_LEN];
+    m[0] = dhcp::OP_REQUEST;
+    m[1] = 1;
+    m[2] = 6;
+    m[4..8].copy_from_slice(&DHCP_XID.to_be_bytes());
+    m[12..16].copy_from_slice(&ciaddr.octets());
+    m[28..34].copy_from_slice(&mac.0);
+    m[236..240].copy_from_slice(&dhcp::COOKIE);
+    m.extend_from_slice(&[opt::MESSAGE_TYPE, 1, t.code()]);
+    for (code, data) in options {
+        m.push(*code);
+        m.push(u8::try_from(data.len()).unwrap());
+        m.extend_from_slice(data);
+    }
+    m.push(opt::END);
+    let mut f = vec![0u8; 14 + 20 + 8 + m.len()];
+    let dst_mac = if dst == Ipv4Addr::BROADCAST {
+        [0xff; 6]
+    } else {
+        ROUTER_MAC.0
+    };
+    ethernet::emit_header(&mut f, dst_mac, mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    ipv4::emit_header(
+        &mut f[14..],
+        src,
+        dst,
+        ipv4::PROTO_UDP,
+        8 + m.len(),
+        64,
+        false,
+        1,
+    )
+    .unwrap();
+    udp::emit_header(&mut f[34..], ports.0, ports.1, m.len()).unwrap();
+    f[42..].copy_from_slice(&m);
+    f
 }
