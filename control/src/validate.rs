@@ -527,6 +527,42 @@ mod tests {
     }
 
     #[test]
+    fn dhcp_options_are_checked_with_their_paths() {
+        let mut cfg = good();
+        cfg.switches[0].dhcp = Some(DhcpOptions {
+            dns_servers: vec!["10.0.0.53".parse().unwrap()],
+            domain_name: Some("corp.example".into()),
+            lease_time: Some(600),
+            routes: vec![StaticRoute {
+                prefix: "10.20.0.0/16".parse().unwrap(),
+                next_hop: cfg.switches[0].gateway_ip,
+            }],
+        });
+        assert_eq!(paths(&cfg), Vec::<String>::new());
+        cfg.switches[0].dhcp = Some(DhcpOptions {
+            dns_servers: vec!["0.0.0.0".parse().unwrap()],
+            domain_name: Some("bad domain".into()),
+            lease_time: Some(5),
+            routes: vec![StaticRoute {
+                prefix: "10.20.0.1/16".parse().unwrap(),
+                next_hop: "172.16.0.1".parse().unwrap(),
+            }],
+        });
+        let got = paths(&cfg);
+        let want = [
+            "switches[0].dhcp.dns_servers[0]:",
+            "switches[0].dhcp.domain_name:",
+            "switches[0].dhcp.lease_time:",
+            "switches[0].dhcp.routes[0].prefix:",
+            "switches[0].dhcp.routes[0].next_hop:",
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g} should start with {w}");
+        }
+    }
+
+    #[test]
     fn vni_too_large_reports_path() {
         let mut cfg = good();
         cfg.switches[1].vni = 0x100_0000;

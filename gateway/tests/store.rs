@@ -110,6 +110,38 @@ fn init_writes_private_files_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn a_switchs_dhcp_options_are_stored_and_reach_its_instances() {
+    let dir = tempdir("dhcp");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("gateway.db");
+    let with_dhcp = SEED.replace(
+        "gateway_ip: 192.168.100.1}",
+        "gateway_ip: 192.168.100.1, dhcp: {dns_servers: [10.0.0.53], domain_name: corp.example, lease_time: 600}}",
+    );
+    let st = state::parse(&with_dhcp).expect("parse");
+    let mut s = Store::open(&db).expect("open");
+    s.apply_state(&st, 1).expect("apply");
+    enroll(&mut s, "i-dhcp", Some("web"), 7);
+    drop(s);
+    // Across a reopen: stored, not only held in memory.
+    let mut s = Store::open(&db).expect("reopen");
+    let got = s.desired_state().expect("state");
+    assert_eq!(got.switches[0].dhcp, st.switches[0].dhcp);
+    assert!(got.switches[1].dhcp.is_none());
+    let dhcp = got.switches[0].dhcp.clone().expect("dhcp");
+    assert_eq!(dhcp.lease_time, Some(600));
+    let (_, cfg) = s.desired_config_for("i-dhcp").expect("config");
+    let cfg = cfg.expect("placed");
+    let web = cfg
+        .switches
+        .iter()
+        .find(|w| w.name == "web-ls")
+        .expect("web-ls");
+    assert_eq!(web.dhcp.as_ref(), Some(&dhcp));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn migrations_are_idempotent() {
     let dir = tempdir("migr");
     std::fs::create_dir_all(&dir).expect("dir");
