@@ -56,6 +56,7 @@ fn parse_port(s: &str, tx_offload: bool) -> Option<PortPlan> {
         prefix_len: len.parse().ok().filter(|l| *l <= 32)?,
         gateway,
         tx_offload,
+        dhcp: false,
     })
 }
 

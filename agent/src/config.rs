@@ -68,6 +68,11 @@ pub struct HostSettings {
     /// Extra arguments for every sshd the agent starts (e.g. `["-h",
     /// "/path/hostkey"]` or `["-f", "/etc/ssh/sshd_nsx_config"]`).
     pub sshd_args: Vec<String>,
+    /// Overlay mode: the port's address comes from the distribution's DHCP
+    /// client (dhclient or udhcpc), which the agent runs in `netns`,
+    /// answered by the agent's own DHCP server, instead of being set by
+    /// the agent (see `crate::host::portdhcp`).
+    pub port_dhcp: bool,
 }
 
 /// See [`HostSettings::on_stop`].
@@ -120,6 +125,7 @@ impl Default for HostSettings {
             ssh_overlay_port: SSH_PORT,
             sshd: PathBuf::from("/usr/sbin/sshd"),
             sshd_args: Vec::new(),
+            port_dhcp: false,
         }
     }
 }

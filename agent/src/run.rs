@@ -155,6 +155,7 @@ fn port_plan(host: &HostSettings, desired: &InstanceConfig) -> Option<PortPlan> 
         prefix_len: sw.subnet.prefix_len(),
         gateway: sw.gateway_ip,
         tx_offload: host.tx_offload,
+        dhcp: host.port_dhcp,
     })
 }
 

@@ -41,6 +41,9 @@ routes = [{ prefix = "10.20.0.0/16", next_hop = "192.168.100.254" }]'
 topo_router t1 02:50:56:56:44:52 ls-web
 topo_instance vm1 ls-web 192.168.100.3
 topo_instance vm2 ls-web 192.168.100.4
+# vm3's agent runs the distribution's DHCP client on its port itself.
+topo_instance vm3 ls-web 192.168.100.5
+topo_host_option vm3 'port_dhcp = true'
 topo_build
 start_agents vm1 vm2
 
@@ -191,6 +194,35 @@ check "the rogue server saw the DISCOVER and answered it" grep -q "DHCPOFFER(nsx
 rogue_above() { [[ "$(agent_ctl vm2 counters | jq -r '.drops.rogue_dhcp_server')" -gt "$rogue0" ]]; }
 check "vm2's agent dropped the rogue OFFER (rogue_dhcp_server)" wait_for 5 rogue_above
 check "vm1 got no address from the rogue server" bash -c "! ip netns exec $(topo_root vm1) ip -4 -o addr show dev nsx-eth0 | grep -q '192.168.100.1[0-5][0-9]'"
+
+# --- port_dhcp: vm3's agent sets no address; the DHCP client it runs in
+# the overlay namespace gets it from the agent's server.
+STATE3=$TOPO_DIR/vm3/state
+echo "# e2e 50" >"$PRIV/resolv.conf"
+start_agents vm3
+addr3() { [[ "$(in_overlay vm3 ip -j -4 addr show dev nsx-eth0 | jq -r '[.[0].addr_info[]?.local] | join(" ")')" == 192.168.100.5 ]]; }
+check "port_dhcp: vm3's nsx-eth0 gets 192.168.100.5 from its agent's DHCP server" wait_for 30 addr3
+check "port_dhcp: default route via the switch's gateway" \
+    bash -c "ip netns exec $(topo_root vm3) ip -4 route show default | grep -q 'via 192.168.100.1'"
+check "port_dhcp: the DNS servers went to the agent's overlay-resolv.conf" \
+    grep -q "^nameserver 10.0.0.53" "$STATE3/overlay-resolv.conf"
+check "port_dhcp: not to the instance's /etc/resolv.conf" bash -c "! grep -q 10.0.0.53 /etc/resolv.conf"
+check "port_dhcp: overlay ping vm3 -> vm2" overlay_wait_ping vm3 192.168.100.4
+ns3=$(stat -L -c %i "/run/netns/$(topo_root vm3)")
+clients3() {
+    local p
+    for p in $(pgrep -x dhclient; pgrep -x udhcpc); do
+        [[ "$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null)" == "$ns3" ]] && echo "$p"
+    done
+    return 0
+}
+has_clients3() { [[ -n "$(clients3)" ]]; }
+no_clients3() { [[ -z "$(clients3)" ]]; }
+check "port_dhcp: the client runs in vm3's overlay namespace" has_clients3
+rc=0
+agent_stop vm3 || rc=$?
+check_eq "port_dhcp: vm3's agent exits 0 on SIGTERM" 0 "$rc"
+check "port_dhcp: SIGTERM stopped the port's DHCP client" wait_for 5 no_clients3
 
 if [[ $TAP_FAILED -gt 0 ]]; then
     diag "vm1 counters:" "$(agent_ctl vm1 counters | jq -c '{dhcp, drops: (.drops | with_entries(select(.value > 0)))}')"

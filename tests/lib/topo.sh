@@ -58,7 +58,7 @@ topo_new() {
     TOPO_SWITCHES=()
     TOPO_ROUTERS=()
     TOPO_INSTANCES=()
-    declare -gA TOPO_SW_VNI=() TOPO_SW_SUBNET=() TOPO_SW_GW=() TOPO_SW_DHCP=()
+    declare -gA TOPO_SW_VNI=() TOPO_SW_SUBNET=() TOPO_SW_GW=() TOPO_SW_DHCP=() TOPO_HOST_EXTRA=()
     declare -gA TOPO_RT_MAC=() TOPO_RT_SWS=()
     declare -gA TOPO_PORT_SW=() TOPO_PORT_IP=()
     declare -gA TOPO_AGENT_PID=() TOPO_CAP_PID=()
@@ -70,6 +70,8 @@ topo_switch() { TOPO_SWITCHES+=("$1"); TOPO_SW_VNI[$1]=$2; TOPO_SW_SUBNET[$1]=$3
 # topo_switch_dhcp SWITCH TOML: the switch's `dhcp` table (its body, e.g.
 # 'dns_servers = ["10.0.0.53"]').
 topo_switch_dhcp() { TOPO_SW_DHCP[$1]=$2; }
+# topo_host_option vmN TOML: more lines for vmN's `[host]` table.
+topo_host_option() { TOPO_HOST_EXTRA[$1]+="$2"$'\n'; }
 
 topo_router() {
     local name=$1 mac=$2
@@ -125,6 +127,7 @@ EOF
     # No sshd from the agent unless the test asks (TOPO_SSH=on): they would
     # use the host's /etc/ssh and /run/sshd (test 44 sets up its own).
     [[ "${TOPO_SSH:-off}" == on ]] || printf 'ssh_underlay_port = 0\nssh_overlay_port = 0\n'
+    printf '%s' "${TOPO_HOST_EXTRA[$vm]:-}"
     for sw in "${TOPO_SWITCHES[@]}"; do
         cat <<EOF
 

@@ -56,6 +56,7 @@ mod netlink;
 mod netns;
 mod networkd;
 pub mod nft;
+mod portdhcp;
 mod procs;
 pub mod sshd;
 mod state;
@@ -133,6 +134,10 @@ pub struct PortPlan {
     pub gateway: Ipv4Addr,
     /// Keep TX checksum/TSO offload on the overlay interface (see `HostSettings::tx_offload`).
     pub tx_offload: bool,
+    /// The port's address and default route come from a DHCP client the
+    /// agent runs in the overlay namespace (`HostSettings::port_dhcp`,
+    /// `host::portdhcp`), not from the agent.
+    pub dhcp: bool,
 }
 
 /// What [`setup`] builds besides the bridge (see the module docs).
@@ -347,6 +352,11 @@ pub async fn setup<'a>(
 
     match build(&nl, &st, port, port_mac, overlay_mtu).await {
         Ok((peer_ifindex, fw_peer_ifindex)) => {
+            if let (Some(ns), Some(p)) = (&st.netns, port)
+                && p.dhcp
+            {
+                portdhcp::ensure(ns, &st.overlay_if, &settings.state_dir);
+            }
             if let Some(plan) = &networkd {
                 networkd::hand_over(plan).await;
             }
@@ -481,6 +491,11 @@ async fn adopt(
                 .up()
                 .build();
             nl.set_link("adopt overlay interface", &ifname, msg).await?;
+            if plan.dhcp {
+                // The DHCP client keeps the address (started again below if
+                // it died).
+                return Ok(true);
+            }
             let want = port_addr(&plan);
             for a in nl.addrs::<Ipv4Addr>(&ifname, ov.index).await? {
                 if (a.ip, a.prefix_len) != (want.ip, want.prefix_len) {
@@ -496,6 +511,11 @@ async fn adopt(
         if !intact {
             return Ok(None);
         }
+    }
+    if let (Some(ns), Some(p)) = (&st.netns, mode.port())
+        && p.dhcp
+    {
+        portdhcp::ensure(ns, &st.overlay_if, &s.state_dir);
     }
     if !st.dhcp.is_empty() {
         // The previous run's client for the bridge, if it died meanwhile.
@@ -540,6 +560,24 @@ pub async fn update_port(
         Some(st) => st.nic.mac,
         None => inspect_nic(settings).await?.mac,
     };
+    if new.dhcp {
+        // The client asks again: the server NAKs the old address and
+        // offers the new one.
+        if (old.ip, old.prefix_len, old.gateway) != (new.ip, new.prefix_len, new.gateway) {
+            portdhcp::stop(&settings.netns).await;
+            let (ns, ifname) = (settings.netns.clone(), settings.overlay_if.clone());
+            netns::run_in(&ns, move |nl| async move {
+                let ov = nl.must_link("update port", &ifname).await?;
+                for a in nl.addrs::<Ipv4Addr>(&ifname, ov.index).await? {
+                    nl.del_addr(&ifname, ov.index, &a).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            portdhcp::ensure(&settings.netns, &settings.overlay_if, &settings.state_dir);
+        }
+        return Ok(());
+    }
     let ifname = settings.overlay_if.clone();
     netns::run_in(&settings.netns, move |nl| async move {
         let ov = nl.must_link("update port", &ifname).await?;
@@ -1098,10 +1136,12 @@ async fn build_overlay(
             LinkUnspec::new_with_index(ov.index).up().build(),
         )
         .await?;
-        nl.add_addr(&ovif, ov.index, &port_addr(&plan), None)
-            .await?;
-        nl.add_route(&ovif, ov.index, &default_route(plan.gateway))
-            .await?;
+        if !plan.dhcp {
+            nl.add_addr(&ovif, ov.index, &port_addr(&plan), None)
+                .await?;
+            nl.add_route(&ovif, ov.index, &default_route(plan.gateway))
+                .await?;
+        }
         Ok(())
     })
     .await?;
@@ -1134,6 +1174,7 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
         nft::delete_table(&fw.nft_table)?;
     }
     if let Some(ns) = &st.netns {
+        portdhcp::stop(ns).await;
         // Deleting the veth first is synchronous; the netns itself is
         // destroyed asynchronously by the kernel, which would leave the peer
         // name busy for a moment.
@@ -1439,6 +1480,7 @@ mod tests {
             prefix_len: 24,
             gateway: Ipv4Addr::new(10, 0, 0, 1),
             tx_offload: true,
+            dhcp: false,
         });
         assert_eq!(a.broadcast, Some(Ipv4Addr::new(10, 0, 0, 255)));
         assert_eq!(restored_lifetimes(&a, None, 100), None);
@@ -1458,6 +1500,7 @@ mod tests {
             prefix_len: 32,
             gateway: Ipv4Addr::new(10, 0, 0, 1),
             tx_offload: true,
+            dhcp: false,
         });
         assert_eq!(a.broadcast, None);
     }
