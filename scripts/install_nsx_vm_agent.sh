@@ -54,6 +54,9 @@ Options:
   --tag KEY=VALUE       an instance tag sent at enrollment, as the cloud would report it,
                         e.g. --tag nsx:network=web (repeatable)
   --netns NAME          the namespace that holds nsx-eth0 (default: nsx-root)
+  --static-port-address the agent sets nsx-eth0's address itself instead of running
+                        the distribution's DHCP client on it (default: DHCP, answered
+                        by the agent)
   --mirror URL          fetch nsx-agent and nsxcli from URL/<file> instead of the gateway;
                         their checksums still come from the gateway over TLS
   --downloader curl|wget  which one to use (default: curl if installed, else wget)
@@ -107,6 +110,7 @@ INSTANCE_ID=""
 IMAGE_ID=""
 TAGS=""
 NETNS=nsx-root
+PORT_DHCP=true
 MIRROR=""
 DOWNLOADER=""
 TIMEOUT=60
@@ -141,6 +145,7 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     --netns) need_arg "$1" $# && NETNS=$2 && shift ;;
+    --static-port-address) PORT_DHCP=false ;;
     --mirror) need_arg "$1" $# && MIRROR=${2%/} && shift ;;
     --downloader) need_arg "$1" $# && DOWNLOADER=$2 && shift ;;
     --timeout) need_arg "$1" $# && TIMEOUT=$2 && shift ;;
@@ -490,6 +495,8 @@ write_config() {
         echo "state_dir = \"$STATE\""
         echo "api_socket = \"$SOCKET\""
         echo "packet_log = \"$LOGDIR/dfwpktlogs.log\""
+        echo "# nsx-eth0's address by DHCP from the distribution's client, answered by the agent."
+        echo "port_dhcp = $PORT_DHCP"
         echo ""
         echo "[gateway]"
         echo "control = \"$GW_ADDR:$CONTROL_PORT\""

@@ -191,6 +191,15 @@ check_eq "vm1 reports its distribution from $os_release as its OS" "$WANT_OS" "$
 VM1_IP=$(gw_instance vm1 .ip)
 agent_wait_overlay vm1 || true
 check "vm1 pings vm2 ($VM2_IP) over the overlay" overlay_wait_ping vm1 "$VM2_IP"
+# By default the port's address comes from DHCP, answered by the agent.
+check "the installed config asks for the port's address by DHCP" grep -qx 'port_dhcp = true' "$P/etc/nsx-agent/agent.toml"
+acks1() {
+    local n
+    n=$("$P/usr/sbin/nsx-agent" ctl --socket "$P/var/run/nsx-agent/nsxagent.sock" counters 2>/dev/null | jq -r '.dhcp.ack // 0')
+    [[ "${n:-0}" -ge 1 ]]
+}
+check "... vm1's nsx-eth0 got $VM1_IP by DHCP from its agent (an ACK counted)" wait_for 10 acks1
+check "... the DNS settings stay in the agent's state dir" test -e "$P/var/lib/nsx-agent/overlay-resolv.conf"
 # ssh_banner NS IP PORT: true once an OpenSSH banner answers there (bounded).
 ssh_banner() {
     local i line

@@ -1136,7 +1136,9 @@ async fn build_overlay(
             LinkUnspec::new_with_index(ov.index).up().build(),
         )
         .await?;
-        if !plan.dhcp {
+        if plan.dhcp {
+            netns::allow_nonlocal_bind()?;
+        } else {
             nl.add_addr(&ovif, ov.index, &port_addr(&plan), None)
                 .await?;
             nl.add_route(&ovif, ov.index, &default_route(plan.gateway))

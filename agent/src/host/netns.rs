@@ -240,6 +240,19 @@ pub fn promote_secondaries(ifname: &str) -> Result<(), HostError> {
 
 /// Writes "1" to `/proc/sys/net/ipv6/conf/IF/disable_ipv6` of the calling
 /// thread's netns, if IPv6 exists at all (no-op otherwise).
+/// Lets sockets in the calling thread's network namespace bind an IPv4
+/// address the namespace does not have yet (`ip_nonlocal_bind`): with
+/// `port_dhcp` the overlay sshd starts before the DHCP client has the
+/// port's address.
+pub fn allow_nonlocal_bind() -> Result<(), HostError> {
+    let p = "/proc/sys/net/ipv4/ip_nonlocal_bind";
+    std::fs::write(p, "1").map_err(|source| HostError::Io {
+        step: "allow binding the port's address before DHCP",
+        target: p.into(),
+        source,
+    })
+}
+
 pub fn disable_ipv6(ifname: &str) -> Result<(), HostError> {
     let p = Path::new("/proc/sys/net/ipv6/conf")
         .join(ifname)
