@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::*;
 use control::{DhcpOptions, StaticRoute};
-use datapath::{DropReason, Pipeline, Tables, Verdict};
+use datapath::{DropReason, LayerId, Pipeline, StepResult, Tables, TraceFrom, Verdict};
 use geneve::dhcp::{self, MessageType, opt};
 use geneve::{ethernet, ipv4, udp};
 
@@ -256,4 +256,34 @@ fn only_dhcp_may_come_from_the_unspecified_address() {
         Verdict::Drop(DropReason::Malformed)
     );
     assert!(out.port.is_empty());
+}
+
+#[test]
+fn trace_explains_the_answer_and_the_rogue_drop() {
+    let p = pipeline_for(VM1);
+    let t = p.trace(TraceFrom::Port, &from_client(MessageType::Discover, &[]), 1);
+    assert_eq!(t.verdict, Verdict::Replied);
+    let step = &t.steps[1];
+    assert_eq!((step.layer, step.result), (LayerId::Dhcp, StepResult::Done));
+    assert_eq!(
+        step.detail,
+        "DHCPDISCOVER on ls-web (vni 0x238c): DHCPOFFER 192.168.100.3 sent to the port"
+    );
+    assert_eq!(t.outputs.len(), 1, "the OFFER, shown, not sent");
+    assert_eq!(p.counters().dhcp.discover, 0, "tracing counts nothing");
+    let mut offer = dhcp_client_frame(
+        VM1.mac,
+        (VM1.ip, Ipv4Addr::BROADCAST),
+        (dhcp::SERVER_PORT, dhcp::CLIENT_PORT),
+        MessageType::Offer,
+        Ipv4Addr::UNSPECIFIED,
+        &[],
+    );
+    offer[42] = dhcp::OP_REPLY;
+    let t = p.trace(TraceFrom::Port, &offer, 1);
+    assert_eq!(t.verdict, Verdict::Drop(DropReason::RogueDhcpServer));
+    assert_eq!(
+        t.steps[1].detail,
+        "DHCP server message (UDP 67 -> 68) from the port (192.168.100.3): drop (rogue_dhcp_server)"
+    );
 }
