@@ -73,7 +73,9 @@ pub(crate) fn process<R: Recorder>(
         note(Why::NotDhcp);
         return Step::Next;
     };
-    if ip.protocol != ipv4::PROTO_UDP {
+    // Ports 67 and 68 start with a zero byte: most UDP (ephemeral source
+    // ports) is let through without reading its header again.
+    if ip.protocol != ipv4::PROTO_UDP || ip.l4_first != 0 {
         note(Why::NotDhcp);
         return Step::Next;
     }
