@@ -16,7 +16,8 @@
 //! replaced by the bridge's (pid and lease files stay the same; the bridge
 //! carries the NIC's MAC, so the server sees the same client). A client
 //! that manages other interfaces too, or all of them (dhclient without an
-//! interface, dhcpcd's manager mode), is left alone and logged.
+//! interface), is left alone and logged; dhcpcd's manager mode is told
+//! through its control socket instead (`host::dhcpcd_mgr`).
 //! systemd-networkd (and netplan, which drives it) is told through its
 //! own files instead (`host::networkd`).
 //!
@@ -218,7 +219,9 @@ pub fn find(nic: &str, bridge: &str, links: &[String]) -> Vec<DhcpRec> {
     let mut out = Vec::new();
     for r in running(&links) {
         if r.all || !r.ifaces.iter().any(|i| i == nic) {
-            if r.all {
+            // dhcpcd's manager is told through its control socket instead
+            // (`host::dhcpcd_mgr`).
+            if r.all && r.client != Client::Dhcpcd {
                 tracing::warn!(
                     client = r.client.name(),
                     pid = r.proc.pid,
@@ -245,6 +248,23 @@ pub fn find(nic: &str, bridge: &str, links: &[String]) -> Vec<DhcpRec> {
         out.push(rec);
     }
     out
+}
+
+/// A dhcpcd in manager mode (every interface) running in our network
+/// namespace: its pid and the address-family flag its title shows (`-4`
+/// for `[ip4]` alone, `-6` for `[ip6]` alone).
+pub fn dhcpcd_manager(links: &[String]) -> Option<(u32, Option<String>)> {
+    running(links)
+        .into_iter()
+        .find(|r| r.client == Client::Dhcpcd && r.all)
+        .map(|r| {
+            let family = r
+                .args
+                .iter()
+                .find(|a| matches!(a.as_str(), "-4" | "-6"))
+                .cloned();
+            (r.proc.pid, family)
+        })
 }
 
 /// `links` plus `name`.

@@ -44,12 +44,14 @@
 //! This file owns the public API, the records and the orchestration; see
 //! `netlink` (rtnetlink helpers), `ipv6` (the NIC's IPv6: records, sysctls,
 //! router solicitations), `dhcp` (the NIC's DHCP client, moved to the
-//! bridge and back), `networkd` (systemd-networkd told to manage the
-//! bridge instead of the NIC, and back), `netns` (namespaces), `ethtool` (offload
+//! bridge and back), `dhcpcd_mgr` (dhcpcd's manager mode told to run DHCP
+//! on the bridge instead of the NIC, and back), `networkd` (systemd-networkd
+//! told to manage the bridge instead of the NIC, and back), `netns` (namespaces), `ethtool` (offload
 //! ioctl), `nft` (the NIC's ingress drop chain, the underlay ssh block),
 //! `procs` (recorded processes) and `state` (the state file).
 
 mod dhcp;
+mod dhcpcd_mgr;
 mod ethtool;
 mod ipv6;
 mod netlink;
@@ -62,6 +64,7 @@ pub mod sshd;
 mod state;
 
 pub use dhcp::{Client as DhcpClient, DhcpRec};
+pub use dhcpcd_mgr::DhcpcdMgrRec;
 pub use ipv6::{Addr6Rec, Route6Rec};
 pub use netlink::{AddrRec, RouteRec};
 pub use networkd::NetworkdRec;
@@ -341,6 +344,14 @@ pub async fn setup<'a>(
     // address moves, started for the bridge once it is there.
     let links = nl.link_names().await?;
     st.dhcp = dhcp::find(&nic.name, &settings.vtep_if, &links);
+    // dhcpcd's manager: recorded, told to stop the NIC (keeping its
+    // address) before the move and to run the bridge after it.
+    let nic_dhcp = nic.routes.iter().any(|r| r.protocol == RTPROT_DHCP);
+    st.dhcpcd_manager = if st.dhcp.is_empty() {
+        dhcpcd_mgr::find(&nic.name, &links, nic_dhcp)
+    } else {
+        None
+    };
     // systemd-networkd: recorded too, told once the bridge holds the NIC.
     let networkd = networkd::find(&nic.name, nic.ifindex, &settings.vtep_if);
     st.networkd = networkd.as_ref().map(|p| p.rec.clone());
@@ -348,6 +359,9 @@ pub async fn setup<'a>(
     tracing::info!(nic = %nic.name, state = %state::path(&settings.state_dir).display(), "saved NIC config");
     if !st.dhcp.is_empty() {
         dhcp::stop_for(&nic.name, &links).await;
+    }
+    if let Some(m) = &st.dhcpcd_manager {
+        dhcpcd_mgr::release(m, &nic.name).await;
     }
 
     match build(&nl, &st, port, port_mac, overlay_mtu).await {
@@ -359,6 +373,9 @@ pub async fn setup<'a>(
             }
             if let Some(plan) = &networkd {
                 networkd::hand_over(plan).await;
+            }
+            if let Some(m) = &st.dhcpcd_manager {
+                dhcpcd_mgr::take(m, &st.vtep_if).await;
             }
             if !st.dhcp.is_empty() {
                 dhcp::start(
@@ -525,6 +542,12 @@ async fn adopt(
             &st.vtep_if,
             &nl.link_names().await?,
         );
+    }
+    if let Some(m) = &st.dhcpcd_manager {
+        // A manager restarted meanwhile runs the NIC (a bridge port) again
+        // and not the bridge.
+        dhcpcd_mgr::release(m, &st.nic.name).await;
+        dhcpcd_mgr::take(m, &st.vtep_if).await;
     }
     Ok(Some(Plumbed {
         nic: st.nic.clone(),
@@ -715,7 +738,8 @@ pub async fn follow_underlay(settings: &HostSettings) -> Result<NicInfo, HostErr
     for a in &mut addrs {
         a.label = relabel(&st.vtep_if, &st.nic.name, a.label.as_deref());
     }
-    let dhcpcd = st.dhcp.iter().any(|d| d.client == DhcpClient::Dhcpcd);
+    let dhcpcd =
+        st.dhcp.iter().any(|d| d.client == DhcpClient::Dhcpcd) || st.dhcpcd_manager.is_some();
     let routes: Vec<RouteRec> = nl
         .routes::<Ipv4Addr>(&br.name, br.index)
         .await?
@@ -1160,6 +1184,9 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
     if !st.vtep_if.is_empty() {
         // The bridge goes away, and with it whatever DHCP client runs there.
         dhcp::stop_for(&st.vtep_if, &nl.link_names().await?).await;
+        if let Some(m) = &st.dhcpcd_manager {
+            dhcpcd_mgr::release(m, &st.vtep_if).await;
+        }
     }
     stop_ssh(st.ssh.as_ref(), &rec.name).await;
     if let Some(fw) = &st.fw {
@@ -1249,7 +1276,7 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
         // address: forever until its next renewal sets the lease's
         // lifetime (dhclient's script cannot change the lifetime of an
         // address that is already there when it binds).
-        let life = if st.dhcp.is_empty() {
+        let life = if st.dhcp.is_empty() && st.dhcpcd_manager.is_none() {
             restored_lifetimes(a, None, age)
         } else {
             None
@@ -1276,6 +1303,11 @@ async fn restore(nl: &Nl, st: &HostState) -> Result<(), HostError> {
             &nic.name,
             &nl.link_names().await?,
         );
+    }
+    if rec.was_up
+        && let Some(m) = &st.dhcpcd_manager
+    {
+        dhcpcd_mgr::take(m, &nic.name).await;
     }
     if !rec.was_up {
         let msg = LinkUnspec::new_with_index(nic.index).down().build();

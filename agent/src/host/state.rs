@@ -12,7 +12,8 @@
 //! The NIC's DHCP clients the agent moved to the bridge are recorded too
 //! (`dhcp`, optional and additive like `ssh`), so a restore from the file
 //! alone starts them for the NIC again; so is what systemd-networkd was
-//! told (`networkd`), so such a restore gives it the NIC back.
+//! told (`networkd`), and the dhcpcd manager told about the bridge
+//! (`dhcpcd_manager`), so such a restore gives either the NIC back.
 //!
 //! In overlay mode the file also records the underlay ssh pieces (`ssh`:
 //! the sshd listeners the agent started and its `inet` nf_tables table),
@@ -33,6 +34,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::dhcp::DhcpRec;
+use super::dhcpcd_mgr::DhcpcdMgrRec;
 use super::networkd::NetworkdRec;
 use super::{HostError, NicInfo};
 
@@ -87,6 +89,10 @@ pub struct HostState {
     /// What systemd-networkd was told (see `host::networkd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networkd: Option<NetworkdRec>,
+    /// The dhcpcd manager told to run DHCP on the bridge instead of the
+    /// NIC (see `host::dhcpcd_mgr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcpcd_manager: Option<DhcpcdMgrRec>,
 }
 
 /// What overlay mode's underlay ssh adds to the host (see `crate::host::sshd`).
@@ -153,6 +159,7 @@ impl HostState {
             ssh: None,
             dhcp: Vec::new(),
             networkd: None,
+            dhcpcd_manager: None,
         }
     }
 
