@@ -13,6 +13,13 @@
 #     renews there, and eth0's addresses (lifetimes aside) and the routes
 #     are as before;
 #   * after SIGKILL, `nsx-agent cleanup` does the same from the state file.
+# Then dhcpcd in manager mode (`dhcpcd -b -4 --nodev`, one process for
+# every interface), which the agent tells through its control socket: while
+# the agent runs its renewals come from nsx-vtep0.0 (the address there gets
+# the lease's lifetime) and eth0 has no IPv4 address; after SIGTERM, and
+# after SIGKILL + cleanup, eth0 has the lease again, renews, and its
+# addresses and routes are as before; the manager is the same process
+# throughout.
 # Last, in gateway mode, dnsmasq leases vm1 a new address: the agent
 # follows (status, state file), the gateway records it and gives vm2 the
 # new tunnel endpoint, the overlay pings both ways, and SIGTERM gives eth0
@@ -151,6 +158,86 @@ round() {
 
 round dhclient dhclient -4 -v -pf "$PRIV/dhclient.eth0.pid" -lf "$PRIV/lib-dhcp/dhclient.eth0.leases" eth0
 round dhcpcd dhcpcd -4 eth0
+
+# --- dhcpcd in manager mode (Debian's and Ubuntu's dhcpcd.service run
+# `dhcpcd -b -q`): one process for every interface, which the agent tells
+# through its control socket and never stops. `--nodev`: no udevd runs in
+# the sandbox, and dhcpcd's udev module would wait for it to initialise
+# every interface. The bridge is ignored by a manager unless told.
+# manager_pid: the dhcpcd manager in vm1's namespace.
+manager_pid() {
+    local ns p
+    ns=$(stat -L -c %i "/run/netns/$NS1")
+    for p in $(pgrep -x dhcpcd || true); do
+        [[ "$(stat -L -c %i "/proc/$p/ns/net" 2>/dev/null)" == "$ns" ]] || continue
+        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q '\[manager\]' && echo "$p"
+    done
+    return 0
+}
+no_addr_eth0() { [[ -z "$(ip netns exec "$NS1" ip -4 -o addr show dev eth0)" ]]; }
+round_manager() {
+    local kind=dhcpcd-manager n rc out mgr before
+    diag "--- $kind: dhcpcd -b -4 --nodev"
+    in_inst vm1 dhcpcd -b -4 --nodev >"$TOPO_DIR/$kind.start.log" 2>&1 || true
+    wait_for 30 leased eth0 || bail "$kind: eth0 gets $IP1 from dnsmasq" "$(tail -n 5 "$TOPO_DIR/$kind.start.log")"
+    wait_for 10 has_default eth0 || bail "$kind: default route via 10.99.3.1 on eth0"
+    mgr=$(manager_pid)
+    [[ "$mgr" =~ ^[0-9]+$ ]] || bail "$kind: one dhcpcd manager runs" "$mgr"
+    before=$(eth0_snapshot vm1 -4 dynamic)
+
+    start_agents vm1
+    check "$kind: the state file records the manager" \
+        jq -e '.dhcpcd_manager.socket == "/run/dhcpcd/sock" and .dhcpcd_manager.family == "-4" and ((.dhcp // []) | length == 0)' "$STATE1"
+    n=$(acks)
+    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 renewed "$n"
+    n=$(acks)
+    check "$kind: and another" wait_for 30 renewed "$n"
+    # The moved address lives forever until dhcpcd binds it on the bridge.
+    check "$kind: after the renewals $IP1 is on nsx-vtep0.0 with the lease's lifetime" leased nsx-vtep0.0
+    check "$kind: no IPv4 address on eth0" no_addr_eth0
+    check "$kind: the default route stays on nsx-vtep0.0" has_default nsx-vtep0.0
+    check "$kind: underlay ping vm2 -> vm1" in_inst vm2 ping -n -c 2 -i 0.2 -W 2 "$IP1"
+    check "$kind: overlay ping vm1 -> vm2" overlay_wait_ping vm1 192.168.100.4
+    check_eq "$kind: the manager is the same process" "$mgr" "$(manager_pid)"
+
+    rc=0
+    agent_stop vm1 || rc=$?
+    check_eq "$kind: agent exits 0 on SIGTERM" 0 "$rc"
+    # Restored without lifetime: dhcpcd's bind on eth0 sets the lease's.
+    check "$kind: after SIGTERM $IP1 is on eth0 with the lease's lifetime" wait_for 30 leased eth0
+    n=$(acks)
+    check "$kind: after SIGTERM a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    check "$kind: after SIGTERM $IP1 is still on eth0 with the lease's lifetime" leased eth0
+    check_same "$kind: eth0's addresses (lifetimes aside) and the routes are as before" \
+        "$before" "$(eth0_snapshot vm1 -4 dynamic)"
+    check "$kind: underlay ping vm2 -> vm1 after SIGTERM" in_inst vm2 ping -n -c 2 -i 0.2 -W 2 "$IP1"
+    check_eq "$kind: after SIGTERM the manager is the same process" "$mgr" "$(manager_pid)"
+
+    # SIGKILL: the state file alone gives the NIC back to the manager.
+    start_agents vm1
+    check "$kind: (again) the state file records the manager" jq -e '.dhcpcd_manager != null' "$STATE1"
+    check "$kind: (again) the manager binds $IP1 on nsx-vtep0.0" wait_for 30 leased nsx-vtep0.0
+    agent_kill vm1
+    out=$(cleanup_cmd 2>&1) && rc=0 || rc=$?
+    check_eq "$kind: nsx-agent cleanup after SIGKILL exits 0" 0 "$rc"
+    [[ $rc -eq 0 ]] || diag "$out"
+    check "$kind: after cleanup $IP1 is on eth0 with the lease's lifetime" wait_for 30 leased eth0
+    n=$(acks)
+    check "$kind: after cleanup a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    check "$kind: after cleanup $IP1 is still on eth0 with the lease's lifetime" leased eth0
+    check_same "$kind: after cleanup eth0's addresses (lifetimes aside) and the routes are as before" \
+        "$before" "$(eth0_snapshot vm1 -4 dynamic)"
+    check_eq "$kind: after cleanup the manager is the same process" "$mgr" "$(manager_pid)"
+    if [[ $TAP_FAILED -gt 0 ]]; then
+        diag "vm1:" "$(in_inst vm1 ip -br addr; in_inst vm1 ip route)"
+        diag "vm1's agent log:" "$(grep -i dhcp "$(agent_log vm1)" | tail -n 20)"
+    fi
+
+    kill -TERM "$mgr" 2>/dev/null || true
+    wait_for 10 bash -c "! kill -0 $mgr 2>/dev/null" || bail "$kind: the manager stops"
+    in_inst vm1 ip addr flush dev eth0
+}
+round_manager
 
 # --- a lease that changes the address, in gateway mode: the agent follows
 # (its status, the state file), tells the gateway (a new Hello), which gives
