@@ -174,6 +174,8 @@ manager_pid() {
     done
     return 0
 }
+peer_v4() { [[ -n "$(ip netns exec "$NS1" ip -4 -o addr show dev nsx-eth0-peer)" ]]; }
+no_peer_v4_for() { ! wait_for "$1" peer_v4; }
 no_addr_eth0() { [[ -z "$(ip netns exec "$NS1" ip -4 -o addr show dev eth0)" ]]; }
 round_manager() {
     local kind=dhcpcd-manager n rc out mgr before
@@ -196,6 +198,11 @@ round_manager() {
     check "$kind: after the renewals $IP1 is on nsx-vtep0.0 with the lease's lifetime" leased nsx-vtep0.0
     check "$kind: no IPv4 address on eth0" no_addr_eth0
     check "$kind: the default route stays on nsx-vtep0.0" has_default nsx-vtep0.0
+    # Nor does the manager run DHCP, then IPv4LL, on the agent's veth
+    # (untold, its address came 12 s after the agent started).
+    check "$kind: no IPv4 address on nsx-eth0-peer (watched for 15 s)" no_peer_v4_for 15
+    check "$kind: no 169.254.0.0/16 route" \
+        bash -c "! ip netns exec $NS1 ip -4 route show table all | grep -q '^169\.254\.'"
     check "$kind: underlay ping vm2 -> vm1" in_inst vm2 ping -n -c 2 -i 0.2 -W 2 "$IP1"
     check "$kind: overlay ping vm1 -> vm2" overlay_wait_ping vm1 192.168.100.4
     check_eq "$kind: the manager is the same process" "$mgr" "$(manager_pid)"

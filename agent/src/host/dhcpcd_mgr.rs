@@ -13,6 +13,10 @@
 //! * a bridge is ignored by default ("ignoring due to interface type and
 //!   no config"); after the move `-n BRIDGE` starts DHCP on it (the bridge
 //!   has the NIC's MAC, so the server sees the same client);
+//! * the agent's own veths in the namespace (the overlay port's peer, the
+//!   firewall pair) are not ignored: the manager runs DHCP on them, then
+//!   gives them an IPv4LL address and a 169.254.0.0/16 route; so after the
+//!   build each gets `-x IF` (no `-p`: what it configured goes);
 //! * on restore, `-p -x BRIDGE` before the bridge goes, `-n NIC` once the
 //!   NIC has its addresses back (the manager also takes the NIC up again by
 //!   itself when it leaves the bridge: it sees it depart and come back);
@@ -114,6 +118,13 @@ fn is_socket(p: &Path) -> bool {
 pub async fn release(rec: &DhcpcdMgrRec, ifname: &str) {
     let args = ["dhcpcd", "-p", "-x", ifname];
     tell(rec, &args, ifname).await;
+}
+
+/// `dhcpcd -x IF`: the manager stops DHCP on `ifname` and removes what it
+/// configured there (the agent's own veths: a manager runs DHCP, then
+/// IPv4LL, on every new one).
+pub async fn leave(rec: &DhcpcdMgrRec, ifname: &str) {
+    tell(rec, &["dhcpcd", "-x", ifname], ifname).await;
 }
 
 /// `dhcpcd [-4|-6] -n IF`: the manager (re)starts DHCP on `ifname`.

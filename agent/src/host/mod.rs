@@ -376,6 +376,9 @@ pub async fn setup<'a>(
             }
             if let Some(m) = &st.dhcpcd_manager {
                 dhcpcd_mgr::take(m, &st.vtep_if).await;
+                for name in own_veths(&st) {
+                    dhcpcd_mgr::leave(m, name).await;
+                }
             }
             if !st.dhcp.is_empty() {
                 dhcp::start(
@@ -414,6 +417,20 @@ pub async fn setup<'a>(
             }
         }
     }
+}
+
+/// The agent's veths in its own network namespace (the overlay port's
+/// peer, the firewall pair): a dhcpcd manager is told to leave them alone.
+fn own_veths(st: &HostState) -> Vec<&str> {
+    let mut v = Vec::new();
+    if st.netns.is_some() {
+        v.push(st.overlay_peer.as_str());
+    }
+    if let Some(fw) = &st.fw {
+        v.push(fw.fw_if.as_str());
+        v.push(fw.fw_peer.as_str());
+    }
+    v
 }
 
 /// Takes over a previous run's plumbing if it matches `settings` and
@@ -548,6 +565,9 @@ async fn adopt(
         // and not the bridge.
         dhcpcd_mgr::release(m, &st.nic.name).await;
         dhcpcd_mgr::take(m, &st.vtep_if).await;
+        for name in own_veths(st) {
+            dhcpcd_mgr::leave(m, name).await;
+        }
     }
     Ok(Some(Plumbed {
         nic: st.nic.clone(),
