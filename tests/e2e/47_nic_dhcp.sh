@@ -190,10 +190,10 @@ round_manager() {
     start_agents vm1
     check "$kind: the state file records the manager" \
         jq -e '.dhcpcd_manager.socket == "/run/dhcpcd/sock" and .dhcpcd_manager.family == "-4" and ((.dhcp // []) | length == 0)' "$STATE1"
-    n=$(acks)
-    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 renewed "$n"
-    n=$(acks)
-    check "$kind: and another" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: a renewal from nsx-vtep0.0 is answered" wait_for 30 dhcp_renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: and another" wait_for 30 dhcp_renewed "$n"
     # The moved address lives forever until dhcpcd binds it on the bridge.
     check "$kind: after the renewals $IP1 is on nsx-vtep0.0 with the lease's lifetime" leased nsx-vtep0.0
     check "$kind: no IPv4 address on eth0" no_addr_eth0
@@ -212,8 +212,8 @@ round_manager() {
     check_eq "$kind: agent exits 0 on SIGTERM" 0 "$rc"
     # Restored without lifetime: dhcpcd's bind on eth0 sets the lease's.
     check "$kind: after SIGTERM $IP1 is on eth0 with the lease's lifetime" wait_for 30 leased eth0
-    n=$(acks)
-    check "$kind: after SIGTERM a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: after SIGTERM a renewal from eth0 is answered" wait_for 30 dhcp_renewed "$n"
     check "$kind: after SIGTERM $IP1 is still on eth0 with the lease's lifetime" leased eth0
     check_same "$kind: eth0's addresses (lifetimes aside) and the routes are as before" \
         "$before" "$(eth0_snapshot vm1 -4 dynamic)"
@@ -229,8 +229,8 @@ round_manager() {
     check_eq "$kind: nsx-agent cleanup after SIGKILL exits 0" 0 "$rc"
     [[ $rc -eq 0 ]] || diag "$out"
     check "$kind: after cleanup $IP1 is on eth0 with the lease's lifetime" wait_for 30 leased eth0
-    n=$(acks)
-    check "$kind: after cleanup a renewal from eth0 is answered" wait_for 30 renewed "$n"
+    n=$(dhcp_acks)
+    check "$kind: after cleanup a renewal from eth0 is answered" wait_for 30 dhcp_renewed "$n"
     check "$kind: after cleanup $IP1 is still on eth0 with the lease's lifetime" leased eth0
     check_same "$kind: after cleanup eth0's addresses (lifetimes aside) and the routes are as before" \
         "$before" "$(eth0_snapshot vm1 -4 dynamic)"
