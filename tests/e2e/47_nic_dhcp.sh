@@ -38,14 +38,7 @@ for t in dnsmasq dhclient dhcpcd; do
     command -v "$t" >/dev/null || bail "$t is required (scripts/test.sh installs dnsmasq-base, isc-dhcp-client, dhcpcd-base)"
 done
 
-# What the clients write, kept inside the sandbox's mount namespace.
-PRIV=$SANDBOX_TMP/priv
-mkdir -p "$PRIV/lib-dhcp" "$PRIV/lib-dhcpcd" "$PRIV/run-dhcpcd"
-echo "# e2e 47" >"$PRIV/resolv.conf"
-mount --bind "$PRIV/resolv.conf" /etc/resolv.conf || bail "private /etc/resolv.conf"
-mount --bind "$PRIV/lib-dhcp" /var/lib/dhcp || bail "private /var/lib/dhcp"
-mount --bind "$PRIV/lib-dhcpcd" /var/lib/dhcpcd || bail "private /var/lib/dhcpcd"
-mkdir -p /run/dhcpcd && mount --bind "$PRIV/run-dhcpcd" /run/dhcpcd || bail "private /run/dhcpcd"
+dhcp_client_private || bail "private files for the DHCP clients"
 
 topo_new t47 1500
 topo_switch ls-web 0x238c 192.168.100.0/24 192.168.100.1

@@ -77,6 +77,19 @@ wait_for() {
 
 # --- DHCP on the underlay (e2e 47, 49) ---
 
+# dhcp_client_private: what the real DHCP clients write (/etc/resolv.conf,
+# /var/lib/dhcp, /var/lib/dhcpcd, /run/dhcpcd) goes to private copies under
+# PRIV=$SANDBOX_TMP/priv, inside the sandbox's mount namespace.
+dhcp_client_private() {
+    PRIV=$SANDBOX_TMP/priv
+    mkdir -p "$PRIV/lib-dhcp" "$PRIV/lib-dhcpcd" "$PRIV/run-dhcpcd" /run/dhcpcd || return 1
+    echo "# e2e $TAP_PREFIX" >"$PRIV/resolv.conf"
+    mount --bind "$PRIV/resolv.conf" /etc/resolv.conf &&
+        mount --bind "$PRIV/lib-dhcp" /var/lib/dhcp &&
+        mount --bind "$PRIV/lib-dhcpcd" /var/lib/dhcpcd &&
+        mount --bind "$PRIV/run-dhcpcd" /run/dhcpcd
+}
+
 # underlay_dnsmasq MAC IP [DNSMASQ-ARG...]: dnsmasq on the underlay bridge
 # leases IP to MAC (2 min, renewal after 10 s, rebinding after 20 s),
 # logging to $DMLOG; DNSMASQ is its PID. dhcp_acks / dhcp_renewed count
