@@ -80,11 +80,12 @@ restart_headless SIGKILL
 # DHCP with the gateway down: vm1's agent still answers its own port
 # (busybox udhcpc, Debian's default.script; its resolv.conf stays here).
 echo "# e2e 26" >"$SANDBOX_TMP/resolv.conf"
-mount --bind "$SANDBOX_TMP/resolv.conf" /etc/resolv.conf || bail "private /etc/resolv.conf"
 in_overlay vm1 ip -4 addr flush dev nsx-eth0
 in_overlay vm1 ip -4 route flush dev nsx-eth0 2>/dev/null || true
-in_overlay vm1 timeout 30 udhcpc -i nsx-eth0 -f -q -n -t 5 -T 2 >"$TOPO_DIR/udhcpc.log" 2>&1 ||
-    diag "udhcpc:" "$(tail -n 10 "$TOPO_DIR/udhcpc.log")"
+# (its own mount namespace: the bind ends with it)
+unshare --mount --propagation unchanged sh -c 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' \
+    sh "$SANDBOX_TMP/resolv.conf" ip netns exec "$(topo_root vm1)" timeout 30 udhcpc -i nsx-eth0 -f -q -n -t 5 -T 2 \
+    >"$TOPO_DIR/udhcpc.log" 2>&1 || diag "udhcpc:" "$(tail -n 10 "$TOPO_DIR/udhcpc.log")"
 got=$(in_overlay vm1 ip -j -4 addr show dev nsx-eth0 | jq -r '[.[0].addr_info[]?.local] | join(",")')
 check_eq "gateway down: udhcpc on vm1's port gets its overlay IP from the agent" "${GW_IP_OF[vm1]}" "$got"
 check "gateway down: after DHCP, overlay ping vm1 -> vm2 (routed via the DHCP default route)" \

@@ -15,9 +15,10 @@ set -euo pipefail
 # shellcheck source=tests/lib/e2e.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
 e2e_init 50 "$@"
-# The clients' scripts may set the host name: a UTS namespace of our own.
+# The clients' scripts may set the host name: a UTS namespace of our own;
+# and a mount namespace, so the private files' binds end with this test.
 if [[ -z "${NSX_E2E50_UTS:-}" ]]; then
-    exec env NSX_E2E50_UTS=1 unshare --uts bash "$(readlink -f "${BASH_SOURCE[0]}")" "$@"
+    exec env NSX_E2E50_UTS=1 unshare --uts --mount --propagation unchanged bash "$(readlink -f "${BASH_SOURCE[0]}")" "$@"
 fi
 for t in dhclient udhcpc dhcpcd dnsmasq busybox; do
     command -v "$t" >/dev/null || bail "$t is required (scripts/test.sh installs isc-dhcp-client, udhcpc, dhcpcd-base, dnsmasq-base)"

@@ -9,7 +9,8 @@
 //! installed (in that order), started detached in its own mount namespace
 //! where `state_dir/overlay-resolv.conf` is bind-mounted over
 //! `/etc/resolv.conf`, so the DNS settings it receives never touch the
-//! host's; its pid and lease files live in `state_dir` too. It is found
+//! host's; its pid and lease files live in `state_dir` too, and its
+//! errors (a failed bind, say) in `state_dir/port-dhcp.log`. It is found
 //! again by its network namespace (no record needed): `stop` signals every
 //! DHCP client in the overlay namespace (SIGTERM, bounded wait, SIGKILL)
 //! before the namespace goes, and `ensure` starts one unless one runs.
@@ -114,7 +115,7 @@ pub fn ensure(netns_name: &str, ifname: &str, state_dir: &Path) {
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log_file(state_dir));
     {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
@@ -133,6 +134,19 @@ pub fn ensure(netns_name: &str, ifname: &str, state_dir: &Path) {
                 .spawn(move || child.wait());
         }
         Err(error) => tracing::warn!(client = name, %error, "cannot start the port's DHCP client"),
+    }
+}
+
+/// Where the client's (and its wrapper's) errors go: `state_dir/port-dhcp.log`,
+/// truncated at each start (nothing, if it cannot be created).
+fn log_file(state_dir: &Path) -> Stdio {
+    let path = state_dir.join("port-dhcp.log");
+    match std::fs::File::create(&path) {
+        Ok(f) => Stdio::from(f),
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot create the port DHCP client's log");
+            Stdio::null()
+        }
     }
 }
 
