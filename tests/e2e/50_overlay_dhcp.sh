@@ -213,6 +213,14 @@ clients3() {
 has_clients3() { [[ -n "$(clients3)" ]]; }
 no_clients3() { [[ -z "$(clients3)" ]]; }
 check "port_dhcp: the client runs in vm3's overlay namespace" has_clients3
+# A reload that gives vm3's port another address: the agent restarts the
+# client, which is NAKed for the old one and leased the new one (the
+# other agents' static configs still know .5, so no ping from .6).
+CFG3=$(topo_config_path vm3)
+sed -i "/^\[port\]\$/,/^\$/ s/^ip = .*/ip = \"192.168.100.6\"/" "$CFG3"
+kill -HUP "$(agent_pid vm3)"
+addr3new() { [[ "$(in_overlay vm3 ip -j -4 addr show dev nsx-eth0 | jq -r '[.[0].addr_info[]?.local] | join(" ")')" == 192.168.100.6 ]]; }
+check "port_dhcp: after a reload with port IP 192.168.100.6, the client holds exactly that" wait_for 10 addr3new
 rc=0
 agent_stop vm3 || rc=$?
 check_eq "port_dhcp: vm3's agent exits 0 on SIGTERM" 0 "$rc"
