@@ -395,11 +395,12 @@ fi
 
 say "nsxcli on vm1: the operator's shell (nsxcli -c ..., or interactive)"
 NSXCLI=${NSXCLI:-$(dirname "$NSX_AGENT")/nsxcli}
-# nsxcli_show CMD REGEX LABEL: run CMD against vm1's agent as the seed shows it, check REGEX.
+# nsxcli_show CMD REGEX LABEL [vmN]: run CMD against vmN's agent (vm1 by
+# default) as the seed shows it, check REGEX.
 nsxcli_show() {
-    local out
-    printf '%s> %s\n' "$(hostname)" "$1"
-    out=$("$NSXCLI" --socket "$(topo_socket vm1)" -c "$1" 2>&1) || true
+    local out vm=${4:-vm1}
+    printf '%s> %s\n' "$(hostname)${4:+ ($vm)}" "$1"
+    out=$("$NSXCLI" --socket "$(topo_socket "$vm")" -c "$1" 2>&1) || true
     indent <<<"$out"
     if grep -qE "$2" <<<"$out"; then good "$3"; else bad "$3"; fi
 }
@@ -411,6 +412,11 @@ if [[ -x "$NSXCLI" ]]; then
     nsxcli_show "trace port icmp src ${OIP[vm1]} dst ${OIP[vm2]} ttl 64" \
         "vni 0x2388" "trace: a ping vm1 -> vm2 is routed and encapsulated in app-ls's VNI"
     nsxcli_show "get firewall flows" "ssh\\(22\\)" "firewall flows of vm1"
+    # vm3 was installed with the defaults: its nsx-eth0 got its address by
+    # DHCP, from the DHCP client its agent runs, answered by that agent.
+    nsxcli_show "get dhcp leases" "^web-ls +${OIP[vm3]//./\\.} .* bound " \
+        "vm3 (installed with the defaults) got ${OIP[vm3]} by DHCP from its own agent" vm3
+    nsxcli_show "get dhcp server web-ls" "^Server Identifier : " "the switch's DHCP server, as vm3's agent answers it" vm3
 else
     bad "no nsxcli binary at $NSXCLI"
 fi
