@@ -235,6 +235,16 @@ fn only_dhcp_may_come_from_the_unspecified_address() {
         Verdict::Drop(DropReason::SpoofedSrcIp)
     );
     assert!(out.underlay.is_empty());
+    // TCP from 0.0.0.0 whose ports read 68 -> 67: not a DHCP client either.
+    let mut tcp = f.clone();
+    tcp[23] = ipv4::PROTO_TCP;
+    tcp[24..26].copy_from_slice(&[0, 0]);
+    let csum = geneve::checksum::fold(geneve::checksum::sum(&tcp[14..34], 0));
+    tcp[24..26].copy_from_slice(&csum.to_be_bytes());
+    assert_eq!(
+        p.from_port(&tcp, 1, &mut out),
+        Verdict::Drop(DropReason::SpoofedSrcIp)
+    );
     // Not DHCP from 0.0.0.0 (UDP 68 -> 53): SpoofGuard drops it.
     let mut not_dhcp = f.clone();
     not_dhcp[36..38].copy_from_slice(&53u16.to_be_bytes());

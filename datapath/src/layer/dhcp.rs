@@ -195,11 +195,11 @@ pub(crate) fn process<R: Recorder>(
 }
 
 /// (source port, destination port, payload) of an unfragmented IPv4/UDP
-/// frame whose headers port security checked.
-fn udp_of(frame: &[u8]) -> Option<(u16, u16, &[u8])> {
+/// frame (port security also asks it, for a client without an address).
+pub(crate) fn udp_of(frame: &[u8]) -> Option<(u16, u16, &[u8])> {
     let l3 = frame.get(ethernet::HEADER_LEN..)?;
     let ip = ipv4::Packet::new_checked(l3).ok()?;
-    if ip.more_frags() || ip.frag_offset() != 0 {
+    if ip.protocol() != ipv4::PROTO_UDP || ip.more_frags() || ip.frag_offset() != 0 {
         return None;
     }
     let l4_at = ip.header_len();

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use control::MacAddr;
-use geneve::{arp, dhcp, ethernet, ipv4, udp};
+use geneve::{arp, dhcp, ethernet};
 
 use super::{Ctx, DropReason, Recorder, Step, SwitchName, Verdict, Why as LayerWhy};
 use crate::offload::{MAX_SEGMENTS, Plan};
@@ -106,15 +106,8 @@ pub(crate) fn process<R: Recorder>(t: &Tables, ctx: &mut Ctx<'_>, rec: &mut R) -
 /// A DHCP client's message before it has an address: from 0.0.0.0, UDP
 /// 68 -> 67 (the DHCP layer answers it).
 fn dhcp_client(frame: &[u8]) -> bool {
-    let Some(ip) = frame
-        .get(ethernet::HEADER_LEN..)
-        .and_then(|b| ipv4::Packet::new_checked(b).ok())
-    else {
-        return false;
-    };
-    ip.protocol() == ipv4::PROTO_UDP
-        && udp::Packet::new_checked(ip.payload())
-            .is_ok_and(|u| (u.src_port(), u.dst_port()) == (dhcp::CLIENT_PORT, dhcp::SERVER_PORT))
+    super::dhcp::udp_of(frame)
+        .is_some_and(|(src, dst, _)| (src, dst) == (dhcp::CLIENT_PORT, dhcp::SERVER_PORT))
 }
 
 impl Why {
