@@ -366,28 +366,10 @@ pub async fn setup<'a>(
 
     match build(&nl, &st, port, port_mac, overlay_mtu).await {
         Ok((peer_ifindex, fw_peer_ifindex)) => {
-            if let (Some(ns), Some(p)) = (&st.netns, port)
-                && p.dhcp
-            {
-                portdhcp::ensure(ns, &st.overlay_if, &settings.state_dir);
-            }
             if let Some(plan) = &networkd {
                 networkd::hand_over(plan).await;
             }
-            if let Some(m) = &st.dhcpcd_manager {
-                dhcpcd_mgr::take(m, &st.vtep_if).await;
-                for name in own_veths(&st) {
-                    dhcpcd_mgr::leave(m, name).await;
-                }
-            }
-            if !st.dhcp.is_empty() {
-                dhcp::start(
-                    &st.dhcp,
-                    dhcp::Target::Bridge,
-                    &st.vtep_if,
-                    &nl.link_names().await?,
-                );
-            }
+            start_clients(&nl, &st, &settings.state_dir, port).await?;
             tracing::info!(
                 nic = %nic.name, bridge = %st.vtep_if, %underlay_ip, overlay_mtu,
                 netns = ?st.netns, filtered = st.fw.is_some(), "host plumbing ready"
@@ -546,29 +528,12 @@ async fn adopt(
             return Ok(None);
         }
     }
-    if let (Some(ns), Some(p)) = (&st.netns, mode.port())
-        && p.dhcp
-    {
-        portdhcp::ensure(ns, &st.overlay_if, &s.state_dir);
-    }
-    if !st.dhcp.is_empty() {
-        // The previous run's client for the bridge, if it died meanwhile.
-        dhcp::start(
-            &st.dhcp,
-            dhcp::Target::Bridge,
-            &st.vtep_if,
-            &nl.link_names().await?,
-        );
-    }
     if let Some(m) = &st.dhcpcd_manager {
-        // A manager restarted meanwhile runs the NIC (a bridge port) again
-        // and not the bridge.
+        // A manager restarted meanwhile runs the NIC (a bridge port) again.
         dhcpcd_mgr::release(m, &st.nic.name).await;
-        dhcpcd_mgr::take(m, &st.vtep_if).await;
-        for name in own_veths(st) {
-            dhcpcd_mgr::leave(m, name).await;
-        }
     }
+    // The previous run's clients, if they died meanwhile.
+    start_clients(nl, st, &s.state_dir, mode.port()).await?;
     Ok(Some(Plumbed {
         nic: st.nic.clone(),
         underlay_ip,
@@ -578,6 +543,38 @@ async fn adopt(
         nic_ifindex: nic.index,
         fw_peer_ifindex,
     }))
+}
+
+/// The DHCP clients that run while the agent holds the NIC (setup, and
+/// adopt again): the port's own (`port_dhcp`), the NIC's moved to the
+/// bridge, and a dhcpcd manager told to run the bridge and leave the
+/// agent's veths. Each starts only what is not running already.
+async fn start_clients(
+    nl: &Nl,
+    st: &HostState,
+    state_dir: &Path,
+    port: Option<&PortPlan>,
+) -> Result<(), HostError> {
+    if let (Some(ns), Some(p)) = (&st.netns, port)
+        && p.dhcp
+    {
+        portdhcp::ensure(ns, &st.overlay_if, state_dir);
+    }
+    if let Some(m) = &st.dhcpcd_manager {
+        dhcpcd_mgr::take(m, &st.vtep_if).await;
+        for name in own_veths(st) {
+            dhcpcd_mgr::leave(m, name).await;
+        }
+    }
+    if !st.dhcp.is_empty() {
+        dhcp::start(
+            &st.dhcp,
+            dhcp::Target::Bridge,
+            &st.vtep_if,
+            &nl.link_names().await?,
+        );
+    }
+    Ok(())
 }
 
 /// Changes the overlay address/default route (and MAC) on `overlay_if`
