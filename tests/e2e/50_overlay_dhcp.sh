@@ -182,12 +182,20 @@ for _ in range(3):
     s.sendto(msg, (sys.argv[1], 67))
 PY
 }
+# What reaches vm1's port from the rogue server (port 67), while it answers.
+ROGUE_PCAP=$TOPO_DIR/rogue-at-vm1.pcap
+sandbox_bg "$TOPO_DIR/rogue-cap.log" ip netns exec "$(topo_root vm1)" \
+    tshark -n -i nsx-eth0 -f "udp src port 67" -a duration:8 -w "$ROGUE_PCAP"
+ROGUE_CAP=$SANDBOX_LAST_PID
+wait_for 10 grep -qs "Capturing on" "$TOPO_DIR/rogue-cap.log" || bail "tshark captures on vm1's port" "$(cat "$TOPO_DIR/rogue-cap.log")"
 discover_to 192.168.100.4 || bail "send a DISCOVER to vm2"
 wait_for 5 grep -qs "DHCPOFFER(nsx-eth0)" "$TOPO_DIR/rogue.log" || true
 check "the rogue server saw the DISCOVER and answered it" grep -q "DHCPOFFER(nsx-eth0)" "$TOPO_DIR/rogue.log"
 rogue_above() { [[ "$(agent_ctl vm2 counters | jq -r '.drops.rogue_dhcp_server')" -gt "$rogue0" ]]; }
 check "vm2's agent dropped the rogue OFFER (rogue_dhcp_server)" wait_for 5 rogue_above
-check "vm1 got no address from the rogue server" bash -c "! ip netns exec $(topo_root vm1) ip -4 -o addr show dev nsx-eth0 | grep -q '192.168.100.1[0-5][0-9]'"
+sandbox_wait_exit "$ROGUE_CAP" 12 || sandbox_kill "$ROGUE_CAP" 2
+rogue_at_vm1=$(tshark -n -r "$ROGUE_PCAP" 2>/dev/null | grep -c . || true)
+check_eq "nothing from the rogue server reached vm1's port (tshark on nsx-eth0)" 0 "$rogue_at_vm1"
 
 # --- port_dhcp: vm3's agent sets no address; the DHCP client it runs in
 # the overlay namespace gets it from the agent's server.
