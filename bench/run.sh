@@ -11,7 +11,8 @@
 #
 # Env: NSX_AGENT (binary), OUT_DIR (results), MTUS ("1500 9001"), PATHS
 # ("raw vxlan_nested ovs_geneve agent"; also: vxlan, agent_nooff, agent_fw,
-# agent_fw10, raw+nooff, ovs_geneve_int, ovs_geneve_afxdp), FW_RULES (10000,
+# agent_fw10, raw+nooff, ovs_geneve_int, ovs_geneve_afxdp, and the
+# north-south north_south and vxlan_masq of bench/ns_path.sh), FW_RULES (10000,
 # the rule count of agent_fw), VXLAN_REF (the VXLAN path the agent is
 # compared with: vxlan_nested if measured, else vxlan), WIRE_CHECK (1),
 # PROFILE (0; 1 = sample per-thread CPU of the agent path during a run, see
@@ -24,6 +25,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/measure.sh"
 . "$HERE/paths.sh"
 . "$HERE/agent_path.sh"
+. "$HERE/ns_path.sh"
 
 MTUS=${MTUS:-1500 9001}
 PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent}
@@ -35,6 +37,7 @@ PROFILE=${PROFILE:-0}
 for b in ip ethtool iperf3 ping jq awk timeout nsenter unshare; do
     command -v "$b" >/dev/null || { echo "bench: missing $b" >&2; exit 1; }
 done
+case " $PATHS " in *" vxlan_masq "*) command -v nft >/dev/null || { echo "bench: missing nft (vxlan_masq)" >&2; exit 1; } ;; esac
 
 mkdir -p "$OUT_DIR"
 GVB_STATE=$(mktemp -d "${TMPDIR:-/tmp}/gvb-state.XXXXXX")
@@ -103,7 +106,7 @@ run_one() {
             --arg offl "$offl" --argjson wire "${wire:-null}" --argjson nooff "$nooff" \
             '. + {mtu:$mtu, inner_mtu:$inner, desc:$desc, offloads_client:$offl, offloads_off:($nooff==1), wire:$wire, path_stats:$pstats}' \
             <<<"$m" | tee -a "$RESULTS" >&2 || rc=1
-        if [ "$PROFILE" = 1 ] && [[ "$base" == agent* ]]; then
+        if [ "$PROFILE" = 1 ] && [[ "$base" == agent* || "$base" == north_south ]]; then
             . "$HERE/profile.sh"
             profile_agent_path "$mtu" >"$OUT_DIR/profile-$base-mtu$mtu.txt" 2>&1
             cat "$OUT_DIR/profile-$base-mtu$mtu.txt" >&2
@@ -128,7 +131,7 @@ run_one() {
     echo "agent: $("$NSX_AGENT" --version 2>/dev/null), built from git ${BENCH_GIT:-?} (copy: $NSX_AGENT)"
     [ -z "${NSX_AGENT_BASE:-}" ] || echo "agent_base: $NSX_AGENT_BASE ($(sha256sum "$NSX_AGENT_BASE" | cut -c1-12))"
     echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\""
+    echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\" NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1}"
 } | tee "$OUT_DIR/env.txt" >&2
 
 fail=0
@@ -156,6 +159,7 @@ jq -s --arg vref "$VXLAN_REF" '
   . as $all
   | by_label("raw") as $raw | by_label("agent") as $ag | by_label("ovs_geneve") as $ovs | by_label($vref) as $vx
   | by_label("agent_fw") as $fw | by_label("agent_fw10") as $fw10 | by_label("agent_base") as $base
+  | by_label("north_south") as $ns | by_label("vxlan_masq") as $mq
   | { vxlan_ref: $vref,
       rows: (map(. as $x | ($raw[$x.mtu|tostring]) as $r | ($ag[$x.mtu|tostring]) as $a | {
         mtu, path:.label, inner_mtu, error,
@@ -170,6 +174,8 @@ jq -s --arg vref "$VXLAN_REF" '
       targets: ([.[] | .mtu] | unique | map(tostring) | map(. as $m
         | pooled($all; "agent"; $m) as $pa | pooled($all; "agent_fw"; $m) as $pf | pooled($all; "agent_fw10"; $m) as $pf10
         | pooled($all; "agent_base"; $m) as $pb
+        | pooled($all; "north_south"; $m) as $pns | pooled($all; "vxlan_masq"; $m) as $pmq
+        | ($pns | median) as $mns | ($pmq | median) as $mmq
         | ($pa | median) as $ma | ($pf | median) as $mf | ($pf10 | median) as $mf10 | ($pb | median) as $mb | {
         mtu: ($m|tonumber),
         agent_gbps_1: $ag[$m].tcp_1.gbps, ovs_gbps_1: $ovs[$m].tcp_1.gbps, vxlan_gbps_1: $vx[$m].tcp_1.gbps,
@@ -184,7 +190,11 @@ jq -s --arg vref "$VXLAN_REF" '
         fw_over_fw10: ratio($mf; $mf10),
         base_gbps_1: ($mb | r3), base_n: ($pb | length), agent_over_base: ratio($ma; $mb),
         agent_p50_over_base: ratio($ag[$m].ping.p50_ms; $base[$m].ping.p50_ms),
-        fw_p50_over_agent: ratio($fw[$m].ping.p50_ms; $ag[$m].ping.p50_ms) })) }
+        fw_p50_over_agent: ratio($fw[$m].ping.p50_ms; $ag[$m].ping.p50_ms),
+        ns_gbps_1: ($mns | r3), ns_n: ($pns | length), masq_gbps_1: ($mmq | r3), masq_n: ($pmq | length),
+        ns_over_agent: ratio($mns; $ma), ns_over_masq: ratio($mns; $mmq), masq_over_vxlan: ratio($mmq; $vx[$m].tcp_1.gbps),
+        ns_p50_over_agent: ratio($ns[$m].ping.p50_ms; $ag[$m].ping.p50_ms),
+        ns_p50_over_masq: ratio($ns[$m].ping.p50_ms; $mq[$m].ping.p50_ms) })) }
 ' "$RESULTS" >"$OUT_DIR/summary.json"
 
 {
@@ -206,6 +216,11 @@ jq -s --arg vref "$VXLAN_REF" '
         echo
         echo "Baseline (agent vs NSX_AGENT_BASE in this run; medians over all single-stream runs of each path at the MTU, n = runs):"
         jq -r '.targets[] | "- MTU \(.mtu): agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), agent_base \(.base_gbps_1) Gb/s (n=\(.base_n)); agent / agent_base = \(.agent_over_base); ping p50 agent / agent_base = \(.agent_p50_over_base)"' "$OUT_DIR/summary.json"
+    fi
+    if jq -e 'any(.targets[]; .ns_gbps_1 != null or .masq_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
+        echo
+        echo "North-south (issue 14: instance -> edge -> uplink -> internet host, single stream >= 0.8x east-west agent-to-agent of the same run; kernel reference vxlan_masq = VXLAN to a router namespace doing nftables masquerade; medians over all single-stream runs of each path at the MTU, n = runs):"
+        jq -r '.vxlan_ref as $v | .targets[] | "- MTU \(.mtu): north_south \(.ns_gbps_1) Gb/s (n=\(.ns_n)), agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), vxlan_masq \(.masq_gbps_1) Gb/s (n=\(.masq_n)); north_south / agent = \(.ns_over_agent) (target >= 0.8: \(if .ns_over_agent == null then "n/a" elif .ns_over_agent >= 0.8 then "MET" else "NOT MET" end)); north_south / vxlan_masq = \(.ns_over_masq); ping p50 north_south / agent = \(.ns_p50_over_agent), north_south / vxlan_masq = \(.ns_p50_over_masq); vxlan_masq / \($v) = \(.masq_over_vxlan)"' "$OUT_DIR/summary.json"
     fi
     echo
     echo "Wire checks (first encapsulated packet on the underlay bridge):"

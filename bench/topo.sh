@@ -9,6 +9,7 @@
 #   ${GVB_PREFIX}rootN overlay namespaces created by nsx-agent (bench/agent_path.sh);
 #                     listed here so that topo_down also sweeps the leftovers of
 #                     an agent that did not exit cleanly.
+#   ${GVB_PREFIX}inet  the "internet" beyond an edge's uplink (bench/ns_path.sh)
 #
 # Nothing is created in the init namespace: every link is created directly
 # inside a namespace that this script owns, so names cannot collide with the
@@ -37,7 +38,7 @@ _ns_add() {
 
 # All namespaces that carry our prefix.
 topo_list_ns() {
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${GVB_PREFIX}(ul|vm[0-9]+|ov[0-9]+|root[0-9]+)$" || true
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${GVB_PREFIX}(ul|vm[0-9]+|ov[0-9]+|root[0-9]+|inet)$" || true
 }
 
 # Kill every process running inside one of OUR namespaces (only we start

@@ -23,23 +23,38 @@
 #                 the iperf3 port; default rule reject). `agent` is the same
 #                 path with no [firewall] section
 #   agent_fw10    the same with 10 rules (rule count vs having a firewall)
+#   north_south   (issue 14, not in the default PATHS) vm1's nsx-agent (a
+#                 tier-1 with an [edge] link) -> Geneve -> vm2's nsx-agent in
+#                 the edge role (tier-0, [host] uplink = "eth1") -> veth ->
+#                 an "internet" namespace running the iperf3 server
+#                 (bench/ns_path.sh; NS_RETURN_ROUTE=1 adds the internet
+#                 side's route back to the overlay subnet, needed while the
+#                 edge does not SNAT, unused once it does)
+#   vxlan_masq    the same topology on Linux: kernel VXLAN from the instance
+#                 to a router namespace that forwards to the internet
+#                 namespace with nftables masquerade on its uplink
 #   agent_base    (not in the default PATHS) the agent path with the binary
 #                 NSX_AGENT_BASE, e.g. a build of the previous commit: a
 #                 refactor measured against its predecessor in one run
 #                 (PATHS="agent agent_base agent agent_base" interleaves them)
 # and prints one markdown table with the ratios (each / raw, agent / each),
 # plus the target checks (agent >= 2x ovs_geneve; with agent_fw measured,
-# agent_fw >= 0.9x agent). The table, the raw JSON lines and the environment
+# agent_fw >= 0.9x agent; with north_south measured, north_south >= 0.8x
+# agent, and north_south / vxlan_masq). The table, the raw JSON lines and the environment
 # are saved under bench/results/<date>-*.
 #
 # Firewall run (issue 5; each path listed twice = interleaved, and the
 # summary's Firewall line takes the median over all runs of each path):
 #   PATHS="agent agent_fw agent agent_fw" MTUS="1500 9001" REPS=3 PARALLEL=0 scripts/bench.sh
 #
+# North-south run (issue 14):
+#   PATHS="agent north_south vxlan_masq" MTUS="1500 9001" REPS=3 scripts/bench.sh
+#
 # Usage: scripts/bench.sh            (as root or not: it runs in a private sandbox)
 # Env knobs:
 #   MTUS="1500 9001"  PATHS="raw vxlan_nested ovs_geneve agent agent_nooff"
-#   (also: agent_fw agent_fw10 vxlan raw+nooff ovs_geneve_int ovs_geneve_afxdp)
+#   (also: agent_fw agent_fw10 north_south vxlan_masq vxlan raw+nooff
+#   ovs_geneve_int ovs_geneve_afxdp)
 #   FW_RULES=10000 (rules loaded by agent_fw)
 #   DURATION=5 (s per iperf3 run)  OMIT=1  REPS=1 (median reported; 3-5 on a noisy box)
 #   PARALLEL=2 (second iperf3 run with -P N; 0 = skip)  PINGS=200  PING_INTERVAL=0.01
@@ -49,7 +64,10 @@
 #   agent path, bench/profile.sh; PROFILE_AGENT=2 perf-samples the receiving
 #   agent instead of the sending one)   BUILD=1 (0 = use NSX_AGENT as is)
 #   NSX_AGENT=target/release/nsx-agent   SAVE=1 (0 = do not write bench/results)
-#   INSTALL=1 (apt-get install missing iperf3 / openvswitch-switch / jq when root)
+#   NS_RETURN_ROUTE=1 (0 = north_south without the internet side's return
+#   route: works only if the edge does SNAT)
+#   INSTALL=1 (apt-get install missing iperf3 / openvswitch-switch / nftables /
+#   jq when root)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,7 +84,7 @@ export PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent agent_nooff}
 export DURATION=${DURATION:-5} OMIT=${OMIT:-1} REPS=${REPS:-1} PARALLEL=${PARALLEL:-2}
 export PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-20}
 export IPERF_ARGS=${IPERF_ARGS:-} WIRE_CHECK=${WIRE_CHECK:-1} PROFILE=${PROFILE:-0}
-export FW_RULES=${FW_RULES:-10000} PROFILE_AGENT=${PROFILE_AGENT:-1}
+export FW_RULES=${FW_RULES:-10000} PROFILE_AGENT=${PROFILE_AGENT:-1} NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1}
 BUILD=${BUILD:-1}
 SAVE=${SAVE:-1}
 INSTALL=${INSTALL:-1}
@@ -76,6 +94,7 @@ need_pkgs=()
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v jq >/dev/null || need_pkgs+=(jq)
 case " $PATHS " in *" ovs_geneve"*) command -v ovs-vswitchd >/dev/null || need_pkgs+=(openvswitch-switch) ;; esac
+case " $PATHS " in *" vxlan_masq "*) command -v nft >/dev/null || need_pkgs+=(nftables) ;; esac
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -11,8 +11,14 @@
 # Shows: get instances, the agents' gateway connection status, the interfaces
 # the agent built, pings on one switch and across switches, TCP transfers
 # across the switches, one decoded Geneve packet from the underlay, and the
-# agents' counters. Then it waits for Ctrl-C, printing how to get a shell in
-# an instance.
+# agents' counters. North-south: the gateway host is also the edge (an agent
+# with an uplink in the gateway's namespace, enrolled as the edge; the
+# state's tier0), beyond its uplink a cloud-NAT namespace (elastic IPs) and
+# an internet host: vm1 curls out and the server logs the SNAT address; vm3,
+# tagged nsx:publicip at the gateway, is reached from the internet host at
+# its elastic IP; nsxcli shows the NAT rules and the edge's NAT sessions.
+# Then the firewall and nsxcli. Then it waits for Ctrl-C, printing how to
+# get a shell in an instance.
 #
 #   scripts/demo.sh              # show, then wait for Ctrl-C
 #   scripts/demo.sh --check      # show, exit 0 only if everything worked
@@ -58,7 +64,7 @@ if [[ "${NSX_IN_SANDBOX:-}" != 1 ]]; then
     # Outside the sandbox: tools, build, absolute pcap path.
     # shellcheck source=tests/lib/deps.sh
     source "$ROOT/tests/lib/deps.sh"
-    nsx_install_tools ip ping tshark dumpcap jq ethtool socat unshare nsenter timeout sha256sum cc curl openssl wget
+    nsx_install_tools ip ping tshark dumpcap jq ethtool socat unshare nsenter timeout sha256sum cc curl openssl wget nft python3
     if [[ -n "${NSX_AGENT:-}" && -n "${NSX_GATEWAY:-}" ]]; then
         # Binaries given (scripts/test.sh passes the release build it made).
         for b in "$NSX_AGENT" "$NSX_GATEWAY"; do
@@ -103,6 +109,14 @@ gw_init_bin || exit 1
 # starts: a tmpfs of the sandbox's own (/run is the host's).
 mkdir -p /run/sshd && mount -t tmpfs -o mode=0755 nsx-sshd /run/sshd
 gw_topology nsx "$MTU" vm1 vm2 vm3
+# The gateway host is the edge too: its uplink eth1 leads to the cloud's NAT
+# (nsx-inet: elastic IPs 198.51.100.2 -> the uplink's 203.0.113.2 and
+# 198.51.100.10 -> its secondary 203.0.113.10), and beyond it the internet
+# (nsx-internet: the host 198.51.100.7).
+gw_edge_host 203.0.113.1/24
+INTERNET=nsx-internet
+topo_cloud_nat "$INTERNET" 1500 203.0.113.2=198.51.100.2 203.0.113.10=198.51.100.10
+in_internet() { ip netns exec "$INTERNET" "$@"; }
 topo_wait_underlay || {
     bad "underlay"
     exit 1
@@ -120,6 +134,10 @@ cat <<EOF
   vm1       10.99.3.11    $(topo_mac vm1)  web
   vm2       10.99.3.12    $(topo_mac vm2)  app
   vm3       10.99.3.13    $(topo_mac vm3)  web
+  edge      $GW_IP     the gateway host's agent: downlink eth0, uplink eth1 203.0.113.2/24
+                          (secondary 203.0.113.10) to the cloud's NAT $TOPO_INET (203.0.113.1)
+  internet  198.51.100.7  namespace $INTERNET, behind the cloud's NAT; elastic IPs
+                          198.51.100.2 -> 203.0.113.2, 198.51.100.10 -> 203.0.113.10
 EOF
 
 say "Gateway: root CA, server certificate, bootstrap key (nsx-gateway init)"
@@ -135,6 +153,7 @@ fi
 
 say "Desired state: one file, applied through the gateway (nsx-gateway apply)"
 gw_state_sample "$TOPO_DIR/state.yaml"
+gw_state_tier0 "$TOPO_DIR/state.yaml"
 indent <"$TOPO_DIR/state.yaml"
 printf '$ nsx-gateway apply -f state.yaml --dir %s\n' "$GW_DIR"
 if gw_apply "$TOPO_DIR/state.yaml" >"$TOPO_DIR/gw-apply.log" 2>&1; then
@@ -152,6 +171,20 @@ if gw_start 2>"$TOPO_DIR/gw-start.err"; then
 else
     indent <"$TOPO_DIR/gw-start.err"
     bad "nsx-gateway serve"
+    exit 1
+fi
+
+say "The gateway host is also the edge: an agent with an uplink, enrolled as the edge"
+printf '$ grep -E "^\\[|^nic|^uplink|^tags" %s    # the rest as vm1'"'"'s below\n' "$(gw_agent_config_path edge)"
+GW_HOST_EXTRA="uplink = \"eth1\"" gw_agent_config edge ""
+grep -E '^\[|^nic|^uplink|^tags' "$(gw_agent_config_path edge)" | indent
+if gw_edge_start 2>"$TOPO_DIR/edge/start.err" && gw_wait_state edge ESTABLISHED 15; then
+    m=$(gw_status edge .mode 2>/dev/null || true)
+    printf '  status: mode %s, gateway connection %s\n' "${m:-?}" "$(gw_status edge .gateway.state 2>/dev/null || echo '?')"
+    if [[ "$m" == edge ]]; then good "the edge enrolled with role edge; the gateway pushes it the tier-0"; else bad "the edge's mode is ${m:-unknown}"; fi
+else
+    indent <"$TOPO_DIR/edge/start.err"
+    bad "the edge does not start"
     exit 1
 fi
 
@@ -325,6 +358,87 @@ else
     bad "counters of vm1"
 fi
 
+NSXCLI=${NSXCLI:-$(dirname "$NSX_AGENT")/nsxcli}
+# nsxcli_show CMD REGEX LABEL [vmN]: run CMD against vmN's agent (vm1 by
+# default) as the seed shows it, check REGEX.
+nsxcli_show() {
+    local out vm=${4:-vm1}
+    printf '%s> %s\n' "$(hostname)${4:+ ($vm)}" "$1"
+    out=$("$NSXCLI" --socket "$(topo_socket "$vm")" -c "$1" 2>&1) || true
+    indent <<<"$out"
+    if grep -qE "$2" <<<"$out"; then good "$3"; else bad "$3"; fi
+}
+# nsxcli_gw_show CMD REGEX LABEL: the same against the gateway's admin API
+# (nsxcli --gateway, in the gateway's namespace).
+nsxcli_gw_show() {
+    local out
+    printf '%s(gateway)> %s\n' "$(hostname)" "$1"
+    out=$(in_gw timeout 20 "$NSXCLI" --gateway --dir "$GW_DIR" -c "$1" 2>&1) || true
+    indent <<<"$out"
+    if grep -qE "$2" <<<"$out"; then good "$3"; else bad "$3"; fi
+}
+[[ -x "$NSXCLI" ]] || bad "no nsxcli binary at $NSXCLI"
+
+say "North-south: the edge routes and NATs between the overlay and the internet"
+WWW=$TOPO_DIR/www
+mkdir -p "$WWW"
+echo "hello from the internet" >"$WWW/index.html"
+HLOG=$TOPO_DIR/internet-http.log
+sandbox_bg "$HLOG" in_internet python3 -m http.server 8080 --bind 198.51.100.7 --directory "$WWW"
+for ((i = 0; i < 50; i++)); do in_internet ss -ltnH '( sport = :8080 )' | grep -q . && break; sleep 0.1; done
+# last_get LOG: the last GET line of a python http.server log.
+last_get() { grep '"GET ' "$1" 2>/dev/null | tail -n 1 || true; }
+printf '$ ip netns exec %s curl -s http://198.51.100.7:8080/    # vm1 (%s) -> the internet host\n' "$(topo_root vm1)" "${OIP[vm1]}"
+out=$(in_overlay vm1 curl -s --max-time 10 http://198.51.100.7:8080/ 2>&1 || true)
+indent <<<"$out"
+line=$(last_get "$HLOG")
+printf '  the server logs: %s\n' "${line:-nothing}"
+if [[ "$out" == "hello from the internet" && "$line" == "198.51.100.2 "* ]]; then
+    good "vm1 reached the internet; the server saw the SNAT address: the uplink's 203.0.113.2, as the cloud NAT's elastic IP 198.51.100.2"
+else
+    bad "vm1 -> the internet host, SNATed (server log: ${line:-none})"
+fi
+V3LOG=$TOPO_DIR/vm3-http.log
+echo "hello from vm3" >"$WWW/vm3.html"
+sandbox_bg "$V3LOG" in_overlay vm3 python3 -m http.server 8080 --bind "${OIP[vm3]}" --directory "$WWW"
+printf '$ curl -X PATCH -H "Authorization: Bearer ..." http://127.0.0.1:8080/api/v1/instances/vm3 -d '"'"'{"tags": {"nsx:publicip": "203.0.113.10"}}'"'"'\n'
+gw_api PATCH /api/v1/instances/vm3 '{"tags": {"nsx:publicip": "203.0.113.10"}}' >"$TOPO_DIR/patch.json"
+printf '  HTTP %s; vm3 tags: %s\n' "$GW_HTTP_CODE" "$(gw_instance vm3 '.tags | to_entries | map("\(.key)=\(.value)") | join(" ")' 2>/dev/null || echo '?')"
+if [[ "$GW_HTTP_CODE" == 200 ]] && gw_wait_applied edge "$(gw_desired_version edge)" 10; then
+    good "vm3 tagged nsx:publicip=203.0.113.10 at the gateway; the edge applied its new config"
+else
+    bad "tagging vm3 nsx:publicip=203.0.113.10 (HTTP $GW_HTTP_CODE: $(cat "$TOPO_DIR/patch.json"))"
+fi
+printf '$ ip netns exec %s curl -s http://198.51.100.10:8080/vm3.html    # the internet host -> vm3'"'"'s elastic IP\n' "$INTERNET"
+out=""
+for ((i = 0; i < 10; i++)); do
+    out=$(in_internet curl -s --max-time 3 --interface 198.51.100.7 http://198.51.100.10:8080/vm3.html 2>&1) && break
+    sleep 0.2
+done
+indent <<<"$out"
+line=$(last_get "$V3LOG")
+printf '  vm3'"'"'s server logs: %s\n' "${line:-nothing}"
+if [[ "$out" == "hello from vm3" && "$line" == "198.51.100.7 "* ]]; then
+    good "the internet host reached vm3 at 198.51.100.10 (cloud NAT -> 203.0.113.10 -> edge -> ${OIP[vm3]}); vm3 sees the client's own address"
+else
+    bad "the internet host -> vm3's elastic IP (vm3's log: ${line:-none})"
+fi
+nsxcli_gw_show "get logical-router t0 nat-rules" "DNAT +any +203\.0\.113\.10 +${OIP[vm3]//./\\.} " \
+    "the tier-0's NAT rules: vm3's DNAT+SNAT pair, then the overlay's SNAT to 203.0.113.2"
+printf '%s (edge)> get nat sessions\n' "$(hostname)"
+out=$("$NSXCLI" --socket "$(topo_socket edge)" -c "get nat sessions" 2>&1) || true
+indent <<<"$out"
+if grep -qE "^tcp +${OIP[vm1]//./\\.}:[0-9]+ +203\.0\.113\.2:[0-9]+ +198\.51\.100\.7:8080 .* snat *$" <<<"$out"; then
+    good "the edge's NAT sessions: vm1's curl out, translated to 203.0.113.2"
+else
+    bad "get nat sessions at the edge: vm1's session"
+fi
+if grep -qE "^tcp +${OIP[vm3]//./\\.}:8080 +203\.0\.113\.10:8080 +198\.51\.100\.7:[0-9]+ .* public-ip in *$" <<<"$out"; then
+    good "... and the internet host's connection to vm3's public IP"
+else
+    bad "get nat sessions at the edge: the connection to vm3's public IP"
+fi
+
 say "Distributed firewall: a rule added at the gateway, enforced at every instance"
 sandbox_bg "$TOPO_DIR/echo22.log" in_overlay vm1 timeout 120 socat TCP-LISTEN:22,fork,reuseaddr EXEC:cat
 for ((i = 0; i < 50; i++)); do in_overlay vm1 ss -ltn | grep -q ':22 ' && break; sleep 0.1; done
@@ -394,16 +508,6 @@ else
 fi
 
 say "nsxcli on vm1: the operator's shell (nsxcli -c ..., or interactive)"
-NSXCLI=${NSXCLI:-$(dirname "$NSX_AGENT")/nsxcli}
-# nsxcli_show CMD REGEX LABEL [vmN]: run CMD against vmN's agent (vm1 by
-# default) as the seed shows it, check REGEX.
-nsxcli_show() {
-    local out vm=${4:-vm1}
-    printf '%s> %s\n' "$(hostname)${4:+ ($vm)}" "$1"
-    out=$("$NSXCLI" --socket "$(topo_socket "$vm")" -c "$1" 2>&1) || true
-    indent <<<"$out"
-    if grep -qE "$2" <<<"$out"; then good "$3"; else bad "$3"; fi
-}
 if [[ -x "$NSXCLI" ]]; then
     nsxcli_show "get gateway connection status" "^Connection Status : ESTABLISHED" "gateway connection status as in the seed"
     nsxcli_show "get vm-network-mode" "^VM-Network-Mode : overlay" "vm-network-mode"
@@ -417,8 +521,6 @@ if [[ -x "$NSXCLI" ]]; then
     nsxcli_show "get dhcp leases" "^web-ls +${OIP[vm3]//./\\.} .* bound " \
         "vm3 (installed with the defaults) got ${OIP[vm3]} by DHCP from its own agent" vm3
     nsxcli_show "get dhcp server web-ls" "^Server Identifier : " "the switch's DHCP server, as vm3's agent answers it" vm3
-else
-    bad "no nsxcli binary at $NSXCLI"
 fi
 
 if [[ $FAILS -gt 0 ]]; then
@@ -441,7 +543,11 @@ cat <<EOF
     nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net $NSX_GATEWAY get instances --dir $GW_DIR
     nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net ip netns exec $GW_NS \\
       curl -s -H "Authorization: Bearer \$(cat $GW_DIR/admin.token)" http://127.0.0.1:8080/api/v1/instances
-  Agent logs (inside the sandbox's mount namespace): $TOPO_DIR/vmN/agent.log; gateway: $TOPO_DIR/gateway.log
+  The internet host (198.51.100.7; vm3 is at http://198.51.100.10:8080/vm3.html):
+    nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net ip netns exec $INTERNET bash
+  The edge's NAT sessions (its agent runs in the gateway's namespace $GW_NS):
+    nsenter --target $NSX_SANDBOX_HOST_PID --user --mount --net $NSXCLI --socket $(topo_socket edge) -c "get nat sessions"
+  Agent logs (inside the sandbox's mount namespace): $TOPO_DIR/vmN/agent.log, $TOPO_DIR/edge/agent.log; gateway: $TOPO_DIR/gateway.log
 EOF
 # In the background so that INT/TERM are handled at once (bash runs traps
 # only between commands; `wait` is interruptible).

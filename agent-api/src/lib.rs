@@ -28,6 +28,7 @@ use serde_json::Value;
 pub use reply::*;
 pub use request::{
     COMMANDS, CapturePoint, Frame, Request, RequestError, SwitchRef, TraceFrom, parse_request,
+    parse_virtual_server,
 };
 
 /// The API version this crate describes. A request with a newer one is

@@ -18,6 +18,9 @@ pub enum Mode {
     Overlay,
     #[serde(rename = "micro-segmentation")]
     MicroSegmentation,
+    /// The north-south edge (tier-0 on the uplink).
+    #[serde(rename = "edge")]
+    Edge,
 }
 
 impl Mode {
@@ -26,6 +29,7 @@ impl Mode {
         match self {
             Mode::Overlay => "overlay",
             Mode::MicroSegmentation => "micro-segmentation",
+            Mode::Edge => "edge",
         }
     }
 }
@@ -207,12 +211,182 @@ pub struct CountersReply {
     pub tunnels: Vec<TunnelCounters>,
     pub port: Traffic,
     pub underlay: Traffic,
+    /// The edge's downlink (its filtered socket on the underlay bridge);
+    /// zero elsewhere.
+    #[serde(default)]
+    pub downlink: Traffic,
     pub io: IoCounters,
     /// The switch's DHCP server on the port: message type → count, the
     /// client's (`discover`, `request`, `inform`, `release`, `decline`,
     /// `other`) and the server's (`offer`, `ack`, `nak`).
     #[serde(default)]
     pub dhcp: BTreeMap<String, u64>,
+    /// The edge's NAT (null on an instance).
+    #[serde(default)]
+    pub nat: Option<NatSummary>,
+}
+
+/// The edge's NAT at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatSummary {
+    /// Live sessions, and the most the table holds.
+    pub sessions: u64,
+    pub capacity: u64,
+    /// Live endpoint-independent mappings.
+    pub mappings: u64,
+    /// Sessions by protocol (`tcp`, `udp`, `icmp`).
+    pub by_protocol: BTreeMap<String, u64>,
+    pub translated_out: u64,
+    pub translated_in: u64,
+    pub hairpinned: u64,
+    pub icmp_errors: u64,
+    pub created: u64,
+    pub expired: u64,
+    pub removed_config: u64,
+    pub restored: u64,
+    /// NAT drop reason → count (`no_mapping`, `filtered`, `exhausted`,
+    /// `table_full`, `fragment`, `malformed`, `unsupported`).
+    pub drops: BTreeMap<String, u64>,
+    /// Per SNAT address.
+    pub pools: Vec<NatPool>,
+}
+
+/// One SNAT address's port pools, by protocol (`tcp`, `udp`, `icmp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatPool {
+    pub ip: Ipv4Addr,
+    pub used: BTreeMap<String, u64>,
+    pub size: BTreeMap<String, u64>,
+    /// New mappings refused for want of a free port.
+    pub failures: BTreeMap<String, u64>,
+}
+
+/// `nat-sessions`: the summary and a bounded listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatSessionsReply {
+    pub summary: NatSummary,
+    pub sessions: Vec<NatSession>,
+    /// More sessions than listed.
+    pub truncated: bool,
+}
+
+/// One NAT session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatSession {
+    pub protocol: String,
+    /// The instance's endpoint (ICMP: address:identifier).
+    pub inside: std::net::SocketAddrV4,
+    /// What the outside sees of it.
+    pub outside: std::net::SocketAddrV4,
+    pub remote: std::net::SocketAddrV4,
+    pub state: String,
+    pub idle_s: u64,
+    /// A public IP's 1:1 session.
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    /// Opened from outside.
+    pub inbound: bool,
+    pub hairpin: bool,
+}
+
+/// `load-balancers`: the virtual servers this datapath balances, as
+/// `ipvsadm -Ln` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancersReply {
+    /// `distributed` (an instance: the virtual servers reachable from the
+    /// overlay, balanced here for this instance's own connections) or
+    /// `edge`.
+    pub role: String,
+    pub services: Vec<LbServiceView>,
+    /// Balanced connections held, and the table's capacity.
+    pub connections: u64,
+    pub capacity: u64,
+    /// Packets not balanced, by reason (`no_server`, `table_full`,
+    /// `no_connection`, `ports_exhausted`, `malformed`).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One virtual server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbServiceView {
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub scheduler: String,
+    /// `nat` or `fnat`.
+    pub kind: String,
+    /// Seconds; absent: not persistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_timeout: Option<u32>,
+    /// Client mask of persistence (absent: one address, /32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_mask: Option<Ipv4Addr>,
+    /// Live weight below quorum: new connections go to the sorry server.
+    pub quorum_lost: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<std::net::SocketAddrV4>,
+    pub stats: LbStats,
+    pub rates: LbRates,
+    pub real_servers: Vec<LbRealServerView>,
+    /// Persistence templates (only when one virtual server was asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persistence: Vec<LbTemplate>,
+}
+
+/// One real server of a virtual server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbRealServerView {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// `Masq` (NAT) or `FullNat`, ipvsadm's Forward column.
+    pub forward: String,
+    /// The weight it is scheduled with now.
+    pub weight: u32,
+    /// The configured weight.
+    pub config_weight: u32,
+    /// `up`; `drain` (weight 0); `inhibited` (failed its check, kept in
+    /// the pool at weight 0: `inhibit_on_failure`); `down` (failed its
+    /// check, out of the pool); `removed` (no longer configured, listed
+    /// while its connections remain); `sorry` (the sorry server, in the
+    /// pool while quorum is lost). `ipvsadm -Ln` lists the pool: all but
+    /// `down` and `removed`.
+    pub state: String,
+    pub active: u64,
+    pub inactive: u64,
+    pub stats: LbStats,
+    pub rates: LbRates,
+}
+
+/// Totals since the virtual server was configured (ipvsadm `--stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbStats {
+    pub conns: u64,
+    pub in_packets: u64,
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+}
+
+/// Rates over the last estimation interval (ipvsadm `--rate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbRates {
+    pub cps: u64,
+    pub in_pps: u64,
+    pub out_pps: u64,
+    pub in_bps: u64,
+    pub out_bps: u64,
+}
+
+/// One persistence template: a client (masked) kept on one real server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbTemplate {
+    pub client: Ipv4Addr,
+    pub server: std::net::SocketAddrV4,
+    /// Connections using it now.
+    pub connections: u64,
+    /// Seconds until it expires (counting from its last connection's end).
+    pub expires_in_s: u64,
 }
 
 /// One pipeline layer's counters.
@@ -261,6 +435,12 @@ pub struct IoCounters {
     pub underlay_rx_gro_segments: u64,
     pub rx_errors: u64,
     pub batches: u64,
+    /// The edge's downlink: frames not sent, and frames too big for the
+    /// receive buffer.
+    #[serde(default)]
+    pub downlink_tx_failed: u64,
+    #[serde(default)]
+    pub downlink_rx_truncated: u64,
 }
 
 /// `config`: the config file's `[host]` and `[gateway]` sections as the
@@ -381,6 +561,8 @@ pub enum Role {
     OverlayPeer,
     Fw,
     FwPeer,
+    /// The edge's uplink (its tier-0 holds the addresses).
+    Uplink,
 }
 
 /// Whether an interface is up.
@@ -456,11 +638,19 @@ pub struct Router {
 pub enum RouteKind {
     Connected,
     Static,
+    /// A tier-1's way to the tier-0 on the edge (what no route covers).
+    Edge,
+    /// The tier-0's default route.
+    Default,
+    /// The tier-0's route to a tier-1's switch.
+    Tier1,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub prefix: Ipv4Net,
+    /// The switch the route leads to; for the tier-0: `uplink`, or the
+    /// tier-1's name; for a tier-1's way to the edge: `transit`.
     pub switch: String,
     /// Null: connected.
     pub next_hop: Option<Ipv4Addr>,

@@ -25,6 +25,8 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("arp-table", &["switch"]),
     ("routers", &[]),
     ("dhcp", &["switch"]),
+    ("nat-sessions", &["limit"]),
+    ("load-balancers", &["vip"]),
     ("getrules", &[]),
     ("getaddrsets", &[]),
     ("getflows", &[]),
@@ -76,6 +78,20 @@ pub enum Request {
     Dhcp {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         switch: Option<SwitchRef>,
+    },
+    /// The edge's NAT sessions (at most `limit`, default 100, at most 10,000).
+    #[serde(rename = "nat-sessions")]
+    NatSessions {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// The virtual servers this datapath balances (`ipvsadm -Ln`); with
+    /// `vip` (`10.64.1.2:10000`, or `udp/10.64.1.2:53`) that one alone,
+    /// with its persistence templates.
+    #[serde(rename = "load-balancers")]
+    LoadBalancers {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vip: Option<String>,
     },
     /// The firewall rules, `vsipioctl getrules` format.
     #[serde(rename = "getrules")]
@@ -146,6 +162,8 @@ impl Request {
             Request::ArpTable { .. } => "arp-table",
             Request::Routers => "routers",
             Request::Dhcp { .. } => "dhcp",
+            Request::NatSessions { .. } => "nat-sessions",
+            Request::LoadBalancers { .. } => "load-balancers",
             Request::GetRules => "getrules",
             Request::GetAddrSets => "getaddrsets",
             Request::GetFlows => "getflows",
@@ -154,6 +172,28 @@ impl Request {
             Request::Capture { .. } => "capture",
         }
     }
+}
+
+/// A virtual server as operators name it (`load-balancers`' `vip`, nsxcli's
+/// `get load-balancer`): `10.64.1.2:10000`, or with its protocol,
+/// `udp/10.64.1.3:53` (default TCP; the protocol in either case).
+pub fn parse_virtual_server(
+    s: &str,
+) -> Result<(control::lb::LbProtocol, std::net::SocketAddrV4), String> {
+    use control::lb::LbProtocol;
+    let (proto, rest) = match s.split_once('/') {
+        Some((p, r)) if p.eq_ignore_ascii_case("tcp") => (LbProtocol::Tcp, r),
+        Some((p, r)) if p.eq_ignore_ascii_case("udp") => (LbProtocol::Udp, r),
+        Some((p, _)) => return Err(format!("{p:?} is not tcp or udp")),
+        None => (LbProtocol::Tcp, s),
+    };
+    let ep: std::net::SocketAddrV4 = rest
+        .parse()
+        .map_err(|_| format!("{rest:?} is not a virtual server (ip:port, or udp/ip:port)"))?;
+    if ep.port() == 0 {
+        return Err("port 0 is not a port".into());
+    }
+    Ok((proto, ep))
 }
 
 /// Why a request line was refused (the reply's `error`).
@@ -475,6 +515,10 @@ mod tests {
             Request::Dhcp {
                 switch: Some(SwitchRef::Name("web-ls".into())),
             },
+            Request::NatSessions { limit: Some(10) },
+            Request::LoadBalancers {
+                vip: Some("10.64.1.2:10000".into()),
+            },
             Request::GetRules,
             Request::GetAddrSets,
             Request::GetFlows,
@@ -606,5 +650,21 @@ mod tests {
             (s.vni(), s.to_string()),
             (Some(0x238c), "\"0x238c\"".into())
         );
+    }
+
+    #[test]
+    fn virtual_servers_read_as_operators_write_them() {
+        use control::lb::LbProtocol;
+        assert_eq!(
+            parse_virtual_server("10.64.1.2:10000").unwrap(),
+            (LbProtocol::Tcp, "10.64.1.2:10000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_virtual_server("UDP/10.64.1.3:53").unwrap().0,
+            LbProtocol::Udp
+        );
+        assert!(parse_virtual_server("sctp/10.0.0.1:1").is_err());
+        assert!(parse_virtual_server("10.0.0.1").is_err());
+        assert!(parse_virtual_server("10.0.0.1:0").is_err());
     }
 }

@@ -201,8 +201,11 @@ fn samples() -> BTreeMap<&'static str, Value> {
             }],
             port: traffic,
             underlay: traffic,
+            downlink: traffic,
             io: IoCounters::default(),
             dhcp: [("discover".to_string(), 1)].into(),
+            // Documented with nat-sessions, whose summary it is.
+            nat: None,
         }),
     );
     m.insert(
@@ -319,6 +322,71 @@ fn samples() -> BTreeMap<&'static str, Value> {
                 bound_ago_s: Some(1),
                 expires_in_s: Some(86_399),
             }],
+        }),
+    );
+    let stats =
+        json!({"conns": 1, "in_packets": 2, "out_packets": 2, "in_bytes": 120, "out_bytes": 120});
+    let rates = json!({"cps": 0, "in_pps": 0, "out_pps": 0, "in_bps": 0, "out_bps": 0});
+    let lb: LoadBalancersReply = serde_json::from_value(json!({
+        "role": "distributed",
+        "services": [{
+            "protocol": "TCP", "vip": "10.64.1.2", "port": 10000, "scheduler": "rr",
+            "kind": "nat", "persistence_timeout": 10, "persistence_mask": "255.255.255.0",
+            "quorum_lost": false, "sorry_server": "192.168.1.200:8089",
+            "stats": stats, "rates": rates,
+            "real_servers": [{
+                "ip": "192.168.1.100", "port": 8089, "forward": "Masq", "weight": 1,
+                "config_weight": 1, "state": "up", "active": 1, "inactive": 0,
+                "stats": stats, "rates": rates
+            }],
+            "persistence": [{
+                "client": "10.64.1.5", "server": "192.168.1.100:8089",
+                "connections": 1, "expires_in_s": 10
+            }]
+        }],
+        "connections": 1, "capacity": 65536, "drops": {"no_server": 0}
+    }))
+    .unwrap();
+    m.insert("load-balancers", reply(lb));
+    m.insert(
+        "nat-sessions",
+        reply(NatSessionsReply {
+            summary: NatSummary {
+                sessions: 1,
+                capacity: 2,
+                mappings: 1,
+                by_protocol: ["tcp", "udp", "icmp"].map(|p| (p.to_string(), 1)).into(),
+                drops: [
+                    "no_mapping",
+                    "filtered",
+                    "exhausted",
+                    "table_full",
+                    "fragment",
+                    "malformed",
+                    "unsupported",
+                ]
+                .map(|r| (r.to_string(), 0))
+                .into(),
+                pools: vec![NatPool {
+                    ip,
+                    used: [("tcp".to_string(), 1)].into(),
+                    size: [("tcp".to_string(), 64_512)].into(),
+                    failures: [("tcp".to_string(), 0)].into(),
+                }],
+                ..NatSummary::default()
+            },
+            sessions: vec![NatSession {
+                protocol: "tcp".into(),
+                inside: "192.168.100.3:40000".parse().unwrap(),
+                outside: "203.0.113.2:40000".parse().unwrap(),
+                remote: "198.51.100.7:80".parse().unwrap(),
+                state: "ESTABLISHED".into(),
+                idle_s: 1,
+                is_static: false,
+                inbound: false,
+                hairpin: false,
+            }],
+            truncated: false,
         }),
     );
     m.insert("getrules", text());

@@ -73,6 +73,10 @@ pub struct HostSettings {
     /// answered by the agent's own DHCP server, instead of being set by
     /// the agent (see `crate::host::portdhcp`).
     pub port_dhcp: bool,
+    /// Edge role: the uplink interface (plain IP toward the cloud's NAT and
+    /// the internet) the agent takes for the tier-0 router the gateway
+    /// configures; `""` (the default) = an ordinary instance.
+    pub uplink: String,
 }
 
 /// See [`HostSettings::on_stop`].
@@ -101,6 +105,16 @@ impl HostSettings {
         let s = self.metrics_listen.trim();
         if s.is_empty() { None } else { s.parse().ok() }
     }
+
+    /// What this agent enrolls as: the edge when it has an uplink
+    /// (`uplink` non-empty), else an ordinary instance.
+    pub fn role(&self) -> control::proto::Role {
+        if self.uplink.trim().is_empty() {
+            control::proto::Role::Instance
+        } else {
+            control::proto::Role::Edge
+        }
+    }
 }
 
 impl Default for HostSettings {
@@ -126,6 +140,7 @@ impl Default for HostSettings {
             sshd: PathBuf::from("/usr/sbin/sshd"),
             sshd_args: Vec::new(),
             port_dhcp: false,
+            uplink: String::new(),
         }
     }
 }
@@ -257,6 +272,9 @@ impl AgentConfig {
             .map(control::validate::all_problems)
             .unwrap_or_default();
         problems.extend(check_host(&host));
+        if let Some(i) = &instance {
+            problems.extend(check_role(&host, i));
+        }
         if let Some(gw) = &gateway {
             problems.extend(check_gateway(gw));
         }
@@ -327,6 +345,37 @@ fn check_gateway(g: &GatewaySettings) -> Vec<control::Problem> {
     out
 }
 
+/// A static desired state fits the agent's role: the edge (`[host]
+/// uplink`) runs a tier-0 and has no overlay port; an instance runs no
+/// tier-0 (else the tier-0 would take frames the port sends for the
+/// uplink's, or an edge would start with nothing to route).
+fn check_role(h: &HostSettings, i: &InstanceConfig) -> Vec<control::Problem> {
+    let problem = |path: &str, message: &str| control::Problem {
+        path: path.into(),
+        message: message.into(),
+    };
+    let mut out = Vec::new();
+    if h.uplink.is_empty() {
+        if i.tier0.is_some() {
+            out.push(problem(
+                "tier0",
+                "a tier-0 runs on the edge: set [host] uplink to the NIC it takes",
+            ));
+        }
+    } else {
+        if i.tier0.is_none() {
+            out.push(problem(
+                "host.uplink",
+                "the edge needs a [tier0] section (or a [gateway] that sends one)",
+            ));
+        }
+        if i.port.is_some() {
+            out.push(problem("port", "the edge has no overlay port"));
+        }
+    }
+    out
+}
+
 fn check_host(h: &HostSettings) -> Vec<control::Problem> {
     let mut out = Vec::new();
     let ifnames = [
@@ -383,6 +432,28 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
             message: format!("{} is outside 1..={MAX_FLOWS}", h.max_flows),
         });
     }
+    if !h.uplink.is_empty() {
+        let u = h.uplink.as_str();
+        if u.len() > 15 || u.contains(['/', ' ', '\0']) || u == "." || u == ".." {
+            out.push(control::Problem {
+                path: "host.uplink".into(),
+                message: format!(
+                    "{u:?} is not a valid interface name (1-15 chars, no '/' or spaces)"
+                ),
+            });
+        } else if ifnames.iter().any(|(_, n)| n.as_str() == u) {
+            out.push(control::Problem {
+                path: "host.uplink".into(),
+                message: format!("{u:?} is already the agent's nic, overlay or firewall interface"),
+            });
+        }
+        if h.port_dhcp {
+            out.push(control::Problem {
+                path: "host.port_dhcp".into(),
+                message: "the edge role (uplink set) has no overlay port to run DHCP on".into(),
+            });
+        }
+    }
     out.extend(check_ssh(h));
     out
 }
@@ -434,6 +505,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_uplink_makes_the_edge_role() {
+        let mut h = HostSettings::default();
+        assert_eq!(h.role(), control::proto::Role::Instance);
+        h.uplink = "eth1".into();
+        assert_eq!(h.role(), control::proto::Role::Edge);
+        h.uplink = "  ".into();
+        assert_eq!(h.role(), control::proto::Role::Instance);
+    }
+
+    #[test]
     fn the_gateway_is_shown_by_name() {
         let gw = |control: &str, name: &str| {
             let text = format!(
@@ -478,6 +559,28 @@ mod tests {
         let text = format!("{SAMPLE}\nbogus = 1\n");
         let err = AgentConfig::parse(&text).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn a_static_state_fits_the_role() {
+        let paths = |text: &str| -> Vec<String> {
+            match AgentConfig::parse(text) {
+                Ok(_) => Vec::new(),
+                Err(ParseError::Invalid(p)) => p.list().iter().map(|p| p.path.clone()).collect(),
+                Err(e) => vec![e.to_string()],
+            }
+        };
+        // The sample is an instance with a port: as an edge (uplink set,
+        // no tier0) it has two problems.
+        let edge = SAMPLE.replace("[host]\n", "[host]\nuplink = \"eth1\"\n");
+        assert_eq!(paths(&edge), ["host.uplink", "port"]);
+        // A tier0 without the edge role.
+        let t0 = format!(
+            "{SAMPLE}\n[tier0]\nname = \"t0\"\nmac = \"02:50:56:00:0f:00\"\n\
+             transit_vni = 0xfffff0\ntier1s = []\n\n[tier0.uplink]\naddress = \"203.0.113.2/24\"\n"
+        );
+        assert_eq!(paths(&t0), ["tier0"]);
+        assert!(paths(SAMPLE).is_empty());
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::dp::dataloop::{self, Sockets};
 use crate::dp::fwctl::{FwQuery, FwReply};
 use crate::dp::io::{self, Waker};
 use crate::dp::msegloop;
+use crate::dp::natctl::{NatQuery, NatReply};
 use crate::dp::underlay::{self, UdpPool};
 use crate::gw::enroll;
 use crate::gw::gwclient::{self, ApplyError, ApplyRequest};
@@ -95,8 +96,11 @@ pub fn cleanup(path: &Path) -> ExitCode {
         }
     };
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
-        rt.block_on(host::teardown(&cfg.host))
-            .map_err(|e| e.to_string())
+        rt.block_on(async {
+            host::teardown(&cfg.host).await?;
+            host::uplink::give_back(&cfg.host).await
+        })
+        .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,7 +111,12 @@ pub fn cleanup(path: &Path) -> ExitCode {
     }
 }
 
-fn local_host(nic: &NicInfo) -> Result<LocalHost, StartError> {
+/// The host facts the tables need; on the edge the "port" is the uplink,
+/// so its MAC is the uplink's.
+fn local_host(
+    nic: &NicInfo,
+    uplink: Option<host::uplink::Uplink>,
+) -> Result<LocalHost, StartError> {
     let underlay_ip =
         nic.addrs
             .first()
@@ -118,16 +127,54 @@ fn local_host(nic: &NicInfo) -> Result<LocalHost, StartError> {
     let mtu = u16::try_from(nic.mtu.saturating_sub(host::OVERLAY_OVERHEAD)).unwrap_or(u16::MAX);
     Ok(LocalHost {
         underlay_ip,
-        port_mac: control::MacAddr(nic.mac),
+        port_mac: control::MacAddr(uplink.map_or(nic.mac, |u| u.mac)),
         overlay_mtu: mtu,
         kernel_udp: true,
+        underlay_prefix_len: nic.addrs.first().map_or(32, |a| a.prefix_len),
+        underlay_mac: control::MacAddr(nic.mac),
     })
+}
+
+/// The edge's downlink: the filtered AF_PACKET socket on the underlay
+/// bridge (the filter for `tables`; the datapath replaces it when they
+/// change), and the kernel kept out of the downlink SNAT's ports on
+/// `underlay_ip` (the nftables table `host::uplink` deletes when it gives
+/// the uplink back).
+fn edge_downlink(
+    cfg: &AgentConfig,
+    tables: &Tables,
+    underlay_ip: Ipv4Addr,
+) -> Result<std::os::fd::OwnedFd, StartError> {
+    let bridge = cfg.host.vtep_if.as_str();
+    let io_err = |what: String| move |source| StartError::Io { what, source };
+    let ifindex = io::ifindex(bridge).map_err(io_err(format!("interface {bridge}")))?;
+    let filter = tables
+        .tier0
+        .as_ref()
+        .map_or_else(datapath::bpf::refuse_all, datapath::bpf::downlink_filter);
+    let fd = io::downlink_socket(ifindex, &filter)
+        .map_err(io_err(format!("AF_PACKET socket on the downlink {bridge}")))?;
+    let table = host::nft::edge_table_name(&cfg.host.uplink);
+    host::nft::ensure_edge_nat_ports(
+        &table,
+        ifindex,
+        underlay_ip,
+        control::Tier0::DOWNLINK_NAT_PORTS,
+    )?;
+    let (lo, hi) = control::Tier0::DOWNLINK_NAT_PORTS;
+    tracing::info!(
+        bridge, %underlay_ip, filter_insns = filter.len(), nft_table = %table,
+        "edge downlink: filtered socket on the underlay bridge, ports {lo}-{hi} kept from the kernel"
+    );
+    Ok(fd)
 }
 
 /// Micro-segmentation through the agent's firewall: no overlay port, and
 /// either a gateway (which always sends rules) or a static firewall section.
 fn filtered(cfg: &AgentConfig, desired: &InstanceConfig) -> bool {
-    desired.port.is_none() && (cfg.gateway.is_some() || desired.firewall.is_some())
+    cfg.host.uplink.is_empty()
+        && desired.port.is_none()
+        && (cfg.gateway.is_some() || desired.firewall.is_some())
 }
 
 /// What a gateway-mode agent runs before the gateway's first config when
@@ -135,13 +182,8 @@ fn filtered(cfg: &AgentConfig, desired: &InstanceConfig) -> bool {
 /// ruleset, so the firewall passes management traffic only.
 fn fail_closed_start() -> InstanceConfig {
     InstanceConfig {
-        version: 0,
         tep_id: 1,
-        switches: Vec::new(),
-        routers: Vec::new(),
-        port: None,
-        remote_ports: Vec::new(),
-        firewall: None,
+        ..InstanceConfig::default()
     }
 }
 
@@ -183,11 +225,7 @@ fn desired_from(a: &Applied) -> InstanceConfig {
         None => InstanceConfig {
             version: a.version,
             tep_id: a.tep_id,
-            switches: Vec::new(),
-            routers: Vec::new(),
-            port: None,
-            remote_ports: Vec::new(),
-            firewall: None,
+            ..InstanceConfig::default()
         },
     }
 }
@@ -264,7 +302,7 @@ async fn start_gateway(
     let meta = instance_meta(gw, nic, underlay_ip);
     let identity = match enroll::load_identity(&cfg.host.state_dir)? {
         Some(id) => id,
-        None => enroll::enroll(gw, &cfg.host.state_dir, &meta).await?,
+        None => enroll::enroll_as(gw, &cfg.host.state_dir, &meta, cfg.host.role()).await?,
     };
     let ca = std::fs::read(&gw.ca).map_err(|source| StartError::Io {
         what: format!("root CA {}", gw.ca.display()),
@@ -337,7 +375,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     // 1. Everything that can be checked without changing the host.
     let cfg = AgentConfig::load(path)?;
     let nic = host::inspect_nic(&cfg.host).await?;
-    let mut lh = local_host(&nic)?;
+    let mut lh = local_host(&nic, None)?;
     // Resolved now: once the NIC is filtered, name resolution may be blocked.
     let management = match &cfg.gateway {
         Some(g) => msegloop::management_endpoints(g)?,
@@ -394,7 +432,13 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
         },
     };
 
-    // 3. Take the NIC and serve; rebuild when the mode changes.
+    // 3. Take the NIC (and in the edge role the uplink) and serve;
+    //    rebuild when the mode changes.
+    let uplink = match cfg.host.uplink.as_str() {
+        "" => None,
+        _ => Some(host::uplink::take(&cfg.host).await?),
+    };
+    lh = local_host(&nic, uplink)?;
     let mut result = Ok(());
     loop {
         let tables = Arc::new(Tables::build(&desired, lh)?);
@@ -416,6 +460,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             cfg: &cfg,
             started,
             lh,
+            uplink,
             published: Arc::clone(&published),
             desired: &desired,
             management: &management,
@@ -435,7 +480,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             Ok(Exit::Readdress(next)) => {
                 let (nic, running) = *next;
                 desired = running;
-                lh = local_host(&nic)?;
+                lh = local_host(&nic, uplink)?;
                 tracing::info!(underlay = %lh.underlay_ip, "restarting the datapath on the new underlay address");
                 // A new Hello tells the gateway, which gives the peers the
                 // new tunnel endpoint.
@@ -480,6 +525,10 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
         tracing::error!(error = %e, "restoring the host failed; run `nsx-agent cleanup` to retry");
         return Err(e.into());
     }
+    if let Err(e) = host::uplink::give_back(&cfg.host).await {
+        tracing::error!(error = %e, "giving the uplink back failed; run `nsx-agent cleanup` to retry");
+        return Err(e.into());
+    }
     tracing::info!(nic = %cfg.host.nic, "host restored");
     result
 }
@@ -494,6 +543,8 @@ struct ServeCtx<'a> {
     desired: &'a InstanceConfig,
     /// The gateway endpoints the micro-segmentation firewall never filters.
     management: &'a [std::net::SocketAddrV4],
+    /// The edge role's uplink, taken.
+    uplink: Option<host::uplink::Uplink>,
 }
 
 /// What applying a config needs; shared by SIGHUP and the gateway.
@@ -542,6 +593,8 @@ impl Applier<'_> {
             st.overlay = overlay_status(self.host, &tables, self.plumbed.overlay_mtu);
             st.mode = if tables.port.is_some() {
                 "overlay"
+            } else if tables.tier0.is_some() {
+                "edge"
             } else {
                 "micro-segmentation"
             };
@@ -592,15 +645,24 @@ async fn serve(
             .map_err(io_err(&format!("UDP source-port pool on {underlay_ip}")))?;
         tracing::debug!(ports = ?pool.ports(), "Geneve source ports bound");
         Datapath::Overlay(Sockets {
-            port: match plan {
-                Some(_) => Some(
+            port: match (&plan, ctx.uplink) {
+                (Some(_), _) => Some(
                     io::packet_socket(plumbed.peer_ifindex, io::Qdisc::Bypass)
                         .map_err(io_err("AF_PACKET socket on the overlay peer"))?,
                 ),
-                None => None,
+                // The edge: the tier-0's uplink is its "port".
+                (None, Some(u)) => Some(
+                    io::packet_socket(u.ifindex, io::Qdisc::Bypass)
+                        .map_err(io_err("AF_PACKET socket on the uplink"))?,
+                ),
+                (None, None) => None,
             },
             geneve_rx,
             underlay_tx: pool,
+            downlink: match ctx.uplink {
+                Some(_) => Some(edge_downlink(cfg, &tables, underlay_ip)?),
+                None => None,
+            },
         })
     };
     let listener = api::bind(&cfg.host.api_socket).map_err(io_err(&format!(
@@ -620,6 +682,8 @@ async fn serve(
             config_path: ctx.path.display().to_string(),
             mode: if plan.is_some() {
                 "overlay"
+            } else if ctx.uplink.is_some() {
+                "edge"
             } else {
                 "micro-segmentation"
             },
@@ -653,6 +717,16 @@ async fn serve(
     match persist::take_flows(&cfg.host.state_dir) {
         Ok(flows) if !flows.is_empty() => {
             let _ = ctl_tx.send(Ctl::RestoreFlows(flows));
+            waker.wake();
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+    // The edge's NAT sessions, likewise: established north-south
+    // connections continue across a planned restart.
+    match persist::take_nat(&cfg.host.state_dir) {
+        Ok(saved) if !saved.is_empty() => {
+            let _ = ctl_tx.send(Ctl::RestoreNat(saved));
             waker.wake();
         }
         Ok(_) => {}
@@ -809,6 +883,7 @@ async fn serve(
     // Connections follow the instance across a stop and a new address.
     if matches!(exit, Exit::Stop | Exit::Readdress(_)) {
         save_flows(&shared, &cfg.host.state_dir).await;
+        save_nat(&shared, &cfg.host.state_dir).await;
     }
     if let Ok(mut d) = shared.datapath.lock() {
         *d = None;
@@ -836,6 +911,18 @@ async fn save_flows(shared: &Shared, state_dir: &Path) {
         },
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot save the connection table: {e}"),
+    }
+}
+
+/// Saves the edge's NAT sessions for the next start (nothing off the edge).
+async fn save_nat(shared: &Shared, state_dir: &Path) {
+    match api::nat_query(shared, NatQuery::Save).await {
+        Ok(NatReply::Saved(s)) => match persist::save_nat(state_dir, &s) {
+            Ok(()) => tracing::info!(sessions = s.len(), "NAT sessions saved"),
+            Err(e) => tracing::warn!("cannot save the NAT sessions: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot save the NAT sessions: {e}"),
     }
 }
 

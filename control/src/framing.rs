@@ -361,15 +361,12 @@ pub(crate) mod prop {
                 .prop_map(|(version, tep_id, port)| InstanceConfig {
                     version,
                     tep_id,
-                    switches: vec![],
-                    routers: vec![],
                     port: port.map(|ip| LocalPort {
                         switch: "web".into(),
                         ip: Ipv4Addr::from(ip),
                         mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
                     }),
-                    remote_ports: vec![],
-                    firewall: None,
+                    ..InstanceConfig::default()
                 }),
         )
     }

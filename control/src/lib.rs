@@ -20,9 +20,11 @@
 
 pub mod firewall;
 pub mod framing;
+pub mod lb;
 pub mod model;
 pub mod proto;
 pub mod session;
+pub mod tier0;
 pub mod validate;
 
 pub use firewall::{
@@ -31,11 +33,11 @@ pub use firewall::{
 };
 pub use framing::{Decoder, FrameError, encode};
 pub use model::{
-    DhcpOptions, InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr, RemotePort,
-    StaticRoute,
+    DhcpOptions, EdgeLink, InstanceConfig, LocalPort, LogicalRouter, LogicalSwitch, MacAddr,
+    NatFiltering, NatTimeouts, PublicIp, RemotePort, Snat, StaticRoute, Tier0, Uplink,
 };
 pub use proto::{
-    AgentMsg, GatewayMsg, InstanceMeta, MAX_FRAME, PROTOCOL_VERSION, SUPPORTED_VERSIONS,
+    AgentMsg, GatewayMsg, InstanceMeta, MAX_FRAME, PROTOCOL_VERSION, Role, SUPPORTED_VERSIONS,
     StatusReport,
 };
 pub use session::{

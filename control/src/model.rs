@@ -10,7 +10,10 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Everything one instance's datapath needs, as the gateway would push it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// `Default` is the empty config (tep_id 0, which validation refuses):
+/// a literal names what it sets and ends in `..InstanceConfig::default()`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
     /// Monotonic version of this desired state (0 for a hand-written file).
@@ -35,6 +38,203 @@ pub struct InstanceConfig {
     /// gateway always sends one, `allow_all` when it has no rules).
     #[serde(default)]
     pub firewall: Option<crate::firewall::FirewallConfig>,
+    /// The north-south edge this instance's tier-1 routers send packets for
+    /// destinations outside the overlay to (absent: they are dropped
+    /// `no_route`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeLink>,
+    /// Only on the edge itself: the tier-0 router it runs (uplink,
+    /// routes, SNAT, public IPs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier0: Option<Box<Tier0>>,
+    /// Virtual servers this datapath balances: on an instance, those
+    /// reachable from the overlay (balanced at the sending agent); on the
+    /// edge, those on the uplink's addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<crate::lb::LbService>,
+}
+
+/// How an instance reaches the edge: the tier-0's tunnel endpoint and its
+/// side of the transit segment between the tier-1 routers and the tier-0.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeLink {
+    /// Underlay IP of the edge's tunnel endpoint (on the downlink).
+    pub tep_ip: Ipv4Addr,
+    /// The edge's tunnel-endpoint id.
+    pub tep_id: u32,
+    /// VNI of the transit segment (tier-1 to tier-0).
+    pub transit_vni: u32,
+    /// The tier-0's MAC on the transit segment.
+    pub mac: MacAddr,
+    /// Tier-1 routers (names in `routers`) attached to the tier-0: their
+    /// packets for non-overlay destinations go to the edge.
+    pub tier1s: Vec<String>,
+}
+
+/// The tier-0 router on the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier0 {
+    pub name: String,
+    /// The tier-0's MAC on the transit segment and on the uplink.
+    pub mac: MacAddr,
+    /// VNI of the transit segment (tier-1 to tier-0).
+    pub transit_vni: u32,
+    /// Tier-1 routers (names in `routers`) attached to this tier-0.
+    pub tier1s: Vec<String>,
+    pub uplink: Uplink,
+    /// Static routes; each next hop is on the uplink's subnet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<StaticRoute>,
+    #[serde(default)]
+    pub snat: Snat,
+    /// 1:1 NAT of instances tagged `nsx:publicip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_ips: Vec<PublicIp>,
+    /// Whether overlay traffic routed out of the downlink (to hosts on the
+    /// edge's underlay subnet that run no agent) is source-NATed to the
+    /// edge's underlay address, with ports from
+    /// [`Tier0::DOWNLINK_NAT_PORTS`]. Default: on (the underlay hosts need
+    /// no route to the overlay, and only answers to what the overlay opened
+    /// come back in). Off: they see the instances' overlay addresses, and
+    /// may reach the instances themselves with a route to the overlay
+    /// subnets via the edge's underlay address.
+    #[serde(
+        default = "Tier0::default_underlay_snat",
+        skip_serializing_if = "is_true"
+    )]
+    pub underlay_snat: bool,
+}
+
+impl Tier0 {
+    /// The downlink SNAT's ports (inclusive): above Linux's ephemeral range
+    /// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), so the
+    /// edge host's own connections from its underlay address never take
+    /// one; the agent drops these ports in the kernel's input path so the
+    /// kernel does not answer what is the datapath's.
+    pub const DOWNLINK_NAT_PORTS: (u16, u16) = (61000, 65535);
+
+    fn default_underlay_snat() -> bool {
+        true
+    }
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The tier-0's uplink: plain IP toward the cloud's NAT and the internet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// The uplink's primary address, with its subnet.
+    pub address: ipnet::Ipv4Net,
+    /// Secondary addresses on the uplink's subnet: the cloud maps elastic
+    /// IPs to these (public IPs and SNAT pool addresses come from them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary: Vec<Ipv4Addr>,
+    /// Next hop of the default route (absent: no default route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The uplink's IP MTU (default 1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+}
+
+impl Uplink {
+    pub const DEFAULT_MTU: u16 = 1500;
+    pub const MIN_MTU: u16 = 576;
+}
+
+/// Source NAT of overlay traffic leaving by the uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Snat {
+    /// SNAT addresses (the uplink's primary or secondary addresses);
+    /// empty: the uplink's primary address.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<Ipv4Addr>,
+    /// Inbound filtering (RFC 4787 section 5); mapping is always
+    /// endpoint-independent.
+    pub filtering: NatFiltering,
+    /// External ports handed out (inclusive).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Idle timeouts, seconds.
+    pub timeouts: NatTimeouts,
+    /// Most NAT sessions at once.
+    pub max_sessions: u32,
+}
+
+impl Default for Snat {
+    fn default() -> Snat {
+        Snat {
+            pool: Vec::new(),
+            filtering: NatFiltering::default(),
+            port_min: 1024,
+            port_max: 65535,
+            timeouts: NatTimeouts::default(),
+            max_sessions: Snat::DEFAULT_MAX_SESSIONS,
+        }
+    }
+}
+
+impl Snat {
+    pub const DEFAULT_MAX_SESSIONS: u32 = 1 << 18;
+    /// Most sessions a config may ask for.
+    pub const MAX_SESSIONS: u32 = 1 << 22;
+}
+
+/// RFC 4787 section 5 filtering behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatFiltering {
+    /// Any remote host may send to a live mapping (RFC 4787 REQ-8's
+    /// recommendation for transparency).
+    #[default]
+    EndpointIndependent,
+    /// Only remote addresses the mapping has sent to.
+    AddressDependent,
+}
+
+/// Per-state idle timeouts of NAT sessions, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatTimeouts {
+    /// RFC 5382 REQ-5: at least 2 h 4 min.
+    pub tcp_established: u32,
+    /// SYN sent, or FIN/RST seen: RFC 5382 REQ-5, at least 4 min.
+    pub tcp_transitory: u32,
+    /// RFC 4787 REQ-5: at least 2 min, 5 min recommended.
+    pub udp: u32,
+    /// RFC 5508 REQ-1: at least 60 s.
+    pub icmp: u32,
+}
+
+impl Default for NatTimeouts {
+    fn default() -> NatTimeouts {
+        NatTimeouts {
+            tcp_established: 7440,
+            tcp_transitory: 240,
+            udp: 300,
+            icmp: 60,
+        }
+    }
+}
+
+/// A public IP: the cloud maps an elastic IP to `public_ip` (a secondary
+/// address of the uplink), and the tier-0 translates it 1:1 to the
+/// instance's overlay address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicIp {
+    pub public_ip: Ipv4Addr,
+    /// The instance's overlay address (a port on a tier-1's switch).
+    pub private_ip: Ipv4Addr,
+    /// Whose it is (the instance's name), for the operator.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
 }
 
 /// A logical switch: one L2 broadcast domain, one VNI.

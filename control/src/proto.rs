@@ -285,6 +285,51 @@ pub struct EnrollPayload {
     pub timestamp: u64,
     /// 32 lower- or upper-case hex characters, never reused.
     pub nonce: String,
+    /// What the agent enrolls as; absent = [`Role::Instance`] (what every
+    /// agent before the edge role sent), so it is only written for an edge.
+    #[serde(default, skip_serializing_if = "Role::is_instance")]
+    pub role: Role,
+}
+
+/// What an enrolling agent is: an ordinary instance, or the edge (the
+/// agent on the gateway host with an uplink, running the tier-0 router).
+/// A gateway has at most one edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Instance,
+    Edge,
+}
+
+impl Role {
+    /// True for the default role (not written in an enrollment payload).
+    pub fn is_instance(&self) -> bool {
+        *self == Role::Instance
+    }
+
+    /// The role's name as written on the wire and in the gateway's store.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Instance => "instance",
+            Role::Edge => "edge",
+        }
+    }
+
+    /// The role of a name written by [`Role::as_str`].
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name {
+            "instance" => Some(Role::Instance),
+            "edge" => Some(Role::Edge),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A successful answer.
@@ -356,10 +401,6 @@ mod tests {
         let config = InstanceConfig {
             version: 3,
             tep_id: 1,
-            switches: vec![],
-            routers: vec![],
-            port: None,
-            remote_ports: vec![],
             firewall: Some(crate::firewall::FirewallConfig {
                 addrsets: vec![crate::firewall::AddrSet {
                     name: huge.clone(),
@@ -367,6 +408,7 @@ mod tests {
                 }],
                 ..crate::firewall::FirewallConfig::allow_all()
             }),
+            ..InstanceConfig::default()
         };
         let g = GatewayMsg::Update {
             from_version: 2,
@@ -392,6 +434,30 @@ mod tests {
             config: None,
         };
         assert_eq!(s.summary(), "Snapshot of version 1 (no config)");
+    }
+
+    /// The role is backward compatible: a payload without it is an
+    /// instance's, and an instance's payload does not carry it.
+    #[test]
+    fn enroll_role_defaults_to_instance() {
+        let meta = r#"{"instance_id":"i","hostname":"h","os":"linux","image_id":"x","underlay_ip":"10.0.0.1","nic_mac":"06:00:00:00:00:01"}"#;
+        let old = format!(r#"{{"csr_pem":"C","instance":{meta},"timestamp":1,"nonce":"n"}}"#);
+        let p: EnrollPayload = serde_json::from_str(&old).unwrap();
+        assert_eq!(p.role, Role::Instance);
+        assert!(!serde_json::to_string(&p).unwrap().contains("role"));
+        let edge = EnrollPayload {
+            role: Role::Edge,
+            ..p
+        };
+        let text = serde_json::to_string(&edge).unwrap();
+        assert!(text.ends_with(r#","role":"edge"}"#), "{text}");
+        let back: EnrollPayload = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.role, Role::Edge);
+        let bad = old.replace(r#""nonce":"n""#, r#""nonce":"n","role":"router""#);
+        assert!(serde_json::from_str::<EnrollPayload>(&bad).is_err());
+        for r in [Role::Instance, Role::Edge] {
+            assert_eq!(Role::from_name(r.as_str()), Some(r));
+        }
     }
 
     #[test]

@@ -25,13 +25,8 @@ fn meta() -> InstanceMeta {
 /// A config that passes validation.
 fn cfg(tep_id: u32) -> Option<InstanceConfig> {
     Some(InstanceConfig {
-        version: 0,
         tep_id,
-        switches: vec![],
-        routers: vec![],
-        port: None,
-        remote_ports: vec![],
-        firewall: None,
+        ..InstanceConfig::default()
     })
 }
 

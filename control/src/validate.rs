@@ -29,6 +29,15 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
@@ -51,6 +60,15 @@ impl Problems {
         all.truncate(MAX_PROBLEMS);
         all.shrink_to_fit();
         Problems { list: all, more }
+    }
+
+    /// `Ok` when `all` is empty, else `Err` with them ([`Problems::new`]).
+    pub fn result(all: Vec<Problem>) -> Result<(), Problems> {
+        if all.is_empty() {
+            Ok(())
+        } else {
+            Err(Problems::new(all))
+        }
     }
 
     /// The problems listed (at most [`MAX_PROBLEMS`]).
@@ -101,12 +119,7 @@ impl Collector {
 
 /// Checks `cfg`: the problems found, capped as [`Problems::new`] does.
 pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
-    let all = all_problems(cfg);
-    if all.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems::new(all))
-    }
+    Problems::result(all_problems(cfg))
 }
 
 /// Checks `cfg` and returns every problem found, uncapped (for callers that
@@ -314,6 +327,26 @@ pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
     if let Some(fw) = &cfg.firewall {
         crate::firewall::validate_firewall(fw, "firewall", &mut c.0);
     }
+    crate::tier0::check(cfg, &mut c.0);
+    crate::lb::check_services(&cfg.load_balancers, "load_balancers", &mut c.0);
+    for (i, s) in cfg.load_balancers.iter().enumerate() {
+        if s.vs.kind == crate::lb::ForwardKind::Fnat
+            && s.vs.snat_ip.is_none()
+            && cfg.tier0.is_none()
+        {
+            c.add(
+                format!("load_balancers[{i}].snat_ip"),
+                "full NAT needs a source address: snat_ip, or the edge's uplink (tier0)",
+            );
+        }
+    }
+    if !cfg.load_balancers.is_empty() && cfg.port.is_none() && cfg.tier0.is_none() {
+        c.add(
+            "load_balancers",
+            "virtual servers are balanced by an instance's overlay port or by the edge: \
+             micro-segmentation (no port, no tier0) balances nothing",
+        );
+    }
     c.0
 }
 
@@ -510,7 +543,7 @@ mod tests {
                 tep_ip: "10.99.3.251".parse().unwrap(),
                 tep_id: 2,
             }],
-            firewall: None,
+            ..InstanceConfig::default()
         }
     }
 
@@ -657,9 +690,7 @@ mod tests {
                 routes: vec![],
             }],
             switches,
-            port: None,
-            remote_ports: vec![],
-            firewall: None,
+            ..InstanceConfig::default()
         }
     }
 
@@ -756,5 +787,43 @@ mod tests {
                 proptest::prop_assert_eq!(on_switch, !flagged, "hop {}", hop(h));
             }
         }
+    }
+
+    #[test]
+    fn virtual_servers_need_a_port_or_the_edge_to_balance_them() {
+        let mut cfg = good();
+        cfg.load_balancers = vec![
+            serde_json::from_str(
+                r#"{"vip":"192.168.100.50","port":80,"scheduler":"sh",
+                    "real_servers":[{"ip":"192.168.99.9","port":8080}]}"#,
+            )
+            .unwrap(),
+        ];
+        assert!(validate(&cfg).is_ok());
+        cfg.port = None;
+        let p = validate(&cfg).unwrap_err().into_list();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].path, "load_balancers");
+        assert!(p[0].message.contains("micro-segmentation"), "{}", p[0]);
+    }
+
+    #[test]
+    fn full_nat_needs_a_source_address() {
+        let mut cfg = good();
+        let mut s: crate::lb::LbService = serde_json::from_str(
+            r#"{"vip":"192.168.100.50","port":80,"scheduler":"sh","kind":"fnat",
+                "real_servers":[{"ip":"192.168.99.9","port":8080}]}"#,
+        )
+        .unwrap();
+        cfg.load_balancers = vec![s.clone()];
+        assert_eq!(
+            paths(&cfg),
+            [
+                "load_balancers[0].snat_ip: full NAT needs a source address: snat_ip, or the edge's uplink (tier0)"
+            ]
+        );
+        s.vs.snat_ip = Some("192.168.100.51".parse().unwrap());
+        cfg.load_balancers = vec![s];
+        assert!(validate(&cfg).is_ok());
     }
 }

@@ -92,12 +92,15 @@ fn pipeline_with(me: u8, firewall: Option<control::FirewallConfig>) -> Pipeline 
             })
             .collect(),
         firewall,
+        ..InstanceConfig::default()
     };
     let host = LocalHost {
         underlay_ip: ul,
         port_mac: mac,
         overlay_mtu: 1442,
         kernel_udp: false,
+        underlay_prefix_len: 24,
+        underlay_mac: mac,
     };
     Pipeline::new(Arc::new(Tables::build(&cfg, host).unwrap()))
 }

@@ -120,6 +120,10 @@ pub struct Counters {
     pub underlay_rx: PacketBytes,
     /// Geneve packets built for the underlay.
     pub underlay_tx: PacketBytes,
+    /// The edge's downlink: frames its filtered socket on the underlay
+    /// bridge received, and frames sent out of it (ARP included).
+    pub downlink_rx: PacketBytes,
+    pub downlink_tx: PacketBytes,
     pub tunnels: Vec<TunnelCounters>,
     pub dhcp: DhcpCounters,
 }
@@ -133,6 +137,8 @@ impl Default for Counters {
             port_tx: PacketBytes::default(),
             underlay_rx: PacketBytes::default(),
             underlay_tx: PacketBytes::default(),
+            downlink_rx: PacketBytes::default(),
+            downlink_tx: PacketBytes::default(),
             tunnels: Vec::new(),
             dhcp: DhcpCounters::default(),
         }

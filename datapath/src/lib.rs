@@ -17,9 +17,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bpf;
 pub mod coalesce;
 pub mod counters;
+pub mod edge;
 pub mod layer;
+pub mod lbstate;
 pub mod mseg;
 mod narrow;
 pub mod offload;

@@ -208,7 +208,9 @@ impl Microseg {
         let _ = ctx.parse_l2_l3();
         let answers = out.port.len();
         let mut rec = Commit {
+            edge: None,
             fw: Some(&mut self.fw),
+            lb: None,
         };
         let layers = match dir {
             Dir::In => &MSEG_IN[..],

@@ -9,7 +9,12 @@ use std::sync::Arc;
 use firewall::{Dir, Firewall, RejectKind};
 
 use crate::counters::{Counters, TunnelCounters};
-use crate::layer::{self, ANSWER, Commit, Ctx, EGRESS, INGRESS, LayerId, Recorder, Why};
+use crate::edge::{EdgeState, Iface};
+use crate::layer::{
+    self, ANSWER, Commit, Ctx, EDGE_FROM_DOWNLINK, EDGE_FROM_OVERLAY, EDGE_FROM_UPLINK, EGRESS,
+    INGRESS, LayerId, Recorder, Why,
+};
+use crate::lbstate::LbState;
 use crate::offload::{Offload, VIRTIO_NET_HDR_LEN};
 use crate::queue::Output;
 use crate::tables::{SwitchIdx, Tables};
@@ -30,6 +35,10 @@ pub struct Pipeline {
     flow_capacity: usize,
     /// Where answers to rejected ingress packets are built.
     answer: Vec<u8>,
+    /// Present while the tables have a tier-0 (the edge).
+    edge: Option<EdgeState>,
+    /// Present while the tables have virtual servers.
+    lb: Option<LbState>,
 }
 
 impl Pipeline {
@@ -45,6 +54,8 @@ impl Pipeline {
             firewall: None,
             flow_capacity,
             answer: vec![0; ANSWER_BUF],
+            edge: None,
+            lb: None,
         };
         p.set_tables(tables);
         p
@@ -81,10 +92,55 @@ impl Pipeline {
         }
     }
 
-    /// Housekeeping between batches (reclaims idle connections).
+    /// Housekeeping between batches (reclaims idle connections and NAT
+    /// sessions).
     pub fn tick(&mut self, now_ns: u64) {
         if let Some(fw) = &mut self.firewall {
             fw.tick(now_ns);
+        }
+        if let Some(e) = &mut self.edge {
+            e.tick(now_ns);
+        }
+        if let Some(lb) = &mut self.lb {
+            lb.tick(now_ns);
+            // The last connection of virtual servers no longer configured
+            // is gone: so is the balancer (and its layer).
+            if self.tables.lb.is_empty() && lb.is_idle() {
+                self.lb = None;
+            }
+        }
+    }
+
+    /// The load balancer, while virtual servers are configured.
+    pub fn lb(&self) -> Option<&LbState> {
+        self.lb.as_ref()
+    }
+
+    /// The load balancer, to change (between batches).
+    pub fn lb_mut(&mut self) -> Option<&mut LbState> {
+        self.lb.as_mut()
+    }
+
+    /// The edge's state, to change (restoring saved NAT sessions).
+    pub fn edge_mut(&mut self) -> Option<&mut EdgeState> {
+        self.edge.as_mut()
+    }
+
+    /// The edge's housekeeping between batches: ARP requests out of the
+    /// uplink for the tier-0's next hops (the default route's and the
+    /// static routes') that are unknown or half-way to expiry, paced, so
+    /// traffic never waits for a next hop's MAC. Nothing off the edge.
+    pub fn edge_tick(&mut self, now_ns: u64, out: &mut Output) {
+        let (Some(t0), Some(edge)) = (&self.tables.tier0, &mut self.edge) else {
+            return;
+        };
+        for r in &t0.routes {
+            let crate::tables::T0Hop::Uplink(Some(nh)) = r.hop else {
+                continue;
+            };
+            if edge.neighbors.needs_refresh(nh, now_ns) && edge.neighbors.may_request(nh, now_ns) {
+                layer::uplink::arp_request(out, &mut self.counters, t0, Iface::Uplink, nh);
+            }
         }
     }
 
@@ -109,6 +165,34 @@ impl Pipeline {
                 }
             }
             None => self.firewall = None,
+        }
+        // The NAT's configuration was checked when the tables were built
+        // (`TablesError::Nat`), so neither call fails here.
+        match (&tables.tier0, &mut self.edge) {
+            (Some(t0), Some(edge)) => {
+                let _ = edge.update(t0);
+            }
+            (Some(t0), None) => self.edge = EdgeState::new(t0).ok(),
+            (None, _) => self.edge = None,
+        }
+        // Connections outlive a change of their virtual servers (a removed
+        // real server, or a removed virtual server, keeps its established
+        // connections); the balancer goes away once none is configured and
+        // its last connection is gone (here, or at a later tick).
+        let snat = tables.tier0.as_ref().map(|t0| t0.primary());
+        match (&mut self.lb, tables.lb.is_empty()) {
+            (Some(lb), _) => lb.update(&tables.lb, snat),
+            (None, false) => {
+                self.lb = Some(LbState::new(
+                    &tables.lb,
+                    snat,
+                    crate::lbstate::DEFAULT_LB_CAPACITY,
+                ))
+            }
+            (None, true) => {}
+        }
+        if tables.lb.is_empty() && self.lb.as_ref().is_some_and(LbState::is_idle) {
+            self.lb = None;
         }
         let old = std::mem::take(&mut self.counters.tunnels);
         self.counters.tunnels = tables
@@ -141,6 +225,11 @@ impl Pipeline {
         &self.counters
     }
 
+    /// The edge's state, while the tables have a tier-0.
+    pub fn edge(&self) -> Option<&EdgeState> {
+        self.edge.as_ref()
+    }
+
     /// A frame the instance sent on its port (nsx-eth0), toward the network.
     pub fn from_port(&mut self, frame: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
         self.from_port_offload(frame, Offload::NONE, now_ns, out)
@@ -158,21 +247,80 @@ impl Pipeline {
         self.counters.port_rx.add(frame.len());
         let mut ctx = Ctx::new(frame);
         ctx.offload = offload;
+        if self.tables.tier0.is_some() {
+            // On the edge the "port" is the uplink.
+            ctx.from_uplink = true;
+            return self.run(Dir::In, &EDGE_FROM_UPLINK, &mut ctx, now_ns, out);
+        }
         self.run(Dir::Out, &EGRESS, &mut ctx, now_ns, out)
     }
 
     /// A frame from an AF_PACKET socket with `PACKET_VNET_HDR`: a
     /// `struct virtio_net_hdr` followed by the frame.
     pub fn from_port_vnet(&mut self, buf: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        match self.vnet(buf, |c| &mut c.port_rx) {
+            Ok((frame, offload)) => self.from_port_offload(frame, offload, now_ns, out),
+            Err(v) => v,
+        }
+    }
+
+    /// Splits an AF_PACKET buffer into its virtio-net header's offload
+    /// work and the frame; a header that cannot be honoured is counted on
+    /// the `rx` counter `rx` picks and dropped (`bad_offload`).
+    fn vnet<'b>(
+        &mut self,
+        buf: &'b [u8],
+        rx: impl FnOnce(&mut Counters) -> &mut crate::counters::PacketBytes,
+    ) -> Result<(&'b [u8], Offload), Verdict> {
         let frame = buf.get(VIRTIO_NET_HDR_LEN..).unwrap_or_default();
-        match Offload::from_virtio_net_hdr(buf) {
-            Ok(offload) => self.from_port_offload(frame, offload, now_ns, out),
-            Err(_) => {
-                self.counters.port_rx.add(frame.len());
+        Offload::from_virtio_net_hdr(buf)
+            .map(|offload| (frame, offload))
+            .map_err(|_| {
+                rx(&mut self.counters).add(frame.len());
                 self.counters.drop(DropReason::BadOffload);
                 Verdict::Drop(DropReason::BadOffload)
-            }
+            })
+    }
+
+    /// A frame the edge's downlink (its filtered socket on the underlay
+    /// bridge) received from a host on the underlay subnet. Off the edge
+    /// it is dropped (`not_for_edge`).
+    pub fn from_downlink(&mut self, frame: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        self.from_downlink_offload(frame, Offload::NONE, now_ns, out)
+    }
+
+    /// Like [`Pipeline::from_downlink`] for a frame with offload work
+    /// pending (a GRO super-frame, a partial checksum).
+    pub fn from_downlink_offload(
+        &mut self,
+        frame: &[u8],
+        offload: Offload,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        self.counters.downlink_rx.add(frame.len());
+        let mut ctx = Ctx::new(frame);
+        ctx.offload = offload;
+        ctx.from_downlink = true;
+        self.run(Dir::In, &EDGE_FROM_DOWNLINK, &mut ctx, now_ns, out)
+    }
+
+    /// [`Pipeline::from_downlink`] for a buffer from an AF_PACKET socket
+    /// with `PACKET_VNET_HDR` (a `struct virtio_net_hdr`, then the frame).
+    pub fn from_downlink_vnet(&mut self, buf: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        match self.vnet(buf, |c| &mut c.downlink_rx) {
+            Ok((frame, offload)) => self.from_downlink_offload(frame, offload, now_ns, out),
+            Err(v) => v,
         }
+    }
+
+    /// The downlink socket's filter for the current tables (see
+    /// [`crate::bpf`]); refuses everything off the edge.
+    pub fn downlink_filter(&self) -> Vec<crate::bpf::Insn> {
+        self.tables
+            .tier0
+            .as_ref()
+            .map_or_else(crate::bpf::refuse_all, crate::bpf::downlink_filter)
     }
 
     /// A UDP payload received on port 6081 from underlay address `src`.
@@ -186,6 +334,9 @@ impl Pipeline {
         self.counters.underlay_rx.add(udp_payload.len());
         let mut ctx = Ctx::new(udp_payload);
         ctx.outer_src = src;
+        if self.tables.tier0.is_some() {
+            return self.run(Dir::Out, &EDGE_FROM_OVERLAY, &mut ctx, now_ns, out);
+        }
         let v = self.run(Dir::In, &INGRESS, &mut ctx, now_ns, out);
         if let Some(kind) = ctx.reject {
             self.answer_remote(kind, ctx.frame, ctx.switch, now_ns, out);
@@ -207,6 +358,8 @@ impl Pipeline {
         let mut buf = std::mem::take(&mut self.answer);
         let mut rec = Commit {
             fw: self.firewall.as_mut(),
+            edge: self.edge.as_mut(),
+            lb: self.lb.as_mut(),
         };
         let t = &*self.tables;
         answer(
@@ -233,6 +386,8 @@ impl Pipeline {
     ) -> Verdict {
         let mut rec = Commit {
             fw: self.firewall.as_mut(),
+            edge: self.edge.as_mut(),
+            lb: self.lb.as_mut(),
         };
         layer::walk(
             &self.tables,

@@ -125,6 +125,26 @@ impl TxQueue {
         self.bufs[..].rotate_left(n);
     }
 
+    /// Offers the last packet to `merge`, which may append it to the one
+    /// before it (then the last is gone); otherwise it stays. The slot's
+    /// buffer is moved out while `merge` runs (an empty box: no allocation).
+    pub(crate) fn merge_last(&mut self, merge: impl FnOnce(&mut TxQueue, &[u8]) -> bool) -> bool {
+        let n = self.items.len();
+        if n < 2 {
+            return false;
+        }
+        let Some(item) = self.items.pop() else {
+            return false;
+        };
+        let buf = std::mem::take(&mut self.bufs[n - 1]);
+        let merged = buf.get(..item.len).is_some_and(|f| merge(self, f));
+        self.bufs[n - 1] = buf;
+        if !merged {
+            self.items.push(item);
+        }
+        merged
+    }
+
     /// Fills the next free slot with `fill`, which returns the length written
     /// (or `None` to abandon the slot). Returns false when the queue is full
     /// or `fill` gave up.
@@ -151,13 +171,17 @@ impl TxQueue {
     }
 }
 
-/// The pipeline's two output queues.
+/// The pipeline's output queues.
 #[derive(Debug)]
 pub struct Output {
     /// Complete outer IPv4 packets (IPv4 + UDP + Geneve + inner frame).
     pub underlay: TxQueue,
-    /// Complete Ethernet frames for the local port.
+    /// Complete Ethernet frames for the local port (on the edge: the uplink).
     pub port: TxQueue,
+    /// The edge only: complete Ethernet frames for the downlink (the
+    /// underlay bridge). Off the edge it has no slots
+    /// ([`Output::without_downlink`]).
+    pub downlink: TxQueue,
     /// Merge TCP segments for the port (needs 64 KiB port slots).
     pub(crate) coalesce: bool,
 }
@@ -170,8 +194,17 @@ impl Output {
         Output {
             underlay: TxQueue::new(slots, slot),
             port: TxQueue::new(slots, slot),
+            downlink: TxQueue::new(slots, slot),
             coalesce: false,
         }
+    }
+
+    /// The same queues without room for the downlink (for a datapath that
+    /// is not the edge: what would go there is dropped as `tx_full`, and
+    /// its buffers are not allocated).
+    pub fn without_downlink(mut self) -> Output {
+        self.downlink = TxQueue::new(0, 0);
+        self
     }
 
     /// Like [`Output::new`], with `port_slots` 64 KiB port slots into which
@@ -182,20 +215,25 @@ impl Output {
         Output {
             underlay: TxQueue::new(slots, slot),
             port: TxQueue::new(port_slots, MAX_MERGED + 64),
+            downlink: TxQueue::new(slots, slot),
             coalesce: true,
         }
     }
 
-    /// True when either queue may not take the outputs of one more frame
+    /// True when any queue may not take the outputs of one more frame
     /// (a broadcast can need [`crate::tables::MAX_FLOOD`] slots, a
-    /// super-frame [`crate::offload::MAX_SEGMENTS`]).
+    /// super-frame [`crate::offload::MAX_SEGMENTS`]; a downlink without
+    /// slots never asks for a flush).
     pub fn needs_flush(&self) -> bool {
         let worst = crate::tables::MAX_FLOOD.max(crate::offload::MAX_SEGMENTS);
-        self.underlay.free() < worst || self.port.free() < 2
+        self.underlay.free() < worst
+            || self.port.free() < 2
+            || (self.downlink.capacity() > 0 && self.downlink.free() < 2)
     }
 
     pub fn clear(&mut self) {
         self.underlay.clear();
         self.port.clear();
+        self.downlink.clear();
     }
 }

@@ -33,6 +33,12 @@ pub struct LocalHost {
     /// The I/O shell sends through a kernel UDP socket, which writes the
     /// outer IPv4/UDP headers and the UDP checksum itself: skip computing it.
     pub kernel_udp: bool,
+    /// Prefix length of `underlay_ip`'s subnet (the edge's downlink: its
+    /// connected subnet is routed by the tier-0).
+    pub underlay_prefix_len: u8,
+    /// MAC of the underlay interface (the bridge, which took the NIC's):
+    /// the edge's downlink frames go out from it.
+    pub underlay_mac: MacAddr,
 }
 
 /// Where a MAC on a switch lives.
@@ -100,6 +106,9 @@ pub struct Router {
     pub switches: Vec<SwitchIdx>,
     /// Connected subnets and static routes, longest prefix first.
     pub routes: Vec<Route>,
+    /// A tier-1 attached to the tier-0: what no route covers goes to the
+    /// edge ([`Tables::edge`]).
+    pub to_edge: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +119,8 @@ pub struct Tep {
     /// it may carry routed frames from any *outside* source (an inner IPv4
     /// source no port on the router's switches owns). The ingress source
     /// guard (`layer::source_guard`) honours it; an address some port owns
-    /// must still come from that port's endpoint. Hook for the edge: nothing
-    /// in the config model sets it yet, so it is always `false`.
+    /// must still come from that port's endpoint. Set for the endpoint of
+    /// the config's [`control::EdgeLink`].
     pub edge: bool,
 }
 
@@ -150,6 +159,147 @@ pub struct Tables {
     /// The compiled firewall policy (`None`: the config has no firewall
     /// section and traffic is not filtered).
     pub firewall: Option<Arc<firewall::Policy>>,
+    /// An instance's way to the edge (tier-1 routers' default route).
+    pub edge: Option<EdgeRoute>,
+    /// On the edge: its tier-0 router.
+    pub tier0: Option<Tier0>,
+    /// The virtual servers this datapath balances (shared with the
+    /// balancer, which swaps them in when the pointer changes).
+    pub lb: Arc<[control::lb::LbService]>,
+    /// Their virtual addresses, answered in ARP with the router's MAC on
+    /// a routed switch whose subnet holds them.
+    pub(crate) vips: FxMap<Ipv4Addr, ()>,
+}
+
+/// Where an instance's tier-1 routers send what no route of theirs covers:
+/// the transit segment to the tier-0 on the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeRoute {
+    /// The edge's endpoint (marked [`Tep::edge`]).
+    pub tep: TepIdx,
+    pub transit_vni: u32,
+    /// The tier-0's MAC on the transit segment.
+    pub mac: MacAddr,
+}
+
+/// What a tier-0 route leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum T0Hop {
+    /// Out of the uplink to this next hop (`None`: the destination itself,
+    /// the uplink's connected subnet).
+    Uplink(Option<Ipv4Addr>),
+    /// Into the overlay, through tier-1 router `RouterIdx` (a connected
+    /// subnet of one of its switches).
+    Tier1(RouterIdx),
+    /// Out of the downlink (the edge's underlay interface) to this next
+    /// hop (`None`: the destination itself). Only the connected underlay
+    /// subnet is routed there: there are no static routes via the downlink.
+    Downlink(Option<Ipv4Addr>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct T0Route {
+    pub prefix: Ipv4Net,
+    pub hop: T0Hop,
+    /// Where the route came from, for `trace` and the API.
+    pub origin: T0Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum T0Origin {
+    Connected,
+    Static,
+    Default,
+    Tier1,
+}
+
+/// The edge's tier-0 router, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier0 {
+    pub name: String,
+    /// MAC on the transit segment.
+    pub mac: MacAddr,
+    /// MAC on the uplink (the uplink NIC's own: a cloud network only
+    /// accepts frames from the MAC it gave the NIC).
+    pub uplink_mac: MacAddr,
+    pub transit_vni: u32,
+    /// The uplink's subnet and primary address.
+    pub uplink: Ipv4Net,
+    /// Every address the uplink answers ARP for: the primary, then the
+    /// secondaries.
+    pub addresses: Vec<Ipv4Addr>,
+    pub uplink_mtu: u16,
+    /// The downlink: the edge's underlay address with its subnet, the
+    /// bridge's MAC and the underlay MTU.
+    pub downlink: Ipv4Net,
+    pub downlink_mac: MacAddr,
+    pub downlink_mtu: u16,
+    /// Overlay traffic out of the downlink is source-NATed to the
+    /// downlink's address ([`control::Tier0::underlay_snat`]).
+    pub underlay_snat: bool,
+    /// Longest prefix first.
+    pub routes: Vec<T0Route>,
+    /// The attached tier-1 routers.
+    pub tier1s: Vec<RouterIdx>,
+    /// The NAT's configuration (pool, ports, filtering, timeouts, public
+    /// IPs as static 1:1 entries), checked when the tables are built.
+    pub nat: nat::NatConfig,
+    /// Sessions the NAT holds at most.
+    pub nat_capacity: usize,
+    /// With `underlay_snat`: the downlink's NAT (the same engine, its own
+    /// instance: the underlay address, [`control::Tier0::DOWNLINK_NAT_PORTS`],
+    /// the uplink SNAT's filtering and timeouts, no public IPs).
+    pub downlink_nat: Option<nat::NatConfig>,
+    /// Sessions the downlink's NAT holds at most.
+    pub downlink_nat_capacity: usize,
+}
+
+/// Most sessions of the downlink's NAT (at most the uplink's): its TCP and
+/// UDP mappings are bounded by the 4536 ports of
+/// [`control::Tier0::DOWNLINK_NAT_PORTS`] anyway.
+pub const DOWNLINK_NAT_SESSIONS: usize = 1 << 14;
+
+impl Tier0 {
+    /// The uplink's primary address: the source of the tier-0's own ICMP.
+    pub fn primary(&self) -> Ipv4Addr {
+        self.uplink.addr()
+    }
+
+    /// Whether `ip` is a public IP (a static 1:1 entry of the NAT).
+    pub fn is_public(&self, ip: Ipv4Addr) -> bool {
+        self.nat.statics.iter().any(|s| s.public == ip)
+    }
+
+    pub fn owns(&self, ip: Ipv4Addr) -> bool {
+        self.addresses.contains(&ip)
+    }
+
+    /// The downlink's (underlay) address: the source of the downlink's ARP
+    /// and of its SNAT.
+    pub fn downlink_ip(&self) -> Ipv4Addr {
+        self.downlink.addr()
+    }
+
+    /// The overlay subnets behind the tier-0 (its tier-1s' switches).
+    pub fn overlay_subnets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.routes
+            .iter()
+            .filter(|r| matches!(r.hop, T0Hop::Tier1(_)))
+            .map(|r| r.prefix)
+    }
+
+    /// Longest-prefix match.
+    pub fn route(&self, dst: Ipv4Addr) -> Option<&T0Route> {
+        self.routes.iter().find(|r| r.prefix.contains(&dst))
+    }
+
+    /// The tier-1 router whose MAC is `mac`.
+    pub fn tier1_with_mac(&self, t: &Tables, mac: MacAddr) -> Option<RouterIdx> {
+        self.tier1s
+            .iter()
+            .copied()
+            .find(|&ri| t.routers.get(usize::from(ri)).is_some_and(|r| r.mac == mac))
+    }
 }
 
 /// Why a config could not be compiled (it should have failed validation).
@@ -159,6 +309,10 @@ pub enum TablesError {
     Invalid(#[from] control::Problems),
     #[error("firewall rules do not compile: {0}")]
     Firewall(#[from] firewall::classify::CompileError),
+    #[error("tier0 NAT: {0}")]
+    Nat(#[from] nat::ConfigError),
+    #[error("load balancer: {0}")]
+    Lb(#[from] lb::engine::Error),
     #[error("too many {what} ({count}; at most {max})")]
     TooMany {
         what: &'static str,
@@ -249,6 +403,7 @@ impl Tables {
                 mac: r.mac,
                 switches: attached,
                 routes,
+                to_edge: false,
             });
         }
 
@@ -323,7 +478,61 @@ impl Tables {
             None => None,
         };
 
+        let router_idx = |name: &str| {
+            cfg.routers
+                .iter()
+                .zip(0..=RouterIdx::MAX)
+                .find(|(r, _)| r.name == name)
+                .map(|(_, i)| i)
+        };
+        let edge = match &cfg.edge {
+            Some(e) => {
+                let tep = match tep_by_ip.get(&e.tep_ip) {
+                    Some(&ti) => ti,
+                    None => {
+                        let ti =
+                            TepIdx::try_from(teps.len()).map_err(|_| TablesError::TooMany {
+                                what: "tunnel endpoints",
+                                count: teps.len() + 1,
+                                max: usize::from(TepIdx::MAX),
+                            })?;
+                        teps.push(Tep {
+                            ip: e.tep_ip,
+                            id: e.tep_id,
+                            edge: true,
+                        });
+                        tep_by_ip.insert(e.tep_ip, ti);
+                        ti
+                    }
+                };
+                if let Some(tep) = teps.get_mut(usize::from(tep)) {
+                    tep.edge = true;
+                }
+                for name in &e.tier1s {
+                    if let Some(ri) = router_idx(name) {
+                        routers[usize::from(ri)].to_edge = true;
+                    }
+                }
+                Some(EdgeRoute {
+                    tep,
+                    transit_vni: e.transit_vni,
+                    mac: e.mac,
+                })
+            }
+            None => None,
+        };
+        let tier0 = match cfg.tier0.as_deref() {
+            Some(t0) => Some(compile_tier0(t0, host, &routers, &switches, router_idx)?),
+            None => None,
+        };
+
+        // What the balancer takes, checked here so its swap never fails.
+        lb::engine::check_services(&cfg.load_balancers, tier0.as_ref().map(Tier0::primary))?;
+        let lb: Arc<[control::lb::LbService]> = cfg.load_balancers.clone().into();
+        let vips = lb.iter().map(|s| (s.vs.vip, ())).collect();
         Ok(Tables {
+            lb,
+            vips,
             firewall,
             version: cfg.version,
             tep_id: cfg.tep_id,
@@ -337,7 +546,14 @@ impl Tables {
             macs,
             neighbors,
             routed_sources,
+            edge,
+            tier0,
         })
+    }
+
+    /// True when `ip` is a virtual server's address here.
+    pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
+        self.vips.contains_key(&ip)
     }
 
     pub fn switch_by_vni(&self, vni: u32) -> Option<SwitchIdx> {
@@ -405,6 +621,124 @@ impl Tables {
     pub fn arp_table(&self) -> impl Iterator<Item = (SwitchIdx, Ipv4Addr, Neighbor)> + '_ {
         self.neighbors.iter().map(|(&(s, ip), &n)| (s, ip, n))
     }
+}
+
+/// The tier-0's routing table: connected uplink subnet, the downlink's
+/// connected subnet (the underlay's; not for a /0 or /32 underlay
+/// address, which has no subnet to speak of), static routes, the default
+/// route, and every tier-1's connected switches (overlay).
+fn compile_tier0(
+    t0: &control::Tier0,
+    host: LocalHost,
+    routers: &[Router],
+    switches: &[Switch],
+    router_idx: impl Fn(&str) -> Option<RouterIdx>,
+) -> Result<Tier0, TablesError> {
+    let tier1s: Vec<RouterIdx> = t0.tier1s.iter().filter_map(|n| router_idx(n)).collect();
+    let uplink = t0.uplink.address;
+    let mut routes = vec![T0Route {
+        prefix: uplink.trunc(),
+        hop: T0Hop::Uplink(None),
+        origin: T0Origin::Connected,
+    }];
+    let downlink = Ipv4Net::new(host.underlay_ip, host.underlay_prefix_len)
+        .unwrap_or_else(|_| Ipv4Net::from(host.underlay_ip));
+    if (1..32).contains(&downlink.prefix_len()) {
+        routes.push(T0Route {
+            prefix: downlink.trunc(),
+            hop: T0Hop::Downlink(None),
+            origin: T0Origin::Connected,
+        });
+    }
+    for &ri in &tier1s {
+        for &si in &routers[usize::from(ri)].switches {
+            routes.push(T0Route {
+                prefix: switches[usize::from(si)].subnet,
+                hop: T0Hop::Tier1(ri),
+                origin: T0Origin::Tier1,
+            });
+        }
+    }
+    routes.extend(t0.routes.iter().map(|r| T0Route {
+        prefix: r.prefix,
+        hop: T0Hop::Uplink(Some(r.next_hop)),
+        origin: T0Origin::Static,
+    }));
+    if let Some(gw) = t0.uplink.gateway {
+        routes.push(T0Route {
+            prefix: Ipv4Net::default(),
+            hop: T0Hop::Uplink(Some(gw)),
+            origin: T0Origin::Default,
+        });
+    }
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.prefix_len()));
+    let mut addresses = vec![uplink.addr()];
+    addresses.extend(t0.uplink.secondary.iter().copied());
+    let s = &t0.snat;
+    let nat = nat::NatConfig {
+        pool: if s.pool.is_empty() {
+            vec![uplink.addr()]
+        } else {
+            s.pool.clone()
+        },
+        port_range: nat::PortRange {
+            first: s.port_min,
+            last: s.port_max,
+        },
+        filtering: match s.filtering {
+            control::NatFiltering::EndpointIndependent => nat::Filtering::EndpointIndependent,
+            control::NatFiltering::AddressDependent => nat::Filtering::AddressDependent,
+        },
+        timeouts: nat::Timeouts {
+            tcp_transitory: s.timeouts.tcp_transitory,
+            tcp_established: s.timeouts.tcp_established,
+            udp: s.timeouts.udp,
+            icmp: s.timeouts.icmp,
+        },
+        statics: t0
+            .public_ips
+            .iter()
+            .map(|p| nat::StaticNat {
+                public: p.public_ip,
+                private: p.private_ip,
+            })
+            .collect(),
+    };
+    nat.validate()?;
+    let nat_capacity = usize::try_from(s.max_sessions).unwrap_or(usize::MAX);
+    let downlink_nat = t0.underlay_snat.then(|| {
+        let (first, last) = control::Tier0::DOWNLINK_NAT_PORTS;
+        nat::NatConfig {
+            pool: vec![host.underlay_ip],
+            port_range: nat::PortRange { first, last },
+            statics: Vec::new(),
+            ..nat.clone()
+        }
+    });
+    if let Some(d) = &downlink_nat {
+        d.validate()?;
+    }
+    Ok(Tier0 {
+        name: t0.name.clone(),
+        mac: t0.mac,
+        uplink_mac: host.port_mac,
+        transit_vni: t0.transit_vni,
+        uplink,
+        addresses,
+        uplink_mtu: t0.uplink.mtu.unwrap_or(control::Uplink::DEFAULT_MTU),
+        downlink,
+        downlink_mac: host.underlay_mac,
+        downlink_mtu: host
+            .overlay_mtu
+            .saturating_add(u16::try_from(geneve::outer::MTU_OVERHEAD).unwrap_or(u16::MAX)),
+        underlay_snat: t0.underlay_snat,
+        routes,
+        tier1s,
+        nat,
+        nat_capacity,
+        downlink_nat,
+        downlink_nat_capacity: nat_capacity.min(DOWNLINK_NAT_SESSIONS),
+    })
 }
 
 /// `HashMap` with a small multiplicative hasher: the keys are trusted config

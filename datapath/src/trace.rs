@@ -24,7 +24,10 @@ use firewall::{Dir, Firewall, FwDrop, FwVerdict};
 use geneve::{arp, ethernet, icmpv4, ipv4, tcp};
 
 use crate::counters::Counters;
-use crate::layer::{self, Ctx, EGRESS, INGRESS, LayerId, Recorder, Step, Why};
+use crate::layer::{
+    self, Ctx, EDGE_FROM_DOWNLINK, EDGE_FROM_OVERLAY, EDGE_FROM_UPLINK, EGRESS, INGRESS, LayerId,
+    Recorder, Step, Why,
+};
 use crate::pipeline::{ANSWER_BUF, Pipeline};
 use crate::queue::Output;
 use crate::tables::{MAX_FLOOD, Tables};
@@ -41,6 +44,9 @@ pub enum TraceFrom {
     Port,
     /// A Geneve UDP payload received from this underlay address.
     Underlay(Ipv4Addr),
+    /// The edge: an Ethernet frame its downlink received (see
+    /// [`Pipeline::from_downlink`]).
+    Downlink,
 }
 
 /// How a layer's step ended.
@@ -77,6 +83,8 @@ pub enum OutputKind {
     Underlay,
     /// A frame to the local port (a delivery, reply or error).
     Port,
+    /// The edge: a frame out of the downlink.
+    Downlink,
 }
 
 impl OutputKind {
@@ -84,6 +92,7 @@ impl OutputKind {
         match self {
             OutputKind::Underlay => "underlay",
             OutputKind::Port => "port",
+            OutputKind::Downlink => "downlink",
         }
     }
 }
@@ -126,16 +135,31 @@ impl Pipeline {
         let mut c = Counters::default();
         let mut out = Output::new(MAX_FLOOD + 2, data.len().max(MIN_SLOT));
         let mut rec = Tracer::new(t, self.firewall());
+        rec.edge = self.edge();
+        rec.lb = self.lb();
         let mut ctx = Ctx::new(data);
+        let edge = t.tier0.is_some();
         let (dir, layers, packet) = match from {
+            TraceFrom::Port if edge => {
+                ctx.from_uplink = true;
+                (Dir::In, &EDGE_FROM_UPLINK[..], summarize(data))
+            }
             TraceFrom::Port => (Dir::Out, &EGRESS[..], summarize(data)),
+            TraceFrom::Downlink => {
+                ctx.from_downlink = true;
+                (Dir::In, &EDGE_FROM_DOWNLINK[..], summarize(data))
+            }
             TraceFrom::Underlay(src) => {
                 ctx.outer_src = src;
                 let packet = match geneve::geneve::parse(data) {
                     Ok(p) => summarize(p.payload),
                     Err(e) => format!("Geneve from {src}: {e}"),
                 };
-                (Dir::In, &INGRESS[..], packet)
+                if edge {
+                    (Dir::Out, &EDGE_FROM_OVERLAY[..], packet)
+                } else {
+                    (Dir::In, &INGRESS[..], packet)
+                }
             }
         };
         let verdict = layer::walk(t, dir, layers, &mut ctx, &mut out, &mut c, now_ns, &mut rec);
@@ -190,6 +214,9 @@ pub fn geneve_payload(
 pub(crate) struct Tracer<'a> {
     t: &'a Tables,
     fw: Option<&'a Firewall>,
+    /// The edge's state, read only.
+    pub(crate) edge: Option<&'a crate::edge::EdgeState>,
+    pub(crate) lb: Option<&'a crate::lbstate::LbState>,
     /// The firewall's decision in words, while its layer finishes.
     decision: Option<String>,
     pub(crate) firewall_drop: Option<FwDrop>,
@@ -205,6 +232,8 @@ impl<'a> Tracer<'a> {
         Tracer {
             t,
             fw,
+            edge: None,
+            lb: None,
             decision: None,
             firewall_drop: None,
             why: None,
@@ -244,6 +273,22 @@ impl Recorder for Tracer<'_> {
         }
     }
 
+    fn edge(&self) -> Option<&crate::edge::EdgeState> {
+        self.edge
+    }
+
+    fn edge_mut(&mut self) -> Option<&mut crate::edge::EdgeState> {
+        None
+    }
+
+    fn lb(&self) -> Option<&crate::lbstate::LbState> {
+        self.lb
+    }
+
+    fn lb_mut(&mut self) -> Option<&mut crate::lbstate::LbState> {
+        None
+    }
+
     fn step(&mut self, layer: LayerId, step: Step) {
         let mut detail = self.prefix.to_string();
         match self.why.take() {
@@ -277,19 +322,24 @@ pub(crate) fn outputs(out: &Output) -> Vec<TraceOutput> {
             summary: geneve.map_or_else(|| "?".into(), |g| summarize(g.payload)),
         });
     }
-    for (frame, _) in out.port.iter() {
-        let dst = frame.get(..6).map_or_else(String::new, |m| {
-            let mut mac = [0u8; 6];
-            mac.copy_from_slice(m);
-            MacAddr(mac).to_string()
-        });
-        v.push(TraceOutput {
-            kind: OutputKind::Port,
-            dst,
-            vni: None,
-            len: frame.len(),
-            summary: summarize(frame),
-        });
+    for (kind, q) in [
+        (OutputKind::Port, &out.port),
+        (OutputKind::Downlink, &out.downlink),
+    ] {
+        for (frame, _) in q.iter() {
+            let dst = frame.get(..6).map_or_else(String::new, |m| {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(m);
+                MacAddr(mac).to_string()
+            });
+            v.push(TraceOutput {
+                kind,
+                dst,
+                vni: None,
+                len: frame.len(),
+                summary: summarize(frame),
+            });
+        }
     }
     v
 }

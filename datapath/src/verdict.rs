@@ -28,10 +28,31 @@ pub enum LayerId {
     /// Micro-segmentation: a judged frame passes on unchanged, to the host
     /// (from the NIC) or out of the NIC (from the host).
     Forward,
+    /// The edge's uplink, a frame received: ARP for the uplink's
+    /// addresses answered and learned, only IPv4 for the tier-0 passes.
+    UplinkIn,
+    /// The edge's NAT: SNAT, public IPs (1:1), hairpinning, ICMP errors.
+    Nat,
+    /// The edge's tier-0 router: LPM over the uplink, static and default
+    /// routes and the tier-1s' subnets; TTL - 1; MTU.
+    Tier0,
+    /// The edge's uplink, a frame sent: next hop's MAC from ARP, rewrites.
+    UplinkOut,
+    /// The edge's downlink (its underlay interface), a frame received:
+    /// ARP learned (never answered: the kernel owns the address), IPv4 to
+    /// the overlay or to the downlink's NAT passes.
+    DownlinkIn,
+    /// The edge's downlink, a frame sent: as `uplink-out`, from the
+    /// underlay bridge's MAC.
+    DownlinkOut,
+    /// The L4 load balancer: a connection to a virtual server gets its
+    /// real server (scheduled, or the one it has), its answers the
+    /// virtual server's address back.
+    Lb,
 }
 
 impl LayerId {
-    pub const ALL: [LayerId; 10] = [
+    pub const ALL: [LayerId; 17] = [
         LayerId::PortSecurity,
         LayerId::Dhcp,
         LayerId::Firewall,
@@ -42,6 +63,13 @@ impl LayerId {
         LayerId::Decap,
         LayerId::Deliver,
         LayerId::Forward,
+        LayerId::UplinkIn,
+        LayerId::Nat,
+        LayerId::Tier0,
+        LayerId::UplinkOut,
+        LayerId::DownlinkIn,
+        LayerId::DownlinkOut,
+        LayerId::Lb,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -56,6 +84,13 @@ impl LayerId {
             LayerId::Decap => "decap",
             LayerId::Deliver => "deliver",
             LayerId::Forward => "forward",
+            LayerId::UplinkIn => "uplink-in",
+            LayerId::Nat => "nat",
+            LayerId::Tier0 => "tier0",
+            LayerId::UplinkOut => "uplink-out",
+            LayerId::DownlinkIn => "downlink-in",
+            LayerId::DownlinkOut => "downlink-out",
+            LayerId::Lb => "lb",
         }
     }
 }
@@ -147,11 +182,40 @@ pub enum DropReason {
     RogueDhcpServer,
     /// The distributed firewall dropped or rejected it (its own counters say why).
     Firewall,
+    // --- the edge ---
+    /// On the uplink, not for the tier-0 (another MAC or address, or not IPv4/ARP).
+    NotForEdge,
+    /// The uplink next hop's MAC is not known yet (an ARP request was sent).
+    ArpPending,
+    /// Inbound on the uplink to an address and port no NAT mapping holds.
+    NatNoMapping,
+    /// Inbound to a mapping from a remote it has not sent to (address-dependent filtering).
+    NatFiltered,
+    /// No external port free for a new mapping (or the session table is full).
+    NatExhausted,
+    /// A packet NAT cannot translate (a non-first fragment, a truncated header).
+    NatUntranslatable,
+    /// From the downlink to an overlay address while the tier-0 source-NATs
+    /// the overlay toward the downlink (`underlay_snat`): only answers to
+    /// what the overlay opened come in.
+    DownlinkPolicy,
+    /// A new connection to a virtual server with no server to take it
+    /// (every real server down or drained, no sorry server).
+    LbNoServer,
+    /// A TCP segment to a virtual server that opens nothing (not a SYN)
+    /// and belongs to no balanced connection.
+    LbNoConnection,
+    /// The balancer's connection table is full, or full-NAT found no free
+    /// source port.
+    LbExhausted,
+    /// A packet to a virtual server the balancer cannot translate (a
+    /// fragment, a truncated header).
+    LbUntranslatable,
 }
 
 impl DropReason {
     /// Every reason, in counter-table order.
-    pub const ALL: [DropReason; 33] = [
+    pub const ALL: [DropReason; 44] = [
         DropReason::GeneveTruncated,
         DropReason::GeneveBadVersion,
         DropReason::GeneveOptionsOverrun,
@@ -185,6 +249,17 @@ impl DropReason {
         DropReason::BadOffload,
         DropReason::RogueDhcpServer,
         DropReason::Firewall,
+        DropReason::NotForEdge,
+        DropReason::ArpPending,
+        DropReason::NatNoMapping,
+        DropReason::NatFiltered,
+        DropReason::NatExhausted,
+        DropReason::NatUntranslatable,
+        DropReason::DownlinkPolicy,
+        DropReason::LbNoServer,
+        DropReason::LbNoConnection,
+        DropReason::LbExhausted,
+        DropReason::LbUntranslatable,
     ];
 
     /// Stable name for APIs and metrics.
@@ -223,6 +298,17 @@ impl DropReason {
             DropReason::BadOffload => "bad_offload",
             DropReason::RogueDhcpServer => "rogue_dhcp_server",
             DropReason::Firewall => "firewall",
+            DropReason::NotForEdge => "not_for_edge",
+            DropReason::ArpPending => "arp_pending",
+            DropReason::NatNoMapping => "nat_no_mapping",
+            DropReason::NatFiltered => "nat_filtered",
+            DropReason::NatExhausted => "nat_exhausted",
+            DropReason::NatUntranslatable => "nat_untranslatable",
+            DropReason::DownlinkPolicy => "downlink_policy",
+            DropReason::LbNoServer => "lb_no_server",
+            DropReason::LbNoConnection => "lb_no_connection",
+            DropReason::LbExhausted => "lb_exhausted",
+            DropReason::LbUntranslatable => "lb_untranslatable",
         }
     }
 

@@ -290,3 +290,64 @@ fn microseg_path_does_not_allocate() {
     let mc = *m.mseg_counters();
     assert!(mc.in_passed >= 1000 && mc.in_rejected >= 1000 && mc.out_rejected >= 1000);
 }
+
+/// The edge: SNAT out of the uplink (new sessions and established ones),
+/// the answers translated back into the overlay, a public IP in, ARP on
+/// the uplink, the next hops' refresh and the NAT's sweep; nothing
+/// allocates (the NAT's tables are made for their capacity up front).
+#[test]
+fn edge_paths_do_not_allocate() {
+    use common::edge::*;
+    let mut vm1 = instance(VM1);
+    let mut e = edge();
+    let mut out = datapath::Output::with_coalescing(256, 9216, 16);
+    e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
+    e.from_port(&arp_reply(GW_MAC, STATIC_NH), 1, &mut out);
+    // What vm1 sends toward the edge, as the edge receives it.
+    let mut to_edge = Vec::new();
+    let mut vout = output();
+    for f in [
+        tcp_out(1000, 1000),
+        tcp_out(2000, 1000),
+        icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, INTERNET, 64, 56, false),
+        icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, PARTNER, 64, 56, false),
+        icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, PUBLIC_IP, 64, 56, false),
+    ] {
+        vout.clear();
+        vm1.from_port(&f, 1, &mut vout);
+        let (src, payload) = strip_outer(vout.underlay.get(0).unwrap().0);
+        to_edge.push((src, payload.to_vec()));
+    }
+    let from_uplink = [
+        icmp_echo(GW_MAC, UPLINK_MAC, INTERNET, PUBLIC_IP, 60, 56, false),
+        icmp_echo(GW_MAC, UPLINK_MAC, INTERNET, UPLINK_IP, 60, 56, false),
+        icmp_echo(GW_MAC, UPLINK_MAC, INTERNET, PARTNER, 60, 56, false),
+        arp_request(GW_MAC, UPLINK_GW, UPLINK_IP),
+    ];
+    let mut run = |rounds: u64, now: &mut u64| {
+        for _ in 0..rounds {
+            *now += 1_000_000;
+            for (src, p) in &to_edge {
+                e.from_underlay(*src, p, *now, &mut out);
+            }
+            for f in &from_uplink {
+                e.from_port(f, *now, &mut out);
+            }
+            e.tick(*now);
+            e.edge_tick(*now, &mut out);
+            out.clear();
+        }
+    };
+    let mut now = 10;
+    run(10, &mut now);
+    let before = allocs();
+    run(1000, &mut now);
+    let after = allocs();
+    assert_eq!(after - before, 0, "allocations on the edge's paths");
+    let c = e.counters();
+    assert!(c.port_tx.packets >= 3000, "frames left by the uplink");
+    assert!(
+        c.underlay_tx.packets >= 2000,
+        "frames went into the overlay"
+    );
+}

@@ -394,12 +394,17 @@ fn queued(out: &datapath::Output) -> Vec<(OutputKind, String, usize)> {
         .iter()
         .map(|(p, dst)| (OutputKind::Underlay, dst.to_string(), p.len()))
         .collect();
-    for (f, _) in out.port.iter() {
-        v.push((
-            OutputKind::Port,
-            MacAddr(f[..6].try_into().unwrap()).to_string(),
-            f.len(),
-        ));
+    for (kind, q) in [
+        (OutputKind::Port, &out.port),
+        (OutputKind::Downlink, &out.downlink),
+    ] {
+        for (f, _) in q.iter() {
+            v.push((
+                kind,
+                MacAddr(f[..6].try_into().unwrap()).to_string(),
+                f.len(),
+            ));
+        }
     }
     v
 }
@@ -445,6 +450,7 @@ proptest! {
             let actual = match from {
                 TraceFrom::Port => p.from_port(&data, now, &mut out),
                 TraceFrom::Underlay(src) => p.from_underlay(src, &data, now, &mut out),
+                TraceFrom::Downlink => p.from_downlink(&data, now, &mut out),
             };
             let details: Vec<&str> = trace.steps.iter().map(|s| s.detail.as_str()).collect();
             prop_assert_eq!(trace.verdict, actual, "{:?}\n{:#?}", input, details);

@@ -200,6 +200,7 @@ async fn enroll_one(
         &args.dir.join("bootstrap.key"),
         &csr_pem,
         &meta,
+        control::proto::Role::Instance,
         now_unix(),
         &agent_enroll::new_nonce()?,
     )?;

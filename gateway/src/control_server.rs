@@ -1019,10 +1019,6 @@ mod tests {
             config: Some(InstanceConfig {
                 version: 7,
                 tep_id: 3,
-                switches: vec![],
-                routers: vec![],
-                port: None,
-                remote_ports: vec![],
                 firewall: Some(FirewallConfig {
                     addrsets: vec![AddrSet {
                         name: "ipset-big".into(),
@@ -1030,6 +1026,7 @@ mod tests {
                     }],
                     ..FirewallConfig::allow_all()
                 }),
+                ..InstanceConfig::default()
             }),
         };
         let Err(e) = encode_frame(&msg, "i-0abc") else {

@@ -200,6 +200,13 @@ impl<'a> Check<'a> {
                 bytes: json_len(&config.routers),
             });
         }
+        if !config.load_balancers.is_empty() {
+            parts.push(Part {
+                path: "load_balancers".into(),
+                what: format!("{} virtual servers", config.load_balancers.len()),
+                bytes: json_len(&config.load_balancers),
+            });
+        }
         parts.sort_by_key(|p| std::cmp::Reverse(p.bytes));
         parts.truncate(PARTS_NAMED);
         parts
@@ -405,8 +412,6 @@ mod tests {
         InstanceConfig {
             version: 7,
             tep_id: 3,
-            switches: Vec::new(),
-            routers: Vec::new(),
             port: Some(LocalPort {
                 switch: "web-ls".into(),
                 ip: Ipv4Addr::new(192, 168, 0, 200),
@@ -417,6 +422,7 @@ mod tests {
                 addrsets,
                 ..FirewallConfig::allow_all()
             }),
+            ..InstanceConfig::default()
         }
     }
 

@@ -491,6 +491,7 @@ firewall:
             cert_serial: String::new(),
             cert_fingerprint: format!("fp-{id}"),
             tep_id: 1,
+            role: control::proto::Role::Instance,
             enrolled_at: 0,
             revoked_at: revoked.then_some(5),
             switch: port.map(|(s, _)| s.to_string()),
@@ -706,11 +707,8 @@ firewall:
             let cfg = InstanceConfig {
                 version: 1,
                 tep_id: 1,
-                switches: Vec::new(),
-                routers: Vec::new(),
-                port: None,
-                remote_ports: Vec::new(),
                 firewall: Some(dfw.firewall_for(me)),
+                ..InstanceConfig::default()
             };
             control::validate(&cfg).unwrap_or_else(|e| panic!("{}: {e}", me.id));
         }

@@ -6,18 +6,20 @@
 //! ECDSA-P256-SHA256 over the payload bytes>", "key_id": "<bootstrap key id>"}`
 //! with payload `{"csr_pem", "instance": {instance_id, hostname, os,
 //! image_id, tags, underlay_ip, nic_mac}, "timestamp": <unix secs>,
-//! "nonce": "<32 hex>"}`.
+//! "nonce": "<32 hex>", "role": "edge"}` (`role` absent: an instance).
 //!
 //! Checks, in order: the key id is the active bootstrap key (403), the
 //! signature is valid (403), the timestamp is within [`MAX_SKEW_SECS`] (403),
-//! the nonce was never seen (409), the instance is not enrolled (409), the
-//! metadata and the CSR are sound (400). The certificate's subject and
+//! the nonce was never seen (409), the instance is not enrolled (409), an
+//! edge is the only one not revoked (409), the metadata and the CSR are
+//! sound (400), and so is the public IP its tags claim, if the state has a
+//! tier-0 (400). The certificate's subject and
 //! extensions are the gateway's choice (CN = instance id, clientAuth, one
 //! year), never the CSR's. Success returns
 //! `{"certificate_pem", "ca_pem", "instance_id", "tep_id"}`.
 
 use base64::Engine as _;
-use control::proto::InstanceMeta;
+use control::proto::{InstanceMeta, Role};
 
 use crate::gateway::Gateway;
 use crate::pki::{self, PkiError};
@@ -52,6 +54,10 @@ pub enum EnrollError {
     Replayed,
     #[error("instance already enrolled; the bootstrap key is not accepted again")]
     AlreadyEnrolled,
+    #[error(
+        "an edge is already enrolled (instance {0:?}); a gateway has at most one edge: revoke it first (nsx-gateway instance revoke {0})"
+    )]
+    EdgeTaken(String),
     #[error("invalid instance metadata: {0}")]
     BadInstance(String),
     #[error("bad CSR: {0}")]
@@ -70,7 +76,7 @@ impl EnrollError {
             | EnrollError::KeyRetired
             | EnrollError::BadSignature
             | EnrollError::Stale(_) => 403,
-            EnrollError::Replayed | EnrollError::AlreadyEnrolled => 409,
+            EnrollError::Replayed | EnrollError::AlreadyEnrolled | EnrollError::EdgeTaken(_) => 409,
             EnrollError::Internal(_) => 500,
         }
     }
@@ -81,6 +87,14 @@ impl From<StoreError> for EnrollError {
         match e {
             StoreError::Replayed => EnrollError::Replayed,
             StoreError::AlreadyEnrolled => EnrollError::AlreadyEnrolled,
+            StoreError::EdgeTaken(id) => EnrollError::EdgeTaken(id),
+            StoreError::Invalid(p) => EnrollError::BadInstance(
+                p.list()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             other => EnrollError::Internal(other.to_string()),
         }
     }
@@ -188,6 +202,12 @@ pub fn handle(gw: &Gateway, body: &[u8], now: u64) -> Result<EnrollResponse, Enr
         if store.instance_exists(&p.instance.instance_id)? {
             return Err(EnrollError::AlreadyEnrolled);
         }
+        // Before a certificate is signed; the store checks again.
+        if p.role == Role::Edge
+            && let Some(edge) = store.edge_id()?
+        {
+            return Err(EnrollError::EdgeTaken(edge));
+        }
     }
     validate_meta(&p.instance)?;
     // 4. The CSR: signature verified by rcgen; subject and extensions overridden.
@@ -204,13 +224,14 @@ pub fn handle(gw: &Gateway, body: &[u8], now: u64) -> Result<EnrollResponse, Enr
             meta: p.instance.clone(),
             cert_serial: issued.serial_hex.clone(),
             cert_fingerprint: issued.fingerprint.clone(),
+            role: p.role,
         },
         &nonce,
         now + NONCE_TTL_SECS,
         now,
     )?;
     gw.notify_changed();
-    tracing::info!(instance = %p.instance.instance_id, tep_id, "enrolled");
+    tracing::info!(instance = %p.instance.instance_id, tep_id, role = %p.role, "enrolled");
     Ok(EnrollResponse {
         certificate_pem: issued.pem,
         ca_pem: gw.ca().cert_pem().to_string(),

@@ -1,5 +1,5 @@
-//! The inventory record of an enrolled instance ([`InstanceRecord`]) and
-//! the placement its tags ask for. One level below both the store, which
+//! The inventory record of an enrolled instance ([`InstanceRecord`], the
+//! edge included) and the placement its tags ask for. One level below both the store, which
 //! reads and writes records, and the firewall's resolution
 //! ([`crate::dfw_resolve`]), which matches groups against them.
 
@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use control::model::MacAddr;
+use control::proto::Role;
 use serde::Serialize;
 
 use crate::state::{DEFAULT_NETWORK, NETWORK_TAG};
@@ -24,6 +25,9 @@ pub struct InstanceRecord {
     pub cert_serial: String,
     pub cert_fingerprint: String,
     pub tep_id: u32,
+    /// What it enrolled as: an instance or the edge (at most one edge is
+    /// enrolled and not revoked).
+    pub role: Role,
     pub enrolled_at: u64,
     pub revoked_at: Option<u64>,
     /// The switch the instance has a port on (overlay mode), if any.
@@ -39,16 +43,34 @@ pub struct InstanceRecord {
 
 impl InstanceRecord {
     /// `overlay`, `micro-segmentation`, `pending` (tagged for an unknown
-    /// switch or its subnet is full) or `revoked`.
+    /// switch or its subnet is full), `edge` or `revoked`.
     pub fn mode(&self) -> &'static str {
         if self.revoked_at.is_some() {
             "revoked"
+        } else if self.role == Role::Edge {
+            "edge"
         } else if self.switch.is_some() {
             "overlay"
         } else if wanted_tag(&self.tags).is_some() {
             "pending"
         } else {
             "micro-segmentation"
+        }
+    }
+
+    /// True for the enrolled edge (not revoked).
+    pub fn is_edge(&self) -> bool {
+        self.role == Role::Edge && self.revoked_at.is_none()
+    }
+
+    /// The switch tag this instance is placed by; `None` for
+    /// micro-segmentation and for the edge, which has no overlay port
+    /// whatever its tags say.
+    pub fn wanted_switch_tag(&self) -> Option<&str> {
+        if self.role == Role::Edge {
+            None
+        } else {
+            wanted_tag(&self.tags)
         }
     }
 }

@@ -16,6 +16,14 @@
 //! * [`dfw`]: the distributed firewall's schema in that file and its
 //!   validation; [`dfw_resolve`]: its resolution into each instance's
 //!   firewall config (group membership from the inventory).
+//! * [`tier0`]: the tier-0 router's section of that file (defaults,
+//!   validation); [`tier0_resolve`]: the edge's config, each instance's
+//!   link to the edge, the public IPs of the `nsx:publicip` tags and the
+//!   NAT rules they make.
+//! * [`load_balancer`]: the load balancers' section of that file (where
+//!   each virtual server is balanced, validation); [`lb_resolve`]: the
+//!   services each instance and the edge balance, with the health view's
+//!   verdicts.
 //! * [`ops`]: the CLI operations (`init`, `apply`, `get`, `bootstrap rotate`,
 //!   `instance revoke`).
 //! * [`gateway`]: the shared runtime handle (store + CA + change
@@ -47,10 +55,14 @@ pub mod fdlimit;
 pub mod gateway;
 pub mod install;
 pub mod instance;
+pub mod lb_resolve;
+pub mod load_balancer;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tier0;
+pub mod tier0_resolve;
 pub mod util;

@@ -67,6 +67,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: InstanceCmd,
     },
+    /// Load balancers (keepalived.conf).
+    Lb {
+        #[command(subcommand)]
+        cmd: LbCmd,
+    },
     /// Run the enrollment server (HTTPS), the admin REST API (loopback), the
     /// control channel, the metrics endpoint and the agent installer (HTTP).
     Serve {
@@ -186,6 +191,22 @@ enum InstanceCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum LbCmd {
+    /// Read a keepalived.conf (and its includes) into the desired state's
+    /// load_balancers section, replacing it: warnings on stderr, the
+    /// section (YAML) on stdout.
+    Import {
+        file: PathBuf,
+        /// Check only: nothing is written (with --dir, checked as applying
+        /// would be).
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, required_unless_present = "dry_run")]
+        dir: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -251,6 +272,33 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 println!("revoked {id}");
             } else {
                 println!("{id} was already revoked");
+            }
+        }
+        Cmd::Lb {
+            cmd: LbCmd::Import { file, dry_run, dir },
+        } => {
+            let r = ops::lb_import(dir.as_deref(), &file, dry_run)?;
+            for w in &r.warnings {
+                eprintln!("{w}");
+            }
+            print!("{}", r.yaml);
+            match (r.outcome, dry_run) {
+                (Some(o), false) if o.changed => eprintln!(
+                    "applied: desired_version {} (version {})",
+                    o.desired_version, o.version
+                ),
+                (Some(o), false) => eprintln!("unchanged: desired_version {}", o.desired_version),
+                (Some(o), true) => eprintln!(
+                    "dry run: valid; applying would {}",
+                    if o.changed {
+                        "change the desired state"
+                    } else {
+                        "change nothing"
+                    }
+                ),
+                (None, _) => eprintln!(
+                    "dry run: the file is valid (not checked against a gateway: no --dir)"
+                ),
             }
         }
         Cmd::Serve {

@@ -32,7 +32,7 @@
 //! | `nsx_gateway_build_info` | info | `version` |
 //! | `nsx_gateway_uptime_seconds` | gauge | |
 //! | `nsx_gateway_store_up` | gauge (0/1) | (0: the store could not be read; the store families are then absent) |
-//! | `nsx_gateway_instances` | gauge | `mode` = `overlay` \| `micro-segmentation` \| `pending` \| `revoked` |
+//! | `nsx_gateway_instances` | gauge | `mode` = `overlay` \| `micro-segmentation` \| `pending` \| `edge` \| `revoked` |
 //! | `nsx_gateway_instance_sessions` | gauge | `state` = `ESTABLISHED` \| `DISCONNECTED` \| `never` (non-revoked instances, as recorded in the store) |
 //! | `nsx_gateway_sessions_established` | gauge | (live control sessions of this process) |
 //! | `nsx_gateway_store_version`, `nsx_gateway_desired_state_version` | gauge | |
@@ -88,13 +88,19 @@ use bounded_http::Refusal;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Instance modes ([`InstanceRecord::mode`]).
-pub const MODES: [&str; 4] = ["overlay", "micro-segmentation", "pending", "revoked"];
+pub const MODES: [&str; 5] = [
+    "overlay",
+    "micro-segmentation",
+    "pending",
+    "edge",
+    "revoked",
+];
 
 /// Recorded session states (`sessions.state`; `never` = no session yet).
 pub const SESSION_STATES: [&str; 3] = ["ESTABLISHED", "DISCONNECTED", "never"];
 
 /// Why enrollments are refused: one label value per [`EnrollError`] variant.
-pub const REFUSAL_REASONS: [&str; 10] = [
+pub const REFUSAL_REASONS: [&str; 11] = [
     "bad_request",
     "unknown_key",
     "key_retired",
@@ -105,6 +111,7 @@ pub const REFUSAL_REASONS: [&str; 10] = [
     "bad_instance",
     "bad_csr",
     "internal",
+    "edge_taken",
 ];
 
 /// The `reason` label of a refused enrollment (an index into [`REFUSAL_REASONS`]).
@@ -120,6 +127,7 @@ fn refusal_index(e: &EnrollError) -> usize {
         EnrollError::BadInstance(_) => 7,
         EnrollError::BadCsr(_) => 8,
         EnrollError::Internal(_) => 9,
+        EnrollError::EdgeTaken(_) => 10,
     }
 }
 

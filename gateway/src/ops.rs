@@ -1,6 +1,6 @@
 //! The CLI operations behind `nsx-gateway init | apply | get | bootstrap
-//! rotate | instance revoke`, as library functions (the binary only parses
-//! arguments and prints).
+//! rotate | instance revoke | lb import`, as library functions (the binary
+//! only parses arguments and prints).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -10,6 +10,8 @@ use crate::pki::{self, BootstrapKey, Ca, PkiError, files};
 use crate::state::{self, StateError};
 use crate::store::{ApplyOutcome, InstanceRecord, Store, StoreError};
 use crate::util;
+use control::lb::VirtualServer;
+use lb::keepalived::{Diagnostic, Loaded, Severity};
 
 /// Errors of the CLI operations.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,23 @@ pub enum OpsError {
     State(#[from] StateError),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("YAML: {0}")]
+    Yaml(String),
+    #[error(
+        "{}: {} error(s), nothing changed:\n  {}",
+        .file.display(),
+        .errors,
+        .problems.join("\n  ")
+    )]
+    LbImport {
+        file: PathBuf,
+        errors: usize,
+        /// Every diagnostic (warnings included), `file:line: ...`, or the
+        /// desired state's path for what is not in the file.
+        problems: Vec<String>,
+    },
+    #[error("lb import: --dir is needed to apply (or pass --dry-run)")]
+    LbImportNoDir,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpsError + '_ {
@@ -133,6 +152,111 @@ pub fn apply_file(dir: &Path, file: &Path) -> Result<ApplyOutcome, OpsError> {
     let st = state::parse_and_validate(&text)?;
     let mut store = open_store(dir)?;
     Ok(store.apply_state(&st, util::now_unix())?)
+}
+
+/// What `lb import` read, and what became of it.
+#[derive(Debug, Clone)]
+pub struct LbImport {
+    /// The reader's warnings (`file:line: ...`).
+    pub warnings: Vec<Diagnostic>,
+    /// The `load_balancers:` section the file makes, YAML.
+    pub yaml: String,
+    /// What applying did (or, with `--dry-run`, would do); `None`: a dry
+    /// run checked against no gateway.
+    pub outcome: Option<ApplyOutcome>,
+}
+
+/// `nsx-gateway lb import FILE [--dry-run]`: reads the keepalived.conf
+/// `file` (includes too), and makes its virtual servers the desired
+/// state's `load_balancers` section, the rest of the state kept, applied
+/// as `apply` applies a state (the same validation and transaction, the
+/// version bumped when it changes). With `dry_run` nothing is written:
+/// with `dir` everything is checked as applying would, without it only
+/// the file. On any error nothing changes, and the error lists every
+/// problem, at its file:line when it concerns the file. A file that
+/// describes no virtual server is refused: importing it would remove every
+/// load balancer, which a wrong path or an empty `conf.d/` should not do
+/// (a state without the section removes them).
+pub fn lb_import(dir: Option<&Path>, file: &Path, dry_run: bool) -> Result<LbImport, OpsError> {
+    let loaded = lb::keepalived::load_file(file).map_err(|d| OpsError::LbImport {
+        file: file.to_path_buf(),
+        errors: d.iter().filter(|d| d.severity == Severity::Error).count(),
+        problems: d.iter().map(ToString::to_string).collect(),
+    })?;
+    if loaded.virtual_servers.is_empty() {
+        let mut problems: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+        problems.push(format!(
+            "{}: no virtual_server: importing it would remove every load balancer \
+             (to remove them, apply a state without load_balancers)",
+            file.display()
+        ));
+        return Err(OpsError::LbImport {
+            file: file.to_path_buf(),
+            errors: 1,
+            problems,
+        });
+    }
+    let yaml = lb_section_yaml(&loaded.virtual_servers)?;
+    let outcome = match dir {
+        None if dry_run => None,
+        None => return Err(OpsError::LbImportNoDir),
+        Some(dir) => {
+            let mut store = open_store(dir)?;
+            let mut st = store.desired_state()?;
+            st.load_balancers = loaded.virtual_servers.clone();
+            let now = util::now_unix();
+            let r = if dry_run {
+                store.check_state(&st, now)
+            } else {
+                store.apply_state(&st, now)
+            };
+            match r {
+                Ok(out) => Some(out),
+                Err(StoreError::Invalid(p)) => {
+                    return Err(OpsError::LbImport {
+                        file: file.to_path_buf(),
+                        errors: p.total(),
+                        problems: import_problems(&loaded, &p),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    Ok(LbImport {
+        warnings: loaded.warnings,
+        yaml,
+        outcome,
+    })
+}
+
+/// `load_balancers:` and the list, as YAML.
+pub fn lb_section_yaml(vss: &[VirtualServer]) -> Result<String, OpsError> {
+    #[derive(serde::Serialize)]
+    struct Section<'a> {
+        load_balancers: &'a [VirtualServer],
+    }
+    serde_yaml_ng::to_string(&Section {
+        load_balancers: vss,
+    })
+    .map_err(|e| OpsError::Yaml(e.to_string()))
+}
+
+/// The reader's warnings, then the state's problems: those under
+/// `load_balancers[i]` at the file:line they concern, the others at their
+/// path in the desired state.
+fn import_problems(loaded: &Loaded, p: &control::validate::Problems) -> Vec<String> {
+    let mut out: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    for x in p.list() {
+        out.push(match loaded.diagnose(&x.path, &x.message) {
+            Some(d) => d.to_string(),
+            None => x.to_string(),
+        });
+    }
+    if p.more() > 0 {
+        out.push(format!("... and {} more problems", p.more()));
+    }
+    out
 }
 
 /// Renders rows as an aligned table with a header.

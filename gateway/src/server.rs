@@ -16,6 +16,8 @@
 //!   - `GET  /api/v1/state`                  the desired state (JSON)
 //!   - `PUT  /api/v1/state`                  replace it (JSON or YAML body; same validation as `apply`)
 //!   - `GET  /api/v1/switches`, `GET /api/v1/routers`
+//!   - `GET  /api/v1/routers/{t0}/nat-rules` the tier-0's NAT rules (SNAT, public IPs)
+//!   - `GET  /api/v1/load-balancers`         the virtual servers, each with where it is balanced
 //!   - `GET  /api/v1/instances`              inventory with placement, session and the agent's latest status
 //!   - `GET  /api/v1/instances/{id}`         one instance, the same view
 //!   - `GET  /api/v1/instances/{id}/config`  the desired config pushed to it
@@ -674,9 +676,14 @@ fn enroll_route(gw: &Gateway, req: Request, peer: SocketAddr) -> Response {
 }
 
 fn store_error(e: StoreError) -> Response {
+    store_error_in(e, "desired state")
+}
+
+/// [`store_error`], problems said to be in `what`.
+fn store_error_in(e: StoreError, what: &str) -> Response {
     match e {
         StoreError::UnknownInstance(_) => Response::error(404, e.to_string()),
-        StoreError::Invalid(p) => problems_response(&p),
+        StoreError::Invalid(p) => problems_response_in(&p, what),
         other => {
             tracing::error!("store: {other}");
             Response::error(500, other.to_string())
@@ -687,15 +694,20 @@ fn store_error(e: StoreError) -> Response {
 /// 422 with the problems listed (at most [`control::validate::MAX_PROBLEMS`])
 /// and `more_problems`, how many more were found.
 fn problems_response(p: &control::validate::Problems) -> Response {
+    problems_response_in(p, "desired state")
+}
+
+/// [`problems_response`], the problems said to be in `what`.
+fn problems_response_in(p: &control::validate::Problems, what: &str) -> Response {
     let error = if p.more() > 0 {
         format!(
-            "{} problem(s) in desired state (the first {} listed ... and {} more problems)",
+            "{} problem(s) in {what} (the first {} listed ... and {} more problems)",
             p.total(),
             p.list().len(),
             p.more()
         )
     } else {
-        format!("{} problem(s) in desired state", p.total())
+        format!("{} problem(s) in {what}", p.total())
     };
     Response::json(
         422,
@@ -763,6 +775,25 @@ fn admin_route(gw: &Gateway, req: Request) -> Response {
             Ok(s) => ok(serde_json::to_value(s.routers).unwrap_or_default()),
             Err(e) => store_error(e),
         },
+        ("GET", ["api", "v1", "load-balancers"]) => match gw.store().desired_state() {
+            Ok(s) => ok(load_balancers_json(&s)),
+            Err(e) => store_error(e),
+        },
+        ("GET", ["api", "v1", "routers", name, "nat-rules"]) => match gw.store().tier0_view() {
+            Ok(Some(v)) if v.tier0.name == *name => ok(nat_rules_json(&v)),
+            Ok(Some(v)) => Response::error(
+                404,
+                format!(
+                    "{name:?} is not the tier-0 router (NAT rules are the tier-0's; it is {:?})",
+                    v.tier0.name
+                ),
+            ),
+            Ok(None) => Response::error(
+                404,
+                format!("no tier-0 router {name:?}: the desired state has no tier0 section"),
+            ),
+            Err(e) => store_error(e),
+        },
         ("GET", ["api", "v1", "instances"]) => match gw.store().instances() {
             Ok(list) => ok(gw.instances_json(&list)),
             Err(e) => store_error(e),
@@ -810,7 +841,7 @@ fn admin_route(gw: &Gateway, req: Request) -> Response {
                         .cloned()
                         .unwrap_or_default())
                 }
-                Err(e) => store_error(e),
+                Err(e) => store_error_in(e, "the instance's tags"),
             }
         }
         ("POST", ["api", "v1", "instances", id, "revoke"]) => {
@@ -832,6 +863,41 @@ fn admin_route(gw: &Gateway, req: Request) -> Response {
         }
         _ => Response::error(404, format!("no such endpoint {}", req.path)),
     }
+}
+
+/// `GET /api/v1/routers/{t0}/nat-rules`: the tier-0's uplink and the NAT
+/// rules its desired state gives, and which edge runs them.
+pub fn nat_rules_json(v: &crate::store::Tier0View) -> serde_json::Value {
+    let t0 = &v.tier0;
+    serde_json::json!({
+        "router": t0.name,
+        "edge": v.edge,
+        "uplink": t0.uplink,
+        "snat": {"pool": t0.snat.pool, "filtering": t0.snat.filtering,
+                 "port_min": t0.snat.port_min, "port_max": t0.snat.port_max,
+                 "max_sessions": t0.snat.max_sessions},
+        "rules": v.nat_rules,
+    })
+}
+
+/// `GET /api/v1/load-balancers`: the desired state's virtual servers as
+/// the state gives them, each with `balanced_at` (`instances`: by the
+/// sending agents; `edge`).
+pub fn load_balancers_json(st: &crate::state::DesiredState) -> serde_json::Value {
+    let uplink = crate::load_balancer::uplink_addrs(st);
+    serde_json::Value::Array(
+        st.load_balancers
+            .iter()
+            .map(|vs| {
+                let mut v = serde_json::to_value(vs).unwrap_or(serde_json::Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    let at = crate::load_balancer::balanced_at(vs, &uplink);
+                    o.insert("balanced_at".into(), at.as_str().into());
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 /// `GET /api/v1/certificates`: every issued client certificate (revoked

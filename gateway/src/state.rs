@@ -1,6 +1,8 @@
 //! The declarative desired state an operator applies (`nsx-gateway apply -f
 //! state.yaml`, or `PUT /api/v1/state`): the full set of logical switches and
-//! routers, and the distributed firewall ([`crate::dfw`]). Parsing (YAML or
+//! routers, the distributed firewall ([`crate::dfw`]), the tier-0 router
+//! on the edge ([`crate::tier0`]) and the load balancers
+//! ([`crate::load_balancer`]). Parsing (YAML or
 //! JSON) and validation; validation reuses [`control::validate()`] for
 //! everything an agent would also check and adds the gateway-level rules
 //! (switch tags, VNI 0, route sanity, firewall references), reporting every
@@ -9,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+use control::lb::VirtualServer;
 use control::model::{
     DhcpOptions, InstanceConfig, LogicalRouter, LogicalSwitch, MacAddr, StaticRoute,
 };
@@ -17,6 +20,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::dfw::FirewallSpec;
+use crate::tier0::Tier0Spec;
 
 /// The instance tag that places an instance (seed 002).
 pub const NETWORK_TAG: &str = "nsx:network";
@@ -44,6 +48,16 @@ pub struct DesiredState {
     /// [`control::FirewallConfig::allow_all`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<FirewallSpec>,
+    /// The tier-0 router the edge runs (north-south routing, SNAT, public
+    /// IPs); absent = no north-south edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier0: Option<Tier0Spec>,
+    /// L4 virtual servers (seed 004; `nsx-gateway lb import` writes this
+    /// section from a keepalived.conf): balanced at the sending agents, or
+    /// at the edge for the tier-0 uplink's addresses and full-NAT
+    /// ([`crate::load_balancer`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<VirtualServer>,
 }
 
 /// A logical switch as the operator declares it.
@@ -140,13 +154,10 @@ pub fn validate(s: &DesiredState) -> Result<(), Problems> {
     // Everything an agent checks: names, VNIs, subnets, gateway IPs, router
     // attachments, overlapping subnets on one router, route next hops.
     let as_config = InstanceConfig {
-        version: 0,
         tep_id: 1,
         switches: s.switches.iter().map(SwitchSpec::to_model).collect(),
         routers: s.routers.iter().map(RouterSpec::to_model).collect(),
-        port: None,
-        remote_ports: Vec::new(),
-        firewall: None,
+        ..InstanceConfig::default()
     };
     for p in control::validate::all_problems(&as_config) {
         add(p.path, p.message);
@@ -243,12 +254,9 @@ pub fn validate(s: &DesiredState) -> Result<(), Problems> {
     if let Some(fw) = &s.firewall {
         crate::dfw::validate(fw, &s.switches, &mut problems);
     }
-
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems::new(problems))
-    }
+    crate::tier0::validate(s, &mut problems);
+    crate::load_balancer::validate(s, &mut problems);
+    Problems::result(problems)
 }
 
 #[cfg(test)]
@@ -265,12 +273,15 @@ mod tests {
         assert_eq!(s.routers.len(), 1);
     }
 
-    /// The sample with its commented `firewall:` example switched on.
-    fn sample_with_firewall() -> String {
+    /// The sample with its commented example of `section` switched on:
+    /// the lines from `# section:` to the next blank one (or the end)
+    /// uncommented.
+    fn sample_with(section: &str) -> String {
+        let start = format!("# {section}:");
         let mut out = String::new();
         let mut on = false;
         for line in SAMPLE.lines() {
-            on |= line == "# firewall:";
+            on = (on || line == start) && !line.is_empty();
             let line = if on {
                 line.strip_prefix("# ")
                     .or_else(|| line.strip_prefix('#'))
@@ -285,8 +296,45 @@ mod tests {
     }
 
     #[test]
+    fn sample_load_balancers_example_is_valid() {
+        let s = parse_and_validate(&sample_with("load_balancers")).expect("lb example validates");
+        let [vs] = s.load_balancers.as_slice() else {
+            panic!("one virtual server: {:?}", s.load_balancers);
+        };
+        assert_eq!(vs.key(), "TCP 10.64.1.2:10000");
+        assert_eq!(vs.scheduler, control::lb::Scheduler::Rr);
+        assert_eq!(vs.persistence_timeout, Some(10));
+        assert_eq!(vs.real_servers[0].weight, 1);
+        assert!(matches!(
+            vs.real_servers[1].check,
+            Some(control::lb::HealthCheck::Tcp { .. })
+        ));
+    }
+
+    #[test]
+    fn sample_tier0_example_is_valid_and_shows_the_defaults() {
+        let text = sample_with("tier0");
+        let s = parse_and_validate(&text).expect("tier0 example validates");
+        let spec = s.tier0.as_ref().expect("tier0 section");
+        let t0 = spec.to_model(&s);
+        assert_eq!(t0.uplink.secondary.len(), 2);
+        // What the sample writes out is what an uplink-only section gets.
+        let mut minimal = spec.clone();
+        minimal.name = crate::tier0::DEFAULT_NAME.into();
+        minimal.routes.clear();
+        minimal.snat = control::model::Snat::default();
+        minimal.tier1s = None;
+        minimal.transit_vni = None;
+        minimal.mac = None;
+        minimal.uplink.mtu = None;
+        let mut t0_min = minimal.to_model(&s);
+        t0_min.uplink.mtu = t0.uplink.mtu;
+        assert_eq!(t0_min, t0);
+    }
+
+    #[test]
     fn sample_firewall_example_is_valid() {
-        let s = parse_and_validate(&sample_with_firewall()).expect("firewall example validates");
+        let s = parse_and_validate(&sample_with("firewall")).expect("firewall example validates");
         let fw = s.firewall.expect("firewall section");
         assert_eq!(fw.groups.len(), 2);
         assert_eq!(fw.groups[0].criteria.os, ["ubuntu*", "debian*"]);
@@ -300,7 +348,7 @@ mod tests {
 
     #[test]
     fn firewall_round_trips_through_json_and_yaml() {
-        let s = parse_and_validate(&sample_with_firewall()).expect("valid");
+        let s = parse_and_validate(&sample_with("firewall")).expect("valid");
         let json = serde_json::to_string(&s).expect("json");
         assert_eq!(parse(&json).expect("json parses"), s);
         let yaml = serde_yaml_ng::to_string(&s).expect("yaml");

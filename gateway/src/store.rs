@@ -9,7 +9,8 @@
 //! * Placement and IPAM ([`Store::desired_config_for`]): the instance tag
 //!   `nsx:network` names a switch tag -> overlay port on that switch with the
 //!   lowest free address (never network, broadcast or the gateway IP);
-//!   `default`, absent or unknown -> micro-segmentation (no port).
+//!   `default`, absent or unknown -> micro-segmentation (no port). A load
+//!   balancer's virtual address is never handed out.
 //!   Allocations are keyed by instance and survive restarts; they are
 //!   re-evaluated inside every transaction that changes instances or the
 //!   desired state, and a moved or revoked instance releases its address.
@@ -19,15 +20,16 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use control::model::{InstanceConfig, LocalPort, RemotePort};
-use control::proto::InstanceMeta;
+use control::proto::{InstanceMeta, Role};
 use control::validate::MAX_TEP_ID;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::dfw_resolve::Resolved;
 pub use crate::instance::InstanceRecord;
-use crate::instance::wanted_tag;
+use crate::lb_resolve::{HealthView, LbPlan};
 use crate::state::{self, DesiredState, RouterSpec, SwitchSpec};
+use crate::tier0_resolve::{self, EdgePlan};
 
 /// Schema migrations, in order; `schema_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -122,6 +124,23 @@ CREATE TABLE firewall (
     r#"
 ALTER TABLE switches ADD COLUMN dhcp TEXT;
 "#,
+    // v6: the north-south edge: what each agent enrolled as, and the
+    // desired state's tier-0 (one JSON document; no row = no `tier0`).
+    r#"
+ALTER TABLE instances ADD COLUMN role TEXT NOT NULL DEFAULT 'instance';
+CREATE TABLE tier0 (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    spec TEXT NOT NULL
+);
+"#,
+    // v7: the desired state's load balancers (one JSON list; no row = no
+    // `load_balancers` section).
+    r#"
+CREATE TABLE load_balancers (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    spec TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this gateway writes (number of migrations).
@@ -144,6 +163,10 @@ pub enum StoreError {
     UnknownInstance(String),
     #[error("no tunnel-endpoint id left")]
     TepIdsExhausted,
+    #[error(
+        "an edge is already enrolled (instance {0:?}); a gateway has at most one edge: revoke it first (nsx-gateway instance revoke {0})"
+    )]
+    EdgeTaken(String),
     #[error("{0}")]
     Invalid(#[from] control::validate::Problems),
 }
@@ -200,6 +223,18 @@ pub struct NewInstance {
     pub meta: InstanceMeta,
     pub cert_serial: String,
     pub cert_fingerprint: String,
+    /// What the agent enrolls as (the edge: at most one).
+    pub role: Role,
+}
+
+/// The resolved tier-0 ([`Store::tier0_view`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tier0View {
+    pub tier0: control::model::Tier0,
+    pub nat_rules: Vec<tier0_resolve::NatRule>,
+    /// The enrolled edge's instance id (`None`: no edge yet, the rules are
+    /// in force nowhere).
+    pub edge: Option<String>,
 }
 
 /// The outcome of applying a desired state.
@@ -303,13 +338,66 @@ impl Store {
         load_state(&self.conn)
     }
 
+    /// The tier-0 as the edge gets it (defaults filled in, the public IPs
+    /// of the instances' tags) with its NAT rules and the enrolled edge's
+    /// id; `None` without a `tier0` section.
+    pub fn tier0_view(&self) -> Result<Option<Tier0View>> {
+        let st = load_state(&self.conn)?;
+        if st.tier0.is_none() {
+            return Ok(None);
+        }
+        let all = load_instances(&self.conn, None)?;
+        let plan = EdgePlan::compile(&st, &all);
+        Ok(plan.tier0().map(|t0| Tier0View {
+            nat_rules: tier0_resolve::nat_rules(t0, &st),
+            tier0: t0.clone(),
+            edge: plan.edge().map(|e| e.id.clone()),
+        }))
+    }
+
     /// Validates `new` and replaces the desired state with it in one
     /// transaction. Nothing is written if it is invalid or identical, or if
     /// some instance's config under it could not be delivered (too large
     /// for one control-channel frame: [`crate::deliver`]); either is
     /// [`StoreError::Invalid`] with the paths to blame.
     pub fn apply_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
-        state::validate(new)?;
+        self.apply_or_check(new, now, true)
+    }
+
+    /// Everything [`Store::apply_state`] checks, the placement and the
+    /// deliverability of every config included, without keeping anything
+    /// (its transaction is rolled back): `Ok` with what applying would
+    /// give (`changed`, and the versions it would reach), or the same
+    /// refusal.
+    pub fn check_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
+        self.apply_or_check(new, now, false)
+    }
+
+    fn apply_or_check(
+        &mut self,
+        new: &DesiredState,
+        now: u64,
+        commit: bool,
+    ) -> Result<ApplyOutcome> {
+        if let Err(problems) = state::validate(new) {
+            if problems.more() > 0 {
+                return Err(problems.into());
+            }
+            // One pass shows every problem: the public IP claims the new
+            // tier0 would refuse too, judged against the instances as
+            // placed now (the new placement needs a valid state).
+            let mut all = problems.into_list();
+            if new.tier0.is_some() || !new.load_balancers.is_empty() {
+                let placed = load_instances(&self.conn, None)?;
+                if new.tier0.is_some() {
+                    let t0 = new.tier0.as_ref().map(|spec| spec.to_model(new));
+                    let (_, claims) = tier0_resolve::resolve_claims(t0.as_ref(), new, &placed);
+                    all.extend(claims);
+                }
+                all.extend(crate::load_balancer::placed_conflicts(new, &placed));
+            }
+            return Err(StoreError::Invalid(control::validate::Problems::new(all)));
+        }
         let tx = self.conn.transaction()?;
         let old = load_state(&tx)?;
         if old == *new {
@@ -327,6 +415,20 @@ impl Store {
             tx.execute(
                 "INSERT INTO firewall (id, spec) VALUES (1, ?1)",
                 [to_json(fw)?],
+            )?;
+        }
+        tx.execute("DELETE FROM tier0", [])?;
+        if let Some(t0) = &new.tier0 {
+            tx.execute(
+                "INSERT INTO tier0 (id, spec) VALUES (1, ?1)",
+                [to_json(t0)?],
+            )?;
+        }
+        tx.execute("DELETE FROM load_balancers", [])?;
+        if !new.load_balancers.is_empty() {
+            tx.execute(
+                "INSERT INTO load_balancers (id, spec) VALUES (1, ?1)",
+                [to_json(&new.load_balancers)?],
             )?;
         }
         for (pos, s) in new.switches.iter().enumerate() {
@@ -356,6 +458,10 @@ impl Store {
             )?;
         }
         reconcile_placement(&tx, now)?;
+        if new.tier0.is_some() || old.tier0.is_some() {
+            check_claims(&tx, new)?;
+        }
+        check_vips(&tx, new)?;
         check_deliverable(&tx, new)?;
         meta_bump(&tx, "desired_version")?;
         meta_bump(&tx, "version")?;
@@ -364,7 +470,9 @@ impl Store {
             desired_version: meta_get(&tx, "desired_version")?,
             version: meta_get(&tx, "version")?,
         };
-        tx.commit()?;
+        if commit {
+            tx.commit()?;
+        }
         Ok(out)
     }
 
@@ -390,6 +498,11 @@ impl Store {
             .query_row("SELECT 1 FROM instances WHERE id = ?1", [id], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+
+    /// The id of the enrolled (not revoked) edge, if any.
+    pub fn edge_id(&self) -> Result<Option<String>> {
+        enrolled_edge(&self.conn)
     }
 
     /// Records an enrollment in one transaction: consumes `nonce` (kept
@@ -426,6 +539,11 @@ impl Store {
         if exists {
             return Err(StoreError::AlreadyEnrolled);
         }
+        if new.role == Role::Edge
+            && let Some(edge) = enrolled_edge(&tx)?
+        {
+            return Err(StoreError::EdgeTaken(edge));
+        }
         let max: i64 = tx.query_row("SELECT COALESCE(MAX(tep_id), 0) FROM instances", [], |r| {
             r.get(0)
         })?;
@@ -436,8 +554,8 @@ impl Store {
         let m = &new.meta;
         tx.execute(
             "INSERT INTO instances (id, hostname, os, image_id, tags, underlay_ip, nic_mac,
-                 cert_serial, cert_fingerprint, tep_id, enrolled_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 cert_serial, cert_fingerprint, tep_id, enrolled_at, role)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 m.instance_id,
                 m.hostname,
@@ -449,10 +567,21 @@ impl Store {
                 new.cert_serial,
                 new.cert_fingerprint,
                 i64::from(tep_id),
-                to_i64(now)
+                to_i64(now),
+                new.role.as_str()
             ],
         )?;
         reconcile_placement(&tx, now)?;
+        // A public IP the instance claims in its own tags is checked as a
+        // PATCH of them is (only once the state has a tier-0: without one
+        // the tag means nothing yet, and `apply` checks it then).
+        if m.tags.contains_key(tier0_resolve::PUBLICIP_TAG) {
+            let st = load_state(&tx)?;
+            if st.tier0.is_some() {
+                let path = tier0_resolve::tag_path("instance.");
+                check_claim(&tx, &st, &m.instance_id, &path)?;
+            }
+        }
         meta_bump(&tx, "version")?;
         tx.commit()?;
         Ok(tep_id)
@@ -547,6 +676,15 @@ impl Store {
                 params![to_json(&tags)?, id],
             )?;
             reconcile_placement(&tx, now)?;
+            // A public IP claim set, or kept while the placement changes,
+            // must hold; the error drops the transaction (nothing changes).
+            let touched = [tier0_resolve::PUBLICIP_TAG, state::NETWORK_TAG]
+                .iter()
+                .any(|k| patch.contains_key(*k));
+            if touched && tags.contains_key(tier0_resolve::PUBLICIP_TAG) {
+                let st = load_state(&tx)?;
+                check_claim(&tx, &st, id, &tier0_resolve::tag_path(""))?;
+            }
             meta_bump(&tx, "version")?;
         }
         tx.commit()?;
@@ -650,6 +788,24 @@ impl Store {
     /// version by a fast in-memory hash; only changed ones are hashed with
     /// SHA-256 and their version records written.
     pub fn config_snapshot(&mut self, previous: Option<&ConfigSnapshot>) -> Result<ConfigSnapshot> {
+        self.config_snapshot_with(previous, &HealthView::new())
+    }
+
+    /// [`Store::config_snapshot`] with the load balancers' real servers
+    /// as `health` finds them ([`crate::lb_resolve`]). A change of health
+    /// re-versions exactly the configs carrying the virtual servers it
+    /// touches, once the global version has moved past their last
+    /// version ([`Store::bump_version`]). Nothing in the gateway feeds a
+    /// view yet (the control server and [`Store::desired_config_for`]
+    /// both build with none). The day a checker does, both must be given
+    /// the same view: each records the hash of the config it built, so
+    /// configs built with two views would move an instance's version back
+    /// and forth.
+    pub fn config_snapshot_with(
+        &mut self,
+        previous: Option<&ConfigSnapshot>,
+        health: &HealthView,
+    ) -> Result<ConfigSnapshot> {
         let tx = self.conn.transaction()?;
         let global = meta_get(&tx, "version")?;
         let state = load_state(&tx)?;
@@ -668,9 +824,15 @@ impl Store {
         let by_switch = index_by_switch(&all);
         // Group memberships and address sets: once per snapshot.
         let dfw = Resolved::compile(&state, &all);
+        // The tier-0, its public IPs and the edge: once per snapshot too.
+        let plan = EdgePlan::compile(&state, &all);
+        // And the load balancers with their health.
+        let lbs = LbPlan::compile(&state, health);
         for (i, me) in all.iter().enumerate() {
             index.insert(me.id.clone(), i);
-            let Some(cfg) = build_config_from(me, &state, &all, Some(&by_switch), &dfw) else {
+            let Some(cfg) =
+                build_config_from(me, &state, &all, Some(&by_switch), &dfw, &plan, &lbs)
+            else {
                 versions.insert(me.id.clone(), (global, 0));
                 continue;
             };
@@ -705,10 +867,28 @@ impl Store {
             index,
             by_switch,
             dfw,
+            plan,
+            lbs,
             versions,
         })
     }
 
+    /// Bumps the global version for a change of configs the store does
+    /// not hold (the load balancers' health view): the next
+    /// [`Store::config_snapshot_with`] gives the configs that changed this
+    /// version. Returns it.
+    pub fn bump_version(&mut self) -> Result<u64> {
+        let tx = self.conn.transaction()?;
+        meta_bump(&tx, "version")?;
+        let v = meta_get(&tx, "version")?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    /// One instance's `(version, config)`, the way [`Store::config_snapshot`]
+    /// builds it (load balancers with an empty health view: see
+    /// [`Store::config_snapshot_with`]); `None` for an unknown or revoked
+    /// instance.
     pub fn desired_config_for(
         &mut self,
         instance_id: &str,
@@ -756,6 +936,10 @@ pub struct ConfigSnapshot {
     by_switch: HashMap<String, Vec<usize>>,
     /// The firewall compiled against `all` (groups resolved to addresses).
     dfw: Resolved,
+    /// The edge and its tier-0 resolved against `all`.
+    plan: EdgePlan,
+    /// The load balancers with the health view of the snapshot.
+    lbs: LbPlan,
     versions: HashMap<String, (u64, u64)>,
 }
 
@@ -781,7 +965,15 @@ impl ConfigSnapshot {
             .versions
             .get(instance_id)
             .map_or(self.global, |&(v, _)| v);
-        let cfg = build_config_from(me, &self.state, &self.all, Some(&self.by_switch), &self.dfw);
+        let cfg = build_config_from(
+            me,
+            &self.state,
+            &self.all,
+            Some(&self.by_switch),
+            &self.dfw,
+            &self.plan,
+            &self.lbs,
+        );
         (version, cfg.map(|c| InstanceConfig { version, ..c }))
     }
 }
@@ -804,16 +996,19 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
         return Ok(None);
     }
     let st = load_state(tx)?;
-    // Other instances matter for the ports of an overlay instance and for
-    // the firewall's group memberships.
+    // Other instances matter for the ports of an overlay instance (and of
+    // the edge), the firewall's group memberships, and the tier-0's public
+    // IPs and the edge's endpoint.
     let overlay = me.switch.is_some() && me.ip.is_some();
-    let all = if overlay || st.firewall.is_some() {
+    let all = if overlay || st.firewall.is_some() || st.tier0.is_some() || me.role == Role::Edge {
         load_instances(tx, None)?
     } else {
         Vec::new()
     };
     let dfw = Resolved::compile(&st, &all);
-    Ok(build_config_from(&me, &st, &all, None, &dfw))
+    let plan = EdgePlan::compile(&st, &all);
+    let lbs = LbPlan::compile(&st, &HealthView::new());
+    Ok(build_config_from(&me, &st, &all, None, &dfw, &plan, &lbs))
 }
 
 /// Refuses ([`StoreError::Invalid`]) a desired state under which some
@@ -827,29 +1022,74 @@ fn check_deliverable(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
     let all = load_instances(tx, None)?;
     let by_switch = index_by_switch(&all);
     let dfw = Resolved::compile(st, &all);
+    let plan = EdgePlan::compile(st, &all);
+    let lbs = LbPlan::compile(st, &HealthView::new());
     let mut check = crate::deliver::Check::new(st);
     // What every instance gets, enrolled yet or not: if that cannot be
     // framed, no instance's config can (and none is worth encoding).
     let common = InstanceConfig {
-        version: 0,
         tep_id: MAX_TEP_ID,
-        switches: Vec::new(),
-        routers: Vec::new(),
-        port: None,
-        remote_ports: Vec::new(),
         firewall: Some(dfw.common_firewall()),
+        ..InstanceConfig::default()
     };
     if !check.common_config(common) {
         return check.finish().map_err(StoreError::Invalid);
     }
     for me in &all {
-        if let Some(cfg) = build_config_from(me, st, &all, Some(&by_switch), &dfw)
+        if let Some(cfg) = build_config_from(me, st, &all, Some(&by_switch), &dfw, &plan, &lbs)
             && !check.config(&me.id, cfg)
         {
             break;
         }
     }
     check.finish().map_err(StoreError::Invalid)
+}
+
+/// The id of the enrolled (not revoked) edge, if any.
+fn enrolled_edge(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM instances WHERE role = 'edge' AND revoked_at IS NULL ORDER BY tep_id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Refuses ([`StoreError::Invalid`], at `path`) instance `id`'s public IP
+/// claim under `st` if it is invalid or another instance claims the
+/// address ([`tier0_resolve::check_claim_of`]). Runs inside the
+/// transaction that changed the tags, after placement.
+fn check_claim(tx: &Transaction<'_>, st: &DesiredState, id: &str, path: &str) -> Result<()> {
+    let all = load_instances(tx, None)?;
+    let t0 = st.tier0.as_ref().map(|spec| spec.to_model(st));
+    let problems = tier0_resolve::check_claim_of(id, path, t0.as_ref(), st, &all);
+    Ok(control::validate::Problems::result(problems)?)
+}
+
+/// Refuses ([`StoreError::Invalid`]) a desired state under which some
+/// instance's public IP claim would be invalid, each problem at
+/// `instances["ID"].tags["nsx:publicip"]`. Runs in `apply_state`'s
+/// transaction after placement.
+fn check_claims(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
+    let all = load_instances(tx, None)?;
+    let t0 = st.tier0.as_ref().map(|spec| spec.to_model(st));
+    let (_, problems) = tier0_resolve::resolve_claims(t0.as_ref(), st, &all);
+    Ok(control::validate::Problems::result(problems)?)
+}
+
+/// Refuses ([`StoreError::Invalid`]) a desired state one of whose load
+/// balancers' virtual addresses an instance holds, at
+/// `load_balancers[i].vip`. Runs in `apply_state`'s transaction after
+/// placement (which never hands a virtual address out, but keeps what
+/// instances held before).
+fn check_vips(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
+    if st.load_balancers.is_empty() {
+        return Ok(());
+    }
+    let all = load_instances(tx, None)?;
+    let problems = crate::load_balancer::placed_conflicts(st, &all);
+    Ok(control::validate::Problems::result(problems)?)
 }
 
 /// Positions in `all` of the instances placed on each switch.
@@ -867,25 +1107,28 @@ fn index_by_switch(all: &[InstanceRecord]) -> HashMap<String, Vec<usize>> {
 /// with `by_switch`, only the instances on the relevant switches are
 /// visited (O(ports) instead of O(instances)). `dfw` is the desired
 /// state's firewall compiled against `all` ([`Resolved::compile`]); every
-/// config, overlay or micro-segmentation, carries its firewall.
+/// config, overlay or micro-segmentation, carries its firewall. `lbs` is
+/// the load balancers with a health view ([`LbPlan::compile`]): an
+/// overlay instance balances the distributed ones, the edge its own.
 fn build_config_from(
     me: &InstanceRecord,
     st: &DesiredState,
     all: &[InstanceRecord],
     by_switch: Option<&HashMap<String, Vec<usize>>>,
     dfw: &Resolved,
+    plan: &EdgePlan,
+    lbs: &LbPlan,
 ) -> Option<InstanceConfig> {
     if me.revoked_at.is_some() {
         return None;
     }
+    if me.role == Role::Edge {
+        return Some(build_edge_config(me, st, all, by_switch, plan, lbs));
+    }
     let mut cfg = InstanceConfig {
-        version: 0,
         tep_id: me.tep_id,
-        switches: Vec::new(),
-        routers: Vec::new(),
-        port: None,
-        remote_ports: Vec::new(),
         firewall: Some(dfw.firewall_for(me)),
+        ..InstanceConfig::default()
     };
     let (Some(my_switch), Some(my_ip)) = (me.switch.clone(), me.ip) else {
         return Some(cfg);
@@ -911,16 +1154,31 @@ fn build_config_from(
         ip: my_ip,
         mac: Some(me.nic_mac),
     });
+    cfg.remote_ports = remote_ports(me, &names, all, by_switch);
+    cfg.edge = plan.link_for(&cfg.routers);
+    cfg.load_balancers = lbs.for_instances().to_vec();
+    Some(cfg)
+}
+
+/// The ports of every other non-revoked instance placed on the switches
+/// `names`, sorted by switch and address.
+fn remote_ports(
+    me: &InstanceRecord,
+    names: &HashSet<&str>,
+    all: &[InstanceRecord],
+    by_switch: Option<&HashMap<String, Vec<usize>>>,
+) -> Vec<RemotePort> {
     let candidates: Box<dyn Iterator<Item = &InstanceRecord>> = match by_switch {
         Some(by) => Box::new(
             names
                 .iter()
                 .filter_map(|n| by.get(*n))
                 .flatten()
-                .map(|&i| &all[i]),
+                .filter_map(|&i| all.get(i)),
         ),
         None => Box::new(all.iter()),
     };
+    let mut out = Vec::new();
     for other in candidates {
         if other.id == me.id || other.revoked_at.is_some() {
             continue;
@@ -928,7 +1186,7 @@ fn build_config_from(
         if let (Some(sw), Some(ip)) = (&other.switch, other.ip)
             && names.contains(sw.as_str())
         {
-            cfg.remote_ports.push(RemotePort {
+            out.push(RemotePort {
                 switch: sw.clone(),
                 ip,
                 mac: other.nic_mac,
@@ -937,9 +1195,50 @@ fn build_config_from(
             });
         }
     }
-    cfg.remote_ports
-        .sort_by(|a, b| (&a.switch, a.ip).cmp(&(&b.switch, b.ip)));
-    Some(cfg)
+    out.sort_by(|a, b| (&a.switch, a.ip).cmp(&(&b.switch, b.ip)));
+    out
+}
+
+/// The edge's config (version 0): the tier-0 resolved by `plan`, its
+/// tier-1s and their switches, and every instance port on those switches;
+/// no port, no firewall (the DFW stays at the instances); the load
+/// balancers on the uplink's addresses and the full-NAT ones. Without a
+/// `tier0` section: nothing but its tep_id.
+fn build_edge_config(
+    me: &InstanceRecord,
+    st: &DesiredState,
+    all: &[InstanceRecord],
+    by_switch: Option<&HashMap<String, Vec<usize>>>,
+    plan: &EdgePlan,
+    lbs: &LbPlan,
+) -> InstanceConfig {
+    let mut cfg = InstanceConfig {
+        tep_id: me.tep_id,
+        ..InstanceConfig::default()
+    };
+    let Some(t0) = plan.tier0() else {
+        return cfg;
+    };
+    let routers: Vec<&RouterSpec> = st
+        .routers
+        .iter()
+        .filter(|r| t0.tier1s.contains(&r.name))
+        .collect();
+    let names: HashSet<&str> = routers
+        .iter()
+        .flat_map(|r| r.switches.iter().map(String::as_str))
+        .collect();
+    cfg.switches = st
+        .switches
+        .iter()
+        .filter(|s| names.contains(s.name.as_str()))
+        .map(SwitchSpec::to_model)
+        .collect();
+    cfg.routers = routers.iter().map(|r| r.to_model()).collect();
+    cfg.remote_ports = remote_ports(me, &names, all, by_switch);
+    cfg.tier0 = Some(Box::new(t0.clone()));
+    cfg.load_balancers = lbs.for_edge().to_vec();
+    cfg
 }
 
 // ----- helpers -------------------------------------------------------------
@@ -1057,17 +1356,38 @@ fn load_state(conn: &Connection) -> Result<DesiredState> {
         ),
         None => None,
     };
+    let tier0: Option<String> = conn
+        .query_row("SELECT spec FROM tier0 WHERE id = 1", [], |r| r.get(0))
+        .optional()?;
+    let tier0 = match tier0 {
+        Some(text) => Some(
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("tier0: {e}")))?,
+        ),
+        None => None,
+    };
+    let load_balancers: Option<String> = conn
+        .query_row("SELECT spec FROM load_balancers WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let load_balancers = match load_balancers {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("load_balancers: {e}")))?,
+        None => Vec::new(),
+    };
     Ok(DesiredState {
         switches,
         routers,
         firewall,
+        tier0,
+        load_balancers,
     })
 }
 
 fn load_instances(conn: &Connection, only: Option<&str>) -> Result<Vec<InstanceRecord>> {
     let sql = "SELECT i.id, i.hostname, i.os, i.image_id, i.tags, i.underlay_ip, i.nic_mac,
                       i.cert_serial, i.cert_fingerprint, i.tep_id, i.enrolled_at, i.revoked_at,
-                      a.switch, a.ip, s.state, s.acked_version, s.last_error
+                      a.switch, a.ip, s.state, s.acked_version, s.last_error, i.role
                FROM instances i LEFT JOIN ip_allocations a ON a.instance_id = i.id
                     LEFT JOIN sessions s ON s.instance_id = i.id
                WHERE (?1 IS NULL OR i.id = ?1)
@@ -1081,6 +1401,7 @@ fn load_instances(conn: &Connection, only: Option<&str>) -> Result<Vec<InstanceR
         let mac: String = r.get(6)?;
         let tep: i64 = r.get(9)?;
         let ip: Option<String> = r.get(13)?;
+        let role: String = r.get(17)?;
         out.push(InstanceRecord {
             id: r.get(0)?,
             hostname: r.get(1)?,
@@ -1094,6 +1415,7 @@ fn load_instances(conn: &Connection, only: Option<&str>) -> Result<Vec<InstanceR
             cert_serial: r.get(7)?,
             cert_fingerprint: r.get(8)?,
             tep_id: u32::try_from(tep).map_err(|_| corrupt("tep_id", &tep.to_string()))?,
+            role: Role::from_name(&role).ok_or_else(|| corrupt("role", &role))?,
             enrolled_at: to_u64(r.get(10)?),
             revoked_at: r.get::<_, Option<i64>>(11)?.map(to_u64),
             switch: r.get(12)?,
@@ -1119,6 +1441,7 @@ fn reconcile_placement(tx: &Transaction<'_>, now: u64) -> Result<()> {
     let by_tag: HashMap<&str, &SwitchSpec> =
         st.switches.iter().map(|s| (s.tag.as_str(), s)).collect();
     let instances = load_instances(tx, None)?;
+    let vips = crate::load_balancer::vips(&st);
 
     let mut used: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
     let mut to_place: Vec<(&InstanceRecord, &SwitchSpec)> = Vec::new();
@@ -1126,7 +1449,8 @@ fn reconcile_placement(tx: &Transaction<'_>, now: u64) -> Result<()> {
         let target = if inst.revoked_at.is_some() {
             None
         } else {
-            wanted_tag(&inst.tags).and_then(|t| by_tag.get(t).copied())
+            inst.wanted_switch_tag()
+                .and_then(|t| by_tag.get(t).copied())
         };
         let keep = match (&inst.switch, inst.ip, target) {
             (Some(sw), Some(ip), Some(t)) => {
@@ -1148,7 +1472,7 @@ fn reconcile_placement(tx: &Transaction<'_>, now: u64) -> Result<()> {
     }
     for (inst, sw) in to_place {
         let used = used.entry(sw.name.clone()).or_default();
-        let Some(ip) = lowest_free(sw, used) else {
+        let Some(ip) = lowest_free(sw, used, &vips) else {
             tracing::warn!(instance = %inst.id, switch = %sw.name, "switch subnet is full; instance left unplaced");
             continue;
         };
@@ -1161,10 +1485,16 @@ fn reconcile_placement(tx: &Transaction<'_>, now: u64) -> Result<()> {
     Ok(())
 }
 
-fn lowest_free(sw: &SwitchSpec, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+/// The lowest address of `sw` that is assignable, not `used`, and not a
+/// load balancer's virtual address.
+fn lowest_free(
+    sw: &SwitchSpec,
+    used: &HashSet<Ipv4Addr>,
+    vips: &HashSet<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
     let first = u32::from(sw.subnet.network()).checked_add(1)?;
     let last = u32::from(sw.subnet.broadcast()).checked_sub(1)?;
     (first..=last)
         .map(Ipv4Addr::from)
-        .find(|ip| sw.is_assignable(*ip) && !used.contains(ip))
+        .find(|ip| sw.is_assignable(*ip) && !used.contains(ip) && !vips.contains(ip))
 }

@@ -2,15 +2,11 @@
 //! unchanged, invalid), get (table and JSON), bootstrap rotate, revoke;
 //! serve's connection-limit flags checked at start.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nsx-gateway"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run nsx-gateway")
-}
+mod common;
+
+use common::run_cli as run;
 
 fn text(o: &Output) -> String {
     format!(

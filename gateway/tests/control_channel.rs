@@ -323,7 +323,6 @@ impl ControlStore for MemStore {
 /// A config that passes `control::validate`.
 fn config(tep_id: u32, host: u8) -> Option<InstanceConfig> {
     Some(InstanceConfig {
-        version: 0,
         tep_id,
         switches: vec![LogicalSwitch {
             name: "web".into(),
@@ -332,14 +331,12 @@ fn config(tep_id: u32, host: u8) -> Option<InstanceConfig> {
             gateway_ip: Ipv4Addr::new(10, 1, 0, 1),
             dhcp: None,
         }],
-        routers: vec![],
         port: Some(LocalPort {
             switch: "web".into(),
             ip: Ipv4Addr::new(10, 1, 0, host),
             mac: None,
         }),
-        remote_ports: vec![],
-        firewall: None,
+        ..InstanceConfig::default()
     })
 }
 

@@ -29,22 +29,15 @@ fn addrs(n: u32) -> String {
         .join(",")
 }
 
-async fn admin(f: &Fixture, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let (status, _, body) =
-        common::http(f.srv.api_addr, method, path, Some(f.token.as_str()), body).await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-    )
-}
-
 /// Everything `apply` could change, as the operator and the agents see it.
 async fn observed(f: &Fixture) -> (serde_json::Value, u64, Vec<serde_json::Value>) {
-    let (st, state) = admin(f, "GET", "/api/v1/state", "").await;
+    let (st, state) = f.admin("GET", "/api/v1/state", "").await;
     assert_eq!(st, 200, "{state}");
     let mut configs = Vec::new();
     for id in ["i-1", "i-2"] {
-        let (st, v) = admin(f, "GET", &format!("/api/v1/instances/{id}/config"), "").await;
+        let (st, v) = f
+            .admin("GET", &format!("/api/v1/instances/{id}/config"), "")
+            .await;
         assert_eq!(st, 200, "{v}");
         configs.push(v);
     }
@@ -61,7 +54,7 @@ async fn enrolled(tag: &str) -> Fixture {
            "sections": [{{"name": "s1", "rules": [{{"id": 1006, "sources": ["ipset:small"], "action": "accept"}}]}}]}}}}"#,
         addrs(10)
     );
-    let (st, v) = admin(&f, "PUT", "/api/v1/state", &good).await;
+    let (st, v) = f.admin("PUT", "/api/v1/state", &good).await;
     assert_eq!(st, 200, "{v}");
     for (id, net, n) in [("i-1", "web", 1), ("i-2", "default", 2)] {
         let body = common::enroll_body(&f.bootstrap_pem, &meta(id, net, n), util::now_unix()).0;
@@ -138,7 +131,7 @@ async fn put_state_refuses_a_config_too_large_to_deliver() {
         groups.join(",")
     );
     assert!(body.len() < 1 << 20, "fits the admin API's body limit");
-    let (st, v) = admin(&f, "PUT", "/api/v1/state", &body).await;
+    let (st, v) = f.admin("PUT", "/api/v1/state", &body).await;
     assert_eq!(st, 422, "{v:.600}");
     let problems = v["problems"].as_array().expect("problems");
     assert_eq!(problems.len(), 1, "{v}");
@@ -165,7 +158,7 @@ async fn put_state_refuses_a_config_too_large_to_deliver() {
     let fits = body
         .replace(r#", "group:g4""#, "")
         .replace(r#""destinations": ["ipset:big"], "#, "");
-    let (st, v) = admin(&f, "PUT", "/api/v1/state", &fits).await;
+    let (st, v) = f.admin("PUT", "/api/v1/state", &fits).await;
     assert_eq!(st, 200, "{v:.600}");
     assert_eq!(v["changed"], true);
 }

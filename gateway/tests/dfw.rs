@@ -8,14 +8,15 @@
 use std::collections::BTreeMap;
 
 use control::firewall::{AddrRef, FirewallConfig};
-use control::model::{InstanceConfig, MacAddr};
-use control::proto::InstanceMeta;
+use control::model::InstanceConfig;
 use gateway::control_server::ControlStore;
 use gateway::control_store::GatewayControl;
 use gateway::gateway::Gateway;
 use gateway::ops;
 use gateway::state;
-use gateway::store::{NewInstance, Store};
+use gateway::store::Store;
+
+mod common;
 
 const STATE: &str = r#"
 switches:
@@ -32,33 +33,8 @@ firewall:
   default_rule: {id: 1002, action: reject, log: true}
 "#;
 
-fn meta(id: &str, tags: &[(&str, &str)], n: u8) -> InstanceMeta {
-    InstanceMeta {
-        instance_id: id.into(),
-        hostname: format!("{id}.example"),
-        os: "debian-12".into(),
-        image_id: "ami-1".into(),
-        tags: tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        underlay_ip: format!("10.0.0.{n}").parse().expect("ip"),
-        nic_mac: MacAddr([0x06, 0, 0, 0, 0, n]),
-    }
-}
-
 fn enroll(s: &mut Store, id: &str, tags: &[(&str, &str)], n: u8) {
-    s.enroll(
-        &NewInstance {
-            meta: meta(id, tags, n),
-            cert_serial: format!("serial-{id}"),
-            cert_fingerprint: format!("fp-{id}"),
-        },
-        &format!("{n:032x}"),
-        u64::MAX / 4,
-        1000,
-    )
-    .expect("enroll");
+    common::store_enroll(s, id, tags, n, control::proto::Role::Instance);
 }
 
 /// A (role=web, overlay), B (role=db, micro-segmentation), C (role=other).

@@ -135,6 +135,7 @@ async fn enrollment_end_to_end() {
         std::path::Path::new("bootstrap.key"),
         "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
         &meta("i-0003", "web", 13),
+        control::proto::Role::Instance,
         now,
         &enroll::new_nonce().expect("nonce"),
     )

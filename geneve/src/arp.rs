@@ -224,6 +224,36 @@ pub fn emit_reply_frame(
     Ok(FRAME_LEN)
 }
 
+/// Writes a broadcast Ethernet frame with an ARP request into `buf`:
+/// "who has `target`? tell `our_ip` (`our_mac`)". Returns the frame length
+/// (not padded to the 60-byte Ethernet minimum).
+pub fn emit_request_frame(
+    buf: &mut [u8],
+    our_mac: MacAddr,
+    our_ip: Ipv4Addr,
+    target: Ipv4Addr,
+) -> Result<usize, Error> {
+    let Some(frame) = buf.get_mut(..FRAME_LEN) else {
+        return Err(Error::BufferTooShort {
+            need: FRAME_LEN,
+            have: buf.len(),
+        });
+    };
+    let (eth, arp) = frame.split_at_mut(ethernet::HEADER_LEN);
+    let mut eth = ethernet::Frame::new_unchecked(eth);
+    eth.set_dst([0xff; 6]);
+    eth.set_src(our_mac);
+    eth.set_ethertype(ethernet::ETHERTYPE_ARP);
+    let mut p = Packet::new_unchecked(arp);
+    p.set_ethernet_ipv4();
+    p.set_operation(OP_REQUEST);
+    p.set_sender_mac(our_mac);
+    p.set_sender_ip(our_ip);
+    p.set_target_mac([0; 6]);
+    p.set_target_ip(target);
+    Ok(FRAME_LEN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,20 @@ pub fn update16(old_csum: u16, old: u16, new: u16) -> u16 {
     !fold_carries(acc)
 }
 
+/// [`update16`] for a 32-bit field (an IPv4 address) that changed from `old`
+/// to `new`: both of its 16-bit words, in one step.
+#[must_use]
+pub fn update32(old_csum: u16, old: u32, new: u32) -> u16 {
+    let [o0, o1, o2, o3] = old.to_be_bytes();
+    let [n0, n1, n2, n3] = new.to_be_bytes();
+    let acc = u64::from(!old_csum)
+        + u64::from(!u16::from_be_bytes([o0, o1]))
+        + u64::from(!u16::from_be_bytes([o2, o3]))
+        + u64::from(u16::from_be_bytes([n0, n1]))
+        + u64::from(u16::from_be_bytes([n2, n3]));
+    !fold_carries(acc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +132,21 @@ mod tests {
         hdr[8] = 0x3f;
         let c2 = update16(c, 0x4011, 0x3f11);
         assert_eq!(c2, fold(sum(&hdr[..10], sum(&[0, 0], sum(&hdr[12..], 0)))));
+    }
+
+    #[test]
+    fn update32_is_two_update16() {
+        let c = 0x1c46;
+        let (old, new) = (0xc0a8_0001_u32, 0x0a01_0203_u32);
+        let two = update16(update16(c, 0xc0a8, 0x0a01), 0x0001, 0x0203);
+        assert_eq!(update32(c, old, new), two);
+        let mut hdr = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        let c = fold(sum(&hdr, 0));
+        hdr[12..16].copy_from_slice(&new.to_be_bytes());
+        hdr[10..12].copy_from_slice(&update32(c, old, new).to_be_bytes());
+        assert_eq!(fold(sum(&hdr, 0)), 0);
     }
 }

@@ -131,6 +131,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(p)
     }
 
+    /// Wraps `buffer` holding a packet quoted in an ICMP error (RFC 792:
+    /// its header and at least the first 8 payload bytes, usually not the
+    /// whole datagram): validates version and header length against the
+    /// buffer, but not the total length, which describes the original
+    /// datagram. Use [`Packet::quoted_payload`] for the bytes after the
+    /// header, not [`Packet::payload`].
+    pub fn new_checked_quoted(buffer: T) -> Result<Self, Error> {
+        let p = Self { buffer };
+        let len = p.buffer.as_ref().len();
+        if len < MIN_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if p.version() != 4 {
+            return Err(Error::BadVersion(p.version()));
+        }
+        let header_len = p.header_len();
+        if header_len < MIN_HEADER_LEN {
+            return Err(Error::BadHeaderLength(header_len));
+        }
+        if header_len > len {
+            return Err(Error::HeaderOverrun { header_len, len });
+        }
+        Ok(p)
+    }
+
     /// Returns the wrapped buffer.
     pub fn into_inner(self) -> T {
         self.buffer
@@ -220,6 +245,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The header bytes (including options).
     pub fn header(&self) -> &[u8] {
         &self.buffer.as_ref()[..self.header_len()]
+    }
+
+    /// The bytes after the header, to the end of the buffer (for a quoted
+    /// packet, [`Packet::new_checked_quoted`], whose total length may run
+    /// past the buffer).
+    pub fn quoted_payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..]
     }
 
     /// The payload: bytes from the header length up to the total length.
@@ -475,5 +507,25 @@ mod tests {
         }
         assert_eq!(p.decrement_ttl(), 0);
         assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn quoted_ignores_total_length() {
+        let b = sample();
+        // A quote: the header and 2 of the 4 payload bytes.
+        let q = Packet::new_checked_quoted(&b[..22]).expect("valid quote");
+        assert_eq!(q.total_len(), 24);
+        assert_eq!(q.quoted_payload().len(), 2);
+        assert!(Packet::new_checked(&b[..22]).is_err());
+        assert_eq!(Packet::new_checked_quoted(&b[..19]), Err(Error::Truncated));
+        let mut bad = b;
+        bad[0] = 0x46;
+        assert_eq!(
+            Packet::new_checked_quoted(&bad[..22]),
+            Err(Error::HeaderOverrun {
+                header_len: 24,
+                len: 22
+            })
+        );
     }
 }

@@ -8,9 +8,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use agent_api::{
-    ArpTableReply, CaptureReply, CountersReply, DhcpReply, FirewallStats, InterfacesReply, Reply,
-    Request, RoutersReply, StatusReply, Switch, SwitchRef, SwitchesReply, TextReply,
-    TraceFrom as ApiFrom, TraceReply, VersionReply,
+    ArpTableReply, CaptureReply, CountersReply, DhcpReply, FirewallStats, InterfacesReply,
+    LoadBalancersReply, NatSessionsReply, Reply, Request, RoutersReply, StatusReply, Switch,
+    SwitchRef, SwitchesReply, TextReply, TraceFrom as ApiFrom, TraceReply, VersionReply,
 };
 use geneve::MacAddr;
 use serde::de::DeserializeOwned;
@@ -139,6 +139,26 @@ pub fn agent(api: &mut dyn Api, p: &Parsed, tz: Tz) -> Result<Outcome, Error> {
             };
             view(json, ask::<DhcpReply>(api, &req)?, format::dhcp_server)
         }
+        Command::LoadBalancers(v) => view(
+            json,
+            ask::<LoadBalancersReply>(api, &Request::LoadBalancers { vip: None })?,
+            |r| format::load_balancers(r, *v),
+        ),
+        Command::LoadBalancer { vip } => view(
+            json,
+            ask::<LoadBalancersReply>(
+                api,
+                &Request::LoadBalancers {
+                    vip: Some(vip.clone()),
+                },
+            )?,
+            format::load_balancer,
+        ),
+        Command::NatSessions => view(
+            json,
+            ask::<NatSessionsReply>(api, &Request::NatSessions { limit: None })?,
+            format::nat_sessions,
+        ),
         Command::DhcpLeases => view(
             json,
             ask::<DhcpReply>(api, &Request::Dhcp { switch: None })?,
@@ -225,7 +245,7 @@ pub fn agent(api: &mut dyn Api, p: &Parsed, tz: Tz) -> Result<Outcome, Error> {
         Command::Capture(c) => capture(api, c, json, tz)?,
         Command::Help(topic) => Outcome::text(crate::grammar::help(Mode::Agent, topic)?),
         Command::Exit => Outcome::default(),
-        Command::Instances | Command::Certificates => {
+        Command::Instances | Command::Certificates | Command::NatRules { .. } => {
             return Err(Error::Failed(
                 "This is a gateway command (nsxcli --gateway)".into(),
             ));
@@ -445,6 +465,21 @@ fn capture(api: &mut dyn Api, c: &Capture, json: bool, tz: Tz) -> Result<Outcome
     Ok(Outcome { text, file })
 }
 
+/// `word` as one URL path segment: unreserved characters as they are,
+/// every other byte percent-encoded (a name typed at the shell never
+/// escapes its segment).
+fn path_segment(word: &str) -> String {
+    let mut out = String::new();
+    for b in word.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Text or JSON, from one gateway reply.
 fn gw_view(json: bool, reply: &Value, f: impl FnOnce(&Value) -> String) -> Outcome {
     Outcome::text(if json { pretty(reply) } else { f(reply) })
@@ -465,6 +500,10 @@ pub fn gateway(gw: &mut dyn GwApi, p: &Parsed, tz: Tz) -> Result<Outcome, Error>
             }
         }
         Command::Routers => gw_view(json, &gw.get("/api/v1/routers")?, format::gw_routers),
+        Command::NatRules { router } => {
+            let path = format!("/api/v1/routers/{}/nat-rules", path_segment(router));
+            gw_view(json, &gw.get(&path)?, format::gw_nat_rules)
+        }
         Command::Certificates => {
             let r = gw.get("/api/v1/certificates").map_err(|e| match e {
                 Error::Api(m) if m.contains("HTTP 404") => Error::Api(format!(
@@ -539,6 +578,19 @@ pub fn agent_names(api: &mut dyn Api, kind: ArgKind) -> Vec<String> {
             out.sort();
             out.dedup();
             out
+        }
+        ArgKind::VirtualServer => {
+            get::<LoadBalancersReply>(api, &Request::LoadBalancers { vip: None })
+                .map(|r| {
+                    r.services
+                        .iter()
+                        .map(|s| match s.protocol.as_str() {
+                            "UDP" => format!("udp/{}:{}", s.vip, s.port),
+                            _ => format!("{}:{}", s.vip, s.port),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
         }
         ArgKind::File | ArgKind::Number | ArgKind::Word => Vec::new(),
     }

@@ -9,8 +9,8 @@ use std::fmt::Display;
 
 use agent_api::{
     ArpTableReply, CountersReply, DhcpReply, FirewallStats, GatewayStatus, InterfacesReply,
-    MacTableReply, Router, RoutersReply, StatusReply, Switch, SwitchesReply, TextReply, TraceReply,
-    TunnelCounters, VersionReply,
+    MacTableReply, NatSessionsReply, Router, RoutersReply, StatusReply, Switch, SwitchesReply,
+    TextReply, TraceReply, TunnelCounters, VersionReply,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -18,6 +18,9 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::table::{Align, Table};
 use crate::timefmt::{self, Tz};
+
+mod lb;
+pub use lb::{LbView, load_balancer, load_balancers};
 
 const L: Align = Align::Left;
 const R: Align = Align::Right;
@@ -391,6 +394,103 @@ pub fn dhcp_leases(reply: &DhcpReply) -> String {
         ]);
     }
     t.render()
+}
+
+/// `get nat sessions`: the summary, the pools, the sessions listed.
+#[must_use]
+pub fn nat_sessions(reply: &NatSessionsReply) -> String {
+    let s = &reply.summary;
+    let mut out = String::new();
+    let protos: Vec<String> = s
+        .by_protocol
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
+    kv(
+        &mut out,
+        "Sessions",
+        &format!("{} of {} ({})", s.sessions, s.capacity, protos.join(", ")),
+    );
+    kv(&mut out, "Mappings", &s.mappings.to_string());
+    kv(
+        &mut out,
+        "Translated",
+        &format!(
+            "out {}, in {} (hairpinned {}, ICMP errors {})",
+            s.translated_out, s.translated_in, s.hairpinned, s.icmp_errors
+        ),
+    );
+    let drops: Vec<String> = s
+        .drops
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    kv(
+        &mut out,
+        "Drops",
+        &if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(", ")
+        },
+    );
+    out.push('\n');
+    let mut p = Table::new(&[
+        ("SNAT IP", L),
+        ("Protocol", L),
+        ("Ports Used", R),
+        ("Ports", R),
+        ("Failures", R),
+    ]);
+    for pool in &s.pools {
+        for (proto, used) in &pool.used {
+            p.row(vec![
+                pool.ip.to_string(),
+                proto.clone(),
+                used.to_string(),
+                pool.size.get(proto).copied().unwrap_or(0).to_string(),
+                pool.failures.get(proto).copied().unwrap_or(0).to_string(),
+            ]);
+        }
+    }
+    out.push_str(&p.render());
+    out.push('\n');
+    let mut t = Table::new(&[
+        ("Proto", L),
+        ("Inside", L),
+        ("Outside", L),
+        ("Remote", L),
+        ("State", L),
+        ("Idle", R),
+        ("Kind", L),
+    ]);
+    for x in &reply.sessions {
+        let kind = match (x.is_static, x.hairpin, x.inbound) {
+            (_, true, _) => "hairpin",
+            (true, _, true) => "public-ip in",
+            (true, _, false) => "public-ip",
+            (false, _, _) => "snat",
+        };
+        t.row(vec![
+            text_cell(&x.protocol),
+            x.inside.to_string(),
+            x.outside.to_string(),
+            x.remote.to_string(),
+            text_cell(&x.state),
+            format!("{} s", x.idle_s),
+            kind.into(),
+        ]);
+    }
+    out.push_str(&t.render());
+    if reply.truncated {
+        out.push_str(&format!(
+            "({} of {} sessions listed)\n",
+            reply.sessions.len(),
+            s.sessions
+        ));
+    }
+    out
 }
 
 /// "how long ago" from milliseconds.
@@ -816,6 +916,60 @@ pub fn gw_routers(rs: &Value) -> String {
         ]);
     }
     t.render()
+}
+
+/// `get logical-router <t0> nat-rules` (gateway) from `GET
+/// /api/v1/routers/{t0}/nat-rules`: the tier-0, the edge that runs it, its
+/// uplink and its NAT rules in the order they apply (each public IP's
+/// DNAT+SNAT pair, then the SNAT of the overlay).
+#[must_use]
+pub fn gw_nat_rules(v: &Value) -> String {
+    let mut out = String::new();
+    kv(
+        &mut out,
+        "Logical Router",
+        &format!("{} (tier-0)", cell(&v["router"])),
+    );
+    let edge = if v["edge"].is_null() {
+        "none enrolled (the rules are in force nowhere yet)".to_string()
+    } else {
+        cell(&v["edge"])
+    };
+    kv(&mut out, "Edge", &edge);
+    let up = &v["uplink"];
+    let mut uplink = cell(&up["address"]);
+    if !list(&up["secondary"]).is_empty() {
+        uplink.push_str(&format!(", secondary {}", cell(&up["secondary"])));
+    }
+    kv(&mut out, "Uplink", &uplink);
+    let rules = list(&v["rules"]);
+    kv(&mut out, "Rule Count", &rules.len().to_string());
+    if rules.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    let mut t = Table::new(&[
+        ("Rule", R),
+        ("Action", L),
+        ("Match Source", L),
+        ("Match Destination", L),
+        ("Translated", L),
+        ("Ports", L),
+        ("Instance", L),
+    ]);
+    for r in rules {
+        t.row(vec![
+            cell(&r["id"]),
+            cell(&r["action"]),
+            cell(&r["match_sources"]),
+            cell(&r["match_destinations"]),
+            cell(&r["translated"]),
+            cell(&r["translated_ports"]),
+            cell(&r["instance"]),
+        ]);
+    }
+    out.push_str(&t.render());
+    out
 }
 
 fn when(v: &Value, tz: Tz) -> String {

@@ -45,6 +45,8 @@ pub enum ArgKind {
     Tep,
     /// A VNI (decimal or 0x hex).
     Vni,
+    /// A virtual server: `ip:port`, or `tcp/ip:port` / `udp/ip:port`.
+    VirtualServer,
     /// Any word (help topics).
     Word,
 }
@@ -90,6 +92,12 @@ enum Id {
     Help,
     Instances,
     Interfaces,
+    LoadBalancer,
+    LoadBalancerRate,
+    LoadBalancerStats,
+    LoadBalancers,
+    NatRules,
+    NatSessions,
     RouterForwarding,
     Routers,
     Statistics,
@@ -142,6 +150,7 @@ const LS: Tok = Tok::Kw("logical-switch", "One logical switch's tables");
 const LR: Tok = Tok::Kw("logical-router", "One logical router's tables");
 const LSS: Tok = Tok::Kw("logical-switches", "Logical switches");
 const LRS: Tok = Tok::Kw("logical-routers", "Distributed logical routers");
+const LBS: Tok = Tok::Kw("load-balancers", "Virtual servers (L4 load balancer)");
 const DHCP: Tok = Tok::Kw("dhcp", "The switches' DHCP servers (answered by the agent)");
 
 /// Usage of the packet description shared by both traces.
@@ -195,6 +204,28 @@ pub static SPECS: &[Spec] = &[
         [GET, DHCP, Tok::Kw("leases", "The port's DHCP lease")],
         "get dhcp leases",
         "The port's DHCP lease: address, MAC, state, expiry"),
+    spec!(NatSessions, true, false,
+        [GET, Tok::Kw("nat", "The edge's NAT (tier-0)"),
+         Tok::Kw("sessions", "NAT sessions: counts, port pools, the first 100")],
+        "get nat sessions",
+        "The edge's NAT: sessions by protocol, port-pool use per SNAT address, drops, and the first 100 sessions"),
+    spec!(LoadBalancers, true, false,
+        [GET, LBS],
+        "get load-balancers",
+        "Virtual servers balanced here, ipvsadm -Ln layout: scheduler, persistence, real servers, weights, connections"),
+    spec!(LoadBalancerStats, true, false,
+        [GET, LBS, Tok::Kw("--stats", "Totals: connections, packets, bytes (ipvsadm -Ln --stats)")],
+        "get load-balancers --stats",
+        "Virtual servers with connection, packet and byte totals (ipvsadm -Ln --stats)"),
+    spec!(LoadBalancerRate, true, false,
+        [GET, LBS, Tok::Kw("--rate", "Rates: connections, packets, bytes per second (ipvsadm -Ln --rate)")],
+        "get load-balancers --rate",
+        "Virtual servers with connection, packet and byte rates (ipvsadm -Ln --rate)"),
+    spec!(LoadBalancer, true, false,
+        [GET, Tok::Kw("load-balancer", "One virtual server in detail"),
+         Tok::Arg(ArgKind::VirtualServer, "<vip:port>", "Virtual server: ip:port, or udp/ip:port")],
+        "get load-balancer <vip:port>",
+        "One virtual server: real servers with health state, weights and connections, persistence templates"),
     spec!(Tunnels, true, false,
         [GET, Tok::Kw("tunnels", "Geneve tunnels to remote endpoints")],
         "get tunnels",
@@ -273,6 +304,11 @@ pub static SPECS: &[Spec] = &[
         "Logical switches: tag, VNI, subnet, gateway, ports"),
     spec!(Routers, false, true, [GET_GW, LRS], "get logical-routers",
         "Logical routers: MAC, switches, static routes"),
+    spec!(NatRules, false, true,
+        [GET_GW, LR, Tok::Arg(ArgKind::Router, "<t0>", "The tier-0 router's name"),
+         Tok::Kw("nat-rules", "NAT rules: SNAT, and a DNAT+SNAT pair per public IP")],
+        "get logical-router <t0> nat-rules",
+        "NAT rules of the tier-0: the SNAT of the overlay, and each public IP's DNAT+SNAT with its instance"),
     spec!(Certificates, false, true,
         [GET_GW, Tok::Kw("certificates", "Instance certificates and revocations")],
         "get certificates",
@@ -314,6 +350,14 @@ pub enum Command {
     Instances,
     /// `get interfaces`
     Interfaces,
+    /// `get logical-router <t0> nat-rules` (gateway)
+    NatRules { router: String },
+    /// `get load-balancers [--stats|--rate]`
+    LoadBalancers(crate::format::LbView),
+    /// `get load-balancer <vip:port>`
+    LoadBalancer { vip: String },
+    /// `get nat sessions` (the edge)
+    NatSessions,
     /// `get logical-routers`
     Routers,
     /// `get statistics`
@@ -578,6 +622,7 @@ fn check_arg(kind: ArgKind, word: &str) -> Result<(), String> {
             .map_err(|_| "not a rule id (a number)".into()),
         ArgKind::Number => parse_u32(word).map(|_| ()),
         ArgKind::Mac => packet::parse_mac(word).map(|_| ()),
+        ArgKind::VirtualServer => agent_api::parse_virtual_server(word).map(|_| ()),
         ArgKind::File | ArgKind::Router | ArgKind::Switch | ArgKind::Word => Ok(()),
     }
 }
@@ -702,6 +747,11 @@ fn build(spec: &'static Spec, args: &[String], tail: &[String]) -> Result<Comman
             switch: arg(args, 0),
         },
         Id::DhcpLeases => Command::DhcpLeases,
+        Id::NatSessions => Command::NatSessions,
+        Id::LoadBalancers => Command::LoadBalancers(crate::format::LbView::Pool),
+        Id::LoadBalancerStats => Command::LoadBalancers(crate::format::LbView::Stats),
+        Id::LoadBalancerRate => Command::LoadBalancers(crate::format::LbView::Rate),
+        Id::LoadBalancer => Command::LoadBalancer { vip: arg(args, 0) },
         Id::Tunnels => Command::Tunnels,
         Id::FwRules => Command::Firewall(FwView::Rules),
         Id::FwAddrsets => Command::Firewall(FwView::Addrsets),
@@ -755,6 +805,9 @@ fn build(spec: &'static Spec, args: &[String], tail: &[String]) -> Result<Comman
             spec,
         )?),
         Id::Instances => Command::Instances,
+        Id::NatRules => Command::NatRules {
+            router: arg(args, 0),
+        },
         Id::Certificates => Command::Certificates,
         Id::Help => Command::Help(tail.to_vec()),
         Id::Exit => Command::Exit,

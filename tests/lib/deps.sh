@@ -15,7 +15,7 @@ declare -gA NSX_TOOL_PKG=(
     [wget]=wget [systemd-analyze]=systemd
     [sshd]=openssh-server [ssh-keygen]=openssh-client [nft]=nftables
     [dnsmasq]=dnsmasq-base [dhclient]=isc-dhcp-client [dhcpcd]=dhcpcd-base
-    [networkctl]=systemd [dbus-daemon]=dbus-daemon [udhcpc]=udhcpc
+    [networkctl]=systemd [dbus-daemon]=dbus-daemon [udhcpc]=udhcpc [traceroute]=traceroute
 )
 
 # nsx_install_tools [CMD...]: make sure CMDs (default: all above) exist.

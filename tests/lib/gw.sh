@@ -28,6 +28,9 @@
 #   gw_wait_applied vmN VERSION [SECS]  bounded wait for .gateway.applied_version
 #   gw_instance ID [JQ]          one instance of `get instances --json`
 #   gw_desired_version ID        the version the gateway wants ID to run
+#   gw_edge_host / gw_edge_start the gateway host as the edge (instance "edge"
+#                                in $GW_NS: downlink eth0, uplink eth1 to <id>-inet)
+#   gw_state_tier0 FILE          append a tier0 section (uplink 203.0.113.2/24)
 # shellcheck shell=bash
 
 GW_IP=10.99.3.2
@@ -409,4 +412,64 @@ gw_agent_expect_exit() {
     else
         echo running
     fi
+}
+
+# --- the gateway host as the north-south edge (issue 14) ---
+# As in the seed's PCG, the gateway host is also the overlay's edge: its
+# namespace $GW_NS holds the gateway and the edge's agent, instance
+# $GW_EDGE ("edge", role edge: `[host] uplink = "eth1"`), whose downlink NIC
+# is the gateway's underlay interface eth0 (10.99.3.2 is the gateway's
+# address and the edge's tunnel endpoint). topo_ns edge = $GW_NS, so
+# agent_ctl, in_inst, gw_status and gw_wait_* work on it as on vmN.
+GW_EDGE=edge
+
+# gw_edge_host [UPLINK_GW_CIDR]: after gw_topology: the edge's uplink
+# `eth1` in $GW_NS, a veth whose peer `uplink` sits in namespace
+# $TOPO_INET = <id>-inet (the cloud side, UPLINK_GW_CIDR there, default
+# 203.0.113.1/24; topo_cloud_nat makes it the cloud's NAT). The gateway's
+# eth0 gets no tx checksum offload, as every instance NIC (topo_build).
+gw_edge_host() {
+    local gwcidr=${1:-203.0.113.1/24}
+    # shellcheck disable=SC2034 # read by topo_ns (topo.sh)
+    TOPO_NS_OF[$GW_EDGE]=$GW_NS
+    sandbox_track_netns "$(topo_root "$GW_EDGE")"
+    mkdir -p "$TOPO_DIR/$GW_EDGE"
+    in_gw ethtool -K eth0 tx off >/dev/null
+    in_ul ethtool -K ulport-gw tx off >/dev/null
+    TOPO_INET=$TOPO_ID-inet
+    ip netns add "$TOPO_INET"
+    sandbox_track_netns "$TOPO_INET"
+    ip -n "$TOPO_INET" link set lo up
+    in_gw ip link add eth1 type veth peer name uplink netns "$TOPO_INET"
+    in_gw ip link set eth1 address 02:00:00:00:ee:01 up
+    ip -n "$TOPO_INET" addr add "$gwcidr" dev uplink
+    ip -n "$TOPO_INET" link set uplink up
+    # Runs before gw_destroy (hooks run in reverse): the edge goes while
+    # its namespace is still there.
+    sandbox_on_exit gw_edge_destroy
+}
+
+gw_edge_destroy() {
+    [[ -n "${TOPO_AGENT_PID[$GW_EDGE]:-}" ]] && { agent_stop "$GW_EDGE" 10 || true; }
+    ip netns del "${TOPO_INET:-none}" 2>/dev/null || true
+}
+
+# gw_edge_start: write the edge's gateway-mode config (no tags; uplink
+# eth1; $GW_HOST_EXTRA adds [host] lines) and start it (gw_agent_start:
+# bounded wait until its API answers). Call it in this shell.
+gw_edge_start() {
+    GW_HOST_EXTRA="uplink = \"eth1\""$'\n'"${GW_HOST_EXTRA:-}" gw_agent_config "$GW_EDGE" ""
+    gw_agent_start "$GW_EDGE"
+}
+
+# gw_state_tier0 FILE: append the tier-0 (uplink 203.0.113.2/24, secondary
+# 203.0.113.10 and .11, default route via 203.0.113.1; the rest defaults).
+gw_state_tier0() {
+    cat >>"$1" <<'EOF'
+tier0:
+  uplink:
+    address: 203.0.113.2/24
+    secondary: [203.0.113.10, 203.0.113.11]
+    gateway: 203.0.113.1
+EOF
 }

@@ -16,6 +16,8 @@
 #   counter_at_least vm1 '.drops.no_route' 3  # bounded wait until it is >= 3
 #   cap_start c1; ...; cap_stop c1          # dumpcap on the underlay bridge
 #   cap_start_in c2 NETNS IFACE             # ... or on any namespace's interface
+#   topo_edge vm9 ...; topo_edge_build      # north-south: an edge, its uplink to <id>-inet
+#   topo_cloud_nat NET MTU ADDR=ELASTIC     # <id>-inet as the cloud's NAT, NET the internet
 #   topo_destroy
 #
 # Layout: namespace <id>-ul holds bridge `ulbr0` (10.99.3.1/24); namespace
@@ -61,7 +63,7 @@ topo_new() {
     declare -gA TOPO_SW_VNI=() TOPO_SW_SUBNET=() TOPO_SW_GW=() TOPO_SW_DHCP=() TOPO_HOST_EXTRA=()
     declare -gA TOPO_RT_MAC=() TOPO_RT_SWS=()
     declare -gA TOPO_PORT_SW=() TOPO_PORT_IP=()
-    declare -gA TOPO_AGENT_PID=() TOPO_CAP_PID=()
+    declare -gA TOPO_AGENT_PID=() TOPO_CAP_PID=() TOPO_NS_OF=()
     TOPO_BUILT=0
     mkdir -p "$TOPO_DIR"
 }
@@ -92,7 +94,9 @@ topo_instance() {
 }
 
 topo_idx() { printf '%s\n' "${1#vm}"; }
-topo_ns() { printf '%s\n' "$TOPO_ID-$1"; }
+# topo_ns NAME: NAME's main namespace: <id>-NAME, unless TOPO_NS_OF[NAME]
+# says otherwise (the edge on the gateway host runs in the gateway's).
+topo_ns() { printf '%s\n' "${TOPO_NS_OF[$1]:-$TOPO_ID-$1}"; }
 topo_root() { printf '%s\n' "$TOPO_ID-root-$1"; }
 topo_underlay_ip() { printf '10.99.3.%d\n' $((10 + ${1#vm})); }
 topo_mac() { printf '06:17:1e:54:96:%02x\n' "${1#vm}"; }
@@ -471,4 +475,110 @@ topo_destroy() {
     done
     ip netns del "$TOPO_UL" 2>/dev/null || true
     TOPO_BUILT=0
+}
+
+# --- north-south (issue 14) ---
+# topo_edge vmN UPLINK_CIDR UPLINK_GW [SECONDARY...]: vmN (no port) is the
+# edge: it takes `eth1`, a veth whose peer `uplink` sits in namespace
+# <id>-inet (the "internet" router side, UPLINK_GW there), and runs the
+# tier-0 `t0` (MAC 02:50:56:00:0f:00, transit VNI 0xfffff0) over every
+# router of the topology. Every instance with a port gets the edge link.
+# Call before topo_build; topo_edge_build after it.
+topo_edge() {
+    TOPO_EDGE=$1
+    TOPO_EDGE_UPLINK=$2
+    TOPO_EDGE_GW=$3
+    shift 3
+    TOPO_EDGE_SECONDARY=("$@")
+    TOPO_EDGE_TIER0_EXTRA=""
+    TOPO_INET=$TOPO_ID-inet
+    topo_host_option "$TOPO_EDGE" 'uplink = "eth1"'
+}
+
+# topo_edge_tier0 TOML: more for the edge's config after `[tier0.uplink]`
+# (whole tables with their headers, e.g. `[tier0.snat]` or
+# `[[tier0.public_ips]]`).
+topo_edge_tier0() { TOPO_EDGE_TIER0_EXTRA+="$1"$'\n'; }
+
+topo_edge_tier1s() {
+    local rt s="" first=1
+    for rt in "${TOPO_ROUTERS[@]}"; do
+        if [[ $first == 1 ]]; then s="\"$rt\""; first=0; else s="$s, \"$rt\""; fi
+    done
+    printf '%s\n' "$s"
+}
+
+# Appends the edge link / tier-0 to the generated configs.
+topo_edge_configs() {
+    local vm sec="" a first=1
+    for a in "${TOPO_EDGE_SECONDARY[@]}"; do
+        if [[ $first == 1 ]]; then sec="\"$a\""; first=0; else sec="$sec, \"$a\""; fi
+    done
+    for vm in "${TOPO_INSTANCES[@]}"; do
+        if [[ "$vm" == "$TOPO_EDGE" ]]; then
+            printf '\n[tier0]\nname = "t0"\nmac = "02:50:56:00:0f:00"\ntransit_vni = 0xfffff0\ntier1s = [%s]\n' \
+                "$(topo_edge_tier1s)" >>"$(topo_config_path "$vm")"
+            printf '\n[tier0.uplink]\naddress = "%s"\ngateway = "%s"\nsecondary = [%s]\n%s' \
+                "$TOPO_EDGE_UPLINK" "$TOPO_EDGE_GW" "$sec" "$TOPO_EDGE_TIER0_EXTRA" >>"$(topo_config_path "$vm")"
+        elif [[ -n "${TOPO_PORT_SW[$vm]:-}" ]]; then
+            printf '\n[edge]\ntep_ip = "%s"\ntep_id = %s\ntransit_vni = 0xfffff0\nmac = "02:50:56:00:0f:00"\ntier1s = [%s]\n' \
+                "$(topo_underlay_ip "$TOPO_EDGE")" "$(topo_tep_id "$TOPO_EDGE")" "$(topo_edge_tier1s)" \
+                >>"$(topo_config_path "$vm")"
+        fi
+    done
+}
+
+# topo_edge_build: after topo_build: the edge's uplink veth into the
+# internet-side namespace <id>-inet (UPLINK_GW on `uplink`), and the configs.
+topo_edge_build() {
+    local plen=${TOPO_EDGE_UPLINK#*/}
+    ip netns add "$TOPO_INET"
+    sandbox_track_netns "$TOPO_INET"
+    ip -n "$TOPO_INET" link set lo up
+    ip -n "$(topo_ns "$TOPO_EDGE")" link add eth1 type veth peer name uplink netns "$TOPO_INET"
+    ip -n "$(topo_ns "$TOPO_EDGE")" link set eth1 address 02:00:00:00:ee:01 up
+    ip -n "$TOPO_INET" addr add "$TOPO_EDGE_GW/$plen" dev uplink
+    ip -n "$TOPO_INET" link set uplink up
+    topo_edge_configs
+}
+
+# in_inet CMD...: run in the internet-side namespace.
+in_inet() { ip netns exec "$TOPO_INET" "$@"; }
+
+# topo_cloud_nat NET WAN_MTU ADDR=ELASTIC...: after the internet-side
+# namespace $TOPO_INET exists (topo_edge_build, gw_edge_host): it becomes
+# the cloud's router and NAT, stage one of a public IP (nftables): its link
+# `wan` (198.51.100.1/24, MTU WAN_MTU) leads to namespace NET, the
+# internet, with the hosts 198.51.100.7 and .8; each ADDR=ELASTIC maps the
+# elastic IP ELASTIC (an address of `wan`) 1:1 to the uplink address ADDR
+# (DNAT in, SNAT out).
+topo_cloud_nat() {
+    local net=$1 mtu=$2 pair pre="" post=""
+    shift 2
+    ip netns add "$net"
+    sandbox_track_netns "$net"
+    ip -n "$net" link set lo up
+    ip -n "$TOPO_INET" link add wan type veth peer name eth0 netns "$net"
+    ip -n "$TOPO_INET" link set wan mtu "$mtu" up
+    ip -n "$net" link set eth0 mtu "$mtu" up
+    ip -n "$TOPO_INET" addr add 198.51.100.1/24 dev wan
+    ip -n "$net" addr add 198.51.100.7/24 dev eth0
+    ip -n "$net" addr add 198.51.100.8/24 dev eth0
+    ip -n "$net" route add default via 198.51.100.1
+    for pair in "$@"; do
+        ip -n "$TOPO_INET" addr add "${pair#*=}/32" dev wan
+        pre+="        ip daddr ${pair#*=} dnat to ${pair%%=*}"$'\n'
+        post+="        ip saddr ${pair%%=*} snat to ${pair#*=}"$'\n'
+    done
+    in_inet sysctl -qw net.ipv4.ip_forward=1
+    in_inet nft -f - <<EOF
+table ip cloudnat {
+    chain pre {
+        type nat hook prerouting priority -100;
+${pre}    }
+    chain post {
+        type nat hook postrouting priority 100;
+${post}    }
+}
+EOF
 }

@@ -98,7 +98,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// The gateway connection states (`GatewayStatus::state`).
 const GATEWAY_STATES: [&str; 4] = ["CONNECTING", "HELLO_SENT", "ESTABLISHED", "CLOSED"];
 /// The agent's modes (`Status::mode`).
-const MODES: [&str; 2] = ["overlay", "micro-segmentation"];
+const MODES: [&str; 3] = ["overlay", "micro-segmentation", "edge"];
 /// The sshd supervisor's listeners (`SshStatus::underlay`, `::overlay`).
 const SSH_LISTENERS: [&str; 2] = ["underlay", "overlay"];
 
@@ -136,14 +136,25 @@ pub struct Scrape {
     pub firewall: FirewallView,
     /// Overlay mode's sshd supervisor (`ssh` in `ctl status`).
     pub ssh: SshStatus,
+    /// The edge's NAT (published with the counters; `None` off the edge).
+    pub nat: Option<agent_api::NatSummary>,
+    /// The load balancer (published with the counters; `None` without
+    /// virtual servers).
+    pub lb: Option<agent_api::LoadBalancersReply>,
 }
 
 /// Copies the current state for one scrape (asks the datapath thread for
 /// the firewall's statistics, bounded by the API's query timeout).
 pub async fn collect(shared: &Shared) -> Scrape {
-    let (counters, io, config_version) = match shared.published.lock() {
-        Ok(s) => (s.counters.clone(), s.io, s.config_version),
-        Err(_) => (Counters::default(), IoCounters::default(), 0),
+    let (counters, io, config_version, nat, lb) = match shared.published.lock() {
+        Ok(s) => (
+            s.counters.clone(),
+            s.io,
+            s.config_version,
+            s.nat.clone(),
+            s.lb.clone(),
+        ),
+        Err(_) => (Counters::default(), IoCounters::default(), 0, None, None),
     };
     let mode = shared.status.lock().map_or("overlay", |st| st.mode);
     let gateway = match &shared.gateway {
@@ -175,7 +186,80 @@ pub async fn collect(shared: &Shared) -> Scrape {
         gateway,
         firewall,
         ssh,
+        nat,
+        lb,
     }
+}
+
+/// The load balancer's families: per virtual server (`vip` =
+/// `10.64.1.2:10000`, `protocol` = `TCP`) and real server (`real_server` = `ip:port`,
+/// empty for the virtual server's totals): connections, packets and bytes
+/// by direction (in = from clients, out = from real servers), the
+/// connections held now (active / inactive), and drops by reason. The
+/// label sets are bounded by the configuration.
+fn lb_families(e: &mut Emit<'_, '_>, lb: &agent_api::LoadBalancersReply) -> fmt::Result {
+    let mut conns = Vec::new();
+    let mut packets = Vec::new();
+    let mut bytes = Vec::new();
+    let mut held = Vec::new();
+    for sv in &lb.services {
+        let vip = format!("{}:{}", sv.vip, sv.port);
+        let rows = std::iter::once((String::new(), &sv.stats, None)).chain(
+            sv.real_servers
+                .iter()
+                .map(|r| (format!("{}:{}", r.ip, r.port), &r.stats, Some(r))),
+        );
+        for (rs, st, r) in rows {
+            let l = |extra: Option<(&'static str, &str)>| {
+                let mut l = vec![
+                    ("vip", vip.clone()),
+                    ("protocol", sv.protocol.clone()),
+                    ("real_server", rs.clone()),
+                ];
+                if let Some((k, v)) = extra {
+                    l.push((k, v.to_string()));
+                }
+                l
+            };
+            conns.push((l(None), st.conns));
+            packets.push((l(Some(("direction", "in"))), st.in_packets));
+            packets.push((l(Some(("direction", "out"))), st.out_packets));
+            bytes.push((l(Some(("direction", "in"))), st.in_bytes));
+            bytes.push((l(Some(("direction", "out"))), st.out_bytes));
+            if let Some(r) = r {
+                held.push((l(Some(("state", "active"))), r.active));
+                held.push((l(Some(("state", "inactive"))), r.inactive));
+            }
+        }
+    }
+    e.counters(
+        "nsx_agent_lb_connections",
+        "Connections the load balancer scheduled, per virtual server (real_server empty: its total) and real server.",
+        &conns,
+    )?;
+    e.counters(
+        "nsx_agent_lb_packets",
+        "Packets of balanced connections: in = from clients, out = from real servers.",
+        &packets,
+    )?;
+    e.counters(
+        "nsx_agent_lb_bytes",
+        "Bytes (IPv4 total length) of balanced connections, as nsx_agent_lb_packets.",
+        &bytes,
+    )?;
+    e.gauges(
+        "nsx_agent_lb_open_connections",
+        "Connections held per real server: active (ESTABLISHED TCP) and inactive (ipvsadm's ActiveConn / InActConn).",
+        &held,
+    )?;
+    e.counters(
+        "nsx_agent_lb_drops",
+        "Packets to virtual servers the load balancer dropped, by reason.",
+        &lb.drops
+            .iter()
+            .map(|(r, n)| (vec![("reason", r.clone())], *n))
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Renders a scrape as OpenMetrics text (ends with `# EOF`).
@@ -249,6 +333,101 @@ impl Collector for AgentCollector {
             "DHCP messages of the switch's server on the port, by type: discover, request, inform, release, decline, other (received from the instance), offer, ack, nak (sent to it).",
             &dhcp,
         )?;
+        if s.mode == "edge" {
+            let by_if = |up_rx: u64, up_tx: u64, dn_rx: u64, dn_tx: u64| -> Vec<(Labels, u64)> {
+                [
+                    ("uplink", "rx", up_rx),
+                    ("uplink", "tx", up_tx),
+                    ("downlink", "rx", dn_rx),
+                    ("downlink", "tx", dn_tx),
+                ]
+                .into_iter()
+                .map(|(i, d, n)| {
+                    (
+                        vec![("interface", i.to_string()), ("direction", d.to_string())],
+                        n,
+                    )
+                })
+                .collect()
+            };
+            e.counters(
+                "nsx_agent_edge_packets",
+                "The edge's packets by interface: uplink = plain IP toward the internet (Ethernet frames), downlink = the underlay: Geneve with the instances and plain IP with hosts on the underlay subnet.",
+                &by_if(
+                    c.port_rx.packets,
+                    c.port_tx.packets,
+                    c.underlay_rx.packets + c.downlink_rx.packets,
+                    c.underlay_tx.packets + c.downlink_tx.packets,
+                ),
+            )?;
+            e.counters(
+                "nsx_agent_edge_bytes",
+                "The edge's bytes by interface and direction (as nsx_agent_edge_packets).",
+                &by_if(
+                    c.port_rx.bytes,
+                    c.port_tx.bytes,
+                    c.underlay_rx.bytes + c.downlink_rx.bytes,
+                    c.underlay_tx.bytes + c.downlink_tx.bytes,
+                ),
+            )?;
+        }
+        if let Some(n) = &s.nat {
+            let one = |k: &'static str, v: &str, n: u64| -> (Labels, u64) {
+                (vec![(k, v.to_string())], n)
+            };
+            e.gauges(
+                "nsx_agent_nat_sessions",
+                "The edge's NAT sessions, by protocol.",
+                &n.by_protocol
+                    .iter()
+                    .map(|(p, v)| one("protocol", p, *v))
+                    .collect::<Vec<_>>(),
+            )?;
+            e.gauge(
+                "nsx_agent_nat_capacity_sessions",
+                "Most NAT sessions the edge's table holds.",
+                n.capacity,
+            )?;
+            e.counters(
+                "nsx_agent_nat_packets",
+                "Packets the edge's NAT translated: out = from the overlay (hairpinned included), in = from the uplink.",
+                &[one("direction", "out", n.translated_out), one("direction", "in", n.translated_in)],
+            )?;
+            e.counters(
+                "nsx_agent_nat_drops",
+                "Packets the edge's NAT dropped, by reason (exhausted: no free port; table_full: no session slot).",
+                &n.drops.iter().map(|(r, v)| one("reason", r, *v)).collect::<Vec<_>>(),
+            )?;
+            let mut used = Vec::new();
+            let mut size = Vec::new();
+            let mut failures = Vec::new();
+            for p in &n.pools {
+                for (proto, v) in &p.used {
+                    let l = vec![("snat_ip", p.ip.to_string()), ("protocol", proto.clone())];
+                    used.push((l.clone(), *v));
+                    size.push((l.clone(), p.size.get(proto).copied().unwrap_or(0)));
+                    failures.push((l, p.failures.get(proto).copied().unwrap_or(0)));
+                }
+            }
+            e.gauges(
+                "nsx_agent_nat_ports_used",
+                "External ports (ICMP: identifiers) held by live mappings, per SNAT address and protocol.",
+                &used,
+            )?;
+            e.gauges(
+                "nsx_agent_nat_ports",
+                "External ports a SNAT address can hand out, per protocol.",
+                &size,
+            )?;
+            e.counters(
+                "nsx_agent_nat_allocation_failures",
+                "New mappings refused for want of a free port, per SNAT address and protocol.",
+                &failures,
+            )?;
+        }
+        if let Some(lb) = &s.lb {
+            lb_families(&mut e, lb)?;
+        }
         e.counters(
             "nsx_agent_underlay_packets",
             "Geneve packets on the underlay: rx = received (before validation), tx = built and sent.",
@@ -892,6 +1071,43 @@ mod tests {
                 overlay: Some(sshd_status("restarting", "192.168.100.3:22", 1)),
                 port22_blocked_on_underlay: Some(true),
             },
+            nat: None,
+            lb: None,
+        }
+    }
+
+    #[test]
+    fn the_edge_shows_its_nat_and_interfaces() {
+        let mut s = canned();
+        s.mode = "edge";
+        let m = |v: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+            v.iter().map(|(k, n)| ((*k).to_string(), *n)).collect()
+        };
+        s.nat = Some(agent_api::NatSummary {
+            sessions: 3,
+            capacity: 100,
+            by_protocol: m(&[("tcp", 2), ("udp", 1), ("icmp", 0)]),
+            translated_out: 10,
+            translated_in: 9,
+            drops: m(&[("exhausted", 4)]),
+            pools: vec![agent_api::NatPool {
+                ip: "203.0.113.2".parse().unwrap(),
+                used: m(&[("udp", 80)]),
+                size: m(&[("udp", 80)]),
+                failures: m(&[("udp", 4)]),
+            }],
+            ..Default::default()
+        });
+        let text = render(s).unwrap();
+        for want in [
+            "nsx_agent_mode{mode=\"edge\"} 1",
+            "nsx_agent_nat_sessions{protocol=\"tcp\"} 2",
+            "nsx_agent_nat_drops_total{reason=\"exhausted\"} 4",
+            "nsx_agent_nat_ports_used{snat_ip=\"203.0.113.2\",protocol=\"udp\"} 80",
+            "nsx_agent_nat_allocation_failures_total{snat_ip=\"203.0.113.2\",protocol=\"udp\"} 4",
+            "nsx_agent_edge_packets_total{interface=\"uplink\",direction=\"rx\"}",
+        ] {
+            assert!(text.contains(want), "{want} missing in\n{text}");
         }
     }
 

@@ -44,6 +44,7 @@ use crate::dp::ctl::{Ctl, Published, TraceInput, TraceRequest};
 use crate::dp::dataloop::capture::{self, CapturePoint, CaptureRequest};
 use crate::dp::fwctl::{FwQuery, FwReply, FwRequest};
 use crate::dp::io::Waker;
+use crate::dp::natctl::{self, NatQuery, NatReply, NatRequest};
 
 pub use agent_api::{API_VERSION, OverlayStatus, ReloadStatus};
 
@@ -86,10 +87,10 @@ pub struct Status {
 
 impl Status {
     fn mode(&self) -> Mode {
-        if self.mode == "overlay" {
-            Mode::Overlay
-        } else {
-            Mode::MicroSegmentation
+        match self.mode {
+            "overlay" => Mode::Overlay,
+            "edge" => Mode::Edge,
+            _ => Mode::MicroSegmentation,
         }
     }
 }
@@ -181,6 +182,15 @@ pub enum ApiError {
     /// A firewall command on an agent without a firewall policy.
     #[error("no firewall is configured")]
     NoFirewall,
+    /// `nat-sessions` to an agent that is not the edge.
+    #[error("no NAT here: this agent is not the edge (it has no tier0)")]
+    NoNat,
+    /// A command argument that does not say what it should.
+    #[error("{0}")]
+    BadArgument(String),
+    /// `load-balancers` to an agent whose datapath balances nothing.
+    #[error("no load balancer here: no virtual server is configured for this agent")]
+    NoLoadBalancer,
     /// The datapath thread has not started (or has stopped).
     #[error("the datapath is not running")]
     DatapathNotRunning,
@@ -261,6 +271,25 @@ async fn answer_cancellable(text: &str, shared: &Shared, cancel: &Arc<AtomicBool
             timeout_ms,
             snaplen,
         } => line(capture(shared, &point, count, timeout_ms, snaplen, cancel).await),
+        Request::NatSessions { limit } => {
+            let limit = limit.map_or(natctl::DEFAULT_LISTED, |l| {
+                usize::try_from(l).unwrap_or(usize::MAX)
+            });
+            line(match nat_query(shared, NatQuery::List(limit)).await {
+                Ok(NatReply::Listed {
+                    summary,
+                    sessions,
+                    truncated,
+                }) => Ok(agent_api::NatSessionsReply {
+                    summary: *summary,
+                    sessions,
+                    truncated,
+                }),
+                Ok(_) => Err(ApiError::NoNat),
+                Err(e) => Err(e),
+            })
+        }
+        Request::LoadBalancers { vip } => line(load_balancers(shared, vip.as_deref()).await),
         Request::GetRules => line(rules(shared, false)),
         Request::GetAddrSets => line(rules(shared, true)),
         Request::GetFlows => line(match query(shared, FwQuery::Flows).await {
@@ -364,6 +393,7 @@ fn counters(shared: &Shared) -> Answer<CountersReply> {
         tunnels,
         port: traffic(c.port_rx, c.port_tx),
         underlay: traffic(c.underlay_rx, c.underlay_tx),
+        downlink: traffic(c.downlink_rx, c.downlink_tx),
         io: s.io,
         dhcp: c
             .dhcp
@@ -371,6 +401,7 @@ fn counters(shared: &Shared) -> Answer<CountersReply> {
             .iter()
             .map(|(t, n)| ((*t).to_string(), *n))
             .collect(),
+        nat: s.nat.clone(),
     })
 }
 
@@ -388,7 +419,44 @@ fn rules(shared: &Shared, addrsets: bool) -> Answer<TextReply> {
     Ok(TextReply { text })
 }
 
-/// Asks the datapath thread and waits (bounded) for its answer.
+/// `load-balancers`: the balancer's view, one virtual server or all.
+async fn load_balancers(
+    shared: &Shared,
+    vip: Option<&str>,
+) -> Result<agent_api::LoadBalancersReply, ApiError> {
+    let query = match vip {
+        Some(v) => Some(
+            agent_api::parse_virtual_server(v)
+                .map_err(|e| ApiError::BadArgument(format!("vip: {e}")))?,
+        ),
+        None => None,
+    };
+    let reply = ask(
+        shared,
+        |reply| Ctl::Lb(crate::dp::lbctl::LbRequest { query, reply }),
+        QUERY_TIMEOUT,
+    )
+    .await?
+    .ok_or(ApiError::NoLoadBalancer)?;
+    if query.is_some() && reply.services.is_empty() {
+        return Err(ApiError::BadArgument(format!(
+            "vip: no virtual server {} here",
+            vip.unwrap_or_default()
+        )));
+    }
+    Ok(reply)
+}
+
+/// Asks the datapath thread's NAT (the edge's).
+pub async fn nat_query(shared: &Shared, q: NatQuery) -> Result<NatReply, ApiError> {
+    ask(
+        shared,
+        |reply| Ctl::Nat(NatRequest { query: q, reply }),
+        QUERY_TIMEOUT,
+    )
+    .await
+}
+
 pub async fn query(shared: &Shared, q: FwQuery) -> Result<FwReply, ApiError> {
     ask(
         shared,
@@ -583,7 +651,7 @@ fn routers(shared: &Shared) -> Answer<RoutersReply> {
             .map(|s| s.name.clone())
             .unwrap_or_default()
     };
-    let routers = t
+    let mut routers: Vec<Router> = t
         .routers
         .iter()
         .map(|r| Router {
@@ -603,9 +671,56 @@ fn routers(shared: &Shared) -> Answer<RoutersReply> {
                         RouteKind::Connected
                     },
                 })
+                .chain(
+                    t.edge
+                        .filter(|_| r.to_edge)
+                        .and_then(|e| t.teps.get(usize::from(e.tep)))
+                        .map(|tep| Route {
+                            prefix: ipnet::Ipv4Net::default(),
+                            switch: "transit".into(),
+                            next_hop: Some(tep.ip),
+                            kind: RouteKind::Edge,
+                        }),
+                )
                 .collect(),
         })
         .collect();
+    if let Some(t0) = &t.tier0 {
+        use datapath::tables::{T0Hop, T0Origin};
+        routers.push(Router {
+            name: t0.name.clone(),
+            mac: t0.mac,
+            switches: vec!["uplink".into(), "downlink".into()],
+            routes: t0
+                .routes
+                .iter()
+                .map(|rt| {
+                    let (switch, next_hop) = match rt.hop {
+                        T0Hop::Uplink(nh) => ("uplink".to_string(), nh),
+                        T0Hop::Downlink(nh) => ("downlink".to_string(), nh),
+                        T0Hop::Tier1(ri) => (
+                            t.routers
+                                .get(usize::from(ri))
+                                .map(|r| r.name.clone())
+                                .unwrap_or_default(),
+                            None,
+                        ),
+                    };
+                    Route {
+                        prefix: rt.prefix,
+                        switch,
+                        next_hop,
+                        kind: match rt.origin {
+                            T0Origin::Connected => RouteKind::Connected,
+                            T0Origin::Static => RouteKind::Static,
+                            T0Origin::Default => RouteKind::Default,
+                            T0Origin::Tier1 => RouteKind::Tier1,
+                        },
+                    }
+                })
+                .collect(),
+        });
+    }
     Ok(RoutersReply { routers })
 }
 
@@ -691,6 +806,8 @@ fn interface_roles(
             Some(host.netns.clone()),
         ));
         v.push((host.overlay_peer.clone(), Role::OverlayPeer, None));
+    } else if mode == Mode::Edge {
+        v.push((host.uplink.clone(), Role::Uplink, None));
     } else {
         v.push((host.fw_if.clone(), Role::Fw, None));
         v.push((host.fw_peer.clone(), Role::FwPeer, None));
@@ -856,7 +973,7 @@ fn trace_input(
             }
             Ok(TraceInput::Port(frame))
         }
-        (TraceFrom::Underlay, Mode::Overlay) => {
+        (TraceFrom::Underlay, Mode::Overlay | Mode::Edge) => {
             let (Some(src_tep), Some(vni)) = (src_tep, vni) else {
                 return Err(ApiError::TraceArgs(
                     "from \"underlay\" needs src_tep (the sending endpoint's underlay IP) and vni",
@@ -1132,13 +1249,15 @@ mod tests {
                     tep_id: 44,
                 },
             ],
-            firewall: None,
+            ..InstanceConfig::default()
         };
         let host = LocalHost {
             underlay_ip: UNDERLAY,
             port_mac: VM1_MAC,
             overlay_mtu: 1442,
             kernel_udp: true,
+            underlay_prefix_len: 24,
+            underlay_mac: VM1_MAC,
         };
         (cfg, host)
     }

@@ -16,6 +16,7 @@ use datapath::{Counters, Tables};
 
 use crate::dp::dataloop::capture::CaptureRequest;
 use crate::dp::fwctl::FwRequest;
+use crate::dp::natctl::NatRequest;
 
 /// Messages from the control side.
 #[derive(Debug)]
@@ -25,6 +26,12 @@ pub enum Ctl {
     Fw(FwRequest),
     /// Connections saved by a previous run (sent after the first tables).
     RestoreFlows(Vec<firewall::conntrack::SavedFlow>),
+    /// A question to the edge's NAT, answered between batches.
+    Nat(NatRequest),
+    /// A question to the load balancer, answered between batches.
+    Lb(crate::dp::lbctl::LbRequest),
+    /// NAT sessions saved by a previous run (sent after the first tables).
+    RestoreNat(crate::gw::persist::SavedNat),
     /// A frame to trace through the live decisions, answered between batches.
     Trace(TraceRequest),
     /// Arms a bounded capture; answered when it is complete.
@@ -97,6 +104,10 @@ pub struct Published {
     pub fw_log: Vec<firewall::pktlog::LogRecord>,
     /// Records dropped because the writer fell behind.
     pub fw_log_lost: u64,
+    /// The edge's NAT (`None` off the edge).
+    pub nat: Option<agent_api::NatSummary>,
+    /// The load balancer (`None` without virtual servers), for the metrics.
+    pub lb: Option<agent_api::LoadBalancersReply>,
 }
 
 /// Most unwritten packet-log records kept between writer runs.

@@ -1,5 +1,7 @@
 //! The datapath thread: one OS thread that polls the port socket, the
-//! Geneve socket and a waker, runs every received batch through the
+//! Geneve socket (on the edge also the downlink's filtered socket on the
+//! underlay bridge, whose BPF filter follows the tables) and a waker, runs
+//! every received batch through the
 //! [`datapath::Pipeline`], and sends the resulting batches. Config snapshots
 //! arrive over a channel (checked only when woken) and are swapped in
 //! between batches; counters are copied out for the local API a few times
@@ -25,9 +27,9 @@ use self::capture::{Capture, CaptureDir};
 
 use crate::dp::ctl::{self, Ctl, IoCounters, Published, TraceError, TraceInput, TraceReply};
 use crate::dp::driver::{self, Flow};
-use crate::dp::fwctl;
 use crate::dp::io::{self, RecvBatch, SendBatch, Waker};
 use crate::dp::underlay::{GsoSender, UdpPool};
+use crate::dp::{fwctl, lbctl, natctl};
 
 /// Traces `input` through `pipeline` as of `now_ns` (the overlay loop's
 /// answer to [`Ctl::Trace`]). Changes nothing.
@@ -62,6 +64,9 @@ pub struct Sockets {
     pub geneve_rx: OwnedFd,
     /// UDP sockets that send Geneve (one per source-port slice), with GSO.
     pub underlay_tx: UdpPool,
+    /// The edge only: AF_PACKET on the underlay bridge, filtered
+    /// ([`datapath::bpf`]): the tier-0's downlink.
+    pub downlink: Option<OwnedFd>,
 }
 
 /// Slots per output queue: a full receive batch plus a worst-case frame.
@@ -78,6 +83,9 @@ struct Shell {
     underlay_rx: RecvBatch,
     port_tx: SendBatch,
     underlay_send: GsoSender,
+    /// The edge only: the downlink's receive batch.
+    downlink_rx: Option<RecvBatch>,
+    downlink_tx: SendBatch,
     io: IoCounters,
     epoch: Instant,
     capture: Capture,
@@ -108,24 +116,42 @@ pub fn run(
     } = opts;
     let port_fd: RawFd = sockets.port.as_ref().map_or(-1, |s| s.as_raw_fd());
     let geneve_fd = sockets.geneve_rx.as_raw_fd();
+    let downlink_fd: RawFd = sockets.downlink.as_ref().map_or(-1, |s| s.as_raw_fd());
+    let edge = sockets.downlink.is_some();
+    let out = if coalesce {
+        Output::with_coalescing(OUTPUT_SLOTS, io::RX_BUF, PORT_SLOTS)
+    } else {
+        Output::new(OUTPUT_SLOTS, io::RX_BUF)
+    };
     let mut shell = Shell {
         sockets,
         pipeline: Pipeline::with_flow_capacity(tables, max_flows),
-        out: if coalesce {
-            Output::with_coalescing(OUTPUT_SLOTS, io::RX_BUF, PORT_SLOTS)
-        } else {
-            Output::new(OUTPUT_SLOTS, io::RX_BUF)
-        },
+        out: if edge { out } else { out.without_downlink() },
         port_rx: RecvBatch::new(io::PORT_RX_BUF),
         underlay_rx: RecvBatch::new(io::PORT_RX_BUF),
         port_tx: SendBatch::new(OUTPUT_SLOTS),
         underlay_send: GsoSender::new(OUTPUT_SLOTS),
+        downlink_rx: edge.then(|| RecvBatch::new(io::PORT_RX_BUF)),
+        downlink_tx: SendBatch::new(if edge { OUTPUT_SLOTS } else { 0 }),
         io: IoCounters::default(),
         epoch,
         capture: Capture::default(),
     };
     shell.tables_changed();
-    driver::run(&mut shell, [port_fd, geneve_fd], &ctl, &waker, &published);
+    driver::run(
+        &mut shell,
+        [port_fd, geneve_fd, downlink_fd],
+        &ctl,
+        &waker,
+        &published,
+    );
+}
+
+impl Shell {
+    fn lb_answer(&self, q: lbctl::LbQuery, now: u64) -> Option<agent_api::LoadBalancersReply> {
+        let t = self.pipeline.tables();
+        lbctl::answer(self.pipeline.lb(), &t.lb, t.tier0.is_some(), q, now)
+    }
 }
 
 impl driver::Shell for Shell {
@@ -146,6 +172,23 @@ impl driver::Shell for Shell {
                     fwctl::restore(fw, &flows, now);
                 }
             }
+            Ctl::Nat(req) => {
+                let now = self.now_ns();
+                let _ = req
+                    .reply
+                    .send(natctl::answer(self.pipeline.edge(), req.query, now));
+            }
+            Ctl::Lb(req) => {
+                let now = self.now_ns();
+                let _ = req.reply.send(self.lb_answer(req.query, now));
+            }
+            Ctl::RestoreNat(saved) => {
+                let now = self.now_ns();
+                if let Some(e) = self.pipeline.edge_mut() {
+                    let n = natctl::restore(e, &saved, now);
+                    tracing::info!(restored = n, saved = saved.len(), "NAT sessions restored");
+                }
+            }
             Ctl::Trace(req) => {
                 let now = self.now_ns();
                 let _ = req.reply.send(trace(&self.pipeline, req.input, now));
@@ -160,12 +203,18 @@ impl driver::Shell for Shell {
     }
 
     fn drain(&mut self) -> bool {
-        self.drain_port() | self.drain_underlay()
+        self.drain_port() | self.drain_underlay() | self.drain_downlink()
     }
 
     fn tick(&mut self) {
         let now = self.now_ns();
         self.pipeline.tick(now);
+        if self.pipeline.edge().is_some() {
+            self.pipeline.edge_tick(now, &mut self.out);
+            if !self.out.port.is_empty() || !self.out.downlink.is_empty() {
+                self.flush(now);
+            }
+        }
         self.capture.poll(now);
     }
 
@@ -180,6 +229,9 @@ impl driver::Shell for Shell {
             s.counters.clone_from(self.pipeline.counters());
             s.io = self.io;
             s.config_version = self.pipeline.tables().version;
+            s.nat = self.pipeline.edge().map(natctl::summary);
+            let now = self.now_ns();
+            s.lb = self.lb_answer(None, now);
             s.firewall.clear();
             if let Some(fw) = self.pipeline.firewall_mut() {
                 fwctl::summary(fw, &mut s.firewall);
@@ -198,7 +250,9 @@ impl Shell {
         crate::sys::saturating_nanos(self.epoch.elapsed())
     }
 
-    /// Tells the capture what the new tables say.
+    /// Tells the capture what the new tables say, and the downlink's
+    /// socket which frames to let through (its overlay subnets, addresses
+    /// and SNAT setting come from the tables).
     fn tables_changed(&mut self) {
         let t = self.pipeline.tables();
         let port_vni = t
@@ -206,6 +260,14 @@ impl Shell {
             .and_then(|p| t.switches.get(usize::from(p.switch)))
             .map(|s| s.vni);
         self.capture.set_tables(port_vni, t.host.underlay_ip);
+        if let Some(fd) = &self.sockets.downlink {
+            let prog = self.pipeline.downlink_filter();
+            if let Err(e) = io::attach_filter(fd.as_raw_fd(), &prog) {
+                // The previous filter stays in force; the layers check
+                // again whatever it lets through.
+                tracing::error!(error = %e, insns = prog.len(), "downlink filter not replaced");
+            }
+        }
     }
 
     fn port_fd(&self) -> Option<RawFd> {
@@ -247,6 +309,37 @@ impl Shell {
         true
     }
 
+    /// The edge: one batch from the downlink's filtered socket.
+    fn drain_downlink(&mut self) -> bool {
+        let (Some(fd), Some(batch)) = (
+            self.sockets.downlink.as_ref().map(|s| s.as_raw_fd()),
+            self.downlink_rx.as_mut(),
+        ) else {
+            return false;
+        };
+        let n = receive(batch, fd, &mut self.io);
+        if n == 0 {
+            return false;
+        }
+        let now = self.now_ns();
+        for i in 0..n {
+            if self.out.needs_flush() {
+                self.flush(now);
+            }
+            let Some(batch) = self.downlink_rx.as_ref() else {
+                break;
+            };
+            let (frame, truncated) = batch.frame(i);
+            if truncated {
+                self.io.downlink_rx_truncated += 1;
+                continue;
+            }
+            self.pipeline.from_downlink_vnet(frame, now, &mut self.out);
+        }
+        self.flush(now);
+        true
+    }
+
     /// One batch of Geneve datagrams (GRO trains split back into datagrams).
     fn drain_underlay(&mut self) -> bool {
         let fd = self.sockets.geneve_rx.as_raw_fd();
@@ -283,6 +376,7 @@ impl Shell {
                         &mut self.out,
                         &mut self.port_tx,
                         &mut self.underlay_send,
+                        &mut self.downlink_tx,
                         &mut self.io,
                         &mut self.capture,
                         now,
@@ -305,6 +399,7 @@ impl Shell {
             &mut self.out,
             &mut self.port_tx,
             &mut self.underlay_send,
+            &mut self.downlink_tx,
             &mut self.io,
             &mut self.capture,
             now_ns,
@@ -328,15 +423,16 @@ fn receive(batch: &mut RecvBatch, fd: RawFd, io: &mut IoCounters) -> usize {
     }
 }
 
-/// Sends both output queues (a free function so the receive loops can call
-/// it while borrowing their receive batch), showing them to an armed capture
-/// first.
+/// Sends the output queues (a free function so the receive loops can call
+/// it while borrowing their receive batch), showing the port and underlay
+/// ones to an armed capture first (the downlink's frames are not captured).
 #[allow(clippy::too_many_arguments)]
 fn flush(
     sockets: &mut Sockets,
     out: &mut Output,
     port_tx: &mut SendBatch,
     underlay_send: &mut GsoSender,
+    downlink_tx: &mut SendBatch,
     io: &mut IoCounters,
     capture: &mut Capture,
     now_ns: u64,
@@ -362,6 +458,18 @@ fn flush(
             None => {
                 io.port_tx_failed += out.port.len() as u64;
                 out.port.clear();
+            }
+        }
+    }
+    if !out.downlink.is_empty() {
+        match &sockets.downlink {
+            Some(fd) => {
+                io.downlink_tx_failed +=
+                    downlink_tx.send(fd.as_raw_fd(), &mut out.downlink).failed as u64
+            }
+            None => {
+                io.downlink_tx_failed += out.downlink.len() as u64;
+                out.downlink.clear();
             }
         }
     }

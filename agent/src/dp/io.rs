@@ -96,6 +96,23 @@ pub enum Qdisc {
 /// its own transmissions, with a virtio-net header before every frame both
 /// ways, 8 MiB buffers.
 pub fn packet_socket(ifindex: u32, qdisc: Qdisc) -> io::Result<OwnedFd> {
+    bound_packet_socket(ifindex, qdisc, None)
+}
+
+/// The edge's downlink socket: AF_PACKET on the underlay bridge
+/// (`ifindex`), as [`packet_socket`] (virtio-net headers, not seeing its
+/// own sends), but with `filter` attached before it is bound, so no frame
+/// reaches it unfiltered: the host's own traffic and Geneve are never
+/// copied to it.
+pub fn downlink_socket(ifindex: u32, filter: &[datapath::bpf::Insn]) -> io::Result<OwnedFd> {
+    bound_packet_socket(ifindex, Qdisc::Bypass, Some(filter))
+}
+
+fn bound_packet_socket(
+    ifindex: u32,
+    qdisc: Qdisc,
+    filter: Option<&[datapath::bpf::Insn]>,
+) -> io::Result<OwnedFd> {
     // Protocol 0 until bound, so no frame of another interface slips in.
     let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
     let raw = fd.as_raw_fd();
@@ -107,6 +124,9 @@ pub fn packet_socket(ifindex: u32, qdisc: Qdisc) -> io::Result<OwnedFd> {
         let _ = setsockopt_int(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
     }
     set_buffers(raw, 8 << 20);
+    if let Some(prog) = filter {
+        attach_filter(raw, prog)?;
+    }
     // SAFETY: all-zero is a valid sockaddr_ll.
     let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
     sll.sll_family = c_u16(libc::AF_PACKET);
@@ -122,6 +142,48 @@ pub fn packet_socket(ifindex: u32, qdisc: Qdisc) -> io::Result<OwnedFd> {
         )
     })?;
     Ok(fd)
+}
+
+/// Attaches (or replaces: the kernel swaps it atomically) the classic BPF
+/// program `prog` on socket `fd` (`SO_ATTACH_FILTER`).
+pub fn attach_filter(fd: RawFd, prog: &[datapath::bpf::Insn]) -> io::Result<()> {
+    let mut insns: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(insns.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `insns`, both alive until the call
+    // returns (the kernel copies the program); its size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            crate::sys::socklen_of::<libc::sock_fprog>(),
+        )
+    })
+    .map(drop)
+}
+
+/// The index of interface `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        i => Ok(i),
+    }
 }
 
 pub(crate) fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {

@@ -11,6 +11,8 @@ pub mod dataloop;
 pub mod driver;
 pub mod fwctl;
 pub mod io;
+pub mod lbctl;
 pub mod msegloop;
+pub mod natctl;
 pub mod pktlog;
 pub mod underlay;

@@ -263,7 +263,7 @@ pub fn run(
     published: Arc<Mutex<Published>>,
     epoch: Instant,
 ) {
-    let fds = [lp.sockets.nic.as_raw_fd(), lp.sockets.fw.as_raw_fd()];
+    let fds = [lp.sockets.nic.as_raw_fd(), lp.sockets.fw.as_raw_fd(), -1];
     let mseg = Microseg::new(Arc::clone(&tables), lp.firewall, lp.nic_mac);
     let mut shell = Shell {
         sockets: lp.sockets,
@@ -301,6 +301,14 @@ impl driver::Shell for Shell {
             Ctl::Capture(req) => {
                 let _ = req.reply.send(Err(CaptureError::OverlayOnly));
             }
+            Ctl::Nat(req) => {
+                let _ = req.reply.send(crate::dp::natctl::NatReply::Off);
+            }
+            Ctl::Lb(req) => {
+                // Micro-segmentation has no overlay to balance in.
+                let _ = req.reply.send(None);
+            }
+            Ctl::RestoreNat(_) => {}
             Ctl::Stop => return Flow::Stop,
         }
         Flow::Continue

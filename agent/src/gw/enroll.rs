@@ -6,7 +6,12 @@
 //! with a client certificate signed by the root CA; after that the
 //! bootstrap key is never accepted for this instance again.
 //!
-//! [`enroll`] is the agent's whole step (files in, files out). Its parts
+//! An agent with an uplink (`[host] uplink`) enrolls as the edge
+//! ([`Role::Edge`], carried in the signed payload; an instance's payload
+//! carries no role, as before): the gateway records it and refuses a second
+//! edge.
+//!
+//! [`enroll_as`] is the agent's whole step (files in, files out). Its parts
 //! take everything as arguments, so the gateway's tests and benchmark
 //! enroll with this same code: [`new_key_and_csr`], [`build_request`]
 //! (pure, given the timestamp and a [`new_nonce`]), [`submit`] and
@@ -18,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use control::InstanceMeta;
-use control::proto::{EnrollPayload, EnrollRequest, EnrollResponse};
+use control::proto::{EnrollPayload, EnrollRequest, EnrollResponse, Role};
 use ring::rand::SecureRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 use rustls::pki_types::pem::PemObject;
@@ -87,11 +92,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), EnrollError> {
     })
 }
 
-/// Enrolls this instance and saves its key and certificate in `state_dir`.
+/// Enrolls this instance as an ordinary instance ([`enroll_as`] with
+/// [`Role::Instance`]).
 pub async fn enroll(
     gw: &GatewaySettings,
     state_dir: &Path,
     meta: &InstanceMeta,
+) -> Result<Identity, EnrollError> {
+    enroll_as(gw, state_dir, meta, Role::Instance).await
+}
+
+/// Enrolls this agent in `role` (an agent's is
+/// [`crate::config::HostSettings::role`]) and saves its key and certificate
+/// in `state_dir`.
+pub async fn enroll_as(
+    gw: &GatewaySettings,
+    state_dir: &Path,
+    meta: &InstanceMeta,
+    role: Role,
 ) -> Result<Identity, EnrollError> {
     let bootstrap = std::fs::read(&gw.bootstrap_key).map_err(|source| EnrollError::Io {
         path: gw.bootstrap_key.clone(),
@@ -108,6 +126,7 @@ pub async fn enroll(
         &gw.bootstrap_key,
         &csr,
         meta,
+        role,
         unix_now(),
         &new_nonce()?,
     )?;
@@ -125,7 +144,7 @@ pub async fn enroll(
     let key_pem = key_pem.into_bytes();
     write_private(&state_dir.join(KEY_FILE), &key_pem)?;
     write_private(&state_dir.join(CERT_FILE), r.certificate_pem.as_bytes())?;
-    tracing::info!(instance = %r.instance_id, tep_id = r.tep_id, "enrolled with the gateway");
+    tracing::info!(instance = %r.instance_id, tep_id = r.tep_id, %role, "enrolled with the gateway");
     Ok(Identity {
         cert_pem: r.certificate_pem.into_bytes(),
         key_pem,
@@ -161,7 +180,7 @@ pub fn new_nonce() -> Result<String, EnrollError> {
 
 /// The signed enrollment body: `{"payload", "signature", "key_id"}`, the
 /// signature (ECDSA P-256 SHA-256, DER, base64) covering the exact payload
-/// bytes (CSR, inventory, `timestamp` in Unix seconds, `nonce`), the key id
+/// bytes (CSR, inventory, role, `timestamp` in Unix seconds, `nonce`), the key id
 /// being the SHA-256 (hex) of the bootstrap public key. `bootstrap_path`
 /// only names the key in errors.
 pub fn build_request(
@@ -169,6 +188,7 @@ pub fn build_request(
     bootstrap_path: &Path,
     csr_pem: &str,
     meta: &InstanceMeta,
+    role: Role,
     timestamp: u64,
     nonce: &str,
 ) -> Result<String, EnrollError> {
@@ -188,6 +208,7 @@ pub fn build_request(
         instance: meta.clone(),
         timestamp,
         nonce: nonce.to_string(),
+        role,
     })
     .map_err(|e| EnrollError::Request(e.to_string()))?;
     let sig = pair
@@ -321,6 +342,7 @@ mod tests {
             Path::new("b.key"),
             "CSR",
             &meta,
+            Role::Edge,
             unix_now(),
             &new_nonce().unwrap(),
         )
@@ -338,5 +360,6 @@ mod tests {
         let p: serde_json::Value = serde_json::from_str(payload).unwrap();
         assert_eq!(p["instance"]["instance_id"], "i-1");
         assert_eq!(p["nonce"].as_str().unwrap().len(), 32);
+        assert_eq!(p["role"], "edge");
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 const FILE: &str = "desired.json";
 const FLOWS_FILE: &str = "conntrack.json";
+const NAT_FILE: &str = "nat-sessions.json";
 
 /// What was applied: the gateway's version, this instance's tunnel-endpoint
 /// id, and the config (`None` = micro-segmentation mode).
@@ -70,14 +71,52 @@ pub fn save_flows(state_dir: &Path, flows: &[SavedFlow]) -> Result<(), PersistEr
     write_atomic(state_dir, FLOWS_FILE, &flows)
 }
 
+/// Saves the edge's NAT sessions (mode 0600: they name every peer).
+pub fn save_nat(state_dir: &Path, saved: &SavedNat) -> Result<(), PersistError> {
+    write_atomic(state_dir, NAT_FILE, saved)
+}
+
+/// Takes the saved NAT sessions, as [`take_flows`] takes the connections.
+pub fn take_nat(state_dir: &Path) -> Result<SavedNat, PersistError> {
+    take(state_dir, NAT_FILE)
+}
+
+/// The edge's NAT sessions across a planned restart: the uplink's NAT and
+/// the downlink's (`underlay_snat`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedNat {
+    #[serde(default)]
+    pub uplink: Vec<nat::SavedSession>,
+    #[serde(default)]
+    pub downlink: Vec<nat::SavedSession>,
+}
+
+impl SavedNat {
+    pub fn is_empty(&self) -> bool {
+        self.uplink.is_empty() && self.downlink.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.uplink.len() + self.downlink.len()
+    }
+}
+
 /// Takes the saved connection table: reads it and removes the file, so a
 /// table is restored at most once (a later crash must not resurrect it).
 /// A corrupt file is an error the caller logs (and it is removed too).
 pub fn take_flows(state_dir: &Path) -> Result<Vec<SavedFlow>, PersistError> {
-    let p = state_dir.join(FLOWS_FILE);
+    take(state_dir, FLOWS_FILE)
+}
+
+fn take<T: serde::de::DeserializeOwned + Default>(
+    state_dir: &Path,
+    name: &str,
+) -> Result<T, PersistError> {
+    let p = state_dir.join(name);
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
         Err(source) => return Err(PersistError::Io { path: p, source }),
     };
     let _ = std::fs::remove_file(&p);

@@ -62,6 +62,7 @@ mod portdhcp;
 mod procs;
 pub mod sshd;
 mod state;
+pub mod uplink;
 
 pub use dhcp::{Client as DhcpClient, DhcpRec};
 pub use dhcpcd_mgr::DhcpcdMgrRec;

@@ -40,6 +40,21 @@
 //! (e.g. the one that installed the agent) keep running. The rule names the
 //! bridge by ifindex, so a table left behind once the bridge is gone
 //! matches nothing (fail open: never a lock-out).
+//!
+//! The edge role adds a third, `inet` table (`nsx-agent-edge-<uplink>`)
+//! keeping the kernel out of the downlink SNAT's ports: the datapath's
+//! AF_PACKET socket on the underlay bridge gets the answers to its SNAT
+//! before netfilter runs, and without this the kernel would answer them
+//! too (a TCP reset, a port unreachable), as nothing of its own listens
+//! there:
+//!
+//! ```text
+//! table inet nsx-agent-edge-eth1 {
+//!   chain nat-tcp { type filter hook input priority 0;
+//!     meta iif nsx-vtep0.0 meta nfproto ipv4 ip daddr 10.99.3.19 meta l4proto tcp th dport 61000-65535 drop; }
+//!   chain nat-udp { ... meta l4proto udp ... }
+//! }
+//! ```
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -96,6 +111,12 @@ const NFTA_REJECT_TYPE: u16 = 1;
 const NFT_META_IIF: u32 = 4;
 const NFT_META_OIF: u32 = 5;
 const NFT_META_L4PROTO: u32 = 16;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_CMP_LTE: u32 = 3;
+const NFT_CMP_GTE: u32 = 5;
+const NFPROTO_IPV4: u8 = 2;
+const IPPROTO_UDP: u8 = 17;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_REJECT_TCP_RST: u32 = 1;
 const NF_INET_LOCAL_IN: u32 = 1;
@@ -124,6 +145,14 @@ pub const CHAIN_OUT: &str = "nic-out";
 
 /// The chain of the underlay ssh table.
 pub const SSH_CHAIN: &str = "ssh-in";
+
+/// The chains of the edge's table (one rule each).
+pub const EDGE_CHAINS: [&str; 2] = ["nat-tcp", "nat-udp"];
+
+/// Name of the edge's `inet` table (the edge role's uplink names it).
+pub fn edge_table_name(uplink: &str) -> String {
+    format!("nsx-agent-edge-{uplink}")
+}
 
 /// Name of the table that separates `nic` from its bridge.
 pub fn table_name(nic: &str) -> String {
@@ -643,6 +672,94 @@ fn ssh_block_exprs(m: &mut Msg, ifindex: u32, port: u16) {
     });
 }
 
+/// Writes the edge's table `table` (inet family): TCP and UDP to `ip`
+/// arriving on interface `ifindex` (the underlay bridge) with a
+/// destination port in `ports` (inclusive) are dropped in the kernel's
+/// input path, in one transaction. Idempotent.
+pub fn ensure_edge_nat_ports(
+    table: &str,
+    ifindex: u32,
+    ip: std::net::Ipv4Addr,
+    ports: (u16, u16),
+) -> Result<(), HostError> {
+    let fam = NFPROTO_INET;
+    let mut nl = Nfnl::open().map_err(|e| err_in(fam, "open nfnetlink socket", table, e))?;
+    let tcp = |m: &mut Msg| edge_nat_exprs(m, ifindex, ip, IPPROTO_TCP, ports);
+    let udp = |m: &mut Msg| edge_nat_exprs(m, ifindex, ip, IPPROTO_UDP, ports);
+    let chains = [
+        BaseChain {
+            name: EDGE_CHAINS[0],
+            hook: NF_INET_LOCAL_IN,
+            priority: 0,
+            rule: &tcp,
+        },
+        BaseChain {
+            name: EDGE_CHAINS[1],
+            hook: NF_INET_LOCAL_IN,
+            priority: 0,
+            rule: &udp,
+        },
+    ];
+    write_table(&mut nl, fam, table, &chains)
+        .map_err(|e| err_in(fam, "write the downlink NAT ports' drop", table, e))
+}
+
+/// The expressions of one of the edge's rules (see the module docs).
+fn edge_nat_exprs(m: &mut Msg, ifindex: u32, ip: std::net::Ipv4Addr, proto: u8, ports: (u16, u16)) {
+    let load_meta = |m: &mut Msg, key: u32| {
+        m.expr("meta", |m| {
+            m.attr_be32(NFTA_META_DREG, NFT_REG_1);
+            m.attr_be32(NFTA_META_KEY, key);
+        })
+    };
+    let cmp = |m: &mut Msg, op: u32, value: &[u8]| {
+        m.expr("cmp", |m| {
+            m.attr_be32(NFTA_CMP_SREG, NFT_REG_1);
+            m.attr_be32(NFTA_CMP_OP, op);
+            m.nest_begin(NFTA_CMP_DATA);
+            m.attr(NFTA_DATA_VALUE, value);
+            m.nest_end();
+        })
+    };
+    let load = |m: &mut Msg, base: u32, offset: u32, len: u32| {
+        m.expr("payload", |m| {
+            m.attr_be32(NFTA_PAYLOAD_DREG, NFT_REG_1);
+            m.attr_be32(NFTA_PAYLOAD_BASE, base);
+            m.attr_be32(NFTA_PAYLOAD_OFFSET, offset);
+            m.attr_be32(NFTA_PAYLOAD_LEN, len);
+        })
+    };
+    // meta iif == the bridge (host byte order, as the kernel stores it)
+    load_meta(m, NFT_META_IIF);
+    cmp(m, NFT_CMP_EQ, &ifindex.to_ne_bytes());
+    // meta nfproto ipv4, ip daddr == ip
+    load_meta(m, NFT_META_NFPROTO);
+    cmp(m, NFT_CMP_EQ, &[NFPROTO_IPV4]);
+    load(m, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+    cmp(m, NFT_CMP_EQ, &ip.octets());
+    // meta l4proto == proto
+    load_meta(m, NFT_META_L4PROTO);
+    cmp(m, NFT_CMP_EQ, &[proto]);
+    // th dport in lo..=hi (network byte order compares as numbers)
+    load(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+    cmp(m, NFT_CMP_GTE, &ports.0.to_be_bytes());
+    cmp(m, NFT_CMP_LTE, &ports.1.to_be_bytes());
+    // drop
+    m.expr("immediate", |m| {
+        m.attr_be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+        m.nest_begin(NFTA_IMMEDIATE_DATA);
+        m.nest_begin(NFTA_DATA_VERDICT);
+        m.attr_be32(NFTA_VERDICT_CODE, NF_DROP);
+        m.nest_end();
+        m.nest_end();
+    });
+}
+
+/// Deletes the edge's table `table`; missing is fine.
+pub fn delete_edge_table(table: &str) -> Result<(), HostError> {
+    delete_table_in(NFPROTO_INET, table)
+}
+
 /// Deletes the underlay ssh table `table`; missing is fine.
 pub fn delete_ssh_table(table: &str) -> Result<(), HostError> {
     delete_table_in(NFPROTO_INET, table)
@@ -707,23 +824,103 @@ mod tests {
         assert_eq!(ssh_table_name("eth0"), "nsx-agent-ssh-eth0");
     }
 
+    /// (type without NLA_F_NESTED, payload) of netlink attributes.
+    type Attrs<'a> = Vec<(u16, &'a [u8])>;
+
+    fn attrs(mut b: &[u8]) -> Attrs<'_> {
+        let mut out = Vec::new();
+        while b.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+            let ty = u16::from_ne_bytes([b[2], b[3]]) & !NLA_F_NESTED;
+            if len < 4 || len > b.len() {
+                break;
+            }
+            out.push((ty, &b[4..len]));
+            b = &b[len.next_multiple_of(4).min(b.len())..];
+        }
+        out
+    }
+
+    #[test]
+    fn edge_rule_drops_the_nat_ports_to_the_underlay_address_on_the_bridge() {
+        let mut m = Msg::begin(Vec::new(), nft_type(NFT_MSG_NEWRULE), 0, 1, NFPROTO_INET, 0);
+        m.nest_begin(NFTA_RULE_EXPRESSIONS);
+        let ip = "10.99.3.19".parse().unwrap();
+        edge_nat_exprs(&mut m, 9, ip, IPPROTO_UDP, (61000, 65535));
+        m.nest_end();
+        let buf = m.end();
+        let top = attrs(&buf[NLMSG_HDR_LEN + 4..]);
+        assert_eq!(top.len(), 1);
+        let exprs: Vec<(String, Attrs)> = attrs(top[0].1)
+            .into_iter()
+            .map(|(_, elem)| {
+                let a = attrs(elem);
+                let name = String::from_utf8_lossy(a[0].1)
+                    .trim_end_matches('\0')
+                    .to_string();
+                (name, attrs(a[1].1))
+            })
+            .collect();
+        let names: Vec<&str> = exprs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "meta",
+                "cmp",
+                "meta",
+                "cmp",
+                "payload",
+                "cmp",
+                "meta",
+                "cmp",
+                "payload",
+                "cmp",
+                "cmp",
+                "immediate"
+            ]
+        );
+        // (op, value) of every comparison: bridge 9, IPv4, the address,
+        // UDP, 61000 <= dport <= 65535 (network order).
+        let cmps: Vec<(u32, &[u8])> = exprs
+            .iter()
+            .filter(|(n, _)| n == "cmp")
+            .map(|(_, a)| {
+                let op = u32::from_be_bytes(a[1].1.try_into().unwrap());
+                (op, attrs(a[2].1)[0].1)
+            })
+            .collect();
+        let want: [(u32, &[u8]); 6] = [
+            (NFT_CMP_EQ, &9u32.to_ne_bytes()),
+            (NFT_CMP_EQ, &[NFPROTO_IPV4]),
+            (NFT_CMP_EQ, &[10, 99, 3, 19]),
+            (NFT_CMP_EQ, &[IPPROTO_UDP]),
+            (NFT_CMP_GTE, &61000u16.to_be_bytes()),
+            (NFT_CMP_LTE, &65535u16.to_be_bytes()),
+        ];
+        assert_eq!(cmps, want);
+        // The payload loads: the IPv4 destination, the destination port.
+        let loads: Vec<Vec<u32>> = exprs
+            .iter()
+            .filter(|(n, _)| n == "payload")
+            .map(|(_, a)| {
+                a[1..]
+                    .iter()
+                    .map(|(_, v)| u32::from_be_bytes((*v).try_into().unwrap()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            loads,
+            [
+                vec![NFT_PAYLOAD_NETWORK_HEADER, 16, 4],
+                vec![NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2]
+            ]
+        );
+        assert_eq!(edge_table_name("eth1"), "nsx-agent-edge-eth1");
+    }
+
     #[test]
     fn ssh_rule_matches_syn_to_port_on_the_bridge() {
-        /// (type without NLA_F_NESTED, payload) of netlink attributes.
-        type Attrs<'a> = Vec<(u16, &'a [u8])>;
-        fn attrs(mut b: &[u8]) -> Attrs<'_> {
-            let mut out = Vec::new();
-            while b.len() >= 4 {
-                let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
-                let ty = u16::from_ne_bytes([b[2], b[3]]) & !NLA_F_NESTED;
-                if len < 4 || len > b.len() {
-                    break;
-                }
-                out.push((ty, &b[4..len]));
-                b = &b[len.next_multiple_of(4).min(b.len())..];
-            }
-            out
-        }
         let mut m = Msg::begin(Vec::new(), nft_type(NFT_MSG_NEWRULE), 0, 1, NFPROTO_INET, 0);
         m.nest_begin(NFTA_RULE_EXPRESSIONS);
         ssh_block_exprs(&mut m, 7, 22);

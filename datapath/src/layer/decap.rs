@@ -13,7 +13,7 @@ use control::MacAddr;
 use super::source_guard::{self, Spoof};
 use super::{Ctx, DropReason, Recorder, Step, TepName, Verdict, Why as LayerWhy};
 use crate::counters::Counters;
-use crate::tables::{SwitchIdx, Tables, TepIdx};
+use crate::tables::{Location, SwitchIdx, Tables, TepIdx};
 
 /// Why decapsulation decided as it did: a packet from underlay address
 /// `src` (endpoint `tep` when known).
@@ -46,6 +46,18 @@ enum What {
     Malformed,
     /// The inner source is not a port behind the sender.
     SpoofedSource(Spoof),
+    /// On the transit segment from tier-1 `inner_src`, IPv4 source `ip`.
+    Transit {
+        inner_src: MacAddr,
+        ip: Ipv4Addr,
+    },
+    /// On the transit segment, but not from a tier-1 (by MAC) with a
+    /// source behind the sender, or not to the tier-0.
+    TransitRefused {
+        inner_src: MacAddr,
+        inner_dst: MacAddr,
+        ip: Option<Ipv4Addr>,
+    },
 }
 
 pub(crate) fn process<R: Recorder>(
@@ -83,6 +95,16 @@ pub(crate) fn process<R: Recorder>(
         note(What::TepIdMismatch { claimed });
         return Step::Done(Verdict::Drop(DropReason::TepIdMismatch));
     }
+    if let Some(t0) = &t.tier0
+        && parsed.vni == t0.transit_vni
+    {
+        ctx.frame = parsed.payload;
+        if let Err(r) = ctx.parse_l2_l3() {
+            note(What::Malformed);
+            return Step::Done(Verdict::Drop(r));
+        }
+        return transit(t, t0, ctx, tep, note);
+    }
     let Some(switch) = t.switch_by_vni(parsed.vni) else {
         note(What::UnknownVni { vni: parsed.vni });
         return Step::Done(Verdict::Drop(DropReason::UnknownVni));
@@ -101,6 +123,47 @@ pub(crate) fn process<R: Recorder>(
         switch,
         inner_src: ctx.src,
         inner_dst: ctx.dst,
+    });
+    Step::Next
+}
+
+/// A frame on the transit segment (edge only): a tier-1 routed it to the
+/// tier-0, so its source MAC is that tier-1's, its destination the
+/// tier-0's, and its IPv4 source a port of the tier-1's switches behind
+/// the sending endpoint.
+fn transit(
+    t: &Tables,
+    t0: &crate::tables::Tier0,
+    ctx: &mut Ctx<'_>,
+    tep: TepIdx,
+    mut note: impl FnMut(What),
+) -> Step {
+    let src_ip = ctx.ipv4.map(|ip| ip.src);
+    let router = t0.tier1_with_mac(t, ctx.src);
+    let behind = match (router, src_ip) {
+        (Some(ri), Some(ip)) => t
+            .routed_source(ri, ip)
+            .is_some_and(|n| n.at == Location::Remote(tep)),
+        _ => false,
+    };
+    if !behind || ctx.dst != t0.mac {
+        note(What::TransitRefused {
+            inner_src: ctx.src,
+            inner_dst: ctx.dst,
+            ip: src_ip,
+        });
+        return Step::Done(Verdict::Drop(DropReason::SpoofedInnerSrc));
+    }
+    if let Some(si) = router
+        .and_then(|ri| t.routers.get(usize::from(ri)))
+        .and_then(|r| r.switches.first().copied())
+    {
+        ctx.switch = si;
+    }
+    ctx.transit = true;
+    note(What::Transit {
+        inner_src: ctx.src,
+        ip: src_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
     });
     Step::Next
 }
@@ -156,6 +219,30 @@ impl Why {
                 )
             }
             What::SpoofedSource(spoof) => spoof.write(t, &from, f),
+            What::Transit { inner_src, ip } => {
+                let vni = t.tier0.as_ref().map_or(0, |t0| t0.transit_vni);
+                write!(
+                    f,
+                    "Geneve from {from}, transit vni {vni:#x}; routed by tier-1 {inner_src} from {ip}"
+                )
+            }
+            What::TransitRefused {
+                inner_src,
+                inner_dst,
+                ip,
+            } => {
+                write!(
+                    f,
+                    "Geneve from {from} on the transit segment: {inner_src} > {inner_dst}"
+                )?;
+                if let Some(ip) = ip {
+                    write!(f, " from {ip}")?;
+                }
+                f.write_str(
+                    " is not a tier-1 routing a port behind the sender to the tier-0: \
+                     drop (spoofed_inner_src)",
+                )
+            }
         }
     }
 }

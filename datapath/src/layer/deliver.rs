@@ -24,6 +24,8 @@ pub(crate) enum Why {
         port: Port,
     },
     TxFull,
+    /// The balancer's translation could not be applied.
+    Untranslatable,
 }
 
 pub(crate) fn process<R: Recorder>(
@@ -49,6 +51,16 @@ pub(crate) fn process<R: Recorder>(
         return done(Verdict::Drop(DropReason::NotForPort), why);
     }
     let frame = ctx.frame;
+    if let Some(tr) = &ctx.nat {
+        return match push_translated(out, port.ip, frame, tr) {
+            Ok(()) => {
+                c.port_tx.add(frame.len());
+                done(Verdict::Delivered, Why::Delivered(port))
+            }
+            Err(DropReason::TxFull) => done(Verdict::Drop(DropReason::TxFull), Why::TxFull),
+            Err(r) => done(Verdict::Drop(r), Why::Untranslatable),
+        };
+    }
     if out.coalesce && crate::coalesce::try_append(&mut out.port, frame) {
         c.port_tx.add(frame.len());
         return done(Verdict::Delivered, Why::Delivered(port));
@@ -83,6 +95,38 @@ impl Why {
                 SwitchName(t, port.switch)
             ),
             Why::TxFull => write!(f, "drop ({})", DropReason::TxFull.name()),
+            Why::Untranslatable => write!(
+                f,
+                "the translation does not apply: drop ({})",
+                DropReason::LbUntranslatable.name()
+            ),
         }
+    }
+}
+
+/// A translated frame (a real server's answer, given the virtual server's
+/// address back by the balancer) is rewritten in its slot and never
+/// merged: the queued stream holds frames as the port receives them. Out
+/// of line, so the common delivery stays as it was.
+#[cold]
+#[inline(never)]
+fn push_translated(
+    out: &mut Output,
+    to: std::net::Ipv4Addr,
+    frame: &[u8],
+    tr: &::nat::Translation,
+) -> Result<(), DropReason> {
+    let mut untranslatable = false;
+    let pushed = out.port.push_with(to, |buf| {
+        let slot = buf.get_mut(..frame.len())?;
+        slot.copy_from_slice(frame);
+        let ip = slot.get_mut(geneve::ethernet::HEADER_LEN..)?;
+        untranslatable = ::nat::rewrite::apply(ip, tr, ::nat::L4Csum::Complete).is_err();
+        (!untranslatable).then_some(frame.len())
+    });
+    match (pushed, untranslatable) {
+        (true, _) => Ok(()),
+        (false, true) => Err(DropReason::LbUntranslatable),
+        (false, false) => Err(DropReason::TxFull),
     }
 }

@@ -8,7 +8,6 @@
 use std::fmt;
 
 use geneve::outer::{self, Encap, OVERHEAD};
-use geneve::{ethernet, ipv4};
 
 use super::{Ctx, DropReason, Recorder, Step, Target, TepName, Verdict, Why as LayerWhy};
 use crate::counters::Counters;
@@ -119,13 +118,8 @@ fn emit(
     vni: u32,
     segment: Option<(&Plan, usize)>,
 ) -> bool {
-    let Some(remote) = t.teps.get(usize::from(tep)) else {
-        return false;
-    };
     let frame = ctx.frame;
-    let mut total = 0;
-    let pushed = out.underlay.push_with(remote.ip, |buf| {
-        let room = buf.get_mut(OVERHEAD..)?;
+    encapsulate(t, out, c, tep, vni, |room| {
         let len = match segment {
             Some((plan, i)) => plan.emit(frame, i, room)?,
             None => {
@@ -137,10 +131,32 @@ fn emit(
                 frame.len()
             }
         };
-        let inner = &mut room[..len];
         if let Some((dst, src)) = ctx.rewrite {
-            rewrite(inner, dst.0, src.0)?;
+            super::rewrite_routed(&mut room[..len], dst, src, ctx.hops, ctx.nat.as_ref())?;
         }
+        Some(len)
+    })
+}
+
+/// Queues the inner frame `fill` writes (into the room behind the outer
+/// headers; it returns the frame's length) as a Geneve packet to endpoint
+/// `tep` on `vni`, counted per endpoint. False when the queue is full or
+/// `fill` gave up.
+pub(crate) fn encapsulate(
+    t: &Tables,
+    out: &mut Output,
+    c: &mut Counters,
+    tep: TepIdx,
+    vni: u32,
+    fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
+    let Some(remote) = t.teps.get(usize::from(tep)) else {
+        return false;
+    };
+    let mut total = 0;
+    let pushed = out.underlay.push_with(remote.ip, |buf| {
+        let len = fill(buf.get_mut(OVERHEAD..)?)?;
+        let inner = buf.get(OVERHEAD..OVERHEAD + len)?;
         let encap = Encap {
             src: t.host.underlay_ip,
             dst: remote.ip,
@@ -162,14 +178,4 @@ fn emit(
         }
     }
     pushed
-}
-
-/// Routed frame: new MACs and TTL - 1 (incremental checksum update).
-fn rewrite(inner: &mut [u8], dst: [u8; 6], src: [u8; 6]) -> Option<()> {
-    let mut eth = ethernet::Frame::new_checked(inner).ok()?;
-    eth.set_dst(dst);
-    eth.set_src(src);
-    let mut ip = ipv4::Packet::new_checked(eth.payload_mut()).ok()?;
-    ip.decrement_ttl();
-    Some(())
 }

@@ -21,6 +21,8 @@ use control::MacAddr;
 pub(crate) use crate::verdict::{DropReason, LayerId, Verdict};
 
 use crate::counters::Counters;
+use crate::edge::{EdgeState, Iface};
+use crate::lbstate::{LbState, Way};
 use crate::offload::{Offload, Plan};
 use crate::queue::Output;
 use crate::tables::{SwitchIdx, Tables, TepIdx};
@@ -28,20 +30,26 @@ use crate::tables::{SwitchIdx, Tables, TepIdx};
 pub(crate) mod decap;
 pub(crate) mod deliver;
 pub(crate) mod dhcp;
+pub(crate) mod downlink;
 pub(crate) mod encap;
 pub(crate) mod firewall;
 pub(crate) mod forward;
+pub(crate) mod lb;
+pub(crate) mod nat;
 pub(crate) mod port_security;
 pub(crate) mod responder;
 pub(crate) mod router;
 pub(crate) mod source_guard;
 pub(crate) mod switch;
+pub(crate) mod tier0;
+pub(crate) mod uplink;
 
 /// Frames from the local port toward the network, in order.
-pub const EGRESS: [LayerId; 7] = [
+pub const EGRESS: [LayerId; 8] = [
     LayerId::PortSecurity,
     LayerId::Dhcp,
     LayerId::Firewall,
+    LayerId::Lb,
     LayerId::Responder,
     LayerId::Switch,
     LayerId::Router,
@@ -49,7 +57,12 @@ pub const EGRESS: [LayerId; 7] = [
 ];
 
 /// Geneve packets from the underlay toward the local port, in order.
-pub const INGRESS: [LayerId; 3] = [LayerId::Decap, LayerId::Firewall, LayerId::Deliver];
+pub const INGRESS: [LayerId; 4] = [
+    LayerId::Decap,
+    LayerId::Lb,
+    LayerId::Firewall,
+    LayerId::Deliver,
+];
 
 /// Micro-segmentation, a frame the NIC received (for the host): judged,
 /// then passed to the host.
@@ -58,6 +71,43 @@ pub const MSEG_IN: [LayerId; 2] = [LayerId::Firewall, LayerId::Forward];
 /// Micro-segmentation, a frame the host sends: judged, then passed out of
 /// the NIC.
 pub const MSEG_OUT: [LayerId; 2] = [LayerId::Firewall, LayerId::Forward];
+
+/// The edge, a frame the uplink received: NAT (the destination back to
+/// the instance), the tier-0, then the tier-1 and encapsulation into the
+/// overlay.
+pub const EDGE_FROM_UPLINK: [LayerId; 6] = [
+    LayerId::UplinkIn,
+    LayerId::Lb,
+    LayerId::Nat,
+    LayerId::Tier0,
+    LayerId::Router,
+    LayerId::Encap,
+];
+
+/// The edge, Geneve from an instance's tier-1 on the transit segment: NAT,
+/// the tier-0, then out of the uplink or the downlink, or back into the
+/// overlay (a public IP reached from inside: hairpinning).
+pub const EDGE_FROM_OVERLAY: [LayerId; 8] = [
+    LayerId::Decap,
+    LayerId::Lb,
+    LayerId::Nat,
+    LayerId::Tier0,
+    LayerId::UplinkOut,
+    LayerId::DownlinkOut,
+    LayerId::Router,
+    LayerId::Encap,
+];
+
+/// The edge, a frame its downlink (the underlay bridge) received from a
+/// host on the underlay subnet: NAT, the tier-0, then the tier-1 and
+/// encapsulation into the overlay.
+pub const EDGE_FROM_DOWNLINK: [LayerId; 5] = [
+    LayerId::DownlinkIn,
+    LayerId::Nat,
+    LayerId::Tier0,
+    LayerId::Router,
+    LayerId::Encap,
+];
 
 /// How the firewall's answer to a rejected ingress packet goes back to its
 /// sender: switched, routed and encapsulated like a frame from the port.
@@ -121,6 +171,20 @@ pub(crate) struct Ctx<'a> {
     /// The entry checked the Ethernet header (and the IPv4 header, when
     /// [`Ctx::ipv4`] is set) of `frame`, which does not change after it.
     pub l2_checked: bool,
+    /// Routers the frame has passed (its TTL goes down by as many).
+    pub hops: u8,
+    /// Edge: the frame came from a tier-1 on the transit segment.
+    pub transit: bool,
+    /// Edge: the frame came in on the uplink.
+    pub from_uplink: bool,
+    /// Edge: the tier-0 routed it out of the uplink to this next hop.
+    pub uplink: Option<Ipv4Addr>,
+    /// Edge: the frame came in on the downlink.
+    pub from_downlink: bool,
+    /// Edge: the tier-0 routed it out of the downlink to this next hop.
+    pub downlink: Option<Ipv4Addr>,
+    /// Edge: the translation NAT decided on, applied when the frame is copied out.
+    pub nat: Option<::nat::Translation>,
 }
 
 impl<'a> Ctx<'a> {
@@ -141,7 +205,20 @@ impl<'a> Ctx<'a> {
             reject: None,
             rejected: false,
             l2_checked: false,
+            hops: 0,
+            transit: false,
+            from_uplink: false,
+            uplink: None,
+            from_downlink: false,
+            downlink: None,
+            nat: None,
         }
+    }
+
+    /// The IPv4 destination to route on: NAT's translation if it made one.
+    pub fn route_dst(&self) -> Ipv4Addr {
+        let dst = self.ipv4.map_or(Ipv4Addr::UNSPECIFIED, |ip| ip.dst);
+        self.nat.as_ref().map_or(dst, |n| nat::route_dst(n, dst))
     }
 
     /// IPv4 length of the largest packet this frame becomes on the overlay
@@ -187,6 +264,11 @@ impl<'a> Ctx<'a> {
     /// header is parsed once. A frame the entry could not read (a runt
     /// micro-segmentation passes to the firewall) is parsed whole, and
     /// the firewall counts it malformed.
+    ///
+    /// A translation already decided ([`Ctx::nat`]: the balancer's, on an
+    /// instance's way in) is applied to the view, so the firewall judges
+    /// the packet the instance will receive: a real server's answer with
+    /// the virtual server's address, the connection the instance opened.
     #[inline(always)]
     pub fn fw_view(&self) -> Result<FwPacket, FwParseError> {
         use geneve::{ethernet::Frame, ipv4};
@@ -194,13 +276,24 @@ impl<'a> Ctx<'a> {
             return ::firewall::packet::parse(self.frame);
         }
         let eth = Frame::new_unchecked(self.frame);
-        match self.ipv4 {
+        let mut view = match self.ipv4 {
             Some(_) => {
                 let ip = ipv4::Packet::new_unchecked(eth.payload());
                 ::firewall::packet::from_checked(&eth, Some(&ip))
             }
             None => ::firewall::packet::from_checked(&eth, None),
+        };
+        if let (
+            Some(tr),
+            Ok(FwPacket {
+                class: ::firewall::packet::Class::Ipv4(info),
+                ..
+            }),
+        ) = (&self.nat, &mut view)
+        {
+            translate_tuple(&mut info.tuple, tr);
         }
+        view
     }
 }
 
@@ -217,6 +310,11 @@ pub(crate) enum Why {
     Decap(decap::Why),
     Deliver(deliver::Why),
     Forward(forward::Why),
+    Uplink(uplink::Why),
+    Downlink(downlink::Why),
+    Nat(nat::Why),
+    Tier0(tier0::Why),
+    Lb(lb::Why),
 }
 
 impl Why {
@@ -247,6 +345,11 @@ impl fmt::Display for Shown<'_> {
             Why::Decap(w) => w.write(t, f),
             Why::Deliver(w) => w.write(t, f),
             Why::Forward(w) => w.write(f),
+            Why::Uplink(w) => w.write(f),
+            Why::Downlink(w) => w.write(f),
+            Why::Nat(w) => w.write(f),
+            Why::Tier0(w) => w.write(t, f),
+            Why::Lb(w) => w.write(f),
         }
     }
 }
@@ -269,6 +372,15 @@ pub(crate) trait Recorder {
     fn judged(&mut self, answer: firewall::Answer);
     /// The current layer's step is final.
     fn step(&mut self, layer: LayerId, step: Step);
+    /// The edge's state, to read (the packet path and `trace`).
+    fn edge(&self) -> Option<&EdgeState>;
+    /// The edge's state, to change: the packet path only (`trace` changes
+    /// nothing).
+    fn edge_mut(&mut self) -> Option<&mut EdgeState>;
+    /// The load balancer, to read (`trace` peeks at its decisions).
+    fn lb(&self) -> Option<&LbState>;
+    /// The load balancer, to change: the packet path only.
+    fn lb_mut(&mut self) -> Option<&mut LbState>;
 }
 
 /// The packet path's recorder: the firewall's decisions are carried out,
@@ -276,6 +388,8 @@ pub(crate) trait Recorder {
 #[derive(Debug)]
 pub(crate) struct Commit<'a> {
     pub fw: Option<&'a mut Firewall>,
+    pub edge: Option<&'a mut EdgeState>,
+    pub lb: Option<&'a mut LbState>,
 }
 
 impl Recorder for Commit<'_> {
@@ -298,6 +412,26 @@ impl Recorder for Commit<'_> {
 
     #[inline(always)]
     fn step(&mut self, _layer: LayerId, _step: Step) {}
+
+    #[inline(always)]
+    fn edge(&self) -> Option<&EdgeState> {
+        self.edge.as_deref()
+    }
+
+    #[inline(always)]
+    fn edge_mut(&mut self) -> Option<&mut EdgeState> {
+        self.edge.as_deref_mut()
+    }
+
+    #[inline(always)]
+    fn lb(&self) -> Option<&LbState> {
+        self.lb.as_deref()
+    }
+
+    #[inline(always)]
+    fn lb_mut(&mut self) -> Option<&mut LbState> {
+        self.lb.as_deref_mut()
+    }
 }
 
 /// Runs `ctx` down `layers`, counting per layer; the first layer that
@@ -315,6 +449,12 @@ pub(crate) fn walk<R: Recorder>(
     rec: &mut R,
 ) -> Verdict {
     for &id in layers {
+        // The balancer is a layer only while there is one (virtual
+        // servers configured, or connections left of removed ones):
+        // otherwise it is not walked, counted or traced.
+        if id == LayerId::Lb && rec.lb().is_none() {
+            continue;
+        }
         c.layers[id as usize].seen += 1;
         let step = match id {
             LayerId::PortSecurity => port_security::process(t, ctx, rec),
@@ -327,6 +467,15 @@ pub(crate) fn walk<R: Recorder>(
             LayerId::Decap => decap::process(t, ctx, c, now_ns, rec),
             LayerId::Deliver => deliver::process(t, ctx, out, c, rec),
             LayerId::Forward => forward::process(dir, ctx, c, rec),
+            LayerId::UplinkIn => uplink::process_in(t, ctx, out, c, now_ns, rec),
+            LayerId::Nat => nat::process(t, ctx, now_ns, rec),
+            LayerId::Tier0 => tier0::process(t, ctx, out, c, rec),
+            LayerId::UplinkOut => uplink::process_out(Iface::Uplink, t, ctx, out, c, now_ns, rec),
+            LayerId::DownlinkIn => downlink::process_in(t, ctx, now_ns, rec),
+            LayerId::DownlinkOut => {
+                uplink::process_out(Iface::Downlink, t, ctx, out, c, now_ns, rec)
+            }
+            LayerId::Lb => lb::process(lb_way(dir, ctx), ctx, now_ns, rec),
         };
         rec.step(id, step);
         let lc = &mut c.layers[id as usize];
@@ -348,6 +497,71 @@ pub(crate) fn walk<R: Recorder>(
     // wiring bug, surfaced as a counted drop rather than a panic.
     c.drop(DropReason::NoRoute);
     Verdict::Drop(DropReason::NoRoute)
+}
+
+/// The firewall's tuple as `tr` leaves the packet (ports of TCP and UDP;
+/// an ICMP error's outer addresses).
+#[cold]
+#[inline(never)]
+fn translate_tuple(tuple: &mut ::firewall::flow::Tuple, tr: &::nat::Translation) {
+    match tr {
+        ::nat::Translation::Packet(rw) => {
+            if let Some(src) = rw.src {
+                tuple.src = *src.ip();
+                if tuple.proto != geneve::ipv4::PROTO_ICMP {
+                    tuple.sport = src.port();
+                }
+            }
+            if let Some(dst) = rw.dst {
+                tuple.dst = *dst.ip();
+                if tuple.proto != geneve::ipv4::PROTO_ICMP {
+                    tuple.dport = dst.port();
+                }
+            }
+        }
+        ::nat::Translation::IcmpError(e) => {
+            tuple.src = e.outer_src.unwrap_or(tuple.src);
+            tuple.dst = e.outer_dst.unwrap_or(tuple.dst);
+        }
+    }
+}
+
+/// Which way a frame meets the balancer: on an instance, what the port
+/// sends goes to virtual servers and what the underlay brings may be a
+/// real server's answer; on the edge, the uplink brings clients and the
+/// overlay brings both (answers, and full-NAT clients inside).
+fn lb_way(dir: Dir, ctx: &Ctx<'_>) -> Way {
+    if ctx.transit {
+        Way::Either
+    } else if ctx.from_uplink || dir == Dir::Out {
+        Way::ToVip
+    } else {
+        Way::FromServer
+    }
+}
+
+/// A routed frame copied out: new MACs, TTL - `hops` (incremental
+/// checksum), and NAT's translation.
+pub(crate) fn rewrite_routed(
+    frame: &mut [u8],
+    dst: MacAddr,
+    src: MacAddr,
+    hops: u8,
+    nat: Option<&::nat::Translation>,
+) -> Option<()> {
+    let mut eth = geneve::ethernet::Frame::new_checked(frame).ok()?;
+    eth.set_dst(dst.0);
+    eth.set_src(src.0);
+    {
+        let mut ip = geneve::ipv4::Packet::new_checked(eth.payload_mut()).ok()?;
+        for _ in 0..hops {
+            ip.decrement_ttl();
+        }
+    }
+    if let Some(n) = nat {
+        ::nat::rewrite::apply(eth.payload_mut(), n, ::nat::L4Csum::Complete).ok()?;
+    }
+    Some(())
 }
 
 /// `web (vni 0x238c)`.

@@ -1,6 +1,6 @@
 //! Local responders: ARP requests are answered here for every address the
-//! switch knows (remote ports and the router's gateway address) and never
-//! flooded; ICMP echo requests to a router address get their reply here.
+//! switch knows (remote ports, the router's gateway address, and virtual
+//! servers' addresses, with the router's MAC) and never flooded; ICMP echo requests to a router address get their reply here.
 //! Default action: pass (anything not for a responder goes on).
 
 use std::fmt;
@@ -53,6 +53,9 @@ pub(crate) enum ArpOutcome {
     Own,
     /// Answered: the router's gateway address.
     Gateway { mac: MacAddr },
+    /// Answered with the router's MAC: a virtual server's address (the
+    /// load balancer takes the connection on its way to the router).
+    Vip { mac: MacAddr },
     /// Answered: a port behind `tep` (or the local port).
     Port { mac: MacAddr, at: Location },
     /// Nobody on the switch owns it.
@@ -110,6 +113,9 @@ fn arp_request<R: Recorder>(
     let sw = &t.switches[usize::from(ctx.switch)];
     let (mac, outcome) = match t.router_of(ctx.switch) {
         Some(r) if sw.gateway_ip == target => (r.mac, ArpOutcome::Gateway { mac: r.mac }),
+        Some(r) if t.is_vip(target) && sw.subnet.contains(&target) => {
+            (r.mac, ArpOutcome::Vip { mac: r.mac })
+        }
         _ => match t.neighbor(ctx.switch, target) {
             Some(n) => (
                 n.mac,
@@ -189,6 +195,11 @@ impl Why {
                             "gateway of router {name} on {sw}, is-at {mac}; reply sent to the port"
                         )
                     }
+                    ArpOutcome::Vip { mac } => write!(
+                        f,
+                        "a virtual server's address on {sw}, is-at {mac} (the router's: the load \
+                         balancer takes it on the way); reply sent to the port"
+                    ),
                     ArpOutcome::Port {
                         mac,
                         at: Location::Remote(tep),

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::counters::Counters;
 use crate::queue::Output;
-use crate::tables::{Location, Route, Router, SwitchIdx, Tables, TepIdx};
+use crate::tables::{EdgeRoute, Location, Route, Router, SwitchIdx, Tables, TepIdx};
 
 /// Why the router decided as it did.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +38,14 @@ pub(crate) enum Why {
     /// The route to the destination, and what became of the packet.
     Routed {
         via: Via,
+        outcome: Outcome,
+    },
+    /// No route of the tier-1's: to the tier-0 on the edge.
+    ToEdge {
+        switch: SwitchIdx,
+        dst: Ipv4Addr,
+        ttl: u8,
+        edge: EdgeRoute,
         outcome: Outcome,
     },
 }
@@ -101,14 +109,13 @@ pub(crate) fn process<R: Recorder>(
     let Some(ip) = ctx.ipv4 else {
         return drop(DropReason::ToRouter, Why::NotIpv4 { switch });
     };
-    let Some((route, next_hop)) = t.route(router, ip.dst) else {
-        return drop(
-            DropReason::NoRoute,
-            Why::NoRoute {
-                switch,
-                dst: ip.dst,
-            },
-        );
+    let dst = ctx.route_dst();
+    let ttl = ip.ttl.saturating_sub(ctx.hops);
+    let Some((route, next_hop)) = t.route(router, dst) else {
+        if let (true, Some(edge)) = (router.to_edge, t.edge) {
+            return to_edge(t, router, edge, ctx, out, c, rec, ttl);
+        }
+        return drop(DropReason::NoRoute, Why::NoRoute { switch, dst });
     };
     let Route {
         prefix,
@@ -121,31 +128,11 @@ pub(crate) fn process<R: Recorder>(
         egress,
         gateway,
         next_hop,
-        ttl: ip.ttl,
+        ttl,
     };
     let mut routed = |r, outcome| drop(r, Why::Routed { via, outcome });
-    if ip.ttl <= 1 {
-        let sent = icmp_error(t, router, ctx, out, c, icmpv4::TYPE_TIME_EXCEEDED, 0, 0);
-        return routed(DropReason::TtlExceeded, Outcome::TtlExceeded { sent });
-    }
-    let mtu = t.host.overlay_mtu;
-    let len = ctx.wire_l3_len();
-    if len > usize::from(mtu) {
-        if ip.dont_frag {
-            let code = icmpv4::CODE_FRAG_NEEDED;
-            let sent = icmp_error(
-                t,
-                router,
-                ctx,
-                out,
-                c,
-                icmpv4::TYPE_DEST_UNREACH,
-                code,
-                u32::from(mtu),
-            );
-            return routed(DropReason::FragNeeded, Outcome::FragNeeded { len, sent });
-        }
-        return routed(DropReason::TooBig, Outcome::TooBig { len });
+    if let Err((r, outcome)) = limits(t, router, ctx, out, c, ttl) {
+        return routed(r, outcome);
     }
     let Some(neighbor) = t.neighbor(egress, next_hop) else {
         return routed(DropReason::NoNeighbor, Outcome::NoNeighbor);
@@ -154,6 +141,7 @@ pub(crate) fn process<R: Recorder>(
         return routed(DropReason::Hairpin, Outcome::Hairpin);
     };
     ctx.rewrite = Some((neighbor.mac, router.mac));
+    ctx.hops = ctx.hops.saturating_add(1);
     ctx.switch = egress;
     ctx.target = Some(Target::Unicast {
         tep,
@@ -165,6 +153,97 @@ pub(crate) fn process<R: Recorder>(
         tep,
     };
     rec.note(|| LayerWhy::Router(Why::Routed { via, outcome }));
+    Step::Next
+}
+
+/// TTL (ICMP time exceeded at 1) and the overlay MTU (ICMP fragmentation
+/// needed for DF packets) of a packet the router forwards with `ttl` left.
+fn limits(
+    t: &Tables,
+    router: &Router,
+    ctx: &Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+    ttl: u8,
+) -> Result<(), (DropReason, Outcome)> {
+    if ttl <= 1 {
+        let sent = icmp_error(t, router, ctx, out, c, icmpv4::TYPE_TIME_EXCEEDED, 0, 0);
+        return Err((DropReason::TtlExceeded, Outcome::TtlExceeded { sent }));
+    }
+    let mtu = t.host.overlay_mtu;
+    let len = ctx.wire_l3_len();
+    if len <= usize::from(mtu) {
+        return Ok(());
+    }
+    if !ctx.ipv4.is_some_and(|ip| ip.dont_frag) {
+        return Err((DropReason::TooBig, Outcome::TooBig { len }));
+    }
+    let code = icmpv4::CODE_FRAG_NEEDED;
+    let rest = u32::from(mtu);
+    let sent = icmp_error(
+        t,
+        router,
+        ctx,
+        out,
+        c,
+        icmpv4::TYPE_DEST_UNREACH,
+        code,
+        rest,
+    );
+    Err((DropReason::FragNeeded, Outcome::FragNeeded { len, sent }))
+}
+
+/// What no route of a tier-1 covers goes to the tier-0 on the edge, over
+/// the transit segment: TTL and MTU checked as for any route, MACs
+/// rewritten to the tier-0's.
+#[allow(clippy::too_many_arguments)]
+fn to_edge<R: Recorder>(
+    t: &Tables,
+    router: &Router,
+    edge: EdgeRoute,
+    ctx: &mut Ctx<'_>,
+    out: &mut Output,
+    c: &mut Counters,
+    rec: &mut R,
+    ttl: u8,
+) -> Step {
+    let switch = ctx.switch;
+    let dst = ctx.route_dst();
+    let mut done = |r, outcome| {
+        rec.note(|| {
+            LayerWhy::Router(Why::ToEdge {
+                switch,
+                dst,
+                ttl,
+                edge,
+                outcome,
+            })
+        });
+        Step::Done(Verdict::Drop(r))
+    };
+    if let Err((r, outcome)) = limits(t, router, ctx, out, c, ttl) {
+        return done(r, outcome);
+    }
+    ctx.rewrite = Some((edge.mac, router.mac));
+    ctx.hops = ctx.hops.saturating_add(1);
+    ctx.target = Some(Target::Unicast {
+        tep: edge.tep,
+        vni: edge.transit_vni,
+    });
+    let outcome = Outcome::Forward {
+        mac: edge.mac,
+        router_mac: router.mac,
+        tep: edge.tep,
+    };
+    rec.note(|| {
+        LayerWhy::Router(Why::ToEdge {
+            switch,
+            dst,
+            ttl,
+            edge,
+            outcome,
+        })
+    });
     Step::Next
 }
 
@@ -182,6 +261,12 @@ fn icmp_error(
     code: u8,
     rest: u32,
 ) -> bool {
+    if t.tier0.is_some() {
+        // On the edge the port queue is the uplink: a tier-1 error about a
+        // frame from outside is not sent (the tier-0 checked TTL and MTU
+        // with the same limits before, so this is rare).
+        return false;
+    }
     let from = t.switches[usize::from(ctx.switch)].gateway_ip;
     let mut len = 0;
     let pushed = out.port.push_with(from, |buf| {
@@ -193,6 +278,30 @@ fn icmp_error(
         c.port_tx.add(len);
     }
     pushed
+}
+
+impl Outcome {
+    /// The text of a TTL or MTU drop (nothing for the other outcomes).
+    fn write_limit(&self, f: &mut fmt::Formatter<'_>, ttl: u8, mtu: u16) -> fmt::Result {
+        let sent = |sent: bool, what: &'static str| if sent { what } else { "" };
+        match *self {
+            Outcome::TtlExceeded { sent: s } => write!(
+                f,
+                ", ttl {ttl}: drop (ttl_exceeded){}",
+                sent(s, "; ICMP time exceeded sent to the port")
+            ),
+            Outcome::FragNeeded { len, sent: s } => write!(
+                f,
+                ": {len} bytes with DF exceed the overlay MTU {mtu}: drop (frag_needed){}",
+                sent(s, "; ICMP fragmentation needed sent to the port")
+            ),
+            Outcome::TooBig { len } => write!(
+                f,
+                ": {len} bytes exceed the overlay MTU {mtu} (no DF): drop (too_big)"
+            ),
+            Outcome::Forward { .. } | Outcome::NoNeighbor | Outcome::Hairpin => Ok(()),
+        }
+    }
 }
 
 impl Why {
@@ -208,6 +317,33 @@ impl Why {
             Why::NotIpv4 { switch } => write!(f, "{}: not IPv4: drop (to_router)", name(switch)),
             Why::NoRoute { switch, dst } => {
                 write!(f, "{}: no route to {dst}: drop (no_route)", name(switch))
+            }
+            Why::ToEdge {
+                switch,
+                dst,
+                ttl,
+                edge,
+                outcome,
+            } => {
+                write!(
+                    f,
+                    "{} 0.0.0.0/0 to the tier-0 for {dst} (no overlay route) on transit vni {:#x}",
+                    name(switch),
+                    edge.transit_vni
+                )?;
+                match outcome {
+                    Outcome::Forward {
+                        mac,
+                        router_mac,
+                        tep,
+                    } => write!(
+                        f,
+                        ", ttl {ttl} -> {}, tier-0 {mac} behind {}; MAC rewrite {router_mac} -> {mac}",
+                        ttl.saturating_sub(1),
+                        TepName(t, tep)
+                    ),
+                    other => other.write_limit(f, ttl, t.host.overlay_mtu),
+                }
             }
             Why::Routed { via, outcome } => {
                 let egress = t
@@ -232,28 +368,6 @@ impl Why {
                         ttl.saturating_sub(1),
                         TepName(t, tep)
                     ),
-                    Outcome::TtlExceeded { sent } => write!(
-                        f,
-                        ", ttl {ttl}: drop (ttl_exceeded){}",
-                        if sent {
-                            "; ICMP time exceeded sent to the port"
-                        } else {
-                            ""
-                        }
-                    ),
-                    Outcome::FragNeeded { len, sent } => write!(
-                        f,
-                        ": {len} bytes with DF exceed the overlay MTU {mtu}: drop (frag_needed){}",
-                        if sent {
-                            "; ICMP fragmentation needed sent to the port"
-                        } else {
-                            ""
-                        }
-                    ),
-                    Outcome::TooBig { len } => write!(
-                        f,
-                        ": {len} bytes exceed the overlay MTU {mtu} (no DF): drop (too_big)"
-                    ),
                     Outcome::NoNeighbor => write!(
                         f,
                         ": no port owns next hop {next_hop} on {egress}: drop (no_neighbor)"
@@ -261,6 +375,7 @@ impl Why {
                     Outcome::Hairpin => {
                         write!(f, ": next hop {next_hop} is the local port: drop (hairpin)")
                     }
+                    other => other.write_limit(f, ttl, mtu),
                 }
             }
         }

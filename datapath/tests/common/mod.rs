@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod edge;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -100,13 +102,15 @@ pub fn config_for(me: Vm, underlay_mtu: u16) -> (InstanceConfig, LocalHost) {
                 tep_id: v.tep_id,
             })
             .collect(),
-        firewall: None,
+        ..InstanceConfig::default()
     };
     let host = LocalHost {
         underlay_ip: me.underlay,
         port_mac: me.mac,
         overlay_mtu: underlay_mtu - u16::try_from(geneve::outer::MTU_OVERHEAD).unwrap(),
         kernel_udp: false,
+        underlay_prefix_len: 24,
+        underlay_mac: me.mac,
     };
     (cfg, host)
 }

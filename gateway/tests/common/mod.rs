@@ -3,7 +3,9 @@
 //! listening on ephemeral ports, instance inventory, one-shot HTTP,
 //! enrollment through the agent's own client (`agent::gw::enroll`), and the
 //! control channel: the server over the gateway's store or a probe around
-//! it, an agent's TLS client config and its Hello.
+//! it, an agent's TLS client config and its Hello. And for the tests on a
+//! bare [`Store`]: enrollments recorded directly, configs read back
+//! validated; for the CLI's: the `nsx-gateway` binary run.
 
 #![allow(dead_code)]
 
@@ -13,9 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agent::gw::enroll::{self, Endpoint, EnrollError};
-use control::model::MacAddr;
-use control::proto::{EnrollResponse, InstanceMeta};
+use control::model::{InstanceConfig, MacAddr};
+use control::proto::{EnrollResponse, InstanceMeta, Role};
 use gateway::gateway::Gateway;
+use gateway::store::{NewInstance, Store, StoreError};
 use gateway::{ops, pki, server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -83,12 +86,23 @@ pub fn meta(id: &str, net: &str, n: u8) -> InstanceMeta {
 /// A signed enrollment body for `m`, built by the agent's code with a fresh
 /// key, CSR and nonce; returns the body and the instance's private key (PEM).
 pub fn enroll_body(bootstrap_pem: &str, m: &InstanceMeta, now: u64) -> (String, String) {
+    enroll_body_as(bootstrap_pem, m, Role::Instance, now)
+}
+
+/// [`enroll_body`] in `role`.
+pub fn enroll_body_as(
+    bootstrap_pem: &str,
+    m: &InstanceMeta,
+    role: Role,
+    now: u64,
+) -> (String, String) {
     let (key, csr) = enroll::new_key_and_csr().expect("csr");
     let body = enroll::build_request(
         bootstrap_pem.as_bytes(),
         std::path::Path::new("bootstrap.key"),
         &csr,
         m,
+        role,
         now,
         &enroll::new_nonce().expect("nonce"),
     )
@@ -97,6 +111,23 @@ pub fn enroll_body(bootstrap_pem: &str, m: &InstanceMeta, now: u64) -> (String, 
 }
 
 impl Fixture {
+    /// One request to the admin API with the fixture's token: the status
+    /// and the body as JSON (`Null` when it is not JSON).
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, _, body) = http(
+            self.srv.api_addr,
+            method,
+            path,
+            Some(self.token.as_str()),
+            body,
+        )
+        .await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// The gateway's enrollment address, as the agent's config names it.
     pub fn enroll_addr(&self) -> String {
         self.srv.enroll_addr.to_string()
@@ -382,4 +413,68 @@ pub async fn scrape(f: &Fixture) -> std::collections::HashMap<String, f64> {
             Some((series.to_string(), v.parse().ok()?))
         })
         .collect()
+}
+
+// ----- a bare store, and the CLI ---------------------------------------------
+
+/// Inventory of a store test's instance: `tags` as given, underlay
+/// 10.0.0.`n`, NIC MAC 06:00:00:00:00:`n`.
+pub fn store_meta(id: &str, tags: &[(&str, &str)], n: u8) -> InstanceMeta {
+    InstanceMeta {
+        instance_id: id.into(),
+        hostname: format!("{id}.example"),
+        os: "debian-12".into(),
+        image_id: "ami-1".into(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        underlay_ip: format!("10.0.0.{n}").parse().expect("ip"),
+        nic_mac: MacAddr([0x06, 0, 0, 0, 0, n]),
+    }
+}
+
+/// Records the enrollment of [`store_meta`]`(id, tags, n)` as `role`, as
+/// the enrollment handler does once its checks pass; its tep_id.
+pub fn try_store_enroll(
+    s: &mut Store,
+    id: &str,
+    tags: &[(&str, &str)],
+    n: u8,
+    role: Role,
+) -> Result<u32, StoreError> {
+    s.enroll(
+        &NewInstance {
+            meta: store_meta(id, tags, n),
+            cert_serial: format!("serial-{id}"),
+            cert_fingerprint: format!("fp-{id}"),
+            role,
+        },
+        &format!("{n:032x}"),
+        u64::MAX / 4,
+        1000,
+    )
+}
+
+/// [`try_store_enroll`], which must succeed.
+pub fn store_enroll(s: &mut Store, id: &str, tags: &[(&str, &str)], n: u8, role: Role) -> u32 {
+    try_store_enroll(s, id, tags, n, role).expect("enroll")
+}
+
+/// The desired config of `id`, which must exist and validate as an agent
+/// validates it.
+pub fn valid_config(s: &mut Store, id: &str) -> InstanceConfig {
+    let (_, cfg) = s.desired_config_for(id).expect("config");
+    let cfg = cfg.expect("a config");
+    control::validate(&cfg).unwrap_or_else(|p| panic!("the config of {id} validates: {p}"));
+    cfg
+}
+
+/// Runs the `nsx-gateway` binary of this build with `args`.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nsx-gateway"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run nsx-gateway")
 }

@@ -484,6 +484,33 @@ fn gateway_commands() {
             .text
             .contains("get certificates")
     );
+    g.0.insert(
+        "/api/v1/routers/t0/nat-rules",
+        Ok(json!({"router": "t0", "edge": "edge-1",
+                  "uplink": {"address": "203.0.113.2/24", "secondary": ["203.0.113.10"]},
+                  "rules": [{"id": 1, "action": "SNAT", "match_sources": ["192.168.100.0/24"],
+                             "match_destinations": ["any"], "translated": ["203.0.113.2"],
+                             "translated_ports": "1024-65535"}]})),
+    );
+    let t = run(&mut g, "get logical-router t0 nat-rules").unwrap().text;
+    assert!(
+        t.starts_with("Logical Router : t0 (tier-0)\nEdge : edge-1\n"),
+        "{t}"
+    );
+    assert!(
+        t.ends_with(
+            "   1  SNAT    192.168.100.0/24  any                203.0.113.2  1024-65535  -\n"
+        ),
+        "{t}"
+    );
+    // A typed name stays one path segment.
+    let e = run(&mut g, "get logical-router a/b?c nat-rules").unwrap_err();
+    assert!(
+        e.render()
+            .contains("GET /api/v1/routers/a%2Fb%3Fc/nat-rules (HTTP 404)"),
+        "{}",
+        e.render()
+    );
 }
 
 #[test]

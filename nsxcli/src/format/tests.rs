@@ -128,6 +128,7 @@ fn goldens() {
     golden("switches", &switches(&typed("switches")));
     golden("dhcp_server", &dhcp_server(&typed("dhcp")));
     golden("dhcp_leases", &dhcp_leases(&typed("dhcp")));
+    golden("nat_sessions", &nat_sessions(&typed("nat_sessions")));
     let sws: SwitchesReply = typed("switches");
     let web = find_switch(&sws, "web-ls").unwrap();
     golden("mac_table", &mac_table(&typed("mac_table"), web));
@@ -267,6 +268,27 @@ fn gateway_views() {
         {"instance_id": "vm2", "serial": "4c5b6a", "fingerprint": "cd".repeat(32), "not_after_unix": 1545456138u64, "revoked_at_unix": 1513920138u64}],
         "revocations": [{"instance_id": "vm2", "serial": "4c5b6a", "fingerprint": "cd".repeat(32), "revoked_at_unix": 1513920138u64}]});
     golden("gw_certificates", &gw_certificates(&certs, Tz::UTC));
+    // As `GET /api/v1/routers/t0/nat-rules` answers (gateway/tests/edge.rs).
+    let nat = json!({"router": "t0", "edge": "edge-1",
+        "uplink": {"address": "203.0.113.2/24", "secondary": ["203.0.113.10", "203.0.113.11"],
+                   "gateway": "203.0.113.1"},
+        "snat": {"pool": [], "filtering": "endpoint_independent", "port_min": 1024,
+                 "port_max": 65535, "max_sessions": 262144},
+        "rules": [
+            {"id": 1, "action": "DNAT", "match_sources": ["any"], "match_destinations": ["203.0.113.10"],
+             "translated": ["192.168.100.3"], "instance": "vm3"},
+            {"id": 2, "action": "SNAT", "match_sources": ["192.168.100.3"], "match_destinations": ["any"],
+             "translated": ["203.0.113.10"], "instance": "vm3"},
+            {"id": 3, "action": "SNAT", "match_sources": ["192.168.100.0/24", "192.168.99.0/24"],
+             "match_destinations": ["any"], "translated": ["203.0.113.2"], "translated_ports": "1024-65535"}]});
+    golden("gw_nat_rules", &gw_nat_rules(&nat));
+    let none =
+        json!({"router": "t0", "edge": null, "uplink": {"address": "203.0.113.2/24"}, "rules": []});
+    assert_eq!(
+        gw_nat_rules(&none),
+        "Logical Router : t0 (tier-0)\nEdge : none enrolled (the rules are in force nowhere yet)\n\
+         Uplink : 203.0.113.2/24\nRule Count : 0\n"
+    );
     assert!(
         gw_certificates(&json!({"certificates": []}), Tz::UTC).ends_with("Revocations : none\n")
     );
@@ -300,6 +322,7 @@ fn nothing_panics_on_odd_replies() {
         let _ = gw_switches(&v, &v);
         let _ = gw_routers(&v);
         let _ = gw_certificates(&v, Tz::UTC);
+        let _ = gw_nat_rules(&v);
     }
 }
 

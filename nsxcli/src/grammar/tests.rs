@@ -161,6 +161,23 @@ fn gateway_commands_and_modes() {
     assert_eq!(pg("get logical-switches"), Command::Switches);
     assert_eq!(pg("get logical-routers"), Command::Routers);
     assert_eq!(pg("get certificates"), Command::Certificates);
+    assert_eq!(
+        pg("get logical-router t0 nat-rules"),
+        Command::NatRules {
+            router: "t0".into()
+        }
+    );
+    assert_eq!(
+        pg("get logical-router t0 nat"),
+        Command::NatRules {
+            router: "t0".into()
+        }
+    );
+    // NAT rules are the gateway's; the agent's router has forwarding.
+    assert!(matches!(
+        err(Mode::Agent, "get logical-router t0 nat-rules"),
+        Error::UnknownCommand { .. } | Error::Usage { .. }
+    ));
     assert_eq!(pg("exit"), Command::Exit);
     // Agent commands are unknown in gateway mode and the other way round.
     assert!(matches!(
@@ -333,7 +350,17 @@ fn question_lists_what_can_follow() {
         "{g}"
     );
     assert!(g.contains("\n  firewall          Distributed firewall\n"));
-    assert_eq!(g.lines().count(), 13);
+    assert_eq!(g.lines().count(), 16);
+    assert!(
+        g.contains("\n  load-balancers    Virtual servers (L4 load balancer)\n"),
+        "{g}"
+    );
+    assert_eq!(
+        question(Mode::Agent, "get load-balancers ?").unwrap(),
+        "  --stats         Totals: connections, packets, bytes (ipvsadm -Ln --stats)\n\
+         \x20 --rate          Rates: connections, packets, bytes per second (ipvsadm -Ln --rate)\n\
+         \x20 <cr>\n"
+    );
     assert_eq!(
         question(Mode::Agent, "trace port ?").unwrap(),
         "  arp             ARP request: who has <dst>, tell <src>\n\
@@ -360,6 +387,7 @@ fn question_lists_what_can_follow() {
         "  instances         Enrolled instances\n\
          \x20 logical-switches  Logical switches\n\
          \x20 logical-routers   Distributed logical routers\n\
+         \x20 logical-router    One logical router's tables\n\
          \x20 certificates      Instance certificates and revocations\n"
     );
     assert!(matches!(

@@ -1,0 +1,162 @@
+//! The load balancers as the agents get them, once per store snapshot
+//! ([`LbPlan::compile`]): the distributed virtual servers every instance
+//! with an overlay port balances, and those the edge balances (its
+//! uplink's addresses, and full-NAT with its SNAT address filled in:
+//! the uplink's primary address unless given).
+//!
+//! Each [`LbService`] carries the health verdicts of its real servers
+//! ([`LbService::live`]), made by one function ([`service`]) from a
+//! [`HealthView`]: the standing of each (virtual server, real server)
+//! pair as a health checker last found it. No checker feeds it yet (the
+//! store passes an empty view, and `live` stays empty: every real server
+//! at its configured weight); when one does, a change of a verdict
+//! changes only the configs that carry that virtual server, and only
+//! those get a new version ([`crate::store::Store::config_snapshot_with`]).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use control::lb::{ForwardKind, LbProtocol, LbService, Liveness, VirtualServer};
+
+use crate::load_balancer::{self, Balanced};
+use crate::state::DesiredState;
+
+/// One real server of one virtual server, as a health checker names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HealthKey {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: LbProtocol,
+    pub real_ip: Ipv4Addr,
+    pub real_port: u16,
+}
+
+/// The health checker's verdicts; a pair absent is up at its configured
+/// weight.
+pub type HealthView = HashMap<HealthKey, Liveness>;
+
+/// The services of one snapshot, by where they are balanced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LbPlan {
+    instances: Vec<LbService>,
+    edge: Vec<LbService>,
+}
+
+impl LbPlan {
+    /// `st`'s load balancers with the verdicts of `health`.
+    pub fn compile(st: &DesiredState, health: &HealthView) -> LbPlan {
+        let uplink = load_balancer::uplink_addrs(st);
+        let mut plan = LbPlan::default();
+        for vs in &st.load_balancers {
+            match load_balancer::balanced_at(vs, &uplink) {
+                Balanced::Instances => plan.instances.push(service(vs, health)),
+                Balanced::Edge => {
+                    let mut vs = vs.clone();
+                    if vs.kind == ForwardKind::Fnat && vs.snat_ip.is_none() {
+                        vs.snat_ip = uplink.first().copied();
+                    }
+                    plan.edge.push(service(&vs, health));
+                }
+            }
+        }
+        plan
+    }
+
+    /// What every instance with an overlay port balances.
+    pub fn for_instances(&self) -> &[LbService] {
+        &self.instances
+    }
+
+    /// What the edge balances.
+    pub fn for_edge(&self) -> &[LbService] {
+        &self.edge
+    }
+}
+
+/// `vs` as an agent gets it: with one verdict per real server when
+/// `health` has any for it, none otherwise (all at their weights).
+pub fn service(vs: &VirtualServer, health: &HealthView) -> LbService {
+    let key = |rs: &control::lb::RealServer| HealthKey {
+        vip: vs.vip,
+        port: vs.port,
+        protocol: vs.protocol,
+        real_ip: rs.ip,
+        real_port: rs.port,
+    };
+    let known = vs
+        .real_servers
+        .iter()
+        .any(|rs| health.contains_key(&key(rs)));
+    let live = if known {
+        vs.real_servers
+            .iter()
+            .map(|rs| health.get(&key(rs)).copied().unwrap_or(Liveness::Up))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    LbService {
+        vs: vs.clone(),
+        live,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::parse;
+
+    #[test]
+    fn split_by_where_balanced_with_snat_and_verdicts() {
+        let st = parse(
+            r#"
+tier0:
+  uplink: {address: 203.0.113.2/24, secondary: [203.0.113.10]}
+load_balancers:
+  - {vip: 10.99.0.1, port: 80, scheduler: sh, real_servers: [{ip: 10.0.0.1, port: 80}, {ip: 10.0.0.2, port: 80}]}
+  - {vip: 203.0.113.10, port: 443, scheduler: sh, real_servers: [{ip: 10.0.0.3, port: 443}]}
+  - {vip: 10.99.0.2, port: 80, scheduler: sh, kind: fnat, real_servers: [{ip: 10.0.0.4, port: 80}]}
+  - {vip: 10.99.0.3, port: 80, scheduler: sh, kind: fnat, snat_ip: 203.0.113.10, real_servers: [{ip: 10.0.0.5, port: 80}]}
+"#,
+        )
+        .expect("parses");
+        let plan = LbPlan::compile(&st, &HealthView::new());
+        let vips = |s: &[LbService]| s.iter().map(|s| s.vs.key()).collect::<Vec<_>>();
+        assert_eq!(vips(plan.for_instances()), ["TCP 10.99.0.1:80"]);
+        assert_eq!(
+            vips(plan.for_edge()),
+            [
+                "TCP 203.0.113.10:443",
+                "TCP 10.99.0.2:80",
+                "TCP 10.99.0.3:80"
+            ]
+        );
+        let snat: Vec<Option<Ipv4Addr>> = plan.for_edge().iter().map(|s| s.vs.snat_ip).collect();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().ok();
+        assert_eq!(snat, [None, ip("203.0.113.2"), ip("203.0.113.10")]);
+        assert!(plan.for_instances()[0].live.is_empty());
+
+        // A verdict on one real server: that service lists every server's.
+        let mut health = HealthView::new();
+        health.insert(
+            HealthKey {
+                vip: "10.99.0.1".parse().expect("ip"),
+                port: 80,
+                protocol: LbProtocol::Tcp,
+                real_ip: "10.0.0.2".parse().expect("ip"),
+                real_port: 80,
+            },
+            Liveness::Down,
+        );
+        let plan2 = LbPlan::compile(&st, &health);
+        assert_eq!(
+            plan2.for_instances()[0].live,
+            [Liveness::Up, Liveness::Down]
+        );
+        assert_eq!(
+            plan2.for_edge(),
+            plan.for_edge(),
+            "the edge's are untouched"
+        );
+    }
+}
