@@ -446,6 +446,77 @@ pub enum Liveness {
     Down,
 }
 
+/// One real server of one virtual server, as a health checker names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthKey {
+    pub protocol: LbProtocol,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub real_ip: Ipv4Addr,
+    pub real_port: u16,
+}
+
+impl HealthKey {
+    /// The key of `rs` behind `vs`.
+    pub fn of(vs: &VirtualServer, rs: &RealServer) -> HealthKey {
+        HealthKey {
+            protocol: vs.protocol,
+            vip: vs.vip,
+            port: vs.port,
+            real_ip: rs.ip,
+            real_port: rs.port,
+        }
+    }
+}
+
+impl fmt::Display for HealthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}:{} -> {}:{}",
+            self.protocol.upper(),
+            self.vip,
+            self.port,
+            self.real_ip,
+            self.real_port
+        )
+    }
+}
+
+/// One health checker verdict, as the edge reports it to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthVerdict {
+    #[serde(flatten)]
+    pub key: HealthKey,
+    pub liveness: Liveness,
+    /// What the last check found (`"connect 10.0.0.5:80: connection
+    /// refused"`), for the views.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// The edge's health checkers' verdicts, agent -> gateway
+/// ([`crate::AgentMsg::Health`]). `full`: every real server the edge
+/// checks, replacing what the gateway held (sent when a session starts);
+/// otherwise only the verdicts that changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthReport {
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub verdicts: Vec<HealthVerdict>,
+}
+
+impl HealthReport {
+    /// Most verdicts in one report (a full report of
+    /// [`MAX_REAL_SERVERS`] real servers of every virtual server would be
+    /// far larger than any frame; the gateway refuses more).
+    pub const MAX_VERDICTS: usize = 65536;
+}
+
 /// Checks a set of virtual servers; every problem is pushed with its path
 /// under `base` (e.g. `load_balancers`).
 pub fn check<'a>(

@@ -37,8 +37,8 @@ pub use model::{
     NatFiltering, NatTimeouts, PublicIp, RemotePort, Snat, StaticRoute, Tier0, Uplink,
 };
 pub use proto::{
-    AgentMsg, GatewayMsg, InstanceMeta, MAX_FRAME, PROTOCOL_VERSION, Role, SUPPORTED_VERSIONS,
-    StatusReport,
+    AgentMsg, GatewayMsg, HEALTH_VERSION, InstanceMeta, MAX_FRAME, PROTOCOL_VERSION, Role,
+    SUPPORTED_VERSIONS, StatusReport,
 };
 pub use session::{
     AgentOut, AgentSession, AgentSessionConfig, AgentState, ApplyRefused, Backoff, CloseReason,

@@ -52,6 +52,12 @@ pub struct InstanceConfig {
     /// edge, those on the uplink's addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancers: Vec<crate::lb::LbService>,
+    /// Only on the edge: every virtual server with health checkers,
+    /// wherever it is balanced. The edge runs the checkers (from
+    /// [`Tier0::health_check_ip`]) and reports their verdicts to the
+    /// gateway, which gives them to every datapath balancing the server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<crate::lb::VirtualServer>,
 }
 
 /// How an instance reaches the edge: the tier-0's tunnel endpoint and its
@@ -105,9 +111,32 @@ pub struct Tier0 {
         skip_serializing_if = "is_true"
     )]
     pub underlay_snat: bool,
+    /// The source address of the edge's health checks (the checkers run
+    /// in a namespace of the edge host whose only interface is a port of
+    /// the tier-0). Real servers answer it through their tier-1 and the
+    /// tier-0, so it must be outside every overlay subnet, the uplink's
+    /// and the underlay's; their firewalls must let it in.
+    #[serde(
+        default = "Tier0::default_health_check_ip",
+        skip_serializing_if = "Tier0::is_default_health_check_ip"
+    )]
+    pub health_check_ip: Ipv4Addr,
 }
 
 impl Tier0 {
+    /// [`Tier0::health_check_ip`] when absent: the first address of
+    /// RFC 6598's shared space, which NSX also uses for its tier-0/tier-1
+    /// links.
+    pub const DEFAULT_HEALTH_CHECK_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+
+    fn default_health_check_ip() -> Ipv4Addr {
+        Tier0::DEFAULT_HEALTH_CHECK_IP
+    }
+
+    fn is_default_health_check_ip(ip: &Ipv4Addr) -> bool {
+        *ip == Tier0::DEFAULT_HEALTH_CHECK_IP
+    }
+
     /// The downlink SNAT's ports (inclusive): above Linux's ephemeral range
     /// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), so the
     /// edge host's own connections from its underlay address never take

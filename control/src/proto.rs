@@ -26,12 +26,16 @@ use serde::{Deserialize, Serialize};
 use crate::model::{InstanceConfig, MacAddr};
 
 /// The protocol version this build speaks best.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Every protocol version this build speaks (ascending). Sent in `Hello` by
 /// the agent; intersected with the gateway's list to pick the highest
 /// common version.
-pub const SUPPORTED_VERSIONS: &[u32] = &[PROTOCOL_VERSION];
+/// Version 2 adds [`AgentMsg::Health`] (the edge's health checkers).
+pub const SUPPORTED_VERSIONS: &[u32] = &[1, PROTOCOL_VERSION];
+
+/// The first protocol version with [`AgentMsg::Health`].
+pub const HEALTH_VERSION: u32 = 2;
 
 /// Largest JSON payload of one frame, in bytes (the 4-byte length prefix
 /// excluded). Checked on encode and, on decode, from the length prefix
@@ -108,6 +112,9 @@ pub enum AgentMsg {
         seq: u64,
     },
     Status(StatusReport),
+    /// The edge's health checkers' verdicts (protocol version 2 and up;
+    /// only the edge sends it).
+    Health(crate::lb::HealthReport),
 }
 
 /// Gateway -> agent.
@@ -185,7 +192,8 @@ pub fn config_summary(config: Option<&InstanceConfig>) -> String {
 }
 
 impl Message for AgentMsg {
-    const TYPES: &'static [&'static str] = &["Hello", "Ack", "Nack", "Heartbeat", "Status"];
+    const TYPES: &'static [&'static str] =
+        &["Hello", "Ack", "Nack", "Heartbeat", "Status", "Health"];
 
     fn type_name(&self) -> &'static str {
         match self {
@@ -194,6 +202,7 @@ impl Message for AgentMsg {
             AgentMsg::Nack { .. } => "Nack",
             AgentMsg::Heartbeat { .. } => "Heartbeat",
             AgentMsg::Status(_) => "Status",
+            AgentMsg::Health(_) => "Health",
         }
     }
 
@@ -216,6 +225,11 @@ impl Message for AgentMsg {
             ),
             AgentMsg::Heartbeat { seq } => format!("Heartbeat {seq}"),
             AgentMsg::Status(r) => format!("Status ({} counters)", r.counters.len()),
+            AgentMsg::Health(r) => format!(
+                "Health ({} verdicts{})",
+                r.verdicts.len(),
+                if r.full { ", full" } else { "" }
+            ),
         }
     }
 }

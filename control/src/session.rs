@@ -602,6 +602,18 @@ impl AgentSession {
         }))]
     }
 
+    /// The edge's health checkers' verdicts: sent only on an established
+    /// session whose protocol version knows the message
+    /// ([`crate::proto::HEALTH_VERSION`]); `None` when it cannot be sent
+    /// (the caller sends a full report when the next session starts).
+    pub fn health_report(&self, report: crate::lb::HealthReport) -> Option<AgentOut> {
+        (self.state == AgentState::Established
+            && self
+                .protocol_version
+                .is_some_and(|v| v >= crate::proto::HEALTH_VERSION))
+        .then(|| AgentOut::Send(AgentMsg::Health(report)))
+    }
+
     /// The decoder failed: the connection must go.
     pub fn on_frame_error(&mut self, err: FrameError, now: Instant) -> Vec<AgentOut> {
         self.close_if_open(CloseReason::Frame(err), now)
@@ -828,6 +840,9 @@ pub enum GatewayOut {
     },
     /// Status from the agent.
     Status(StatusReport),
+    /// Health verdicts from the agent (the gateway checks that it is the
+    /// edge).
+    Health(crate::lb::HealthReport),
     /// Drop the connection (after sending what precedes) and log `reason`.
     Close { reason: CloseReason },
 }
@@ -954,6 +969,28 @@ impl GatewaySession {
             ),
             (GatewayState::Established, AgentMsg::Heartbeat { .. }) => Vec::new(),
             (GatewayState::Established, AgentMsg::Status(r)) => vec![GatewayOut::Status(r)],
+            (GatewayState::Established, AgentMsg::Health(r)) => {
+                if self
+                    .protocol_version
+                    .is_none_or(|v| v < crate::proto::HEALTH_VERSION)
+                {
+                    return self.reject(
+                        CloseReason::Protocol("Health needs protocol version 2 or later".into()),
+                        now,
+                    );
+                }
+                if r.verdicts.len() > crate::lb::HealthReport::MAX_VERDICTS {
+                    return self.reject(
+                        CloseReason::Protocol(format!(
+                            "Health with {} verdicts (at most {})",
+                            r.verdicts.len(),
+                            crate::lb::HealthReport::MAX_VERDICTS
+                        )),
+                        now,
+                    );
+                }
+                vec![GatewayOut::Health(r)]
+            }
             (GatewayState::Established, AgentMsg::Ack { version }) => {
                 if self.in_flight != Some(version) {
                     return self.reject(self.unsolicited("Ack", version), now);

@@ -91,7 +91,7 @@ fn agent_handshake_golden() {
     assert_eq!(
         out,
         vec![AgentOut::Send(AgentMsg::Hello {
-            versions: vec![1],
+            versions: vec![1, 2],
             agent_version: "0.1.0".into(),
             instance: meta(),
             applied_version: Some(4),
@@ -888,7 +888,7 @@ fn gateway_handshake_golden() {
             instance: meta(),
             agent_version: "0.1.0".into(),
             applied_version: Some(3),
-            protocol_version: 1,
+            protocol_version: 2,
         }]
     );
     assert_eq!(g.state(), GatewayState::HelloReceived);
@@ -898,7 +898,7 @@ fn gateway_handshake_golden() {
         out,
         vec![
             GatewayOut::Send(GatewayMsg::Welcome {
-                version: 1,
+                version: 2,
                 instance_id: ID.into(),
                 tep_id: 7,
                 heartbeat_ms: DEFAULT_HEARTBEAT_MS,
@@ -926,7 +926,7 @@ fn gateway_rejects_no_common_version_with_reason() {
     let t = clock();
     let mut g = gateway(&t);
     let out = g.on_message(hello(vec![7, 8], None), t.at(1));
-    let reason = "no common protocol version (ours [1], peer offers [7, 8])";
+    let reason = "no common protocol version (ours [1, 2], peer offers [7, 8])";
     assert_eq!(
         out,
         vec![
@@ -935,7 +935,7 @@ fn gateway_rejects_no_common_version_with_reason() {
             }),
             GatewayOut::Close {
                 reason: CloseReason::NoCommonVersion {
-                    ours: vec![1],
+                    ours: vec![1, 2],
                     theirs: vec![7, 8]
                 }
             },
@@ -1175,6 +1175,75 @@ fn gateway_forwards_status() {
     assert_eq!(
         g.on_message(AgentMsg::Status(r.clone()), t.at(1)),
         vec![GatewayOut::Status(r)]
+    );
+}
+
+fn report() -> crate::lb::HealthReport {
+    let key: crate::lb::HealthKey = serde_json::from_str(
+        r#"{"protocol":"tcp","vip":"10.64.1.2","port":10000,"real_ip":"192.168.1.100","real_port":8089}"#,
+    )
+    .unwrap();
+    crate::lb::HealthReport {
+        full: true,
+        verdicts: vec![crate::lb::HealthVerdict {
+            key,
+            liveness: crate::lb::Liveness::Down,
+            reason: "connect 192.168.1.100:8089: connection refused".into(),
+        }],
+    }
+}
+
+#[test]
+fn health_goes_up_only_on_a_version_2_session() {
+    let t = clock();
+    // Version 2: forwarded.
+    let mut g = gateway(&t);
+    g.on_message(hello(vec![1, 2], None), t.at(0));
+    g.accept(7, 1, cfg(7), t.at(0));
+    assert_eq!(
+        g.on_message(AgentMsg::Health(report()), t.at(1)),
+        vec![GatewayOut::Health(report())]
+    );
+    // Too many verdicts: the session goes.
+    let mut big = report();
+    big.verdicts = vec![big.verdicts[0].clone(); crate::lb::HealthReport::MAX_VERDICTS + 1];
+    let out = g.on_message(AgentMsg::Health(big), t.at(2));
+    assert!(close_reason(&out).contains("at most 65536"), "{out:?}");
+    // Version 1: a protocol error.
+    let mut g = established_gateway(&t, 1);
+    let out = g.on_message(AgentMsg::Health(report()), t.at(1));
+    assert!(
+        close_reason(&out).contains("Health needs protocol version 2"),
+        "{out:?}"
+    );
+    assert_eq!(g.state(), GatewayState::Closed);
+    // The agent sends it only when the session speaks version 2.
+    let a = established_agent(&t, None);
+    assert_eq!(a.health_report(report()), None, "version 1 session");
+    let mut a = agent(&t, None);
+    a.on_connected(t.at(0));
+    a.on_message(
+        GatewayMsg::Welcome {
+            version: 2,
+            instance_id: ID.into(),
+            tep_id: 7,
+            heartbeat_ms: 1000,
+        },
+        t.at(0),
+    );
+    assert_eq!(
+        a.health_report(report()),
+        Some(AgentOut::Send(AgentMsg::Health(report())))
+    );
+    // The wire form round-trips.
+    let j = serde_json::to_string(&AgentMsg::Health(report())).unwrap();
+    assert!(
+        j.starts_with(r#"{"type":"Health","full":true,"verdicts":[{"protocol":"tcp""#),
+        "{j}"
+    );
+    assert_eq!(
+        serde_json::from_str::<AgentMsg>(&j).unwrap(),
+        AgentMsg::Health(report())
     );
 }
 
@@ -1434,7 +1503,7 @@ fn end_to_end_version_mismatch() {
     let mut p = Pair::new(&t, None);
     p.a = AgentSession::new(
         AgentSessionConfig {
-            versions: vec![2, 3],
+            versions: vec![3, 4],
             ..AgentSessionConfig::new("gw:5555", "9.0", meta())
         },
         None,
@@ -1448,7 +1517,7 @@ fn end_to_end_version_mismatch() {
     assert_eq!(p.a.state(), AgentState::Closed);
     assert_eq!(
         p.a.status().last_error.as_deref(),
-        Some("rejected by gateway: no common protocol version (ours [1], peer offers [2, 3])")
+        Some("rejected by gateway: no common protocol version (ours [1, 2], peer offers [3, 4])")
     );
 }
 

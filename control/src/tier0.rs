@@ -70,6 +70,11 @@ pub(crate) fn check(cfg: &InstanceConfig, out: &mut Vec<Problem>) {
     }
     if let Some(t0) = &cfg.tier0 {
         check_tier0(&mut o, t0, cfg);
+    } else if !cfg.health_checks.is_empty() {
+        o.add(
+            "health_checks",
+            "only the edge (a config with a tier0) runs health checks",
+        );
     }
 }
 
@@ -153,6 +158,32 @@ fn check_tier0(o: &mut Out<'_>, t0: &Tier0, cfg: &InstanceConfig) {
     }
     let pool = check_snat(o, &t0.snat, t0.uplink.address.addr(), &own);
     check_public_ips(o, t0, cfg, &own, &pool, &overlay);
+    check_health_ip(o, t0, &overlay);
+}
+
+/// The health checks' source address: a unicast address no subnet the
+/// tier-0 routes to holds (answers to it must come to the tier-0).
+fn check_health_ip(o: &mut Out<'_>, t0: &Tier0, overlay: &[(&str, Ipv4Net)]) {
+    let ip = t0.health_check_ip;
+    let p = "tier0.health_check_ip";
+    if ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_loopback()
+        || ip.is_link_local()
+    {
+        o.add(p, format!("{ip} is not a unicast address"));
+    } else if t0.uplink.address.trunc().contains(&ip) {
+        o.add(
+            p,
+            format!(
+                "{ip} is on the uplink's subnet {}",
+                t0.uplink.address.trunc()
+            ),
+        );
+    } else if let Some((name, net)) = overlay.iter().find(|(_, n)| n.contains(&ip)) {
+        o.add(p, format!("{ip} is in the subnet {net} of switch {name:?}"));
+    }
 }
 
 /// The uplink's own addresses, checked.
@@ -395,6 +426,7 @@ mod tests {
                     instance: "vm3".into(),
                 }],
                 underlay_snat: true,
+                health_check_ip: Tier0::DEFAULT_HEALTH_CHECK_IP,
             })),
             ..InstanceConfig::default()
         }
@@ -479,6 +511,51 @@ mod tests {
             got[9].contains("not a secondary address of the uplink"),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn the_health_check_address_is_outside_every_routed_subnet() {
+        let with = |ip: &str| {
+            let mut cfg = edge();
+            cfg.tier0.as_mut().unwrap().health_check_ip = ip.parse().unwrap();
+            problems(&cfg)
+        };
+        assert!(with("100.64.0.1").is_empty());
+        let overlay = cfg_switch_ip(&edge());
+        for (ip, says) in [
+            (overlay.as_str(), "in the subnet"),
+            ("203.0.113.200", "on the uplink's subnet"),
+            ("169.254.0.1", "not a unicast address"),
+            ("0.0.0.0", "not a unicast address"),
+        ] {
+            let got = with(ip);
+            assert_eq!(got.len(), 1, "{ip}: {got:?}");
+            assert!(
+                got[0].starts_with("tier0.health_check_ip:") && got[0].contains(says),
+                "{ip}: {got:?}"
+            );
+        }
+        let mut inst = edge();
+        inst.tier0 = None;
+        inst.health_checks.push(crate::lb::VirtualServer::new(
+            "10.64.1.2".parse().unwrap(),
+            80,
+            crate::lb::LbProtocol::Tcp,
+            crate::lb::Scheduler::Sh,
+        ));
+        assert!(
+            problems(&inst)
+                .iter()
+                .any(|p| p.starts_with("health_checks:")),
+            "{:?}",
+            problems(&inst)
+        );
+    }
+
+    /// An address inside the edge config's first switch.
+    fn cfg_switch_ip(cfg: &InstanceConfig) -> String {
+        let net = cfg.switches[0].subnet;
+        std::net::Ipv4Addr::from(u32::from(net.network()) + 9).to_string()
     }
 
     #[test]

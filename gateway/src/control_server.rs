@@ -825,6 +825,10 @@ impl Conn {
                         queue.extend(self.session.on_disconnected(e.to_string(), Instant::now()));
                     }
                 }
+                GatewayOut::Health(report) => {
+                    // Wired to the health view by the next change.
+                    debug!(instance = %self.id, verdicts = report.verdicts.len(), "control: health report");
+                }
                 GatewayOut::Hello {
                     instance,
                     agent_version,

@@ -14,22 +14,13 @@
 //! those get a new version ([`crate::store::Store::config_snapshot_with`]).
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 
-use control::lb::{ForwardKind, LbProtocol, LbService, Liveness, VirtualServer};
+use control::lb::{ForwardKind, LbService, Liveness, VirtualServer};
 
 use crate::load_balancer::{self, Balanced};
 use crate::state::DesiredState;
 
-/// One real server of one virtual server, as a health checker names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HealthKey {
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub protocol: LbProtocol,
-    pub real_ip: Ipv4Addr,
-    pub real_port: u16,
-}
+pub use control::lb::HealthKey;
 
 /// The health checker's verdicts; a pair absent is up at its configured
 /// weight.
@@ -76,13 +67,7 @@ impl LbPlan {
 /// `vs` as an agent gets it: with one verdict per real server when
 /// `health` has any for it, none otherwise (all at their weights).
 pub fn service(vs: &VirtualServer, health: &HealthView) -> LbService {
-    let key = |rs: &control::lb::RealServer| HealthKey {
-        vip: vs.vip,
-        port: vs.port,
-        protocol: vs.protocol,
-        real_ip: rs.ip,
-        real_port: rs.port,
-    };
+    let key = |rs: &control::lb::RealServer| HealthKey::of(vs, rs);
     let known = vs
         .real_servers
         .iter()
@@ -105,6 +90,8 @@ pub fn service(vs: &VirtualServer, health: &HealthView) -> LbService {
 mod tests {
     use super::*;
     use crate::state::parse;
+    use control::lb::LbProtocol;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn split_by_where_balanced_with_snat_and_verdicts() {

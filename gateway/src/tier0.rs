@@ -59,6 +59,10 @@ pub struct Tier0Spec {
     /// ([`control::model::Tier0::underlay_snat`]); default on.
     #[serde(default = "default_underlay_snat", skip_serializing_if = "is_true")]
     pub underlay_snat: bool,
+    /// The source address of the edge's health checks; absent =
+    /// [`Tier0::DEFAULT_HEALTH_CHECK_IP`] ([`Tier0::health_check_ip`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_ip: Option<std::net::Ipv4Addr>,
 }
 
 fn default_underlay_snat() -> bool {
@@ -109,6 +113,9 @@ impl Tier0Spec {
             snat: self.snat.clone(),
             public_ips: Vec::new(),
             underlay_snat: self.underlay_snat,
+            health_check_ip: self
+                .health_check_ip
+                .unwrap_or(Tier0::DEFAULT_HEALTH_CHECK_IP),
         }
     }
 }

@@ -124,6 +124,7 @@ fn the_edge_and_the_instances_get_their_configs() {
         snat: Snat::default(),
         public_ips: vec![],
         underlay_snat: true,
+        health_check_ip: Tier0::DEFAULT_HEALTH_CHECK_IP,
     };
     let sw = |name: &str, vni: u32, net: &str, gw: &str| LogicalSwitch {
         name: name.into(),

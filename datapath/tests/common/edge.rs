@@ -101,6 +101,7 @@ pub fn edge_with(change: impl FnOnce(&mut control::InstanceConfig)) -> Pipeline 
             instance: "vm3".into(),
         }],
         underlay_snat: true,
+        health_check_ip: Tier0::DEFAULT_HEALTH_CHECK_IP,
     }));
     change(&mut cfg);
     let host = LocalHost {
