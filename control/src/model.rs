@@ -52,12 +52,6 @@ pub struct InstanceConfig {
     /// edge, those on the uplink's addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancers: Vec<crate::lb::LbService>,
-    /// Only on the edge: every virtual server with health checkers,
-    /// wherever it is balanced. The edge runs the checkers (from
-    /// [`Tier0::health_check_ip`]) and reports their verdicts to the
-    /// gateway, which gives them to every datapath balancing the server.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub health_checks: Vec<crate::lb::VirtualServer>,
 }
 
 /// How an instance reaches the edge: the tier-0's tunnel endpoint and its
@@ -121,6 +115,12 @@ pub struct Tier0 {
         skip_serializing_if = "Tier0::is_default_health_check_ip"
     )]
     pub health_check_ip: Ipv4Addr,
+    /// Every virtual server with health checkers, wherever it is
+    /// balanced. The edge runs the checkers (from `health_check_ip`) and
+    /// reports their verdicts to the gateway, which gives them to every
+    /// datapath balancing the server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<crate::lb::VirtualServer>,
 }
 
 impl Tier0 {

@@ -611,7 +611,7 @@ impl AgentSession {
             && self
                 .protocol_version
                 .is_some_and(|v| v >= crate::proto::HEALTH_VERSION))
-        .then(|| AgentOut::Send(AgentMsg::Health(report)))
+        .then_some(AgentOut::Send(AgentMsg::Health(report)))
     }
 
     /// The decoder failed: the connection must go.

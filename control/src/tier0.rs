@@ -70,11 +70,6 @@ pub(crate) fn check(cfg: &InstanceConfig, out: &mut Vec<Problem>) {
     }
     if let Some(t0) = &cfg.tier0 {
         check_tier0(&mut o, t0, cfg);
-    } else if !cfg.health_checks.is_empty() {
-        o.add(
-            "health_checks",
-            "only the edge (a config with a tier0) runs health checks",
-        );
     }
 }
 
@@ -427,6 +422,7 @@ mod tests {
                 }],
                 underlay_snat: true,
                 health_check_ip: Tier0::DEFAULT_HEALTH_CHECK_IP,
+                health_checks: Vec::new(),
             })),
             ..InstanceConfig::default()
         }
@@ -535,21 +531,6 @@ mod tests {
                 "{ip}: {got:?}"
             );
         }
-        let mut inst = edge();
-        inst.tier0 = None;
-        inst.health_checks.push(crate::lb::VirtualServer::new(
-            "10.64.1.2".parse().unwrap(),
-            80,
-            crate::lb::LbProtocol::Tcp,
-            crate::lb::Scheduler::Sh,
-        ));
-        assert!(
-            problems(&inst)
-                .iter()
-                .any(|p| p.starts_with("health_checks:")),
-            "{:?}",
-            problems(&inst)
-        );
     }
 
     /// An address inside the edge config's first switch.

@@ -116,6 +116,7 @@ impl Tier0Spec {
             health_check_ip: self
                 .health_check_ip
                 .unwrap_or(Tier0::DEFAULT_HEALTH_CHECK_IP),
+            health_checks: Vec::new(),
         }
     }
 }

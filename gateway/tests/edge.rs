@@ -125,6 +125,7 @@ fn the_edge_and_the_instances_get_their_configs() {
         public_ips: vec![],
         underlay_snat: true,
         health_check_ip: Tier0::DEFAULT_HEALTH_CHECK_IP,
+        health_checks: Vec::new(),
     };
     let sw = |name: &str, vni: u32, net: &str, gw: &str| LogicalSwitch {
         name: name.into(),

@@ -102,6 +102,7 @@ pub fn edge_with(change: impl FnOnce(&mut control::InstanceConfig)) -> Pipeline 
         }],
         underlay_snat: true,
         health_check_ip: Tier0::DEFAULT_HEALTH_CHECK_IP,
+        health_checks: Vec::new(),
     }));
     change(&mut cfg);
     let host = LocalHost {
