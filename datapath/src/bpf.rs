@@ -236,6 +236,7 @@ mod tests {
             nat_capacity: 16,
             downlink_nat: None,
             downlink_nat_capacity: 0,
+            health_check_ip: control::Tier0::DEFAULT_HEALTH_CHECK_IP,
         }
     }
 

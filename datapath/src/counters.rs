@@ -124,6 +124,9 @@ pub struct Counters {
     /// bridge received, and frames sent out of it (ARP included).
     pub downlink_rx: PacketBytes,
     pub downlink_tx: PacketBytes,
+    /// The edge's health-check port (the checkers' namespace).
+    pub probe_rx: PacketBytes,
+    pub probe_tx: PacketBytes,
     pub tunnels: Vec<TunnelCounters>,
     pub dhcp: DhcpCounters,
 }
@@ -139,6 +142,8 @@ impl Default for Counters {
             underlay_tx: PacketBytes::default(),
             downlink_rx: PacketBytes::default(),
             downlink_tx: PacketBytes::default(),
+            probe_rx: PacketBytes::default(),
+            probe_tx: PacketBytes::default(),
             tunnels: Vec::new(),
             dhcp: DhcpCounters::default(),
         }

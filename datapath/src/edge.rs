@@ -121,7 +121,7 @@ impl Neighbors {
     }
 }
 
-/// The tier-0's two interfaces besides the overlay.
+/// The tier-0's interfaces besides the overlay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Iface {
     /// Plain IP toward the cloud's NAT and the internet (the agent's
@@ -130,6 +130,10 @@ pub enum Iface {
     /// The underlay subnet, where the instances' tunnel endpoints live and
     /// hosts without an agent too (the bridge that took `[host] nic`).
     Downlink,
+    /// The health-check port: a veth into the namespace where the edge's
+    /// health checkers open their connections, from the tier-0's
+    /// `health_check_ip`. Only the overlay is routed to and from it.
+    Probe,
 }
 
 impl Iface {
@@ -137,6 +141,7 @@ impl Iface {
         match self {
             Iface::Uplink => "uplink",
             Iface::Downlink => "downlink",
+            Iface::Probe => "health-check port",
         }
     }
 }
@@ -148,6 +153,8 @@ pub struct EdgeState {
     pub neighbors: Neighbors,
     /// The downlink's ARP cache.
     pub downlink: Neighbors,
+    /// The health-check port's (one neighbour: the checkers' namespace).
+    pub probe: Neighbors,
     /// The NAT, its tables allocated for the tier-0's `max_sessions`.
     pub nat: nat::Nat,
     /// The downlink's NAT, while the tier-0 has `underlay_snat`.
@@ -160,6 +167,7 @@ impl EdgeState {
         Ok(EdgeState {
             neighbors: Neighbors::default(),
             downlink: Neighbors::default(),
+            probe: Neighbors::default(),
             nat: nat::Nat::new(t0.nat_capacity, t0.nat.clone())?,
             downlink_nat: match &t0.downlink_nat {
                 Some(c) => Some(nat::Nat::new(t0.downlink_nat_capacity, c.clone())?),
@@ -174,6 +182,7 @@ impl EdgeState {
         match iface {
             Iface::Uplink => Some(&self.nat),
             Iface::Downlink => self.downlink_nat.as_ref(),
+            Iface::Probe => None,
         }
     }
 
@@ -181,6 +190,7 @@ impl EdgeState {
         match iface {
             Iface::Uplink => Some(&mut self.nat),
             Iface::Downlink => self.downlink_nat.as_mut(),
+            Iface::Probe => None,
         }
     }
 
@@ -231,6 +241,7 @@ impl EdgeState {
         match iface {
             Iface::Uplink => &self.neighbors,
             Iface::Downlink => &self.downlink,
+            Iface::Probe => &self.probe,
         }
     }
 
@@ -238,6 +249,7 @@ impl EdgeState {
         match iface {
             Iface::Uplink => &mut self.neighbors,
             Iface::Downlink => &mut self.downlink,
+            Iface::Probe => &mut self.probe,
         }
     }
 }

@@ -11,8 +11,8 @@ use firewall::{Dir, Firewall, RejectKind};
 use crate::counters::{Counters, TunnelCounters};
 use crate::edge::{EdgeState, Iface};
 use crate::layer::{
-    self, ANSWER, Commit, Ctx, EDGE_FROM_DOWNLINK, EDGE_FROM_OVERLAY, EDGE_FROM_UPLINK, EGRESS,
-    INGRESS, LayerId, Recorder, Why,
+    self, ANSWER, Commit, Ctx, EDGE_FROM_DOWNLINK, EDGE_FROM_OVERLAY, EDGE_FROM_PROBE,
+    EDGE_FROM_UPLINK, EGRESS, INGRESS, LayerId, Recorder, Why,
 };
 use crate::lbstate::LbState;
 use crate::offload::{Offload, VIRTIO_NET_HDR_LEN};
@@ -249,7 +249,7 @@ impl Pipeline {
         ctx.offload = offload;
         if self.tables.tier0.is_some() {
             // On the edge the "port" is the uplink.
-            ctx.from_uplink = true;
+            ctx.came_in = Some(Iface::Uplink);
             return self.run(Dir::In, &EDGE_FROM_UPLINK, &mut ctx, now_ns, out);
         }
         self.run(Dir::Out, &EGRESS, &mut ctx, now_ns, out)
@@ -301,7 +301,7 @@ impl Pipeline {
         self.counters.downlink_rx.add(frame.len());
         let mut ctx = Ctx::new(frame);
         ctx.offload = offload;
-        ctx.from_downlink = true;
+        ctx.came_in = Some(Iface::Downlink);
         self.run(Dir::In, &EDGE_FROM_DOWNLINK, &mut ctx, now_ns, out)
     }
 
@@ -312,6 +312,15 @@ impl Pipeline {
             Ok((frame, offload)) => self.from_downlink_offload(frame, offload, now_ns, out),
             Err(v) => v,
         }
+    }
+
+    /// A frame from the edge's health-check port (the namespace where its
+    /// health checkers run). Off the edge it is dropped (`not_for_edge`).
+    pub fn from_probe(&mut self, frame: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        self.counters.probe_rx.add(frame.len());
+        let mut ctx = Ctx::new(frame);
+        ctx.came_in = Some(Iface::Probe);
+        self.run(Dir::In, &EDGE_FROM_PROBE, &mut ctx, now_ns, out)
     }
 
     /// The downlink socket's filter for the current tables (see

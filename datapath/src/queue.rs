@@ -171,6 +171,9 @@ impl TxQueue {
     }
 }
 
+/// Slots of the health-check port's queue.
+pub const PROBE_SLOTS: usize = 64;
+
 /// The pipeline's output queues.
 #[derive(Debug)]
 pub struct Output {
@@ -182,6 +185,9 @@ pub struct Output {
     /// underlay bridge). Off the edge it has no slots
     /// ([`Output::without_downlink`]).
     pub downlink: TxQueue,
+    /// The edge only: frames for the health-check port (answers to the
+    /// checkers: few, so few slots).
+    pub probe: TxQueue,
     /// Merge TCP segments for the port (needs 64 KiB port slots).
     pub(crate) coalesce: bool,
 }
@@ -195,15 +201,18 @@ impl Output {
             underlay: TxQueue::new(slots, slot),
             port: TxQueue::new(slots, slot),
             downlink: TxQueue::new(slots, slot),
+            probe: TxQueue::new(PROBE_SLOTS.min(slots), slot),
             coalesce: false,
         }
     }
 
-    /// The same queues without room for the downlink (for a datapath that
-    /// is not the edge: what would go there is dropped as `tx_full`, and
-    /// its buffers are not allocated).
+    /// The same queues without room for the downlink and the
+    /// health-check port (for a datapath that is not the edge: what would
+    /// go there is dropped as `tx_full`, and their buffers are not
+    /// allocated).
     pub fn without_downlink(mut self) -> Output {
         self.downlink = TxQueue::new(0, 0);
+        self.probe = TxQueue::new(0, 0);
         self
     }
 
@@ -216,6 +225,7 @@ impl Output {
             underlay: TxQueue::new(slots, slot),
             port: TxQueue::new(port_slots, MAX_MERGED + 64),
             downlink: TxQueue::new(slots, slot),
+            probe: TxQueue::new(PROBE_SLOTS.min(slots), slot),
             coalesce: true,
         }
     }
@@ -229,11 +239,13 @@ impl Output {
         self.underlay.free() < worst
             || self.port.free() < 2
             || (self.downlink.capacity() > 0 && self.downlink.free() < 2)
+            || (self.probe.capacity() > 0 && self.probe.free() < 2)
     }
 
     pub fn clear(&mut self) {
         self.underlay.clear();
         self.port.clear();
         self.downlink.clear();
+        self.probe.clear();
     }
 }

@@ -195,6 +195,9 @@ pub enum T0Hop {
     /// hop (`None`: the destination itself). Only the connected underlay
     /// subnet is routed there: there are no static routes via the downlink.
     Downlink(Option<Ipv4Addr>),
+    /// Out of the health-check port to the checkers (the tier-0's
+    /// `health_check_ip`, a /32).
+    Probe,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +214,8 @@ pub enum T0Origin {
     Static,
     Default,
     Tier1,
+    /// The health checkers' address.
+    HealthCheck,
 }
 
 /// The edge's tier-0 router, compiled.
@@ -252,6 +257,8 @@ pub struct Tier0 {
     pub downlink_nat: Option<nat::NatConfig>,
     /// Sessions the downlink's NAT holds at most.
     pub downlink_nat_capacity: usize,
+    /// The health checkers' address, behind the health-check port.
+    pub health_check_ip: Ipv4Addr,
 }
 
 /// Most sessions of the downlink's NAT (at most the uplink's): its TCP and
@@ -659,6 +666,11 @@ fn compile_tier0(
             });
         }
     }
+    routes.push(T0Route {
+        prefix: Ipv4Net::from(t0.health_check_ip),
+        hop: T0Hop::Probe,
+        origin: T0Origin::HealthCheck,
+    });
     routes.extend(t0.routes.iter().map(|r| T0Route {
         prefix: r.prefix,
         hop: T0Hop::Uplink(Some(r.next_hop)),
@@ -738,6 +750,7 @@ fn compile_tier0(
         nat_capacity,
         downlink_nat,
         downlink_nat_capacity: nat_capacity.min(DOWNLINK_NAT_SESSIONS),
+        health_check_ip: t0.health_check_ip,
     })
 }
 

@@ -24,9 +24,10 @@ use firewall::{Dir, Firewall, FwDrop, FwVerdict};
 use geneve::{arp, ethernet, icmpv4, ipv4, tcp};
 
 use crate::counters::Counters;
+use crate::edge::Iface;
 use crate::layer::{
-    self, Ctx, EDGE_FROM_DOWNLINK, EDGE_FROM_OVERLAY, EDGE_FROM_UPLINK, EGRESS, INGRESS, LayerId,
-    Recorder, Step, Why,
+    self, Ctx, EDGE_FROM_DOWNLINK, EDGE_FROM_OVERLAY, EDGE_FROM_PROBE, EDGE_FROM_UPLINK, EGRESS,
+    INGRESS, LayerId, Recorder, Step, Why,
 };
 use crate::pipeline::{ANSWER_BUF, Pipeline};
 use crate::queue::Output;
@@ -47,6 +48,9 @@ pub enum TraceFrom {
     /// The edge: an Ethernet frame its downlink received (see
     /// [`Pipeline::from_downlink`]).
     Downlink,
+    /// The edge: an Ethernet frame from its health-check port (see
+    /// [`Pipeline::from_probe`]).
+    Probe,
 }
 
 /// How a layer's step ended.
@@ -141,13 +145,17 @@ impl Pipeline {
         let edge = t.tier0.is_some();
         let (dir, layers, packet) = match from {
             TraceFrom::Port if edge => {
-                ctx.from_uplink = true;
+                ctx.came_in = Some(Iface::Uplink);
                 (Dir::In, &EDGE_FROM_UPLINK[..], summarize(data))
             }
             TraceFrom::Port => (Dir::Out, &EGRESS[..], summarize(data)),
             TraceFrom::Downlink => {
-                ctx.from_downlink = true;
+                ctx.came_in = Some(Iface::Downlink);
                 (Dir::In, &EDGE_FROM_DOWNLINK[..], summarize(data))
+            }
+            TraceFrom::Probe => {
+                ctx.came_in = Some(Iface::Probe);
+                (Dir::In, &EDGE_FROM_PROBE[..], summarize(data))
             }
             TraceFrom::Underlay(src) => {
                 ctx.outer_src = src;

@@ -49,10 +49,17 @@ pub enum LayerId {
     /// real server (scheduled, or the one it has), its answers the
     /// virtual server's address back.
     Lb,
+    /// The edge's health-check port, a frame received from the checkers'
+    /// namespace: ARP answered for any address but theirs, IPv4 only from
+    /// the health-check address.
+    ProbeIn,
+    /// The edge's health-check port, a frame sent: an answer of a real
+    /// server to the checkers.
+    ProbeOut,
 }
 
 impl LayerId {
-    pub const ALL: [LayerId; 17] = [
+    pub const ALL: [LayerId; 19] = [
         LayerId::PortSecurity,
         LayerId::Dhcp,
         LayerId::Firewall,
@@ -70,6 +77,8 @@ impl LayerId {
         LayerId::DownlinkIn,
         LayerId::DownlinkOut,
         LayerId::Lb,
+        LayerId::ProbeIn,
+        LayerId::ProbeOut,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -91,6 +100,8 @@ impl LayerId {
             LayerId::DownlinkIn => "downlink-in",
             LayerId::DownlinkOut => "downlink-out",
             LayerId::Lb => "lb",
+            LayerId::ProbeIn => "probe-in",
+            LayerId::ProbeOut => "probe-out",
         }
     }
 }

@@ -451,6 +451,7 @@ proptest! {
                 TraceFrom::Port => p.from_port(&data, now, &mut out),
                 TraceFrom::Underlay(src) => p.from_underlay(src, &data, now, &mut out),
                 TraceFrom::Downlink => p.from_downlink(&data, now, &mut out),
+                TraceFrom::Probe => p.from_probe(&data, now, &mut out),
             };
             let details: Vec<&str> = trace.steps.iter().map(|s| s.detail.as_str()).collect();
             prop_assert_eq!(trace.verdict, actual, "{:?}\n{:#?}", input, details);

@@ -690,7 +690,7 @@ fn routers(shared: &Shared) -> Answer<RoutersReply> {
         routers.push(Router {
             name: t0.name.clone(),
             mac: t0.mac,
-            switches: vec!["uplink".into(), "downlink".into()],
+            switches: vec!["uplink".into(), "downlink".into(), "health-check".into()],
             routes: t0
                 .routes
                 .iter()
@@ -698,6 +698,7 @@ fn routers(shared: &Shared) -> Answer<RoutersReply> {
                     let (switch, next_hop) = match rt.hop {
                         T0Hop::Uplink(nh) => ("uplink".to_string(), nh),
                         T0Hop::Downlink(nh) => ("downlink".to_string(), nh),
+                        T0Hop::Probe => ("health-check".to_string(), None),
                         T0Hop::Tier1(ri) => (
                             t.routers
                                 .get(usize::from(ri))
@@ -711,7 +712,8 @@ fn routers(shared: &Shared) -> Answer<RoutersReply> {
                         switch,
                         next_hop,
                         kind: match rt.origin {
-                            T0Origin::Connected => RouteKind::Connected,
+                            // The checkers' address: connected on their port.
+                            T0Origin::Connected | T0Origin::HealthCheck => RouteKind::Connected,
                             T0Origin::Static => RouteKind::Static,
                             T0Origin::Default => RouteKind::Default,
                             T0Origin::Tier1 => RouteKind::Tier1,

@@ -37,6 +37,7 @@ pub(crate) mod forward;
 pub(crate) mod lb;
 pub(crate) mod nat;
 pub(crate) mod port_security;
+pub(crate) mod probe;
 pub(crate) mod responder;
 pub(crate) mod router;
 pub(crate) mod source_guard;
@@ -87,13 +88,23 @@ pub const EDGE_FROM_UPLINK: [LayerId; 6] = [
 /// The edge, Geneve from an instance's tier-1 on the transit segment: NAT,
 /// the tier-0, then out of the uplink or the downlink, or back into the
 /// overlay (a public IP reached from inside: hairpinning).
-pub const EDGE_FROM_OVERLAY: [LayerId; 8] = [
+pub const EDGE_FROM_OVERLAY: [LayerId; 9] = [
     LayerId::Decap,
     LayerId::Lb,
     LayerId::Nat,
     LayerId::Tier0,
     LayerId::UplinkOut,
     LayerId::DownlinkOut,
+    LayerId::ProbeOut,
+    LayerId::Router,
+    LayerId::Encap,
+];
+
+/// The edge, a frame from its health-check port (the checkers'
+/// namespace): the tier-0 routes it into the overlay, untranslated.
+pub const EDGE_FROM_PROBE: [LayerId; 4] = [
+    LayerId::ProbeIn,
+    LayerId::Tier0,
     LayerId::Router,
     LayerId::Encap,
 ];
@@ -175,14 +186,10 @@ pub(crate) struct Ctx<'a> {
     pub hops: u8,
     /// Edge: the frame came from a tier-1 on the transit segment.
     pub transit: bool,
-    /// Edge: the frame came in on the uplink.
-    pub from_uplink: bool,
-    /// Edge: the tier-0 routed it out of the uplink to this next hop.
-    pub uplink: Option<Ipv4Addr>,
-    /// Edge: the frame came in on the downlink.
-    pub from_downlink: bool,
-    /// Edge: the tier-0 routed it out of the downlink to this next hop.
-    pub downlink: Option<Ipv4Addr>,
+    /// Edge: the interface the frame came in on (`None`: the overlay).
+    pub came_in: Option<Iface>,
+    /// Edge: the tier-0 routed it out of this interface to this next hop.
+    pub out_to: Option<(Iface, Ipv4Addr)>,
     /// Edge: the translation NAT decided on, applied when the frame is copied out.
     pub nat: Option<::nat::Translation>,
 }
@@ -207,10 +214,8 @@ impl<'a> Ctx<'a> {
             l2_checked: false,
             hops: 0,
             transit: false,
-            from_uplink: false,
-            uplink: None,
-            from_downlink: false,
-            downlink: None,
+            came_in: None,
+            out_to: None,
             nat: None,
         }
     }
@@ -315,6 +320,7 @@ pub(crate) enum Why {
     Nat(nat::Why),
     Tier0(tier0::Why),
     Lb(lb::Why),
+    Probe(probe::Why),
 }
 
 impl Why {
@@ -347,6 +353,7 @@ impl fmt::Display for Shown<'_> {
             Why::Forward(w) => w.write(f),
             Why::Uplink(w) => w.write(f),
             Why::Downlink(w) => w.write(f),
+            Why::Probe(w) => w.write(f),
             Why::Nat(w) => w.write(f),
             Why::Tier0(w) => w.write(t, f),
             Why::Lb(w) => w.write(f),
@@ -476,6 +483,8 @@ pub(crate) fn walk<R: Recorder>(
                 uplink::process_out(Iface::Downlink, t, ctx, out, c, now_ns, rec)
             }
             LayerId::Lb => lb::process(lb_way(dir, ctx), ctx, now_ns, rec),
+            LayerId::ProbeIn => probe::process_in(t, ctx, out, c, now_ns, rec),
+            LayerId::ProbeOut => uplink::process_out(Iface::Probe, t, ctx, out, c, now_ns, rec),
         };
         rec.step(id, step);
         let lc = &mut c.layers[id as usize];
@@ -533,7 +542,7 @@ fn translate_tuple(tuple: &mut ::firewall::flow::Tuple, tr: &::nat::Translation)
 fn lb_way(dir: Dir, ctx: &Ctx<'_>) -> Way {
     if ctx.transit {
         Way::Either
-    } else if ctx.from_uplink || dir == Dir::Out {
+    } else if ctx.came_in == Some(Iface::Uplink) || dir == Dir::Out {
         Way::ToVip
     } else {
         Way::FromServer

@@ -56,6 +56,8 @@ pub(crate) enum Why {
     Underlay,
     /// From the downlink to an address that is not the downlink's NAT's.
     NotToDownlinkNat,
+    /// From the overlay to the health checkers: nothing to translate.
+    HealthCheck,
     /// The engine's decision.
     Decided(Box<Decision>),
 }
@@ -74,7 +76,7 @@ pub(crate) fn process<R: Recorder>(
         rec.note(|| LayerWhy::Nat(Why::Balanced));
         return Step::Next;
     }
-    let dir = if ctx.from_uplink || ctx.from_downlink {
+    let dir = if ctx.came_in.is_some() {
         Dir::In
     } else {
         Dir::Out
@@ -85,11 +87,12 @@ pub(crate) fn process<R: Recorder>(
         Dir::Out => t0.route(ip.dst).map(|r| r.hop),
         Dir::In => None,
     };
-    let iface = if ctx.from_downlink || matches!(out_hop, Some(T0Hop::Downlink(_))) {
-        Iface::Downlink
-    } else {
-        Iface::Uplink
-    };
+    let iface =
+        if ctx.came_in == Some(Iface::Downlink) || matches!(out_hop, Some(T0Hop::Downlink(_))) {
+            Iface::Downlink
+        } else {
+            Iface::Uplink
+        };
     if iface == Iface::Downlink {
         if !t0.underlay_snat || (dir == Dir::Out && ip.dst == t0.downlink_ip()) {
             rec.note(|| LayerWhy::Nat(Why::Underlay));
@@ -113,6 +116,11 @@ pub(crate) fn process<R: Recorder>(
     }
     if dir == Dir::Out && !t0.owns(ip.dst) && matches!(out_hop, Some(T0Hop::Tier1(_))) {
         rec.note(|| LayerWhy::Nat(Why::Inside));
+        return Step::Next;
+    }
+    if dir == Dir::Out && matches!(out_hop, Some(T0Hop::Probe)) {
+        // A real server answering the edge's health checks.
+        rec.note(|| LayerWhy::Nat(Why::HealthCheck));
         return Step::Next;
     }
     let pkt = ctx
@@ -157,6 +165,7 @@ impl Why {
             Why::NotEdge => f.write_str("not translated: pass"),
             Why::Balanced => f.write_str("balanced by the load balancer: not translated again"),
             Why::Inside => f.write_str("overlay to overlay: not translated: pass"),
+            Why::HealthCheck => f.write_str("to the health checkers: not translated: pass"),
             Why::ToTier0 => f.write_str("echo request to the tier-0's own address: pass"),
             Why::Underlay => f.write_str(
                 "overlay and downlink without underlay_snat, or the downlink's own address: \

@@ -110,7 +110,7 @@ pub(crate) fn process<R: Recorder>(
     let Some(t0) = &t.tier0 else {
         return done(DropReason::NotForEdge, Why::NotIpv4);
     };
-    if !ctx.from_uplink && !ctx.from_downlink && !ctx.transit {
+    if ctx.came_in.is_none() && !ctx.transit {
         return done(
             DropReason::NotForEdge,
             Why::NotTransit {
@@ -156,6 +156,7 @@ pub(crate) fn process<R: Recorder>(
     let to = match hop {
         T0Hop::Uplink(_) => Some(Iface::Uplink),
         T0Hop::Downlink(_) => Some(Iface::Downlink),
+        T0Hop::Probe => Some(Iface::Probe),
         T0Hop::Tier1(_) => None,
     };
     if let (Some(from), Some(to)) = (ingress(ctx), to) {
@@ -169,7 +170,7 @@ pub(crate) fn process<R: Recorder>(
             },
         );
     }
-    if ctx.from_downlink && t0.underlay_snat && ctx.nat.is_none() {
+    if ctx.came_in == Some(Iface::Downlink) && t0.underlay_snat && ctx.nat.is_none() {
         return done(
             DropReason::DownlinkPolicy,
             Why::DownlinkPolicy { src: ip.src, dst },
@@ -196,7 +197,7 @@ pub(crate) fn process<R: Recorder>(
     let mtu = match hop {
         T0Hop::Uplink(_) => t0.uplink_mtu,
         T0Hop::Downlink(_) => t0.downlink_mtu,
-        T0Hop::Tier1(_) => t.host.overlay_mtu,
+        T0Hop::Tier1(_) | T0Hop::Probe => t.host.overlay_mtu,
     };
     let len = ctx.wire_l3_len();
     if len > usize::from(mtu) {
@@ -221,8 +222,9 @@ pub(crate) fn process<R: Recorder>(
     }
     ctx.hops = ctx.hops.saturating_add(1);
     match hop {
-        T0Hop::Uplink(nh) => ctx.uplink = Some(nh.unwrap_or(dst)),
-        T0Hop::Downlink(nh) => ctx.downlink = Some(nh.unwrap_or(dst)),
+        T0Hop::Uplink(nh) => ctx.out_to = Some((Iface::Uplink, nh.unwrap_or(dst))),
+        T0Hop::Downlink(nh) => ctx.out_to = Some((Iface::Downlink, nh.unwrap_or(dst))),
+        T0Hop::Probe => ctx.out_to = Some((Iface::Probe, dst)),
         T0Hop::Tier1(ri) => {
             let first = t
                 .routers
@@ -249,13 +251,7 @@ pub(crate) fn process<R: Recorder>(
 
 /// The edge interface a frame came in on (`None`: the overlay).
 fn ingress(ctx: &Ctx<'_>) -> Option<Iface> {
-    if ctx.from_uplink {
-        Some(Iface::Uplink)
-    } else if ctx.from_downlink {
-        Some(Iface::Downlink)
-    } else {
-        None
-    }
+    ctx.came_in
 }
 
 /// An echo reply from the tier-0, back the way the request came.
@@ -414,6 +410,7 @@ impl Why {
                     (_, T0Hop::Uplink(None)) => write!(f, " connected on the uplink ({dst})")?,
                     (_, T0Hop::Downlink(Some(nh))) => write!(f, " via {nh} on the downlink")?,
                     (_, T0Hop::Downlink(None)) => write!(f, " connected on the downlink ({dst})")?,
+                    (_, T0Hop::Probe) => write!(f, " the health checkers, on their port")?,
                 }
                 match outcome {
                     Outcome::Forward => write!(f, ", ttl {ttl} -> {}", ttl.saturating_sub(1)),

@@ -69,6 +69,7 @@ pub(crate) fn tx<'a>(
     match iface {
         Iface::Uplink => (&mut out.port, &mut c.port_tx),
         Iface::Downlink => (&mut out.downlink, &mut c.downlink_tx),
+        Iface::Probe => (&mut out.probe, &mut c.probe_tx),
     }
 }
 
@@ -77,6 +78,9 @@ pub(crate) fn own(t0: &Tier0, iface: Iface) -> (MacAddr, Ipv4Addr) {
     match iface {
         Iface::Uplink => (t0.uplink_mac, t0.primary()),
         Iface::Downlink => (t0.downlink_mac, t0.downlink_ip()),
+        // No address of its own on the health-check port: its ARP asks
+        // from the uplink's primary, as its ICMP comes from it.
+        Iface::Probe => (t0.mac, t0.primary()),
     }
 }
 
@@ -112,7 +116,7 @@ pub(crate) fn process_in<R: Recorder>(
             if a.operation() == arp::OP_REQUEST {
                 let answered = t0.owns(target)
                     && from_subnet
-                    && arp_reply(out, c, t0.uplink_mac, target, mac, sender);
+                    && arp_reply(out, c, Iface::Uplink, t0.uplink_mac, target, mac, sender);
                 let v = if answered {
                     Verdict::Replied
                 } else {
@@ -236,21 +240,23 @@ pub(crate) fn entry<'t, 'f>(
     }
 }
 
-fn arp_reply(
+pub(crate) fn arp_reply(
     out: &mut Output,
     c: &mut Counters,
+    iface: Iface,
     our_mac: MacAddr,
     our_ip: Ipv4Addr,
     to_mac: MacAddr,
     to_ip: Ipv4Addr,
 ) -> bool {
+    let (q, counter) = tx(out, c, iface);
     let mut len = 0;
-    let pushed = out.port.push_with(Ipv4Addr::UNSPECIFIED, |buf| {
+    let pushed = q.push_with(Ipv4Addr::UNSPECIFIED, |buf| {
         len = arp::emit_reply_frame(buf, our_mac.0, our_ip, to_mac.0, to_ip).ok()?;
         Some(len)
     });
     if pushed {
-        c.port_tx.add(len);
+        counter.add(len);
     }
     pushed
 }
@@ -288,10 +294,9 @@ pub(crate) fn process_out<R: Recorder>(
     now_ns: u64,
     rec: &mut R,
 ) -> Step {
-    let routed = match iface {
-        Iface::Uplink => ctx.uplink,
-        Iface::Downlink => ctx.downlink,
-    };
+    let routed = ctx
+        .out_to
+        .and_then(|(to, next_hop)| (to == iface).then_some(next_hop));
     let (Some(t0), Some(next_hop)) = (&t.tier0, routed) else {
         rec.note(|| LayerWhy::Uplink(Why::NotRouted(iface)));
         return Step::Next;
