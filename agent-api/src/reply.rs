@@ -441,6 +441,11 @@ pub struct IoCounters {
     pub downlink_tx_failed: u64,
     #[serde(default)]
     pub downlink_rx_truncated: u64,
+    /// The edge's health-check port: the same two.
+    #[serde(default)]
+    pub probe_tx_failed: u64,
+    #[serde(default)]
+    pub probe_rx_truncated: u64,
 }
 
 /// `config`: the config file's `[host]` and `[gateway]` sections as the

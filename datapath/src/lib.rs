@@ -36,7 +36,7 @@ pub use counters::{Counters, DhcpCounters, LayerCounters, PacketBytes, TunnelCou
 pub use mseg::Microseg;
 pub use offload::Offload;
 pub use pipeline::Pipeline;
-pub use queue::{Output, TcpGso, TxItem, TxQueue};
+pub use queue::{Output, PROBE_SLOTS, TcpGso, TxItem, TxQueue};
 pub use tables::{LocalHost, Location, Tables, TablesError};
 pub use trace::{OutputKind, StepResult, Trace, TraceFrom, TraceOutput, TraceStep};
 pub use verdict::{DropReason, LayerId, Verdict};

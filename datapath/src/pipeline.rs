@@ -317,10 +317,30 @@ impl Pipeline {
     /// A frame from the edge's health-check port (the namespace where its
     /// health checkers run). Off the edge it is dropped (`not_for_edge`).
     pub fn from_probe(&mut self, frame: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        self.from_probe_offload(frame, Offload::NONE, now_ns, out)
+    }
+
+    fn from_probe_offload(
+        &mut self,
+        frame: &[u8],
+        offload: Offload,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
         self.counters.probe_rx.add(frame.len());
         let mut ctx = Ctx::new(frame);
+        ctx.offload = offload;
         ctx.came_in = Some(Iface::Probe);
         self.run(Dir::In, &EDGE_FROM_PROBE, &mut ctx, now_ns, out)
+    }
+
+    /// [`Pipeline::from_probe`] for a buffer from an AF_PACKET socket with
+    /// `PACKET_VNET_HDR` (a `struct virtio_net_hdr`, then the frame).
+    pub fn from_probe_vnet(&mut self, buf: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        match self.vnet(buf, |c| &mut c.probe_rx) {
+            Ok((frame, offload)) => self.from_probe_offload(frame, offload, now_ns, out),
+            Err(v) => v,
+        }
     }
 
     /// The downlink socket's filter for the current tables (see

@@ -1,6 +1,7 @@
 //! The datapath thread: one OS thread that polls the port socket, the
 //! Geneve socket (on the edge also the downlink's filtered socket on the
-//! underlay bridge, whose BPF filter follows the tables) and a waker, runs
+//! underlay bridge, whose BPF filter follows the tables, and the
+//! health-check port's socket) and a waker, runs
 //! every received batch through the
 //! [`datapath::Pipeline`], and sends the resulting batches. Config snapshots
 //! arrive over a channel (checked only when woken) and are swapped in
@@ -67,6 +68,9 @@ pub struct Sockets {
     /// The edge only: AF_PACKET on the underlay bridge, filtered
     /// ([`datapath::bpf`]): the tier-0's downlink.
     pub downlink: Option<OwnedFd>,
+    /// The edge only: AF_PACKET on the health-check port's peer
+    /// (`host::probe`): the checkers' connections in, their answers out.
+    pub probe: Option<OwnedFd>,
 }
 
 /// Slots per output queue: a full receive batch plus a worst-case frame.
@@ -86,6 +90,9 @@ struct Shell {
     /// The edge only: the downlink's receive batch.
     downlink_rx: Option<RecvBatch>,
     downlink_tx: SendBatch,
+    /// The edge only: the health-check port's batches.
+    probe_rx: Option<RecvBatch>,
+    probe_tx: SendBatch,
     io: IoCounters,
     epoch: Instant,
     capture: Capture,
@@ -117,6 +124,8 @@ pub fn run(
     let port_fd: RawFd = sockets.port.as_ref().map_or(-1, |s| s.as_raw_fd());
     let geneve_fd = sockets.geneve_rx.as_raw_fd();
     let downlink_fd: RawFd = sockets.downlink.as_ref().map_or(-1, |s| s.as_raw_fd());
+    let probe_fd: RawFd = sockets.probe.as_ref().map_or(-1, |s| s.as_raw_fd());
+    let probe = sockets.probe.is_some();
     let edge = sockets.downlink.is_some();
     let out = if coalesce {
         Output::with_coalescing(OUTPUT_SLOTS, io::RX_BUF, PORT_SLOTS)
@@ -133,6 +142,8 @@ pub fn run(
         underlay_send: GsoSender::new(OUTPUT_SLOTS),
         downlink_rx: edge.then(|| RecvBatch::new(io::PORT_RX_BUF)),
         downlink_tx: SendBatch::new(if edge { OUTPUT_SLOTS } else { 0 }),
+        probe_rx: probe.then(|| RecvBatch::new(io::RX_BUF)),
+        probe_tx: SendBatch::new(if probe { datapath::PROBE_SLOTS } else { 0 }),
         io: IoCounters::default(),
         epoch,
         capture: Capture::default(),
@@ -140,7 +151,7 @@ pub fn run(
     shell.tables_changed();
     driver::run(
         &mut shell,
-        [port_fd, geneve_fd, downlink_fd],
+        [port_fd, geneve_fd, downlink_fd, probe_fd],
         &ctl,
         &waker,
         &published,
@@ -203,7 +214,7 @@ impl driver::Shell for Shell {
     }
 
     fn drain(&mut self) -> bool {
-        self.drain_port() | self.drain_underlay() | self.drain_downlink()
+        self.drain_port() | self.drain_underlay() | self.drain_downlink() | self.drain_probe()
     }
 
     fn tick(&mut self) {
@@ -211,7 +222,10 @@ impl driver::Shell for Shell {
         self.pipeline.tick(now);
         if self.pipeline.edge().is_some() {
             self.pipeline.edge_tick(now, &mut self.out);
-            if !self.out.port.is_empty() || !self.out.downlink.is_empty() {
+            if !self.out.port.is_empty()
+                || !self.out.downlink.is_empty()
+                || !self.out.probe.is_empty()
+            {
                 self.flush(now);
             }
         }
@@ -340,6 +354,37 @@ impl Shell {
         true
     }
 
+    /// The edge: one batch from the health-check port.
+    fn drain_probe(&mut self) -> bool {
+        let (Some(fd), Some(batch)) = (
+            self.sockets.probe.as_ref().map(|s| s.as_raw_fd()),
+            self.probe_rx.as_mut(),
+        ) else {
+            return false;
+        };
+        let n = receive(batch, fd, &mut self.io);
+        if n == 0 {
+            return false;
+        }
+        let now = self.now_ns();
+        for i in 0..n {
+            if self.out.needs_flush() {
+                self.flush(now);
+            }
+            let Some(batch) = self.probe_rx.as_ref() else {
+                break;
+            };
+            let (frame, truncated) = batch.frame(i);
+            if truncated {
+                self.io.probe_rx_truncated += 1;
+                continue;
+            }
+            self.pipeline.from_probe_vnet(frame, now, &mut self.out);
+        }
+        self.flush(now);
+        true
+    }
+
     /// One batch of Geneve datagrams (GRO trains split back into datagrams).
     fn drain_underlay(&mut self) -> bool {
         let fd = self.sockets.geneve_rx.as_raw_fd();
@@ -377,6 +422,7 @@ impl Shell {
                         &mut self.port_tx,
                         &mut self.underlay_send,
                         &mut self.downlink_tx,
+                        &mut self.probe_tx,
                         &mut self.io,
                         &mut self.capture,
                         now,
@@ -400,6 +446,7 @@ impl Shell {
             &mut self.port_tx,
             &mut self.underlay_send,
             &mut self.downlink_tx,
+            &mut self.probe_tx,
             &mut self.io,
             &mut self.capture,
             now_ns,
@@ -433,6 +480,7 @@ fn flush(
     port_tx: &mut SendBatch,
     underlay_send: &mut GsoSender,
     downlink_tx: &mut SendBatch,
+    probe_tx: &mut SendBatch,
     io: &mut IoCounters,
     capture: &mut Capture,
     now_ns: u64,
@@ -470,6 +518,17 @@ fn flush(
             None => {
                 io.downlink_tx_failed += out.downlink.len() as u64;
                 out.downlink.clear();
+            }
+        }
+    }
+    if !out.probe.is_empty() {
+        match &sockets.probe {
+            Some(fd) => {
+                io.probe_tx_failed += probe_tx.send(fd.as_raw_fd(), &mut out.probe).failed as u64
+            }
+            None => {
+                io.probe_tx_failed += out.probe.len() as u64;
+                out.probe.clear();
             }
         }
     }

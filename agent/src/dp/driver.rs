@@ -1,7 +1,7 @@
 //! The loop both datapath threads run ([`crate::dp::dataloop`] for the
 //! overlay, [`crate::dp::msegloop`] for filtered micro-segmentation): one
-//! `poll` over the waker and the thread's sockets (two, three on the
-//! edge, whose downlink is one more); control messages
+//! `poll` over the waker and the thread's sockets (two; four on the
+//! edge, whose downlink and health-check port are two more); control messages
 //! ([`Ctl`]) only when woken, between batches; up to [`BATCHES_PER_ROUND`]
 //! batches from each socket per wake-up, so one busy direction cannot
 //! starve the other; housekeeping after each round; counters published
@@ -48,13 +48,14 @@ pub trait Shell {
 /// [`Ctl::Stop`] or the control channel closes.
 pub fn run<S: Shell>(
     shell: &mut S,
-    sockets: [RawFd; 3],
+    sockets: [RawFd; 4],
     ctl: &Receiver<Ctl>,
     waker: &Waker,
     published: &Mutex<Published>,
 ) {
     let mut last_publish = Instant::now() - PUBLISH_EVERY;
-    let mut poller = Poller::new([waker.fd(), sockets[0], sockets[1], sockets[2]]);
+    let [a, b, c, d] = sockets;
+    let mut poller = Poller::new([waker.fd(), a, b, c, d]);
     loop {
         let [woken, ..] = poller.wait(POLL_MS);
         if woken {

@@ -59,6 +59,7 @@ mod netns;
 mod networkd;
 pub mod nft;
 mod portdhcp;
+pub mod probe;
 mod procs;
 pub mod sshd;
 mod state;
