@@ -17,6 +17,7 @@ pub mod config;
 pub mod dp;
 pub mod fsutil;
 pub mod gw;
+pub mod health;
 pub mod host;
 pub mod run;
 pub mod sys;

@@ -34,6 +34,7 @@ use crate::dp::underlay::{self, UdpPool};
 use crate::gw::enroll;
 use crate::gw::gwclient::{self, ApplyError, ApplyRequest};
 use crate::gw::persist::{self, Applied};
+use crate::health;
 use crate::host::sshd::{self, Ssh, SshStatus};
 use crate::host::{self, NicInfo, PortPlan};
 use agent_api::GatewayStatus;
@@ -268,6 +269,7 @@ fn spawn_client(
     applied: Option<u64>,
     status: Arc<Mutex<Option<GatewayStatus>>>,
     published: Arc<Mutex<Published>>,
+    health: Arc<health::Board>,
 ) -> Gateway {
     let (tx, applies) = mpsc::channel(4);
     let task = tokio::spawn(gwclient::run(
@@ -278,6 +280,7 @@ fn spawn_client(
         tx,
         Arc::clone(&status),
         published,
+        health,
     ));
     Gateway {
         applies,
@@ -298,6 +301,7 @@ async fn start_gateway(
     nic: &NicInfo,
     underlay_ip: Ipv4Addr,
     published: Arc<Mutex<Published>>,
+    health: Arc<health::Board>,
 ) -> Result<(Gateway, Option<Applied>), StartError> {
     let meta = instance_meta(gw, nic, underlay_ip);
     let identity = match enroll::load_identity(&cfg.host.state_dir)? {
@@ -323,6 +327,7 @@ async fn start_gateway(
         persisted.as_ref().map(|p| p.version),
         Arc::new(Mutex::new(None)),
         published,
+        health,
     );
     Ok((client, persisted))
 }
@@ -383,10 +388,13 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     };
     // Counters outlive datapath restarts (mode changes) and feed the gateway's Status.
     let published = Arc::new(Mutex::new(Published::default()));
+    // The edge's health checkers' verdicts, for the control client.
+    let board = Arc::new(health::Board::default());
     let (mut gw, persisted) = match &cfg.gateway {
         Some(g) => {
             let counters = Arc::clone(&published);
-            let (gw, p) = start_gateway(&cfg, g, &nic, lh.underlay_ip, counters).await?;
+            let (gw, p) =
+                start_gateway(&cfg, g, &nic, lh.underlay_ip, counters, Arc::clone(&board)).await?;
             (Some(gw), p)
         }
         None => (None, None),
@@ -439,6 +447,15 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
         _ => Some(host::uplink::take(&cfg.host).await?),
     };
     lh = local_host(&nic, uplink)?;
+    // The edge: its health checkers' namespace and port, and the checkers.
+    let edge = match uplink {
+        Some(_) => {
+            let probe = host::probe::start(u32::from(lh.overlay_mtu)).await?;
+            let checks = health::Checks::start(Arc::clone(&board))?;
+            Some(EdgeChecks { probe, checks })
+        }
+        None => None,
+    };
     let mut result = Ok(());
     loop {
         let tables = Arc::new(Tables::build(&desired, lh)?);
@@ -464,6 +481,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
             published: Arc::clone(&published),
             desired: &desired,
             management: &management,
+            edge: edge.as_ref(),
         };
         match serve(
             &ctx,
@@ -497,6 +515,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
                         applied,
                         old.status,
                         Arc::clone(&published),
+                        Arc::clone(&board),
                     ));
                 }
             }
@@ -545,6 +564,15 @@ struct ServeCtx<'a> {
     management: &'a [std::net::SocketAddrV4],
     /// The edge role's uplink, taken.
     uplink: Option<host::uplink::Uplink>,
+    /// The edge role's health checkers and their port.
+    edge: Option<&'a EdgeChecks>,
+}
+
+/// The edge's health checkers: their port's peer (for the datapath's
+/// socket) and the monitor.
+struct EdgeChecks {
+    probe: u32,
+    checks: health::Checks,
 }
 
 /// What applying a config needs; shared by SIGHUP and the gateway.
@@ -561,6 +589,8 @@ struct Applier<'a> {
     shared: Arc<Shared>,
     /// Overlay mode's sshds (the overlay one follows the port's IP).
     ssh: &'a Ssh,
+    /// The edge's health checkers (follow `tier0.health_checks`).
+    checks: Option<&'a health::Checks>,
 }
 
 enum ApplyOutcome {
@@ -588,6 +618,9 @@ impl Applier<'_> {
             .send(Ctl::Tables(Arc::clone(&tables)))
             .map_err(|_| ApplyError::DatapathGone)?;
         self.waker.wake();
+        if let Some(c) = self.checks {
+            c.configure(desired.tier0.as_deref()).await;
+        }
         let version = tables.version;
         if let Ok(mut st) = self.shared.status.lock() {
             st.overlay = overlay_status(self.host, &tables, self.plumbed.overlay_mtu);
@@ -661,6 +694,13 @@ async fn serve(
             underlay_tx: pool,
             downlink: match ctx.uplink {
                 Some(_) => Some(edge_downlink(cfg, &tables, underlay_ip)?),
+                None => None,
+            },
+            probe: match ctx.edge {
+                Some(e) => Some(
+                    io::packet_socket(e.probe, io::Qdisc::Bypass)
+                        .map_err(io_err("AF_PACKET socket on the health-check port"))?,
+                ),
                 None => None,
             },
         })
@@ -813,7 +853,11 @@ async fn serve(
         waker: Arc::clone(&waker),
         shared: Arc::clone(&shared),
         ssh: &ssh,
+        checks: ctx.edge.map(|e| &e.checks),
     };
+    if let Some(e) = ctx.edge {
+        e.checks.configure(ctx.desired.tier0.as_deref()).await;
+    }
     let exit = loop {
         tokio::select! {
             _ = signals.term.recv() => break Exit::Stop,

@@ -157,10 +157,10 @@ pub mod defaults {
     pub const DELAY_LOOP: u32 = 60;
     /// `connect_timeout`, seconds.
     pub const CONNECT_TIMEOUT: u32 = 5;
-    /// `retry` (keepalived's `nb_get_retry`) for TCP and MISC checks.
-    pub const RETRY: u32 = 1;
-    /// `retry` for HTTP_GET / SSL_GET.
-    pub const HTTP_RETRY: u32 = 3;
+    /// `retry` (keepalived's `nb_get_retry`) and `delay_before_retry`
+    /// defaults differ by checker (keepalived 2's: 1 retry after 1 s for
+    /// TCP_CHECK, 1 after 3 s for HTTP_GET/SSL_GET, none for MISC_CHECK):
+    /// see `lb::health::defaults`.
     /// A real server's weight when absent.
     pub const WEIGHT: u32 = 1;
     /// `persistence_timeout` when given without a value (IPVS's default).
@@ -249,7 +249,8 @@ pub struct CheckTiming {
     /// Failed attempts in a row before the server is marked down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<u32>,
-    /// Seconds between retries (default: the delay loop).
+    /// Seconds between retries (default: the checker's, see
+    /// `lb::health::defaults`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_before_retry: Option<u32>,
     /// Seconds between checks (default: the virtual server's).

@@ -320,7 +320,9 @@ impl Pipeline {
         self.from_probe_offload(frame, Offload::NONE, now_ns, out)
     }
 
-    fn from_probe_offload(
+    /// Like [`Pipeline::from_probe`] for a frame with offload work
+    /// pending (a partial checksum).
+    pub fn from_probe_offload(
         &mut self,
         frame: &[u8],
         offload: Offload,

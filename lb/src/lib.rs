@@ -14,5 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+#[cfg(feature = "health")]
 pub mod health;
 pub mod keepalived;

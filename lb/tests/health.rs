@@ -490,8 +490,8 @@ async fn the_monitor_runs_due_checks_and_reports_changes_of_standing() {
         timing: CheckTiming::default(),
     };
     vs.real_servers = vec![server(tcp_port, tcp), server(1, misc)];
-    let tcp_key = HealthKey::new(&vs, &vs.real_servers[0]);
-    let misc_key = HealthKey::new(&vs, &vs.real_servers[1]);
+    let tcp_key = HealthKey::of(&vs, &vs.real_servers[0]);
+    let misc_key = HealthKey::of(&vs, &vs.real_servers[1]);
 
     let handle = MonitorHandle::new(Monitor::with_second(Duration::from_millis(25)));
     assert!(handle.update(std::slice::from_ref(&vs)).is_empty());

@@ -263,7 +263,12 @@ pub fn run(
     published: Arc<Mutex<Published>>,
     epoch: Instant,
 ) {
-    let fds = [lp.sockets.nic.as_raw_fd(), lp.sockets.fw.as_raw_fd(), -1, -1];
+    let fds = [
+        lp.sockets.nic.as_raw_fd(),
+        lp.sockets.fw.as_raw_fd(),
+        -1,
+        -1,
+    ];
     let mseg = Microseg::new(Arc::clone(&tables), lp.firewall, lp.nic_mac);
     let mut shell = Shell {
         sockets: lp.sockets,

@@ -170,6 +170,7 @@ pub fn client_tls(
 }
 
 /// Runs the control client until the process ends.
+#[allow(clippy::too_many_arguments)] // one per concern the client reports or serves
 pub async fn run(
     settings: GatewaySettings,
     tls: Arc<rustls::ClientConfig>,
@@ -178,6 +179,7 @@ pub async fn run(
     apply_tx: mpsc::Sender<ApplyRequest>,
     status: Arc<Mutex<Option<GatewayStatus>>>,
     counters: Arc<Mutex<Published>>,
+    health: Arc<crate::health::Board>,
 ) {
     let cfg = control::session::AgentSessionConfig::new(
         settings.control.clone(),
@@ -207,6 +209,7 @@ pub async fn run(
                     status: &status,
                     counters: &counters,
                     tep_id: &mut tep_id,
+                    health: &health,
                 };
                 conn.drive(stream).await
             }
@@ -306,6 +309,8 @@ struct Conn<'a> {
     status: &'a Mutex<Option<GatewayStatus>>,
     counters: &'a Mutex<Published>,
     tep_id: &'a mut u32,
+    /// The edge's health checkers' verdicts, reported as they change.
+    health: &'a crate::health::Board,
 }
 
 impl Conn<'_> {
@@ -359,6 +364,10 @@ impl Conn<'_> {
                             "gateway session established"
                         );
                         publish(self.session, self.status);
+                        // Every verdict once, then each change.
+                        if let Some(full) = self.health.full() {
+                            outs.extend(self.session.health_report(full));
+                        }
                     }
                     AgentOut::Close { reason } => {
                         tracing::warn!(%reason, "gateway session closed");
@@ -411,6 +420,11 @@ impl Conn<'_> {
                     // The gateway hears what is applied (or failed) now,
                     // not at the next period.
                     next_status = Instant::now();
+                }
+                () = self.health.changed() => {
+                    if let Some(r) = self.health.changes() {
+                        outs.extend(self.session.health_report(r));
+                    }
                 }
                 () = tokio::time::sleep(wait) => outs.extend(self.session.on_tick(Instant::now())),
             }

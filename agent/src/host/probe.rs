@@ -20,6 +20,11 @@ pub const NETNS: &str = "nsx-hc";
 /// Its interface (inside) and the datapath's end (outside).
 pub const IFACE: &str = "nsx-hc0";
 pub const PEER: &str = "nsx-hc0-peer";
+/// The namespace's handle (`/run/netns/nsx-hc`).
+pub fn netns_path() -> std::path::PathBuf {
+    netns::path(NETNS)
+}
+
 /// `RT_SCOPE_LINK`: the default route reaches every address directly.
 const SCOPE_LINK: u8 = 253;
 
@@ -31,8 +36,12 @@ const SCOPE_LINK: u8 = 253;
 pub async fn setup(nl: &Nl, mtu: u32) -> Result<u32, HostError> {
     teardown(nl).await?;
     netns::create(NETNS).await?;
-    nl.add_link("create health-check veth", IFACE, LinkVeth::new(IFACE, PEER).build())
-        .await?;
+    nl.add_link(
+        "create health-check veth",
+        IFACE,
+        LinkVeth::new(IFACE, PEER).build(),
+    )
+    .await?;
     let peer = nl.must_link("create health-check veth", PEER).await?;
     let inner = nl.must_link("create health-check veth", IFACE).await?;
     netns::disable_ipv6(PEER)?;
@@ -53,7 +62,9 @@ pub async fn setup(nl: &Nl, mtu: u32) -> Result<u32, HostError> {
     .await?;
     drop(ns_file);
     netns::run_in(NETNS, move |nl| async move {
-        let me = nl.must_link("configure health-check interface", IFACE).await?;
+        let me = nl
+            .must_link("configure health-check interface", IFACE)
+            .await?;
         netns::disable_ipv6(IFACE)?;
         ethtool::disable_tx_offloads(IFACE)?;
         for (name, index) in [("lo", None), (IFACE, Some(me.index))] {
@@ -72,15 +83,29 @@ pub async fn setup(nl: &Nl, mtu: u32) -> Result<u32, HostError> {
         Ok(())
     })
     .await?;
-    tracing::info!(netns = NETNS, iface = IFACE, peer = PEER, mtu, "health-check port ready");
+    tracing::info!(
+        netns = NETNS,
+        iface = IFACE,
+        peer = PEER,
+        mtu,
+        "health-check port ready"
+    );
     Ok(peer.index)
+}
+
+/// [`setup`] in the agent's own namespace.
+pub async fn start(mtu: u32) -> Result<u32, HostError> {
+    let nl = Nl::connect("main")?;
+    setup(&nl, mtu).await
 }
 
 /// Gives the checkers `ip` (replacing any other address) and the default
 /// route out of their interface.
 pub async fn set_address(ip: Ipv4Addr) -> Result<(), HostError> {
     netns::run_in(NETNS, move |nl| async move {
-        let me = nl.must_link("address the health-check interface", IFACE).await?;
+        let me = nl
+            .must_link("address the health-check interface", IFACE)
+            .await?;
         for old in nl.addrs::<Ipv4Addr>(IFACE, me.index).await? {
             if old.ip != ip {
                 nl.del_addr(IFACE, me.index, &old).await?;

@@ -145,6 +145,7 @@ pub async fn give_back(settings: &HostSettings) -> Result<(), HostError> {
 }
 
 async fn give_back_with(nl: &Nl, settings: &HostSettings) -> Result<(), HostError> {
+    super::probe::teardown(nl).await?;
     super::nft::delete_edge_table(&super::nft::edge_table_name(&settings.uplink))?;
     let path = state_path(&settings.state_dir);
     let rec: UplinkRec = match std::fs::metadata(&path) {

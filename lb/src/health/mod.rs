@@ -41,9 +41,9 @@
 //!
 //!   `connect_timeout` 5 s ([`control::lb::defaults::CONNECT_TIMEOUT`]);
 //!   `misc_timeout`: the **virtual server's** `delay_loop`, as keepalived
-//!   takes it. (`control::lb::defaults::HTTP_RETRY`, 3, is keepalived 1's
-//!   `nb_get_retry`; keepalived 2 has 1 for every connect checker and 0 for
-//!   scripts, which is what runs here.)
+//!   takes it. (keepalived 1's `nb_get_retry` for HTTP was 3; keepalived 2
+//!   has 1 for every connect checker and 0 for scripts, which is what runs
+//!   here.)
 //! * `TCP_CHECK`: a connect to `connect_ip:connect_port` (default the real
 //!   server's address and port) within `connect_timeout`.
 //! * `HTTP_GET` / `SSL_GET`: for each url in turn, a new connection and a

@@ -5,13 +5,10 @@
 //! ([`MonitorHandle::run`]) and those that update it or read its view.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use control::lb::{HealthCheck, LbProtocol, Liveness, RealServer, VirtualServer};
-use serde::{Deserialize, Serialize};
+use control::lb::{HealthCheck, Liveness, RealServer, VirtualServer};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
@@ -21,42 +18,8 @@ use super::schedule::{Checker, ProbeOutcome, ProbeSpec, Timing};
 /// Most probes [`MonitorHandle::run`] has in flight at once.
 pub const MAX_IN_FLIGHT: usize = 64;
 
-/// One real server of one virtual server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct HealthKey {
-    pub protocol: LbProtocol,
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    pub real_ip: Ipv4Addr,
-    pub real_port: u16,
-}
-
-impl HealthKey {
-    pub fn new(vs: &VirtualServer, rs: &RealServer) -> HealthKey {
-        HealthKey {
-            protocol: vs.protocol,
-            vip: vs.vip,
-            port: vs.port,
-            real_ip: rs.ip,
-            real_port: rs.port,
-        }
-    }
-}
-
-impl fmt::Display for HealthKey {
-    /// `TCP 10.64.1.2:80 192.168.1.100:8089`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}:{} {}:{}",
-            self.protocol.upper(),
-            self.vip,
-            self.port,
-            self.real_ip,
-            self.real_port
-        )
-    }
-}
+/// One real server of one virtual server (the gateway names it alike).
+pub use control::lb::HealthKey;
 
 /// A real server's new standing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +115,7 @@ impl Monitor {
         let mut configured = BTreeSet::new();
         for vs in vss {
             for rs in &vs.real_servers {
-                let key = HealthKey::new(vs, rs);
+                let key = HealthKey::of(vs, rs);
                 configured.insert(key);
                 let Some(check) = &rs.check else { continue };
                 if self.entries.contains_key(&key) {
@@ -402,7 +365,8 @@ impl MonitorHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use control::lb::{CheckTiming, Scheduler};
+    use control::lb::{CheckTiming, LbProtocol, Scheduler};
+    use std::net::Ipv4Addr;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -439,7 +403,7 @@ mod tests {
     }
 
     fn key(vs: &VirtualServer, i: usize) -> HealthKey {
-        HealthKey::new(vs, &vs.real_servers[i])
+        HealthKey::of(vs, &vs.real_servers[i])
     }
 
     /// Starts every probe due by `at` and fails them all; returns the events.
@@ -464,7 +428,7 @@ mod tests {
         assert_eq!(m.liveness(&key(&v, 1)), None);
         assert_eq!(
             key(&v, 0).to_string(),
-            "TCP 10.64.1.2:80 192.168.1.100:8000"
+            "TCP 10.64.1.2:80 -> 192.168.1.100:8000"
         );
     }
 
