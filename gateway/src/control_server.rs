@@ -122,6 +122,14 @@ pub trait ControlStore: Send + Sync + 'static {
     /// True once the instance has been revoked.
     fn is_revoked(&self, instance_id: &str) -> bool;
 
+    /// Health checkers' verdicts from the instance's session (whether it
+    /// is the edge, the only one whose reports count, is the store's to
+    /// check). Called from the async runtime: must not block. Ignored by
+    /// default.
+    fn health(&self, instance_id: &str, report: control::lb::HealthReport) {
+        let _ = (instance_id, report);
+    }
+
     /// A connection-level event, for metrics: a failed TLS handshake, a
     /// frame read, frames written. Called from the async runtime, once per
     /// frame read and once per batch written: must be quick (an atomic
@@ -826,8 +834,8 @@ impl Conn {
                     }
                 }
                 GatewayOut::Health(report) => {
-                    // Wired to the health view by the next change.
-                    debug!(instance = %self.id, verdicts = report.verdicts.len(), "control: health report");
+                    debug!(instance = %self.id, verdicts = report.verdicts.len(), full = report.full, "control: health report");
+                    self.ctx.store.health(&self.id, report);
                 }
                 GatewayOut::Hello {
                     instance,

@@ -7,7 +7,9 @@
 //! the inventory (enrollment, then the admin API), which an instance cannot
 //! rewrite about itself. Session events go to the store (for `get
 //! instances`, also read by other processes); an agent's `Status` is kept
-//! in memory only ([`crate::agent_status`]).
+//! in memory only ([`crate::agent_status`]); the edge's `Health` reports go
+//! to the health view's applier thread ([`crate::health`]). Configs are
+//! built with that view ([`Gateway::config_snapshot`]).
 
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -30,6 +32,9 @@ pub struct GatewayControl {
     /// Session events go to a writer thread: `report` is called on the
     /// async workers and must never wait for the store's lock.
     events: mpsc::Sender<(String, SessionEvent)>,
+    /// Health reports go to the health view's applier thread, for the
+    /// same reason (`None`: it could not be started).
+    health: Option<crate::health::Reports>,
 }
 
 impl GatewayControl {
@@ -48,10 +53,18 @@ impl GatewayControl {
                 "cannot start the session recorder: {e}; session state will not be recorded"
             );
         }
+        let health = crate::health::spawn_applier(Arc::clone(&gw))
+            .inspect_err(|e| {
+                tracing::error!(
+                    "cannot start the health view's applier: {e}; the edge's health reports will be ignored"
+                );
+            })
+            .ok();
         GatewayControl {
             gw,
             cache: Mutex::new(None),
             events: tx,
+            health,
         }
     }
 }
@@ -144,7 +157,7 @@ impl ControlStore for GatewayControl {
             Some(snap) if snap.global == current => Arc::clone(snap),
             stale => {
                 let previous = stale.map(Arc::clone);
-                let built = self.gw.store().config_snapshot(previous.as_deref())?;
+                let built = self.gw.config_snapshot(previous.as_deref())?;
                 let built = Arc::new(built);
                 *cache = Some(Arc::clone(&built));
                 built
@@ -166,6 +179,13 @@ impl ControlStore for GatewayControl {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.gw.subscribe()
+    }
+
+    fn health(&self, instance_id: &str, report: control::lb::HealthReport) {
+        // Never blocks: an unbounded queue to the applier thread.
+        if let Some(tx) = &self.health {
+            let _ = tx.send((instance_id.to_string(), report));
+        }
     }
 
     fn is_revoked(&self, instance_id: &str) -> bool {

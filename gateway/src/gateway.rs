@@ -1,6 +1,7 @@
 //! The shared runtime handle of a serving gateway: the store (behind a
-//! mutex; every operation is short), the loaded CA, the admin token and the
-//! change notification.
+//! mutex; every operation is short), the loaded CA, the admin token, the
+//! change notification and the load balancers' health view
+//! ([`crate::health`]), which every config built here reads.
 //!
 //! The seam for the control channel (5555): [`Gateway::subscribe`] gives a
 //! `watch` of the global store version — it moves on every committed change
@@ -31,9 +32,10 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::{mpsc, watch};
 
 use crate::agent_status::AgentStatuses;
+use crate::health::Health;
 use crate::metrics::Counters;
 use crate::pki::{Ca, PkiError, files};
-use crate::store::{InstanceRecord, Store, StoreError};
+use crate::store::{ConfigSnapshot, InstanceRecord, Store, StoreError};
 use crate::util;
 
 /// Errors opening the gateway.
@@ -63,6 +65,8 @@ pub struct Gateway {
     counters: Counters,
     /// Each agent's latest `Status` (memory only: see [`crate::agent_status`]).
     statuses: AgentStatuses,
+    /// The edge's health verdicts (memory only: see [`crate::health`]).
+    health: Health,
     started: Instant,
     /// The database file, watched for other processes' commits (`None`:
     /// a store not opened from a directory, e.g. in memory).
@@ -110,6 +114,7 @@ impl Gateway {
             version_tx,
             counters: Counters::default(),
             statuses: AgentStatuses::default(),
+            health: Health::default(),
             started: Instant::now(),
             db,
         }))
@@ -134,6 +139,11 @@ impl Gateway {
     /// The latest `Status` report of each agent since this gateway started.
     pub fn agent_statuses(&self) -> &AgentStatuses {
         &self.statuses
+    }
+
+    /// The load balancers' health view.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Instances as the admin API shows them: [`crate::ops::instances_json`]
@@ -240,12 +250,30 @@ impl Gateway {
         }
     }
 
-    /// See [`Store::desired_config_for`].
+    /// [`Store::desired_config_for_with`] the health view: what the
+    /// control channel pushes.
     pub fn desired_config_for(
         &self,
         instance_id: &str,
     ) -> Result<(u64, Option<InstanceConfig>), StoreError> {
-        self.store().desired_config_for(instance_id)
+        let mut store = self.store();
+        let view = self.health.view();
+        store.desired_config_for_with(instance_id, &view)
+    }
+
+    /// [`Store::config_snapshot_with`] the health view, read under the
+    /// store's lock (the view only changes with a version bump under that
+    /// lock, so a snapshot of one version always has one view); then the
+    /// verdicts on servers the state no longer checks are dropped.
+    pub fn config_snapshot(
+        &self,
+        previous: Option<&ConfigSnapshot>,
+    ) -> Result<ConfigSnapshot, StoreError> {
+        let mut store = self.store();
+        let view = self.health.view();
+        let snapshot = store.config_snapshot_with(previous, &view)?;
+        self.health.prune(snapshot.state());
+        Ok(snapshot)
     }
 
     /// See [`Store::is_revoked`]: true for a revoked or unknown certificate.

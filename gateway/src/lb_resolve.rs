@@ -7,11 +7,13 @@
 //! Each [`LbService`] carries the health verdicts of its real servers
 //! ([`LbService::live`]), made by one function ([`service`]) from a
 //! [`HealthView`]: the standing of each (virtual server, real server)
-//! pair as a health checker last found it. No checker feeds it yet (the
-//! store passes an empty view, and `live` stays empty: every real server
-//! at its configured weight); when one does, a change of a verdict
-//! changes only the configs that carry that virtual server, and only
-//! those get a new version ([`crate::store::Store::config_snapshot_with`]).
+//! pair as the edge's health checkers last found it ([`crate::health`]
+//! keeps it). Only a real server with a `check` takes a verdict (one
+//! without is always at its weight, whatever the view holds), and a
+//! service none of whose servers has a verdict has no `live` (every real
+//! server at its configured weight). A change of a verdict changes only
+//! the configs that carry that virtual server, and only those get a new
+//! version ([`crate::store::Store::config_snapshot_with`]).
 
 use std::collections::HashMap;
 
@@ -22,7 +24,7 @@ use crate::state::DesiredState;
 
 pub use control::lb::HealthKey;
 
-/// The health checker's verdicts; a pair absent is up at its configured
+/// The health checkers' verdicts; a pair absent is up at its configured
 /// weight.
 pub type HealthView = HashMap<HealthKey, Liveness>;
 
@@ -65,17 +67,17 @@ impl LbPlan {
 }
 
 /// `vs` as an agent gets it: with one verdict per real server when
-/// `health` has any for it, none otherwise (all at their weights).
+/// `health` has any for one of its checked servers, none otherwise (all
+/// at their weights).
 pub fn service(vs: &VirtualServer, health: &HealthView) -> LbService {
-    let key = |rs: &control::lb::RealServer| HealthKey::of(vs, rs);
-    let known = vs
-        .real_servers
-        .iter()
-        .any(|rs| health.contains_key(&key(rs)));
-    let live = if known {
+    let verdict = |rs: &control::lb::RealServer| {
+        rs.check.as_ref()?;
+        health.get(&HealthKey::of(vs, rs)).copied()
+    };
+    let live = if vs.real_servers.iter().any(|rs| verdict(rs).is_some()) {
         vs.real_servers
             .iter()
-            .map(|rs| health.get(&key(rs)).copied().unwrap_or(Liveness::Up))
+            .map(|rs| verdict(rs).unwrap_or(Liveness::Up))
             .collect()
     } else {
         Vec::new()
@@ -100,7 +102,7 @@ mod tests {
 tier0:
   uplink: {address: 203.0.113.2/24, secondary: [203.0.113.10]}
 load_balancers:
-  - {vip: 10.99.0.1, port: 80, scheduler: sh, real_servers: [{ip: 10.0.0.1, port: 80}, {ip: 10.0.0.2, port: 80}]}
+  - {vip: 10.99.0.1, port: 80, scheduler: sh, real_servers: [{ip: 10.0.0.1, port: 80}, {ip: 10.0.0.2, port: 80, check: {type: tcp}}]}
   - {vip: 203.0.113.10, port: 443, scheduler: sh, real_servers: [{ip: 10.0.0.3, port: 443}]}
   - {vip: 10.99.0.2, port: 80, scheduler: sh, kind: fnat, real_servers: [{ip: 10.0.0.4, port: 80}]}
   - {vip: 10.99.0.3, port: 80, scheduler: sh, kind: fnat, snat_ip: 203.0.113.10, real_servers: [{ip: 10.0.0.5, port: 80}]}
@@ -123,22 +125,24 @@ load_balancers:
         assert_eq!(snat, [None, ip("203.0.113.2"), ip("203.0.113.10")]);
         assert!(plan.for_instances()[0].live.is_empty());
 
-        // A verdict on one real server: that service lists every server's.
-        let mut health = HealthView::new();
-        health.insert(
-            HealthKey {
-                vip: "10.99.0.1".parse().expect("ip"),
-                port: 80,
-                protocol: LbProtocol::Tcp,
-                real_ip: "10.0.0.2".parse().expect("ip"),
-                real_port: 80,
-            },
-            Liveness::Down,
-        );
+        // A verdict on a real server without a checker is not one.
+        let key = |real: &str| HealthKey {
+            vip: "10.99.0.1".parse().expect("ip"),
+            port: 80,
+            protocol: LbProtocol::Tcp,
+            real_ip: real.parse().expect("ip"),
+            real_port: 80,
+        };
+        let mut health = HealthView::from([(key("10.0.0.1"), Liveness::Down)]);
+        assert_eq!(LbPlan::compile(&st, &health), plan);
+
+        // A verdict on a checked one: that service lists every server's.
+        health.insert(key("10.0.0.2"), Liveness::Down);
         let plan2 = LbPlan::compile(&st, &health);
         assert_eq!(
             plan2.for_instances()[0].live,
-            [Liveness::Up, Liveness::Down]
+            [Liveness::Up, Liveness::Down],
+            "the unchecked one is up whatever the view says"
         );
         assert_eq!(
             plan2.for_edge(),

@@ -23,7 +23,8 @@
 //! * [`load_balancer`]: the load balancers' section of that file (where
 //!   each virtual server is balanced, validation); [`lb_resolve`]: the
 //!   services each instance and the edge balance, with the health view's
-//!   verdicts.
+//!   verdicts; [`health`]: that view, fed by the edge's health checkers'
+//!   reports.
 //! * [`ops`]: the CLI operations (`init`, `apply`, `get`, `bootstrap rotate`,
 //!   `instance revoke`).
 //! * [`gateway`]: the shared runtime handle (store + CA + change
@@ -53,6 +54,7 @@ pub mod dfw_resolve;
 pub mod enroll;
 pub mod fdlimit;
 pub mod gateway;
+pub mod health;
 pub mod install;
 pub mod instance;
 pub mod lb_resolve;

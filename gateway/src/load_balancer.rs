@@ -17,7 +17,9 @@
 //! it is reachable only when distributed and the switch is on a router
 //! (the sending agent answers ARP for it there; an instance reaches an
 //! address of its subnet on the switch, never through the edge);
-//! `kind: fnat` needs a `tier0`; `snat_ip` only with `fnat`, and then one
+//! `kind: fnat` needs a `tier0`, and so do health checkers (the edge runs
+//! them), whose source address (`tier0.health_check_ip`) is no virtual,
+//! real or sorry server's; `snat_ip` only with `fnat`, and then one
 //! of the uplink's addresses; an edge virtual server on a SNAT pool
 //! address keeps its port out of the SNAT's port range (the answers to a
 //! mapping on that port would be taken for it). A virtual address inside
@@ -83,6 +85,12 @@ pub fn balanced_at(vs: &VirtualServer, uplink: &[Ipv4Addr]) -> Balanced {
 /// Every virtual address of `st` (IPAM hands none of them out).
 pub fn vips(st: &DesiredState) -> HashSet<Ipv4Addr> {
     st.load_balancers.iter().map(|v| v.vip).collect()
+}
+
+/// True when some real server of `vs` has a health checker (the edge
+/// runs it, wherever `vs` is balanced).
+pub fn has_checks(vs: &VirtualServer) -> bool {
+    vs.real_servers.iter().any(|rs| rs.check.is_some())
 }
 
 /// The switches indexed for the virtual addresses' rules, built once per
@@ -234,6 +242,7 @@ pub fn validate(st: &DesiredState, out: &mut Vec<Problem>) {
                 ),
             ));
         }
+        checker_problems(vs, st, &p, out);
         match (vs.kind, &st.tier0, vs.snat_ip) {
             (ForwardKind::Fnat, None, _) => out.push(Problem::new(
                 format!("{p}.kind"),
@@ -257,6 +266,44 @@ pub fn validate(st: &DesiredState, out: &mut Vec<Problem>) {
             }
             _ => {}
         }
+    }
+}
+
+/// The health checkers' rules for `vs` (at `p`): they run on the edge, so
+/// the state needs a `tier0` (one problem per virtual server, at its first
+/// checked real server); and the checks' source address
+/// (`tier0.health_check_ip`) is none of `vs`'s addresses (the answers to
+/// the checks and that server's own traffic would be taken for each other).
+fn checker_problems(vs: &VirtualServer, st: &DesiredState, p: &str, out: &mut Vec<Problem>) {
+    let Some(t0) = &st.tier0 else {
+        if let Some(j) = vs.real_servers.iter().position(|rs| rs.check.is_some()) {
+            out.push(Problem::new(
+                format!("{p}.real_servers[{j}].check"),
+                "health checks run on the edge: the state needs a tier0 section",
+            ));
+        }
+        return;
+    };
+    let ip = t0.health_check_ip();
+    let taken = |field: String, what: &str| {
+        Problem::new(
+            field,
+            format!(
+                "{ip} is the tier-0's health_check_ip (the source of the edge's health checks), \
+                 not free for {what}; give one of them another address"
+            ),
+        )
+    };
+    if vs.vip == ip {
+        out.push(taken(format!("{p}.vip"), "a virtual server"));
+    }
+    for (j, rs) in vs.real_servers.iter().enumerate() {
+        if rs.ip == ip {
+            out.push(taken(format!("{p}.real_servers[{j}].ip"), "a real server"));
+        }
+    }
+    if vs.sorry_server.is_some_and(|s| s.ip == ip) {
+        out.push(taken(format!("{p}.sorry_server.ip"), "a sorry server"));
     }
 }
 
@@ -386,6 +433,53 @@ routers:
         assert!(
             got[0].starts_with("load_balancers[2].port: 20000 is in the tier-0's SNAT port range (20000-65535) on its SNAT address 203.0.113.10"),
             "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn health_checkers_need_a_tier0_and_an_address_of_their_own() {
+        let checked = "  - {vip: 10.99.0.1, port: 80, scheduler: sh, real_servers: [{ip: 192.168.100.20, port: 8080}, {ip: 192.168.100.21, port: 8080, check: {type: tcp}}, {ip: 192.168.100.22, port: 8080, check: {type: tcp}}]}\n";
+        assert_eq!(
+            problems(&format!("{BASE_STATE}load_balancers:\n{checked}")),
+            [
+                "load_balancers[0].real_servers[1].check: health checks run on the edge: the state needs a tier0 section"
+            ]
+        );
+        let with_tier0 = format!("{BASE_STATE}{TIER0}load_balancers:\n{checked}");
+        validate_state(&parse(&with_tier0).expect("parses")).expect("valid with a tier0");
+
+        // The checks' source address (default 100.64.0.1, or as given) is
+        // nobody else's, checkers or not.
+        let taken = "  - {vip: 100.64.0.1, port: 80, scheduler: sh, real_servers: [{ip: 192.168.100.20, port: 8080}]}\n  - {vip: 10.99.0.2, port: 80, scheduler: sh, sorry_server: {ip: 100.64.0.1, port: 80}, real_servers: [{ip: 100.64.0.1, port: 8080}]}\n";
+        let got = problems(&format!("{BASE_STATE}{TIER0}load_balancers:\n{taken}"));
+        let paths: Vec<&str> = got
+            .iter()
+            .map(|p| p.split(": ").next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "load_balancers[0].vip",
+                "load_balancers[1].real_servers[0].ip",
+                "load_balancers[1].sorry_server.ip"
+            ],
+            "{got:#?}"
+        );
+        assert!(
+            got[1].ends_with(
+                "100.64.0.1 is the tier-0's health_check_ip (the source of the edge's health checks), not free for a real server; give one of them another address"
+            ),
+            "{got:#?}"
+        );
+        let moved = TIER0.replace("}\n", "}\n  health_check_ip: 100.64.0.9\n");
+        let text = format!("{BASE_STATE}{moved}load_balancers:\n{taken}");
+        validate_state(&parse(&text).expect("parses")).expect("valid once moved");
+        let text = text.replace("ip: 100.64.0.1, port: 8080", "ip: 100.64.0.9, port: 8080");
+        assert_eq!(
+            problems(&text).len(),
+            1,
+            "the address given is checked: {:#?}",
+            problems(&text)
         );
     }
 

@@ -11,6 +11,8 @@
 //!   (from a [`ConfigSnapshot`] rebuilt only when the store version moved,
 //!   the same computation the control channel uses) against the version it
 //!   acked;
+//! * the load balancers' health view, kept in memory by this process
+//!   ([`crate::health`]), for the real servers the snapshot's state checks;
 //! * each agent's latest `Status` report, kept in memory by this process
 //!   ([`crate::agent_status`]): the config version it runs, whether it
 //!   reports an error, and how old the report is;
@@ -43,7 +45,7 @@
 //! | `nsx_gateway_enrollments_accepted` | counter | |
 //! | `nsx_gateway_enrollments_refused` | counter | `reason` (every reason, zeros included) |
 //! | `nsx_gateway_control_connections` | counter | `result` = `accepted` \| `refused` (client certificate checks after the TLS handshake) |
-//! | `nsx_gateway_control_messages_received` | counter | `type` = `hello` \| `ack` \| `nack` \| `status` |
+//! | `nsx_gateway_control_messages_received` | counter | `type` = `hello` \| `ack` \| `nack` \| `status` \| `health` |
 //! | `nsx_gateway_control_sessions_established`, `nsx_gateway_control_sessions_closed` | counter | |
 //! | `nsx_gateway_installer_requests` | counter | `file` = a served name ([`install::File`]) \| `other` (the list, unknown paths, wrong methods), `status` = the HTTP status answered (only pairs seen so far) |
 //! | `nsx_gateway_http_requests_refused` | counter | `listener` = `enroll` \| `install` \| `admin` \| `metrics`, `reason` = a [`Refusal`] label (`bad_request` 400, `length_required` 411, `body_too_large` 413, `headers_too_large` 431, `timeout` 408); all 20 pairs, zeros included |
@@ -51,10 +53,15 @@
 //! | `nsx_gateway_control_bytes_received`, `nsx_gateway_control_bytes_sent` | counter | (control-channel frame bytes, length prefix included, TLS overhead not: added once per frame read, once per batch of frames written) |
 //! | `nsx_gateway_connections_rejected` | counter | `listener` = `enroll` \| `install` \| `admin` \| `metrics` \| `control`, `reason` = `total` \| `per_peer` (closed right after accept by [`crate::conn_limit`]); all 10 pairs, zeros included |
 //! | `nsx_gateway_accept_errors` | counter | `listener` (failed `accept` calls: EMFILE and the like); all 5, zeros included |
+//! | `nsx_gateway_lb_real_server_up` | gauge (0/1) | `virtual_server` (`TCP 10.64.1.2:10000`), `real_server` (`192.168.1.100:8089`): every real server with a checker in the desired state; 0 while the edge's checker says down ([`crate::health`]) |
+//! | `nsx_gateway_lb_health_transitions` | counter | the same labels: liveness changes since the gateway started |
+//! | `nsx_gateway_lb_health_reports_ignored` | counter | health reports from a session that is not the edge's |
 //!
 //! Cardinality: the `instance_id` families are the only per-instance ones,
 //! five series per non-revoked instance at most (desired, acked, applied,
 //! status age, error), so 5 000 instances make about 25 000 series. The
+//! `lb_` families have two series per checked real server of the desired
+//! state (bounded by the config, not by what the edge reports). The
 //! counters an agent reports are not exported (the admin API shows them).
 //!
 //! Not counted: connections the HTTP layer closes without answering (the
@@ -196,6 +203,9 @@ pub struct Counters {
     acks: AtomicU64,
     nacks: AtomicU64,
     status_reports: AtomicU64,
+    health_reports: AtomicU64,
+    /// Health reports from a session that is not the edge's.
+    health_ignored: AtomicU64,
     established: AtomicU64,
     closed: AtomicU64,
     /// Instances with a live (established) session in this process.
@@ -230,6 +240,8 @@ pub struct CounterValues {
     pub acks: u64,
     pub nacks: u64,
     pub status_reports: u64,
+    pub health_reports: u64,
+    pub health_ignored: u64,
     pub established: u64,
     pub closed: u64,
     pub live_sessions: u64,
@@ -341,6 +353,13 @@ impl Counters {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Counts `n` health reports ignored (not from the edge).
+    pub fn health_reports_ignored(&self, n: usize) {
+        if n > 0 {
+            add(&self.health_ignored, n);
+        }
+    }
+
     /// Counts a control-channel session event of `instance_id`.
     pub fn session_event(&self, instance_id: &str, event: &SessionEvent) {
         match event {
@@ -374,6 +393,8 @@ impl Counters {
             acks: get(&self.acks),
             nacks: get(&self.nacks),
             status_reports: get(&self.status_reports),
+            health_reports: get(&self.health_reports),
+            health_ignored: get(&self.health_ignored),
             established: get(&self.established),
             closed: get(&self.closed),
             live_sessions: self.live().len() as u64,
@@ -446,6 +467,11 @@ impl<S: ControlStore> ControlStore for CountingControl<S> {
         self.inner.is_revoked(instance_id)
     }
 
+    fn health(&self, instance_id: &str, report: control::lb::HealthReport) {
+        bump(&self.gw.counters().health_reports);
+        self.inner.health(instance_id, report);
+    }
+
     fn transport(&self, event: TransportEvent) {
         self.gw.counters().control_transport(event);
         self.inner.transport(event);
@@ -462,6 +488,8 @@ pub struct StoreView {
     pub desired: HashMap<String, u64>,
     /// The latest `Status` per instance that sent one (memory, not store).
     pub agents: HashMap<String, AgentSummary>,
+    /// Every checked real server with its health (memory, not store).
+    pub lb_health: Vec<crate::health::Row>,
 }
 
 /// What the metrics show of an agent's latest `Status`.
@@ -539,7 +567,7 @@ impl Metrics {
                 Some(s) if s.global == version => Arc::clone(s),
                 stale => {
                     let previous = stale.map(Arc::clone);
-                    let built = Arc::new(self.gw.store().config_snapshot(previous.as_deref())?);
+                    let built = Arc::new(self.gw.config_snapshot(previous.as_deref())?);
                     *cache = Some(Arc::clone(&built));
                     built
                 }
@@ -558,12 +586,14 @@ impl Metrics {
             .iter()
             .map(|(id, s)| (id.clone(), AgentSummary::of(s, now)))
             .collect();
+        let lb_health = crate::health::rows(snapshot.state(), &self.gw.health().verdicts());
         Ok(StoreView {
             version,
             desired_version,
             instances,
             desired,
             agents,
+            lb_health,
         })
     }
 
@@ -639,13 +669,19 @@ impl Collector for GatewayCollector {
         )?;
         e.counters(
             "nsx_gateway_control_messages_received",
-            "Control-channel messages from agents that reached the gateway's store: Hello, config ack, config nack, status report.",
+            "Control-channel messages from agents that reached the gateway's store: Hello, config ack, config nack, status report, health report.",
             &[
                 (vec![("type", "hello".to_string())], c.hellos),
                 (vec![("type", "ack".to_string())], c.acks),
                 (vec![("type", "nack".to_string())], c.nacks),
                 (vec![("type", "status".to_string())], c.status_reports),
+                (vec![("type", "health".to_string())], c.health_reports),
             ],
+        )?;
+        e.counter(
+            "nsx_gateway_lb_health_reports_ignored",
+            "Health reports ignored because the session that sent them is not the edge's.",
+            c.health_ignored,
         )?;
         e.counter(
             "nsx_gateway_control_sessions_established",
@@ -796,7 +832,31 @@ fn encode_store(e: &mut Emit<'_, '_>, st: &StoreView) -> fmt::Result {
         "Non-revoked instances that have not acked their desired config version.",
         behind,
     )?;
-    encode_agents(e, &live, &st.agents)
+    encode_agents(e, &live, &st.agents)?;
+    encode_lb_health(e, &st.lb_health)
+}
+
+/// The families of the load balancers' health view: two series per
+/// checked real server.
+fn encode_lb_health(e: &mut Emit<'_, '_>, rows: &[crate::health::Row]) -> fmt::Result {
+    let labels = |r: &crate::health::Row| -> Labels {
+        vec![
+            ("virtual_server", r.virtual_server.clone()),
+            ("real_server", r.real_server.clone()),
+        ]
+    };
+    let up: Vec<(Labels, u64)> = rows.iter().map(|r| (labels(r), u64::from(r.up))).collect();
+    e.gauges(
+        "nsx_gateway_lb_real_server_up",
+        "1 unless the edge's health checker says the real server is down (every real server with a checker in the desired state; up until the edge reports).",
+        &up,
+    )?;
+    let transitions: Vec<(Labels, u64)> = rows.iter().map(|r| (labels(r), r.transitions)).collect();
+    e.counters(
+        "nsx_gateway_lb_health_transitions",
+        "Changes of a checked real server's health verdict (up, down, a dynamic weight) since the gateway started.",
+        &transitions,
+    )
 }
 
 /// The families of the agents' latest `Status` reports (non-revoked

@@ -18,6 +18,7 @@
 //!   - `GET  /api/v1/switches`, `GET /api/v1/routers`
 //!   - `GET  /api/v1/routers/{t0}/nat-rules` the tier-0's NAT rules (SNAT, public IPs)
 //!   - `GET  /api/v1/load-balancers`         the virtual servers, each with where it is balanced
+//!     and its checked real servers' health
 //!   - `GET  /api/v1/instances`              inventory with placement, session and the agent's latest status
 //!   - `GET  /api/v1/instances/{id}`         one instance, the same view
 //!   - `GET  /api/v1/instances/{id}/config`  the desired config pushed to it
@@ -775,10 +776,13 @@ fn admin_route(gw: &Gateway, req: Request) -> Response {
             Ok(s) => ok(serde_json::to_value(s.routers).unwrap_or_default()),
             Err(e) => store_error(e),
         },
-        ("GET", ["api", "v1", "load-balancers"]) => match gw.store().desired_state() {
-            Ok(s) => ok(load_balancers_json(&s)),
-            Err(e) => store_error(e),
-        },
+        ("GET", ["api", "v1", "load-balancers"]) => {
+            let st = gw.store().desired_state();
+            match st {
+                Ok(s) => ok(load_balancers_json(&s, &gw.health().verdicts())),
+                Err(e) => store_error(e),
+            }
+        }
         ("GET", ["api", "v1", "routers", name, "nat-rules"]) => match gw.store().tier0_view() {
             Ok(Some(v)) if v.tier0.name == *name => ok(nat_rules_json(&v)),
             Ok(Some(v)) => Response::error(
@@ -882,8 +886,12 @@ pub fn nat_rules_json(v: &crate::store::Tier0View) -> serde_json::Value {
 
 /// `GET /api/v1/load-balancers`: the desired state's virtual servers as
 /// the state gives them, each with `balanced_at` (`instances`: by the
-/// sending agents; `edge`).
-pub fn load_balancers_json(st: &crate::state::DesiredState) -> serde_json::Value {
+/// sending agents; `edge`), and each real server with a checker with its
+/// `health` from `verdicts` ([`crate::health::json`]).
+pub fn load_balancers_json(
+    st: &crate::state::DesiredState,
+    verdicts: &crate::health::Verdicts,
+) -> serde_json::Value {
     let uplink = crate::load_balancer::uplink_addrs(st);
     serde_json::Value::Array(
         st.load_balancers
@@ -893,6 +901,13 @@ pub fn load_balancers_json(st: &crate::state::DesiredState) -> serde_json::Value
                 if let Some(o) = v.as_object_mut() {
                     let at = crate::load_balancer::balanced_at(vs, &uplink);
                     o.insert("balanced_at".into(), at.as_str().into());
+                }
+                let listed = v.get_mut("real_servers").and_then(|r| r.as_array_mut());
+                for (rs, item) in vs.real_servers.iter().zip(listed.into_iter().flatten()) {
+                    if let (Some(_), Some(o)) = (&rs.check, item.as_object_mut()) {
+                        let verdict = verdicts.get(&control::lb::HealthKey::of(vs, rs));
+                        o.insert("health".into(), crate::health::json(verdict));
+                    }
                 }
                 v
             })

@@ -277,11 +277,16 @@ mod tests {
     /// the lines from `# section:` to the next blank one (or the end)
     /// uncommented.
     fn sample_with(section: &str) -> String {
-        let start = format!("# {section}:");
+        sample_with_all(&[section])
+    }
+
+    /// [`sample_with`] several sections.
+    fn sample_with_all(sections: &[&str]) -> String {
+        let starts: Vec<String> = sections.iter().map(|s| format!("# {s}:")).collect();
         let mut out = String::new();
         let mut on = false;
         for line in SAMPLE.lines() {
-            on = (on || line == start) && !line.is_empty();
+            on = (on || starts.iter().any(|s| line == s)) && !line.is_empty();
             let line = if on {
                 line.strip_prefix("# ")
                     .or_else(|| line.strip_prefix('#'))
@@ -297,7 +302,13 @@ mod tests {
 
     #[test]
     fn sample_load_balancers_example_is_valid() {
-        let s = parse_and_validate(&sample_with("load_balancers")).expect("lb example validates");
+        // Its health checker runs on the edge: it needs the tier0 too.
+        let alone = parse_and_validate(&sample_with("load_balancers"))
+            .expect_err("a checker without a tier0")
+            .to_string();
+        assert!(alone.contains("needs a tier0 section"), "{alone}");
+        let s = parse_and_validate(&sample_with_all(&["tier0", "load_balancers"]))
+            .expect("lb example validates");
         let [vs] = s.load_balancers.as_slice() else {
             panic!("one virtual server: {:?}", s.load_balancers);
         };
@@ -326,6 +337,7 @@ mod tests {
         minimal.tier1s = None;
         minimal.transit_vni = None;
         minimal.mac = None;
+        minimal.health_check_ip = None;
         minimal.uplink.mtu = None;
         let mut t0_min = minimal.to_model(&s);
         t0_min.uplink.mtu = t0.uplink.mtu;

@@ -795,12 +795,11 @@ impl Store {
     /// as `health` finds them ([`crate::lb_resolve`]). A change of health
     /// re-versions exactly the configs carrying the virtual servers it
     /// touches, once the global version has moved past their last
-    /// version ([`Store::bump_version`]). Nothing in the gateway feeds a
-    /// view yet (the control server and [`Store::desired_config_for`]
-    /// both build with none). The day a checker does, both must be given
-    /// the same view: each records the hash of the config it built, so
-    /// configs built with two views would move an instance's version back
-    /// and forth.
+    /// version ([`Store::bump_version`]). The serving gateway gives this
+    /// and [`Store::desired_config_for_with`] the same view, its one
+    /// [`crate::health::Health`] ([`crate::gateway::Gateway::config_snapshot`]):
+    /// each records the hash of the config it built, so configs built with
+    /// two views would move an instance's version back and forth.
     pub fn config_snapshot_with(
         &mut self,
         previous: Option<&ConfigSnapshot>,
@@ -893,10 +892,21 @@ impl Store {
         &mut self,
         instance_id: &str,
     ) -> Result<(u64, Option<InstanceConfig>)> {
+        self.desired_config_for_with(instance_id, &HealthView::new())
+    }
+
+    /// [`Store::desired_config_for`] with the load balancers' real servers
+    /// as `health` finds them: the same view as the snapshots', or the
+    /// versions flap ([`Store::config_snapshot_with`]).
+    pub fn desired_config_for_with(
+        &mut self,
+        instance_id: &str,
+        health: &HealthView,
+    ) -> Result<(u64, Option<InstanceConfig>)> {
         // One transaction: a consistent snapshot, and the version record.
         let tx = self.conn.transaction()?;
         let global = meta_get(&tx, "version")?;
-        let Some(cfg) = build_config(&tx, instance_id)? else {
+        let Some(cfg) = build_config(&tx, instance_id, health)? else {
             return Ok((global, None));
         };
         let hash = crate::util::sha256_hex(to_json(&cfg)?.as_bytes());
@@ -944,6 +954,11 @@ pub struct ConfigSnapshot {
 }
 
 impl ConfigSnapshot {
+    /// The desired state the configs are built from.
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
     /// The config version of `instance_id` at this snapshot (`None`:
     /// unknown instance), without building its config.
     pub fn version_of(&self, instance_id: &str) -> Option<u64> {
@@ -987,8 +1002,13 @@ fn quick_hash(cfg: &InstanceConfig) -> u64 {
     h.finish()
 }
 
-/// The config of `instance_id` with version 0 (`None`: unknown or revoked).
-fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<InstanceConfig>> {
+/// The config of `instance_id` with version 0 (`None`: unknown or revoked),
+/// its load balancers with `health`.
+fn build_config(
+    tx: &Transaction<'_>,
+    instance_id: &str,
+    health: &HealthView,
+) -> Result<Option<InstanceConfig>> {
     let Some(me) = load_instances(tx, Some(instance_id))?.into_iter().next() else {
         return Ok(None);
     };
@@ -1007,7 +1027,7 @@ fn build_config(tx: &Transaction<'_>, instance_id: &str) -> Result<Option<Instan
     };
     let dfw = Resolved::compile(&st, &all);
     let plan = EdgePlan::compile(&st, &all);
-    let lbs = LbPlan::compile(&st, &HealthView::new());
+    let lbs = LbPlan::compile(&st, health);
     Ok(build_config_from(&me, &st, &all, None, &dfw, &plan, &lbs))
 }
 
@@ -1199,8 +1219,9 @@ fn remote_ports(
     out
 }
 
-/// The edge's config (version 0): the tier-0 resolved by `plan`, its
-/// tier-1s and their switches, and every instance port on those switches;
+/// The edge's config (version 0): the tier-0 resolved by `plan` (with its
+/// public IPs and the virtual servers it health-checks), its tier-1s and
+/// their switches, and every instance port on those switches;
 /// no port, no firewall (the DFW stays at the instances); the load
 /// balancers on the uplink's addresses and the full-NAT ones. Without a
 /// `tier0` section: nothing but its tep_id.

@@ -100,8 +100,16 @@ impl Tier0Spec {
         self.mac.unwrap_or(DEFAULT_MAC)
     }
 
-    /// The tier-0 as the edge's config carries it, defaults filled in and
-    /// without public IPs (those come from the instances' tags).
+    /// The source address of the edge's health checks: as given, else
+    /// [`Tier0::DEFAULT_HEALTH_CHECK_IP`].
+    pub fn health_check_ip(&self) -> std::net::Ipv4Addr {
+        self.health_check_ip
+            .unwrap_or(Tier0::DEFAULT_HEALTH_CHECK_IP)
+    }
+
+    /// The tier-0 as the edge's config carries it, defaults filled in,
+    /// without public IPs (those come from the instances' tags) and
+    /// health checks (from the load balancers: [`crate::tier0_resolve`]).
     pub fn to_model(&self, st: &DesiredState) -> Tier0 {
         Tier0 {
             name: self.name.clone(),
@@ -113,9 +121,7 @@ impl Tier0Spec {
             snat: self.snat.clone(),
             public_ips: Vec::new(),
             underlay_snat: self.underlay_snat,
-            health_check_ip: self
-                .health_check_ip
-                .unwrap_or(Tier0::DEFAULT_HEALTH_CHECK_IP),
+            health_check_ip: self.health_check_ip(),
             health_checks: Vec::new(),
         }
     }

@@ -1,7 +1,8 @@
 //! Resolution of the north-south edge, once per store snapshot
 //! ([`EdgePlan::compile`]): the tier-0 of the desired state with its
 //! defaults filled in, the public IPs the instances' `nsx:publicip` tags
-//! claim, and the enrolled edge's tunnel endpoint. From it the store builds
+//! claim, the virtual servers whose real servers the edge health-checks
+//! (`health_checks`), and the enrolled edge's tunnel endpoint. From it the store builds
 //! the edge's config and gives each instance behind a tier-1 of the tier-0
 //! its [`EdgeLink`] ([`EdgePlan::link_for`]).
 //!
@@ -24,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+use control::lb::VirtualServer;
 use control::model::{EdgeLink, LogicalRouter, PublicIp, Tier0};
 use control::validate::Problem;
 use serde::Serialize;
@@ -69,6 +71,7 @@ impl EdgePlan {
                 tracing::warn!(path = %p.path, "public IP left out of the edge's config: {}", p.message);
             }
             t0.public_ips = public_ips;
+            t0.health_checks = health_checks(st);
             t0
         });
         EdgePlan { t0, edge }
@@ -105,6 +108,17 @@ impl EdgePlan {
             tier1s,
         })
     }
+}
+
+/// What the edge's health checkers check: every virtual server of `st`
+/// with a checker on some real server, wherever it is balanced, as the
+/// state gives it.
+fn health_checks(st: &DesiredState) -> Vec<VirtualServer> {
+    st.load_balancers
+        .iter()
+        .filter(|vs| crate::load_balancer::has_checks(vs))
+        .cloned()
+        .collect()
 }
 
 /// The path of an instance's public IP tag under `prefix`

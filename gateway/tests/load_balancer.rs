@@ -32,16 +32,17 @@ tier0:
 "#;
 
 /// A distributed one (inside web-ls, at its two lowest free addresses'
-/// first), one off every subnet, one on the uplink and a full-NAT one.
+/// first), one off every subnet, one on the uplink and a full-NAT one;
+/// the first and the third have a health checker on a real server.
 const LBS: &str = r#"
 load_balancers:
   - vip: 192.168.100.2
     port: 80
     scheduler: rr
     persistence_timeout: 10
-    real_servers: [{ip: 192.168.99.20, port: 8080}, {ip: 192.168.99.21, port: 8080, weight: 2}]
+    real_servers: [{ip: 192.168.99.20, port: 8080}, {ip: 192.168.99.21, port: 8080, weight: 2, check: {type: tcp}}]
   - {vip: 10.64.1.2, port: 10000, scheduler: sh, real_servers: [{ip: 192.168.99.22, port: 8089}]}
-  - {vip: 203.0.113.10, port: 443, scheduler: mh, real_servers: [{ip: 192.168.100.30, port: 8443}]}
+  - {vip: 203.0.113.10, port: 443, scheduler: mh, real_servers: [{ip: 192.168.100.30, port: 8443, check: {type: http, ssl: true, urls: [{path: /}]}}]}
   - {vip: 10.64.1.3, port: 53, protocol: udp, scheduler: sh, kind: fnat, real_servers: [{ip: 192.168.99.23, port: 53}]}
 "#;
 
@@ -102,6 +103,14 @@ fn the_section_applies_and_reaches_the_instances_and_the_edge() {
     let fnat = &edge.load_balancers[1].vs;
     assert_eq!(fnat.kind, ForwardKind::Fnat);
     assert_eq!(fnat.snat_ip, Some(ip("203.0.113.2")));
+    // And it checks every virtual server with a checker, wherever it is
+    // balanced, as the state gives it.
+    let t0 = edge.tier0.as_ref().expect("the edge's tier0");
+    assert_eq!(
+        t0.health_checks,
+        [st.load_balancers[0].clone(), st.load_balancers[2].clone()]
+    );
+    assert_eq!(t0.health_check_ip, ip("100.64.0.1"));
     // The vip 192.168.100.2 was skipped: vm1 got the next address.
     let vm1 = s.instance("vm1").expect("read").expect("vm1");
     assert_eq!(vm1.ip, Some(ip("192.168.100.3")));
@@ -218,7 +227,9 @@ fn an_invalid_section_is_refused_with_paths_and_nothing_changes() {
         got,
         [
             "load_balancers[0].real_servers[1].weight: 65536 is above the largest weight (65535)",
+            "load_balancers[0].real_servers[1].check: health checks run on the edge: the state needs a tier0 section",
             "load_balancers[1].vip: 192.168.99.1 is the gateway_ip of switches[1] (app-ls), not free for a virtual server",
+            "load_balancers[2].real_servers[0].check: health checks run on the edge: the state needs a tier0 section",
             "load_balancers[3].kind: full-NAT (fnat) is balanced at the edge, so it needs a tier0 section (the real servers answer the edge's SNAT address)",
         ]
     );
