@@ -71,8 +71,8 @@ serve vm3 || bail "vm3's echo server listens"
 WWW=$TOPO_DIR/www
 mkdir -p "$WWW"
 echo ok >"$WWW/health"
-sandbox_bg "$TOPO_DIR/vm3-http.log" in_overlay vm3 python3 -m http.server 8080 --bind "${IP[vm3]}" --directory "$WWW"
-wait_for 10 in_overlay vm3 bash -c "exec 3<>/dev/tcp/${IP[vm3]}/8080" 2>/dev/null || bail "vm3's HTTP server listens"
+sandbox_bg "$TOPO_DIR/vm3-http.log" in_overlay vm3 python3 "$NSTOOL" http-serve "${IP[vm3]}" 8080 "$WWW" 300
+wait_for 10 in_overlay vm3 bash -c "exec 3<>/dev/tcp/${IP[vm3]}/8080" 2>/dev/null || bail "vm3's HTTP server listens" "$(cat "$TOPO_DIR/vm3-http.log")"
 MISC_CODE=$TOPO_DIR/misc.code
 echo 0 >"$MISC_CODE"
 MISC=$TOPO_DIR/misc.sh
@@ -147,7 +147,7 @@ state() {
 gw_health() {
     gw_api GET /api/v1/load-balancers |
         jq -r --arg vip "${2:-$VIP}" --arg ip "$1" \
-            '.load_balancers[] | select(.vip == $vip) | .real_servers[] | select(.ip == $ip) | .health.state // "none"' |
+            '.[] | select(.vip == $vip) | .real_servers[] | select(.ip == $ip) | .health.state // "none"' |
         head -1
 }
 # wait_state VM_IP WANT [VIP]: polls vm1's view every 50 ms for 8 s;

@@ -27,6 +27,9 @@ Every loop is bounded in count and time. Subcommands:
                                     SECS, each answer awaited (1 s); writes
                                     "<server name> <lines answered> ok|failed"
                                     to OUT when it ends
+  http-serve ADDR PORT DIR SECS     an HTTP server of the files in DIR (404
+                                    for a missing one), without the reverse
+                                    DNS lookup http.server does at start
 """
 
 import threading
@@ -259,7 +262,29 @@ def tcp_hold(dst, port, secs, out):
         o.write("%s %d %s\n" % (name, n, result))
 
 
+def http_serve(addr, port, directory, secs):
+    import functools
+    import http.server
+    import socketserver
+
+    class Server(http.server.ThreadingHTTPServer):
+        def server_bind(self):
+            # http.server asks DNS for the host's name here (getfqdn),
+            # which can stall for seconds in a namespace without DNS.
+            socketserver.TCPServer.server_bind(self)
+            self.server_name, self.server_port = self.server_address[:2]
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+    srv = Server((addr, int(port)), handler)
+    srv.timeout = 0.5
+    end = time.time() + float(secs)
+    while time.time() < end:
+        srv.handle_request()
+    srv.server_close()
+
+
 CMDS = {
+    "http-serve": http_serve,
     "udp-echo": udp_echo,
     "tcp-echo": tcp_echo,
     "tcp-hold": tcp_hold,

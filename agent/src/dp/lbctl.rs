@@ -89,6 +89,23 @@ fn service(s: &ServiceView, cfg: Option<&LbService>) -> LbServiceView {
         .iter()
         .map(|r| real(r, state_of(r, cfg)))
         .collect();
+    // Failed their check and not inhibited: out of the pool, listed for
+    // the API (ipvsadm's layout leaves them out).
+    if let Some(c) = cfg {
+        for (rs, _) in
+            c.vs.real_servers
+                .iter()
+                .zip(&c.live)
+                .filter(|(_, l)| **l == Liveness::Down)
+        {
+            if !real_servers
+                .iter()
+                .any(|r| r.ip == rs.ip && r.port == rs.port)
+            {
+                real_servers.push(down(rs, c.vs.kind));
+            }
+        }
+    }
     if let Some(sorry) = s.sorry_server.as_ref().filter(|_| s.sorry_active) {
         real_servers.push(real(sorry, "sorry"));
     }
@@ -130,6 +147,22 @@ fn state_of(r: &RealView, cfg: Option<&LbService>) -> &'static str {
         Some(Liveness::Down) => "inhibited",
         _ if r.weight == 0 => "drain",
         _ => "up",
+    }
+}
+
+/// A configured real server out of the pool since its check failed.
+fn down(rs: &control::lb::RealServer, kind: ForwardKind) -> LbRealServerView {
+    LbRealServerView {
+        ip: rs.ip,
+        port: rs.port,
+        forward: kind.ipvsadm().into(),
+        weight: 0,
+        config_weight: rs.weight,
+        state: "down".into(),
+        active: 0,
+        inactive: 0,
+        stats: LbStats::default(),
+        rates: LbRates::default(),
     }
 }
 
