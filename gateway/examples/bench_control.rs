@@ -261,6 +261,7 @@ fn spawn_agent(
         apply_tx,
         status.clone(),
         published,
+        Default::default(),
     ));
     tasks.spawn(async move {
         while let Some(req) = apply_rx.recv().await {

@@ -171,6 +171,7 @@ async fn a_5s_apply_keeps_the_session_and_its_heartbeats() {
         apply_tx,
         Arc::clone(&status),
         Arc::new(Mutex::new(Published::default())),
+        Default::default(),
     ));
 
     // The first snapshot: hold it for 5 s, checking the session meanwhile.

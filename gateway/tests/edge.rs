@@ -631,6 +631,7 @@ async fn the_edge_enrolls_and_gets_public_ip_changes_at_once() {
         apply_tx,
         Arc::new(Mutex::new(None)),
         Arc::new(Mutex::new(Published::default())),
+        Default::default(),
     ));
     let first = next_apply(&mut applies, PUSH_BOUND).await;
     let cfg = first.config.as_ref().expect("a config");
