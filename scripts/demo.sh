@@ -17,7 +17,9 @@
 # an internet host: vm1 curls out and the server logs the SNAT address; vm3,
 # tagged nsx:publicip at the gateway, is reached from the internet host at
 # its elastic IP; nsxcli shows the NAT rules and the edge's NAT sessions.
-# Then the firewall and nsxcli. Then it waits for Ctrl-C, printing how to
+# The load balancer: the seed's keepalived.conf imported at the gateway,
+# the virtual server answering vm1 from both real servers (vm2, vm3), and
+# the ipvsadm -Ln view. Then the firewall and nsxcli. Then it waits for Ctrl-C, printing how to
 # get a shell in an instance.
 #
 #   scripts/demo.sh              # show, then wait for Ctrl-C
@@ -438,6 +440,45 @@ if grep -qE "^tcp +${OIP[vm3]//./\\.}:8080 +203\.0\.113\.10:8080 +198\.51\.100\.
 else
     bad "get nat sessions at the edge: the connection to vm3's public IP"
 fi
+
+say "L4 load balancer: the seed's keepalived.conf, imported at the gateway, balanced at the client's agent"
+# The seed's example as written (one line), its real servers
+# 192.168.1.100:8089 and .101:18089 being vm2 and vm3 here.
+NSTOOL=$ROOT/tests/lib/nstool.py
+for rs in vm2:8089 vm3:18089; do
+    vm=${rs%%:*}
+    mkdir -p "$TOPO_DIR/lb-$vm"
+    echo "hello from $vm" >"$TOPO_DIR/lb-$vm/index.html"
+    sandbox_bg "$TOPO_DIR/lb-$vm.log" in_overlay "$vm" python3 "$NSTOOL" http-serve "${OIP[$vm]}" "${rs#*:}" "$TOPO_DIR/lb-$vm" 600
+done
+KCONF=$TOPO_DIR/keepalived.conf
+echo "virtual_server 10.64.1.2 10000 { delay_loop 20 lb_algo rr lb_kind NAT persistent_timeout 10 protocol TCP real_server ${OIP[vm2]} 8089 { weight 1 } real_server ${OIP[vm3]} 18089 { weight 1 } }" >"$KCONF"
+printf '$ cat keepalived.conf\n'
+indent <"$KCONF"
+printf '$ nsx-gateway lb import keepalived.conf --dir %s\n' "$GW_DIR"
+if in_gw timeout 20 "$NSX_GATEWAY" lb import "$KCONF" --dir "$GW_DIR" >"$TOPO_DIR/lb-import.out" 2>&1 &&
+    gw_wait_applied vm1 "$(gw_desired_version vm1)" 10; then
+    indent <"$TOPO_DIR/lb-import.out"
+    good "the seed's virtual server imported as written, applied by vm1's agent"
+else
+    indent <"$TOPO_DIR/lb-import.out"
+    bad "lb import of the seed's keepalived.conf"
+fi
+# vip_get: vm1's GET of the virtual server (what answered).
+vip_get() { in_overlay vm1 curl -s --max-time 5 http://10.64.1.2:10000/ 2>&1 || true; }
+printf '$ ip netns exec %s curl -s http://10.64.1.2:10000/    # twice, then again after 11 s\n' "$(topo_root vm1)"
+first=$(vip_get)
+again=$(vip_get)
+sleep 11
+later=$(vip_get)
+printf '  %s\n  %s\n  (11 s later) %s\n' "${first:-nothing}" "${again:-nothing}" "${later:-nothing}"
+if [[ "$first" == "hello from vm"* && "$again" == "$first" && "$later" == "hello from vm"* && "$later" != "$first" ]]; then
+    good "persistent 10: vm1 stays on one real server, then rr moves it to the other: both answer"
+else
+    bad "the seed's virtual server answering from both real servers"
+fi
+nsxcli_show "get load-balancers" "^TCP  10\.64\.1\.2:10000 rr persistent 10" \
+    "the ipvsadm -Ln view at vm1's agent, which balanced its own connections"
 
 say "Distributed firewall: a rule added at the gateway, enforced at every instance"
 sandbox_bg "$TOPO_DIR/echo22.log" in_overlay vm1 timeout 120 socat TCP-LISTEN:22,fork,reuseaddr EXEC:cat
