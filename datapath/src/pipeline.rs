@@ -244,14 +244,13 @@ impl Pipeline {
         now_ns: u64,
         out: &mut Output,
     ) -> Verdict {
+        if self.tables.tier0.is_some() {
+            // On the edge the "port" is the uplink.
+            return self.enter_edge(Iface::Uplink, frame, offload, now_ns, out);
+        }
         self.counters.port_rx.add(frame.len());
         let mut ctx = Ctx::new(frame);
         ctx.offload = offload;
-        if self.tables.tier0.is_some() {
-            // On the edge the "port" is the uplink.
-            ctx.came_in = Some(Iface::Uplink);
-            return self.run(Dir::In, &EDGE_FROM_UPLINK, &mut ctx, now_ns, out);
-        }
         self.run(Dir::Out, &EGRESS, &mut ctx, now_ns, out)
     }
 
@@ -286,63 +285,71 @@ impl Pipeline {
     /// bridge) received from a host on the underlay subnet. Off the edge
     /// it is dropped (`not_for_edge`).
     pub fn from_downlink(&mut self, frame: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
-        self.from_downlink_offload(frame, Offload::NONE, now_ns, out)
-    }
-
-    /// Like [`Pipeline::from_downlink`] for a frame with offload work
-    /// pending (a GRO super-frame, a partial checksum).
-    pub fn from_downlink_offload(
-        &mut self,
-        frame: &[u8],
-        offload: Offload,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Verdict {
-        self.counters.downlink_rx.add(frame.len());
-        let mut ctx = Ctx::new(frame);
-        ctx.offload = offload;
-        ctx.came_in = Some(Iface::Downlink);
-        self.run(Dir::In, &EDGE_FROM_DOWNLINK, &mut ctx, now_ns, out)
+        self.enter_edge(Iface::Downlink, frame, Offload::NONE, now_ns, out)
     }
 
     /// [`Pipeline::from_downlink`] for a buffer from an AF_PACKET socket
     /// with `PACKET_VNET_HDR` (a `struct virtio_net_hdr`, then the frame).
     pub fn from_downlink_vnet(&mut self, buf: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
-        match self.vnet(buf, |c| &mut c.downlink_rx) {
-            Ok((frame, offload)) => self.from_downlink_offload(frame, offload, now_ns, out),
-            Err(v) => v,
-        }
+        self.enter_edge_vnet(Iface::Downlink, buf, now_ns, out)
     }
 
     /// A frame from the edge's health-check port (the namespace where its
     /// health checkers run). Off the edge it is dropped (`not_for_edge`).
     pub fn from_probe(&mut self, frame: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
-        self.from_probe_offload(frame, Offload::NONE, now_ns, out)
+        self.enter_edge(Iface::Probe, frame, Offload::NONE, now_ns, out)
     }
 
-    /// Like [`Pipeline::from_probe`] for a frame with offload work
-    /// pending (a partial checksum).
-    pub fn from_probe_offload(
+    /// [`Pipeline::from_probe`] for a buffer from an AF_PACKET socket with
+    /// `PACKET_VNET_HDR`.
+    pub fn from_probe_vnet(&mut self, buf: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
+        self.enter_edge_vnet(Iface::Probe, buf, now_ns, out)
+    }
+
+    /// The received counter of an edge interface (the uplink's is the
+    /// port's).
+    fn edge_rx(c: &mut Counters, iface: Iface) -> &mut crate::counters::PacketBytes {
+        match iface {
+            Iface::Uplink => &mut c.port_rx,
+            Iface::Downlink => &mut c.downlink_rx,
+            Iface::Probe => &mut c.probe_rx,
+        }
+    }
+
+    fn enter_edge_vnet(
         &mut self,
+        iface: Iface,
+        buf: &[u8],
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Verdict {
+        match self.vnet(buf, |c| Pipeline::edge_rx(c, iface)) {
+            Ok((frame, offload)) => self.enter_edge(iface, frame, offload, now_ns, out),
+            Err(v) => v,
+        }
+    }
+
+    /// A frame one of the edge's interfaces received, with its offload
+    /// work (a GRO super-frame, a partial checksum): into that interface's
+    /// layers.
+    fn enter_edge(
+        &mut self,
+        iface: Iface,
         frame: &[u8],
         offload: Offload,
         now_ns: u64,
         out: &mut Output,
     ) -> Verdict {
-        self.counters.probe_rx.add(frame.len());
+        Pipeline::edge_rx(&mut self.counters, iface).add(frame.len());
         let mut ctx = Ctx::new(frame);
         ctx.offload = offload;
-        ctx.came_in = Some(Iface::Probe);
-        self.run(Dir::In, &EDGE_FROM_PROBE, &mut ctx, now_ns, out)
-    }
-
-    /// [`Pipeline::from_probe`] for a buffer from an AF_PACKET socket with
-    /// `PACKET_VNET_HDR` (a `struct virtio_net_hdr`, then the frame).
-    pub fn from_probe_vnet(&mut self, buf: &[u8], now_ns: u64, out: &mut Output) -> Verdict {
-        match self.vnet(buf, |c| &mut c.probe_rx) {
-            Ok((frame, offload)) => self.from_probe_offload(frame, offload, now_ns, out),
-            Err(v) => v,
-        }
+        ctx.came_in = Some(iface);
+        let layers: &[LayerId] = match iface {
+            Iface::Uplink => &EDGE_FROM_UPLINK,
+            Iface::Downlink => &EDGE_FROM_DOWNLINK,
+            Iface::Probe => &EDGE_FROM_PROBE,
+        };
+        self.run(Dir::In, layers, &mut ctx, now_ns, out)
     }
 
     /// The downlink socket's filter for the current tables (see

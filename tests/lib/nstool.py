@@ -23,7 +23,7 @@ Every loop is bounded in count and time. Subcommands:
                                     each connection to OUT
   udp-ask DST PORT SECS             one datagram, prints "src_ip:src_port
                                     <answer>" of the answer (or "none")
-  tcp-hold DST PORT SECS OUT        one connection, a line every 0.1 s for
+  tcp-hold DST PORT SECS OUT [SRC]  one connection (from SRC), a line every 0.1 s for
                                     SECS, each answer awaited (1 s); writes
                                     "<server name> <lines answered> ok|failed"
                                     to OUT when it ends
@@ -238,11 +238,12 @@ def udp_ask(dst, port, secs):
         print("none")
 
 
-def tcp_hold(dst, port, secs, out):
+def tcp_hold(dst, port, secs, out, src=None):
     end = time.time() + float(secs)
     n, name, result = 0, "-", "failed"
     try:
-        s = socket.create_connection((dst, int(port)), timeout=2)
+        bind = (src, 0) if src else None
+        s = socket.create_connection((dst, int(port)), timeout=2, source_address=bind)
         s.settimeout(1)
         f = s.makefile("rb")
         while time.time() < end:

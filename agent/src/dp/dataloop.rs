@@ -21,6 +21,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use datapath::edge::Iface;
 use datapath::offload::VIRTIO_NET_HDR_LEN;
 use datapath::{Output, Pipeline, Tables, TraceFrom};
 
@@ -325,64 +326,56 @@ impl Shell {
 
     /// The edge: one batch from the downlink's filtered socket.
     fn drain_downlink(&mut self) -> bool {
-        let (Some(fd), Some(batch)) = (
-            self.sockets.downlink.as_ref().map(|s| s.as_raw_fd()),
-            self.downlink_rx.as_mut(),
-        ) else {
-            return false;
-        };
-        let n = receive(batch, fd, &mut self.io);
-        if n == 0 {
-            return false;
-        }
-        let now = self.now_ns();
-        for i in 0..n {
-            if self.out.needs_flush() {
-                self.flush(now);
-            }
-            let Some(batch) = self.downlink_rx.as_ref() else {
-                break;
-            };
-            let (frame, truncated) = batch.frame(i);
-            if truncated {
-                self.io.downlink_rx_truncated += 1;
-                continue;
-            }
-            self.pipeline.from_downlink_vnet(frame, now, &mut self.out);
-        }
-        self.flush(now);
-        true
+        self.drain_edge(Iface::Downlink)
     }
 
     /// The edge: one batch from the health-check port.
     fn drain_probe(&mut self) -> bool {
-        let (Some(fd), Some(batch)) = (
-            self.sockets.probe.as_ref().map(|s| s.as_raw_fd()),
-            self.probe_rx.as_mut(),
-        ) else {
+        self.drain_edge(Iface::Probe)
+    }
+
+    /// One batch from the downlink's or the health-check port's socket
+    /// (the uplink's is the port's, [`Shell::drain_port`]).
+    fn drain_edge(&mut self, iface: Iface) -> bool {
+        let (sock, slot) = match iface {
+            Iface::Downlink => (&self.sockets.downlink, &mut self.downlink_rx),
+            Iface::Probe => (&self.sockets.probe, &mut self.probe_rx),
+            Iface::Uplink => return false,
+        };
+        let Some(fd) = sock.as_ref().map(|s| s.as_raw_fd()) else {
             return false;
         };
-        let n = receive(batch, fd, &mut self.io);
-        if n == 0 {
+        // Taken out for the batch (a move, no allocation) so the pipeline
+        // and the flushes can borrow the shell meanwhile.
+        let Some(mut batch) = slot.take() else {
             return false;
-        }
+        };
+        let n = receive(&mut batch, fd, &mut self.io);
         let now = self.now_ns();
         for i in 0..n {
             if self.out.needs_flush() {
                 self.flush(now);
             }
-            let Some(batch) = self.probe_rx.as_ref() else {
-                break;
-            };
             let (frame, truncated) = batch.frame(i);
-            if truncated {
-                self.io.probe_rx_truncated += 1;
-                continue;
+            match (truncated, iface) {
+                (true, Iface::Probe) => self.io.probe_rx_truncated += 1,
+                (true, _) => self.io.downlink_rx_truncated += 1,
+                (false, Iface::Probe) => {
+                    self.pipeline.from_probe_vnet(frame, now, &mut self.out);
+                }
+                (false, _) => {
+                    self.pipeline.from_downlink_vnet(frame, now, &mut self.out);
+                }
             }
-            self.pipeline.from_probe_vnet(frame, now, &mut self.out);
         }
-        self.flush(now);
-        true
+        match iface {
+            Iface::Probe => self.probe_rx = Some(batch),
+            _ => self.downlink_rx = Some(batch),
+        }
+        if n > 0 {
+            self.flush(now);
+        }
+        n > 0
     }
 
     /// One batch of Geneve datagrams (GRO trains split back into datagrams).
