@@ -73,21 +73,6 @@ load_balancers:
     kind: fnat
     real_servers:
       - {ip: ${IP[vm3]}, port: 7000}
-cat >>"$STATE" <<EOF
-load_balancers:
-  - vip: 203.0.113.11
-    port: 7000
-    scheduler: lc
-    persistence_timeout: 30
-    real_servers:
-      - {ip: ${IP[vm1]}, port: 7000}
-      - {ip: ${IP[vm3]}, port: 7000}
-  - vip: 203.0.113.11
-    port: 7001
-    scheduler: sh
-    kind: fnat
-    real_servers:
-      - {ip: ${IP[vm3]}, port: 7000}
 EOF
 gw_apply "$STATE" >"$TOPO_DIR/apply2.log" 2>&1 || bail "apply the load balancers" "$(cat "$TOPO_DIR/apply2.log")"
 gw_wait_applied edge "$(gw_desired_version edge)" 10 || bail "the edge applies the load balancers"
