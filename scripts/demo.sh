@@ -451,6 +451,11 @@ for rs in vm2:8089 vm3:18089; do
     echo "hello from $vm" >"$TOPO_DIR/lb-$vm/index.html"
     sandbox_bg "$TOPO_DIR/lb-$vm.log" in_overlay "$vm" python3 "$NSTOOL" http-serve "${OIP[$vm]}" "${rs#*:}" "$TOPO_DIR/lb-$vm" 600
 done
+for rs in vm2:8089 vm3:18089; do
+    vm=${rs%%:*}
+    wait_for 10 in_overlay "$vm" bash -c "exec 3<>/dev/tcp/${OIP[$vm]}/${rs#*:}" 2>/dev/null ||
+        bad "$vm's web server on port ${rs#*:} does not listen"
+done
 KCONF=$TOPO_DIR/keepalived.conf
 echo "virtual_server 10.64.1.2 10000 { delay_loop 20 lb_algo rr lb_kind NAT persistent_timeout 10 protocol TCP real_server ${OIP[vm2]} 8089 { weight 1 } real_server ${OIP[vm3]} 18089 { weight 1 } }" >"$KCONF"
 printf '$ cat keepalived.conf\n'
