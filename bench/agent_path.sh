@@ -248,3 +248,74 @@ path_agent_fw_stats() { path_agent_stats; }
 path_agent_fw10_up()    { AGENT_FW_RULES=10 path_agent_up "$@"; }
 path_agent_fw10_down()  { path_agent_down; }
 path_agent_fw10_stats() { path_agent_stats; }
+
+# agent_lb: the agent path with a virtual server (issue 15) in vm1's agent:
+# 10.64.1.2:IPERF_PORT, sh, NAT, to the one real server vm2 (SRV_IP), so
+# iperf3 connects to the virtual address and vm1's agent rewrites every
+# packet both ways (distributed, as for an instance in the overlay): the
+# balancer's cost against `agent`, the same path without it. Ping still goes
+# to vm2 itself (a virtual server takes TCP and UDP, not ICMP).
+AGENT_LB_VIP=${AGENT_LB_VIP:-10.64.1.2}
+path_agent_lb_up() {
+    path_agent_up "$@" || return 1
+    cat >>"$(agent_cfg 1)" <<EOF
+
+[[load_balancers]]
+vip = "$AGENT_LB_VIP"
+port = ${IPERF_PORT:-5201}
+protocol = "tcp"
+scheduler = "sh"
+kind = "nat"
+real_servers = [{ ip = "$SRV_IP", port = ${IPERF_PORT:-5201} }]
+EOF
+    # Applied by a reload (SIGHUP), like an operator's edit.
+    kill -HUP "${AGENT_PIDS[0]}" 2>/dev/null || return 1
+    local k
+    for k in $(seq 1 50); do
+        agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 ||
+        { echo "agent_lb path: vm1's agent did not take the virtual server" >&2; return 1; }
+    CLIENT_DST=$AGENT_LB_VIP
+    PATH_DESC="$PATH_DESC; through virtual server $AGENT_LB_VIP:${IPERF_PORT:-5201} (sh, NAT) balanced at vm1's agent"
+}
+path_agent_lb_down()  { path_agent_down; }
+path_agent_lb_stats() { path_agent_stats; }
+
+# haproxy: the peer an operator would otherwise pick for user-space L4
+# balancing, on the same topology: HAProxy (Debian's package) in TCP mode in
+# vm1's overlay namespace, listening on 127.0.0.1:IPERF_PORT, relaying to
+# vm2 over the agent path. Against `agent_lb`: the same balancing decision,
+# made by a proxy that terminates and reopens every connection.
+path_haproxy_up() {
+    command -v haproxy >/dev/null || { echo "haproxy path: haproxy is not installed" >&2; return 1; }
+    path_agent_up "$@" || return 1
+    local cfg=$GVB_STATE/haproxy.cfg port=${IPERF_PORT:-5201} k
+    cat >"$cfg" <<EOF
+global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen bench
+    bind 127.0.0.1:$port
+    balance source
+    server vm2 $SRV_IP:$port
+EOF
+    ip netns exec "$CLI_NS" haproxy -f "$cfg" -D -p "$GVB_STATE/haproxy.pid" >/dev/null 2>&1 || return 1
+    for k in $(seq 1 40); do
+        ip netns exec "$CLI_NS" ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && break
+        sleep 0.1
+    done
+    CLIENT_DST=127.0.0.1
+    PATH_DESC="$PATH_DESC; through HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}') (mode tcp, balance source) in vm1's namespace"
+}
+path_haproxy_down() {
+    [ -s "$GVB_STATE/haproxy.pid" ] && kill "$(cat "$GVB_STATE/haproxy.pid")" 2>/dev/null
+    rm -f "$GVB_STATE/haproxy.pid"
+    path_agent_down
+}
+path_haproxy_stats() { path_agent_stats; }

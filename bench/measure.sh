@@ -116,21 +116,23 @@ iperf_run() {
 # measure_pair LABEL CLIENT_NS SERVER_NS SERVER_IP
 #   Prints one JSON object: label, background CPU (busy cores in the second
 #   before and after; a 2-core box shared with anything else is noisy), ping,
-#   tcp_1, tcp_P.
+#   tcp_1, tcp_P. The iperf3 client connects to CLIENT_DST when a path sets
+#   it (a virtual server, a proxy), else to SERVER_IP; ping always goes to
+#   SERVER_IP (a virtual server balances TCP and UDP, not ICMP).
 measure_pair() {
-    local label=$1 cns=$2 sns=$3 sip=$4 bg bga p1 pp="null" ping
+    local label=$1 cns=$2 sns=$3 sip=$4 bg bga p1 pp="null" ping dst=${CLIENT_DST:-$4}
     # Connectivity first (bounded); ARP/flow setup happens here, not in the timings.
     timeout 15 ip netns exec "$cns" ping -n -c 3 -i 0.2 -W 1 -q "$sip" >/dev/null 2>&1 || \
         echo "measure: warning: $sip not answering ping from $cns" >&2
     bg=$(wait_quiet)
     ping=$(ping_stats "$cns" "$sip")
     iperf_server_start "$sns" "$sip" || { printf '{"label":"%s","error":"iperf3 server failed"}\n' "$label"; return 1; }
-    p1=$(iperf_run "$cns" "$sip" 1)
-    if [ "${PARALLEL:-2}" -gt 0 ] 2>/dev/null; then pp=$(iperf_run "$cns" "$sip" "${PARALLEL:-2}"); fi
+    p1=$(iperf_run "$cns" "$dst" 1)
+    if [ "${PARALLEL:-2}" -gt 0 ] 2>/dev/null; then pp=$(iperf_run "$cns" "$dst" "${PARALLEL:-2}"); fi
     iperf_server_stop
     bga=$(cpu_busy_1s)   # anything still busy afterwards was competing with us
-    printf '{"label":"%s","client_ns":"%s","server_ns":"%s","server_ip":"%s","bg_busy_cores_before":%s,"bg_busy_cores_after":%s,"ping":%s,"tcp_1":%s,"tcp_P":%s}\n' \
-        "$label" "$cns" "$sns" "$sip" "$bg" "$bga" "$ping" "$p1" "$pp"
+    printf '{"label":"%s","client_ns":"%s","server_ns":"%s","server_ip":"%s","client_dst":"%s","bg_busy_cores_before":%s,"bg_busy_cores_after":%s,"ping":%s,"tcp_1":%s,"tcp_P":%s}\n' \
+        "$label" "$cns" "$sns" "$sip" "$dst" "$bg" "$bga" "$ping" "$p1" "$pp"
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -90,7 +90,7 @@ run_one() {
     [ "$spec" != "$base" ] && nooff=1
     declare -F "path_${base}_up" >/dev/null || { echo "bench: unknown path $base" >&2; return 1; }
     echo "== mtu=$mtu path=$spec" >&2
-    CLI_NS='' SRV_NS='' SRV_IP='' PATH_INNER_MTU='' PATH_DESC='' WIRE_PORT='' WIRE_DECODE=''
+    CLI_NS='' SRV_NS='' SRV_IP='' PATH_INNER_MTU='' PATH_DESC='' WIRE_PORT='' WIRE_DECODE='' CLIENT_DST=''
     topo_up 2 "$mtu" || return 1
     if "path_${base}_up" "$mtu"; then
         [ "$nooff" = 1 ] && offloads_off
@@ -175,6 +175,8 @@ jq -s --arg vref "$VXLAN_REF" '
         | pooled($all; "agent"; $m) as $pa | pooled($all; "agent_fw"; $m) as $pf | pooled($all; "agent_fw10"; $m) as $pf10
         | pooled($all; "agent_base"; $m) as $pb
         | pooled($all; "north_south"; $m) as $pns | pooled($all; "vxlan_masq"; $m) as $pmq
+        | pooled($all; "agent_lb"; $m) as $plb | pooled($all; "haproxy"; $m) as $php
+        | ($plb | median) as $mlb | ($php | median) as $mhp
         | ($pns | median) as $mns | ($pmq | median) as $mmq
         | ($pa | median) as $ma | ($pf | median) as $mf | ($pf10 | median) as $mf10 | ($pb | median) as $mb | {
         mtu: ($m|tonumber),
@@ -194,7 +196,9 @@ jq -s --arg vref "$VXLAN_REF" '
         ns_gbps_1: ($mns | r3), ns_n: ($pns | length), masq_gbps_1: ($mmq | r3), masq_n: ($pmq | length),
         ns_over_agent: ratio($mns; $ma), ns_over_masq: ratio($mns; $mmq), masq_over_vxlan: ratio($mmq; $vx[$m].tcp_1.gbps),
         ns_p50_over_agent: ratio($ns[$m].ping.p50_ms; $ag[$m].ping.p50_ms),
-        ns_p50_over_masq: ratio($ns[$m].ping.p50_ms; $mq[$m].ping.p50_ms) })) }
+        ns_p50_over_masq: ratio($ns[$m].ping.p50_ms; $mq[$m].ping.p50_ms),
+        lb_gbps_1: ($mlb | r3), lb_n: ($plb | length), haproxy_gbps_1: ($mhp | r3), haproxy_n: ($php | length),
+        lb_over_agent: ratio($mlb; $ma), lb_over_haproxy: ratio($mlb; $mhp) })) }
 ' "$RESULTS" >"$OUT_DIR/summary.json"
 
 {
@@ -221,6 +225,11 @@ jq -s --arg vref "$VXLAN_REF" '
         echo
         echo "North-south (issue 14: instance -> edge -> uplink -> internet host, single stream >= 0.8x east-west agent-to-agent of the same run; kernel reference vxlan_masq = VXLAN to a router namespace doing nftables masquerade; medians over all single-stream runs of each path at the MTU, n = runs):"
         jq -r '.vxlan_ref as $v | .targets[] | "- MTU \(.mtu): north_south \(.ns_gbps_1) Gb/s (n=\(.ns_n)), agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), vxlan_masq \(.masq_gbps_1) Gb/s (n=\(.masq_n)); north_south / agent = \(.ns_over_agent) (target >= 0.8: \(if .ns_over_agent == null then "n/a" elif .ns_over_agent >= 0.8 then "MET" else "NOT MET" end)); north_south / vxlan_masq = \(.ns_over_masq); ping p50 north_south / agent = \(.ns_p50_over_agent), north_south / vxlan_masq = \(.ns_p50_over_masq); vxlan_masq / \($v) = \(.masq_over_vxlan)"' "$OUT_DIR/summary.json"
+    fi
+    if jq -e 'any(.targets[]; .lb_gbps_1 != null or .haproxy_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
+        echo
+        echo "Load balancer (issue 15: single stream to a virtual server >= 0.95x the direct path to its real server; HAProxy in TCP mode in the client namespace as the peer; medians over all single-stream runs of each path at the MTU, n = runs):"
+        jq -r '.targets[] | "- MTU \(.mtu): agent_lb \(.lb_gbps_1) Gb/s (n=\(.lb_n)), agent (direct) \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), haproxy \(.haproxy_gbps_1) Gb/s (n=\(.haproxy_n)); agent_lb / agent = \(.lb_over_agent) (target >= 0.95: \(if .lb_over_agent == null then "n/a" elif .lb_over_agent >= 0.95 then "MET" else "NOT MET" end)); agent_lb / haproxy = \(.lb_over_haproxy)"' "$OUT_DIR/summary.json"
     fi
     echo
     echo "Wire checks (first encapsulated packet on the underlay bridge):"

@@ -33,6 +33,13 @@
 #   vxlan_masq    the same topology on Linux: kernel VXLAN from the instance
 #                 to a router namespace that forwards to the internet
 #                 namespace with nftables masquerade on its uplink
+#   agent_lb      (issue 15, not in the default PATHS) the agent path with
+#                 a virtual server 10.64.1.2 (sh, NAT) in vm1's agent whose
+#                 one real server is vm2: iperf3 connects to the virtual
+#                 address, vm1's agent rewrites both ways
+#   haproxy       the agent path with HAProxy (mode tcp) in vm1's namespace
+#                 relaying to vm2: the user-space L4 balancer operators
+#                 would otherwise pick
 #   agent_base    (not in the default PATHS) the agent path with the binary
 #                 NSX_AGENT_BASE, e.g. a build of the previous commit: a
 #                 refactor measured against its predecessor in one run
@@ -49,6 +56,10 @@
 #
 # North-south run (issue 14):
 #   PATHS="agent north_south vxlan_masq" MTUS="1500 9001" REPS=3 scripts/bench.sh
+#
+# Load balancer run (issue 15: the virtual server against the direct path
+# and HAProxy, interleaved):
+#   PATHS="agent agent_lb haproxy agent agent_lb haproxy" MTUS="1500 9001" PARALLEL=0 scripts/bench.sh
 #
 # Usage: scripts/bench.sh            (as root or not: it runs in a private sandbox)
 # Env knobs:
@@ -95,6 +106,7 @@ command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v jq >/dev/null || need_pkgs+=(jq)
 case " $PATHS " in *" ovs_geneve"*) command -v ovs-vswitchd >/dev/null || need_pkgs+=(openvswitch-switch) ;; esac
 case " $PATHS " in *" vxlan_masq "*) command -v nft >/dev/null || need_pkgs+=(nftables) ;; esac
+case " $PATHS " in *" haproxy "*) command -v haproxy >/dev/null || need_pkgs+=(haproxy) ;; esac
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
