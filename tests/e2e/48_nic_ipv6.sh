@@ -67,6 +67,9 @@ ra_default() {
 has_slaac() { [[ -n "$(slaac_addr "$1" "$2")" ]]; }
 wait_for 20 has_slaac vm1 eth0 || bail "vm1 gets a SLAAC address from dnsmasq's RA" "$(tail -n 5 "$TOPO_DIR/dnsmasq.log")"
 wait_for 20 ra_default vm1 eth0 1024 || bail "vm1 learns the RA default route"
+# vm2 reaches vm1's SLAAC prefix through the same RA (on-link prefix or
+# default route): wait for it too, or its first ping may find no route.
+wait_for 20 has_slaac vm2 eth0 || bail "vm2 gets a SLAAC address from dnsmasq's RA"
 V1A=$(slaac_addr vm1 eth0)
 diag "vm1: static $V1S, SLAAC $V1A"
 
