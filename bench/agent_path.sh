@@ -258,6 +258,13 @@ path_agent_fw10_stats() { path_agent_stats; }
 AGENT_LB_VIP=${AGENT_LB_VIP:-10.64.1.2}
 path_agent_lb_up() {
     path_agent_up "$@" || return 1
+    # The virtual address is outside ls-web: vm1 sends to its gateway, so
+    # ls-web gets its router (in both agents: vm2 checks the routed
+    # frames' source MAC against it).
+    local i
+    for i in 1 2; do
+        printf '\n[[routers]]\nname = "t1"\nmac = "02:50:56:56:44:52"\nswitches = ["ls-web"]\n' >>"$(agent_cfg "$i")"
+    done
     cat >>"$(agent_cfg 1)" <<EOF
 
 [[load_balancers]]
@@ -269,7 +276,7 @@ kind = "nat"
 real_servers = [{ ip = "$SRV_IP", port = ${IPERF_PORT:-5201} }]
 EOF
     # Applied by a reload (SIGHUP), like an operator's edit.
-    kill -HUP "${AGENT_PIDS[0]}" 2>/dev/null || return 1
+    kill -HUP "${AGENT_PIDS[0]}" "${AGENT_PIDS[1]}" 2>/dev/null || return 1
     local k
     for k in $(seq 1 50); do
         agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 && break
@@ -278,7 +285,7 @@ EOF
     agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 ||
         { echo "agent_lb path: vm1's agent did not take the virtual server" >&2; return 1; }
     CLIENT_DST=$AGENT_LB_VIP
-    PATH_DESC="$PATH_DESC; through virtual server $AGENT_LB_VIP:${IPERF_PORT:-5201} (sh, NAT) balanced at vm1's agent"
+    PATH_DESC="$PATH_DESC; through virtual server $AGENT_LB_VIP:${IPERF_PORT:-5201} (sh, NAT) balanced at vm1's agent, routed by its tier-1 on the way out"
 }
 path_agent_lb_down()  { path_agent_down; }
 path_agent_lb_stats() { path_agent_stats; }
