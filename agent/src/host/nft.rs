@@ -827,6 +827,33 @@ mod tests {
     /// (type without NLA_F_NESTED, payload) of netlink attributes.
     type Attrs<'a> = Vec<(u16, &'a [u8])>;
 
+    /// A NEWRULE message whose expressions `build` writes.
+    fn rule(build: impl FnOnce(&mut Msg)) -> Vec<u8> {
+        let mut m = Msg::begin(Vec::new(), nft_type(NFT_MSG_NEWRULE), 0, 1, NFPROTO_INET, 0);
+        m.nest_begin(NFTA_RULE_EXPRESSIONS);
+        build(&mut m);
+        m.nest_end();
+        m.end()
+    }
+
+    /// The (name, attributes) of every expression of a [`rule`] message,
+    /// whose only attribute must be the expression list.
+    fn rule_exprs(buf: &[u8]) -> Vec<(String, Attrs<'_>)> {
+        let top = attrs(&buf[NLMSG_HDR_LEN + 4..]);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0, NFTA_RULE_EXPRESSIONS);
+        attrs(top[0].1)
+            .into_iter()
+            .map(|(_, elem)| {
+                let a = attrs(elem);
+                let name = String::from_utf8_lossy(a[0].1)
+                    .trim_end_matches('\0')
+                    .to_string();
+                (name, attrs(a[1].1))
+            })
+            .collect()
+    }
+
     fn attrs(mut b: &[u8]) -> Attrs<'_> {
         let mut out = Vec::new();
         while b.len() >= 4 {
@@ -843,24 +870,9 @@ mod tests {
 
     #[test]
     fn edge_rule_drops_the_nat_ports_to_the_underlay_address_on_the_bridge() {
-        let mut m = Msg::begin(Vec::new(), nft_type(NFT_MSG_NEWRULE), 0, 1, NFPROTO_INET, 0);
-        m.nest_begin(NFTA_RULE_EXPRESSIONS);
         let ip = "10.99.3.19".parse().unwrap();
-        edge_nat_exprs(&mut m, 9, ip, IPPROTO_UDP, (61000, 65535));
-        m.nest_end();
-        let buf = m.end();
-        let top = attrs(&buf[NLMSG_HDR_LEN + 4..]);
-        assert_eq!(top.len(), 1);
-        let exprs: Vec<(String, Attrs)> = attrs(top[0].1)
-            .into_iter()
-            .map(|(_, elem)| {
-                let a = attrs(elem);
-                let name = String::from_utf8_lossy(a[0].1)
-                    .trim_end_matches('\0')
-                    .to_string();
-                (name, attrs(a[1].1))
-            })
-            .collect();
+        let buf = rule(|m| edge_nat_exprs(m, 9, ip, IPPROTO_UDP, (61000, 65535)));
+        let exprs = rule_exprs(&buf);
         let names: Vec<&str> = exprs.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -921,25 +933,9 @@ mod tests {
 
     #[test]
     fn ssh_rule_matches_syn_to_port_on_the_bridge() {
-        let mut m = Msg::begin(Vec::new(), nft_type(NFT_MSG_NEWRULE), 0, 1, NFPROTO_INET, 0);
-        m.nest_begin(NFTA_RULE_EXPRESSIONS);
-        ssh_block_exprs(&mut m, 7, 22);
-        m.nest_end();
-        let buf = m.end();
+        let buf = rule(|m| ssh_block_exprs(m, 7, 22));
         assert_eq!(buf[16], NFPROTO_INET);
-        let top = attrs(&buf[NLMSG_HDR_LEN + 4..]);
-        assert_eq!(top.len(), 1);
-        assert_eq!(top[0].0, NFTA_RULE_EXPRESSIONS);
-        let exprs: Vec<(String, Attrs)> = attrs(top[0].1)
-            .into_iter()
-            .map(|(_, elem)| {
-                let a = attrs(elem);
-                let name = String::from_utf8_lossy(a[0].1)
-                    .trim_end_matches('\0')
-                    .to_string();
-                (name, attrs(a[1].1))
-            })
-            .collect();
+        let exprs = rule_exprs(&buf);
         let names: Vec<&str> = exprs.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
