@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 
 use control::MacAddr;
 
-use super::uplink::Refused;
+use super::uplink::{Entered, Refused};
 use super::{Ctx, DropReason, Recorder, Step, Verdict, Why as LayerWhy};
 use crate::edge::Iface;
 use crate::tables::Tables;
@@ -51,12 +51,12 @@ pub(crate) fn process_in<R: Recorder>(
         rec.note(|| LayerWhy::Downlink(why));
         Step::Done(v)
     }
-    let (t0, arp) = match super::uplink::entry(t, ctx, Iface::Downlink) {
+    let (t0, entered) = match super::uplink::entry(t, ctx, Iface::Downlink) {
         Ok(ok) => ok,
         Err(e) => return done(rec, Verdict::Drop(e.reason()), Why::Refused(e)),
     };
-    match arp {
-        Some(a) => {
+    match entered {
+        Entered::Arp(a) => {
             let (sender, mac, target) = (a.sender_ip(), MacAddr(a.sender_mac()), a.target_ip());
             let me = t0.downlink_ip();
             let learned = target == me
@@ -79,12 +79,7 @@ pub(crate) fn process_in<R: Recorder>(
                 },
             )
         }
-        None => {
-            let (src, dst) = ctx
-                .ipv4
-                .map_or((Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED), |ip| {
-                    (ip.src, ip.dst)
-                });
+        Entered::Ipv4 { src, dst } => {
             if t0.overlay_subnets().any(|n| n.contains(&dst))
                 || (t0.underlay_snat && dst == t0.downlink_ip())
             {

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use control::MacAddr;
 use geneve::arp;
 
-use super::uplink::Refused;
+use super::uplink::{Entered, Refused};
 use super::{Ctx, DropReason, Recorder, Step, Verdict, Why as LayerWhy};
 use crate::counters::Counters;
 use crate::edge::Iface;
@@ -56,13 +56,13 @@ pub(crate) fn process_in<R: Recorder>(
         rec.note(|| LayerWhy::Probe(why));
         Step::Done(v)
     }
-    let (t0, arp) = match super::uplink::entry(t, ctx, Iface::Probe) {
+    let (t0, entered) = match super::uplink::entry(t, ctx, Iface::Probe) {
         Ok(ok) => ok,
         Err(e) => return done(rec, Verdict::Drop(e.reason()), Why::Refused(e)),
     };
     let me = t0.health_check_ip;
-    match arp {
-        Some(a) => {
+    match entered {
+        Entered::Arp(a) => {
             let (sender, mac, target) = (a.sender_ip(), MacAddr(a.sender_mac()), a.target_ip());
             if sender != me || mac.is_multicast() || mac.is_zero() {
                 return done(
@@ -92,12 +92,7 @@ pub(crate) fn process_in<R: Recorder>(
                 },
             )
         }
-        None => {
-            let (src, dst) = ctx
-                .ipv4
-                .map_or((Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED), |ip| {
-                    (ip.src, ip.dst)
-                });
+        Entered::Ipv4 { src, dst } => {
             if src != me {
                 return done(
                     rec,

@@ -96,12 +96,12 @@ pub(crate) fn process_in<R: Recorder>(
         rec.note(|| LayerWhy::Uplink(why));
         Step::Done(v)
     }
-    let (t0, arp) = match entry(t, ctx, Iface::Uplink) {
+    let (t0, entered) = match entry(t, ctx, Iface::Uplink) {
         Ok(ok) => ok,
         Err(e) => return done(rec, Verdict::Drop(e.reason()), Why::Refused(e)),
     };
-    match arp {
-        Some(a) => {
+    match entered {
+        Entered::Arp(a) => {
             let (sender, mac, target) = (a.sender_ip(), MacAddr(a.sender_mac()), a.target_ip());
             let from_subnet = t0.uplink.contains(&sender) && !mac.is_multicast();
             if from_subnet && let Some(edge) = rec.edge_mut() {
@@ -135,12 +135,7 @@ pub(crate) fn process_in<R: Recorder>(
             }
             done(rec, Verdict::Absorbed, Why::ArpLearned { sender, mac })
         }
-        None => {
-            let (src, dst) = ctx
-                .ipv4
-                .map_or((Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED), |ip| {
-                    (ip.src, ip.dst)
-                });
+        Entered::Ipv4 { src, dst } => {
             rec.note(|| LayerWhy::Uplink(Why::Pass { src, dst }));
             Step::Next
         }
@@ -194,20 +189,26 @@ impl Refused {
     }
 }
 
-/// What an edge interface's entry let in: the tier-0, and the ARP packet
-/// (`None`: unicast IPv4 for the tier-0).
-pub(crate) type Entered<'t, 'f> = (&'t Tier0, Option<arp::Packet<&'f [u8]>>);
+/// What an edge interface's entry let in.
+pub(crate) enum Entered<'f> {
+    Arp(arp::Packet<&'f [u8]>),
+    /// Unicast IPv4 for the tier-0.
+    Ipv4 {
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    },
+}
 
 /// The entry both edge interfaces share (`uplink-in`, `downlink-in`): the
 /// Ethernet and IPv4 headers read once, a super-frame's segments planned;
 /// unicast to a MAC other than the interface's, IPv4 to a group address
-/// and anything but IPv4 and ARP refused. Returns the tier-0 and, for
-/// ARP, the packet; `None` is unicast IPv4 for the tier-0.
+/// and anything but IPv4 and ARP refused. Returns the tier-0 and what
+/// came in.
 pub(crate) fn entry<'t, 'f>(
     t: &'t Tables,
     ctx: &mut Ctx<'f>,
     iface: Iface,
-) -> Result<Entered<'t, 'f>, Refused> {
+) -> Result<(&'t Tier0, Entered<'f>), Refused> {
     let t0 = t.tier0.as_ref().ok_or(Refused::NoTier0)?;
     ctx.parse_l2_l3().map_err(|_| Refused::Malformed)?;
     if let Some(gso) = ctx.offload.gso {
@@ -225,7 +226,7 @@ pub(crate) fn entry<'t, 'f>(
             let frame: &'f [u8] = ctx.frame;
             let body = frame.get(ethernet::HEADER_LEN..).unwrap_or_default();
             let a = arp::Packet::new_checked(body).map_err(|_| Refused::Malformed)?;
-            Ok((t0, Some(a)))
+            Ok((t0, Entered::Arp(a)))
         }
         ethernet::ETHERTYPE_IPV4 => match ctx.ipv4 {
             Some(ip)
@@ -233,7 +234,13 @@ pub(crate) fn entry<'t, 'f>(
             {
                 Err(Refused::Group(ip.dst))
             }
-            Some(_) => Ok((t0, None)),
+            Some(ip) => Ok((
+                t0,
+                Entered::Ipv4 {
+                    src: ip.src,
+                    dst: ip.dst,
+                },
+            )),
             None => Err(Refused::Malformed),
         },
         et => Err(Refused::Ethertype(et)),
