@@ -7,16 +7,10 @@
 //! datapath balancing the server (and to this one).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use control::lb::{HealthKey, HealthReport, HealthVerdict, Liveness, VirtualServer};
-use lb::health::{HealthEvent, Monitor, MonitorHandle, Net};
-use nix::sched::CloneFlags;
-use tokio::net::TcpSocket;
-use tokio::process::Command;
+use control::lb::{HealthKey, HealthReport, HealthVerdict, VirtualServer};
+use lb::health::{HealthEvent, HostNet, Monitor, MonitorHandle};
 use tokio::sync::{Notify, mpsc};
 
 use crate::host;
@@ -34,6 +28,11 @@ struct BoardState {
     active: bool,
     current: BTreeMap<HealthKey, HealthVerdict>,
     dirty: BTreeSet<HealthKey>,
+    /// The next report must be full: the board just became active (a
+    /// session may have started before the checks did, and the gateway
+    /// still holds the previous run's verdicts), or servers were dropped
+    /// (a change report cannot say "gone").
+    full_pending: bool,
 }
 
 impl Board {
@@ -61,13 +60,11 @@ impl Board {
     /// board reports from now on.
     fn retain(&self, keys: &BTreeSet<HealthKey>) {
         let mut st = self.lock();
-        st.active = true;
         let before = st.current.len();
         st.current.retain(|k, _| keys.contains(k));
-        if st.current.len() != before {
-            // Gone servers are not "changes" the gateway can read: the
-            // next report is full.
-            st.dirty = st.current.keys().copied().collect();
+        if !st.active || st.current.len() != before {
+            st.active = true;
+            st.full_pending = true;
             drop(st);
             self.changed.notify_one();
         }
@@ -80,15 +77,22 @@ impl Board {
             return None;
         }
         st.dirty.clear();
+        st.full_pending = false;
         Some(HealthReport {
             full: true,
             verdicts: st.current.values().cloned().collect(),
         })
     }
 
-    /// The verdicts changed since the last report, if any.
+    /// What the gateway has yet to hear, if anything: every verdict when
+    /// a full report is pending, else the verdicts changed since the last
+    /// report.
     pub fn changes(&self) -> Option<HealthReport> {
         let mut st = self.lock();
+        if st.full_pending {
+            drop(st);
+            return self.full();
+        }
         if st.dirty.is_empty() {
             return None;
         }
@@ -107,74 +111,35 @@ impl Board {
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
-
-    /// The current verdict of `key`.
-    pub fn liveness(&self, key: &HealthKey) -> Option<Liveness> {
-        self.lock().current.get(key).map(|v| v.liveness)
-    }
-}
-
-/// Sockets and scripts in the health-check namespace.
-struct HcNet {
-    /// The namespace's handle, kept open for `setns`.
-    ns: File,
-}
-
-impl Net for HcNet {
-    fn tcp_socket(&self) -> io::Result<TcpSocket> {
-        let ns = self.ns.try_clone()?;
-        // A socket belongs to the namespace of the thread that made it:
-        // a short-lived thread enters the namespace and makes it.
-        let fd = std::thread::scope(|s| {
-            s.spawn(move || -> io::Result<OwnedFd> {
-                nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-                crate::dp::io::socket(libc::AF_INET, libc::SOCK_STREAM, 0)
-            })
-            .join()
-            .map_err(|_| io::Error::other("health-check socket thread panicked"))?
-        })?;
-        Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(fd)))
-    }
-
-    fn command(&self, program: &str, args: &[String]) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        let fd = self.ns.as_raw_fd();
-        // SAFETY: between fork and exec the child only calls setns(2), an
-        // async-signal-safe system call, on a descriptor the parent keeps
-        // open for as long as `self` lives (the child inherits it).
-        unsafe {
-            cmd.pre_exec(move || {
-                let ns = BorrowedFd::borrow_raw(fd);
-                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
-            });
-        }
-        cmd
-    }
 }
 
 /// The edge's checkers.
-#[derive(Clone)]
 pub struct Checks {
     handle: MonitorHandle,
     board: Arc<Board>,
     /// The address the namespace holds now.
-    address: Arc<Mutex<Option<std::net::Ipv4Addr>>>,
+    address: Mutex<Option<std::net::Ipv4Addr>>,
 }
 
 impl Checks {
     /// Starts the monitor in the health-check namespace (made by
-    /// `host::probe::setup`), its verdicts going to `board`.
-    pub fn start(board: Arc<Board>) -> Result<Checks, host::HostError> {
-        let ns = File::open(host::probe::netns_path()).map_err(|source| host::HostError::Io {
-            step: "open the health-check netns",
-            target: host::probe::NETNS.into(),
-            source,
-        })?;
+    /// `host::probe::setup`), its verdicts going to `board`. The monitor
+    /// runs on a thread of its own inside the namespace, so its sockets
+    /// and the scripts it forks are the namespace's.
+    pub fn start(board: Arc<Board>) -> Checks {
         let handle = MonitorHandle::new(Monitor::new());
         let (tx, mut rx) = mpsc::channel::<HealthEvent>(256);
         let runner = handle.clone();
-        tokio::spawn(async move { runner.run(Arc::new(HcNet { ns }), tx).await });
+        tokio::spawn(async move {
+            let ran = host::probe::run_inside(move || async move {
+                runner.run(Arc::new(HostNet), tx).await;
+                Ok(())
+            })
+            .await;
+            if let Err(e) = ran {
+                tracing::error!(error = %e, "health checks: cannot run in their namespace");
+            }
+        });
         let to_board = Arc::clone(&board);
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
@@ -182,11 +147,11 @@ impl Checks {
                 to_board.record(ev);
             }
         });
-        Ok(Checks {
+        Checks {
             handle,
             board,
-            address: Arc::new(Mutex::new(None)),
-        })
+            address: Mutex::new(None),
+        }
     }
 
     /// Follows an applied config: the namespace's address, and the virtual
@@ -221,11 +186,6 @@ impl Checks {
             .collect();
         self.board.retain(&keys);
     }
-
-    /// The checkers, for the API.
-    pub fn snapshot(&self) -> Vec<lb::health::CheckView> {
-        self.handle.snapshot()
-    }
 }
 
 impl std::fmt::Debug for Checks {
@@ -234,5 +194,75 @@ impl std::fmt::Debug for Checks {
             .field("board", &self.board)
             .field("address", &self.address)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use control::lb::{LbProtocol, Liveness};
+
+    use super::*;
+
+    fn key(last: u8) -> HealthKey {
+        HealthKey {
+            protocol: LbProtocol::Tcp,
+            vip: "10.64.1.2".parse().unwrap(),
+            port: 80,
+            real_ip: std::net::Ipv4Addr::new(192, 168, 1, last),
+            real_port: 80,
+        }
+    }
+
+    fn down(last: u8) -> HealthEvent {
+        HealthEvent {
+            key: key(last),
+            liveness: Liveness::Down,
+            reason: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn off_the_edge_nothing_is_reported() {
+        let b = Board::default();
+        assert_eq!(b.full(), None);
+        assert_eq!(b.changes(), None);
+    }
+
+    #[test]
+    fn the_first_report_after_the_checks_start_is_full() {
+        // A session that started before the checks had nothing to send;
+        // the gateway may hold the previous run's verdicts, so the first
+        // report must replace them.
+        let b = Board::default();
+        b.retain(&BTreeSet::from([key(1), key(2)]));
+        let r = b.changes().expect("a report");
+        assert!(r.full);
+        assert!(r.verdicts.is_empty());
+        assert_eq!(b.changes(), None, "then nothing until a change");
+        b.record(down(1));
+        let r = b.changes().expect("the change");
+        assert!(!r.full);
+        assert_eq!(r.verdicts.len(), 1);
+        assert_eq!(r.verdicts[0].key, key(1));
+        assert_eq!(r.verdicts[0].liveness, Liveness::Down);
+    }
+
+    #[test]
+    fn a_server_no_longer_checked_makes_the_next_report_full() {
+        let b = Board::default();
+        b.retain(&BTreeSet::from([key(1), key(2)]));
+        b.record(down(1));
+        b.record(down(2));
+        assert!(b.full().is_some());
+        b.retain(&BTreeSet::from([key(2)]));
+        let r = b.changes().expect("a report");
+        assert!(r.full, "a change report cannot say a server is gone");
+        assert_eq!(
+            r.verdicts.iter().map(|v| v.key).collect::<Vec<_>>(),
+            [key(2)]
+        );
+        // Unchanged set: no report.
+        b.retain(&BTreeSet::from([key(2)]));
+        assert_eq!(b.changes(), None);
     }
 }

@@ -451,7 +451,7 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
     let edge = match uplink {
         Some(_) => {
             let probe = host::probe::start(u32::from(lh.overlay_mtu)).await?;
-            let checks = health::Checks::start(Arc::clone(&board))?;
+            let checks = health::Checks::start(Arc::clone(&board));
             Some(EdgeChecks { probe, checks })
         }
         None => None,

@@ -20,11 +20,6 @@ pub const NETNS: &str = "nsx-hc";
 /// Its interface (inside) and the datapath's end (outside).
 pub const IFACE: &str = "nsx-hc0";
 pub const PEER: &str = "nsx-hc0-peer";
-/// The namespace's handle (`/run/netns/nsx-hc`).
-pub fn netns_path() -> std::path::PathBuf {
-    netns::path(NETNS)
-}
-
 /// `RT_SCOPE_LINK`: the default route reaches every address directly.
 const SCOPE_LINK: u8 = 253;
 
@@ -97,6 +92,18 @@ pub async fn setup(nl: &Nl, mtu: u32) -> Result<u32, HostError> {
 pub async fn start(mtu: u32) -> Result<u32, HostError> {
     let nl = Nl::connect("main")?;
     setup(&nl, mtu).await
+}
+
+/// Runs `f` inside the namespace until it ends, on a thread of its own
+/// with its own runtime ([`netns::run_in`]): whatever it opens or forks
+/// belongs to the namespace.
+pub async fn run_inside<T, F, Fut>(f: F) -> Result<T, HostError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, HostError>>,
+    T: Send + 'static,
+{
+    netns::run_in(NETNS, move |_nl| f()).await
 }
 
 /// Gives the checkers `ip` (replacing any other address) and the default
