@@ -34,13 +34,28 @@ pub struct Neighbors {
     map: FxMap<Ipv4Addr, Entry>,
     /// Neighbours refused because the cache was full.
     pub refused: u64,
+    /// When a full cache may be swept for stale entries again.
+    next_sweep_ns: u64,
 }
 
 impl Default for Neighbors {
     fn default() -> Self {
         let mut map = FxMap::default();
         map.reserve(MAX_NEIGHBORS);
-        Neighbors { map, refused: 0 }
+        Neighbors {
+            map,
+            refused: 0,
+            next_sweep_ns: 0,
+        }
+    }
+}
+
+impl Entry {
+    /// Whether the entry may make room for another at `now_ns`.
+    fn is_stale(&self, now_ns: u64) -> bool {
+        let asked = self.asked_ns.unwrap_or(0);
+        let unanswered = self.mac.is_none() && now_ns.saturating_sub(asked) >= 3 * ARP_RETRY_NS;
+        unanswered || now_ns.saturating_sub(self.heard_ns.max(asked)) >= NEIGHBOR_TTL_NS
     }
 }
 
@@ -99,11 +114,15 @@ impl Neighbors {
 
     fn put(&mut self, ip: Ipv4Addr, e: Entry) -> bool {
         if self.map.len() >= MAX_NEIGHBORS && !self.map.contains_key(&ip) {
-            // Make room from what has gone stale before refusing.
+            // Make room from what has gone stale before refusing: heard
+            // longer ago than the TTL, or asked for and never answered
+            // (3 tries' worth). At most one sweep per retry interval, so a
+            // full cache of live neighbours costs no scan per packet.
             let now = e.heard_ns.max(e.asked_ns.unwrap_or(0));
-            self.map.retain(|_, old| {
-                now.saturating_sub(old.heard_ns.max(old.asked_ns.unwrap_or(0))) < NEIGHBOR_TTL_NS
-            });
+            if now >= self.next_sweep_ns {
+                self.next_sweep_ns = now.saturating_add(ARP_RETRY_NS);
+                self.map.retain(|_, old| !old.is_stale(now));
+            }
             if self.map.len() >= MAX_NEIGHBORS {
                 self.refused += 1;
                 return false;
@@ -295,5 +314,26 @@ mod tests {
             n.lookup(Ipv4Addr::from(u32::MAX - 1), 3 + NEIGHBOR_TTL_NS)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn unanswered_requests_make_room_and_a_full_cache_is_not_swept_per_packet() {
+        let mut n = Neighbors::default();
+        let t = ARP_RETRY_NS;
+        for i in 0..u32::try_from(MAX_NEIGHBORS).unwrap() {
+            assert!(n.may_request(Ipv4Addr::from(i + 1), 1));
+        }
+        let newcomer = Ipv4Addr::from(u32::MAX - 1);
+        let mac = MacAddr([2, 0, 0, 0, 0, 3]);
+        // Unanswered for less than 3 tries: still there, the newcomer refused.
+        n.learn(newcomer, mac, 2 * t);
+        assert_eq!(n.refused, 1);
+        // Within the same retry interval no new sweep: refused again.
+        n.learn(newcomer, mac, 2 * t + 1);
+        assert_eq!(n.refused, 2);
+        // 3 intervals unanswered: they make room, long before the TTL.
+        n.learn(newcomer, mac, 3 * t + 2);
+        assert_eq!(n.refused, 2);
+        assert_eq!(n.lookup(newcomer, 3 * t + 3), Some(mac));
     }
 }

@@ -151,18 +151,19 @@ impl LbState {
 
     /// Whether a packet meeting the balancer `way` can be one of its
     /// (cheap: address lookups, no parse): to a virtual address; from a
-    /// real server's address and port, or an ICMP error; on the edge,
-    /// anything.
+    /// real server's address and port, or an ICMP error; on the edge's
+    /// way in from the overlay, either.
     #[inline]
     pub(crate) fn may_be_ours(&self, way: Way, ip: &Ipv4Meta, pkt: &[u8]) -> bool {
+        let to_vip = || self.engine.is_vip(ip.dst);
+        let from_server = || {
+            ip.protocol == geneve::ipv4::PROTO_ICMP
+                || src_port(pkt).is_some_and(|p| self.engine.is_real_server(ip.protocol, ip.src, p))
+        };
         match way {
-            Way::ToVip => self.engine.is_vip(ip.dst),
-            Way::FromServer => {
-                ip.protocol == geneve::ipv4::PROTO_ICMP
-                    || src_port(pkt)
-                        .is_some_and(|p| self.engine.is_real_server(ip.protocol, ip.src, p))
-            }
-            Way::Either => true,
+            Way::ToVip => to_vip(),
+            Way::FromServer => from_server(),
+            Way::Either => to_vip() || from_server(),
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Pipeline {
     edge: Option<EdgeState>,
     /// Present while the tables have virtual servers.
     lb: Option<LbState>,
+    /// Why the last tables' NAT configuration was refused, if it was.
+    edge_error: Option<nat::ConfigError>,
 }
 
 impl Pipeline {
@@ -56,6 +58,7 @@ impl Pipeline {
             answer: vec![0; ANSWER_BUF],
             edge: None,
             lb: None,
+            edge_error: None,
         };
         p.set_tables(tables);
         p
@@ -167,14 +170,23 @@ impl Pipeline {
             None => self.firewall = None,
         }
         // The NAT's configuration was checked when the tables were built
-        // (`TablesError::Nat`), so neither call fails here.
-        match (&tables.tier0, &mut self.edge) {
-            (Some(t0), Some(edge)) => {
-                let _ = edge.update(t0);
+        // (`TablesError::Nat`), so neither call should fail here; if one
+        // does, the caller hears it ([`Pipeline::edge_error`]) and the NAT
+        // layer drops what it cannot translate.
+        self.edge_error = match (&tables.tier0, &mut self.edge) {
+            (Some(t0), Some(edge)) => edge.update(t0).err(),
+            (Some(t0), None) => match EdgeState::new(t0) {
+                Ok(e) => {
+                    self.edge = Some(e);
+                    None
+                }
+                Err(e) => Some(e),
+            },
+            (None, _) => {
+                self.edge = None;
+                None
             }
-            (Some(t0), None) => self.edge = EdgeState::new(t0).ok(),
-            (None, _) => self.edge = None,
-        }
+        };
         // Connections outlive a change of their virtual servers (a removed
         // real server, or a removed virtual server, keeps its established
         // connections); the balancer goes away once none is configured and
@@ -223,6 +235,12 @@ impl Pipeline {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Why the edge's NAT refused the last tables' configuration (it
+    /// keeps the previous one, or none), for the caller to report.
+    pub fn edge_error(&self) -> Option<&nat::ConfigError> {
+        self.edge_error.as_ref()
     }
 
     /// The edge's state, while the tables have a tier-0.

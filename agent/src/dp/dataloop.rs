@@ -171,6 +171,9 @@ impl driver::Shell for Shell {
         match msg {
             Ctl::Tables(t) => {
                 self.pipeline.set_tables(t);
+                if let Some(e) = self.pipeline.edge_error() {
+                    tracing::error!(error = %e, "edge NAT: configuration refused");
+                }
                 self.tables_changed();
             }
             Ctl::Fw(req) => {

@@ -58,6 +58,8 @@ pub(crate) enum Why {
     NotToDownlinkNat,
     /// From the overlay to the health checkers: nothing to translate.
     HealthCheck,
+    /// No NAT state for the interface (its configuration was refused).
+    NoState,
     /// The engine's decision.
     Decided(Box<Decision>),
 }
@@ -132,8 +134,10 @@ pub(crate) fn process<R: Recorder>(
         .and_then(|e| e.nat_of(iface))
         .map(|n| n.judge(dir, pkt, now_ns))
     else {
-        rec.note(|| LayerWhy::Nat(Why::NotEdge));
-        return Step::Next;
+        // The tables have a tier-0 but the edge has no NAT state: never
+        // let an untranslated overlay address out.
+        rec.note(|| LayerWhy::Nat(Why::NoState));
+        return Step::Done(Verdict::Drop(DropReason::NatUntranslatable));
     };
     let verdict = match rec.edge_mut().and_then(|e| e.nat_of_mut(iface)) {
         Some(n) => n.commit(&d, now_ns),
@@ -166,6 +170,9 @@ impl Why {
             Why::Balanced => f.write_str("balanced by the load balancer: not translated again"),
             Why::Inside => f.write_str("overlay to overlay: not translated: pass"),
             Why::HealthCheck => f.write_str("to the health checkers: not translated: pass"),
+            Why::NoState => {
+                f.write_str("no NAT state for the interface: drop (nat_untranslatable)")
+            }
             Why::ToTier0 => f.write_str("echo request to the tier-0's own address: pass"),
             Why::Underlay => f.write_str(
                 "overlay and downlink without underlay_snat, or the downlink's own address: \

@@ -261,11 +261,12 @@ fn icmp_error(
     code: u8,
     rest: u32,
 ) -> bool {
-    if t.tier0.is_some() {
-        // On the edge the port queue is the uplink: a tier-1 error about a
-        // frame from outside is not sent (the tier-0 checked TTL and MTU
-        // with the same limits before, so this is rare).
-        return false;
+    if let Some(t0) = &t.tier0 {
+        // On the edge the frame came in on the uplink, the downlink or the
+        // health-check port (or from the overlay, hairpinned): the tier-0
+        // sends the error back the way it came. (A TTL of 2 from outside
+        // passes the tier-0 and runs out here.)
+        return super::tier0::icmp_error(t, t0, ctx, out, c, icmp_type, code, rest);
     }
     let from = t.switches[usize::from(ctx.switch)].gateway_ip;
     let mut len = 0;

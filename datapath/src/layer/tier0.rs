@@ -265,7 +265,7 @@ fn echo_reply(t: &Tables, t0: &Tier0, ctx: &Ctx<'_>, out: &mut Output, c: &mut C
 /// quotes the packet as its sender sent it): from the address of the
 /// interface it came in on, the uplink's primary address from the overlay.
 #[allow(clippy::too_many_arguments)]
-fn icmp_error(
+pub(crate) fn icmp_error(
     t: &Tables,
     t0: &Tier0,
     ctx: &Ctx<'_>,
