@@ -40,6 +40,11 @@ enum What {
     TepIdMismatch {
         claimed: u32,
     },
+    /// On the edge: a VNI other than the transit segment's (the tier-0
+    /// takes only what a tier-1 routed to it).
+    NotTransit {
+        vni: u32,
+    },
     UnknownVni {
         vni: u32,
     },
@@ -104,6 +109,10 @@ pub(crate) fn process<R: Recorder>(
             return Step::Done(Verdict::Drop(r));
         }
         return transit(t, t0, ctx, tep, note);
+    }
+    if t.tier0.is_some() {
+        note(What::NotTransit { vni: parsed.vni });
+        return Step::Done(Verdict::Drop(DropReason::NotForEdge));
     }
     let Some(switch) = t.switch_by_vni(parsed.vni) else {
         note(What::UnknownVni { vni: parsed.vni });
@@ -207,6 +216,10 @@ impl Why {
                 f,
                 "Geneve from {from}: the VMware option says tep {claimed}: \
                  drop (tep_id_mismatch)"
+            ),
+            What::NotTransit { vni } => write!(
+                f,
+                "Geneve from {from}: vni {vni:#x} is not the transit segment: drop (not_for_edge)"
             ),
             What::UnknownVni { vni } => write!(
                 f,

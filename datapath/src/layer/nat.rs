@@ -60,6 +60,9 @@ pub(crate) enum Why {
     HealthCheck,
     /// No NAT state for the interface (its configuration was refused).
     NoState,
+    /// From the overlay to where the tier-0 has no route: nothing to
+    /// translate.
+    Unrouted,
     /// The engine's decision.
     Decided(Box<Decision>),
 }
@@ -120,6 +123,12 @@ pub(crate) fn process<R: Recorder>(
         rec.note(|| LayerWhy::Nat(Why::Inside));
         return Step::Next;
     }
+    if dir == Dir::Out && out_hop.is_none() && !t0.owns(ip.dst) {
+        // Nowhere to go: the tier-0 drops it (`no_route`); no session or
+        // port is spent on it.
+        rec.note(|| LayerWhy::Nat(Why::Unrouted));
+        return Step::Next;
+    }
     if dir == Dir::Out && matches!(out_hop, Some(T0Hop::Probe)) {
         // A real server answering the edge's health checks.
         rec.note(|| LayerWhy::Nat(Why::HealthCheck));
@@ -170,6 +179,7 @@ impl Why {
             Why::Balanced => f.write_str("balanced by the load balancer: not translated again"),
             Why::Inside => f.write_str("overlay to overlay: not translated: pass"),
             Why::HealthCheck => f.write_str("to the health checkers: not translated: pass"),
+            Why::Unrouted => f.write_str("no route at the tier-0: not translated: pass"),
             Why::NoState => {
                 f.write_str("no NAT state for the interface: drop (nat_untranslatable)")
             }

@@ -10,8 +10,9 @@
 //! the downlink, or into the overlay through the sender's tier-1. Routed to
 //! the uplink or the downlink, the frame goes on to `uplink-out` /
 //! `downlink-out`; into the overlay, to the tier-1 (`router`) and `encap`.
-//! It routes with the destination NAT gave the packet. Dropped: frames
-//! arriving in the overlay other than on the transit segment; routing
+//! It routes with the destination NAT gave the packet (from the overlay
+//! only what came on the transit segment reaches it: decap refuses the
+//! rest on the edge). Dropped: routing
 //! between the uplink and the downlink, or back out of the interface a
 //! frame came in on (`no_route`: only the overlay is routed to and from
 //! them); from the downlink to the overlay untranslated while the tier-0
@@ -35,10 +36,6 @@ use crate::tables::{Location, RouterIdx, T0Hop, T0Origin, Tables, TepIdx, Tier0}
 /// Why the tier-0 decided as it did.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Why {
-    /// From the overlay, but not on the transit segment.
-    NotTransit {
-        vni_switch: u16,
-    },
     NotIpv4,
     /// To one of the tier-0's own addresses.
     Own {
@@ -110,14 +107,6 @@ pub(crate) fn process<R: Recorder>(
     let Some(t0) = &t.tier0 else {
         return done(DropReason::NotForEdge, Why::NotIpv4);
     };
-    if ctx.came_in.is_none() && !ctx.transit {
-        return done(
-            DropReason::NotForEdge,
-            Why::NotTransit {
-                vni_switch: ctx.switch,
-            },
-        );
-    }
     let Some(ip) = ctx.ipv4 else {
         return done(DropReason::NotForEdge, Why::NotIpv4);
     };
@@ -339,11 +328,6 @@ impl Why {
     pub(crate) fn write(&self, t: &Tables, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = t.tier0.as_ref().map_or("tier-0", |t0| t0.name.as_str());
         match *self {
-            Why::NotTransit { vni_switch } => write!(
-                f,
-                "{name}: from the overlay on {}, not the transit segment: drop (not_for_edge)",
-                super::SwitchName(t, vni_switch)
-            ),
             Why::NotIpv4 => write!(f, "{name}: not IPv4: drop (not_for_edge)"),
             Why::Own { dst, answered } => match answered {
                 Some(true) => write!(f, "{name}: echo request to its address {dst}: answered"),
