@@ -81,6 +81,14 @@ impl Neighbors {
         );
     }
 
+    /// Whether [`Neighbors::may_request`] would say yes, recording nothing.
+    pub fn would_request(&self, ip: Ipv4Addr, now_ns: u64) -> bool {
+        self.map.get(&ip).is_none_or(|e| {
+            e.asked_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) >= ARP_RETRY_NS)
+        })
+    }
+
     /// Whether an ARP request for `ip` may go out now (none sent within
     /// [`ARP_RETRY_NS`]); if so, the request is recorded as sent.
     pub fn may_request(&mut self, ip: Ipv4Addr, now_ns: u64) -> bool {

@@ -80,3 +80,22 @@ fn no_session_is_spent_on_a_packet_the_tier0_cannot_route() {
     );
     assert_eq!(e.edge().unwrap().nat.len(), 0, "no session for it");
 }
+
+#[test]
+fn trace_says_what_the_downlink_learns() {
+    let mut e = edge();
+    let host = std::net::Ipv4Addr::new(10, 99, 3, 77);
+    let arp = arp_request(control::MacAddr([2, 0, 0, 0, 0x77, 1]), host, EDGE_UNDERLAY);
+    let trace = e.trace(datapath::TraceFrom::Downlink, &arp, 1);
+    assert!(
+        trace.steps[0].detail.contains("learned on the downlink"),
+        "{trace:#?}"
+    );
+    let mut out = output();
+    assert_eq!(e.from_downlink(&arp, 1, &mut out), Verdict::Absorbed);
+    let edge = e.edge().unwrap();
+    assert!(
+        edge.downlink.lookup(host, 2).is_some(),
+        "and the packet path did"
+    );
+}

@@ -59,15 +59,16 @@ pub(crate) fn process_in<R: Recorder>(
         Entered::Arp(a) => {
             let (sender, mac, target) = (a.sender_ip(), MacAddr(a.sender_mac()), a.target_ip());
             let me = t0.downlink_ip();
+            // Decided without the cache, so `trace` (which has no cache to
+            // write) says what the packet path does.
             let learned = target == me
                 && sender != me
                 && t0.downlink.contains(&sender)
                 && !mac.is_multicast()
-                && !mac.is_zero()
-                && rec.edge_mut().is_some_and(|edge| {
-                    edge.downlink.learn(sender, mac, now_ns);
-                    true
-                });
+                && !mac.is_zero();
+            if learned && let Some(edge) = rec.edge_mut() {
+                edge.downlink.learn(sender, mac, now_ns);
+            }
             done(
                 rec,
                 Verdict::Absorbed,

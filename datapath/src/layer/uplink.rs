@@ -312,10 +312,15 @@ pub(crate) fn process_out<R: Recorder>(
         .edge()
         .and_then(|e| e.neighbors_of(iface).lookup(next_hop, now_ns));
     let Some(mac) = mac else {
-        let asked = rec
-            .edge_mut()
-            .is_some_and(|e| e.neighbors_of_mut(iface).may_request(next_hop, now_ns))
-            && arp_request(out, c, t0, iface, next_hop);
+        // `trace` has no cache to record the request in: it asks whether
+        // one would go out.
+        let may = match rec.edge_mut() {
+            Some(e) => e.neighbors_of_mut(iface).may_request(next_hop, now_ns),
+            None => rec
+                .edge()
+                .is_some_and(|e| e.neighbors_of(iface).would_request(next_hop, now_ns)),
+        };
+        let asked = may && arp_request(out, c, t0, iface, next_hop);
         rec.note(|| {
             LayerWhy::Uplink(Why::Unresolved {
                 iface,
