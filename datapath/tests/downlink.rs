@@ -16,7 +16,10 @@ mod common;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use common::edge::{BRIDGE_MAC, EDGE_UNDERLAY, GW_MAC, INTERNET, UPLINK_MAC, edge_with, instance};
+use common::edge::{
+    BRIDGE_MAC, EDGE_UNDERLAY, GW_MAC, INTERNET, UPLINK_MAC, edge_with, inner_to, instance,
+    into_overlay, via,
+};
 use common::*;
 use control::{MacAddr, Tier0};
 use datapath::bpf::{self, ACCEPT};
@@ -36,37 +39,13 @@ fn edge(underlay_snat: bool) -> Pipeline {
     })
 }
 
-fn macs(frame: &[u8]) -> (MacAddr, MacAddr) {
-    let e = ethernet::Frame::new_checked(frame).unwrap();
-    (MacAddr(e.dst()), MacAddr(e.src()))
-}
-
 fn ip_of(frame: &[u8]) -> ipv4::Packet<&[u8]> {
     ipv4::Packet::new_checked(&frame[14..]).unwrap()
 }
 
 /// An ARP reply from the underlay host to the edge's bridge.
-fn arp_reply_from_host() -> Vec<u8> {
-    let mut f = arp_request(HOST_MAC, HOST, EDGE_UNDERLAY);
-    f[0..6].copy_from_slice(&BRIDGE_MAC.0);
-    f[14 + 7] = 2;
-    f[14 + 18..14 + 24].copy_from_slice(&BRIDGE_MAC.0);
-    f
-}
-
-/// A Geneve payload from vm1's tier-1 to the edge: vm1 sends `frame` on
-/// its port.
-fn via_vm1(frame: &[u8]) -> (Ipv4Addr, Vec<u8>) {
-    let mut vm1 = instance(VM1);
-    let mut out = output();
-    assert_eq!(
-        vm1.from_port(frame, 1, &mut out),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (pkt, dst) = out.underlay.get(0).unwrap();
-    assert_eq!(dst, EDGE_UNDERLAY, "the tier-1 sends it to the edge");
-    let (src, payload) = strip_outer(pkt);
-    (src, payload.to_vec())
+fn host_arp_reply() -> Vec<u8> {
+    arp_reply((HOST_MAC, HOST), (BRIDGE_MAC, EDGE_UNDERLAY))
 }
 
 /// An IPv4 frame with an L4 header of `proto` (ports for TCP/UDP, type for
@@ -111,7 +90,7 @@ fn l4(
 fn overlay_reaches_an_underlay_host_and_the_host_answers_without_snat() {
     let mut e = edge(false);
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, HOST, 64, 32, true);
-    let (src, payload) = via_vm1(&ping);
+    let (src, payload) = via(&mut instance(VM1), &ping);
     let trace = format!("{:?}", e.trace(TraceFrom::Underlay(src), &payload, 1).steps);
     assert!(
         trace.contains("connected on the downlink (10.99.3.50)"),
@@ -132,7 +111,7 @@ fn overlay_reaches_an_underlay_host_and_the_host_answers_without_snat() {
     // The host answers; the next packet goes out to it.
     out.clear();
     assert_eq!(
-        e.from_downlink(&arp_reply_from_host(), 3, &mut out),
+        e.from_downlink(&host_arp_reply(), 3, &mut out),
         Verdict::Absorbed
     );
     assert!(out.downlink.is_empty(), "ARP is never answered");
@@ -158,58 +137,24 @@ fn overlay_reaches_an_underlay_host_and_the_host_answers_without_snat() {
 
     // The host's answer (or its own ping: the same) comes in on the
     // downlink and goes through the tier-0 and the tier-1 to vm1.
-    let mut reply = icmp_echo(HOST_MAC, BRIDGE_MAC, HOST, VM1.ip, 64, 32, true);
-    reply[34] = icmpv4::TYPE_ECHO_REPLY;
+    let reply = echo_reply_of(&ping, (HOST_MAC, BRIDGE_MAC), 64);
     let mut out = output();
     assert_eq!(
         e.from_downlink(&reply, 5, &mut out),
         Verdict::Encapsulated { copies: 1 }
     );
-    let (pkt, dst) = out.underlay.get(0).unwrap();
-    assert_eq!(dst, VM1.underlay);
-    let (src, payload) = strip_outer(pkt);
-    let g = geneve::geneve::parse(payload).unwrap();
+    let (src, payload) = into_overlay(&out, VM1);
+    let g = geneve::geneve::parse(&payload).unwrap();
     assert_eq!(g.vni, VNI_WEB);
     assert_eq!(macs(g.payload), (VM1.mac, ROUTER_MAC));
     assert_eq!(ip_of(g.payload).ttl(), 62);
     let mut vm1 = instance(VM1);
     let mut out = output();
     assert_eq!(
-        vm1.from_underlay(src, payload, 6, &mut out),
+        vm1.from_underlay(src, &payload, 6, &mut out),
         Verdict::Delivered,
         "vm1 takes it from the edge"
     );
-}
-
-/// A host (or the router toward it) as tcp_between's endpoint.
-fn at(mac: MacAddr, ip: Ipv4Addr) -> Vm {
-    Vm {
-        name: "host",
-        underlay: HOST,
-        tep_id: 0,
-        mac,
-        ip,
-        switch: "ls-web",
-    }
-}
-
-/// The TCP ports of an Ethernet + IPv4 + TCP frame, and whether its IPv4
-/// and TCP checksums hold.
-fn tcp_ports(frame: &[u8]) -> (u16, u16, bool) {
-    let ip = ip_of(frame);
-    let t = ip.payload();
-    let pseudo = checksum::pseudo_header_v4(
-        ip.src(),
-        ip.dst(),
-        ipv4::PROTO_TCP,
-        u16::try_from(t.len()).unwrap(),
-    );
-    let ok = ip.verify_checksum() && checksum::fold(checksum::sum(t, pseudo)) == 0;
-    (
-        u16::from_be_bytes([t[0], t[1]]),
-        u16::from_be_bytes([t[2], t[3]]),
-        ok,
-    )
 }
 
 #[test]
@@ -217,12 +162,12 @@ fn with_underlay_snat_the_host_sees_the_underlay_address_and_answers_come_back()
     let mut e = edge(true);
     let mut out = output();
     assert_eq!(
-        e.from_downlink(&arp_reply_from_host(), 1, &mut out),
+        e.from_downlink(&host_arp_reply(), 1, &mut out),
         Verdict::Absorbed
     );
     // vm1 opens a TCP connection to the host's port 80.
-    let syn = tcp_between(VM1, at(ROUTER_MAC, HOST), 40000, 80, 0x02, 1, 0, 0);
-    let (src, payload) = via_vm1(&syn);
+    let syn = tcp_between(VM1, endpoint(ROUTER_MAC, HOST), 40000, 80, 0x02, 1, 0, 0);
+    let (src, payload) = via(&mut instance(VM1), &syn);
     let trace = format!("{:?}", e.trace(TraceFrom::Underlay(src), &payload, 2).steps);
     assert_eq!(
         e.from_underlay(src, &payload, 2, &mut out),
@@ -235,14 +180,17 @@ fn with_underlay_snat_the_host_sees_the_underlay_address_and_answers_come_back()
         (EDGE_UNDERLAY, HOST),
         "the host sees the underlay address: {trace}"
     );
-    let (sport, dport, sums) = tcp_ports(sent);
+    let (sport, dport) = ports(&sent[ethernet::HEADER_LEN..]);
     let (lo, hi) = Tier0::DOWNLINK_NAT_PORTS;
     assert!(
         (lo..=hi).contains(&sport),
         "port {sport} from the NAT's range"
     );
     assert_eq!(dport, 80);
-    assert!(sums, "checksums updated");
+    assert!(
+        checksums_ok(&sent[ethernet::HEADER_LEN..]),
+        "checksums updated"
+    );
     assert!(out.port.is_empty(), "nothing on the uplink");
     let ext = e.edge().unwrap().downlink_nat.as_ref().unwrap();
     assert_eq!(ext.len(), 1, "one session, in the downlink's NAT");
@@ -250,8 +198,8 @@ fn with_underlay_snat_the_host_sees_the_underlay_address_and_answers_come_back()
 
     // The host's answer to that address and port goes back to vm1.
     let synack = tcp_between(
-        at(HOST_MAC, HOST),
-        at(BRIDGE_MAC, EDGE_UNDERLAY),
+        endpoint(HOST_MAC, HOST),
+        endpoint(BRIDGE_MAC, EDGE_UNDERLAY),
         80,
         sport,
         0x12,
@@ -264,19 +212,17 @@ fn with_underlay_snat_the_host_sees_the_underlay_address_and_answers_come_back()
         e.from_downlink(&synack, 3, &mut out),
         Verdict::Encapsulated { copies: 1 }
     );
-    let (pkt, dst) = out.underlay.get(0).unwrap();
-    assert_eq!(dst, VM1.underlay);
-    let (_, payload) = strip_outer(pkt);
-    let inner = geneve::geneve::parse(payload).unwrap().payload;
-    let ip = ip_of(inner);
+    let inner = inner_to(&out, VM1);
+    let ip = ipv4::Packet::new_checked(&inner[..]).unwrap();
     assert_eq!((ip.src(), ip.dst()), (HOST, VM1.ip));
-    assert_eq!(tcp_ports(inner), (80, 40000, true));
+    assert_eq!(ports(&inner), (80, 40000));
+    assert!(checksums_ok(&inner), "checksums updated");
 
     // A port no mapping holds, and the same SYN-ACK from elsewhere with
     // address-dependent filtering aside: no mapping, dropped.
     let stray = tcp_between(
-        at(HOST_MAC, HOST),
-        at(BRIDGE_MAC, EDGE_UNDERLAY),
+        endpoint(HOST_MAC, HOST),
+        endpoint(BRIDGE_MAC, EDGE_UNDERLAY),
         80,
         if sport == hi { lo } else { sport + 1 },
         0x12,
@@ -291,7 +237,7 @@ fn with_underlay_snat_the_host_sees_the_underlay_address_and_answers_come_back()
     // The overlay's ping of the edge's underlay address is the tier-0's,
     // not translated.
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, EDGE_UNDERLAY, 64, 8, false);
-    let (src, payload) = via_vm1(&ping);
+    let (src, payload) = via(&mut instance(VM1), &ping);
     assert_eq!(
         e.from_underlay(src, &payload, 5, &mut out),
         Verdict::Replied
@@ -355,14 +301,14 @@ fn the_downlink_learns_arp_for_its_address_and_never_answers() {
     );
     // So the first packet to the host goes out at once.
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, HOST, 64, 8, false);
-    let (src, payload) = via_vm1(&ping);
+    let (src, payload) = via(&mut instance(VM1), &ping);
     assert_eq!(
         e.from_underlay(src, &payload, 3, &mut out),
         Verdict::Forwarded
     );
     // While to the other host it has to ask.
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, other, 64, 8, false);
-    let (src, payload) = via_vm1(&ping);
+    let (src, payload) = via(&mut instance(VM1), &ping);
     assert_eq!(
         e.from_underlay(src, &payload, 3, &mut out),
         Verdict::Drop(DropReason::ArpPending)
@@ -404,7 +350,7 @@ fn uplink_and_downlink_are_not_routed_to_each_other() {
         );
     }
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, EDGE_UNDERLAY, 64, 8, false);
-    let (src, payload) = via_vm1(&ping);
+    let (src, payload) = via(&mut instance(VM1), &ping);
     out.clear();
     assert_eq!(
         e.from_underlay(src, &payload, 3, &mut out),
@@ -452,9 +398,9 @@ fn too_big_from_the_downlink_is_answered_from_the_underlay_address() {
     assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1442);
     // The other way, the underlay's MTU (1500) is the limit.
     let big = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, HOST, 64, 1400, true);
-    let (src, payload) = via_vm1(&big);
+    let (src, payload) = via(&mut instance(VM1), &big);
     assert_eq!(
-        e.from_downlink(&arp_reply_from_host(), 2, &mut out),
+        e.from_downlink(&host_arp_reply(), 2, &mut out),
         Verdict::Absorbed
     );
     out.clear();
@@ -483,7 +429,7 @@ fn the_filter_passes_what_the_edge_routes_and_nothing_of_the_hosts() {
     let geneve = l4(BRIDGE_MAC, VM3.underlay, me, udp, 50000, 6081, 5, 0);
     // (what, frame, passes without SNAT, passes with SNAT)
     let cases: Vec<(&str, Vec<u8>, bool, bool)> = vec![
-        ("ARP reply to us", arp_reply_from_host(), true, true),
+        ("ARP reply to us", host_arp_reply(), true, true),
         (
             "ARP request for us",
             arp_request(HOST_MAC, HOST, me),
@@ -615,10 +561,21 @@ fn the_filter_passes_what_the_edge_routes_and_nothing_of_the_hosts() {
     }
     // The tables change, the filter follows: no overlay behind a tier-0
     // without tier-1s.
+    let ping = icmp_echo(HOST_MAC, BRIDGE_MAC, HOST, VM1.ip, 64, 8, false);
+    let mut e = edge(false);
+    assert_eq!(bpf::run(&e.downlink_filter(), &ping), ACCEPT, "an overlay");
+    let alone = edge_with(|cfg| {
+        if let Some(t0) = cfg.tier0.as_mut() {
+            t0.tier1s.clear();
+            t0.public_ips.clear(); // vm3's: behind no tier-1 now
+        }
+    });
+    e.set_tables(Arc::clone(alone.tables()));
+    assert_eq!(bpf::run(&e.downlink_filter(), &ping), 0, "no overlay");
+    // Nor any behind what is no edge at all.
     let (mut cfg, _) = config_for(VM1, 1500);
     cfg.port = None;
     let t = Tables::build(&cfg, config_for(VM1, 1500).1).unwrap();
     let plain = Pipeline::new(Arc::new(t));
-    let ping = icmp_echo(HOST_MAC, BRIDGE_MAC, HOST, VM1.ip, 64, 8, false);
     assert_eq!(bpf::run(&plain.downlink_filter(), &ping), 0, "not an edge");
 }

@@ -9,68 +9,30 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 
 use common::edge::*;
 use common::*;
 use control::MacAddr;
-use datapath::{DropReason, Output, Pipeline, Verdict};
-use geneve::{ethernet, icmpv4, ipv4};
+use datapath::{DropReason, Output, Verdict};
+use geneve::{icmpv4, ipv4};
 
 fn ttl_of(frame: &[u8]) -> u8 {
     ipv4::Packet::new_checked(&frame[14..]).unwrap().ttl()
-}
-
-fn macs(frame: &[u8]) -> (MacAddr, MacAddr) {
-    let e = ethernet::Frame::new_checked(frame).unwrap();
-    (MacAddr(e.dst()), MacAddr(e.src()))
-}
-
-/// The edge's first uplink frame after resolving `nh`: learns it, then
-/// returns what `send` puts on the uplink.
-fn out_of_uplink(
-    edge: &mut Pipeline,
-    nh: Ipv4Addr,
-    mut send: impl FnMut(&mut Pipeline, &mut Output) -> Verdict,
-) -> Vec<u8> {
-    let mut out = output();
-    assert_eq!(send(edge, &mut out), Verdict::Drop(DropReason::ArpPending));
-    let (req, _) = out.port.get(0).expect("an ARP request");
-    assert_eq!(macs(req).0, MacAddr::BROADCAST);
-    assert_eq!(
-        &req[14 + 24..14 + 28],
-        &nh.octets(),
-        "asks for the next hop"
-    );
-    out.clear();
-    assert_eq!(
-        edge.from_port(&arp_reply(GW_MAC, nh), 2, &mut out),
-        Verdict::Absorbed
-    );
-    assert_eq!(send(edge, &mut out), Verdict::Forwarded);
-    out.port.get(0).unwrap().0.to_vec()
 }
 
 #[test]
 fn south_north_and_back_through_tier1_and_tier0() {
     let mut vm1 = instance(VM1);
     let mut e = edge();
-    let mut out = output();
     // vm1 pings the internet host: its tier-1 sends it to the edge.
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, INTERNET, 64, 32, true);
-    assert_eq!(
-        vm1.from_port(&ping, 1, &mut out),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (pkt, dst) = out.underlay.get(0).unwrap();
-    assert_eq!(dst, EDGE_UNDERLAY);
-    let (src, payload) = strip_outer(pkt);
-    let g = geneve::geneve::parse(payload).unwrap();
+    let (src, payload) = via(&mut vm1, &ping);
+    let g = geneve::geneve::parse(&payload).unwrap();
     assert_eq!(g.vni, TRANSIT, "on the transit segment");
     assert_eq!(macs(g.payload), (T0_MAC, ROUTER_MAC));
     assert_eq!(ttl_of(g.payload), 63, "tier-1: one hop");
-    let payload = payload.to_vec();
     // The edge routes it out of the uplink via the default route.
     let sent = out_of_uplink(&mut e, UPLINK_GW, |e, o| {
         e.from_underlay(src, &payload, 3, o)
@@ -83,10 +45,19 @@ fn south_north_and_back_through_tier1_and_tier0() {
     let icmp = icmpv4::Packet::new_checked(out_ip.payload()).unwrap();
     assert!(icmp.verify_checksum());
     let ident = icmp.echo_ident();
+    // The identifier on the uplink is the one the NAT's mapping holds for
+    // vm1's own.
+    let sessions: Vec<_> = e.edge().unwrap().nat.sessions(3).collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let s = sessions[0];
+    assert_eq!(s.proto, ipv4::PROTO_ICMP);
+    assert_eq!(s.inside, SocketAddrV4::new(VM1.ip, ECHO_IDENT));
+    assert_eq!(s.outside, SocketAddrV4::new(UPLINK_IP, ident));
+    assert_eq!(s.remote, SocketAddrV4::new(INTERNET, 0));
 
     // The answer from outside, to the SNAT address, goes through the NAT,
     // the tier-0 and the tier-1 to vm1's endpoint on its switch.
-    let reply = echo_reply(INTERNET, UPLINK_IP, ident, 50);
+    let reply = echo_reply_of(&sent, (GW_MAC, UPLINK_MAC), 50);
     let mut out = output();
     let trace = e.trace(datapath::TraceFrom::Port, &reply, 4);
     assert_eq!(
@@ -94,10 +65,8 @@ fn south_north_and_back_through_tier1_and_tier0() {
         Verdict::Encapsulated { copies: 1 },
         "{trace:#?}"
     );
-    let (pkt, dst) = out.underlay.get(0).unwrap();
-    assert_eq!(dst, VM1.underlay);
-    let (src, payload) = strip_outer(pkt);
-    let g = geneve::geneve::parse(payload).unwrap();
+    let (src, payload) = into_overlay(&out, VM1);
+    let g = geneve::geneve::parse(&payload).unwrap();
     assert_eq!(g.vni, VNI_WEB);
     assert_eq!(macs(g.payload), (VM1.mac, ROUTER_MAC));
     assert_eq!(ttl_of(g.payload), 48, "tier-0 and tier-1");
@@ -109,22 +78,16 @@ fn south_north_and_back_through_tier1_and_tier0() {
     );
     assert!(in_ip.verify_checksum());
     let icmp = icmpv4::Packet::new_checked(in_ip.payload()).unwrap();
-    assert_eq!(icmp.echo_ident(), 7079, "the instance's own identifier");
-    assert!(icmp.verify_checksum());
-    let in_ip = ipv4::Packet::new_checked(&g.payload[14..]).unwrap();
     assert_eq!(
-        (in_ip.src(), in_ip.dst()),
-        (INTERNET, VM1.ip),
-        "translated back"
+        icmp.echo_ident(),
+        ECHO_IDENT,
+        "the instance's own identifier"
     );
-    assert!(in_ip.verify_checksum());
-    let icmp = icmpv4::Packet::new_checked(in_ip.payload()).unwrap();
-    assert_eq!(icmp.echo_ident(), 7079, "the instance's own identifier");
     assert!(icmp.verify_checksum());
     // vm1 takes it: the edge may carry an outside source.
     let mut out = output();
     assert_eq!(
-        vm1.from_underlay(src, payload, 5, &mut out),
+        vm1.from_underlay(src, &payload, 5, &mut out),
         Verdict::Delivered
     );
 }
@@ -133,14 +96,8 @@ fn south_north_and_back_through_tier1_and_tier0() {
 fn a_tier0_static_route_is_used() {
     let mut vm3 = instance(VM3);
     let mut e = edge();
-    let mut out = output();
     let ping = icmp_echo(VM3.mac, ROUTER_MAC, VM3.ip, PARTNER, 64, 8, false);
-    assert_eq!(
-        vm3.from_port(&ping, 1, &mut out),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (src, payload) = strip_outer(out.underlay.get(0).unwrap().0);
-    let payload = payload.to_vec();
+    let (src, payload) = via(&mut vm3, &ping);
     let sent = out_of_uplink(&mut e, STATIC_NH, |e, o| {
         e.from_underlay(src, &payload, 3, o)
     });
@@ -157,30 +114,24 @@ fn a_tier0_static_route_is_used() {
 fn ttl_runs_out_at_the_tier0_and_its_error_goes_back_into_the_overlay() {
     let mut vm1 = instance(VM1);
     let mut e = edge();
-    let mut out = output();
     // TTL 2: the tier-1 takes it to 1, the tier-0 cannot forward it.
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, INTERNET, 2, 8, false);
-    assert_eq!(
-        vm1.from_port(&ping, 1, &mut out),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (src, payload) = strip_outer(out.underlay.get(0).unwrap().0);
+    let (src, payload) = via(&mut vm1, &ping);
     let mut eout = output();
     assert_eq!(
-        e.from_underlay(src, payload, 2, &mut eout),
+        e.from_underlay(src, &payload, 2, &mut eout),
         Verdict::Drop(DropReason::TtlExceeded)
     );
-    let (pkt, dst) = eout.underlay.get(0).expect("the time exceeded");
-    assert_eq!(dst, VM1.underlay);
-    let (src, payload) = strip_outer(pkt);
-    let g = geneve::geneve::parse(payload).unwrap();
+    assert!(!eout.underlay.is_empty(), "the time exceeded");
+    let (src, payload) = into_overlay(&eout, VM1);
+    let g = geneve::geneve::parse(&payload).unwrap();
     assert_eq!(g.vni, VNI_WEB);
     let ip = ipv4::Packet::new_checked(&g.payload[14..]).unwrap();
     assert_eq!(ip.src(), UPLINK_IP, "from the tier-0");
     assert_eq!(ip.payload()[0], icmpv4::TYPE_TIME_EXCEEDED);
     let mut out = output();
     assert_eq!(
-        vm1.from_underlay(src, payload, 3, &mut out),
+        vm1.from_underlay(src, &payload, 3, &mut out),
         Verdict::Delivered
     );
 }
@@ -292,7 +243,7 @@ fn the_edge_asks_for_its_next_hops_before_traffic_needs_them() {
     e.edge_tick(2, &mut out);
     assert!(out.port.is_empty());
     assert_eq!(
-        e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 3, &mut out),
+        e.from_port(&uplink_arp_reply(GW_MAC, UPLINK_GW), 3, &mut out),
         Verdict::Absorbed
     );
     out.clear();
@@ -300,32 +251,20 @@ fn the_edge_asks_for_its_next_hops_before_traffic_needs_them() {
     assert_eq!(out.port.len(), 1, "only the unanswered static next hop");
     // With the gateway known, the first packet out goes at once.
     let mut vm1 = instance(VM1);
-    let mut vout = output();
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, INTERNET, 64, 8, false);
-    vm1.from_port(&ping, 1, &mut vout);
-    let (src, payload) = strip_outer(vout.underlay.get(0).unwrap().0);
+    let (src, payload) = via(&mut vm1, &ping);
     out.clear();
     assert_eq!(
-        e.from_underlay(src, payload, 2_000_000_001, &mut out),
+        e.from_underlay(src, &payload, 2_000_000_001, &mut out),
         Verdict::Forwarded
     );
-}
-
-/// The inner IPv4 packet a Geneve packet from the edge carries to `vm`.
-fn inner_to(out: &Output, vm: Vm) -> Vec<u8> {
-    let (pkt, dst) = out.underlay.get(0).expect("a packet into the overlay");
-    assert_eq!(dst, vm.underlay);
-    let (_, payload) = strip_outer(pkt);
-    let g = geneve::geneve::parse(payload).unwrap();
-    assert_eq!(macs(g.payload).0, vm.mac);
-    g.payload[14..].to_vec()
 }
 
 #[test]
 fn a_public_ip_is_reached_from_outside_used_inside_and_hairpinned() {
     let mut e = edge();
     let mut out = output();
-    e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
+    e.from_port(&uplink_arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
     // In: the internet host pings vm3's public IP; vm3 sees the client.
     let ping = icmp_echo(GW_MAC, UPLINK_MAC, INTERNET, PUBLIC_IP, 60, 8, false);
     out.clear();
@@ -346,11 +285,8 @@ fn a_public_ip_is_reached_from_outside_used_inside_and_hairpinned() {
 
     // Out: vm3's own traffic leaves from its public IP.
     let mut vm3 = instance(VM3);
-    let mut vout = output();
     let own = icmp_echo(VM3.mac, ROUTER_MAC, VM3.ip, PARTNER, 64, 8, false);
-    vm3.from_port(&own, 4, &mut vout);
-    let (src, payload) = strip_outer(vout.underlay.get(0).unwrap().0);
-    let payload = payload.to_vec();
+    let (src, payload) = via(&mut vm3, &own);
     let sent = out_of_uplink(&mut e, STATIC_NH, |e, o| {
         e.from_underlay(src, &payload, 5, o)
     });
@@ -359,13 +295,11 @@ fn a_public_ip_is_reached_from_outside_used_inside_and_hairpinned() {
 
     // Hairpin: vm1 reaches vm3 at its public IP, seen from vm1's external address.
     let mut vm1 = instance(VM1);
-    vout.clear();
     let hp = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, PUBLIC_IP, 64, 8, false);
-    vm1.from_port(&hp, 6, &mut vout);
-    let (src, payload) = strip_outer(vout.underlay.get(0).unwrap().0);
+    let (src, payload) = via(&mut vm1, &hp);
     out.clear();
     assert_eq!(
-        e.from_underlay(src, payload, 7, &mut out),
+        e.from_underlay(src, &payload, 7, &mut out),
         Verdict::Encapsulated { copies: 1 }
     );
     let ip = inner_to(&out, VM3);
@@ -401,14 +335,12 @@ fn a_tcp_run_leaves_the_uplink_as_one_super_frame() {
     let mut vm1 = instance(VM1);
     let mut e = edge();
     let mut out = Output::with_coalescing(256, 9216, 16);
-    e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
+    e.from_port(&uplink_arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
     out.clear();
     for i in 0..4u32 {
-        let mut vout = output();
-        vm1.from_port(&tcp_out(1000 + i * 1000, 1000), 2, &mut vout);
-        let (src, payload) = strip_outer(vout.underlay.get(0).unwrap().0);
+        let (src, payload) = via(&mut vm1, &tcp_out(1000 + i * 1000, 1000));
         assert_eq!(
-            e.from_underlay(src, payload, 3, &mut out),
+            e.from_underlay(src, &payload, 3, &mut out),
             Verdict::Forwarded
         );
     }
@@ -426,12 +358,13 @@ fn a_tcp_run_leaves_the_uplink_as_one_super_frame() {
 fn an_instance_pings_the_tier0s_uplink_address() {
     let mut vm1 = instance(VM1);
     let mut e = edge();
-    let mut vout = output();
     let ping = icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, UPLINK_IP, 64, 8, false);
-    vm1.from_port(&ping, 1, &mut vout);
-    let (src, payload) = strip_outer(vout.underlay.get(0).unwrap().0);
+    let (src, payload) = via(&mut vm1, &ping);
     let mut out = output();
-    assert_eq!(e.from_underlay(src, payload, 2, &mut out), Verdict::Replied);
+    assert_eq!(
+        e.from_underlay(src, &payload, 2, &mut out),
+        Verdict::Replied
+    );
     let ip = inner_to(&out, VM1);
     let p = ipv4::Packet::new_checked(&ip[..]).unwrap();
     assert_eq!((p.src(), p.dst()), (UPLINK_IP, VM1.ip));

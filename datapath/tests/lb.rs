@@ -16,7 +16,7 @@ use common::*;
 use control::lb::{LbProtocol, LbService, RealServer, Scheduler, VirtualServer};
 use datapath::trace::TraceFrom;
 use datapath::{DropReason, LayerId, Pipeline, Tables, Verdict};
-use geneve::{checksum, ethernet, ipv4};
+use geneve::{ethernet, ipv4};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 50);
 const SYN: u8 = 0x02;
@@ -41,41 +41,13 @@ fn balancing(me: Vm) -> Pipeline {
 }
 
 /// The virtual server as a frame's peer: behind the router's MAC.
-fn vip() -> Vm {
-    Vm {
-        name: "vip",
-        underlay: Ipv4Addr::UNSPECIFIED,
-        tep_id: 0,
-        mac: ROUTER_MAC,
-        ip: VIP,
-        switch: "ls-web",
-    }
-}
-
-/// An IPv4 packet's TCP checksum (and header checksum) verify.
-fn checksums_ok(ip_pkt: &[u8]) -> bool {
-    let ip = ipv4::Packet::new_checked(ip_pkt).unwrap();
-    let hl = usize::from(ip_pkt[0] & 0x0f) * 4;
-    let l4 = &ip_pkt[hl..usize::from(ip.total_len())];
-    let pseudo =
-        checksum::pseudo_header_v4(ip.src(), ip.dst(), 6, u16::try_from(l4.len()).unwrap());
-    checksum::fold(checksum::sum(l4, pseudo)) == 0
-        && checksum::fold(checksum::sum(&ip_pkt[..hl], 0)) == 0
-}
-
-fn ports(ip_pkt: &[u8]) -> (u16, u16) {
-    let t = &ip_pkt[20..];
-    (
-        u16::from_be_bytes([t[0], t[1]]),
-        u16::from_be_bytes([t[2], t[3]]),
-    )
-}
+const VIP_PEER: Vm = endpoint(ROUTER_MAC, VIP);
 
 /// vm1 opens a connection from `sport`; returns the real server it went
 /// to (the inner packet, as it left).
 fn syn(p: &mut Pipeline, sport: u16, now: u64) -> (Vm, Vec<u8>) {
     let mut out = output();
-    let f = tcp_between(VM1, vip(), sport, 80, SYN, 1, 0, 0);
+    let f = tcp_between(VM1, VIP_PEER, sport, 80, SYN, 1, 0, 0);
     let v = p.from_port(&f, now, &mut out);
     assert_eq!(v, Verdict::Encapsulated { copies: 1 });
     let (pkt, dst) = out.underlay.iter().next().unwrap();
@@ -143,7 +115,7 @@ fn persistence_keeps_the_client_on_its_server_and_rr_moves_on_after_it() {
 fn a_segment_that_opens_nothing_is_a_counted_drop() {
     let mut p = balancing(VM1);
     let mut out = output();
-    let f = tcp_between(VM1, vip(), 40000, 80, ACK, 1, 1, 0);
+    let f = tcp_between(VM1, VIP_PEER, 40000, 80, ACK, 1, 1, 0);
     let v = p.from_port(&f, 1, &mut out);
     assert_eq!(v, Verdict::Drop(DropReason::LbNoConnection));
     assert_eq!(p.counters().drops[DropReason::LbNoConnection as usize], 1);
@@ -158,7 +130,7 @@ fn a_segment_that_opens_nothing_is_a_counted_drop() {
 #[test]
 fn trace_names_the_scheduling_decision() {
     let p = balancing(VM1);
-    let f = tcp_between(VM1, vip(), 40000, 80, SYN, 1, 0, 0);
+    let f = tcp_between(VM1, VIP_PEER, 40000, 80, SYN, 1, 0, 0);
     let t = p.trace(TraceFrom::Port, &f, 1);
     let lb = t
         .steps
@@ -204,7 +176,7 @@ fn removing_the_virtual_server_keeps_its_connections_until_they_end() {
     p.set_tables(Arc::new(Tables::build(&cfg, host).unwrap()));
     // The connection's packets still find it, both ways.
     let mut out = output();
-    let f = tcp_between(VM1, vip(), 40000, 80, ACK, 2, 10, 0);
+    let f = tcp_between(VM1, VIP_PEER, 40000, 80, ACK, 2, 10, 0);
     assert_eq!(
         p.from_port(&f, 2, &mut out),
         Verdict::Encapsulated { copies: 1 }
@@ -216,7 +188,7 @@ fn removing_the_virtual_server_keeps_its_connections_until_they_end() {
     assert_eq!(ipv4::Packet::new_checked(&ip[..]).unwrap().src(), VIP);
     assert_eq!(ports(&ip).0, 80);
     // A new connection to the old address is not balanced any more.
-    let f = tcp_between(VM1, vip(), 40001, 80, SYN, 1, 0, 0);
+    let f = tcp_between(VM1, VIP_PEER, 40001, 80, SYN, 1, 0, 0);
     let v = p.from_port(&f, 4, &mut out);
     assert_ne!(v, Verdict::Encapsulated { copies: 1 }, "{v:?}");
     // Once the connection has timed out, the balancer goes with it.

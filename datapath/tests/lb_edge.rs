@@ -9,12 +9,10 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-
 use common::edge::*;
 use common::*;
 use control::lb::{ForwardKind, LbProtocol, LbService, RealServer, Scheduler, VirtualServer};
-use datapath::{DropReason, Output, Pipeline, Verdict};
+use datapath::{Pipeline, Verdict};
 use geneve::{ethernet, ipv4};
 
 const SYN: u8 = 0x02;
@@ -40,56 +38,12 @@ fn balancing_edge() -> Pipeline {
     })
 }
 
-/// A host on the uplink's side (through the uplink's gateway).
-fn outside(ip: Ipv4Addr, mac: control::MacAddr) -> Vm {
-    Vm {
-        name: "outside",
-        underlay: Ipv4Addr::UNSPECIFIED,
-        tep_id: 0,
-        mac,
-        ip,
-        switch: "",
-    }
-}
-
-fn ports(ip: &[u8]) -> (u16, u16) {
-    (
-        u16::from_be_bytes([ip[20], ip[21]]),
-        u16::from_be_bytes([ip[22], ip[23]]),
-    )
-}
-
-/// The inner IPv4 packet of the one Geneve packet `out` holds for `dst`.
-fn inner_ip(out: &Output, dst: Ipv4Addr) -> (Ipv4Addr, Vec<u8>) {
-    let (pkt, to) = out.underlay.get(0).unwrap();
-    assert_eq!(to, dst);
-    let (src, payload) = strip_outer(pkt);
-    let g = geneve::geneve::parse(payload).unwrap();
-    (src, g.payload[ethernet::HEADER_LEN..].to_vec())
-}
-
-/// Sends `send`'s packet until it leaves the uplink (the first one waits
-/// for the gateway's ARP); returns the IPv4 packet that left.
-fn out_of_uplink(
-    e: &mut Pipeline,
-    mut send: impl FnMut(&mut Pipeline, &mut Output) -> Verdict,
-) -> Vec<u8> {
-    let mut out = output();
-    if send(e, &mut out) == Verdict::Drop(DropReason::ArpPending) {
-        out.clear();
-        e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 2, &mut out);
-        out.clear();
-        assert_eq!(send(e, &mut out), Verdict::Forwarded);
-    }
-    out.port.get(0).unwrap().0[ethernet::HEADER_LEN..].to_vec()
-}
-
 #[test]
 fn an_uplink_virtual_server_is_balanced_at_the_edge_both_ways() {
     let mut e = balancing_edge();
     let mut vm3 = instance(VM3);
-    let client = outside(INTERNET, GW_MAC);
-    let vip = outside(UPLINK_IP, UPLINK_MAC);
+    let client = endpoint(GW_MAC, INTERNET);
+    let vip = endpoint(UPLINK_MAC, UPLINK_IP);
     // The client's SYN to the uplink's address, port 80.
     let mut out = output();
     let syn = tcp_between(client, vip, 40000, 80, SYN, 1, 0, 0);
@@ -97,7 +51,7 @@ fn an_uplink_virtual_server_is_balanced_at_the_edge_both_ways() {
         e.from_port(&syn, 1, &mut out),
         Verdict::Encapsulated { copies: 1 }
     );
-    let (_, ip) = inner_ip(&out, VM3.underlay);
+    let ip = inner_to(&out, VM3);
     let pkt = ipv4::Packet::new_checked(&ip[..]).unwrap();
     assert_eq!(
         (pkt.src(), pkt.dst()),
@@ -105,13 +59,13 @@ fn an_uplink_virtual_server_is_balanced_at_the_edge_both_ways() {
         "NAT: the client's address"
     );
     assert_eq!(ports(&ip), (40000, 8080));
+    assert!(checksums_ok(&ip), "checksums updated");
 
     // vm3 answers the client: its tier-1 sends it to the edge, which gives
     // it the virtual address back and sends it out of the uplink.
-    let mut out = output();
     let answer = tcp_between(
         VM3,
-        outside(INTERNET, ROUTER_MAC),
+        endpoint(ROUTER_MAC, INTERNET),
         8080,
         40000,
         SYN | ACK,
@@ -119,41 +73,34 @@ fn an_uplink_virtual_server_is_balanced_at_the_edge_both_ways() {
         2,
         0,
     );
-    assert_eq!(
-        vm3.from_port(&answer, 2, &mut out),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (pkt, _) = out.underlay.get(0).unwrap();
-    let (src, payload) = strip_outer(pkt);
-    let payload = payload.to_vec();
-    let sent = out_of_uplink(&mut e, |e, o| e.from_underlay(src, &payload, 3, o));
-    let pkt = ipv4::Packet::new_checked(&sent[..]).unwrap();
+    let (src, payload) = via(&mut vm3, &answer);
+    let frame = out_of_uplink(&mut e, UPLINK_GW, |e, o| {
+        e.from_underlay(src, &payload, 3, o)
+    });
+    assert_eq!(macs(&frame), (GW_MAC, UPLINK_MAC));
+    let sent = &frame[ethernet::HEADER_LEN..];
+    let pkt = ipv4::Packet::new_checked(sent).unwrap();
     assert_eq!((pkt.src(), pkt.dst()), (UPLINK_IP, INTERNET));
-    assert_eq!(ports(&sent), (80, 40000));
+    assert_eq!(ports(sent), (80, 40000));
     assert!(pkt.verify_checksum());
+    assert!(checksums_ok(sent), "checksums updated");
 }
 
 #[test]
 fn a_full_nat_virtual_server_gives_the_real_server_the_edges_address() {
     let mut e = balancing_edge();
     let mut vm1 = instance(VM1);
-    let vip = outside(UPLINK_IP, ROUTER_MAC);
+    let vip = endpoint(ROUTER_MAC, UPLINK_IP);
     // vm1 opens a connection to the full-NAT virtual server (outside the
     // overlay: its tier-1 sends it to the edge).
-    let mut out = output();
     let syn = tcp_between(VM1, vip, 40000, 81, SYN, 1, 0, 0);
-    assert_eq!(
-        vm1.from_port(&syn, 1, &mut out),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (pkt, _) = out.underlay.get(0).unwrap();
-    let (src, payload) = strip_outer(pkt);
+    let (src, payload) = via(&mut vm1, &syn);
     let mut eout = output();
     assert_eq!(
-        e.from_underlay(src, payload, 2, &mut eout),
+        e.from_underlay(src, &payload, 2, &mut eout),
         Verdict::Encapsulated { copies: 1 }
     );
-    let (_, ip) = inner_ip(&eout, VM3.underlay);
+    let ip = inner_to(&eout, VM3);
     let pkt = ipv4::Packet::new_checked(&ip[..]).unwrap();
     assert_eq!(
         (pkt.src(), pkt.dst()),
@@ -162,14 +109,14 @@ fn a_full_nat_virtual_server_gives_the_real_server_the_edges_address() {
     );
     let (snat_port, rport) = ports(&ip);
     assert_eq!(rport, 8080);
+    assert!(checksums_ok(&ip), "checksums updated");
 
     // vm3 answers the edge's address; the edge takes it back to vm1 from
     // the virtual server.
     let mut vm3 = instance(VM3);
-    let mut out = output();
     let answer = tcp_between(
         VM3,
-        outside(UPLINK_IP, ROUTER_MAC),
+        endpoint(ROUTER_MAC, UPLINK_IP),
         8080,
         snat_port,
         SYN | ACK,
@@ -177,20 +124,16 @@ fn a_full_nat_virtual_server_gives_the_real_server_the_edges_address() {
         2,
         0,
     );
-    assert_eq!(
-        vm3.from_port(&answer, 3, &mut out),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (pkt, _) = out.underlay.get(0).unwrap();
-    let (src, payload) = strip_outer(pkt);
+    let (src, payload) = via(&mut vm3, &answer);
     let mut eout = output();
     assert_eq!(
-        e.from_underlay(src, payload, 4, &mut eout),
+        e.from_underlay(src, &payload, 4, &mut eout),
         Verdict::Encapsulated { copies: 1 }
     );
-    let (_, ip) = inner_ip(&eout, VM1.underlay);
+    let ip = inner_to(&eout, VM1);
     let pkt = ipv4::Packet::new_checked(&ip[..]).unwrap();
     assert_eq!((pkt.src(), pkt.dst()), (UPLINK_IP, VM1.ip));
     assert_eq!(ports(&ip), (81, 40000));
     assert!(pkt.verify_checksum());
+    assert!(checksums_ok(&ip), "checksums updated");
 }

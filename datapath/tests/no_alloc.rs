@@ -301,11 +301,10 @@ fn edge_paths_do_not_allocate() {
     let mut vm1 = instance(VM1);
     let mut e = edge();
     let mut out = datapath::Output::with_coalescing(256, 9216, 16);
-    e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
-    e.from_port(&arp_reply(GW_MAC, STATIC_NH), 1, &mut out);
+    e.from_port(&uplink_arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
+    e.from_port(&uplink_arp_reply(GW_MAC, STATIC_NH), 1, &mut out);
     // What vm1 sends toward the edge, as the edge receives it.
     let mut to_edge = Vec::new();
-    let mut vout = output();
     for f in [
         tcp_out(1000, 1000),
         tcp_out(2000, 1000),
@@ -313,10 +312,7 @@ fn edge_paths_do_not_allocate() {
         icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, PARTNER, 64, 56, false),
         icmp_echo(VM1.mac, ROUTER_MAC, VM1.ip, PUBLIC_IP, 64, 56, false),
     ] {
-        vout.clear();
-        vm1.from_port(&f, 1, &mut vout);
-        let (src, payload) = strip_outer(vout.underlay.get(0).unwrap().0);
-        to_edge.push((src, payload.to_vec()));
+        to_edge.push(via(&mut vm1, &f));
     }
     let from_uplink = [
         icmp_echo(GW_MAC, UPLINK_MAC, INTERNET, PUBLIC_IP, 60, 56, false),

@@ -14,27 +14,10 @@ use common::edge::*;
 use common::*;
 use control::MacAddr;
 use datapath::{DropReason, Verdict};
-use geneve::{ethernet, icmpv4, ipv4};
+use geneve::ipv4;
 
 const HC_IP: Ipv4Addr = control::Tier0::DEFAULT_HEALTH_CHECK_IP;
 const HC_MAC: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x0c, 0x01]);
-
-fn macs(frame: &[u8]) -> (MacAddr, MacAddr) {
-    let e = ethernet::Frame::new_checked(frame).unwrap();
-    (MacAddr(e.dst()), MacAddr(e.src()))
-}
-
-/// `request` turned into its echo reply from `src_mac` to `dst_mac`.
-fn echo_reply_of(request: &[u8], src_mac: MacAddr, dst_mac: MacAddr) -> Vec<u8> {
-    let ip = ipv4::Packet::new_checked(&request[14..]).unwrap();
-    let mut f = icmp_echo(src_mac, dst_mac, ip.dst(), ip.src(), 64, 8, false);
-    let icmp = &mut f[34..];
-    icmp[0] = icmpv4::TYPE_ECHO_REPLY;
-    icmp[2..4].fill(0);
-    let csum = geneve::checksum::fold(geneve::checksum::sum(icmp, 0));
-    icmp[2..4].copy_from_slice(&csum.to_be_bytes());
-    f
-}
 
 #[test]
 fn a_check_reaches_a_real_server_in_the_overlay_and_its_answer_comes_back() {
@@ -62,10 +45,8 @@ fn a_check_reaches_a_real_server_in_the_overlay_and_its_answer_comes_back() {
         Verdict::Encapsulated { copies: 1 },
         "{trace:#?}"
     );
-    let (pkt, dst) = out.underlay.get(0).unwrap();
-    assert_eq!(dst, VM1.underlay);
-    let (src, payload) = strip_outer(pkt);
-    let g = geneve::geneve::parse(payload).unwrap();
+    let (src, payload) = into_overlay(&out, VM1);
+    let g = geneve::geneve::parse(&payload).unwrap();
     assert_eq!(g.vni, VNI_WEB);
     let inner = ipv4::Packet::new_checked(&g.payload[14..]).unwrap();
     assert_eq!((inner.src(), inner.dst()), (HC_IP, VM1.ip));
@@ -74,24 +55,18 @@ fn a_check_reaches_a_real_server_in_the_overlay_and_its_answer_comes_back() {
     let delivered = g.payload.to_vec();
     let mut vout = output();
     assert_eq!(
-        vm1.from_underlay(src, payload, 3, &mut vout),
+        vm1.from_underlay(src, &payload, 3, &mut vout),
         Verdict::Delivered,
         "the real server takes it: the edge may carry outside sources"
     );
 
     // The answer: vm1's tier-1 sends it to the tier-0, which routes it to
     // the port, to the MAC it learned.
-    let answer = echo_reply_of(&delivered, VM1.mac, ROUTER_MAC);
-    vout.clear();
-    assert_eq!(
-        vm1.from_port(&answer, 4, &mut vout),
-        Verdict::Encapsulated { copies: 1 }
-    );
-    let (pkt, _) = vout.underlay.get(0).unwrap();
-    let (src, payload) = strip_outer(pkt);
+    let answer = echo_reply_of(&delivered, (VM1.mac, ROUTER_MAC), 64);
+    let (src, payload) = via(&mut vm1, &answer);
     out.clear();
     assert_eq!(
-        e.from_underlay(src, payload, 5, &mut out),
+        e.from_underlay(src, &payload, 5, &mut out),
         Verdict::Forwarded
     );
     let (back, _) = out.probe.get(0).unwrap();
@@ -136,7 +111,7 @@ fn only_the_checkers_and_only_the_overlay() {
     );
     // Nor does the internet reach it (the NAT has no mapping for it, and
     // the tier-0 would not route it from the uplink).
-    e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
+    e.from_port(&uplink_arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
     let in_here = icmp_echo(GW_MAC, UPLINK_MAC, INTERNET, HC_IP, 64, 8, false);
     assert_eq!(
         e.from_port(&in_here, 1, &mut out),

@@ -1,7 +1,10 @@
 //! The north-south fixtures: an edge (tier-0 `t0` on uplink
 //! 203.0.113.2/24, secondary 203.0.113.10 = vm3's public IP, default route
 //! via 203.0.113.1, a static route to 192.0.2.0/24) and instances of the
-//! seed's picture linked to it, with frames of the uplink's side.
+//! seed's picture linked to it, with frames of the uplink's side, and the
+//! legs of a trip through the edge: an instance's frame to the edge
+//! ([`via`]), the edge's packet into the overlay ([`into_overlay`],
+//! [`inner_to`]) and out of the uplink ([`out_of_uplink`]).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -9,8 +12,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use control::{EdgeLink, MacAddr, Snat, StaticRoute, Tier0, Uplink};
-use datapath::{LocalHost, Pipeline, Tables};
-use geneve::{ethernet, icmpv4, ipv4};
+use datapath::{DropReason, LocalHost, Output, Pipeline, Tables, Verdict};
 
 use super::*;
 
@@ -26,18 +28,6 @@ pub const STATIC_NH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
 pub const INTERNET: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 pub const PARTNER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 9);
 pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-
-/// An echo reply frame from `src` to `dst` on the uplink, identifier `ident`.
-pub fn echo_reply(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, ttl: u8) -> Vec<u8> {
-    let mut f = icmp_echo(GW_MAC, UPLINK_MAC, src, dst, ttl, 32, true);
-    let icmp = &mut f[34..];
-    icmp[0] = icmpv4::TYPE_ECHO_REPLY;
-    icmp[4..6].copy_from_slice(&ident.to_be_bytes());
-    icmp[2..4].fill(0);
-    let csum = geneve::checksum::fold(geneve::checksum::sum(icmp, 0));
-    icmp[2..4].copy_from_slice(&csum.to_be_bytes());
-    f
-}
 
 pub fn edge_link() -> EdgeLink {
     EdgeLink {
@@ -117,40 +107,84 @@ pub fn edge_with(change: impl FnOnce(&mut control::InstanceConfig)) -> Pipeline 
 }
 
 /// An ARP reply from `mac`/`ip` to the uplink.
-pub fn arp_reply(mac: MacAddr, ip: Ipv4Addr) -> Vec<u8> {
-    let mut f = arp_request(mac, ip, UPLINK_IP);
-    f[0..6].copy_from_slice(&UPLINK_MAC.0);
-    f[14 + 7] = 2;
-    f[14 + 18..14 + 24].copy_from_slice(&UPLINK_MAC.0);
-    f
+pub fn uplink_arp_reply(mac: MacAddr, ip: Ipv4Addr) -> Vec<u8> {
+    arp_reply((mac, ip), (UPLINK_MAC, UPLINK_IP))
 }
 
 /// A TCP data segment (ACK) from vm1 to the internet host through its router.
 pub fn tcp_out(seq: u32, len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20 + len];
-    ethernet::emit_header(&mut f, ROUTER_MAC.0, VM1.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
-    ipv4::emit_header(
-        &mut f[14..],
-        VM1.ip,
-        INTERNET,
-        ipv4::PROTO_TCP,
-        20 + len,
-        64,
-        true,
-        1,
-    )
-    .unwrap();
-    let tcp = &mut f[34..];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&7u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = geneve::tcp::ACK;
-    tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
-    let pseudo =
-        geneve::checksum::pseudo_header_v4(VM1.ip, INTERNET, 6, u16::try_from(20 + len).unwrap());
-    let c = geneve::checksum::fold(geneve::checksum::sum(tcp, pseudo));
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    f
+    let seg = Seg {
+        ports: (40000, 80),
+        seq,
+        ack: 7,
+        flags: geneve::tcp::ACK,
+        window: 512,
+        len,
+    };
+    tcp_frame(VM1, endpoint(ROUTER_MAC, INTERNET), seg)
+}
+
+/// What `vm` (an instance's pipeline, linked to the edge) sends to the edge
+/// when its port sends `frame`: asserts one Geneve packet, to the edge's
+/// underlay address; returns its (source, UDP payload) for the edge's
+/// `from_underlay`.
+pub fn via(vm: &mut Pipeline, frame: &[u8]) -> (Ipv4Addr, Vec<u8>) {
+    let mut out = output();
+    assert_eq!(
+        vm.from_port(frame, 1, &mut out),
+        Verdict::Encapsulated { copies: 1 }
+    );
+    assert_eq!(out.underlay.len(), 1);
+    let (pkt, dst) = out.underlay.get(0).unwrap();
+    assert_eq!(dst, EDGE_UNDERLAY, "the tier-1 sends it to the edge");
+    let (src, payload) = strip_outer(pkt);
+    (src, payload.to_vec())
+}
+
+/// The one Geneve packet `out` holds, into the overlay to `vm`: asserts it
+/// goes to `vm`'s underlay address on its switch's VNI, the inner frame to
+/// `vm`'s MAC; returns its (source, UDP payload) for `vm`'s
+/// `from_underlay`.
+pub fn into_overlay(out: &Output, vm: Vm) -> (Ipv4Addr, Vec<u8>) {
+    assert_eq!(out.underlay.len(), 1, "one packet into the overlay");
+    let (pkt, dst) = out.underlay.get(0).unwrap();
+    assert_eq!(dst, vm.underlay);
+    let (src, payload) = strip_outer(pkt);
+    let g = geneve::geneve::parse(payload).unwrap();
+    assert_eq!(g.vni, vni_of(vm));
+    assert_eq!(macs(g.payload).0, vm.mac);
+    (src, payload.to_vec())
+}
+
+/// The inner IPv4 packet of [`into_overlay`]'s packet to `vm`.
+pub fn inner_to(out: &Output, vm: Vm) -> Vec<u8> {
+    let (_, payload) = into_overlay(out, vm);
+    let g = geneve::geneve::parse(&payload).unwrap();
+    g.payload[geneve::ethernet::HEADER_LEN..].to_vec()
+}
+
+/// The edge's first uplink frame after resolving `nh`: `send` waits for
+/// the ARP (asked of `nh`, broadcast), the answer is learned, and what
+/// `send` puts on the uplink the second time is returned.
+pub fn out_of_uplink(
+    edge: &mut Pipeline,
+    nh: Ipv4Addr,
+    mut send: impl FnMut(&mut Pipeline, &mut Output) -> Verdict,
+) -> Vec<u8> {
+    let mut out = output();
+    assert_eq!(send(edge, &mut out), Verdict::Drop(DropReason::ArpPending));
+    let (req, _) = out.port.get(0).expect("an ARP request");
+    assert_eq!(macs(req).0, MacAddr::BROADCAST);
+    assert_eq!(
+        &req[14 + 24..14 + 28],
+        &nh.octets(),
+        "asks for the next hop"
+    );
+    out.clear();
+    assert_eq!(
+        edge.from_port(&uplink_arp_reply(GW_MAC, nh), 2, &mut out),
+        Verdict::Absorbed
+    );
+    assert_eq!(send(edge, &mut out), Verdict::Forwarded);
+    out.port.get(0).unwrap().0.to_vec()
 }

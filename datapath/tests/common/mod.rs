@@ -1,7 +1,9 @@
 //! Shared fixtures for the in-process pipeline tests: the seed's topology
-//! (two switches joined by a distributed router, three instances), frame
-//! builders, and a way to carry an encapsulated packet from one pipeline's
-//! underlay queue into another's input.
+//! (two switches joined by a distributed router, three instances) and
+//! stand-ins for other endpoints, frame builders (ICMP echo and its reply,
+//! ARP, one TCP builder with thin wrappers, DHCP), readers of what came out
+//! (MACs, ports, checksums), and a way to carry an encapsulated packet from
+//! one pipeline's underlay queue into another's input.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -55,6 +57,29 @@ pub const VM3: Vm = Vm {
     switch: "ls-web",
 };
 pub const ALL: [Vm; 3] = [VM1, VM2, VM3];
+
+/// A frame's far end that is no instance of the seed: address `ip` behind
+/// `mac` (the router's for a virtual server or anything routed, a host's
+/// on the uplink or the underlay). Only its MAC and address mean anything.
+pub const fn endpoint(mac: MacAddr, ip: Ipv4Addr) -> Vm {
+    Vm {
+        name: "endpoint",
+        underlay: Ipv4Addr::UNSPECIFIED,
+        tep_id: 0,
+        mac,
+        ip,
+        switch: "",
+    }
+}
+
+/// The VNI of `vm`'s switch.
+pub fn vni_of(vm: Vm) -> u32 {
+    match vm.switch {
+        "ls-web" => VNI_WEB,
+        "ls-app" => VNI_APP,
+        other => panic!("{}: no switch of the seed ({other:?})", vm.name),
+    }
+}
 
 pub fn gw_web() -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 100, 1)
@@ -124,7 +149,11 @@ pub fn output() -> Output {
     Output::new(256, 9216)
 }
 
-/// An Ethernet + IPv4 + ICMP echo request frame with `payload` data bytes.
+/// The identifier of every [`icmp_echo`] request.
+pub const ECHO_IDENT: u16 = 7079;
+
+/// An Ethernet + IPv4 + ICMP echo request frame with `payload` data bytes,
+/// identifier [`ECHO_IDENT`].
 pub fn icmp_echo(
     src_mac: MacAddr,
     dst_mac: MacAddr,
@@ -150,11 +179,33 @@ pub fn icmp_echo(
     .unwrap();
     let icmp = &mut f[34..];
     icmp[0] = icmpv4::TYPE_ECHO_REQUEST;
-    icmp[4..6].copy_from_slice(&7079u16.to_be_bytes());
+    icmp[4..6].copy_from_slice(&ECHO_IDENT.to_be_bytes());
     icmp[6..8].copy_from_slice(&938u16.to_be_bytes());
     for (i, b) in icmp[8..].iter_mut().enumerate() {
         *b = low_byte(i);
     }
+    let csum = checksum::fold(checksum::sum(icmp, 0));
+    icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+    f
+}
+
+/// The echo reply to `request` (an Ethernet + IPv4 + ICMP echo request
+/// frame) from `src_mac` to `dst_mac`: addresses swapped, TTL `ttl`,
+/// identifier, sequence number and data kept, checksums computed.
+pub fn echo_reply_of(request: &[u8], (src_mac, dst_mac): (MacAddr, MacAddr), ttl: u8) -> Vec<u8> {
+    let mut f = request.to_vec();
+    ethernet::emit_header(&mut f, dst_mac.0, src_mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
+    let mut ip = ipv4::Packet::new_checked(&mut f[ethernet::HEADER_LEN..]).unwrap();
+    assert_eq!(ip.protocol(), ipv4::PROTO_ICMP, "not ICMP");
+    let (src, dst) = (ip.src(), ip.dst());
+    ip.set_src(dst);
+    ip.set_dst(src);
+    ip.set_ttl(ttl);
+    ip.fill_checksum();
+    let icmp = ip.payload_mut();
+    assert_eq!(icmp[0], icmpv4::TYPE_ECHO_REQUEST, "not an echo request");
+    icmp[0] = icmpv4::TYPE_ECHO_REPLY;
+    icmp[2..4].fill(0);
     let csum = checksum::fold(checksum::sum(icmp, 0));
     icmp[2..4].copy_from_slice(&csum.to_be_bytes());
     f
@@ -174,6 +225,49 @@ pub fn arp_request(src_mac: MacAddr, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -
     a[14..18].copy_from_slice(&sender_ip.octets());
     a[24..28].copy_from_slice(&target_ip.octets());
     f
+}
+
+/// An ARP reply from `sender` (MAC, address) to `target`, unicast.
+pub fn arp_reply(sender: (MacAddr, Ipv4Addr), target: (MacAddr, Ipv4Addr)) -> Vec<u8> {
+    let mut f = arp_request(sender.0, sender.1, target.1);
+    f[0..6].copy_from_slice(&target.0.0);
+    f[14 + 7] = 2;
+    f[14 + 18..14 + 24].copy_from_slice(&target.0.0);
+    f
+}
+
+/// An Ethernet frame's (destination, source) MACs.
+pub fn macs(frame: &[u8]) -> (MacAddr, MacAddr) {
+    let e = ethernet::Frame::new_checked(frame).unwrap();
+    (MacAddr(e.dst()), MacAddr(e.src()))
+}
+
+/// An IPv4 packet's TCP or UDP (source, destination) ports.
+pub fn ports(ip_pkt: &[u8]) -> (u16, u16) {
+    let ip = ipv4::Packet::new_checked(ip_pkt).unwrap();
+    let l4 = ip.payload();
+    (
+        u16::from_be_bytes([l4[0], l4[1]]),
+        u16::from_be_bytes([l4[2], l4[3]]),
+    )
+}
+
+/// Whether an IPv4 packet's header checksum and its TCP or UDP checksum
+/// (over the pseudo header) hold; a UDP checksum of zero is none sent.
+pub fn checksums_ok(ip_pkt: &[u8]) -> bool {
+    let ip = ipv4::Packet::new_checked(ip_pkt).unwrap();
+    let proto = ip.protocol();
+    assert!(
+        proto == ipv4::PROTO_TCP || proto == ipv4::PROTO_UDP,
+        "protocol {proto}: not TCP or UDP"
+    );
+    let l4 = ip.payload();
+    if proto == ipv4::PROTO_UDP && l4[6..8] == [0, 0] {
+        return ip.verify_checksum();
+    }
+    let pseudo =
+        checksum::pseudo_header_v4(ip.src(), ip.dst(), proto, u16::try_from(l4.len()).unwrap());
+    ip.verify_checksum() && checksum::fold(checksum::sum(l4, pseudo)) == 0
 }
 
 /// Splits an outer IPv4/UDP packet from an underlay queue into (source, UDP payload).
@@ -211,35 +305,23 @@ pub fn geneve_from(src: &Vm, vni: u32, tep_id: u32, inner: &[u8]) -> Vec<u8> {
     buf[28..].to_vec()
 }
 
-/// A TCP super-frame as TSO hands it over: one header, `payload` bytes, the
-/// TCP checksum left partial (pseudo-header sum only).
+/// A TCP super-frame as TSO hands it over: one header, `payload` bytes
+/// from vm1 to vm2 (through the router), the TCP checksum left partial
+/// (pseudo-header sum only).
 pub fn tcp_super_frame(payload: usize) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20 + payload];
-    ethernet::emit_header(&mut f, ROUTER_MAC.0, VM1.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
-    ipv4::emit_header(
-        &mut f[14..],
-        VM1.ip,
-        VM2.ip,
-        ipv4::PROTO_TCP,
-        20 + payload,
-        64,
-        true,
-        9,
-    )
-    .unwrap();
-    let tcp = &mut f[34..];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&77u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x18;
-    for (i, b) in tcp[20..].iter_mut().enumerate() {
-        *b = low_byte(i % 251);
-    }
+    let seg = Seg {
+        ports: (40000, 5201),
+        seq: 77,
+        ack: 0,
+        flags: 0x18,
+        window: 512,
+        len: payload,
+    };
+    let mut f = tcp_frame(VM1, endpoint(ROUTER_MAC, VM2.ip), seg);
     let pseudo =
-        geneve::checksum::pseudo_header_v4(VM1.ip, VM2.ip, 6, u16::try_from(20 + payload).unwrap());
-    let partial = !geneve::checksum::fold(pseudo);
-    tcp[16..18].copy_from_slice(&partial.to_be_bytes());
+        checksum::pseudo_header_v4(VM1.ip, VM2.ip, 6, u16::try_from(20 + payload).unwrap());
+    let partial = !checksum::fold(pseudo);
+    f[34 + 16..34 + 18].copy_from_slice(&partial.to_be_bytes());
     f
 }
 
@@ -255,35 +337,15 @@ pub fn vnet_hdr(gso_size: u16) -> [u8; 10] {
 
 /// A TCP segment from vm3 to vm1 with `len` payload bytes at `seq`.
 pub fn tcp_segment(seq: u32, len: usize, flags: u8) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20 + len];
-    ethernet::emit_header(&mut f, VM1.mac.0, VM3.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
-    ipv4::emit_header(
-        &mut f[14..],
-        VM3.ip,
-        VM1.ip,
-        ipv4::PROTO_TCP,
-        20 + len,
-        64,
-        true,
-        1,
-    )
-    .unwrap();
-    let tcp = &mut f[34..];
-    tcp[0..2].copy_from_slice(&5201u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&99u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = flags;
-    tcp[14..16].copy_from_slice(&512u16.to_be_bytes());
-    for (i, b) in tcp[20..].iter_mut().enumerate() {
-        *b = low_byte(seq as usize + i);
-    }
-    let pseudo =
-        geneve::checksum::pseudo_header_v4(VM3.ip, VM1.ip, 6, u16::try_from(20 + len).unwrap());
-    let c = geneve::checksum::fold(geneve::checksum::sum(tcp, pseudo));
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    f
+    let seg = Seg {
+        ports: (5201, 40000),
+        seq,
+        ack: 99,
+        flags,
+        window: 512,
+        len,
+    };
+    tcp_frame(VM3, VM1, seg)
 }
 
 /// Default reject (rule 1002); with `allow_ssh`, rule 1006 accepts tcp/22
@@ -325,7 +387,7 @@ pub fn ssh_policy(allow_ssh: bool, log: bool) -> control::FirewallConfig {
     }
 }
 
-/// A TCP segment between two instances on ls-web.
+/// A TCP segment from `from` to `to` (window 65535).
 #[allow(clippy::too_many_arguments)]
 pub fn tcp_between(
     from: Vm,
@@ -337,32 +399,68 @@ pub fn tcp_between(
     ack: u32,
     len: usize,
 ) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20 + len];
+    let seg = Seg {
+        ports: (sport, dport),
+        seq,
+        ack,
+        flags,
+        window: 65535,
+        len,
+    };
+    tcp_frame(from, to, seg)
+}
+
+/// The TCP header fields and data length of [`tcp_frame`]'s segment.
+#[derive(Debug, Clone, Copy)]
+pub struct Seg {
+    /// (source, destination).
+    pub ports: (u16, u16),
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// Data bytes, `low_byte(seq + i)` each: a byte's value follows its
+    /// place in the stream.
+    pub len: usize,
+}
+
+/// An Ethernet + IPv4 + TCP frame from `from` to `to` (their MACs and
+/// addresses; DF, TTL 64) carrying `seg`, its checksums complete.
+pub fn tcp_frame(from: Vm, to: Vm, seg: Seg) -> Vec<u8> {
+    let l4_len = 20 + seg.len;
+    let mut f = vec![0u8; 14 + 20 + l4_len];
     ethernet::emit_header(&mut f, to.mac.0, from.mac.0, ethernet::ETHERTYPE_IPV4).unwrap();
     ipv4::emit_header(
         &mut f[14..],
         from.ip,
         to.ip,
         ipv4::PROTO_TCP,
-        20 + len,
+        l4_len,
         64,
         true,
         1,
     )
     .unwrap();
     let t = &mut f[34..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[0..2].copy_from_slice(&seg.ports.0.to_be_bytes());
+    t[2..4].copy_from_slice(&seg.ports.1.to_be_bytes());
+    t[4..8].copy_from_slice(&seg.seq.to_be_bytes());
+    t[8..12].copy_from_slice(&seg.ack.to_be_bytes());
     t[12] = 5 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let sum = checksum::sum(
-        t,
-        checksum::pseudo_header_v4(from.ip, to.ip, 6, u16::try_from(20 + len).unwrap()),
+    t[13] = seg.flags;
+    t[14..16].copy_from_slice(&seg.window.to_be_bytes());
+    let seq = usize::try_from(seg.seq).unwrap();
+    for (i, b) in t[20..].iter_mut().enumerate() {
+        *b = low_byte(seq + i);
+    }
+    let pseudo = checksum::pseudo_header_v4(
+        from.ip,
+        to.ip,
+        ipv4::PROTO_TCP,
+        u16::try_from(l4_len).unwrap(),
     );
-    t[16..18].copy_from_slice(&checksum::fold(sum).to_be_bytes());
+    let csum = checksum::fold(checksum::sum(t, pseudo));
+    t[16..18].copy_from_slice(&csum.to_be_bytes());
     f
 }
 
