@@ -38,7 +38,7 @@ fn from_the_overlay_only_the_transit_segment_reaches_the_tier0() {
 fn a_ttl_running_out_at_the_edges_tier1_is_answered_out_of_the_uplink() {
     let mut e = edge();
     let mut out = output();
-    e.from_port(&arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
+    e.from_port(&uplink_arp_reply(GW_MAC, UPLINK_GW), 1, &mut out);
     out.clear();
     // TTL 2 from the internet to vm3's public IP: the tier-0 passes it
     // (TTL 1 left), the tier-1 on the edge cannot.
