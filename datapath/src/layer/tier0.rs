@@ -148,7 +148,7 @@ pub(crate) fn process<R: Recorder>(
         T0Hop::Probe => Some(Iface::Probe),
         T0Hop::Tier1(_) => None,
     };
-    if let (Some(from), Some(to)) = (ingress(ctx), to) {
+    if let (Some(from), Some(to)) = (ctx.came_in, to) {
         return done(
             DropReason::NoRoute,
             Why::Unrouted {
@@ -238,14 +238,9 @@ pub(crate) fn process<R: Recorder>(
     Step::Next
 }
 
-/// The edge interface a frame came in on (`None`: the overlay).
-fn ingress(ctx: &Ctx<'_>) -> Option<Iface> {
-    ctx.came_in
-}
-
 /// An echo reply from the tier-0, back the way the request came.
 fn echo_reply(t: &Tables, t0: &Tier0, ctx: &Ctx<'_>, out: &mut Output, c: &mut Counters) -> bool {
-    let mac = super::uplink::own(t0, ingress(ctx).unwrap_or(Iface::Uplink)).0;
+    let mac = super::uplink::own(t0, ctx.came_in.unwrap_or(Iface::Uplink)).0;
     let build = |buf: &mut [u8]| icmpv4::emit_echo_reply_frame(buf, ctx.frame, mac.0).ok();
     answer(t, t0, ctx, out, c, build)
 }
@@ -264,7 +259,7 @@ pub(crate) fn icmp_error(
     code: u8,
     rest: u32,
 ) -> bool {
-    let (mac, from) = super::uplink::own(t0, ingress(ctx).unwrap_or(Iface::Uplink));
+    let (mac, from) = super::uplink::own(t0, ctx.came_in.unwrap_or(Iface::Uplink));
     let build = |buf: &mut [u8]| {
         icmpv4::emit_error_frame(buf, ctx.frame, mac.0, from, icmp_type, code, rest).ok()
     };
@@ -282,17 +277,8 @@ fn answer(
     c: &mut Counters,
     build: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> bool {
-    if let Some(iface) = ingress(ctx) {
-        let (q, counter) = super::uplink::tx(out, c, iface);
-        let mut len = 0;
-        let pushed = q.push_with(Ipv4Addr::UNSPECIFIED, |buf| {
-            len = build(buf)?;
-            Some(len)
-        });
-        if pushed {
-            counter.add(len);
-        }
-        return pushed;
+    if let Some(iface) = ctx.came_in {
+        return super::uplink::send(out, c, iface, build);
     }
     let Some(src) = ctx.ipv4.map(|ip| ip.src) else {
         return false;

@@ -256,16 +256,9 @@ pub(crate) fn arp_reply(
     to_mac: MacAddr,
     to_ip: Ipv4Addr,
 ) -> bool {
-    let (q, counter) = tx(out, c, iface);
-    let mut len = 0;
-    let pushed = q.push_with(Ipv4Addr::UNSPECIFIED, |buf| {
-        len = arp::emit_reply_frame(buf, our_mac.0, our_ip, to_mac.0, to_ip).ok()?;
-        Some(len)
-    });
-    if pushed {
-        counter.add(len);
-    }
-    pushed
+    send(out, c, iface, |buf| {
+        arp::emit_reply_frame(buf, our_mac.0, our_ip, to_mac.0, to_ip).ok()
+    })
 }
 
 /// An ARP request for `target` out of `iface`, from the tier-0's MAC and
@@ -278,10 +271,23 @@ pub(crate) fn arp_request(
     target: Ipv4Addr,
 ) -> bool {
     let (our_mac, our_ip) = own(t0, iface);
+    send(out, c, iface, |buf| {
+        arp::emit_request_frame(buf, our_mac.0, our_ip, target).ok()
+    })
+}
+
+/// Queues the frame `build` writes (its length, `None`: nothing) out of
+/// `iface`, counted. Returns whether it was queued.
+pub(crate) fn send(
+    out: &mut Output,
+    c: &mut Counters,
+    iface: Iface,
+    build: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
     let (q, counter) = tx(out, c, iface);
     let mut len = 0;
     let pushed = q.push_with(Ipv4Addr::UNSPECIFIED, |buf| {
-        len = arp::emit_request_frame(buf, our_mac.0, our_ip, target).ok()?;
+        len = build(buf)?;
         Some(len)
     });
     if pushed {
