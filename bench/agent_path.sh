@@ -117,11 +117,7 @@ agents_start() {
     local i k pid
     [ -x "$NSX_AGENT" ] || { echo "agent path: NSX_AGENT=$NSX_AGENT is not executable" >&2; return 1; }
     for i in "$@"; do
-        "$NSX_AGENT" check --config "$(agent_cfg "$i")" >/dev/null || {
-            echo "agent path: config for vm$i rejected:" >&2
-            "$NSX_AGENT" check --config "$(agent_cfg "$i")" >&2
-            return 1
-        }
+        agent_check_config "$i" || return 1
     done
     for i in "$@"; do
         # nsenter --net (not `ip netns exec`): keeps the sandbox's mount namespace,
@@ -151,6 +147,15 @@ agents_start() {
         done
         [ "$k" -lt 150 ] || { echo "agent path: agent vm$i not ready in 30 s; log:" >&2; tail -n 20 "$(agent_log "$i")" >&2; return 1; }
     done
+}
+
+# agent_check_config I: `nsx-agent check` of vm I's config, which says
+# what it refuses on stderr.
+agent_check_config() {
+    "$NSX_AGENT" check --config "$(agent_cfg "$1")" >/dev/null 2>&1 && return 0
+    echo "agent path: config for vm$1 rejected:" >&2
+    "$NSX_AGENT" check --config "$(agent_cfg "$1")" >&2
+    return 1
 }
 
 # agent_version: the binary's version word, for PATH_DESC.
@@ -275,17 +280,32 @@ scheduler = "sh"
 kind = "nat"
 real_servers = [{ ip = "$SRV_IP", port = ${IPERF_PORT:-5201} }]
 EOF
-    # Applied by a reload (SIGHUP), like an operator's edit.
+    # Applied by a reload (SIGHUP), like an operator's edit: both configs
+    # checked first (a refused reload would leave the old one running),
+    # then a bounded wait (10 s) until both agents run the new ones.
+    { agent_check_config 1 && agent_check_config 2; } || return 1
     kill -HUP "${AGENT_PIDS[0]}" "${AGENT_PIDS[1]}" 2>/dev/null || return 1
     local k
-    for k in $(seq 1 50); do
-        agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 && break
+    for k in $(seq 1 100); do
+        agent_lb_reloaded && break
         sleep 0.1
     done
-    agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 ||
-        { echo "agent_lb path: vm1's agent did not take the virtual server" >&2; return 1; }
+    agent_lb_reloaded || {
+        echo "agent_lb path: the agents did not reload in 10 s (vm1: the virtual server and router t1; vm2: router t1)" >&2
+        return 1
+    }
     CLIENT_DST=$AGENT_LB_VIP
     PATH_DESC="$PATH_DESC; through virtual server $AGENT_LB_VIP:${IPERF_PORT:-5201} (sh, NAT) balanced at vm1's agent, routed by its tier-1 on the way out"
+}
+# agent_lb_reloaded: vm1's agent balances the virtual server, and both
+# agents route ls-web through t1.
+agent_lb_reloaded() {
+    agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 &&
+        agent_has_router 1 t1 && agent_has_router 2 t1
+}
+# agent_has_router I NAME: vm I's agent runs the router NAME.
+agent_has_router() {
+    agent_ctl "$1" routers 2>/dev/null | jq -e --arg r "$2" 'any(.routers[]; .name == $r)' >/dev/null 2>&1
 }
 path_agent_lb_down()  { path_agent_down; }
 path_agent_lb_stats() { path_agent_stats; }
@@ -314,12 +334,16 @@ listen bench
 EOF
     ip netns exec "$CLI_NS" haproxy -f "$cfg" -D -p "$GVB_STATE/haproxy.pid" >/dev/null 2>&1 || return 1
     for k in $(seq 1 40); do
-        ip netns exec "$CLI_NS" ss -Hltn "sport = :$port" 2>/dev/null | grep -q . && break
+        haproxy_listening "$port" && break
         sleep 0.1
     done
+    haproxy_listening "$port" ||
+        { echo "haproxy path: nothing listens on 127.0.0.1:$port in $CLI_NS 4 s after haproxy started" >&2; return 1; }
     CLIENT_DST=127.0.0.1
     PATH_DESC="$PATH_DESC; through HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}') (mode tcp, balance source) in vm1's namespace"
 }
+# haproxy_listening PORT: something listens on PORT in the client's namespace.
+haproxy_listening() { ip netns exec "$CLI_NS" ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 path_haproxy_down() {
     [ -s "$GVB_STATE/haproxy.pid" ] && kill "$(cat "$GVB_STATE/haproxy.pid")" 2>/dev/null
     rm -f "$GVB_STATE/haproxy.pid"

@@ -1,7 +1,8 @@
 # shellcheck shell=bash disable=SC2086  # $pids and $IPERF_ARGS are word lists
 # profile.sh - where the CPU goes on the agent path during a single-stream
 # iperf3 run (PROFILE=1 scripts/bench.sh). Sourced by bench/run.sh while the
-# agent path is up (CLI_NS, SRV_NS, SRV_IP, AGENT_PIDS set).
+# agent path is up (CLI_NS, SRV_NS, SRV_IP, AGENT_PIDS set; the client
+# connects to CLIENT_DST when the path sets it: agent_lb, haproxy).
 #
 # Prints (1) machine-wide CPU split (user / system / softirq / idle, in cores)
 # from /proc/stat, (2) per-thread CPU (in % of one core, user+sys) of both
@@ -31,7 +32,7 @@ profile_agent_path() {
     hz=$(getconf CLK_TCK)
     echo "## profile: agent path, MTU $mtu, iperf3 single stream, ${secs} s sample"
     iperf_server_start "$SRV_NS" "$SRV_IP" || return 1
-    timeout $((secs + 10)) ip netns exec "$CLI_NS" iperf3 -c "$SRV_IP" -p "$port" -t $((secs + 3)) ${IPERF_ARGS:-} >"$GVB_STATE/prof-iperf.txt" 2>&1 &
+    timeout $((secs + 10)) ip netns exec "$CLI_NS" iperf3 -c "${CLIENT_DST:-$SRV_IP}" -p "$port" -t $((secs + 3)) ${IPERF_ARGS:-} >"$GVB_STATE/prof-iperf.txt" 2>&1 &
     cli=$!
     sleep 1.5
     srv=$(ip netns pids "$SRV_NS" 2>/dev/null | tr '\n' ' ')

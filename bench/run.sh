@@ -11,13 +11,22 @@
 #
 # Env: NSX_AGENT (binary), OUT_DIR (results), MTUS ("1500 9001"), PATHS
 # ("raw vxlan_nested ovs_geneve agent"; also: vxlan, agent_nooff, agent_fw,
-# agent_fw10, raw+nooff, ovs_geneve_int, ovs_geneve_afxdp, and the
-# north-south north_south and vxlan_masq of bench/ns_path.sh), FW_RULES (10000,
+# agent_fw10, agent_base, raw+nooff, ovs_geneve_int, ovs_geneve_afxdp, the
+# north-south north_south and vxlan_masq of bench/ns_path.sh, and the load
+# balancer's agent_lb and haproxy of bench/agent_path.sh), FW_RULES (10000,
 # the rule count of agent_fw), VXLAN_REF (the VXLAN path the agent is
 # compared with: vxlan_nested if measured, else vxlan), WIRE_CHECK (1),
 # PROFILE (0; 1 = sample per-thread CPU of the agent path during a run, see
 # bench/profile.sh), and measure.sh's DURATION OMIT PARALLEL REPS PINGS
 # PING_INTERVAL QUIET_WAIT QUIET_CORES IPERF_ARGS.
+#
+# The summary's targets: agent >= 2x ovs_geneve; agent_fw >= 0.9x agent;
+# north_south >= 0.8x agent; agent_lb >= 0.95x agent (the direct path to its
+# real server), with agent_lb / haproxy beside it. A path whose iperf3
+# client connects elsewhere than the server's address (client_dst:
+# agent_lb's virtual server, haproxy's 127.0.0.1) still pings the server
+# itself, so its row's ping columns are the direct path's: the rows show
+# them as "direct" (null in summary.json, ping_via "direct").
 set -u -o pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -161,15 +170,19 @@ jq -s --arg vref "$VXLAN_REF" '
   | by_label("agent_fw") as $fw | by_label("agent_fw10") as $fw10 | by_label("agent_base") as $base
   | by_label("north_south") as $ns | by_label("vxlan_masq") as $mq
   | { vxlan_ref: $vref,
-      rows: (map(. as $x | ($raw[$x.mtu|tostring]) as $r | ($ag[$x.mtu|tostring]) as $a | {
+      rows: (map(. as $x | ($raw[$x.mtu|tostring]) as $r | ($ag[$x.mtu|tostring]) as $a
+        # The ping went to server_ip, not through client_dst: the direct path.
+        | ((.client_dst // .server_ip) != .server_ip) as $direct
+        | (if $direct then null else .ping end) as $p | {
         mtu, path:.label, inner_mtu, error,
         gbps_1: .tcp_1.gbps, range_1: "\(.tcp_1.gbps_min)-\(.tcp_1.gbps_max)",
         gbps_P: .tcp_P.gbps, streams_P: .tcp_P.streams,
         ratio_raw_1: ratio(.tcp_1.gbps; $r.tcp_1.gbps),
         agent_over_this_1: ratio($a.tcp_1.gbps; .tcp_1.gbps),
         retrans_1: .tcp_1.retrans, busy_cores_1: .tcp_1.busy_cores,
-        rtt_p50_ms: .ping.p50_ms, rtt_p99_ms: .ping.p99_ms, ping_loss: (if .ping then (.ping.sent - .ping.recv) else null end),
-        rtt_ratio_p50: ratio(.ping.p50_ms; $r.ping.p50_ms),
+        ping_via: (if $direct then "direct" else "path" end),
+        rtt_p50_ms: $p.p50_ms, rtt_p99_ms: $p.p99_ms, ping_loss: (if $p then ($p.sent - $p.recv) else null end),
+        rtt_ratio_p50: ratio($p.p50_ms; $r.ping.p50_ms),
         bg: "\(.bg_busy_cores_before)/\(.bg_busy_cores_after)" })),
       targets: ([.[] | .mtu] | unique | map(tostring) | map(. as $m
         | pooled($all; "agent"; $m) as $pa | pooled($all; "agent_fw"; $m) as $pf | pooled($all; "agent_fw10"; $m) as $pf10
@@ -202,12 +215,13 @@ jq -s --arg vref "$VXLAN_REF" '
 ' "$RESULTS" >"$OUT_DIR/summary.json"
 
 {
-    echo "TCP Gb/s = iperf3 single stream, median over REPS=${REPS:-1} runs of ${DURATION:-5} s [min-max]; xP = -P ${PARALLEL:-2} (0 = not run). p50 = ping RTT median (${PINGS:-200} pings, ${PING_INTERVAL:-0.01} s apart). agent / this = agent's single-stream Gb/s divided by this row's. busy = cores busy machine-wide during the single-stream run (of $(nproc)); bg = busy cores just before/after the path (> ~0.3: something else competed)."
+    echo "TCP Gb/s = iperf3 single stream, median over REPS=${REPS:-1} runs of ${DURATION:-5} s [min-max]; xP = -P ${PARALLEL:-2} (0 = not run). p50 = ping RTT median (${PINGS:-200} pings, ${PING_INTERVAL:-0.01} s apart). agent / this = agent's single-stream Gb/s divided by this row's. busy = cores busy machine-wide during the single-stream run (of $(nproc)); bg = busy cores just before/after the path (> ~0.3: something else competed). p50 \"direct\": the row's iperf3 connected to a virtual server or a proxy while its pings went to the server itself (the direct path), so no RTT of its own is shown."
     echo
     echo "| MTU | path | inner MTU | TCP x1 Gb/s | x1 / raw | agent / this | TCP xP Gb/s | ping p50 ms | p50 / raw | retrans x1 | busy x1 | bg |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     jq -r '.rows[] | if .error != null then "| \(.mtu) | \(.path) | - | \(.error) | | | | | | | | |" else
-        "| \(.mtu) | \(.path) | \(.inner_mtu) | \(.gbps_1) [\(.range_1)] | \(.ratio_raw_1) | \(.agent_over_this_1) | \(.gbps_P) | \(.rtt_p50_ms) | \(.rtt_ratio_p50) | \(.retrans_1) | \(.busy_cores_1) | \(.bg) |" end' "$OUT_DIR/summary.json"
+        (if .ping_via == "direct" then ["direct", "direct"] else [.rtt_p50_ms, .rtt_ratio_p50] end) as [$p50, $p50r] |
+        "| \(.mtu) | \(.path) | \(.inner_mtu) | \(.gbps_1) [\(.range_1)] | \(.ratio_raw_1) | \(.agent_over_this_1) | \(.gbps_P) | \($p50) | \($p50r) | \(.retrans_1) | \(.busy_cores_1) | \(.bg) |" end' "$OUT_DIR/summary.json"
     echo
     echo "Targets (issue 3: agent single stream >= 2x OVS userspace Geneve at both MTUs):"
     jq -r '.vxlan_ref as $v | .targets[] | "- MTU \(.mtu): agent \(.agent_gbps_1) Gb/s; agent / ovs_geneve = \(.agent_over_ovs) (target >= 2: \(if .agent_over_ovs == null then "n/a" elif .agent_over_ovs >= 2 then "MET" else "NOT MET" end)); agent / \($v) = \(.agent_over_vxlan); agent / raw = \(.agent_over_raw); ping p50 agent / ovs_geneve = \(.agent_p50_over_ovs)"' "$OUT_DIR/summary.json"

@@ -40,6 +40,8 @@
 #   haproxy       the agent path with HAProxy (mode tcp) in vm1's namespace
 #                 relaying to vm2: the user-space L4 balancer operators
 #                 would otherwise pick
+#                 (both ping vm2 itself: their rows' ping columns are the
+#                 direct path's, shown as "direct")
 #   agent_base    (not in the default PATHS) the agent path with the binary
 #                 NSX_AGENT_BASE, e.g. a build of the previous commit: a
 #                 refactor measured against its predecessor in one run
@@ -47,8 +49,9 @@
 # and prints one markdown table with the ratios (each / raw, agent / each),
 # plus the target checks (agent >= 2x ovs_geneve; with agent_fw measured,
 # agent_fw >= 0.9x agent; with north_south measured, north_south >= 0.8x
-# agent, and north_south / vxlan_masq). The table, the raw JSON lines and the environment
-# are saved under bench/results/<date>-*.
+# agent, and north_south / vxlan_masq; with agent_lb measured, agent_lb >=
+# 0.95x agent, and agent_lb / haproxy). The table, the raw JSON lines and
+# the environment are saved under bench/results/<date>-*.
 #
 # Firewall run (issue 5; each path listed twice = interleaved, and the
 # summary's Firewall line takes the median over all runs of each path):
@@ -64,8 +67,8 @@
 # Usage: scripts/bench.sh            (as root or not: it runs in a private sandbox)
 # Env knobs:
 #   MTUS="1500 9001"  PATHS="raw vxlan_nested ovs_geneve agent agent_nooff"
-#   (also: agent_fw agent_fw10 north_south vxlan_masq vxlan raw+nooff
-#   ovs_geneve_int ovs_geneve_afxdp)
+#   (also: agent_fw agent_fw10 agent_base north_south vxlan_masq agent_lb
+#   haproxy vxlan raw+nooff ovs_geneve_int ovs_geneve_afxdp)
 #   FW_RULES=10000 (rules loaded by agent_fw)
 #   DURATION=5 (s per iperf3 run)  OMIT=1  REPS=1 (median reported; 3-5 on a noisy box)
 #   PARALLEL=2 (second iperf3 run with -P N; 0 = skip)  PINGS=200  PING_INTERVAL=0.01

@@ -27,34 +27,16 @@ NSTOOL=$E2E_LIB_DIR/nstool.py
 NSXCLI=${NSXCLI:-$(dirname "$NSX_AGENT")/nsxcli}
 [[ -x "$NSXCLI" ]] || bail "nsxcli binary ($NSXCLI)"
 
-gw_init_bin || bail "nsx-gateway binary"
-gw_topology t56 1500 vm1 vm3
-gw_edge_host 203.0.113.1/24
+gw_edge_setup t56 1500 vm1 vm3
+STATE=$TOPO_DIR/state.yaml
 NET=t56-net
 topo_cloud_nat "$NET" 1500 203.0.113.2=198.51.100.2 203.0.113.11=198.51.100.11
 in_net() { ip netns exec "$NET" "$@"; }
-topo_wait_underlay || bail "underlay up"
-gw_init >"$TOPO_DIR/gw-init.log" 2>&1 || bail "nsx-gateway init" "$(cat "$TOPO_DIR/gw-init.log")"
-STATE=$TOPO_DIR/state.yaml
-gw_state_sample "$STATE"
-gw_state_tier0 "$STATE"
-gw_apply "$STATE" >"$TOPO_DIR/apply.log" 2>&1 || bail "apply the state with its tier0" "$(cat "$TOPO_DIR/apply.log")"
-gw_start 2>"$TOPO_DIR/gw-start.err" || bail "gateway starts" "$(cat "$TOPO_DIR/gw-start.err")"
-gw_edge_start 2>"$TOPO_DIR/edge/start.err" || bail "the edge starts" "$(cat "$TOPO_DIR/edge/start.err")"
-gw_wait_state edge ESTABLISHED 15 || bail "the edge: gateway connection ESTABLISHED"
-declare -A IP=()
 for vm in vm1 vm3; do
-    gw_agent_config "$vm" web
-    gw_agent_start "$vm" 2>"$TOPO_DIR/$vm/start.err" || bail "agent $vm starts" "$(cat "$TOPO_DIR/$vm/start.err")"
+    sandbox_bg /dev/null ip netns exec "$(topo_root "$vm")" python3 "$NSTOOL" tcp-echo "${GW_IP_OF[$vm]}" 7000 "$vm" 120 "$TOPO_DIR/$vm-tcp.log"
 done
 for vm in vm1 vm3; do
-    gw_wait_state "$vm" ESTABLISHED 15 || bail "agent $vm ESTABLISHED"
-    agent_wait_overlay "$vm" || bail "agent $vm: nsx-eth0 up"
-    IP[$vm]=$(gw_instance "$vm" .ip)
-    sandbox_bg /dev/null ip netns exec "$(topo_root "$vm")" python3 "$NSTOOL" tcp-echo "${IP[$vm]}" 7000 "$vm" 120 "$TOPO_DIR/$vm-tcp.log"
-done
-for vm in vm1 vm3; do
-    wait_for 10 in_overlay "$vm" bash -c "exec 3<>/dev/tcp/${IP[$vm]}/7000" 2>/dev/null || bail "$vm's echo server listens"
+    wait_for 10 in_overlay "$vm" bash -c "exec 3<>/dev/tcp/${GW_IP_OF[$vm]}/7000" 2>/dev/null || bail "$vm's echo server listens"
 done
 : >"$TOPO_DIR/vm1-tcp.log"
 : >"$TOPO_DIR/vm3-tcp.log"
@@ -65,14 +47,14 @@ load_balancers:
     scheduler: lc
     persistence_timeout: 30
     real_servers:
-      - {ip: ${IP[vm1]}, port: 7000}
-      - {ip: ${IP[vm3]}, port: 7000}
+      - {ip: ${GW_IP_OF[vm1]}, port: 7000}
+      - {ip: ${GW_IP_OF[vm3]}, port: 7000}
   - vip: 203.0.113.11
     port: 7001
     scheduler: sh
     kind: fnat
     real_servers:
-      - {ip: ${IP[vm3]}, port: 7000}
+      - {ip: ${GW_IP_OF[vm3]}, port: 7000}
 EOF
 gw_apply "$STATE" >"$TOPO_DIR/apply2.log" 2>&1 || bail "apply the load balancers" "$(cat "$TOPO_DIR/apply2.log")"
 gw_wait_applied edge "$(gw_desired_version edge)" 10 || bail "the edge applies the load balancers"
@@ -112,5 +94,5 @@ check_eq "full-NAT: vm3 logs the edge's SNAT address 203.0.113.2, not the client
 out=$(timeout 10 "$NSXCLI" --socket "$(topo_socket edge)" get load-balancers 2>&1 || true)
 diag "$out"
 check "get load-balancers at the edge: the NAT virtual server, lc" grep -qE '^TCP  203\.0\.113\.11:7000 lc persistent 30' <<<"$out"
-check "get load-balancers at the edge: the full-NAT one forwards FullNat" grep -qE "^  -> ${IP[vm3]//./\\.}:7000 +FullNat " <<<"$out"
+check "get load-balancers at the edge: the full-NAT one forwards FullNat" grep -qE "^  -> ${GW_IP_OF[vm3]//./\\.}:7000 +FullNat " <<<"$out"
 tap_done

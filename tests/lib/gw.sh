@@ -31,6 +31,11 @@
 #   gw_edge_host / gw_edge_start the gateway host as the edge (instance "edge"
 #                                in $GW_NS: downlink eth0, uplink eth1 to <id>-inet)
 #   gw_state_tier0 FILE          append a tier0 section (uplink 203.0.113.2/24)
+#   gw_setup ID MTU vmN:TAG...   topology, init, sample state, gateway, agents
+#                                enrolled and ESTABLISHED in one call (bails on
+#                                failure); overlay IPs in GW_IP_OF[vmN]
+#   gw_edge_setup ID MTU vmN...  the same with the gateway host as the edge
+#                                (tier0 in the state, the edge ESTABLISHED first)
 # shellcheck shell=bash
 
 GW_IP=10.99.3.2
@@ -320,21 +325,46 @@ gw_wait_ping_ms() {
 }
 
 # gw_setup ID MTU vmN:TAG...: the whole gateway-driven picture in one call:
-# topology, init, the sample state applied, gateway serving, each agent
-# enrolled with its tag and ESTABLISHED (TAG "-": instance built, no agent); bails (TAP) on any failure. The
-# allocated overlay IPs land in the associative array GW_IP_OF[vmN].
-gw_setup() {
-    local id=$1 mtu=$2 spec vm vms=()
+# topology, init, the sample state ($TOPO_DIR/state.yaml) applied, gateway
+# serving, each agent enrolled with its tag and ESTABLISHED (TAG "-":
+# instance built, no agent); bails (TAP) on any failure. The allocated
+# overlay IPs land in the associative array GW_IP_OF[vmN].
+gw_setup() { gw_setup_with "" "$@"; }
+
+# gw_edge_setup ID MTU vmN...: gw_setup with the gateway host as the edge
+# (as the seed's PCG; e2e 53, 55, 56): gw_edge_host (the uplink's gateway
+# 203.0.113.1/24 in $TOPO_INET), the state with its tier0
+# (gw_state_tier0), the edge started and ESTABLISHED before the
+# instances, every vmN on web-ls (tag web). The tests append to
+# $TOPO_DIR/state.yaml and apply it again.
+gw_edge_setup() {
+    local id=$1 mtu=$2 vm specs=()
     shift 2
+    for vm in "$@"; do specs+=("$vm:web"); done
+    gw_setup_with edge "$id" "$mtu" "${specs[@]}"
+}
+
+# gw_setup_with EDGE ID MTU vmN:TAG...: gw_setup's steps; EDGE "edge" adds
+# gw_edge_setup's.
+gw_setup_with() {
+    local edge=$1 id=$2 mtu=$3 spec vm vms=()
+    shift 3
     for spec in "$@"; do vms+=("${spec%%:*}"); done
     gw_init_bin || bail "nsx-gateway binary"
     gw_topology "$id" "$mtu" "${vms[@]}"
+    [[ -z "$edge" ]] || gw_edge_host 203.0.113.1/24
     topo_wait_underlay || bail "underlay up"
     gw_init >"$TOPO_DIR/gw-init.log" 2>&1 || bail "nsx-gateway init" "$(cat "$TOPO_DIR/gw-init.log")"
     gw_state_sample "$TOPO_DIR/state.yaml"
+    [[ -z "$edge" ]] || gw_state_tier0 "$TOPO_DIR/state.yaml"
     gw_apply "$TOPO_DIR/state.yaml" >"$TOPO_DIR/gw-apply.log" 2>&1 ||
-        bail "nsx-gateway apply" "$(cat "$TOPO_DIR/gw-apply.log")"
+        bail "nsx-gateway apply${edge:+ of the state with its tier0}" "$(cat "$TOPO_DIR/gw-apply.log")"
     gw_start 2>"$TOPO_DIR/gw-start.err" || bail "gateway starts" "$(cat "$TOPO_DIR/gw-start.err")"
+    if [[ -n "$edge" ]]; then
+        gw_edge_start 2>"$TOPO_DIR/$GW_EDGE/start.err" || bail "the edge starts" "$(cat "$TOPO_DIR/$GW_EDGE/start.err")"
+        gw_wait_state "$GW_EDGE" ESTABLISHED 15 ||
+            bail "the edge: gateway connection ESTABLISHED" "$(gw_status "$GW_EDGE" .gateway)"
+    fi
     declare -gA GW_IP_OF=()
     vms=()
     for spec in "$@"; do
@@ -350,6 +380,8 @@ gw_setup() {
         GW_IP_OF[$vm]=$(gw_instance "$vm" '.ip // ""' 2>/dev/null || true)
         if [[ -n "${GW_IP_OF[$vm]}" ]]; then
             agent_wait_overlay "$vm" || bail "agent $vm: nsx-eth0 up"
+        elif [[ -n "$edge" ]]; then
+            bail "agent $vm: an overlay address on web-ls" "$(gw_instance "$vm" 2>&1)"
         fi
     done
     diag "$(gw_cli get instances)"
@@ -437,13 +469,7 @@ gw_edge_host() {
     in_gw ethtool -K eth0 tx off >/dev/null
     in_ul ethtool -K ulport-gw tx off >/dev/null
     TOPO_INET=$TOPO_ID-inet
-    ip netns add "$TOPO_INET"
-    sandbox_track_netns "$TOPO_INET"
-    ip -n "$TOPO_INET" link set lo up
-    in_gw ip link add eth1 type veth peer name uplink netns "$TOPO_INET"
-    in_gw ip link set eth1 address 02:00:00:00:ee:01 up
-    ip -n "$TOPO_INET" addr add "$gwcidr" dev uplink
-    ip -n "$TOPO_INET" link set uplink up
+    topo_inet_uplink "$GW_NS" "$gwcidr"
     # Runs before gw_destroy (hooks run in reverse): the edge goes while
     # its namespace is still there.
     sandbox_on_exit gw_edge_destroy

@@ -16,6 +16,10 @@ Every loop is bounded in count and time. Subcommands:
                                     the outcome (open: connected; closed: not),
                                     at most SECS; prints "START END" (epoch ms)
                                     of the first attempt of that run, or "never"
+  tcp-closed SRC DST PORT SECS      TCP connects from SRC every 20 ms (each
+                                    bounded by 0.25 s) for SECS: prints how
+                                    many were tried if none connected, else
+                                    "open" (at the first that did)
   udp-echo ADDR PORT NAME SECS OUT  answer each datagram with "NAME <payload>",
                                     log "src_ip:src_port" of each to OUT
   tcp-echo ADDR PORT NAME SECS OUT  answer each line of each connection with
@@ -152,22 +156,27 @@ def echo_id(dst, ident, count, secs):
     print(got)
 
 
+def tcp_connects(src, dst, port):
+    """One TCP connect from SRC, bounded by 0.25 s: True if it connected."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(0.25)
+    try:
+        s.bind((src, 0))
+        s.connect((dst, int(port)))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def tcp_wait(want, src, dst, port, secs):
     want_open = want == "open"
     end = time.time() + float(secs)
     run = []
     while time.time() < end:
         t0 = time.time()
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(0.25)
-        try:
-            s.bind((src, 0))
-            s.connect((dst, int(port)))
-            is_open = True
-        except OSError:
-            is_open = False
-        finally:
-            s.close()
+        is_open = tcp_connects(src, dst, port)
         t1 = time.time()
         if is_open == want_open:
             run.append((t0, t1))
@@ -178,6 +187,18 @@ def tcp_wait(want, src, dst, port, secs):
             run = []
         time.sleep(0.02)
     print("never")
+
+
+def tcp_closed(src, dst, port, secs):
+    end = time.time() + float(secs)
+    tried = 0
+    while time.time() < end:
+        tried += 1
+        if tcp_connects(src, dst, port):
+            print("open")
+            return
+        time.sleep(0.02)
+    print(tried)
 
 
 def udp_echo(addr, port, name, secs, out):
@@ -296,6 +317,7 @@ CMDS = {
     "udp-flows": udp_flows,
     "echo-id": echo_id,
     "tcp-wait": tcp_wait,
+    "tcp-closed": tcp_closed,
 }
 
 if __name__ == "__main__":

@@ -531,15 +531,23 @@ topo_edge_configs() {
 # topo_edge_build: after topo_build: the edge's uplink veth into the
 # internet-side namespace <id>-inet (UPLINK_GW on `uplink`), and the configs.
 topo_edge_build() {
-    local plen=${TOPO_EDGE_UPLINK#*/}
+    topo_inet_uplink "$(topo_ns "$TOPO_EDGE")" "$TOPO_EDGE_GW/${TOPO_EDGE_UPLINK#*/}"
+    topo_edge_configs
+}
+
+# topo_inet_uplink NETNS GW_CIDR: the internet-side namespace $TOPO_INET
+# and an edge's uplink into it: `eth1` (MAC 02:00:00:00:ee:01) in NETNS,
+# its veth peer `uplink` in $TOPO_INET with GW_CIDR (the uplink's gateway).
+# Shared by topo_edge_build and gw_edge_host (gw.sh).
+topo_inet_uplink() {
+    local ns=$1 cidr=$2
     ip netns add "$TOPO_INET"
     sandbox_track_netns "$TOPO_INET"
     ip -n "$TOPO_INET" link set lo up
-    ip -n "$(topo_ns "$TOPO_EDGE")" link add eth1 type veth peer name uplink netns "$TOPO_INET"
-    ip -n "$(topo_ns "$TOPO_EDGE")" link set eth1 address 02:00:00:00:ee:01 up
-    ip -n "$TOPO_INET" addr add "$TOPO_EDGE_GW/$plen" dev uplink
+    ip -n "$ns" link add eth1 type veth peer name uplink netns "$TOPO_INET"
+    ip -n "$ns" link set eth1 address 02:00:00:00:ee:01 up
+    ip -n "$TOPO_INET" addr add "$cidr" dev uplink
     ip -n "$TOPO_INET" link set uplink up
-    topo_edge_configs
 }
 
 # in_inet CMD...: run in the internet-side namespace.
