@@ -665,11 +665,20 @@ pub const MAX_REAL_SERVERS: usize = 65_535;
 /// IPVS's largest weight.
 pub const MAX_WEIGHT: u32 = 65535;
 
+/// Most status codes one url accepts (every HTTP status, 100-599, once).
+pub const MAX_STATUS_CODES: usize = 500;
+
 fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
     let t = c.timing();
     if t.connect_timeout == Some(0) {
         out.push(Problem::new(
             format!("{p}.connect_timeout"),
+            "must be at least 1 second",
+        ));
+    }
+    if t.delay_loop == Some(0) {
+        out.push(Problem::new(
+            format!("{p}.delay_loop"),
             "must be at least 1 second",
         ));
     }
@@ -680,11 +689,21 @@ fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
         ));
     }
     match c {
-        HealthCheck::Http { urls, .. } => {
+        HealthCheck::Http {
+            urls, virtualhost, ..
+        } => {
             if urls.is_empty() {
                 out.push(Problem::new(
                     format!("{p}.urls"),
                     format!("{} needs at least one url", c.kind()),
+                ));
+            }
+            if let Some(v) = virtualhost
+                && (v.is_empty() || v.chars().any(|ch| breaks_a_header(ch) || ch == '/'))
+            {
+                out.push(Problem::new(
+                    format!("{p}.virtualhost"),
+                    format!("{v:?} is not a host name (no spaces, control characters or '/')"),
                 ));
             }
             for (k, u) in urls.iter().enumerate() {
@@ -693,8 +712,22 @@ fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
                         format!("{p}.urls[{k}].path"),
                         format!("{:?} is not an absolute path", u.path),
                     ));
+                } else if u.path.chars().any(breaks_a_header) {
+                    out.push(Problem::new(
+                        format!("{p}.urls[{k}].path"),
+                        format!(
+                            "{:?} has spaces or control characters (write them %-encoded)",
+                            u.path
+                        ),
+                    ));
                 }
-                if let Some(code) = u.status_code.iter().find(|c| !(100..=599).contains(*c)) {
+                if u.status_code.len() > MAX_STATUS_CODES {
+                    out.push(Problem::new(
+                        format!("{p}.urls[{k}].status_code"),
+                        format!("{} codes, at most {MAX_STATUS_CODES}", u.status_code.len()),
+                    ));
+                } else if let Some(code) = u.status_code.iter().find(|c| !(100..=599).contains(*c))
+                {
                     out.push(Problem::new(
                         format!("{p}.urls[{k}].status_code"),
                         format!("{code} is not an HTTP status"),
@@ -723,6 +756,12 @@ fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
         }
         HealthCheck::Tcp { .. } => {}
     }
+}
+
+/// Whether `ch` would break the request line or a header it is written
+/// into (whitespace ends a word there, a control character a line).
+fn breaks_a_header(ch: char) -> bool {
+    ch.is_whitespace() || ch.is_control()
 }
 
 #[cfg(test)]
@@ -792,5 +831,95 @@ mod tests {
         );
         let rs: RealServer = serde_json::from_str(r#"{"ip":"10.64.1.2","port":8080}"#).unwrap();
         assert_eq!(rs, RealServer::new(ip, 8080));
+    }
+
+    /// The problems of one checker on a real server (paths
+    /// under `lb[0].real_servers[0].check`, that prefix dropped).
+    fn http_problems(c: HealthCheck) -> Vec<String> {
+        let ip = Ipv4Addr::new(10, 64, 1, 2);
+        let mut vs = VirtualServer::new(ip, 80, LbProtocol::Tcp, Scheduler::Sh);
+        vs.real_servers.push(RealServer {
+            check: Some(c),
+            ..RealServer::new(Ipv4Addr::new(10, 0, 0, 9), 8080)
+        });
+        let mut out = Vec::new();
+        check([&vs], "lb", &mut out);
+        out.iter()
+            .map(|p| {
+                let s = p.to_string();
+                s.strip_prefix("lb[0].real_servers[0].check.")
+                    .unwrap_or(&s)
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn http(path: &str, status_code: Vec<u16>, virtualhost: Option<&str>) -> HealthCheck {
+        HealthCheck::Http {
+            ssl: false,
+            urls: vec![UrlCheck {
+                path: path.into(),
+                status_code,
+                digest: None,
+            }],
+            virtualhost: virtualhost.map(str::to_string),
+            timing: CheckTiming::default(),
+        }
+    }
+
+    #[test]
+    fn a_url_path_or_virtualhost_that_would_break_the_request_is_refused() {
+        let fine = http("/health?x=%20", vec![200], Some("www.example.com:8080"));
+        assert_eq!(http_problems(fine), Vec::<String>::new());
+        for path in ["/a b", "/a\tb", "/a\r\nX-Evil: 1", "/\u{7f}", "/a\u{a0}b"] {
+            let got = http_problems(http(path, vec![], None));
+            assert_eq!(got.len(), 1, "{path:?}: {got:?}");
+            assert!(
+                got[0].starts_with("urls[0].path: ") && got[0].contains("control characters"),
+                "{path:?}: {got:?}"
+            );
+        }
+        for host in ["www.example.com/x", "a b", "a\r\nX: y", ""] {
+            let got = http_problems(http("/", vec![], Some(host)));
+            assert_eq!(got.len(), 1, "{host:?}: {got:?}");
+            assert!(
+                got[0].starts_with("virtualhost: ") && got[0].contains("not a host name"),
+                "{host:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_checker_loop_of_0_seconds_is_refused() {
+        let timing = CheckTiming {
+            delay_loop: Some(0),
+            ..CheckTiming::default()
+        };
+        assert_eq!(
+            http_problems(HealthCheck::Tcp { timing }),
+            ["delay_loop: must be at least 1 second"]
+        );
+        let timing = CheckTiming {
+            delay_loop: Some(1),
+            ..CheckTiming::default()
+        };
+        assert!(http_problems(HealthCheck::Tcp { timing }).is_empty());
+    }
+
+    #[test]
+    fn at_most_500_status_codes_are_accepted() {
+        let every: Vec<u16> = (100..=599).collect();
+        assert_eq!(every.len(), MAX_STATUS_CODES);
+        assert!(http_problems(http("/", every.clone(), None)).is_empty());
+        let mut more = every;
+        more.push(200);
+        assert_eq!(
+            http_problems(http("/", more, None)),
+            ["urls[0].status_code: 501 codes, at most 500"]
+        );
+        assert_eq!(
+            http_problems(http("/", vec![200, 600], None)),
+            ["urls[0].status_code: 600 is not an HTTP status"]
+        );
     }
 }
