@@ -124,6 +124,7 @@ fn check_tier0(o: &mut Collector, t0: &Tier0, cfg: &InstanceConfig) {
     let pool = check_snat(o, &t0.snat, t0.uplink.address.addr(), &own);
     check_public_ips(o, t0, cfg, &own, &pool, &overlay);
     check_health_ip(o, t0, &overlay);
+    crate::lb::check(&t0.health_checks, "tier0.health_checks", &mut o.0);
 }
 
 /// The health checks' source address: a unicast address no subnet the
@@ -532,6 +533,34 @@ mod tests {
                 "edge.tier1s[0]"
             ],
             "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn the_health_checks_are_checked_as_virtual_servers() {
+        let mut cfg = edge();
+        let vs: crate::lb::VirtualServer = serde_json::from_str(
+            r#"{"vip":"192.168.100.50","port":80,"scheduler":"sh",
+                "real_servers":[{"ip":"192.168.100.3","port":8080,
+                                 "check":{"type":"tcp","connect_timeout":3}}]}"#,
+        )
+        .unwrap();
+        cfg.tier0.as_mut().unwrap().health_checks = vec![vs.clone()];
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        let mut bad = vs.clone();
+        bad.real_servers[0].check = Some(crate::lb::HealthCheck::Tcp {
+            timing: crate::lb::CheckTiming {
+                connect_timeout: Some(0),
+                ..Default::default()
+            },
+        });
+        cfg.tier0.as_mut().unwrap().health_checks = vec![vs, bad];
+        assert_eq!(
+            problems(&cfg),
+            [
+                "tier0.health_checks[1]: virtual server TCP 192.168.100.50:80 is declared twice",
+                "tier0.health_checks[1].real_servers[0].check.connect_timeout: must be at least 1 second",
+            ]
         );
     }
 }
