@@ -512,10 +512,39 @@ pub struct HealthReport {
 }
 
 impl HealthReport {
-    /// Most verdicts in one report (a full report of
-    /// [`MAX_REAL_SERVERS`] real servers of every virtual server would be
-    /// far larger than any frame; the gateway refuses more).
+    /// Most verdicts the gateway takes in one report (more closes the
+    /// session). In practice the frame bounds a report first: a verdict
+    /// is at least about 90 bytes of JSON (more with its reason), so a
+    /// [`crate::MAX_FRAME`] of 4 MiB holds at most about 45,000, and a
+    /// report that does not fit fails to encode. A report that may be
+    /// larger (a full one of an edge with many checked servers) is sent
+    /// in parts: [`HealthReport::chunks`].
     pub const MAX_VERDICTS: usize = 65536;
+
+    /// This report in parts of at most `max` verdicts each (`max` 0 is
+    /// taken as 1), in order: a full report's first part is full (it
+    /// replaces what the gateway held) and the others are not (they add
+    /// to it), so the parts sent in order leave the gateway holding what
+    /// the whole report would. Always at least one part (a full report
+    /// of no verdicts still says "nothing is down").
+    pub fn chunks(self, max: usize) -> impl Iterator<Item = HealthReport> {
+        let max = max.max(1);
+        let mut full = self.full;
+        let mut first = true;
+        let mut verdicts = self.verdicts.into_iter().peekable();
+        std::iter::from_fn(move || {
+            if !first && verdicts.peek().is_none() {
+                return None;
+            }
+            first = false;
+            let part = HealthReport {
+                full,
+                verdicts: verdicts.by_ref().take(max).collect(),
+            };
+            full = false;
+            Some(part)
+        })
+    }
 }
 
 /// Checks a set of virtual servers; every problem is pushed with its path
@@ -921,5 +950,48 @@ mod tests {
             http_problems(http("/", vec![200, 600], None)),
             ["urls[0].status_code: 600 is not an HTTP status"]
         );
+    }
+
+    #[test]
+    fn a_report_goes_in_parts_that_add_up_to_it() {
+        let verdict = |i: u16| HealthVerdict {
+            key: HealthKey {
+                protocol: LbProtocol::Tcp,
+                vip: Ipv4Addr::new(10, 64, 1, 2),
+                port: 80,
+                real_ip: Ipv4Addr::new(10, 0, 0, 9),
+                real_port: i,
+            },
+            liveness: Liveness::Down,
+            reason: String::new(),
+        };
+        let full = HealthReport {
+            full: true,
+            verdicts: (1..=7).map(verdict).collect(),
+        };
+        let parts: Vec<HealthReport> = full.clone().chunks(3).collect();
+        let shape: Vec<(bool, usize)> = parts.iter().map(|p| (p.full, p.verdicts.len())).collect();
+        assert_eq!(shape, [(true, 3), (false, 3), (false, 1)]);
+        let again: Vec<HealthVerdict> = parts.into_iter().flat_map(|p| p.verdicts).collect();
+        assert_eq!(again, full.verdicts);
+        // Small enough: itself.
+        assert_eq!(
+            full.clone().chunks(7).collect::<Vec<_>>(),
+            std::slice::from_ref(&full)
+        );
+        // A full report of nothing still goes (it clears the gateway's).
+        let empty = HealthReport {
+            full: true,
+            verdicts: Vec::new(),
+        };
+        assert_eq!(empty.clone().chunks(3).collect::<Vec<_>>(), [empty]);
+        // Changes are never full; 0 is taken as 1.
+        let changes = HealthReport {
+            full: false,
+            verdicts: full.verdicts[..2].to_vec(),
+        };
+        let parts: Vec<HealthReport> = changes.chunks(0).collect();
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| !p.full && p.verdicts.len() == 1));
     }
 }
