@@ -70,11 +70,21 @@ pub enum ParseError {
         "more than {MAX_VIRTUAL_SERVERS} virtual servers (groups included); the rest are not read"
     )]
     TooMany,
+    #[error(
+        "more than {MAX_EXPANDED_REAL_SERVERS} real servers in all (each member of a group has them all); the rest are not read"
+    )]
+    TooManyRealServers,
 }
 
 /// Virtual servers one file may make (group ranges multiply them): past
 /// it, reading stops with an error.
 pub const MAX_VIRTUAL_SERVERS: usize = 4096;
+
+/// Real servers of all the virtual servers one file may make: a virtual
+/// server of a group has its real servers once per member, so a few
+/// megabytes of text could otherwise make hundreds of millions of them
+/// before validation sees one. Past it, reading stops with an error.
+pub const MAX_EXPANDED_REAL_SERVERS: usize = 1 << 20;
 
 /// The virtual servers read (each with where its parts were written) and
 /// what was found on the way.
@@ -846,9 +856,11 @@ impl<'a> Parser<'a> {
     }
 
     /// The virtual servers in the order written, each group use expanded
-    /// to its members (at most [`MAX_VIRTUAL_SERVERS`] in all).
+    /// to its members (at most [`MAX_VIRTUAL_SERVERS`] in all, with at
+    /// most [`MAX_EXPANDED_REAL_SERVERS`] real servers).
     fn finish(mut self) -> Parsed {
         let mut out = Parsed::default();
+        let mut real_servers = 0usize;
         for g in self.groups.iter().filter(|(_, g)| g.written == 0) {
             let e = ParseError::EmptyGroup(g.0.clone());
             self.findings.push(Finding {
@@ -866,6 +878,12 @@ impl<'a> Parser<'a> {
             };
             if wants > left {
                 self.error(d.node.at, ParseError::TooMany);
+                break;
+            }
+            real_servers =
+                real_servers.saturating_add(wants.saturating_mul(d.vs.real_servers.len()));
+            if real_servers > MAX_EXPANDED_REAL_SERVERS {
+                self.error(d.node.at, ParseError::TooManyRealServers);
                 break;
             }
             match &d.head {

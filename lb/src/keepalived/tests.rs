@@ -768,3 +768,45 @@ fn unused_group_ranges_are_not_expanded() {
         t.elapsed()
     );
 }
+
+/// A group use gives every member all the virtual server's real servers:
+/// past [`parser::MAX_EXPANDED_REAL_SERVERS`] in all, reading stops at
+/// that virtual server's line before any is made (255 members x 4,200
+/// real servers would be about 1.07 million, the cap 1,048,576).
+#[test]
+fn group_expansion_is_capped_by_the_real_servers_it_makes() {
+    let real_servers = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "real_server 10.{}.{}.{} 80\n",
+                    100 + i / 65536,
+                    (i / 256) % 256,
+                    i % 256
+                )
+            })
+            .collect()
+    };
+    let text = |n: usize| {
+        format!(
+            "virtual_server_group g {{\n10.0.0.1-255 80\n}}\n\nvirtual_server group g {{\nlb_algo sh\n{}}}\n",
+            real_servers(n)
+        )
+    };
+    let few = load_str("k", &text(4)).unwrap_or_else(|d| panic!("{:?}", shown(&d)));
+    assert_eq!(few.virtual_servers.len(), 255);
+    assert_eq!(few.virtual_servers[254].real_servers.len(), 4);
+    let t = std::time::Instant::now();
+    let d = load_str("k", &text(4200)).unwrap_err();
+    assert_eq!(
+        shown(&d),
+        [
+            "k:5: more than 1048576 real servers in all (each member of a group has them all); the rest are not read"
+        ]
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}
