@@ -60,6 +60,10 @@ pub enum ParseError {
         first: String,
         line: u32,
     },
+    #[error(
+        "{0}: read but not applied (a keyword this reader lists as supported; please report it)"
+    )]
+    NotApplied(String),
     #[error("virtual_server group {0:?}: no virtual_server_group of that name")]
     UnknownGroup(String),
     #[error("virtual_server_group {name:?} is already defined at line {line}")]
@@ -220,6 +224,24 @@ impl<'a> Parser<'a> {
             severity: Severity::Warning,
             message: e.to_string(),
         });
+    }
+
+    /// A keyword the tables say is applied that no arm of its block
+    /// applies: an error, not a silent drop (a test reads every applied
+    /// keyword of every block, so none should reach here).
+    fn not_applied(&mut self, k: &Tok) {
+        self.error(k.pos, ParseError::NotApplied(k.text.clone()));
+    }
+
+    /// The checker-timing keyword `k` (one of [`TIMING_KEYWORDS`]) with
+    /// the value `v`, into `t`.
+    fn timing(&mut self, t: &mut CheckTiming, node: &mut Node, k: &Tok, v: &Tok) {
+        let Some(n) = self.ok(k.pos, number(k, v)) else {
+            return;
+        };
+        if !set_timing(t, node, &k.text, n, k.pos) {
+            self.not_applied(k);
+        }
     }
 
     /// Reports `r`'s error at `at`; the value if there was one.
@@ -579,12 +601,11 @@ impl<'a> Parser<'a> {
                 d.defaults.virtualhost = Some(v.text.clone());
                 d.defaults.node.set("virtualhost", at);
             }
-            (name, Some(v)) => {
-                if let Some(n) = self.ok(at, number(k, v)) {
-                    set_timing(&mut d.defaults.timing, &mut d.defaults.node, name, n, at);
-                }
+            (name, Some(v)) if is_timing(name) => {
+                let Defaults { timing, node, .. } = &mut d.defaults;
+                self.timing(timing, node, k, v);
             }
-            (_, None) => {}
+            _ => self.not_applied(k),
         }
     }
 
@@ -644,12 +665,10 @@ impl<'a> Parser<'a> {
                         own.virtualhost = Some(v.text.clone());
                         own.node.set("virtualhost", at);
                     }
-                    (name, Some(v)) => {
-                        if let Some(n) = self.ok(at, number(k, v)) {
-                            set_timing(&mut own.timing, &mut own.node, name, n, at);
-                        }
+                    (name, Some(v)) if is_timing(name) => {
+                        self.timing(&mut own.timing, &mut own.node, k, v);
                     }
-                    (_, None) => {}
+                    _ => self.not_applied(k),
                 }
             }
         }
@@ -716,12 +735,8 @@ impl<'a> Parser<'a> {
                         node.set("connect_port", at);
                     }
                 }
-                (name, Some(v)) => {
-                    if let Some(n) = self.ok(at, number(k, v)) {
-                        set_timing(&mut timing, &mut node, name, n, at);
-                    }
-                }
-                (_, None) => {}
+                (name, Some(v)) if is_timing(name) => self.timing(&mut timing, &mut node, k, v),
+                _ => self.not_applied(k),
             }
         }
         let check = match tok.text.as_str() {
@@ -774,7 +789,7 @@ impl<'a> Parser<'a> {
                     }
                     node.set("status_code", at);
                 }
-                _ => {}
+                _ => self.not_applied(k),
             }
         }
         (u, node)
@@ -917,8 +932,23 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Sets the checker-timing keyword `name` (either spelling of retry).
-fn set_timing(t: &mut CheckTiming, node: &mut Node, name: &str, n: u32, at: Pos) {
+/// The checker-timing keywords: a checker's own, or the defaults of the
+/// `real_server` or `virtual_server` block around it ([`set_timing`]).
+const TIMING_KEYWORDS: [&str; 5] = [
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "delay_loop",
+];
+
+fn is_timing(name: &str) -> bool {
+    TIMING_KEYWORDS.contains(&name)
+}
+
+/// Sets the checker-timing keyword `name` (either spelling of retry);
+/// false for a keyword that is not one.
+fn set_timing(t: &mut CheckTiming, node: &mut Node, name: &str, n: u32, at: Pos) -> bool {
     let field = match name {
         "connect_timeout" => {
             t.connect_timeout = Some(n);
@@ -936,9 +966,10 @@ fn set_timing(t: &mut CheckTiming, node: &mut Node, name: &str, n: u32, at: Pos)
             t.delay_loop = Some(n);
             "delay_loop"
         }
-        _ => return,
+        _ => return false,
     };
     node.set(field, at);
+    true
 }
 
 /// Fills what `c` leaves unset from the defaults `d` of an enclosing

@@ -810,3 +810,81 @@ fn group_expansion_is_capped_by_the_real_servers_it_makes() {
         t.elapsed()
     );
 }
+
+/// A value every applied keyword takes without a problem (a keyword new
+/// to the tables needs one here).
+fn good_value(name: &str) -> &'static str {
+    match name {
+        "inhibit_on_failure" | "misc_dynamic" => "",
+        "lb_algo" | "lvs_sched" => "sh",
+        "lb_kind" | "lvs_method" => "NAT",
+        "protocol" => "TCP",
+        "persistence_granularity" => "24",
+        "sorry_server" => "10.0.0.9 80",
+        "real_server" => "10.0.0.3 80",
+        "virtualhost" => "www.example.com",
+        "connect_ip" => "10.0.0.4",
+        "connect_port" => "81",
+        "TCP_CHECK" => "{ }",
+        "HTTP_GET" | "SSL_GET" => "{ url { path / } }",
+        "MISC_CHECK" => "{ misc_path /bin/true }",
+        "url" => "{ path /b }",
+        "path" => "/c",
+        "digest" => "0123456789abcdef0123456789abcdef",
+        "status_code" => "200-204",
+        "misc_path" => "/bin/false",
+        "hysteresis" => "0",
+        "delay_loop"
+        | "persistence_timeout"
+        | "persistent_timeout"
+        | "quorum"
+        | "weight"
+        | "connect_timeout"
+        | "retry"
+        | "nb_get_retry"
+        | "delay_before_retry"
+        | "misc_timeout" => "3",
+        other => panic!("no test value for {other}"),
+    }
+}
+
+/// Every keyword the tables list as applied is applied: written with a
+/// good value in its block (on a line of its own), it loads without a
+/// diagnostic. A keyword no arm of the reader handles would be an error
+/// ("read but not applied"), where it used to be dropped in silence.
+#[test]
+fn every_applied_keyword_is_applied() {
+    let mut tried = 0;
+    for (block, table) in keywords::all() {
+        let around = match block {
+            "top level" => continue,
+            "virtual_server" => "real_server 10.0.0.2 80\n@",
+            "real_server" => "real_server 10.0.0.2 80 {\n@\n}",
+            "checkers" => "real_server 10.0.0.2 80 {\nTCP_CHECK {\n@\n}\n}",
+            "HTTP_GET, SSL_GET" => "real_server 10.0.0.2 80 {\nHTTP_GET {\nurl { path / }\n@\n}\n}",
+            "url" => "real_server 10.0.0.2 80 {\nHTTP_GET {\nurl {\npath /\n@\n}\n}\n}",
+            "MISC_CHECK" => "real_server 10.0.0.2 80 {\nMISC_CHECK {\nmisc_path /bin/true\n@\n}\n}",
+            other => panic!("no test block for {other}"),
+        };
+        for k in table
+            .iter()
+            .filter(|k| k.support == keywords::Support::Applied)
+        {
+            let line = format!("{} {}", k.name, good_value(k.name));
+            let text = format!(
+                "virtual_server 10.0.0.1 80 {{\nlb_algo sh\n{}\n}}\n",
+                around.replace('@', &line)
+            );
+            let l = load_str("k", &text)
+                .unwrap_or_else(|d| panic!("{block} {}: {:?}\n{text}", k.name, shown(&d)));
+            assert!(
+                l.warnings.is_empty(),
+                "{block} {}: {:?}",
+                k.name,
+                shown(&l.warnings)
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > 40, "{tried}");
+}
