@@ -15,8 +15,9 @@
 //! real server) are defaults for the checkers below it, as is
 //! `virtualhost` for HTTP_GET / SSL_GET.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
 use control::lb::{
     CheckTiming, Endpoint, ForwardKind, HealthCheck, LbProtocol, MAX_WEIGHT, RealServer, Scheduler,
@@ -757,6 +758,8 @@ impl<'a> Parser<'a> {
         (check, node)
     }
 
+    /// A `url` block; its status codes sorted, each once (however many
+    /// times the ranges name it).
     fn url(&mut self, tok: &'a Tok) -> (UrlCheck, Node) {
         self.open();
         let mut node = Node::new(tok.pos);
@@ -765,6 +768,7 @@ impl<'a> Parser<'a> {
             status_code: Vec::new(),
             digest: None,
         };
+        let mut codes = BTreeSet::new();
         loop {
             let (kw, k, args) = match self.step(&[keywords::URL], Some(tok)) {
                 Step::Done => break,
@@ -783,8 +787,8 @@ impl<'a> Parser<'a> {
                 }
                 ("status_code", _) => {
                     for v in &args {
-                        if let Some(codes) = self.ok(at, status_codes(k, v)) {
-                            u.status_code.extend(codes);
+                        if let Some(range) = self.ok(at, status_codes(k, v)) {
+                            codes.extend(range);
                         }
                     }
                     node.set("status_code", at);
@@ -792,6 +796,7 @@ impl<'a> Parser<'a> {
                 _ => self.not_applied(k),
             }
         }
+        u.status_code = codes.into_iter().collect();
         (u, node)
     }
 
@@ -1159,13 +1164,16 @@ fn granularity(kw: &Tok, v: &Tok) -> Result<u8, ParseError> {
 }
 
 /// `N` or `N-M` (at most 500 codes).
-fn status_codes(kw: &Tok, v: &Tok) -> Result<Vec<u16>, ParseError> {
+fn status_codes(kw: &Tok, v: &Tok) -> Result<RangeInclusive<u16>, ParseError> {
     let one = |s: &str| {
         s.parse::<u16>()
             .map_err(|_| bad(kw, format!("{s:?} is not an HTTP status")))
     };
     match v.text.split_once('-') {
-        None => Ok(vec![one(&v.text)?]),
+        None => {
+            let n = one(&v.text)?;
+            Ok(n..=n)
+        }
         Some((a, b)) => {
             let (a, b) = (one(a)?, one(b)?);
             if b < a || b - a >= 500 {
@@ -1174,7 +1182,7 @@ fn status_codes(kw: &Tok, v: &Tok) -> Result<Vec<u16>, ParseError> {
                     format!("{} is not a range of HTTP statuses", v.text),
                 ));
             }
-            Ok((a..=b).collect())
+            Ok(a..=b)
         }
     }
 }

@@ -888,3 +888,24 @@ fn every_applied_keyword_is_applied() {
     }
     assert!(tried > 40, "{tried}");
 }
+
+/// Status codes are kept sorted, each once, however the ranges overlap
+/// (so a url's list is at most the 500 statuses, whatever the text).
+#[test]
+fn status_codes_are_sorted_and_each_kept_once() {
+    let ranges = "200-299 ".repeat(50);
+    let text = format!(
+        "virtual_server 10.0.0.1 80 {{ lb_algo sh real_server 10.0.0.2 80 {{
+           HTTP_GET {{ url {{ path / status_code 404 204 200-202 201 {ranges} 100-599 }} }} }} }}"
+    );
+    let l = load_str("k", &text).unwrap_or_else(|d| panic!("{:?}", shown(&d)));
+    let Some(HealthCheck::Http { urls, .. }) = &l.virtual_servers[0].real_servers[0].check else {
+        panic!("{:?}", l.virtual_servers);
+    };
+    assert_eq!(urls[0].status_code, (100..=599).collect::<Vec<u16>>());
+    let l = load_str("k", &text.replace(&ranges, "").replace("100-599", "")).unwrap();
+    let Some(HealthCheck::Http { urls, .. }) = &l.virtual_servers[0].real_servers[0].check else {
+        panic!("{:?}", l.virtual_servers);
+    };
+    assert_eq!(urls[0].status_code, [200, 201, 202, 204, 404]);
+}
