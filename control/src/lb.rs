@@ -28,6 +28,13 @@ impl LbProtocol {
         }
     }
 
+    /// The protocol of IP protocol number `n`, if one is balanced.
+    pub fn from_number(n: u8) -> Option<LbProtocol> {
+        [LbProtocol::Tcp, LbProtocol::Udp]
+            .into_iter()
+            .find(|p| p.number() == n)
+    }
+
     /// `TCP` / `UDP`, as `ipvsadm -Ln` prints it.
     pub fn upper(self) -> &'static str {
         match self {
@@ -814,6 +821,14 @@ mod tests {
         assert!(bad.is_err(), "unknown fields are refused");
         let w: Liveness = serde_json::from_str(r#"{"weight":3}"#).unwrap();
         assert_eq!(w, Liveness::Weight(3));
+    }
+
+    #[test]
+    fn a_protocol_reads_back_from_its_number() {
+        for p in [LbProtocol::Tcp, LbProtocol::Udp] {
+            assert_eq!(LbProtocol::from_number(p.number()), Some(p));
+        }
+        assert_eq!(LbProtocol::from_number(1), None);
     }
 
     #[test]

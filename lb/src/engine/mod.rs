@@ -165,7 +165,8 @@ pub const MAX_SERVERS: usize = control::lb::MAX_REAL_SERVERS;
 /// Connections and templates visited per [`Balancer::tick`].
 const EXPIRE_BUDGET: usize = 1024;
 
-/// A virtual server's key: address, port, protocol, packed.
+/// A virtual server's key: address, port, protocol, packed (and a real
+/// server's, the same way, for [`Balancer::is_real_server`]).
 pub(crate) fn svc_key(proto: u8, vip: u32, vport: u16) -> u64 {
     (u64::from(vip) << 24) | (u64::from(vport) << 8) | u64::from(proto)
 }
@@ -176,11 +177,6 @@ pub(crate) fn key_parts(key: u64) -> (u8, u32, u16) {
     let ip = u32::try_from(key >> 24).unwrap_or(0);
     let port = u16::try_from((key >> 8) & 0xffff).unwrap_or(0);
     (proto, ip, port)
-}
-
-/// A real server's key for [`Balancer::is_real_server`].
-pub(crate) fn real_key(proto: u8, ip: u32, port: u16) -> u64 {
-    svc_key(proto, ip, port)
 }
 
 /// A real server (or sorry server), in the server arena. Connections and
@@ -388,7 +384,7 @@ impl Balancer {
     #[inline]
     pub fn is_real_server(&self, proto: u8, ip: Ipv4Addr, port: u16) -> bool {
         self.reals
-            .contains_key(&real_key(proto, u32::from(ip), port))
+            .contains_key(&svc_key(proto, u32::from(ip), port))
     }
 
     /// Connections in the table (some may be past their timeout, not swept yet).
