@@ -287,7 +287,7 @@ pub struct Balancer {
     pub(crate) vips: ConfigMap<u32, ()>,
     pub(crate) reals: ConfigMap<u64, ()>,
     pub(crate) default_snat: Option<Ipv4Addr>,
-    pub(crate) timeouts: Timeouts,
+    /// Idle timeout per connection state, ticks (IPVS's defaults).
     pub(crate) timeout_ticks: [u32; ConnState::COUNT],
     /// Keys the SNAT port probe start.
     pub(crate) hasher: Hasher,
@@ -295,6 +295,14 @@ pub struct Balancer {
     conn_cursor: usize,
     tmpl_cursor: usize,
     est_last: Option<u64>,
+}
+
+/// `t` in ticks, per connection state (by its code).
+fn timeout_ticks(t: &Timeouts) -> [u32; ConnState::COUNT] {
+    std::array::from_fn(|c| {
+        let st = ConnState::from_code(u8::try_from(c).unwrap_or(u8::MAX));
+        ticks_of_secs(st.timeout_secs(t))
+    })
 }
 
 /// 64 random bits from the standard library's per-process hash keys.
@@ -313,7 +321,7 @@ impl Balancer {
     /// [`Balancer::new`] with a given hash seed (tests, replays).
     pub fn with_seed(capacity: usize, seed: u64) -> Balancer {
         let mut s = seed;
-        let mut b = Balancer {
+        Balancer {
             conns: Conns::new(capacity, splitmix(&mut s)),
             tmpls: Templates::new(capacity, splitmix(&mut s)),
             dests: Vec::new(),
@@ -322,16 +330,13 @@ impl Balancer {
             vips: ConfigMap::default(),
             reals: ConfigMap::default(),
             default_snat: None,
-            timeouts: Timeouts::default(),
-            timeout_ticks: [0; ConnState::COUNT],
+            timeout_ticks: timeout_ticks(&Timeouts::default()),
             hasher: Hasher::new(splitmix(&mut s)),
             counters: Counters::default(),
             conn_cursor: 0,
             tmpl_cursor: 0,
             est_last: None,
-        };
-        b.set_timeouts(Timeouts::default());
-        b
+        }
     }
 
     /// The SNAT address of full-NAT virtual servers without `snat_ip` (the
@@ -349,19 +354,6 @@ impl Balancer {
                 s.snat = u32::from(ip);
             }
         }
-    }
-
-    /// Sets the per-state idle timeouts (existing connections included).
-    pub fn set_timeouts(&mut self, t: Timeouts) {
-        self.timeouts = t;
-        for (c, x) in self.timeout_ticks.iter_mut().enumerate() {
-            let st = ConnState::from_code(u8::try_from(c).unwrap_or(u8::MAX));
-            *x = ticks_of_secs(st.timeout_secs(&t));
-        }
-    }
-
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
     }
 
     /// Whether (protocol number, address, port) is a virtual server.
