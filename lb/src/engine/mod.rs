@@ -425,10 +425,24 @@ impl Balancer {
     }
 
     /// [`Balancer::tick`] with a budget: visits at most `budget`
-    /// connections and `budget` template slots. Returns the connections
-    /// and templates removed.
+    /// connections and `budget` template slots (none while there is no
+    /// template: most balancers run without persistence, and the slots
+    /// are allocated for the capacity). Returns the connections and
+    /// templates removed.
     pub fn expire(&mut self, now_ns: u64, budget: usize) -> (usize, usize) {
         let now = tick_of(now_ns);
+        let removed = self.expire_conns(now, budget);
+        let freed = if self.tmpls.is_empty() {
+            0
+        } else {
+            self.expire_templates(now, budget)
+        };
+        (removed, freed)
+    }
+
+    /// Visits at most `budget` connections from the cursor on, removing
+    /// those idle past their timeout; how many it removed.
+    fn expire_conns(&mut self, now: u32, budget: usize) -> usize {
         let mut removed = 0;
         let mut c = self.conn_cursor;
         for _ in 0..budget.min(self.conns.len()) {
@@ -451,6 +465,13 @@ impl Balancer {
         }
         self.conn_cursor = c;
         self.counters.expired += removed as u64;
+        removed
+    }
+
+    /// Visits at most `budget` template slots from the cursor on,
+    /// freeing the templates without connections idle past their
+    /// timeout; how many it freed.
+    fn expire_templates(&mut self, now: u32, budget: usize) -> usize {
         let mut freed = 0;
         let slots = self.tmpls.slot_count();
         let mut t = self.tmpl_cursor;
@@ -471,7 +492,7 @@ impl Balancer {
         }
         self.tmpl_cursor = t;
         self.counters.templates_expired += freed as u64;
-        (removed, freed)
+        freed
     }
 
     /// Whether connection `c` is idle past its state's timeout.
@@ -620,5 +641,23 @@ impl Balancer {
         {
             d.persist = d.persist.saturating_sub(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without templates a tick visits no template slot (the sweep's
+    /// cursor stays put); the sweep itself is the lifecycle tests'.
+    #[test]
+    fn a_tick_without_templates_sweeps_no_template_slot() {
+        let mut b = Balancer::with_seed(4 * EXPIRE_BUDGET, 1);
+        assert!(b.tmpls.slot_count() > EXPIRE_BUDGET);
+        b.tick(1_000_000_000);
+        b.tick(2_000_000_000);
+        assert_eq!(b.tmpl_cursor, 0);
+        assert_eq!(b.expire(3_000_000_000, EXPIRE_BUDGET), (0, 0));
+        assert_eq!(b.tmpl_cursor, 0);
     }
 }
