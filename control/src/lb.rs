@@ -28,6 +28,13 @@ impl LbProtocol {
         }
     }
 
+    /// The protocol of IP protocol number `n`, if one is balanced.
+    pub fn from_number(n: u8) -> Option<LbProtocol> {
+        [LbProtocol::Tcp, LbProtocol::Udp]
+            .into_iter()
+            .find(|p| p.number() == n)
+    }
+
     /// `TCP` / `UDP`, as `ipvsadm -Ln` prints it.
     pub fn upper(self) -> &'static str {
         match self {
@@ -512,10 +519,39 @@ pub struct HealthReport {
 }
 
 impl HealthReport {
-    /// Most verdicts in one report (a full report of
-    /// [`MAX_REAL_SERVERS`] real servers of every virtual server would be
-    /// far larger than any frame; the gateway refuses more).
+    /// Most verdicts the gateway takes in one report (more closes the
+    /// session). In practice the frame bounds a report first: a verdict
+    /// is at least about 90 bytes of JSON (more with its reason), so a
+    /// [`crate::MAX_FRAME`] of 4 MiB holds at most about 45,000, and a
+    /// report that does not fit fails to encode. A report that may be
+    /// larger (a full one of an edge with many checked servers) is sent
+    /// in parts: [`HealthReport::chunks`].
     pub const MAX_VERDICTS: usize = 65536;
+
+    /// This report in parts of at most `max` verdicts each (`max` 0 is
+    /// taken as 1), in order: a full report's first part is full (it
+    /// replaces what the gateway held) and the others are not (they add
+    /// to it), so the parts sent in order leave the gateway holding what
+    /// the whole report would. Always at least one part (a full report
+    /// of no verdicts still says "nothing is down").
+    pub fn chunks(self, max: usize) -> impl Iterator<Item = HealthReport> {
+        let max = max.max(1);
+        let mut full = self.full;
+        let mut first = true;
+        let mut verdicts = self.verdicts.into_iter().peekable();
+        std::iter::from_fn(move || {
+            if !first && verdicts.peek().is_none() {
+                return None;
+            }
+            first = false;
+            let part = HealthReport {
+                full,
+                verdicts: verdicts.by_ref().take(max).collect(),
+            };
+            full = false;
+            Some(part)
+        })
+    }
 }
 
 /// Checks a set of virtual servers; every problem is pushed with its path
@@ -665,11 +701,20 @@ pub const MAX_REAL_SERVERS: usize = 65_535;
 /// IPVS's largest weight.
 pub const MAX_WEIGHT: u32 = 65535;
 
+/// Most status codes one url accepts (every HTTP status, 100-599, once).
+pub const MAX_STATUS_CODES: usize = 500;
+
 fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
     let t = c.timing();
     if t.connect_timeout == Some(0) {
         out.push(Problem::new(
             format!("{p}.connect_timeout"),
+            "must be at least 1 second",
+        ));
+    }
+    if t.delay_loop == Some(0) {
+        out.push(Problem::new(
+            format!("{p}.delay_loop"),
             "must be at least 1 second",
         ));
     }
@@ -680,11 +725,21 @@ fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
         ));
     }
     match c {
-        HealthCheck::Http { urls, .. } => {
+        HealthCheck::Http {
+            urls, virtualhost, ..
+        } => {
             if urls.is_empty() {
                 out.push(Problem::new(
                     format!("{p}.urls"),
                     format!("{} needs at least one url", c.kind()),
+                ));
+            }
+            if let Some(v) = virtualhost
+                && (v.is_empty() || v.chars().any(|ch| breaks_a_header(ch) || ch == '/'))
+            {
+                out.push(Problem::new(
+                    format!("{p}.virtualhost"),
+                    format!("{v:?} is not a host name (no spaces, control characters or '/')"),
                 ));
             }
             for (k, u) in urls.iter().enumerate() {
@@ -693,8 +748,22 @@ fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
                         format!("{p}.urls[{k}].path"),
                         format!("{:?} is not an absolute path", u.path),
                     ));
+                } else if u.path.chars().any(breaks_a_header) {
+                    out.push(Problem::new(
+                        format!("{p}.urls[{k}].path"),
+                        format!(
+                            "{:?} has spaces or control characters (write them %-encoded)",
+                            u.path
+                        ),
+                    ));
                 }
-                if let Some(code) = u.status_code.iter().find(|c| !(100..=599).contains(*c)) {
+                if u.status_code.len() > MAX_STATUS_CODES {
+                    out.push(Problem::new(
+                        format!("{p}.urls[{k}].status_code"),
+                        format!("{} codes, at most {MAX_STATUS_CODES}", u.status_code.len()),
+                    ));
+                } else if let Some(code) = u.status_code.iter().find(|c| !(100..=599).contains(*c))
+                {
                     out.push(Problem::new(
                         format!("{p}.urls[{k}].status_code"),
                         format!("{code} is not an HTTP status"),
@@ -725,6 +794,12 @@ fn check_health(c: &HealthCheck, p: &str, out: &mut Vec<Problem>) {
     }
 }
 
+/// Whether `ch` would break the request line or a header it is written
+/// into (whitespace ends a word there, a control character a line).
+fn breaks_a_header(ch: char) -> bool {
+    ch.is_whitespace() || ch.is_control()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,6 +821,14 @@ mod tests {
         assert!(bad.is_err(), "unknown fields are refused");
         let w: Liveness = serde_json::from_str(r#"{"weight":3}"#).unwrap();
         assert_eq!(w, Liveness::Weight(3));
+    }
+
+    #[test]
+    fn a_protocol_reads_back_from_its_number() {
+        for p in [LbProtocol::Tcp, LbProtocol::Udp] {
+            assert_eq!(LbProtocol::from_number(p.number()), Some(p));
+        }
+        assert_eq!(LbProtocol::from_number(1), None);
     }
 
     #[test]
@@ -792,5 +875,138 @@ mod tests {
         );
         let rs: RealServer = serde_json::from_str(r#"{"ip":"10.64.1.2","port":8080}"#).unwrap();
         assert_eq!(rs, RealServer::new(ip, 8080));
+    }
+
+    /// The problems of one checker on a real server (paths
+    /// under `lb[0].real_servers[0].check`, that prefix dropped).
+    fn http_problems(c: HealthCheck) -> Vec<String> {
+        let ip = Ipv4Addr::new(10, 64, 1, 2);
+        let mut vs = VirtualServer::new(ip, 80, LbProtocol::Tcp, Scheduler::Sh);
+        vs.real_servers.push(RealServer {
+            check: Some(c),
+            ..RealServer::new(Ipv4Addr::new(10, 0, 0, 9), 8080)
+        });
+        let mut out = Vec::new();
+        check([&vs], "lb", &mut out);
+        out.iter()
+            .map(|p| {
+                let s = p.to_string();
+                s.strip_prefix("lb[0].real_servers[0].check.")
+                    .unwrap_or(&s)
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn http(path: &str, status_code: Vec<u16>, virtualhost: Option<&str>) -> HealthCheck {
+        HealthCheck::Http {
+            ssl: false,
+            urls: vec![UrlCheck {
+                path: path.into(),
+                status_code,
+                digest: None,
+            }],
+            virtualhost: virtualhost.map(str::to_string),
+            timing: CheckTiming::default(),
+        }
+    }
+
+    #[test]
+    fn a_url_path_or_virtualhost_that_would_break_the_request_is_refused() {
+        let fine = http("/health?x=%20", vec![200], Some("www.example.com:8080"));
+        assert_eq!(http_problems(fine), Vec::<String>::new());
+        for path in ["/a b", "/a\tb", "/a\r\nX-Evil: 1", "/\u{7f}", "/a\u{a0}b"] {
+            let got = http_problems(http(path, vec![], None));
+            assert_eq!(got.len(), 1, "{path:?}: {got:?}");
+            assert!(
+                got[0].starts_with("urls[0].path: ") && got[0].contains("control characters"),
+                "{path:?}: {got:?}"
+            );
+        }
+        for host in ["www.example.com/x", "a b", "a\r\nX: y", ""] {
+            let got = http_problems(http("/", vec![], Some(host)));
+            assert_eq!(got.len(), 1, "{host:?}: {got:?}");
+            assert!(
+                got[0].starts_with("virtualhost: ") && got[0].contains("not a host name"),
+                "{host:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_checker_loop_of_0_seconds_is_refused() {
+        let timing = CheckTiming {
+            delay_loop: Some(0),
+            ..CheckTiming::default()
+        };
+        assert_eq!(
+            http_problems(HealthCheck::Tcp { timing }),
+            ["delay_loop: must be at least 1 second"]
+        );
+        let timing = CheckTiming {
+            delay_loop: Some(1),
+            ..CheckTiming::default()
+        };
+        assert!(http_problems(HealthCheck::Tcp { timing }).is_empty());
+    }
+
+    #[test]
+    fn at_most_500_status_codes_are_accepted() {
+        let every: Vec<u16> = (100..=599).collect();
+        assert_eq!(every.len(), MAX_STATUS_CODES);
+        assert!(http_problems(http("/", every.clone(), None)).is_empty());
+        let mut more = every;
+        more.push(200);
+        assert_eq!(
+            http_problems(http("/", more, None)),
+            ["urls[0].status_code: 501 codes, at most 500"]
+        );
+        assert_eq!(
+            http_problems(http("/", vec![200, 600], None)),
+            ["urls[0].status_code: 600 is not an HTTP status"]
+        );
+    }
+
+    #[test]
+    fn a_report_goes_in_parts_that_add_up_to_it() {
+        let verdict = |i: u16| HealthVerdict {
+            key: HealthKey {
+                protocol: LbProtocol::Tcp,
+                vip: Ipv4Addr::new(10, 64, 1, 2),
+                port: 80,
+                real_ip: Ipv4Addr::new(10, 0, 0, 9),
+                real_port: i,
+            },
+            liveness: Liveness::Down,
+            reason: String::new(),
+        };
+        let full = HealthReport {
+            full: true,
+            verdicts: (1..=7).map(verdict).collect(),
+        };
+        let parts: Vec<HealthReport> = full.clone().chunks(3).collect();
+        let shape: Vec<(bool, usize)> = parts.iter().map(|p| (p.full, p.verdicts.len())).collect();
+        assert_eq!(shape, [(true, 3), (false, 3), (false, 1)]);
+        let again: Vec<HealthVerdict> = parts.into_iter().flat_map(|p| p.verdicts).collect();
+        assert_eq!(again, full.verdicts);
+        // Small enough: itself.
+        assert_eq!(
+            full.clone().chunks(7).collect::<Vec<_>>(),
+            std::slice::from_ref(&full)
+        );
+        // A full report of nothing still goes (it clears the gateway's).
+        let empty = HealthReport {
+            full: true,
+            verdicts: Vec::new(),
+        };
+        assert_eq!(empty.clone().chunks(3).collect::<Vec<_>>(), [empty]);
+        // Changes are never full; 0 is taken as 1.
+        let changes = HealthReport {
+            full: false,
+            verdicts: full.verdicts[..2].to_vec(),
+        };
+        let parts: Vec<HealthReport> = changes.chunks(0).collect();
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| !p.full && p.verdicts.len() == 1));
     }
 }

@@ -8,30 +8,17 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::model::{EdgeLink, InstanceConfig, MacAddr, Snat, Tier0, Uplink};
-use crate::validate::{MAX_TEP_ID, MAX_VNI, Problem};
+use crate::model::{EdgeLink, InstanceConfig, Snat, Tier0, Uplink};
+use crate::validate::{Collector, MAX_VNI};
 
 /// Largest uplink MTU accepted (jumbo frames).
 pub const MAX_UPLINK_MTU: u16 = 9216;
 /// Longest idle timeout accepted (a week).
 const MAX_TIMEOUT_SECS: u32 = 7 * 86_400;
 
-struct Out<'a>(&'a mut Vec<Problem>);
-
-impl Out<'_> {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    fn mac(&mut self, path: &str, mac: MacAddr) {
-        if mac.is_multicast() || mac.is_zero() {
-            self.add(path, format!("{mac} is not a unicast MAC address"));
-        }
-    }
-
+/// The checks of the edge link and the tier-0 alike (the rest of a
+/// config's shared checks are [`Collector`]'s, in [`crate::validate`]).
+impl Collector {
     fn transit_vni(&mut self, path: &str, vni: u32, cfg: &InstanceConfig) {
         if vni > MAX_VNI {
             self.add(path, format!("{vni:#x} exceeds 24 bits"));
@@ -57,8 +44,7 @@ impl Out<'_> {
 }
 
 /// Checks `cfg.edge` and `cfg.tier0`, adding what is wrong to `out`.
-pub(crate) fn check(cfg: &InstanceConfig, out: &mut Vec<Problem>) {
-    let mut o = Out(out);
+pub(crate) fn check(cfg: &InstanceConfig, o: &mut Collector) {
     if let Some(e) = &cfg.edge {
         if cfg.tier0.is_some() {
             o.add(
@@ -66,34 +52,18 @@ pub(crate) fn check(cfg: &InstanceConfig, out: &mut Vec<Problem>) {
                 "the edge itself runs the tier-0; it has no edge link",
             );
         }
-        check_link(&mut o, e, cfg);
+        check_link(o, e, cfg);
     }
     if let Some(t0) = &cfg.tier0 {
-        check_tier0(&mut o, t0, cfg);
+        check_tier0(o, t0, cfg);
     }
 }
 
-fn check_link(o: &mut Out<'_>, e: &EdgeLink, cfg: &InstanceConfig) {
-    if e.tep_id == 0 || e.tep_id > MAX_TEP_ID {
-        o.add(
-            "edge.tep_id",
-            format!("{} is outside 1..={MAX_TEP_ID} (31 bits)", e.tep_id),
-        );
-    } else if e.tep_id == cfg.tep_id {
-        o.add(
-            "edge.tep_id",
-            format!("{} is this instance's own tep_id", e.tep_id),
-        );
-    }
-    let t = e.tep_ip;
-    if t.is_unspecified() || t.is_multicast() || t.is_broadcast() || t.is_loopback() {
-        o.add(
-            "edge.tep_ip",
-            format!("{t} is not a unicast underlay address"),
-        );
-    }
+fn check_link(o: &mut Collector, e: &EdgeLink, cfg: &InstanceConfig) {
+    o.peer_tep_id("edge.tep_id", e.tep_id, cfg.tep_id);
+    o.tep_ip("edge.tep_ip", e.tep_ip);
     o.transit_vni("edge.transit_vni", e.transit_vni, cfg);
-    o.mac("edge.mac", e.mac);
+    o.unicast_mac("edge.mac", e.mac);
     o.tier1s("edge.tier1s", &e.tier1s, cfg);
 }
 
@@ -117,11 +87,11 @@ fn overlay_subnets<'a>(t0: &'a Tier0, cfg: &'a InstanceConfig) -> Vec<(&'a str, 
 /// `secondary[j]`.
 type Own = HashMap<Ipv4Addr, usize>;
 
-fn check_tier0(o: &mut Out<'_>, t0: &Tier0, cfg: &InstanceConfig) {
+fn check_tier0(o: &mut Collector, t0: &Tier0, cfg: &InstanceConfig) {
     if t0.name.trim().is_empty() {
         o.add("tier0.name", "must not be empty");
     }
-    o.mac("tier0.mac", t0.mac);
+    o.unicast_mac("tier0.mac", t0.mac);
     o.transit_vni("tier0.transit_vni", t0.transit_vni, cfg);
     o.tier1s("tier0.tier1s", &t0.tier1s, cfg);
     let overlay = overlay_subnets(t0, cfg);
@@ -154,11 +124,12 @@ fn check_tier0(o: &mut Out<'_>, t0: &Tier0, cfg: &InstanceConfig) {
     let pool = check_snat(o, &t0.snat, t0.uplink.address.addr(), &own);
     check_public_ips(o, t0, cfg, &own, &pool, &overlay);
     check_health_ip(o, t0, &overlay);
+    crate::lb::check(&t0.health_checks, "tier0.health_checks", &mut o.0);
 }
 
 /// The health checks' source address: a unicast address no subnet the
 /// tier-0 routes to holds (answers to it must come to the tier-0).
-fn check_health_ip(o: &mut Out<'_>, t0: &Tier0, overlay: &[(&str, Ipv4Net)]) {
+fn check_health_ip(o: &mut Collector, t0: &Tier0, overlay: &[(&str, Ipv4Net)]) {
     let ip = t0.health_check_ip;
     let p = "tier0.health_check_ip";
     if ip.is_unspecified()
@@ -182,7 +153,7 @@ fn check_health_ip(o: &mut Out<'_>, t0: &Tier0, overlay: &[(&str, Ipv4Net)]) {
 }
 
 /// The uplink's own addresses, checked.
-fn check_uplink(o: &mut Out<'_>, u: &Uplink, overlay: &[(&str, Ipv4Net)]) -> Own {
+fn check_uplink(o: &mut Collector, u: &Uplink, overlay: &[(&str, Ipv4Net)]) -> Own {
     let net = u.address.trunc();
     let primary = u.address.addr();
     let host = |ip: Ipv4Addr| {
@@ -255,7 +226,7 @@ fn check_uplink(o: &mut Out<'_>, u: &Uplink, overlay: &[(&str, Ipv4Net)]) -> Own
 }
 
 /// The SNAT pool as it will be used (the primary address when empty), checked.
-fn check_snat(o: &mut Out<'_>, s: &Snat, primary: Ipv4Addr, own: &Own) -> HashSet<Ipv4Addr> {
+fn check_snat(o: &mut Collector, s: &Snat, primary: Ipv4Addr, own: &Own) -> HashSet<Ipv4Addr> {
     let mut pool = HashSet::new();
     for (i, &a) in s.pool.iter().enumerate() {
         let p = format!("tier0.snat.pool[{i}]");
@@ -304,7 +275,7 @@ fn check_snat(o: &mut Out<'_>, s: &Snat, primary: Ipv4Addr, own: &Own) -> HashSe
 }
 
 fn check_public_ips(
-    o: &mut Out<'_>,
+    o: &mut Collector,
     t0: &Tier0,
     cfg: &InstanceConfig,
     own: &Own,
@@ -562,6 +533,34 @@ mod tests {
                 "edge.tier1s[0]"
             ],
             "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn the_health_checks_are_checked_as_virtual_servers() {
+        let mut cfg = edge();
+        let vs: crate::lb::VirtualServer = serde_json::from_str(
+            r#"{"vip":"192.168.100.50","port":80,"scheduler":"sh",
+                "real_servers":[{"ip":"192.168.100.3","port":8080,
+                                 "check":{"type":"tcp","connect_timeout":3}}]}"#,
+        )
+        .unwrap();
+        cfg.tier0.as_mut().unwrap().health_checks = vec![vs.clone()];
+        assert_eq!(problems(&cfg), Vec::<String>::new());
+        let mut bad = vs.clone();
+        bad.real_servers[0].check = Some(crate::lb::HealthCheck::Tcp {
+            timing: crate::lb::CheckTiming {
+                connect_timeout: Some(0),
+                ..Default::default()
+            },
+        });
+        cfg.tier0.as_mut().unwrap().health_checks = vec![vs, bad];
+        assert_eq!(
+            problems(&cfg),
+            [
+                "tier0.health_checks[1]: virtual server TCP 192.168.100.50:80 is declared twice",
+                "tier0.health_checks[1].real_servers[0].check.connect_timeout: must be at least 1 second",
+            ]
         );
     }
 }

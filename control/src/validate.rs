@@ -105,15 +105,47 @@ impl fmt::Display for Problems {
     }
 }
 
+/// The problems found so far, and the checks every part of a config
+/// shares (the tier-0's in [`crate::tier0`] too).
 #[derive(Default)]
-struct Collector(Vec<Problem>);
+pub(crate) struct Collector(pub(crate) Vec<Problem>);
 
 impl Collector {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    pub(crate) fn unicast_mac(&mut self, path: &str, mac: MacAddr) {
+        if mac.is_multicast() || mac.is_zero() {
+            self.add(path, format!("{mac} is not a unicast MAC address"));
+        }
+    }
+
+    /// A tunnel-endpoint id: 31 bits and not 0. Whether it is.
+    pub(crate) fn tep_id(&mut self, path: &str, id: u32) -> bool {
+        let ok = id != 0 && id <= MAX_TEP_ID;
+        if !ok {
+            self.add(path, format!("{id} is outside 1..={MAX_TEP_ID} (31 bits)"));
+        }
+        ok
+    }
+
+    /// Another host's tunnel-endpoint id: a tunnel-endpoint id, not this
+    /// instance's `own`.
+    pub(crate) fn peer_tep_id(&mut self, path: &str, id: u32, own: u32) {
+        if self.tep_id(path, id) && id == own {
+            self.add(path, format!("{id} is this instance's own tep_id"));
+        }
+    }
+
+    /// A tunnel endpoint's underlay address: unicast, not loopback.
+    pub(crate) fn tep_ip(&mut self, path: &str, ip: Ipv4Addr) {
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback() {
+            self.add(path, format!("{ip} is not a unicast underlay address"));
+        }
     }
 }
 
@@ -127,12 +159,7 @@ pub fn validate(cfg: &InstanceConfig) -> Result<(), Problems> {
 pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
     let mut c = Collector::default();
 
-    if cfg.tep_id == 0 || cfg.tep_id > MAX_TEP_ID {
-        c.add(
-            "tep_id",
-            format!("{} is outside 1..={MAX_TEP_ID} (31 bits)", cfg.tep_id),
-        );
-    }
+    c.tep_id("tep_id", cfg.tep_id);
 
     // Switches: unique names and VNIs, sane subnets.
     let mut switch_by_name: HashMap<&str, (usize, Ipv4Net, Ipv4Addr)> = HashMap::new();
@@ -196,7 +223,7 @@ pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
                 format!("duplicate router name {:?}", r.name),
             );
         }
-        check_unicast_mac(&mut c, &format!("{p}.mac"), r.mac);
+        c.unicast_mac(&format!("{p}.mac"), r.mac);
         // Problems of the switch list by position, so the overlaps found by
         // the sweep below land in the order the list is written.
         let mut found: Vec<(usize, String)> = Vec::new();
@@ -264,7 +291,7 @@ pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
             }
         }
         if let Some(mac) = port.mac {
-            check_unicast_mac(&mut c, "port.mac", mac);
+            c.unicast_mac("port.mac", mac);
         }
     }
 
@@ -303,31 +330,15 @@ pub fn all_problems(cfg: &InstanceConfig) -> Vec<Problem> {
                 }
             }
         }
-        check_unicast_mac(&mut c, &format!("{p}.mac"), rp.mac);
-        if rp.tep_id == 0 || rp.tep_id > MAX_TEP_ID {
-            c.add(
-                format!("{p}.tep_id"),
-                format!("{} is outside 1..={MAX_TEP_ID} (31 bits)", rp.tep_id),
-            );
-        } else if rp.tep_id == cfg.tep_id {
-            c.add(
-                format!("{p}.tep_id"),
-                format!("{} is this instance's own tep_id", rp.tep_id),
-            );
-        }
-        let t = rp.tep_ip;
-        if t.is_unspecified() || t.is_multicast() || t.is_broadcast() || t.is_loopback() {
-            c.add(
-                format!("{p}.tep_ip"),
-                format!("{t} is not a unicast underlay address"),
-            );
-        }
+        c.unicast_mac(&format!("{p}.mac"), rp.mac);
+        c.peer_tep_id(&format!("{p}.tep_id"), rp.tep_id, cfg.tep_id);
+        c.tep_ip(&format!("{p}.tep_ip"), rp.tep_ip);
     }
 
     if let Some(fw) = &cfg.firewall {
         crate::firewall::validate_firewall(fw, "firewall", &mut c.0);
     }
-    crate::tier0::check(cfg, &mut c.0);
+    crate::tier0::check(cfg, &mut c);
     crate::lb::check_services(&cfg.load_balancers, "load_balancers", &mut c.0);
     for (i, s) in cfg.load_balancers.iter().enumerate() {
         if s.vs.kind == crate::lb::ForwardKind::Fnat
@@ -488,12 +499,6 @@ fn check_host_ip(c: &mut Collector, path: &str, ip: Ipv4Addr, net: &Ipv4Net) {
             path,
             format!("{ip} is the network or broadcast address of {net}"),
         );
-    }
-}
-
-fn check_unicast_mac(c: &mut Collector, path: &str, mac: MacAddr) {
-    if mac.is_multicast() || mac.is_zero() {
-        c.add(path, format!("{mac} is not a unicast MAC address"));
     }
 }
 

@@ -17,9 +17,7 @@ use control::lb::{ForwardKind, LbService, Liveness, MAX_WEIGHT, RealServer};
 use nat::index::ConfigMap;
 
 use super::sched::{Member, NONE, Sched};
-use super::{
-    Balancer, Dest, Error, MAX_SERVERS, Service, key_parts, real_key, svc_key, ticks_of_secs,
-};
+use super::{Balancer, Dest, Error, MAX_SERVERS, Service, key_parts, svc_key, ticks_of_secs};
 
 /// A server's identity across configurations.
 type DestId = (u64, u32, u16, bool);
@@ -290,7 +288,7 @@ impl Balancer {
             .dests
             .iter()
             .filter(|d| !d.free)
-            .map(|d| (real_key(key_parts(d.svc_key).0, d.ip, d.port), ()))
+            .map(|d| (svc_key(key_parts(d.svc_key).0, d.ip, d.port), ()))
             .collect();
         Ok(())
     }

@@ -165,7 +165,8 @@ pub const MAX_SERVERS: usize = control::lb::MAX_REAL_SERVERS;
 /// Connections and templates visited per [`Balancer::tick`].
 const EXPIRE_BUDGET: usize = 1024;
 
-/// A virtual server's key: address, port, protocol, packed.
+/// A virtual server's key: address, port, protocol, packed (and a real
+/// server's, the same way, for [`Balancer::is_real_server`]).
 pub(crate) fn svc_key(proto: u8, vip: u32, vport: u16) -> u64 {
     (u64::from(vip) << 24) | (u64::from(vport) << 8) | u64::from(proto)
 }
@@ -176,11 +177,6 @@ pub(crate) fn key_parts(key: u64) -> (u8, u32, u16) {
     let ip = u32::try_from(key >> 24).unwrap_or(0);
     let port = u16::try_from((key >> 8) & 0xffff).unwrap_or(0);
     (proto, ip, port)
-}
-
-/// A real server's key for [`Balancer::is_real_server`].
-pub(crate) fn real_key(proto: u8, ip: u32, port: u16) -> u64 {
-    svc_key(proto, ip, port)
 }
 
 /// A real server (or sorry server), in the server arena. Connections and
@@ -291,7 +287,7 @@ pub struct Balancer {
     pub(crate) vips: ConfigMap<u32, ()>,
     pub(crate) reals: ConfigMap<u64, ()>,
     pub(crate) default_snat: Option<Ipv4Addr>,
-    pub(crate) timeouts: Timeouts,
+    /// Idle timeout per connection state, ticks (IPVS's defaults).
     pub(crate) timeout_ticks: [u32; ConnState::COUNT],
     /// Keys the SNAT port probe start.
     pub(crate) hasher: Hasher,
@@ -299,6 +295,14 @@ pub struct Balancer {
     conn_cursor: usize,
     tmpl_cursor: usize,
     est_last: Option<u64>,
+}
+
+/// `t` in ticks, per connection state (by its code).
+fn timeout_ticks(t: &Timeouts) -> [u32; ConnState::COUNT] {
+    std::array::from_fn(|c| {
+        let st = ConnState::from_code(u8::try_from(c).unwrap_or(u8::MAX));
+        ticks_of_secs(st.timeout_secs(t))
+    })
 }
 
 /// 64 random bits from the standard library's per-process hash keys.
@@ -317,7 +321,7 @@ impl Balancer {
     /// [`Balancer::new`] with a given hash seed (tests, replays).
     pub fn with_seed(capacity: usize, seed: u64) -> Balancer {
         let mut s = seed;
-        let mut b = Balancer {
+        Balancer {
             conns: Conns::new(capacity, splitmix(&mut s)),
             tmpls: Templates::new(capacity, splitmix(&mut s)),
             dests: Vec::new(),
@@ -326,16 +330,13 @@ impl Balancer {
             vips: ConfigMap::default(),
             reals: ConfigMap::default(),
             default_snat: None,
-            timeouts: Timeouts::default(),
-            timeout_ticks: [0; ConnState::COUNT],
+            timeout_ticks: timeout_ticks(&Timeouts::default()),
             hasher: Hasher::new(splitmix(&mut s)),
             counters: Counters::default(),
             conn_cursor: 0,
             tmpl_cursor: 0,
             est_last: None,
-        };
-        b.set_timeouts(Timeouts::default());
-        b
+        }
     }
 
     /// The SNAT address of full-NAT virtual servers without `snat_ip` (the
@@ -353,19 +354,6 @@ impl Balancer {
                 s.snat = u32::from(ip);
             }
         }
-    }
-
-    /// Sets the per-state idle timeouts (existing connections included).
-    pub fn set_timeouts(&mut self, t: Timeouts) {
-        self.timeouts = t;
-        for (c, x) in self.timeout_ticks.iter_mut().enumerate() {
-            let st = ConnState::from_code(u8::try_from(c).unwrap_or(u8::MAX));
-            *x = ticks_of_secs(st.timeout_secs(&t));
-        }
-    }
-
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
     }
 
     /// Whether (protocol number, address, port) is a virtual server.
@@ -388,7 +376,7 @@ impl Balancer {
     #[inline]
     pub fn is_real_server(&self, proto: u8, ip: Ipv4Addr, port: u16) -> bool {
         self.reals
-            .contains_key(&real_key(proto, u32::from(ip), port))
+            .contains_key(&svc_key(proto, u32::from(ip), port))
     }
 
     /// Connections in the table (some may be past their timeout, not swept yet).
@@ -437,10 +425,24 @@ impl Balancer {
     }
 
     /// [`Balancer::tick`] with a budget: visits at most `budget`
-    /// connections and `budget` template slots. Returns the connections
-    /// and templates removed.
+    /// connections and `budget` template slots (none while there is no
+    /// template: most balancers run without persistence, and the slots
+    /// are allocated for the capacity). Returns the connections and
+    /// templates removed.
     pub fn expire(&mut self, now_ns: u64, budget: usize) -> (usize, usize) {
         let now = tick_of(now_ns);
+        let removed = self.expire_conns(now, budget);
+        let freed = if self.tmpls.is_empty() {
+            0
+        } else {
+            self.expire_templates(now, budget)
+        };
+        (removed, freed)
+    }
+
+    /// Visits at most `budget` connections from the cursor on, removing
+    /// those idle past their timeout; how many it removed.
+    fn expire_conns(&mut self, now: u32, budget: usize) -> usize {
         let mut removed = 0;
         let mut c = self.conn_cursor;
         for _ in 0..budget.min(self.conns.len()) {
@@ -463,6 +465,13 @@ impl Balancer {
         }
         self.conn_cursor = c;
         self.counters.expired += removed as u64;
+        removed
+    }
+
+    /// Visits at most `budget` template slots from the cursor on,
+    /// freeing the templates without connections idle past their
+    /// timeout; how many it freed.
+    fn expire_templates(&mut self, now: u32, budget: usize) -> usize {
         let mut freed = 0;
         let slots = self.tmpls.slot_count();
         let mut t = self.tmpl_cursor;
@@ -483,7 +492,7 @@ impl Balancer {
         }
         self.tmpl_cursor = t;
         self.counters.templates_expired += freed as u64;
-        (removed, freed)
+        freed
     }
 
     /// Whether connection `c` is idle past its state's timeout.
@@ -632,5 +641,23 @@ impl Balancer {
         {
             d.persist = d.persist.saturating_sub(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without templates a tick visits no template slot (the sweep's
+    /// cursor stays put); the sweep itself is the lifecycle tests'.
+    #[test]
+    fn a_tick_without_templates_sweeps_no_template_slot() {
+        let mut b = Balancer::with_seed(4 * EXPIRE_BUDGET, 1);
+        assert!(b.tmpls.slot_count() > EXPIRE_BUDGET);
+        b.tick(1_000_000_000);
+        b.tick(2_000_000_000);
+        assert_eq!(b.tmpl_cursor, 0);
+        assert_eq!(b.expire(3_000_000_000, EXPIRE_BUDGET), (0, 0));
+        assert_eq!(b.tmpl_cursor, 0);
     }
 }

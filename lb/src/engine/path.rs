@@ -15,7 +15,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use control::lb::ForwardKind;
-use nat::packet::{self, L4, ParseError, Parsed, Tuple};
+use nat::packet::{self, L4, PROTO_TCP, PROTO_UDP, ParseError, Parsed, Tuple};
 use nat::{ErrorRewrite, Rewrite, Translation};
 
 use super::decision::{Decision, DropReason, How, PassReason, Plan, Stale, TmplPlan, Verdict};
@@ -24,9 +24,6 @@ use super::sched::{Ask, NONE, Step};
 use super::state::{self, ConnState, Dir, FIN_IN, FIN_OUT};
 use super::table::{Conn, FNAT, Key, TEMPLATED};
 use super::{Balancer, Service, idle_ticks, svc_key, tick_of};
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 
 /// First SNAT port, and how many there are (1024-65535).
 const SNAT_FIRST: u16 = 1024;

@@ -116,6 +116,10 @@ impl Templates {
         self.slab.len() - self.free.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn is_full(&self) -> bool {
         self.free.is_empty()
     }

@@ -79,7 +79,8 @@ pub struct DetachedView {
 impl DetachedView {
     /// Its former virtual server as operators name it: `TCP 10.0.0.1:80`.
     pub fn service(&self) -> String {
-        format!("{} {}", proto_upper(self.protocol), self.vip)
+        let proto = LbProtocol::from_number(self.protocol).map_or("IP", LbProtocol::upper);
+        format!("{proto} {}", self.vip)
     }
 }
 
@@ -162,14 +163,6 @@ fn real_view(d: &Dest) -> RealView {
         persistent: d.persist,
         stats: d.stats,
         rates: d.est.rates(),
-    }
-}
-
-fn proto_upper(proto: u8) -> &'static str {
-    match proto {
-        6 => "TCP",
-        17 => "UDP",
-        _ => "IP",
     }
 }
 

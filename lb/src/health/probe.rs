@@ -272,11 +272,12 @@ fn tls_config() -> Result<Arc<ClientConfig>, String> {
 /// accepted. The handshake signature is still checked (the server holds
 /// the key of the certificate it sent).
 #[derive(Debug)]
-pub struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl AcceptAnyCertificate {
     /// With the ring provider's signature algorithms.
-    pub fn ring() -> AcceptAnyCertificate {
+    #[cfg(test)]
+    pub(crate) fn ring() -> AcceptAnyCertificate {
         AcceptAnyCertificate(Arc::new(rustls::crypto::ring::default_provider()))
     }
 }

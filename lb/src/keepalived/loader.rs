@@ -11,7 +11,8 @@
 //! a file that is already being read (a loop) is an error at the
 //! include's file:line, as are the caps: includes nested deeper than
 //! [`MAX_DEPTH`], more than [`MAX_FILES`] files, more than [`MAX_BYTES`]
-//! in all. The same file included twice side by side is not a loop (its
+//! in all, a pattern matching more than [`source::MAX_CANDIDATES`]
+//! files and directories on its way. The same file included twice side by side is not a loop (its
 //! virtual servers then appear twice, which validation reports). A file
 //! need not be UTF-8 where it is commented out (an old Latin-1 comment
 //! reads), but a word with bytes that are not UTF-8 is an error at its
@@ -49,6 +50,11 @@ pub enum IncludeError {
     TooManyBytes { path: String },
     #[error("include pattern {pattern} matches no file")]
     NoMatch { pattern: String },
+    #[error("include pattern {pattern} {source}; none are read")]
+    TooManyMatches {
+        pattern: String,
+        source: source::TooManyMatches,
+    },
     #[error("{word:?} is not UTF-8 text (U+FFFD stands for the bytes that are not)")]
     NotUtf8 { word: String },
     #[error("{0}")]
@@ -206,9 +212,16 @@ impl Loader<'_> {
         } else {
             from_file.parent().unwrap_or(Path::new("")).join(arg)
         };
-        let matched = source::expand(self.src, &target);
+        let pattern = || target.display().to_string();
+        let matched = match source::expand(self.src, &target) {
+            Ok(m) => m,
+            Err(source) => {
+                let pattern = pattern();
+                return self.error(pos, IncludeError::TooManyMatches { pattern, source });
+            }
+        };
         if matched.is_empty() {
-            let pattern = target.display().to_string();
+            let pattern = pattern();
             return self.push(pos, Severity::Warning, IncludeError::NoMatch { pattern });
         }
         for m in matched {
@@ -300,6 +313,21 @@ mod tests {
         assert_eq!(s.files.len(), MAX_FILES);
         assert_eq!(s.findings.len(), 1, "{:?}", messages(&s));
         assert!(s.findings[0].message.contains("more than 64 files"));
+
+        // A pattern matching more than 4 x 64: an error at its include,
+        // nothing read.
+        let mut src = MemSource::new().with("/g/main", "a\ninclude /g/inc/*\nz");
+        for i in 0..=source::MAX_CANDIDATES {
+            src.insert(format!("/g/inc/{i:03}"), "w");
+        }
+        let s = load(&src, Path::new("/g/main"));
+        assert_eq!(texts(&s), ["a", "z"]);
+        assert_eq!(
+            messages(&s),
+            [
+                "/g/main:2: include pattern /g/inc/* matches more than 256 files and directories; none are read"
+            ]
+        );
 
         // 3 MiB + 3 MiB: the second is refused.
         let big = "x".repeat(3 << 20);

@@ -94,7 +94,7 @@ impl fmt::Display for Diagnostic {
 
 /// A file and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
+pub(crate) struct Location {
     pub file: String,
     pub line: u32,
 }
@@ -119,8 +119,10 @@ impl Loaded {
     /// (`load_balancers[0].real_servers[1].weight`, or the same under any
     /// other name: everything before the first `[` is skipped): the
     /// keyword, or the nearest block when the keyword is absent. `None`
-    /// for a path not into these servers.
-    pub fn locate(&self, path: &str) -> Option<Location> {
+    /// for a path not into these servers. (Tests; [`Loaded::diagnose`]
+    /// is what callers use.)
+    #[cfg(test)]
+    pub(crate) fn locate(&self, path: &str) -> Option<Location> {
         let rest = &path[path.find('[')?..];
         let pos = self.spans.locate(rest)?;
         Some(location(&self.files, pos))

@@ -15,8 +15,9 @@
 //! real server) are defaults for the checkers below it, as is
 //! `virtualhost` for HTTP_GET / SSL_GET.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
 use control::lb::{
     CheckTiming, Endpoint, ForwardKind, HealthCheck, LbProtocol, MAX_WEIGHT, RealServer, Scheduler,
@@ -60,6 +61,10 @@ pub enum ParseError {
         first: String,
         line: u32,
     },
+    #[error(
+        "{0}: read but not applied (a keyword this reader lists as supported; please report it)"
+    )]
+    NotApplied(String),
     #[error("virtual_server group {0:?}: no virtual_server_group of that name")]
     UnknownGroup(String),
     #[error("virtual_server_group {name:?} is already defined at line {line}")]
@@ -70,11 +75,21 @@ pub enum ParseError {
         "more than {MAX_VIRTUAL_SERVERS} virtual servers (groups included); the rest are not read"
     )]
     TooMany,
+    #[error(
+        "more than {MAX_EXPANDED_REAL_SERVERS} real servers in all (each member of a group has them all); the rest are not read"
+    )]
+    TooManyRealServers,
 }
 
 /// Virtual servers one file may make (group ranges multiply them): past
 /// it, reading stops with an error.
 pub const MAX_VIRTUAL_SERVERS: usize = 4096;
+
+/// Real servers of all the virtual servers one file may make: a virtual
+/// server of a group has its real servers once per member, so a few
+/// megabytes of text could otherwise make hundreds of millions of them
+/// before validation sees one. Past it, reading stops with an error.
+pub const MAX_EXPANDED_REAL_SERVERS: usize = 1 << 20;
 
 /// The virtual servers read (each with where its parts were written) and
 /// what was found on the way.
@@ -210,6 +225,24 @@ impl<'a> Parser<'a> {
             severity: Severity::Warning,
             message: e.to_string(),
         });
+    }
+
+    /// A keyword the tables say is applied that no arm of its block
+    /// applies: an error, not a silent drop (a test reads every applied
+    /// keyword of every block, so none should reach here).
+    fn not_applied(&mut self, k: &Tok) {
+        self.error(k.pos, ParseError::NotApplied(k.text.clone()));
+    }
+
+    /// The checker-timing keyword `k` (one of [`TIMING_KEYWORDS`]) with
+    /// the value `v`, into `t`.
+    fn timing(&mut self, t: &mut CheckTiming, node: &mut Node, k: &Tok, v: &Tok) {
+        let Some(n) = self.ok(k.pos, number(k, v)) else {
+            return;
+        };
+        if !set_timing(t, node, &k.text, n, k.pos) {
+            self.not_applied(k);
+        }
     }
 
     /// Reports `r`'s error at `at`; the value if there was one.
@@ -569,12 +602,11 @@ impl<'a> Parser<'a> {
                 d.defaults.virtualhost = Some(v.text.clone());
                 d.defaults.node.set("virtualhost", at);
             }
-            (name, Some(v)) => {
-                if let Some(n) = self.ok(at, number(k, v)) {
-                    set_timing(&mut d.defaults.timing, &mut d.defaults.node, name, n, at);
-                }
+            (name, Some(v)) if is_timing(name) => {
+                let Defaults { timing, node, .. } = &mut d.defaults;
+                self.timing(timing, node, k, v);
             }
-            (_, None) => {}
+            _ => self.not_applied(k),
         }
     }
 
@@ -634,12 +666,10 @@ impl<'a> Parser<'a> {
                         own.virtualhost = Some(v.text.clone());
                         own.node.set("virtualhost", at);
                     }
-                    (name, Some(v)) => {
-                        if let Some(n) = self.ok(at, number(k, v)) {
-                            set_timing(&mut own.timing, &mut own.node, name, n, at);
-                        }
+                    (name, Some(v)) if is_timing(name) => {
+                        self.timing(&mut own.timing, &mut own.node, k, v);
                     }
-                    (_, None) => {}
+                    _ => self.not_applied(k),
                 }
             }
         }
@@ -706,12 +736,8 @@ impl<'a> Parser<'a> {
                         node.set("connect_port", at);
                     }
                 }
-                (name, Some(v)) => {
-                    if let Some(n) = self.ok(at, number(k, v)) {
-                        set_timing(&mut timing, &mut node, name, n, at);
-                    }
-                }
-                (_, None) => {}
+                (name, Some(v)) if is_timing(name) => self.timing(&mut timing, &mut node, k, v),
+                _ => self.not_applied(k),
             }
         }
         let check = match tok.text.as_str() {
@@ -732,6 +758,8 @@ impl<'a> Parser<'a> {
         (check, node)
     }
 
+    /// A `url` block; its status codes sorted, each once (however many
+    /// times the ranges name it).
     fn url(&mut self, tok: &'a Tok) -> (UrlCheck, Node) {
         self.open();
         let mut node = Node::new(tok.pos);
@@ -740,6 +768,7 @@ impl<'a> Parser<'a> {
             status_code: Vec::new(),
             digest: None,
         };
+        let mut codes = BTreeSet::new();
         loop {
             let (kw, k, args) = match self.step(&[keywords::URL], Some(tok)) {
                 Step::Done => break,
@@ -758,15 +787,16 @@ impl<'a> Parser<'a> {
                 }
                 ("status_code", _) => {
                     for v in &args {
-                        if let Some(codes) = self.ok(at, status_codes(k, v)) {
-                            u.status_code.extend(codes);
+                        if let Some(range) = self.ok(at, status_codes(k, v)) {
+                            codes.extend(range);
                         }
                     }
                     node.set("status_code", at);
                 }
-                _ => {}
+                _ => self.not_applied(k),
             }
         }
+        u.status_code = codes.into_iter().collect();
         (u, node)
     }
 
@@ -846,9 +876,11 @@ impl<'a> Parser<'a> {
     }
 
     /// The virtual servers in the order written, each group use expanded
-    /// to its members (at most [`MAX_VIRTUAL_SERVERS`] in all).
+    /// to its members (at most [`MAX_VIRTUAL_SERVERS`] in all, with at
+    /// most [`MAX_EXPANDED_REAL_SERVERS`] real servers).
     fn finish(mut self) -> Parsed {
         let mut out = Parsed::default();
+        let mut real_servers = 0usize;
         for g in self.groups.iter().filter(|(_, g)| g.written == 0) {
             let e = ParseError::EmptyGroup(g.0.clone());
             self.findings.push(Finding {
@@ -866,6 +898,12 @@ impl<'a> Parser<'a> {
             };
             if wants > left {
                 self.error(d.node.at, ParseError::TooMany);
+                break;
+            }
+            real_servers =
+                real_servers.saturating_add(wants.saturating_mul(d.vs.real_servers.len()));
+            if real_servers > MAX_EXPANDED_REAL_SERVERS {
+                self.error(d.node.at, ParseError::TooManyRealServers);
                 break;
             }
             match &d.head {
@@ -899,8 +937,23 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Sets the checker-timing keyword `name` (either spelling of retry).
-fn set_timing(t: &mut CheckTiming, node: &mut Node, name: &str, n: u32, at: Pos) {
+/// The checker-timing keywords: a checker's own, or the defaults of the
+/// `real_server` or `virtual_server` block around it ([`set_timing`]).
+const TIMING_KEYWORDS: [&str; 5] = [
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "delay_loop",
+];
+
+fn is_timing(name: &str) -> bool {
+    TIMING_KEYWORDS.contains(&name)
+}
+
+/// Sets the checker-timing keyword `name` (either spelling of retry);
+/// false for a keyword that is not one.
+fn set_timing(t: &mut CheckTiming, node: &mut Node, name: &str, n: u32, at: Pos) -> bool {
     let field = match name {
         "connect_timeout" => {
             t.connect_timeout = Some(n);
@@ -918,9 +971,10 @@ fn set_timing(t: &mut CheckTiming, node: &mut Node, name: &str, n: u32, at: Pos)
             t.delay_loop = Some(n);
             "delay_loop"
         }
-        _ => return,
+        _ => return false,
     };
     node.set(field, at);
+    true
 }
 
 /// Fills what `c` leaves unset from the defaults `d` of an enclosing
@@ -1110,13 +1164,16 @@ fn granularity(kw: &Tok, v: &Tok) -> Result<u8, ParseError> {
 }
 
 /// `N` or `N-M` (at most 500 codes).
-fn status_codes(kw: &Tok, v: &Tok) -> Result<Vec<u16>, ParseError> {
+fn status_codes(kw: &Tok, v: &Tok) -> Result<RangeInclusive<u16>, ParseError> {
     let one = |s: &str| {
         s.parse::<u16>()
             .map_err(|_| bad(kw, format!("{s:?} is not an HTTP status")))
     };
     match v.text.split_once('-') {
-        None => Ok(vec![one(&v.text)?]),
+        None => {
+            let n = one(&v.text)?;
+            Ok(n..=n)
+        }
         Some((a, b)) => {
             let (a, b) = (one(a)?, one(b)?);
             if b < a || b - a >= 500 {
@@ -1125,7 +1182,7 @@ fn status_codes(kw: &Tok, v: &Tok) -> Result<Vec<u16>, ParseError> {
                     format!("{} is not a range of HTTP statuses", v.text),
                 ));
             }
-            Ok((a..=b).collect())
+            Ok(a..=b)
         }
     }
 }

@@ -1,12 +1,15 @@
 //! Where keepalived.conf and the files it includes are read from: the
 //! [`Source`] trait (read a file with a size cap, list a directory, name a
-//! file for loop detection), its filesystem implementation [`FsSource`],
+//! file for loop detection), its filesystem implementation [`FsSource`]
+//! (regular files only),
 //! an in-memory one for tests [`MemSource`], and [`expand`], the `*` / `?`
 //! glob of an `include` path written once over any source.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+
+use super::loader::MAX_FILES;
 
 /// Errors of reading a source.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +18,10 @@ pub enum SourceError {
     NotFound,
     #[error("is a directory")]
     IsDirectory,
+    /// A FIFO, a device, a socket: reading one could block for ever (a
+    /// FIFO without a writer, `/dev/stdin`) or never end.
+    #[error("is not a regular file")]
+    NotAFile,
     #[error("larger than the {limit} bytes left to read")]
     TooLarge { limit: u64 },
     #[error("{0}")]
@@ -56,7 +63,14 @@ impl Source for FsSource {
         if meta.is_dir() {
             return Err(SourceError::IsDirectory);
         }
+        if !meta.is_file() {
+            return Err(SourceError::NotAFile);
+        }
         let file = std::fs::File::open(path).map_err(not_found)?;
+        // What was opened, should the path have changed in between.
+        if !file.metadata()?.is_file() {
+            return Err(SourceError::NotAFile);
+        }
         let mut out = Vec::new();
         file.take(limit.saturating_add(1)).read_to_end(&mut out)?;
         if u64::try_from(out.len()).unwrap_or(u64::MAX) > limit {
@@ -182,6 +196,17 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// Most paths a pattern may match on its way, directories matched by
+/// its components and files by its last, all counted together: a
+/// pattern past it (`/*/*/*.conf` over a whole filesystem) stops there,
+/// having listed at most as many directories.
+pub const MAX_CANDIDATES: usize = 4 * MAX_FILES;
+
+/// A pattern matched more than [`MAX_CANDIDATES`] paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("matches more than {MAX_CANDIDATES} files and directories")]
+pub struct TooManyMatches;
+
 /// True if `path` has a `*` or `?` in it.
 pub fn has_wildcard(path: &Path) -> bool {
     path.to_string_lossy().contains(['*', '?'])
@@ -193,13 +218,15 @@ pub fn has_wildcard(path: &Path) -> bool {
 /// with glob(3)). Components before the last match directories only, the
 /// last one files only. A pattern without wildcards is returned as is
 /// (the caller's read says whether it exists). A directory that cannot be
-/// listed matches nothing.
-pub fn expand(src: &dyn Source, pattern: &Path) -> Vec<PathBuf> {
+/// listed matches nothing. More than [`MAX_CANDIDATES`] matches on the
+/// way is an error.
+pub fn expand(src: &dyn Source, pattern: &Path) -> Result<Vec<PathBuf>, TooManyMatches> {
     if !has_wildcard(pattern) {
-        return vec![pattern.to_path_buf()];
+        return Ok(vec![pattern.to_path_buf()]);
     }
     let comps: Vec<Component<'_>> = pattern.components().collect();
     let mut bases = vec![PathBuf::new()];
+    let mut matched = 0usize;
     for (k, c) in comps.iter().enumerate() {
         let last = k + 1 == comps.len();
         let Component::Normal(name) = c else {
@@ -222,6 +249,10 @@ pub fn expand(src: &dyn Source, pattern: &Path) -> Vec<PathBuf> {
             entries.sort();
             for e in entries {
                 if e.is_dir != last && matches(pat, &e.name) {
+                    matched += 1;
+                    if matched > MAX_CANDIDATES {
+                        return Err(TooManyMatches);
+                    }
                     next.push(b.join(&e.name));
                 }
             }
@@ -232,7 +263,7 @@ pub fn expand(src: &dyn Source, pattern: &Path) -> Vec<PathBuf> {
         }
     }
     bases.sort();
-    bases
+    Ok(bases)
 }
 
 /// Whether `name` matches the glob `pat` (`*`, `?`; no leading `.` by a
@@ -295,7 +326,7 @@ mod tests {
             .with("/etc/k/conf.d/notes.txt", "")
             .with("/etc/k/conf.d/sub/c.conf", "")
             .with("/etc/k/more/d.conf", "");
-        let got = expand(&src, Path::new("/etc/k/conf.d/*.conf"));
+        let got = expand(&src, Path::new("/etc/k/conf.d/*.conf")).unwrap();
         assert_eq!(
             got,
             [
@@ -304,7 +335,7 @@ mod tests {
             ]
         );
         // A wildcard directory component matches directories only.
-        let got = expand(&src, Path::new("/etc/k/*/?.conf"));
+        let got = expand(&src, Path::new("/etc/k/*/?.conf")).unwrap();
         assert_eq!(
             got,
             [
@@ -313,9 +344,12 @@ mod tests {
                 PathBuf::from("/etc/k/more/d.conf")
             ]
         );
-        assert!(expand(&src, Path::new("/nope/*.conf")).is_empty());
+        assert!(expand(&src, Path::new("/nope/*.conf")).unwrap().is_empty());
         // No wildcard: the path as is, existing or not.
-        assert_eq!(expand(&src, Path::new("/x")), [PathBuf::from("/x")]);
+        assert_eq!(
+            expand(&src, Path::new("/x")).unwrap(),
+            [PathBuf::from("/x")]
+        );
     }
 
     #[test]
@@ -363,12 +397,65 @@ mod tests {
             fs.read(&dir.join("zz"), 9),
             Err(SourceError::NotFound)
         ));
-        let got = expand(&fs, &dir.join("*"));
+        let got = expand(&fs, &dir.join("*")).unwrap();
         assert_eq!(got, [dir.join("a.conf")]);
         assert_eq!(
             fs.identity(&dir.join("sub/../a.conf")),
             fs.identity(&dir.join("a.conf"))
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn expand_stops_past_the_cap_on_matches() {
+        // Files: the cap exactly is fine, one more is not.
+        let mut src = MemSource::new();
+        for i in 0..MAX_CANDIDATES {
+            src.insert(format!("/f/{i:04}.conf"), "");
+        }
+        assert_eq!(
+            expand(&src, Path::new("/f/*.conf")).unwrap().len(),
+            MAX_CANDIDATES
+        );
+        src.insert("/f/zzzz.conf", "");
+        assert_eq!(expand(&src, Path::new("/f/*.conf")), Err(TooManyMatches));
+        // Directories on the way count too, though none holds a match.
+        let mut src = MemSource::new();
+        for i in 0..=MAX_CANDIDATES {
+            src.insert(format!("/d/{i:04}/x.txt"), "");
+        }
+        assert_eq!(expand(&src, Path::new("/d/*/*.conf")), Err(TooManyMatches));
+        assert_eq!(expand(&src, Path::new("/d/000?/*.txt")).unwrap().len(), 10);
+    }
+
+    /// Only regular files are read: a FIFO without a writer would block
+    /// the read for ever, a device (`/dev/stdin`, `/dev/zero`) may never
+    /// end. A symlink to a regular file reads.
+    #[test]
+    fn fs_source_reads_regular_files_only() {
+        let dir = std::env::temp_dir().join(format!("lb-ka-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fs = FsSource;
+        assert!(matches!(
+            fs.read(Path::new("/dev/null"), 9),
+            Err(SourceError::NotAFile)
+        ));
+        std::fs::write(dir.join("a.conf"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.join("a.conf"), dir.join("link.conf")).unwrap();
+        assert_eq!(fs.read(&dir.join("link.conf"), 9).unwrap(), b"x");
+        let fifo = dir.join("fifo.conf");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            // In a thread: were the FIFO opened, the read would never
+            // return, and the test fails on the timeout instead of hanging.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let f = fifo.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(matches!(FsSource.read(&f, 9), Err(SourceError::NotAFile)));
+            });
+            let refused = rx.recv_timeout(std::time::Duration::from_secs(10));
+            assert_eq!(refused, Ok(true), "a FIFO is refused without blocking");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

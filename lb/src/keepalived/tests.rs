@@ -768,3 +768,144 @@ fn unused_group_ranges_are_not_expanded() {
         t.elapsed()
     );
 }
+
+/// A group use gives every member all the virtual server's real servers:
+/// past [`parser::MAX_EXPANDED_REAL_SERVERS`] in all, reading stops at
+/// that virtual server's line before any is made (255 members x 4,200
+/// real servers would be about 1.07 million, the cap 1,048,576).
+#[test]
+fn group_expansion_is_capped_by_the_real_servers_it_makes() {
+    let real_servers = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "real_server 10.{}.{}.{} 80\n",
+                    100 + i / 65536,
+                    (i / 256) % 256,
+                    i % 256
+                )
+            })
+            .collect()
+    };
+    let text = |n: usize| {
+        format!(
+            "virtual_server_group g {{\n10.0.0.1-255 80\n}}\n\nvirtual_server group g {{\nlb_algo sh\n{}}}\n",
+            real_servers(n)
+        )
+    };
+    let few = load_str("k", &text(4)).unwrap_or_else(|d| panic!("{:?}", shown(&d)));
+    assert_eq!(few.virtual_servers.len(), 255);
+    assert_eq!(few.virtual_servers[254].real_servers.len(), 4);
+    let t = std::time::Instant::now();
+    let d = load_str("k", &text(4200)).unwrap_err();
+    assert_eq!(
+        shown(&d),
+        [
+            "k:5: more than 1048576 real servers in all (each member of a group has them all); the rest are not read"
+        ]
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// A value every applied keyword takes without a problem (a keyword new
+/// to the tables needs one here).
+fn good_value(name: &str) -> &'static str {
+    match name {
+        "inhibit_on_failure" | "misc_dynamic" => "",
+        "lb_algo" | "lvs_sched" => "sh",
+        "lb_kind" | "lvs_method" => "NAT",
+        "protocol" => "TCP",
+        "persistence_granularity" => "24",
+        "sorry_server" => "10.0.0.9 80",
+        "real_server" => "10.0.0.3 80",
+        "virtualhost" => "www.example.com",
+        "connect_ip" => "10.0.0.4",
+        "connect_port" => "81",
+        "TCP_CHECK" => "{ }",
+        "HTTP_GET" | "SSL_GET" => "{ url { path / } }",
+        "MISC_CHECK" => "{ misc_path /bin/true }",
+        "url" => "{ path /b }",
+        "path" => "/c",
+        "digest" => "0123456789abcdef0123456789abcdef",
+        "status_code" => "200-204",
+        "misc_path" => "/bin/false",
+        "hysteresis" => "0",
+        "delay_loop"
+        | "persistence_timeout"
+        | "persistent_timeout"
+        | "quorum"
+        | "weight"
+        | "connect_timeout"
+        | "retry"
+        | "nb_get_retry"
+        | "delay_before_retry"
+        | "misc_timeout" => "3",
+        other => panic!("no test value for {other}"),
+    }
+}
+
+/// Every keyword the tables list as applied is applied: written with a
+/// good value in its block (on a line of its own), it loads without a
+/// diagnostic. A keyword no arm of the reader handles would be an error
+/// ("read but not applied"), where it used to be dropped in silence.
+#[test]
+fn every_applied_keyword_is_applied() {
+    let mut tried = 0;
+    for (block, table) in keywords::all() {
+        let around = match block {
+            "top level" => continue,
+            "virtual_server" => "real_server 10.0.0.2 80\n@",
+            "real_server" => "real_server 10.0.0.2 80 {\n@\n}",
+            "checkers" => "real_server 10.0.0.2 80 {\nTCP_CHECK {\n@\n}\n}",
+            "HTTP_GET, SSL_GET" => "real_server 10.0.0.2 80 {\nHTTP_GET {\nurl { path / }\n@\n}\n}",
+            "url" => "real_server 10.0.0.2 80 {\nHTTP_GET {\nurl {\npath /\n@\n}\n}\n}",
+            "MISC_CHECK" => "real_server 10.0.0.2 80 {\nMISC_CHECK {\nmisc_path /bin/true\n@\n}\n}",
+            other => panic!("no test block for {other}"),
+        };
+        for k in table
+            .iter()
+            .filter(|k| k.support == keywords::Support::Applied)
+        {
+            let line = format!("{} {}", k.name, good_value(k.name));
+            let text = format!(
+                "virtual_server 10.0.0.1 80 {{\nlb_algo sh\n{}\n}}\n",
+                around.replace('@', &line)
+            );
+            let l = load_str("k", &text)
+                .unwrap_or_else(|d| panic!("{block} {}: {:?}\n{text}", k.name, shown(&d)));
+            assert!(
+                l.warnings.is_empty(),
+                "{block} {}: {:?}",
+                k.name,
+                shown(&l.warnings)
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > 40, "{tried}");
+}
+
+/// Status codes are kept sorted, each once, however the ranges overlap
+/// (so a url's list is at most the 500 statuses, whatever the text).
+#[test]
+fn status_codes_are_sorted_and_each_kept_once() {
+    let ranges = "200-299 ".repeat(50);
+    let text = format!(
+        "virtual_server 10.0.0.1 80 {{ lb_algo sh real_server 10.0.0.2 80 {{
+           HTTP_GET {{ url {{ path / status_code 404 204 200-202 201 {ranges} 100-599 }} }} }} }}"
+    );
+    let l = load_str("k", &text).unwrap_or_else(|d| panic!("{:?}", shown(&d)));
+    let Some(HealthCheck::Http { urls, .. }) = &l.virtual_servers[0].real_servers[0].check else {
+        panic!("{:?}", l.virtual_servers);
+    };
+    assert_eq!(urls[0].status_code, (100..=599).collect::<Vec<u16>>());
+    let l = load_str("k", &text.replace(&ranges, "").replace("100-599", "")).unwrap();
+    let Some(HealthCheck::Http { urls, .. }) = &l.virtual_servers[0].real_servers[0].check else {
+        panic!("{:?}", l.virtual_servers);
+    };
+    assert_eq!(urls[0].status_code, [200, 201, 202, 204, 404]);
+}
