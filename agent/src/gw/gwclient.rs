@@ -366,7 +366,7 @@ impl Conn<'_> {
                         publish(self.session, self.status);
                         // Every verdict once, then each change.
                         if let Some(full) = self.health.full() {
-                            outs.extend(self.session.health_report(full));
+                            outs.extend(health_outs(self.session, full));
                         }
                     }
                     AgentOut::Close { reason } => {
@@ -423,7 +423,7 @@ impl Conn<'_> {
                 }
                 () = self.health.changed() => {
                     if let Some(r) = self.health.changes() {
-                        outs.extend(self.session.health_report(r));
+                        outs.extend(health_outs(self.session, r));
                     }
                 }
                 () = tokio::time::sleep(wait) => outs.extend(self.session.on_tick(Instant::now())),
@@ -456,6 +456,23 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// Verdicts per `Health` message: about 1 MiB of JSON with short reasons,
+/// well inside a frame (`control::MAX_FRAME`, 4 MiB).
+const HEALTH_CHUNK: usize = 8192;
+
+/// `report` as the messages the session sends: in parts of at most
+/// [`HEALTH_CHUNK`] verdicts (a full report's first part is the full one),
+/// so tens of thousands of checked servers never make a frame too big
+/// to encode, which would close the session again at every reconnect.
+fn health_outs(
+    session: &AgentSession,
+    report: control::lb::HealthReport,
+) -> impl Iterator<Item = AgentOut> + '_ {
+    report
+        .chunks(HEALTH_CHUNK)
+        .filter_map(|part| session.health_report(part))
 }
 
 /// Copies the session's status for the API.
