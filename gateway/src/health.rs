@@ -253,20 +253,19 @@ impl Health {
     }
 }
 
-/// Every real server of `st` with a checker, with its virtual server, in
-/// the state's order.
-pub fn checked(st: &DesiredState) -> impl Iterator<Item = (&VirtualServer, &RealServer)> {
-    st.load_balancers.iter().flat_map(|vs| {
-        vs.real_servers
-            .iter()
-            .filter(|rs| rs.check.is_some())
-            .map(move |rs| (vs, rs))
-    })
+/// Every real server of `st` with a checker, with its virtual server and
+/// its key ([`VirtualServer::checked`]), in the state's order.
+pub fn checked(
+    st: &DesiredState,
+) -> impl Iterator<Item = (&VirtualServer, &RealServer, HealthKey)> {
+    st.load_balancers
+        .iter()
+        .flat_map(|vs| vs.checked().map(move |(rs, key)| (vs, rs, key)))
 }
 
 /// The keys of [`checked`].
 pub fn checked_keys(st: &DesiredState) -> HashSet<HealthKey> {
-    checked(st).map(|(vs, rs)| HealthKey::of(vs, rs)).collect()
+    checked(st).map(|(_, _, key)| key).collect()
 }
 
 /// `health` of a checked real server in `GET /api/v1/load-balancers`:
@@ -306,8 +305,8 @@ pub struct Row {
 /// are bounded by the config).
 pub fn rows(st: &DesiredState, verdicts: &Verdicts) -> Vec<Row> {
     checked(st)
-        .map(|(vs, rs)| {
-            let v = verdicts.get(&HealthKey::of(vs, rs));
+        .map(|(vs, rs, key)| {
+            let v = verdicts.get(&key);
             Row {
                 virtual_server: vs.key(),
                 real_server: rs.endpoint().to_string(),

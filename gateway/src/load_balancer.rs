@@ -87,7 +87,7 @@ pub fn vips(st: &DesiredState) -> HashSet<Ipv4Addr> {
 /// True when some real server of `vs` has a health checker (the edge
 /// runs it, wherever `vs` is balanced).
 pub fn has_checks(vs: &VirtualServer) -> bool {
-    vs.real_servers.iter().any(|rs| rs.check.is_some())
+    vs.checked().next().is_some()
 }
 
 /// The switches indexed for the virtual addresses' rules, built once per
