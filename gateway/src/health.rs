@@ -7,8 +7,11 @@
 //!
 //! * Only the edge's reports count: the session's instance must be the
 //!   enrolled, non-revoked instance with role `edge` ([`Store::edge_id`]).
-//!   A report from any other session is ignored, logged and counted
-//!   (`nsx_gateway_lb_health_reports_ignored_total`).
+//!   A report from any other session is ignored, logged (at debug) and
+//!   counted (`nsx_gateway_lb_health_reports_ignored_total`): most are
+//!   dropped before they are queued, by the control store
+//!   ([`crate::control_store`]) against its cached snapshot, the rest
+//!   here against the store.
 //! * Only verdicts on a real server with a `check` in the current desired
 //!   state are kept (others are ignored); verdicts on servers the state no
 //!   longer checks are dropped when the next report arrives or the next
@@ -226,7 +229,7 @@ impl Health {
                 if edge.as_deref() == Some(id.as_str()) {
                     return Some(report);
                 }
-                tracing::warn!(
+                tracing::debug!(
                     instance = %id, verdicts = report.verdicts.len(),
                     "lb health: report ignored: only the edge reports health"
                 );

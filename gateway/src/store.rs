@@ -959,6 +959,11 @@ impl ConfigSnapshot {
         &self.state
     }
 
+    /// The enrolled (not revoked) edge's instance id at this snapshot.
+    pub fn edge_id(&self) -> Option<&str> {
+        self.plan.edge().map(|e| e.id.as_str())
+    }
+
     /// The config version of `instance_id` at this snapshot (`None`:
     /// unknown instance), without building its config.
     pub fn version_of(&self, instance_id: &str) -> Option<u64> {
