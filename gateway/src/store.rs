@@ -169,6 +169,10 @@ pub enum StoreError {
     EdgeTaken(String),
     #[error("{0}")]
     Invalid(#[from] control::validate::Problems),
+    #[error(
+        "the desired state changed while this change was prepared (desired_version {base} is now {now}); nothing changed: try again"
+    )]
+    DesiredMoved { base: u64, now: u64 },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -338,6 +342,16 @@ impl Store {
         load_state(&self.conn)
     }
 
+    /// The current desired state with its `desired_version`, read in one
+    /// transaction: the base of a change applied with
+    /// [`Store::apply_state_on`].
+    pub fn desired_state_versioned(&mut self) -> Result<(DesiredState, u64)> {
+        let tx = self.conn.transaction()?;
+        let st = load_state(&tx)?;
+        let version = meta_get(&tx, "desired_version")?;
+        Ok((st, version))
+    }
+
     /// The tier-0 as the edge gets it (defaults filled in, the public IPs
     /// of the instances' tags) with its NAT rules and the enrolled edge's
     /// id; `None` without a `tier0` section.
@@ -361,7 +375,21 @@ impl Store {
     /// for one control-channel frame: [`crate::deliver`]); either is
     /// [`StoreError::Invalid`] with the paths to blame.
     pub fn apply_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
-        self.apply_or_check(new, now, true)
+        self.apply_or_check(new, now, None, true)
+    }
+
+    /// [`Store::apply_state`] of a state made from the one at
+    /// `desired_version` `base` ([`Store::desired_state_versioned`]):
+    /// refused with [`StoreError::DesiredMoved`], nothing written, when
+    /// the desired state moved since (another change would be silently
+    /// undone).
+    pub fn apply_state_on(
+        &mut self,
+        new: &DesiredState,
+        now: u64,
+        base: u64,
+    ) -> Result<ApplyOutcome> {
+        self.apply_or_check(new, now, Some(base), true)
     }
 
     /// Everything [`Store::apply_state`] checks, the placement and the
@@ -370,13 +398,16 @@ impl Store {
     /// give (`changed`, and the versions it would reach), or the same
     /// refusal.
     pub fn check_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
-        self.apply_or_check(new, now, false)
+        self.apply_or_check(new, now, None, false)
     }
 
+    /// Applies (`commit`) or checks `new`; with `base`, only over the
+    /// desired state at that `desired_version`.
     fn apply_or_check(
         &mut self,
         new: &DesiredState,
         now: u64,
+        base: Option<u64>,
         commit: bool,
     ) -> Result<ApplyOutcome> {
         if let Err(problems) = state::validate(new) {
@@ -398,7 +429,19 @@ impl Store {
             }
             return Err(StoreError::Invalid(control::validate::Problems::new(all)));
         }
-        let tx = self.conn.transaction()?;
+        // With a base, immediate: no other writer between its check and
+        // the commit.
+        let behavior = match base {
+            Some(_) => rusqlite::TransactionBehavior::Immediate,
+            None => rusqlite::TransactionBehavior::Deferred,
+        };
+        let tx = self.conn.transaction_with_behavior(behavior)?;
+        if let Some(base) = base {
+            let now = meta_get(&tx, "desired_version")?;
+            if now != base {
+                return Err(StoreError::DesiredMoved { base, now });
+            }
+        }
         let old = load_state(&tx)?;
         if old == *new {
             let out = ApplyOutcome {
