@@ -501,11 +501,12 @@ impl Store {
             )?;
         }
         reconcile_placement(&tx, now)?;
+        let placed = load_instances(&tx, None)?;
         if new.tier0.is_some() || old.tier0.is_some() {
-            check_claims(&tx, new)?;
+            check_claims(new, &placed)?;
         }
-        check_vips(&tx, new)?;
-        check_deliverable(&tx, new)?;
+        check_vips(new, &placed)?;
+        check_deliverable(new, &placed)?;
         meta_bump(&tx, "desired_version")?;
         meta_bump(&tx, "version")?;
         let out = ApplyOutcome {
@@ -1082,15 +1083,14 @@ fn build_config(
 /// Refuses ([`StoreError::Invalid`]) a desired state under which some
 /// instance's config could not be sent to it ([`crate::deliver`]): the part
 /// every instance gets (so a state applied before any agent enrolled is
-/// checked too), then each instance's config. Runs in `apply_state`'s
-/// transaction after placement, so the configs checked are exactly those
-/// the new state produces; the caller's error drops the transaction, so
-/// nothing of the state is kept.
-fn check_deliverable(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
-    let all = load_instances(tx, None)?;
-    let by_switch = index_by_switch(&all);
-    let dfw = Resolved::compile(st, &all);
-    let plan = EdgePlan::compile(st, &all);
+/// checked too), then each instance's config. `all`: the instances as
+/// placed in `apply_state`'s transaction, so the configs checked are
+/// exactly those the new state produces; the caller's error drops the
+/// transaction, so nothing of the state is kept.
+fn check_deliverable(st: &DesiredState, all: &[InstanceRecord]) -> Result<()> {
+    let by_switch = index_by_switch(all);
+    let dfw = Resolved::compile(st, all);
+    let plan = EdgePlan::compile(st, all);
     let lbs = LbPlan::compile(st, &HealthView::new());
     let mut check = crate::deliver::Check::new(st);
     // What every instance gets, enrolled yet or not: if that cannot be
@@ -1103,8 +1103,8 @@ fn check_deliverable(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
     if !check.common_config(common) {
         return check.finish().map_err(StoreError::Invalid);
     }
-    for me in &all {
-        if let Some(cfg) = build_config_from(me, st, &all, Some(&by_switch), &dfw, &plan, &lbs)
+    for me in all {
+        if let Some(cfg) = build_config_from(me, st, all, Some(&by_switch), &dfw, &plan, &lbs)
             && !check.config(&me.id, cfg)
         {
             break;
@@ -1137,26 +1137,21 @@ fn check_claim(tx: &Transaction<'_>, st: &DesiredState, id: &str, path: &str) ->
 
 /// Refuses ([`StoreError::Invalid`]) a desired state under which some
 /// instance's public IP claim would be invalid, each problem at
-/// `instances["ID"].tags["nsx:publicip"]`. Runs in `apply_state`'s
-/// transaction after placement.
-fn check_claims(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
-    let all = load_instances(tx, None)?;
+/// `instances["ID"].tags["nsx:publicip"]`; `all` as placed in
+/// `apply_state`'s transaction.
+fn check_claims(st: &DesiredState, all: &[InstanceRecord]) -> Result<()> {
     let t0 = st.tier0.as_ref().map(|spec| spec.to_model(st));
-    let (_, problems) = tier0_resolve::resolve_claims(t0.as_ref(), st, &all);
+    let (_, problems) = tier0_resolve::resolve_claims(t0.as_ref(), st, all);
     Ok(control::validate::Problems::result(problems)?)
 }
 
 /// Refuses ([`StoreError::Invalid`]) a desired state one of whose load
 /// balancers' virtual addresses an instance holds, at
-/// `load_balancers[i].vip`. Runs in `apply_state`'s transaction after
-/// placement (which never hands a virtual address out, but keeps what
-/// instances held before).
-fn check_vips(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
-    if st.load_balancers.is_empty() {
-        return Ok(());
-    }
-    let all = load_instances(tx, None)?;
-    let problems = crate::load_balancer::placed_conflicts(st, &all);
+/// `load_balancers[i].vip`; `all` as placed in `apply_state`'s
+/// transaction (placement never hands a virtual address out, but keeps
+/// what instances held before).
+fn check_vips(st: &DesiredState, all: &[InstanceRecord]) -> Result<()> {
+    let problems = crate::load_balancer::placed_conflicts(st, all);
     Ok(control::validate::Problems::result(problems)?)
 }
 
