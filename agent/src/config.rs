@@ -106,15 +106,31 @@ impl HostSettings {
         if s.is_empty() { None } else { s.parse().ok() }
     }
 
-    /// What this agent enrolls as: the edge when it has an uplink
-    /// (`uplink` non-empty), else an ordinary instance.
+    /// Whether this agent is the edge: it has an uplink (`uplink` not
+    /// blank). Every decision on the role asks this.
+    pub fn is_edge(&self) -> bool {
+        !self.uplink.trim().is_empty()
+    }
+
+    /// What this agent enrolls as: the edge ([`HostSettings::is_edge`]),
+    /// else an ordinary instance.
     pub fn role(&self) -> control::proto::Role {
-        if self.uplink.trim().is_empty() {
-            control::proto::Role::Instance
-        } else {
+        if self.is_edge() {
             control::proto::Role::Edge
+        } else {
+            control::proto::Role::Instance
         }
     }
+}
+
+/// Whether `name` can name a network interface: 1-15 bytes, no '/',
+/// space or NUL, not `.` or `..` (it is joined into `/proc` paths).
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && !name.contains(['/', ' ', '\0'])
+        && name != "."
+        && name != ".."
 }
 
 impl Default for HostSettings {
@@ -355,7 +371,7 @@ fn check_role(h: &HostSettings, i: &InstanceConfig) -> Vec<control::Problem> {
         message: message.into(),
     };
     let mut out = Vec::new();
-    if h.uplink.is_empty() {
+    if !h.is_edge() {
         if i.tier0.is_some() {
             out.push(problem(
                 "tier0",
@@ -387,12 +403,7 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
         ("host.fw_peer", &h.fw_peer),
     ];
     for (path, name) in ifnames {
-        if name.is_empty()
-            || name.len() > 15
-            || name.contains(['/', ' ', '\0'])
-            || name == "."
-            || name == ".."
-        {
+        if !valid_ifname(name) {
             out.push(control::Problem {
                 path: path.into(),
                 message: format!(
@@ -432,9 +443,9 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
             message: format!("{} is outside 1..={MAX_FLOWS}", h.max_flows),
         });
     }
-    if !h.uplink.is_empty() {
+    if h.is_edge() {
         let u = h.uplink.as_str();
-        if u.len() > 15 || u.contains(['/', ' ', '\0']) || u == "." || u == ".." {
+        if !valid_ifname(u) {
             out.push(control::Problem {
                 path: "host.uplink".into(),
                 message: format!(
@@ -508,10 +519,13 @@ mod tests {
     fn an_uplink_makes_the_edge_role() {
         let mut h = HostSettings::default();
         assert_eq!(h.role(), control::proto::Role::Instance);
+        assert!(!h.is_edge());
         h.uplink = "eth1".into();
         assert_eq!(h.role(), control::proto::Role::Edge);
+        assert!(h.is_edge());
         h.uplink = "  ".into();
         assert_eq!(h.role(), control::proto::Role::Instance);
+        assert!(!h.is_edge());
     }
 
     #[test]
@@ -581,6 +595,18 @@ mod tests {
         );
         assert_eq!(paths(&t0), ["tier0"]);
         assert!(paths(SAMPLE).is_empty());
+        // A blank uplink is no edge, for every check as for the role: the
+        // instance with a port is valid, a tier0 is refused as without one.
+        let blank = SAMPLE.replace("[host]\n", "[host]\nuplink = \"  \"\n");
+        assert!(paths(&blank).is_empty());
+        let cfg = AgentConfig::parse(&blank).expect("an instance");
+        assert!(!cfg.host.is_edge());
+        assert_eq!(cfg.host.role(), control::proto::Role::Instance);
+        let blank_t0 = t0.replace("[host]\n", "[host]\nuplink = \"  \"\n");
+        assert_eq!(paths(&blank_t0), ["tier0"]);
+        // A name that is not an interface's is refused.
+        let bad = SAMPLE.replace("[host]\n", "[host]\nuplink = \"../eth1\"\n");
+        assert_eq!(paths(&bad), ["host.uplink", "host.uplink", "port"]);
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn edge_downlink(
 /// Micro-segmentation through the agent's firewall: no overlay port, and
 /// either a gateway (which always sends rules) or a static firewall section.
 fn filtered(cfg: &AgentConfig, desired: &InstanceConfig) -> bool {
-    cfg.host.uplink.is_empty()
+    !cfg.host.is_edge()
         && desired.port.is_none()
         && (cfg.gateway.is_some() || desired.firewall.is_some())
 }
@@ -442,9 +442,10 @@ async fn run_async(path: &Path) -> Result<(), StartError> {
 
     // 3. Take the NIC (and in the edge role the uplink) and serve;
     //    rebuild when the mode changes.
-    let uplink = match cfg.host.uplink.as_str() {
-        "" => None,
-        _ => Some(host::uplink::take(&cfg.host).await?),
+    let uplink = if cfg.host.is_edge() {
+        Some(host::uplink::take(&cfg.host).await?)
+    } else {
+        None
     };
     lh = local_host(&nic, uplink)?;
     // The edge: its health checkers' namespace and port, and the checkers.

@@ -425,6 +425,19 @@ impl VirtualServer {
     pub fn delay_loop(&self) -> u32 {
         self.delay_loop.unwrap_or(defaults::DELAY_LOOP)
     }
+
+    /// The health key of `rs` (one of this server's real servers) if it
+    /// has a checker; `None`: it is not checked.
+    pub fn check_key(&self, rs: &RealServer) -> Option<HealthKey> {
+        rs.check.as_ref().map(|_| HealthKey::of(self, rs))
+    }
+
+    /// The real servers with a checker, with their health keys, in order.
+    pub fn checked(&self) -> impl Iterator<Item = (&RealServer, HealthKey)> {
+        self.real_servers
+            .iter()
+            .filter_map(|rs| Some((rs, self.check_key(rs)?)))
+    }
 }
 
 /// The agent's view of one virtual server: its config plus the gateway's

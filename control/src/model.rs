@@ -147,6 +147,12 @@ impl Tier0 {
     fn default_underlay_snat() -> bool {
         true
     }
+
+    /// The addresses the uplink's SNAT takes ([`Snat::pool_or`] with the
+    /// uplink's primary address).
+    pub fn snat_pool(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.snat.pool_or(self.uplink.address.addr())
+    }
 }
 
 fn is_true(b: &bool) -> bool {
@@ -174,6 +180,11 @@ pub struct Uplink {
 impl Uplink {
     pub const DEFAULT_MTU: u16 = 1500;
     pub const MIN_MTU: u16 = 576;
+
+    /// The uplink's addresses: the primary, then the secondaries.
+    pub fn addrs(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        std::iter::once(self.address.addr()).chain(self.secondary.iter().copied())
+    }
 }
 
 /// Source NAT of overlay traffic leaving by the uplink.
@@ -213,6 +224,13 @@ impl Snat {
     pub const DEFAULT_MAX_SESSIONS: u32 = 1 << 18;
     /// Most sessions a config may ask for.
     pub const MAX_SESSIONS: u32 = 1 << 22;
+
+    /// The addresses SNAT takes: the pool, or `primary` (the uplink's
+    /// primary address) when the pool is empty.
+    pub fn pool_or(&self, primary: Ipv4Addr) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let primary = self.pool.is_empty().then_some(primary);
+        self.pool.iter().copied().chain(primary)
+    }
 }
 
 /// RFC 4787 section 5 filtering behaviour.

@@ -684,15 +684,10 @@ fn compile_tier0(
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.prefix_len()));
-    let mut addresses = vec![uplink.addr()];
-    addresses.extend(t0.uplink.secondary.iter().copied());
+    let addresses: Vec<Ipv4Addr> = t0.uplink.addrs().collect();
     let s = &t0.snat;
     let nat = nat::NatConfig {
-        pool: if s.pool.is_empty() {
-            vec![uplink.addr()]
-        } else {
-            s.pool.clone()
-        },
+        pool: t0.snat_pool().collect(),
         port_range: nat::PortRange {
             first: s.port_min,
             last: s.port_max,

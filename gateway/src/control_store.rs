@@ -8,8 +8,9 @@
 //! rewrite about itself. Session events go to the store (for `get
 //! instances`, also read by other processes); an agent's `Status` is kept
 //! in memory only ([`crate::agent_status`]); the edge's `Health` reports go
-//! to the health view's applier thread ([`crate::health`]). Configs are
-//! built with that view ([`Gateway::config_snapshot`]).
+//! to the health view's applier thread ([`crate::health`]), those of any
+//! other instance are dropped and counted before they are queued. Configs
+//! are built with that view ([`Gateway::config_snapshot`]).
 
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -65,6 +66,24 @@ impl GatewayControl {
             cache: Mutex::new(None),
             events: tx,
             health,
+        }
+    }
+}
+
+impl GatewayControl {
+    /// True when the cached snapshot says `instance_id` is not the
+    /// enrolled edge: its health reports are dropped before they are
+    /// queued, so no other instance can fill the applier's queue or make
+    /// it read the store. Never waits: while a snapshot is being built, or
+    /// before the first one, the applier decides. A report from the edge
+    /// always comes after a config built from a snapshot that made it the
+    /// edge, and the cache holds that one or a newer one.
+    fn surely_not_the_edge(&self, instance_id: &str) -> bool {
+        match self.cache.try_lock() {
+            Ok(cache) => cache
+                .as_ref()
+                .is_some_and(|snap| snap.edge_id() != Some(instance_id)),
+            Err(_) => false,
         }
     }
 }
@@ -182,7 +201,17 @@ impl ControlStore for GatewayControl {
     }
 
     fn health(&self, instance_id: &str, report: control::lb::HealthReport) {
-        // Never blocks: an unbounded queue to the applier thread.
+        if self.surely_not_the_edge(instance_id) {
+            self.gw.counters().health_reports_ignored(1);
+            tracing::debug!(
+                instance = instance_id,
+                verdicts = report.verdicts.len(),
+                "lb health: report ignored: only the edge reports health"
+            );
+            return;
+        }
+        // Never blocks: an unbounded queue to the applier thread, which
+        // checks the sender again against the store.
         if let Some(tx) = &self.health {
             let _ = tx.send((instance_id.to_string(), report));
         }

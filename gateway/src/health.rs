@@ -7,8 +7,11 @@
 //!
 //! * Only the edge's reports count: the session's instance must be the
 //!   enrolled, non-revoked instance with role `edge` ([`Store::edge_id`]).
-//!   A report from any other session is ignored, logged and counted
-//!   (`nsx_gateway_lb_health_reports_ignored_total`).
+//!   A report from any other session is ignored, logged (at debug) and
+//!   counted (`nsx_gateway_lb_health_reports_ignored_total`): most are
+//!   dropped before they are queued, by the control store
+//!   ([`crate::control_store`]) against its cached snapshot, the rest
+//!   here against the store.
 //! * Only verdicts on a real server with a `check` in the current desired
 //!   state are kept (others are ignored); verdicts on servers the state no
 //!   longer checks are dropped when the next report arrives or the next
@@ -226,7 +229,7 @@ impl Health {
                 if edge.as_deref() == Some(id.as_str()) {
                     return Some(report);
                 }
-                tracing::warn!(
+                tracing::debug!(
                     instance = %id, verdicts = report.verdicts.len(),
                     "lb health: report ignored: only the edge reports health"
                 );
@@ -253,20 +256,19 @@ impl Health {
     }
 }
 
-/// Every real server of `st` with a checker, with its virtual server, in
-/// the state's order.
-pub fn checked(st: &DesiredState) -> impl Iterator<Item = (&VirtualServer, &RealServer)> {
-    st.load_balancers.iter().flat_map(|vs| {
-        vs.real_servers
-            .iter()
-            .filter(|rs| rs.check.is_some())
-            .map(move |rs| (vs, rs))
-    })
+/// Every real server of `st` with a checker, with its virtual server and
+/// its key ([`VirtualServer::checked`]), in the state's order.
+pub fn checked(
+    st: &DesiredState,
+) -> impl Iterator<Item = (&VirtualServer, &RealServer, HealthKey)> {
+    st.load_balancers
+        .iter()
+        .flat_map(|vs| vs.checked().map(move |(rs, key)| (vs, rs, key)))
 }
 
 /// The keys of [`checked`].
 pub fn checked_keys(st: &DesiredState) -> HashSet<HealthKey> {
-    checked(st).map(|(vs, rs)| HealthKey::of(vs, rs)).collect()
+    checked(st).map(|(_, _, key)| key).collect()
 }
 
 /// `health` of a checked real server in `GET /api/v1/load-balancers`:
@@ -306,8 +308,8 @@ pub struct Row {
 /// are bounded by the config).
 pub fn rows(st: &DesiredState, verdicts: &Verdicts) -> Vec<Row> {
     checked(st)
-        .map(|(vs, rs)| {
-            let v = verdicts.get(&HealthKey::of(vs, rs));
+        .map(|(vs, rs, key)| {
+            let v = verdicts.get(&key);
             Row {
                 virtual_server: vs.key(),
                 real_server: rs.endpoint().to_string(),

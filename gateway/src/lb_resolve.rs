@@ -70,10 +70,7 @@ impl LbPlan {
 /// `health` has any for one of its checked servers, none otherwise (all
 /// at their weights).
 pub fn service(vs: &VirtualServer, health: &HealthView) -> LbService {
-    let verdict = |rs: &control::lb::RealServer| {
-        rs.check.as_ref()?;
-        health.get(&HealthKey::of(vs, rs)).copied()
-    };
+    let verdict = |rs: &control::lb::RealServer| health.get(&vs.check_key(rs)?).copied();
     let live = if vs.real_servers.iter().any(|rs| verdict(rs).is_some()) {
         vs.real_servers
             .iter()

@@ -65,12 +65,9 @@ impl Balanced {
 
 /// The tier-0 uplink's addresses, primary first (none without a `tier0`).
 pub fn uplink_addrs(st: &DesiredState) -> Vec<Ipv4Addr> {
-    let Some(t0) = &st.tier0 else {
-        return Vec::new();
-    };
-    let mut out = vec![t0.uplink.address.addr()];
-    out.extend(t0.uplink.secondary.iter().copied());
-    out
+    st.tier0
+        .as_ref()
+        .map_or_else(Vec::new, |t0| t0.uplink.addrs().collect())
 }
 
 /// Where `vs` is balanced, given the uplink's addresses.
@@ -90,7 +87,7 @@ pub fn vips(st: &DesiredState) -> HashSet<Ipv4Addr> {
 /// True when some real server of `vs` has a health checker (the edge
 /// runs it, wherever `vs` is balanced).
 pub fn has_checks(vs: &VirtualServer) -> bool {
-    vs.real_servers.iter().any(|rs| rs.check.is_some())
+    vs.checked().next().is_some()
 }
 
 /// The switches indexed for the virtual addresses' rules, built once per
@@ -213,11 +210,7 @@ pub fn validate(st: &DesiredState, out: &mut Vec<Problem>) {
     // The tier-0's SNAT: its addresses (the uplink's primary when the
     // pool is empty) and its ports.
     let snat = st.tier0.as_ref().map(|t0| {
-        let pool: HashSet<Ipv4Addr> = if t0.snat.pool.is_empty() {
-            uplink.first().copied().into_iter().collect()
-        } else {
-            t0.snat.pool.iter().copied().collect()
-        };
+        let pool: HashSet<Ipv4Addr> = t0.snat_pool().collect();
         (pool, t0.snat.port_min..=t0.snat.port_max)
     });
     for (i, vs) in st.load_balancers.iter().enumerate() {

@@ -170,7 +170,8 @@ pub struct LbImport {
 /// `file` (includes too), and makes its virtual servers the desired
 /// state's `load_balancers` section, the rest of the state kept, applied
 /// as `apply` applies a state (the same validation and transaction, the
-/// version bumped when it changes). With `dry_run` nothing is written:
+/// version bumped when it changes), and refused if the desired state moved
+/// between reading it and applying ([`StoreError::DesiredMoved`]). With `dry_run` nothing is written:
 /// with `dir` everything is checked as applying would, without it only
 /// the file. On any error nothing changes, and the error lists every
 /// problem, at its file:line when it concerns the file. A file that
@@ -202,13 +203,15 @@ pub fn lb_import(dir: Option<&Path>, file: &Path, dry_run: bool) -> Result<LbImp
         None => return Err(OpsError::LbImportNoDir),
         Some(dir) => {
             let mut store = open_store(dir)?;
-            let mut st = store.desired_state()?;
+            let (mut st, base) = store.desired_state_versioned()?;
             st.load_balancers = loaded.virtual_servers.clone();
             let now = util::now_unix();
             let r = if dry_run {
                 store.check_state(&st, now)
             } else {
-                store.apply_state(&st, now)
+                // A change applied meanwhile (a PUT, another import) is
+                // not silently undone: refused, nothing changed.
+                store.apply_state_on(&st, now, base)
             };
             match r {
                 Ok(out) => Some(out),

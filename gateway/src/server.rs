@@ -904,8 +904,8 @@ pub fn load_balancers_json(
                 }
                 let listed = v.get_mut("real_servers").and_then(|r| r.as_array_mut());
                 for (rs, item) in vs.real_servers.iter().zip(listed.into_iter().flatten()) {
-                    if let (Some(_), Some(o)) = (&rs.check, item.as_object_mut()) {
-                        let verdict = verdicts.get(&control::lb::HealthKey::of(vs, rs));
+                    if let (Some(key), Some(o)) = (vs.check_key(rs), item.as_object_mut()) {
+                        let verdict = verdicts.get(&key);
                         o.insert("health".into(), crate::health::json(verdict));
                     }
                 }

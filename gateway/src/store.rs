@@ -169,6 +169,10 @@ pub enum StoreError {
     EdgeTaken(String),
     #[error("{0}")]
     Invalid(#[from] control::validate::Problems),
+    #[error(
+        "the desired state changed while this change was prepared (desired_version {base} is now {now}); nothing changed: try again"
+    )]
+    DesiredMoved { base: u64, now: u64 },
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -338,6 +342,16 @@ impl Store {
         load_state(&self.conn)
     }
 
+    /// The current desired state with its `desired_version`, read in one
+    /// transaction: the base of a change applied with
+    /// [`Store::apply_state_on`].
+    pub fn desired_state_versioned(&mut self) -> Result<(DesiredState, u64)> {
+        let tx = self.conn.transaction()?;
+        let st = load_state(&tx)?;
+        let version = meta_get(&tx, "desired_version")?;
+        Ok((st, version))
+    }
+
     /// The tier-0 as the edge gets it (defaults filled in, the public IPs
     /// of the instances' tags) with its NAT rules and the enrolled edge's
     /// id; `None` without a `tier0` section.
@@ -361,7 +375,21 @@ impl Store {
     /// for one control-channel frame: [`crate::deliver`]); either is
     /// [`StoreError::Invalid`] with the paths to blame.
     pub fn apply_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
-        self.apply_or_check(new, now, true)
+        self.apply_or_check(new, now, None, true)
+    }
+
+    /// [`Store::apply_state`] of a state made from the one at
+    /// `desired_version` `base` ([`Store::desired_state_versioned`]):
+    /// refused with [`StoreError::DesiredMoved`], nothing written, when
+    /// the desired state moved since (another change would be silently
+    /// undone).
+    pub fn apply_state_on(
+        &mut self,
+        new: &DesiredState,
+        now: u64,
+        base: u64,
+    ) -> Result<ApplyOutcome> {
+        self.apply_or_check(new, now, Some(base), true)
     }
 
     /// Everything [`Store::apply_state`] checks, the placement and the
@@ -370,13 +398,16 @@ impl Store {
     /// give (`changed`, and the versions it would reach), or the same
     /// refusal.
     pub fn check_state(&mut self, new: &DesiredState, now: u64) -> Result<ApplyOutcome> {
-        self.apply_or_check(new, now, false)
+        self.apply_or_check(new, now, None, false)
     }
 
+    /// Applies (`commit`) or checks `new`; with `base`, only over the
+    /// desired state at that `desired_version`.
     fn apply_or_check(
         &mut self,
         new: &DesiredState,
         now: u64,
+        base: Option<u64>,
         commit: bool,
     ) -> Result<ApplyOutcome> {
         if let Err(problems) = state::validate(new) {
@@ -398,7 +429,19 @@ impl Store {
             }
             return Err(StoreError::Invalid(control::validate::Problems::new(all)));
         }
-        let tx = self.conn.transaction()?;
+        // With a base, immediate: no other writer between its check and
+        // the commit.
+        let behavior = match base {
+            Some(_) => rusqlite::TransactionBehavior::Immediate,
+            None => rusqlite::TransactionBehavior::Deferred,
+        };
+        let tx = self.conn.transaction_with_behavior(behavior)?;
+        if let Some(base) = base {
+            let now = meta_get(&tx, "desired_version")?;
+            if now != base {
+                return Err(StoreError::DesiredMoved { base, now });
+            }
+        }
         let old = load_state(&tx)?;
         if old == *new {
             let out = ApplyOutcome {
@@ -458,11 +501,12 @@ impl Store {
             )?;
         }
         reconcile_placement(&tx, now)?;
+        let placed = load_instances(&tx, None)?;
         if new.tier0.is_some() || old.tier0.is_some() {
-            check_claims(&tx, new)?;
+            check_claims(new, &placed)?;
         }
-        check_vips(&tx, new)?;
-        check_deliverable(&tx, new)?;
+        check_vips(new, &placed)?;
+        check_deliverable(new, &placed)?;
         meta_bump(&tx, "desired_version")?;
         meta_bump(&tx, "version")?;
         let out = ApplyOutcome {
@@ -959,6 +1003,11 @@ impl ConfigSnapshot {
         &self.state
     }
 
+    /// The enrolled (not revoked) edge's instance id at this snapshot.
+    pub fn edge_id(&self) -> Option<&str> {
+        self.plan.edge().map(|e| e.id.as_str())
+    }
+
     /// The config version of `instance_id` at this snapshot (`None`:
     /// unknown instance), without building its config.
     pub fn version_of(&self, instance_id: &str) -> Option<u64> {
@@ -1034,15 +1083,14 @@ fn build_config(
 /// Refuses ([`StoreError::Invalid`]) a desired state under which some
 /// instance's config could not be sent to it ([`crate::deliver`]): the part
 /// every instance gets (so a state applied before any agent enrolled is
-/// checked too), then each instance's config. Runs in `apply_state`'s
-/// transaction after placement, so the configs checked are exactly those
-/// the new state produces; the caller's error drops the transaction, so
-/// nothing of the state is kept.
-fn check_deliverable(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
-    let all = load_instances(tx, None)?;
-    let by_switch = index_by_switch(&all);
-    let dfw = Resolved::compile(st, &all);
-    let plan = EdgePlan::compile(st, &all);
+/// checked too), then each instance's config. `all`: the instances as
+/// placed in `apply_state`'s transaction, so the configs checked are
+/// exactly those the new state produces; the caller's error drops the
+/// transaction, so nothing of the state is kept.
+fn check_deliverable(st: &DesiredState, all: &[InstanceRecord]) -> Result<()> {
+    let by_switch = index_by_switch(all);
+    let dfw = Resolved::compile(st, all);
+    let plan = EdgePlan::compile(st, all);
     let lbs = LbPlan::compile(st, &HealthView::new());
     let mut check = crate::deliver::Check::new(st);
     // What every instance gets, enrolled yet or not: if that cannot be
@@ -1055,8 +1103,8 @@ fn check_deliverable(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
     if !check.common_config(common) {
         return check.finish().map_err(StoreError::Invalid);
     }
-    for me in &all {
-        if let Some(cfg) = build_config_from(me, st, &all, Some(&by_switch), &dfw, &plan, &lbs)
+    for me in all {
+        if let Some(cfg) = build_config_from(me, st, all, Some(&by_switch), &dfw, &plan, &lbs)
             && !check.config(&me.id, cfg)
         {
             break;
@@ -1089,26 +1137,21 @@ fn check_claim(tx: &Transaction<'_>, st: &DesiredState, id: &str, path: &str) ->
 
 /// Refuses ([`StoreError::Invalid`]) a desired state under which some
 /// instance's public IP claim would be invalid, each problem at
-/// `instances["ID"].tags["nsx:publicip"]`. Runs in `apply_state`'s
-/// transaction after placement.
-fn check_claims(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
-    let all = load_instances(tx, None)?;
+/// `instances["ID"].tags["nsx:publicip"]`; `all` as placed in
+/// `apply_state`'s transaction.
+fn check_claims(st: &DesiredState, all: &[InstanceRecord]) -> Result<()> {
     let t0 = st.tier0.as_ref().map(|spec| spec.to_model(st));
-    let (_, problems) = tier0_resolve::resolve_claims(t0.as_ref(), st, &all);
+    let (_, problems) = tier0_resolve::resolve_claims(t0.as_ref(), st, all);
     Ok(control::validate::Problems::result(problems)?)
 }
 
 /// Refuses ([`StoreError::Invalid`]) a desired state one of whose load
 /// balancers' virtual addresses an instance holds, at
-/// `load_balancers[i].vip`. Runs in `apply_state`'s transaction after
-/// placement (which never hands a virtual address out, but keeps what
-/// instances held before).
-fn check_vips(tx: &Transaction<'_>, st: &DesiredState) -> Result<()> {
-    if st.load_balancers.is_empty() {
-        return Ok(());
-    }
-    let all = load_instances(tx, None)?;
-    let problems = crate::load_balancer::placed_conflicts(st, &all);
+/// `load_balancers[i].vip`; `all` as placed in `apply_state`'s
+/// transaction (placement never hands a virtual address out, but keeps
+/// what instances held before).
+fn check_vips(st: &DesiredState, all: &[InstanceRecord]) -> Result<()> {
+    let problems = crate::load_balancer::placed_conflicts(st, all);
     Ok(control::validate::Problems::result(problems)?)
 }
 

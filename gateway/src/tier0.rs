@@ -107,6 +107,12 @@ impl Tier0Spec {
             .unwrap_or(Tier0::DEFAULT_HEALTH_CHECK_IP)
     }
 
+    /// The addresses the uplink's SNAT takes: the pool, or the uplink's
+    /// primary address when it is empty ([`Snat::pool_or`]).
+    pub fn snat_pool(&self) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
+        self.snat.pool_or(self.uplink.address.addr())
+    }
+
     /// The tier-0 as the edge's config carries it, defaults filled in,
     /// without public IPs (those come from the instances' tags) and
     /// health checks (from the load balancers: [`crate::tier0_resolve`]).

@@ -400,11 +400,7 @@ pub fn nat_rules(t0: &Tier0, st: &DesiredState) -> Vec<NatRule> {
         .map(|s| s.subnet.to_string())
         .collect();
     if !sources.is_empty() {
-        let pool: Vec<String> = if t0.snat.pool.is_empty() {
-            vec![t0.uplink.address.addr().to_string()]
-        } else {
-            t0.snat.pool.iter().map(ToString::to_string).collect()
-        };
+        let pool: Vec<String> = t0.snat_pool().map(|a| a.to_string()).collect();
         push(
             &mut rules,
             NatRule {

@@ -461,3 +461,54 @@ async fn a_verdict_goes_with_its_checker() {
         .await;
     assert!(service(&cfg).live.is_empty(), "{:?}", service(&cfg));
 }
+
+/// A report from an instance that is not the edge is dropped where the
+/// session hands it over, counted at once and never queued: it costs no
+/// store access (shown with the store held, which the applier would wait
+/// for). Before any snapshot is cached the applier decides, and the
+/// edge's reports always go to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_from_others_are_dropped_before_the_queue() {
+    use gateway::control_server::ControlStore;
+    use gateway::control_store::GatewayControl;
+
+    let (f, mut vm1, _edge) = setup("lb-health-flood").await;
+    let down = |key| HealthReport {
+        full: false,
+        verdicts: vec![HealthVerdict {
+            key,
+            liveness: Liveness::Down,
+            reason: "down by the test".into(),
+        }],
+    };
+    let ignored = || f.gw.counters().values().health_ignored;
+    let ctl = GatewayControl::new(f.gw.clone());
+
+    // No snapshot cached yet: the applier decides (once the store is free).
+    {
+        let _held = f.gw.store();
+        ctl.health("vm1", down(rs100()));
+        assert_eq!(ignored(), 0, "queued for the applier");
+    }
+    let t = Instant::now();
+    while ignored() < 1 {
+        assert!(t.elapsed() < PATIENCE, "the applier ignores it");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A session's Hello caches a snapshot that names the edge.
+    ctl.hello("vm1", &common::meta("vm1", "web", 1))
+        .expect("vm1's hello");
+    {
+        let _held = f.gw.store();
+        for _ in 0..1000 {
+            ctl.health("vm1", down(rs100()));
+        }
+        assert_eq!(ignored(), 1001, "counted without the store");
+        ctl.health("edge-1", down(rs101()));
+        assert_eq!(ignored(), 1001, "the edge's is queued");
+    }
+    vm1.config_where(|c| live(c) == [Liveness::Up, Liveness::Down])
+        .await;
+    assert_eq!(ignored(), 1001);
+}

@@ -564,3 +564,39 @@ fn a_new_underlay_address_reaches_the_peers() {
             .expect("set")
     );
 }
+
+/// A change made from a read state is applied only over that state: when
+/// another change landed in between (a PUT while `lb import` prepared its
+/// own), it is refused and nothing of it is written.
+#[test]
+fn a_change_over_a_moved_state_is_refused() {
+    let mut s = Store::open_in_memory().expect("store");
+    let seed = state::parse(SEED).expect("seed");
+    s.apply_state(&seed, 1000).expect("seed");
+    let (read, base) = s.desired_state_versioned().expect("read");
+    assert_eq!((&read, base), (&seed, 1));
+
+    // Someone else's change lands after the read.
+    let mut theirs = seed.clone();
+    theirs.routers[0].switches.pop();
+    s.apply_state(&theirs, 1001).expect("theirs");
+    let version = s.version().expect("v");
+
+    let mut mine = read;
+    mine.switches.pop();
+    match s.apply_state_on(&mine, 1002, base) {
+        Err(StoreError::DesiredMoved { base: 1, now: 2 }) => {}
+        other => panic!("not refused: {other:?}"),
+    }
+    assert_eq!(s.desired_state().expect("st"), theirs, "theirs kept");
+    assert_eq!(s.desired_version().expect("v"), 2);
+    assert_eq!(s.version().expect("v"), version);
+
+    // Made again from the state as it is now, it applies.
+    let (mut mine, base) = s.desired_state_versioned().expect("read");
+    mine.switches.pop();
+    let out = s.apply_state_on(&mine, 1003, base).expect("applies");
+    assert!(out.changed);
+    assert_eq!(out.desired_version, 3);
+    assert_eq!(s.desired_state().expect("st"), mine);
+}

@@ -7,14 +7,14 @@
 //! thread publishes every 200 ms ([`crate::dp::ctl::Published`]), the
 //! gateway connection's status and the sshd supervisor's status
 //! ([`crate::host::sshd`], `ssh` in `ctl status`), and asks the datapath thread for the
-//! firewall's rule hits (the same bounded query as the API's
-//! `firewall-stats`), then renders them through a [`prometheus_client`]
+//! firewall's rule hits and the load balancer's view (the same bounded
+//! queries as the API's `firewall-stats` and `load-balancers`), then renders them through a [`prometheus_client`]
 //! [`Collector`] built for that scrape. So the packet path pays nothing for
 //! metrics, label sets that disappear (a removed tunnel or rule) disappear
 //! from the output, and counters are the datapath's own cumulative values
 //! (they restart from 0 when the plumbing is rebuilt for a mode change,
 //! which Prometheus treats as a counter reset). Values are at most one
-//! publish period (200 ms) old; firewall values are live.
+//! publish period (200 ms) old; firewall and load balancer values are live.
 //!
 //! Metric families (all `nsx_agent_*`, every one with `# HELP` and `# TYPE`;
 //! counters carry the `_total` suffix in samples):
@@ -138,23 +138,17 @@ pub struct Scrape {
     pub ssh: SshStatus,
     /// The edge's NAT (published with the counters; `None` off the edge).
     pub nat: Option<agent_api::NatSummary>,
-    /// The load balancer (published with the counters; `None` without
-    /// virtual servers).
+    /// The load balancer, asked for this scrape (`None` without virtual
+    /// servers, or when the datapath thread did not answer).
     pub lb: Option<agent_api::LoadBalancersReply>,
 }
 
 /// Copies the current state for one scrape (asks the datapath thread for
 /// the firewall's statistics, bounded by the API's query timeout).
 pub async fn collect(shared: &Shared) -> Scrape {
-    let (counters, io, config_version, nat, lb) = match shared.published.lock() {
-        Ok(s) => (
-            s.counters.clone(),
-            s.io,
-            s.config_version,
-            s.nat.clone(),
-            s.lb.clone(),
-        ),
-        Err(_) => (Counters::default(), IoCounters::default(), 0, None, None),
+    let (counters, io, config_version, nat) = match shared.published.lock() {
+        Ok(s) => (s.counters.clone(), s.io, s.config_version, s.nat.clone()),
+        Err(_) => (Counters::default(), IoCounters::default(), 0, None),
     };
     let mode = shared.status.lock().map_or("overlay", |st| st.mode);
     let gateway = match &shared.gateway {
@@ -174,6 +168,10 @@ pub async fn collect(shared: &Shared) -> Scrape {
             FirewallView::Unavailable
         }
     };
+    let lb = api::lb_query(shared, None).await.unwrap_or_else(|e| {
+        tracing::debug!("metrics: load balancer statistics unavailable: {e}");
+        None
+    });
     let elapsed = shared.started.elapsed();
     Scrape {
         version: env!("CARGO_PKG_VERSION"),

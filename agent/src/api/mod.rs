@@ -431,13 +431,9 @@ async fn load_balancers(
         ),
         None => None,
     };
-    let reply = ask(
-        shared,
-        |reply| Ctl::Lb(crate::dp::lbctl::LbRequest { query, reply }),
-        QUERY_TIMEOUT,
-    )
-    .await?
-    .ok_or(ApiError::NoLoadBalancer)?;
+    let reply = lb_query(shared, query)
+        .await?
+        .ok_or(ApiError::NoLoadBalancer)?;
     if query.is_some() && reply.services.is_empty() {
         return Err(ApiError::BadArgument(format!(
             "vip: no virtual server {} here",
@@ -445,6 +441,19 @@ async fn load_balancers(
         )));
     }
     Ok(reply)
+}
+
+/// Asks the datapath thread's load balancer (`None`: it has none).
+pub async fn lb_query(
+    shared: &Shared,
+    query: crate::dp::lbctl::LbQuery,
+) -> Result<Option<agent_api::LoadBalancersReply>, ApiError> {
+    ask(
+        shared,
+        |reply| Ctl::Lb(crate::dp::lbctl::LbRequest { query, reply }),
+        QUERY_TIMEOUT,
+    )
+    .await
 }
 
 /// Asks the datapath thread's NAT (the edge's).
@@ -1286,6 +1295,9 @@ mod tests {
                             cap.port(CaptureDir::Rx, &[0xab; 60], 5);
                             cap.poll(u64::MAX);
                         }
+                        Ctl::Lb(r) => {
+                            let _ = r.reply.send(r.query.is_none().then(lb_view));
+                        }
                         _ => {}
                     }
                 }
@@ -1322,6 +1334,33 @@ mod tests {
             datapath: Mutex::new(dp),
             ssh: Arc::new(Mutex::new(SshStatus::off("not in overlay mode"))),
         }
+    }
+
+    /// The fake datapath's load balancer: no virtual server, 5 drops.
+    fn lb_view() -> agent_api::LoadBalancersReply {
+        agent_api::LoadBalancersReply {
+            role: "distributed".into(),
+            services: Vec::new(),
+            connections: 3,
+            capacity: 100,
+            drops: [("no_server".to_string(), 5)].into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scrape_asks_the_datapath_for_the_load_balancer() {
+        let s = shared("overlay", true);
+        let scrape = metrics::collect(&s).await;
+        assert_eq!(scrape.lb, Some(lb_view()), "the whole view, asked");
+        let text = metrics::render(scrape).expect("render");
+        assert!(
+            text.contains("nsx_agent_lb_drops_total{reason=\"no_server\"} 5"),
+            "{text}"
+        );
+        // No datapath to ask: no load balancer families.
+        let text =
+            metrics::render(metrics::collect(&shared("overlay", false)).await).expect("render");
+        assert!(!text.contains("nsx_agent_lb_"), "{text}");
     }
 
     async fn answer(line: &str, s: &Shared) -> Value {

@@ -106,8 +106,6 @@ pub struct Published {
     pub fw_log_lost: u64,
     /// The edge's NAT (`None` off the edge).
     pub nat: Option<agent_api::NatSummary>,
-    /// The load balancer (`None` without virtual servers), for the metrics.
-    pub lb: Option<agent_api::LoadBalancersReply>,
 }
 
 /// Most unwritten packet-log records kept between writer runs.

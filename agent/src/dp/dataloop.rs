@@ -243,13 +243,13 @@ impl driver::Shell for Shell {
                 self.io.port_rx_dropped += d;
             }
         }
+        // Built before the lock: the readers wait for the copies only.
+        let nat = self.pipeline.edge().map(natctl::summary);
         if let Ok(mut s) = published.lock() {
             s.counters.clone_from(self.pipeline.counters());
             s.io = self.io;
             s.config_version = self.pipeline.tables().version;
-            s.nat = self.pipeline.edge().map(natctl::summary);
-            let now = self.now_ns();
-            s.lb = self.lb_answer(None, now);
+            s.nat = nat;
             s.firewall.clear();
             if let Some(fw) = self.pipeline.firewall_mut() {
                 fwctl::summary(fw, &mut s.firewall);

@@ -1,9 +1,9 @@
 //! The load balancer, asked from the control side and answered by the
-//! overlay loop between batches (`load-balancers`), and the view published
-//! with the counters for the metrics. The engine's view becomes the local
-//! API's types here: `ipvsadm -Ln`'s facts, a real server's state in the
-//! words the view prints. Building an answer allocates; that happens on
-//! request or once per publication, never per packet.
+//! overlay loop between batches (`load-balancers`, and every metrics
+//! scrape). The engine's view becomes the local API's types here:
+//! `ipvsadm -Ln`'s facts, a real server's state in the words the view
+//! prints. Building an answer allocates; that happens on request only,
+//! never per packet.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::mpsc::Sender;

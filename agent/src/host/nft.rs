@@ -489,32 +489,7 @@ fn write_table(nl: &mut Nfnl, fam: u8, table: &str, chains: &[BaseChain<'_>]) ->
 /// created if missing, their rules replaced. Idempotent.
 pub fn ensure_nic_block(table: &str, ifindex: u32) -> Result<(), HostError> {
     let mut nl = Nfnl::open().map_err(|e| err("open nfnetlink socket", table, e))?;
-    let drop_if = |key: u32| {
-        move |m: &mut Msg| {
-            // meta load iif/oif => reg 1
-            m.expr("meta", |m| {
-                m.attr_be32(NFTA_META_DREG, NFT_REG_1);
-                m.attr_be32(NFTA_META_KEY, key);
-            });
-            // cmp eq reg 1 <ifindex> (host byte order, as the kernel stores it)
-            m.expr("cmp", |m| {
-                m.attr_be32(NFTA_CMP_SREG, NFT_REG_1);
-                m.attr_be32(NFTA_CMP_OP, NFT_CMP_EQ);
-                m.nest_begin(NFTA_CMP_DATA);
-                m.attr(NFTA_DATA_VALUE, &ifindex.to_ne_bytes());
-                m.nest_end();
-            });
-            // immediate reg 0 drop
-            m.expr("immediate", |m| {
-                m.attr_be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
-                m.nest_begin(NFTA_IMMEDIATE_DATA);
-                m.nest_begin(NFTA_DATA_VERDICT);
-                m.attr_be32(NFTA_VERDICT_CODE, NF_DROP);
-                m.nest_end();
-                m.nest_end();
-            });
-        }
-    };
+    let drop_if = |key: u32| move |m: &mut Msg| nic_block_exprs(m, key, ifindex);
     let (rule_in, rule_out) = (drop_if(NFT_META_IIF), drop_if(NFT_META_OIF));
     let chains = [
         BaseChain {
@@ -532,6 +507,16 @@ pub fn ensure_nic_block(table: &str, ifindex: u32) -> Result<(), HostError> {
     ];
     write_table(&mut nl, NFPROTO_BRIDGE, table, &chains)
         .map_err(|e| err("write NIC block", table, e))
+}
+
+/// The expressions of a NIC block rule: what comes in or goes out
+/// (`key`: `NFT_META_IIF` or `NFT_META_OIF`) by `ifindex` is dropped.
+fn nic_block_exprs(m: &mut Msg, key: u32, ifindex: u32) {
+    // meta load iif/oif => reg 1
+    load_meta(m, key);
+    // cmp eq reg 1 <ifindex> (host byte order, as the kernel stores it)
+    cmp(m, NFT_CMP_EQ, &ifindex.to_ne_bytes());
+    drop_verdict(m);
 }
 
 /// Deletes table `table` (chains and rules with it); a missing table (or no
@@ -620,40 +605,17 @@ pub fn ensure_ssh_block(table: &str, ifindex: u32, port: u16) -> Result<(), Host
 
 /// The expressions of the underlay ssh rule (see the module docs).
 fn ssh_block_exprs(m: &mut Msg, ifindex: u32, port: u16) {
-    let load_meta = |m: &mut Msg, key: u32| {
-        m.expr("meta", |m| {
-            m.attr_be32(NFTA_META_DREG, NFT_REG_1);
-            m.attr_be32(NFTA_META_KEY, key);
-        })
-    };
-    let cmp_eq = |m: &mut Msg, value: &[u8]| {
-        m.expr("cmp", |m| {
-            m.attr_be32(NFTA_CMP_SREG, NFT_REG_1);
-            m.attr_be32(NFTA_CMP_OP, NFT_CMP_EQ);
-            m.nest_begin(NFTA_CMP_DATA);
-            m.attr(NFTA_DATA_VALUE, value);
-            m.nest_end();
-        })
-    };
-    let load_th = |m: &mut Msg, offset: u32, len: u32| {
-        m.expr("payload", |m| {
-            m.attr_be32(NFTA_PAYLOAD_DREG, NFT_REG_1);
-            m.attr_be32(NFTA_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
-            m.attr_be32(NFTA_PAYLOAD_OFFSET, offset);
-            m.attr_be32(NFTA_PAYLOAD_LEN, len);
-        })
-    };
     // meta iif == the bridge (host byte order, as the kernel stores it)
     load_meta(m, NFT_META_IIF);
-    cmp_eq(m, &ifindex.to_ne_bytes());
+    cmp(m, NFT_CMP_EQ, &ifindex.to_ne_bytes());
     // meta l4proto == tcp
     load_meta(m, NFT_META_L4PROTO);
-    cmp_eq(m, &[IPPROTO_TCP]);
+    cmp(m, NFT_CMP_EQ, &[IPPROTO_TCP]);
     // th dport == port (network byte order)
-    load_th(m, 2, 2);
-    cmp_eq(m, &port.to_be_bytes());
+    load_payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+    cmp(m, NFT_CMP_EQ, &port.to_be_bytes());
     // tcp flags & (syn|ack) == syn: connection attempts only
-    load_th(m, 13, 1);
+    load_payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 13, 1);
     m.expr("bitwise", |m| {
         m.attr_be32(NFTA_BITWISE_SREG, NFT_REG_1);
         m.attr_be32(NFTA_BITWISE_DREG, NFT_REG_1);
@@ -665,7 +627,7 @@ fn ssh_block_exprs(m: &mut Msg, ifindex: u32, port: u16) {
         m.attr(NFTA_DATA_VALUE, &[0]);
         m.nest_end();
     });
-    cmp_eq(m, &[TCP_FLAG_SYN]);
+    cmp(m, NFT_CMP_EQ, &[TCP_FLAG_SYN]);
     // reject with tcp reset
     m.expr("reject", |m| {
         m.attr_be32(NFTA_REJECT_TYPE, NFT_REJECT_TCP_RST)
@@ -706,45 +668,55 @@ pub fn ensure_edge_nat_ports(
 
 /// The expressions of one of the edge's rules (see the module docs).
 fn edge_nat_exprs(m: &mut Msg, ifindex: u32, ip: std::net::Ipv4Addr, proto: u8, ports: (u16, u16)) {
-    let load_meta = |m: &mut Msg, key: u32| {
-        m.expr("meta", |m| {
-            m.attr_be32(NFTA_META_DREG, NFT_REG_1);
-            m.attr_be32(NFTA_META_KEY, key);
-        })
-    };
-    let cmp = |m: &mut Msg, op: u32, value: &[u8]| {
-        m.expr("cmp", |m| {
-            m.attr_be32(NFTA_CMP_SREG, NFT_REG_1);
-            m.attr_be32(NFTA_CMP_OP, op);
-            m.nest_begin(NFTA_CMP_DATA);
-            m.attr(NFTA_DATA_VALUE, value);
-            m.nest_end();
-        })
-    };
-    let load = |m: &mut Msg, base: u32, offset: u32, len: u32| {
-        m.expr("payload", |m| {
-            m.attr_be32(NFTA_PAYLOAD_DREG, NFT_REG_1);
-            m.attr_be32(NFTA_PAYLOAD_BASE, base);
-            m.attr_be32(NFTA_PAYLOAD_OFFSET, offset);
-            m.attr_be32(NFTA_PAYLOAD_LEN, len);
-        })
-    };
     // meta iif == the bridge (host byte order, as the kernel stores it)
     load_meta(m, NFT_META_IIF);
     cmp(m, NFT_CMP_EQ, &ifindex.to_ne_bytes());
     // meta nfproto ipv4, ip daddr == ip
     load_meta(m, NFT_META_NFPROTO);
     cmp(m, NFT_CMP_EQ, &[NFPROTO_IPV4]);
-    load(m, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+    load_payload(m, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
     cmp(m, NFT_CMP_EQ, &ip.octets());
     // meta l4proto == proto
     load_meta(m, NFT_META_L4PROTO);
     cmp(m, NFT_CMP_EQ, &[proto]);
     // th dport in lo..=hi (network byte order compares as numbers)
-    load(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+    load_payload(m, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
     cmp(m, NFT_CMP_GTE, &ports.0.to_be_bytes());
     cmp(m, NFT_CMP_LTE, &ports.1.to_be_bytes());
-    // drop
+    drop_verdict(m);
+}
+
+/// `meta load key => reg 1`.
+fn load_meta(m: &mut Msg, key: u32) {
+    m.expr("meta", |m| {
+        m.attr_be32(NFTA_META_DREG, NFT_REG_1);
+        m.attr_be32(NFTA_META_KEY, key);
+    });
+}
+
+/// `payload load len bytes at base + offset => reg 1`.
+fn load_payload(m: &mut Msg, base: u32, offset: u32, len: u32) {
+    m.expr("payload", |m| {
+        m.attr_be32(NFTA_PAYLOAD_DREG, NFT_REG_1);
+        m.attr_be32(NFTA_PAYLOAD_BASE, base);
+        m.attr_be32(NFTA_PAYLOAD_OFFSET, offset);
+        m.attr_be32(NFTA_PAYLOAD_LEN, len);
+    });
+}
+
+/// `cmp op reg 1 value`.
+fn cmp(m: &mut Msg, op: u32, value: &[u8]) {
+    m.expr("cmp", |m| {
+        m.attr_be32(NFTA_CMP_SREG, NFT_REG_1);
+        m.attr_be32(NFTA_CMP_OP, op);
+        m.nest_begin(NFTA_CMP_DATA);
+        m.attr(NFTA_DATA_VALUE, value);
+        m.nest_end();
+    });
+}
+
+/// `immediate reg 0 drop`: the rule's verdict.
+fn drop_verdict(m: &mut Msg) {
     m.expr("immediate", |m| {
         m.attr_be32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
         m.nest_begin(NFTA_IMMEDIATE_DATA);
@@ -866,6 +838,31 @@ mod tests {
             b = &b[len.next_multiple_of(4).min(b.len())..];
         }
         out
+    }
+
+    #[test]
+    fn nic_rule_drops_what_the_nic_carries() {
+        for key in [NFT_META_IIF, NFT_META_OIF] {
+            let buf = rule(|m| nic_block_exprs(m, key, 7));
+            let exprs = rule_exprs(&buf);
+            let names: Vec<&str> = exprs.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["meta", "cmp", "immediate"]);
+            let be32 = |v: &[u8]| u32::from_be_bytes(v.try_into().unwrap());
+            // meta: dreg 1, the key.
+            let meta: Vec<u32> = exprs[0].1.iter().map(|(_, v)| be32(v)).collect();
+            assert_eq!(meta, [NFT_REG_1, key]);
+            // cmp: sreg 1, eq, the ifindex in host order.
+            let cmp = &exprs[1].1;
+            assert_eq!(be32(cmp[0].1), NFT_REG_1);
+            assert_eq!(be32(cmp[1].1), NFT_CMP_EQ);
+            assert_eq!(attrs(cmp[2].1)[0].1, 7u32.to_ne_bytes());
+            // immediate: the verdict register, drop.
+            let imm = &exprs[2].1;
+            assert_eq!(be32(imm[0].1), NFT_REG_VERDICT);
+            let verdict = attrs(attrs(imm[1].1)[0].1);
+            assert_eq!(verdict[0].0, NFTA_VERDICT_CODE);
+            assert_eq!(be32(verdict[0].1), NF_DROP);
+        }
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! addresses go (the kernel would otherwise answer for them: ARP, TCP RSTs),
 //! IPv6 off, no kernel forwarding of what arrives on it, the kernel's ARP
 //! replies off (`arp_ignore` 8), link up. Giving it back restores the
-//! record, also from a later process after a crash, and deletes the edge's
-//! nftables table (`nft::edge_table_name`: the downlink NAT's ports kept
-//! from the kernel, written when the datapath starts), which is ours by
-//! name.
+//! record, also from a later process after a crash or a change of role or
+//! uplink, and deletes the recorded uplink's edge nftables table
+//! (`nft::edge_table_name`: the downlink NAT's ports kept from the kernel,
+//! written when the datapath starts), which is ours by name. A record
+//! whose name is no interface name or whose sysctls are not those the
+//! take changes is refused (its fields become `/proc` paths).
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +73,58 @@ fn write(step: &'static str, p: &Path, value: &str) -> Result<(), HostError> {
         target: p.display().to_string(),
         source,
     })
+}
+
+/// The record at `path`, checked ([`UplinkRec::check`]); `None`: there
+/// is none.
+fn read_record(path: &Path) -> Result<Option<UplinkRec>, HostError> {
+    let unusable = |reason: String| HostError::Unusable {
+        step: "read the uplink record",
+        target: path.display().to_string(),
+        reason,
+    };
+    let io = |source| HostError::Io {
+        step: "read the uplink record",
+        target: path.display().to_string(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(source)),
+        Ok(m) if m.len() > MAX_STATE || !m.is_file() => {
+            return Err(unusable(
+                "not a record the agent wrote (not a file, or too big)".into(),
+            ));
+        }
+        Ok(_) => {}
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    let rec: UplinkRec = serde_json::from_slice(&bytes).map_err(|e| unusable(e.to_string()))?;
+    rec.check().map_err(unusable)?;
+    Ok(Some(rec))
+}
+
+impl UplinkRec {
+    /// Refuses a record whose fields cannot be what [`take`] wrote: the
+    /// name and the sysctl keys are joined into `/proc` paths.
+    fn check(&self) -> Result<(), String> {
+        if !crate::config::valid_ifname(&self.name) {
+            return Err(format!(
+                "the uplink {:?} is not an interface name; not restored",
+                self.name
+            ));
+        }
+        if let Some((k, _)) = self
+            .sysctls
+            .iter()
+            .find(|(k, _)| !SYSCTLS.iter().any(|(known, _)| known == k))
+        {
+            return Err(format!(
+                "the sysctl {k:?} is not one the take changes; not restored"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Takes the uplink named in `settings` (restoring a previous run's
@@ -146,37 +200,13 @@ pub async fn give_back(settings: &HostSettings) -> Result<(), HostError> {
 
 async fn give_back_with(nl: &Nl, settings: &HostSettings) -> Result<(), HostError> {
     super::probe::teardown(nl).await?;
-    super::nft::delete_edge_table(&super::nft::edge_table_name(&settings.uplink))?;
     let path = state_path(&settings.state_dir);
-    let rec: UplinkRec = match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(HostError::Io {
-                step: "read the uplink record",
-                target: path.display().to_string(),
-                source,
-            });
-        }
-        Ok(m) if m.len() > MAX_STATE || !m.is_file() => {
-            return Err(HostError::Unusable {
-                step: "read the uplink record",
-                target: path.display().to_string(),
-                reason: "not a record the agent wrote (not a file, or too big)".into(),
-            });
-        }
-        Ok(_) => {
-            let bytes = std::fs::read(&path).map_err(|source| HostError::Io {
-                step: "read the uplink record",
-                target: path.display().to_string(),
-                source,
-            })?;
-            serde_json::from_slice(&bytes).map_err(|e| HostError::Unusable {
-                step: "read the uplink record",
-                target: path.display().to_string(),
-                reason: e.to_string(),
-            })?
-        }
+    let Some(rec) = read_record(&path)? else {
+        return Ok(());
     };
+    // The table is the taken uplink's (written after the record), whatever
+    // `settings.uplink` says now.
+    super::nft::delete_edge_table(&super::nft::edge_table_name(&rec.name))?;
     let name = rec.name.as_str();
     if let Some(link) = nl.link(name).await? {
         for (k, v) in &rec.sysctls {
@@ -201,4 +231,85 @@ async fn give_back_with(nl: &Nl, settings: &HostSettings) -> Result<(), HostErro
         target: path.display().to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of its own for `tag`, empty.
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("nsx-uplink-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    fn rec() -> UplinkRec {
+        UplinkRec {
+            name: "eth1".into(),
+            up: true,
+            addrs: Vec::new(),
+            sysctls: vec![
+                ("forwarding".into(), "1".into()),
+                ("arp_ignore".into(), "0".into()),
+            ],
+            disable_ipv6: Some("0".into()),
+        }
+    }
+
+    fn write_rec(d: &Path, rec: &UplinkRec) -> PathBuf {
+        let path = state_path(d);
+        std::fs::write(&path, serde_json::to_vec(rec).expect("json")).expect("write");
+        path
+    }
+
+    #[test]
+    fn a_record_is_read_back_as_written() {
+        let d = dir("ok");
+        assert_eq!(read_record(&state_path(&d)).expect("none"), None);
+        let path = write_rec(&d, &rec());
+        assert_eq!(read_record(&path).expect("read"), Some(rec()));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_record_naming_paths_is_refused() {
+        let d = dir("bad");
+        let bad_names = [
+            "",
+            "../../../etc",
+            "a/b",
+            "has space",
+            "..",
+            "sixteen-chars-xx",
+        ];
+        for name in bad_names {
+            let path = write_rec(
+                &d,
+                &UplinkRec {
+                    name: name.into(),
+                    ..rec()
+                },
+            );
+            let e = read_record(&path).expect_err(name).to_string();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            assert!(e.contains("is not an interface name"), "{e}");
+        }
+        for key in [
+            "../../../../kernel/core_pattern",
+            "rp_filter",
+            "forwarding/x",
+        ] {
+            let mut r = rec();
+            r.sysctls.push((key.into(), "1".into()));
+            let path = write_rec(&d, &r);
+            let e = read_record(&path).expect_err(key).to_string();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            assert!(e.contains("is not one the take changes"), "{e}");
+        }
+        std::fs::write(state_path(&d), b"{not json").expect("write");
+        assert!(read_record(&state_path(&d)).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }
