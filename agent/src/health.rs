@@ -177,12 +177,7 @@ impl Checks {
         }
         let keys = vss
             .iter()
-            .flat_map(|vs| {
-                vs.real_servers
-                    .iter()
-                    .filter(|rs| rs.check.is_some())
-                    .map(move |rs| HealthKey::of(vs, rs))
-            })
+            .flat_map(|vs| vs.checked().map(|(_, k)| k))
             .collect();
         self.board.retain(&keys);
     }

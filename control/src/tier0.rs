@@ -228,7 +228,7 @@ fn check_uplink(o: &mut Collector, u: &Uplink, overlay: &[(&str, Ipv4Net)]) -> O
 /// The SNAT pool as it will be used (the primary address when empty), checked.
 fn check_snat(o: &mut Collector, s: &Snat, primary: Ipv4Addr, own: &Own) -> HashSet<Ipv4Addr> {
     let mut pool = HashSet::new();
-    for (i, &a) in s.pool.iter().enumerate() {
+    for (i, a) in s.pool_or(primary).enumerate() {
         let p = format!("tier0.snat.pool[{i}]");
         if !own.contains_key(&a) {
             o.add(
@@ -238,9 +238,6 @@ fn check_snat(o: &mut Collector, s: &Snat, primary: Ipv4Addr, own: &Own) -> Hash
         } else if !pool.insert(a) {
             o.add(p, format!("{a} is listed twice"));
         }
-    }
-    if s.pool.is_empty() {
-        pool.insert(primary);
     }
     if s.port_min == 0 || s.port_min > s.port_max {
         o.add(
