@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+// TCP flag bits (the header's 13th byte).
+use geneve::tcp::{ACK as TCP_ACK, FIN as TCP_FIN, RST as TCP_RST, SYN as TCP_SYN};
+
 use crate::config::Timeouts;
 use crate::packet::{PROTO_ICMP, PROTO_TCP};
 
@@ -42,11 +45,6 @@ pub enum SessionState {
 /// Session flag: a FIN went out / came in.
 pub(crate) const FIN_OUT: u8 = 0x01;
 pub(crate) const FIN_IN: u8 = 0x02;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 impl SessionState {
     pub(crate) const COUNT: usize = 6;
