@@ -356,6 +356,34 @@ pub struct LbRealServerView {
     pub inactive: u64,
     pub stats: LbStats,
     pub rates: LbRates,
+    /// Its health checker as configured: `TCP_CHECK`, `HTTP_GET`,
+    /// `SSL_GET` or `MISC_CHECK` (absent: not checked, always up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker: Option<String>,
+    /// The checker as the edge (which runs the checks) last saw it: only
+    /// in the edge's answer for one virtual server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<LbCheckView>,
+}
+
+/// A real server's health checker, on the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbCheckView {
+    /// `up` or `down`, as the checker holds it.
+    pub liveness: String,
+    /// `ok`, `ok, weight 3` or the last failure (`connection refused`,
+    /// `status 404`, ...); absent before the first check finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
+    /// Milliseconds since the last check finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_ms_ago: Option<u64>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// Changes of standing since the checker started.
+    pub transitions: u64,
+    /// A check is in flight.
+    pub running: bool,
 }
 
 /// Totals since the virtual server was configured (ipvsadm `--stats`).

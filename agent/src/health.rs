@@ -154,6 +154,11 @@ impl Checks {
         }
     }
 
+    /// The checkers, for the views.
+    pub fn handle(&self) -> &MonitorHandle {
+        &self.handle
+    }
+
     /// Follows an applied config: the namespace's address, and the virtual
     /// servers whose real servers are checked.
     pub async fn configure(&self, tier0: Option<&control::Tier0>) {

@@ -719,6 +719,7 @@ async fn serve(
         gateway: gw.as_ref().map(|g| Arc::clone(&g.status)),
         datapath: Mutex::new(None),
         ssh: Arc::clone(&ssh_status),
+        checks: ctx.edge.map(|e| e.checks.handle().clone()),
         status: Mutex::new(Status {
             config_path: ctx.path.display().to_string(),
             mode: if plan.is_some() {

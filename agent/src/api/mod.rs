@@ -63,6 +63,9 @@ pub struct Shared {
     pub datapath: Mutex<Option<(Sender<Ctl>, Arc<Waker>)>>,
     /// Overlay mode's underlay ssh (`status` reports it as `ssh`).
     pub ssh: Arc<Mutex<SshStatus>>,
+    /// The edge's health checkers (`get load-balancer` shows their last
+    /// results); `None` off the edge.
+    pub checks: Option<lb::health::MonitorHandle>,
 }
 
 /// How long a firewall query may wait for the datapath thread.
@@ -440,7 +443,45 @@ async fn load_balancers(
             vip.unwrap_or_default()
         )));
     }
+    let mut reply = reply;
+    if let (Some(_), Some(checks)) = (query, &shared.checks) {
+        add_checks(&mut reply, &checks.snapshot());
+    }
     Ok(reply)
+}
+
+/// Gives each real server of `reply` its checker's view, if the edge
+/// checks it.
+fn add_checks(reply: &mut agent_api::LoadBalancersReply, checks: &[lb::health::CheckView]) {
+    for s in &mut reply.services {
+        for rs in &mut s.real_servers {
+            let found = checks.iter().find(|c| {
+                c.key.protocol.upper() == s.protocol
+                    && c.key.vip == s.vip
+                    && c.key.port == s.port
+                    && c.key.real_ip == rs.ip
+                    && c.key.real_port == rs.port
+            });
+            rs.check = found.map(check_view);
+        }
+    }
+}
+
+fn check_view(c: &lb::health::CheckView) -> agent_api::LbCheckView {
+    agent_api::LbCheckView {
+        liveness: match c.liveness {
+            control::lb::Liveness::Down => "down".into(),
+            control::lb::Liveness::Up => "up".into(),
+            control::lb::Liveness::Weight(w) => format!("up, weight {w}"),
+        },
+        last_result: c.last_result.clone(),
+        last_check_ms_ago: c
+            .last_check_age
+            .map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+        failures: c.failures,
+        transitions: c.transitions,
+        running: c.running,
+    }
 }
 
 /// Asks the datapath thread's load balancer (`None`: it has none).
@@ -1333,6 +1374,7 @@ mod tests {
             gateway: None,
             datapath: Mutex::new(dp),
             ssh: Arc::new(Mutex::new(SshStatus::off("not in overlay mode"))),
+            checks: None,
         }
     }
 
@@ -1345,6 +1387,69 @@ mod tests {
             capacity: 100,
             drops: [("no_server".to_string(), 5)].into(),
         }
+    }
+
+    #[test]
+    fn the_edge_gives_each_checked_server_its_last_result() {
+        let rs = |ip: &str, port| agent_api::LbRealServerView {
+            ip: ip.parse().unwrap(),
+            port,
+            forward: "Masq".into(),
+            weight: 1,
+            config_weight: 1,
+            state: "up".into(),
+            active: 0,
+            inactive: 0,
+            stats: Default::default(),
+            rates: Default::default(),
+            checker: None,
+            check: None,
+        };
+        let mut reply = agent_api::LoadBalancersReply {
+            services: vec![agent_api::LbServiceView {
+                protocol: "TCP".into(),
+                vip: "10.64.1.2".parse().unwrap(),
+                port: 10000,
+                scheduler: "rr".into(),
+                kind: "nat".into(),
+                persistence_timeout: None,
+                persistence_mask: None,
+                quorum_lost: false,
+                sorry_server: None,
+                stats: Default::default(),
+                rates: Default::default(),
+                real_servers: vec![rs("192.168.1.100", 8089), rs("192.168.1.101", 18089)],
+                persistence: Vec::new(),
+            }],
+            ..lb_view()
+        };
+        let key = |port| control::lb::HealthKey {
+            protocol: control::lb::LbProtocol::Tcp,
+            vip: "10.64.1.2".parse().unwrap(),
+            port,
+            real_ip: "192.168.1.101".parse().unwrap(),
+            real_port: 18089,
+        };
+        let view = |port| lb::health::CheckView {
+            key: key(port),
+            kind: "HTTP_GET",
+            liveness: control::lb::Liveness::Down,
+            last_result: Some("status 404".into()),
+            last_check_age: Some(Duration::from_millis(1500)),
+            failures: 2,
+            transitions: 1,
+            running: false,
+        };
+        // The same real server behind another port is another checker.
+        add_checks(&mut reply, &[view(10001), view(10000)]);
+        let servers = &reply.services[0].real_servers;
+        assert_eq!(servers[0].check, None, "not checked");
+        let c = servers[1].check.as_ref().expect("checked");
+        assert_eq!(
+            (c.liveness.as_str(), c.last_result.as_deref()),
+            ("down", Some("status 404"))
+        );
+        assert_eq!((c.last_check_ms_ago, c.failures), (Some(1500), 2));
     }
 
     #[tokio::test]

@@ -87,7 +87,10 @@ fn service(s: &ServiceView, cfg: Option<&LbService>) -> LbServiceView {
     let mut real_servers: Vec<LbRealServerView> = s
         .real_servers
         .iter()
-        .map(|r| real(r, state_of(r, cfg)))
+        .map(|r| LbRealServerView {
+            checker: checker_of(r, cfg),
+            ..real(r, state_of(r, cfg))
+        })
         .collect();
     // Failed their check and not inhibited: out of the pool, listed for
     // the API (ipvsadm's layout leaves them out).
@@ -133,6 +136,16 @@ fn service(s: &ServiceView, cfg: Option<&LbService>) -> LbServiceView {
     }
 }
 
+/// The configured checker's name of a listed real server.
+fn checker_of(r: &RealView, cfg: Option<&LbService>) -> Option<String> {
+    let c = cfg?;
+    let rs =
+        c.vs.real_servers
+            .iter()
+            .find(|x| x.ip == r.ip && x.port == r.port)?;
+    rs.check.as_ref().map(|c| c.kind().to_string())
+}
+
 /// A listed real server's state: drained at weight 0, inhibited when its
 /// check failed (`inhibit_on_failure` keeps it listed), up otherwise.
 fn state_of(r: &RealView, cfg: Option<&LbService>) -> &'static str {
@@ -163,6 +176,8 @@ fn down(rs: &control::lb::RealServer, kind: ForwardKind) -> LbRealServerView {
         inactive: 0,
         stats: LbStats::default(),
         rates: LbRates::default(),
+        checker: rs.check.as_ref().map(|c| c.kind().into()),
+        check: None,
     }
 }
 
@@ -178,6 +193,8 @@ fn real(r: &RealView, state: &str) -> LbRealServerView {
         inactive: u64::from(r.inactive),
         stats: stats(&r.stats),
         rates: rates(&r.rates),
+        checker: None,
+        check: None,
     }
 }
 

@@ -8,7 +8,9 @@
 
 use std::fmt::Write as _;
 
-use agent_api::{LbRates, LbRealServerView, LbServiceView, LbStats, LoadBalancersReply};
+use agent_api::{
+    LbCheckView, LbRates, LbRealServerView, LbServiceView, LbStats, LoadBalancersReply,
+};
 
 use super::kv;
 use crate::table::{Align, Table};
@@ -162,6 +164,59 @@ fn rate_columns(r: &LbRates) -> [u64; 5] {
     [r.cps, r.in_pps, r.out_pps, r.in_bps, r.out_bps]
 }
 
+/// The health checkers' last results, on the edge that runs them;
+/// elsewhere, where they run.
+fn health_checks(out: &mut String, role: &str, s: &LbServiceView) {
+    let mut checked: Vec<(&LbRealServerView, Option<&LbCheckView>)> = s
+        .real_servers
+        .iter()
+        .filter(|rs| rs.checker.is_some())
+        .map(|rs| (rs, rs.check.as_ref()))
+        .collect();
+    if checked.is_empty() {
+        return;
+    }
+    if role != "edge" {
+        kv(
+            out,
+            "Health Checks",
+            "run by the edge (its view shows their last results); State follows its verdicts",
+        );
+        out.push('\n');
+        return;
+    }
+    checked.sort_by_key(|(rs, _)| (rs.ip, rs.port));
+    let mut t = Table::new(&[
+        ("Real Server", Align::Left),
+        ("Check", Align::Left),
+        ("Verdict", Align::Left),
+        ("Last Result", Align::Left),
+        ("Checked", Align::Right),
+        ("Failures", Align::Right),
+        ("Transitions", Align::Right),
+    ]);
+    for (rs, c) in checked {
+        let dash = || "-".to_string();
+        t.row(vec![
+            format!("{}:{}", rs.ip, rs.port),
+            rs.checker.clone().unwrap_or_else(dash),
+            c.map_or_else(dash, |c| c.liveness.clone()),
+            c.and_then(|c| c.last_result.clone()).unwrap_or_else(dash),
+            c.and_then(|c| c.last_check_ms_ago)
+                .map_or_else(|| "never".into(), seconds_ago),
+            c.map_or_else(dash, |c| c.failures.to_string()),
+            c.map_or_else(dash, |c| c.transitions.to_string()),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push('\n');
+}
+
+/// `1.5 s ago` (tenths, rounded down).
+fn seconds_ago(ms: u64) -> String {
+    format!("{}.{} s ago", ms / 1000, ms % 1000 / 100)
+}
+
 fn largenums(out: &mut String, ns: &[u64]) {
     for &n in ns {
         largenum(out, n);
@@ -246,6 +301,7 @@ pub fn load_balancer(reply: &LoadBalancersReply) -> String {
         }
         out.push_str(&t.render());
         out.push('\n');
+        health_checks(&mut out, &reply.role, s);
         if s.persistence.is_empty() {
             out.push_str("Persistence Templates : none\n");
         } else {
@@ -284,6 +340,10 @@ mod tests {
         golden("load_balancers_stats", &load_balancers(&r, LbView::Stats));
         golden("load_balancers_rate", &load_balancers(&r, LbView::Rate));
         golden("load_balancer", &load_balancer(&typed("load_balancer")));
+        golden(
+            "load_balancer_edge",
+            &load_balancer(&typed("load_balancer_edge")),
+        );
     }
 
     #[test]
