@@ -10,7 +10,7 @@
 #     HTTP_GET /health (connect_port 8080, status_code 200);
 #   10.64.1.3:7000 sh: vm2 with MISC_CHECK (a script on the edge host,
 #     misc_dynamic);
-#   10.64.1.4:7000 rr, inhibit_on_failure, quorum 2, sorry_server vm3:7001
+#   10.64.1.4:7000 rr, persistence 1 s, inhibit_on_failure, quorum 2, sorry_server vm3:7001
 #     (an echo answering "sorry"): vm2 and vm3 with TCP_CHECK.
 # Every checker: delay_loop 2, connect_timeout 1, retry 1,
 # delay_before_retry 1, so a failed server is out within
@@ -23,14 +23,14 @@
 #     uses both servers;
 #   - TCP_CHECK: vm2's server stopped -> out of vm1's pool within the
 #     bound, new connections all go to vm3, a connection held to vm3
-#     meanwhile keeps answering; the edge's `get load-balancer` shows the
-#     failed check's result; restarted -> back in;
+#     meanwhile keeps answering; `nsxcli --gateway get load-balancer`
+#     shows the failed check's result; restarted -> back in;
 #   - inhibit_on_failure and quorum (10.64.1.4, the same event): vm2
 #     stays listed at weight 0 (`inhibited`, in the ipvsadm view), the
 #     live weight 1 is below quorum 2, so new connections go to the sorry
 #     server; vm2 back -> quorum met, the sorry server out of the pool;
 #   - HTTP_GET: vm3's /health gone (404, not status_code 200) -> out,
-#     and the edge shows the status it got; back -> in;
+#     and the gateway's view shows the status it got; back -> in;
 #   - MISC_CHECK misc_dynamic: exit 5 -> weight 3, exit 1 -> out, exit 0
 #     -> the configured weight again.
 set -euo pipefail
@@ -121,6 +121,7 @@ virtual_server 10.64.1.4 7000 {
     delay_loop 2
     lb_algo rr
     lb_kind NAT
+    persistence_timeout 1
     protocol TCP
     inhibit_on_failure
     quorum 2
@@ -155,11 +156,12 @@ MVIP=10.64.1.3
 QVIP=10.64.1.4
 NSXCLI=${NSXCLI:-$(dirname "$NSX_AGENT")/nsxcli}
 [[ -x "$NSXCLI" ]] || bail "nsxcli binary ($NSXCLI)"
-# edge_check VM_IP [VIP]: the edge's `get load-balancer VIP:7000` line of
-# VM_IP's checker (Real Server, Check, Verdict, Last Result, ...).
-edge_check() {
-    timeout 10 "$NSXCLI" --socket "$(topo_socket edge)" get load-balancer "${2:-$VIP}:7000" 2>&1 |
-        awk -v rs="$1:7000" '$1 == rs && $2 ~ /_(CHECK|GET)$/' | head -1
+# gw_check VM_IP [VIP]: nsxcli --gateway's `get load-balancer VIP:7000`
+# row of VM_IP:7000 (Real Server, Weight, Check, Health, Since, Reason):
+# the last check result, for every virtual server wherever it is balanced.
+gw_check() {
+    in_gw timeout 20 "$NSXCLI" --gateway --dir "$GW_DIR" -c "get load-balancer ${2:-$VIP}:7000" 2>&1 |
+        awk -v rs="$1:7000" '$1 == rs' | head -1 || true
 }
 # quorum VIP: vm1's view of VIP:7000's quorum (`lost` or `met`).
 quorum() {
@@ -218,19 +220,21 @@ check_eq "the gateway: vm3 up (HTTP_GET)" up "$(gw_health "${GW_IP_OF[vm3]}")"
 check_eq "vm1's view: vm2 up at weight 1" "up 1" "$(state "${GW_IP_OF[vm2]}")"
 # who [VIP]: the server answering one short connection to VIP:7000.
 who() { in_overlay vm1 python3 "$NSTOOL" tcp-hold "${1:-$VIP}" 7000 0.2 /dev/stdout 2>/dev/null | awk '{print $1}'; }
-# spread N: the servers N connections 1.3 s apart reached (persistence is 1 s).
-spread() {
-    local i out=()
+# answers N [VIP]: who answered N connections 1.3 s apart (persistence is
+# 1 s), one line each.
+answers() {
+    local i
     for ((i = 0; i < $1; i++)); do
-        out+=("$(who)")
+        who "${2:-$VIP}"
         sleep 1.3
     done
-    printf '%s\n' "${out[@]}" | sort -u | tr '\n' ' '
 }
+# spread N [VIP]: the servers those N connections reached.
+spread() { answers "$@" | sort -u | tr '\n' ' '; }
 check_eq "rr with both up: both servers take connections" "vm2 vm3 " "$(spread 4)"
 check_eq "quorum 2 met with both up (10.64.1.4)" met "$(quorum "$QVIP")"
 check_eq "10.64.1.4: rr over vm2 and vm3, the sorry server unused" "vm2 vm3 " \
-    "$( (who "$QVIP"; who "$QVIP") | sort -u | tr '\n' ' ')"
+    "$(spread 2 "$QVIP")"
 
 # --- TCP_CHECK: vm2's server stops.
 HOLD=$TOPO_DIR/hold.out
@@ -241,9 +245,9 @@ check "TCP_CHECK: vm2 out of vm1's pool within 8 s of its server stopping (${ms:
 diag "vm2 down after ${ms:-never} ms (checker bound 5000 ms + propagation)"
 sandbox_bg /dev/null in_overlay vm1 python3 "$NSTOOL" tcp-hold "$VIP" 7000 4 "$HOLD"
 check_eq "vm2 down: new connections all go to vm3" "vm3 " "$(spread 3)"
-line=$(edge_check "${GW_IP_OF[vm2]}")
-check "the edge's get load-balancer: vm2's TCP_CHECK down, with the failure it met ($line)" \
-    grep -qE '^[0-9.:]+ +TCP_CHECK +down +[a-z]' <<<"$line"
+line=$(gw_check "${GW_IP_OF[vm2]}")
+check "nsxcli --gateway get load-balancer: vm2's TCP_CHECK down, since when, and the failure ($line)" \
+    grep -qE '^[0-9.:]+ +1 +TCP_CHECK +down +[0-9:]+ +[a-z]' <<<"$line"
 ms=$(wait_state "${GW_IP_OF[vm2]}" "inhibited 0" "$QVIP") || ms=""
 check "inhibit_on_failure: vm2 listed at weight 0 in 10.64.1.4's view (${ms:-never} ms)" test -n "$ms"
 ipvs=$(timeout 10 "$NSXCLI" --socket "$(topo_socket vm1)" get load-balancers 2>&1 || true)
@@ -251,7 +255,7 @@ check "inhibit_on_failure: ipvsadm's view still lists vm2 under 10.64.1.4, weigh
     grep -qE "^  -> ${GW_IP_OF[vm2]//./\\.}:7000 +Masq +0 " <<<"$(awk '/^TCP  10\.64\.1\.4:7000/{f=1; next} /^[A-Z]/{f=0} f' <<<"$ipvs")"
 check_eq "quorum 2 lost (live weight 1)" lost "$(quorum "$QVIP")"
 check_eq "quorum lost: new connections to 10.64.1.4 go to the sorry server" "sorry sorry " \
-    "$( (who "$QVIP"; who "$QVIP") | tr '\n' ' ')"
+    "$(answers 2 "$QVIP" | tr '\n' ' ')"
 serve vm2 || bail "vm2's echo server listens again"
 ms=$(wait_state "${GW_IP_OF[vm2]}" up) || ms=""
 check "TCP_CHECK: vm2 back in within 8 s of its restart (${ms:-never} ms)" \
@@ -259,7 +263,7 @@ check "TCP_CHECK: vm2 back in within 8 s of its restart (${ms:-never} ms)" \
 ms=$(wait_state "${GW_IP_OF[vm2]}" "up 1" "$QVIP") || ms=""
 check_eq "quorum met again once vm2 is back (${ms:-never} ms)" met "$(quorum "$QVIP")"
 check_eq "10.64.1.4: the real servers answer again, not the sorry server" "vm2 vm3 " \
-    "$( (who "$QVIP"; who "$QVIP") | sort -u | tr '\n' ' ')"
+    "$(spread 2 "$QVIP")"
 wait_for 6 test -s "$HOLD" || true
 check_eq "the connection held to vm3 meanwhile answered every line" "vm3 ok" "$(awk '{print $1, $3}' "$HOLD" 2>/dev/null)"
 
@@ -269,9 +273,9 @@ ms=$(wait_state "${GW_IP_OF[vm3]}" down) || ms=""
 check "HTTP_GET: status 404 (not 200) puts vm3 out within 8 s (${ms:-never} ms)" \
     test -n "$ms" -a "${ms:-99999}" -le 8000
 check_eq "the gateway says vm3 is down" down "$(gw_health "${GW_IP_OF[vm3]}")"
-line=$(edge_check "${GW_IP_OF[vm3]}")
-check "the edge's get load-balancer: vm3's HTTP_GET down on the status it got ($line)" \
-    grep -qE '^[0-9.:]+ +HTTP_GET +down +.*404' <<<"$line"
+line=$(gw_check "${GW_IP_OF[vm3]}")
+check "nsxcli --gateway get load-balancer: vm3's HTTP_GET down on the status it got ($line)" \
+    grep -qE '^[0-9.:]+ +1 +HTTP_GET +down +.*404' <<<"$line"
 echo ok >"$WWW/health"
 ms=$(wait_state "${GW_IP_OF[vm3]}" up) || ms=""
 check "HTTP_GET: /health back, vm3 back in within 8 s (${ms:-never} ms)" \
