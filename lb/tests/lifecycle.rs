@@ -342,31 +342,28 @@ fn non_syn_without_connection_is_dropped_counted() {
 }
 
 #[test]
-fn reused_port_pair_goes_to_a_schedulable_server() {
+fn a_reused_port_pair_is_a_new_connection() {
+    // IPVS's conn_reuse_mode 1: a client SYN on a TIME_WAIT connection
+    // expires it and is scheduled anew (rr moves on) and counted.
     let cfg = vs(80, Scheduler::Rr, ForwardKind::Nat, reals(2, |_| 1));
     let mut b = balancer(100, &[svc(cfg.clone())]);
     let c = client(1);
     let r = open_tcp(&mut b, c, 7, 80, T0).unwrap();
     close_tcp(&mut b, c, 7, 80, r, T0);
-    // A new SYN on the TIME_WAIT connection: same server, started over.
     let d = fwd(&mut b, &mut tcp_packet(c, 7, ip(VIP), 80, SYN, 0), T0 + S);
-    assert_eq!(d.how, Some(How::Connection(ConnState::SynRecv)));
-    assert_eq!(d.real, Some(r));
-    close_tcp(&mut b, c, 7, 80, r, T0 + S);
-    // Its server drained: the reused pair is scheduled anew.
-    let live = if r == server(0) {
-        vec![Liveness::Weight(0), Liveness::Up]
-    } else {
-        vec![Liveness::Up, Liveness::Weight(0)]
-    };
-    b.set_services(&[with_live(cfg, live)], T0 + S).unwrap();
-    let d = fwd(
-        &mut b,
-        &mut tcp_packet(c, 7, ip(VIP), 80, SYN, 0),
-        T0 + 2 * S,
-    );
     assert!(matches!(d.how, Some(How::Scheduled { .. })), "{d}");
-    assert_ne!(d.real, Some(r));
+    assert_ne!(d.real, Some(r), "rr moved on");
+    assert_eq!(b.len(), 1, "the old connection gone");
+    let view = b.view(T0 + S);
+    assert_eq!(view.services[0].stats.conns, 2, "counted as a new one");
+    // Persistent: scheduled anew through its template, so the same server.
+    let mut p = cfg;
+    p.persistence_timeout = Some(30);
+    let mut b = balancer(100, &[svc(p)]);
+    let r = open_tcp(&mut b, c, 7, 80, T0).unwrap();
+    close_tcp(&mut b, c, 7, 80, r, T0);
+    let d = fwd(&mut b, &mut tcp_packet(c, 7, ip(VIP), 80, SYN, 0), T0 + S);
+    assert_eq!(d.real, Some(r), "the template keeps the client");
     assert_eq!(b.len(), 1);
 }
 

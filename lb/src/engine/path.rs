@@ -223,22 +223,6 @@ impl Balancer {
         }
     }
 
-    /// Whether connection `c`'s server may still take it when its port
-    /// pair is reused (else it is scheduled anew).
-    fn reusable(&self, c: &Conn) -> bool {
-        let Some(d) = self.dests.get(c.dest as usize) else {
-            return false;
-        };
-        let Some(s) = self.services.get(d.svc as usize) else {
-            return false;
-        };
-        if d.sorry {
-            !s.quorum_up
-        } else {
-            s.quorum_up && d.weight > 0
-        }
-    }
-
     #[inline]
     fn judge_forward(&self, f: &Flow, now: u32) -> Decision {
         if let Some(q) = &f.quoted {
@@ -257,10 +241,9 @@ impl Balancer {
         {
             if self.expired(c, now) {
                 stale[0] = Some(Stale { key, force: false });
-            } else if tcp
-                && state::reopens(ConnState::from_code(c.state), f.tcp_flags)
-                && !self.reusable(c)
-            {
+            } else if tcp && state::reopens(ConnState::from_code(c.state), f.tcp_flags) {
+                // IPVS's conn_reuse_mode 1: a reused port pair is a new
+                // connection, scheduled (and counted) anew.
                 stale[0] = Some(Stale { key, force: true });
             } else {
                 return self.existing(c, slot, Dir::Forward, f.tcp_flags, f.len);

@@ -8,7 +8,8 @@
 //! connection in SYN_RECV; the client's ACK after it makes it ESTABLISHED;
 //! the first FIN (either side) moves it to FIN_WAIT, the other side's FIN
 //! to TIME_WAIT; a RST closes it (CLOSE). A client SYN on a connection in
-//! TIME_WAIT or CLOSE starts it over in SYN_RECV (the port pair reused).
+//! TIME_WAIT or CLOSE (the port pair reused) ends it: the balancer
+//! schedules a new connection, as IPVS does with `conn_reuse_mode` 1.
 //!
 //! This is not the NAT's machine (`nat::state`), on purpose: the NAT
 //! follows RFC 5382 (any segment but a RST opens a session, the other
@@ -143,7 +144,8 @@ pub(crate) fn first(tcp: bool) -> ConnState {
     }
 }
 
-/// Whether a client SYN starts this connection over (its port pair reused).
+/// Whether a client SYN ends this connection for a new one (its port pair
+/// reused).
 pub(crate) fn reopens(state: ConnState, flags: u8) -> bool {
     matches!(state, ConnState::TimeWait | ConnState::Close)
         && flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
