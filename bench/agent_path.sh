@@ -258,9 +258,27 @@ path_agent_fw10_stats() { path_agent_stats; }
 # 10.64.1.2:IPERF_PORT, sh, NAT, to the one real server vm2 (SRV_IP), so
 # iperf3 connects to the virtual address and vm1's agent rewrites every
 # packet both ways (distributed, as for an instance in the overlay): the
-# balancer's cost against `agent`, the same path without it. Ping still goes
-# to vm2 itself (a virtual server takes TCP and UDP, not ICMP).
+# balancer's cost against `agent`, the same path without it. A second
+# virtual server on CPS_PORT (bench/cps.sh) takes the new-connection
+# measurement. Ping still goes to vm2 itself (a virtual server takes TCP
+# and UDP, not ICMP).
 AGENT_LB_VIP=${AGENT_LB_VIP:-10.64.1.2}
+# lb_ports: the ports balanced (agent_lb) or proxied (haproxy): iperf3's,
+# then nsx-connrate's.
+lb_ports() { echo "${IPERF_PORT:-5201} ${CPS_PORT:-5301}"; }
+# agent_lb_service PORT: the [[load_balancers]] entry for VIP:PORT -> vm2:PORT.
+agent_lb_service() {
+    cat <<EOF
+
+[[load_balancers]]
+vip = "$AGENT_LB_VIP"
+port = $1
+protocol = "tcp"
+scheduler = "sh"
+kind = "nat"
+real_servers = [{ ip = "$SRV_IP", port = $1 }]
+EOF
+}
 path_agent_lb_up() {
     path_agent_up "$@" || return 1
     # The virtual address is outside ls-web: vm1 sends to its gateway, so
@@ -270,16 +288,8 @@ path_agent_lb_up() {
     for i in 1 2; do
         printf '\n[[routers]]\nname = "t1"\nmac = "02:50:56:56:44:52"\nswitches = ["ls-web"]\n' >>"$(agent_cfg "$i")"
     done
-    cat >>"$(agent_cfg 1)" <<EOF
-
-[[load_balancers]]
-vip = "$AGENT_LB_VIP"
-port = ${IPERF_PORT:-5201}
-protocol = "tcp"
-scheduler = "sh"
-kind = "nat"
-real_servers = [{ ip = "$SRV_IP", port = ${IPERF_PORT:-5201} }]
-EOF
+    local port
+    for port in $(lb_ports); do agent_lb_service "$port"; done >>"$(agent_cfg 1)"
     # Applied by a reload (SIGHUP), like an operator's edit: both configs
     # checked first (a refused reload would leave the old one running),
     # then a bounded wait (10 s) until both agents run the new ones.
@@ -291,16 +301,18 @@ EOF
         sleep 0.1
     done
     agent_lb_reloaded || {
-        echo "agent_lb path: the agents did not reload in 10 s (vm1: the virtual server and router t1; vm2: router t1)" >&2
+        echo "agent_lb path: the agents did not reload in 10 s (vm1: the virtual servers and router t1; vm2: router t1)" >&2
         return 1
     }
     CLIENT_DST=$AGENT_LB_VIP
-    PATH_DESC="$PATH_DESC; through virtual server $AGENT_LB_VIP:${IPERF_PORT:-5201} (sh, NAT) balanced at vm1's agent, routed by its tier-1 on the way out"
+    PATH_DESC="$PATH_DESC; through virtual servers $AGENT_LB_VIP:{$(lb_ports | tr ' ' ,)} (sh, NAT) balanced at vm1's agent, routed by its tier-1 on the way out"
 }
-# agent_lb_reloaded: vm1's agent balances the virtual server, and both
+# agent_lb_reloaded: vm1's agent balances the virtual servers, and both
 # agents route ls-web through t1.
 agent_lb_reloaded() {
-    agent_ctl 1 load-balancers 2>/dev/null | jq -e '.services | length == 1' >/dev/null 2>&1 &&
+    local n
+    n=$(lb_ports | wc -w)
+    agent_ctl 1 load-balancers 2>/dev/null | jq -e --argjson n "$n" '.services | length == $n' >/dev/null 2>&1 &&
         agent_has_router 1 t1 && agent_has_router 2 t1
 }
 # agent_has_router I NAME: vm I's agent runs the router NAME.
@@ -308,18 +320,31 @@ agent_has_router() {
     agent_ctl "$1" routers 2>/dev/null | jq -e --arg r "$2" 'any(.routers[]; .name == $r)' >/dev/null 2>&1
 }
 path_agent_lb_down()  { path_agent_down; }
-path_agent_lb_stats() { path_agent_stats; }
+# The agent's stats plus vm1's balancer: connections held against the
+# table's capacity (closed ones stay, TIME_WAIT 120 s: the new-connection
+# run can fill it), nonzero drops by reason (table_full, ...), and per
+# virtual server the connections made, active and inactive.
+path_agent_lb_stats() {
+    local lb
+    lb=$(agent_ctl 1 load-balancers 2>/dev/null | jq -c '{connections, capacity,
+        nonzero_drops: ((.drops // {}) | with_entries(select(.value != 0))),
+        services: [.services[] | {port, conns: .stats.conns,
+            active: ([.real_servers[].active] | add), inactive: ([.real_servers[].inactive] | add)}]}' 2>/dev/null)
+    path_agent_stats | jq -c --argjson lb "${lb:-null}" '. + {vm1_lb: $lb}'
+}
 
 # haproxy: the peer an operator would otherwise pick for user-space L4
 # balancing, on the same topology: HAProxy (Debian's package) in TCP mode in
-# vm1's overlay namespace, listening on 127.0.0.1:IPERF_PORT, relaying to
-# vm2 over the agent path. Against `agent_lb`: the same balancing decision,
-# made by a proxy that terminates and reopens every connection.
+# vm1's overlay namespace, listening on 127.0.0.1:IPERF_PORT (and
+# CPS_PORT, one frontend each), relaying to vm2 over the agent path.
+# Against `agent_lb`: the same balancing decision, made by a proxy that
+# terminates and reopens every connection.
 path_haproxy_up() {
     command -v haproxy >/dev/null || { echo "haproxy path: haproxy is not installed" >&2; return 1; }
     path_agent_up "$@" || return 1
-    local cfg=$GVB_STATE/haproxy.cfg port=${IPERF_PORT:-5201} k
-    cat >"$cfg" <<EOF
+    local cfg=$GVB_STATE/haproxy.cfg port k
+    {
+        cat <<EOF
 global
     maxconn 4096
 defaults
@@ -327,20 +352,23 @@ defaults
     timeout connect 5s
     timeout client 60s
     timeout server 60s
-listen bench
-    bind 127.0.0.1:$port
-    balance source
-    server vm2 $SRV_IP:$port
 EOF
+        for port in $(lb_ports); do
+            printf 'listen bench%s\n    bind 127.0.0.1:%s\n    balance source\n    server vm2 %s:%s\n' \
+                "$port" "$port" "$SRV_IP" "$port"
+        done
+    } >"$cfg"
     ip netns exec "$CLI_NS" haproxy -f "$cfg" -D -p "$GVB_STATE/haproxy.pid" >/dev/null 2>&1 || return 1
-    for k in $(seq 1 40); do
-        haproxy_listening "$port" && break
-        sleep 0.1
+    for port in $(lb_ports); do
+        for k in $(seq 1 40); do
+            haproxy_listening "$port" && break
+            sleep 0.1
+        done
+        haproxy_listening "$port" ||
+            { echo "haproxy path: nothing listens on 127.0.0.1:$port in $CLI_NS 4 s after haproxy started" >&2; return 1; }
     done
-    haproxy_listening "$port" ||
-        { echo "haproxy path: nothing listens on 127.0.0.1:$port in $CLI_NS 4 s after haproxy started" >&2; return 1; }
     CLIENT_DST=127.0.0.1
-    PATH_DESC="$PATH_DESC; through HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}') (mode tcp, balance source) in vm1's namespace"
+    PATH_DESC="$PATH_DESC; through HAProxy $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}') (mode tcp, balance source) in vm1's namespace, ports $(lb_ports | tr ' ' ,)"
 }
 # haproxy_listening PORT: something listens on PORT in the client's namespace.
 haproxy_listening() { ip netns exec "$CLI_NS" ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }

@@ -17,12 +17,15 @@
 # the rule count of agent_fw), VXLAN_REF (the VXLAN path the agent is
 # compared with: vxlan_nested if measured, else vxlan), WIRE_CHECK (1),
 # PROFILE (0; 1 = sample per-thread CPU of the agent path during a run, see
-# bench/profile.sh), and measure.sh's DURATION OMIT PARALLEL REPS PINGS
-# PING_INTERVAL QUIET_WAIT QUIET_CORES IPERF_ARGS.
+# bench/profile.sh), measure.sh's DURATION OMIT PARALLEL REPS PINGS
+# PING_INTERVAL QUIET_WAIT QUIET_CORES IPERF_ARGS, and cps.sh's CPS (1: new
+# connections per second on agent, agent_lb and haproxy after their
+# throughput; 0 = skip) CPS_DURATION CPS_CONCURRENCY CPS_PORT NSX_CONNRATE.
 #
 # The summary's targets: agent >= 2x ovs_geneve; agent_fw >= 0.9x agent;
 # north_south >= 0.8x agent; agent_lb >= 0.95x agent (the direct path to its
-# real server), with agent_lb / haproxy beside it. A path whose iperf3
+# real server), with agent_lb / haproxy beside it, and the same two ratios
+# of new connections per second (cps.sh). A path whose iperf3
 # client connects elsewhere than the server's address (client_dst:
 # agent_lb's virtual server, haproxy's 127.0.0.1) still pings the server
 # itself, so its row's ping columns are the direct path's: the rows show
@@ -35,6 +38,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/paths.sh"
 . "$HERE/agent_path.sh"
 . "$HERE/ns_path.sh"
+. "$HERE/cps.sh"
 
 MTUS=${MTUS:-1500 9001}
 PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent}
@@ -95,7 +99,7 @@ wire_check() {
 }
 
 run_one() {
-    local mtu=$1 spec=$2 base=${2%+nooff} nooff=0 wire="null" offl m pstats rc=0
+    local mtu=$1 spec=$2 base=${2%+nooff} nooff=0 wire="null" offl m cps pstats rc=0
     [ "$spec" != "$base" ] && nooff=1
     declare -F "path_${base}_up" >/dev/null || { echo "bench: unknown path $base" >&2; return 1; }
     echo "== mtu=$mtu path=$spec" >&2
@@ -109,11 +113,15 @@ run_one() {
             wire=$(wire_check "$CLI_NS" "$SRV_IP" "$WIRE_PORT" "$WIRE_DECODE")
         fi
         m=$(measure_pair "$spec" "$CLI_NS" "$SRV_NS" "$SRV_IP")
+        cps=null
+        if cps_wanted "$spec"; then
+            cps=$(cps_measure "$CLI_NS" "$SRV_NS" "$SRV_IP" "${CLIENT_DST:-$SRV_IP}") || rc=1
+        fi
         pstats=null
         declare -F "path_${base}_stats" >/dev/null && pstats=$("path_${base}_stats")
         jq -c --argjson pstats "${pstats:-null}" --argjson mtu "$mtu" --argjson inner "${PATH_INNER_MTU:-null}" --arg desc "$PATH_DESC" \
-            --arg offl "$offl" --argjson wire "${wire:-null}" --argjson nooff "$nooff" \
-            '. + {mtu:$mtu, inner_mtu:$inner, desc:$desc, offloads_client:$offl, offloads_off:($nooff==1), wire:$wire, path_stats:$pstats}' \
+            --arg offl "$offl" --argjson wire "${wire:-null}" --argjson nooff "$nooff" --argjson cps "${cps:-null}" \
+            '. + {mtu:$mtu, inner_mtu:$inner, desc:$desc, offloads_client:$offl, offloads_off:($nooff==1), wire:$wire, cps:$cps, path_stats:$pstats}' \
             <<<"$m" | tee -a "$RESULTS" >&2 || rc=1
         if [ "$PROFILE" = 1 ] && [[ "$base" == agent* || "$base" == north_south ]]; then
             . "$HERE/profile.sh"
@@ -138,9 +146,10 @@ run_one() {
          "($(lscpu 2>/dev/null | awk -F':[ \t]+' '/^CPU family/{f=$2} /^Model:/{m=$2} /^Hypervisor vendor/{h=$2} END{printf "family %s model %s, hypervisor %s", f, m, (h==""?"none":h)}'))"
     echo "ovs: $(ovs-vswitchd --version 2>/dev/null | awk 'NR==1{print $NF}')  iperf3: $(iperf3 --version | awk 'NR==1{print $2}')"
     echo "agent: $("$NSX_AGENT" --version 2>/dev/null), built from git ${BENCH_GIT:-?} (copy: $NSX_AGENT)"
+    [ -z "${NSX_CONNRATE:-}" ] || echo "connrate: $NSX_CONNRATE ($(sha256sum "$NSX_CONNRATE" | cut -c1-12))"
     [ -z "${NSX_AGENT_BASE:-}" ] || echo "agent_base: $NSX_AGENT_BASE ($(sha256sum "$NSX_AGENT_BASE" | cut -c1-12))"
     echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\" NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1}"
+    echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\" NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1} CPS=${CPS:-1} CPS_DURATION=${CPS_DURATION:-5} CPS_CONCURRENCY=${CPS_CONCURRENCY:-4} CPS_PORT=$CPS_PORT"
 } | tee "$OUT_DIR/env.txt" >&2
 
 fail=0
@@ -165,6 +174,7 @@ jq -s --arg vref "$VXLAN_REF" '
   def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
                      else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   def pooled($all; $l; $m): [$all[] | select(.label==$l and .error==null and (.mtu|tostring)==$m) | .tcp_1.runs[]?.gbps | select(. != null)];
+  def pooled_cps($all; $l; $m): [$all[] | select(.label==$l and .error==null and (.mtu|tostring)==$m) | .cps.cps? | select(. != null)];
   . as $all
   | by_label("raw") as $raw | by_label("agent") as $ag | by_label("ovs_geneve") as $ovs | by_label($vref) as $vx
   | by_label("agent_fw") as $fw | by_label("agent_fw10") as $fw10 | by_label("agent_base") as $base
@@ -183,6 +193,8 @@ jq -s --arg vref "$VXLAN_REF" '
         ping_via: (if $direct then "direct" else "path" end),
         rtt_p50_ms: $p.p50_ms, rtt_p99_ms: $p.p99_ms, ping_loss: (if $p then ($p.sent - $p.recv) else null end),
         rtt_ratio_p50: ratio($p.p50_ms; $r.ping.p50_ms),
+        cps: .cps.cps?, cps_p50_us: .cps.latency_us.p50?, cps_p99_us: .cps.latency_us.p99?,
+        cps_failures: .cps.failures?, cps_busy: .cps.busy_cores?, cps_error: .cps.error?,
         bg: "\(.bg_busy_cores_before)/\(.bg_busy_cores_after)" })),
       targets: ([.[] | .mtu] | unique | map(tostring) | map(. as $m
         | pooled($all; "agent"; $m) as $pa | pooled($all; "agent_fw"; $m) as $pf | pooled($all; "agent_fw10"; $m) as $pf10
@@ -190,6 +202,8 @@ jq -s --arg vref "$VXLAN_REF" '
         | pooled($all; "north_south"; $m) as $pns | pooled($all; "vxlan_masq"; $m) as $pmq
         | pooled($all; "agent_lb"; $m) as $plb | pooled($all; "haproxy"; $m) as $php
         | ($plb | median) as $mlb | ($php | median) as $mhp
+        | (pooled_cps($all; "agent"; $m) | median) as $ca | (pooled_cps($all; "agent_lb"; $m) | median) as $clb
+        | (pooled_cps($all; "haproxy"; $m) | median) as $chp
         | ($pns | median) as $mns | ($pmq | median) as $mmq
         | ($pa | median) as $ma | ($pf | median) as $mf | ($pf10 | median) as $mf10 | ($pb | median) as $mb | {
         mtu: ($m|tonumber),
@@ -211,7 +225,9 @@ jq -s --arg vref "$VXLAN_REF" '
         ns_p50_over_agent: ratio($ns[$m].ping.p50_ms; $ag[$m].ping.p50_ms),
         ns_p50_over_masq: ratio($ns[$m].ping.p50_ms; $mq[$m].ping.p50_ms),
         lb_gbps_1: ($mlb | r3), lb_n: ($plb | length), haproxy_gbps_1: ($mhp | r3), haproxy_n: ($php | length),
-        lb_over_agent: ratio($mlb; $ma), lb_over_haproxy: ratio($mlb; $mhp) })) }
+        lb_over_agent: ratio($mlb; $ma), lb_over_haproxy: ratio($mlb; $mhp),
+        agent_cps: $ca, lb_cps: $clb, haproxy_cps: $chp,
+        lb_over_agent_cps: ratio($clb; $ca), lb_over_haproxy_cps: ratio($clb; $chp) })) }
 ' "$RESULTS" >"$OUT_DIR/summary.json"
 
 {
@@ -243,7 +259,17 @@ jq -s --arg vref "$VXLAN_REF" '
     if jq -e 'any(.targets[]; .lb_gbps_1 != null or .haproxy_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
         echo
         echo "Load balancer (issue 15: single stream to a virtual server >= 0.95x the direct path to its real server; HAProxy in TCP mode in the client namespace as the peer; medians over all single-stream runs of each path at the MTU, n = runs):"
-        jq -r '.targets[] | "- MTU \(.mtu): agent_lb \(.lb_gbps_1) Gb/s (n=\(.lb_n)), agent (direct) \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), haproxy \(.haproxy_gbps_1) Gb/s (n=\(.haproxy_n)); agent_lb / agent = \(.lb_over_agent) (target >= 0.95: \(if .lb_over_agent == null then "n/a" elif .lb_over_agent >= 0.95 then "MET" else "NOT MET" end)); agent_lb / haproxy = \(.lb_over_haproxy)"' "$OUT_DIR/summary.json"
+        jq -r '.targets[] | "- MTU \(.mtu): agent_lb \(.lb_gbps_1) Gb/s (n=\(.lb_n)), agent (direct) \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), haproxy \(.haproxy_gbps_1) Gb/s (n=\(.haproxy_n)); agent_lb / agent = \(.lb_over_agent) (target >= 0.95: \(if .lb_over_agent == null then "n/a" elif .lb_over_agent >= 0.95 then "MET" else "NOT MET" end)); agent_lb / haproxy = \(.lb_over_haproxy)\(if .lb_cps == null and .agent_cps == null and .haproxy_cps == null then "" else "; new connections/s: agent_lb \(.lb_cps), agent \(.agent_cps), haproxy \(.haproxy_cps); agent_lb / haproxy cps = \(.lb_over_haproxy_cps); agent_lb / agent cps = \(.lb_over_agent_cps)" end)"' "$OUT_DIR/summary.json"
+    fi
+    if jq -e 'any(.rows[]; .cps != null or .cps_error != null)' "$OUT_DIR/summary.json" >/dev/null; then
+        echo
+        echo "New connections per second (nsx-connrate to port $CPS_PORT of the row's destination, after its throughput: ${CPS_CONCURRENCY:-4} connections at a time for ${CPS_DURATION:-5} s, each connect / 16-byte request / 16-byte response to EOF / close, the server closing first; p50/p99 = one whole transaction; busy = cores busy machine-wide during the run; failures by kind when any):"
+        echo
+        echo "| MTU | path | conn/s | p50 us | p99 us | failures | busy |"
+        echo "|---|---|---|---|---|---|---|"
+        jq -r '.rows[] | select(.cps != null or .cps_error != null) |
+            if .cps_error != null then "| \(.mtu) | \(.path) | \(.cps_error) | | | | |" else
+            "| \(.mtu) | \(.path) | \(.cps) | \(.cps_p50_us) | \(.cps_p99_us) | \(.cps_failures.total)\(if .cps_failures.total > 0 then " (" + (.cps_failures | del(.total) | with_entries(select(.value != 0)) | to_entries | map("\(.key) \(.value)") | join(", ")) + ")" else "" end) | \(.cps_busy) |" end' "$OUT_DIR/summary.json"
     fi
     echo
     echo "Wire checks (first encapsulated packet on the underlay bridge):"

@@ -42,6 +42,15 @@
 #                 would otherwise pick
 #                 (both ping vm2 itself: their rows' ping columns are the
 #                 direct path's, shown as "direct")
+#                 agent, agent_lb and haproxy also measure new connections
+#                 per second (CPS=1, bench/cps.sh): after the throughput,
+#                 nsx-connrate (crate conn-rate, netperf TCP_CRR in spirit)
+#                 serves on vm2:CPS_PORT and its client loops connect /
+#                 request / response / close against vm2, the virtual
+#                 server (a second one, on CPS_PORT) or HAProxy (a second
+#                 frontend); the summary adds a table of conn/s and
+#                 p50/p99 per row, and the load balancer line agent_lb /
+#                 haproxy and agent_lb / agent of conn/s
 #   agent_base    (not in the default PATHS) the agent path with the binary
 #                 NSX_AGENT_BASE, e.g. a build of the previous commit: a
 #                 refactor measured against its predecessor in one run
@@ -50,7 +59,8 @@
 # plus the target checks (agent >= 2x ovs_geneve; with agent_fw measured,
 # agent_fw >= 0.9x agent; with north_south measured, north_south >= 0.8x
 # agent, and north_south / vxlan_masq; with agent_lb measured, agent_lb >=
-# 0.95x agent, and agent_lb / haproxy). The table, the raw JSON lines and
+# 0.95x agent, and agent_lb / haproxy, in Gb/s and in new connections per
+# second). The table, the raw JSON lines and
 # the environment are saved under bench/results/<date>-*.
 #
 # Firewall run (issue 5; each path listed twice = interleaved, and the
@@ -76,8 +86,13 @@
 #   IPERF_ARGS="" (e.g. "-A 0,1" to pin iperf3)   WIRE_CHECK=1 (tshark decode of
 #   one tunnel packet per path)   PROFILE=0 (1 = per-thread CPU breakdown of the
 #   agent path, bench/profile.sh; PROFILE_AGENT=2 perf-samples the receiving
-#   agent instead of the sending one)   BUILD=1 (0 = use NSX_AGENT as is)
+#   agent instead of the sending one)   BUILD=1 (0 = use NSX_AGENT and
+#   NSX_CONNRATE as they are)
 #   NSX_AGENT=target/release/nsx-agent   SAVE=1 (0 = do not write bench/results)
+#   CPS=1 (0 = no new-connections measurement on agent / agent_lb / haproxy)
+#   CPS_DURATION=5 (s)  CPS_CONCURRENCY=4 (connections at a time)  CPS_PORT=5301
+#   NSX_CONNRATE=target/release/nsx-connrate (needed when CPS=1 and PATHS has
+#   one of those three)
 #   NS_RETURN_ROUTE=1 (0 = north_south without the internet side's return
 #   route: works only if the edge does SNAT)
 #   INSTALL=1 (apt-get install missing iperf3 / openvswitch-switch / nftables /
@@ -99,6 +114,7 @@ export DURATION=${DURATION:-5} OMIT=${OMIT:-1} REPS=${REPS:-1} PARALLEL=${PARALL
 export PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-20}
 export IPERF_ARGS=${IPERF_ARGS:-} WIRE_CHECK=${WIRE_CHECK:-1} PROFILE=${PROFILE:-0}
 export FW_RULES=${FW_RULES:-10000} PROFILE_AGENT=${PROFILE_AGENT:-1} NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1}
+export CPS=${CPS:-1} CPS_DURATION=${CPS_DURATION:-5} CPS_CONCURRENCY=${CPS_CONCURRENCY:-4} CPS_PORT=${CPS_PORT:-5301}
 BUILD=${BUILD:-1}
 SAVE=${SAVE:-1}
 INSTALL=${INSTALL:-1}
@@ -127,15 +143,26 @@ command -v tshark >/dev/null && command -v dumpcap >/dev/null ||
 
 # ---- build (outside the sandbox) ---------------------------------------------
 export NSX_AGENT=${NSX_AGENT:-$ROOT/target/release/nsx-agent}
+# nsx-connrate: only when some path measures new connections (bench/cps.sh).
+want_cps=0
+if [ "$CPS" = 1 ]; then
+    for p in $PATHS; do case "$p" in agent|agent_lb|haproxy) want_cps=1 ;; esac; done
+fi
+NSX_CONNRATE=${NSX_CONNRATE:-$ROOT/target/release/nsx-connrate}
 if [ "$BUILD" = 1 ]; then
-    echo "bench: cargo build --release -p agent" >&2
-    cargo build --release -p agent >&2
+    pkgs=(-p agent)
+    [ "$want_cps" = 1 ] && pkgs+=(-p conn-rate)
+    echo "bench: cargo build --release ${pkgs[*]}" >&2
+    cargo build --release "${pkgs[@]}" >&2
 fi
 [ -x "$NSX_AGENT" ] || { echo "bench: $NSX_AGENT not found (BUILD=1 builds it)" >&2; exit 1; }
+if [ "$want_cps" = 1 ]; then
+    [ -x "$NSX_CONNRATE" ] || { echo "bench: $NSX_CONNRATE not found (BUILD=1 builds it; CPS=0 skips it)" >&2; exit 1; }
+fi
 export BENCH_GIT
 BENCH_GIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 # Uncommitted changes to the code the binary is built from (provenance).
-BENCH_GIT="$BENCH_GIT; uncommitted code: $(git -C "$ROOT" status --porcelain -- agent datapath firewall geneve control Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' | sed 's/ $//')"
+BENCH_GIT="$BENCH_GIT; uncommitted code: $(git -C "$ROOT" status --porcelain -- agent datapath firewall geneve control lb nat conn-rate Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' | sed 's/ $//')"
 BENCH_GIT=${BENCH_GIT%; uncommitted code: }
 
 # ---- run inside a private sandbox ---------------------------------------------
@@ -148,6 +175,13 @@ OUT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/nsx-bench.XXXXXX")
 # Run a private copy: a concurrent `cargo build` must not swap the binary mid-run.
 cp "$NSX_AGENT" "$OUT_DIR/nsx-agent"
 NSX_AGENT=$OUT_DIR/nsx-agent
+export NSX_CONNRATE
+if [ "$want_cps" = 1 ]; then
+    cp "$NSX_CONNRATE" "$OUT_DIR/nsx-connrate"
+    NSX_CONNRATE=$OUT_DIR/nsx-connrate
+else
+    NSX_CONNRATE=
+fi
 if [ -n "${NSX_AGENT_BASE:-}" ]; then
     [ -x "$NSX_AGENT_BASE" ] || { echo "bench: NSX_AGENT_BASE=$NSX_AGENT_BASE is not executable" >&2; exit 1; }
     cp "$NSX_AGENT_BASE" "$OUT_DIR/nsx-agent-base"
@@ -185,6 +219,6 @@ if [ "$SAVE" = 1 ] && [ -s "$OUT_DIR/summary.md" ]; then
     for f in "$OUT_DIR"/profile-*.txt; do [ -e "$f" ] && cp "$f" "$stem-${f##*/}"; done
     echo "bench: saved ${stem#"$ROOT"/}-{summary.md,results.jsonl,env.txt}" >&2
 fi
-rm -f "$OUT_DIR/nsx-agent"
+rm -f "$OUT_DIR/nsx-agent" "$OUT_DIR/nsx-connrate"
 echo "bench: raw output in $OUT_DIR" >&2
 exit "$rc"
