@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Api, decode};
 use crate::error::Error;
-use crate::format;
+use crate::format::{self, LbView};
 use crate::grammar::{
     ArgKind, Capture, CapturePoint, Command, FwView, Mode, Parsed, SwitchTable, Trace, TraceFrom,
 };
@@ -485,6 +485,23 @@ fn gw_view(json: bool, reply: &Value, f: impl FnOnce(&Value) -> String) -> Outco
     Outcome::text(if json { pretty(reply) } else { f(reply) })
 }
 
+/// The gateway's virtual servers with their health verdicts.
+const LOAD_BALANCERS: &str = "/api/v1/load-balancers";
+
+/// `GET path` of an endpoint older gateways lack: their 404 says so
+/// (`/api/v1/certificates`: "no certificates endpoint").
+fn get_newer(gw: &mut dyn GwApi, path: &str) -> Result<Value, Error> {
+    gw.get(path).map_err(|e| match e {
+        Error::Api(m) if m.contains("HTTP 404") => {
+            let endpoint = path.rsplit('/').next().unwrap_or(path);
+            Error::Api(format!(
+                "{m}; this gateway has no {endpoint} endpoint yet (upgrade nsx-gateway)"
+            ))
+        }
+        other => other,
+    })
+}
+
 /// Runs `p` against the gateway's admin API.
 pub fn gateway(gw: &mut dyn GwApi, p: &Parsed, tz: Tz) -> Result<Outcome, Error> {
     let json = p.json;
@@ -504,13 +521,24 @@ pub fn gateway(gw: &mut dyn GwApi, p: &Parsed, tz: Tz) -> Result<Outcome, Error>
             let path = format!("/api/v1/routers/{}/nat-rules", path_segment(router));
             gw_view(json, &gw.get(&path)?, format::gw_nat_rules)
         }
-        Command::Certificates => {
-            let r = gw.get("/api/v1/certificates").map_err(|e| match e {
-                Error::Api(m) if m.contains("HTTP 404") => Error::Api(format!(
-                    "{m}; this gateway has no certificates endpoint yet (upgrade nsx-gateway)"
-                )),
-                other => other,
+        Command::LoadBalancers(LbView::Pool) => gw_view(
+            json,
+            &get_newer(gw, LOAD_BALANCERS)?,
+            format::gw_load_balancers,
+        ),
+        Command::LoadBalancer { vip } => {
+            let (protocol, at) = agent_api::parse_virtual_server(vip).map_err(|why| {
+                Error::usage(
+                    format!("Invalid <vip:port> \"{vip}\": {why}"),
+                    "get load-balancer <vip:port>",
+                )
             })?;
+            let all = get_newer(gw, LOAD_BALANCERS)?;
+            let vs = format::find_gw_virtual_server(&all, protocol, at)?;
+            gw_view(json, vs, |v| format::gw_load_balancer(v, tz))
+        }
+        Command::Certificates => {
+            let r = get_newer(gw, "/api/v1/certificates")?;
             gw_view(json, &r, |r| format::gw_certificates(r, tz))
         }
         Command::Help(topic) => Outcome::text(crate::grammar::help(Mode::Gateway, topic)?),

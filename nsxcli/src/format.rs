@@ -13,13 +13,16 @@ use agent_api::{
     TextReply, TraceReply, TunnelCounters, VersionReply,
 };
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::Error;
 use crate::table::{Align, Table};
 use crate::timefmt::{self, Tz};
 
+mod gw_lb;
 mod lb;
+pub use gw_lb::{find_gw_virtual_server, gw_load_balancer, gw_load_balancers};
 pub use lb::{LbView, load_balancer, load_balancers};
 
 const L: Align = Align::Left;
@@ -71,6 +74,19 @@ fn join<T: Display>(l: &[T]) -> String {
 /// A typed value as its JSON word (enums: `remote`, `overlay-peer`, ...).
 fn word<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v).map_or_else(|_| "-".into(), |v| cell(&v))
+}
+
+/// A JSON value as a typed one (a `control::lb` word or record); `None`
+/// when it does not fit.
+fn from_json<T: DeserializeOwned>(v: &Value) -> Option<T> {
+    T::deserialize(v).ok()
+}
+
+/// Text on one line: control characters (newlines, tabs) as spaces.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// A VNI as `0x238c`.
@@ -837,10 +853,7 @@ pub fn gw_instances(list_v: &Value) -> String {
             s => ago(s.map(|s| s.saturating_mul(1000))),
         };
         // One line per instance, whatever the agent wrote.
-        let mut error: String = cell(&st["last_error"])
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let mut error = one_line(&cell(&st["last_error"]));
         if let Some((cut, _)) = error.char_indices().nth(ERROR_CELL) {
             error.truncate(cut);
             error.push_str("...");

@@ -151,6 +151,12 @@ const LR: Tok = Tok::Kw("logical-router", "One logical router's tables");
 const LSS: Tok = Tok::Kw("logical-switches", "Logical switches");
 const LRS: Tok = Tok::Kw("logical-routers", "Distributed logical routers");
 const LBS: Tok = Tok::Kw("load-balancers", "Virtual servers (L4 load balancer)");
+const LB: Tok = Tok::Kw("load-balancer", "One virtual server in detail");
+const VS_ARG: Tok = Tok::Arg(
+    ArgKind::VirtualServer,
+    "<vip:port>",
+    "Virtual server: ip:port, or udp/ip:port",
+);
 const DHCP: Tok = Tok::Kw("dhcp", "The switches' DHCP servers (answered by the agent)");
 
 /// Usage of the packet description shared by both traces.
@@ -222,8 +228,7 @@ pub static SPECS: &[Spec] = &[
         "get load-balancers --rate",
         "Virtual servers with connection, packet and byte rates (ipvsadm -Ln --rate)"),
     spec!(LoadBalancer, true, false,
-        [GET, Tok::Kw("load-balancer", "One virtual server in detail"),
-         Tok::Arg(ArgKind::VirtualServer, "<vip:port>", "Virtual server: ip:port, or udp/ip:port")],
+        [GET, LB, VS_ARG],
         "get load-balancer <vip:port>",
         "One virtual server: real servers with health state, weights and connections, persistence templates"),
     spec!(Tunnels, true, false,
@@ -309,6 +314,12 @@ pub static SPECS: &[Spec] = &[
          Tok::Kw("nat-rules", "NAT rules: SNAT, and a DNAT+SNAT pair per public IP")],
         "get logical-router <t0> nat-rules",
         "NAT rules of the tier-0: the SNAT of the overlay, and each public IP's DNAT+SNAT with its instance"),
+    spec!(LoadBalancers, false, true, [GET_GW, LBS], "get load-balancers",
+        "Virtual servers of the desired state: scheduler, forwarding, persistence, where balanced, real servers, how many are down"),
+    spec!(LoadBalancer, false, true,
+        [GET_GW, LB, VS_ARG],
+        "get load-balancer <vip:port>",
+        "One virtual server of the desired state: its settings, each real server's checker and the last health check result (state, since, reason)"),
     spec!(Certificates, false, true,
         [GET_GW, Tok::Kw("certificates", "Instance certificates and revocations")],
         "get certificates",
@@ -352,9 +363,12 @@ pub enum Command {
     Interfaces,
     /// `get logical-router <t0> nat-rules` (gateway)
     NatRules { router: String },
-    /// `get load-balancers [--stats|--rate]`
+    /// `get load-balancers [--stats|--rate]` (the gateway has the
+    /// desired state's list only: `Pool`)
     LoadBalancers(crate::format::LbView),
-    /// `get load-balancer <vip:port>`
+    /// `get load-balancer <vip:port>` (the agent's or the gateway's view
+    /// of one virtual server; `vip` as typed, checked by
+    /// `agent_api::parse_virtual_server`)
     LoadBalancer { vip: String },
     /// `get nat sessions` (the edge)
     NatSessions,

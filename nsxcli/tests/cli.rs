@@ -280,6 +280,8 @@ fn gateway_mode() {
                     json!([{"id": "vm1", "hostname": "vm1", "mode": "overlay", "switch": "web-ls",
                                    "ip": "192.168.100.2", "session": "ESTABLISHED", "acked_version": 3}]),
                 )
+            } else if req.starts_with("GET /api/v1/load-balancers ") {
+                ("200 OK", fixture("gw_load_balancers"))
             } else {
                 ("404 Not Found", json!({"error": "no such endpoint"}))
             };
@@ -307,6 +309,27 @@ fn gateway_mode() {
     assert!(
         stdout.contains("vm1  vm1   overlay  web-ls  192.168.100.2  ESTABLISHED"),
         "{stdout}"
+    );
+    let (code, stdout, stderr) = gw(d, &url, "get load-balancer udp/10.64.1.3:53");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("\nForwarding : full-NAT (FullNat)\n"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = gw(d, &url, "get load-balancer 10.64.1.9:7000");
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (
+            1,
+            "",
+            "% no virtual server TCP 10.64.1.9:7000 in the gateway's state\n"
+        )
+    );
+    let (code, _, stderr) = gw(d, &url, "get load-balancer 10.64.1.9");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.ends_with("\nUsage: get load-balancer <vip:port>\n"),
+        "{stderr}"
     );
     let (code, _, stderr) = gw(d, &url, "get certificates");
     assert_eq!(code, 1);

@@ -514,6 +514,92 @@ fn gateway_commands() {
 }
 
 #[test]
+fn gateway_load_balancers() {
+    let mut g = FakeGw(HashMap::new());
+    let run = |g: &mut FakeGw, line: &str| {
+        let p = parse(Mode::Gateway, line).unwrap().unwrap();
+        gateway(g, &p, Tz::UTC)
+    };
+    // A gateway from before the load balancer.
+    assert_eq!(
+        run(&mut g, "get load-balancers").unwrap_err().render(),
+        "% The gateway does not serve GET /api/v1/load-balancers (HTTP 404); \
+         this gateway has no load-balancers endpoint yet (upgrade nsx-gateway)\n"
+    );
+    let all = fixture("gw_load_balancers");
+    g.0.insert("/api/v1/load-balancers", Ok(all.clone()));
+    golden(
+        "gw_load_balancers",
+        &run(&mut g, "get load-balancers").unwrap().text,
+    );
+    let j: Value =
+        serde_json::from_str(&run(&mut g, "get load-balancers --json").unwrap().text).unwrap();
+    assert_eq!(j, all);
+    golden(
+        "gw_load_balancer",
+        &run(&mut g, "get load-balancer 10.64.1.2:7000")
+            .unwrap()
+            .text,
+    );
+    golden(
+        "gw_load_balancer_edge",
+        &run(&mut g, "get load-balancer udp/10.64.1.3:53")
+            .unwrap()
+            .text,
+    );
+    // --json: that virtual server's object, as the gateway sent it.
+    let j: Value = serde_json::from_str(
+        &run(&mut g, "get load-balancer udp/10.64.1.2:7000 --json")
+            .unwrap()
+            .text,
+    )
+    .unwrap();
+    assert_eq!(j, all[4]);
+    for line in [
+        "get load-balancer 10.64.1.9:7000",
+        "get load-balancer 10.64.1.9:7000 --json",
+    ] {
+        let e = run(&mut g, line).unwrap_err();
+        assert_eq!(
+            e.render(),
+            "% no virtual server TCP 10.64.1.9:7000 in the gateway's state\n"
+        );
+        assert_eq!(e.exit_code(), crate::error::EXIT_FAILED);
+    }
+    // The protocol is part of the name: TCP 10.64.1.3:53 is not there.
+    assert_eq!(
+        run(&mut g, "get load-balancer 10.64.1.3:53")
+            .unwrap_err()
+            .to_string(),
+        "no virtual server TCP 10.64.1.3:53 in the gateway's state"
+    );
+    // The agent's ipvsadm counters are not the gateway's.
+    let stats = Parsed {
+        command: Command::LoadBalancers(LbView::Stats),
+        json: false,
+    };
+    assert!(matches!(
+        gateway(&mut g, &stats, Tz::UTC),
+        Err(Error::Failed(m)) if m.contains("instance command")
+    ));
+    // An argument the grammar did not check is a usage error here too.
+    let bad = Parsed {
+        command: Command::LoadBalancer { vip: "web".into() },
+        json: false,
+    };
+    assert_eq!(
+        gateway(&mut g, &bad, Tz::UTC).unwrap_err().exit_code(),
+        crate::error::EXIT_USAGE
+    );
+    assert!(
+        run(&mut g, "help get load")
+            .unwrap()
+            .text
+            .contains("get load-balancer <vip:port>\n    One virtual server of the desired state")
+    );
+}
+
+#[test]
 fn names_for_completion() {
     let mut f = Fake::agent();
     assert_eq!(

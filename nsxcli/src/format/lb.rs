@@ -7,10 +7,13 @@
 //! ipvsadm sorts them.
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 
 use agent_api::{
     LbCheckView, LbRates, LbRealServerView, LbServiceView, LbStats, LoadBalancersReply,
 };
+use control::lb::ForwardKind;
+use serde_json::Value;
 
 use super::kv;
 use crate::table::{Align, Table};
@@ -180,7 +183,8 @@ fn health_checks(out: &mut String, role: &str, s: &LbServiceView) {
         kv(
             out,
             "Health Checks",
-            "run by the edge (its view shows their last results); State follows its verdicts",
+            "run by the edge (their last results: its view, or nsxcli --gateway get load-balancer); \
+             State follows its verdicts",
         );
         out.push('\n');
         return;
@@ -223,6 +227,25 @@ fn largenums(out: &mut String, ns: &[u64]) {
     }
 }
 
+/// `NAT (Masq)` / `full-NAT (FullNat)`: the forwarding method, with
+/// ipvsadm's word for it.
+pub(super) fn forwarding(kind: ForwardKind) -> String {
+    let method = match kind {
+        ForwardKind::Nat => "NAT",
+        ForwardKind::Fnat => "full-NAT",
+    };
+    format!("{method} ({})", kind.ipvsadm())
+}
+
+/// `none`, `10 s`, or `10 s, mask 255.255.255.0`.
+pub(super) fn persistence(timeout_s: Option<u64>, mask: Option<Ipv4Addr>) -> String {
+    match (timeout_s, mask) {
+        (None, _) => "none".to_string(),
+        (Some(t), None) => format!("{t} s"),
+        (Some(t), Some(m)) => format!("{t} s, mask {m}"),
+    }
+}
+
 /// `get load-balancer <vip:port>`: the virtual server, every real server
 /// with its health and connections, and the persistence templates.
 #[must_use]
@@ -236,21 +259,14 @@ pub fn load_balancer(reply: &LoadBalancersReply) -> String {
         );
         kv(&mut out, "Balanced At", &reply.role);
         kv(&mut out, "Scheduler", &s.scheduler);
+        // The agent's word is control::lb's (`nat`, `fnat`).
+        let kind = super::from_json(&Value::from(s.kind.as_str())).unwrap_or(ForwardKind::Nat);
+        kv(&mut out, "Forwarding", &forwarding(kind));
         kv(
             &mut out,
-            "Forwarding",
-            if s.kind == "fnat" {
-                "full-NAT (FullNat)"
-            } else {
-                "NAT (Masq)"
-            },
+            "Persistence",
+            &persistence(s.persistence_timeout.map(u64::from), s.persistence_mask),
         );
-        let persistence = match (s.persistence_timeout, s.persistence_mask) {
-            (None, _) => "none".to_string(),
-            (Some(t), None) => format!("{t} s"),
-            (Some(t), Some(m)) => format!("{t} s, mask {m}"),
-        };
-        kv(&mut out, "Persistence", &persistence);
         kv(
             &mut out,
             "Quorum",

@@ -191,6 +191,68 @@ fn gateway_commands_and_modes() {
 }
 
 #[test]
+fn load_balancer_commands_in_both_modes() {
+    use crate::format::LbView;
+    let one = |vip: &str| Command::LoadBalancer { vip: vip.into() };
+    for (mode, parse_in) in [(Mode::Agent, p as fn(&str) -> Command), (Mode::Gateway, pg)] {
+        assert_eq!(
+            parse_in("get load-balancers"),
+            Command::LoadBalancers(LbView::Pool),
+            "{mode:?}"
+        );
+        assert_eq!(
+            parse_in("get load-balancer 10.64.1.2:7000"),
+            one("10.64.1.2:7000")
+        );
+        assert_eq!(
+            parse_in("get load-balancer UDP/10.64.1.3:53"),
+            one("UDP/10.64.1.3:53")
+        );
+        let parsed = parse(mode, "get load-balancer 10.64.1.2:7000 --json")
+            .unwrap()
+            .unwrap();
+        assert!(parsed.json, "{mode:?}");
+        for bad in ["10.64.1.2", "sctp/10.64.1.2:7000", "10.64.1.2:0", "web:80"] {
+            let e = err(mode, &format!("get load-balancer {bad}"));
+            assert_eq!(e.exit_code(), 2, "{mode:?} {bad}: {e:?}");
+            assert!(
+                e.render()
+                    .ends_with("\nUsage: get load-balancer <vip:port>\n"),
+                "{}",
+                e.render()
+            );
+        }
+        assert_eq!(
+            err(mode, "get load-balancer 10.64.1.2").render(),
+            "% Invalid <vip:port> \"10.64.1.2\": \"10.64.1.2\" is not a virtual server \
+             (ip:port, or udp/ip:port)\nUsage: get load-balancer <vip:port>\n"
+        );
+        assert!(matches!(
+            err(mode, "get load-balancer"),
+            Error::Usage { .. }
+        ));
+    }
+    // The ipvsadm counters are the agent's.
+    assert_eq!(
+        p("get load-balancers --stats"),
+        Command::LoadBalancers(LbView::Stats)
+    );
+    assert_eq!(
+        p("get load-balancers --rate"),
+        Command::LoadBalancers(LbView::Rate)
+    );
+    for line in ["get load-balancers --stats", "get load-balancers --rate"] {
+        assert_eq!(
+            err(Mode::Gateway, line).render(),
+            format!(
+                "% Unexpected \"{}\" after \"get load-balancers\"\nUsage: get load-balancers\n",
+                line.rsplit(' ').next().unwrap()
+            )
+        );
+    }
+}
+
+#[test]
 fn prefixes_json_and_blank() {
     assert_eq!(p("get vm"), Command::VmNetworkMode);
     assert_eq!(p("  get   gateway conn stat  "), Command::GatewayStatus);
@@ -388,7 +450,18 @@ fn question_lists_what_can_follow() {
          \x20 logical-switches  Logical switches\n\
          \x20 logical-routers   Distributed logical routers\n\
          \x20 logical-router    One logical router's tables\n\
+         \x20 load-balancers    Virtual servers (L4 load balancer)\n\
+         \x20 load-balancer     One virtual server in detail\n\
          \x20 certificates      Instance certificates and revocations\n"
+    );
+    // The gateway lists the desired state: no ipvsadm counters.
+    assert_eq!(
+        question(Mode::Gateway, "get load-balancers ?").unwrap(),
+        "  <cr>\n"
+    );
+    assert_eq!(
+        question(Mode::Gateway, "get load-balancer ?").unwrap(),
+        "  <vip:port>      Virtual server: ip:port, or udp/ip:port\n"
     );
     assert!(matches!(
         question(Mode::Agent, "get zz?"),
