@@ -247,7 +247,7 @@ sandbox_bg /dev/null in_overlay vm1 python3 "$NSTOOL" tcp-hold "$VIP" 7000 4 "$H
 check_eq "vm2 down: new connections all go to vm3" "vm3 " "$(spread 3)"
 line=$(gw_check "${GW_IP_OF[vm2]}")
 check "nsxcli --gateway get load-balancer: vm2's TCP_CHECK down, since when, and the failure ($line)" \
-    grep -qE '^[0-9.:]+ +1 +TCP_CHECK +down +[0-9:]+ +[a-z]' <<<"$line"
+    grep -qE '^[0-9.:]+ +1 +TCP_CHECK +down +[0-9-]+ [0-9:]+ +TCP_CHECK failed' <<<"$line"
 ms=$(wait_state "${GW_IP_OF[vm2]}" "inhibited 0" "$QVIP") || ms=""
 check "inhibit_on_failure: vm2 listed at weight 0 in 10.64.1.4's view (${ms:-never} ms)" test -n "$ms"
 ipvs=$(timeout 10 "$NSXCLI" --socket "$(topo_socket vm1)" get load-balancers 2>&1 || true)
