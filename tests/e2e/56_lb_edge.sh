@@ -13,7 +13,9 @@
 #   - full-NAT (FNAT) 7001 -> vm3:7000: the client gets vm3's echo and vm3
 #     logs the edge's SNAT address 203.0.113.2, not the client's;
 #   - `get load-balancers` at the edge: both virtual servers, Masq and
-#     FullNat.
+#     FullNat; `get load-balancer 203.0.113.11:7001` at the edge: vm3's
+#     checker (a MISC_CHECK running /bin/true on the edge) up, its last
+#     result ok, and when.
 set -euo pipefail
 # shellcheck source=tests/lib/e2e.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/e2e.sh"
@@ -53,8 +55,9 @@ load_balancers:
     port: 7001
     scheduler: sh
     kind: fnat
+    delay_loop: 1
     real_servers:
-      - {ip: ${GW_IP_OF[vm3]}, port: 7000}
+      - {ip: ${GW_IP_OF[vm3]}, port: 7000, check: {type: misc, path: /bin/true}}
 EOF
 gw_apply "$STATE" >"$TOPO_DIR/apply2.log" 2>&1 || bail "apply the load balancers" "$(cat "$TOPO_DIR/apply2.log")"
 gw_wait_applied edge "$(gw_desired_version edge)" 10 || bail "the edge applies the load balancers"
@@ -95,4 +98,16 @@ out=$(timeout 10 "$NSXCLI" --socket "$(topo_socket edge)" get load-balancers 2>&
 diag "$out"
 check "get load-balancers at the edge: the NAT virtual server, lc" grep -qE '^TCP  203\.0\.113\.11:7000 lc persistent 30' <<<"$out"
 check "get load-balancers at the edge: the full-NAT one forwards FullNat" grep -qE "^  -> ${GW_IP_OF[vm3]//./\\.}:7000 +FullNat " <<<"$out"
+# edge_check: the edge's checker row of vm3 under 7001 (Real Server, Check,
+# Verdict, Last Result, Checked, ...), once it has checked.
+edge_check() {
+    timeout 10 "$NSXCLI" --socket "$(topo_socket edge)" get load-balancer 203.0.113.11:7001 2>/dev/null |
+        awk -v rs="${GW_IP_OF[vm3]}:7000" '$1 == rs && $2 == "MISC_CHECK"' | head -1 || true
+}
+# shellcheck disable=SC2317 # called through wait_for
+checked_ok() { edge_check | grep -qE ' ok +[0-9]+\.[0-9] s ago '; }
+wait_for 10 checked_ok || true
+line=$(edge_check)
+check "get load-balancer at the edge: vm3's MISC_CHECK up, last result ok, checked s ago ($line)" \
+    grep -qE '^[0-9.:]+ +MISC_CHECK +up +ok +[0-9]+\.[0-9] s ago +0 ' <<<"$line"
 tap_done
