@@ -60,7 +60,7 @@ fn bench_parse(c: &mut Criterion) {
 fn bench_checksum(c: &mut Criterion) {
     let mut g = c.benchmark_group("checksum");
     for len in [20usize, 1400, 8960] {
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3).to_le_bytes()[0]).collect();
         g.throughput(Throughput::Bytes(len as u64));
         g.bench_function(format!("sum_{len}"), |b| {
             b.iter(|| checksum::sum(black_box(&data), black_box(0x1234)))
