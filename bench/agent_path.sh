@@ -21,6 +21,7 @@ AGENT_VNI=${AGENT_VNI:-0x238c}
 AGENT_OV_NET=${AGENT_OV_NET:-192.168.100}
 AGENT_OVERHEAD=58   # outer IPv4 20 + UDP 8 + Geneve 8 + VMware option 8 + inner Ethernet 14
 AGENT_TX_OFFLOAD=${AGENT_TX_OFFLOAD:-true}   # [host] tx_offload: TSO/csum offload kept on nsx-eth0
+AGENT_BUSY_POLL_US=${AGENT_BUSY_POLL_US:-}  # [host] busy_poll_us; empty = the binary's default (agent_bpN sets N)
 AGENT_FW_RULES=${AGENT_FW_RULES:-0}   # > 0: a [firewall] of that many rules (bench/fw_rules.sh) on both agents
 AGENT_FW_PORT=${IPERF_PORT:-5201}     # the port the last (accepting) rule opens
 AGENT_PIDS=()
@@ -51,7 +52,8 @@ state_dir = "$d/state"
 api_socket = "$(agent_sock "$i")"
 tx_offload = $AGENT_TX_OFFLOAD
 packet_log = "$d/dfwpktlogs.log"
-${extra:+$extra
+${AGENT_BUSY_POLL_US:+busy_poll_us = $AGENT_BUSY_POLL_US
+}${extra:+$extra
 }
 [[switches]]
 name = "ls-web"
@@ -171,7 +173,7 @@ path_agent_up() {
     done
     agents_start 1 2 || return 1
     CLI_NS=$(agent_root_ns 1); SRV_NS=$(agent_root_ns 2); SRV_IP=$AGENT_OV_NET.12
-    PATH_DESC="nsx-agent $(agent_version) (userspace: AF_PACKET recvmmsg/sendmmsg on the overlay veth, raw IPv4 sendmmsg, UDP recvmmsg), geneve VNI $AGENT_VNI + VMware option, tx_offload=$AGENT_TX_OFFLOAD; inner MTU $PATH_INNER_MTU"
+    PATH_DESC="nsx-agent $(agent_version) (userspace: AF_PACKET recvmmsg/sendmmsg on the overlay veth, raw IPv4 sendmmsg, UDP recvmmsg), geneve VNI $AGENT_VNI + VMware option, tx_offload=$AGENT_TX_OFFLOAD, busy_poll_us=${AGENT_BUSY_POLL_US:-default}; inner MTU $PATH_INNER_MTU"
     if [ "$AGENT_FW_RULES" -gt 0 ]; then
         PATH_DESC="$PATH_DESC; firewall on both agents: $AGENT_FW_RULES rules (bench/fw_rules.sh; tcp $AGENT_FW_PORT accepted by the last), default reject"
     else
@@ -226,6 +228,16 @@ path_agent_down() {
 path_agent_nooff_up()    { AGENT_TX_OFFLOAD=false path_agent_up "$@"; }
 path_agent_nooff_down()  { path_agent_down; }
 path_agent_nooff_stats() { path_agent_stats; }
+
+# agent_bpN (N microseconds, e.g. agent_bp0 agent_bp50 agent_bp200): the
+# agent path with `[host] busy_poll_us = N` on both agents, so one run
+# compares busy-polling budgets (bench/run.sh maps the label to this).
+path_agent_bp_up() {
+    [[ "${AGENT_BUSY_POLL_US:-}" =~ ^[0-9]+$ ]] || { echo "agent_bp path: name it agent_bpN (N = busy_poll_us)" >&2; return 1; }
+    path_agent_up "$@"
+}
+path_agent_bp_down()  { path_agent_down; }
+path_agent_bp_stats() { path_agent_stats; }
 
 # The same path with a baseline binary (NSX_AGENT_BASE, e.g. a build of an
 # older commit): a change to the agent measured against its predecessor in

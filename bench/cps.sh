@@ -14,11 +14,12 @@
 CPS_PORT=${CPS_PORT:-5301}
 
 # cps_wanted PATH: new connections are measured on PATH (CPS=1, the
-# default, and PATH one of the direct path and the two balancers it is
-# compared with; agent_fw's firewall would refuse CPS_PORT).
+# default, and PATH one of the direct path, its variants with another
+# binary or busy-polling budget, and the two balancers it is compared
+# with; agent_fw's firewall would refuse CPS_PORT).
 cps_wanted() {
     [ "${CPS:-1}" = 1 ] || return 1
-    case "$1" in agent|agent_lb|haproxy) return 0 ;; *) return 1 ;; esac
+    case "$1" in agent|agent_base|agent_bp[0-9]*|agent_lb|haproxy) return 0 ;; *) return 1 ;; esac
 }
 
 # cps_measure CLIENT_NS SERVER_NS SERVER_IP DST -> one JSON object: the

@@ -14,6 +14,9 @@
 #   PARALLEL=2      second iperf3 run uses -P $PARALLEL (0 disables it)
 #   REPS=1          iperf3 repetitions per mode; the median Gbps is reported
 #   PINGS=200       ping count;  PING_INTERVAL=0.01 (s);  PING_SIZE=56
+#   LOAD_PING=1     also ping (every PING_INTERVAL) during the first
+#                   single-stream run, from OMIT s in until 0.5 s before its
+#                   end: tcp_1.ping_load, the RTT under load (0 = skip)
 #   IPERF_PORT=5201;  IPERF_ARGS   extra iperf3 client args (e.g. "-A 0,1")
 #   QUIET_WAIT=0    wait up to this many seconds for the machine to be idle
 #                   (< QUIET_CORES busy cores, default 0.3) before measuring
@@ -83,18 +86,32 @@ iperf_server_stop() {
     IPERF_SRV_PID=
 }
 
-# iperf_run NS IP STREAMS -> JSON {gbps (median), gbps_min, gbps_max, retrans,
-# busy_cores, runs:[...]} over REPS runs. With QUIET_WAIT>0 every run first
-# waits (bounded) for an idle machine and records what it saw (bg_cores).
+# iperf_run NS IP STREAMS [PING_IP] -> JSON {gbps (median), gbps_min,
+# gbps_max, retrans, busy_cores, runs:[...]} over REPS runs. With QUIET_WAIT>0
+# every run first waits (bounded) for an idle machine and records what it saw
+# (bg_cores). With PING_IP (and LOAD_PING=1), the first run also pings PING_IP
+# from NS while iperf3 sends (ping_load_start): ping_load, ping_stats' JSON.
 iperf_run() {
-    local ns=$1 ip=$2 P=$3 dur=${DURATION:-5} omit=${OMIT:-1} reps=${REPS:-1} port=${IPERF_PORT:-5201}
-    local js gb rt c0 c1 bc bgr runs="" gbs="" rts="" bcs=""
+    local ns=$1 ip=$2 P=$3 ping_ip=${4:-} dur=${DURATION:-5} omit=${OMIT:-1} reps=${REPS:-1} port=${IPERF_PORT:-5201}
+    local js gb rt c0 c1 bc bgr runs="" gbs="" rts="" bcs="" pl="null" plf="" plpid=""
+    [ "${LOAD_PING:-1}" = 1 ] || ping_ip=
     for _ in $(seq 1 "$reps"); do
         bgr=null
         [ "${QUIET_WAIT:-0}" -gt 0 ] 2>/dev/null && bgr=$(QUIET_WAIT=$(( QUIET_WAIT < 30 ? QUIET_WAIT : 30 )) wait_quiet)
+        if [ -n "$ping_ip" ]; then
+            plf=$(mktemp "${TMPDIR:-/tmp}/ping-load.XXXXXX")
+            ping_load_start "$ns" "$ping_ip" "$plf"
+            plpid=$!
+        fi
         c0=$(_cpu_sample)
         js=$(timeout $((dur + omit + 15)) ip netns exec "$ns" iperf3 -J -c "$ip" -p "$port" -t "$dur" -O "$omit" -P "$P" ${IPERF_ARGS:-} 2>/dev/null)
         c1=$(_cpu_sample)
+        if [ -n "$ping_ip" ]; then
+            wait "$plpid" 2>/dev/null
+            pl=$(cat "$plf"); rm -f "$plf"
+            [ -n "$pl" ] || pl=null
+            ping_ip=
+        fi
         bc=$(_cpu_busy_cores "$c0" "$c1")
         gb=$(printf '%s' "$js" | jq -r '(.end.sum_received.bits_per_second // empty) / 1e9 | . * 1000 | round / 1000' 2>/dev/null)
         rt=$(printf '%s' "$js" | jq -r '.end.sum_sent.retransmits // empty' 2>/dev/null)
@@ -105,10 +122,20 @@ iperf_run() {
         bcs="$bcs$bc"$'\n'
         sleep 0.5
     done
-    printf '{"streams":%d,"gbps":%s,"gbps_min":%s,"gbps_max":%s,"retrans":%s,"busy_cores":%s,"runs":[%s]}' "$P" \
+    printf '{"streams":%d,"gbps":%s,"gbps_min":%s,"gbps_max":%s,"retrans":%s,"busy_cores":%s,"ping_load":%s,"runs":[%s]}' "$P" \
         "$(printf '%s' "$gbs" | _median)" "$(printf '%s' "$gbs" | sort -g | head -n1 | grep . || echo null)" \
         "$(printf '%s' "$gbs" | sort -g | tail -n1 | grep . || echo null)" \
-        "$(printf '%s' "$rts" | _median)" "$(printf '%s' "$bcs" | _median)" "$runs"
+        "$(printf '%s' "$rts" | _median)" "$(printf '%s' "$bcs" | _median)" "$pl" "$runs"
+}
+
+# ping_load_start NS IP FILE: in the background ($! = its PID), waits OMIT s
+# (iperf3's warm-up, so the stream is up) and pings IP from NS every
+# PING_INTERVAL until 0.5 s before the run ends (at least 10 pings), writing
+# ping_stats' JSON to FILE.
+ping_load_start() {
+    local n
+    n=$(awk -v d="${DURATION:-5}" -v i="${PING_INTERVAL:-0.01}" 'BEGIN{n=int((d-0.5)/i); print (n<10?10:n)}')
+    { sleep "${OMIT:-1}"; PINGS=$n ping_stats "$1" "$2" >"$3"; } &
 }
 
 # ---- the hook --------------------------------------------------------------
@@ -127,7 +154,7 @@ measure_pair() {
     bg=$(wait_quiet)
     ping=$(ping_stats "$cns" "$sip")
     iperf_server_start "$sns" "$sip" || { printf '{"label":"%s","error":"iperf3 server failed"}\n' "$label"; return 1; }
-    p1=$(iperf_run "$cns" "$dst" 1)
+    p1=$(iperf_run "$cns" "$dst" 1 "$sip")
     if [ "${PARALLEL:-2}" -gt 0 ] 2>/dev/null; then pp=$(iperf_run "$cns" "$dst" "${PARALLEL:-2}"); fi
     iperf_server_stop
     bga=$(cpu_busy_1s)   # anything still busy afterwards was competing with us

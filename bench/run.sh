@@ -11,18 +11,22 @@
 #
 # Env: NSX_AGENT (binary), OUT_DIR (results), MTUS ("1500 9001"), PATHS
 # ("raw vxlan_nested ovs_geneve agent"; also: vxlan, agent_nooff, agent_fw,
-# agent_fw10, agent_base, raw+nooff, ovs_geneve_int, ovs_geneve_afxdp, the
-# north-south north_south and vxlan_masq of bench/ns_path.sh, and the load
-# balancer's agent_lb and haproxy of bench/agent_path.sh), FW_RULES (10000,
-# the rule count of agent_fw), VXLAN_REF (the VXLAN path the agent is
-# compared with: vxlan_nested if measured, else vxlan), WIRE_CHECK (1),
-# PROFILE (0; 1 = sample per-thread CPU of the agent path during a run, see
+# agent_fw10, agent_base, agent_bpN (busy_poll_us = N), raw+nooff,
+# ovs_geneve_int, ovs_geneve_afxdp, the north-south north_south and
+# vxlan_masq of bench/ns_path.sh, and the load balancer's agent_lb and
+# haproxy of bench/agent_path.sh), FW_RULES (10000, the rule count of
+# agent_fw), VXLAN_REF (the VXLAN path the agent is compared with:
+# vxlan_nested if measured, else vxlan), WIRE_CHECK (1), PROFILE (0; 1 =
+# sample per-thread CPU of the agent path during a run, see
 # bench/profile.sh), measure.sh's DURATION OMIT PARALLEL REPS PINGS
-# PING_INTERVAL QUIET_WAIT QUIET_CORES IPERF_ARGS, and cps.sh's CPS (1: new
-# connections per second on agent, agent_lb and haproxy after their
-# throughput; 0 = skip) CPS_DURATION CPS_CONCURRENCY CPS_PORT NSX_CONNRATE.
+# PING_INTERVAL LOAD_PING QUIET_WAIT QUIET_CORES IPERF_ARGS, and cps.sh's
+# CPS (1: new connections per second on agent, agent_base, agent_bpN,
+# agent_lb and haproxy after their throughput; 0 = skip) CPS_DURATION
+# CPS_CONCURRENCY CPS_PORT NSX_CONNRATE.
 #
-# The summary's targets: agent >= 2x ovs_geneve; agent_fw >= 0.9x agent;
+# The summary's targets: agent >= 2x ovs_geneve; the agent's ping p50 <=
+# 1.5x the VXLAN reference's, idle and under load (p99 beside it: issue
+# 16); agent_fw >= 0.9x agent;
 # north_south >= 0.8x agent; agent_lb >= 0.95x agent (the direct path to its
 # real server), with agent_lb / haproxy beside it, and the same two ratios
 # of new connections per second (cps.sh). A path whose iperf3
@@ -101,6 +105,9 @@ wire_check() {
 run_one() {
     local mtu=$1 spec=$2 base=${2%+nooff} nooff=0 wire="null" offl m cps pstats rc=0
     [ "$spec" != "$base" ] && nooff=1
+    # agent_bpN: the agent path with [host] busy_poll_us = N (agent_path.sh).
+    AGENT_BUSY_POLL_US=
+    case "$base" in agent_bp*) AGENT_BUSY_POLL_US=${base#agent_bp}; base=agent_bp ;; esac
     declare -F "path_${base}_up" >/dev/null || { echo "bench: unknown path $base" >&2; return 1; }
     echo "== mtu=$mtu path=$spec" >&2
     CLI_NS='' SRV_NS='' SRV_IP='' PATH_INNER_MTU='' PATH_DESC='' WIRE_PORT='' WIRE_DECODE='' CLIENT_DST=''
@@ -149,7 +156,7 @@ run_one() {
     [ -z "${NSX_CONNRATE:-}" ] || echo "connrate: $NSX_CONNRATE ($(sha256sum "$NSX_CONNRATE" | cut -c1-12))"
     [ -z "${NSX_AGENT_BASE:-}" ] || echo "agent_base: $NSX_AGENT_BASE ($(sha256sum "$NSX_AGENT_BASE" | cut -c1-12))"
     echo "loadavg_at_start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\" NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1} CPS=${CPS:-1} CPS_DURATION=${CPS_DURATION:-5} CPS_CONCURRENCY=${CPS_CONCURRENCY:-4} CPS_PORT=$CPS_PORT"
+    echo "settings: MTUS=\"$MTUS\" PATHS=\"$PATHS\" DURATION=${DURATION:-5} OMIT=${OMIT:-1} PARALLEL=${PARALLEL:-2} REPS=${REPS:-1} PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} LOAD_PING=${LOAD_PING:-1} QUIET_WAIT=${QUIET_WAIT:-0} IPERF_ARGS=\"${IPERF_ARGS:-}\" NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1} CPS=${CPS:-1} CPS_DURATION=${CPS_DURATION:-5} CPS_CONCURRENCY=${CPS_CONCURRENCY:-4} CPS_PORT=$CPS_PORT"
 } | tee "$OUT_DIR/env.txt" >&2
 
 fail=0
@@ -183,7 +190,8 @@ jq -s --arg vref "$VXLAN_REF" '
       rows: (map(. as $x | ($raw[$x.mtu|tostring]) as $r | ($ag[$x.mtu|tostring]) as $a
         # The ping went to server_ip, not through client_dst: the direct path.
         | ((.client_dst // .server_ip) != .server_ip) as $direct
-        | (if $direct then null else .ping end) as $p | {
+        | (if $direct then null else .ping end) as $p
+        | (if $direct then null else .tcp_1.ping_load end) as $pl | {
         mtu, path:.label, inner_mtu, error,
         gbps_1: .tcp_1.gbps, range_1: "\(.tcp_1.gbps_min)-\(.tcp_1.gbps_max)",
         gbps_P: .tcp_P.gbps, streams_P: .tcp_P.streams,
@@ -193,6 +201,8 @@ jq -s --arg vref "$VXLAN_REF" '
         ping_via: (if $direct then "direct" else "path" end),
         rtt_p50_ms: $p.p50_ms, rtt_p99_ms: $p.p99_ms, ping_loss: (if $p then ($p.sent - $p.recv) else null end),
         rtt_ratio_p50: ratio($p.p50_ms; $r.ping.p50_ms),
+        rtt_load_p50_ms: $pl.p50_ms, rtt_load_p99_ms: $pl.p99_ms,
+        ping_load_loss: (if $pl then ($pl.sent - $pl.recv) else null end),
         cps: .cps.cps?, cps_p50_us: .cps.latency_us.p50?, cps_p99_us: .cps.latency_us.p99?,
         cps_failures: .cps.failures?, cps_busy: .cps.busy_cores?, cps_error: .cps.error?,
         bg: "\(.bg_busy_cores_before)/\(.bg_busy_cores_after)" })),
@@ -212,6 +222,14 @@ jq -s --arg vref "$VXLAN_REF" '
         agent_over_vxlan: ratio($ag[$m].tcp_1.gbps; $vx[$m].tcp_1.gbps),
         agent_over_raw: ratio($ag[$m].tcp_1.gbps; $raw[$m].tcp_1.gbps),
         agent_p50_over_ovs: ratio($ag[$m].ping.p50_ms; $ovs[$m].ping.p50_ms),
+        agent_p50_ms: $ag[$m].ping.p50_ms, agent_p99_ms: $ag[$m].ping.p99_ms,
+        agent_load_p50_ms: $ag[$m].tcp_1.ping_load.p50_ms, agent_load_p99_ms: $ag[$m].tcp_1.ping_load.p99_ms,
+        vxlan_p50_ms: $vx[$m].ping.p50_ms, vxlan_p99_ms: $vx[$m].ping.p99_ms,
+        vxlan_load_p50_ms: $vx[$m].tcp_1.ping_load.p50_ms, vxlan_load_p99_ms: $vx[$m].tcp_1.ping_load.p99_ms,
+        agent_p50_over_vxlan: ratio($ag[$m].ping.p50_ms; $vx[$m].ping.p50_ms),
+        agent_p99_over_vxlan: ratio($ag[$m].ping.p99_ms; $vx[$m].ping.p99_ms),
+        agent_load_p50_over_vxlan: ratio($ag[$m].tcp_1.ping_load.p50_ms; $vx[$m].tcp_1.ping_load.p50_ms),
+        agent_load_p99_over_vxlan: ratio($ag[$m].tcp_1.ping_load.p99_ms; $vx[$m].tcp_1.ping_load.p99_ms),
         pooled_agent_gbps_1: ($ma | r3), pooled_agent_n: ($pa | length),
         fw_gbps_1: ($mf | r3), fw_n: ($pf | length), fw10_gbps_1: ($mf10 | r3), fw10_n: ($pf10 | length),
         fw_over_agent: ratio($mf; $ma),
@@ -219,6 +237,8 @@ jq -s --arg vref "$VXLAN_REF" '
         fw_over_fw10: ratio($mf; $mf10),
         base_gbps_1: ($mb | r3), base_n: ($pb | length), agent_over_base: ratio($ma; $mb),
         agent_p50_over_base: ratio($ag[$m].ping.p50_ms; $base[$m].ping.p50_ms),
+        agent_p99_over_base: ratio($ag[$m].ping.p99_ms; $base[$m].ping.p99_ms),
+        agent_load_p50_over_base: ratio($ag[$m].tcp_1.ping_load.p50_ms; $base[$m].tcp_1.ping_load.p50_ms),
         fw_p50_over_agent: ratio($fw[$m].ping.p50_ms; $ag[$m].ping.p50_ms),
         ns_gbps_1: ($mns | r3), ns_n: ($pns | length), masq_gbps_1: ($mmq | r3), masq_n: ($pmq | length),
         ns_over_agent: ratio($mns; $ma), ns_over_masq: ratio($mns; $mmq), masq_over_vxlan: ratio($mmq; $vx[$m].tcp_1.gbps),
@@ -231,16 +251,25 @@ jq -s --arg vref "$VXLAN_REF" '
 ' "$RESULTS" >"$OUT_DIR/summary.json"
 
 {
-    echo "TCP Gb/s = iperf3 single stream, median over REPS=${REPS:-1} runs of ${DURATION:-5} s [min-max]; xP = -P ${PARALLEL:-2} (0 = not run). p50 = ping RTT median (${PINGS:-200} pings, ${PING_INTERVAL:-0.01} s apart). agent / this = agent's single-stream Gb/s divided by this row's. busy = cores busy machine-wide during the single-stream run (of $(nproc)); bg = busy cores just before/after the path (> ~0.3: something else competed). p50 \"direct\": the row's iperf3 connected to a virtual server or a proxy while its pings went to the server itself (the direct path), so no RTT of its own is shown."
+    echo "TCP Gb/s = iperf3 single stream, median over REPS=${REPS:-1} runs of ${DURATION:-5} s [min-max]; xP = -P ${PARALLEL:-2} (0 = not run). ping p50 / p99 = ping RTT median and 99th percentile on the idle path (${PINGS:-200} pings, ${PING_INTERVAL:-0.01} s apart); loaded = the same while the first single-stream run sends (from its warm-up's end to 0.5 s before its end; LOAD_PING=0: not run). agent / this = agent's single-stream Gb/s divided by this row's. busy = cores busy machine-wide during the single-stream run (of $(nproc)); bg = busy cores just before/after the path (> ~0.3: something else competed). Ping \"direct\": the row's iperf3 connected to a virtual server or a proxy while its pings went to the server itself (the direct path), so no RTT of its own is shown."
     echo
-    echo "| MTU | path | inner MTU | TCP x1 Gb/s | x1 / raw | agent / this | TCP xP Gb/s | ping p50 ms | p50 / raw | retrans x1 | busy x1 | bg |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-    jq -r '.rows[] | if .error != null then "| \(.mtu) | \(.path) | - | \(.error) | | | | | | | | |" else
-        (if .ping_via == "direct" then ["direct", "direct"] else [.rtt_p50_ms, .rtt_ratio_p50] end) as [$p50, $p50r] |
-        "| \(.mtu) | \(.path) | \(.inner_mtu) | \(.gbps_1) [\(.range_1)] | \(.ratio_raw_1) | \(.agent_over_this_1) | \(.gbps_P) | \($p50) | \($p50r) | \(.retrans_1) | \(.busy_cores_1) | \(.bg) |" end' "$OUT_DIR/summary.json"
+    echo "| MTU | path | inner MTU | TCP x1 Gb/s | x1 / raw | agent / this | TCP xP Gb/s | ping p50 / p99 ms | p50 / raw | loaded p50 / p99 ms | retrans x1 | busy x1 | bg |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    jq -r 'def pair($a; $b): if $a == null and $b == null then "-" else "\($a) / \($b)" end;
+        .rows[] | if .error != null then "| \(.mtu) | \(.path) | - | \(.error) | | | | | | | | | |" else
+        (if .ping_via == "direct" then ["direct", "direct", "direct"]
+         else [pair(.rtt_p50_ms; .rtt_p99_ms), .rtt_ratio_p50, pair(.rtt_load_p50_ms; .rtt_load_p99_ms)] end) as [$idle, $p50r, $load] |
+        "| \(.mtu) | \(.path) | \(.inner_mtu) | \(.gbps_1) [\(.range_1)] | \(.ratio_raw_1) | \(.agent_over_this_1) | \(.gbps_P) | \($idle) | \($p50r) | \($load) | \(.retrans_1) | \(.busy_cores_1) | \(.bg) |" end' "$OUT_DIR/summary.json"
     echo
     echo "Targets (issue 3: agent single stream >= 2x OVS userspace Geneve at both MTUs):"
     jq -r '.vxlan_ref as $v | .targets[] | "- MTU \(.mtu): agent \(.agent_gbps_1) Gb/s; agent / ovs_geneve = \(.agent_over_ovs) (target >= 2: \(if .agent_over_ovs == null then "n/a" elif .agent_over_ovs >= 2 then "MET" else "NOT MET" end)); agent / \($v) = \(.agent_over_vxlan); agent / raw = \(.agent_over_raw); ping p50 agent / ovs_geneve = \(.agent_p50_over_ovs)"' "$OUT_DIR/summary.json"
+    if jq -e 'any(.targets[]; .agent_p50_ms != null and .vxlan_p50_ms != null)' "$OUT_DIR/summary.json" >/dev/null; then
+        echo
+        echo "Latency (issue 16: ping p50 through the agent at most 1.5x kernel VXLAN's in the same run, idle and under load; p99 reported):"
+        jq -r '.vxlan_ref as $v | .targets[] | select(.agent_p50_ms != null and .vxlan_p50_ms != null) |
+            def met($r): if $r == null then "n/a" elif $r <= 1.5 then "MET" else "NOT MET" end;
+            "- MTU \(.mtu): idle p50 agent \(.agent_p50_ms) / \($v) \(.vxlan_p50_ms) ms = \(.agent_p50_over_vxlan) (target <= 1.5: \(met(.agent_p50_over_vxlan))), p99 \(.agent_p99_ms) / \(.vxlan_p99_ms) = \(.agent_p99_over_vxlan); loaded p50 \(.agent_load_p50_ms) / \(.vxlan_load_p50_ms) ms = \(.agent_load_p50_over_vxlan) (target <= 1.5: \(met(.agent_load_p50_over_vxlan))), p99 \(.agent_load_p99_ms) / \(.vxlan_load_p99_ms) = \(.agent_load_p99_over_vxlan)"' "$OUT_DIR/summary.json"
+    fi
     if jq -e 'any(.targets[]; .fw_gbps_1 != null or .fw10_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
         echo
         echo "Firewall (issue 5: single stream with 10,000 rules loaded >= 90% of the same path with the firewall off; medians over all runs of each path at the MTU, n = runs):"
@@ -249,7 +278,7 @@ jq -s --arg vref "$VXLAN_REF" '
     if jq -e 'any(.targets[]; .base_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
         echo
         echo "Baseline (agent vs NSX_AGENT_BASE in this run; medians over all single-stream runs of each path at the MTU, n = runs):"
-        jq -r '.targets[] | "- MTU \(.mtu): agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), agent_base \(.base_gbps_1) Gb/s (n=\(.base_n)); agent / agent_base = \(.agent_over_base); ping p50 agent / agent_base = \(.agent_p50_over_base)"' "$OUT_DIR/summary.json"
+        jq -r '.targets[] | "- MTU \(.mtu): agent \(.pooled_agent_gbps_1) Gb/s (n=\(.pooled_agent_n)), agent_base \(.base_gbps_1) Gb/s (n=\(.base_n)); agent / agent_base = \(.agent_over_base); ping agent / agent_base: p50 \(.agent_p50_over_base), p99 \(.agent_p99_over_base), loaded p50 \(.agent_load_p50_over_base)"' "$OUT_DIR/summary.json"
     fi
     if jq -e 'any(.targets[]; .ns_gbps_1 != null or .masq_gbps_1 != null)' "$OUT_DIR/summary.json" >/dev/null; then
         echo

@@ -4,7 +4,8 @@
 #
 # In ONE run, for each underlay MTU (1500 and 9001), between two "instances"
 # (network namespaces on a Linux bridge, bench/topo.sh), it measures iperf3
-# single-stream TCP (and -P 2) and ping RTT (p50) over:
+# single-stream TCP (and -P 2) and ping RTT (p50, p99; idle, and under
+# load: during the single-stream run) over:
 #   raw           veth -> bridge -> veth, no encapsulation (the physical limit)
 #   vxlan_nested  kernel VXLAN behind a veth + bridge: the same hop count as an
 #                 agent sitting between an instance's NIC and the underlay
@@ -42,8 +43,9 @@
 #                 would otherwise pick
 #                 (both ping vm2 itself: their rows' ping columns are the
 #                 direct path's, shown as "direct")
-#                 agent, agent_lb and haproxy also measure new connections
-#                 per second (CPS=1, bench/cps.sh): after the throughput,
+#                 agent (also agent_base, agent_bpN), agent_lb and haproxy
+#                 also measure new connections per second (CPS=1,
+#                 bench/cps.sh): after the throughput,
 #                 nsx-connrate (crate conn-rate, netperf TCP_CRR in spirit)
 #                 serves on vm2:CPS_PORT and its client loops connect /
 #                 request / response / close against vm2, the virtual
@@ -55,8 +57,14 @@
 #                 NSX_AGENT_BASE, e.g. a build of the previous commit: a
 #                 refactor measured against its predecessor in one run
 #                 (PATHS="agent agent_base agent agent_base" interleaves them)
+#   agent_bpN     (not in the default PATHS) the agent path with [host]
+#                 busy_poll_us = N on both agents (agent_bp0 agent_bp50
+#                 agent_bp200: busy-polling budgets compared in one run);
+#                 `agent` and `agent_base` run their binary's default
 # and prints one markdown table with the ratios (each / raw, agent / each),
-# plus the target checks (agent >= 2x ovs_geneve; with agent_fw measured,
+# plus the target checks (agent >= 2x ovs_geneve; with a VXLAN reference
+# measured, the agent's ping p50 <= 1.5x its, idle and loaded, p99 beside
+# it; with agent_fw measured,
 # agent_fw >= 0.9x agent; with north_south measured, north_south >= 0.8x
 # agent, and north_south / vxlan_masq; with agent_lb measured, agent_lb >=
 # 0.95x agent, and agent_lb / haproxy, in Gb/s and in new connections per
@@ -82,6 +90,7 @@
 #   FW_RULES=10000 (rules loaded by agent_fw)
 #   DURATION=5 (s per iperf3 run)  OMIT=1  REPS=1 (median reported; 3-5 on a noisy box)
 #   PARALLEL=2 (second iperf3 run with -P N; 0 = skip)  PINGS=200  PING_INTERVAL=0.01
+#   LOAD_PING=1 (0 = no ping during the first single-stream run)
 #   QUIET_WAIT=20 (wait up to N s for an idle machine before each measurement)
 #   IPERF_ARGS="" (e.g. "-A 0,1" to pin iperf3)   WIRE_CHECK=1 (tshark decode of
 #   one tunnel packet per path)   PROFILE=0 (1 = per-thread CPU breakdown of the
@@ -111,7 +120,7 @@ esac
 export MTUS=${MTUS:-1500 9001}
 export PATHS=${PATHS:-raw vxlan_nested ovs_geneve agent agent_nooff}
 export DURATION=${DURATION:-5} OMIT=${OMIT:-1} REPS=${REPS:-1} PARALLEL=${PARALLEL:-2}
-export PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-20}
+export PINGS=${PINGS:-200} PING_INTERVAL=${PING_INTERVAL:-0.01} QUIET_WAIT=${QUIET_WAIT:-20} LOAD_PING=${LOAD_PING:-1}
 export IPERF_ARGS=${IPERF_ARGS:-} WIRE_CHECK=${WIRE_CHECK:-1} PROFILE=${PROFILE:-0}
 export FW_RULES=${FW_RULES:-10000} PROFILE_AGENT=${PROFILE_AGENT:-1} NS_RETURN_ROUTE=${NS_RETURN_ROUTE:-1}
 export CPS=${CPS:-1} CPS_DURATION=${CPS_DURATION:-5} CPS_CONCURRENCY=${CPS_CONCURRENCY:-4} CPS_PORT=${CPS_PORT:-5301}
@@ -146,7 +155,7 @@ export NSX_AGENT=${NSX_AGENT:-$ROOT/target/release/nsx-agent}
 # nsx-connrate: only when some path measures new connections (bench/cps.sh).
 want_cps=0
 if [ "$CPS" = 1 ]; then
-    for p in $PATHS; do case "$p" in agent|agent_lb|haproxy) want_cps=1 ;; esac; done
+    for p in $PATHS; do case "$p" in agent|agent_base|agent_bp[0-9]*|agent_lb|haproxy) want_cps=1 ;; esac; done
 fi
 NSX_CONNRATE=${NSX_CONNRATE:-$ROOT/target/release/nsx-connrate}
 if [ "$BUILD" = 1 ]; then

@@ -33,6 +33,13 @@ pub struct HostSettings {
     /// finishes/segments them itself (much faster). `false` turns them off,
     /// so only complete MTU-sized frames reach the agent.
     pub tx_offload: bool,
+    /// How long the datapath thread keeps polling without sleeping after
+    /// a round that moved packets, in microseconds (0 = never: it sleeps
+    /// whenever a round finds nothing). Spinning spares the next packet a
+    /// thread wake-up (the latency of request/response traffic on an idle
+    /// link) and costs up to this much CPU per idle gap; the window
+    /// adapts between an eighth of it and all of it (`crate::dp::spin`).
+    pub busy_poll_us: u32,
     /// Micro-segmentation mode: the bridge port (a veth) through which the
     /// host's underlay traffic reaches the agent's firewall...
     pub fw_if: String,
@@ -95,6 +102,11 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_SSH_UNDERLAY_PORT: u16 = 8888;
 /// The TCP port refused on the underlay while the underlay sshd runs.
 pub const SSH_PORT: u16 = 22;
+/// The datapath's busy-polling budget unless configured otherwise (see
+/// [`HostSettings::busy_poll_us`]; docs/ARCHITECTURE.md has the figures).
+pub const DEFAULT_BUSY_POLL_US: u32 = 200;
+/// Most `busy_poll_us` accepted (one second).
+pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
 /// Most `sshd_args` accepted.
 const MAX_SSHD_ARGS: usize = 64;
 
@@ -104,6 +116,11 @@ impl HostSettings {
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         let s = self.metrics_listen.trim();
         if s.is_empty() { None } else { s.parse().ok() }
+    }
+
+    /// The datapath's busy-polling budget ([`HostSettings::busy_poll_us`]).
+    pub fn busy_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(u64::from(self.busy_poll_us))
     }
 
     /// Whether this agent is the edge: it has an uplink (`uplink` not
@@ -144,6 +161,7 @@ impl Default for HostSettings {
             state_dir: PathBuf::from("/var/lib/nsx-agent"),
             api_socket: PathBuf::from("/var/run/nsx-agent/nsxagent.sock"),
             tx_offload: true,
+            busy_poll_us: DEFAULT_BUSY_POLL_US,
             fw_if: "nsx-fw0".into(),
             fw_peer: "nsx-fw0-peer".into(),
             failure_policy: firewall::FailurePolicy::FailClosed,
@@ -443,6 +461,15 @@ fn check_host(h: &HostSettings) -> Vec<control::Problem> {
             message: format!("{} is outside 1..={MAX_FLOWS}", h.max_flows),
         });
     }
+    if h.busy_poll_us > MAX_BUSY_POLL_US {
+        out.push(control::Problem {
+            path: "host.busy_poll_us".into(),
+            message: format!(
+                "{} us is more than {MAX_BUSY_POLL_US} (one second); 0 turns busy-polling off",
+                h.busy_poll_us
+            ),
+        });
+    }
     if h.is_edge() {
         let u = h.uplink.as_str();
         if !valid_ifname(u) {
@@ -640,6 +667,28 @@ mod tests {
             let err = AgentConfig::parse(&with(bad)).unwrap_err().to_string();
             assert!(err.contains("host.metrics_listen:"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn busy_poll_defaults_and_is_bounded() {
+        // The sample documents the default; without the key it applies.
+        let cfg = AgentConfig::parse(SAMPLE).unwrap();
+        assert_eq!(cfg.host.busy_poll_us, DEFAULT_BUSY_POLL_US);
+        let without: HostSettings = toml::from_str("nic = \"eth0\"").unwrap();
+        assert_eq!(without.busy_poll_us, DEFAULT_BUSY_POLL_US);
+        let line = format!("busy_poll_us = {DEFAULT_BUSY_POLL_US} ");
+        assert!(SAMPLE.contains(&line), "the sample sets busy_poll_us");
+        let with = |v: &str| SAMPLE.replace(&line, &format!("busy_poll_us = {v} "));
+        let off = AgentConfig::parse(&with("0")).unwrap();
+        assert!(off.host.busy_poll().is_zero());
+        let max = AgentConfig::parse(&with("1000000")).unwrap();
+        assert_eq!(max.host.busy_poll(), std::time::Duration::from_secs(1));
+        let err = AgentConfig::parse(&with("1000001"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("host.busy_poll_us:"), "{err}");
+        let err = AgentConfig::parse(&with("-1")).unwrap_err().to_string();
+        assert!(err.contains("[host]"), "{err}");
     }
 
     #[test]

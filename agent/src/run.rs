@@ -669,6 +669,7 @@ async fn serve(
             sockets: msegloop::Sockets::open(plumbed.nic_ifindex, plumbed.fw_peer_ifindex)?,
             firewall: msegloop::new_firewall(&cfg.host, ctx.management.to_vec()),
             nic_mac: plumbed.nic.mac,
+            busy_poll: cfg.host.busy_poll(),
         }))
     } else {
         let geneve_rx = io::udp_socket(underlay_ip, geneve::GENEVE_PORT).map_err(io_err(
@@ -782,6 +783,7 @@ async fn serve(
             ctx.started,
         );
         let max_flows = cfg.host.max_flows;
+        let busy_poll = cfg.host.busy_poll();
         std::thread::Builder::new()
             .name("nsx-datapath".into())
             .spawn(move || match datapath {
@@ -795,6 +797,7 @@ async fn serve(
                     dataloop::Options {
                         coalesce,
                         max_flows,
+                        busy_poll,
                     },
                 ),
                 Datapath::Mseg(lp) => msegloop::run(*lp, tables, ctl_rx, waker, published, started),

@@ -19,7 +19,7 @@ pub mod capture;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datapath::edge::Iface;
 use datapath::offload::VIRTIO_NET_HDR_LEN;
@@ -106,6 +106,9 @@ pub struct Options {
     pub coalesce: bool,
     /// Connections the firewall tracks at most.
     pub max_flows: usize,
+    /// Busy-polling budget after a round that moved packets
+    /// ([`crate::config::HostSettings::busy_poll_us`]).
+    pub busy_poll: Duration,
 }
 
 /// Runs until [`Ctl::Stop`].
@@ -121,6 +124,7 @@ pub fn run(
     let Options {
         coalesce,
         max_flows,
+        busy_poll,
     } = opts;
     let port_fd: RawFd = sockets.port.as_ref().map_or(-1, |s| s.as_raw_fd());
     let geneve_fd = sockets.geneve_rx.as_raw_fd();
@@ -156,6 +160,7 @@ pub fn run(
         &ctl,
         &waker,
         &published,
+        busy_poll,
     );
 }
 

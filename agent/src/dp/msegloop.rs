@@ -43,6 +43,7 @@
 //!     sockets: msegloop::Sockets::open(plumbed.nic_ifindex, plumbed.fw_peer_ifindex)?,
 //!     firewall: msegloop::new_firewall(&cfg.host, mgmt),
 //!     nic_mac: plumbed.nic.mac,
+//!     busy_poll: cfg.host.busy_poll(),
 //! };
 //! std::thread::Builder::new().name("nsx-msegloop".into())
 //!     .spawn(move || msegloop::run(lp, tables, ctl_rx, waker, published, started))?;
@@ -71,7 +72,7 @@ use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datapath::mseg::PolicyChange;
 use datapath::{Microseg, Output, Tables, Verdict};
@@ -138,6 +139,9 @@ pub struct MsegLoop {
     /// The NIC's MAC: unicast frames the NIC receives for another MAC are
     /// not the host's.
     pub nic_mac: [u8; 6],
+    /// Busy-polling budget after a round that moved packets
+    /// ([`HostSettings::busy_poll_us`]).
+    pub busy_poll: Duration,
 }
 
 /// The firewall for this mode: `max_flows` connections, the configured
@@ -269,6 +273,7 @@ pub fn run(
         -1,
         -1,
     ];
+    let busy_poll = lp.busy_poll;
     let mseg = Microseg::new(Arc::clone(&tables), lp.firewall, lp.nic_mac);
     let mut shell = Shell {
         sockets: lp.sockets,
@@ -283,7 +288,7 @@ pub fn run(
         epoch,
     };
     shell.set_tables(tables);
-    driver::run(&mut shell, fds, &ctl, &waker, &published);
+    driver::run(&mut shell, fds, &ctl, &waker, &published, busy_poll);
 }
 
 impl driver::Shell for Shell {
