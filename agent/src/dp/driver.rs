@@ -125,10 +125,11 @@ fn round<S: Shell>(shell: &mut S) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::sync::mpsc::channel;
 
     use super::*;
+    use crate::dp::io::tests::pair;
 
     /// Reads one datagram per drain from `rx`, counting drains and ticks;
     /// notes the thread's CPU time when stopped.
@@ -178,23 +179,6 @@ mod tests {
             let nanos = u32::try_from(ts.tv_nsec).unwrap_or(0);
             self.cpu = Duration::new(secs, nanos);
         }
-    }
-
-    /// A non-blocking AF_UNIX datagram pair (`[sender, receiver]`).
-    fn pair() -> [OwnedFd; 2] {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: fresh descriptors nobody else owns.
-        fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     fn send(fd: &OwnedFd) {

@@ -576,13 +576,14 @@ impl Waker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
 
-    /// A non-blocking AF_UNIX datagram pair (`[sender, receiver]`).
-    fn pair() -> [OwnedFd; 2] {
+    /// A non-blocking AF_UNIX datagram pair (`[sender, receiver]`); the
+    /// loop's tests (`driver.rs`) use it too.
+    pub(crate) fn pair() -> [OwnedFd; 2] {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors.
         let rc = unsafe {
