@@ -467,6 +467,16 @@ pub enum Liveness {
     Down,
 }
 
+/// The client mask of a persistence granularity (a prefix length):
+/// `0.0.0.0` for 0 (every client one group), all ones from 32 on (one
+/// address). The engine groups templates by it; the views print it.
+#[must_use]
+pub fn client_mask(len: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32_u32.saturating_sub(u32::from(len)))
+        .unwrap_or(0)
+}
+
 /// One real server of one virtual server, as a health checker names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -816,6 +826,19 @@ fn breaks_a_header(ch: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_masks_of_prefix_lengths() {
+        assert_eq!(client_mask(32), u32::MAX);
+        assert_eq!(client_mask(24), 0xffff_ff00);
+        assert_eq!(client_mask(1), 0x8000_0000);
+        assert_eq!(client_mask(0), 0);
+        assert_eq!(client_mask(40), u32::MAX);
+        let view = |len| Ipv4Addr::from(client_mask(len));
+        assert_eq!(view(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(view(32), Ipv4Addr::BROADCAST);
+        assert_eq!(view(1), Ipv4Addr::new(128, 0, 0, 0));
+    }
 
     #[test]
     fn a_service_reads_as_a_virtual_server_with_its_liveness() {

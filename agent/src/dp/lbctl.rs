@@ -87,9 +87,14 @@ fn service(s: &ServiceView, cfg: Option<&LbService>) -> LbServiceView {
     let mut real_servers: Vec<LbRealServerView> = s
         .real_servers
         .iter()
-        .map(|r| LbRealServerView {
-            checker: checker_of(r, cfg),
-            ..real(r, state_of(r, cfg))
+        .map(|r| {
+            let (configured, live) = configured(r, cfg);
+            LbRealServerView {
+                checker: configured
+                    .and_then(|rs| rs.check.as_ref())
+                    .map(|c| c.kind().to_string()),
+                ..real(r, state_of(r, live))
+            }
         })
         .collect();
     // Failed their check and not inhibited: out of the pool, listed for
@@ -123,7 +128,8 @@ fn service(s: &ServiceView, cfg: Option<&LbService>) -> LbServiceView {
         }
         .into(),
         persistence_timeout: s.persistence_timeout,
-        persistence_mask: (s.persistence_granularity < 32).then(|| mask(s.persistence_granularity)),
+        persistence_mask: (s.persistence_granularity < 32)
+            .then(|| Ipv4Addr::from(control::lb::client_mask(s.persistence_granularity))),
         quorum_lost: !s.quorum_up,
         sorry_server: s
             .sorry_server
@@ -136,26 +142,28 @@ fn service(s: &ServiceView, cfg: Option<&LbService>) -> LbServiceView {
     }
 }
 
-/// The configured checker's name of a listed real server.
-fn checker_of(r: &RealView, cfg: Option<&LbService>) -> Option<String> {
-    let c = cfg?;
-    let rs =
-        c.vs.real_servers
-            .iter()
-            .find(|x| x.ip == r.ip && x.port == r.port)?;
-    rs.check.as_ref().map(|c| c.kind().to_string())
+/// A listed real server's entry in the config, and its health verdict.
+fn configured<'a>(
+    r: &RealView,
+    cfg: Option<&'a LbService>,
+) -> (Option<&'a control::lb::RealServer>, Option<Liveness>) {
+    let Some(c) = cfg else {
+        return (None, None);
+    };
+    match c
+        .vs
+        .real_servers
+        .iter()
+        .position(|x| x.ip == r.ip && x.port == r.port)
+    {
+        Some(i) => (c.vs.real_servers.get(i), c.live.get(i).copied()),
+        None => (None, None),
+    }
 }
 
 /// A listed real server's state: drained at weight 0, inhibited when its
 /// check failed (`inhibit_on_failure` keeps it listed), up otherwise.
-fn state_of(r: &RealView, cfg: Option<&LbService>) -> &'static str {
-    let live = cfg.and_then(|c| {
-        let i =
-            c.vs.real_servers
-                .iter()
-                .position(|x| x.ip == r.ip && x.port == r.port)?;
-        c.live.get(i).copied()
-    });
+fn state_of(r: &RealView, live: Option<Liveness>) -> &'static str {
     match live {
         Some(Liveness::Down) => "inhibited",
         _ if r.weight == 0 => "drain",
@@ -215,25 +223,5 @@ fn rates(r: &Rates) -> LbRates {
         out_pps: r.outpps,
         in_bps: r.inbps,
         out_bps: r.outbps,
-    }
-}
-
-/// The netmask of a prefix length (1..=32).
-fn mask(len: u8) -> Ipv4Addr {
-    let bits = u32::MAX
-        .checked_shl(32 - u32::from(len.min(32)))
-        .unwrap_or(0);
-    Ipv4Addr::from(bits)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masks_of_prefix_lengths() {
-        assert_eq!(mask(24), Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!(mask(32), Ipv4Addr::BROADCAST);
-        assert_eq!(mask(1), Ipv4Addr::new(128, 0, 0, 0));
     }
 }

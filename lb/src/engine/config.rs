@@ -32,15 +32,6 @@ fn effective_weight(rs: &RealServer, live: Liveness, inhibit: bool) -> Option<u3
     }
 }
 
-/// The client mask of a prefix length (1..=32).
-fn mask_of(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len.min(32)))
-    }
-}
-
 /// keepalived's quorum rule: down below `quorum - hysteresis` or with no
 /// live weight, up again at `quorum + hysteresis`; a new virtual server
 /// starts up.
@@ -238,7 +229,7 @@ impl Balancer {
                 key,
                 vs: vs.clone(),
                 snat,
-                mask: mask_of(vs.persistence_granularity),
+                mask: control::lb::client_mask(vs.persistence_granularity),
                 persist_ticks: vs.persistence_timeout.map(ticks_of_secs),
                 members,
                 sorry,
@@ -317,12 +308,5 @@ mod tests {
         assert!(!quorum_state(None, 0, 0, 0));
         assert!(!quorum_state(None, 2, 4, 1));
         assert!(quorum_state(None, 3, 4, 1));
-    }
-
-    #[test]
-    fn masks() {
-        assert_eq!(mask_of(32), u32::MAX);
-        assert_eq!(mask_of(24), 0xffff_ff00);
-        assert_eq!(mask_of(1), 0x8000_0000);
     }
 }

@@ -128,8 +128,8 @@ pub fn find_gw_virtual_server(
 /// The netmask of a prefix length below 32 (persistence groups clients by
 /// it); `None` for 32 (one address) or a length that is none.
 fn prefix_mask(len: u64) -> Option<Ipv4Addr> {
-    let len = u32::try_from(len).ok().filter(|l| *l < 32)?;
-    Some(Ipv4Addr::from(u32::MAX.checked_shl(32 - len).unwrap_or(0)))
+    let len = u8::try_from(len).ok().filter(|l| *l < 32)?;
+    Some(Ipv4Addr::from(control::lb::client_mask(len)))
 }
 
 /// `2`, or `2 (hysteresis 1)`.
