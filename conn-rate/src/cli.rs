@@ -1,24 +1,17 @@
-//! The command line: `serve ADDR:PORT [options]` and `run ADDR:PORT
-//! [options]`, each option `--name VALUE`, every value range-checked (a
-//! bad argument is a usage error, never a panic).
+//! The command line (clap): `serve ADDR:PORT [options]` and `run
+//! ADDR:PORT [options]`, every value range-checked (a bad argument is a
+//! usage error, never a panic).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, value_parser};
+
 use crate::Error;
 use crate::client::RunConfig;
 use crate::server::ServeConfig;
-
-pub const USAGE: &str = "\
-usage: nsx-connrate serve ADDR:PORT [--workers N] [--duration S] [--max-conns N] [--io-timeout-ms MS]
-       nsx-connrate run ADDR:PORT [--duration S] [--concurrency C] [--max-conns N]
-                        [--connect-timeout-ms MS] [--io-timeout-ms MS]
-serve: accept, read the request, answer, close first; stops after --duration
-       (default 3600 s) or --max-conns, then prints {accepted,served,errors}.
-run:   C threads loop connect / request / response to EOF / close for
-       --duration S (default 5) or --max-conns connections (default 1000000),
-       then print one JSON line: connections, cps, failures by kind, latency
-       p50/p99/max in microseconds of a whole transaction.";
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,131 +27,134 @@ const MAX_THREADS: u64 = 1024;
 const MAX_RUN_CONNS: u64 = 50_000_000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 
-/// Parses the arguments after the program name.
+/// New TCP connections per second to a server, a virtual server or a
+/// proxy (netperf's TCP_CRR in spirit).
+#[derive(Debug, Parser)]
+#[command(name = "nsx-connrate", flatten_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Accept, read the request, answer, close first; stop after --duration
+    /// or --max-conns, then print {accepted,served,errors}.
+    Serve(ServeArgs),
+    /// C threads loop connect / request / response to EOF / close for
+    /// --duration or --max-conns connections, then print one JSON line:
+    /// connections, cps, failures by kind, latency p50/p99/max in
+    /// microseconds of a whole transaction.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where to listen (port 0: any).
+    #[arg(value_name = "ADDR:PORT")]
+    addr: SocketAddr,
+    /// Worker threads accepting.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = threads())]
+    workers: usize,
+    /// Seconds to serve (fractions allowed).
+    #[arg(long, value_name = "S", default_value = "3600", value_parser = seconds)]
+    duration: Duration,
+    /// Stop after this many connections [default: no limit].
+    #[arg(long, value_name = "N", value_parser = value_parser!(u64).range(1..))]
+    max_conns: Option<u64>,
+    #[command(flatten)]
+    io_timeout: IoTimeout,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The server, virtual server or proxy to connect to.
+    #[arg(value_name = "ADDR:PORT")]
+    target: SocketAddr,
+    /// Seconds to run (fractions allowed).
+    #[arg(long, value_name = "S", default_value = "5", value_parser = seconds)]
+    duration: Duration,
+    /// Connections at a time (one thread each).
+    #[arg(long, value_name = "C", default_value_t = 4, value_parser = threads())]
+    concurrency: usize,
+    /// Stop after this many connections.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000,
+          value_parser = value_parser!(u64).range(1..=MAX_RUN_CONNS))]
+    max_conns: u64,
+    /// Bound on each connect.
+    #[arg(long, value_name = "MS", default_value = "1000", value_parser = millis())]
+    connect_timeout_ms: Duration,
+    #[command(flatten)]
+    io_timeout: IoTimeout,
+}
+
+#[derive(Debug, Args)]
+struct IoTimeout {
+    /// Bound on each read and write of a connection.
+    #[arg(long = "io-timeout-ms", value_name = "MS", default_value = "2000", value_parser = millis())]
+    io_timeout: Duration,
+}
+
+/// Parses the arguments after the program name; `--help` (or `help`) is
+/// [`Command::Help`], anything clap refuses an [`Error::Usage`] with its
+/// message.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, Error> {
-    let mut args = args.into_iter();
-    let cmd = args.next().ok_or_else(|| usage("no command"))?;
-    if matches!(cmd.as_str(), "-h" | "--help" | "help") {
-        return Ok(Command::Help);
-    }
-    let addr = args
-        .next()
-        .ok_or_else(|| usage(format!("{cmd}: ADDR:PORT missing")))?;
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| usage(format!("{addr:?} is not an ADDR:PORT")))?;
-    let opts = options(args)?;
-    match cmd.as_str() {
-        "serve" => serve(addr, &opts).map(Command::Serve),
-        "run" => run(addr, &opts).map(Command::Run),
-        other => Err(usage(format!("unknown command {other:?}"))),
+    let argv = std::iter::once("nsx-connrate".to_string()).chain(args);
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => Ok(cli.cmd.into()),
+        Err(e) if e.kind() == ErrorKind::DisplayHelp => Ok(Command::Help),
+        Err(e) => Err(Error::Usage(e.to_string())),
     }
 }
 
-fn serve(addr: SocketAddr, opts: &Options) -> Result<ServeConfig, Error> {
-    opts.only(&["workers", "duration", "max-conns", "io-timeout-ms"])?;
-    Ok(ServeConfig {
-        addr,
-        workers: count_usize(opts.int("workers", 8, 1, MAX_THREADS)?)?,
-        io_timeout: opts.millis("io-timeout-ms", 2000)?,
-        duration: opts.secs("duration", 3600.0)?,
-        max_conns: opts.int("max-conns", u64::MAX, 1, u64::MAX)?,
-    })
+/// The help text: every command with its options.
+pub fn help() -> String {
+    Cli::command().render_help().to_string()
 }
 
-fn run(target: SocketAddr, opts: &Options) -> Result<RunConfig, Error> {
-    opts.only(&[
-        "duration",
-        "concurrency",
-        "max-conns",
-        "connect-timeout-ms",
-        "io-timeout-ms",
-    ])?;
-    Ok(RunConfig {
-        target,
-        duration: opts.secs("duration", 5.0)?,
-        concurrency: count_usize(opts.int("concurrency", 4, 1, MAX_THREADS)?)?,
-        max_conns: opts.int("max-conns", 1_000_000, 1, MAX_RUN_CONNS)?,
-        connect_timeout: opts.millis("connect-timeout-ms", 1000)?,
-        io_timeout: opts.millis("io-timeout-ms", 2000)?,
-    })
-}
-
-fn usage(msg: impl Into<String>) -> Error {
-    Error::Usage(msg.into())
-}
-
-fn count_usize(n: u64) -> Result<usize, Error> {
-    usize::try_from(n).map_err(|_| usage(format!("{n} is too large here")))
-}
-
-/// `--name value` pairs, in order.
-#[derive(Debug)]
-struct Options(Vec<(String, String)>);
-
-fn options(args: impl Iterator<Item = String>) -> Result<Options, Error> {
-    let mut out = Vec::new();
-    let mut args = args.peekable();
-    while let Some(flag) = args.next() {
-        let name = flag
-            .strip_prefix("--")
-            .ok_or_else(|| usage(format!("unexpected argument {flag:?}")))?;
-        let value = args
-            .next()
-            .ok_or_else(|| usage(format!("{flag} needs a value")))?;
-        out.push((name.to_string(), value));
-    }
-    Ok(Options(out))
-}
-
-impl Options {
-    /// Refuses options other than `known`.
-    fn only(&self, known: &[&str]) -> Result<(), Error> {
-        match self.0.iter().find(|(n, _)| !known.contains(&n.as_str())) {
-            Some((n, _)) => Err(usage(format!("unknown option --{n}"))),
-            None => Ok(()),
+impl From<Cmd> for Command {
+    fn from(cmd: Cmd) -> Command {
+        match cmd {
+            Cmd::Serve(a) => Command::Serve(ServeConfig {
+                addr: a.addr,
+                workers: a.workers,
+                io_timeout: a.io_timeout.io_timeout,
+                duration: a.duration,
+                max_conns: a.max_conns.unwrap_or(u64::MAX),
+            }),
+            Cmd::Run(a) => Command::Run(RunConfig {
+                target: a.target,
+                duration: a.duration,
+                concurrency: a.concurrency,
+                max_conns: a.max_conns,
+                connect_timeout: a.connect_timeout_ms,
+                io_timeout: a.io_timeout.io_timeout,
+            }),
         }
     }
+}
 
-    /// The last value given for `name`.
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
+/// A thread count, 1 to [`MAX_THREADS`].
+fn threads() -> impl TypedValueParser<Value = usize> {
+    value_parser!(u64)
+        .range(1..=MAX_THREADS)
+        .try_map(usize::try_from)
+}
 
-    fn int(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64, Error> {
-        let Some(v) = self.get(name) else {
-            return Ok(default);
-        };
-        match v.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(n),
-            _ => Err(usage(format!(
-                "--{name} {v:?}: an integer from {min} to {max}"
-            ))),
+/// Milliseconds, 1 to [`MAX_TIMEOUT_MS`].
+fn millis() -> impl TypedValueParser<Value = Duration> {
+    value_parser!(u64)
+        .range(1..=MAX_TIMEOUT_MS)
+        .map(Duration::from_millis)
+}
+
+/// Seconds, fractions allowed: above 0 and at most [`MAX_SECS`].
+fn seconds(v: &str) -> Result<Duration, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= MAX_SECS => {
+            Duration::try_from_secs_f64(s).map_err(|e| e.to_string())
         }
-    }
-
-    fn secs(&self, name: &str, default: f64) -> Result<Duration, Error> {
-        let v = self.get(name);
-        let secs = match v.map(str::parse::<f64>) {
-            None => default,
-            Some(Ok(s)) if s > 0.0 && s <= MAX_SECS => s,
-            Some(_) => {
-                return Err(usage(format!(
-                    "--{name} {:?}: seconds, above 0 and at most {MAX_SECS}",
-                    v.unwrap_or("")
-                )));
-            }
-        };
-        Duration::try_from_secs_f64(secs).map_err(|_| usage(format!("--{name}: not a duration")))
-    }
-
-    fn millis(&self, name: &str, default: u64) -> Result<Duration, Error> {
-        self.int(name, default, 1, MAX_TIMEOUT_MS)
-            .map(Duration::from_millis)
+        _ => Err(format!("seconds, above 0 and at most {MAX_SECS}")),
     }
 }
 
@@ -219,5 +215,15 @@ mod tests {
             );
         }
         assert_eq!(parse_str("--help").ok(), Some(Command::Help));
+    }
+
+    #[test]
+    fn a_usage_error_says_what_is_wrong() {
+        let Err(Error::Usage(m)) = parse_str("run 10.0.0.1:80 --concurrency 0") else {
+            panic!("accepted");
+        };
+        assert!(m.contains("--concurrency") && m.contains("1..=1024"), "{m}");
+        assert_eq!(parse_str("run --help").ok(), Some(Command::Help));
+        assert!(help().contains("--connect-timeout-ms"));
     }
 }

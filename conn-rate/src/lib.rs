@@ -9,16 +9,15 @@
 //! without running out of ports.
 //!
 //! [`server`] owns the accept side, [`client`] the connection loop,
-//! [`report`] the tallies and their JSON line, [`cli`] the arguments.
-//! Standard library only: the tool is copied into the bench's sandbox
-//! next to the agent.
+//! [`report`] the tallies and their JSON line (serde), [`cli`] the
+//! arguments (clap). The binary is copied into the bench's sandbox next
+//! to the agent.
 
 pub mod cli;
 pub mod client;
 pub mod report;
 pub mod server;
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
@@ -29,44 +28,48 @@ pub const RESPONSE: &[u8] = b"nsx-connrate rsp";
 
 /// Why the tool could not run (a failed *connection* is not an error: it
 /// is counted in the report by kind).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad command line.
+    /// Bad command line (clap's rendered message).
+    #[error("{0}")]
     Usage(String),
     /// The server's address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     /// A worker thread could not be started.
-    Spawn(io::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Spawn(#[source] io::Error),
     /// The server could not wake its workers to stop them.
+    #[error("cannot wake the server's workers through {addr}: {source}")]
     Wake { addr: SocketAddr, source: io::Error },
     /// A worker thread panicked.
+    #[error("a worker thread panicked")]
     WorkerPanicked,
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Usage(m) => write!(f, "{m}"),
-            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            Error::Spawn(e) => write!(f, "cannot start a worker thread: {e}"),
-            Error::Wake { addr, source } => {
-                write!(
-                    f,
-                    "cannot wake the server's workers through {addr}: {source}"
-                )
-            }
-            Error::WorkerPanicked => write!(f, "a worker thread panicked"),
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Bind { source, .. } | Error::Wake { source, .. } | Error::Spawn(source) => {
-                Some(source)
-            }
-            Error::Usage(_) | Error::WorkerPanicked => None,
-        }
+    #[test]
+    fn errors_keep_their_messages_and_causes() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 80));
+        let e = Error::Bind {
+            addr,
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        assert!(
+            e.to_string().starts_with("cannot listen on 127.0.0.1:80: "),
+            "{e}"
+        );
+        assert!(e.source().is_some());
+        let spawn = Error::Spawn(io::Error::from(io::ErrorKind::OutOfMemory));
+        assert!(spawn.source().is_some());
+        assert_eq!(
+            Error::WorkerPanicked.to_string(),
+            "a worker thread panicked"
+        );
+        assert!(Error::Usage("x".into()).source().is_none());
     }
 }

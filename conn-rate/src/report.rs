@@ -1,11 +1,15 @@
 //! What a run counted: connections completed, failures by kind, the
 //! latency of a whole transaction (connect, request, response to EOF) as
 //! nearest-rank percentiles, and the one JSON line `nsx-connrate run`
-//! prints.
+//! prints (serde_json).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// Why one connection did not complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,13 +118,18 @@ impl Failures {
             *n += m;
         }
     }
+}
 
-    fn to_json(self) -> String {
-        let kinds: Vec<String> = FailureKind::ALL
-            .iter()
-            .map(|k| format!("\"{}\":{}", k.name(), self.get(*k)))
-            .collect();
-        format!("{{\"total\":{},{}}}", self.total(), kinds.join(","))
+/// `{"total": N, "refused": N, ...}`, the kinds in [`FailureKind::ALL`]'s
+/// order.
+impl Serialize for Failures {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(FailureKind::ALL.len() + 1))?;
+        map.serialize_entry("total", &self.total())?;
+        for kind in FailureKind::ALL {
+            map.serialize_entry(kind.name(), &self.get(kind))?;
+        }
+        map.end()
     }
 }
 
@@ -177,24 +186,59 @@ impl Report {
 
     /// The JSON line (latencies null when nothing completed).
     pub fn to_json(&self) -> String {
-        let lat = |f: fn(&Latency) -> u64| {
-            self.latency
-                .as_ref()
-                .map_or("null".into(), |l| f(l).to_string())
-        };
-        format!(
-            "{{\"target\":\"{}\",\"concurrency\":{},\"elapsed_s\":{:.3},\"connections\":{},\"cps\":{:.1},\"failures\":{},\"latency_us\":{{\"p50\":{},\"p99\":{},\"max\":{}}}}}",
-            self.target,
-            self.concurrency,
-            self.elapsed.as_secs_f64(),
-            self.connections,
-            self.cps(),
-            self.failures.to_json(),
-            lat(|l| l.p50_us),
-            lat(|l| l.p99_us),
-            lat(|l| l.max_us),
-        )
+        json_line(&ReportLine {
+            target: self.target,
+            concurrency: self.concurrency,
+            elapsed_s: Fixed(self.elapsed.as_secs_f64()),
+            connections: self.connections,
+            cps: Fixed(self.cps()),
+            failures: self.failures,
+            latency_us: LatencyLine {
+                p50: self.latency.map(|l| l.p50_us),
+                p99: self.latency.map(|l| l.p99_us),
+                max: self.latency.map(|l| l.max_us),
+            },
+        })
     }
+}
+
+/// The shape of [`Report`]'s JSON line.
+#[derive(Serialize)]
+struct ReportLine {
+    target: SocketAddr,
+    concurrency: usize,
+    elapsed_s: Fixed<3>,
+    connections: u64,
+    cps: Fixed<1>,
+    failures: Failures,
+    latency_us: LatencyLine,
+}
+
+#[derive(Serialize)]
+struct LatencyLine {
+    p50: Option<u64>,
+    p99: Option<u64>,
+    max: Option<u64>,
+}
+
+/// A number written with exactly `D` decimals (`2.000`, not `2.0`).
+struct Fixed<const D: usize>(f64);
+
+impl<const D: usize> Serialize for Fixed<D> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // A NaN or an infinity is no JSON number: refused, not written.
+        RawValue::from_string(format!("{:.*}", D, self.0))
+            .map_err(S::Error::custom)?
+            .serialize(s)
+    }
+}
+
+/// `value` as one JSON line; `{"error": ...}` if it cannot be written
+/// (a non-finite figure), which `bench/cps.sh` reports as no report.
+pub fn json_line<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        serde_json::json!({ "error": format!("cannot write the report: {e}") }).to_string()
+    })
 }
 
 #[cfg(test)]
@@ -285,5 +329,24 @@ mod tests {
         };
         assert!(empty.to_json().contains("\"cps\":0.0"));
         assert!(empty.to_json().contains("\"p50\":null"));
+    }
+
+    #[test]
+    fn a_figure_that_is_no_number_gives_an_error_line() {
+        #[derive(Serialize)]
+        struct Line {
+            cps: Fixed<1>,
+        }
+        assert_eq!(
+            json_line(&Line {
+                cps: Fixed(1234.56)
+            }),
+            "{\"cps\":1234.6}"
+        );
+        let bad = json_line(&Line {
+            cps: Fixed(f64::NAN),
+        });
+        let v: serde_json::Value = serde_json::from_str(&bad).expect("valid JSON");
+        assert!(v["error"].is_string(), "{bad}");
     }
 }

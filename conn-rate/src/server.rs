@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
+use crate::report::json_line;
 use crate::{Error, REQUEST, RESPONSE};
 
 /// How long a worker waits after a failed `accept` (EMFILE and the like),
@@ -36,7 +39,7 @@ pub struct ServeConfig {
 }
 
 /// What the server counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ServeStats {
     pub accepted: u64,
     /// Answered: the whole request read, the response written.
@@ -46,11 +49,9 @@ pub struct ServeStats {
 }
 
 impl ServeStats {
+    /// `{"accepted":N,"served":N,"errors":N}`
     pub fn to_json(self) -> String {
-        format!(
-            "{{\"accepted\":{},\"served\":{},\"errors\":{}}}",
-            self.accepted, self.served, self.errors
-        )
+        json_line(&self)
     }
 }
 
@@ -237,6 +238,10 @@ mod tests {
                 served: 1,
                 errors: 0
             }
+        );
+        assert_eq!(
+            stats.to_json(),
+            "{\"accepted\":1,\"served\":1,\"errors\":0}"
         );
     }
 
